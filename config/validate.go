@@ -1,0 +1,389 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"reflect"
+	"regexp"
+	"strings"
+
+	"github.com/decent-stuff/dc-agent/identity"
+)
+
+// Defaults.
+const (
+	DefaultEndpoint                   = "https://api.decent-cloud.org"
+	DefaultIntervalSeconds            = 30
+	DefaultHealthCheckIntervalSeconds = 300
+	DefaultReconcileIntervalSeconds   = 300
+	DefaultOrphanGracePeriodSeconds   = 3600
+	DefaultStateDir                   = "/var/lib/dc-agent"
+	DefaultStatusSocket               = "/run/dc-agent/status.sock"
+	DefaultMaxConcurrentProvisions    = 4
+	DefaultShutdownGraceSeconds       = 300
+	DefaultScriptTimeoutSeconds       = 300
+	DefaultProxmoxStorage             = "local-lvm"
+	DefaultProxmoxBridge              = "vmbr0"
+	DefaultMaxParallelClones          = 2
+	DefaultDockerSocket               = "/var/run/docker.sock"
+	DefaultHetznerLocation            = "fsn1"
+	DefaultHetznerImage               = "ubuntu-24.04"
+	DefaultReleaseURL                 = "https://github.com/decent-stuff/dc-agent/releases"
+)
+
+func (c *Config) applyDefaults() {
+	if c.Polling.IntervalSeconds == 0 {
+		c.Polling.IntervalSeconds = DefaultIntervalSeconds
+	}
+	if c.Polling.HealthCheckIntervalSeconds == 0 {
+		c.Polling.HealthCheckIntervalSeconds = DefaultHealthCheckIntervalSeconds
+	}
+	if c.Polling.ReconcileIntervalSeconds == 0 {
+		c.Polling.ReconcileIntervalSeconds = DefaultReconcileIntervalSeconds
+	}
+	if c.Polling.OrphanGracePeriodSeconds == 0 {
+		c.Polling.OrphanGracePeriodSeconds = DefaultOrphanGracePeriodSeconds
+	}
+	if c.Agent.StateDir == "" {
+		c.Agent.StateDir = DefaultStateDir
+	}
+	if c.Agent.StatusSocket == "" {
+		c.Agent.StatusSocket = DefaultStatusSocket
+	}
+	if c.Agent.MaxConcurrentProvisions == 0 {
+		c.Agent.MaxConcurrentProvisions = DefaultMaxConcurrentProvisions
+	}
+	if c.Agent.ShutdownGraceSeconds == 0 {
+		c.Agent.ShutdownGraceSeconds = DefaultShutdownGraceSeconds
+	}
+	if c.Agent.ReleaseURL == "" {
+		c.Agent.ReleaseURL = DefaultReleaseURL
+	}
+	c.Provisioner.applyDefaults()
+	for i := range c.AdditionalProvisioners {
+		c.AdditionalProvisioners[i].applyDefaults()
+	}
+}
+
+func (p *ProvisionerConfig) applyDefaults() {
+	if px := p.Proxmox; px != nil {
+		if px.Storage == "" {
+			px.Storage = DefaultProxmoxStorage
+		}
+		if px.Bridge == "" {
+			px.Bridge = DefaultProxmoxBridge
+		}
+		if px.MaxParallelClones == 0 {
+			px.MaxParallelClones = DefaultMaxParallelClones
+		}
+		if px.IPWaitAttempts == 0 {
+			px.IPWaitAttempts = 30
+		}
+		if px.IPWaitIntervalSec == 0 {
+			px.IPWaitIntervalSec = 5
+		}
+		if px.CIUser == "" {
+			px.CIUser = "root"
+		}
+	}
+	if h := p.Hetzner; h != nil {
+		if h.DefaultLocation == "" {
+			h.DefaultLocation = DefaultHetznerLocation
+		}
+		if h.DefaultImage == "" {
+			h.DefaultImage = DefaultHetznerImage
+		}
+		if h.ActionTimeoutSecond == 0 {
+			h.ActionTimeoutSecond = 300
+		}
+	}
+	if d := p.Docker; d != nil {
+		if d.Socket == "" {
+			d.Socket = DefaultDockerSocket
+		}
+		if d.SSHPortRangeStart == 0 && d.SSHPortRangeEnd == 0 {
+			d.SSHPortRangeStart, d.SSHPortRangeEnd = 20000, 20999
+		}
+		if d.PublishIP == "" {
+			d.PublishIP = "0.0.0.0"
+		}
+		if d.RestartPolicy == "" {
+			d.RestartPolicy = "unless-stopped"
+		}
+		if d.PullTimeoutSecond == 0 {
+			d.PullTimeoutSecond = 600
+		}
+	}
+	if s := p.Script; s != nil {
+		if s.TimeoutSeconds == 0 {
+			s.TimeoutSeconds = DefaultScriptTimeoutSeconds
+		}
+		if s.MaxOutputBytes == 0 {
+			s.MaxOutputBytes = 1 << 20
+		}
+	}
+	if p.Type == TypeManual && p.Manual == nil {
+		p.Manual = &ManualConfig{}
+	}
+}
+
+var placeholderRe = regexp.MustCompile(`(?i)your[-_]|replace[-_]with|changeme|xxxxxxxx|example\.com`)
+
+// Validate returns one actionable message per problem (nil if none) and
+// records warnings in c.Warnings.
+func (c *Config) Validate() []string {
+	var p []string
+	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
+	warn := func(format string, args ...any) { c.Warnings = append(c.Warnings, fmt.Sprintf(format, args...)) }
+
+	// [api]
+	switch {
+	case strings.TrimSpace(c.API.Endpoint) == "":
+		add("api.endpoint is missing; set it to the Decent Cloud API URL, e.g. endpoint = %q", DefaultEndpoint)
+	default:
+		if _, err := url.Parse(c.API.Endpoint); err != nil || !(strings.HasPrefix(c.API.Endpoint, "https://") || strings.HasPrefix(c.API.Endpoint, "http://")) {
+			add("api.endpoint %q is not a URL; use e.g. %q", c.API.Endpoint, DefaultEndpoint)
+		}
+	}
+	if c.API.ProviderPubkey == "" {
+		add("api.provider_pubkey is missing; set it to your provider public key (64 hex characters, shown on the Decent Cloud dashboard)")
+	} else if _, err := identity.ParsePublicKeyHex(c.API.ProviderPubkey); err != nil {
+		add("api.provider_pubkey: %v; copy the 64-hex provider public key from the Decent Cloud dashboard", err)
+	}
+	switch {
+	case c.API.ProviderSecretKey != "":
+		add("api.provider_secret_key is the provider's main key and must not live on the agent host; remove it, run `dc-agent init` and delegate the agent key (dc-agent delegation request)")
+	case c.API.AgentSecretKey == "":
+		add("api.agent_secret_key is missing; run `dc-agent init` and set agent_secret_key = \"/etc/dc-agent/agent.key\"")
+	case isInlineHexKey(c.API.AgentSecretKey):
+		warn("api.agent_secret_key holds the key inline; move it to a 0600 file (dc-agent init writes one) and set agent_secret_key to its path")
+	}
+	if c.API.TimeoutSeconds < 0 {
+		add("api.timeout_seconds must be positive")
+	}
+
+	// [polling]
+	if c.Polling.IntervalSeconds < 1 || c.Polling.IntervalSeconds > 3600 {
+		add("polling.interval_seconds = %d is out of range; use 1..3600 (default %d)", c.Polling.IntervalSeconds, DefaultIntervalSeconds)
+	}
+	if c.Polling.HealthCheckIntervalSeconds < 10 || c.Polling.HealthCheckIntervalSeconds > 86400 {
+		add("polling.health_check_interval_seconds = %d is out of range; use 10..86400 (default %d)", c.Polling.HealthCheckIntervalSeconds, DefaultHealthCheckIntervalSeconds)
+	}
+	if c.Polling.ReconcileIntervalSeconds < 10 {
+		add("polling.reconcile_interval_seconds = %d is too small; use at least 10 (default %d)", c.Polling.ReconcileIntervalSeconds, DefaultReconcileIntervalSeconds)
+	}
+	if c.Polling.OrphanGracePeriodSeconds < 0 {
+		add("polling.orphan_grace_period_seconds must not be negative")
+	}
+
+	// [agent]
+	if c.Agent.MaxConcurrentProvisions < 1 || c.Agent.MaxConcurrentProvisions > 256 {
+		add("agent.max_concurrent_provisions = %d is out of range; use 1..256 (default %d)", c.Agent.MaxConcurrentProvisions, DefaultMaxConcurrentProvisions)
+	}
+	if c.Agent.ShutdownGraceSeconds < 0 {
+		add("agent.shutdown_grace_seconds must not be negative")
+	}
+	if c.Agent.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.Agent.MetricsListen); err != nil {
+			add("agent.metrics_listen %q is not host:port; use e.g. \"127.0.0.1:9464\"", c.Agent.MetricsListen)
+		}
+	}
+
+	// provisioners
+	p = append(p, c.Provisioner.validate("provisioner", warn)...)
+	seen := map[string]bool{c.Provisioner.Type: true}
+	for i, ap := range c.AdditionalProvisioners {
+		where := fmt.Sprintf("additional_provisioners[%d]", i)
+		p = append(p, ap.validate(where, warn)...)
+		if seen[ap.Type] {
+			add("%s: type %q is configured twice; each type may appear once (contracts choose it by provisioner_type)", where, ap.Type)
+		}
+		seen[ap.Type] = true
+	}
+	return p
+}
+
+func (p *ProvisionerConfig) validate(where string, warn func(string, ...any)) []string {
+	var out []string
+	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
+	sections := map[string]bool{
+		TypeProxmox: p.Proxmox != nil, TypeHetzner: p.Hetzner != nil, TypeDocker: p.Docker != nil,
+		TypeScript: p.Script != nil, TypeManual: p.Manual != nil,
+	}
+	switch {
+	case p.Type == "":
+		add("%s.type is missing; set it to one of %s", where, strings.Join(ProvisionerTypes, ", "))
+		return out
+	case !knownType(p.Type):
+		if s := suggest(p.Type, ProvisionerTypes); s != "" {
+			add("%s.type %q is not a provisioner; did you mean %q?", where, p.Type, s)
+		} else {
+			add("%s.type %q is not a provisioner; use one of %s", where, p.Type, strings.Join(ProvisionerTypes, ", "))
+		}
+		return out
+	case !sections[p.Type]:
+		add("%s.type is %q but [%s.%s] is missing; add that section (see packaging/dc-agent.toml.example)", where, p.Type, where, p.Type)
+	}
+	for _, t := range sortedKeys(sections) {
+		if sections[t] && t != p.Type {
+			add("%s has a [%s.%s] section but type = %q; remove the section or add it as [[additional_provisioners]]", where, where, t, p.Type)
+		}
+	}
+	if p.MaxConcurrent < 0 {
+		add("%s.max_concurrent must not be negative", where)
+	}
+	s := where + "." + p.Type
+	switch p.Type {
+	case TypeProxmox:
+		if px := p.Proxmox; px != nil {
+			out = append(out, px.validate(s, warn)...)
+		}
+	case TypeHetzner:
+		if h := p.Hetzner; h != nil {
+			if h.APITokenFile == "" && h.APIToken == "" {
+				add("%s.api_token_file is missing; put the Hetzner Cloud API token in a 0600 file and set api_token_file to its path", s)
+			}
+			if h.APIToken != "" {
+				warn("%s.api_token holds the token inline; move it to a 0600 file and use api_token_file", s)
+			}
+			if h.Endpoint != "" && !strings.HasPrefix(h.Endpoint, "http") {
+				add("%s.endpoint %q must be a URL", s, h.Endpoint)
+			}
+		}
+	case TypeDocker:
+		if d := p.Docker; d != nil {
+			if d.Image == "" {
+				add("%s.image is missing; set the image each contract's container runs, e.g. image = \"ubuntu:24.04\" with sshd", s)
+			}
+			if d.SSHPortRangeStart < 1 || d.SSHPortRangeEnd > 65535 || d.SSHPortRangeStart > d.SSHPortRangeEnd {
+				add("%s: ssh_port_range_start..ssh_port_range_end (%d..%d) is not a valid port range", s, d.SSHPortRangeStart, d.SSHPortRangeEnd)
+			}
+			if net.ParseIP(d.PublishIP) == nil {
+				add("%s.publish_ip %q is not an IP address", s, d.PublishIP)
+			}
+			switch d.RestartPolicy {
+			case "no", "always", "unless-stopped", "on-failure":
+			default:
+				add("%s.restart_policy %q is not one of no, always, unless-stopped, on-failure", s, d.RestartPolicy)
+			}
+		}
+	case TypeScript:
+		if sc := p.Script; sc != nil {
+			if sc.Provision == "" {
+				add("%s.provision is missing; set the path of the script that creates an instance", s)
+			}
+			if sc.Terminate == "" {
+				add("%s.terminate is missing; set the path of the script that removes an instance", s)
+			}
+			if sc.HealthCheck == "" {
+				add("%s.health_check is missing; set the path of the script that checks an instance", s)
+			}
+			if sc.TimeoutSeconds < 1 || sc.TimeoutSeconds > 86400 {
+				add("%s.timeout_seconds = %d is out of range; use 1..86400", s, sc.TimeoutSeconds)
+			}
+			for _, v := range []string{sc.Provision, sc.Terminate, sc.HealthCheck} {
+				if placeholderRe.MatchString(v) {
+					add("%s: %q looks like a placeholder; set the real script path", s, v)
+				}
+			}
+		}
+	case TypeManual:
+		if m := p.Manual; m != nil && m.NotificationWebhook != "" {
+			if u, err := url.Parse(m.NotificationWebhook); err != nil || u.Scheme == "" || u.Host == "" || placeholderRe.MatchString(m.NotificationWebhook) {
+				add("%s.notification_webhook %q is not a usable URL", s, m.NotificationWebhook)
+			}
+		}
+	}
+	return out
+}
+
+func (px *ProxmoxConfig) validate(s string, warn func(string, ...any)) []string {
+	var out []string
+	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
+	if px.APIURL == "" {
+		add("%s.api_url is missing; set it to https://<proxmox-host>:8006 (dc-agent setup proxmox fills it in)", s)
+	} else if u, err := url.Parse(px.APIURL); err != nil || u.Scheme != "https" || u.Host == "" {
+		add("%s.api_url %q must be an https:// URL like https://pve.example:8006", s, px.APIURL)
+	} else if placeholderRe.MatchString(px.APIURL) {
+		add("%s.api_url %q looks like a placeholder; set your Proxmox host", s, px.APIURL)
+	}
+	if px.APITokenID == "" {
+		add("%s.api_token_id is missing; set it to the token id, e.g. \"dc-agent@pve!agent\"", s)
+	} else if !strings.Contains(px.APITokenID, "!") || !strings.Contains(px.APITokenID, "@") {
+		add("%s.api_token_id %q must look like user@realm!tokenname", s, px.APITokenID)
+	}
+	switch {
+	case px.APITokenSecretFile == "" && px.APITokenSecret == "":
+		add("%s.api_token_secret_file is missing; put the token secret in a 0600 file and set api_token_secret_file to its path", s)
+	case px.APITokenSecret != "":
+		if placeholderRe.MatchString(px.APITokenSecret) {
+			add("%s.api_token_secret is a placeholder; set api_token_secret_file to a 0600 file with the real secret", s)
+		} else {
+			warn("%s.api_token_secret holds the secret inline; move it to a 0600 file and use api_token_secret_file", s)
+		}
+	}
+	if px.Node == "" {
+		add("%s.node is missing; set the Proxmox node name (see `pvesh get /nodes`)", s)
+	}
+	if px.TemplateVMID < 100 || px.TemplateVMID > 999999999 {
+		add("%s.template_vmid = %d is not a VMID; set the template's VMID (100..999999999)", s, px.TemplateVMID)
+	}
+	for name, id := range px.Templates {
+		if id < 100 {
+			add("%s.templates.%s = %d is not a VMID", s, name, id)
+		}
+	}
+	if px.VerifySSL != nil && !*px.VerifySSL {
+		px.InsecureSkipVerify = true
+		warn("%s.verify_ssl = false is deprecated; set tls_fingerprint to pin the node certificate instead", s)
+	}
+	if px.TLSFingerprint != "" {
+		if _, err := NormalizeFingerprint(px.TLSFingerprint); err != nil {
+			add("%s.tls_fingerprint: %v", s, err)
+		}
+	} else if !px.InsecureSkipVerify {
+		add("%s.tls_fingerprint is missing; pin the node certificate (pvesh get /nodes --output-format json shows ssl_fingerprint), or set insecure_skip_verify = true", s)
+	}
+	if px.MaxParallelClones < 1 || px.MaxParallelClones > 32 {
+		add("%s.max_parallel_clones = %d is out of range; use 1..32 (default %d)", s, px.MaxParallelClones, DefaultMaxParallelClones)
+	}
+	if px.IPWaitAttempts < 1 || px.IPWaitIntervalSec < 1 {
+		add("%s: ip_wait_attempts and ip_wait_interval_secs must be positive", s)
+	}
+	return out
+}
+
+var fpRe = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+
+// NormalizeFingerprint turns "AA:BB:..." or plain hex into lowercase hex of
+// the 32-byte SHA-256.
+func NormalizeFingerprint(fp string) (string, error) {
+	h := strings.ToLower(strings.ReplaceAll(strings.TrimSpace(fp), ":", ""))
+	if !fpRe.MatchString(h) {
+		return "", fmt.Errorf("%q is not a SHA-256 fingerprint (64 hex digits, colons allowed)", fp)
+	}
+	return h, nil
+}
+
+func knownType(t string) bool {
+	for _, k := range ProvisionerTypes {
+		if k == t {
+			return true
+		}
+	}
+	return false
+}
+
+// tomlKeys lists the toml tag names of a struct value's fields.
+func tomlKeys(v any) []string {
+	t := reflect.TypeOf(v)
+	var out []string
+	for i := 0; i < t.NumField(); i++ {
+		tag := strings.Split(t.Field(i).Tag.Get("toml"), ",")[0]
+		if tag != "" && tag != "-" {
+			out = append(out, tag)
+		}
+	}
+	return out
+}

@@ -1,0 +1,434 @@
+package dcapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"github.com/decent-stuff/dc-agent/identity"
+)
+
+// maxResponseBytes bounds how much of a response body is read.
+const maxResponseBytes = 16 << 20
+
+// DefaultTimeout is the per-request timeout unless WithTimeout says otherwise.
+const DefaultTimeout = 30 * time.Second
+
+// Client talks to a Decent Cloud API, signing every request with its key.
+// In agent mode (the default) the key is a delegated agent key; in provider
+// mode it is the provider's main key.
+type Client struct {
+	base         *url.URL
+	provider     string
+	key          ed25519.PrivateKey
+	keyHex       string
+	providerMode bool
+	hc           *http.Client
+	timeout      time.Duration
+	userAgent    string
+	now          func() time.Time
+	log          *slog.Logger
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithProviderMode signs with X-Public-Key (the key is the provider's main key).
+func WithProviderMode() Option { return func(c *Client) { c.providerMode = true } }
+
+// WithHTTPClient replaces the HTTP client (its Timeout should be 0: the
+// client applies per-request timeouts itself).
+func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
+
+// WithTimeout sets the per-request timeout (long-polls add their wait).
+func WithTimeout(d time.Duration) Option { return func(c *Client) { c.timeout = d } }
+
+// WithUserAgent sets the User-Agent header.
+func WithUserAgent(ua string) Option { return func(c *Client) { c.userAgent = ua } }
+
+// WithClock injects the clock used for X-Timestamp (tests).
+func WithClock(now func() time.Time) Option { return func(c *Client) { c.now = now } }
+
+// WithLogger logs one debug line per request: method, path, status,
+// duration. Headers and bodies are never logged.
+func WithLogger(l *slog.Logger) Option { return func(c *Client) { c.log = l } }
+
+// New returns a client for endpoint (e.g. https://api.decent-cloud.org),
+// acting for provider (hex) with key.
+func New(endpoint, provider string, key ed25519.PrivateKey, opts ...Option) (*Client, error) {
+	u, err := ParseEndpoint(endpoint)
+	if err != nil {
+		return nil, err
+	}
+	p, err := identity.NormalizePublicKeyHex(provider)
+	if err != nil {
+		return nil, fmt.Errorf("provider public key: %w", err)
+	}
+	if len(key) != ed25519.PrivateKeySize {
+		return nil, errors.New("signing key is missing or malformed")
+	}
+	c := &Client{
+		base:      u,
+		provider:  p,
+		key:       key,
+		keyHex:    identity.PublicHex(key),
+		hc:        &http.Client{Transport: http.DefaultTransport},
+		timeout:   DefaultTimeout,
+		userAgent: "dc-agent",
+		now:       time.Now,
+		log:       slog.New(slog.DiscardHandler),
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	return c, nil
+}
+
+// ParseEndpoint validates an API endpoint URL.
+func ParseEndpoint(endpoint string) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimSpace(endpoint))
+	if err != nil {
+		return nil, fmt.Errorf("API endpoint %q: %w", endpoint, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("API endpoint %q must start with https:// (or http:// for a local server)", endpoint)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("API endpoint %q has no host", endpoint)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("API endpoint %q must not have a query or fragment", endpoint)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.RawPath = ""
+	return u, nil
+}
+
+// Provider is the provider key (hex) the client acts for.
+func (c *Client) Provider() string { return c.provider }
+
+// KeyHex is the public key the client signs with.
+func (c *Client) KeyHex() string { return c.keyHex }
+
+// Endpoint is the base URL.
+func (c *Client) Endpoint() string { return c.base.String() }
+
+// Response carries what a caller may want from a raw Do beyond the data.
+type Response struct {
+	StatusCode int
+	Header     http.Header
+}
+
+// Do sends a signed request to APIPrefix+path with an optional query and
+// JSON body, and decodes the envelope's data into out (if non-nil).
+// timeout 0 means the client's default.
+func (c *Client) Do(ctx context.Context, method, path string, query url.Values, body any, out any, timeout time.Duration) (*Response, error) {
+	var raw []byte
+	if body != nil {
+		var err error
+		if raw, err = json.Marshal(body); err != nil {
+			return nil, fmt.Errorf("encode %s %s body: %w", method, path, err)
+		}
+	}
+	return c.DoRaw(ctx, method, path, query, raw, out, timeout)
+}
+
+// DoRaw is Do with a pre-encoded body (signed exactly as given).
+func (c *Client) DoRaw(ctx context.Context, method, path string, query url.Values, raw []byte, out any, timeout time.Duration) (*Response, error) {
+	if timeout <= 0 {
+		timeout = c.timeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	u := *c.base
+	u.Path = c.base.Path + APIPrefix + path
+	u.RawQuery = query.Encode()
+	signedPath := u.EscapedPath()
+
+	var rd io.Reader
+	if raw != nil {
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	if err != nil {
+		return nil, fmt.Errorf("build %s %s: %w", method, path, err)
+	}
+	ts := strconv.FormatInt(c.now().UnixNano(), 10)
+	nonce := uuid.NewString()
+	req.Header.Set(HeaderTimestamp, ts)
+	req.Header.Set(HeaderNonce, nonce)
+	if c.providerMode {
+		req.Header.Set(HeaderPublicKey, c.keyHex)
+	} else {
+		req.Header.Set(HeaderAgentPubkey, c.keyHex)
+	}
+	req.Header.Set(HeaderSignature, identity.SignRequest(c.key, ts, nonce, method, signedPath, raw))
+	if raw != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", c.userAgent)
+
+	start := time.Now()
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		c.log.Debug("api request failed", "method", method, "path", path, "err", err, "duration", time.Since(start))
+		return nil, &Error{Method: method, Path: path, Kind: KindRetryable, Err: err}
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+	c.log.Debug("api request", "method", method, "path", path, "status", resp.StatusCode, "duration", time.Since(start))
+	r := &Response{StatusCode: resp.StatusCode, Header: resp.Header}
+	if err != nil {
+		return r, &Error{Method: method, Path: path, StatusCode: resp.StatusCode, Kind: KindRetryable, Err: fmt.Errorf("read response: %w", err)}
+	}
+	if len(data) > maxResponseBytes {
+		return r, &Error{Method: method, Path: path, StatusCode: resp.StatusCode, Kind: KindPermanent, Message: "response larger than 16 MiB"}
+	}
+	return r, decodeResponse(method, path, resp, data, out)
+}
+
+// decodeResponse turns a status and body into data or a typed error. It
+// understands both the live service's style (HTTP 200 with success:false,
+// plain-text auth errors) and proper status codes with an envelope.
+func decodeResponse(method, path string, resp *http.Response, data []byte, out any) error {
+	fail := func(kind Kind, msg string) error {
+		e := &Error{Method: method, Path: path, StatusCode: resp.StatusCode, Kind: kind, Message: msg}
+		if ra := resp.Header.Get("Retry-After"); ra != "" {
+			if s, err := strconv.Atoi(ra); err == nil && s >= 0 {
+				e.RetryAfter = time.Duration(s) * time.Second
+			}
+		}
+		return e
+	}
+	var env struct {
+		Success *bool           `json:"success"`
+		Data    json.RawMessage `json:"data"`
+		Error   string          `json:"error"`
+	}
+	isJSON := json.Unmarshal(data, &env) == nil && env.Success != nil
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		msg := ""
+		if isJSON {
+			msg = env.Error
+		} else {
+			msg = plainMessage(data)
+		}
+		return fail(classify(resp.StatusCode), msg)
+	}
+	if !isJSON {
+		return fail(KindPermanent, "response is not a JSON envelope: "+plainMessage(data))
+	}
+	if !*env.Success {
+		msg := env.Error
+		if msg == "" {
+			msg = "request failed (success:false without an error message)"
+		}
+		return fail(classifyMessage(msg), msg)
+	}
+	if out == nil || len(env.Data) == 0 || string(env.Data) == "null" {
+		return nil
+	}
+	if err := json.Unmarshal(env.Data, out); err != nil {
+		return fail(KindPermanent, fmt.Sprintf("unexpected response data: %v", err))
+	}
+	return nil
+}
+
+// classifyMessage guesses the kind of a success:false error from the live
+// service, which answers handler errors with HTTP 200.
+func classifyMessage(msg string) Kind {
+	m := strings.ToLower(msg)
+	switch {
+	case strings.Contains(m, "unauthorized") || strings.Contains(m, "delegation") && (strings.Contains(m, "revoked") || strings.Contains(m, "expired") || strings.Contains(m, "no active")):
+		return KindAuth
+	case strings.Contains(m, "not found"):
+		return KindNotFound
+	case strings.Contains(m, "timeout") || strings.Contains(m, "temporar") || strings.Contains(m, "database is locked"):
+		return KindRetryable
+	default:
+		return KindPermanent
+	}
+}
+
+// plainMessage renders a non-JSON body as a short, printable message.
+func plainMessage(data []byte) string {
+	s := strings.TrimSpace(string(data))
+	if !utf8.ValidString(s) {
+		return fmt.Sprintf("(%d bytes of non-text response)", len(data))
+	}
+	if len(s) > 300 {
+		s = s[:300] + "…"
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 && r != '\t' {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+func (c *Client) providerPath(suffix string) string {
+	return "/providers/" + c.provider + suffix
+}
+
+// PendingContracts fetches contracts ready to provision, oldest first. With
+// wait > 0 it asks for a long-poll; longPoll reports whether the server
+// honoured it (if not, the caller should fall back to interval polling).
+func (c *Client) PendingContracts(ctx context.Context, wait time.Duration) (contracts []PendingContract, longPoll bool, err error) {
+	var q url.Values
+	timeout := c.timeout
+	if wait > 0 {
+		secs := min(int(wait/time.Second), MaxWaitSeconds)
+		q = url.Values{"waitSeconds": {strconv.Itoa(secs)}}
+		timeout += time.Duration(secs) * time.Second
+	}
+	resp, err := c.Do(ctx, http.MethodGet, c.providerPath("/contracts/pending-provision"), q, nil, &contracts, timeout)
+	if err != nil {
+		return nil, false, err
+	}
+	return contracts, resp.Header.Get(HeaderLongPoll) != "", nil
+}
+
+// LockContract acquires (or renews) the provisioning lock.
+func (c *Client) LockContract(ctx context.Context, contractID string) (LockResult, error) {
+	var out LockResult
+	_, err := c.Do(ctx, http.MethodPost, c.providerPath("/contracts/"+contractID+"/lock"), nil, nil, &out, 0)
+	return out, err
+}
+
+// UnlockContract releases the provisioning lock.
+func (c *Client) UnlockContract(ctx context.Context, contractID string) error {
+	_, err := c.Do(ctx, http.MethodDelete, c.providerPath("/contracts/"+contractID+"/lock"), nil, nil, nil, 0)
+	return err
+}
+
+// UpdateProvisioning PUTs a status transition (PROTOCOL.md §6).
+func (c *Client) UpdateProvisioning(ctx context.Context, contractID string, u ProvisioningUpdate) error {
+	_, err := c.Do(ctx, http.MethodPut, "/provider/rental-requests/"+contractID+"/provisioning", nil, u, nil, 0)
+	return err
+}
+
+// ProvisionedUpdate builds the success update.
+func ProvisionedUpdate(d InstanceDetails) (ProvisioningUpdate, error) {
+	b, err := json.Marshal(d)
+	if err != nil {
+		return ProvisioningUpdate{}, err
+	}
+	return ProvisioningUpdate{Status: StatusProvisioned, InstanceDetails: string(b)}, nil
+}
+
+// FailedUpdate builds the failure update.
+func FailedUpdate(msg string, retryPossible bool) ProvisioningUpdate {
+	b, _ := json.Marshal(FailureDetails{Error: msg, RetryPossible: retryPossible})
+	return ProvisioningUpdate{Status: StatusProvisioningFailed, InstanceDetails: string(b)}
+}
+
+// Heartbeat reports the agent alive.
+func (c *Client) Heartbeat(ctx context.Context, hb Heartbeat) (HeartbeatResponse, error) {
+	var out HeartbeatResponse
+	_, err := c.Do(ctx, http.MethodPost, c.providerPath("/heartbeat"), nil, hb, &out, 0)
+	return out, err
+}
+
+// ReportHealth posts one health check.
+func (c *Client) ReportHealth(ctx context.Context, contractID string, h HealthCheck) error {
+	h.ContractID = ""
+	_, err := c.Do(ctx, http.MethodPost, "/contracts/"+contractID+"/health", nil, h, nil, 0)
+	return err
+}
+
+// ReportHealthBatch posts up to MaxHealthBatch checks at once (extension).
+// A server without batch support answers 404: IsNotFound(err) is then true.
+func (c *Client) ReportHealthBatch(ctx context.Context, checks []HealthCheck) (int, error) {
+	var out HealthBatchResult
+	_, err := c.Do(ctx, http.MethodPost, c.providerPath("/health"), nil, HealthBatch{Checks: checks}, &out, 0)
+	return out.Accepted, err
+}
+
+// ActiveContracts lists the provider's live contracts.
+func (c *Client) ActiveContracts(ctx context.Context) ([]ActiveContract, error) {
+	var out []ActiveContract
+	_, err := c.Do(ctx, http.MethodGet, c.providerPath("/contracts/active"), nil, nil, &out, 0)
+	return out, err
+}
+
+// Reconcile asks which running instances to keep or terminate.
+func (c *Client) Reconcile(ctx context.Context, running []ReconcileInstance) (ReconcileResponse, error) {
+	var out ReconcileResponse
+	if running == nil {
+		running = []ReconcileInstance{}
+	}
+	_, err := c.Do(ctx, http.MethodPost, c.providerPath("/reconcile"), nil, ReconcileRequest{RunningInstances: running}, &out, 0)
+	return out, err
+}
+
+// MarkTerminated reports that a contract's instance is gone.
+func (c *Client) MarkTerminated(ctx context.Context, contractID string) error {
+	_, err := c.Do(ctx, http.MethodPut, c.providerPath("/contracts/"+contractID+"/terminated"), nil, nil, nil, 0)
+	return err
+}
+
+// DelegationRequestBody converts a signed delegation to the API body.
+func DelegationRequestBody(sd identity.SignedDelegation) CreateDelegationRequest {
+	var label *string
+	if sd.Label != "" {
+		l := sd.Label
+		label = &l
+	}
+	return CreateDelegationRequest{
+		AgentPubkey: sd.AgentPubkey,
+		Permissions: sd.Permissions,
+		ExpiresAtNs: sd.ExpiresAtNs,
+		Label:       label,
+		Signature:   sd.SignatureHex(),
+	}
+}
+
+// RegisterDelegation posts a signed delegation. In agent mode the request is
+// signed by the agent key the delegation names (PROTOCOL.md §3).
+func (c *Client) RegisterDelegation(ctx context.Context, sd identity.SignedDelegation) error {
+	_, err := c.Do(ctx, http.MethodPost, c.providerPath("/agent-delegations"), nil, DelegationRequestBody(sd), nil, 0)
+	return err
+}
+
+// ListDelegations lists the provider's delegations (provider mode).
+func (c *Client) ListDelegations(ctx context.Context) ([]DelegationInfo, error) {
+	var out []DelegationInfo
+	_, err := c.Do(ctx, http.MethodGet, c.providerPath("/agent-delegations"), nil, nil, &out, 0)
+	return out, err
+}
+
+// RevokeDelegation revokes an agent key (provider mode).
+func (c *Client) RevokeDelegation(ctx context.Context, agentPubkey string) error {
+	_, err := c.Do(ctx, http.MethodDelete, c.providerPath("/agent-delegations/"+agentPubkey), nil, nil, nil, 0)
+	return err
+}
+
+// AgentStatus reads the public agent status.
+func (c *Client) AgentStatus(ctx context.Context) (AgentStatus, error) {
+	var out AgentStatus
+	_, err := c.Do(ctx, http.MethodGet, c.providerPath("/agent-status"), nil, nil, &out, 0)
+	return out, err
+}
+
+// HealthSummary reads the public uptime summary over days.
+func (c *Client) HealthSummary(ctx context.Context, days int) (HealthSummary, error) {
+	var out HealthSummary
+	_, err := c.Do(ctx, http.MethodGet, c.providerPath("/health-summary"), url.Values{"days": {strconv.Itoa(days)}}, nil, &out, 0)
+	return out, err
+}

@@ -1,0 +1,260 @@
+// Package dcapi is PROTOCOL.md as Go: the wire types shared by the agent and
+// the reference server, and a client that signs every request.
+package dcapi
+
+import (
+	"encoding/json"
+)
+
+// APIPrefix is the path prefix of every endpoint.
+const APIPrefix = "/api/v1"
+
+// Header names of signed requests (PROTOCOL.md §2).
+const (
+	HeaderTimestamp   = "X-Timestamp"
+	HeaderNonce       = "X-Nonce"
+	HeaderAgentPubkey = "X-Agent-Pubkey"
+	HeaderPublicKey   = "X-Public-Key"
+	HeaderSignature   = "X-Signature"
+	// HeaderLongPoll is set by servers that honour ?waitSeconds on
+	// pending-provision (extension); its value is the wait actually applied.
+	HeaderLongPoll = "X-Long-Poll-Wait"
+	// HeaderRequestID echoes the server's request id for log correlation.
+	HeaderRequestID = "X-Request-Id"
+)
+
+// MaxWaitSeconds is the longest long-poll a server honours.
+const MaxWaitSeconds = 30
+
+// Contract statuses (PROTOCOL.md §6).
+const (
+	StatusRequested          = "requested"
+	StatusPending            = "pending"
+	StatusAccepted           = "accepted"
+	StatusProvisioning       = "provisioning"
+	StatusProvisioned        = "provisioned"
+	StatusProvisioningFailed = "provisioning_failed"
+	StatusActive             = "active"
+	StatusCompleted          = "completed"
+	StatusCancelled          = "cancelled"
+)
+
+// Health statuses.
+const (
+	HealthHealthy   = "healthy"
+	HealthUnhealthy = "unhealthy"
+	HealthUnknown   = "unknown"
+)
+
+// Envelope is the JSON response wrapper {"success","data","error"}.
+type Envelope[T any] struct {
+	Success bool   `json:"success"`
+	Data    T      `json:"data,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+// PendingContract is a contract ready for provisioning. snake_case on the wire.
+type PendingContract struct {
+	ContractID           string  `json:"contract_id"`
+	OfferingID           string  `json:"offering_id"`
+	RequesterSSHPubkey   string  `json:"requester_ssh_pubkey"`
+	RequesterPubkey      string  `json:"requester_pubkey,omitempty"`
+	InstanceConfig       *string `json:"instance_config"`
+	CPUCores             *int    `json:"cpu_cores"`
+	MemoryAmount         *string `json:"memory_amount"`
+	StorageCapacity      *string `json:"storage_capacity"`
+	ProvisionerType      *string `json:"provisioner_type"`
+	ProvisionerConfig    *string `json:"provisioner_config"`
+	PostProvisionScript  *string `json:"post_provision_script"`
+	ProductType          *string `json:"product_type"`
+	DatacenterCity       *string `json:"datacenter_city"`
+	PaymentConfirmedAtNs *int64  `json:"payment_confirmed_at_ns"`
+}
+
+// ActiveContract is a PendingContract plus its live state (contracts/active).
+type ActiveContract struct {
+	PendingContract
+	Status             string  `json:"status"`
+	EndsAtNs           *int64  `json:"ends_at_ns"`
+	ExternalInstanceID *string `json:"external_instance_id"`
+}
+
+// LockResult answers POST .../lock.
+type LockResult struct {
+	Acquired    bool  `json:"acquired"`
+	ExpiresAtNs int64 `json:"expiresAtNs"`
+}
+
+// ProvisioningUpdate is the body of PUT /provider/rental-requests/{cid}/provisioning.
+type ProvisioningUpdate struct {
+	Status          string `json:"status"`
+	InstanceDetails string `json:"instanceDetails"`
+}
+
+// InstanceDetails is JSON-encoded into ProvisioningUpdate.InstanceDetails on
+// success. RootPassword is the sealed credential JSON (never plaintext) or empty.
+type InstanceDetails struct {
+	ExternalID        string          `json:"external_id"`
+	IPAddress         string          `json:"ip_address,omitempty"`
+	IPv6Address       string          `json:"ipv6_address,omitempty"`
+	SSHPort           int             `json:"ssh_port,omitempty"`
+	RootPassword      string          `json:"root_password,omitempty"`
+	AdditionalDetails json.RawMessage `json:"additional_details,omitempty"`
+}
+
+// FailureDetails is JSON-encoded into ProvisioningUpdate.InstanceDetails on failure.
+type FailureDetails struct {
+	Error         string `json:"error"`
+	RetryPossible bool   `json:"retry_possible"`
+}
+
+// Heartbeat is the body of POST .../heartbeat.
+type Heartbeat struct {
+	Version         string     `json:"version"`
+	ProvisionerType string     `json:"provisionerType"`
+	Capabilities    []string   `json:"capabilities"`
+	ActiveContracts int        `json:"activeContracts"`
+	Resources       *Resources `json:"resources,omitempty"`
+}
+
+// Resources is the inventory an agent reports with its heartbeat.
+type Resources struct {
+	CPUCores       int           `json:"cpuCores,omitempty"`
+	MemoryMB       int64         `json:"memoryMb,omitempty"`
+	MemoryFreeMB   int64         `json:"memoryFreeMb,omitempty"`
+	StoragePools   []StoragePool `json:"storagePools,omitempty"`
+	Templates      []string      `json:"templates,omitempty"`
+	InstancesTotal int           `json:"instancesTotal,omitempty"`
+	Nodes          []string      `json:"nodes,omitempty"`
+}
+
+// StoragePool is one storage in Resources.
+type StoragePool struct {
+	Name    string `json:"name"`
+	TotalGB int64  `json:"totalGb"`
+	AvailGB int64  `json:"availGb"`
+}
+
+// HeartbeatResponse answers a heartbeat.
+type HeartbeatResponse struct {
+	Acknowledged         bool `json:"acknowledged"`
+	NextHeartbeatSeconds int  `json:"nextHeartbeatSeconds"`
+}
+
+// HealthCheck is one health report. ContractID is set only inside a batch.
+type HealthCheck struct {
+	ContractID string `json:"contractId,omitempty"`
+	CheckedAt  int64  `json:"checkedAt"`
+	Status     string `json:"status"`
+	LatencyMs  *int   `json:"latencyMs,omitempty"`
+	Details    string `json:"details,omitempty"`
+}
+
+// HealthRecord is a stored health check as the server returns it.
+type HealthRecord struct {
+	ID         int64  `json:"id"`
+	ContractID string `json:"contractId"`
+	CheckedAt  int64  `json:"checkedAt"`
+	Status     string `json:"status"`
+	LatencyMs  *int   `json:"latencyMs,omitempty"`
+	Details    string `json:"details,omitempty"`
+}
+
+// HealthBatch is the body of POST /providers/{pubkey}/health (extension).
+type HealthBatch struct {
+	Checks []HealthCheck `json:"checks"`
+}
+
+// MaxHealthBatch is the largest batch a server accepts.
+const MaxHealthBatch = 1000
+
+// HealthBatchResult answers a batch.
+type HealthBatchResult struct {
+	Accepted int `json:"accepted"`
+}
+
+// ReconcileInstance is one instance the agent runs.
+type ReconcileInstance struct {
+	ExternalID string `json:"externalId"`
+	ContractID string `json:"contractId"`
+}
+
+// ReconcileRequest is the body of POST .../reconcile.
+type ReconcileRequest struct {
+	RunningInstances []ReconcileInstance `json:"runningInstances"`
+}
+
+// ReconcileTerminate is an instance the agent must terminate.
+type ReconcileTerminate struct {
+	ExternalID string `json:"externalId"`
+	ContractID string `json:"contractId"`
+	Reason     string `json:"reason"`
+}
+
+// ReconcileUnknown is an instance the server knows nothing about.
+type ReconcileUnknown struct {
+	ExternalID string `json:"externalId"`
+	Message    string `json:"message"`
+}
+
+// ReconcileResponse answers reconcile.
+type ReconcileResponse struct {
+	Keep      []ReconcileInstance  `json:"keep"`
+	Terminate []ReconcileTerminate `json:"terminate"`
+	Unknown   []ReconcileUnknown   `json:"unknown"`
+}
+
+// CreateDelegationRequest is the body of POST .../agent-delegations.
+type CreateDelegationRequest struct {
+	AgentPubkey string   `json:"agentPubkey"`
+	Permissions []string `json:"permissions"`
+	ExpiresAtNs *int64   `json:"expiresAtNs"`
+	Label       *string  `json:"label"`
+	Signature   string   `json:"signature"`
+}
+
+// DelegationInfo is one entry of the delegation list.
+type DelegationInfo struct {
+	AgentPubkey     string   `json:"agentPubkey"`
+	ProviderPubkey  string   `json:"providerPubkey"`
+	Permissions     []string `json:"permissions"`
+	ExpiresAtNs     *int64   `json:"expiresAtNs"`
+	Label           *string  `json:"label"`
+	CreatedAtNs     int64    `json:"createdAtNs"`
+	Active          bool     `json:"active"`
+	Online          bool     `json:"online"`
+	Version         *string  `json:"version"`
+	LastHeartbeatNs *int64   `json:"lastHeartbeatNs"`
+	RevokedAtNs     *int64   `json:"revokedAtNs,omitempty"`
+}
+
+// AgentStatus answers GET .../agent-status.
+type AgentStatus struct {
+	ProviderPubkey  string     `json:"providerPubkey"`
+	Online          bool       `json:"online"`
+	LastHeartbeatNs *int64     `json:"lastHeartbeatNs"`
+	Version         *string    `json:"version"`
+	ProvisionerType *string    `json:"provisionerType"`
+	Capabilities    []string   `json:"capabilities"`
+	ActiveContracts int        `json:"activeContracts"`
+	Resources       *Resources `json:"resources"`
+}
+
+// HealthSummary answers GET .../health-summary.
+type HealthSummary struct {
+	TotalChecks        int64    `json:"totalChecks"`
+	HealthyChecks      int64    `json:"healthyChecks"`
+	UnhealthyChecks    int64    `json:"unhealthyChecks"`
+	UnknownChecks      int64    `json:"unknownChecks"`
+	UptimePercent      float64  `json:"uptimePercent"`
+	AvgLatencyMs       *float64 `json:"avgLatencyMs"`
+	ContractsMonitored int64    `json:"contractsMonitored"`
+	PeriodStartNs      int64    `json:"periodStartNs"`
+	PeriodEndNs        int64    `json:"periodEndNs"`
+}
+
+// OnlineWindowNs is how recent a heartbeat must be for "online" (5 minutes).
+const OnlineWindowNs = int64(5 * 60 * 1e9)
+
+// TimestampWindowNs is the accepted clock difference of a signed request.
+const TimestampWindowNs = int64(5 * 60 * 1e9)

@@ -1,0 +1,375 @@
+package identity
+
+import (
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Agent permissions (PROTOCOL.md §3).
+const (
+	PermProvision      = "provision"
+	PermHealthCheck    = "health_check"
+	PermHeartbeat      = "heartbeat"
+	PermFetchContracts = "fetch_contracts"
+)
+
+// AllPermissions is every permission an agent can be granted, sorted.
+var AllPermissions = []string{PermFetchContracts, PermHealthCheck, PermHeartbeat, PermProvision}
+
+// KnownPermission reports whether p may appear in a delegation this agent signs.
+func KnownPermission(p string) bool { return slices.Contains(AllPermissions, p) }
+
+const (
+	delegationHeader   = "decent-cloud agent delegation v1"
+	RequestPrefix      = "dcdr1:"
+	SignedPrefix       = "dcds1:"
+	MaxLabelRunes      = 64
+	delegationNever    = "never"
+	maxDelegationBytes = 4096
+)
+
+// Delegation is what a provider's main key grants an agent key.
+type Delegation struct {
+	AgentPubkey    string   // lowercase hex
+	ProviderPubkey string   // lowercase hex
+	Permissions    []string // sorted, unique, known
+	ExpiresAtNs    *int64   // nil = never
+	Label          string
+}
+
+// SignedDelegation is a Delegation with the provider's signature over its
+// canonical text.
+type SignedDelegation struct {
+	Delegation
+	Signature []byte
+}
+
+// ParsePermissions splits a comma-separated list, sorts it and validates it.
+func ParsePermissions(s string) ([]string, error) {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	out = slices.Compact(out)
+	if err := validatePermissions(out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func validatePermissions(perms []string) error {
+	if len(perms) == 0 {
+		return errors.New("a delegation needs at least one permission (" + strings.Join(AllPermissions, ",") + ")")
+	}
+	for i, p := range perms {
+		if !KnownPermission(p) {
+			return fmt.Errorf("unknown permission %q; known: %s", p, strings.Join(AllPermissions, ","))
+		}
+		if i > 0 && perms[i-1] >= p {
+			return errors.New("permissions must be sorted ascending without duplicates")
+		}
+	}
+	return nil
+}
+
+// ValidateLabel checks the label rules of the canonical text.
+func ValidateLabel(label string) error {
+	if !utf8.ValidString(label) {
+		return errors.New("label is not valid UTF-8")
+	}
+	if n := utf8.RuneCountInString(label); n > MaxLabelRunes {
+		return fmt.Errorf("label is %d characters; at most %d", n, MaxLabelRunes)
+	}
+	for _, r := range label {
+		if unicode.IsControl(r) {
+			return errors.New("label must not contain control characters (newline, tab, ...)")
+		}
+	}
+	return nil
+}
+
+func validateKeyHex(what, s string) error {
+	if len(s) != 64 || !isLowerHex(s) {
+		return fmt.Errorf("%s key must be 64 lowercase hex characters", what)
+	}
+	return nil
+}
+
+func isLowerHex(s string) bool {
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Validate checks every field against PROTOCOL.md §3.
+func (d Delegation) Validate() error {
+	if err := validateKeyHex("agent", d.AgentPubkey); err != nil {
+		return err
+	}
+	if err := validateKeyHex("provider", d.ProviderPubkey); err != nil {
+		return err
+	}
+	if err := validatePermissions(d.Permissions); err != nil {
+		return err
+	}
+	if d.ExpiresAtNs != nil && *d.ExpiresAtNs <= 0 {
+		return errors.New("expires_at_ns must be a positive number of nanoseconds")
+	}
+	return ValidateLabel(d.Label)
+}
+
+// CanonicalText returns the exact bytes the provider's main key signs.
+func (d Delegation) CanonicalText() ([]byte, error) {
+	if err := d.Validate(); err != nil {
+		return nil, err
+	}
+	exp := delegationNever
+	if d.ExpiresAtNs != nil {
+		exp = strconv.FormatInt(*d.ExpiresAtNs, 10)
+	}
+	var b strings.Builder
+	b.WriteString(delegationHeader + "\n")
+	b.WriteString("agent: " + d.AgentPubkey + "\n")
+	b.WriteString("provider: " + d.ProviderPubkey + "\n")
+	b.WriteString("permissions: " + strings.Join(d.Permissions, ",") + "\n")
+	b.WriteString("expires_at_ns: " + exp + "\n")
+	b.WriteString("label: " + d.Label + "\n")
+	return []byte(b.String()), nil
+}
+
+// Expired reports whether the delegation has expired at now.
+func (d Delegation) Expired(now time.Time) bool {
+	return d.ExpiresAtNs != nil && now.UnixNano() >= *d.ExpiresAtNs
+}
+
+// ExpiresAt is the expiry as a time, or the zero time for never.
+func (d Delegation) ExpiresAt() time.Time {
+	if d.ExpiresAtNs == nil {
+		return time.Time{}
+	}
+	return time.Unix(0, *d.ExpiresAtNs)
+}
+
+// Has reports whether the delegation grants perm.
+func (d Delegation) Has(perm string) bool { return slices.Contains(d.Permissions, perm) }
+
+// Summary is the human-readable rendering shown before signing or accepting.
+func (d Delegation) Summary() string {
+	exp := "never"
+	if d.ExpiresAtNs != nil {
+		exp = d.ExpiresAt().UTC().Format(time.RFC3339) + " (" + strconv.FormatInt(*d.ExpiresAtNs, 10) + " ns)"
+	}
+	label := d.Label
+	if label == "" {
+		label = "(none)"
+	}
+	return fmt.Sprintf("  agent key:    %s\n  provider key: %s\n  permissions:  %s\n  expires:      %s\n  label:        %s\n",
+		d.AgentPubkey, d.ProviderPubkey, strings.Join(d.Permissions, ", "), exp, label)
+}
+
+// ParseCanonicalText parses canonical delegation text strictly: anything that
+// would not re-encode to the same bytes is refused.
+func ParseCanonicalText(text []byte) (Delegation, error) {
+	var d Delegation
+	if len(text) > maxDelegationBytes {
+		return d, errors.New("delegation text is too long")
+	}
+	if !utf8.Valid(text) {
+		return d, errors.New("delegation text is not valid UTF-8")
+	}
+	s := string(text)
+	if !strings.HasSuffix(s, "\n") {
+		return d, errors.New("delegation text must end with a newline")
+	}
+	lines := strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+	if len(lines) != 6 {
+		return d, fmt.Errorf("delegation text has %d lines, want 6", len(lines))
+	}
+	if lines[0] != delegationHeader {
+		return d, fmt.Errorf("delegation text must start with %q", delegationHeader)
+	}
+	fields := []string{"agent", "provider", "permissions", "expires_at_ns", "label"}
+	vals := make([]string, len(fields))
+	for i, f := range fields {
+		v, ok := strings.CutPrefix(lines[i+1], f+": ")
+		if !ok {
+			return d, fmt.Errorf("line %d must start with %q", i+2, f+": ")
+		}
+		vals[i] = v
+	}
+	d.AgentPubkey, d.ProviderPubkey, d.Label = vals[0], vals[1], vals[4]
+	if vals[2] != "" {
+		d.Permissions = strings.Split(vals[2], ",")
+	}
+	if vals[3] != delegationNever {
+		n, err := strconv.ParseInt(vals[3], 10, 64)
+		if err != nil || strconv.FormatInt(n, 10) != vals[3] {
+			return d, fmt.Errorf("expires_at_ns %q is neither a decimal number nor %q", vals[3], delegationNever)
+		}
+		d.ExpiresAtNs = &n
+	}
+	if err := d.Validate(); err != nil {
+		return Delegation{}, err
+	}
+	return d, nil
+}
+
+// EncodeRequest returns the dcdr1: code the agent host shows the provider.
+func (d Delegation) EncodeRequest() (string, error) {
+	text, err := d.CanonicalText()
+	if err != nil {
+		return "", err
+	}
+	return RequestPrefix + base64.RawURLEncoding.EncodeToString(text), nil
+}
+
+// DecodeRequest parses a dcdr1: code.
+func DecodeRequest(code string) (Delegation, error) {
+	text, err := decodeCode(code, RequestPrefix, "delegation request")
+	if err != nil {
+		return Delegation{}, err
+	}
+	d, err := ParseCanonicalText(text)
+	if err != nil {
+		return Delegation{}, fmt.Errorf("delegation request: %w", err)
+	}
+	return d, nil
+}
+
+func decodeCode(code, prefix, what string) ([]byte, error) {
+	code = strings.TrimSpace(code)
+	rest, ok := strings.CutPrefix(code, prefix)
+	if !ok {
+		other := SignedPrefix
+		if prefix == SignedPrefix {
+			other = RequestPrefix
+		}
+		if strings.HasPrefix(code, other) {
+			return nil, fmt.Errorf("this is a %s code, expected a %s (starting with %q)", codeKind(other), what, prefix)
+		}
+		return nil, fmt.Errorf("%s must start with %q", what, prefix)
+	}
+	if len(rest) > maxDelegationBytes*2 {
+		return nil, fmt.Errorf("%s is too long", what)
+	}
+	b, err := base64.RawURLEncoding.Strict().DecodeString(rest)
+	if err != nil {
+		return nil, fmt.Errorf("%s is truncated or corrupted (base64: %v); copy the whole code again", what, err)
+	}
+	return b, nil
+}
+
+func codeKind(prefix string) string {
+	if prefix == SignedPrefix {
+		return "signed delegation"
+	}
+	return "delegation request"
+}
+
+// Sign signs the delegation with the provider main key. The key must be the
+// delegation's provider key.
+func (d Delegation) Sign(main ed25519.PrivateKey) (SignedDelegation, error) {
+	text, err := d.CanonicalText()
+	if err != nil {
+		return SignedDelegation{}, err
+	}
+	if got := PublicHex(main); got != d.ProviderPubkey {
+		return SignedDelegation{}, fmt.Errorf("this main key is %s but the request names provider %s; sign with the provider's own key", got, d.ProviderPubkey)
+	}
+	return SignedDelegation{Delegation: d, Signature: Sign(main, text)}, nil
+}
+
+// Verify checks the provider's signature over the canonical text.
+func (s SignedDelegation) Verify() error {
+	text, err := s.CanonicalText()
+	if err != nil {
+		return err
+	}
+	pub, err := ParsePublicKeyHex(s.ProviderPubkey)
+	if err != nil {
+		return err
+	}
+	if !Verify(pub, text, s.Signature) {
+		return errors.New("signature does not verify against the provider key: the delegation was altered or signed by another key")
+	}
+	return nil
+}
+
+// SignatureHex is the wire form of the signature.
+func (s SignedDelegation) SignatureHex() string { return hex.EncodeToString(s.Signature) }
+
+// Encode returns the dcds1: code.
+func (s SignedDelegation) Encode() (string, error) {
+	text, err := s.CanonicalText()
+	if err != nil {
+		return "", err
+	}
+	payload := append(text, s.SignatureHex()+"\n"...)
+	return SignedPrefix + base64.RawURLEncoding.EncodeToString(payload), nil
+}
+
+// DecodeSigned parses a dcds1: code strictly and verifies its signature.
+func DecodeSigned(code string) (SignedDelegation, error) {
+	payload, err := decodeCode(code, SignedPrefix, "signed delegation")
+	if err != nil {
+		return SignedDelegation{}, err
+	}
+	s := string(payload)
+	if !strings.HasSuffix(s, "\n") {
+		return SignedDelegation{}, errors.New("signed delegation: missing final newline (truncated?)")
+	}
+	body := strings.TrimSuffix(s, "\n")
+	i := strings.LastIndexByte(body, '\n')
+	if i < 0 {
+		return SignedDelegation{}, errors.New("signed delegation: no signature line")
+	}
+	text, sigHex := body[:i+1], body[i+1:]
+	if !isLowerHex(sigHex) {
+		return SignedDelegation{}, errors.New("signed delegation: signature line is not lowercase hex")
+	}
+	sig, err := ParseSignatureHex(sigHex)
+	if err != nil {
+		return SignedDelegation{}, fmt.Errorf("signed delegation: %w", err)
+	}
+	d, err := ParseCanonicalText([]byte(text))
+	if err != nil {
+		return SignedDelegation{}, fmt.Errorf("signed delegation: %w", err)
+	}
+	sd := SignedDelegation{Delegation: d, Signature: sig}
+	if err := sd.Verify(); err != nil {
+		return SignedDelegation{}, fmt.Errorf("signed delegation: %w", err)
+	}
+	return sd, nil
+}
+
+// DecodeAny parses either a dcdr1: request or a dcds1: signed delegation.
+// signed is nil for a request.
+func DecodeAny(code string) (Delegation, *SignedDelegation, error) {
+	code = strings.TrimSpace(code)
+	if strings.HasPrefix(code, SignedPrefix) {
+		sd, err := DecodeSigned(code)
+		if err != nil {
+			return Delegation{}, nil, err
+		}
+		return sd.Delegation, &sd, nil
+	}
+	d, err := DecodeRequest(code)
+	return d, nil, err
+}

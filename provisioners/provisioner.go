@@ -1,0 +1,290 @@
+// Package provisioners defines what a backend must do to turn a contract into
+// an instance, and the registry the agent asks for a backend by type name.
+// The agent loop never imports a backend; backends never import the agent.
+package provisioners
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/decent-stuff/dc-agent/config"
+)
+
+// Request is everything a backend needs to provision one contract. Sizes are
+// already parsed; Config is the offering's provisioner_config with the
+// contract's instance_config merged over it.
+type Request struct {
+	ContractID          string
+	OfferingID          string
+	CPUCores            int   // 0: backend default
+	MemoryMB            int64 // 0: backend default
+	StorageGB           int64 // 0: backend default
+	RequesterSSHPubkey  string
+	Config              map[string]any
+	PostProvisionScript string
+	ProductType         string
+	DatacenterCity      string
+	// WantPassword is true when the agent can seal a root password for the
+	// requester; when false the backend must not set one (SSH key only).
+	WantPassword bool
+	// Progress reports the current step ("cloning", "waiting for IP"); it
+	// is never nil when called by the agent.
+	Progress func(step string)
+}
+
+// Step calls r.Progress if set.
+func (r Request) Step(step string) {
+	if r.Progress != nil {
+		r.Progress(step)
+	}
+}
+
+// ConfigString returns a string from the merged config, or def.
+func (r Request) ConfigString(key, def string) string {
+	if v, ok := r.Config[key]; ok {
+		if s, ok := v.(string); ok && s != "" {
+			return s
+		}
+	}
+	return def
+}
+
+// Instance is a provisioned instance. RootPassword is plaintext here; the
+// agent seals it before it leaves the process.
+type Instance struct {
+	ExternalID        string
+	ContractID        string
+	Name              string
+	IPAddress         string
+	IPv6Address       string
+	SSHPort           int
+	RootPassword      string
+	AdditionalDetails map[string]any
+	Status            string // backend's own status word ("running", "stopped")
+	CreatedAt         time.Time
+}
+
+// Health statuses, as reported to the API.
+const (
+	Healthy   = "healthy"
+	Unhealthy = "unhealthy"
+	Unknown   = "unknown"
+)
+
+// Health is one health observation of an instance.
+type Health struct {
+	Status        string
+	UptimeSeconds int64
+	LatencyMs     *int
+	Reason        string
+}
+
+// Features tell the agent what a backend can do, so it adapts instead of
+// assuming (a manual backend cannot terminate; a script may not list).
+type Features struct {
+	Terminate bool // Terminate removes the instance
+	List      bool // List returns every instance this agent made (reconcile)
+	Health    bool // HealthCheck observes real state
+	GetByID   bool // GetInstance finds an instance by contract id
+	Inventory bool // implements Inventory
+	// Manual: the backend does not create anything; the contract stays for
+	// the provider to complete and is never failed automatically.
+	Manual bool
+}
+
+// Provisioner is one backend.
+type Provisioner interface {
+	// Type is the registry name ("proxmox", ...).
+	Type() string
+	Features() Features
+	// Provision creates the instance for req and waits until it is usable.
+	// It must be idempotent by contract id: if an instance for the contract
+	// already exists (a crash mid-provision) it is reused or replaced,
+	// never duplicated. On failure it removes what it created.
+	Provision(ctx context.Context, req Request) (Instance, error)
+	// Terminate removes an instance; a missing instance is success.
+	Terminate(ctx context.Context, externalID string) error
+	// HealthCheck observes an instance.
+	HealthCheck(ctx context.Context, externalID string) (Health, error)
+	// GetInstance finds the instance of a contract (nil, nil if none).
+	GetInstance(ctx context.Context, contractID string) (*Instance, error)
+	// List returns every instance this agent manages on the backend.
+	List(ctx context.Context) ([]Instance, error)
+}
+
+// Resources is a backend's capacity, reported with the heartbeat.
+type Resources struct {
+	CPUCores     int
+	MemoryMB     int64
+	MemoryFreeMB int64
+	StoragePools []StoragePool
+	Templates    []string
+	Nodes        []string
+}
+
+// StoragePool is one storage of Resources.
+type StoragePool struct {
+	Name    string
+	TotalGB int64
+	AvailGB int64
+}
+
+// Inventory is implemented by backends that can report capacity.
+type Inventory interface {
+	Resources(ctx context.Context) (Resources, error)
+}
+
+// Closer is implemented by backends holding connections.
+type Closer interface {
+	Close() error
+}
+
+// Error carries whether a failed provision may be retried (a capacity or
+// transient problem) or not (bad contract data). Backends wrap their errors
+// with Retryable or Permanent; an unwrapped error counts as retryable.
+type Error struct {
+	Err           error
+	RetryPossible bool
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// Retryable marks err as worth retrying later.
+func Retryable(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &Error{Err: err, RetryPossible: true}
+}
+
+// Permanent marks err as not fixable by retrying.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &Error{Err: err, RetryPossible: false}
+}
+
+// RetryPossible reports whether a provision error may succeed on retry.
+func RetryPossible(err error) bool {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.RetryPossible
+	}
+	return true
+}
+
+// InstanceName is the deterministic name of a contract's instance.
+func InstanceName(contractID string) string { return "dc-" + strings.ToLower(contractID) }
+
+// ContractIDFromName is the inverse of InstanceName ("" if name is not one).
+func ContractIDFromName(name string) string {
+	id, ok := strings.CutPrefix(name, "dc-")
+	if !ok || len(id) != 64 {
+		return ""
+	}
+	for _, c := range id {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return ""
+		}
+	}
+	return id
+}
+
+// Deps are what a backend factory may use besides its config section.
+type Deps struct {
+	Logger *slog.Logger
+	// Config is the whole agent config (for resolving relative paths and
+	// reading *_file secrets).
+	Config *config.Config
+}
+
+// Factory builds a backend from its config section.
+type Factory func(pc config.ProvisionerConfig, deps Deps) (Provisioner, error)
+
+// Registry maps type names to factories.
+type Registry struct {
+	mu        sync.RWMutex
+	factories map[string]Factory
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry { return &Registry{factories: map[string]Factory{}} }
+
+// Register adds a factory; registering a name twice panics (a programming error).
+func (r *Registry) Register(typ string, f Factory) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, dup := r.factories[typ]; dup {
+		panic("provisioners: duplicate registration of " + typ)
+	}
+	r.factories[typ] = f
+}
+
+// Types lists registered type names, sorted.
+func (r *Registry) Types() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]string, 0, len(r.factories))
+	for t := range r.factories {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// New builds the backend for pc.
+func (r *Registry) New(pc config.ProvisionerConfig, deps Deps) (Provisioner, error) {
+	r.mu.RLock()
+	f, ok := r.factories[pc.Type]
+	r.mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("provisioner type %q is not available in this build (available: %s)", pc.Type, strings.Join(r.Types(), ", "))
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	p, err := f(pc, deps)
+	if err != nil {
+		return nil, fmt.Errorf("%s provisioner: %w", pc.Type, err)
+	}
+	return p, nil
+}
+
+// MergeConfig parses the offering's provisioner_config and the contract's
+// instance_config (JSON objects, either may be empty) and merges the second
+// over the first, recursively for nested objects.
+func MergeConfig(provisionerConfig, instanceConfig string) (map[string]any, error) {
+	out := map[string]any{}
+	for _, src := range []struct{ name, text string }{{"provisioner_config", provisionerConfig}, {"instance_config", instanceConfig}} {
+		if strings.TrimSpace(src.text) == "" || strings.TrimSpace(src.text) == "null" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(src.text), &m); err != nil {
+			return nil, fmt.Errorf("%s is not a JSON object: %w", src.name, err)
+		}
+		mergeInto(out, m)
+	}
+	return out, nil
+}
+
+func mergeInto(dst, src map[string]any) {
+	for k, v := range src {
+		if sm, ok := v.(map[string]any); ok {
+			if dm, ok := dst[k].(map[string]any); ok {
+				mergeInto(dm, sm)
+				continue
+			}
+		}
+		dst[k] = v
+	}
+}

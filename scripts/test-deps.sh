@@ -1,0 +1,44 @@
+#!/bin/sh
+# Installs what the test suite needs on a fresh Debian machine: apt packages
+# (one apt-get update, only when something is missing) and the npm packages of
+# the independent JavaScript implementation used for cross-checks. Services
+# are never started here; each test starts and stops what it uses.
+set -eu
+
+main() {
+	need=""
+	have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+	have sshd || need="$need openssh-server"
+	have dockerd || need="$need docker.io"
+	have busybox || need="$need busybox-static"
+	have tmux || need="$need tmux"
+	have shellcheck || need="$need shellcheck"
+	have chromium || need="$need chromium"
+	have dash || need="$need dash"
+	have systemd-analyze || need="$need systemd"
+	have unshare || need="$need util-linux"
+	have dpkg-deb || need="$need dpkg"
+	have node || need="$need nodejs"
+	have npm || need="$need npm"
+	if ! have initdb && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+		need="$need postgresql"
+	fi
+	if [ -n "$need" ]; then
+		sudo=""
+		[ "$(id -u)" -eq 0 ] || sudo="sudo"
+		echo "test-deps: installing:$need" >&2
+		$sudo apt-get update -qq
+		# shellcheck disable=SC2086 # word splitting of the package list is intended
+		DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $need >/dev/null
+	fi
+	# sshd refuses to start without its privilege separation directory.
+	if [ "$(id -u)" -eq 0 ]; then mkdir -p /run/sshd; fi
+
+	js="$(dirname "$0")/../testdata/js"
+	if [ -f "$js/package.json" ] && [ ! -d "$js/node_modules" ]; then
+		echo "test-deps: npm ci in testdata/js" >&2
+		(cd "$js" && npm ci --silent --no-audit --no-fund)
+	fi
+}
+
+main "$@"
