@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/hex"
@@ -96,7 +97,13 @@ func ValidateLabel(label string) error {
 	}
 	for _, r := range label {
 		if unicode.IsControl(r) {
-			return errors.New("label must not contain control characters (newline, tab, ...)")
+			return fmt.Errorf("label must not contain control characters (found %U; newline, tab, ...)", r)
+		}
+		// Format characters (bidi overrides, zero-width) and line/paragraph
+		// separators would let a label change how the other fields look
+		// on the screen where the provider decides to sign.
+		if unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp) {
+			return fmt.Errorf("label must not contain invisible or layout characters (found %U)", r)
 		}
 	}
 	return nil
@@ -246,6 +253,9 @@ func DecodeRequest(code string) (Delegation, error) {
 	if err != nil {
 		return Delegation{}, err
 	}
+	if n := bytes.Count(text, []byte("\n")); n < 6 || n == 6 && !bytes.HasSuffix(text, []byte("\n")) {
+		return Delegation{}, errors.New("delegation request is truncated; copy the whole dcdr1: code again")
+	}
 	d, err := ParseCanonicalText(text)
 	if err != nil {
 		return Delegation{}, fmt.Errorf("delegation request: %w", err)
@@ -268,6 +278,9 @@ func decodeCode(code, prefix, what string) ([]byte, error) {
 	}
 	if len(rest) > maxDelegationBytes*2 {
 		return nil, fmt.Errorf("%s is too long", what)
+	}
+	if rest == "" {
+		return nil, fmt.Errorf("%s %q is empty after the prefix; copy the whole code again", what, prefix)
 	}
 	b, err := base64.RawURLEncoding.Strict().DecodeString(rest)
 	if err != nil {
@@ -331,18 +344,27 @@ func DecodeSigned(code string) (SignedDelegation, error) {
 	if err != nil {
 		return SignedDelegation{}, err
 	}
+	const truncated = "signed delegation is truncated"
+	const again = "; copy the whole dcds1: code again"
 	s := string(payload)
-	if !strings.HasSuffix(s, "\n") {
-		return SignedDelegation{}, errors.New("signed delegation: missing final newline (truncated?)")
+	// Seven lines: the six of the canonical text, then the signature.
+	lines := strings.SplitAfter(s, "\n")
+	if last := lines[len(lines)-1]; last == "" {
+		lines = lines[:len(lines)-1]
 	}
-	body := strings.TrimSuffix(s, "\n")
-	i := strings.LastIndexByte(body, '\n')
-	if i < 0 {
-		return SignedDelegation{}, errors.New("signed delegation: no signature line")
+	switch {
+	case len(lines) < 7 || len(lines) == 7 && !strings.HasSuffix(s, "\n"):
+		return SignedDelegation{}, errors.New(truncated + again)
+	case len(lines) > 7 || !strings.HasSuffix(s, "\n"):
+		return SignedDelegation{}, errors.New("signed delegation has extra content after the signature line" + again)
 	}
-	text, sigHex := body[:i+1], body[i+1:]
+	sigHex := strings.TrimSuffix(lines[6], "\n")
+	text := strings.Join(lines[:6], "")
 	if !isLowerHex(sigHex) {
-		return SignedDelegation{}, errors.New("signed delegation: signature line is not lowercase hex")
+		return SignedDelegation{}, errors.New("signed delegation: the signature line is not lowercase hex" + again)
+	}
+	if len(sigHex) < 2*ed25519.SignatureSize {
+		return SignedDelegation{}, fmt.Errorf("%s: the signature has %d of %d hex characters%s", truncated, len(sigHex), 2*ed25519.SignatureSize, again)
 	}
 	sig, err := ParseSignatureHex(sigHex)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -78,7 +79,11 @@ func SeedHex(priv ed25519.PrivateKey) string { return hex.EncodeToString(priv.Se
 
 // ErrKeyPermissions is returned (wrapped) when a secret key file can be read by
 // group or others.
-var ErrKeyPermissions = errors.New("key file is readable by other users")
+var ErrKeyPermissions = errors.New("secret file is accessible by other users")
+
+// maxSecretFileBytes bounds what is read from a secret file: keys, mnemonics
+// and tokens are far smaller, so a bigger file is a wrong path.
+const maxSecretFileBytes = 64 << 10
 
 // CheckSecretFileMode refuses a secret file that group or others can read or
 // write. The error names the chmod that fixes it.
@@ -87,23 +92,52 @@ func CheckSecretFileMode(path string) error {
 	if err != nil {
 		return err
 	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return fmt.Errorf("%w: %s has mode %04o; run: chmod 600 %s", ErrKeyPermissions, path, st.Mode().Perm(), path)
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("%w: %s has mode %04o; run: chmod 600 %s", ErrKeyPermissions, path, perm, shellQuote(path))
 	}
 	return nil
+}
+
+// shellQuote quotes a path for a command the user is told to run.
+func shellQuote(s string) string {
+	if s != "" && !strings.ContainsFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-+,:@%", r))
+	}) {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // ReadSecretFile reads a secret (key, token) from a file that must be 0600 or
 // stricter, trimming surrounding whitespace.
 func ReadSecretFile(path string) (string, error) {
-	if err := CheckSecretFileMode(path); err != nil {
-		return "", err
-	}
-	b, err := os.ReadFile(path)
+	b, err := readSecretBytes(path)
 	if err != nil {
 		return "", err
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+func readSecretBytes(path string) ([]byte, error) {
+	if err := CheckSecretFileMode(path); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSecretFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(b) > maxSecretFileBytes {
+		return nil, fmt.Errorf("%s is larger than %d KiB; it is not a key or token file", path, maxSecretFileBytes>>10)
+	}
+	return b, nil
 }
 
 // LoadAgentKey reads the agent key file: 64 hex characters, newline optional,

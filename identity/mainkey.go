@@ -10,7 +10,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"unicode"
 
@@ -30,10 +29,7 @@ const (
 // (PKCS#8 PEM, BIP-39 mnemonic, 64-hex seed). Key files must not be readable
 // by group or others.
 func LoadMainKey(path string) (ed25519.PrivateKey, KeyForm, error) {
-	if err := CheckSecretFileMode(path); err != nil {
-		return nil, "", err
-	}
-	b, err := os.ReadFile(path)
+	b, err := readSecretBytes(path)
 	if err != nil {
 		return nil, "", err
 	}
@@ -52,16 +48,25 @@ func ParseMainKey(data []byte) (ed25519.PrivateKey, KeyForm, error) {
 		return nil, "", errors.New("key file is empty")
 	case strings.HasPrefix(s, "-----BEGIN"):
 		k, err := ParsePEMKey([]byte(s))
-		return k, FormPEM, err
+		return keyOrNil(k, FormPEM, err)
 	case isHex(s):
 		k, err := KeyFromSeedHex(s)
-		return k, FormHexSeed, err
+		return keyOrNil(k, FormHexSeed, err)
 	case strings.ContainsFunc(s, unicode.IsSpace):
 		k, err := KeyFromMnemonic(s)
-		return k, FormMnemonic, err
+		return keyOrNil(k, FormMnemonic, err)
 	default:
 		return nil, "", errors.New("unrecognised key format: expected a PKCS#8 PEM private key, a BIP-39 mnemonic, or 64 hex characters")
 	}
+}
+
+// keyOrNil keeps the form out of failed results, so callers never see a
+// form without a key.
+func keyOrNil(k ed25519.PrivateKey, form KeyForm, err error) (ed25519.PrivateKey, KeyForm, error) {
+	if err != nil {
+		return nil, "", err
+	}
+	return k, form, nil
 }
 
 func isHex(s string) bool {
@@ -80,8 +85,14 @@ func ParsePEMKey(data []byte) (ed25519.PrivateKey, error) {
 	if block == nil {
 		return nil, errors.New("no PEM block found")
 	}
-	if block.Type != "PRIVATE KEY" {
-		return nil, fmt.Errorf("PEM block is %q, want \"PRIVATE KEY\" (PKCS#8)", block.Type)
+	switch block.Type {
+	case "PRIVATE KEY":
+	case "OPENSSH PRIVATE KEY":
+		return nil, errors.New("this is an OpenSSH key, not a provider key: use the PKCS#8 private.pem from ~/.dcc/identity/<name>/, the mnemonic, or the hex seed")
+	case "ENCRYPTED PRIVATE KEY":
+		return nil, errors.New("the PEM key is encrypted; decrypt it first (openssl pkey -in KEY -out plain.pem) and keep the result offline")
+	default:
+		return nil, fmt.Errorf("PEM block is %q, want \"PRIVATE KEY\" (PKCS#8 Ed25519)", block.Type)
 	}
 	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
 	if err != nil {
@@ -112,14 +123,23 @@ func KeyFromMnemonic(mnemonic string) (ed25519.PrivateKey, error) {
 	if err := ValidateMnemonic(words); err != nil {
 		return nil, err
 	}
-	normalized := strings.Join(words, " ")
-	seed64, err := pbkdf2.Key(sha512.New, normalized, []byte("mnemonic"), 2048, 64)
+	seed64, err := mnemonicSeed64(strings.Join(words, " "))
 	if err != nil {
-		return nil, fmt.Errorf("derive mnemonic seed: %w", err)
+		return nil, err
 	}
 	mac := hmac.New(sha512.New, []byte("ed25519 seed"))
 	mac.Write(seed64)
 	return ed25519.NewKeyFromSeed(mac.Sum(nil)[:32]), nil
+}
+
+// mnemonicSeed64 is the BIP-39 seed of a normalized mnemonic with an empty
+// passphrase: PBKDF2-HMAC-SHA512(mnemonic, "mnemonic", 2048, 64).
+func mnemonicSeed64(normalized string) ([]byte, error) {
+	seed64, err := pbkdf2.Key(sha512.New, normalized, []byte("mnemonic"), 2048, 64)
+	if err != nil {
+		return nil, fmt.Errorf("derive mnemonic seed: %w", err)
+	}
+	return seed64, nil
 }
 
 var bip39Index = func() map[string]int {

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"filippo.io/edwards25519"
@@ -75,6 +76,13 @@ func ContractIDBytes(contractID string) ([]byte, error) {
 // Seal encrypts plaintext for the holder of the Ed25519 key recipient, bound
 // to the contract id. The result is the JSON string placed in root_password.
 func Seal(plaintext []byte, recipient ed25519.PublicKey, contractID string) (string, error) {
+	return sealWithRand(rand.Reader, plaintext, recipient, contractID)
+}
+
+// sealWithRand is Seal with the randomness injected: the first 32 bytes of
+// rnd are the ephemeral secret, the next 24 the nonce. Tests feed it the
+// bytes an independent implementation used, and compare outputs exactly.
+func sealWithRand(rnd io.Reader, plaintext []byte, recipient ed25519.PublicKey, contractID string) (string, error) {
 	aad, err := ContractIDBytes(contractID)
 	if err != nil {
 		return "", err
@@ -84,8 +92,8 @@ func Seal(plaintext []byte, recipient ed25519.PublicKey, contractID string) (str
 		return "", err
 	}
 	eph := make([]byte, 32)
-	if _, err := rand.Read(eph); err != nil {
-		return "", err
+	if _, err := io.ReadFull(rnd, eph); err != nil {
+		return "", fmt.Errorf("ephemeral key: %w", err)
 	}
 	clamp(eph)
 	ephPub, err := curve25519.X25519(eph, curve25519.Basepoint)
@@ -94,15 +102,16 @@ func Seal(plaintext []byte, recipient ed25519.PublicKey, contractID string) (str
 	}
 	shared, err := curve25519.X25519(eph, rx)
 	if err != nil {
-		return "", fmt.Errorf("key agreement: %w", err)
+		// A low-order recipient key gives an all-zero shared secret.
+		return "", fmt.Errorf("recipient key is not usable for encryption (low-order point): %w", err)
 	}
 	aead, err := chacha20poly1305.NewX(sealKey(shared))
 	if err != nil {
 		return "", err
 	}
 	nonce := make([]byte, chacha20poly1305.NonceSizeX)
-	if _, err := rand.Read(nonce); err != nil {
-		return "", err
+	if _, err := io.ReadFull(rnd, nonce); err != nil {
+		return "", fmt.Errorf("nonce: %w", err)
 	}
 	ct := aead.Seal(nil, nonce, plaintext, aad)
 	out, err := json.Marshal(SealedCredential{
@@ -121,7 +130,10 @@ func Open(sealed string, recipient ed25519.PrivateKey) ([]byte, error) {
 	dec := json.NewDecoder(strings.NewReader(sealed))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&sc); err != nil {
-		return nil, fmt.Errorf("sealed credential is not valid JSON: %w", err)
+		return nil, fmt.Errorf("sealed credential is not the expected JSON object {\"version\":2,...}: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("sealed credential has trailing data after the JSON object")
 	}
 	if sc.Version != 2 {
 		return nil, fmt.Errorf("sealed credential version %d is not supported (want 2)", sc.Version)
@@ -148,7 +160,11 @@ func Open(sealed string, recipient ed25519.PrivateKey) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	aad, err := field("aad", sc.AAD, 0)
+	if len(ct) < chacha20poly1305.Overhead {
+		return nil, fmt.Errorf("sealed credential ciphertext has %d bytes, less than the %d-byte tag", len(ct), chacha20poly1305.Overhead)
+	}
+	// PROTOCOL.md §7: the AAD is the contract id's raw 32 bytes.
+	aad, err := field("aad", sc.AAD, 32)
 	if err != nil {
 		return nil, err
 	}
@@ -185,27 +201,25 @@ func SealRecipient(requesterPubkeyHex, requesterSSHPubkey string) (pub ed25519.P
 	return nil, false, nil
 }
 
-// SSHEd25519Key returns the raw key of an authorized_keys "ssh-ed25519 ..."
-// line, or nil if the line is not an Ed25519 key (several lines: the first).
-func SSHEd25519Key(line string) ed25519.PublicKey {
-	for _, l := range strings.Split(line, "\n") {
+// SSHEd25519Key returns the raw key of the first "ssh-ed25519 ..." line of
+// an authorized_keys text, or nil if it has none (RSA, ECDSA, garbage).
+func SSHEd25519Key(keys string) ed25519.PublicKey {
+	for _, l := range strings.Split(keys, "\n") {
 		l = strings.TrimSpace(l)
-		if l == "" {
+		if l == "" || strings.HasPrefix(l, "#") {
 			continue
 		}
 		pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(l))
 		if err != nil || pk.Type() != ssh.KeyAlgoED25519 {
-			return nil
+			continue
 		}
 		cpk, ok := pk.(ssh.CryptoPublicKey)
 		if !ok {
-			return nil
+			continue
 		}
-		ek, ok := cpk.CryptoPublicKey().(ed25519.PublicKey)
-		if !ok {
-			return nil
+		if ek, ok := cpk.CryptoPublicKey().(ed25519.PublicKey); ok {
+			return ek
 		}
-		return ek
 	}
 	return nil
 }

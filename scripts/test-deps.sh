@@ -34,10 +34,12 @@ main() {
 	# sshd refuses to start without its privilege separation directory.
 	if [ "$(id -u)" -eq 0 ]; then mkdir -p /run/sshd; fi
 
+	# npm ci again whenever package-lock.json changed since the last install
+	# (the stamp is a copy of the lock it installed).
 	js="$(dirname "$0")/../testdata/js"
-	if [ -f "$js/package.json" ] && [ ! -d "$js/node_modules" ]; then
+	if [ -f "$js/package-lock.json" ] && ! cmp -s "$js/package-lock.json" "$js/node_modules/.dc-installed-lock"; then
 		echo "test-deps: npm ci in testdata/js" >&2
-		(cd "$js" && npm ci --silent --no-audit --no-fund)
+		(cd "$js" && npm ci --silent --no-audit --no-fund && cp package-lock.json node_modules/.dc-installed-lock)
 	fi
 }
 
