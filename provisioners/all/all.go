@@ -1,0 +1,18 @@
+// Package all builds the registry of every provisioner compiled into
+// dc-agent. Commands ask it for the registry; the agent loop only ever sees
+// the registry, never a backend package.
+package all
+
+import (
+	"github.com/decent-stuff/dc-agent/provisioners"
+	"github.com/decent-stuff/dc-agent/provisioners/manual"
+	"github.com/decent-stuff/dc-agent/provisioners/script"
+)
+
+// Registry returns a registry with every built-in provisioner.
+func Registry() *provisioners.Registry {
+	r := provisioners.NewRegistry()
+	script.Register(r)
+	manual.Register(r)
+	return r
+}
