@@ -110,6 +110,7 @@ is also a flag (and a DC_AGENT_* environment variable) for --no-tui use.
 		newInitCmd(g),
 		newDelegationCmd(g),
 		newCredentialsCmd(g),
+		newServiceCmd(g),
 	)
 	return root
 }
