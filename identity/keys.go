@@ -162,6 +162,31 @@ func AgentPubPath(keyPath string) string {
 	return filepath.Join(filepath.Dir(keyPath), "agent.pub")
 }
 
+// DelegationPath is where the signed delegation (its dcds1: code) for the
+// agent key at keyPath is kept: beside the key.
+func DelegationPath(keyPath string) string {
+	return filepath.Join(filepath.Dir(keyPath), "agent.delegation")
+}
+
+// EnsureAgentKey loads the key at path, creating it (and agent.pub) if it
+// does not exist, or replacing it if force.
+func EnsureAgentKey(path string, force bool) (key ed25519.PrivateKey, created bool, err error) {
+	if !force {
+		if _, statErr := os.Stat(path); statErr == nil {
+			k, err := LoadAgentKey(path)
+			return k, false, err
+		}
+	}
+	k, err := GenerateKey()
+	if err != nil {
+		return nil, false, err
+	}
+	if err := SaveAgentKey(path, k, force); err != nil {
+		return nil, false, err
+	}
+	return k, true, nil
+}
+
 // SaveAgentKey writes the seed to path (0600, atomically) and the public key
 // beside it as agent.pub (0644). It never overwrites an existing key file
 // unless overwrite is set.

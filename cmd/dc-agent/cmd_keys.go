@@ -16,6 +16,7 @@ import (
 	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/internal/buildinfo"
+	"github.com/decent-stuff/dc-agent/setup"
 )
 
 func newVersionCmd() *cobra.Command {
@@ -50,7 +51,7 @@ its public key; --force replaces it (the old key's delegation stops working).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path := g.agentKeyPath(keyPath)
-			key, created, err := ensureAgentKey(path, force)
+			key, created, err := identity.EnsureAgentKey(path, force)
 			if err != nil {
 				return withExit(exitConfig, err)
 			}
@@ -73,24 +74,6 @@ its public key; --force replaces it (the old key's delegation stops working).`,
 	cmd.Flags().BoolVar(&force, "force", false, "replace an existing key")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
-}
-
-// ensureAgentKey loads the key at path, creating it if absent (or if force).
-func ensureAgentKey(path string, force bool) (key []byte, created bool, err error) {
-	if !force {
-		if _, statErr := os.Stat(path); statErr == nil {
-			k, err := identity.LoadAgentKey(path)
-			return k, false, err
-		}
-	}
-	k, err := identity.GenerateKey()
-	if err != nil {
-		return nil, false, err
-	}
-	if err := identity.SaveAgentKey(path, k, force); err != nil {
-		return nil, false, err
-	}
-	return k, true, nil
 }
 
 func newDelegationCmd(g *globals) *cobra.Command {
@@ -142,7 +125,7 @@ func (o *delegationOptions) build(agentPub string, cfgPath string, now time.Time
 	if err != nil {
 		return identity.Delegation{}, usagef("--permissions: %v", err)
 	}
-	exp, err := parseExpiry(o.expires, now)
+	exp, err := setup.ParseExpiry(o.expires, now)
 	if err != nil {
 		return identity.Delegation{}, usagef("--expires: %v", err)
 	}
@@ -151,36 +134,6 @@ func (o *delegationOptions) build(agentPub string, cfgPath string, now time.Time
 		return identity.Delegation{}, usagef("%v", err)
 	}
 	return d, nil
-}
-
-// parseExpiry accepts "never", a Go duration, "<n>d", or RFC 3339.
-func parseExpiry(s string, now time.Time) (*int64, error) {
-	s = strings.TrimSpace(s)
-	if s == "" || s == "never" {
-		return nil, nil
-	}
-	var t time.Time
-	if n, ok := strings.CutSuffix(s, "d"); ok {
-		var days int
-		if _, err := fmt.Sscanf(n, "%d", &days); err != nil || days <= 0 || fmt.Sprint(days) != n {
-			return nil, fmt.Errorf("%q is not a number of days", s)
-		}
-		t = now.Add(time.Duration(days) * 24 * time.Hour)
-	} else if d, err := time.ParseDuration(s); err == nil {
-		if d <= 0 {
-			return nil, fmt.Errorf("%q must be positive", s)
-		}
-		t = now.Add(d)
-	} else if ts, err := time.Parse(time.RFC3339, s); err == nil {
-		if !ts.After(now) {
-			return nil, fmt.Errorf("%s is in the past", s)
-		}
-		t = ts
-	} else {
-		return nil, fmt.Errorf("%q is not never, a duration (8760h, 365d) or an RFC 3339 time", s)
-	}
-	ns := t.UnixNano()
-	return &ns, nil
 }
 
 func newDelegationRequestCmd(g *globals) *cobra.Command {

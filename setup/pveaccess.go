@@ -1,0 +1,92 @@
+package setup
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+)
+
+// The least-privilege identity setup creates on the Proxmox node.
+const (
+	PVEUser      = "dc-agent@pve"
+	PVERole      = "DCAgent"
+	PVETokenName = "agent"
+	PVEPool      = "dc-agent"
+	// PVETokenID is the token's full id, as the API header names it.
+	PVETokenID = PVEUser + "!" + PVETokenName
+)
+
+// AgentAuditPriv is the privilege guest-agent reads need: PVE 9 dropped
+// VM.Monitor for VM.GuestAgent.Audit, and `pveum role add` refuses the
+// name the running version does not know (BACKENDS.md §4.3).
+func AgentAuditPriv(major int) string {
+	if major >= 9 {
+		return "VM.GuestAgent.Audit"
+	}
+	return "VM.Monitor"
+}
+
+// vmPrivs are what the provisioner needs on the VMs it creates.
+func vmPrivs(major int) []string {
+	return []string{"VM.Allocate", "VM.Audit", "VM.Config.CPU", "VM.Config.Cloudinit", "VM.Config.Disk",
+		"VM.Config.Memory", "VM.Config.Network", "VM.Config.Options", "VM.PowerMgmt", AgentAuditPriv(major)}
+}
+
+// AgentPrivileges is the role's privilege list for PVE major version
+// major: exactly what the Proxmox provisioner uses, sorted.
+func AgentPrivileges(major int) []string {
+	p := append(vmPrivs(major), "VM.Clone", "Datastore.AllocateSpace", "Datastore.Audit", "SDN.Use")
+	sort.Strings(p)
+	return slices.Compact(p)
+}
+
+// Grant is an ACL path and the privileges the agent needs there.
+type Grant struct {
+	Path string
+	Need []string
+}
+
+// Layout is where the provisioner works on a node.
+type Layout struct {
+	Pool      string
+	Storage   string
+	Bridge    string
+	Templates []int
+}
+
+// Grants lists the ACL paths the token is granted the role on, with what
+// each must effectively allow: the pool holds the VMs it clones (clone
+// checks VM.Allocate on the pool; members inherit the pool's rights), each
+// template is cloned from, the storage holds the disks, the bridge carries
+// the network (SDN.Use on the local zone's vnet).
+func (l Layout) Grants(major int) []Grant {
+	var g []Grant
+	if l.Pool != "" {
+		g = append(g, Grant{Path: "/pool/" + l.Pool, Need: vmPrivs(major)})
+	} else {
+		g = append(g, Grant{Path: "/vms", Need: vmPrivs(major)})
+	}
+	ids := slices.Clone(l.Templates)
+	sort.Ints(ids)
+	for _, id := range slices.Compact(ids) {
+		g = append(g, Grant{Path: fmt.Sprintf("/vms/%d", id), Need: []string{"VM.Audit", "VM.Clone"}})
+	}
+	if l.Storage != "" {
+		g = append(g, Grant{Path: "/storage/" + l.Storage, Need: []string{"Datastore.AllocateSpace", "Datastore.Audit"}})
+	}
+	if l.Bridge != "" {
+		g = append(g, Grant{Path: "/sdn/zones/localnetwork/" + l.Bridge, Need: []string{"SDN.Use"}})
+	}
+	return g
+}
+
+// Missing returns the privileges of need that have lacks.
+func Missing(need []string, have map[string]bool) []string {
+	var out []string
+	for _, p := range need {
+		if !have[p] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
