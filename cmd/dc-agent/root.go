@@ -111,6 +111,8 @@ is also a flag (and a DC_AGENT_* environment variable) for --no-tui use.
 		newDelegationCmd(g),
 		newCredentialsCmd(g),
 		newServiceCmd(g),
+		newRegisterCmd(g),
+		newDoctorCmd(g),
 	)
 	return root
 }
