@@ -89,7 +89,7 @@ func (e *AcceptError) Unwrap() error { return e.Err }
 func AcceptDelegation(code, agentPubkey, providerPubkey string, now time.Time) (identity.SignedDelegation, []string, error) {
 	code = strings.TrimSpace(code)
 	if code == "" {
-		return identity.SignedDelegation{}, nil, &AcceptError{"malformed", errors.New("no signed delegation given")}
+		return identity.SignedDelegation{}, nil, &AcceptError{"malformed", Fixf("paste the dcds1: code printed by dc-agent delegation sign", "no signed delegation given")}
 	}
 	if strings.HasPrefix(code, identity.RequestPrefix) {
 		return identity.SignedDelegation{}, nil, &AcceptError{"malformed", WithFix(errors.New("this is the delegation request (dcdr1:), not the signed delegation"),
