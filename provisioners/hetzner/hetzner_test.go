@@ -1,0 +1,613 @@
+package hetzner
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hetznercloud/hcloud-go/v2/hcloud"
+	"github.com/hetznercloud/hcloud-go/v2/hcloud/exp/kit/sshutil"
+
+	"github.com/decent-stuff/dc-agent/config"
+	hcloudsim "github.com/decent-stuff/dc-agent/internal/sim/hcloud"
+	"github.com/decent-stuff/dc-agent/provisioners"
+)
+
+func cid(n int) string {
+	s := sha256.Sum256([]byte(fmt.Sprint("contract", n)))
+	return hex.EncodeToString(s[:])
+}
+
+func sshKey(t testing.TB) string {
+	t.Helper()
+	_, pub, err := sshutil.GenerateKeyPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(pub))
+}
+
+type fixture struct {
+	sim *hcloudsim.Sim
+	p   *Provisioner
+	url string
+}
+
+func newFixture(t *testing.T, mod func(*config.HetznerConfig)) *fixture {
+	t.Helper()
+	sim := hcloudsim.New(hcloudsim.Options{ActionDuration: 3 * time.Millisecond})
+	url := sim.Start(t)
+	cfg := config.HetznerConfig{Endpoint: url, DefaultLocation: "fsn1", DefaultImage: "ubuntu-24.04", ActionTimeoutSecond: 5}
+	if mod != nil {
+		mod(&cfg)
+	}
+	p, err := New(cfg, sim.Token(), TestOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{sim: sim, p: p, url: url}
+}
+
+func (f *fixture) request(n int) provisioners.Request {
+	return provisioners.Request{ContractID: cid(n), OfferingID: "off-small", CPUCores: 2, MemoryMB: 4096, StorageGB: 40}
+}
+
+// assertEmpty checks that nothing the agent creates is left in the project.
+func (f *fixture) assertEmpty(t *testing.T) {
+	t.Helper()
+	if s := f.sim.Servers(); len(s) != 0 {
+		t.Errorf("servers left behind: %+v", s)
+	}
+	for _, k := range f.sim.SSHKeys() {
+		if k.Labels[LabelManaged] == "true" {
+			t.Errorf("SSH key left behind: %+v", k)
+		}
+	}
+}
+
+func TestProvisionLifecycle(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	req := f.request(1)
+	req.RequesterSSHPubkey = sshKey(t)
+	req.DatacenterCity = "Helsinki"
+	req.PostProvisionScript = "echo 'hi' > /root/x\n"
+	var steps []string
+	req.Progress = func(s string) { steps = append(steps, s) }
+
+	inst, err := f.p.Provision(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(steps) < 3 {
+		t.Errorf("progress steps: %q", steps)
+	}
+	servers := f.sim.Servers()
+	if len(servers) != 1 {
+		t.Fatalf("servers: %d", len(servers))
+	}
+	sv := servers[0]
+	if inst.ExternalID != strconv.FormatInt(sv.ID, 10) || inst.ContractID != cid(1) || inst.SSHPort != 22 {
+		t.Fatalf("instance %+v", inst)
+	}
+	if sv.Name != "dc-"+cid(1)[:60] || len(sv.Name) != 63 || inst.Name != sv.Name {
+		t.Errorf("name %q", sv.Name)
+	}
+	if sv.Location.Name != "hel1" || sv.ServerType.Name != "cx23" || sv.Status != "running" {
+		t.Errorf("placed as %s/%s/%s", sv.Location.Name, sv.ServerType.Name, sv.Status)
+	}
+	if inst.IPAddress != sv.PublicNet.IPv4.IP || net.ParseIP(inst.IPAddress) == nil {
+		t.Errorf("ipv4 %q vs %q", inst.IPAddress, sv.PublicNet.IPv4.IP)
+	}
+	_, n6, _ := net.ParseCIDR(sv.PublicNet.IPv6.IP)
+	if ip := net.ParseIP(inst.IPv6Address); ip == nil || !n6.Contains(ip) || !strings.HasSuffix(inst.IPv6Address, "::1") {
+		t.Errorf("ipv6 %q for %s", inst.IPv6Address, sv.PublicNet.IPv6.IP)
+	}
+	if inst.RootPassword != "" {
+		t.Error("root password returned with an SSH key")
+	}
+	if ContractIDFromLabels(sv.Labels) != cid(1) {
+		t.Errorf("labels %v", sv.Labels)
+	}
+	keys := f.sim.SSHKeys()
+	if len(keys) != 1 || keys[0].Labels[LabelManaged] != "true" || keys[0].PublicKey != req.RequesterSSHPubkey || sv.Labels[LabelSSHKey] != strconv.FormatInt(keys[0].ID, 10) {
+		t.Fatalf("keys %+v labels %v", keys, sv.Labels)
+	}
+	ud := f.sim.UserData(sv.ID)
+	if !strings.HasPrefix(ud, "#cloud-config\n") || !strings.Contains(ud, base64.StdEncoding.EncodeToString([]byte("#!/bin/sh\n"+req.PostProvisionScript))) || !strings.Contains(ud, "ssh_pwauth: false") {
+		t.Errorf("user data:\n%s", ud)
+	}
+
+	h, err := f.p.HealthCheck(ctx, inst.ExternalID)
+	if err != nil || h.Status != provisioners.Healthy || h.UptimeSeconds < 0 {
+		t.Fatalf("health %+v %v", h, err)
+	}
+	got, err := f.p.GetInstance(ctx, cid(1))
+	if err != nil || got == nil || got.ExternalID != inst.ExternalID || got.IPv6Address != inst.IPv6Address {
+		t.Fatalf("get instance %+v %v", got, err)
+	}
+	if none, err := f.p.GetInstance(ctx, cid(2)); err != nil || none != nil {
+		t.Fatalf("other contract: %+v %v", none, err)
+	}
+	list, err := f.p.List(ctx)
+	if err != nil || len(list) != 1 || list[0].ContractID != cid(1) {
+		t.Fatalf("list %+v %v", list, err)
+	}
+
+	// Idempotent: provisioning the same contract again finds the server.
+	again, err := f.p.Provision(ctx, req)
+	if err != nil || again.ExternalID != inst.ExternalID || len(f.sim.Servers()) != 1 {
+		t.Fatalf("second provision: %+v %v (%d servers)", again, err, len(f.sim.Servers()))
+	}
+
+	if err := f.p.Terminate(ctx, inst.ExternalID); err != nil {
+		t.Fatal(err)
+	}
+	f.assertEmpty(t)
+	h, err = f.p.HealthCheck(ctx, inst.ExternalID)
+	if err != nil || h.Status != provisioners.Unhealthy || !strings.Contains(h.Reason, "no longer exists") {
+		t.Fatalf("health after terminate: %+v %v", h, err)
+	}
+	if err := f.p.Terminate(ctx, inst.ExternalID); err != nil {
+		t.Fatalf("terminating a gone server: %v", err)
+	}
+}
+
+func TestSSHKeySharedAndProviderKeysKept(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	key := sshKey(t)
+	var ids []string
+	for i := 1; i <= 2; i++ {
+		req := f.request(i)
+		req.RequesterSSHPubkey = key
+		inst, err := f.p.Provision(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, inst.ExternalID)
+	}
+	if n := len(f.sim.SSHKeys()); n != 1 {
+		t.Fatalf("one key object expected for one public key, got %d", n)
+	}
+	if err := f.p.Terminate(ctx, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.sim.SSHKeys()); n != 1 {
+		t.Fatal("key deleted while a server still uses it")
+	}
+	if err := f.p.Terminate(ctx, ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	f.assertEmpty(t)
+
+	// A key the provider uploaded himself is reused and never deleted.
+	own := sshKey(t)
+	k, _, err := f.p.c.SSHKey.Create(ctx, hcloud.SSHKeyCreateOpts{Name: "provider-key", PublicKey: own})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := f.request(3)
+	req.RequesterSSHPubkey = own
+	inst, err := f.p.Provision(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys := f.sim.SSHKeys(); len(keys) != 1 || keys[0].ID != k.ID {
+		t.Fatalf("keys %+v", keys)
+	}
+	if err := f.p.Terminate(ctx, inst.ExternalID); err != nil {
+		t.Fatal(err)
+	}
+	if keys := f.sim.SSHKeys(); len(keys) != 1 || keys[0].Name != "provider-key" {
+		t.Fatalf("provider key deleted: %+v", keys)
+	}
+}
+
+func TestPasswordOnlyWithoutKey(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	req := f.request(1)
+	req.WantPassword = true
+	inst, err := f.p.Provision(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inst.RootPassword == "" {
+		t.Fatal("no root password without an SSH key")
+	}
+	if len(f.sim.SSHKeys()) != 0 {
+		t.Fatal("key object created without a key")
+	}
+	if ud := f.sim.UserData(f.sim.Servers()[0].ID); !strings.Contains(ud, "ssh_pwauth: true") {
+		t.Errorf("user data %s", ud)
+	}
+
+	// Crash after creation: the password is lost, so resuming resets it.
+	again, err := f.p.Provision(ctx, req)
+	if err != nil || again.RootPassword == "" || again.RootPassword == inst.RootPassword || again.ExternalID != inst.ExternalID {
+		t.Fatalf("resume: %+v %v", again, err)
+	}
+
+	req2 := f.request(2)
+	req2.WantPassword = false
+	_, err = f.p.Provision(ctx, req2)
+	if err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "no SSH key") {
+		t.Fatalf("no key, no password: %v", err)
+	}
+	req3 := f.request(3)
+	req3.RequesterSSHPubkey = "ssh-rsa not-base64!"
+	if _, err := f.p.Provision(ctx, req3); err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "SSH key") {
+		t.Fatalf("bad key: %v", err)
+	}
+	if len(f.sim.Servers()) != 1 {
+		t.Fatal("a refused contract created a server")
+	}
+}
+
+func TestServerTypeChoice(t *testing.T) {
+	f := newFixture(t, func(c *config.HetznerConfig) {
+		c.ServerTypes = map[string]string{"off-mapped": "cpx22", "off-bad": "cx999", "off-us": "cx23"}
+		c.Locations = map[string]string{"Frankfurt": "nbg1"}
+	})
+	ctx := context.Background()
+	cases := []struct {
+		name      string
+		mod       func(*provisioners.Request)
+		wantType  string
+		wantLoc   string
+		wantErr   string
+		retryable bool
+	}{
+		{"smallest fit", func(r *provisioners.Request) { r.CPUCores, r.MemoryMB, r.StorageGB = 3, 4096, 40 }, "cx33", "fsn1", "", false},
+		{"tiny in US picks cpx12", func(r *provisioners.Request) {
+			r.CPUCores, r.MemoryMB, r.StorageGB, r.DatacenterCity = 1, 1024, 10, "Ashburn, VA"
+		}, "cpx12", "ash", "", false},
+		{"mapped offering", func(r *provisioners.Request) { r.OfferingID = "off-mapped" }, "cpx22", "fsn1", "", false},
+		{"config server_type wins", func(r *provisioners.Request) {
+			r.OfferingID = "off-mapped"
+			r.Config = map[string]any{"server_type": "ccx13"}
+		}, "ccx13", "fsn1", "", false},
+		{"configured city table", func(r *provisioners.Request) { r.DatacenterCity = "frankfurt" }, "cx23", "nbg1", "", false},
+		{"arm by config", func(r *provisioners.Request) { r.Config = map[string]any{"architecture": "arm"} }, "cax11", "fsn1", "", false},
+		{"unknown city uses default", func(r *provisioners.Request) { r.DatacenterCity = "Atlantis" }, "cx23", "fsn1", "", false},
+		{"unknown mapped type", func(r *provisioners.Request) { r.OfferingID = "off-bad" }, "", "", `server type "cx999"`, false},
+		{"type not offered in location", func(r *provisioners.Request) { r.OfferingID, r.DatacenterCity = "off-us", "Hillsboro" }, "", "", "not offered in location hil", false},
+		{"too big", func(r *provisioners.Request) { r.CPUCores = 96 }, "", "", "no Hetzner server type", false},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			req := f.request(10 + i)
+			c.mod(&req)
+			req.WantPassword = true
+			inst, err := f.p.Provision(ctx, req)
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) || provisioners.RetryPossible(err) != c.retryable {
+					t.Fatalf("err %v, want %q (retryable %v)", err, c.wantErr, c.retryable)
+				}
+				if g, _ := f.p.GetInstance(ctx, req.ContractID); g != nil {
+					t.Fatal("failed provision left a server")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if inst.AdditionalDetails["server_type"] != c.wantType || inst.AdditionalDetails["location"] != c.wantLoc {
+				t.Fatalf("got %v/%v, want %s/%s", inst.AdditionalDetails["server_type"], inst.AdditionalDetails["location"], c.wantType, c.wantLoc)
+			}
+		})
+	}
+}
+
+func TestFailuresLeaveNothingBehind(t *testing.T) {
+	cases := []struct {
+		name      string
+		inject    func(*hcloudsim.Sim)
+		wantErr   []string
+		retryable bool
+	}{
+		{"create action error", func(s *hcloudsim.Sim) { s.FailNextAction("create_server", "action_failed", "host crashed") },
+			[]string{"Hetzner create_server failed", "host crashed", "action_failed"}, true},
+		{"start action error", func(s *hcloudsim.Sim) { s.FailNextAction("start_server", "action_failed", "cannot boot") },
+			[]string{"Hetzner start_server failed", "cannot boot"}, true},
+		{"rate limited", func(s *hcloudsim.Sim) { s.RateLimitNext(1000) },
+			[]string{"rate limit exceeded"}, true},
+		{"server type unavailable (list)", func(s *hcloudsim.Sim) {
+			for _, st := range []string{"cx23", "cpx22", "ccx13", "cx33", "cpx32", "ccx23", "cx43", "cx53"} {
+				s.SetAvailable(st, "fsn1", false)
+			}
+		},
+			[]string{"available in location fsn1", "cx23", "capacity"}, true},
+		{"server type unavailable (placement)", func(s *hcloudsim.Sim) { s.FailPlacement("cx23", "fsn1", true) },
+			[]string{"cannot place the server", "resource_unavailable", "type cx23, location fsn1"}, true},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t, nil)
+			c.inject(f.sim)
+			req := f.request(i)
+			req.RequesterSSHPubkey = sshKey(t)
+			_, err := f.p.Provision(context.Background(), req)
+			if err == nil {
+				t.Fatal("provision succeeded")
+			}
+			t.Log(err)
+			for _, w := range c.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+			if provisioners.RetryPossible(err) != c.retryable {
+				t.Errorf("retryable = %v", provisioners.RetryPossible(err))
+			}
+			f.sim.RateLimitNext(0)
+			f.assertEmpty(t)
+		})
+	}
+}
+
+func TestActionTimeout(t *testing.T) {
+	sim := hcloudsim.New(hcloudsim.Options{ActionDuration: time.Hour})
+	url := sim.Start(t)
+	p, err := New(config.HetznerConfig{Endpoint: url, ActionTimeoutSecond: 1}, sim.Token(), TestOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Provision(context.Background(), provisioners.Request{ContractID: cid(1), RequesterSSHPubkey: sshKey(t)})
+	if err == nil || !strings.Contains(err.Error(), "timed out (action_timeout_seconds = 1)") || !provisioners.RetryPossible(err) {
+		t.Fatalf("err %v", err)
+	}
+	// The delete action runs for an hour too: the server is being deleted.
+	for _, s := range sim.Servers() {
+		if s.Status != "deleting" {
+			t.Fatalf("server left in status %s", s.Status)
+		}
+	}
+}
+
+func TestResumeAfterCrash(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	// A server of ours left powered off by an earlier attempt.
+	labels := contractLabels(cid(5))
+	id := f.sim.AddServer(ServerName(cid(5)), labels)
+	f.sim.PowerOff(id)
+	req := f.request(5)
+	req.RequesterSSHPubkey = sshKey(t)
+	inst, err := f.p.Provision(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inst.ExternalID != strconv.FormatInt(id, 10) || len(f.sim.Servers()) != 1 || f.sim.Servers()[0].Status != "running" {
+		t.Fatalf("resume: %+v %+v", inst, f.sim.Servers())
+	}
+}
+
+func TestTerminateRefusesForeignServers(t *testing.T) {
+	f := newFixture(t, nil)
+	id := f.sim.AddServer("providers-db", map[string]string{"role": "db"})
+	err := f.p.Terminate(context.Background(), strconv.FormatInt(id, 10))
+	if err == nil || !strings.Contains(err.Error(), "refusing") {
+		t.Fatalf("err %v", err)
+	}
+	if len(f.sim.Servers()) != 1 {
+		t.Fatal("foreign server deleted")
+	}
+	if err := f.p.Terminate(context.Background(), "dc-abc"); err == nil || provisioners.RetryPossible(err) {
+		t.Fatalf("bad id: %v", err)
+	}
+	if list, err := f.p.List(context.Background()); err != nil || len(list) != 0 {
+		t.Fatalf("foreign server listed: %v %v", list, err)
+	}
+}
+
+func TestHealthStates(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	now := time.Now()
+	f.p.now = func() time.Time { return now }
+	id := f.sim.AddServer(ServerName(cid(7)), contractLabels(cid(7)))
+	ext := strconv.FormatInt(id, 10)
+	h, err := f.p.HealthCheck(ctx, ext)
+	if err != nil || h.Status != provisioners.Healthy {
+		t.Fatalf("%+v %v", h, err)
+	}
+	f.p.now = func() time.Time { return now.Add(90 * time.Second) }
+	h2, _ := f.p.HealthCheck(ctx, ext)
+	if h2.UptimeSeconds-h.UptimeSeconds != 90 {
+		t.Fatalf("uptime %d then %d", h.UptimeSeconds, h2.UptimeSeconds)
+	}
+	f.sim.PowerOff(id)
+	h, err = f.p.HealthCheck(ctx, ext)
+	if err != nil || h.Status != provisioners.Unhealthy || h.Reason != "server is off" {
+		t.Fatalf("%+v %v", h, err)
+	}
+}
+
+func TestNewRejectsBadTokens(t *testing.T) {
+	for _, tok := range []string{"", "  ", "a b"} {
+		if _, err := New(config.HetznerConfig{}, tok, Options{}); err == nil {
+			t.Errorf("token %q accepted", tok)
+		}
+	}
+	f := newFixture(t, nil)
+	p, err := New(config.HetznerConfig{Endpoint: f.url, ActionTimeoutSecond: 5}, "wrong-token", TestOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Provision(context.Background(), provisioners.Request{ContractID: cid(1), WantPassword: true})
+	if err == nil || !strings.Contains(err.Error(), "rejected the API token") {
+		t.Fatalf("err %v", err)
+	}
+}
+
+func TestPickServerType(t *testing.T) {
+	loc := func(n string, avail bool) hcloud.ServerTypeLocation {
+		return hcloud.ServerTypeLocation{Location: &hcloud.Location{Name: n}, Available: avail}
+	}
+	types := []*hcloud.ServerType{
+		{Name: "big", Cores: 8, Memory: 16, Disk: 160, Architecture: "x86", Locations: []hcloud.ServerTypeLocation{loc("a", true)}},
+		{Name: "small", Cores: 2, Memory: 4, Disk: 40, Architecture: "x86", Locations: []hcloud.ServerTypeLocation{loc("a", true), loc("b", false)}},
+		{Name: "small-arm", Cores: 2, Memory: 4, Disk: 40, Architecture: "arm", Locations: []hcloud.ServerTypeLocation{loc("a", true)}},
+		{Name: "mid", Cores: 4, Memory: 8, Disk: 80, Architecture: "x86", Locations: []hcloud.ServerTypeLocation{loc("a", true), loc("b", true)}},
+		{Name: "old", Cores: 2, Memory: 4, Disk: 40, Architecture: "x86", Locations: []hcloud.ServerTypeLocation{loc("a", true)},
+			DeprecatableResource: hcloud.DeprecatableResource{Deprecation: &hcloud.DeprecationInfo{}}},
+	}
+	for _, c := range []struct {
+		n    need
+		loc  string
+		want string
+		err  string
+	}{
+		{need{cores: 1, arch: "x86"}, "a", "small", ""},
+		{need{cores: 1, memMB: 4097, arch: "x86"}, "a", "mid", ""},
+		{need{cores: 1, arch: "arm"}, "a", "small-arm", ""},
+		{need{cores: 1, arch: "x86"}, "b", "mid", ""},
+		{need{cores: 1, diskGB: 100, arch: "x86"}, "a", "big", ""},
+		{need{cores: 16, arch: "x86"}, "a", "", "no Hetzner server type"},
+		{need{cores: 1, arch: "x86"}, "c", "", "no Hetzner server type"},
+	} {
+		st, err := pickServerType(types, c.n, c.loc)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%v in %s: err %v", c.n, c.loc, err)
+			}
+			continue
+		}
+		if err != nil || st.Name != c.want {
+			t.Errorf("%v in %s: got %v %v, want %s", c.n, c.loc, st, err, c.want)
+		}
+	}
+	// Only unavailable types fit: a capacity problem, retryable.
+	types[3].Locations[1].Available = false
+	if _, err := pickServerType(types, need{cores: 1, arch: "x86"}, "b"); err == nil || !provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "small, mid") {
+		t.Errorf("unavailable: %v", err)
+	}
+}
+
+func TestRateGateWaitsForReset(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	var calls int
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls++
+		if calls == 1 {
+			w.Header().Set("RateLimit-Remaining", "0")
+			w.Header().Set("RateLimit-Reset", strconv.FormatInt(now.Add(30*time.Second).Unix(), 10))
+		} else {
+			w.Header().Set("RateLimit-Remaining", "10")
+		}
+	}))
+	defer ts.Close()
+	g := newRateGate(nil, 20*time.Second, func() time.Time { return now })
+	var slept []time.Duration
+	g.sleep = func(_ context.Context, d time.Duration) error { slept = append(slept, d); return nil }
+	hc := &http.Client{Transport: g}
+	for range 3 {
+		resp, err := hc.Get(ts.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	// The second request waits (capped at maxWait); after a response with
+	// quota left, the third does not.
+	if len(slept) != 1 || slept[0] != 20*time.Second {
+		t.Fatalf("slept %v", slept)
+	}
+	// Garbage headers are ignored.
+	g.observe(http.Header{"Ratelimit-Remaining": {"0"}, "Ratelimit-Reset": {"soon"}})
+	g.observe(http.Header{"Ratelimit-Remaining": {"x"}})
+	if g.resetIn() != 0 {
+		t.Fatal("garbage reset honoured")
+	}
+}
+
+func TestCloudInitQuoting(t *testing.T) {
+	req := provisioners.Request{ContractID: cid(1), PostProvisionScript: "#!/bin/bash\necho \"$(id)\"\n---\nruncmd: [rm -rf /]\n"}
+	ud, err := cloudInit(req, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(ud, "rm -rf") || strings.Count(ud, "runcmd:") != 1 {
+		t.Fatalf("script leaked into YAML:\n%s", ud)
+	}
+	req.PostProvisionScript = strings.Repeat("x", maxUserData)
+	if _, err := cloudInit(req, true); err == nil || provisioners.RetryPossible(err) {
+		t.Fatalf("oversized: %v", err)
+	}
+}
+
+func TestIPv6Host(t *testing.T) {
+	for in, want := range map[string]string{
+		"2001:db8:1::/64":       "2001:db8:1::1",
+		"2a01:4f8:c17:b8f::/64": "2a01:4f8:c17:b8f::1",
+		"10.0.0.0/8":            "",
+	} {
+		_, n, err := net.ParseCIDR(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ipv6Host(n); got != want {
+			t.Errorf("%s: %q, want %q", in, got, want)
+		}
+	}
+	if ipv6Host(nil) != "" {
+		t.Error("nil network")
+	}
+}
+
+// Labels come back from the API and can be edited by anyone with the token.
+func FuzzContractIDFromLabels(f *testing.F) {
+	f.Add("true", cid(1)[:32], cid(1)[32:])
+	f.Add("true", "ABC", "def")
+	f.Add("false", cid(2)[:32], cid(2)[32:])
+	f.Fuzz(func(t *testing.T, managed, a, b string) {
+		id := ContractIDFromLabels(map[string]string{LabelManaged: managed, LabelContract1: a, LabelContract2: b})
+		if id == "" {
+			return
+		}
+		if !isContractID(id) || id != a+b || managed != "true" {
+			t.Fatalf("accepted %q from %q %q %q", id, managed, a, b)
+		}
+		if ContractIDFromLabels(contractLabels(id)) != id || !strings.HasPrefix(id, ServerName(id)[3:]) {
+			t.Fatal("labels do not round-trip")
+		}
+	})
+}
+
+// The datacenter city comes from the offering.
+func FuzzChooseLocation(f *testing.F) {
+	for _, s := range []string{"Helsinki", "Ashburn, VA", " nürnberg ", "", ",", "Frankfurt"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, city string) {
+		loc, why := chooseLocation(provisioners.Request{DatacenterCity: city}, map[string]string{"Frankfurt": "nbg1"}, "fsn1")
+		if loc == "" || why == "" {
+			t.Fatalf("%q -> %q (%s)", city, loc, why)
+		}
+	})
+}
+
+// A short burst of 429s is absorbed by the client's retries.
+func TestTransientRateLimitRecovers(t *testing.T) {
+	f := newFixture(t, nil)
+	f.sim.RateLimitNext(2)
+	req := f.request(1)
+	req.RequesterSSHPubkey = sshKey(t)
+	if _, err := f.p.Provision(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.sim.Servers()); n != 1 {
+		t.Fatalf("%d servers", n)
+	}
+}
