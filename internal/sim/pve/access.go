@@ -1,6 +1,7 @@
 package pve
 
 import (
+	"crypto/rand"
 	"crypto/subtle"
 	"fmt"
 	"regexp"
@@ -254,7 +255,10 @@ func (st *State) AddToken(actor, userid, name string, o TokenOptions) (string, e
 	if u.Tokens == nil {
 		u.Tokens = map[string]*Token{}
 	}
-	secret := st.newUUID()
+	secret, err := randomUUID()
+	if err != nil {
+		return "", err
+	}
 	u.Tokens[name] = &Token{Value: secret, Privsep: o.Privsep, Expire: o.Expire, Comment: o.Comment}
 	return secret, nil
 }
@@ -616,4 +620,16 @@ func (st *State) PermissionsTree(authid string) map[string]map[string]bool {
 		}
 	}
 	return out
+}
+
+// randomUUID makes a token secret: random, unlike the state's other ids,
+// so two simulators never share a secret.
+func randomUUID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16]), nil
 }

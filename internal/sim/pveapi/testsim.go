@@ -1,0 +1,63 @@
+package pveapi
+
+import (
+	"testing"
+
+	"github.com/decent-stuff/dc-agent/internal/sim/pve"
+)
+
+// TestOptions configure StartTest.
+type TestOptions struct {
+	// Version of PVE (default 9.1.1).
+	Version string
+	// Timing of tasks (default pve.FastTiming: milliseconds).
+	Timing *pve.Timing
+	// Dir is the state directory (default a t.TempDir()).
+	Dir string
+}
+
+// TestSim is a running simulator with template 9000 and the
+// least-privilege agent token.
+type TestSim struct {
+	*Sim
+	TokenID string
+	Secret  string
+}
+
+// StartTest starts a fresh simulated node "pve1" on a free loopback port
+// and stops it when the test ends.
+func StartTest(t testing.TB, o TestOptions) *TestSim {
+	t.Helper()
+	if o.Timing == nil {
+		ft := pve.FastTiming()
+		o.Timing = &ft
+	}
+	if o.Dir == "" {
+		o.Dir = t.TempDir()
+	}
+	store, err := pve.OpenOrCreate(o.Dir, pve.InitOptions{Version: o.Version, Template: 9000, AgentToken: true, Timing: o.Timing})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim, err := Start(store, "pve1", "127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sim.Close() })
+	ts := &TestSim{Sim: sim, TokenID: pve.AgentTokenID}
+	if err := store.View(func(st *pve.State) error {
+		ts.Secret, _ = st.TokenSecret(pve.AgentTokenID)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return ts
+}
+
+// Update changes the simulator's state (faults, timing, capacity).
+func (s *TestSim) Update(t testing.TB, fn func(st *pve.State) error) {
+	t.Helper()
+	if err := s.Store.Update(fn); err != nil {
+		t.Fatal(err)
+	}
+}
