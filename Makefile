@@ -5,11 +5,12 @@ COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X github.com/decent-stuff/dc-agent/internal/buildinfo.Version=$(VERSION) \
              -X github.com/decent-stuff/dc-agent/internal/buildinfo.Commit=$(COMMIT)
 FUZZTIME  ?= 60s
+DIST      ?= dist
 SHELL_SCRIPTS := $(shell git ls-files '*.sh' 2>/dev/null) .ci/run
 
 export GOTOOLCHAIN := local
 
-.PHONY: all build test test-deps vet lint fmt fuzz demo bench clean
+.PHONY: all build test test-deps vet lint fmt fuzz demo bench clean release
 
 all: build
 
@@ -53,6 +54,11 @@ demo:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./identity/ ./dcapi/
+
+# Reproducible release artifacts in dist/ (layout: docs/release.md):
+# binaries for linux amd64+arm64, install.sh, deb+rpm (nfpm), SHA256SUMS.
+release:
+	VERSION='$(VERSION)' COMMIT='$(COMMIT)' GO='$(GO)' DIST='$(DIST)' sh scripts/release.sh
 
 clean:
 	rm -rf bin dist

@@ -113,6 +113,7 @@ is also a flag (and a DC_AGENT_* environment variable) for --no-tui use.
 		newServiceCmd(g),
 		newRegisterCmd(g),
 		newDoctorCmd(g),
+		newUpgradeCmd(g),
 	)
 	return root
 }

@@ -99,3 +99,37 @@ func Status(ctx context.Context, o Options) (State, error) {
 	}
 	return s, nil
 }
+
+// Active reports whether the unit is active (running).
+func Active(ctx context.Context, o Options) (bool, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return false, err
+	}
+	props, err := o.systemd().show(ctx, o.unitName())
+	if err != nil {
+		return false, err
+	}
+	return stateFrom(props).Running(), nil
+}
+
+// Restart restarts the unit and waits (up to o.Timeout) until it is active
+// again with a new main process.
+func Restart(ctx context.Context, o Options) (State, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return State{}, err
+	}
+	if err := o.needRoot("restarting"); err != nil {
+		return State{}, err
+	}
+	sd := o.systemd()
+	before, err := sd.show(ctx, o.unitName())
+	if err != nil {
+		return State{}, err
+	}
+	if _, err := sd.run(ctx, "restart", "--no-block", o.unitName()); err != nil {
+		return State{}, err
+	}
+	return o.waitActive(ctx, sd, before, before["ActiveState"] == "active")
+}

@@ -1,0 +1,205 @@
+#!/bin/sh
+# dc-agent installer:  curl -fsSL https://github.com/decent-stuff/dc-agent/releases/latest/download/install.sh | sh
+#
+# Downloads the dc-agent binary for this machine (linux amd64 or arm64),
+# verifies it against the release's SHA256SUMS, and installs it atomically as
+# /usr/local/bin/dc-agent. Re-running upgrades in place (restarting the
+# service only if it is running); an unchanged binary is left alone. It never
+# asks anything: stdin is this script. The whole body is in main(), called on
+# the last line, so a truncated download runs nothing.
+#
+#   sh install.sh               install or upgrade to the latest release
+#   sh install.sh --uninstall   remove the service and the binary (config and
+#                               keys in /etc/dc-agent stay; add --purge to
+#                               remove them too)
+#
+# Environment:
+#   DC_AGENT_VERSION   install this version (e.g. v1.4.0) instead of the latest
+#   DC_AGENT_BASE_URL  release location (default: the GitHub releases); the
+#                      layout is <base>/latest/VERSION, <base>/<version>/<file>
+#                      (GitHub: <base>/latest/download/VERSION,
+#                      <base>/download/<version>/<file>)
+#   DC_AGENT_PREFIX    install under this directory instead of / (packaging, tests)
+
+set -u
+
+DEFAULT_BASE_URL="https://github.com/decent-stuff/dc-agent/releases"
+
+say() { printf 'dc-agent install: %s\n' "$*" >&2; }
+die() {
+	printf 'dc-agent install: error: %s\n' "$*" >&2
+	exit 1
+}
+
+# detect_platform prints the release arch of this machine or refuses.
+detect_platform() {
+	os=$(uname -s 2>/dev/null || echo unknown)
+	machine=$(uname -m 2>/dev/null || echo unknown)
+	if [ "$os" != "Linux" ]; then
+		die "dc-agent runs on Linux; this is $os. Install it on your Proxmox or Linux host."
+	fi
+	case $machine in
+	x86_64 | amd64) echo amd64 ;;
+	aarch64 | arm64) echo arm64 ;;
+	*) die "dc-agent is released for linux amd64 (x86_64) and arm64 (aarch64); this machine is $machine. Build it from source: https://github.com/decent-stuff/dc-agent" ;;
+	esac
+}
+
+# fetch URL FILE downloads with curl or wget; it fails on HTTP errors.
+fetch() {
+	if command -v curl >/dev/null 2>&1; then
+		curl -fsSL --retry 3 --connect-timeout 20 -o "$2" "$1"
+	elif command -v wget >/dev/null 2>&1; then
+		wget -q -T 20 -t 3 -O "$2" "$1"
+	else
+		die "neither curl nor wget is installed; install one (apt-get install curl) and re-run"
+	fi
+}
+
+# sha256 FILE prints the file's SHA-256.
+sha256() {
+	if command -v sha256sum >/dev/null 2>&1; then
+		sha256sum "$1" | cut -d ' ' -f 1
+	elif command -v shasum >/dev/null 2>&1; then
+		shasum -a 256 "$1" | cut -d ' ' -f 1
+	else
+		die "no sha256sum or shasum to verify the download; install coreutils and re-run"
+	fi
+}
+
+# asset_url BASE VERSION FILE and latest_url BASE map the release layout,
+# GitHub's included.
+asset_url() {
+	case $1 in
+	https://github.com/*/releases) echo "$1/download/$2/$3" ;;
+	*) echo "$1/$2/$3" ;;
+	esac
+}
+latest_url() {
+	case $1 in
+	https://github.com/*/releases) echo "$1/latest/download/VERSION" ;;
+	*) echo "$1/latest/VERSION" ;;
+	esac
+}
+
+valid_version() {
+	case $1 in
+	"" | *[!A-Za-z0-9._+-]* | [!A-Za-z0-9]*) return 1 ;;
+	esac
+	[ "${#1}" -le 64 ]
+}
+
+# as_root runs a command as root: directly, or with sudo when it needs no
+# password (this script never prompts).
+as_root() {
+	if [ -n "$SUDO" ]; then
+		"$SUDO" -n "$@"
+	else
+		"$@"
+	fi
+}
+
+# pick_sudo sets SUDO for writing into DIR.
+pick_sudo() {
+	SUDO=""
+	if [ -n "${DC_AGENT_PREFIX:-}" ] || [ "$(id -u)" -eq 0 ]; then
+		return 0
+	fi
+	if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+		SUDO=sudo
+		return 0
+	fi
+	die "installing into $1 needs root; run: curl -fsSL <this script's URL> | sudo sh"
+}
+
+service_running() {
+	[ -z "${DC_AGENT_PREFIX:-}" ] && [ -d /run/systemd/system ] &&
+		command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet dc-agent.service
+}
+
+uninstall() {
+	bin="$BINDIR/dc-agent"
+	purge=""
+	[ "${1:-}" = "--purge" ] && purge="--purge"
+	pick_sudo "$BINDIR"
+	if [ -z "${DC_AGENT_PREFIX:-}" ] && [ -x "$bin" ] && [ -d /run/systemd/system ]; then
+		# shellcheck disable=SC2086 # $purge is one optional flag
+		as_root "$bin" service uninstall $purge || die "removing the service failed (see above); the binary stays"
+	fi
+	if [ ! -e "$bin" ] && [ ! -e "$bin.previous" ]; then
+		say "dc-agent is not installed in $BINDIR; nothing to do"
+		return 0
+	fi
+	as_root rm -f "$bin" "$bin.previous"
+	say "removed $bin"
+	if [ -z "$purge" ]; then
+		say "config and keys in /etc/dc-agent and state in /var/lib/dc-agent are kept (re-run with --uninstall --purge to remove them)"
+	fi
+}
+
+install_release() {
+	arch=$(detect_platform)
+	base=${DC_AGENT_BASE_URL:-$DEFAULT_BASE_URL}
+	base=${base%/}
+	version=${DC_AGENT_VERSION:-}
+	tmp=$(mktemp -d 2>/dev/null) || die "cannot create a temporary directory"
+	trap 'rm -rf "$tmp"' EXIT INT TERM HUP
+
+	if [ -z "$version" ]; then
+		fetch "$(latest_url "$base")" "$tmp/VERSION" || die "cannot read the latest version from $(latest_url "$base")"
+		version=$(head -n 1 "$tmp/VERSION" | tr -d '[:space:]')
+	fi
+	valid_version "$version" || die "'$version' is not a release version (e.g. v1.4.0)"
+	asset="dc-agent_linux_$arch"
+	say "downloading dc-agent $version for linux/$arch from $base"
+	fetch "$(asset_url "$base" "$version" SHA256SUMS)" "$tmp/SHA256SUMS" || die "cannot download SHA256SUMS of $version (does the version exist?)"
+	fetch "$(asset_url "$base" "$version" "$asset")" "$tmp/$asset" || die "cannot download $asset of $version"
+
+	want=$(awk -v f="$asset" '($2 == f || $2 == "*" f) { print $1; exit }' "$tmp/SHA256SUMS")
+	[ -n "$want" ] || die "SHA256SUMS of $version lists no $asset; refusing to install"
+	got=$(sha256 "$tmp/$asset")
+	if [ "$got" != "$want" ]; then
+		die "checksum mismatch for $asset: expected $want, got $got. The download is corrupt or was tampered with; nothing was installed"
+	fi
+	chmod 0755 "$tmp/$asset"
+	if ! "$tmp/$asset" --version >/dev/null 2>&1; then
+		die "the downloaded binary does not run on this machine ($tmp/$asset --version failed); nothing was installed"
+	fi
+
+	bin="$BINDIR/dc-agent"
+	if [ -f "$bin" ] && [ "$(sha256 "$bin")" = "$want" ]; then
+		say "dc-agent $version is already installed at $bin; nothing changed"
+	else
+		pick_sudo "$BINDIR"
+		as_root mkdir -p "$BINDIR"
+		# Copy next to the target, then rename: the switch is atomic and a
+		# running agent keeps its old binary until it restarts.
+		new="$BINDIR/.dc-agent.new.$$"
+		if ! { as_root cp "$tmp/$asset" "$new" && as_root chmod 0755 "$new" && as_root mv -f "$new" "$bin"; }; then
+			as_root rm -f "$new"
+			die "installing $bin failed"
+		fi
+		say "installed dc-agent $version at $bin"
+		if service_running; then
+			say "restarting the running dc-agent service into $version"
+			as_root systemctl restart dc-agent.service || die "restarting dc-agent.service failed; see: systemctl status dc-agent"
+		fi
+	fi
+	if [ -n "${DC_AGENT_PREFIX:-}" ]; then
+		echo "Next: sudo $bin"
+	else
+		echo "Next: sudo dc-agent"
+	fi
+}
+
+main() {
+	BINDIR="${DC_AGENT_PREFIX:-}/usr/local/bin"
+	case "${1:-}" in
+	"") install_release ;;
+	--uninstall) uninstall "${2:-}" ;;
+	-h | --help) sed -n '2,22p' "$0" 2>/dev/null || echo "usage: install.sh [--uninstall [--purge]]" ;;
+	*) die "unknown argument '$1' (use --uninstall, or no argument to install)" ;;
+	esac
+}
+
+main "$@"
