@@ -186,11 +186,15 @@ type LoadError struct {
 }
 
 func (e *LoadError) Error() string {
+	name := "config"
+	if e.Path != "" {
+		name += " " + e.Path
+	}
 	if len(e.Problems) == 1 {
-		return fmt.Sprintf("config %s: %s", e.Path, e.Problems[0])
+		return fmt.Sprintf("%s: %s", name, e.Problems[0])
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "config %s has %d problems:", e.Path, len(e.Problems))
+	fmt.Fprintf(&b, "%s has %d problems:", name, len(e.Problems))
 	for _, p := range e.Problems {
 		b.WriteString("\n  - " + p)
 	}
@@ -225,9 +229,16 @@ func Parse(data []byte) (*Config, error) {
 	if err != nil {
 		return nil, &LoadError{Problems: []string{describeDecodeError(err)}}
 	}
+	// One problem per unknown key; the keys inside an unknown table are
+	// not reported again (the table's name is the typo).
 	var problems []string
+	unknown := map[string]bool{}
 	for _, k := range md.Undecoded() {
-		problems = append(problems, unknownKeyProblem(data, k))
+		unknown[k.String()] = true
+		if underUnknown(k, unknown) {
+			continue
+		}
+		problems = append(problems, unknownKeyProblem(data, k, md.Type(k...)))
 	}
 	if len(problems) > 0 {
 		return nil, &LoadError{Problems: problems}
@@ -239,30 +250,90 @@ func Parse(data []byte) (*Config, error) {
 	return &cfg, nil
 }
 
+func underUnknown(k toml.Key, unknown map[string]bool) bool {
+	for i := 1; i < len(k); i++ {
+		if unknown[k[:i].String()] {
+			return true
+		}
+	}
+	return false
+}
+
+// typeErrRe matches BurntSushi/toml's type mismatch, which is a plain error
+// (not a ParseError) carrying line and key in its text.
+var typeErrRe = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): incompatible types: TOML value has type (.+); destination has type (.+)$`)
+var keyErrRe = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.+)$`)
+
 func describeDecodeError(err error) string {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
 		msg := pe.Message
 		if pe.LastKey != "" {
-			msg = fmt.Sprintf("%s (key %q)", msg, pe.LastKey)
+			msg = fmt.Sprintf("%s (after key %q)", msg, pe.LastKey)
 		}
-		if strings.Contains(msg, "incompatible types") {
-			msg += "; check the value's type (quotes for text, none for numbers and true/false)"
-		}
-		return fmt.Sprintf("line %d: %s", pe.Position.Line, msg)
+		return fmt.Sprintf("line %d: %s; check the TOML syntax (quotes around text, [section] headers)", pe.Position.Line, msg)
 	}
-	return err.Error()
+	if m := typeErrRe.FindStringSubmatch(err.Error()); m != nil {
+		key := m[2]
+		name := key[strings.LastIndexByte(key, '.')+1:]
+		return fmt.Sprintf("line %s: %s must be %s, not %s; write it as %s", m[1], key, tomlTypeName(m[4]), tomlTypeName(m[3]), typeExample(name, m[4]))
+	}
+	if m := keyErrRe.FindStringSubmatch(err.Error()); m != nil {
+		return fmt.Sprintf("line %s: %s: %s", m[1], m[2], m[3])
+	}
+	return strings.TrimPrefix(err.Error(), "toml: ")
+}
+
+// tomlTypeName says a Go or TOML type name the way a config author thinks of it.
+func tomlTypeName(t string) string {
+	switch {
+	case t == "string":
+		return "text in quotes"
+	case strings.HasPrefix(t, "int") || strings.HasPrefix(t, "uint") || t == "integer":
+		return "a whole number"
+	case strings.HasPrefix(t, "float"):
+		return "a number"
+	case t == "bool" || t == "boolean":
+		return "true or false"
+	case strings.HasPrefix(t, "[]") || t == "slice" || t == "array":
+		return "a list"
+	case strings.HasPrefix(t, "map") || t == "struct":
+		return "a table"
+	case strings.Contains(t, "Time"):
+		return "a date"
+	}
+	return t
+}
+
+func typeExample(name, dst string) string {
+	switch tomlTypeName(dst) {
+	case "text in quotes":
+		return name + ` = "..."`
+	case "a whole number":
+		return name + " = 30 (no quotes)"
+	case "true or false":
+		return name + " = true (no quotes)"
+	case "a list":
+		return name + ` = ["...", "..."]`
+	case "a table":
+		return "a [" + name + "] section or " + name + " = { key = value }"
+	}
+	return "the type shown in packaging/dc-agent.toml.example"
 }
 
 // unknownKeyProblem names an undecoded key, its line and the closest known key.
-func unknownKeyProblem(data []byte, k toml.Key) string {
+func unknownKeyProblem(data []byte, k toml.Key, typ string) string {
 	name := k[len(k)-1]
 	section := strings.Join(k[:len(k)-1], ".")
 	where := "at top level"
 	if section != "" {
 		where = "in [" + section + "]"
 	}
-	msg := fmt.Sprintf("unknown key %q %s", name, where)
+	what := "key"
+	if typ == "Hash" || typ == "ArrayHash" {
+		what = "section"
+	}
+	msg := fmt.Sprintf("unknown %s %q %s", what, name, where)
 	if line := findKeyLine(data, k); line > 0 {
 		msg = fmt.Sprintf("line %d: %s", line, msg)
 	}
@@ -360,18 +431,30 @@ func levenshtein(a, b string) int {
 	return prev[len(b)]
 }
 
-// Save writes cfg to path atomically with mode 0600.
-func Save(path string, cfg *Config) error {
+// Marshal encodes cfg as dc-agent.toml text (what Save writes).
+func Marshal(cfg *Config) ([]byte, error) {
 	var buf bytes.Buffer
 	buf.WriteString("# dc-agent configuration. Written by dc-agent; comments are not kept.\n")
 	buf.WriteString("# Reference: https://github.com/decent-stuff/dc-agent/blob/main/packaging/dc-agent.toml.example\n\n")
 	if err := toml.NewEncoder(&buf).Encode(cfg); err != nil {
-		return fmt.Errorf("encode config: %w", err)
+		return nil, fmt.Errorf("encode config: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	return buf.Bytes(), nil
+}
+
+// Save writes cfg to path atomically with mode 0600.
+func Save(path string, cfg *Config) error {
+	data, err := Marshal(cfg)
+	if err != nil {
 		return err
 	}
-	return identity.WriteFileAtomic(path, buf.Bytes(), 0o600)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("create config directory: %w", err)
+	}
+	if err := identity.WriteFileAtomic(path, data, 0o600); err != nil {
+		return fmt.Errorf("write config %s: %w", path, err)
+	}
+	return nil
 }
 
 // ResolvePath makes a relative path in the config relative to the config

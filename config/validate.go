@@ -87,6 +87,9 @@ func (p *ProvisionerConfig) applyDefaults() {
 			px.CIUser = "root"
 		}
 	}
+	if px := p.Proxmox; px != nil && px.VerifySSL != nil && !*px.VerifySSL {
+		px.InsecureSkipVerify = true // legacy switch; Validate warns about it
+	}
 	if h := p.Hetzner; h != nil {
 		if h.DefaultLocation == "" {
 			h.DefaultLocation = DefaultHetznerLocation
@@ -135,6 +138,7 @@ var placeholderRe = regexp.MustCompile(`(?i)your[-_]|replace[-_]with|changeme|xx
 func (c *Config) Validate() []string {
 	var p []string
 	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
+	c.Warnings = nil // Validate may run more than once; report each finding once
 	warn := func(format string, args ...any) { c.Warnings = append(c.Warnings, fmt.Sprintf(format, args...)) }
 
 	// [api]
@@ -142,8 +146,8 @@ func (c *Config) Validate() []string {
 	case strings.TrimSpace(c.API.Endpoint) == "":
 		add("api.endpoint is missing; set it to the Decent Cloud API URL, e.g. endpoint = %q", DefaultEndpoint)
 	default:
-		if _, err := url.Parse(c.API.Endpoint); err != nil || !(strings.HasPrefix(c.API.Endpoint, "https://") || strings.HasPrefix(c.API.Endpoint, "http://")) {
-			add("api.endpoint %q is not a URL; use e.g. %q", c.API.Endpoint, DefaultEndpoint)
+		if u, err := url.Parse(c.API.Endpoint); err != nil || u.Scheme != "https" && u.Scheme != "http" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			add("api.endpoint %q is not an API URL; use e.g. endpoint = %q", c.API.Endpoint, DefaultEndpoint)
 		}
 	}
 	if c.API.ProviderPubkey == "" {
@@ -160,7 +164,7 @@ func (c *Config) Validate() []string {
 		warn("api.agent_secret_key holds the key inline; move it to a 0600 file (dc-agent init writes one) and set agent_secret_key to its path")
 	}
 	if c.API.TimeoutSeconds < 0 {
-		add("api.timeout_seconds must be positive")
+		add("api.timeout_seconds = %d must not be negative; remove it for the default (30) or set e.g. 30", c.API.TimeoutSeconds)
 	}
 
 	// [polling]
@@ -174,7 +178,7 @@ func (c *Config) Validate() []string {
 		add("polling.reconcile_interval_seconds = %d is too small; use at least 10 (default %d)", c.Polling.ReconcileIntervalSeconds, DefaultReconcileIntervalSeconds)
 	}
 	if c.Polling.OrphanGracePeriodSeconds < 0 {
-		add("polling.orphan_grace_period_seconds must not be negative")
+		add("polling.orphan_grace_period_seconds = %d must not be negative; remove it for the default (%d)", c.Polling.OrphanGracePeriodSeconds, DefaultOrphanGracePeriodSeconds)
 	}
 
 	// [agent]
@@ -182,7 +186,7 @@ func (c *Config) Validate() []string {
 		add("agent.max_concurrent_provisions = %d is out of range; use 1..256 (default %d)", c.Agent.MaxConcurrentProvisions, DefaultMaxConcurrentProvisions)
 	}
 	if c.Agent.ShutdownGraceSeconds < 0 {
-		add("agent.shutdown_grace_seconds must not be negative")
+		add("agent.shutdown_grace_seconds = %d must not be negative; remove it for the default (%d)", c.Agent.ShutdownGraceSeconds, DefaultShutdownGraceSeconds)
 	}
 	if c.Agent.MetricsListen != "" {
 		if _, _, err := net.SplitHostPort(c.Agent.MetricsListen); err != nil {
@@ -223,6 +227,17 @@ func (p *ProvisionerConfig) validate(where string, warn func(string, ...any)) []
 		}
 		return out
 	case !sections[p.Type]:
+		var present []string
+		for _, t := range sortedKeys(sections) {
+			if sections[t] {
+				present = append(present, t)
+			}
+		}
+		if len(present) == 1 {
+			// One mistake, not two: the type and the section disagree.
+			add("%s.type is %q but the section is [%s.%s]; set type = %q or rename the section to [%s.%s]", where, p.Type, where, present[0], present[0], where, p.Type)
+			return out
+		}
 		add("%s.type is %q but [%s.%s] is missing; add that section (see packaging/dc-agent.toml.example)", where, p.Type, where, p.Type)
 	}
 	for _, t := range sortedKeys(sections) {
@@ -231,7 +246,7 @@ func (p *ProvisionerConfig) validate(where string, warn func(string, ...any)) []
 		}
 	}
 	if p.MaxConcurrent < 0 {
-		add("%s.max_concurrent must not be negative", where)
+		add("%s.max_concurrent = %d must not be negative; 0 means agent.max_concurrent_provisions", where, p.MaxConcurrent)
 	}
 	s := where + "." + p.Type
 	switch p.Type {
@@ -247,8 +262,8 @@ func (p *ProvisionerConfig) validate(where string, warn func(string, ...any)) []
 			if h.APIToken != "" {
 				warn("%s.api_token holds the token inline; move it to a 0600 file and use api_token_file", s)
 			}
-			if h.Endpoint != "" && !strings.HasPrefix(h.Endpoint, "http") {
-				add("%s.endpoint %q must be a URL", s, h.Endpoint)
+			if u, err := url.Parse(h.Endpoint); h.Endpoint != "" && (err != nil || u.Scheme != "https" && u.Scheme != "http" || u.Host == "") {
+				add("%s.endpoint %q is not a URL; remove it to use the Hetzner Cloud API, or set e.g. \"https://api.hetzner.cloud/v1\"", s, h.Endpoint)
 			}
 		}
 	case TypeDocker:
@@ -257,10 +272,10 @@ func (p *ProvisionerConfig) validate(where string, warn func(string, ...any)) []
 				add("%s.image is missing; set the image each contract's container runs, e.g. image = \"ubuntu:24.04\" with sshd", s)
 			}
 			if d.SSHPortRangeStart < 1 || d.SSHPortRangeEnd > 65535 || d.SSHPortRangeStart > d.SSHPortRangeEnd {
-				add("%s: ssh_port_range_start..ssh_port_range_end (%d..%d) is not a valid port range", s, d.SSHPortRangeStart, d.SSHPortRangeEnd)
+				add("%s: ssh_port_range_start..ssh_port_range_end (%d..%d) is not a valid port range; use e.g. 20000..20999 (within 1..65535, start ≤ end)", s, d.SSHPortRangeStart, d.SSHPortRangeEnd)
 			}
 			if net.ParseIP(d.PublishIP) == nil {
-				add("%s.publish_ip %q is not an IP address", s, d.PublishIP)
+				add("%s.publish_ip %q is not an IP address; use e.g. \"0.0.0.0\" (all interfaces) or one of the host's addresses", s, d.PublishIP)
 			}
 			switch d.RestartPolicy {
 			case "no", "always", "unless-stopped", "on-failure":
@@ -280,7 +295,7 @@ func (p *ProvisionerConfig) validate(where string, warn func(string, ...any)) []
 				add("%s.health_check is missing; set the path of the script that checks an instance", s)
 			}
 			if sc.TimeoutSeconds < 1 || sc.TimeoutSeconds > 86400 {
-				add("%s.timeout_seconds = %d is out of range; use 1..86400", s, sc.TimeoutSeconds)
+				add("%s.timeout_seconds = %d is out of range; use 1..86400 (default %d)", s, sc.TimeoutSeconds, DefaultScriptTimeoutSeconds)
 			}
 			for _, v := range []string{sc.Provision, sc.Terminate, sc.HealthCheck} {
 				if placeholderRe.MatchString(v) {
@@ -291,7 +306,7 @@ func (p *ProvisionerConfig) validate(where string, warn func(string, ...any)) []
 	case TypeManual:
 		if m := p.Manual; m != nil && m.NotificationWebhook != "" {
 			if u, err := url.Parse(m.NotificationWebhook); err != nil || u.Scheme == "" || u.Host == "" || placeholderRe.MatchString(m.NotificationWebhook) {
-				add("%s.notification_webhook %q is not a usable URL", s, m.NotificationWebhook)
+				add("%s.notification_webhook %q is not a usable URL; set your real https:// webhook or remove the key", s, m.NotificationWebhook)
 			}
 		}
 	}
@@ -329,18 +344,17 @@ func (px *ProxmoxConfig) validate(s string, warn func(string, ...any)) []string 
 	if px.TemplateVMID < 100 || px.TemplateVMID > 999999999 {
 		add("%s.template_vmid = %d is not a VMID; set the template's VMID (100..999999999)", s, px.TemplateVMID)
 	}
-	for name, id := range px.Templates {
-		if id < 100 {
-			add("%s.templates.%s = %d is not a VMID", s, name, id)
+	for _, name := range sortedKeys(px.Templates) {
+		if id := px.Templates[name]; id < 100 || id > 999999999 {
+			add("%s.templates.%s = %d is not a VMID; use the template's VMID (100..999999999)", s, name, id)
 		}
 	}
 	if px.VerifySSL != nil && !*px.VerifySSL {
-		px.InsecureSkipVerify = true
 		warn("%s.verify_ssl = false is deprecated; set tls_fingerprint to pin the node certificate instead", s)
 	}
 	if px.TLSFingerprint != "" {
 		if _, err := NormalizeFingerprint(px.TLSFingerprint); err != nil {
-			add("%s.tls_fingerprint: %v", s, err)
+			add("%s.tls_fingerprint: %v; copy ssl_fingerprint from `pvesh get /nodes --output-format json`", s, err)
 		}
 	} else if !px.InsecureSkipVerify {
 		add("%s.tls_fingerprint is missing; pin the node certificate (pvesh get /nodes --output-format json shows ssl_fingerprint), or set insecure_skip_verify = true", s)
@@ -349,7 +363,7 @@ func (px *ProxmoxConfig) validate(s string, warn func(string, ...any)) []string 
 		add("%s.max_parallel_clones = %d is out of range; use 1..32 (default %d)", s, px.MaxParallelClones, DefaultMaxParallelClones)
 	}
 	if px.IPWaitAttempts < 1 || px.IPWaitIntervalSec < 1 {
-		add("%s: ip_wait_attempts and ip_wait_interval_secs must be positive", s)
+		add("%s: ip_wait_attempts (%d) and ip_wait_interval_secs (%d) must be positive; remove them for the defaults (30 and 5)", s, px.IPWaitAttempts, px.IPWaitIntervalSec)
 	}
 	return out
 }

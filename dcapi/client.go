@@ -21,8 +21,8 @@ import (
 	"github.com/decent-stuff/dc-agent/identity"
 )
 
-// maxResponseBytes bounds how much of a response body is read.
-const maxResponseBytes = 16 << 20
+// DefaultMaxResponseBytes bounds how much of a response body is read.
+const DefaultMaxResponseBytes = 16 << 20
 
 // DefaultTimeout is the per-request timeout unless WithTimeout says otherwise.
 const DefaultTimeout = 30 * time.Second
@@ -41,6 +41,7 @@ type Client struct {
 	userAgent    string
 	now          func() time.Time
 	log          *slog.Logger
+	maxResponse  int64
 }
 
 // Option configures a Client.
@@ -66,6 +67,10 @@ func WithClock(now func() time.Time) Option { return func(c *Client) { c.now = n
 // duration. Headers and bodies are never logged.
 func WithLogger(l *slog.Logger) Option { return func(c *Client) { c.log = l } }
 
+// WithMaxResponseBytes changes the response size limit (default 16 MiB); a
+// larger response is a permanent error, never read into memory whole.
+func WithMaxResponseBytes(n int64) Option { return func(c *Client) { c.maxResponse = n } }
+
 // New returns a client for endpoint (e.g. https://api.decent-cloud.org),
 // acting for provider (hex) with key.
 func New(endpoint, provider string, key ed25519.PrivateKey, opts ...Option) (*Client, error) {
@@ -81,15 +86,16 @@ func New(endpoint, provider string, key ed25519.PrivateKey, opts ...Option) (*Cl
 		return nil, errors.New("signing key is missing or malformed")
 	}
 	c := &Client{
-		base:      u,
-		provider:  p,
-		key:       key,
-		keyHex:    identity.PublicHex(key),
-		hc:        &http.Client{Transport: http.DefaultTransport},
-		timeout:   DefaultTimeout,
-		userAgent: "dc-agent",
-		now:       time.Now,
-		log:       slog.New(slog.DiscardHandler),
+		base:        u,
+		provider:    p,
+		key:         key,
+		keyHex:      identity.PublicHex(key),
+		hc:          &http.Client{Transport: http.DefaultTransport},
+		timeout:     DefaultTimeout,
+		userAgent:   "dc-agent",
+		now:         time.Now,
+		log:         slog.New(slog.DiscardHandler),
+		maxResponse: DefaultMaxResponseBytes,
 	}
 	for _, o := range opts {
 		o(c)
@@ -151,6 +157,9 @@ func (c *Client) DoRaw(ctx context.Context, method, path string, query url.Value
 	if timeout <= 0 {
 		timeout = c.timeout
 	}
+	if err := checkPath(path); err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
@@ -190,30 +199,61 @@ func (c *Client) DoRaw(ctx context.Context, method, path string, query url.Value
 		return nil, &Error{Method: method, Path: path, Kind: KindRetryable, Err: err}
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, c.maxResponse+1))
 	c.log.Debug("api request", "method", method, "path", path, "status", resp.StatusCode, "duration", time.Since(start))
 	r := &Response{StatusCode: resp.StatusCode, Header: resp.Header}
 	if err != nil {
 		return r, &Error{Method: method, Path: path, StatusCode: resp.StatusCode, Kind: KindRetryable, Err: fmt.Errorf("read response: %w", err)}
 	}
-	if len(data) > maxResponseBytes {
-		return r, &Error{Method: method, Path: path, StatusCode: resp.StatusCode, Kind: KindPermanent, Message: "response larger than 16 MiB"}
+	if int64(len(data)) > c.maxResponse {
+		return r, &Error{Method: method, Path: path, StatusCode: resp.StatusCode, Kind: KindPermanent,
+			Message: fmt.Sprintf("response larger than %d bytes; refusing to read it", c.maxResponse)}
 	}
-	return r, decodeResponse(method, path, resp, data, out)
+	return r, decodeResponse(method, path, resp.StatusCode, resp.Header, data, out, c.now)
+}
+
+// checkPath refuses path segments that would change which endpoint is
+// addressed (contract ids and keys come from the network): "..", ".",
+// empty segments, and characters with meaning in a URL.
+func checkPath(path string) error {
+	if !strings.HasPrefix(path, "/") {
+		return errors.New("path must start with /")
+	}
+	for _, seg := range strings.Split(path[1:], "/") {
+		if err := checkSegment(seg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkSegment(seg string) error {
+	if seg == "" || seg == "." || seg == ".." || strings.ContainsFunc(seg, func(r rune) bool {
+		return r <= ' ' || r == 0x7f || strings.ContainsRune("/?#%\\", r)
+	}) {
+		return fmt.Errorf("path segment %q is not allowed (a malformed id?)", seg)
+	}
+	return nil
+}
+
+// idPath joins path parts, refusing an id that would span or escape a segment.
+func idPath(prefix, id, suffix string) (string, error) {
+	if err := checkSegment(id); err != nil {
+		return "", err
+	}
+	return prefix + id + suffix, nil
 }
 
 // decodeResponse turns a status and body into data or a typed error. It
 // understands both the live service's style (HTTP 200 with success:false,
 // plain-text auth errors) and proper status codes with an envelope.
-func decodeResponse(method, path string, resp *http.Response, data []byte, out any) error {
+func decodeResponse(method, path string, status int, header http.Header, data []byte, out any, now func() time.Time) error {
 	fail := func(kind Kind, msg string) error {
-		e := &Error{Method: method, Path: path, StatusCode: resp.StatusCode, Kind: kind, Message: msg}
-		if ra := resp.Header.Get("Retry-After"); ra != "" {
-			if s, err := strconv.Atoi(ra); err == nil && s >= 0 {
-				e.RetryAfter = time.Duration(s) * time.Second
-			}
-		}
-		return e
+		return &Error{Method: method, Path: path, StatusCode: status, Kind: kind, Message: msg,
+			RetryAfter: retryAfter(header.Get("Retry-After"), now)}
+	}
+	if status == http.StatusNoContent && len(bytes.TrimSpace(data)) == 0 {
+		return nil
 	}
 	var env struct {
 		Success *bool           `json:"success"`
@@ -221,14 +261,14 @@ func decodeResponse(method, path string, resp *http.Response, data []byte, out a
 		Error   string          `json:"error"`
 	}
 	isJSON := json.Unmarshal(data, &env) == nil && env.Success != nil
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+	if status < 200 || status > 299 {
 		msg := ""
 		if isJSON {
 			msg = env.Error
 		} else {
 			msg = plainMessage(data)
 		}
-		return fail(classify(resp.StatusCode), msg)
+		return fail(classify(status), msg)
 	}
 	if !isJSON {
 		return fail(KindPermanent, "response is not a JSON envelope: "+plainMessage(data))
@@ -247,6 +287,27 @@ func decodeResponse(method, path string, resp *http.Response, data []byte, out a
 		return fail(KindPermanent, fmt.Sprintf("unexpected response data: %v", err))
 	}
 	return nil
+}
+
+// maxRetryAfter caps what a server may ask the agent to wait.
+const maxRetryAfter = time.Hour
+
+// retryAfter parses a Retry-After value: delay-seconds or an HTTP date.
+func retryAfter(v string, now func() time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if s, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if s <= 0 {
+			return 0
+		}
+		d = time.Duration(min(s, int64(maxRetryAfter/time.Second))) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now())
+	}
+	return max(0, min(d, maxRetryAfter))
 }
 
 // classifyMessage guesses the kind of a success:false error from the live
@@ -272,7 +333,11 @@ func plainMessage(data []byte) string {
 		return fmt.Sprintf("(%d bytes of non-text response)", len(data))
 	}
 	if len(s) > 300 {
-		s = s[:300] + "…"
+		cut := 300
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
 	}
 	return strings.Map(func(r rune) rune {
 		if r < 0x20 && r != '\t' {
@@ -307,19 +372,31 @@ func (c *Client) PendingContracts(ctx context.Context, wait time.Duration) (cont
 // LockContract acquires (or renews) the provisioning lock.
 func (c *Client) LockContract(ctx context.Context, contractID string) (LockResult, error) {
 	var out LockResult
-	_, err := c.Do(ctx, http.MethodPost, c.providerPath("/contracts/"+contractID+"/lock"), nil, nil, &out, 0)
+	p, err := idPath(c.providerPath("/contracts/"), contractID, "/lock")
+	if err != nil {
+		return out, err
+	}
+	_, err = c.Do(ctx, http.MethodPost, p, nil, nil, &out, 0)
 	return out, err
 }
 
 // UnlockContract releases the provisioning lock.
 func (c *Client) UnlockContract(ctx context.Context, contractID string) error {
-	_, err := c.Do(ctx, http.MethodDelete, c.providerPath("/contracts/"+contractID+"/lock"), nil, nil, nil, 0)
+	p, err := idPath(c.providerPath("/contracts/"), contractID, "/lock")
+	if err != nil {
+		return err
+	}
+	_, err = c.Do(ctx, http.MethodDelete, p, nil, nil, nil, 0)
 	return err
 }
 
 // UpdateProvisioning PUTs a status transition (PROTOCOL.md §6).
 func (c *Client) UpdateProvisioning(ctx context.Context, contractID string, u ProvisioningUpdate) error {
-	_, err := c.Do(ctx, http.MethodPut, "/provider/rental-requests/"+contractID+"/provisioning", nil, u, nil, 0)
+	p, err := idPath("/provider/rental-requests/", contractID, "/provisioning")
+	if err != nil {
+		return err
+	}
+	_, err = c.Do(ctx, http.MethodPut, p, nil, u, nil, 0)
 	return err
 }
 
@@ -348,7 +425,11 @@ func (c *Client) Heartbeat(ctx context.Context, hb Heartbeat) (HeartbeatResponse
 // ReportHealth posts one health check.
 func (c *Client) ReportHealth(ctx context.Context, contractID string, h HealthCheck) error {
 	h.ContractID = ""
-	_, err := c.Do(ctx, http.MethodPost, "/contracts/"+contractID+"/health", nil, h, nil, 0)
+	p, err := idPath("/contracts/", contractID, "/health")
+	if err != nil {
+		return err
+	}
+	_, err = c.Do(ctx, http.MethodPost, p, nil, h, nil, 0)
 	return err
 }
 
@@ -379,7 +460,11 @@ func (c *Client) Reconcile(ctx context.Context, running []ReconcileInstance) (Re
 
 // MarkTerminated reports that a contract's instance is gone.
 func (c *Client) MarkTerminated(ctx context.Context, contractID string) error {
-	_, err := c.Do(ctx, http.MethodPut, c.providerPath("/contracts/"+contractID+"/terminated"), nil, nil, nil, 0)
+	p, err := idPath(c.providerPath("/contracts/"), contractID, "/terminated")
+	if err != nil {
+		return err
+	}
+	_, err = c.Do(ctx, http.MethodPut, p, nil, nil, nil, 0)
 	return err
 }
 
@@ -415,7 +500,11 @@ func (c *Client) ListDelegations(ctx context.Context) ([]DelegationInfo, error) 
 
 // RevokeDelegation revokes an agent key (provider mode).
 func (c *Client) RevokeDelegation(ctx context.Context, agentPubkey string) error {
-	_, err := c.Do(ctx, http.MethodDelete, c.providerPath("/agent-delegations/"+agentPubkey), nil, nil, nil, 0)
+	p, err := idPath(c.providerPath("/agent-delegations/"), agentPubkey, "")
+	if err != nil {
+		return err
+	}
+	_, err = c.Do(ctx, http.MethodDelete, p, nil, nil, nil, 0)
 	return err
 }
 

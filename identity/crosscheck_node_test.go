@@ -63,6 +63,7 @@ func runNode(t *testing.T, script string, stdin []byte) []byte {
 // TestVectorsReproducible reruns the generator: the committed vectors must be
 // exactly what the pinned JavaScript libraries produce today.
 func TestVectorsReproducible(t *testing.T) {
+	t.Parallel()
 	got := runNode(t, "gen-vectors.mjs", nil)
 	want, err := os.ReadFile(vectorsPath)
 	if err != nil {
@@ -124,6 +125,7 @@ type nodeSealCase struct {
 }
 
 func TestCrossCheckNodeLive(t *testing.T) {
+	t.Parallel()
 	jsDir(t) // skip or fail early, before building inputs
 	const n = 16
 	var in struct {
