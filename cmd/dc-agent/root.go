@@ -114,6 +114,8 @@ is also a flag (and a DC_AGENT_* environment variable) for --no-tui use.
 		newRegisterCmd(g),
 		newDoctorCmd(g),
 		newUpgradeCmd(g),
+		newRunCmd(g),
+		newStatusCmd(g),
 	)
 	return root
 }

@@ -1,0 +1,686 @@
+// Package agent is the dc-agent runtime: independent loops under one
+// context that turn paid contracts into instances and keep the provider
+// online.
+//
+//   - contracts: long-polls pending-provision (falls back to interval
+//     polling with jitter) and hands each new contract to a worker;
+//   - workers: lock → "provisioning" → provisioner → seal the password →
+//     report via the outbox → unlock, bounded globally and per backend;
+//   - heartbeat: on start, then every nextHeartbeatSeconds;
+//   - health: every active contract each interval, batched when supported;
+//   - reconcile: terminates instances of cancelled contracts and, after a
+//     grace period, instances the API does not know;
+//   - outbox: delivers reports in order, durably, with backoff.
+//
+// Work in flight is journaled and reports are queued on disk (Store), so
+// the agent may be killed at any instruction: on restart it resumes or
+// cleans up, never provisions a contract twice and never loses a report.
+// A provision never delays a heartbeat: every loop has its own goroutine.
+//
+// The package knows backends only through the provisioners registry.
+package agent
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/decent-stuff/dc-agent/agent/status"
+	"github.com/decent-stuff/dc-agent/config"
+	"github.com/decent-stuff/dc-agent/dcapi"
+	"github.com/decent-stuff/dc-agent/identity"
+	"github.com/decent-stuff/dc-agent/provisioners"
+)
+
+// Options are the agent's collaborators; only Registry is required.
+type Options struct {
+	Registry *provisioners.Registry
+	Logger   *slog.Logger
+	Version  string
+	// Notifier speaks sd_notify; nil when not running under systemd.
+	Notifier Notifier
+	// TimeScale multiplies every interval (tests and benchmarks only).
+	TimeScale float64
+	// Timing overrides the intervals derived from the config.
+	Timing *Timing
+	// HTTPClient for the API (tests); its Timeout must be 0.
+	HTTPClient *http.Client
+	Sleep      Sleeper
+	Now        func() time.Time
+	Rand       func() float64
+	// CrashPoint is called at each durable step of provisioning with the
+	// step's name; the fault tests make it SIGKILL the process.
+	CrashPoint func(point string)
+}
+
+// Crash points, in the order a provision passes them.
+const (
+	CrashLocked              = "locked"               // lock held, nothing on disk
+	CrashJournaled           = "journaled"            // journal written
+	CrashStarted             = "started"              // API accepted "provisioning"
+	CrashProvisionerCalled   = "provisioner_called"   // about to call the backend
+	CrashProvisionerReturned = "provisioner_returned" // backend returned, report not queued
+	CrashReportQueued        = "report_queued"        // report in the outbox, journal not cleared
+	CrashJournalCleared      = "journal_cleared"      // only the outbox remembers the contract
+	CrashReportSent          = "report_sent"          // API accepted the report, outbox not cleared
+	CrashReportCleared       = "report_cleared"       // outbox cleared, lock not released
+)
+
+// CrashPoints lists every crash point in order.
+var CrashPoints = []string{CrashLocked, CrashJournaled, CrashStarted, CrashProvisionerCalled, CrashProvisionerReturned,
+	CrashReportQueued, CrashJournalCleared, CrashReportSent, CrashReportCleared}
+
+// ConfigError is a problem with the config, a key or a provisioner's
+// settings: the operator must fix a file (exit code 3).
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Agent is one running dc-agent.
+type Agent struct {
+	opts      Options
+	log       *slog.Logger
+	now       func() time.Time
+	sleep     Sleeper
+	rand      func() float64
+	store     *Store
+	obs       *observer
+	live      *liveness
+	startedAt time.Time
+	version   string
+	agentPub  string
+
+	envMu sync.RWMutex
+	env   *env
+
+	global   *limiter
+	limitsMu sync.Mutex
+	perType  map[string]*limiter
+
+	workMu   sync.Mutex
+	work     map[string]*work
+	doneAt   map[string]time.Time // when work on a contract last ended
+	cooldown map[string]cooldown
+	warned   map[string]time.Time // rate limit for repeated warnings
+	active   int                  // contracts the API lists as live
+
+	phase      atomic.Value // string
+	outboxWake chan struct{}
+	reconWake  chan struct{}
+	resumeMu   sync.Mutex
+	resume     chan struct{} // closed by Reload to restart stopped loops
+	hardStop   chan struct{}
+	hardOnce   sync.Once
+	workers    sync.WaitGroup
+	workCtx    context.Context
+	admitCtx   context.Context
+
+	// batchHealth: 0 unknown, 1 the server takes batches, 2 it does not (until batchRetryAt).
+	batchHealth  atomic.Int32
+	batchRetryAt atomic.Int64
+	reconcile404 atomic.Bool
+
+	statusSrv *statusServer
+	metrics   *metrics
+}
+
+// env is everything a config reload replaces.
+type env struct {
+	cfg      *config.Config
+	client   *dcapi.Client
+	timing   Timing
+	backends map[string]*backend
+	defType  string
+
+	mu      sync.Mutex
+	refs    int
+	retired bool
+}
+
+// backend is one configured provisioner.
+type backend struct {
+	typ  string
+	p    provisioners.Provisioner
+	feat provisioners.Features
+	max  int // per-backend concurrency
+}
+
+type cooldown struct {
+	until    time.Time
+	failures int
+}
+
+// New does the local initialisation: loads the agent key, builds the API
+// client and every configured provisioner, opens (and locks) the state
+// directory and starts the status socket. When New returns nil the agent
+// is ready to Run (READY=1 is sent by Run).
+func New(cfg *config.Config, opts Options) (*Agent, error) {
+	if opts.Registry == nil {
+		return nil, errors.New("agent: no provisioner registry")
+	}
+	a := &Agent{
+		opts:       opts,
+		log:        opts.Logger,
+		now:        opts.Now,
+		sleep:      opts.Sleep,
+		rand:       opts.Rand,
+		version:    opts.Version,
+		perType:    map[string]*limiter{},
+		work:       map[string]*work{},
+		doneAt:     map[string]time.Time{},
+		cooldown:   map[string]cooldown{},
+		warned:     map[string]time.Time{},
+		outboxWake: make(chan struct{}, 1),
+		reconWake:  make(chan struct{}, 1),
+		resume:     make(chan struct{}),
+		hardStop:   make(chan struct{}),
+	}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	if a.sleep == nil {
+		a.sleep = realSleep
+	}
+	if a.version == "" {
+		a.version = "dev"
+	}
+	a.phase.Store(status.PhaseStarting)
+	a.startedAt = a.now()
+	e, err := a.buildEnv(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.env = e
+	a.live = newLiveness(a.now, e.timing.LivenessSlack)
+	a.obs = newObserver(a.log, a.now)
+	a.global = newLimiter(cfg.Agent.MaxConcurrentProvisions)
+	a.applyLimits(e)
+
+	st, err := OpenStore(cfg.Agent.StateDir)
+	if err != nil {
+		a.closeEnv(e)
+		return nil, err
+	}
+	a.store = st
+	if a.statusSrv, err = a.startStatusServer(cfg.Agent.StatusSocket); err != nil {
+		st.Close()
+		a.closeEnv(e)
+		return nil, err
+	}
+	if cfg.Agent.MetricsListen != "" {
+		if a.metrics, err = a.startMetrics(cfg.Agent.MetricsListen); err != nil {
+			a.statusSrv.close()
+			st.Close()
+			a.closeEnv(e)
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// buildEnv turns a config into a client and backends.
+func (a *Agent) buildEnv(cfg *config.Config) (*env, error) {
+	key, err := cfg.LoadAgentKey()
+	if err != nil {
+		return nil, &ConfigError{fmt.Errorf("agent key: %w (create it with: dc-agent init)", err)}
+	}
+	a.agentPub = identity.PublicHex(key)
+	copts := []dcapi.Option{dcapi.WithUserAgent("dc-agent/" + a.version), dcapi.WithLogger(a.log)}
+	if cfg.API.TimeoutSeconds > 0 {
+		copts = append(copts, dcapi.WithTimeout(time.Duration(cfg.API.TimeoutSeconds)*time.Second))
+	}
+	if a.opts.HTTPClient != nil {
+		copts = append(copts, dcapi.WithHTTPClient(a.opts.HTTPClient))
+	}
+	client, err := dcapi.New(cfg.API.Endpoint, cfg.API.ProviderPubkey, ed25519.PrivateKey(key), copts...)
+	if err != nil {
+		return nil, &ConfigError{err}
+	}
+	t := TimingFromConfig(cfg)
+	if a.opts.Timing != nil {
+		t = *a.opts.Timing
+	} else {
+		t = t.Scaled(a.opts.TimeScale)
+	}
+	e := &env{cfg: cfg, client: client, timing: t, backends: map[string]*backend{}, defType: cfg.Provisioner.Type}
+	for _, pc := range cfg.AllProvisioners() {
+		p, err := a.opts.Registry.New(pc, provisioners.Deps{Logger: a.log.With("provisioner", pc.Type), Config: cfg})
+		if err != nil {
+			a.closeEnv(e)
+			return nil, &ConfigError{err}
+		}
+		m := pc.MaxConcurrent
+		if m <= 0 || m > cfg.Agent.MaxConcurrentProvisions {
+			m = cfg.Agent.MaxConcurrentProvisions
+		}
+		e.backends[pc.Type] = &backend{typ: pc.Type, p: p, feat: p.Features(), max: m}
+	}
+	return e, nil
+}
+
+func (a *Agent) applyLimits(e *env) {
+	a.global.SetLimit(e.cfg.Agent.MaxConcurrentProvisions)
+	a.limitsMu.Lock()
+	defer a.limitsMu.Unlock()
+	for typ, b := range e.backends {
+		if l, ok := a.perType[typ]; ok {
+			l.SetLimit(b.max)
+		} else {
+			a.perType[typ] = newLimiter(b.max)
+		}
+	}
+}
+
+func (a *Agent) limiterFor(typ string) *limiter {
+	a.limitsMu.Lock()
+	defer a.limitsMu.Unlock()
+	l, ok := a.perType[typ]
+	if !ok {
+		l = newLimiter(1)
+		a.perType[typ] = l
+	}
+	return l
+}
+
+// acquireEnv returns the current env, held until release.
+func (a *Agent) acquireEnv() *env {
+	a.envMu.RLock()
+	e := a.env
+	e.mu.Lock()
+	e.refs++
+	e.mu.Unlock()
+	a.envMu.RUnlock()
+	return e
+}
+
+func (a *Agent) releaseEnv(e *env) {
+	e.mu.Lock()
+	e.refs--
+	closeNow := e.retired && e.refs == 0
+	e.mu.Unlock()
+	if closeNow {
+		a.closeEnv(e)
+	}
+}
+
+func (a *Agent) closeEnv(e *env) {
+	for _, b := range e.backends {
+		if c, ok := b.p.(provisioners.Closer); ok {
+			if err := c.Close(); err != nil {
+				a.log.Debug("close provisioner", "provisioner", b.typ, "err", err)
+			}
+		}
+	}
+}
+
+// timing returns the current intervals.
+func (a *Agent) timing() Timing {
+	a.envMu.RLock()
+	defer a.envMu.RUnlock()
+	return a.env.timing
+}
+
+// Reload applies a new config (SIGHUP). A config that does not load or
+// whose provisioners cannot be built is refused and the old one stays.
+// State directory, status socket and metrics address need a restart.
+func (a *Agent) Reload(cfg *config.Config) error {
+	e, err := a.buildEnv(cfg)
+	if err != nil {
+		return err
+	}
+	a.envMu.Lock()
+	old := a.env
+	a.env = e
+	a.envMu.Unlock()
+	a.applyLimits(e)
+	for _, w := range []struct{ name, old, new string }{
+		{"agent.state_dir", old.cfg.Agent.StateDir, cfg.Agent.StateDir},
+		{"agent.status_socket", old.cfg.Agent.StatusSocket, cfg.Agent.StatusSocket},
+		{"agent.metrics_listen", old.cfg.Agent.MetricsListen, cfg.Agent.MetricsListen},
+	} {
+		if w.old != w.new {
+			a.obs.emit(status.EventNotice, status.LevelWarn, "", "", w.name+" changed; it takes effect at the next restart (systemctl restart dc-agent)")
+		}
+	}
+	old.mu.Lock()
+	old.retired = true
+	closeNow := old.refs == 0
+	old.mu.Unlock()
+	if closeNow {
+		a.closeEnv(old)
+	}
+	a.resumeMu.Lock()
+	close(a.resume)
+	a.resume = make(chan struct{})
+	a.resumeMu.Unlock()
+	a.obs.emit(status.EventReloaded, status.LevelInfo, "", "", "configuration reloaded")
+	return nil
+}
+
+func (a *Agent) resumeChan() <-chan struct{} {
+	a.resumeMu.Lock()
+	defer a.resumeMu.Unlock()
+	return a.resume
+}
+
+// HardStop cancels in-flight provisions now instead of waiting for the
+// grace period (a second SIGTERM). Their journal entries stay, so the next
+// start resumes them.
+func (a *Agent) HardStop() { a.hardOnce.Do(func() { close(a.hardStop) }) }
+
+func (a *Agent) crash(point string) {
+	if a.opts.CrashPoint != nil {
+		a.opts.CrashPoint(point)
+	}
+}
+
+func (a *Agent) notify(state string) {
+	if a.opts.Notifier == nil {
+		return
+	}
+	if err := a.opts.Notifier.Notify(state); err != nil {
+		a.log.Debug("sd_notify failed", "err", err)
+	}
+}
+
+// authStop is returned by a loop that must wait for a human: the API
+// refused the agent's key or delegation.
+type authStop struct {
+	msg, fix string
+}
+
+func (e *authStop) Error() string { return e.msg }
+
+func newAuthStop(err error) *authStop {
+	return &authStop{msg: err.Error(), fix: dcapi.AuthHint(err)}
+}
+
+// Run runs the agent until ctx ends, then stops gracefully: no new
+// contracts are taken, in-flight provisions get the shutdown grace (or
+// until HardStop), queued reports get a last chance to go out. Whatever
+// is unfinished stays in the journal and outbox for the next start.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.store.Close()
+	defer a.statusSrv.close()
+	if a.metrics != nil {
+		defer a.metrics.close()
+	}
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	loopCtx, cancelLoops := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelLoops()
+	a.workCtx, a.admitCtx = workCtx, ctx
+
+	e := a.acquireEnv()
+	a.obs.emit(status.EventStarted, status.LevelInfo, "", "", "dc-agent starting",
+		"version", a.version, "endpoint", e.client.Endpoint(), "provider", e.client.Provider(), "agent_key", a.agentPub,
+		"provisioners", sortedTypes(e.backends), "state_dir", a.store.Dir())
+	a.releaseEnv(e)
+	a.resumeFromDisk()
+
+	var contracts, loops sync.WaitGroup
+	start := func(wg *sync.WaitGroup, name string, ctx context.Context, fn func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.runLoop(ctx, name, fn)
+		}()
+	}
+	start(&contracts, loopContracts, ctx, a.contractsLoop)
+	start(&loops, loopHeartbeat, loopCtx, a.heartbeatLoop)
+	start(&loops, loopHealth, loopCtx, a.healthLoop)
+	start(&loops, loopReconcile, loopCtx, a.reconcileLoop)
+	start(&loops, loopOutbox, loopCtx, a.outboxLoop)
+	loops.Add(1)
+	go func() {
+		defer loops.Done()
+		a.systemdLoop(loopCtx)
+	}()
+
+	a.phase.Store(status.PhaseRunning)
+	a.notify("READY=1")
+	a.obs.emit(status.EventReady, status.LevelInfo, "", "", "dc-agent ready")
+
+	<-ctx.Done()
+	a.phase.Store(status.PhaseStopping)
+	a.notify("STOPPING=1")
+	contracts.Wait()
+	n := a.runningWorkers()
+	a.obs.emit(status.EventStopping, status.LevelInfo, "", "", fmt.Sprintf("stopping: no new contracts; waiting for %d provision(s)", n))
+	done := make(chan struct{})
+	go func() {
+		a.workers.Wait()
+		close(done)
+	}()
+	grace := a.timing().ShutdownGrace
+	select {
+	case <-done:
+	case <-a.hardStop:
+		a.obs.emit(status.EventNotice, status.LevelWarn, "", "", "hard stop: cancelling in-flight provisions; they resume at the next start")
+		cancelWork()
+		<-done
+	case <-time.After(grace):
+		a.obs.emit(status.EventNotice, status.LevelWarn, "", "", fmt.Sprintf("shutdown grace of %s expired: cancelling in-flight provisions; they resume at the next start", grace))
+		cancelWork()
+		<-done
+	}
+	// Give the outbox a moment to deliver what the last provisions produced.
+	a.drainOutbox(a.timing().OutboxFlush)
+	cancelLoops()
+	loops.Wait()
+	a.obs.closeSubscribers()
+	a.obs.emit(status.EventNotice, status.LevelInfo, "", "", "dc-agent stopped", "queued_reports", len(a.store.Reports()))
+	e = a.acquireEnv()
+	a.releaseEnv(e)
+	a.closeEnv(e)
+	return nil
+}
+
+// runLoop runs fn, holding it stopped after an auth problem until a reload.
+func (a *Agent) runLoop(ctx context.Context, name string, fn func(context.Context) error) {
+	bo := a.newBackoff()
+	for {
+		err := fn(ctx)
+		if ctx.Err() != nil {
+			a.live.idle(name)
+			return
+		}
+		var as *authStop
+		switch {
+		case errors.As(err, &as):
+			a.live.idle(name)
+			a.obs.loopStopped(name, as.msg, as.fix+"; then reload the agent: systemctl reload dc-agent")
+			select {
+			case <-ctx.Done():
+				return
+			case <-a.resumeChan():
+				a.obs.loopResumed(name)
+			}
+		case err != nil:
+			// A bug, not an API problem: keep the loop alive, loudly.
+			wait := bo.Next(0)
+			a.obs.loopBackoff(name, err, wait, bo.Failures())
+			a.live.expect(name, wait)
+			if a.sleep(ctx, wait) != nil {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+func (a *Agent) newBackoff() *Backoff {
+	t := a.timing()
+	return &Backoff{Base: t.BackoffBase, Max: t.BackoffMax, Rand: a.rand}
+}
+
+// drainOutbox waits up to d for the outbox to empty.
+func (a *Agent) drainOutbox(d time.Duration) {
+	deadline := time.Now().Add(d)
+	for len(a.store.Reports()) > 0 && time.Now().Before(deadline) {
+		a.wakeOutbox()
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (a *Agent) wakeOutbox() {
+	select {
+	case a.outboxWake <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) wakeReconcile() {
+	select {
+	case a.reconWake <- struct{}{}:
+	default:
+	}
+}
+
+// warnOnce logs a repeated warning at most once per interval per key.
+func (a *Agent) warnOnce(key string, every time.Duration, f func()) {
+	a.workMu.Lock()
+	last, ok := a.warned[key]
+	now := a.now()
+	if ok && now.Sub(last) < every {
+		a.workMu.Unlock()
+		return
+	}
+	a.warned[key] = now
+	a.workMu.Unlock()
+	f()
+}
+
+// State is the live state served on the status socket.
+func (a *Agent) State() status.State {
+	e := a.acquireEnv()
+	defer a.releaseEnv(e)
+	st := status.State{
+		Version: a.version, PID: os.Getpid(), StartedAt: a.startedAt, Now: a.now(),
+		Phase: a.phase.Load().(string), ConfigPath: e.cfg.Path, Endpoint: e.client.Endpoint(),
+		Provider: e.client.Provider(), AgentPubkey: a.agentPub,
+	}
+	a.obs.snapshot(&st, time.Duration(dcapi.OnlineWindowNs))
+	a.workMu.Lock()
+	st.Counts.Active = a.active
+	for _, w := range a.work {
+		sw := w.snapshot()
+		st.Work = append(st.Work, sw)
+		switch sw.Step {
+		case status.StepQueued:
+			st.Counts.Queued++
+		case status.StepReporting:
+		default:
+			st.Counts.Provisioning++
+		}
+	}
+	a.workMu.Unlock()
+	sort.Slice(st.Work, func(i, j int) bool { return st.Work[i].StartedAt.Before(st.Work[j].StartedAt) })
+	st.Counts.Outbox = len(a.store.Reports())
+	for _, typ := range sortedTypes(e.backends) {
+		b := e.backends[typ]
+		st.Provisioners = append(st.Provisioners, status.Provisioner{
+			Type: typ, Default: typ == e.defType, MaxConcurrent: b.max, InFlight: a.limiterFor(typ).InUse(), Features: featureNames(b.feat),
+		})
+	}
+	offline := ""
+	for _, l := range st.Loops {
+		if (l.Name == loopHeartbeat || l.Name == loopContracts) && l.State == status.LoopBackoff {
+			offline = "API unreachable, retrying"
+		}
+	}
+	problem := ""
+	if len(st.Problems) > 0 {
+		problem = st.Problems[0].Message
+		if st.Problems[0].Fix != "" {
+			problem += " — " + st.Problems[0].Fix
+		}
+	}
+	var lastPoll time.Time
+	if st.LastPoll != nil {
+		lastPoll = *st.LastPoll
+	}
+	st.Line = statusLine(st.Phase, st.Online, offline, st.Counts.Active, st.Counts.Queued, st.Counts.Provisioning, st.Counts.Outbox, lastPoll, st.Now, problem)
+	return st
+}
+
+func sortedTypes(m map[string]*backend) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func featureNames(f provisioners.Features) []string {
+	var out []string
+	for _, x := range []struct {
+		on   bool
+		name string
+	}{{f.Terminate, "terminate"}, {f.List, "list"}, {f.Health, "health"}, {f.GetByID, "get"}, {f.Inventory, "inventory"}, {f.Manual, "manual"}} {
+		if x.on {
+			out = append(out, x.name)
+		}
+	}
+	return out
+}
+
+// systemdLoop refreshes STATUS= and feeds the watchdog from the loops'
+// own liveness.
+func (a *Agent) systemdLoop(ctx context.Context) {
+	if a.opts.Notifier == nil {
+		return
+	}
+	wd := a.opts.Notifier.WatchdogInterval()
+	every := a.timing().StatusEvery
+	if wd > 0 {
+		every = min(every, wd/3)
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	var lastLine string
+	var lastPing time.Time
+	stuckLogged := false
+	for {
+		if st := a.State(); st.Line != lastLine {
+			a.notify("STATUS=" + st.Line)
+			lastLine = st.Line
+		}
+		if wd > 0 && time.Since(lastPing) >= wd/3 {
+			if stuck := a.live.stuck(); len(stuck) == 0 {
+				a.notify("WATCHDOG=1")
+				lastPing = time.Now()
+				stuckLogged = false
+			} else if !stuckLogged {
+				a.obs.emit(status.EventNotice, status.LevelError, "", "", fmt.Sprintf("loop(s) stuck: %v; withholding the watchdog so systemd restarts the agent", stuck))
+				stuckLogged = true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-a.obs.Changed():
+			// Changes show up promptly, but at most every 100 ms.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+}

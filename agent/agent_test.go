@@ -1,0 +1,557 @@
+package agent
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/decent-stuff/dc-agent/agent/status"
+	"github.com/decent-stuff/dc-agent/dcapi"
+	"github.com/decent-stuff/dc-agent/identity"
+	"github.com/decent-stuff/dc-agent/provisioners"
+)
+
+func strp(s string) *string { return &s }
+
+// sshLine returns an authorized_keys line for an Ed25519 key.
+func sshLine(t *testing.T, priv ed25519.PrivateKey) string {
+	pk, err := ssh.NewPublicKey(priv.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pk)))
+}
+
+func TestProvisionSealsPasswordAndReports(t *testing.T) {
+	h := newHarness(t)
+	requester, _ := identity.GenerateKey()
+	cid := randomCID(t)
+	h.api.addContract(dcapi.PendingContract{ContractID: cid, OfferingID: "off-1", RequesterSSHPubkey: sshLine(t, requester),
+		MemoryAmount: strp("2 GB"), StorageCapacity: strp("1 TB"), ProvisionerConfig: strp(`{"template":"a","x":1}`), InstanceConfig: strp(`{"template":"b"}`)})
+	h.start()
+	eventually(t, "contract provisioned", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
+	c := h.api.contract(cid)
+	if !slices.Equal(c.history, []string{dcapi.StatusProvisioning, dcapi.StatusProvisioned}) {
+		t.Fatalf("history = %v", c.history)
+	}
+	if strings.Contains(c.details, "secret-") {
+		t.Fatalf("plaintext password reached the API: %s", c.details)
+	}
+	var d dcapi.InstanceDetails
+	if err := json.Unmarshal([]byte(c.details), &d); err != nil {
+		t.Fatal(err)
+	}
+	pw, err := identity.Open(d.RootPassword, requester)
+	if err != nil {
+		t.Fatalf("requester cannot open the sealed password: %v", err)
+	}
+	if string(pw) != "secret-"+cid[:8] {
+		t.Fatalf("password = %q", pw)
+	}
+	if d.ExternalID != "mem-1" || d.IPAddress != "10.0.0.1" || d.SSHPort != 22 {
+		t.Fatalf("details = %+v", d)
+	}
+	if h.prov.callsFor(cid) != 1 {
+		t.Fatalf("provisioner called %d times", h.prov.callsFor(cid))
+	}
+	eventually(t, "lock released", func() bool { return h.api.contract(cid).lockedBy == "" })
+	eventually(t, "heartbeat", func() bool { return h.api.count("heartbeat") >= 2 })
+	eventually(t, "health reported", func() bool {
+		h.api.mu.Lock()
+		defer h.api.mu.Unlock()
+		for _, hc := range h.api.health {
+			if hc.ContractID == cid && hc.Status == dcapi.HealthHealthy && strings.Contains(hc.Details, `"uptime_seconds":7`) {
+				return true
+			}
+		}
+		return false
+	})
+	st := h.a.State()
+	if st.Counts.Provisioned != 1 || !st.Online || st.Counts.Active != 1 {
+		t.Fatalf("state = %+v", st.Counts)
+	}
+}
+
+func TestRequestSizesAndConfigMerge(t *testing.T) {
+	h := newHarness(t)
+	var got provisioners.Request
+	cid := randomCID(t)
+	w := &work{cid: cid, c: dcapi.PendingContract{ContractID: cid, CPUCores: new(int), MemoryAmount: strp("16 GB"), StorageCapacity: strp("1 TB"),
+		ProvisionerConfig: strp(`{"template":"ubuntu","net":{"bridge":"vmbr0","vlan":1}}`), InstanceConfig: strp(`{"template":"debian","net":{"vlan":7}}`),
+		RequesterPubkey: identity.PublicHex(h.agentKey)}}
+	*w.c.CPUCores = 4
+	h.start()
+	got, sealTo, err := h.a.buildRequest(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.CPUCores != 4 || got.MemoryMB != 16384 || got.StorageGB != 1024 {
+		t.Fatalf("sizes = %d cpu, %d MB, %d GB", got.CPUCores, got.MemoryMB, got.StorageGB)
+	}
+	net := got.Config["net"].(map[string]any)
+	if got.Config["template"] != "debian" || net["bridge"] != "vmbr0" || net["vlan"] != 7.0 {
+		t.Fatalf("config = %v", got.Config)
+	}
+	if !got.WantPassword || sealTo == nil {
+		t.Fatal("a requester_pubkey must allow a sealed password")
+	}
+	// No key to seal to: no password at all.
+	w.c.RequesterPubkey, w.c.RequesterSSHPubkey = "", "ssh-rsa AAAAB3NzaC1yc2E"
+	got, sealTo, err = h.a.buildRequest(w)
+	if err != nil || got.WantPassword || sealTo != nil {
+		t.Fatalf("without an ed25519 key: want=%v sealTo=%v err=%v", got.WantPassword, sealTo, err)
+	}
+	w.c.MemoryAmount = strp("lots")
+	if _, _, err := h.a.buildRequest(w); err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "memory_amount") {
+		t.Fatalf("bad size: %v", err)
+	}
+}
+
+func TestPasswordWithoutKeyIsDropped(t *testing.T) {
+	h := newHarness(t)
+	cid := randomCID(t)
+	h.api.addContract(dcapi.PendingContract{ContractID: cid, RequesterSSHPubkey: "ssh-rsa AAAA"})
+	h.prov.feat.GetByID = true
+	h.start()
+	eventually(t, "provisioned", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
+	var d dcapi.InstanceDetails
+	_ = json.Unmarshal([]byte(h.api.contract(cid).details), &d)
+	if d.RootPassword != "" {
+		t.Fatalf("a password was reported without a key to seal it to: %q", d.RootPassword)
+	}
+}
+
+func TestFailureReportedWithRetryFlag(t *testing.T) {
+	for _, tc := range []struct {
+		err   error
+		retry bool
+	}{
+		{provisioners.Permanent(errors.New("template debian-13 does not exist")), false},
+		{provisioners.Retryable(errors.New("storage full")), true},
+	} {
+		t.Run(fmt.Sprint(tc.retry), func(t *testing.T) {
+			h := newHarness(t)
+			h.prov.failWith = tc.err
+			cid := randomCID(t)
+			// A leftover of the failed attempt must be removed.
+			h.prov.addInstance(provisioners.Instance{ExternalID: "half-made", ContractID: cid})
+			h.api.addContract(dcapi.PendingContract{ContractID: cid})
+			h.start()
+			eventually(t, "failure reported", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioningFailed })
+			var fd dcapi.FailureDetails
+			if err := json.Unmarshal([]byte(h.api.contract(cid).details), &fd); err != nil {
+				t.Fatal(err)
+			}
+			if fd.RetryPossible != tc.retry || !strings.Contains(fd.Error, tc.err.Error()) {
+				t.Fatalf("failure details = %+v", fd)
+			}
+			if h.prov.numInstances() != 0 {
+				t.Fatal("the failed attempt's instance was left behind")
+			}
+		})
+	}
+}
+
+func TestConcurrencyBounded(t *testing.T) {
+	h := newHarness(t)
+	h.cfg.Agent.MaxConcurrentProvisions = 4
+	h.cfg.Provisioner.MaxConcurrent = 2
+	h.prov.delay = 30 * time.Millisecond
+	var cids []string
+	for i := 0; i < 8; i++ {
+		cid := randomCID(t)
+		cids = append(cids, cid)
+		h.api.addContract(dcapi.PendingContract{ContractID: cid})
+	}
+	h.start()
+	for _, cid := range cids {
+		eventually(t, "all provisioned", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
+	}
+	h.prov.mu.Lock()
+	maxSeen := h.prov.maxSeen
+	h.prov.mu.Unlock()
+	if maxSeen != 2 {
+		t.Fatalf("max parallel provisions = %d, want the backend's limit 2", maxSeen)
+	}
+}
+
+func TestHeartbeatNotDelayedByProvision(t *testing.T) {
+	h := newHarness(t)
+	h.prov.block = make(chan struct{})
+	cid := randomCID(t)
+	h.api.addContract(dcapi.PendingContract{ContractID: cid})
+	h.start()
+	eventually(t, "provision started", func() bool { return h.prov.callsFor(cid) == 1 })
+	n := h.api.count("heartbeat")
+	eventually(t, "heartbeats while a provision hangs", func() bool { return h.api.count("heartbeat") >= n+3 })
+	close(h.prov.block)
+	eventually(t, "provisioned", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
+}
+
+func TestBackoffOnServerErrorsThenRecovery(t *testing.T) {
+	h := newHarness(t)
+	fails := 6
+	h.api.setFault(func(route string, body []byte) (int, string) {
+		if route == "pending" && fails > 0 {
+			fails--
+			return http.StatusServiceUnavailable, "down for maintenance"
+		}
+		return 0, ""
+	})
+	cid := randomCID(t)
+	h.api.addContract(dcapi.PendingContract{ContractID: cid})
+	h.start()
+	eventually(t, "provisioned after the outage", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
+	if n := h.api.count("pending"); n < 7 {
+		t.Fatalf("%d polls: the six failures were not retried", n)
+	}
+	st := h.a.State()
+	for _, l := range st.Loops {
+		if l.Name == loopContracts && l.State != status.LoopRunning {
+			t.Fatalf("contracts loop %s after recovery", l.State)
+		}
+	}
+}
+
+func TestAuthErrorStopsLoopWithHint(t *testing.T) {
+	h := newHarness(t)
+	h.api.setFault(func(route string, body []byte) (int, string) {
+		if route == "pending" || route == "heartbeat" {
+			return http.StatusUnauthorized, "agent delegation revoked"
+		}
+		return 0, ""
+	})
+	h.start()
+	eventually(t, "loops stopped", func() bool {
+		st := h.a.State()
+		stopped := 0
+		for _, l := range st.Loops {
+			if (l.Name == loopContracts || l.Name == loopHeartbeat) && l.State == status.LoopStopped {
+				stopped++
+			}
+		}
+		return stopped == 2
+	})
+	st := h.a.State()
+	if len(st.Problems) == 0 || !strings.Contains(st.Problems[0].Fix, "dc-agent delegation request") {
+		t.Fatalf("problems = %+v", st.Problems)
+	}
+	if !strings.HasPrefix(st.Line, "STOPPED: ") || !strings.Contains(st.Line, "revoked") {
+		t.Fatalf("status line = %q", st.Line)
+	}
+	n := h.api.count("pending")
+	time.Sleep(150 * time.Millisecond) // many backoff periods
+	if got := h.api.count("pending"); got != n {
+		t.Fatalf("the agent kept retrying a revoked delegation: %d → %d requests", n, got)
+	}
+	// Fixed and reloaded: it resumes.
+	h.api.setFault(nil)
+	if err := h.a.Reload(h.cfg); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "resumed after reload", func() bool { return h.api.count("pending") > n })
+}
+
+func TestHealthFallsBackToPerContract(t *testing.T) {
+	h := newHarness(t)
+	h.api.batchHealth = false
+	cids := []string{randomCID(t), randomCID(t)}
+	for _, cid := range cids {
+		h.api.addContract(dcapi.PendingContract{ContractID: cid})
+	}
+	h.start()
+	eventually(t, "health per contract", func() bool {
+		h.api.mu.Lock()
+		defer h.api.mu.Unlock()
+		seen := map[string]bool{}
+		for _, hc := range h.api.health {
+			seen[hc.ContractID] = true
+		}
+		return seen[cids[0]] && seen[cids[1]]
+	})
+	if h.api.count("health") < 2 || h.api.count("healthBatch") < 1 {
+		t.Fatalf("batch tried %d, single %d", h.api.count("healthBatch"), h.api.count("health"))
+	}
+	// It remembers: no batch attempt per round.
+	b := h.api.count("healthBatch")
+	time.Sleep(200 * time.Millisecond)
+	if h.api.count("healthBatch") != b {
+		t.Fatal("kept trying the batch endpoint after a 404")
+	}
+}
+
+func TestReconcileTerminatesCancelledAndOrphans(t *testing.T) {
+	h := newHarness(t)
+	cid := randomCID(t)
+	h.api.addContract(dcapi.PendingContract{ContractID: cid})
+	orphanCID := randomCID(t)
+	h.prov.addInstance(provisioners.Instance{ExternalID: "orphan-1", ContractID: orphanCID})
+	h.start()
+	eventually(t, "provisioned", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
+	h.api.setStatus(cid, dcapi.StatusCancelled)
+	eventually(t, "cancelled instance terminated and reported", func() bool {
+		inst, _ := h.prov.GetInstance(context.Background(), cid)
+		return inst == nil && slices.Contains(h.api.contract(cid).history, "terminated")
+	})
+	eventually(t, "orphan removed after the grace period", func() bool {
+		inst, _ := h.prov.GetInstance(context.Background(), orphanCID)
+		return inst == nil
+	})
+}
+
+func TestOrphanGraceRespected(t *testing.T) {
+	h := newHarness(t)
+	orphanCID := randomCID(t)
+	h.prov.addInstance(provisioners.Instance{ExternalID: "orphan-1", ContractID: orphanCID})
+	timing := fastTiming()
+	timing.OrphanGrace = time.Hour
+	h.start(func(o *Options) { o.Timing = &timing })
+	eventually(t, "several reconcile rounds", func() bool { return h.api.count("reconcile") >= 4 })
+	if inst, _ := h.prov.GetInstance(context.Background(), orphanCID); inst == nil {
+		t.Fatal("an unknown instance was removed before its grace period")
+	}
+}
+
+func TestOutboxSurvivesRestartAndAPIDown(t *testing.T) {
+	h := newHarness(t)
+	cid := randomCID(t)
+	h.api.addContract(dcapi.PendingContract{ContractID: cid})
+	down := true
+	h.api.setFault(func(route string, body []byte) (int, string) {
+		if down && route == "provisioning" && strings.Contains(string(body), `provisioned`) && !strings.Contains(string(body), `"provisioning"`) {
+			return http.StatusBadGateway, "bad gateway"
+		}
+		return 0, ""
+	})
+	h.start()
+	eventually(t, "report queued", func() bool { return len(h.a.store.Reports()) > 0 && h.a.State().Counts.Outbox > 0 })
+	h.stop()
+	if h.api.contract(cid).status != dcapi.StatusProvisioning {
+		t.Fatalf("status %s before recovery", h.api.contract(cid).status)
+	}
+	down = false
+	h.api.setFault(nil)
+	h.start()
+	eventually(t, "report delivered after restart", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
+	if n := h.prov.callsFor(cid); n != 1 {
+		t.Fatalf("provisioner called %d times", n)
+	}
+	eventually(t, "outbox empty", func() bool { return len(h.a.store.Reports()) == 0 })
+}
+
+func TestJournalResumesInterruptedWork(t *testing.T) {
+	h := newHarness(t)
+	cid := randomCID(t)
+	c := dcapi.PendingContract{ContractID: cid}
+	h.api.addContract(c)
+	h.api.setStatus(cid, dcapi.StatusProvisioning) // the crashed run had started it
+	h.prov.addInstance(provisioners.Instance{ExternalID: "made-before-crash", ContractID: cid})
+	st, err := OpenStore(h.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if err := st.PutJournal(JournalEntry{ContractID: cid, Contract: c, Provisioner: "script", Step: jProvisioning, Attempt: 1, StartedAt: now, UpdatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	h.start()
+	eventually(t, "resumed and reported", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
+	var d dcapi.InstanceDetails
+	_ = json.Unmarshal([]byte(h.api.contract(cid).details), &d)
+	if d.ExternalID != "made-before-crash" || h.prov.numInstances() != 1 {
+		t.Fatalf("resume made a second instance: %+v, %d instances", d, h.prov.numInstances())
+	}
+	entries, _, _ := h.a.store.Journal()
+	if len(entries) != 0 {
+		t.Fatalf("journal not cleared: %+v", entries)
+	}
+}
+
+func TestCancelledWhileDownIsLeftToReconcile(t *testing.T) {
+	h := newHarness(t)
+	cid := randomCID(t)
+	c := dcapi.PendingContract{ContractID: cid}
+	h.api.addContract(c)
+	h.api.setStatus(cid, dcapi.StatusCancelled)
+	st, _ := OpenStore(h.stateDir)
+	now := time.Now()
+	_ = st.PutJournal(JournalEntry{ContractID: cid, Contract: c, Provisioner: "script", Step: jStarted, StartedAt: now, UpdatedAt: now})
+	st.Close()
+	h.start()
+	eventually(t, "journal cleared", func() bool { e, _, _ := h.a.store.Journal(); return len(e) == 0 })
+	if h.prov.callsFor(cid) != 0 {
+		t.Fatal("provisioned a contract the API refused to start")
+	}
+}
+
+func TestNotifyReadyStatusWatchdog(t *testing.T) {
+	h := newHarness(t)
+	h.notes.watchdog = 30 * time.Millisecond
+	h.start()
+	eventually(t, "READY, STATUS and WATCHDOG", func() bool {
+		m := h.notes.all()
+		return slices.Contains(m, "READY=1") && slices.Contains(m, "WATCHDOG=1") && slices.ContainsFunc(m, func(s string) bool {
+			return strings.HasPrefix(s, "STATUS=online · 0 active · 0 provisioning · last poll")
+		})
+	})
+	// A wedged loop (past its own deadline) stops the watchdog pings.
+	h.a.live.expect("wedged", -time.Hour)
+	time.Sleep(50 * time.Millisecond)
+	n := strings.Count(strings.Join(h.notes.all(), "\n"), "WATCHDOG=1")
+	time.Sleep(150 * time.Millisecond)
+	if m := strings.Count(strings.Join(h.notes.all(), "\n"), "WATCHDOG=1"); m != n {
+		t.Fatalf("watchdog fed while a loop is stuck (%d → %d)", n, m)
+	}
+	h.a.live.idle("wedged")
+	eventually(t, "watchdog resumes", func() bool {
+		return strings.Count(strings.Join(h.notes.all(), "\n"), "WATCHDOG=1") > n
+	})
+	h.stop()
+	if m := h.notes.all(); !slices.Contains(m, "STOPPING=1") {
+		t.Fatalf("no STOPPING=1 in %v", m)
+	}
+}
+
+func TestAPIOutageDoesNotStopWatchdog(t *testing.T) {
+	h := newHarness(t)
+	h.notes.watchdog = 30 * time.Millisecond
+	h.api.setFault(func(string, []byte) (int, string) { return http.StatusServiceUnavailable, "down" })
+	h.start()
+	time.Sleep(100 * time.Millisecond)
+	n := strings.Count(strings.Join(h.notes.all(), "\n"), "WATCHDOG=1")
+	time.Sleep(200 * time.Millisecond)
+	if m := strings.Count(strings.Join(h.notes.all(), "\n"), "WATCHDOG=1"); m <= n {
+		t.Fatal("an API outage starved the watchdog")
+	}
+	if line := h.a.State().Line; !strings.HasPrefix(line, "offline (API unreachable") && !strings.HasPrefix(line, "connecting") {
+		t.Fatalf("line during outage = %q", line)
+	}
+}
+
+func TestGracefulStopFinishesProvision(t *testing.T) {
+	h := newHarness(t)
+	h.prov.delay = 150 * time.Millisecond
+	cid := randomCID(t)
+	h.api.addContract(dcapi.PendingContract{ContractID: cid})
+	h.start()
+	eventually(t, "provision started", func() bool { return h.prov.callsFor(cid) == 1 })
+	h.stop()
+	if st := h.api.contract(cid).status; st != dcapi.StatusProvisioned {
+		t.Fatalf("graceful stop left the contract %s", st)
+	}
+}
+
+func TestHardStopLeavesJournalForNextStart(t *testing.T) {
+	h := newHarness(t)
+	h.prov.block = make(chan struct{})
+	cid := randomCID(t)
+	h.api.addContract(dcapi.PendingContract{ContractID: cid})
+	h.start()
+	eventually(t, "provision started", func() bool { return h.prov.callsFor(cid) == 1 })
+	h.a.HardStop()
+	h.stop()
+	st, err := OpenStore(h.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, _, _ := st.Journal()
+	st.Close()
+	if len(entries) != 1 || entries[0].ContractID != cid || entries[0].Step != jProvisioning {
+		t.Fatalf("journal after hard stop = %+v", entries)
+	}
+	h.prov.block = nil
+	h.start()
+	eventually(t, "resumed", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
+}
+
+func TestSecondAgentOnSameStateDirRefused(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	_, err := New(h.cfg, Options{Registry: h.registry()})
+	if err == nil || !strings.Contains(err.Error(), "another dc-agent") {
+		t.Fatalf("second agent: %v", err)
+	}
+}
+
+func TestStatusSocket(t *testing.T) {
+	h := newHarness(t)
+	cid := randomCID(t)
+	h.api.addContract(dcapi.PendingContract{ContractID: cid})
+	h.start()
+	c := status.NewClient(h.socket)
+	eventually(t, "provisioned", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
+	st, err := c.State(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Provider != h.api.providerHex() || st.AgentPubkey != identity.PublicHex(h.agentKey) || st.Phase != status.PhaseRunning || len(st.Loops) != 5 {
+		t.Fatalf("state = %+v", st)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var kinds []string
+	err = c.Events(ctx, 0, func(ev status.Event) error {
+		kinds = append(kinds, ev.Kind)
+		if ev.Kind == status.EventReportSent && ev.ContractID == cid {
+			return errors.New("seen")
+		}
+		return nil
+	})
+	if err == nil || err.Error() != "seen" {
+		t.Fatalf("events: %v (kinds %v)", err, kinds)
+	}
+	for _, want := range []string{status.EventStarted, status.EventReady, status.EventContractReceived, status.EventProvisioned} {
+		if !slices.Contains(kinds, want) {
+			t.Errorf("event %s missing from %v", want, kinds)
+		}
+	}
+	// A new contract shows up live on an open stream.
+	cid2 := randomCID(t)
+	got := make(chan struct{})
+	go func() {
+		_ = c.Events(ctx, 1<<62, func(ev status.Event) error {
+			if ev.ContractID == cid2 && ev.Kind == status.EventProvisioned {
+				close(got)
+				return errors.New("done")
+			}
+			return nil
+		})
+	}()
+	time.Sleep(20 * time.Millisecond)
+	h.api.addContract(dcapi.PendingContract{ContractID: cid2})
+	select {
+	case <-got:
+	case <-ctx.Done():
+		t.Fatal("live event not streamed")
+	}
+	h.stop()
+	if _, err := c.State(context.Background()); !errors.Is(err, status.ErrNotRunning) {
+		t.Fatalf("after stop: %v", err)
+	}
+}
+
+func TestManualBackendNeverReports(t *testing.T) {
+	h := newHarness(t)
+	h.prov.feat = provisioners.Features{Manual: true}
+	cid := randomCID(t)
+	h.api.addContract(dcapi.PendingContract{ContractID: cid})
+	h.start()
+	eventually(t, "provider notified", func() bool { return h.a.store.ManualNotified(cid) })
+	time.Sleep(100 * time.Millisecond)
+	if got := h.api.contract(cid).history; !slices.Equal(got, []string{dcapi.StatusProvisioning}) {
+		t.Fatalf("manual contract history = %v (only 'provisioning' expected)", got)
+	}
+	if n := h.prov.callsFor(cid); n != 1 {
+		t.Fatalf("notified %d times", n)
+	}
+}

@@ -1,0 +1,166 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/decent-stuff/dc-agent/agent/status"
+	"github.com/decent-stuff/dc-agent/dcapi"
+)
+
+// doneMemory is how long the agent remembers finishing a contract, to
+// ignore it in poll answers that were already on the way.
+const doneMemory = time.Hour
+
+// contractsLoop fetches pending contracts and hands new ones to workers.
+// With a long-poll server the next poll starts as soon as the last one
+// returns (the server holds it open); otherwise it polls every
+// PollInterval ± 10 %.
+func (a *Agent) contractsLoop(ctx context.Context) error {
+	bo := a.newBackoff()
+	for {
+		t := a.timing()
+		e := a.acquireEnv()
+		a.live.expect(loopContracts, t.LongPollWait+2*dcapi.DefaultTimeout)
+		sent := a.now()
+		if bo.Failures() == 0 {
+			// A long-poll held open by a server that just answered is as
+			// fresh as a poll can be: "last poll" counts from its start.
+			a.obs.update(func(o *observer) {
+				if o.longPoll {
+					o.lastPoll = sent
+				}
+			})
+		}
+		list, longPoll, err := e.client.PendingContracts(ctx, t.LongPollWait)
+		a.releaseEnv(e)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			if dcapi.IsAuth(err) {
+				return newAuthStop(err)
+			}
+			wait := bo.Next(retryAfter(err))
+			a.obs.loopBackoff(loopContracts, err, wait, bo.Failures())
+			a.live.expect(loopContracts, wait)
+			if a.sleep(ctx, wait) != nil {
+				return nil
+			}
+			continue
+		}
+		bo.Reset()
+		a.obs.loopOK(loopContracts)
+		a.obs.update(func(o *observer) {
+			o.lastPoll = a.now()
+			o.longPoll = longPoll
+		})
+		started := a.dispatch(list, sent)
+
+		var wait time.Duration
+		switch {
+		case !longPoll || t.LongPollWait == 0:
+			wait = jitter(t.PollInterval, a.rand)
+		case started == 0:
+			// Nothing new: a server that answers at once (our own contracts
+			// still listed, or a long-poll that does not hold) must not be
+			// hammered.
+			wait = t.MinRepoll - a.now().Sub(sent)
+		}
+		if wait > 0 {
+			a.live.expect(loopContracts, wait)
+			if a.sleep(ctx, wait) != nil {
+				return nil
+			}
+		}
+	}
+}
+
+// dispatch starts work on the contracts of a poll answer that was
+// requested at sent. It returns how many it started.
+func (a *Agent) dispatch(list []dcapi.PendingContract, sent time.Time) int {
+	e := a.acquireEnv()
+	defer a.releaseEnv(e)
+	now := a.now()
+	started := 0
+	for _, c := range list {
+		c.ContractID = strings.ToLower(strings.TrimSpace(c.ContractID))
+		cid := c.ContractID
+		if err := validContractID(cid); err != nil {
+			a.warnOnce("badid:"+cid, time.Hour, func() {
+				a.obs.emit(status.EventNotice, status.LevelWarn, loopContracts, "", "ignoring a pending contract with a malformed id: "+err.Error())
+			})
+			continue
+		}
+		typ := deref(c.ProvisionerType)
+		if typ == "" {
+			typ = e.defType
+		}
+		if e.backends[typ] == nil {
+			a.warnOnce("unserved:"+cid, time.Hour, func() {
+				a.obs.emit(status.EventNotice, status.LevelWarn, loopContracts, cid,
+					fmt.Sprintf("contract wants provisioner %q, which this agent does not have; add it as [[additional_provisioners]] (or let an agent that has it take the contract)", typ))
+			})
+			continue
+		}
+		if !a.admissible(cid, sent, now) {
+			continue
+		}
+		if e.backends[typ].feat.Manual && a.store.ManualNotified(cid) {
+			continue
+		}
+		w, ok := a.claim(c, typ, status.StepQueued, false, 0)
+		if !ok {
+			continue
+		}
+		a.obs.emit(status.EventContractReceived, status.LevelInfo, loopContracts, cid, "new contract", "provisioner", typ, "offering", c.OfferingID)
+		a.startWork(w)
+		started++
+	}
+	a.pruneMemory(now)
+	return started
+}
+
+// admissible reports whether a listed contract may be started now: not
+// being worked on, not finished after the poll was sent (a stale answer),
+// not cooling down after a failure.
+func (a *Agent) admissible(cid string, sent, now time.Time) bool {
+	a.workMu.Lock()
+	defer a.workMu.Unlock()
+	if _, busy := a.work[cid]; busy {
+		return false
+	}
+	if d, ok := a.doneAt[cid]; ok && !d.Before(sent) {
+		return false
+	}
+	if cd, ok := a.cooldown[cid]; ok && now.Before(cd.until) {
+		return false
+	}
+	return true
+}
+
+// pruneMemory forgets old finish times, cool-downs and warnings.
+func (a *Agent) pruneMemory(now time.Time) {
+	a.workMu.Lock()
+	defer a.workMu.Unlock()
+	for cid, d := range a.doneAt {
+		if now.Sub(d) > doneMemory {
+			delete(a.doneAt, cid)
+		}
+	}
+	for cid, cd := range a.cooldown {
+		if now.Sub(cd.until) > doneMemory {
+			delete(a.cooldown, cid)
+		}
+	}
+	for k, t := range a.warned {
+		if now.Sub(t) > 24*time.Hour {
+			delete(a.warned, k)
+		}
+	}
+}
+
+func jsonUnmarshalString(s string, v any) error { return json.Unmarshal([]byte(s), v) }

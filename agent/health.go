@@ -1,0 +1,188 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+
+	"github.com/decent-stuff/dc-agent/dcapi"
+	"github.com/decent-stuff/dc-agent/provisioners"
+)
+
+// healthConcurrency bounds parallel backend health checks.
+const healthConcurrency = 8
+
+// maxQueuedHealth bounds how many health batches wait in the outbox while
+// the API is away; older ones are dropped first (provisioning reports are
+// never dropped).
+const maxQueuedHealth = 48
+
+// healthLoop checks every live contract this agent serves each
+// HealthInterval and queues the results for the outbox, which batches them.
+func (a *Agent) healthLoop(ctx context.Context) error {
+	bo := a.newBackoff()
+	for {
+		e := a.acquireEnv()
+		a.live.expect(loopHealth, 2*dcapi.DefaultTimeout)
+		list, err := e.client.ActiveContracts(ctx)
+		if ctx.Err() != nil {
+			a.releaseEnv(e)
+			return nil
+		}
+		if err != nil {
+			a.releaseEnv(e)
+			if dcapi.IsAuth(err) {
+				return newAuthStop(err)
+			}
+			wait := bo.Next(retryAfter(err))
+			a.obs.loopBackoff(loopHealth, err, wait, bo.Failures())
+			a.live.expect(loopHealth, wait)
+			if a.sleep(ctx, wait) != nil {
+				return nil
+			}
+			continue
+		}
+		bo.Reset()
+		checks, cancelled := a.checkAll(ctx, e, list)
+		a.releaseEnv(e)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if len(checks) > 0 {
+			a.trimHealthQueue()
+			if _, err := a.store.AddReport(Report{Kind: ReportHealth, Checks: checks, CreatedAt: a.now()}); err != nil {
+				a.log.Error("queue health checks", "err", err)
+			}
+			a.wakeOutbox()
+		}
+		if cancelled {
+			a.wakeReconcile()
+		}
+		a.obs.loopOK(loopHealth)
+		a.obs.update(func(o *observer) { o.lastHealth = a.now() })
+		wait := a.timing().HealthInterval
+		a.live.expect(loopHealth, wait)
+		if a.sleep(ctx, wait) != nil {
+			return nil
+		}
+	}
+}
+
+// liveStatus reports whether a contract's instance should exist and be running.
+func liveStatus(s string) bool {
+	return s == dcapi.StatusProvisioned || s == dcapi.StatusActive
+}
+
+// checkAll health-checks the live contracts of backends this agent has.
+// It also records the active count and says whether any listed contract
+// is cancelled (reconcile should run).
+func (a *Agent) checkAll(ctx context.Context, e *env, list []dcapi.ActiveContract) ([]dcapi.HealthCheck, bool) {
+	type job struct {
+		c dcapi.ActiveContract
+		b *backend
+	}
+	var jobs []job
+	active, cancelled := 0, false
+	for _, c := range list {
+		if c.Status == dcapi.StatusCancelled {
+			cancelled = true
+		}
+		if !liveStatus(c.Status) {
+			continue
+		}
+		active++
+		typ := deref(c.ProvisionerType)
+		if typ == "" {
+			typ = e.defType
+		}
+		b := e.backends[typ]
+		if b == nil || !b.feat.Health || validContractID(c.ContractID) != nil {
+			continue
+		}
+		jobs = append(jobs, job{c, b})
+	}
+	a.workMu.Lock()
+	a.active = active
+	a.workMu.Unlock()
+
+	results := make([]dcapi.HealthCheck, len(jobs))
+	ok := make([]bool, len(jobs))
+	sem := make(chan struct{}, healthConcurrency)
+	var wg sync.WaitGroup
+	for i, j := range jobs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			results[i], ok[i] = a.checkOne(ctx, j.c, j.b)
+			// Progress keeps the loop alive in the watchdog's eyes however
+			// many contracts there are.
+			a.live.expect(loopHealth, a.timing().HealthCheckTime)
+		}()
+	}
+	wg.Wait()
+	out := results[:0]
+	for i := range results {
+		if ok[i] {
+			out = append(out, results[i])
+		}
+	}
+	return out, cancelled
+}
+
+// healthDetails is the JSON put in a health check's details.
+type healthDetails struct {
+	UptimeSeconds int64  `json:"uptime_seconds,omitempty"`
+	Reason        string `json:"reason,omitempty"`
+}
+
+func (a *Agent) checkOne(parent context.Context, c dcapi.ActiveContract, b *backend) (dcapi.HealthCheck, bool) {
+	ext := deref(c.ExternalInstanceID)
+	ctx, cancel := context.WithTimeout(parent, a.timing().HealthCheckTime)
+	defer cancel()
+	if ext == "" && b.feat.GetByID {
+		inst, err := b.p.GetInstance(ctx, c.ContractID)
+		if err == nil && inst != nil {
+			ext = inst.ExternalID
+		}
+	}
+	if ext == "" {
+		return dcapi.HealthCheck{}, false
+	}
+	h, err := b.p.HealthCheck(ctx, ext)
+	if parent.Err() != nil {
+		return dcapi.HealthCheck{}, false // stopping: no verdict
+	}
+	hc := dcapi.HealthCheck{ContractID: c.ContractID, CheckedAt: a.now().UnixNano(), Status: h.Status, LatencyMs: h.LatencyMs}
+	det := healthDetails{UptimeSeconds: h.UptimeSeconds, Reason: h.Reason}
+	if err != nil {
+		// The backend could not tell: that is "unknown", not "unhealthy".
+		hc.Status = provisioners.Unknown
+		det = healthDetails{Reason: "health check failed: " + truncate(err.Error(), 300)}
+	}
+	switch hc.Status {
+	case provisioners.Healthy, provisioners.Unhealthy, provisioners.Unknown:
+	default:
+		hc.Status = provisioners.Unknown
+	}
+	if det != (healthDetails{}) {
+		b, _ := json.Marshal(det)
+		hc.Details = string(b)
+	}
+	return hc, true
+}
+
+// trimHealthQueue drops the oldest queued health batches beyond the cap.
+func (a *Agent) trimHealthQueue() {
+	var health []Report
+	for _, r := range a.store.Reports() {
+		if r.Kind == ReportHealth {
+			health = append(health, r)
+		}
+	}
+	for i := 0; i+maxQueuedHealth <= len(health); i++ {
+		_ = a.store.DeleteReport(health[i].Seq)
+		a.log.Warn("dropping old queued health checks (the API has been unreachable for long)", "checks", len(health[i].Checks))
+	}
+}

@@ -1,0 +1,128 @@
+package agent
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	"github.com/decent-stuff/dc-agent/agent/status"
+	"github.com/decent-stuff/dc-agent/dcapi"
+	"github.com/decent-stuff/dc-agent/provisioners"
+)
+
+// resourcesEvery is how often backend inventory is refreshed for the heartbeat.
+const resourcesEvery = 5 * time.Minute
+
+// heartbeatLoop keeps the provider "online": one heartbeat at start, then
+// one every nextHeartbeatSeconds (as the server asks, clamped to stay well
+// inside the 5 minute online window).
+func (a *Agent) heartbeatLoop(ctx context.Context) error {
+	bo := a.newBackoff()
+	var res *dcapi.Resources
+	var resAt time.Time
+	first := true
+	for {
+		t := a.timing()
+		e := a.acquireEnv()
+		if res == nil || a.now().Sub(resAt) > resourcesEvery {
+			a.live.expect(loopHeartbeat, 15*time.Second)
+			if r := a.resources(ctx, e); r != nil {
+				res, resAt = r, a.now()
+			}
+		}
+		hb := dcapi.Heartbeat{
+			Version:         a.version,
+			ProvisionerType: e.defType,
+			Capabilities:    capabilities(e),
+			ActiveContracts: a.activeCount(),
+			Resources:       res,
+		}
+		a.live.expect(loopHeartbeat, 2*dcapi.DefaultTimeout)
+		resp, err := e.client.Heartbeat(ctx, hb)
+		a.releaseEnv(e)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			if dcapi.IsAuth(err) {
+				return newAuthStop(err)
+			}
+			wait := bo.Next(retryAfter(err))
+			a.obs.loopBackoff(loopHeartbeat, err, wait, bo.Failures())
+			a.live.expect(loopHeartbeat, wait)
+			if a.sleep(ctx, wait) != nil {
+				return nil
+			}
+			continue
+		}
+		bo.Reset()
+		a.obs.loopOK(loopHeartbeat)
+		a.obs.update(func(o *observer) { o.lastHeartbeat = a.now() })
+		next := t.HeartbeatDefault
+		if resp.NextHeartbeatSeconds > 0 {
+			next = time.Duration(resp.NextHeartbeatSeconds) * time.Second
+			if a.opts.TimeScale > 0 && a.opts.Timing == nil {
+				next = time.Duration(float64(next) * a.opts.TimeScale)
+			}
+		}
+		next = min(max(next, t.HeartbeatMin), t.HeartbeatMax)
+		if first {
+			a.obs.emit(status.EventHeartbeat, status.LevelInfo, loopHeartbeat, "", "heartbeat accepted: provider online", "next_in", next)
+			first = false
+		}
+		a.live.expect(loopHeartbeat, next)
+		if a.sleep(ctx, next) != nil {
+			return nil
+		}
+	}
+}
+
+func (a *Agent) activeCount() int {
+	a.workMu.Lock()
+	defer a.workMu.Unlock()
+	return a.active
+}
+
+// capabilities names what this agent can do: its provisioner types and the
+// protocol features it uses.
+func capabilities(e *env) []string {
+	caps := []string{"sealed_credentials", "health_check"}
+	for typ, b := range e.backends {
+		caps = append(caps, "provisioner:"+typ)
+		if b.feat.List {
+			caps = append(caps, "reconcile")
+		}
+	}
+	sort.Strings(caps)
+	out := caps[:0]
+	for i, c := range caps {
+		if i == 0 || c != caps[i-1] {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// resources asks the default backend for its capacity, if it can tell.
+func (a *Agent) resources(ctx context.Context, e *env) *dcapi.Resources {
+	b := e.backends[e.defType]
+	if b == nil {
+		return nil
+	}
+	inv, ok := b.p.(provisioners.Inventory)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	r, err := inv.Resources(ctx)
+	if err != nil {
+		a.log.Debug("inventory failed", "provisioner", b.typ, "err", err)
+		return nil
+	}
+	out := &dcapi.Resources{CPUCores: r.CPUCores, MemoryMB: r.MemoryMB, MemoryFreeMB: r.MemoryFreeMB, Templates: r.Templates, Nodes: r.Nodes}
+	for _, p := range r.StoragePools {
+		out.StoragePools = append(out.StoragePools, dcapi.StoragePool{Name: p.Name, TotalGB: p.TotalGB, AvailGB: p.AvailGB})
+	}
+	return out
+}

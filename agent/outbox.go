@@ -1,0 +1,184 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/decent-stuff/dc-agent/agent/status"
+	"github.com/decent-stuff/dc-agent/dcapi"
+)
+
+// batchRetry is how long the agent believes a server that answered 404 to
+// the batch health endpoint before asking again (it may be upgraded).
+const batchRetry = time.Hour
+
+// outboxLoop delivers queued reports in order. A report leaves the outbox
+// only when the API accepted it or refused it for good; network and server
+// errors keep it at the head of the queue, retried with backoff.
+func (a *Agent) outboxLoop(ctx context.Context) error {
+	bo := a.newBackoff()
+	for {
+		reports := a.store.Reports()
+		if len(reports) == 0 {
+			a.live.idle(loopOutbox)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-a.outboxWake:
+			}
+			continue
+		}
+		e := a.acquireEnv()
+		a.live.expect(loopOutbox, 2*dcapi.DefaultTimeout)
+		err := a.deliver(ctx, e, reports[0])
+		a.releaseEnv(e)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err == nil:
+			bo.Reset()
+			a.obs.loopOK(loopOutbox)
+		case dcapi.IsAuth(err):
+			return newAuthStop(err)
+		default:
+			wait := bo.Next(retryAfter(err))
+			a.obs.loopBackoff(loopOutbox, err, wait, bo.Failures())
+			a.live.expect(loopOutbox, wait)
+			if a.sleep(ctx, wait) != nil {
+				return nil
+			}
+		}
+	}
+}
+
+// deliver sends one report. nil means it is gone from the outbox
+// (accepted or refused for good); an error means retry it.
+func (a *Agent) deliver(ctx context.Context, e *env, r Report) error {
+	switch r.Kind {
+	case ReportProvisioning:
+		err := e.client.UpdateProvisioning(ctx, r.ContractID, *r.Update)
+		if err != nil && (dcapi.IsRetryable(err) || dcapi.IsAuth(err) || ctx.Err() != nil) {
+			return err
+		}
+		if err == nil {
+			a.crash(CrashReportSent)
+		}
+		if derr := a.store.DeleteReport(r.Seq); derr != nil {
+			return derr
+		}
+		if err == nil {
+			a.crash(CrashReportCleared)
+		}
+		if r.Unlock {
+			a.unlock(e, r.ContractID)
+		}
+		outcome := outcomeDone
+		if r.Update.Status == dcapi.StatusProvisioningFailed && failureRetryable(r.Update) {
+			outcome = outcomeRetry
+		}
+		a.finish(r.ContractID, outcome)
+		if err != nil {
+			a.obs.emit(status.EventReportDropped, status.LevelWarn, loopOutbox, r.ContractID, "the API refused the "+r.Update.Status+" report; dropped", "err", err)
+			return nil
+		}
+		a.obs.emit(status.EventReportSent, status.LevelInfo, loopOutbox, r.ContractID, "reported "+r.Update.Status)
+		return nil
+
+	case ReportTerminated:
+		err := e.client.MarkTerminated(ctx, r.ContractID)
+		if err != nil && (dcapi.IsRetryable(err) || dcapi.IsAuth(err) || ctx.Err() != nil) {
+			return err
+		}
+		if derr := a.store.DeleteReport(r.Seq); derr != nil {
+			return derr
+		}
+		if err != nil {
+			a.obs.emit(status.EventReportDropped, status.LevelWarn, loopOutbox, r.ContractID, "the API refused the terminated report; dropped", "err", err)
+			return nil
+		}
+		a.obs.emit(status.EventReportSent, status.LevelInfo, loopOutbox, r.ContractID, "reported terminated")
+		return nil
+
+	case ReportHealth:
+		return a.deliverHealth(ctx, e, r)
+	}
+	// Unknown kinds never get into the store (validate); drop defensively.
+	return a.store.DeleteReport(r.Seq)
+}
+
+func failureRetryable(u *dcapi.ProvisioningUpdate) bool {
+	var fd dcapi.FailureDetails
+	if err := jsonUnmarshalString(u.InstanceDetails, &fd); err != nil {
+		return true
+	}
+	return fd.RetryPossible
+}
+
+// deliverHealth sends a batch of health checks: in one request per 1000
+// where the server supports it, else one request per contract. Partial
+// progress is saved so a retry never sends a check twice.
+func (a *Agent) deliverHealth(ctx context.Context, e *env, r Report) error {
+	sent := 0
+	defer func() {
+		if sent > 0 {
+			a.obs.update(func(o *observer) { o.counts.HealthChecks += sent })
+		}
+	}()
+	if a.useBatch() {
+		for len(r.Checks) > 0 {
+			n := min(len(r.Checks), dcapi.MaxHealthBatch)
+			_, err := e.client.ReportHealthBatch(ctx, r.Checks[:n])
+			if dcapi.IsNotFound(err) {
+				a.batchHealth.Store(2)
+				a.batchRetryAt.Store(a.now().Add(batchRetry).UnixNano())
+				a.log.Info("the API has no batch health endpoint; reporting health per contract")
+				break
+			}
+			if err != nil && (dcapi.IsRetryable(err) || dcapi.IsAuth(err) || ctx.Err() != nil) {
+				return err
+			}
+			if err != nil {
+				a.obs.emit(status.EventReportDropped, status.LevelWarn, loopOutbox, "", fmt.Sprintf("the API refused %d health checks; dropped", n), "err", err)
+			} else {
+				a.batchHealth.Store(1)
+				sent += n
+			}
+			r.Checks = r.Checks[n:]
+			if len(r.Checks) > 0 {
+				if err := a.store.ReplaceReport(r); err != nil {
+					return err
+				}
+			}
+		}
+		if len(r.Checks) == 0 {
+			a.obs.emit(status.EventHealthReported, status.LevelInfo, loopOutbox, "", fmt.Sprintf("reported %d health checks", sent))
+			return a.store.DeleteReport(r.Seq)
+		}
+	}
+	for i, c := range r.Checks {
+		err := e.client.ReportHealth(ctx, c.ContractID, c)
+		if err != nil && (dcapi.IsRetryable(err) || dcapi.IsAuth(err) || ctx.Err() != nil) {
+			r.Checks = r.Checks[i:]
+			if rerr := a.store.ReplaceReport(r); rerr != nil {
+				return rerr
+			}
+			return err
+		}
+		if err != nil {
+			a.log.Debug("health check refused; dropped", "contract", c.ContractID, "err", err)
+			continue
+		}
+		sent++
+	}
+	a.obs.emit(status.EventHealthReported, status.LevelInfo, loopOutbox, "", fmt.Sprintf("reported %d health checks", sent))
+	return a.store.DeleteReport(r.Seq)
+}
+
+// useBatch reports whether to try the batch endpoint.
+func (a *Agent) useBatch() bool {
+	if a.batchHealth.Load() != 2 {
+		return true
+	}
+	return a.now().UnixNano() >= a.batchRetryAt.Load()
+}

@@ -1,0 +1,258 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/decent-stuff/dc-agent/agent/status"
+	"github.com/decent-stuff/dc-agent/dcapi"
+	"github.com/decent-stuff/dc-agent/provisioners"
+)
+
+// reconcileLoop compares what the backends run with what the API says
+// should run: instances of cancelled contracts are terminated at once,
+// instances the API does not know after OrphanGrace (a crash between
+// creating an instance and reporting it leaves one; so does a contract
+// deleted by hand). Contracts the agent is working on are never touched.
+func (a *Agent) reconcileLoop(ctx context.Context) error {
+	bo := a.newBackoff()
+	orphans := map[string]time.Time{} // external id → first seen unknown
+	// The first round waits a little, so resumed work has claimed its contracts.
+	wait := min(a.timing().ReconcileInterval, a.timing().PollInterval)
+	for {
+		a.live.idle(loopReconcile)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		case <-a.reconWake:
+		}
+		err := a.reconcileOnce(ctx, orphans)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			if dcapi.IsAuth(err) {
+				return newAuthStop(err)
+			}
+			wait = bo.Next(retryAfter(err))
+			a.obs.loopBackoff(loopReconcile, err, wait, bo.Failures())
+			continue
+		}
+		bo.Reset()
+		a.obs.loopOK(loopReconcile)
+		a.obs.update(func(o *observer) { o.lastReconcile = a.now() })
+		wait = a.timing().ReconcileInterval
+	}
+}
+
+// owned is an instance a backend listed.
+type owned struct {
+	inst provisioners.Instance
+	b    *backend
+}
+
+func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time) error {
+	e := a.acquireEnv()
+	defer a.releaseEnv(e)
+	t := a.timing()
+	busy := a.busyContracts()
+
+	instances := map[string]owned{}
+	var running []dcapi.ReconcileInstance
+	listed := 0
+	for _, typ := range sortedTypes(e.backends) {
+		b := e.backends[typ]
+		if !b.feat.List {
+			continue
+		}
+		a.live.expect(loopReconcile, t.ListTime)
+		lctx, cancel := context.WithTimeout(ctx, t.ListTime)
+		insts, err := b.p.List(lctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			a.warnOnce("list:"+typ, time.Hour, func() {
+				a.obs.emit(status.EventNotice, status.LevelWarn, loopReconcile, "", "cannot list "+typ+" instances; skipping it this round", "err", err)
+			})
+			continue
+		}
+		listed++
+		for _, inst := range insts {
+			if inst.ExternalID == "" || busy[inst.ContractID] {
+				continue
+			}
+			instances[inst.ExternalID] = owned{inst, b}
+			running = append(running, dcapi.ReconcileInstance{ExternalID: inst.ExternalID, ContractID: inst.ContractID})
+		}
+	}
+
+	var terminate []target
+	var unknown []dcapi.ReconcileUnknown
+	if listed > 0 && !a.reconcile404.Load() {
+		a.live.expect(loopReconcile, 2*dcapi.DefaultTimeout)
+		resp, err := e.client.Reconcile(ctx, running)
+		switch {
+		case dcapi.IsNotFound(err):
+			a.reconcile404.Store(true)
+			a.log.Info("the API has no reconcile endpoint; comparing with the active contract list instead")
+		case err != nil:
+			return err
+		default:
+			for _, tm := range resp.Terminate {
+				if o, ok := instances[tm.ExternalID]; ok {
+					terminate = append(terminate, target{o: o, cid: tm.ContractID, reason: tm.Reason})
+				}
+			}
+			unknown = resp.Unknown
+		}
+	}
+	if a.reconcile404.Load() || listed < countListers(e) {
+		// Either the server cannot reconcile, or some backends cannot list:
+		// the active contract list tells which contracts are cancelled.
+		a.live.expect(loopReconcile, 2*dcapi.DefaultTimeout)
+		active, err := e.client.ActiveContracts(ctx)
+		if err != nil {
+			return err
+		}
+		t2, u2 := classifyByActive(e, instances, active, a.reconcile404.Load())
+		terminate = append(terminate, t2...)
+		unknown = append(unknown, u2...)
+	}
+
+	now := a.now()
+	done := map[string]bool{}
+	for _, tm := range terminate {
+		ext := tm.o.inst.ExternalID
+		if done[ext] || busy[tm.cid] || !tm.o.b.feat.Terminate {
+			continue
+		}
+		done[ext] = true
+		a.terminate(ctx, tm.o, tm.cid, "contract "+orDefault(tm.reason, "ended"), true)
+		delete(orphans, ext)
+	}
+	seen := map[string]bool{}
+	for _, u := range unknown {
+		o, ok := instances[u.ExternalID]
+		if !ok || done[u.ExternalID] {
+			continue
+		}
+		seen[u.ExternalID] = true
+		first, known := orphans[u.ExternalID]
+		if !known {
+			orphans[u.ExternalID] = now
+			a.obs.emit(status.EventOrphan, status.LevelWarn, loopReconcile, o.inst.ContractID,
+				fmt.Sprintf("instance %s is unknown to the API (%s); it is removed after %s unless the API claims it", u.ExternalID, orDefault(u.Message, "no contract"), t.OrphanGrace))
+			continue
+		}
+		if now.Sub(first) >= t.OrphanGrace {
+			a.terminate(ctx, o, o.inst.ContractID, "orphan: unknown to the API for "+now.Sub(first).Round(time.Second).String(), false)
+			delete(orphans, u.ExternalID)
+		}
+	}
+	for ext := range orphans {
+		if !seen[ext] {
+			delete(orphans, ext) // claimed by the API meanwhile, or gone
+		}
+	}
+	return nil
+}
+
+func countListers(e *env) int {
+	n := 0
+	for _, b := range e.backends {
+		if b.feat.List {
+			n++
+		}
+	}
+	return n
+}
+
+// target is an instance to terminate.
+type target struct {
+	o      owned
+	cid    string
+	reason string
+}
+
+// classifyByActive decides from the active contract list: an instance of
+// a cancelled contract is terminated; one whose contract is not listed at
+// all is unknown (only when the server has no reconcile endpoint, since
+// then nothing else can tell). Backends that cannot list contribute the
+// cancelled contracts that carry an external instance id.
+func classifyByActive(e *env, instances map[string]owned, active []dcapi.ActiveContract, judgeUnknown bool) ([]target, []dcapi.ReconcileUnknown) {
+	byCID := map[string]dcapi.ActiveContract{}
+	for _, c := range active {
+		byCID[c.ContractID] = c
+	}
+	var term []target
+	var unk []dcapi.ReconcileUnknown
+	for ext, o := range instances {
+		c, ok := byCID[o.inst.ContractID]
+		switch {
+		case ok && c.Status == dcapi.StatusCancelled:
+			term = append(term, target{o: o, cid: c.ContractID, reason: "cancelled"})
+		case !ok && judgeUnknown:
+			unk = append(unk, dcapi.ReconcileUnknown{ExternalID: ext, Message: "contract not active"})
+		}
+	}
+	for _, c := range active {
+		ext := deref(c.ExternalInstanceID)
+		if c.Status != dcapi.StatusCancelled || ext == "" {
+			continue
+		}
+		if _, listed := instances[ext]; listed {
+			continue
+		}
+		typ := deref(c.ProvisionerType)
+		if typ == "" {
+			typ = e.defType
+		}
+		if b := e.backends[typ]; b != nil && !b.feat.List && b.feat.Terminate {
+			o := owned{inst: provisioners.Instance{ExternalID: ext, ContractID: c.ContractID}, b: b}
+			term = append(term, target{o: o, cid: c.ContractID, reason: "cancelled"})
+		}
+	}
+	return term, unk
+}
+
+// terminate removes an instance and, for a known contract, queues the
+// "terminated" report.
+func (a *Agent) terminate(ctx context.Context, o owned, cid, why string, report bool) {
+	tctx, cancel := context.WithTimeout(ctx, a.timing().TerminateTime)
+	defer cancel()
+	a.live.expect(loopReconcile, a.timing().TerminateTime)
+	if err := o.b.p.Terminate(tctx, o.inst.ExternalID); err != nil {
+		a.obs.emit(status.EventNotice, status.LevelWarn, loopReconcile, cid, "terminate "+o.inst.ExternalID+" failed; retrying next round", "err", err)
+		return
+	}
+	a.obs.emit(status.EventTerminated, status.LevelInfo, loopReconcile, cid, "terminated "+o.inst.ExternalID+" ("+why+")")
+	a.obs.update(func(ob *observer) { ob.counts.Terminated++ })
+	if report && validContractID(cid) == nil {
+		if _, err := a.store.AddReport(Report{Kind: ReportTerminated, ContractID: cid, CreatedAt: a.now()}); err != nil {
+			a.log.Error("queue terminated report", "contract", cid, "err", err)
+		}
+		a.wakeOutbox()
+	}
+}
+
+// busyContracts are the contracts the agent is working on.
+func (a *Agent) busyContracts() map[string]bool {
+	a.workMu.Lock()
+	defer a.workMu.Unlock()
+	out := make(map[string]bool, len(a.work))
+	for cid := range a.work {
+		out[cid] = true
+	}
+	return out
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

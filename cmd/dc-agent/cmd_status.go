@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/decent-stuff/dc-agent/agent/status"
+	"github.com/decent-stuff/dc-agent/config"
+)
+
+func newStatusCmd(g *globals) *cobra.Command {
+	var asJSON, follow bool
+	var socket string
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the running agent's live state (from its status socket)",
+		Long: `Show what the running agent is doing: online or not, active contracts,
+provisions in flight, loops and any problem with the command that fixes it.
+--follow streams events as they happen. Reads the status socket named by
+agent.status_socket (default /run/dc-agent/status.sock).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if socket == "" {
+				socket = config.DefaultStatusSocket
+				if cfg, err := config.Load(g.configPath); err == nil {
+					socket = cfg.Agent.StatusSocket
+				}
+			}
+			c := status.NewClient(socket)
+			ctx := cmd.Context()
+			if follow {
+				return followEvents(ctx, c, cmd.OutOrStdout(), asJSON)
+			}
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			st, err := c.State(ctx)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), st)
+			}
+			printState(cmd.OutOrStdout(), st)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&asJSON, "json", false, "print JSON (with --follow: one event per line)")
+	f.BoolVarP(&follow, "follow", "f", false, "stream events until interrupted")
+	f.StringVar(&socket, "socket", envDefault("STATUS_SOCKET", ""), "status socket (default: agent.status_socket from the config; env DC_AGENT_STATUS_SOCKET)")
+	f.DurationVar(&timeout, "timeout", 5*time.Second, "how long to wait for the agent")
+	return cmd
+}
+
+func followEvents(ctx context.Context, c *status.Client, w io.Writer, asJSON bool) error {
+	err := c.Events(ctx, 0, func(ev status.Event) error {
+		if asJSON {
+			return printJSONLine(w, ev)
+		}
+		fmt.Fprintln(w, formatEvent(ev))
+		return nil
+	})
+	if errors.Is(err, io.EOF) {
+		fmt.Fprintln(w, "(the agent closed the stream: it stopped or restarted)")
+		return nil
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func formatEvent(ev status.Event) string {
+	var b strings.Builder
+	b.WriteString(ev.Time.Local().Format("15:04:05"))
+	fmt.Fprintf(&b, " %-5s", ev.Level)
+	if ev.ContractID != "" {
+		b.WriteString(" " + shortID(ev.ContractID))
+	}
+	b.WriteString(" " + ev.Message)
+	return b.String()
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12] + "…"
+	}
+	return id
+}
+
+func printState(w io.Writer, st status.State) {
+	fmt.Fprintln(w, st.Line)
+	fmt.Fprintf(w, "\ndc-agent %s, pid %d, %s since %s\n", st.Version, st.PID, st.Phase, st.StartedAt.Local().Format(time.RFC3339))
+	fmt.Fprintf(w, "API       %s\nprovider  %s\nagent key %s\n", st.Endpoint, st.Provider, st.AgentPubkey)
+	fmt.Fprintf(w, "contracts %d active, %d provisioning, %d queued, %d reports pending; since start: %d provisioned, %d failed, %d terminated, %d health checks\n",
+		st.Counts.Active, st.Counts.Provisioning, st.Counts.Queued, st.Counts.Outbox, st.Counts.Provisioned, st.Counts.Failed, st.Counts.Terminated, st.Counts.HealthChecks)
+	fmt.Fprintln(w, "\nloops:")
+	for _, l := range st.Loops {
+		line := fmt.Sprintf("  %-10s %-8s", l.Name, l.State)
+		if l.LastSuccess != nil {
+			line += " last ok " + st.Now.Sub(*l.LastSuccess).Round(time.Second).String() + " ago"
+		}
+		if l.LastError != "" {
+			line += "; last error: " + l.LastError
+		}
+		if l.NextAttempt != nil {
+			line += fmt.Sprintf("; retry in %s", l.NextAttempt.Sub(st.Now).Round(100*time.Millisecond))
+		}
+		fmt.Fprintln(w, line)
+	}
+	fmt.Fprintln(w, "\nprovisioners:")
+	for _, p := range st.Provisioners {
+		def := ""
+		if p.Default {
+			def = " (default)"
+		}
+		fmt.Fprintf(w, "  %s%s: %d/%d in flight; can: %s\n", p.Type, def, p.InFlight, p.MaxConcurrent, strings.Join(p.Features, ", "))
+	}
+	if len(st.Work) > 0 {
+		fmt.Fprintln(w, "\nwork:")
+		for _, wk := range st.Work {
+			detail := ""
+			if wk.Detail != "" {
+				detail = " (" + wk.Detail + ")"
+			}
+			resumed := ""
+			if wk.Resumed {
+				resumed = " [resumed]"
+			}
+			fmt.Fprintf(w, "  %s %-8s %s%s for %s%s\n", shortID(wk.ContractID), wk.Provisioner, wk.Step, detail, st.Now.Sub(wk.StartedAt).Round(time.Second), resumed)
+		}
+	}
+	if len(st.Problems) > 0 {
+		fmt.Fprintln(w, "\nproblems:")
+		for _, p := range st.Problems {
+			fmt.Fprintf(w, "  ! %s\n", p.Message)
+			if p.Fix != "" {
+				fmt.Fprintf(w, "    fix: %s\n", p.Fix)
+			}
+		}
+	}
+}
+
+// printJSONLine writes v as one compact JSON line (NDJSON).
+func printJSONLine(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
