@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/internal/buildinfo"
 	"github.com/decent-stuff/dc-agent/setup"
@@ -50,7 +49,10 @@ public half beside it as agent.pub. Re-running keeps the existing key and prints
 its public key; --force replaces it (the old key's delegation stops working).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path := g.agentKeyPath(keyPath)
+			path, err := g.agentKeyPath(keyPath)
+			if err != nil {
+				return err
+			}
 			key, created, err := identity.EnsureAgentKey(path, force)
 			if err != nil {
 				return withExit(exitConfig, err)
@@ -107,15 +109,19 @@ func (o *delegationOptions) bind(cmd *cobra.Command) {
 }
 
 // build turns the options into a Delegation for agentPub.
-func (o *delegationOptions) build(agentPub string, cfgPath string, now time.Time) (identity.Delegation, error) {
+func (o *delegationOptions) build(agentPub string, g *globals, now time.Time) (identity.Delegation, error) {
 	provider := o.provider
 	if provider == "" {
-		if cfg, err := config.Load(cfgPath); err == nil {
+		cfg, err := g.optionalConfig()
+		if err != nil {
+			return identity.Delegation{}, err
+		}
+		if cfg != nil {
 			provider = cfg.API.ProviderPubkey
 		}
 	}
 	if provider == "" {
-		return identity.Delegation{}, usagef("--provider is required (or set api.provider_pubkey in %s)", cfgPath)
+		return identity.Delegation{}, usagef("--provider is required: your provider public key, 64 hex characters (or set api.provider_pubkey in %s; env DC_AGENT_PROVIDER_PUBKEY)", g.configPath)
 	}
 	p, err := identity.NormalizePublicKeyHex(provider)
 	if err != nil {
@@ -145,12 +151,15 @@ func newDelegationRequestCmd(g *globals) *cobra.Command {
 		Short: "Print the delegation request (dcdr1:...) for the provider to sign offline",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path := g.agentKeyPath(keyPath)
+			path, err := g.agentKeyPath(keyPath)
+			if err != nil {
+				return err
+			}
 			key, err := identity.LoadAgentKey(path)
 			if err != nil {
 				return withExit(exitConfig, err)
 			}
-			d, err := o.build(identity.PublicHex(key), g.configPath, time.Now())
+			d, err := o.build(identity.PublicHex(key), g, time.Now())
 			if err != nil {
 				return err
 			}
@@ -266,18 +275,24 @@ func newDelegationShowCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			expired := d.Expired(time.Now())
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), delegationJSON(d, code, sd))
-			}
-			w := cmd.OutOrStdout()
-			if sd != nil {
-				fmt.Fprintln(w, "Signed delegation (signature verified against the provider key):")
+				m := delegationJSON(d, code, sd)
+				m["expired"] = expired
+				if err := printJSON(cmd.OutOrStdout(), m); err != nil {
+					return err
+				}
 			} else {
-				fmt.Fprintln(w, "Delegation request (not signed yet):")
+				w := cmd.OutOrStdout()
+				if sd != nil {
+					fmt.Fprintln(w, "Signed delegation (signature verified against the provider key):")
+				} else {
+					fmt.Fprintln(w, "Delegation request (not signed yet):")
+				}
+				fmt.Fprint(w, d.Summary())
 			}
-			fmt.Fprint(w, d.Summary())
-			if d.Expired(time.Now()) {
-				return fmt.Errorf("this delegation expired at %s", d.ExpiresAt().UTC().Format(time.RFC3339))
+			if expired {
+				return fmt.Errorf("this delegation expired at %s; create a new one: dc-agent delegation request", d.ExpiresAt().UTC().Format(time.RFC3339))
 			}
 			return nil
 		},

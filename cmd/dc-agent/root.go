@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -63,7 +64,7 @@ func isUsageError(err error) bool {
 	msg := err.Error()
 	return strings.HasPrefix(msg, "unknown flag") || strings.HasPrefix(msg, "unknown command") ||
 		strings.HasPrefix(msg, "unknown shorthand flag") || strings.Contains(msg, "flag needs an argument") ||
-		strings.HasPrefix(msg, "invalid argument") || strings.Contains(msg, "accepts ") ||
+		strings.HasPrefix(msg, "invalid argument") || strings.HasPrefix(msg, "accepts ") ||
 		strings.HasPrefix(msg, "required flag")
 }
 
@@ -103,7 +104,9 @@ is also a flag (and a DC_AGENT_* environment variable) for --no-tui use.
 	root.SetVersionTemplate(buildinfo.String("dc-agent") + "\n")
 	root.PersistentFlags().StringVarP(&g.configPath, "config", "c", envDefault("CONFIG", config.DefaultPath), "config file (env DC_AGENT_CONFIG)")
 	root.PersistentFlags().BoolVar(&g.noTUI, "no-tui", envDefault("NO_TUI", "") != "", "never open the terminal UI; take every answer from flags and environment")
-	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err.Error()} })
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return usageError{err.Error() + "; see '" + cmd.CommandPath() + " --help' for the flags"}
+	})
 
 	root.AddCommand(
 		newVersionCmd(),
@@ -143,15 +146,29 @@ func (g *globals) defaultKeyPath() string {
 }
 
 // agentKeyPath picks the agent key: --key, else the config's, else beside
-// the config file.
-func (g *globals) agentKeyPath(flag string) string {
+// the config file. A config that exists but does not load is an error (exit
+// 3): guessing a path then could create or use the wrong key.
+func (g *globals) agentKeyPath(flag string) (string, error) {
 	if flag != "" {
-		return flag
+		return flag, nil
 	}
-	if cfg, err := config.Load(g.configPath); err == nil {
+	cfg, err := g.optionalConfig()
+	if err != nil {
+		return "", err
+	}
+	if cfg != nil {
 		if p := cfg.AgentKeyPath(); p != "" {
-			return p
+			return p, nil
 		}
 	}
-	return g.defaultKeyPath()
+	return g.defaultKeyPath(), nil
+}
+
+// optionalConfig loads the config if its file exists: nil without error
+// when there is none yet (init and delegation request work before setup).
+func (g *globals) optionalConfig() (*config.Config, error) {
+	if _, err := os.Stat(g.configPath); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return g.loadConfig()
 }
