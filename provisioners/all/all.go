@@ -6,6 +6,7 @@ package all
 import (
 	"github.com/decent-stuff/dc-agent/provisioners"
 	"github.com/decent-stuff/dc-agent/provisioners/manual"
+	"github.com/decent-stuff/dc-agent/provisioners/proxmox"
 	"github.com/decent-stuff/dc-agent/provisioners/script"
 )
 
@@ -14,5 +15,6 @@ func Registry() *provisioners.Registry {
 	r := provisioners.NewRegistry()
 	script.Register(r)
 	manual.Register(r)
+	proxmox.Register(r)
 	return r
 }

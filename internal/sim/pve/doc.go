@@ -31,7 +31,8 @@
 // Long operations (clone, start, resize, destroy, ...) are tasks. A task is
 // created "running" and finishes lazily, at the first state access after
 // its duration (State.Timing) has passed and after it was polled
-// Timing.TaskPolls times; only then are its effects applied (a clone's VM
+// Timing.TaskPolls times (a task nobody polls finishes a little later on
+// its own, as PVE workers do); only then are its effects applied (a clone's VM
 // stays locked "clone" until the task ends). The CLI, which is synchronous
 // like the real tools, finishes its tasks at once with Store.RunTask.
 // Failures are injected through State.Faults: failing tasks (clone failure,

@@ -166,8 +166,11 @@ type Task struct {
 	// DueAt is the earliest time the task finishes.
 	DueAt time.Time `json:"due_at"`
 	// PollsLeft counts status polls still answered "running".
-	PollsLeft int      `json:"polls_left,omitempty"`
-	Log       []string `json:"log,omitempty"`
+	PollsLeft int `json:"polls_left,omitempty"`
+	// FinishBy: a task nobody polls finishes by then anyway, as real
+	// workers do.
+	FinishBy time.Time `json:"finish_by"`
+	Log      []string  `json:"log,omitempty"`
 	// Effect is what the task does when it finishes.
 	Effect *Effect `json:"effect,omitempty"`
 }

@@ -67,14 +67,17 @@ func storageCanLink(typ string) bool { return typ != "lvm" }
 
 // errNoSpace is the error of an allocation that does not fit, worded as
 // LVM says it.
-func (st *State) errNoSpace(sid, node, volname string, need int64) error {
+func (st *State) errNoSpace(sid, node, volname string, need int64, verb string) error {
 	s := st.Storages[sid]
+	if i := strings.LastIndex(volname, "/"); i >= 0 {
+		volname = volname[i+1:]
+	}
 	avail := st.StorageAvail(sid, node)
 	const extent = 4 << 20
 	switch {
 	case s != nil && (s.Type == "lvmthin" || s.Type == "lvm"):
-		return fmt.Errorf("lvcreate '%s/%s' error:   Volume group \"%s\" has insufficient free space (%d extents): %d required.",
-			s.VGName, volname, s.VGName, avail/extent, (need+extent-1)/extent)
+		return fmt.Errorf("%s '%s/%s' error:   Volume group \"%s\" has insufficient free space (%d extents): %d required.",
+			verb, s.VGName, volname, s.VGName, avail/extent, (need+extent-1)/extent)
 	case s != nil && s.Type == "zfspool":
 		return fmt.Errorf("zfs error: cannot create '%s': out of space", volname)
 	default:
@@ -106,7 +109,7 @@ func (st *State) nextDiskName(sid string, vmid int, prefix string) string {
 // allocVolume creates a volume after checking capacity.
 func (st *State) allocVolume(node, sid, name string, vmid int, size, alloc int64) (*Volume, error) {
 	if alloc > st.StorageAvail(sid, node) {
-		return nil, st.errNoSpace(sid, node, name, alloc)
+		return nil, st.errNoSpace(sid, node, name, alloc, "lvcreate")
 	}
 	v := st.addVolume(node, sid, name, vmid, size)
 	v.AllocBytes = alloc

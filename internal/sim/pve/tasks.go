@@ -41,9 +41,10 @@ func (st *State) startTask(node, typ, id, user string, dur Duration, eff *Effect
 			break
 		}
 	}
+	grace := max(10*dur.D(), 20*time.Millisecond)
 	t := &Task{
 		UPID: upid, Node: node, PID: pid, PStart: pstart, StartTime: now.Unix(), Type: typ, ID: id, User: user,
-		Status: "running", DueAt: now.Add(dur.D()), PollsLeft: st.Timing.TaskPolls, Effect: eff,
+		Status: "running", DueAt: now.Add(dur.D()), FinishBy: now.Add(dur.D() + grace), PollsLeft: st.Timing.TaskPolls, Effect: eff,
 	}
 	st.Tasks[upid] = t
 	st.pruneTasks()
@@ -70,12 +71,13 @@ func (st *State) finishTask(t *Task) {
 	t.PollsLeft = 0
 }
 
-// advance finishes every running task that is due and needs no more polls.
+// advance finishes every running task that is due and needs no more polls
+// (or that nobody polled until FinishBy).
 func (st *State) advance() {
 	now := st.Now()
 	var due []*Task
 	for _, t := range st.Tasks {
-		if t.Status == "running" && t.PollsLeft <= 0 && !now.Before(t.DueAt) {
+		if t.Status == "running" && !now.Before(t.DueAt) && (t.PollsLeft <= 0 || !now.Before(t.FinishBy)) {
 			due = append(due, t)
 		}
 	}

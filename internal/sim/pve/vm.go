@@ -683,7 +683,7 @@ func (st *State) applyEffect(t *Task) error {
 		}
 		grow := e.NewSize - vol.SizeBytes
 		if grow > 0 && grow > st.StorageAvail(vol.Storage, vol.Node) {
-			return st.errNoSpace(vol.Storage, vol.Node, vol.Name, grow)
+			return st.errNoSpace(vol.Storage, vol.Node, vol.Name, grow, "lvresize")
 		}
 		vol.SizeBytes = e.NewSize
 		vol.AllocBytes += max(0, grow)

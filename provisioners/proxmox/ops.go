@@ -1,0 +1,181 @@
+package proxmox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	proxmox "github.com/luthermonson/go-proxmox"
+
+	"github.com/decent-stuff/dc-agent/provisioners"
+)
+
+// Terminate stops and purges a VM; a VM that is gone is success. Only VMs
+// named dc-<contract id> are ever deleted.
+func (p *Provisioner) Terminate(ctx context.Context, externalID string) error {
+	node, vmid, err := p.parseExternalID(externalID)
+	if err != nil {
+		return err
+	}
+	return p.destroy(ctx, node, vmid, anyContractVM)
+}
+
+// HealthCheck reads status/current (running and uptime) and, when ssh_probe
+// is on, connects to the SSH port and reports the latency.
+func (p *Provisioner) HealthCheck(ctx context.Context, externalID string) (provisioners.Health, error) {
+	node, vmid, err := p.parseExternalID(externalID)
+	if err != nil {
+		return provisioners.Health{}, err
+	}
+	vm := p.vm(node, vmid)
+	if err := p.c.Get(ctx, fmt.Sprintf("/nodes/%s/qemu/%d/status/current", node, vmid), vm); err != nil {
+		if strings.Contains(err.Error(), "does not exist") {
+			return provisioners.Health{Status: provisioners.Unhealthy, Reason: fmt.Sprintf("VM %d no longer exists on %s", vmid, node)}, nil
+		}
+		return provisioners.Health{Status: provisioners.Unknown, Reason: err.Error()}, apiError(fmt.Sprintf("read VM %d", vmid), err)
+	}
+	if !vm.IsRunning() {
+		st := vm.Status
+		if vm.QMPStatus != "" && vm.QMPStatus != vm.Status {
+			st += " (" + vm.QMPStatus + ")"
+		}
+		return provisioners.Health{Status: provisioners.Unhealthy, Reason: "VM is " + st}, nil
+	}
+	h := provisioners.Health{Status: provisioners.Healthy, UptimeSeconds: int64(vm.Uptime)}
+	if p.cfg.SSHProbe == nil || !*p.cfg.SSHProbe {
+		return h, nil
+	}
+	ip := p.knownIP(externalID)
+	if ip == "" {
+		ifs, err := vm.AgentGetNetworkIFaces(ctx)
+		if err != nil {
+			h.Status = provisioners.Unhealthy
+			h.Reason = "guest agent does not answer: " + err.Error()
+			return h, nil
+		}
+		v4, v6 := pickAddrs(ifs)
+		ip = firstNonEmpty(v4, v6)
+		p.rememberIP(externalID, ip)
+	}
+	if ip == "" {
+		h.Status = provisioners.Unhealthy
+		h.Reason = "the VM has no IP address"
+		return h, nil
+	}
+	start := time.Now()
+	d := net.Dialer{Timeout: p.opts.ProbeTimeout}
+	conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(ip, strconv.Itoa(p.opts.SSHPort)))
+	if err != nil {
+		h.Status = provisioners.Unhealthy
+		h.Reason = fmt.Sprintf("SSH port %d on %s is not reachable: %v", p.opts.SSHPort, ip, err)
+		return h, nil
+	}
+	conn.Close()
+	ms := int(time.Since(start).Milliseconds())
+	h.LatencyMs = &ms
+	return h, nil
+}
+
+func (p *Provisioner) knownIP(externalID string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ips[externalID]
+}
+
+// GetInstance finds a contract's VM by name (nil, nil if none).
+func (p *Provisioner) GetInstance(ctx context.Context, contractID string) (*provisioners.Instance, error) {
+	name := provisioners.InstanceName(contractID)
+	found, err := p.findByName(ctx, name)
+	if err != nil || len(found) == 0 {
+		return nil, err
+	}
+	e := found[0]
+	inst := &provisioners.Instance{ExternalID: ExternalID(e.node, e.vmid), ContractID: contractID, Name: name,
+		Status: e.status, SSHPort: p.opts.SSHPort, AdditionalDetails: map[string]any{"node": e.node, "vmid": e.vmid}}
+	if e.lock != "" {
+		inst.Status += " (locked: " + e.lock + ")"
+	}
+	if e.status == "running" {
+		if ifs, err := p.vm(e.node, e.vmid).AgentGetNetworkIFaces(ctx); err == nil {
+			inst.IPAddress, inst.IPv6Address = pickAddrs(ifs)
+		}
+	}
+	return inst, nil
+}
+
+// List returns every dc-<contract id> VM on the node.
+func (p *Provisioner) List(ctx context.Context) ([]provisioners.Instance, error) {
+	vms, err := p.node(p.cfg.Node).VirtualMachines(ctx)
+	if err != nil {
+		return nil, apiError("list VMs on "+p.cfg.Node, err)
+	}
+	var out []provisioners.Instance
+	for _, v := range vms {
+		cid := provisioners.ContractIDFromName(v.Name)
+		if cid == "" || bool(v.Template) {
+			continue
+		}
+		out = append(out, provisioners.Instance{ExternalID: ExternalID(p.cfg.Node, int(v.VMID)), ContractID: cid,
+			Name: v.Name, Status: v.Status, SSHPort: p.opts.SSHPort,
+			AdditionalDetails: map[string]any{"node": p.cfg.Node, "vmid": int(v.VMID)}})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ExternalID < out[j].ExternalID })
+	return out, nil
+}
+
+// Resources reports the node's cores and memory (from /nodes, which needs
+// no privilege), its storages and its templates.
+func (p *Provisioner) Resources(ctx context.Context) (provisioners.Resources, error) {
+	var res provisioners.Resources
+	nodes, err := p.c.Nodes(ctx)
+	if err != nil {
+		return res, apiError("list nodes", err)
+	}
+	for _, n := range nodes {
+		res.Nodes = append(res.Nodes, n.Node)
+		if n.Node == p.cfg.Node {
+			res.CPUCores = n.MaxCPU
+			res.MemoryMB = int64(n.MaxMem >> 20)
+			res.MemoryFreeMB = int64((n.MaxMem - min(n.Mem, n.MaxMem)) >> 20)
+		}
+	}
+	node := p.node(p.cfg.Node)
+	storages, err := node.Storages(ctx)
+	if err != nil && !proxmox.IsNotAuthorized(err) {
+		return res, apiError("list storages of "+p.cfg.Node, err)
+	}
+	for _, s := range storages {
+		if s.Enabled == 0 || !strings.Contains(s.Content, "images") {
+			continue
+		}
+		res.StoragePools = append(res.StoragePools, provisioners.StoragePool{Name: s.Name, TotalGB: int64(s.Total >> 30), AvailGB: int64(s.Avail >> 30)})
+	}
+	vms, err := node.VirtualMachines(ctx)
+	if err != nil {
+		return res, apiError("list VMs on "+p.cfg.Node, err)
+	}
+	names := map[int]string{}
+	for name, id := range p.cfg.Templates {
+		names[id] = name
+	}
+	for _, v := range vms {
+		if !bool(v.Template) {
+			continue
+		}
+		label := v.Name
+		if n, ok := names[int(v.VMID)]; ok {
+			label = n
+		}
+		res.Templates = append(res.Templates, fmt.Sprintf("%s (%d)", label, int(v.VMID)))
+	}
+	sort.Strings(res.Templates)
+	if res.CPUCores == 0 {
+		return res, errors.New("node " + p.cfg.Node + " is not in the cluster's node list; check [provisioner.proxmox].node")
+	}
+	return res, nil
+}
