@@ -5,6 +5,8 @@ package all
 
 import (
 	"github.com/decent-stuff/dc-agent/provisioners"
+	"github.com/decent-stuff/dc-agent/provisioners/docker"
+	"github.com/decent-stuff/dc-agent/provisioners/hetzner"
 	"github.com/decent-stuff/dc-agent/provisioners/manual"
 	"github.com/decent-stuff/dc-agent/provisioners/proxmox"
 	"github.com/decent-stuff/dc-agent/provisioners/script"
@@ -16,5 +18,7 @@ func Registry() *provisioners.Registry {
 	script.Register(r)
 	manual.Register(r)
 	proxmox.Register(r)
+	hetzner.Register(r)
+	docker.Register(r)
 	return r
 }

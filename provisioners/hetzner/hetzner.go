@@ -723,3 +723,6 @@ func TestOptions() Options {
 		MaxRateLimitWait: 50 * time.Millisecond,
 	}
 }
+
+// Register adds the production factory to r.
+func Register(r *provisioners.Registry) { r.Register(Type, Factory) }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -609,5 +610,33 @@ func TestTransientRateLimitRecovers(t *testing.T) {
 	}
 	if n := len(f.sim.Servers()); n != 1 {
 		t.Fatalf("%d servers", n)
+	}
+}
+
+func TestFactoryReadsTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	good := dir + "/token"
+	if err := os.WriteFile(good, []byte("tok123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	loose := dir + "/loose"
+	if err := os.WriteFile(loose, []byte("tok123\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(loose, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{Path: dir + "/dc-agent.toml"}
+	pc := config.ProvisionerConfig{Type: Type, Hetzner: &config.HetznerConfig{APITokenFile: "token"}}
+	p, err := Factory(pc, provisioners.Deps{Config: cfg})
+	if err != nil || p.Type() != Type {
+		t.Fatalf("%v %v", p, err)
+	}
+	pc.Hetzner.APITokenFile = "loose"
+	if _, err := Factory(pc, provisioners.Deps{Config: cfg}); err == nil {
+		t.Fatal("world-readable token file accepted")
+	}
+	if _, err := Factory(config.ProvisionerConfig{Type: Type}, provisioners.Deps{}); err == nil {
+		t.Fatal("missing section accepted")
 	}
 }

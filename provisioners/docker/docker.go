@@ -1,0 +1,870 @@
+// Package docker provisions contracts as containers on a Docker Engine
+// (github.com/moby/moby/client): one container per contract from the
+// configured image, with the offering's CPU and memory limits, SSH (port
+// 22 in the container) published on a host port from a configured range,
+// and labels carrying the contract id so a restarted agent finds it again.
+//
+// The image must run sshd itself; the agent only installs the requester's
+// key as /root/.ssh/authorized_keys (or sets a root password with chpasswd
+// when the contract has no key) before handing it over. Disk size is not
+// enforced: Docker can only limit it on overlay2-over-xfs with project
+// quotas; it is recorded in a label.
+package docker
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/decent-stuff/dc-agent/config"
+	"github.com/decent-stuff/dc-agent/provisioners"
+)
+
+// Type is the registry name.
+const Type = config.TypeDocker
+
+// Labels on every container the agent creates. Only containers labelled
+// managed are ever stopped or removed.
+const (
+	LabelManaged   = "dc-agent.managed"
+	LabelContract  = "dc-agent.contract-id"
+	LabelSSHPort   = "dc-agent.ssh-port"
+	LabelStorageGB = "dc-agent.storage-gb"
+	LabelOffering  = "dc-agent.offering-id"
+)
+
+// Defaults for offerings that leave a size at 0.
+const (
+	DefaultCPUCores = 1
+	DefaultMemoryMB = 1024
+)
+
+var sshPort = network.MustParsePort("22/tcp")
+
+// Options tune the backend; zero values are production defaults.
+type Options struct {
+	// StopTimeout is how long a stop waits before killing (default 10s).
+	StopTimeout time.Duration
+	// StartWait is how long a started container must keep running before
+	// it counts as up (default 1s; tests use less).
+	StartWait time.Duration
+	Now       func() time.Time
+	Logger    *slog.Logger
+}
+
+// Provisioner is the Docker backend.
+type Provisioner struct {
+	cfg        config.DockerConfig
+	cli        *client.Client
+	opts       Options
+	log        *slog.Logger
+	publicHost string
+	publishIP  netip.Addr
+
+	pullMu sync.Mutex
+
+	portMu   sync.Mutex
+	reserved map[int]bool      // ports chosen for containers being created
+	bad      map[int]time.Time // ports that failed at start, avoided until then
+}
+
+// NewFactory returns a registry factory using opts.
+func NewFactory(opts Options) provisioners.Factory {
+	return func(pc config.ProvisionerConfig, deps provisioners.Deps) (provisioners.Provisioner, error) {
+		if pc.Docker == nil {
+			return nil, errors.New("[provisioner.docker] section is missing")
+		}
+		if opts.Logger == nil {
+			opts.Logger = deps.Logger
+		}
+		return New(*pc.Docker, opts)
+	}
+}
+
+// Factory is the production factory.
+var Factory = NewFactory(Options{})
+
+// New builds the backend. It does not contact the daemon (Ping does).
+func New(cfg config.DockerConfig, opts Options) (*Provisioner, error) {
+	if cfg.Image == "" {
+		return nil, errors.New("docker image is not configured; set image in [provisioner.docker]")
+	}
+	if cfg.Socket == "" {
+		cfg.Socket = config.DefaultDockerSocket
+	}
+	if cfg.SSHPortRangeStart == 0 && cfg.SSHPortRangeEnd == 0 {
+		cfg.SSHPortRangeStart, cfg.SSHPortRangeEnd = 20000, 20999
+	}
+	if cfg.SSHPortRangeStart < 1 || cfg.SSHPortRangeEnd > 65535 || cfg.SSHPortRangeStart > cfg.SSHPortRangeEnd {
+		return nil, fmt.Errorf("ssh port range %d..%d is not valid; set ssh_port_range_start <= ssh_port_range_end within 1..65535", cfg.SSHPortRangeStart, cfg.SSHPortRangeEnd)
+	}
+	if cfg.PublishIP == "" {
+		cfg.PublishIP = "0.0.0.0"
+	}
+	ip, err := netip.ParseAddr(cfg.PublishIP)
+	if err != nil {
+		return nil, fmt.Errorf("publish_ip %q is not an IP address", cfg.PublishIP)
+	}
+	if cfg.RestartPolicy == "" {
+		cfg.RestartPolicy = "unless-stopped"
+	}
+	if cfg.PullTimeoutSecond <= 0 {
+		cfg.PullTimeoutSecond = 600
+	}
+	if opts.StopTimeout <= 0 {
+		opts.StopTimeout = 10 * time.Second
+	}
+	if opts.StartWait <= 0 {
+		opts.StartWait = time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	host := cfg.Socket
+	if !strings.Contains(host, "://") {
+		host = "unix://" + host
+	}
+	cli, err := client.New(client.WithHost(host))
+	if err != nil {
+		return nil, fmt.Errorf("docker client for %s: %w", host, err)
+	}
+	public := cfg.PublicHost
+	if public == "" && !ip.IsUnspecified() {
+		public = ip.String()
+	}
+	if public == "" {
+		public = hostIPv4()
+	}
+	if public == "" {
+		cli.Close()
+		return nil, errors.New("cannot tell which address users reach containers on; set public_host (or publish_ip) in [provisioner.docker]")
+	}
+	return &Provisioner{
+		cfg: cfg, cli: cli, opts: opts, log: opts.Logger.With("provisioner", Type),
+		publicHost: public, publishIP: ip, reserved: map[int]bool{}, bad: map[int]time.Time{},
+	}, nil
+}
+
+// hostIPv4 is the first global unicast IPv4 address of this host.
+func hostIPv4() string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return ""
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && n.IP.IsGlobalUnicast() {
+			return n.IP.String()
+		}
+	}
+	return ""
+}
+
+// Type implements provisioners.Provisioner.
+func (p *Provisioner) Type() string { return Type }
+
+// Features implements provisioners.Provisioner.
+func (p *Provisioner) Features() provisioners.Features {
+	return provisioners.Features{Terminate: true, List: true, Health: true, GetByID: true, Inventory: true}
+}
+
+// Close releases the client.
+func (p *Provisioner) Close() error { return p.cli.Close() }
+
+// Ping checks that the daemon answers.
+func (p *Provisioner) Ping(ctx context.Context) error {
+	if _, err := p.cli.Ping(ctx, client.PingOptions{}); err != nil {
+		return fmt.Errorf("docker daemon at %s does not answer: %w", p.cfg.Socket, err)
+	}
+	return nil
+}
+
+// ContainerName is the deterministic container name of a contract.
+func ContainerName(contractID string) string { return provisioners.InstanceName(contractID) }
+
+// hostname is the container's hostname: "dc-" and 60 hex characters,
+// because a hostname is at most 64 bytes.
+func hostname(contractID string) string { return ContainerName(contractID)[:63] }
+
+func isContractID(s string) bool { return provisioners.ContractIDFromName("dc-"+s) == s }
+
+// Provision implements provisioners.Provisioner.
+func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (provisioners.Instance, error) {
+	cid := strings.ToLower(strings.TrimSpace(req.ContractID))
+	if !isContractID(cid) {
+		return provisioners.Instance{}, provisioners.Permanent(fmt.Errorf("contract id %q is not 64 hex characters", req.ContractID))
+	}
+	req.ContractID = cid
+	keyLine := strings.TrimSpace(req.RequesterSSHPubkey)
+	if keyLine != "" {
+		if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(keyLine)); err != nil {
+			return provisioners.Instance{}, provisioners.Permanent(fmt.Errorf("the requester's SSH key is not a valid public key line (%v); the requester must set a key like \"ssh-ed25519 AAAA...\"", err))
+		}
+	} else if !req.WantPassword {
+		return provisioners.Instance{}, provisioners.Permanent(errors.New("the contract has no SSH key and no root password can be sealed for the requester; the requester must add an SSH key"))
+	}
+
+	name := ContainerName(cid)
+	req.Step("looking for an existing container")
+	existing, err := p.inspect(ctx, name)
+	if err != nil {
+		return provisioners.Instance{}, provisioners.Retryable(fmt.Errorf("inspect container %s: %w", name, err))
+	}
+	if existing != nil {
+		return p.resume(ctx, req, existing)
+	}
+
+	req.Step("checking image " + p.cfg.Image)
+	if err := p.ensureImage(ctx); err != nil {
+		return provisioners.Instance{}, err
+	}
+
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		inst, retryPort, err := p.create(ctx, req, name)
+		if err == nil {
+			return inst, nil
+		}
+		lastErr = err
+		if !retryPort {
+			break
+		}
+		p.log.Warn("host port taken at start; trying another", "contract", cid, "err", err)
+	}
+	return provisioners.Instance{}, lastErr
+}
+
+// create makes and starts the container on a fresh port. retryPort is
+// true when the port turned out to be taken and another may work.
+func (p *Provisioner) create(ctx context.Context, req provisioners.Request, name string) (inst provisioners.Instance, retryPort bool, err error) {
+	port, release, err := p.reservePort(ctx, req.ContractID)
+	if err != nil {
+		return inst, false, err
+	}
+	defer release()
+
+	cores := req.CPUCores
+	if cores <= 0 {
+		cores = DefaultCPUCores
+	}
+	memMB := req.MemoryMB
+	if memMB <= 0 {
+		memMB = DefaultMemoryMB
+	}
+	labels := map[string]string{
+		LabelManaged:  "true",
+		LabelContract: req.ContractID,
+		LabelSSHPort:  strconv.Itoa(port),
+	}
+	if req.StorageGB > 0 {
+		labels[LabelStorageGB] = strconv.FormatInt(req.StorageGB, 10)
+	}
+	if req.OfferingID != "" {
+		labels[LabelOffering] = req.OfferingID
+	}
+	hc := &container.HostConfig{
+		Resources: container.Resources{
+			NanoCPUs: int64(cores) * 1e9,
+			Memory:   memMB << 20,
+		},
+		PortBindings:  network.PortMap{sshPort: {{HostIP: p.publishIP, HostPort: strconv.Itoa(port)}}},
+		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyMode(p.cfg.RestartPolicy)},
+	}
+	if p.cfg.Network != "" {
+		hc.NetworkMode = container.NetworkMode(p.cfg.Network)
+	}
+	req.Step(fmt.Sprintf("creating container %s (SSH on port %d)", name, port))
+	res, err := p.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Name: name,
+		Config: &container.Config{
+			Image:        p.cfg.Image,
+			Hostname:     hostname(req.ContractID),
+			Labels:       labels,
+			ExposedPorts: network.PortSet{sshPort: {}},
+		},
+		HostConfig: hc,
+	})
+	if err != nil {
+		if cerrdefs.IsConflict(err) {
+			// Created meanwhile under our name: an earlier attempt.
+			if ex, ierr := p.inspect(ctx, name); ierr == nil && ex != nil {
+				inst, err := p.resume(ctx, req, ex)
+				return inst, false, err
+			}
+		}
+		return inst, false, p.classify("create container "+name, err)
+	}
+	id := res.ID
+
+	inst, err = p.setUp(ctx, req, id, true)
+	if err != nil {
+		p.remove(ctx, id)
+		if isPortTaken(err) {
+			p.markBad(port)
+			return provisioners.Instance{}, true, provisioners.Retryable(fmt.Errorf("start container %s: host port %d is taken: %w", name, port, err))
+		}
+		return provisioners.Instance{}, false, err
+	}
+	return inst, false, nil
+}
+
+// setUp installs access (key or password), starts the container, waits
+// until it keeps running and runs the post-provision script.
+func (p *Provisioner) setUp(ctx context.Context, req provisioners.Request, id string, fresh bool) (provisioners.Instance, error) {
+	keyLine := strings.TrimSpace(req.RequesterSSHPubkey)
+	if keyLine != "" && fresh {
+		req.Step("installing the SSH key")
+		if err := p.copyAuthorizedKeys(ctx, id, keyLine); err != nil {
+			return provisioners.Instance{}, err
+		}
+	}
+	req.Step("starting the container")
+	if _, err := p.cli.ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
+		return provisioners.Instance{}, p.classify("start container", err)
+	}
+	ct, err := p.waitRunning(ctx, id)
+	if err != nil {
+		return provisioners.Instance{}, err
+	}
+	inst := p.instanceFromInspect(ct)
+	if keyLine == "" {
+		req.Step("setting the root password")
+		pw, err := randomPassword()
+		if err != nil {
+			return provisioners.Instance{}, err
+		}
+		if out, code, err := p.exec(ctx, id, []string{"chpasswd"}, []byte("root:"+pw+"\n")); err != nil || code != 0 {
+			return provisioners.Instance{}, provisioners.Permanent(fmt.Errorf("set the root password with chpasswd in image %s failed (exit %d, %v): %s; use an image with chpasswd or require SSH keys", p.cfg.Image, code, err, tail(out)))
+		}
+		inst.RootPassword = pw
+	}
+	if s := req.PostProvisionScript; strings.TrimSpace(s) != "" && fresh {
+		req.Step("running the post-provision script")
+		// The script goes in on stdin: never on a command line.
+		out, code, err := p.exec(ctx, id, []string{"/bin/sh", "-s"}, []byte(s))
+		if err != nil || code != 0 {
+			return provisioners.Instance{}, provisioners.Retryable(fmt.Errorf("post-provision script failed (exit %d, %v): %s", code, err, tail(out)))
+		}
+	}
+	return inst, nil
+}
+
+// resume takes over a container found for the contract (an earlier
+// attempt interrupted by a crash). If it cannot be brought up it is
+// removed, so the next attempt starts clean.
+func (p *Provisioner) resume(ctx context.Context, req provisioners.Request, ct *container.InspectResponse) (provisioners.Instance, error) {
+	if ct.Config == nil || ct.Config.Labels[LabelContract] != req.ContractID || ct.Config.Labels[LabelManaged] != "true" {
+		return provisioners.Instance{}, provisioners.Permanent(fmt.Errorf("a container named %s exists but is not labelled as this contract's; remove or rename it", ContainerName(req.ContractID)))
+	}
+	p.log.Info("found existing container for contract, resuming it", "contract", req.ContractID, "container", ct.ID, "status", ct.State.Status)
+	if ct.State != nil && ct.State.Running && ct.State.StartedAt != "" {
+		inst := p.instanceFromInspect(ct)
+		if strings.TrimSpace(req.RequesterSSHPubkey) == "" {
+			// The first attempt's password was lost with it.
+			pw, err := randomPassword()
+			if err == nil {
+				var out string
+				var code int
+				out, code, err = p.exec(ctx, ct.ID, []string{"chpasswd"}, []byte("root:"+pw+"\n"))
+				if err == nil && code != 0 {
+					err = fmt.Errorf("chpasswd exit %d: %s", code, tail(out))
+				}
+			}
+			if err != nil {
+				p.remove(ctx, ct.ID)
+				return provisioners.Instance{}, provisioners.Retryable(fmt.Errorf("reset the root password of the resumed container: %w", err))
+			}
+			inst.RootPassword = pw
+		}
+		return inst, nil
+	}
+	// Never (fully) started: whether the key was copied is unknown, so
+	// start over.
+	p.remove(ctx, ct.ID)
+	return provisioners.Instance{}, provisioners.Retryable(fmt.Errorf("container %s of an interrupted attempt was not running (status %s); removed it, will retry", ct.Name, ct.State.Status))
+}
+
+// waitRunning waits until the container has been running for StartWait,
+// so an image whose command exits at once is caught here.
+func (p *Provisioner) waitRunning(ctx context.Context, id string) (*container.InspectResponse, error) {
+	deadline := time.Now().Add(p.opts.StartWait)
+	for {
+		ct, err := p.inspect(ctx, id)
+		if err != nil {
+			return nil, p.classify("inspect container", err)
+		}
+		if ct == nil {
+			return nil, provisioners.Retryable(errors.New("the container disappeared right after start"))
+		}
+		st := ct.State
+		if st == nil || !st.Running || st.Restarting {
+			code, status := 0, "unknown"
+			if st != nil {
+				code, status = st.ExitCode, string(st.Status)
+			}
+			logs := p.logsTail(ctx, id)
+			return nil, provisioners.Retryable(fmt.Errorf("the container stopped right after start (status %s, exit code %d) — does image %s run a long-lived command such as sshd? output: %s", status, code, p.cfg.Image, logs))
+		}
+		if !time.Now().Before(deadline) {
+			return ct, nil
+		}
+		t := time.NewTimer(min(50*time.Millisecond, time.Until(deadline)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, p.classify("wait for container", ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+func (p *Provisioner) logsTail(ctx context.Context, id string) string {
+	rc, err := p.cli.ContainerLogs(ctx, id, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true, Tail: "20"})
+	if err != nil {
+		return "(no logs)"
+	}
+	defer rc.Close()
+	var buf bytes.Buffer
+	_, _ = stdcopy.StdCopy(&buf, &buf, io.LimitReader(rc, 64<<10))
+	return tail(buf.String())
+}
+
+// tail keeps the end of command output for error messages.
+func tail(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) > 500 {
+		s = "..." + s[len(s)-500:]
+	}
+	if s == "" {
+		return "(no output)"
+	}
+	return s
+}
+
+// copyAuthorizedKeys puts the key into /root/.ssh of a created container.
+func (p *Provisioner) copyAuthorizedKeys(ctx context.Context, id, keyLine string) error {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	now := time.Now()
+	body := []byte(keyLine + "\n")
+	for _, h := range []*tar.Header{
+		{Typeflag: tar.TypeDir, Name: "root/", Mode: 0o700, ModTime: now},
+		{Typeflag: tar.TypeDir, Name: "root/.ssh/", Mode: 0o700, ModTime: now},
+		{Typeflag: tar.TypeReg, Name: "root/.ssh/authorized_keys", Mode: 0o600, Size: int64(len(body)), ModTime: now},
+	} {
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+	}
+	if _, err := tw.Write(body); err != nil {
+		return err
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	if _, err := p.cli.CopyToContainer(ctx, id, client.CopyToContainerOptions{DestinationPath: "/", Content: &buf}); err != nil {
+		return p.classify("install SSH key in container", err)
+	}
+	return nil
+}
+
+// exec runs cmd in a running container with stdin, returning combined
+// output and exit code.
+func (p *Provisioner) exec(ctx context.Context, id string, cmd []string, stdin []byte) (string, int, error) {
+	ex, err := p.cli.ExecCreate(ctx, id, client.ExecCreateOptions{Cmd: cmd, AttachStdin: true, AttachStdout: true, AttachStderr: true, User: "root"})
+	if err != nil {
+		return "", -1, err
+	}
+	att, err := p.cli.ExecAttach(ctx, ex.ID, client.ExecAttachOptions{})
+	if err != nil {
+		return "", -1, err
+	}
+	defer att.Close()
+	if _, err := att.Conn.Write(stdin); err != nil {
+		return "", -1, err
+	}
+	if err := att.CloseWrite(); err != nil {
+		return "", -1, err
+	}
+	var out bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		_, err := stdcopy.StdCopy(&out, &out, io.LimitReader(att.Reader, 1<<20))
+		done <- err
+	}()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		att.Close()
+		<-done
+		return out.String(), -1, ctx.Err()
+	}
+	if err != nil {
+		return out.String(), -1, err
+	}
+	for {
+		in, err := p.cli.ExecInspect(ctx, ex.ID, client.ExecInspectOptions{})
+		if err != nil {
+			return out.String(), -1, err
+		}
+		if !in.Running {
+			return out.String(), in.ExitCode, nil
+		}
+		select {
+		case <-ctx.Done():
+			return out.String(), -1, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func randomPassword() (string, error) {
+	b := make([]byte, 18)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// ensureImage pulls the configured image if the daemon lacks it.
+func (p *Provisioner) ensureImage(ctx context.Context) error {
+	p.pullMu.Lock()
+	defer p.pullMu.Unlock()
+	_, err := p.cli.ImageInspect(ctx, p.cfg.Image)
+	if err == nil {
+		return nil
+	}
+	if !cerrdefs.IsNotFound(err) {
+		return p.classify("inspect image "+p.cfg.Image, err)
+	}
+	p.log.Info("pulling image", "image", p.cfg.Image)
+	pctx, cancel := context.WithTimeout(ctx, time.Duration(p.cfg.PullTimeoutSecond)*time.Second)
+	defer cancel()
+	resp, err := p.cli.ImagePull(pctx, p.cfg.Image, client.ImagePullOptions{})
+	if err == nil {
+		err = resp.Wait(pctx)
+		resp.Close()
+	}
+	if err != nil {
+		return provisioners.Retryable(fmt.Errorf("pull image %s (pull_timeout_seconds = %d): %w; check the image name and the host's registry access, or load the image with docker load", p.cfg.Image, p.cfg.PullTimeoutSecond, err))
+	}
+	return nil
+}
+
+// reservePort picks the SSH host port of a new container: starting at a
+// point derived from the contract id (so a contract tends to get the same
+// port), the first port in the range that no managed container uses, no
+// other container publishes, no in-flight provision holds and nothing on
+// the host listens on. The reservation lasts until release; by then the
+// container carries the port in its label.
+func (p *Provisioner) reservePort(ctx context.Context, cid string) (int, func(), error) {
+	list, err := p.cli.ContainerList(ctx, client.ContainerListOptions{All: true})
+	if err != nil {
+		return 0, nil, p.classify("list containers", err)
+	}
+	used := map[int]bool{}
+	for _, c := range list.Items {
+		if n, ok := portFromLabel(c.Labels[LabelSSHPort]); ok {
+			used[n] = true
+		}
+		for _, ps := range c.Ports {
+			used[int(ps.PublicPort)] = true
+		}
+	}
+	p.portMu.Lock()
+	defer p.portMu.Unlock()
+	lo, hi := p.cfg.SSHPortRangeStart, p.cfg.SSHPortRangeEnd
+	size := hi - lo + 1
+	sum := sha256.Sum256([]byte(cid))
+	off := int(binary.BigEndian.Uint64(sum[:8]) % uint64(size))
+	for i := range size {
+		port := lo + (off+i)%size
+		if used[port] || p.reserved[port] || p.opts.Now().Before(p.bad[port]) || !p.hostPortFree(port) {
+			continue
+		}
+		p.reserved[port] = true
+		return port, func() {
+			p.portMu.Lock()
+			delete(p.reserved, port)
+			p.portMu.Unlock()
+		}, nil
+	}
+	return 0, nil, provisioners.Retryable(fmt.Errorf("all %d SSH ports in %d..%d are in use; widen ssh_port_range_start/ssh_port_range_end", size, lo, hi))
+}
+
+// markBad keeps a port that failed at start out of the picks for a minute
+// (the daemon holds it for something the container list did not show).
+func (p *Provisioner) markBad(port int) {
+	p.portMu.Lock()
+	p.bad[port] = p.opts.Now().Add(time.Minute)
+	p.portMu.Unlock()
+}
+
+// hostPortFree reports whether nothing listens on the publish address.
+func (p *Provisioner) hostPortFree(port int) bool {
+	l, err := net.Listen("tcp", net.JoinHostPort(p.publishIP.String(), strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
+}
+
+// isPortTaken recognises the daemon's port conflict errors at start.
+func isPortTaken(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "port is already allocated") || strings.Contains(s, "address already in use")
+}
+
+// portFromLabel parses the ssh-port label (labels can be edited by anyone
+// with daemon access, so it is checked).
+func portFromLabel(s string) (int, bool) {
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil || n < 1 || n > 65535 {
+		return 0, false
+	}
+	return n, true
+}
+
+func (p *Provisioner) inspect(ctx context.Context, idOrName string) (*container.InspectResponse, error) {
+	res, err := p.cli.ContainerInspect(ctx, idOrName, client.ContainerInspectOptions{})
+	if cerrdefs.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &res.Container, nil
+}
+
+// remove stops and removes a container with its volumes, even if ctx is done.
+func (p *Provisioner) remove(ctx context.Context, id string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.StopTimeout+30*time.Second)
+	defer cancel()
+	if err := p.stopRemove(ctx, id); err != nil {
+		p.log.Error("could not remove the container of a failed provision; reconcile will report it", "container", id, "err", err)
+	}
+}
+
+func (p *Provisioner) stopRemove(ctx context.Context, id string) error {
+	secs := int(p.opts.StopTimeout.Seconds())
+	if _, err := p.cli.ContainerStop(ctx, id, client.ContainerStopOptions{Timeout: &secs}); err != nil && !cerrdefs.IsNotFound(err) {
+		p.log.Warn("stop failed; removing with force", "container", id, "err", err)
+	}
+	if _, err := p.cli.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("remove container %s: %w", id, err)
+	}
+	return nil
+}
+
+// Terminate implements provisioners.Provisioner: stop, then remove with
+// volumes. Only managed containers are touched.
+func (p *Provisioner) Terminate(ctx context.Context, externalID string) error {
+	id := strings.TrimSpace(externalID)
+	if id == "" {
+		return provisioners.Permanent(errors.New("empty container id"))
+	}
+	ct, err := p.inspect(ctx, id)
+	if err != nil {
+		return p.classify("inspect container "+id, err)
+	}
+	if ct == nil {
+		return nil
+	}
+	if ct.Config == nil || ct.Config.Labels[LabelManaged] != "true" {
+		return provisioners.Permanent(fmt.Errorf("container %s (%s) has no %s=true label, so dc-agent did not create it; refusing to remove it", id, strings.TrimPrefix(ct.Name, "/"), LabelManaged))
+	}
+	if err := p.stopRemove(ctx, ct.ID); err != nil {
+		return p.classify("terminate", err)
+	}
+	return nil
+}
+
+// HealthCheck implements provisioners.Provisioner from inspect: running
+// (and not failing its own HEALTHCHECK) is healthy, uptime since StartedAt.
+func (p *Provisioner) HealthCheck(ctx context.Context, externalID string) (provisioners.Health, error) {
+	ct, err := p.inspect(ctx, externalID)
+	if err != nil {
+		return provisioners.Health{Status: provisioners.Unknown, Reason: err.Error()}, p.classify("inspect container", err)
+	}
+	if ct == nil {
+		return provisioners.Health{Status: provisioners.Unhealthy, Reason: "container " + externalID + " no longer exists"}, nil
+	}
+	return healthFromState(ct.State, p.opts.Now()), nil
+}
+
+func healthFromState(st *container.State, now time.Time) provisioners.Health {
+	if st == nil {
+		return provisioners.Health{Status: provisioners.Unknown, Reason: "docker reported no state"}
+	}
+	switch {
+	case st.Restarting:
+		return provisioners.Health{Status: provisioners.Unhealthy, Reason: "container is restarting (its command keeps exiting)"}
+	case st.Paused:
+		return provisioners.Health{Status: provisioners.Unhealthy, Reason: "container is paused"}
+	case !st.Running:
+		reason := fmt.Sprintf("container is %s (exit code %d)", st.Status, st.ExitCode)
+		if st.OOMKilled {
+			reason += ", killed for exceeding its memory limit"
+		}
+		if st.Error != "" {
+			reason += ": " + st.Error
+		}
+		return provisioners.Health{Status: provisioners.Unhealthy, Reason: reason}
+	}
+	h := provisioners.Health{Status: provisioners.Healthy}
+	if started, err := time.Parse(time.RFC3339Nano, st.StartedAt); err == nil && !started.IsZero() && started.Year() > 1 {
+		h.UptimeSeconds = int64(max(0, now.Sub(started).Seconds()))
+	}
+	if st.Health != nil && st.Health.Status == container.Unhealthy {
+		h.Status = provisioners.Unhealthy
+		h.Reason = fmt.Sprintf("the image's HEALTHCHECK fails (%d times in a row)", st.Health.FailingStreak)
+	}
+	return h
+}
+
+// GetInstance implements provisioners.Provisioner.
+func (p *Provisioner) GetInstance(ctx context.Context, contractID string) (*provisioners.Instance, error) {
+	cid := strings.ToLower(strings.TrimSpace(contractID))
+	if !isContractID(cid) {
+		return nil, fmt.Errorf("contract id %q is not 64 hex characters", contractID)
+	}
+	ct, err := p.inspect(ctx, ContainerName(cid))
+	if err != nil {
+		return nil, p.classify("inspect container", err)
+	}
+	if ct == nil || ct.Config == nil || ct.Config.Labels[LabelContract] != cid || ct.Config.Labels[LabelManaged] != "true" {
+		return nil, nil
+	}
+	inst := p.instanceFromInspect(ct)
+	return &inst, nil
+}
+
+// List implements provisioners.Provisioner: every managed container.
+func (p *Provisioner) List(ctx context.Context) ([]provisioners.Instance, error) {
+	f := make(client.Filters).Add("label", LabelManaged+"=true")
+	list, err := p.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
+	if err != nil {
+		return nil, p.classify("list containers", err)
+	}
+	out := make([]provisioners.Instance, 0, len(list.Items))
+	for _, c := range list.Items {
+		cid := c.Labels[LabelContract]
+		if !isContractID(cid) {
+			p.log.Warn("managed container has no valid contract label; skipping it", "container", c.ID)
+			continue
+		}
+		name := ""
+		if len(c.Names) > 0 {
+			name = strings.TrimPrefix(c.Names[0], "/")
+		}
+		port, _ := portFromLabel(c.Labels[LabelSSHPort])
+		out = append(out, provisioners.Instance{
+			ExternalID: c.ID, ContractID: cid, Name: name, IPAddress: p.publicHost, SSHPort: port,
+			Status: string(c.State), CreatedAt: time.Unix(c.Created, 0),
+			AdditionalDetails: map[string]any{"provider": "docker", "image": c.Image},
+		})
+	}
+	return out, nil
+}
+
+// instanceFromInspect converts an inspected container.
+func (p *Provisioner) instanceFromInspect(ct *container.InspectResponse) provisioners.Instance {
+	inst := provisioners.Instance{
+		ExternalID: ct.ID,
+		Name:       strings.TrimPrefix(ct.Name, "/"),
+		IPAddress:  p.publicHost,
+		AdditionalDetails: map[string]any{
+			"provider":       "docker",
+			"container_name": strings.TrimPrefix(ct.Name, "/"),
+		},
+	}
+	if ct.Config != nil {
+		if cid := ct.Config.Labels[LabelContract]; isContractID(cid) {
+			inst.ContractID = cid
+		}
+		inst.SSHPort, _ = portFromLabel(ct.Config.Labels[LabelSSHPort])
+		inst.AdditionalDetails["image"] = ct.Config.Image
+	}
+	if ct.HostConfig != nil {
+		if inst.SSHPort == 0 {
+			for _, b := range ct.HostConfig.PortBindings[sshPort] {
+				if n, ok := portFromLabel(b.HostPort); ok {
+					inst.SSHPort = n
+				}
+			}
+		}
+		inst.AdditionalDetails["cpu_cores"] = float64(ct.HostConfig.NanoCPUs) / 1e9
+		inst.AdditionalDetails["memory_mb"] = ct.HostConfig.Memory >> 20
+	}
+	if ct.State != nil {
+		inst.Status = string(ct.State.Status)
+	}
+	if t, err := time.Parse(time.RFC3339Nano, ct.Created); err == nil {
+		inst.CreatedAt = t
+	}
+	return inst
+}
+
+// Resources implements provisioners.Inventory from the daemon's info.
+func (p *Provisioner) Resources(ctx context.Context) (provisioners.Resources, error) {
+	info, err := p.cli.Info(ctx, client.InfoOptions{})
+	if err != nil {
+		return provisioners.Resources{}, p.classify("docker info", err)
+	}
+	return provisioners.Resources{
+		CPUCores:  info.Info.NCPU,
+		MemoryMB:  info.Info.MemTotal >> 20,
+		Templates: []string{p.cfg.Image},
+		Nodes:     []string{info.Info.Name},
+	}, nil
+}
+
+// classify wraps a daemon error with what was being done and a hint.
+func (p *Provisioner) classify(op string, err error) error {
+	var pe *provisioners.Error
+	if errors.As(err, &pe) {
+		return err
+	}
+	switch {
+	case client.IsErrConnectionFailed(err):
+		return provisioners.Retryable(fmt.Errorf("%s: cannot reach the docker daemon at %s (is it running, and may the agent's user use the socket?): %w", op, p.cfg.Socket, err))
+	case cerrdefs.IsInvalidArgument(err):
+		return provisioners.Permanent(fmt.Errorf("%s: docker rejected the request: %w", op, err))
+	case errors.Is(err, context.DeadlineExceeded):
+		return provisioners.Retryable(fmt.Errorf("%s: timed out: %w", op, err))
+	}
+	return provisioners.Retryable(fmt.Errorf("%s: %w", op, err))
+}
+
+// TestOptions are Options for tests and benchmarks: short start wait and
+// stop timeout.
+func TestOptions() Options {
+	return Options{StopTimeout: 2 * time.Second, StartWait: 100 * time.Millisecond}
+}
+
+// Register adds the production factory to r.
+func Register(r *provisioners.Registry) { r.Register(Type, Factory) }
