@@ -9,7 +9,7 @@ import (
 
 func TestRegistryHasBuiltins(t *testing.T) {
 	types := Registry().Types()
-	for _, want := range []string{config.TypeScript, config.TypeManual, config.TypeHetzner, config.TypeDocker} {
+	for _, want := range []string{config.TypeScript, config.TypeManual, config.TypeProxmox, config.TypeHetzner, config.TypeDocker} {
 		if !slices.Contains(types, want) {
 			t.Errorf("registry %v lacks %s", types, want)
 		}
