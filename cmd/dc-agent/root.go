@@ -119,6 +119,7 @@ is also a flag (and a DC_AGENT_* environment variable) for --no-tui use.
 		newUpgradeCmd(g),
 		newRunCmd(g),
 		newStatusCmd(g),
+		newTestProvisionCmd(g),
 	)
 	return root
 }
