@@ -1,0 +1,149 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+
+	"github.com/decent-stuff/dc-agent/dcapi"
+)
+
+// Heartbeat limits.
+const (
+	maxVersionLen      = 64
+	maxProvisionerLen  = 64
+	maxCapabilities    = 64
+	maxResourcesBytes  = 16 << 10
+	maxActiveContracts = 1 << 24
+)
+
+// ValidateHeartbeat checks a heartbeat body's values.
+func ValidateHeartbeat(hb *dcapi.Heartbeat) error {
+	if hb.Version == "" {
+		return invalidf("version is required (the agent's version string)")
+	}
+	if err := validText("version", hb.Version, maxVersionLen); err != nil {
+		return err
+	}
+	if err := validText("provisionerType", hb.ProvisionerType, maxProvisionerLen); err != nil {
+		return err
+	}
+	if len(hb.Capabilities) > maxCapabilities {
+		return invalidf("capabilities has %d entries; at most %d", len(hb.Capabilities), maxCapabilities)
+	}
+	for i, c := range hb.Capabilities {
+		if err := validText(fmt.Sprintf("capabilities[%d]", i), c, 64); err != nil {
+			return err
+		}
+	}
+	if hb.ActiveContracts < 0 || hb.ActiveContracts > maxActiveContracts {
+		return invalidf("activeContracts %d out of range", hb.ActiveContracts)
+	}
+	return nil
+}
+
+// RecordHeartbeat stores an agent's heartbeat (one row per agent).
+func (s *Store) RecordHeartbeat(ctx context.Context, provider, agent string, hb dcapi.Heartbeat, nowNs int64) error {
+	if err := ValidateHeartbeat(&hb); err != nil {
+		return err
+	}
+	var caps, res any
+	if hb.Capabilities != nil {
+		b, _ := json.Marshal(hb.Capabilities)
+		caps = string(b)
+	}
+	if hb.Resources != nil {
+		b, _ := json.Marshal(hb.Resources)
+		if len(b) > maxResourcesBytes {
+			return invalidf("resources is %d bytes encoded; at most %d", len(b), maxResourcesBytes)
+		}
+		res = string(b)
+	}
+	_, err := s.w.ExecContext(ctx, s.q(`INSERT INTO provider_agent_status
+		(provider_pubkey, agent_pubkey, last_heartbeat_ns, version, provisioner_type, capabilities, active_contracts, resources, updated_at_ns)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (provider_pubkey, agent_pubkey) DO UPDATE SET
+			last_heartbeat_ns = excluded.last_heartbeat_ns, version = excluded.version,
+			provisioner_type = excluded.provisioner_type, capabilities = excluded.capabilities,
+			active_contracts = excluded.active_contracts, resources = excluded.resources,
+			updated_at_ns = excluded.updated_at_ns`),
+		provider, agent, nowNs, hb.Version, hb.ProvisionerType, caps, int64(hb.ActiveContracts), res, nowNs)
+	if err != nil {
+		return fmt.Errorf("record heartbeat: %w", err)
+	}
+	return nil
+}
+
+// AgentRow is one agent's last heartbeat.
+type AgentRow struct {
+	AgentPubkey     string
+	LastHeartbeatNs int64
+	Version         string
+	ProvisionerType string
+	Capabilities    []string
+	ActiveContracts int
+	Resources       *dcapi.Resources
+}
+
+// Online reports whether the agent sent a heartbeat within the window.
+func (a *AgentRow) Online(nowNs int64) bool { return nowNs-a.LastHeartbeatNs < dcapi.OnlineWindowNs }
+
+// Agents returns provider's agents, most recent heartbeat first.
+func (s *Store) Agents(ctx context.Context, provider string) ([]AgentRow, error) {
+	rows, err := s.r.QueryContext(ctx, s.q(`SELECT agent_pubkey, last_heartbeat_ns, version, provisioner_type, capabilities, active_contracts, resources
+		FROM provider_agent_status WHERE provider_pubkey = ? ORDER BY last_heartbeat_ns DESC, agent_pubkey`), provider)
+	if err != nil {
+		return nil, fmt.Errorf("read agent status: %w", err)
+	}
+	defer rows.Close()
+	var out []AgentRow
+	for rows.Next() {
+		var a AgentRow
+		var caps, res sql.NullString
+		var active int64
+		if err := rows.Scan(&a.AgentPubkey, &a.LastHeartbeatNs, &a.Version, &a.ProvisionerType, &caps, &active, &res); err != nil {
+			return nil, err
+		}
+		a.ActiveContracts = int(active)
+		if caps.Valid {
+			_ = json.Unmarshal([]byte(caps.String), &a.Capabilities)
+		}
+		if res.Valid {
+			a.Resources = &dcapi.Resources{}
+			if json.Unmarshal([]byte(res.String), a.Resources) != nil {
+				a.Resources = nil
+			}
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// AgentStatus answers GET .../agent-status: the provider is online when any
+// of its agents sent a heartbeat within the last 5 minutes (evaluated now);
+// the other fields are those of the most recent heartbeat.
+func (s *Store) AgentStatus(ctx context.Context, provider string, nowNs int64) (dcapi.AgentStatus, error) {
+	st := dcapi.AgentStatus{ProviderPubkey: provider, Capabilities: []string{}}
+	if _, err := s.GetProvider(ctx, provider); err != nil {
+		return st, err
+	}
+	agents, err := s.Agents(ctx, provider)
+	if err != nil {
+		return st, err
+	}
+	if len(agents) == 0 {
+		return st, nil
+	}
+	a := agents[0]
+	st.Online = a.Online(nowNs)
+	st.LastHeartbeatNs = &a.LastHeartbeatNs
+	st.Version = &a.Version
+	st.ProvisionerType = &a.ProvisionerType
+	if a.Capabilities != nil {
+		st.Capabilities = a.Capabilities
+	}
+	st.ActiveContracts = a.ActiveContracts
+	st.Resources = a.Resources
+	return st, nil
+}

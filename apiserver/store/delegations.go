@@ -1,0 +1,199 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/decent-stuff/dc-agent/dcapi"
+	"github.com/decent-stuff/dc-agent/identity"
+)
+
+// Delegation is a stored agent delegation.
+type Delegation struct {
+	ProviderPubkey string
+	AgentPubkey    string
+	Permissions    []string
+	ExpiresAtNs    *int64
+	Label          *string
+	Signature      string
+	CreatedAtNs    int64
+	RevokedAtNs    *int64
+}
+
+// Expired reports whether the delegation has expired at nowNs.
+func (d *Delegation) Expired(nowNs int64) bool {
+	return d.ExpiresAtNs != nil && nowNs >= *d.ExpiresAtNs
+}
+
+// Active reports whether the delegation is neither revoked nor expired.
+func (d *Delegation) Active(nowNs int64) bool { return d.RevokedAtNs == nil && !d.Expired(nowNs) }
+
+// Has reports whether the delegation grants perm.
+func (d *Delegation) Has(perm string) bool { return slices.Contains(d.Permissions, perm) }
+
+const delegationCols = `provider_pubkey, agent_pubkey, permissions, expires_at_ns, label, signature, created_at_ns, revoked_at_ns`
+
+func scanDelegation(sc interface{ Scan(...any) error }) (*Delegation, error) {
+	var d Delegation
+	var perms string
+	var exp, rev sql.NullInt64
+	var label sql.NullString
+	if err := sc.Scan(&d.ProviderPubkey, &d.AgentPubkey, &perms, &exp, &label, &d.Signature, &d.CreatedAtNs, &rev); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal([]byte(perms), &d.Permissions); err != nil {
+		return nil, fmt.Errorf("stored permissions of agent %s: %w", d.AgentPubkey, err)
+	}
+	d.ExpiresAtNs, d.RevokedAtNs, d.Label = int64Ptr(exp), int64Ptr(rev), strPtr(label)
+	return &d, nil
+}
+
+// PutDelegation stores a signed delegation whose signature the caller has
+// verified, replacing the provider's earlier delegation of the same agent
+// key. byAgent says the request was signed by the agent key itself (not the
+// provider's main key): such a request may not bring back a delegation the
+// provider revoked, since the agent would simply re-post the old signed
+// text. It returns the stored delegation and whether it is new.
+func (s *Store) PutDelegation(ctx context.Context, sd identity.SignedDelegation, byAgent bool, nowNs int64) (*Delegation, bool, error) {
+	if err := sd.Validate(); err != nil {
+		return nil, false, invalidf("delegation: %v", err)
+	}
+	if sd.Expired(timeFromNs(nowNs)) {
+		return nil, false, invalidf("delegation expired at %s; sign a new one with a later expiry", fmtNs(*sd.ExpiresAtNs))
+	}
+	perms, _ := json.Marshal(sd.Permissions)
+	var label *string
+	if sd.Label != "" {
+		l := sd.Label
+		label = &l
+	}
+	var created bool
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if err := s.providerExists(ctx, tx, sd.ProviderPubkey); err != nil {
+			return err
+		}
+		old, err := scanDelegation(tx.QueryRowContext(ctx, s.q(`SELECT `+delegationCols+` FROM provider_agent_delegations WHERE provider_pubkey = ? AND agent_pubkey = ?`+s.forUpdate()),
+			sd.ProviderPubkey, sd.AgentPubkey))
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			created = true
+			_, err = tx.ExecContext(ctx, s.q(`INSERT INTO provider_agent_delegations
+				(provider_pubkey, agent_pubkey, permissions, expires_at_ns, label, signature, created_at_ns, revoked_at_ns)
+				VALUES (?, ?, ?, ?, ?, ?, ?, NULL)`),
+				sd.ProviderPubkey, sd.AgentPubkey, string(perms), nullInt64(sd.ExpiresAtNs), nullStr(label), sd.SignatureHex(), nowNs)
+			return err
+		case err != nil:
+			return err
+		case byAgent && old.RevokedAtNs != nil:
+			return forbiddenf("the provider revoked this agent key's delegation at %s; only the provider's main key can re-enable it (or delegate a new agent key)", fmtNs(*old.RevokedAtNs))
+		}
+		_, err = tx.ExecContext(ctx, s.q(`UPDATE provider_agent_delegations
+			SET permissions = ?, expires_at_ns = ?, label = ?, signature = ?, created_at_ns = ?, revoked_at_ns = NULL
+			WHERE provider_pubkey = ? AND agent_pubkey = ?`),
+			string(perms), nullInt64(sd.ExpiresAtNs), nullStr(label), sd.SignatureHex(), nowNs, sd.ProviderPubkey, sd.AgentPubkey)
+		return err
+	})
+	if err != nil {
+		if KindOf(err) != 0 {
+			return nil, false, err
+		}
+		return nil, false, fmt.Errorf("store delegation: %w", err)
+	}
+	d := &Delegation{
+		ProviderPubkey: sd.ProviderPubkey, AgentPubkey: sd.AgentPubkey, Permissions: sd.Permissions,
+		ExpiresAtNs: sd.ExpiresAtNs, Label: label, Signature: hex.EncodeToString(sd.Signature), CreatedAtNs: nowNs,
+	}
+	return d, created, nil
+}
+
+// GetDelegation returns the provider's delegation of agent (revoked or not),
+// or a KindNotFound error.
+func (s *Store) GetDelegation(ctx context.Context, provider, agent string) (*Delegation, error) {
+	d, err := scanDelegation(s.r.QueryRowContext(ctx, s.q(`SELECT `+delegationCols+` FROM provider_agent_delegations WHERE provider_pubkey = ? AND agent_pubkey = ?`), provider, agent))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFoundf("no delegation for agent key %s from provider %s", clip(agent), clip(provider))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read delegation: %w", err)
+	}
+	return d, nil
+}
+
+// AgentHasActiveDelegation reports whether any provider currently delegates
+// to agent.
+func (s *Store) AgentHasActiveDelegation(ctx context.Context, agent string, nowNs int64) (bool, error) {
+	var n int64
+	err := s.r.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM provider_agent_delegations
+		WHERE agent_pubkey = ? AND revoked_at_ns IS NULL AND (expires_at_ns IS NULL OR expires_at_ns > ?)`), agent, nowNs).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("read delegations: %w", err)
+	}
+	return n > 0, nil
+}
+
+// ListDelegations returns the provider's delegations with their agents'
+// heartbeat state, newest first.
+func (s *Store) ListDelegations(ctx context.Context, provider string, nowNs int64) ([]dcapi.DelegationInfo, error) {
+	if _, err := s.GetProvider(ctx, provider); err != nil {
+		return nil, err
+	}
+	rows, err := s.r.QueryContext(ctx, s.q(`SELECT d.provider_pubkey, d.agent_pubkey, d.permissions, d.expires_at_ns, d.label, d.signature, d.created_at_ns, d.revoked_at_ns,
+			a.version, a.last_heartbeat_ns
+		FROM provider_agent_delegations d
+		LEFT JOIN provider_agent_status a ON a.provider_pubkey = d.provider_pubkey AND a.agent_pubkey = d.agent_pubkey
+		WHERE d.provider_pubkey = ?
+		ORDER BY d.created_at_ns DESC, d.agent_pubkey`), provider)
+	if err != nil {
+		return nil, fmt.Errorf("list delegations: %w", err)
+	}
+	defer rows.Close()
+	out := []dcapi.DelegationInfo{}
+	for rows.Next() {
+		var version sql.NullString
+		var hb sql.NullInt64
+		var d Delegation
+		var perms string
+		var exp, rev sql.NullInt64
+		var label sql.NullString
+		if err := rows.Scan(&d.ProviderPubkey, &d.AgentPubkey, &perms, &exp, &label, &d.Signature, &d.CreatedAtNs, &rev, &version, &hb); err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal([]byte(perms), &d.Permissions); err != nil {
+			return nil, fmt.Errorf("stored permissions of agent %s: %w", d.AgentPubkey, err)
+		}
+		d.ExpiresAtNs, d.RevokedAtNs, d.Label = int64Ptr(exp), int64Ptr(rev), strPtr(label)
+		out = append(out, dcapi.DelegationInfo{
+			AgentPubkey:     d.AgentPubkey,
+			ProviderPubkey:  d.ProviderPubkey,
+			Permissions:     d.Permissions,
+			ExpiresAtNs:     d.ExpiresAtNs,
+			Label:           d.Label,
+			CreatedAtNs:     d.CreatedAtNs,
+			Active:          d.Active(nowNs),
+			Online:          hb.Valid && nowNs-hb.Int64 < dcapi.OnlineWindowNs,
+			Version:         strPtr(version),
+			LastHeartbeatNs: int64Ptr(hb),
+			RevokedAtNs:     d.RevokedAtNs,
+		})
+	}
+	return out, rows.Err()
+}
+
+// RevokeDelegation marks the delegation revoked (keeping the first revocation
+// time when repeated).
+func (s *Store) RevokeDelegation(ctx context.Context, provider, agent string, nowNs int64) error {
+	res, err := s.w.ExecContext(ctx, s.q(`UPDATE provider_agent_delegations SET revoked_at_ns = COALESCE(revoked_at_ns, ?)
+		WHERE provider_pubkey = ? AND agent_pubkey = ?`), nowNs, provider, agent)
+	if err != nil {
+		return fmt.Errorf("revoke delegation: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return notFoundf("no delegation for agent key %s from provider %s", clip(agent), clip(provider))
+	}
+	return nil
+}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/decent-stuff/dc-agent/apiserver"
+	"github.com/decent-stuff/dc-agent/apiserver/store"
+	"github.com/decent-stuff/dc-agent/internal/buildinfo"
+)
+
+type serveFlags struct {
+	listen        string
+	logFormat     string
+	logLevel      string
+	maxBody       int64
+	rateLimit     float64
+	rateBurst     int
+	lockTTL       time.Duration
+	retryCooldown time.Duration
+	maxAttempts   int
+	grace         time.Duration
+	refresh       time.Duration
+}
+
+func newServeCmd(g *globals) *cobra.Command {
+	f := &serveFlags{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the API server (and the dashboard at /)",
+		Long: `Run the API server. Migrations are applied on start. SIGINT/SIGTERM stop it
+gracefully: long-polls answer at once, in-flight requests get --shutdown-grace.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return serve(cmd, g, f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.listen, "listen", "127.0.0.1:8080", "address to listen on")
+	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug (every request), info, warn, error")
+	fl.Int64Var(&f.maxBody, "max-body-bytes", 2<<20, "largest request body accepted")
+	fl.Float64Var(&f.rateLimit, "rate-limit", 50, "requests per second allowed per key (negative: unlimited)")
+	fl.IntVar(&f.rateBurst, "rate-burst", 200, "burst allowed per key")
+	fl.DurationVar(&f.lockTTL, "lock-ttl", store.DefaultPolicy.LockTTL, "provisioning lock lifetime (renewable by its holder)")
+	fl.DurationVar(&f.retryCooldown, "retry-cooldown", store.DefaultPolicy.RetryCooldown, "wait before a retryable failed contract is offered again")
+	fl.IntVar(&f.maxAttempts, "max-attempts", store.DefaultPolicy.MaxAttempts, "provisioning attempts per contract")
+	fl.DurationVar(&f.grace, "shutdown-grace", 10*time.Second, "how long a stop waits for in-flight requests")
+	fl.DurationVar(&f.refresh, "dashboard-refresh", 10*time.Second, "dashboard self-refresh period")
+	return cmd
+}
+
+func newLogger(format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("--log-level %q: use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, usagef("--log-format %q: use text or json", format)
+}
+
+func serve(cmd *cobra.Command, g *globals, f *serveFlags) error {
+	log, err := newLogger(f.logFormat, f.logLevel)
+	if err != nil {
+		return err
+	}
+	if f.maxAttempts < 1 {
+		return usagef("--max-attempts must be at least 1")
+	}
+	if f.lockTTL < time.Second {
+		return usagef("--lock-ttl must be at least 1s")
+	}
+	ctx := cmd.Context()
+	st, err := g.open(ctx, store.Options{Policy: store.Policy{LockTTL: f.lockTTL, RetryCooldown: f.retryCooldown, MaxAttempts: f.maxAttempts}})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	srv, err := apiserver.New(apiserver.Config{
+		Store: st, Logger: log, MaxBodyBytes: f.maxBody, RateLimit: f.rateLimit, RateBurst: f.rateBurst,
+		Version: buildinfo.Version, DashboardRefresh: f.refresh,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", f.listen, err)
+	}
+	log.Info("dc-api listening", "addr", ln.Addr().String(), "db", st.Describe(), "version", buildinfo.Version,
+		"dashboard", "http://"+ln.Addr().String()+"/")
+	err = srv.Serve(ctx, ln, f.grace)
+	log.Info("dc-api stopped")
+	return err
+}
