@@ -20,6 +20,7 @@
 #                      (GitHub: <base>/latest/download/VERSION,
 #                      <base>/download/<version>/<file>)
 #   DC_AGENT_PREFIX    install under this directory instead of / (packaging, tests)
+#   DC_AGENT_SYSTEMCTL the systemctl command (tests: "systemctl --user")
 
 set -u
 
@@ -31,7 +32,8 @@ die() {
 	exit 1
 }
 
-# detect_platform prints the release arch of this machine or refuses.
+# detect_platform sets ARCH to the release arch of this machine or refuses.
+# (Not in a $(...) subshell: die must end the script, not a subshell.)
 detect_platform() {
 	os=$(uname -s 2>/dev/null || echo unknown)
 	machine=$(uname -m 2>/dev/null || echo unknown)
@@ -39,8 +41,8 @@ detect_platform() {
 		die "dc-agent runs on Linux; this is $os. Install it on your Proxmox or Linux host."
 	fi
 	case $machine in
-	x86_64 | amd64) echo amd64 ;;
-	aarch64 | arm64) echo arm64 ;;
+	x86_64 | amd64) ARCH=amd64 ;;
+	aarch64 | arm64) ARCH=arm64 ;;
 	*) die "dc-agent is released for linux amd64 (x86_64) and arm64 (aarch64); this machine is $machine. Build it from source: https://github.com/decent-stuff/dc-agent" ;;
 	esac
 }
@@ -112,9 +114,15 @@ pick_sudo() {
 	die "installing into $1 needs root; run: curl -fsSL <this script's URL> | sudo sh"
 }
 
+# systemctl runs the service manager's CLI (DC_AGENT_SYSTEMCTL, e.g.
+# "systemctl --user" in tests).
+systemctl_cmd() {
+	# shellcheck disable=SC2086 # the variable may hold a command and a flag
+	${DC_AGENT_SYSTEMCTL:-systemctl} "$@"
+}
+
 service_running() {
-	[ -z "${DC_AGENT_PREFIX:-}" ] && [ -d /run/systemd/system ] &&
-		command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet dc-agent.service
+	command -v systemctl >/dev/null 2>&1 && systemctl_cmd is-active --quiet dc-agent.service 2>/dev/null
 }
 
 uninstall() {
@@ -122,7 +130,8 @@ uninstall() {
 	purge=""
 	[ "${1:-}" = "--purge" ] && purge="--purge"
 	pick_sudo "$BINDIR"
-	if [ -z "${DC_AGENT_PREFIX:-}" ] && [ -x "$bin" ] && [ -d /run/systemd/system ]; then
+	if [ -z "${DC_AGENT_PREFIX:-}" ] && [ -x "$bin" ] && command -v systemctl >/dev/null 2>&1 &&
+		systemctl_cmd cat dc-agent.service >/dev/null 2>&1; then
 		# shellcheck disable=SC2086 # $purge is one optional flag
 		as_root "$bin" service uninstall $purge || die "removing the service failed (see above); the binary stays"
 	fi
@@ -138,9 +147,17 @@ uninstall() {
 }
 
 install_release() {
-	arch=$(detect_platform)
+	detect_platform
+	arch=$ARCH
 	base=${DC_AGENT_BASE_URL:-$DEFAULT_BASE_URL}
 	base=${base%/}
+	# The checksums come from the same server: without TLS they prove
+	# nothing, so plain http is for a local test server only.
+	case $base in
+	https://?*) ;;
+	http://127.* | http://localhost[:/]* | http://localhost | "http://[::1]"*) ;;
+	*) die "DC_AGENT_BASE_URL must be an https:// URL (http:// only for localhost): $base" ;;
+	esac
 	version=${DC_AGENT_VERSION:-}
 	tmp=$(mktemp -d 2>/dev/null) || die "cannot create a temporary directory"
 	trap 'rm -rf "$tmp"' EXIT INT TERM HUP
@@ -182,7 +199,9 @@ install_release() {
 		say "installed dc-agent $version at $bin"
 		if service_running; then
 			say "restarting the running dc-agent service into $version"
-			as_root systemctl restart dc-agent.service || die "restarting dc-agent.service failed; see: systemctl status dc-agent"
+			# SIGTERM is graceful: in-flight provisions finish first.
+			# shellcheck disable=SC2086 # the variable may hold a command and a flag
+			as_root ${DC_AGENT_SYSTEMCTL:-systemctl} restart dc-agent.service || die "restarting dc-agent.service failed; see: systemctl status dc-agent"
 		fi
 	fi
 	if [ -n "${DC_AGENT_PREFIX:-}" ]; then
@@ -193,6 +212,7 @@ install_release() {
 }
 
 main() {
+	SUDO=""
 	BINDIR="${DC_AGENT_PREFIX:-}/usr/local/bin"
 	case "${1:-}" in
 	"") install_release ;;

@@ -57,7 +57,7 @@ main() {
 	go=${GO:-go}
 	arches=${ARCHES:-amd64 arm64}
 	packages=${PACKAGES-deb rpm}
-	nfpm=${NFPM:-$go run $NFPM_MODULE}
+	nfpm=${NFPM:-}
 	if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
 		SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || echo 0)
 	fi
@@ -83,8 +83,14 @@ main() {
 	chmod 0755 "$out/install.sh" "$dist/install.sh"
 
 	if [ -n "$packages" ]; then
+		if [ -z "$nfpm" ]; then
+			# Built into the temp dir, so nfpm never enters go.mod.
+			GOBIN="$stage/bin" $go install "$NFPM_MODULE"
+			nfpm="$stage/bin/nfpm"
+		fi
 		# The packaged unit is rendered by the same code as on a host.
-		$go run ./cmd/dc-agent service install --root "$stage/root" --binary /usr/bin/dc-agent >/dev/null 2>"$stage/render.log" ||
+		$go build -o "$stage/bin/dc-agent" ./cmd/dc-agent
+		"$stage/bin/dc-agent" service install --root "$stage/root" --binary /usr/bin/dc-agent >/dev/null 2>"$stage/render.log" ||
 			{ cat "$stage/render.log" >&2; die "rendering the unit failed"; }
 		pv=$(pkg_version "$version")
 		for arch in $arches; do

@@ -18,6 +18,8 @@ main() {
 	have systemd-analyze || need="$need systemd"
 	have unshare || need="$need util-linux"
 	have dpkg-deb || need="$need dpkg"
+	have rpm || need="$need rpm"
+	have useradd || need="$need passwd"
 	have node || need="$need nodejs"
 	have npm || need="$need npm"
 	if ! have initdb && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
