@@ -39,13 +39,14 @@ lint: vet
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
-# Runs every fuzz target for FUZZTIME (default 60s) each.
+# Runs every fuzz target (func FuzzXxx(f *testing.F)) for FUZZTIME (default
+# 60s) each, one at a time; stops at the first crash, whose input go test
+# keeps in the package's testdata/fuzz/FuzzXxx/ (commit it as a regression seed).
 fuzz:
-	@set -e; for pkg in $$($(GO) list ./...); do \
-	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
-	  for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/func //'); do \
+	@set -e; $(GO) list -f '{{.ImportPath}} {{.Dir}}' ./... | while read -r pkg dir; do \
+	  for f in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)([A-Za-z_][A-Za-z0-9_]* \*testing\.F).*/\1/p' "$$dir"/*_test.go 2>/dev/null); do \
 	    echo "== $$pkg $$f ($(FUZZTIME))"; \
-	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) "$$pkg"; \
 	  done; \
 	done
 

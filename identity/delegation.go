@@ -392,6 +392,9 @@ func DecodeAny(code string) (Delegation, *SignedDelegation, error) {
 		}
 		return sd.Delegation, &sd, nil
 	}
+	if !strings.HasPrefix(code, RequestPrefix) {
+		return Delegation{}, nil, fmt.Errorf("a delegation code starts with %q (request) or %q (signed); copy the whole code", RequestPrefix, SignedPrefix)
+	}
 	d, err := DecodeRequest(code)
 	return d, nil, err
 }

@@ -131,6 +131,9 @@ func TestSignedCodeRoundTripAndTamper(t *testing.T) {
 	if _, s, err := DecodeAny(req); err != nil || s != nil {
 		t.Fatalf("DecodeAny(request): %v", err)
 	}
+	if _, _, err := DecodeAny("hello"); err == nil || !strings.Contains(err.Error(), `starts with "dcdr1:" (request) or "dcds1:" (signed)`) {
+		t.Fatalf("DecodeAny(garbage): %v", err)
+	}
 
 	payload, _ := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(code, SignedPrefix))
 	reencode := func(p string) string { return SignedPrefix + base64.RawURLEncoding.EncodeToString([]byte(p)) }
