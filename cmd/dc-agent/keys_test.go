@@ -318,3 +318,28 @@ func TestVersion(t *testing.T) {
 }
 
 func pemEncode(b *pem.Block) []byte { return pem.EncodeToMemory(b) }
+
+func TestInitForceAndKeyFlag(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	key := filepath.Join(dir, "keys", "agent.key")
+	first := runAgent(t, runOpts{}, "--config", filepath.Join(dir, "none.toml"), "init", "--key", key)
+	again := runAgent(t, runOpts{}, "--config", filepath.Join(dir, "none.toml"), "init", "--key", key)
+	forced := runAgent(t, runOpts{}, "--config", filepath.Join(dir, "none.toml"), "init", "--key", key, "--force")
+	if first.code != 0 || again.code != 0 || forced.code != 0 {
+		t.Fatalf("init runs:\n%s\n%s\n%s", first, again, forced)
+	}
+	if first.stdout != again.stdout || first.stdout == forced.stdout {
+		t.Fatalf("keep/force: %q %q %q", first.stdout, again.stdout, forced.stdout)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "keys", "agent.pub"))
+	if string(b) != forced.stdout {
+		t.Fatalf("agent.pub %q not updated to %q", b, forced.stdout)
+	}
+	// The key named in the config is the one init creates.
+	cfg := writeFile(t, filepath.Join(dir, "dc-agent.toml"), strings.Replace(goodConfig, `"agent.key"`, `"state/my.key"`, 1), 0o600)
+	r := runAgent(t, runOpts{}, "--config", cfg, "init")
+	if _, err := os.Stat(filepath.Join(dir, "state", "my.key")); err != nil || r.code != 0 {
+		t.Fatalf("init did not use api.agent_secret_key: %v\n%s", err, r)
+	}
+}
