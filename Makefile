@@ -10,7 +10,7 @@ SHELL_SCRIPTS := $(shell git ls-files '*.sh' 2>/dev/null) .ci/run
 
 export GOTOOLCHAIN := local
 
-.PHONY: all build test test-deps vet lint fmt fuzz demo bench bench-docker clean release
+.PHONY: all build test test-deps vet lint fmt fuzz demo bench bench-docker bench-proxmox clean release
 
 all: build
 
@@ -59,6 +59,9 @@ bench:
 # Containers per minute on a real throwaway dockerd, concurrency 1 vs 4 (root).
 bench-docker:
 	sh bench/docker-provision.sh
+
+bench-proxmox:
+	sh bench/proxmox-provision.sh
 
 # Reproducible release artifacts in dist/ (layout: docs/release.md):
 # binaries for linux amd64+arm64, install.sh, deb+rpm (nfpm), SHA256SUMS.

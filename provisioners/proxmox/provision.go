@@ -67,6 +67,9 @@ func (p *Provisioner) templateFor(req provisioners.Request) (int, error) {
 
 // templateInfo reads (once) the template's config.
 func (p *Provisioner) templateInfo(ctx context.Context, vmid int) (*templateInfo, error) {
+	// One reader at a time, so a burst of provisions reads it once.
+	p.tplMu.Lock()
+	defer p.tplMu.Unlock()
 	p.mu.Lock()
 	ti := p.templates[vmid]
 	p.mu.Unlock()
@@ -469,7 +472,14 @@ func (p *Provisioner) waitTask(ctx context.Context, task *proxmox.Task, what str
 		return fmt.Errorf("%s: Proxmox returned no task id", what)
 	}
 	deadline := p.opts.Now().Add(timeout)
+	// The first poll comes after one interval: no PVE task that matters
+	// here finishes faster, so polling at once only costs a request. The
+	// interval stays short: a clone holds a clone slot until its end is
+	// noticed.
 	for {
+		if err := sleep(ctx, p.opts.PollInterval); err != nil {
+			return err
+		}
 		err := task.Ping(ctx)
 		switch {
 		case err != nil && ctx.Err() != nil:
@@ -489,9 +499,6 @@ func (p *Provisioner) waitTask(ctx context.Context, task *proxmox.Task, what str
 		if !p.opts.Now().Before(deadline) {
 			return fmt.Errorf("%s: task %s did not finish within %s", what, task.UPID, timeout)
 		}
-		if err := sleep(ctx, p.opts.PollInterval); err != nil {
-			return err
-		}
 	}
 }
 
@@ -502,6 +509,10 @@ func (p *Provisioner) waitIP(ctx context.Context, vm *proxmox.VirtualMachine, tp
 	var lastErr error
 	var ip6 string
 	for attempt := 1; attempt <= p.opts.IPWaitAttempts; attempt++ {
+		// A guest just started has no agent yet: ask after one interval.
+		if err := sleep(ctx, p.opts.IPWaitInterval); err != nil {
+			return "", "", err
+		}
 		ifs, err := vm.AgentGetNetworkIFaces(ctx)
 		switch {
 		case err != nil && ctx.Err() != nil:
@@ -519,16 +530,11 @@ func (p *Provisioner) waitIP(ctx context.Context, vm *proxmox.VirtualMachine, tp
 			}
 			ip6 = v6
 		}
-		if attempt < p.opts.IPWaitAttempts {
-			if err := sleep(ctx, p.opts.IPWaitInterval); err != nil {
-				return "", "", err
-			}
-		}
 	}
 	if ip6 != "" {
 		return "", ip6, nil
 	}
-	wait := time.Duration(p.opts.IPWaitAttempts-1) * p.opts.IPWaitInterval
+	wait := time.Duration(p.opts.IPWaitAttempts) * p.opts.IPWaitInterval
 	if wait >= time.Second {
 		wait = wait.Round(time.Second)
 	}

@@ -138,6 +138,7 @@ type Provisioner struct {
 	// postKey runs post_provision_script; its public half goes into sshkeys.
 	postKey ssh.Signer
 
+	tplMu     sync.Mutex // serialises template reads
 	mu        sync.Mutex
 	cloneSem  map[string]chan struct{}
 	templates map[int]*templateInfo

@@ -658,3 +658,26 @@ func TestCreateImportTemplateAndClone(t *testing.T) {
 }
 
 func writeFile(path string, data []byte) error { return os.WriteFile(path, data, 0o644) }
+
+func TestCloneContentionSlowsConcurrentClones(t *testing.T) {
+	s, _ := cloneSetup(t)
+	update(t, s, func(st *State) error {
+		st.Timing.Clone = Duration(time.Second)
+		st.Timing.CloneContention = 0.5
+		var due []time.Time
+		for _, id := range []int{101, 102, 103} {
+			upid, err := st.Clone(AgentTokenID, "pve1", 9000, CloneParams{NewID: id, Name: fmt.Sprintf("c%d", id)})
+			if err != nil {
+				return err
+			}
+			due = append(due, st.Tasks[upid].DueAt)
+		}
+		// 1s, 1.5s, 2s after their starts (the clock stands still).
+		for i, want := range []time.Duration{time.Second, 1500 * time.Millisecond, 2 * time.Second} {
+			if got := due[i].Sub(st.Now()); got != want {
+				t.Errorf("clone %d takes %s, want %s", i, got, want)
+			}
+		}
+		return nil
+	})
+}

@@ -207,6 +207,8 @@ type CloneEffect struct {
 	Description string `json:"description,omitempty"`
 	Pool        string `json:"pool,omitempty"`
 	Target      string `json:"target,omitempty"`
+	// TargetStorage is where the new disk goes (contention accounting).
+	TargetStorage string `json:"target_storage,omitempty"`
 }
 
 // User is a PVE user ("prov@pve").
@@ -274,6 +276,10 @@ type Timing struct {
 	Template Duration `json:"template"`
 	// Boot is the time from start until the guest agent answers.
 	Boot Duration `json:"boot"`
+	// CloneContention models clones sharing a storage's bandwidth: a clone
+	// that starts while k others run on the same storage takes
+	// Clone*(1+CloneContention*k).
+	CloneContention float64 `json:"clone_contention,omitempty"`
 	// TaskPolls is how many status polls answer "running" before a task
 	// may finish (in addition to its duration).
 	TaskPolls int `json:"task_polls"`

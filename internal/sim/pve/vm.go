@@ -184,6 +184,7 @@ func (st *State) Clone(actor, node string, vmid int, p CloneParams) (string, err
 		return "", Fail("parameter 'format' not allowed for linked clones")
 	}
 	shared := true
+	targetStorage := ""
 	for _, key := range sortedKeys(src.Config) {
 		if !IsDriveKey(key) {
 			if strings.HasPrefix(key, "net") {
@@ -230,6 +231,9 @@ func (st *State) Clone(actor, node string, vmid int, p CloneParams) (string, err
 		if err := st.Check(actor, "/storage/"+target, "Datastore.AllocateSpace"); err != nil {
 			return "", err
 		}
+		if !d.IsCloudinit() && targetStorage == "" {
+			targetStorage = target
+		}
 	}
 	if p.Target != "" && !shared {
 		return "", Fail("can't clone VM to node '%s' (VM uses local storage)", p.Target)
@@ -242,8 +246,18 @@ func (st *State) Clone(actor, node string, vmid int, p CloneParams) (string, err
 		name = "Copy-of-VM-" + src.Name()
 	}
 	st.VMs[p.NewID] = &VM{VMID: p.NewID, Node: node, Status: "stopped", Config: map[string]string{"lock": "clone", "name": name}}
-	t := st.startTask(node, "qmclone", strconv.Itoa(vmid), actor, st.Timing.Clone, &Effect{VMID: p.NewID, Clone: &CloneEffect{
-		Source: vmid, Full: full, Storage: p.Storage, Format: p.Format, Name: name, Description: p.Description, Pool: p.Pool, Target: p.Target,
+	// Clones running on the same storage slow each other down.
+	busy := 0
+	for _, t := range st.Tasks {
+		if t.Status == "running" && t.Type == "qmclone" && t.Node == node && t.Effect != nil && t.Effect.Clone != nil &&
+			t.Effect.Clone.TargetStorage == targetStorage {
+			busy++
+		}
+	}
+	dur := Duration(float64(st.Timing.Clone) * (1 + st.Timing.CloneContention*float64(busy)))
+	t := st.startTask(node, "qmclone", strconv.Itoa(vmid), actor, dur, &Effect{VMID: p.NewID, Clone: &CloneEffect{
+		Source: vmid, Full: full, Storage: p.Storage, Format: p.Format, Name: name, Description: p.Description, Pool: p.Pool,
+		Target: p.Target, TargetStorage: targetStorage,
 	}})
 	mode := "linked"
 	if full {
