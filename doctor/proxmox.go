@@ -116,9 +116,11 @@ func CheckProxmox(ctx context.Context, cfg *config.Config, px *config.ProxmoxCon
 			out = append(out, Finding{Check: check, Status: Fail, Message: fmt.Sprintf("reading the token's permissions on %s: %v", g.Path, err), Fix: rerun})
 			continue
 		}
+		// A listed privilege is granted; its value only says whether the
+		// grant propagates.
 		have := map[string]bool{}
-		for p, v := range perms[g.Path] {
-			have[p] = bool(v)
+		for p := range perms[g.Path] {
+			have[p] = true
 		}
 		if m := setup.Missing(g.Need, have); len(m) > 0 {
 			lacking = append(lacking, fmt.Sprintf("%s on %s", strings.Join(m, ","), g.Path))

@@ -26,23 +26,31 @@ func AgentAuditPriv(major int) string {
 	return "VM.Monitor"
 }
 
-// vmPrivs are what the provisioner needs on the VMs it creates.
-func vmPrivs(major int) []string {
-	return []string{"VM.Allocate", "VM.Audit", "VM.Config.CPU", "VM.Config.Cloudinit", "VM.Config.Disk",
-		"VM.Config.Memory", "VM.Config.Network", "VM.Config.Options", "VM.PowerMgmt", AgentAuditPriv(major)}
-}
-
-// AgentPrivileges is the role's privilege list for PVE major version
-// major: exactly what the Proxmox provisioner uses, sorted.
+// AgentPrivileges is the privilege list of the role DCAgent for PVE major
+// version major: exactly what the Proxmox provisioner does to the VMs it
+// creates (allocate by cloning into the pool, configure, resize, power,
+// read the guest agent, destroy), sorted. Templates, storage and bridge
+// get PVE's built-in read/use roles instead (see Layout.Grants), so the
+// token can neither change nor delete a template.
 func AgentPrivileges(major int) []string {
-	p := append(vmPrivs(major), "VM.Clone", "Datastore.AllocateSpace", "Datastore.Audit", "SDN.Use")
+	p := []string{"VM.Allocate", "VM.Audit", "VM.Config.CPU", "VM.Config.Cloudinit", "VM.Config.Disk",
+		"VM.Config.Memory", "VM.Config.Network", "VM.Config.Options", "VM.PowerMgmt", AgentAuditPriv(major)}
 	sort.Strings(p)
 	return slices.Compact(p)
 }
 
-// Grant is an ACL path and the privileges the agent needs there.
+// Built-in PVE roles granted on the paths the agent only reads or uses.
+const (
+	RoleTemplateUser  = "PVETemplateUser"  // VM.Audit, VM.Clone
+	RoleDatastoreUser = "PVEDatastoreUser" // Datastore.AllocateSpace, Datastore.Audit
+	RoleSDNUser       = "PVESDNUser"       // SDN.Audit, SDN.Use
+)
+
+// Grant is an ACL path, the role granted there and the privileges the
+// agent needs there.
 type Grant struct {
 	Path string
+	Role string
 	Need []string
 }
 
@@ -62,20 +70,20 @@ type Layout struct {
 func (l Layout) Grants(major int) []Grant {
 	var g []Grant
 	if l.Pool != "" {
-		g = append(g, Grant{Path: "/pool/" + l.Pool, Need: vmPrivs(major)})
+		g = append(g, Grant{Path: "/pool/" + l.Pool, Role: PVERole, Need: AgentPrivileges(major)})
 	} else {
-		g = append(g, Grant{Path: "/vms", Need: vmPrivs(major)})
+		g = append(g, Grant{Path: "/vms", Role: PVERole, Need: AgentPrivileges(major)})
 	}
 	ids := slices.Clone(l.Templates)
 	sort.Ints(ids)
 	for _, id := range slices.Compact(ids) {
-		g = append(g, Grant{Path: fmt.Sprintf("/vms/%d", id), Need: []string{"VM.Audit", "VM.Clone"}})
+		g = append(g, Grant{Path: fmt.Sprintf("/vms/%d", id), Role: RoleTemplateUser, Need: []string{"VM.Audit", "VM.Clone"}})
 	}
 	if l.Storage != "" {
-		g = append(g, Grant{Path: "/storage/" + l.Storage, Need: []string{"Datastore.AllocateSpace", "Datastore.Audit"}})
+		g = append(g, Grant{Path: "/storage/" + l.Storage, Role: RoleDatastoreUser, Need: []string{"Datastore.AllocateSpace", "Datastore.Audit"}})
 	}
 	if l.Bridge != "" {
-		g = append(g, Grant{Path: "/sdn/zones/localnetwork/" + l.Bridge, Need: []string{"SDN.Use"}})
+		g = append(g, Grant{Path: "/sdn/zones/localnetwork/" + l.Bridge, Role: RoleSDNUser, Need: []string{"SDN.Use"}})
 	}
 	return g
 }

@@ -113,6 +113,18 @@ type Volume struct {
 	// start at zero and grow with resizes.
 	AllocBytes int64  `json:"alloc_bytes"`
 	Format     string `json:"format,omitempty"`
+	// Origin is the host image file a disk was imported from, with what
+	// virt-customize did to it (set by the host CLI simulator).
+	Origin *ImageOrigin `json:"origin,omitempty"`
+}
+
+// ImageOrigin records where an imported disk came from.
+type ImageOrigin struct {
+	File string `json:"file"`
+	// Customizations are the virt-customize operations applied to the
+	// image before the import ("install qemu-guest-agent",
+	// "truncate /etc/machine-id").
+	Customizations []string `json:"customizations,omitempty"`
 }
 
 // VM is a QEMU guest or template.
