@@ -159,6 +159,24 @@ func LoadDelegation(path string) (identity.SignedDelegation, error) {
 	return sd, nil
 }
 
+// Registered reports whether the API already holds exactly this
+// delegation as active. Servers that list delegations only to the
+// provider's main key make it report false (then registering again is
+// harmless: the API replaces the delegation).
+func Registered(ctx context.Context, c *dcapi.Client, sd identity.SignedDelegation) bool {
+	list, err := c.ListDelegations(ctx)
+	if err != nil {
+		return false
+	}
+	for _, d := range list {
+		if d.AgentPubkey == sd.AgentPubkey && d.Active && strings.Join(d.Permissions, ",") == strings.Join(sd.Permissions, ",") &&
+			(d.ExpiresAtNs == nil) == (sd.ExpiresAtNs == nil) && (d.ExpiresAtNs == nil || *d.ExpiresAtNs == *sd.ExpiresAtNs) {
+			return true
+		}
+	}
+	return false
+}
+
 // RegisterResult says what the API did with the delegation.
 type RegisterResult struct {
 	// Already is true when the API already had this delegation.
@@ -203,4 +221,75 @@ func Register(ctx context.Context, c *dcapi.Client, sd identity.SignedDelegation
 		return RegisterResult{}, WithFix(fmt.Errorf("the API refused the registration: %w", err), dcapi.AuthHint(err))
 	}
 	return RegisterResult{}, fmt.Errorf("register delegation: %w", err)
+}
+
+// DelegationAnswers shape the delegation request this host prints.
+type DelegationAnswers struct {
+	Provider    string // hex provider public key
+	Permissions string // comma-separated ("" = all)
+	Expires     string // never, a duration, or RFC 3339
+	Label       string
+}
+
+// DelegationRequest builds the request for agentPub: the Delegation to
+// show field by field and its dcdr1: code.
+func DelegationRequest(agentPub string, a DelegationAnswers, now time.Time) (identity.Delegation, string, error) {
+	p, err := identity.NormalizePublicKeyHex(a.Provider)
+	if err != nil {
+		return identity.Delegation{}, "", WithFix(fmt.Errorf("provider public key: %w", err), "copy the 64-hex provider public key from the Decent Cloud dashboard")
+	}
+	perms := a.Permissions
+	if perms == "" {
+		perms = strings.Join(identity.AllPermissions, ",")
+	}
+	ps, err := identity.ParsePermissions(perms)
+	if err != nil {
+		return identity.Delegation{}, "", fmt.Errorf("permissions: %w", err)
+	}
+	exp, err := ParseExpiry(a.Expires, now)
+	if err != nil {
+		return identity.Delegation{}, "", fmt.Errorf("expiry: %w", err)
+	}
+	d := identity.Delegation{AgentPubkey: agentPub, ProviderPubkey: p, Permissions: ps, ExpiresAtNs: exp, Label: a.Label}
+	if err := d.Validate(); err != nil {
+		return identity.Delegation{}, "", err
+	}
+	code, err := d.EncodeRequest()
+	return d, code, err
+}
+
+// RegisterStep accepts a signed delegation for the agent key, keeps it
+// beside the key and registers it with the API. key is read when the step
+// runs (an earlier KeyStep may create it). client builds the API client.
+func RegisterStep(code string, key *KeyStatus, provider string, client func(k ed25519.PrivateKey) (*dcapi.Client, error), now func() time.Time) Step {
+	return Step{ID: "register", Title: "Register the delegation", Run: func(ctx context.Context, r *Reporter) error {
+		sd, warns, err := AcceptDelegation(code, key.Pubkey, provider, now())
+		if err != nil {
+			return err
+		}
+		for _, w := range warns {
+			r.Warn(w, "dc-agent delegation request, sign it again with what is missing, then dc-agent register")
+		}
+		if err := SaveDelegation(identity.DelegationPath(key.Path), sd); err != nil {
+			return fmt.Errorf("keep the delegation: %w", err)
+		}
+		c, err := client(key.Key)
+		if err != nil {
+			return err
+		}
+		if Registered(ctx, c, sd) {
+			r.Skip("already registered with %s", c.Endpoint())
+			return nil
+		}
+		res, err := Register(ctx, c, sd)
+		if err != nil {
+			return err
+		}
+		if res.Already {
+			r.Skip("already registered with %s", c.Endpoint())
+		} else {
+			r.Changed("registered agent %s with %s", key.Pubkey, c.Endpoint())
+		}
+		return nil
+	}}
 }

@@ -78,6 +78,11 @@ func ProxmoxSteps(o *ProxmoxOptions, res *ProxmoxResult) ([]Step, error) {
 	if !path.IsAbs(o.ImageDir) {
 		return nil, Fixf("pass an absolute --image-dir", "image dir %q is not an absolute path", o.ImageDir)
 	}
+	if strings.ContainsAny(o.ImageDir, ",=\n") {
+		// The image path goes into a PVE property string (import-from=...),
+		// which has no way to quote these.
+		return nil, Fixf("pass an --image-dir without commas, '=' or newlines", "image dir %q cannot be used in a Proxmox disk option", o.ImageDir)
+	}
 	if o.VMIDBase == 0 {
 		o.VMIDBase = DefaultVMIDBase
 	}
@@ -178,9 +183,11 @@ func (p *pveSetup) template(ctx context.Context, r *Reporter, img CloudImage) er
 	if err != nil {
 		return err
 	}
-	var good []VMInfo
+	var good, kept []VMInfo
+	var removed []string
 	for _, v := range vms {
 		if v.Node != node || !v.HasTag(TagAgent) || !v.HasTag(TagOS(img.Name)) {
+			kept = append(kept, v)
 			continue
 		}
 		if !v.Template || v.HasTag(TagBuilding) {
@@ -188,9 +195,11 @@ func (p *pveSetup) template(ctx context.Context, r *Reporter, img CloudImage) er
 			if err := p.destroy(ctx, r, v.VMID); err != nil {
 				return err
 			}
-			r.Changed("removed half-built VM %d", v.VMID)
+			removed = append(removed, fmt.Sprint(v.VMID))
+			r.Changed("removed half-built VM %s", strings.Join(removed, ", "))
 			continue
 		}
+		kept = append(kept, v)
 		if v.HasTag(tagRecipe()) {
 			good = append(good, v)
 		}
@@ -207,7 +216,16 @@ func (p *pveSetup) template(ctx context.Context, r *Reporter, img CloudImage) er
 		r.Skip("template %d %s exists", v.VMID, v.Name)
 		return nil
 	}
-	return p.build(ctx, r, img, vms)
+	var built string
+	if err := p.build(ctx, r, img, kept, &built); err != nil {
+		return err
+	}
+	msg := "built template " + built
+	if len(removed) > 0 {
+		msg += fmt.Sprintf(" (removed the half-built VM %s of an interrupted run)", strings.Join(removed, ", "))
+	}
+	r.Changed("%s", msg)
+	return nil
 }
 
 // checkTemplate reads a template's config and says what is wrong ("" if
@@ -250,7 +268,9 @@ func (p *pveSetup) destroy(ctx context.Context, r *Reporter, vmid int) error {
 	return nil
 }
 
-func (p *pveSetup) build(ctx context.Context, r *Reporter, img CloudImage, vms []VMInfo) (err error) {
+// build downloads, verifies and customizes the image and makes the
+// template; on failure it removes the VM it started.
+func (p *pveSetup) build(ctx context.Context, r *Reporter, img CloudImage, vms []VMInfo, built *string) (err error) {
 	o := p.o
 	if !o.Discovery.VirtCustomize {
 		return Fixf("install it on the node: apt-get install -y libguestfs-tools, then re-run",
@@ -360,7 +380,7 @@ func (p *pveSetup) build(ctx context.Context, r *Reporter, img CloudImage, vms [
 		return fmt.Errorf("tag template %d: %w", vmid, err)
 	}
 	p.res.Templates[img.Name] = vmid
-	r.Changed("built template %d %s", vmid, name)
+	*built = fmt.Sprintf("%d %s", vmid, name)
 	return nil
 }
 

@@ -120,6 +120,7 @@ is also a flag (and a DC_AGENT_* environment variable) for --no-tui use.
 		newRunCmd(g),
 		newStatusCmd(g),
 		newTestProvisionCmd(g),
+		newSetupCmd(g),
 	)
 	return root
 }

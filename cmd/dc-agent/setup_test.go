@@ -1,0 +1,283 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/decent-stuff/dc-agent/config"
+	"github.com/decent-stuff/dc-agent/identity"
+	"github.com/decent-stuff/dc-agent/internal/sim/pve"
+	"github.com/decent-stuff/dc-agent/internal/sim/pvecli"
+	"github.com/decent-stuff/dc-agent/internal/testutil"
+	"github.com/decent-stuff/dc-agent/internal/testutil/pvehost"
+	"github.com/decent-stuff/dc-agent/setup"
+)
+
+// buildAgent builds this command into dir.
+func buildAgent(t *testing.T, dir string) string {
+	t.Helper()
+	out := filepath.Join(dir, "dc-agent")
+	cmd := exec.Command("go", "build", "-o", out, ".")
+	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local", "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build dc-agent: %v\n%s", err, b)
+	}
+	return out
+}
+
+type cliRun struct {
+	out, err string
+	code     int
+}
+
+// agentCmd prepares the real binary with a clean environment and a stdin
+// that never ends (so a read from it would hang, not see EOF).
+func agentCmd(bin string, env []string, args ...string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer, io.Closer) {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/nonexistent"}, env...)
+	pr, pw, _ := os.Pipe()
+	cmd.Stdin = pr
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	return cmd, &o, &e, closers{pr, pw}
+}
+
+type closers []io.Closer
+
+func (c closers) Close() error {
+	for _, x := range c {
+		x.Close()
+	}
+	return nil
+}
+
+func runAgent(t *testing.T, bin string, env []string, args ...string) cliRun {
+	t.Helper()
+	cmd, o, e, c := agentCmd(bin, env, args...)
+	defer c.Close()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Minute):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("dc-agent %v hung\nstdout:\n%s\nstderr:\n%s", args, o, e)
+	}
+	return cliRun{out: o.String(), err: e.String(), code: cmd.ProcessState.ExitCode()}
+}
+
+// without drops a flag and its value from args.
+func without(args []string, flag string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		if args[i] == flag {
+			i++
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return out
+}
+
+func TestSetupProxmoxCLI(t *testing.T) {
+	testutil.RequireBinary(t, "sshd")
+	bins := t.TempDir()
+	agent := buildAgent(t, bins)
+	sim, err := pvehost.Build(bins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var specs []pvehost.ImageSpec
+	for _, img := range setup.Images {
+		specs = append(specs, pvehost.ImageSpec{Path: img.Path, Sums: img.Sums, Algo: img.Algo})
+	}
+	images := pvehost.StartImageServer(t, specs)
+	main, _ := identity.GenerateKey()
+	provider := identity.PublicHex(main)
+
+	// baseArgs is a complete --no-tui answer set for host h.
+	baseArgs := func(h *pvehost.Host, dir string) []string {
+		return []string{"--no-tui", "--config", filepath.Join(dir, "dc-agent.toml"), "setup", "proxmox",
+			"--host", h.Host, "--port", strconv.Itoa(h.Port), "--user", h.User, "--identity-file", h.ClientKeyFile,
+			"--host-key-fingerprint", h.HostKeyFingerprint(), "--provider-pubkey", provider, "--api-endpoint", "http://127.0.0.1:9",
+			"--image-mirror", images.URL, "--image-dir", filepath.Join(h.Dir, "images"), "--state-dir", filepath.Join(dir, "state")}
+	}
+
+	t.Run("missing answers fail fast naming the flag", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		cfg := filepath.Join(dir, "dc-agent.toml")
+		r := runAgent(t, agent, nil, "--no-tui", "--config", cfg, "setup", "proxmox")
+		if r.code != exitUsage || !strings.Contains(r.err, "--host is required") || !strings.Contains(r.err, "DC_AGENT_HOST") {
+			t.Fatalf("no host: code %d, stderr %q", r.code, r.err)
+		}
+		r = runAgent(t, agent, []string{"DC_AGENT_HOST=127.0.0.1"}, "--no-tui", "--config", cfg, "setup", "proxmox")
+		if r.code != exitUsage || !strings.Contains(r.err, "--provider-pubkey is required") {
+			t.Fatalf("no provider: code %d, stderr %q", r.code, r.err)
+		}
+		// Without a terminal, even without --no-tui, nothing is asked.
+		r = runAgent(t, agent, []string{"DC_AGENT_PROVIDER_PUBKEY=" + provider}, "--config", cfg, "setup", "proxmox")
+		if r.code != exitUsage || !strings.Contains(r.err, "--host is required") {
+			t.Fatalf("no terminal: code %d, stderr %q", r.code, r.err)
+		}
+		// First contact without a fingerprint: the key is named, not trusted.
+		h := pvehost.Start(t, pvehost.Options{Binary: sim})
+		args := without(baseArgs(h, dir), "--host-key-fingerprint")
+		r = runAgent(t, agent, nil, args...)
+		if r.code != exitUsage || !strings.Contains(r.err, "--host-key-fingerprint "+h.HostKeyFingerprint()) {
+			t.Fatalf("unknown host key: code %d, stderr %q", r.code, r.err)
+		}
+		if _, err := os.Stat(cfg); !os.IsNotExist(err) {
+			t.Fatal("a failed setup wrote a config")
+		}
+	})
+
+	t.Run("not a proxmox host", func(t *testing.T) {
+		t.Parallel()
+		h := pvehost.Start(t, pvehost.Options{NoTools: true})
+		r := runAgent(t, agent, nil, baseArgs(h, t.TempDir())...)
+		if r.code != exitFailure || !strings.Contains(r.out+r.err, "is not a Proxmox VE host: pveversion is not installed") {
+			t.Fatalf("code %d\nstdout %s\nstderr %s", r.code, r.out, r.err)
+		}
+	})
+
+	t.Run("interrupted mid-template then completed", func(t *testing.T) {
+		t.Parallel()
+		h := pvehost.Start(t, pvehost.Options{Binary: sim, Version: "9.1.1"})
+		dir := t.TempDir()
+		h.SetFaults(t, pvecli.Faults{Rules: []pvecli.FaultRule{{Match: []string{"qm set", "import-from"}, Action: "hang", Count: 1}}})
+		cmd, o, e, c := agentCmd(agent, nil, baseArgs(h, dir)...)
+		defer c.Close()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		hung := filepath.Join(h.StateDir, pvecli.HungFile)
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			if _, err := os.Stat(hung); err == nil {
+				break
+			}
+			select {
+			case <-exited:
+				t.Fatalf("setup ended before the import\nstdout:\n%s\nstderr:\n%s", o, e)
+			default:
+			}
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				<-exited
+				t.Fatalf("the import never started\nstdout:\n%s\nstderr:\n%s", o, e)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		// kill -9 mid-template: no cleanup can run.
+		cmd.Process.Signal(syscall.SIGKILL)
+		<-exited
+		var half []int
+		h.View(t, func(st *pve.State) {
+			for _, id := range st.VMIDs() {
+				if !st.VMs[id].IsTemplate() {
+					half = append(half, id)
+				}
+			}
+		})
+		if len(half) != 1 {
+			t.Fatalf("expected the half-built VM after the kill, got %v", half)
+		}
+		// The hung tool notices its session is gone and exits.
+		for i := 0; i < 500; i++ {
+			if _, err := os.Stat(hung); os.IsNotExist(err) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		r := runAgent(t, agent, nil, baseArgs(h, dir)...)
+		if r.code != 0 {
+			t.Fatalf("re-run failed: %d\n%s\n%s", r.code, r.out, r.err)
+		}
+		if !strings.Contains(r.out, "half-built") {
+			t.Errorf("re-run did not say it removed the half-built VM:\n%s", r.out)
+		}
+		h.View(t, func(st *pve.State) {
+			ids := st.VMIDs()
+			if len(ids) != 1 || !st.VMs[ids[0]].IsTemplate() || strings.Contains(st.VMs[ids[0]].Config["tags"], setup.TagBuilding) {
+				t.Fatalf("want exactly one finished template, got %v", ids)
+			}
+			for volid, v := range st.Volumes {
+				if v.VMID != ids[0] {
+					t.Errorf("stray volume %s of VM %d", volid, v.VMID)
+				}
+			}
+		})
+		cfg, err := config.Load(filepath.Join(dir, "dc-agent.toml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if px := cfg.Provisioner.Proxmox; px == nil || px.TemplateVMID == 0 {
+			t.Fatalf("config: %+v", cfg.Provisioner)
+		}
+		if !strings.Contains(r.out, "dcdr1:") || !strings.Contains(r.out, "dc-agent delegation sign") {
+			t.Errorf("no delegation request printed:\n%s", r.out)
+		}
+	})
+
+	t.Run("changed host key aborts", func(t *testing.T) {
+		t.Parallel()
+		h := pvehost.Start(t, pvehost.Options{Binary: sim})
+		dir := t.TempDir()
+		// Pin on a first, read-only contact (discovery fails: no templates
+		// flag problem here, so make it fail early on a bad storage).
+		args := append(baseArgs(h, dir), "--storage", "nope")
+		if r := runAgent(t, agent, nil, args...); r.code != exitUsage || !strings.Contains(r.err, `--storage "nope"`) {
+			t.Fatalf("bad storage: %d %s", r.code, r.err)
+		}
+		h.RotateHostKey()
+		r := runAgent(t, agent, nil, baseArgs(h, dir)...) // even with the new key's fingerprint
+		if r.code != exitFailure || !strings.Contains(r.err, "HOST KEY CHANGED") || !strings.Contains(r.err, "fix:") ||
+			!strings.Contains(r.err, filepath.Join(dir, "state", setup.KnownHostsFile)) {
+			t.Fatalf("code %d\nstderr %s", r.code, r.err)
+		}
+	})
+
+	t.Run("shell metacharacters cannot inject", func(t *testing.T) {
+		t.Parallel()
+		h := pvehost.Start(t, pvehost.Options{Binary: sim, Version: "8.3.2"})
+		marker := filepath.Join(t.TempDir(), "pwned")
+		dir := t.TempDir()
+		evil := filepath.Join(h.Dir, "img $(touch "+marker+") `touch "+marker+"`; touch "+marker+" '\"")
+		args := baseArgs(h, dir)
+		args = append(args, "--image-dir", evil, "--label", "x'; touch pwned; echo '")
+		r := runAgent(t, agent, nil, args...)
+		if r.code != 0 {
+			t.Fatalf("setup with odd paths failed: %d\n%s\n%s", r.code, r.out, r.err)
+		}
+		if _, err := os.Stat(marker); err == nil {
+			t.Fatal("a metacharacter in an answer ran a command on the host")
+		}
+		if st, err := os.Stat(evil); err != nil || !st.IsDir() {
+			t.Fatalf("the image dir was not created under its literal name: %v", err)
+		}
+		// A host name with metacharacters never reaches a shell.
+		args = append(without(baseArgs(h, t.TempDir()), "--host"), "--host", "127.0.0.1;touch "+marker)
+		r = runAgent(t, agent, nil, args...)
+		if r.code == 0 || !strings.Contains(r.err, "not a host name") {
+			t.Fatalf("hostile host accepted: %d %s", r.code, r.err)
+		}
+		if _, err := os.Stat(marker); err == nil {
+			t.Fatal("a metacharacter in the host name ran a command")
+		}
+	})
+}
