@@ -21,18 +21,6 @@ import (
 	"github.com/decent-stuff/dc-agent/setup"
 )
 
-// buildAgent builds this command into dir.
-func buildAgent(t *testing.T, dir string) string {
-	t.Helper()
-	out := filepath.Join(dir, "dc-agent")
-	cmd := exec.Command("go", "build", "-o", out, ".")
-	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local", "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build dc-agent: %v\n%s", err, b)
-	}
-	return out
-}
-
 type cliRun struct {
 	out, err string
 	code     int
@@ -59,7 +47,7 @@ func (c closers) Close() error {
 	return nil
 }
 
-func runAgent(t *testing.T, bin string, env []string, args ...string) cliRun {
+func runSetup(t *testing.T, bin string, env []string, args ...string) cliRun {
 	t.Helper()
 	cmd, o, e, c := agentCmd(bin, env, args...)
 	defer c.Close()
@@ -94,7 +82,7 @@ func without(args []string, flag string) []string {
 func TestSetupProxmoxCLI(t *testing.T) {
 	testutil.RequireBinary(t, "sshd")
 	bins := t.TempDir()
-	agent := buildAgent(t, bins)
+	agent := dcAgent
 	sim, err := pvehost.Build(bins)
 	if err != nil {
 		t.Fatal(err)
@@ -119,23 +107,23 @@ func TestSetupProxmoxCLI(t *testing.T) {
 		t.Parallel()
 		dir := t.TempDir()
 		cfg := filepath.Join(dir, "dc-agent.toml")
-		r := runAgent(t, agent, nil, "--no-tui", "--config", cfg, "setup", "proxmox")
+		r := runSetup(t, agent, nil, "--no-tui", "--config", cfg, "setup", "proxmox")
 		if r.code != exitUsage || !strings.Contains(r.err, "--host is required") || !strings.Contains(r.err, "DC_AGENT_HOST") {
 			t.Fatalf("no host: code %d, stderr %q", r.code, r.err)
 		}
-		r = runAgent(t, agent, []string{"DC_AGENT_HOST=127.0.0.1"}, "--no-tui", "--config", cfg, "setup", "proxmox")
+		r = runSetup(t, agent, []string{"DC_AGENT_HOST=127.0.0.1"}, "--no-tui", "--config", cfg, "setup", "proxmox")
 		if r.code != exitUsage || !strings.Contains(r.err, "--provider-pubkey is required") {
 			t.Fatalf("no provider: code %d, stderr %q", r.code, r.err)
 		}
 		// Without a terminal, even without --no-tui, nothing is asked.
-		r = runAgent(t, agent, []string{"DC_AGENT_PROVIDER_PUBKEY=" + provider}, "--config", cfg, "setup", "proxmox")
+		r = runSetup(t, agent, []string{"DC_AGENT_PROVIDER_PUBKEY=" + provider}, "--config", cfg, "setup", "proxmox")
 		if r.code != exitUsage || !strings.Contains(r.err, "--host is required") {
 			t.Fatalf("no terminal: code %d, stderr %q", r.code, r.err)
 		}
 		// First contact without a fingerprint: the key is named, not trusted.
 		h := pvehost.Start(t, pvehost.Options{Binary: sim})
 		args := without(baseArgs(h, dir), "--host-key-fingerprint")
-		r = runAgent(t, agent, nil, args...)
+		r = runSetup(t, agent, nil, args...)
 		if r.code != exitUsage || !strings.Contains(r.err, "--host-key-fingerprint "+h.HostKeyFingerprint()) {
 			t.Fatalf("unknown host key: code %d, stderr %q", r.code, r.err)
 		}
@@ -147,7 +135,7 @@ func TestSetupProxmoxCLI(t *testing.T) {
 	t.Run("not a proxmox host", func(t *testing.T) {
 		t.Parallel()
 		h := pvehost.Start(t, pvehost.Options{NoTools: true})
-		r := runAgent(t, agent, nil, baseArgs(h, t.TempDir())...)
+		r := runSetup(t, agent, nil, baseArgs(h, t.TempDir())...)
 		if r.code != exitFailure || !strings.Contains(r.out+r.err, "is not a Proxmox VE host: pveversion is not installed") {
 			t.Fatalf("code %d\nstdout %s\nstderr %s", r.code, r.out, r.err)
 		}
@@ -204,7 +192,7 @@ func TestSetupProxmoxCLI(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		r := runAgent(t, agent, nil, baseArgs(h, dir)...)
+		r := runSetup(t, agent, nil, baseArgs(h, dir)...)
 		if r.code != 0 {
 			t.Fatalf("re-run failed: %d\n%s\n%s", r.code, r.out, r.err)
 		}
@@ -241,11 +229,11 @@ func TestSetupProxmoxCLI(t *testing.T) {
 		// Pin on a first, read-only contact (discovery fails: no templates
 		// flag problem here, so make it fail early on a bad storage).
 		args := append(baseArgs(h, dir), "--storage", "nope")
-		if r := runAgent(t, agent, nil, args...); r.code != exitUsage || !strings.Contains(r.err, `--storage "nope"`) {
+		if r := runSetup(t, agent, nil, args...); r.code != exitUsage || !strings.Contains(r.err, `--storage "nope"`) {
 			t.Fatalf("bad storage: %d %s", r.code, r.err)
 		}
 		h.RotateHostKey()
-		r := runAgent(t, agent, nil, baseArgs(h, dir)...) // even with the new key's fingerprint
+		r := runSetup(t, agent, nil, baseArgs(h, dir)...) // even with the new key's fingerprint
 		if r.code != exitFailure || !strings.Contains(r.err, "HOST KEY CHANGED") || !strings.Contains(r.err, "fix:") ||
 			!strings.Contains(r.err, filepath.Join(dir, "state", setup.KnownHostsFile)) {
 			t.Fatalf("code %d\nstderr %s", r.code, r.err)
@@ -260,7 +248,7 @@ func TestSetupProxmoxCLI(t *testing.T) {
 		evil := filepath.Join(h.Dir, "img $(touch "+marker+") `touch "+marker+"`; touch "+marker+" '\"")
 		args := baseArgs(h, dir)
 		args = append(args, "--image-dir", evil, "--label", "x'; touch pwned; echo '")
-		r := runAgent(t, agent, nil, args...)
+		r := runSetup(t, agent, nil, args...)
 		if r.code != 0 {
 			t.Fatalf("setup with odd paths failed: %d\n%s\n%s", r.code, r.out, r.err)
 		}
@@ -272,7 +260,7 @@ func TestSetupProxmoxCLI(t *testing.T) {
 		}
 		// A host name with metacharacters never reaches a shell.
 		args = append(without(baseArgs(h, t.TempDir()), "--host"), "--host", "127.0.0.1;touch "+marker)
-		r = runAgent(t, agent, nil, args...)
+		r = runSetup(t, agent, nil, args...)
 		if r.code == 0 || !strings.Contains(r.err, "not a host name") {
 			t.Fatalf("hostile host accepted: %d %s", r.code, r.err)
 		}

@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -30,13 +29,7 @@ import (
 // Call it once per test binary (TestMain) and pass the path to
 // Start: linking takes a second or two.
 func Build(dir string) (string, error) {
-	out := filepath.Join(dir, "pve-host-sim")
-	cmd := exec.Command("go", "build", "-o", out, "github.com/decent-stuff/dc-agent/cmd/pve-host-sim")
-	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local", "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build pve-host-sim: %v\n%s", err, b)
-	}
-	return out, nil
+	return testutil.BuildBinary(dir, "github.com/decent-stuff/dc-agent/cmd/pve-host-sim", "pve-host-sim")
 }
 
 // Options shape a simulated Proxmox VE node.
