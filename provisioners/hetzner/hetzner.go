@@ -253,15 +253,17 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (
 	res, _, err := p.c.Server.Create(ctx, opts)
 	p.keyMu.Unlock()
 	if err != nil {
+		if key != nil {
+			p.releaseKey(context.WithoutCancel(ctx), key.ID)
+		}
 		if hcloud.IsError(err, hcloud.ErrorCodeUniquenessError) {
 			// A server with this name appeared since the lookup: an
-			// earlier attempt of ours whose response was lost.
+			// earlier attempt of ours whose response was lost, or a
+			// server someone else named like ours.
 			if sv, ferr := p.findServer(ctx, cid); ferr == nil && sv != nil {
 				return p.resume(ctx, req, sv)
 			}
-		}
-		if key != nil {
-			p.releaseKey(context.WithoutCancel(ctx), key.ID)
+			return provisioners.Instance{}, provisioners.Permanent(fmt.Errorf("a server named %s exists in the Hetzner project but is not labelled as this contract's; rename or delete it", opts.Name))
 		}
 		return provisioners.Instance{}, p.classify(fmt.Sprintf("create server (type %s, location %s, image %s)", st.Name, loc, image), err)
 	}

@@ -410,6 +410,17 @@ func TestTerminateRefusesForeignServers(t *testing.T) {
 	if list, err := f.p.List(context.Background()); err != nil || len(list) != 0 {
 		t.Fatalf("foreign server listed: %v %v", list, err)
 	}
+	// A foreign server holding a contract's name is reported, not adopted.
+	f.sim.AddServer(ServerName(cid(9)), nil)
+	req := f.request(9)
+	req.RequesterSSHPubkey = sshKey(t)
+	_, err = f.p.Provision(context.Background(), req)
+	if err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "not labelled") {
+		t.Fatalf("name clash: %v", err)
+	}
+	if len(f.sim.Servers()) != 2 || len(f.sim.SSHKeys()) != 0 {
+		t.Fatalf("after the clash: %d servers, %d keys", len(f.sim.Servers()), len(f.sim.SSHKeys()))
+	}
 }
 
 func TestHealthStates(t *testing.T) {
