@@ -658,6 +658,10 @@ func ipv6Host(n *net.IPNet) string {
 	host := make(net.IP, net.IPv6len)
 	copy(host, ip.Mask(n.Mask))
 	host[15] |= 1
+	if !n.Contains(host) {
+		// A single address (/128), never what Hetzner assigns.
+		return ip.String()
+	}
 	return host.String()
 }
 

@@ -651,3 +651,43 @@ func TestFactoryReadsTokenFile(t *testing.T) {
 		t.Fatal("missing section accepted")
 	}
 }
+
+// Rate limit headers come from the network.
+func FuzzRateLimitHeaders(f *testing.F) {
+	f.Add("0", "1700000000")
+	f.Add("12", "")
+	f.Add("-5", "99999999999999999999")
+	f.Add("0", "-1")
+	f.Fuzz(func(t *testing.T, remaining, reset string) {
+		now := time.Unix(1_700_000_000, 0)
+		g := newRateGate(nil, time.Minute, func() time.Time { return now })
+		g.observe(http.Header{"Ratelimit-Remaining": {remaining}, "Ratelimit-Reset": {reset}})
+		if d := g.resetIn(); d < 0 {
+			t.Fatalf("negative wait %v", d)
+		}
+		if n, err := strconv.Atoi(remaining); (err != nil || n > 0) && g.resetIn() != 0 {
+			t.Fatalf("blocked by remaining=%q reset=%q", remaining, reset)
+		}
+	})
+}
+
+// The IPv6 network comes from the API.
+func FuzzIPv6Host(f *testing.F) {
+	for _, s := range []string{"2001:db8::/64", "2a01:4f8::/32", "::/0", "10.0.0.0/8", "::ffff:1.2.3.4/128", "2001:db8::4/128"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		_, n, err := net.ParseCIDR(s)
+		if err != nil {
+			return
+		}
+		h := ipv6Host(n)
+		if h == "" {
+			return
+		}
+		ip := net.ParseIP(h)
+		if ip == nil || ip.To4() != nil || !n.Contains(ip) {
+			t.Fatalf("%s -> %q", s, h)
+		}
+	})
+}
