@@ -30,6 +30,9 @@ type ServeOptions struct {
 	// TimeScale and CrashAt exist for the test suite and benchmarks only.
 	TimeScale float64
 	CrashAt   string // crash point, optionally ":N" for its N-th pass
+	// HangOnSIGUSR2 (tests only) makes SIGUSR2 hang every loop, so the
+	// systemd watchdog test can see a wedged agent restarted.
+	HangOnSIGUSR2 bool
 }
 
 // NewLogger builds the agent's logger. Under systemd (JOURNAL_STREAM set)
@@ -118,7 +121,13 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	if os.Getenv("NOTIFY_SOCKET") != "" {
 		notifier = SystemdNotifier{}
 	}
-	a, err := New(cfg, Options{Registry: o.Registry, Logger: log, Version: o.Version, Notifier: notifier, TimeScale: o.TimeScale, CrashPoint: crash})
+	var sleep Sleeper
+	if o.HangOnSIGUSR2 {
+		var stopHang func()
+		sleep, stopHang = hangOnSIGUSR2(func(msg string) { log.Warn(msg) })
+		defer stopHang()
+	}
+	a, err := New(cfg, Options{Registry: o.Registry, Logger: log, Version: o.Version, Notifier: notifier, TimeScale: o.TimeScale, CrashPoint: crash, Sleep: sleep})
 	if err != nil {
 		return err
 	}

@@ -72,6 +72,8 @@ type UnitParams struct {
 	// Environment are KEY=VALUE pairs for Environment= (never secrets:
 	// unit files are world-readable).
 	Environment []string
+	// RunArgs are extra arguments of `dc-agent run` (e.g. --log-format=json).
+	RunArgs []string
 }
 
 func (p UnitParams) withDefaults() UnitParams {
@@ -125,6 +127,11 @@ func (p UnitParams) Validate() error {
 			return fmt.Errorf("writable path %q must be absolute, without spaces or quotes", rw)
 		}
 	}
+	for _, a := range p.RunArgs {
+		if hasControl(a) {
+			return fmt.Errorf("run argument %q contains a control character", a)
+		}
+	}
 	for _, kv := range p.Environment {
 		k, _, ok := strings.Cut(kv, "=")
 		if !ok || !validEnvName(k) {
@@ -166,13 +173,21 @@ func (p UnitParams) data() (unitData, error) {
 	p.ReadWritePaths = rw
 	return unitData{
 		UnitParams:     p,
-		ExecStart:      strings.Join([]string{quoteArg(p.Binary), "--config", quoteArg(p.ConfigPath), "run"}, " "),
+		ExecStart:      execStart(p),
 		WatchdogSec:    systemdDuration(p.Watchdog),
 		RestartSec:     systemdDuration(p.RestartDelay),
 		TimeoutStopSec: systemdDuration(time.Duration(p.GraceSeconds)*time.Second + StopMargin),
 		UpgradeExec:    strings.Join([]string{quoteArg(p.Binary), "--config", quoteArg(p.ConfigPath), "upgrade", "--auto"}, " "),
 		BinaryDir:      quotePath(filepath.Dir(p.Binary)),
 	}, nil
+}
+
+func execStart(p UnitParams) string {
+	words := []string{quoteArg(p.Binary), "--config", quoteArg(p.ConfigPath), "run"}
+	for _, a := range p.RunArgs {
+		words = append(words, quoteArg(a))
+	}
+	return strings.Join(words, " ")
 }
 
 // RenderUnit renders dc-agent.service.

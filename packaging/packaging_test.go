@@ -96,6 +96,7 @@ func TestValidateRejectsBadParams(t *testing.T) {
 		"env without =":    func(p *UnitParams) { p.Environment = []string{"NOVALUE"} },
 		"env bad key":      func(p *UnitParams) { p.Environment = []string{"A-B=1"} },
 		"env with newline": func(p *UnitParams) { p.Environment = []string{"A=1\nUser=root"} },
+		"run arg newline":  func(p *UnitParams) { p.RunArgs = []string{"--x\nUser=root"} },
 	}
 	if err := ok.Validate(); err != nil {
 		t.Fatalf("good params refused: %v", err)
@@ -150,7 +151,8 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 	// file that does not exist and verify says so.
 	bin := fakeBinary(t, filepath.Join(dir, "my bin", "dc-agent%1"))
 	p := UnitParams{Binary: bin, ConfigPath: "/etc/dc-agent/dc-agent.toml", System: true, GraceSeconds: 600,
-		ReadWritePaths: []string{"/srv/dc-agent"}, Environment: []string{"HTTPS_PROXY=http://proxy:3128", "NOTE=two words"}}
+		ReadWritePaths: []string{"/srv/dc-agent"}, Environment: []string{"HTTPS_PROXY=http://proxy:3128", "NOTE=two words"},
+		RunArgs: []string{"--log-format=json", "--log-level", "debug"}}
 	units := filepath.Join(dir, "units")
 	for name, f := range map[string]func(UnitParams) ([]byte, error){
 		"dc-agent.service": RenderUnit, "dc-agent-upgrade.service": RenderUpgradeService, "dc-agent-upgrade.timer": RenderUpgradeTimer,

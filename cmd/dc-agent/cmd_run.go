@@ -13,6 +13,7 @@ import (
 func newRunCmd(g *globals) *cobra.Command {
 	var logFormat, logLevel, crashAt string
 	var timeScale float64
+	var hang bool
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the agent in the foreground (the systemd service's ExecStart)",
@@ -28,7 +29,7 @@ the watchdog. See the live state with: dc-agent status`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			err := agent.Serve(cmd.Context(), agent.ServeOptions{
 				ConfigPath: g.configPath, LogFormat: logFormat, LogLevel: logLevel, Stderr: cmd.ErrOrStderr(),
-				Registry: all.Registry(), Version: buildinfo.Version, TimeScale: timeScale, CrashAt: crashAt,
+				Registry: all.Registry(), Version: buildinfo.Version, TimeScale: timeScale, CrashAt: crashAt, HangOnSIGUSR2: hang,
 			})
 			var ce *agent.ConfigError
 			if errors.As(err, &ce) {
@@ -44,7 +45,9 @@ the watchdog. See the live state with: dc-agent status`,
 	// (SIGKILL) at a named step of provisioning.
 	f.Float64Var(&timeScale, "time-scale", 0, "multiply every interval (testing only)")
 	f.StringVar(&crashAt, "crash-at", "", "SIGKILL itself at this provisioning step (testing only)")
+	f.BoolVar(&hang, "debug-hang-on-sigusr2", false, "let SIGUSR2 hang every loop, to test the systemd watchdog (testing only)")
 	_ = f.MarkHidden("time-scale")
+	_ = f.MarkHidden("debug-hang-on-sigusr2")
 	_ = f.MarkHidden("crash-at")
 	return cmd
 }

@@ -103,7 +103,7 @@ and restarts the service once.`,
 			ctx, cancel := signalContext(cmd)
 			defer cancel()
 			opts := f.options(g, cmd)
-			opts.Binary, opts.RunAs, opts.Watchdog, opts.Env = o.Binary, o.RunAs, o.Watchdog, o.Env
+			opts.Binary, opts.RunAs, opts.Watchdog, opts.Env, opts.RunArgs = o.Binary, o.RunAs, o.Watchdog, o.Env, o.RunArgs
 			opts.NoStart, opts.Timeout = o.NoStart, o.Timeout
 			res, err := service.Install(ctx, opts)
 			if err != nil {
@@ -136,6 +136,7 @@ and restarts the service once.`,
 	cmd.Flags().StringVar(&o.RunAs, "run-as", "", "service account (default dc-agent)")
 	cmd.Flags().DurationVar(&o.Watchdog, "watchdog", 0, "WatchdogSec: restart the agent when its loop is stuck this long (default 60s)")
 	cmd.Flags().StringArrayVar(&o.Env, "env", nil, "KEY=VALUE for the unit's environment, repeatable (not for secrets: unit files are world-readable)")
+	cmd.Flags().StringArrayVar(&o.RunArgs, "run-arg", nil, "extra argument for 'dc-agent run' in the unit (e.g. --run-arg=--log-format=json), repeatable")
 	cmd.Flags().BoolVar(&o.NoStart, "no-start", false, "install and enable, but do not start")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", 90*time.Second, "how long to wait for the service to become active")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")

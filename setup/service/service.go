@@ -47,6 +47,8 @@ type Options struct {
 	// Env are extra KEY=VALUE pairs for the unit's Environment= (not for
 	// secrets: unit files are world-readable).
 	Env []string
+	// RunArgs are extra arguments of `dc-agent run` in ExecStart=.
+	RunArgs []string
 	// NoStart installs and enables without starting.
 	NoStart bool
 	// Timeout bounds waiting for the unit to become active (default 90s)
@@ -225,7 +227,7 @@ func (o Options) loadSettings() (agentSettings, error) {
 func (o Options) unitParams(s agentSettings) packaging.UnitParams {
 	p := packaging.UnitParams{
 		Name: o.Name, Binary: o.Binary, ConfigPath: o.ConfigPath, System: !o.User,
-		User: o.RunAs, Watchdog: o.Watchdog, GraceSeconds: s.graceSeconds, Environment: o.Env,
+		User: o.RunAs, Watchdog: o.Watchdog, GraceSeconds: s.graceSeconds, Environment: o.Env, RunArgs: o.RunArgs,
 	}
 	// The sandbox makes everything read-only except the unit's own state
 	// and runtime directories; a state_dir or socket elsewhere needs its

@@ -1,0 +1,283 @@
+package service
+
+// The installed unit, for real: `dc-agent service install --user` puts the
+// unit that `service install` renders into a real systemd --user manager
+// (private mount namespace, DESIGN.md) whose world lives in a test root,
+// and the real dc-agent runs in it against the reference API server.
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/decent-stuff/dc-agent/apiserver/apitest"
+	"github.com/decent-stuff/dc-agent/dcapi"
+	"github.com/decent-stuff/dc-agent/identity"
+	"github.com/decent-stuff/dc-agent/internal/testutil"
+)
+
+var agentBin struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+// dcAgent builds the real binary once per test process.
+func dcAgent(t *testing.T) string {
+	t.Helper()
+	agentBin.once.Do(func() {
+		agentBin.dir, agentBin.err = os.MkdirTemp("", "dc-agent-bin-")
+		if agentBin.err == nil {
+			agentBin.path, agentBin.err = testutil.BuildBinary(agentBin.dir, "github.com/decent-stuff/dc-agent/cmd/dc-agent", "dc-agent")
+		}
+	})
+	if agentBin.err != nil {
+		t.Fatal(agentBin.err)
+	}
+	return agentBin.path
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if agentBin.dir != "" {
+		os.RemoveAll(agentBin.dir)
+	}
+	os.Exit(code)
+}
+
+// backendScript is a script provisioner: provisioning takes as many
+// seconds as the file "delay" beside it says.
+const backendScript = `#!/bin/sh
+dir=$(dirname "$0")
+in=$(cat)
+case $in in
+*'"action":"provision"'*)
+	sleep "$(cat "$dir/delay" 2>/dev/null || echo 0)"
+	echo '{"success":true,"instance":{"external_id":"inst-1","ip_address":"192.0.2.10","ssh_port":22}}' ;;
+*'"action":"health_check"'*)
+	echo '{"success":true,"health":{"status":"healthy","uptime_seconds":5}}' ;;
+*)
+	echo '{"success":true}' ;;
+esac
+`
+
+type unitWorld struct {
+	m       *testutil.UserManager
+	srv     *apitest.Server
+	prov    *apitest.Provider
+	bin     string
+	cfgPath string
+	delay   string
+}
+
+func newUnitWorld(t *testing.T) *unitWorld {
+	t.Helper()
+	bin := dcAgent(t)
+	// Unix socket paths must stay short: a short root of our own.
+	root, err := os.MkdirTemp("", "dcsvc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	m := testutil.StartUserManager(t, root)
+	srv := apitest.Start(t, apitest.WithNextHeartbeat(1))
+	prov := srv.NewProvider("Service Test Hosting")
+	key := srv.NewAgent(prov)
+	etc := filepath.Join(root, "etc/dc-agent")
+	if err := identity.SaveAgentKey(filepath.Join(etc, "agent.key"), key, false); err != nil {
+		t.Fatal(err)
+	}
+	script := testutil.WriteFile(t, filepath.Join(root, "backend/backend.sh"), backendScript, 0o755)
+	w := &unitWorld{m: m, srv: srv, prov: prov, bin: bin, cfgPath: filepath.Join(etc, "dc-agent.toml"), delay: filepath.Join(root, "backend/delay")}
+	cfg := fmt.Sprintf(`[api]
+endpoint = %q
+provider_pubkey = %q
+agent_secret_key = %q
+
+[polling]
+interval_seconds = 30
+health_check_interval_seconds = 10
+
+[agent]
+state_dir = %q
+status_socket = %q
+max_concurrent_provisions = 2
+shutdown_grace_seconds = 300
+
+[provisioner]
+type = "script"
+
+[provisioner.script]
+provision = %q
+terminate = %q
+health_check = %q
+timeout_seconds = 60
+`, srv.URL, prov.Pubkey, filepath.Join(etc, "agent.key"), filepath.Join(root, "var/lib/dc-agent"),
+		filepath.Join(root, "run/dc-agent/status.sock"), script, script, script)
+	testutil.WriteFile(t, w.cfgPath, cfg, 0o600)
+	return w
+}
+
+// cli runs the dc-agent CLI against this world's user manager.
+func (w *unitWorld) cli(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(w.bin, append([]string{"--config", w.cfgPath}, args...)...)
+	cmd.Env = w.m.Env
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return o.String(), e.String(), code
+}
+
+// install runs `dc-agent service install --user` with the test's run
+// arguments (intervals shrunk 100×, SIGUSR2 hangs the loops) and fails the
+// test unless it exits 0.
+func (w *unitWorld) install(t *testing.T, extra ...string) (string, string) {
+	t.Helper()
+	args := append([]string{"service", "install", "--user", "--binary", w.bin, "--timeout", "60s",
+		"--run-arg=--time-scale=0.01", "--run-arg=--debug-hang-on-sigusr2"}, extra...)
+	out, errOut, code := w.cli(t, args...)
+	if code != 0 {
+		t.Fatalf("service install: exit %d\n%s%s", code, out, errOut)
+	}
+	return out, errOut
+}
+
+const unit = "dc-agent.service"
+
+func TestInstalledUnitUnderSystemdUser(t *testing.T) {
+	start := time.Now()
+	phase := func(name string) { t.Logf("%6.1fs %s", time.Since(start).Seconds(), name) }
+	w := newUnitWorld(t)
+	phase("world ready")
+
+	// Install: active (running) with a readable STATUS= line.
+	out, progress := w.install(t, "--watchdog", "2s")
+	if !strings.Contains(out, "active (running)") || !strings.Contains(progress, "changed  start") {
+		t.Fatalf("install output:\n%s%s", out, progress)
+	}
+	props := w.m.WaitFor(t, unit, 20*time.Second, "online STATUS=", func(p map[string]string) bool {
+		return p["ActiveState"] == "active" && p["SubState"] == "running" && strings.HasPrefix(p["StatusText"], "online · 0 active")
+	})
+	t.Logf("STATUS=%s", props["StatusText"])
+	pid := props["MainPID"]
+	unitFile := filepath.Join(w.m.Root, "etc/systemd/user", unit)
+	b, err := os.ReadFile(unitFile)
+	if err != nil || !strings.Contains(string(b), "Type=notify\n") || !strings.Contains(string(b), "WatchdogSec=2s\n") {
+		t.Fatalf("unit file %s: %v\n%s", unitFile, err, b)
+	}
+	status, _, code := w.cli(t, "service", "status", "--user")
+	if code != 0 || !strings.Contains(status, "dc-agent.service: active (running), enabled") || !strings.Contains(status, "status: online · ") {
+		t.Fatalf("service status: exit %d\n%s", code, status)
+	}
+	eventually(t, 10*time.Second, "provider online at the API", func() bool { return w.srv.AgentStatus(w.prov).Online })
+
+	phase("installed, online")
+	// Same inputs again: nothing changes, the agent keeps running.
+	out, progress = w.install(t, "--watchdog", "2s")
+	if !strings.Contains(out, "nothing changed") || strings.Contains(progress, "changed ") {
+		t.Fatalf("second install changed something:\n%s%s", out, progress)
+	}
+	if p := w.m.Show(t, unit, "MainPID"); p["MainPID"] != pid {
+		t.Fatalf("second install restarted the agent (pid %s → %s)", pid, p["MainPID"])
+	}
+
+	phase("reinstalled unchanged")
+	// A hung loop: the agent withholds WATCHDOG=1 and systemd restarts it.
+	if _, err := w.m.Systemctl("kill", "--kill-who=main", "-s", "SIGUSR2", unit); err != nil {
+		t.Fatal(err)
+	}
+	// systemd kills it (Result=watchdog), waits RestartSec, starts it again.
+	w.m.WaitFor(t, unit, 30*time.Second, "killed by the watchdog", func(p map[string]string) bool {
+		return p["Result"] == "watchdog"
+	})
+	props = w.m.WaitFor(t, unit, 30*time.Second, "restarted after the watchdog", func(p map[string]string) bool {
+		return p["NRestarts"] == "1" && p["ActiveState"] == "active" && p["SubState"] == "running" && p["MainPID"] != pid
+	})
+	pid = props["MainPID"]
+
+	phase("watchdog restart seen")
+	// Graceful stop: a provision in flight finishes and is reported before
+	// the agent exits.
+	if err := os.WriteFile(w.delay, []byte("2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id := w.srv.CreateContract(w.prov, apitest.ContractSpec{})
+	eventually(t, 20*time.Second, "the contract provisioning", func() bool {
+		return w.srv.Contract(id).Status == dcapi.StatusProvisioning
+	})
+	if _, err := w.m.Systemctl("stop", unit); err != nil {
+		t.Fatal(err)
+	}
+	props = w.m.Show(t, unit, "ActiveState", "Result", "ExecMainCode", "ExecMainStatus")
+	if props["ActiveState"] != "inactive" || props["Result"] != "success" || props["ExecMainStatus"] != "0" {
+		t.Fatalf("after stop: %v", props)
+	}
+	if st := w.srv.Contract(id).Status; st != dcapi.StatusProvisioned {
+		t.Fatalf("the provision in flight at stop ended %q, want provisioned", st)
+	}
+
+	phase("graceful stop done")
+	// New inputs: the unit is rewritten and the service (started again by
+	// install) runs with it.
+	out, progress = w.install(t, "--watchdog", "3s")
+	if !strings.Contains(progress, "changed  unit file") || !strings.Contains(out, "active (running)") {
+		t.Fatalf("install with a new watchdog:\n%s%s", out, progress)
+	}
+	if b, _ := os.ReadFile(unitFile); !strings.Contains(string(b), "WatchdogSec=3s\n") {
+		t.Fatalf("unit not updated:\n%s", b)
+	}
+	pid = w.m.Show(t, unit, "MainPID")["MainPID"]
+	// ... and once more while running: exactly one restart.
+	_, progress = w.install(t, "--watchdog", "4s")
+	if strings.Count(progress, "changed  restart") != 1 {
+		t.Fatalf("want one restart:\n%s", progress)
+	}
+	if p := w.m.Show(t, unit, "MainPID", "ActiveState"); p["MainPID"] == pid || p["ActiveState"] != "active" {
+		t.Fatalf("after a changed install: %v (pid was %s)", p, pid)
+	}
+
+	phase("changed installs done")
+	// Uninstall: stopped, unit gone, config and key kept.
+	out, _, code = w.cli(t, "service", "uninstall", "--user")
+	if code != 0 || !strings.Contains(out, "Removed") {
+		t.Fatalf("uninstall: exit %d\n%s", code, out)
+	}
+	if _, err := os.Stat(unitFile); err == nil {
+		t.Fatal("unit file kept")
+	}
+	if p := w.m.Show(t, unit, "LoadState", "ActiveState"); p["LoadState"] != "not-found" || p["ActiveState"] != "inactive" {
+		t.Fatalf("after uninstall: %v", p)
+	}
+	for _, f := range []string{w.cfgPath, filepath.Join(filepath.Dir(w.cfgPath), "agent.key")} {
+		if _, err := os.Stat(f); err != nil {
+			t.Fatalf("uninstall removed %s", f)
+		}
+	}
+	if _, _, code := w.cli(t, "service", "status", "--user"); code == 0 {
+		t.Fatal("service status exits 0 after uninstall")
+	}
+}
+
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
