@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -234,7 +235,10 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (
 		return provisioners.Instance{}, provisioners.Retryable(fmt.Errorf("inspect container %s: %w", name, err))
 	}
 	if existing != nil {
-		return p.resume(ctx, req, existing)
+		inst, ok, err := p.resume(ctx, req, existing)
+		if err != nil || ok {
+			return inst, err
+		}
 	}
 
 	req.Step("checking image " + p.cfg.Image)
@@ -244,22 +248,26 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (
 
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		inst, retryPort, err := p.create(ctx, req, name)
-		if err == nil {
+		inst, again, err := p.create(ctx, req, name)
+		if err == nil && !again {
 			return inst, nil
 		}
 		lastErr = err
-		if !retryPort {
+		if !again {
 			break
 		}
-		p.log.Warn("host port taken at start; trying another", "contract", cid, "err", err)
+		p.log.Warn("creating the container again", "contract", cid, "err", err)
+	}
+	if lastErr == nil {
+		lastErr = provisioners.Retryable(fmt.Errorf("container %s kept appearing half-made; will retry", name))
 	}
 	return provisioners.Instance{}, lastErr
 }
 
-// create makes and starts the container on a fresh port. retryPort is
-// true when the port turned out to be taken and another may work.
-func (p *Provisioner) create(ctx context.Context, req provisioners.Request, name string) (inst provisioners.Instance, retryPort bool, err error) {
+// create makes and starts the container on a fresh port. again is true
+// when another attempt may work (the port turned out to be taken, or an
+// interrupted attempt's container was in the way and got removed).
+func (p *Provisioner) create(ctx context.Context, req provisioners.Request, name string) (inst provisioners.Instance, again bool, err error) {
 	port, release, err := p.reservePort(ctx, req.ContractID)
 	if err != nil {
 		return inst, false, err
@@ -311,15 +319,15 @@ func (p *Provisioner) create(ctx context.Context, req provisioners.Request, name
 		if cerrdefs.IsConflict(err) {
 			// Created meanwhile under our name: an earlier attempt.
 			if ex, ierr := p.inspect(ctx, name); ierr == nil && ex != nil {
-				inst, err := p.resume(ctx, req, ex)
-				return inst, false, err
+				inst, ok, err := p.resume(ctx, req, ex)
+				return inst, !ok && err == nil, err
 			}
 		}
 		return inst, false, p.classify("create container "+name, err)
 	}
 	id := res.ID
 
-	inst, err = p.setUp(ctx, req, id, true)
+	inst, err = p.setUp(ctx, req, id)
 	if err != nil {
 		p.remove(ctx, id)
 		if isPortTaken(err) {
@@ -333,9 +341,9 @@ func (p *Provisioner) create(ctx context.Context, req provisioners.Request, name
 
 // setUp installs access (key or password), starts the container, waits
 // until it keeps running and runs the post-provision script.
-func (p *Provisioner) setUp(ctx context.Context, req provisioners.Request, id string, fresh bool) (provisioners.Instance, error) {
+func (p *Provisioner) setUp(ctx context.Context, req provisioners.Request, id string) (provisioners.Instance, error) {
 	keyLine := strings.TrimSpace(req.RequesterSSHPubkey)
-	if keyLine != "" && fresh {
+	if keyLine != "" {
 		req.Step("installing the SSH key")
 		if err := p.copyAuthorizedKeys(ctx, id, keyLine); err != nil {
 			return provisioners.Instance{}, err
@@ -352,59 +360,80 @@ func (p *Provisioner) setUp(ctx context.Context, req provisioners.Request, id st
 	inst := p.instanceFromInspect(ct)
 	if keyLine == "" {
 		req.Step("setting the root password")
-		pw, err := randomPassword()
+		pw, err := p.setPassword(ctx, id)
 		if err != nil {
 			return provisioners.Instance{}, err
 		}
-		if out, code, err := p.exec(ctx, id, []string{"chpasswd"}, []byte("root:"+pw+"\n")); err != nil || code != 0 {
-			return provisioners.Instance{}, provisioners.Permanent(fmt.Errorf("set the root password with chpasswd in image %s failed (exit %d, %v): %s; use an image with chpasswd or require SSH keys", p.cfg.Image, code, err, tail(out)))
-		}
 		inst.RootPassword = pw
 	}
-	if s := req.PostProvisionScript; strings.TrimSpace(s) != "" && fresh {
+	if s := req.PostProvisionScript; strings.TrimSpace(s) != "" {
 		req.Step("running the post-provision script")
 		// The script goes in on stdin: never on a command line.
 		out, code, err := p.exec(ctx, id, []string{"/bin/sh", "-s"}, []byte(s))
 		if err != nil || code != 0 {
 			return provisioners.Instance{}, provisioners.Retryable(fmt.Errorf("post-provision script failed (exit %d, %v): %s", code, err, tail(out)))
 		}
+		if out, code, err := p.exec(ctx, id, []string{"/bin/sh", "-c", "mkdir -p " + path.Dir(doneMarker) + " && : > " + doneMarker}, nil); err != nil || code != 0 {
+			return provisioners.Instance{}, provisioners.Retryable(fmt.Errorf("record the post-provision script's success (exit %d, %v): %s", code, err, tail(out)))
+		}
 	}
 	return inst, nil
 }
 
 // resume takes over a container found for the contract (an earlier
-// attempt interrupted by a crash). If it cannot be brought up it is
-// removed, so the next attempt starts clean.
-func (p *Provisioner) resume(ctx context.Context, req provisioners.Request, ct *container.InspectResponse) (provisioners.Instance, error) {
+// attempt interrupted by a crash). ok is false when the container could not
+// be trusted to be complete and was removed: the caller creates a fresh one.
+func (p *Provisioner) resume(ctx context.Context, req provisioners.Request, ct *container.InspectResponse) (inst provisioners.Instance, ok bool, err error) {
 	if ct.Config == nil || ct.Config.Labels[LabelContract] != req.ContractID || ct.Config.Labels[LabelManaged] != "true" {
-		return provisioners.Instance{}, provisioners.Permanent(fmt.Errorf("a container named %s exists but is not labelled as this contract's; remove or rename it", ContainerName(req.ContractID)))
+		return inst, false, provisioners.Permanent(fmt.Errorf("a container named %s exists but is not labelled as this contract's; remove or rename it", ContainerName(req.ContractID)))
 	}
-	p.log.Info("found existing container for contract, resuming it", "contract", req.ContractID, "container", ct.ID, "status", ct.State.Status)
-	if ct.State != nil && ct.State.Running && ct.State.StartedAt != "" {
-		inst := p.instanceFromInspect(ct)
-		if strings.TrimSpace(req.RequesterSSHPubkey) == "" {
-			// The first attempt's password was lost with it.
-			pw, err := randomPassword()
-			if err == nil {
-				var out string
-				var code int
-				out, code, err = p.exec(ctx, ct.ID, []string{"chpasswd"}, []byte("root:"+pw+"\n"))
-				if err == nil && code != 0 {
-					err = fmt.Errorf("chpasswd exit %d: %s", code, tail(out))
-				}
-			}
-			if err != nil {
-				p.remove(ctx, ct.ID)
-				return provisioners.Instance{}, provisioners.Retryable(fmt.Errorf("reset the root password of the resumed container: %w", err))
-			}
-			inst.RootPassword = pw
+	status := "unknown"
+	if ct.State != nil {
+		status = string(ct.State.Status)
+	}
+	p.log.Info("found existing container for contract", "contract", req.ContractID, "container", ct.ID, "status", status)
+	startOver := func(why string) (provisioners.Instance, bool, error) {
+		p.log.Warn("removing the interrupted attempt's container to start over", "contract", req.ContractID, "container", ct.ID, "why", why)
+		p.remove(ctx, ct.ID)
+		return provisioners.Instance{}, false, nil
+	}
+	if ct.State == nil || !ct.State.Running || ct.State.Restarting {
+		// Never (fully) started: whether the key was copied is unknown.
+		return startOver("not running (" + status + ")")
+	}
+	if strings.TrimSpace(req.PostProvisionScript) != "" {
+		if _, code, err := p.exec(ctx, ct.ID, []string{"/bin/sh", "-c", "test -e " + doneMarker}, nil); err != nil || code != 0 {
+			// The script may not have run, or not to the end.
+			return startOver("post-provision script not known to have completed")
 		}
-		return inst, nil
 	}
-	// Never (fully) started: whether the key was copied is unknown, so
-	// start over.
-	p.remove(ctx, ct.ID)
-	return provisioners.Instance{}, provisioners.Retryable(fmt.Errorf("container %s of an interrupted attempt was not running (status %s); removed it, will retry", ct.Name, ct.State.Status))
+	inst = p.instanceFromInspect(ct)
+	if strings.TrimSpace(req.RequesterSSHPubkey) == "" {
+		// The first attempt's password was lost with it.
+		pw, err := p.setPassword(ctx, ct.ID)
+		if err != nil {
+			return startOver(err.Error())
+		}
+		inst.RootPassword = pw
+	}
+	return inst, true, nil
+}
+
+// doneMarker is created in the container once the post-provision script
+// succeeded, so a resumed attempt knows it need not start over.
+const doneMarker = "/var/lib/dc-agent/provisioned"
+
+// setPassword gives root a fresh random password with chpasswd.
+func (p *Provisioner) setPassword(ctx context.Context, id string) (string, error) {
+	pw, err := randomPassword()
+	if err != nil {
+		return "", err
+	}
+	out, code, err := p.exec(ctx, id, []string{"chpasswd"}, []byte("root:"+pw+"\n"))
+	if err != nil || code != 0 {
+		return "", provisioners.Permanent(fmt.Errorf("set the root password with chpasswd in image %s failed (exit %d, %v): %s; use an image with chpasswd or require SSH keys", p.cfg.Image, code, err, tail(out)))
+	}
+	return pw, nil
 }
 
 // waitRunning waits until the container has been running for StartWait,
@@ -581,6 +610,10 @@ func (p *Provisioner) ensureImage(ctx context.Context) error {
 // the host listens on. The reservation lasts until release; by then the
 // container carries the port in its label.
 func (p *Provisioner) reservePort(ctx context.Context, cid string) (int, func(), error) {
+	// Listing under the lock: a reservation is released only once its
+	// container exists, so every pick sees all earlier ones.
+	p.portMu.Lock()
+	defer p.portMu.Unlock()
 	list, err := p.cli.ContainerList(ctx, client.ContainerListOptions{All: true})
 	if err != nil {
 		return 0, nil, p.classify("list containers", err)
@@ -594,8 +627,6 @@ func (p *Provisioner) reservePort(ctx context.Context, cid string) (int, func(),
 			used[int(ps.PublicPort)] = true
 		}
 	}
-	p.portMu.Lock()
-	defer p.portMu.Unlock()
 	lo, hi := p.cfg.SSHPortRangeStart, p.cfg.SSHPortRangeEnd
 	size := hi - lo + 1
 	sum := sha256.Sum256([]byte(cid))

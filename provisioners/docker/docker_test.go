@@ -486,3 +486,69 @@ func mustEd25519(t testing.TB) ed25519.PublicKey {
 	}
 	return pub
 }
+
+// Concurrent provisions never pick the same host port (with --bridge=none
+// the daemon would not object, so only the agent's own bookkeeping keeps
+// them apart).
+func TestConcurrentProvisionsGetDistinctPorts(t *testing.T) {
+	p := newProvisioner(t, func(c *config.DockerConfig) { c.SSHPortRangeStart, c.SSHPortRangeEnd = testPortStart+300, testPortStart+305 })
+	t.Cleanup(func() { terminateAll(t, p) })
+	key := sshKey(t)
+	type res struct {
+		port int
+		err  error
+	}
+	out := make(chan res, 6)
+	for i := range 6 {
+		go func() {
+			inst, err := p.Provision(context.Background(), provisioners.Request{ContractID: cid(20 + i), MemoryMB: 64, RequesterSSHPubkey: key})
+			out <- res{inst.SSHPort, err}
+		}()
+	}
+	seen := map[int]bool{}
+	for range 6 {
+		r := <-out
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if seen[r.port] {
+			t.Fatalf("port %d given twice", r.port)
+		}
+		seen[r.port] = true
+	}
+}
+
+// A container left by an interrupted attempt is taken over only when it is
+// known to be complete; otherwise it is replaced in the same call.
+func TestResumeInterruptedAttempts(t *testing.T) {
+	p := newProvisioner(t, nil)
+	t.Cleanup(func() { terminateAll(t, p) })
+	ctx := context.Background()
+	req := provisioners.Request{ContractID: cid(30), MemoryMB: 64, RequesterSSHPubkey: sshKey(t), PostProvisionScript: "echo ok"}
+
+	// Created but never started (killed between create and start).
+	res, err := p.cli.ContainerCreate(ctx, client.ContainerCreateOptions{Name: ContainerName(cid(30)), Config: &container.Config{
+		Image: testImage, Labels: map[string]string{LabelManaged: "true", LabelContract: cid(30), LabelSSHPort: "1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, err := p.Provision(ctx, req)
+	if err != nil || inst.ExternalID == res.ID || len(allContainers(t, p)) != 1 {
+		t.Fatalf("created-only container: %+v %v", inst, err)
+	}
+
+	// Complete: taken over as is.
+	again, err := p.Provision(ctx, req)
+	if err != nil || again.ExternalID != inst.ExternalID {
+		t.Fatalf("complete container not resumed: %+v %v", again, err)
+	}
+
+	// Running, but the script is not known to have finished.
+	if _, code, err := p.exec(ctx, inst.ExternalID, []string{"/bin/sh", "-c", "rm " + doneMarker}, nil); err != nil || code != 0 {
+		t.Fatalf("rm marker: %d %v", code, err)
+	}
+	third, err := p.Provision(ctx, req)
+	if err != nil || third.ExternalID == inst.ExternalID || len(allContainers(t, p)) != 1 {
+		t.Fatalf("incomplete container not replaced: %+v %v", third, err)
+	}
+}
