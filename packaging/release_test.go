@@ -23,6 +23,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/decent-stuff/dc-agent/agent/status"
+	"github.com/decent-stuff/dc-agent/apiserver/apitest"
+	"github.com/decent-stuff/dc-agent/dcapi"
+	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/internal/testutil"
 )
 
@@ -630,4 +634,174 @@ func TestRpmPackage(t *testing.T) {
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return lines[len(lines)-1]
+}
+
+// TestUpgradeRestartsServiceWhenIdle installs a release with install.sh,
+// runs it as the unit `dc-agent service install --user` renders under a
+// real systemd --user, and upgrades it with `dc-agent upgrade` while a
+// provision is in flight: the binary is swapped at once, the restart waits
+// until the provision is done, and the service then runs the new version.
+// install.sh re-runs restart the service only while it runs, and a broken
+// release is rolled back without touching the running service.
+func TestUpgradeRestartsServiceWhenIdle(t *testing.T) {
+	dist := releaseTree(t)
+	srv := serveRelease(t, dist)
+	// One short root for everything: unix socket paths are limited.
+	root, err := os.MkdirTemp("", "dcup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	dash := testutil.RequireBinary(t, "dash")
+	script := installScript(t)
+	bin := filepath.Join(root, "usr/local/bin/dc-agent")
+	m := testutil.StartUserManager(t, root)
+	instEnv := append([]string{"DC_AGENT_BASE_URL=" + srv.URL + "/rel", "DC_AGENT_PREFIX=" + root, "DC_AGENT_SYSTEMCTL=systemctl --user"},
+		m.Vars...)
+	if r := shell(t, dash, script, append(instEnv, "DC_AGENT_VERSION="+v1)); r.code != 0 {
+		t.Fatalf("install.sh: %s", r.stderr)
+	}
+
+	api := apitest.Start(t, apitest.WithNextHeartbeat(1))
+	prov := api.NewProvider("Upgrade Test Hosting")
+	key := api.NewAgent(prov)
+	etc := filepath.Join(root, "etc/dc-agent")
+	if err := identity.SaveAgentKey(filepath.Join(etc, "agent.key"), key, false); err != nil {
+		t.Fatal(err)
+	}
+	delay := filepath.Join(root, "backend/delay")
+	backend := testutil.WriteFile(t, filepath.Join(root, "backend/backend.sh"), `#!/bin/sh
+in=$(cat)
+case $in in
+*'"action":"provision"'*) sleep "$(cat `+delay+` 2>/dev/null || echo 0)"
+	echo '{"success":true,"instance":{"external_id":"inst-1","ip_address":"192.0.2.10","ssh_port":22}}' ;;
+*'"action":"health_check"'*) echo '{"success":true,"health":{"status":"healthy","uptime_seconds":5}}' ;;
+*) echo '{"success":true}' ;;
+esac
+`, 0o755)
+	socket := filepath.Join(root, "run/dc-agent/status.sock")
+	cfgPath := testutil.WriteFile(t, filepath.Join(etc, "dc-agent.toml"), fmt.Sprintf(`[api]
+endpoint = %q
+provider_pubkey = %q
+agent_secret_key = %q
+
+[agent]
+state_dir = %q
+status_socket = %q
+release_url = %q
+
+[provisioner]
+type = "script"
+
+[provisioner.script]
+provision = %q
+terminate = %q
+health_check = %q
+timeout_seconds = 60
+`, api.URL, prov.Pubkey, filepath.Join(etc, "agent.key"), filepath.Join(root, "var/lib/dc-agent"), socket, srv.URL+"/rel",
+		backend, backend, backend), 0o600)
+
+	cli := func(args ...string) run {
+		t.Helper()
+		cmd := exec.Command(bin, append([]string{"--config", cfgPath}, args...)...)
+		cmd.Env = m.Env
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		r := run{stdout: stdout.String(), stderr: stderr.String()}
+		if ee, ok := err.(*exec.ExitError); ok {
+			r.code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	running := func() string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		st, err := status.NewClient(socket).State(ctx)
+		if err != nil {
+			t.Fatalf("status socket: %v", err)
+		}
+		return st.Version
+	}
+	const unit = "dc-agent.service"
+	if r := cli("service", "install", "--user", "--binary", bin, "--run-arg=--time-scale=0.01"); r.code != 0 {
+		t.Fatalf("service install: %s%s", r.stdout, r.stderr)
+	}
+	if v := running(); v != v1 {
+		t.Fatalf("the service runs %q, want %s", v, v1)
+	}
+
+	// A provision in flight when the upgrade starts.
+	if err := os.WriteFile(delay, []byte("3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id := api.CreateContract(prov, apitest.ContractSpec{})
+	waitFor(t, 20*time.Second, "the contract provisioning", func() bool { return api.Contract(id).Status == dcapi.StatusProvisioning })
+	pid := m.Show(t, unit, "MainPID")["MainPID"]
+	r := cli("upgrade", "--user")
+	if r.code != 0 || !strings.Contains(r.stdout, "Upgraded to dc-agent "+v2+"; the service runs it now") {
+		t.Fatalf("upgrade: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "waiting for 1 provision(s) in flight before restarting") {
+		t.Fatalf("the upgrade did not wait for the provision:\n%s", r.stderr)
+	}
+	if st := api.Contract(id).Status; st != dcapi.StatusProvisioned && st != dcapi.StatusActive {
+		t.Fatalf("the provision in flight ended %q", st)
+	}
+	if v := running(); v != v2 {
+		t.Fatalf("after upgrade the service runs %q, want %s", v, v2)
+	}
+	p := m.Show(t, unit, "MainPID", "NRestarts", "ActiveState")
+	if p["MainPID"] == pid || p["NRestarts"] != "0" || p["ActiveState"] != "active" {
+		t.Fatalf("after upgrade: %v (pid was %s)", p, pid)
+	}
+
+	// A release that does not run: rolled back, the service untouched.
+	pid = p["MainPID"]
+	r = cli("upgrade", "--user", "--version", vBroken)
+	if r.code == 0 || !strings.Contains(r.stderr, "rolled back") {
+		t.Fatalf("broken upgrade: exit %d\n%s", r.code, r.stderr)
+	}
+	if m.Show(t, unit, "MainPID")["MainPID"] != pid || running() != v2 || !strings.Contains(binVersion(t, bin), v2) {
+		t.Fatal("the broken release disturbed the running service or the binary")
+	}
+
+	// install.sh re-run while the service runs: binary replaced, service
+	// restarted into it.
+	if r := shell(t, dash, script, append(instEnv, "DC_AGENT_VERSION="+v1)); r.code != 0 || !strings.Contains(r.stderr, "restarting the running dc-agent service") {
+		t.Fatalf("install.sh with the service running: exit %d\n%s", r.code, r.stderr)
+	}
+	m.WaitFor(t, unit, 30*time.Second, "running again", func(p map[string]string) bool {
+		return p["ActiveState"] == "active" && p["SubState"] == "running" && p["MainPID"] != pid
+	})
+	if v := running(); v != v1 {
+		t.Fatalf("after install.sh the service runs %q, want %s", v, v1)
+	}
+	// ... and while it is stopped: binary replaced, service left stopped.
+	if _, err := m.Systemctl("stop", unit); err != nil {
+		t.Fatal(err)
+	}
+	if r := shell(t, dash, script, instEnv); r.code != 0 || strings.Contains(r.stderr, "restarting") {
+		t.Fatalf("install.sh with the service stopped: exit %d\n%s", r.code, r.stderr)
+	}
+	if p := m.Show(t, unit, "ActiveState"); p["ActiveState"] != "inactive" {
+		t.Fatalf("install.sh started a stopped service: %v", p)
+	}
+	if !strings.Contains(binVersion(t, bin), v2) {
+		t.Fatal("install.sh did not upgrade the binary")
+	}
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -25,6 +25,8 @@ type UserManager struct {
 	// should see this manager (the process environment plus the XDG
 	// variables).
 	Env []string
+	// Vars are just the variables Env adds to the process environment.
+	Vars []string
 	// Log is the manager's own output (its log, since there is no journal).
 	Log string
 	cmd *exec.Cmd
@@ -55,12 +57,13 @@ func StartUserManager(t testing.TB, root string) *UserManager {
 	if err := os.Chmod(filepath.Join(root, "run"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	m.Env = append(os.Environ(),
-		"XDG_CONFIG_HOME="+filepath.Join(root, "etc"),
-		"XDG_RUNTIME_DIR="+filepath.Join(root, "run"),
-		"XDG_STATE_HOME="+filepath.Join(root, "var/lib"),
+	m.Vars = []string{
+		"XDG_CONFIG_HOME=" + filepath.Join(root, "etc"),
+		"XDG_RUNTIME_DIR=" + filepath.Join(root, "run"),
+		"XDG_STATE_HOME=" + filepath.Join(root, "var/lib"),
 		"SYSTEMD_PAGER=", "SYSTEMD_COLORS=0",
-	)
+	}
+	m.Env = append(os.Environ(), m.Vars...)
 	// A tmpfs on /run/systemd with /run/systemd/system in it makes systemd
 	// believe it was booted with systemd, only inside the namespace.
 	script := `mount -t tmpfs tmpfs /run/systemd && mkdir -p /run/systemd/system && exec "$0" --user`
