@@ -498,6 +498,15 @@ func (c *Client) ListDelegations(ctx context.Context) ([]DelegationInfo, error) 
 	return out, err
 }
 
+// GetDelegation reads one delegation (extension of the reference server:
+// the provider's main key, or the delegated agent key itself, may read it;
+// servers without it answer 404).
+func (c *Client) GetDelegation(ctx context.Context, agentPubkey string) (DelegationInfo, error) {
+	var out DelegationInfo
+	_, err := c.Do(ctx, http.MethodGet, c.providerPath("/agent-delegations/"+agentPubkey), nil, nil, &out, 0)
+	return out, err
+}
+
 // RevokeDelegation revokes an agent key (provider mode).
 func (c *Client) RevokeDelegation(ctx context.Context, agentPubkey string) error {
 	p, err := idPath(c.providerPath("/agent-delegations/"), agentPubkey, "")

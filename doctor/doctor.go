@@ -339,34 +339,20 @@ func checkAPI(ctx context.Context, o Options, cfg *config.Config, key []byte, sd
 		return out
 	}
 
-	// Does the API hold the delegation we hold? The live service lists
-	// delegations only in provider mode; the reference server lets the
-	// agent read its own.
-	list, err := c.ListDelegations(ctx)
-	if err != nil {
-		out = append(out, Finding{Check: "registration", Status: Skip, Message: "the API does not list delegations to the agent key; its signed request was accepted, so a delegation is active"})
-		return out
-	}
+	// Does the API hold the delegation we hold? The reference server lets
+	// an agent read its own; the live service shows them only to the
+	// provider's main key.
 	me := c.KeyHex()
-	for _, d := range list {
-		if d.AgentPubkey != me {
-			continue
-		}
-		switch {
-		case !d.Active:
-			return append(out, Finding{Check: "registration", Status: Fail, Message: "the API lists this agent's delegation as inactive (revoked or expired)", Fix: "dc-agent delegation request, sign it offline, then dc-agent register"})
-		case sd != nil && (strings.Join(d.Permissions, ",") != strings.Join(sd.Permissions, ",") || !sameExpiry(d.ExpiresAtNs, sd.ExpiresAtNs)):
-			return append(out, Finding{Check: "registration", Status: Warn, Message: "the API holds a different delegation for this agent key than " + identity.DelegationPath(cfg.AgentKeyPath()), Fix: "register the local one again: dc-agent register"})
-		default:
-			return append(out, Finding{Check: "registration", Status: OK, Message: "the API holds this agent's delegation"})
-		}
+	d, found, err := setup.RegisteredDelegation(ctx, c, me)
+	switch {
+	case err != nil:
+		return append(out, Finding{Check: "registration", Status: Skip, Message: "the API does not show delegations to the agent key; its signed request was accepted, so a delegation is active"})
+	case !found:
+		return append(out, Finding{Check: "registration", Status: Fail, Message: "the API lists no delegation for agent key " + short(me), Fix: "dc-agent register"})
+	case !d.Active:
+		return append(out, Finding{Check: "registration", Status: Fail, Message: "the API lists this agent's delegation as inactive (revoked or expired)", Fix: "dc-agent delegation request, sign it offline, then dc-agent register"})
+	case sd != nil && !setup.SameDelegation(d, *sd):
+		return append(out, Finding{Check: "registration", Status: Warn, Message: "the API holds a different delegation for this agent key than " + identity.DelegationPath(cfg.AgentKeyPath()), Fix: "register the local one again: dc-agent register"})
 	}
-	return append(out, Finding{Check: "registration", Status: Fail, Message: "the API lists no delegation for agent key " + short(me), Fix: "dc-agent register"})
-}
-
-func sameExpiry(a, b *int64) bool {
-	if a == nil || b == nil {
-		return a == nil && b == nil
-	}
-	return *a == *b
+	return append(out, Finding{Check: "registration", Status: OK, Message: "the API holds this agent's delegation, as kept locally"})
 }

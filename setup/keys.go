@@ -164,17 +164,38 @@ func LoadDelegation(path string) (identity.SignedDelegation, error) {
 // provider's main key make it report false (then registering again is
 // harmless: the API replaces the delegation).
 func Registered(ctx context.Context, c *dcapi.Client, sd identity.SignedDelegation) bool {
-	list, err := c.ListDelegations(ctx)
-	if err != nil {
-		return false
+	d, found, err := RegisteredDelegation(ctx, c, sd.AgentPubkey)
+	return err == nil && found && SameDelegation(d, sd)
+}
+
+// ErrCannotList means the API shows delegations to the provider's main key
+// only (the live service), so an agent cannot read its own.
+var ErrCannotList = errors.New("the API does not show delegations to the agent key")
+
+// RegisteredDelegation reads what the API holds for agentPubkey: the
+// reference server's own-delegation endpoint, else the list.
+func RegisteredDelegation(ctx context.Context, c *dcapi.Client, agentPubkey string) (dcapi.DelegationInfo, bool, error) {
+	d, err := c.GetDelegation(ctx, agentPubkey)
+	if err == nil {
+		return d, true, nil
+	}
+	list, lerr := c.ListDelegations(ctx)
+	if lerr != nil {
+		return dcapi.DelegationInfo{}, false, ErrCannotList
 	}
 	for _, d := range list {
-		if d.AgentPubkey == sd.AgentPubkey && d.Active && strings.Join(d.Permissions, ",") == strings.Join(sd.Permissions, ",") &&
-			(d.ExpiresAtNs == nil) == (sd.ExpiresAtNs == nil) && (d.ExpiresAtNs == nil || *d.ExpiresAtNs == *sd.ExpiresAtNs) {
-			return true
+		if d.AgentPubkey == agentPubkey {
+			return d, true, nil
 		}
 	}
-	return false
+	return dcapi.DelegationInfo{}, false, nil
+}
+
+// SameDelegation reports whether the API's active delegation grants what
+// sd grants.
+func SameDelegation(d dcapi.DelegationInfo, sd identity.SignedDelegation) bool {
+	return d.AgentPubkey == sd.AgentPubkey && d.Active && strings.Join(d.Permissions, ",") == strings.Join(sd.Permissions, ",") &&
+		(d.ExpiresAtNs == nil) == (sd.ExpiresAtNs == nil) && (d.ExpiresAtNs == nil || *d.ExpiresAtNs == *sd.ExpiresAtNs)
 }
 
 // RegisterResult says what the API did with the delegation.

@@ -70,11 +70,13 @@ func (s *Server) route(st *pve.State, req *request) (string, any, error) {
 			return "/access/permissions", nil, err
 		}
 		tree := st.PermissionsTree(req.actor)
+		if p["path"] != "" {
+			// With a path PVE computes the effective privileges there,
+			// inherited ones included, whether or not an ACL names it.
+			tree = map[string]map[string]bool{p["path"]: st.Permissions(req.actor, p["path"])}
+		}
 		out := map[string]map[string]int{}
 		for path, privs := range tree {
-			if p["path"] != "" && path != p["path"] {
-				continue
-			}
 			out[path] = map[string]int{}
 			for pr := range privs {
 				out[path][pr] = 1
