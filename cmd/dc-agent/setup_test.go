@@ -12,9 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/decent-stuff/dc-agent/apiserver/apitest"
 	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/internal/sim/pve"
+	"github.com/decent-stuff/dc-agent/internal/sim/pveapi"
 	"github.com/decent-stuff/dc-agent/internal/sim/pvecli"
 	"github.com/decent-stuff/dc-agent/internal/testutil"
 	"github.com/decent-stuff/dc-agent/internal/testutil/pvehost"
@@ -268,4 +270,93 @@ func TestSetupProxmoxCLI(t *testing.T) {
 			t.Fatal("a metacharacter in the host name ran a command")
 		}
 	})
+}
+
+// TestSetupRegisterDoctorEndToEnd walks the whole --no-tui path: setup over
+// SSH, the delegation signed in another process with the main key,
+// register, doctor --verify-api against the node's API and a real dc-api,
+// and a re-run of setup that changes nothing.
+func TestSetupRegisterDoctorEndToEnd(t *testing.T) {
+	testutil.RequireBinary(t, "sshd")
+	sim, err := pvehost.Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := pvehost.Start(t, pvehost.Options{Binary: sim, Version: "9.1.1"})
+	api, err := pveapi.Start(h.Store, h.Node, "127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { api.Close() })
+	var specs []pvehost.ImageSpec
+	for _, img := range setup.Images {
+		specs = append(specs, pvehost.ImageSpec{Path: img.Path, Sums: img.Sums, Algo: img.Algo})
+	}
+	images := pvehost.StartImageServer(t, specs)
+	srv := apitest.Start(t)
+	prov := srv.NewProvider("Acme")
+	mainKey := filepath.Join(t.TempDir(), "main.key")
+	if err := os.WriteFile(mainKey, []byte(identity.SeedHex(prov.Key)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "dc-agent.toml")
+	args := []string{"--no-tui", "--config", cfg, "setup", "proxmox",
+		"--host", h.Host, "--port", strconv.Itoa(h.Port), "--user", h.User, "--identity-file", h.ClientKeyFile,
+		"--host-key-fingerprint", h.HostKeyFingerprint(), "--provider-pubkey", prov.Pubkey, "--api-endpoint", srv.URL,
+		"--proxmox-api-url", api.URL, "--image-mirror", images.URL, "--image-dir", filepath.Join(h.Dir, "images"),
+		"--state-dir", filepath.Join(dir, "state"), "--templates", "ubuntu-24.04,debian-12", "--expires", "365d", "--label", "e2e"}
+	r := runSetup(t, dcAgent, nil, args...)
+	if r.code != 0 {
+		t.Fatalf("setup: %d\n%s\n%s", r.code, r.out, r.err)
+	}
+	var request string
+	for _, f := range strings.Fields(r.out) {
+		if strings.HasPrefix(f, "dcdr1:") {
+			request = f
+			break
+		}
+	}
+	if request == "" {
+		t.Fatalf("no delegation request in:\n%s", r.out)
+	}
+	// The provider signs on "another machine".
+	signed := runAgent(t, runOpts{}, "delegation", "sign", "--identity", mainKey, "--yes", request)
+	if signed.code != 0 {
+		t.Fatalf("sign: %s", signed)
+	}
+	code := strings.TrimSpace(signed.stdout)
+	if reg := runAgent(t, runOpts{}, "--config", cfg, "register", "--delegation", code); reg.code != 0 {
+		t.Fatalf("register: %s", reg)
+	}
+	doc := runAgent(t, runOpts{}, "--config", cfg, "doctor", "--verify-api", "--json")
+	if doc.code != 0 || !strings.Contains(doc.stdout, `"fail": 0`) || !strings.Contains(doc.stdout, `"warn": 0`) {
+		t.Fatalf("doctor on a fresh setup: %s", doc)
+	}
+	for _, check := range []string{`"check": "proxmox"`, `"check": "api"`, `"check": "registration"`, `"check": "clock"`} {
+		if !strings.Contains(doc.stdout, check) {
+			t.Errorf("doctor did not run %s", check)
+		}
+	}
+
+	// Everything again, now with the delegation: nothing changes.
+	before, _ := os.ReadFile(filepath.Join(h.StateDir, "state.json"))
+	conf, _ := os.ReadFile(cfg)
+	r = runSetup(t, dcAgent, nil, append(args, "--delegation", code)...)
+	if r.code != 0 {
+		t.Fatalf("re-run: %d\n%s\n%s", r.code, r.out, r.err)
+	}
+	after, _ := os.ReadFile(filepath.Join(h.StateDir, "state.json"))
+	conf2, _ := os.ReadFile(cfg)
+	if string(before) != string(after) || string(conf) != string(conf2) {
+		t.Error("the re-run changed the node or the config")
+	}
+	for _, l := range strings.Split(r.out, "\n") {
+		if strings.Contains(l, "] ") && strings.Contains(l, ": ") && !strings.Contains(l, "unchanged") && !strings.Contains(l, "Discover") {
+			t.Errorf("re-run step not unchanged: %s", l)
+		}
+	}
+	if !strings.Contains(r.out, "already registered") {
+		t.Errorf("re-run did not see the registration:\n%s", r.out)
+	}
 }
