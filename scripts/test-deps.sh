@@ -9,6 +9,8 @@ main() {
 	need=""
 	have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 	have sshd || need="$need openssh-server"
+	# The simulated Proxmox node downloads cloud images with the real curl.
+	have curl || need="$need curl"
 	have dockerd || need="$need docker.io"
 	have busybox || need="$need busybox-static"
 	have tmux || need="$need tmux"
