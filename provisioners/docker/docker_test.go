@@ -491,7 +491,9 @@ func mustEd25519(t testing.TB) ed25519.PublicKey {
 // the daemon would not object, so only the agent's own bookkeeping keeps
 // them apart).
 func TestConcurrentProvisionsGetDistinctPorts(t *testing.T) {
-	p := newProvisioner(t, func(c *config.DockerConfig) { c.SSHPortRangeStart, c.SSHPortRangeEnd = testPortStart+300, testPortStart+305 })
+	p := newProvisioner(t, func(c *config.DockerConfig) {
+		c.SSHPortRangeStart, c.SSHPortRangeEnd = testPortStart+300, testPortStart+305
+	})
 	t.Cleanup(func() { terminateAll(t, p) })
 	key := sshKey(t)
 	type res struct {
