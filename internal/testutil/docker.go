@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -133,9 +134,15 @@ func StartDockerd() (*Dockerd, error) {
 		return nil, err
 	}
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
-	// Own process group: stopping it takes its containerd along.
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := d.cmd.Start(); err != nil {
+	// Own process group: stopping it takes its containerd along. If the
+	// test binary dies without stopping it (a timeout's SIGQUIT, a kill),
+	// the kernel sends SIGTERM. Pdeathsig follows the forking thread, so
+	// fork from a locked one: unlocking keeps that thread alive.
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	runtime.LockOSThread()
+	err = d.cmd.Start()
+	runtime.UnlockOSThread()
+	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("start dockerd: %w", err)
 	}
