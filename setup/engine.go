@@ -7,6 +7,20 @@
 // TUI renders them, --no-tui prints them as plain lines (Printer). Running
 // a plan again is always safe: each step looks at the current state first
 // and changes only what differs.
+//
+// The wizard and `setup proxmox --no-tui` go through the same phases:
+//
+//	info, _ := setup.ScanHostKey(ctx, host, port, pins)      // show info.Fingerprint, confirm
+//	h, _ := setup.Connect(ctx, setup.SSHOptions{..., HostKeyFingerprint: info.Fingerprint})
+//	disc, _ := setup.Discover(ctx, h, r, node)                 // storages, bridges, version
+//	answers.FillDefaults(existingConfig, host)                 // then the user's choices
+//	run, _ := setup.NewProxmoxPlan(answers, h, disc)
+//	run.Plan.Run(ctx, setup.ChanSink(events))                   // render events as they come
+//	d, code, _ := setup.DelegationRequest(run.Key.Pubkey, ...)  // show, then paste:
+//	sd, warnings, err := setup.AcceptDelegation(pasted, run.Key.Pubkey, provider, now)
+//
+// A failed step's error carries a one-line fix (FixOf); re-running the
+// plan is the retry.
 package setup
 
 import (

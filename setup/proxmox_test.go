@@ -70,21 +70,15 @@ func (f *fixture) run(templates ...string) (Result, *collect, error) {
 	if _, err := dp.Run(context.Background(), c.sink); err != nil {
 		return Result{}, c, err
 	}
-	res := &ProxmoxResult{}
-	o := &ProxmoxOptions{Host: h, Discovery: disc, Storage: "local-lvm", Bridge: "vmbr0", Templates: templates,
-		ImageMirror: f.images.URL, ImageDir: filepath.Join(f.host.Dir, "images"), TokenFile: filepath.Join(f.dir, "proxmox-token")}
-	steps, err := ProxmoxSteps(o, res)
+	a := ProxmoxAnswers{ConfigPath: filepath.Join(f.dir, "dc-agent.toml"), StateDir: filepath.Join(f.dir, "state"),
+		APIEndpoint: "http://127.0.0.1:9", ProviderPubkey: f.prov, Storage: "local-lvm", Bridge: "vmbr0", Templates: templates,
+		ImageMirror: f.images.URL, ImageDir: filepath.Join(f.host.Dir, "images")}
+	a.FillDefaults(nil, f.host.Host)
+	run, err := NewProxmoxPlan(a, h, disc)
 	if err != nil {
 		return Result{}, c, err
 	}
-	var key KeyStatus
-	plan := Plan{Steps: append([]Step{KeyStep(filepath.Join(f.dir, "agent.key"), &key)}, steps...)}
-	plan.Steps = append(plan.Steps, ConfigStep(ConfigAnswers{Path: filepath.Join(f.dir, "dc-agent.toml"), APIEndpoint: "http://127.0.0.1:9",
-		ProviderPubkey: f.prov, AgentKeyPath: filepath.Join(f.dir, "agent.key"), StateDir: filepath.Join(f.dir, "state")},
-		func() ProxmoxSettings {
-			return ProxmoxSettings{APIURL: "https://127.0.0.1:8006", TokenID: res.TokenID, TokenFile: o.TokenFile, Node: disc.Node,
-				Storage: o.Storage, Bridge: o.Bridge, Pool: PVEPool, TLSFingerprint: disc.TLSFingerprint, Templates: res.Templates, Default: templates[0]}
-		}))
+	plan := run.Plan
 	r, err := plan.Run(context.Background(), c.sink)
 	return r, c, err
 }

@@ -91,6 +91,12 @@ func TestHostKeyPinningOverRealSSHD(t *testing.T) {
 		t.Fatalf("pin file: %v %v", st, err)
 	}
 
+	// The wizard's scan shows the key and whether it is the pinned one.
+	info, err := ScanHostKey(ctx, s.Host, s.Port, HostKeyStore{Path: pins})
+	if err != nil || info.Fingerprint != s.HostKeyFingerprint() || !info.Pinned || info.Changed || info.Type != "ssh-ed25519" {
+		t.Fatalf("scan of the pinned host: %+v %v", info, err)
+	}
+
 	// Later connections need nothing more.
 	h, err = Connect(ctx, sshOpts(s, pins))
 	if err != nil || h.NewlyPinned {
@@ -100,6 +106,9 @@ func TestHostKeyPinningOverRealSSHD(t *testing.T) {
 
 	// The host is "reinstalled": a hard error, even with a matching flag.
 	s.RotateHostKey()
+	if info, err := ScanHostKey(ctx, s.Host, s.Port, HostKeyStore{Path: pins}); err != nil || !info.Changed || info.Fingerprint != s.HostKeyFingerprint() {
+		t.Fatalf("scan after the key changed: %+v %v", info, err)
+	}
 	o = sshOpts(s, pins)
 	o.HostKeyFingerprint = s.HostKeyFingerprint()
 	o.ConfirmHostKey = func(string, string, string) (bool, error) {

@@ -3,15 +3,12 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -173,28 +170,22 @@ func runSetupProxmox(cmd *cobra.Command, g *globals, f *setupProxmoxFlags) error
 			return err
 		}
 	}
-	if f.providerPubkey == "" {
-		f.providerPubkey = existing.API.ProviderPubkey
-	}
-	if f.providerPubkey == "" {
-		if f.providerPubkey, err = pr.ask("Your provider public key (64 hex, from the Decent Cloud dashboard)", "provider-pubkey"); err != nil {
+	ans := setup.ProxmoxAnswers{ConfigPath: g.configPath, StateDir: f.stateDir, KeyPath: f.keyPath, TokenFile: f.tokenFile,
+		APIEndpoint: f.apiEndpoint, ProviderPubkey: f.providerPubkey, ProxmoxAPIURL: f.proxmoxAPIURL,
+		ImageMirror: f.imageMirror, ImageDir: f.imageDir, VMIDBase: f.vmidBase, RotateToken: f.rotateToken, UserAgent: userAgent()}
+	ans.FillDefaults(existing, f.host)
+	if ans.ProviderPubkey == "" {
+		if ans.ProviderPubkey, err = pr.ask("Your provider public key (64 hex, from the Decent Cloud dashboard)", "provider-pubkey"); err != nil {
 			return err
 		}
 	}
-	if f.providerPubkey, err = identity.NormalizePublicKeyHex(f.providerPubkey); err != nil {
+	if ans.ProviderPubkey, err = identity.NormalizePublicKeyHex(ans.ProviderPubkey); err != nil {
 		return usagef("--provider-pubkey: %v", err)
 	}
-	if f.apiEndpoint == "" {
-		f.apiEndpoint = existing.API.Endpoint
-	}
-	if f.apiEndpoint == "" {
-		f.apiEndpoint = config.DefaultEndpoint
-	}
-	if _, err := dcapi.ParseEndpoint(f.apiEndpoint); err != nil {
+	if _, err := dcapi.ParseEndpoint(ans.APIEndpoint); err != nil {
 		return usagef("--api-endpoint: %v", err)
 	}
-	templates, err := setup.ParseTemplateList(f.templates)
-	if err != nil {
+	if ans.Templates, err = setup.ParseTemplateList(f.templates); err != nil {
 		return usagef("--templates: %v", err)
 	}
 	if f.hostKeyFP != "" {
@@ -211,38 +202,13 @@ func runSetupProxmox(cmd *cobra.Command, g *globals, f *setupProxmoxFlags) error
 	if _, err := identity.ParsePermissions(f.permissions); err != nil {
 		return usagef("--permissions: %v", err)
 	}
-	if f.stateDir == "" {
-		f.stateDir = existing.Agent.StateDir
-	}
-	if f.stateDir == "" {
-		f.stateDir = config.DefaultStateDir
-	}
-	if f.keyPath == "" {
-		if p := existing.AgentKeyPath(); p != "" && existing.API.AgentSecretKey != "" {
-			f.keyPath = p
-		} else {
-			f.keyPath = g.defaultKeyPath()
-		}
-	}
-	if f.tokenFile == "" {
-		f.tokenFile = filepath.Join(filepath.Dir(g.configPath), "proxmox-token")
-	}
-	abs := func(p *string) {
-		if a, err := filepath.Abs(*p); err == nil {
-			*p = a
-		}
-	}
-	abs(&f.keyPath)
-	abs(&f.tokenFile)
-	abs(&f.stateDir)
-	var delegationCode string
 	if f.delegation != "" {
-		if delegationCode, err = readValue(f.delegation, cmd.InOrStdin()); err != nil {
+		if ans.Delegation, err = readValue(f.delegation, cmd.InOrStdin()); err != nil {
 			return usagef("--delegation: %v", err)
 		}
 	}
 	sshOpts := setup.SSHOptions{Host: f.host, Port: f.port, User: f.user, HostKeyFingerprint: f.hostKeyFP,
-		Pins: setup.HostKeyStore{Path: filepath.Join(f.stateDir, setup.KnownHostsFile)}}
+		Pins: setup.HostKeyStore{Path: ans.PinsPath()}}
 	switch {
 	case f.identityFile != "":
 		sshOpts.IdentityFile = f.identityFile
@@ -302,18 +268,15 @@ func runSetupProxmox(cmd *cobra.Command, g *globals, f *setupProxmoxFlags) error
 		finish()
 		return withFix(exitFailure, err)
 	}
-	if f.storage, err = chooseStorage(pr, disc, f.storage, oldPx); err != nil {
+	if ans.Storage, err = chooseStorage(pr, disc, f.storage, oldPx); err != nil {
 		return err
 	}
-	if f.bridge, err = chooseBridge(pr, disc, f.bridge, oldPx); err != nil {
+	if ans.Bridge, err = chooseBridge(pr, disc, f.bridge, oldPx); err != nil {
 		return err
-	}
-	if f.proxmoxAPIURL == "" {
-		f.proxmoxAPIURL = "https://" + net.JoinHostPort(f.host, "8006")
 	}
 	if !f.yes && pr.interactive {
 		fmt.Fprintf(ew, "\nOn node %s (Proxmox VE %s): templates %s on storage %s, bridge %s; user %s with token %s.\n",
-			disc.Node, disc.Version.Version, strings.Join(templates, ", "), f.storage, f.bridge, setup.PVEUser, setup.PVETokenID)
+			disc.Node, disc.Version.Version, strings.Join(ans.Templates, ", "), ans.Storage, ans.Bridge, setup.PVEUser, setup.PVETokenID)
 		ok, err := pr.confirm("Go ahead?")
 		if err != nil {
 			return err
@@ -322,29 +285,11 @@ func runSetupProxmox(cmd *cobra.Command, g *globals, f *setupProxmoxFlags) error
 			return withExit(exitFailure, errors.New("stopped; nothing was changed on the node"))
 		}
 	}
-
-	res := &setup.ProxmoxResult{}
-	po := &setup.ProxmoxOptions{Host: host, Discovery: disc, Storage: f.storage, Bridge: f.bridge, Templates: templates,
-		ImageMirror: f.imageMirror, ImageDir: f.imageDir, VMIDBase: f.vmidBase, TokenFile: f.tokenFile, RotateToken: f.rotateToken}
-	pxSteps, err := setup.ProxmoxSteps(po, res)
+	run, err := setup.NewProxmoxPlan(ans, host, disc)
 	if err != nil {
 		return withFix(exitUsage, err)
 	}
-	var key setup.KeyStatus
-	steps := []setup.Step{setup.KeyStep(f.keyPath, &key)}
-	steps = append(steps, pxSteps...)
-	steps = append(steps, setup.ConfigStep(setup.ConfigAnswers{Path: g.configPath, APIEndpoint: f.apiEndpoint, ProviderPubkey: f.providerPubkey,
-		AgentKeyPath: f.keyPath, StateDir: f.stateDir}, func() setup.ProxmoxSettings {
-		return setup.ProxmoxSettings{APIURL: f.proxmoxAPIURL, TokenID: res.TokenID, TokenFile: f.tokenFile, Node: disc.Node,
-			Storage: f.storage, Bridge: f.bridge, Pool: setup.PVEPool, TLSFingerprint: disc.TLSFingerprint, Templates: res.Templates, Default: templates[0]}
-	}))
-	if delegationCode != "" {
-		steps = append(steps, setup.RegisterStep(delegationCode, &key, f.providerPubkey, func(k ed25519.PrivateKey) (*dcapi.Client, error) {
-			return dcapi.New(f.apiEndpoint, f.providerPubkey, k, dcapi.WithUserAgent(userAgent()))
-		}, time.Now))
-	}
-	plan := setup.Plan{Steps: steps}
-	_, err = plan.Run(ctx, sink)
+	_, err = run.Plan.Run(ctx, sink)
 	finish()
 	if err != nil {
 		code := exitFailure
@@ -353,13 +298,13 @@ func runSetupProxmox(cmd *cobra.Command, g *globals, f *setupProxmoxFlags) error
 		}
 		return withFix(code, err)
 	}
-
+	key := run.Key
 	if f.asJSON {
 		return nil
 	}
 	fmt.Fprintf(out, "\nThe node is ready; config written to %s.\n", g.configPath)
-	if delegationCode == "" {
-		d, code, err := setup.DelegationRequest(key.Pubkey, setup.DelegationAnswers{Provider: f.providerPubkey, Permissions: f.permissions, Expires: f.expires, Label: f.label}, time.Now())
+	if ans.Delegation == "" {
+		d, code, err := setup.DelegationRequest(key.Pubkey, setup.DelegationAnswers{Provider: ans.ProviderPubkey, Permissions: f.permissions, Expires: f.expires, Label: f.label}, time.Now())
 		if err != nil {
 			return withFix(exitUsage, err)
 		}
@@ -399,18 +344,8 @@ func chooseStorage(pr *prompter, d *setup.Discovery, want string, old *config.Pr
 		}
 		return want, nil
 	}
-	cands := []string{}
-	if old != nil {
-		cands = append(cands, old.Storage)
-	}
-	cands = append(cands, config.DefaultProxmoxStorage)
-	for _, c := range cands {
-		if _, ok := d.Storage(c); ok && c != "" {
-			return c, nil
-		}
-	}
-	if len(ids) == 1 {
-		return ids[0], nil
+	if id, ok := d.PreferredStorage(old); ok {
+		return id, nil
 	}
 	if len(ids) == 0 {
 		return "", withExit(exitFailure, fmt.Errorf("node %s has no storage that can hold VM disks; add one (content: images) and re-run", d.Node))
@@ -432,18 +367,8 @@ func chooseBridge(pr *prompter, d *setup.Discovery, want string, old *config.Pro
 		}
 		return want, nil
 	}
-	cands := []string{}
-	if old != nil {
-		cands = append(cands, old.Bridge)
-	}
-	cands = append(cands, config.DefaultProxmoxBridge)
-	for _, c := range cands {
-		if _, ok := d.Bridge(c); ok && c != "" {
-			return c, nil
-		}
-	}
-	if len(names) == 1 {
-		return names[0], nil
+	if name, ok := d.PreferredBridge(old); ok {
+		return name, nil
 	}
 	if len(names) == 0 {
 		return "", withExit(exitFailure, fmt.Errorf("node %s has no network bridge; create one (e.g. vmbr0) and re-run", d.Node))
