@@ -1,0 +1,310 @@
+package main
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/decent-stuff/dc-agent/apiserver/apitest"
+	"github.com/decent-stuff/dc-agent/dcapi"
+	"github.com/decent-stuff/dc-agent/identity"
+	"github.com/decent-stuff/dc-agent/internal/sim/pve"
+	"github.com/decent-stuff/dc-agent/internal/sim/pveapi"
+	"github.com/decent-stuff/dc-agent/internal/testutil"
+)
+
+// e2e is the real agent binary, the reference API and the simulated
+// Proxmox node, wired together.
+type e2e struct {
+	t    *testing.T
+	api  *apitest.Server
+	prov *apitest.Provider
+	sim  *pveapi.TestSim
+	cfg  string
+}
+
+func newE2E(t *testing.T, apiOpts ...apitest.Option) *e2e {
+	t.Helper()
+	api := apitest.Start(t, apiOpts...)
+	prov := api.NewProvider("Acme")
+	key := api.NewAgent(prov)
+	sim := pveapi.StartTest(t, pveapi.TestOptions{Timing: instantTiming()})
+	dir := t.TempDir()
+	keyPath := filepath.Join(dir, "agent.key")
+	if err := identity.SaveAgentKey(keyPath, key, false); err != nil {
+		t.Fatal(err)
+	}
+	// Unix socket paths are short: keep the socket out of the long TempDir.
+	sockDir, err := os.MkdirTemp("", "dce")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	secret := testutil.WriteFile(t, filepath.Join(dir, "pve-token"), sim.Secret, 0o600)
+	cfg := fmt.Sprintf(`[api]
+endpoint = %q
+provider_pubkey = %q
+agent_secret_key = %q
+
+[polling]
+interval_seconds = 30
+health_check_interval_seconds = 30
+reconcile_interval_seconds = 30
+
+[agent]
+state_dir = %q
+status_socket = %q
+max_concurrent_provisions = 4
+
+[provisioner]
+type = "proxmox"
+
+[provisioner.proxmox]
+api_url = %q
+api_token_id = %q
+api_token_secret_file = %q
+node = "pve1"
+template_vmid = 9000
+tls_fingerprint = %q
+linked_clone = true
+ip_wait_attempts = 2
+ip_wait_interval_secs = 1
+`, api.URL, prov.Pubkey, keyPath, filepath.Join(dir, "state"), filepath.Join(sockDir, "s.sock"),
+		sim.URL, sim.TokenID, secret, sim.Fingerprint)
+	return &e2e{t: t, api: api, prov: prov, sim: sim, cfg: testutil.WriteFile(t, filepath.Join(dir, "dc-agent.toml"), cfg, 0o600)}
+}
+
+// agentProc is a running `dc-agent run`.
+type agentProc struct {
+	cmd  *exec.Cmd
+	out  *lockedBuffer
+	done chan struct{} // closed when the process has exited
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// run starts the agent with every interval scaled down 50x.
+func (e *e2e) run(extra ...string) *agentProc {
+	e.t.Helper()
+	args := append([]string{"run", "-c", e.cfg, "--time-scale", "0.02", "--log-level", "debug"}, extra...)
+	cmd := exec.Command(dcAgent, args...)
+	cmd.Env = []string{"HOME=" + e.t.TempDir(), "PATH=" + os.Getenv("PATH"), "LANG=C.UTF-8"}
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	p := &agentProc{cmd: cmd, out: out, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		close(p.done)
+	}()
+	e.t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.done
+		if e.t.Failed() {
+			e.t.Logf("agent log:\n%s", out.String())
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM and waits for a graceful exit.
+func (p *agentProc) stop(t *testing.T) {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("agent did not stop on SIGTERM")
+	}
+}
+
+// vms lists the simulator's non-template VMs.
+func (e *e2e) vms() map[int]*pve.VM {
+	out := map[int]*pve.VM{}
+	e.sim.Update(e.t, func(st *pve.State) error {
+		for id, vm := range st.VMs {
+			if !vm.IsTemplate() {
+				c := *vm
+				out[id] = &c
+			}
+		}
+		return nil
+	})
+	return out
+}
+
+func (e *e2e) waitNoVMs(timeout time.Duration) {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for len(e.vms()) > 0 {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("VMs left after %s: %v", timeout, e.vms())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestAgentLoopProvisionsOnSimulatedProxmox(t *testing.T) {
+	e := newE2E(t)
+	a := e.run()
+	cid := e.api.CreateContract(e.prov, apitest.ContractSpec{CPUCores: apitest.Ptr(2), MemoryAmount: apitest.Ptr("2 GB"),
+		StorageCapacity: apitest.Ptr("20 GB")})
+	e.api.WaitForStatus(cid, dcapi.StatusProvisioned, time.Minute)
+	d, ok := e.api.InstanceDetails(cid)
+	if !ok || d.ExternalID != "pve1/100" || d.IPAddress != "10.99.0.100" {
+		t.Fatalf("instance details: %+v", d)
+	}
+	vm := e.vms()[100]
+	if vm == nil || vm.Name() != "dc-"+cid || vm.Status != "running" || vm.Config["cores"] != "2" || !strings.Contains(vm.Config["scsi0"], "size=20G") {
+		t.Fatalf("VM: %+v", vm)
+	}
+	// The agent reports the VM healthy.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		recs := e.api.HealthChecks(cid)
+		if len(recs) > 0 && recs[len(recs)-1].Status == "healthy" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no healthy check reported: %+v", recs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Cancelling the contract terminates the VM.
+	e.api.CancelContract(cid)
+	e.waitNoVMs(time.Minute)
+	a.stop(t)
+}
+
+// An agent killed right after the backend created the VM (before it told
+// the API) finds that VM when it starts again: with SSH-key-only access the
+// running VM is reused; when a root password is sealed for the requester
+// (lost with the crash) it is replaced. Either way exactly one VM exists
+// and it is the one reported.
+func TestAgentCrashAfterProvisionFindsTheVM(t *testing.T) {
+	e := newE2E(t)
+	for _, tc := range []struct {
+		name  string
+		key   string // requester SSH key; ECDSA cannot be sealed to
+		reuse bool
+	}{
+		{"ssh key only", ecdsaSSHKey(t), true},
+		{"sealed password", apitest.NewSSHPubkey(t), false},
+	} {
+		cid := e.api.CreateContract(e.prov, apitest.ContractSpec{RequesterSSHPubkey: tc.key})
+		first := e.run("--crash-at", "provisioner_returned")
+		select {
+		case <-first.done:
+		case <-time.After(time.Minute):
+			t.Fatalf("%s: the agent did not crash at provisioner_returned", tc.name)
+		}
+		if st := e.api.ContractStatus(cid); st == dcapi.StatusProvisioned {
+			t.Fatalf("%s: contract already %s before the restart", tc.name, st)
+		}
+		before := e.vms()
+		if len(before) != 1 {
+			t.Fatalf("%s: VMs after the crash: %v", tc.name, before)
+		}
+		second := e.run()
+		e.api.WaitForStatus(cid, dcapi.StatusProvisioned, time.Minute)
+		after := e.vms()
+		if len(after) != 1 {
+			t.Fatalf("%s: %d VMs after the restart, want 1: %v", tc.name, len(after), after)
+		}
+		d, _ := e.api.InstanceDetails(cid)
+		for id, vm := range after {
+			if vm.Name() != "dc-"+cid || d.ExternalID != fmt.Sprintf("pve1/%d", id) {
+				t.Errorf("%s: VM %d %s, reported %s", tc.name, id, vm.Name(), d.ExternalID)
+			}
+			// A replacement may get the freed VMID again; clones differ by
+			// their SMBIOS UUID.
+			same := before[id] != nil && before[id].Config["smbios1"] == vm.Config["smbios1"]
+			if same != tc.reuse {
+				t.Errorf("%s: VM %d reused = %v, want %v", tc.name, id, same, tc.reuse)
+			}
+		}
+		if !tc.reuse && d.RootPassword == "" {
+			t.Errorf("%s: no sealed password reported", tc.name)
+		}
+		second.stop(t)
+		// Start the next case on an empty node.
+		e.api.CancelContract(cid)
+		e.sim.Update(t, func(st *pve.State) error {
+			for id, vm := range st.VMs {
+				if !vm.IsTemplate() {
+					delete(st.VMs, id)
+				}
+			}
+			return nil
+		})
+	}
+}
+
+func ecdsaSSHKey(t *testing.T) string {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, err := ssh.NewPublicKey(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pk))) + " requester"
+}
+
+// Injected failures end in provisioning_failed with a clear reason, and
+// nothing is left on the node.
+func TestAgentLoopReportsProxmoxFailures(t *testing.T) {
+	e := newE2E(t, apitest.WithRetryCooldown(time.Hour))
+	a := e.run()
+	for _, tc := range []struct {
+		name  string
+		fault func(st *pve.State) error
+		want  string
+	}{
+		{"clone fails", func(st *pve.State) error {
+			st.Faults.TaskFailures = []pve.TaskFailure{{Type: "qmclone", ExitStatus: "clone failed: storage 'local-lvm' is offline", Count: 1}}
+			return nil
+		}, "clone failed: storage 'local-lvm' is offline"},
+		{"guest agent never starts", func(st *pve.State) error { st.Faults.AgentNeverStarts = true; return nil }, "got no IP address"},
+	} {
+		e.sim.Update(t, tc.fault)
+		cid := e.api.CreateContract(e.prov, apitest.ContractSpec{})
+		c := e.api.WaitForStatus(cid, dcapi.StatusProvisioningFailed, time.Minute)
+		if c.LastError == nil || !strings.Contains(*c.LastError, tc.want) {
+			t.Errorf("%s: reason %v, want %q", tc.name, c.LastError, tc.want)
+		}
+		e.waitNoVMs(30 * time.Second)
+	}
+	a.stop(t)
+}
