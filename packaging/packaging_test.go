@@ -210,3 +210,25 @@ func TestPackagedConfigs(t *testing.T) {
 		t.Error("example config lacks [agent]")
 	}
 }
+
+// TestUnitSecurityExposure keeps the production unit's sandbox from
+// eroding: systemd-analyze security rates it (0 best, 10 worst; 1.5 when
+// written) and must stay at 2.0 ("OK") or better.
+func TestUnitSecurityExposure(t *testing.T) {
+	sa := testutil.RequireBinary(t, "systemd-analyze")
+	dir := t.TempDir()
+	u, err := RenderUnit(UnitParams{Binary: fakeBinary(t, filepath.Join(dir, "dc-agent")), ConfigPath: DefaultConfig, System: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := testutil.WriteFile(t, filepath.Join(dir, "dc-agent.service"), string(u), 0o644)
+	out, err := exec.Command(sa, "security", "--offline=true", "--threshold=20", "--no-pager", path).CombinedOutput()
+	last := strings.TrimSpace(string(out))
+	if i := strings.LastIndex(last, "\n"); i >= 0 {
+		last = last[i+1:]
+	}
+	if err != nil {
+		t.Fatalf("exposure above 2.0: %v\n%s", err, out)
+	}
+	t.Log(last)
+}

@@ -407,6 +407,34 @@ func TestInstallScriptRefusals(t *testing.T) {
 	}
 }
 
+// TestInstallScriptNeverPrompts runs the installer as an unprivileged user
+// without a prefix: it needs root for /usr/local/bin, may not ask for a
+// password (stdin is the script), so it stops and says how to run it.
+func TestInstallScriptNeverPrompts(t *testing.T) {
+	dist := releaseTree(t)
+	srv := serveRelease(t, dist)
+	setpriv := testutil.RequireBinary(t, "setpriv")
+	if os.Geteuid() != 0 {
+		testutil.Unavailable(t, "switching to an unprivileged user needs root")
+	}
+	before, _ := os.ReadFile("/usr/local/bin/dc-agent")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", testutil.RequireBinary(t, "dash"), "-s")
+	cmd.Stdin = bytes.NewReader(installScript(t))
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=/tmp", "DC_AGENT_BASE_URL=" + srv.URL + "/rel"}
+	out, err := cmd.CombinedOutput()
+	if err == nil || ctx.Err() != nil {
+		t.Fatalf("unprivileged install: err=%v ctx=%v\n%s", err, ctx.Err(), out)
+	}
+	if !strings.Contains(string(out), "needs root; run: curl -fsSL <this script's URL> | sudo sh") {
+		t.Fatalf("no clear refusal:\n%s", out)
+	}
+	if after, _ := os.ReadFile("/usr/local/bin/dc-agent"); !bytes.Equal(before, after) {
+		t.Fatal("/usr/local/bin/dc-agent changed")
+	}
+}
+
 func TestInstallScriptWithWget(t *testing.T) {
 	dist := releaseTree(t)
 	srv := serveRelease(t, dist)
