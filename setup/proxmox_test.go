@@ -13,6 +13,7 @@ import (
 	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/internal/sim/pve"
+	"github.com/decent-stuff/dc-agent/internal/sim/pvecli"
 	"github.com/decent-stuff/dc-agent/internal/testutil/pvehost"
 )
 
@@ -93,11 +94,11 @@ func (f *fixture) stateBytes() []byte {
 }
 
 func TestSetupProxmoxOnPVE8And9(t *testing.T) {
-	for _, version := range []string{"8.4.1", "9.1.1"} {
+	for version, templates := range map[string][]string{"8.4.1": {"ubuntu-22.04"}, "9.1.1": {"ubuntu-24.04", "debian-12"}} {
 		t.Run(version, func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, version)
-			res, c, err := f.run("ubuntu-24.04", "debian-12")
+			res, c, err := f.run(templates...)
 			if err != nil {
 				t.Fatalf("setup failed: %v\nevents: %v", err, c.lines(EventOutput))
 			}
@@ -108,15 +109,16 @@ func TestSetupProxmoxOnPVE8And9(t *testing.T) {
 			if strings.HasPrefix(version, "8") {
 				major = 8
 			}
-			f.checkNode(major)
-			cfg := f.checkConfig()
+			f.checkNode(major, len(templates))
+			cfg := f.checkConfig(templates)
 
 			// Twice: nothing changes, nothing is downloaded again.
 			before := f.stateBytes()
 			token, _ := os.ReadFile(filepath.Join(f.dir, "proxmox-token"))
 			conf, _ := os.ReadFile(cfg.Path)
-			downloads := f.images.Downloads(Images[0].Path)
-			res, c, err = f.run("ubuntu-24.04", "debian-12")
+			img, _ := LookupImage(templates[0])
+			downloads := f.images.Downloads(img.Path)
+			res, c, err = f.run(templates...)
 			if err != nil {
 				t.Fatalf("second run: %v", err)
 			}
@@ -133,7 +135,7 @@ func TestSetupProxmoxOnPVE8And9(t *testing.T) {
 			if !bytes.Equal(token, token2) || !bytes.Equal(conf, conf2) {
 				t.Error("second run rewrote the token secret or the config")
 			}
-			if f.images.Downloads(Images[0].Path) != downloads {
+			if f.images.Downloads(img.Path) != downloads {
 				t.Error("second run downloaded the image again")
 			}
 			for _, l := range c.lines(EventCommand) {
@@ -146,15 +148,15 @@ func TestSetupProxmoxOnPVE8And9(t *testing.T) {
 }
 
 // checkNode asserts what setup built on the node.
-func (f *fixture) checkNode(major int) {
+func (f *fixture) checkNode(major, templates int) {
 	t := f.t
 	f.host.View(t, func(st *pve.State) {
 		var tpls []*pve.VM
 		for _, id := range st.VMIDs() {
 			tpls = append(tpls, st.VMs[id])
 		}
-		if len(tpls) != 2 {
-			t.Fatalf("want 2 VMs (the templates), got %d", len(tpls))
+		if len(tpls) != templates {
+			t.Fatalf("want %d VMs (the templates), got %d", templates, len(tpls))
 		}
 		for _, vm := range tpls {
 			c := vm.Config
@@ -208,7 +210,7 @@ func (f *fixture) checkNode(major int) {
 	})
 }
 
-func (f *fixture) checkConfig() *config.Config {
+func (f *fixture) checkConfig(templates []string) *config.Config {
 	t := f.t
 	path := filepath.Join(f.dir, "dc-agent.toml")
 	st, err := os.Stat(path)
@@ -221,12 +223,99 @@ func (f *fixture) checkConfig() *config.Config {
 	}
 	px := cfg.Provisioner.Proxmox
 	if cfg.Provisioner.Type != config.TypeProxmox || px == nil || px.APITokenID != PVETokenID || px.Node != f.host.Node ||
-		px.Storage != "local-lvm" || px.Bridge != "vmbr0" || px.Pool != PVEPool || len(px.Templates) != 2 ||
-		px.TemplateVMID != px.Templates["ubuntu-24.04"] || px.TLSFingerprint == "" {
+		px.Storage != "local-lvm" || px.Bridge != "vmbr0" || px.Pool != PVEPool || len(px.Templates) != len(templates) ||
+		px.TemplateVMID != px.Templates[templates[0]] || px.TLSFingerprint == "" {
 		t.Fatalf("config proxmox section: %+v", px)
 	}
 	if cfg.API.ProviderPubkey != f.prov || cfg.AgentKeyPath() != filepath.Join(f.dir, "agent.key") {
 		t.Fatalf("config api section: %+v", cfg.API)
 	}
 	return cfg
+}
+
+func TestSetupFailuresLeaveNothingHalfDone(t *testing.T) {
+	f := newFixture(t, "9.1.1")
+	imageDir := filepath.Join(f.host.Dir, "images")
+	noVMs := func(when string) {
+		t.Helper()
+		f.host.View(t, func(st *pve.State) {
+			if len(st.VMs) != 0 || len(st.Volumes) != 0 {
+				t.Fatalf("%s: %d VMs and %d volumes left", when, len(st.VMs), len(st.Volumes))
+			}
+		})
+		if m, _ := filepath.Glob(filepath.Join(imageDir, "*.part")); len(m) > 0 {
+			t.Fatalf("%s: partial download left: %v", when, m)
+		}
+		if m, _ := filepath.Glob(filepath.Join(imageDir, "*.dc-build")); len(m) > 0 {
+			t.Fatalf("%s: work copy left: %v", when, m)
+		}
+	}
+
+	// A download that does not match the published checksum.
+	f.images.Corrupt.Store(true)
+	_, _, err := f.run("ubuntu-24.04")
+	if err == nil || !strings.Contains(err.Error(), "checksum mismatch") || FixOf(err) == "" {
+		t.Fatalf("corrupt image: %v", err)
+	}
+	noVMs("after a bad download")
+	f.images.Corrupt.Store(false)
+
+	// A step after the VM exists fails: the VM goes away again.
+	f.host.SetFaults(t, pvecli.Faults{Rules: []pvecli.FaultRule{{Match: []string{"qm template"}, Action: "fail", Message: "can't lock file '/var/lock/qemu-server/lock-9000.conf' - got timeout", Count: 1}}})
+	_, c, err := f.run("ubuntu-24.04")
+	if err == nil || !strings.Contains(err.Error(), "got timeout") {
+		t.Fatalf("failing qm template: %v", err)
+	}
+	if !slices.ContainsFunc(c.lines(EventOutput), func(l string) bool { return strings.Contains(l, "removed the half-built VM 9000") }) {
+		t.Errorf("no word about removing the half-built VM: %q", c.lines(EventOutput))
+	}
+	noVMs("after a failed template")
+
+	// Now it works, reusing the verified download.
+	downloads := f.images.Downloads(Images[0].Path)
+	if _, _, err := f.run("ubuntu-24.04"); err != nil {
+		t.Fatal(err)
+	}
+	if f.images.Downloads(Images[0].Path) != downloads {
+		t.Error("the verified image was downloaded again")
+	}
+
+	// The token secret is lost: the token is replaced, and with it its
+	// ACL entries (PVE drops a removed token's grants); nothing else.
+	tokenFile := filepath.Join(f.dir, "proxmox-token")
+	os.Remove(tokenFile)
+	res, _, err := f.run("ubuntu-24.04")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range res.Outcomes {
+		if o.Changed != (o.Step == "pve-token" || o.Step == "pve-acl") {
+			t.Errorf("step %s changed=%v (%s)", o.Step, o.Changed, o.Summary)
+		}
+	}
+	secret, err := identity.ReadSecretFile(tokenFile)
+	f.host.View(t, func(st *pve.State) {
+		if err != nil || st.Users[PVEUser].Tokens[PVETokenName].Value != secret {
+			t.Fatalf("new secret not written: %v", err)
+		}
+	})
+
+	// Settings setup does not own survive a re-run untouched.
+	cfgPath := filepath.Join(f.dir, "dc-agent.toml")
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Polling.IntervalSeconds = 45
+	cfg.Agent.MaxConcurrentProvisions = 7
+	if err := config.Save(cfgPath, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.run("ubuntu-24.04"); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ = config.Load(cfgPath)
+	if cfg.Polling.IntervalSeconds != 45 || cfg.Agent.MaxConcurrentProvisions != 7 {
+		t.Errorf("re-run reset settings: %+v %+v", cfg.Polling, cfg.Agent)
+	}
 }
