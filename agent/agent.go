@@ -97,7 +97,6 @@ type Agent struct {
 	live      *liveness
 	startedAt time.Time
 	version   string
-	agentPub  string
 
 	envMu sync.RWMutex
 	env   *env
@@ -140,6 +139,9 @@ type env struct {
 	timing   Timing
 	backends map[string]*backend
 	defType  string
+	agentPub string
+	// reqTimeout is the API client's per-request timeout.
+	reqTimeout time.Duration
 
 	mu      sync.Mutex
 	refs    int
@@ -236,7 +238,6 @@ func (a *Agent) buildEnv(cfg *config.Config) (*env, error) {
 	if err != nil {
 		return nil, &ConfigError{fmt.Errorf("agent key: %w (create it with: dc-agent init)", err)}
 	}
-	a.agentPub = identity.PublicHex(key)
 	copts := []dcapi.Option{dcapi.WithUserAgent("dc-agent/" + a.version), dcapi.WithLogger(a.log)}
 	if cfg.API.TimeoutSeconds > 0 {
 		copts = append(copts, dcapi.WithTimeout(time.Duration(cfg.API.TimeoutSeconds)*time.Second))
@@ -254,7 +255,11 @@ func (a *Agent) buildEnv(cfg *config.Config) (*env, error) {
 	} else {
 		t = t.Scaled(a.opts.TimeScale)
 	}
-	e := &env{cfg: cfg, client: client, timing: t, backends: map[string]*backend{}, defType: cfg.Provisioner.Type}
+	e := &env{cfg: cfg, client: client, timing: t, backends: map[string]*backend{}, defType: cfg.Provisioner.Type,
+		agentPub: identity.PublicHex(key), reqTimeout: dcapi.DefaultTimeout}
+	if cfg.API.TimeoutSeconds > 0 {
+		e.reqTimeout = time.Duration(cfg.API.TimeoutSeconds) * time.Second
+	}
 	for _, pc := range cfg.AllProvisioners() {
 		p, err := a.opts.Registry.New(pc, provisioners.Deps{Logger: a.log.With("provisioner", pc.Type), Config: cfg})
 		if err != nil {
@@ -425,7 +430,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	e := a.acquireEnv()
 	a.obs.emit(status.EventStarted, status.LevelInfo, "", "", "dc-agent starting",
-		"version", a.version, "endpoint", e.client.Endpoint(), "provider", e.client.Provider(), "agent_key", a.agentPub,
+		"version", a.version, "endpoint", e.client.Endpoint(), "provider", e.client.Provider(), "agent_key", e.agentPub,
 		"provisioners", sortedTypes(e.backends), "state_dir", a.store.Dir())
 	a.releaseEnv(e)
 	a.resumeFromDisk()
@@ -571,7 +576,7 @@ func (a *Agent) State() status.State {
 	st := status.State{
 		Version: a.version, PID: os.Getpid(), StartedAt: a.startedAt, Now: a.now(),
 		Phase: a.phase.Load().(string), ConfigPath: e.cfg.Path, Endpoint: e.client.Endpoint(),
-		Provider: e.client.Provider(), AgentPubkey: a.agentPub,
+		Provider: e.client.Provider(), AgentPubkey: e.agentPub,
 	}
 	a.obs.snapshot(&st, time.Duration(dcapi.OnlineWindowNs))
 	a.workMu.Lock()

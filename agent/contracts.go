@@ -24,7 +24,7 @@ func (a *Agent) contractsLoop(ctx context.Context) error {
 	for {
 		t := a.timing()
 		e := a.acquireEnv()
-		a.live.expect(loopContracts, t.LongPollWait+2*dcapi.DefaultTimeout)
+		a.live.expect(loopContracts, t.LongPollWait+2*e.reqTimeout)
 		sent := a.now()
 		if bo.Failures() == 0 {
 			// A long-poll held open by a server that just answered is as

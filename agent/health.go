@@ -23,7 +23,7 @@ func (a *Agent) healthLoop(ctx context.Context) error {
 	bo := a.newBackoff()
 	for {
 		e := a.acquireEnv()
-		a.live.expect(loopHealth, 2*dcapi.DefaultTimeout)
+		a.live.expect(loopHealth, 2*e.reqTimeout)
 		list, err := e.client.ActiveContracts(ctx)
 		if ctx.Err() != nil {
 			a.releaseEnv(e)

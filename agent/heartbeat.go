@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/decent-stuff/dc-agent/agent/status"
@@ -18,26 +19,40 @@ const resourcesEvery = 5 * time.Minute
 // inside the 5 minute online window).
 func (a *Agent) heartbeatLoop(ctx context.Context) error {
 	bo := a.newBackoff()
-	var res *dcapi.Resources
-	var resAt time.Time
+	var (
+		resMu      sync.Mutex
+		res        *dcapi.Resources
+		resAt      time.Time
+		refreshing bool
+	)
 	first := true
 	for {
 		t := a.timing()
 		e := a.acquireEnv()
-		if res == nil || a.now().Sub(resAt) > resourcesEvery {
-			a.live.expect(loopHeartbeat, 15*time.Second)
-			if r := a.resources(ctx, e); r != nil {
-				res, resAt = r, a.now()
-			}
+		resMu.Lock()
+		if !refreshing && (resAt.IsZero() || a.now().Sub(resAt) > resourcesEvery) {
+			// Inventory asks the backend, which may be slow: never let it
+			// hold a heartbeat back. The next heartbeat carries it.
+			refreshing = true
+			go func() {
+				ie := a.acquireEnv()
+				defer a.releaseEnv(ie)
+				r := a.resources(ctx, ie)
+				resMu.Lock()
+				defer resMu.Unlock()
+				res, resAt, refreshing = r, a.now(), false
+			}()
 		}
+		cur := res
+		resMu.Unlock()
 		hb := dcapi.Heartbeat{
 			Version:         a.version,
 			ProvisionerType: e.defType,
 			Capabilities:    capabilities(e),
 			ActiveContracts: a.activeCount(),
-			Resources:       res,
+			Resources:       cur,
 		}
-		a.live.expect(loopHeartbeat, 2*dcapi.DefaultTimeout)
+		a.live.expect(loopHeartbeat, 2*e.reqTimeout)
 		resp, err := e.client.Heartbeat(ctx, hb)
 		a.releaseEnv(e)
 		if ctx.Err() != nil {

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"log/slog"
+	"sort"
 	"sync"
 	"time"
 
@@ -241,9 +242,14 @@ func (o *observer) snapshot(st *status.State, onlineWindow time.Duration) {
 			st.Problems = append(st.Problems, p)
 		}
 	}
-	for k, p := range o.problems {
+	var other []string
+	for k := range o.problems {
 		if k != "" && o.loops[k] == nil {
-			st.Problems = append(st.Problems, p)
+			other = append(other, k)
 		}
+	}
+	sort.Strings(other)
+	for _, k := range other {
+		st.Problems = append(st.Problems, o.problems[k])
 	}
 }

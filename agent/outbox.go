@@ -29,9 +29,10 @@ func (a *Agent) outboxLoop(ctx context.Context) error {
 			}
 			continue
 		}
+		next := pickReport(reports)
 		e := a.acquireEnv()
-		a.live.expect(loopOutbox, 2*dcapi.DefaultTimeout)
-		err := a.deliver(ctx, e, reports[0])
+		a.live.expect(loopOutbox, 4*e.reqTimeout)
+		err := a.deliver(ctx, e, next)
 		a.releaseEnv(e)
 		switch {
 		case ctx.Err() != nil:
@@ -45,11 +46,33 @@ func (a *Agent) outboxLoop(ctx context.Context) error {
 			wait := bo.Next(retryAfter(err))
 			a.obs.loopBackoff(loopOutbox, err, wait, bo.Failures())
 			a.live.expect(loopOutbox, wait)
+			if next.Kind == ReportHealth {
+				// A provisioning report queued meanwhile must not wait
+				// behind a health endpoint that keeps failing.
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-a.outboxWake:
+				case <-time.After(wait):
+				}
+				continue
+			}
 			if a.sleep(ctx, wait) != nil {
 				return nil
 			}
 		}
 	}
+}
+
+// pickReport chooses the next report: the oldest provisioning or
+// terminated report first (a requester waits for those), health after.
+func pickReport(reports []Report) Report {
+	for _, r := range reports {
+		if r.Kind != ReportHealth {
+			return r
+		}
+	}
+	return reports[0]
 }
 
 // deliver sends one report. nil means it is gone from the outbox

@@ -93,7 +93,7 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 	var terminate []target
 	var unknown []dcapi.ReconcileUnknown
 	if listed > 0 && !a.reconcile404.Load() {
-		a.live.expect(loopReconcile, 2*dcapi.DefaultTimeout)
+		a.live.expect(loopReconcile, 2*e.reqTimeout)
 		resp, err := e.client.Reconcile(ctx, running)
 		switch {
 		case dcapi.IsNotFound(err):
@@ -113,7 +113,7 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 	if a.reconcile404.Load() || listed < countListers(e) {
 		// Either the server cannot reconcile, or some backends cannot list:
 		// the active contract list tells which contracts are cancelled.
-		a.live.expect(loopReconcile, 2*dcapi.DefaultTimeout)
+		a.live.expect(loopReconcile, 2*e.reqTimeout)
 		active, err := e.client.ActiveContracts(ctx)
 		if err != nil {
 			return err
