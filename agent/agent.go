@@ -115,6 +115,9 @@ type Agent struct {
 	phase      atomic.Value // string
 	outboxWake chan struct{}
 	reconWake  chan struct{}
+	healthWake chan struct{}
+	progMu     sync.Mutex
+	progress   chan struct{} // closed (and replaced) when work passes "started" or ends
 	resumeMu   sync.Mutex
 	resume     chan struct{} // closed by Reload to restart stopped loops
 	hardStop   chan struct{}
@@ -183,6 +186,8 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		warned:     map[string]time.Time{},
 		outboxWake: make(chan struct{}, 1),
 		reconWake:  make(chan struct{}, 1),
+		healthWake: make(chan struct{}, 1),
+		progress:   make(chan struct{}),
 		resume:     make(chan struct{}),
 		hardStop:   make(chan struct{}),
 	}
@@ -544,6 +549,28 @@ func (a *Agent) drainOutbox(d time.Duration) {
 func (a *Agent) wakeOutbox() {
 	select {
 	case a.outboxWake <- struct{}{}:
+	default:
+	}
+}
+
+// progressed tells the contracts loop that a contract it saw listed has
+// moved on (the API no longer offers it), so a re-poll may find new ones.
+func (a *Agent) progressed() {
+	a.progMu.Lock()
+	defer a.progMu.Unlock()
+	close(a.progress)
+	a.progress = make(chan struct{})
+}
+
+func (a *Agent) progressChan() <-chan struct{} {
+	a.progMu.Lock()
+	defer a.progMu.Unlock()
+	return a.progress
+}
+
+func (a *Agent) wakeHealth() {
+	select {
+	case a.healthWake <- struct{}{}:
 	default:
 	}
 }

@@ -26,6 +26,7 @@ func (a *Agent) contractsLoop(ctx context.Context) error {
 		e := a.acquireEnv()
 		a.live.expect(loopContracts, t.LongPollWait+2*e.reqTimeout)
 		sent := a.now()
+		prog := a.progressChan()
 		if bo.Failures() == 0 {
 			// A long-poll held open by a server that just answered is as
 			// fresh as a poll can be: "last poll" counts from its start.
@@ -60,20 +61,33 @@ func (a *Agent) contractsLoop(ctx context.Context) error {
 		})
 		started := a.dispatch(list, sent)
 
-		var wait time.Duration
 		switch {
 		case !longPoll || t.LongPollWait == 0:
-			wait = jitter(t.PollInterval, a.rand)
-		case started == 0:
-			// Nothing new: a server that answers at once (our own contracts
-			// still listed, or a long-poll that does not hold) must not be
-			// hammered.
-			wait = t.MinRepoll - a.now().Sub(sent)
-		}
-		if wait > 0 {
+			wait := jitter(t.PollInterval, a.rand)
 			a.live.expect(loopContracts, wait)
 			if a.sleep(ctx, wait) != nil {
 				return nil
+			}
+		case started == 0 && len(list) > 0:
+			// Only contracts we already work on: the server answers at once
+			// until they move on. Re-poll as soon as one does (or after
+			// MinRepoll), so a new contract is not kept waiting, and the
+			// server is not hammered.
+			a.live.expect(loopContracts, t.MinRepoll)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-prog:
+			case <-time.After(t.MinRepoll - a.now().Sub(sent)):
+			}
+		case started == 0:
+			// An empty answer that came back at once: a long-poll that did
+			// not hold. Do not spin.
+			if wait := t.MinRepoll - a.now().Sub(sent); wait > 0 {
+				a.live.expect(loopContracts, wait)
+				if a.sleep(ctx, wait) != nil {
+					return nil
+				}
 			}
 		}
 	}

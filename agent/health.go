@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sync"
+	"time"
 
 	"github.com/decent-stuff/dc-agent/dcapi"
 	"github.com/decent-stuff/dc-agent/provisioners"
@@ -62,8 +63,13 @@ func (a *Agent) healthLoop(ctx context.Context) error {
 		a.obs.update(func(o *observer) { o.lastHealth = a.now() })
 		wait := a.timing().HealthInterval
 		a.live.expect(loopHealth, wait)
-		if a.sleep(ctx, wait) != nil {
+		select {
+		case <-ctx.Done():
 			return nil
+		case <-time.After(wait):
+		case <-a.healthWake:
+			// A contract was just provisioned: its first health check
+			// need not wait a whole interval.
 		}
 	}
 }

@@ -106,6 +106,9 @@ func (a *Agent) deliver(ctx context.Context, e *env, r Report) error {
 			return nil
 		}
 		a.obs.emit(status.EventReportSent, status.LevelInfo, loopOutbox, r.ContractID, "reported "+r.Update.Status)
+		if r.Update.Status == dcapi.StatusProvisioned {
+			a.wakeHealth()
+		}
 		return nil
 
 	case ReportTerminated:
@@ -175,7 +178,7 @@ func (a *Agent) deliverHealth(ctx context.Context, e *env, r Report) error {
 			}
 		}
 		if len(r.Checks) == 0 {
-			a.obs.emit(status.EventHealthReported, status.LevelInfo, loopOutbox, "", fmt.Sprintf("reported %d health checks", sent))
+			a.obs.emit(status.EventHealthReported, status.LevelInfo, loopOutbox, "", plural(sent, "health check"))
 			return a.store.DeleteReport(r.Seq)
 		}
 	}
@@ -194,7 +197,7 @@ func (a *Agent) deliverHealth(ctx context.Context, e *env, r Report) error {
 		}
 		sent++
 	}
-	a.obs.emit(status.EventHealthReported, status.LevelInfo, loopOutbox, "", fmt.Sprintf("reported %d health checks", sent))
+	a.obs.emit(status.EventHealthReported, status.LevelInfo, loopOutbox, "", plural(sent, "health check"))
 	return a.store.DeleteReport(r.Seq)
 }
 
@@ -204,4 +207,12 @@ func (a *Agent) useBatch() bool {
 		return true
 	}
 	return a.now().UnixNano() >= a.batchRetryAt.Load()
+}
+
+// plural renders "reported 1 health check" / "reported 3 health checks".
+func plural(n int, what string) string {
+	if n == 1 {
+		return fmt.Sprintf("reported 1 %s", what)
+	}
+	return fmt.Sprintf("reported %d %ss", n, what)
 }

@@ -91,6 +91,7 @@ func (a *Agent) finish(cid, outcome string) {
 		cd.until = now.Add(t.RetryCooldown)
 		a.cooldown[cid] = cd
 	}
+	defer a.progressed()
 }
 
 func (a *Agent) runningWorkers() int {
@@ -206,6 +207,7 @@ func (a *Agent) provision(w *work) {
 		return
 	}
 	a.crash(CrashStarted)
+	a.progressed()
 
 	req, sealTo, reqErr := a.buildRequest(w)
 	entry.Step, entry.UpdatedAt = jProvisioning, a.now()
