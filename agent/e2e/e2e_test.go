@@ -1,0 +1,225 @@
+// Package e2e runs the real dc-agent binary (`dc-agent run`) against the
+// reference API server (real HTTP, real SQLite) with the script provisioner
+// driving the demo backend: end-to-end behaviour, crash safety under
+// SIGKILL at every step, API outages, revoked delegations, sd_notify and a
+// real systemd --user unit.
+package e2e
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/decent-stuff/dc-agent/agent/status"
+	"github.com/decent-stuff/dc-agent/apiserver/apitest"
+	"github.com/decent-stuff/dc-agent/apiserver/store"
+	"github.com/decent-stuff/dc-agent/dcapi"
+	"github.com/decent-stuff/dc-agent/identity"
+)
+
+func TestEndToEnd(t *testing.T) {
+	w := newWorld(t)
+	requester, _ := identity.GenerateKey()
+	ok := w.srv.CreateContract(w.prov, apitest.ContractSpec{
+		RequesterPubkey: apitest.Ptr(identity.PublicHex(requester)),
+		CPUCores:        apitest.Ptr(2), MemoryAmount: apitest.Ptr("4 GB"), StorageCapacity: apitest.Ptr("1 TB"),
+		ProvisionerConfig: apitest.Ptr(`{"template":"ubuntu-24.04"}`), InstanceConfig: apitest.Ptr(`{"hostname":"web1"}`),
+	})
+	bad := w.srv.CreateContract(w.prov, apitest.ContractSpec{InstanceConfig: apitest.Ptr(`{"fail":"template debian-13 does not exist"}`)})
+	p := w.startAgent(nil)
+
+	// Provisioned, with a password only the requester can read.
+	waitLive(t, w, ok)
+	c := w.srv.Contract(ok)
+	d, has := w.srv.InstanceDetails(ok)
+	if !has || d.ExternalID == "" || d.IPAddress == "" {
+		t.Fatalf("instance details = %+v", d)
+	}
+	if strings.Contains(*c.InstanceDetails, `"pw-`) {
+		t.Fatalf("plaintext password stored: %s", *c.InstanceDetails)
+	}
+	pw, err := identity.Open(d.RootPassword, requester)
+	if err != nil || !strings.HasPrefix(string(pw), "pw-") {
+		t.Fatalf("requester cannot open the sealed password: %q, %v", pw, err)
+	}
+	other, _ := identity.GenerateKey()
+	if _, err := identity.Open(d.RootPassword, other); err == nil {
+		t.Fatal("another key opened the sealed password")
+	}
+	insts := w.backend.Instances()
+	if len(insts) != 1 || insts[0].ExternalID != d.ExternalID || insts[0].CPUCores != 2 || insts[0].MemoryMB != 4096 || insts[0].StorageGB != 1024 {
+		t.Fatalf("backend instances = %+v", insts)
+	}
+
+	// A backend failure is reported as provisioning_failed, not retried when it cannot help.
+	fc := w.srv.WaitForStatus(bad, dcapi.StatusProvisioningFailed, 20*time.Second)
+	if fc.LastError == nil || !strings.Contains(*fc.LastError, "template debian-13 does not exist") {
+		t.Fatalf("failure = %v", fc.LastError)
+	}
+
+	// Heartbeat: online, with what the agent can do.
+	eventually(t, 10*time.Second, "provider online", func() bool { return w.srv.AgentStatus(w.prov).Online })
+	as := w.srv.AgentStatus(w.prov)
+	if as.ProvisionerType == nil || *as.ProvisionerType != "script" || as.Version == nil {
+		t.Fatalf("agent status = %+v", as)
+	}
+
+	// Health stored for the live contract, and uptime computed from it.
+	eventually(t, 20*time.Second, "health stored", func() bool {
+		for _, h := range w.srv.HealthChecks(ok) {
+			if h.Status == dcapi.HealthHealthy && strings.Contains(h.Details, "uptime_seconds") {
+				return true
+			}
+		}
+		return false
+	})
+	if sum := w.srv.HealthSummary(w.prov, 30); sum.TotalChecks == 0 || sum.UptimePercent != 100 {
+		t.Fatalf("health summary = %+v", sum)
+	}
+
+	// The status socket tells the same story.
+	st, err := w.state()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Online || st.Counts.Provisioned != 1 || st.Counts.Failed != 1 || !strings.HasPrefix(st.Line, "online · 1 active") {
+		t.Fatalf("state: %s %+v", st.Line, st.Counts)
+	}
+
+	// Cancelled: the instance is terminated and reported.
+	w.srv.CancelContract(ok)
+	eventually(t, 20*time.Second, "instance terminated", func() bool {
+		return len(w.backend.Instances()) == 0 && w.srv.Contract(ok).TerminatedAtNs != nil
+	})
+
+	// Stopping: still online within the window, offline after it.
+	p.stop()
+	if !w.srv.AgentStatus(w.prov).Online {
+		t.Fatal("offline right after stopping; the window is 5 minutes")
+	}
+	w.srv.SetClockOffset(6 * time.Minute)
+	if w.srv.AgentStatus(w.prov).Online {
+		t.Fatal("still online 6 minutes after the last heartbeat")
+	}
+}
+
+func TestRetryableFailureIsRetried(t *testing.T) {
+	w := newWorld(t)
+	if err := w.backend.Set("fail", "no capacity on node pve1"); err != nil {
+		t.Fatal(err)
+	}
+	cid := w.srv.CreateContract(w.prov, apitest.ContractSpec{})
+	w.startAgent(nil)
+	w.srv.WaitForContract(cid, 20*time.Second, func(c *store.Contract) bool { return c.FailureCount >= 1 }, "a failure")
+	if err := w.backend.Set("fail", ""); err != nil {
+		t.Fatal(err)
+	}
+	waitLive(t, w, cid)
+	if n := w.instancesByContract()[cid]; n != 1 {
+		t.Fatalf("%d instances", n)
+	}
+}
+
+func TestRevokedDelegationStopsRetrying(t *testing.T) {
+	w := newWorld(t)
+	w.startAgent(nil)
+	eventually(t, 10*time.Second, "online", func() bool { return w.srv.AgentStatus(w.prov).Online })
+	w.srv.RevokeDelegation(w.prov, identity.PublicHex(w.agentKey))
+	var st status.State
+	eventually(t, 10*time.Second, "the agent says the delegation is revoked", func() bool {
+		var err error
+		st, err = w.state()
+		return err == nil && len(st.Problems) > 0 && strings.Contains(st.Line, "STOPPED")
+	})
+	p := st.Problems[0]
+	if !strings.Contains(strings.ToLower(p.Message), "revoked") || !strings.Contains(p.Fix, "dc-agent delegation request") {
+		t.Fatalf("problem = %+v", p)
+	}
+	// Every loop that talks to the API has stopped: no more requests.
+	eventually(t, 10*time.Second, "all API loops stopped", func() bool {
+		st, _ = w.state()
+		for _, l := range st.Loops {
+			if l.Name != "outbox" && l.Name != "reconcile" && l.State != status.LoopStopped {
+				return false
+			}
+		}
+		return true
+	})
+	n := w.srv.CountRequests("", "/api/v1/", 0)
+	time.Sleep(1500 * time.Millisecond) // more than two backoff caps at this time scale
+	if m := w.srv.CountRequests("", "/api/v1/", 0); m > n+2 {
+		t.Fatalf("the agent kept calling the API with a revoked delegation: %d → %d requests", n, m)
+	}
+}
+
+func TestAPIDownNoReportLost(t *testing.T) {
+	w := newWorld(t, func(c *worldConfig) { c.maxConc = 8 })
+	if err := w.backend.Set("delay", "1s"); err != nil {
+		t.Fatal(err)
+	}
+	w.startAgent(nil)
+	eventually(t, 10*time.Second, "online", func() bool { return w.srv.AgentStatus(w.prov).Online })
+	var cids []string
+	for i := 0; i < 5; i++ {
+		cids = append(cids, w.srv.CreateContract(w.prov, apitest.ContractSpec{}))
+	}
+	// The API goes away while the instances are being made.
+	eventually(t, 10*time.Second, "provisioning under way", func() bool { return len(w.provisionCalls()) == len(cids) })
+	w.srv.Stop()
+	eventually(t, 20*time.Second, "instances made while the API is down", func() bool { return len(w.backend.Instances()) == len(cids) })
+	time.Sleep(time.Second) // backoff rounds against a dead port
+	st, err := w.state()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Counts.Outbox < len(cids) {
+		t.Fatalf("reports not queued while down: %+v", st.Counts)
+	}
+	back := time.Now()
+	w.srv.Restart()
+	for _, cid := range cids {
+		waitLive(t, w, cid)
+	}
+	recovered := time.Since(back)
+	// The backoff cap is 60 s (600 ms at this time scale): every report is
+	// in within one cap plus the time to send them.
+	if limit := time.Duration(float64(60*time.Second)*timeScale) + 2*time.Second; recovered > limit {
+		t.Fatalf("recovery took %s, more than the backoff cap allows (%s)", recovered, limit)
+	}
+	for cid, n := range w.instancesByContract() {
+		if n != 1 {
+			t.Fatalf("contract %s has %d instances", cid, n)
+		}
+	}
+	t.Logf("all %d reports delivered %s after the API came back", len(cids), recovered.Round(time.Millisecond))
+}
+
+func TestAPIErrorsAreRetried(t *testing.T) {
+	w := newWorld(t)
+	cid := w.srv.CreateContract(w.prov, apitest.ContractSpec{})
+	// Every write the agent makes fails a few times first.
+	w.srv.FailNext("PUT", "/provisioning", 3, http.StatusServiceUnavailable)
+	w.srv.FailNext("POST", "/lock", 2, http.StatusTooManyRequests)
+	w.srv.LoseResponseNext("PUT", "/provisioning", 2)
+	w.startAgent(nil)
+	waitLive(t, w, cid)
+	if n := w.provisionCalls()[cid]; n != 1 {
+		t.Fatalf("provision called %d times", n)
+	}
+}
+
+func TestStatusCommand(t *testing.T) {
+	w := newWorld(t)
+	w.startAgent(nil)
+	eventually(t, 10*time.Second, "online", func() bool { st, err := w.state(); return err == nil && st.Online })
+	out := runCLI(t, "status", "--config", w.cfgPath)
+	if !strings.HasPrefix(out, "online · 0 active") || !strings.Contains(out, "provisioners:\n  script (default)") {
+		t.Fatalf("dc-agent status:\n%s", out)
+	}
+	var st status.State
+	if err := json.Unmarshal([]byte(runCLI(t, "status", "--json", "--config", w.cfgPath)), &st); err != nil || st.Provider != w.prov.Pubkey {
+		t.Fatalf("status --json: %v %+v", err, st)
+	}
+}

@@ -1,0 +1,329 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/decent-stuff/dc-agent/agent/status"
+	"github.com/decent-stuff/dc-agent/apiserver/apitest"
+	"github.com/decent-stuff/dc-agent/identity"
+	"github.com/decent-stuff/dc-agent/internal/demobackend"
+)
+
+// dcAgent is the real dc-agent binary, built once by TestMain.
+var dcAgent string
+
+func TestMain(m *testing.M) {
+	// The agent's script provisioner execs this test binary as the demo
+	// backend (through a wrapper script that sets DC_DEMO_BACKEND).
+	demobackend.MaybeRun()
+	dir, err := os.MkdirTemp("", "dc-agent-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	dcAgent, err = buildAgent(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func buildAgent(dir string) (string, error) {
+	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(goTool); err != nil {
+		goTool = "go"
+	}
+	out := filepath.Join(dir, "dc-agent")
+	cmd := exec.Command(goTool, "build", "-o", out, "github.com/decent-stuff/dc-agent/cmd/dc-agent")
+	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build dc-agent: %v\n%s", err, b)
+	}
+	return out, nil
+}
+
+// timeScale shrinks the agent's intervals: a 30 s poll takes 300 ms, the
+// 60 s backoff cap 600 ms.
+const timeScale = 0.01
+
+// world is one test's reference server, provider, agent key and demo backend.
+type world struct {
+	t        *testing.T
+	srv      *apitest.Server
+	prov     *apitest.Provider
+	agentKey ed25519.PrivateKey
+	dir      string
+	backend  *demobackend.Backend
+	cfgPath  string
+	socket   string
+	stateDir string
+}
+
+type worldOpt func(*worldConfig)
+
+type worldConfig struct {
+	apiOpts     []apitest.Option
+	extraConfig string
+	maxConc     int
+	orphanGrace int
+}
+
+func newWorld(t *testing.T, opts ...worldOpt) *world {
+	t.Helper()
+	wc := worldConfig{maxConc: 4, orphanGrace: 3600}
+	for _, o := range opts {
+		o(&wc)
+	}
+	srv := apitest.Start(t, append([]apitest.Option{apitest.WithNextHeartbeat(60)}, wc.apiOpts...)...)
+	prov := srv.NewProvider("E2E Hosting")
+	key := srv.NewAgent(prov)
+	dir := t.TempDir()
+	// Unix socket paths must stay short (108 bytes).
+	sockDir, err := os.MkdirTemp("", "dce")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	w := &world{t: t, srv: srv, prov: prov, agentKey: key, dir: dir,
+		backend: &demobackend.Backend{Dir: filepath.Join(dir, "pool")},
+		cfgPath: filepath.Join(dir, "dc-agent.toml"), socket: filepath.Join(sockDir, "status.sock"), stateDir: filepath.Join(dir, "state")}
+	if err := os.MkdirAll(w.backend.Dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.backend.Set("delay", "20ms"); err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapper := filepath.Join(dir, "backend.sh")
+	if err := demobackend.WriteWrapper(wrapper, exe, w.backend.Dir); err != nil {
+		t.Fatal(err)
+	}
+	keyPath := filepath.Join(dir, "agent.key")
+	if err := identity.SaveAgentKey(keyPath, key, false); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf(`[api]
+endpoint = %q
+provider_pubkey = %q
+agent_secret_key = %q
+
+[polling]
+interval_seconds = 30
+health_check_interval_seconds = 10
+reconcile_interval_seconds = 10
+orphan_grace_period_seconds = %d
+
+[agent]
+state_dir = %q
+status_socket = %q
+max_concurrent_provisions = %d
+shutdown_grace_seconds = 300
+
+[provisioner]
+type = "script"
+
+[provisioner.script]
+provision = %q
+terminate = %q
+health_check = %q
+get_instance = %q
+list = %q
+timeout_seconds = 60
+%s`, srv.URL, prov.Pubkey, keyPath, wc.orphanGrace, w.stateDir, w.socket, wc.maxConc, wrapper, wrapper, wrapper, wrapper, wrapper, wc.extraConfig)
+	if err := os.WriteFile(w.cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// proc is a running `dc-agent run`.
+type proc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stderr *lockedBuffer
+	done   chan struct{}
+	err    error
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startAgent runs dc-agent run against the world; extra args and env are added.
+func (w *world) startAgent(env []string, args ...string) *proc {
+	w.t.Helper()
+	all := append([]string{"run", "--config", w.cfgPath, "--log-format", "json", "--log-level", "debug", "--time-scale", fmt.Sprint(timeScale)}, args...)
+	cmd := exec.Command(dcAgent, all...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + w.dir, "LANG=C.UTF-8"}, env...)
+	p := &proc{t: w.t, cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	cmd.Stderr = p.stderr
+	cmd.Stdout = p.stderr
+	if err := cmd.Start(); err != nil {
+		w.t.Fatal(err)
+	}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	w.t.Cleanup(func() {
+		p.kill()
+		if w.t.Failed() {
+			w.t.Logf("agent (pid %d) log tail:\n%s", cmd.Process.Pid, tail(p.stderr.String(), 40))
+		}
+	})
+	return p
+}
+
+func (p *proc) kill() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *proc) stop() {
+	p.t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		p.t.Fatal("agent did not stop within 30s of SIGTERM")
+	}
+	if p.err != nil {
+		p.t.Fatalf("agent exited with %v after SIGTERM:\n%s", p.err, tail(p.stderr.String(), 30))
+	}
+}
+
+// waitExit waits for the process to end by itself and returns its error.
+func (p *proc) waitExit(d time.Duration) error {
+	p.t.Helper()
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(d):
+		p.t.Fatalf("agent still running after %s:\n%s", d, tail(p.stderr.String(), 30))
+		return nil
+	}
+}
+
+func (p *proc) running() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// state reads the agent's status socket.
+func (w *world) state() (status.State, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return status.NewClient(w.socket).State(ctx)
+}
+
+// eventually polls cond every 10 ms until it holds or d passes.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for: %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// instancesByContract counts the backend's instances per contract.
+func (w *world) instancesByContract() map[string]int {
+	out := map[string]int{}
+	for _, inst := range w.backend.Instances() {
+		out[inst.ContractID]++
+	}
+	return out
+}
+
+// provisionCalls counts provision calls per contract in the backend's log.
+func (w *world) provisionCalls() map[string]int {
+	calls, err := w.backend.Calls()
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, c := range calls {
+		if c.Action == "provision" {
+			out[c.ContractID]++
+		}
+	}
+	return out
+}
+
+// runCLI runs dc-agent with args and returns its stdout; it must exit 0.
+func runCLI(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(dcAgent, args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "LANG=C.UTF-8"}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("dc-agent %s: %v\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	return stdout.String()
+}
+
+// writeStrayInstance puts a machine into the backend's pool that no
+// contract knows.
+func writeStrayInstance(w *world) error {
+	stray := demobackend.Instance{ExternalID: "demo-stray", Name: "dc-" + strings.Repeat("0", 64), ContractID: strings.Repeat("0", 64),
+		IPAddress: "10.77.9.9", SSHPort: 22, CreatedAt: time.Now()}
+	b, err := json.Marshal(stray)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(w.backend.Dir, "instances", stray.Name+".json"), b, 0o644)
+}

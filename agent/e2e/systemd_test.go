@@ -1,0 +1,154 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/decent-stuff/dc-agent/internal/testutil"
+)
+
+// notifySocket is a real NOTIFY_SOCKET (unixgram), as systemd provides.
+type notifySocket struct {
+	path string
+	mu   sync.Mutex
+	msgs []string
+}
+
+func listenNotify(t *testing.T) *notifySocket {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sdn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	n := &notifySocket{path: filepath.Join(dir, "notify")}
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: n.path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			k, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			n.mu.Lock()
+			n.msgs = append(n.msgs, strings.Split(string(buf[:k]), "\n")...)
+			n.mu.Unlock()
+		}
+	}()
+	return n
+}
+
+func (n *notifySocket) all() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.msgs)
+}
+
+func (n *notifySocket) has(pred func(string) bool) bool { return slices.ContainsFunc(n.all(), pred) }
+
+func eq(s string) func(string) bool { return func(m string) bool { return m == s } }
+
+// TestSdNotifyProcess runs the real binary with NOTIFY_SOCKET and
+// WATCHDOG_USEC set, as systemd starts a Type=notify unit.
+func TestSdNotifyProcess(t *testing.T) {
+	w := newWorld(t)
+	n := listenNotify(t)
+	p := w.startAgent([]string{"NOTIFY_SOCKET=" + n.path, "WATCHDOG_USEC=300000"})
+	eventually(t, 15*time.Second, "READY=1, an online STATUS= and WATCHDOG=1", func() bool {
+		return n.has(eq("READY=1")) && n.has(eq("WATCHDOG=1")) &&
+			n.has(func(m string) bool { return strings.HasPrefix(m, "STATUS=online · 0 active · 0 provisioning · last poll") })
+	})
+	// The watchdog keeps being fed while the API is down: an outage is not a hang.
+	w.srv.Stop()
+	count := func() int {
+		c := 0
+		for _, m := range n.all() {
+			if m == "WATCHDOG=1" {
+				c++
+			}
+		}
+		return c
+	}
+	before := count()
+	time.Sleep(time.Second)
+	if count() < before+3 {
+		t.Fatalf("watchdog starved during an API outage (%d → %d pings)", before, count())
+	}
+	w.srv.Restart()
+	// SIGHUP reloads: RELOADING=1, then READY=1 again.
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "RELOADING=1 then READY=1", func() bool {
+		m := n.all()
+		i := slices.Index(m, "RELOADING=1")
+		return i >= 0 && slices.Contains(m[i:], "READY=1")
+	})
+	p.stop()
+	if !n.has(eq("STOPPING=1")) {
+		t.Fatalf("no STOPPING=1 in %v", n.all())
+	}
+}
+
+// TestSystemdUserUnit runs the agent as a real Type=notify unit with a
+// watchdog under systemd --user and sees it active, reloaded and stopped.
+func TestSystemdUserUnit(t *testing.T) {
+	w := newWorld(t)
+	m := testutil.StartUserManager(t, "")
+	unit := fmt.Sprintf(`[Unit]
+Description=dc-agent under test
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart=%s run --config %s --time-scale %v
+ExecReload=/bin/kill -HUP $MAINPID
+WatchdogSec=1
+Restart=on-failure
+TimeoutStopSec=30
+Environment=PATH=%s
+`, dcAgent, w.cfgPath, timeScale, os.Getenv("PATH"))
+	if err := os.WriteFile(filepath.Join(m.Root, "etc/systemd/user/dc-agent-test.service"), []byte(unit), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := m.Systemctl("daemon-reload"); err != nil {
+		t.Fatal(out, err)
+	}
+	// For Type=notify, start returns once the agent sent READY=1.
+	if out, err := m.Systemctl("start", "dc-agent-test.service"); err != nil {
+		t.Fatal(out, err)
+	}
+	props := m.WaitFor(t, "dc-agent-test.service", 15*time.Second, "active with an online status line", func(p map[string]string) bool {
+		return p["ActiveState"] == "active" && p["SubState"] == "running" && strings.HasPrefix(p["StatusText"], "online · ")
+	})
+	pid := props["MainPID"]
+	eventually(t, 10*time.Second, "provider online at the API", func() bool { return w.srv.AgentStatus(w.prov).Online })
+	if out, err := m.Systemctl("reload", "dc-agent-test.service"); err != nil {
+		t.Fatal(out, err)
+	}
+	// Watchdog fed, no restarts, same process after the reload.
+	time.Sleep(1500 * time.Millisecond) // longer than WatchdogSec
+	p := m.Show(t, "dc-agent-test.service", "ActiveState", "MainPID", "NRestarts")
+	if p["ActiveState"] != "active" || p["MainPID"] != pid || p["NRestarts"] != "0" {
+		t.Fatalf("after reload and a watchdog period: %v (pid was %s)", p, pid)
+	}
+	if out, err := m.Systemctl("stop", "dc-agent-test.service"); err != nil {
+		t.Fatal(out, err)
+	}
+	p = m.Show(t, "dc-agent-test.service", "ActiveState", "Result")
+	if p["ActiveState"] != "inactive" || p["Result"] != "success" {
+		t.Fatalf("after stop: %v", p)
+	}
+}
