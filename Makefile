@@ -55,6 +55,7 @@ demo:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./identity/ ./dcapi/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./bench/
 
 # Containers per minute on a real throwaway dockerd, concurrency 1 vs 4 (root).
 bench-docker:

@@ -13,6 +13,7 @@ package bench
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -37,9 +38,38 @@ import (
 	"github.com/decent-stuff/dc-agent/provisioners/all"
 )
 
+// demoBackend is the demo machine pool program the script provisioner
+// drives, built once by TestMain.
+var demoBackend string
+
 func TestMain(m *testing.M) {
-	demobackend.MaybeRun() // the script provisioner execs this binary as its backend
-	os.Exit(m.Run())
+	flag.Parse()
+	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
+		os.Exit(m.Run()) // `go test ./...` without -bench: nothing to prepare
+	}
+	dir, err := os.MkdirTemp("", "dc-bench-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	demoBackend, err = goBuild(dir, "github.com/decent-stuff/dc-agent/internal/demobackend/demo-backend", "demo-backend")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func goBuild(dir, pkg, name string) (string, error) {
+	out := filepath.Join(dir, name)
+	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", out, pkg)
+	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local")
+	if o, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, o)
+	}
+	return out, nil
 }
 
 func quick() bool { return os.Getenv("BENCH_QUICK") == "1" }
@@ -114,8 +144,10 @@ type recorder struct {
 	called map[string]time.Time
 }
 
-func (r *recorder) Type() string                     { return config.TypeScript }
-func (r *recorder) Features() provisioners.Features { return provisioners.Features{Terminate: true, Health: true} }
+func (r *recorder) Type() string { return config.TypeScript }
+func (r *recorder) Features() provisioners.Features {
+	return provisioners.Features{Terminate: true, Health: true}
+}
 func (r *recorder) Provision(ctx context.Context, req provisioners.Request) (provisioners.Instance, error) {
 	r.mu.Lock()
 	if _, seen := r.called[req.ContractID]; !seen {
@@ -128,8 +160,10 @@ func (r *recorder) Terminate(context.Context, string) error { return nil }
 func (r *recorder) HealthCheck(context.Context, string) (provisioners.Health, error) {
 	return provisioners.Health{Status: provisioners.Healthy}, nil
 }
-func (r *recorder) GetInstance(context.Context, string) (*provisioners.Instance, error) { return nil, nil }
-func (r *recorder) List(context.Context) ([]provisioners.Instance, error)               { return nil, nil }
+func (r *recorder) GetInstance(context.Context, string) (*provisioners.Instance, error) {
+	return nil, nil
+}
+func (r *recorder) List(context.Context) ([]provisioners.Instance, error) { return nil, nil }
 
 func (r *recorder) get(cid string) (time.Time, bool) {
 	r.mu.Lock()
@@ -212,10 +246,6 @@ func BenchmarkConcurrency(b *testing.B) {
 	if quick() {
 		n, delay = 8, time.Second
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		b.Fatal(err)
-	}
 	results := map[int]time.Duration{}
 	for _, conc := range []int{1, 4} {
 		b.Run("concurrency-"+strconv.Itoa(conc), func(b *testing.B) {
@@ -226,7 +256,7 @@ func BenchmarkConcurrency(b *testing.B) {
 					b.Fatal(err)
 				}
 				wrapper := filepath.Join(s.dir, "backend.sh")
-				if err := demobackend.WriteWrapper(wrapper, exe, pool.Dir); err != nil {
+				if err := demobackend.WriteWrapper(wrapper, demoBackend, pool.Dir); err != nil {
 					b.Fatal(err)
 				}
 				pc := config.ProvisionerConfig{Type: config.TypeScript, Script: &config.ScriptConfig{
@@ -263,12 +293,16 @@ func BenchmarkIdle(b *testing.B) {
 	}
 	for i := 0; i < b.N; i++ {
 		s := newSetup(b)
-		bin := buildAgent(b, s.dir)
-		exe, _ := os.Executable()
+		bin, err := goBuild(s.dir, "github.com/decent-stuff/dc-agent/cmd/dc-agent", "dc-agent")
+		if err != nil {
+			b.Fatal(err)
+		}
 		pool := filepath.Join(s.dir, "pool")
-		os.MkdirAll(pool, 0o755)
+		if err := os.MkdirAll(pool, 0o755); err != nil {
+			b.Fatal(err)
+		}
 		wrapper := filepath.Join(s.dir, "backend.sh")
-		if err := demobackend.WriteWrapper(wrapper, exe, pool); err != nil {
+		if err := demobackend.WriteWrapper(wrapper, demoBackend, pool); err != nil {
 			b.Fatal(err)
 		}
 		pc := config.ProvisionerConfig{Type: config.TypeScript, Script: &config.ScriptConfig{
@@ -307,17 +341,6 @@ func BenchmarkIdle(b *testing.B) {
 		b.ReportMetric(cpuPct, "CPU-%")
 		fmt.Printf("idle dc-agent over %s: RSS %.1f MiB (peak %.1f MiB), CPU %.3f %% of one core\n", elapsed.Round(time.Second), float64(rss)/1024, float64(hwm)/1024, cpuPct)
 	}
-}
-
-func buildAgent(b *testing.B, dir string) string {
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-	out := filepath.Join(dir, "dc-agent")
-	cmd := exec.Command(goTool, "build", "-o", out, "github.com/decent-stuff/dc-agent/cmd/dc-agent")
-	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local")
-	if o, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v\n%s", err, o)
-	}
-	return out
 }
 
 // cpuTicks is utime+stime of pid in clock ticks (/proc/pid/stat).

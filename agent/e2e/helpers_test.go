@@ -22,19 +22,20 @@ import (
 	"github.com/decent-stuff/dc-agent/internal/demobackend"
 )
 
-// dcAgent is the real dc-agent binary, built once by TestMain.
-var dcAgent string
+// dcAgent is the real dc-agent binary and demoBackend the demo machine
+// pool the script provisioner drives, both built once by TestMain.
+var dcAgent, demoBackend string
 
 func TestMain(m *testing.M) {
-	// The agent's script provisioner execs this test binary as the demo
-	// backend (through a wrapper script that sets DC_DEMO_BACKEND).
-	demobackend.MaybeRun()
 	dir, err := os.MkdirTemp("", "dc-agent-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	dcAgent, err = buildAgent(dir)
+	dcAgent, err = build(dir, "github.com/decent-stuff/dc-agent/cmd/dc-agent", "dc-agent")
+	if err == nil {
+		demoBackend, err = build(dir, "github.com/decent-stuff/dc-agent/internal/demobackend/demo-backend", "demo-backend")
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
@@ -45,16 +46,18 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func buildAgent(dir string) (string, error) {
+// build compiles pkg (without -race: these run as separate processes,
+// many times; the in-process tests cover races).
+func build(dir, pkg, name string) (string, error) {
 	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
 	if _, err := os.Stat(goTool); err != nil {
 		goTool = "go"
 	}
-	out := filepath.Join(dir, "dc-agent")
-	cmd := exec.Command(goTool, "build", "-o", out, "github.com/decent-stuff/dc-agent/cmd/dc-agent")
+	out := filepath.Join(dir, name)
+	cmd := exec.Command(goTool, "build", "-o", out, pkg)
 	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build dc-agent: %v\n%s", err, b)
+		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
 	}
 	return out, nil
 }
@@ -110,12 +113,8 @@ func newWorld(t *testing.T, opts ...worldOpt) *world {
 	if err := w.backend.Set("delay", "20ms"); err != nil {
 		t.Fatal(err)
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	wrapper := filepath.Join(dir, "backend.sh")
-	if err := demobackend.WriteWrapper(wrapper, exe, w.backend.Dir); err != nil {
+	if err := demobackend.WriteWrapper(wrapper, demoBackend, w.backend.Dir); err != nil {
 		t.Fatal(err)
 	}
 	keyPath := filepath.Join(dir, "agent.key")

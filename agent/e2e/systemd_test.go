@@ -68,7 +68,9 @@ func TestSdNotifyProcess(t *testing.T) {
 	p := w.startAgent([]string{"NOTIFY_SOCKET=" + n.path, "WATCHDOG_USEC=300000"})
 	eventually(t, 15*time.Second, "READY=1, an online STATUS= and WATCHDOG=1", func() bool {
 		return n.has(eq("READY=1")) && n.has(eq("WATCHDOG=1")) &&
-			n.has(func(m string) bool { return strings.HasPrefix(m, "STATUS=online · 0 active · 0 provisioning · last poll") })
+			n.has(func(m string) bool {
+				return strings.HasPrefix(m, "STATUS=online · 0 active · 0 provisioning · last poll")
+			})
 	})
 	// The watchdog keeps being fed while the API is down: an outage is not a hang.
 	w.srv.Stop()

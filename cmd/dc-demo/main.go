@@ -31,6 +31,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -152,6 +153,7 @@ func run(out io.Writer) int {
 
 type demo struct {
 	s        settings
+	outMu    sync.Mutex
 	out      io.Writer
 	dir      string
 	agentLog string
@@ -171,7 +173,11 @@ type demo struct {
 	order      []string
 }
 
-func (d *demo) say(format string, args ...any) { fmt.Fprintf(d.out, format+"\n", args...) }
+func (d *demo) say(format string, args ...any) {
+	d.outMu.Lock()
+	defer d.outMu.Unlock()
+	fmt.Fprintf(d.out, format+"\n", args...)
+}
 
 func (d *demo) run(ctx context.Context) error {
 	if err := d.prepareDir(); err != nil {

@@ -2,8 +2,8 @@
 // provisioner protocol (see provisioners/script), keeping its instances as
 // files in a directory. `make demo`, the agent's process-level tests and the
 // benchmarks run it as the provider's "script": a small wrapper script execs
-// a Go binary (dc-demo, or a test binary) with DC_DEMO_BACKEND=<dir>, and
-// the binary calls MaybeRun first thing in main/TestMain.
+// a Go binary (dc-demo itself, or demo-backend) with DC_DEMO_BACKEND=<dir>,
+// and the binary calls MaybeRun first thing in main.
 //
 // It behaves like a careful real backend: provisioning is idempotent by
 // contract id (a repeated provision reuses the instance), terminate of a
