@@ -165,7 +165,7 @@ func TestConcurrencyBounded(t *testing.T) {
 	h := newHarness(t)
 	h.cfg.Agent.MaxConcurrentProvisions = 4
 	h.cfg.Provisioner.MaxConcurrent = 2
-	h.prov.delay = 30 * time.Millisecond
+	h.prov.block = make(chan struct{})
 	var cids []string
 	for i := 0; i < 8; i++ {
 		cid := randomCID(t)
@@ -173,6 +173,17 @@ func TestConcurrencyBounded(t *testing.T) {
 		h.api.addContract(dcapi.PendingContract{ContractID: cid})
 	}
 	h.start()
+	running := func() int {
+		h.prov.mu.Lock()
+		defer h.prov.mu.Unlock()
+		return h.prov.running
+	}
+	eventually(t, "two provisions running", func() bool { return running() == 2 })
+	eventually(t, "the others queued", func() bool { return h.a.State().Counts.Queued == 6 })
+	if n := running(); n != 2 {
+		t.Fatalf("%d provisions running, want the backend's limit 2", n)
+	}
+	close(h.prov.block)
 	for _, cid := range cids {
 		eventually(t, "all provisioned", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
 	}
@@ -180,7 +191,7 @@ func TestConcurrencyBounded(t *testing.T) {
 	maxSeen := h.prov.maxSeen
 	h.prov.mu.Unlock()
 	if maxSeen != 2 {
-		t.Fatalf("max parallel provisions = %d, want the backend's limit 2", maxSeen)
+		t.Fatalf("max parallel provisions = %d, want 2", maxSeen)
 	}
 }
 
@@ -325,9 +336,8 @@ func TestOutboxSurvivesRestartAndAPIDown(t *testing.T) {
 	h := newHarness(t)
 	cid := randomCID(t)
 	h.api.addContract(dcapi.PendingContract{ContractID: cid})
-	down := true
 	h.api.setFault(func(route string, body []byte) (int, string) {
-		if down && route == "provisioning" && strings.Contains(string(body), `provisioned`) && !strings.Contains(string(body), `"provisioning"`) {
+		if route == "provisioning" && strings.Contains(string(body), `provisioned`) && !strings.Contains(string(body), `"provisioning"`) {
 			return http.StatusBadGateway, "bad gateway"
 		}
 		return 0, ""
@@ -338,7 +348,6 @@ func TestOutboxSurvivesRestartAndAPIDown(t *testing.T) {
 	if h.api.contract(cid).status != dcapi.StatusProvisioning {
 		t.Fatalf("status %s before recovery", h.api.contract(cid).status)
 	}
-	down = false
 	h.api.setFault(nil)
 	h.start()
 	eventually(t, "report delivered after restart", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
