@@ -124,6 +124,9 @@ type ProxmoxConfig struct {
 	MaxParallelClones int   `toml:"max_parallel_clones,omitempty"`
 	IPWaitAttempts    int   `toml:"ip_wait_attempts,omitempty"`
 	IPWaitIntervalSec int   `toml:"ip_wait_interval_secs,omitempty"`
+	// TaskPollIntervalMs is how often Proxmox task status is polled
+	// (default 1000).
+	TaskPollIntervalMs int `toml:"task_poll_interval_ms,omitempty"`
 	// CIUser is the cloud-init user (default root).
 	CIUser string `toml:"ciuser,omitempty"`
 	// SetRootPassword generates a password (sealed for the requester).

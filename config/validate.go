@@ -365,6 +365,9 @@ func (px *ProxmoxConfig) validate(s string, warn func(string, ...any)) []string 
 	if px.IPWaitAttempts < 1 || px.IPWaitIntervalSec < 1 {
 		add("%s: ip_wait_attempts (%d) and ip_wait_interval_secs (%d) must be positive; remove them for the defaults (30 and 5)", s, px.IPWaitAttempts, px.IPWaitIntervalSec)
 	}
+	if px.TaskPollIntervalMs != 0 && (px.TaskPollIntervalMs < 50 || px.TaskPollIntervalMs > 60000) {
+		add("%s.task_poll_interval_ms = %d is out of range; use 50..60000 (default 1000)", s, px.TaskPollIntervalMs)
+	}
 	return out
 }
 

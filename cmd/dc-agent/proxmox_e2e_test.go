@@ -81,6 +81,7 @@ tls_fingerprint = %q
 linked_clone = true
 ip_wait_attempts = 2
 ip_wait_interval_secs = 1
+task_poll_interval_ms = 50
 `, api.URL, prov.Pubkey, keyPath, filepath.Join(dir, "state"), filepath.Join(sockDir, "s.sock"),
 		sim.URL, sim.TokenID, secret, sim.Fingerprint)
 	return &e2e{t: t, api: api, prov: prov, sim: sim, cfg: testutil.WriteFile(t, filepath.Join(dir, "dc-agent.toml"), cfg, 0o600)}

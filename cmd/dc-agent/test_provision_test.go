@@ -35,6 +35,7 @@ tls_fingerprint = %q
 linked_clone = true
 ip_wait_attempts = 3
 ip_wait_interval_secs = 1
+task_poll_interval_ms = 50
 %s`, s.URL, s.TokenID, secret, s.Fingerprint, extra)
 	return testutil.WriteFile(t, filepath.Join(dir, "dc-agent.toml"), cfg, 0o600)
 }

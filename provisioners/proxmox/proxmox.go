@@ -80,6 +80,9 @@ type Options struct {
 func (o *Options) defaults(cfg *config.ProxmoxConfig) {
 	if o.PollInterval <= 0 {
 		o.PollInterval = time.Second
+		if cfg.TaskPollIntervalMs > 0 {
+			o.PollInterval = time.Duration(cfg.TaskPollIntervalMs) * time.Millisecond
+		}
 	}
 	if o.CloneTimeout <= 0 {
 		o.CloneTimeout = 15 * time.Minute
