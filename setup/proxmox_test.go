@@ -27,7 +27,7 @@ func imageSpecs() []pvehost.ImageSpec {
 
 // fixture is one simulated node plus everything a setup run needs.
 type fixture struct {
-	t      *testing.T
+	t      testing.TB
 	host   *pvehost.Host
 	images *pvehost.ImageServer
 	dir    string // the agent host's config dir
@@ -35,7 +35,9 @@ type fixture struct {
 	prov   string
 }
 
-func newFixture(t *testing.T, version string) *fixture {
+func newFixture(t *testing.T, version string) *fixture { return newFixtureTB(t, version) }
+
+func newFixtureTB(t testing.TB, version string) *fixture {
 	t.Helper()
 	f := &fixture{t: t, host: pvehost.Start(t, pvehost.Options{Binary: hostSim, Version: version}), dir: t.TempDir()}
 	f.images = pvehost.StartImageServer(t, imageSpecs())
