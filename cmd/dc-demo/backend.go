@@ -26,11 +26,13 @@ type Backend interface {
 
 // backends maps DEMO_BACKEND values to constructors.
 var backends = map[string]func() Backend{
-	"script": func() Backend { return &scriptBackend{} },
+	"script":  func() Backend { return &scriptBackend{} },
+	"proxmox": func() Backend { return &proxmoxBackend{} },
 }
 
-// defaultBackend is used when DEMO_BACKEND is unset.
-const defaultBackend = "script"
+// defaultBackend is used when DEMO_BACKEND is unset: the real Proxmox
+// provisioner against the simulated node.
+const defaultBackend = "proxmox"
 
 // scriptBackend runs the agent's script provisioner against the demo
 // machine pool (internal/demobackend): this very binary, called through a

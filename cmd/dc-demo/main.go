@@ -11,7 +11,9 @@
 //	DEMO_EXIT=1        exit once all are provisioned and healthy, printing
 //	                   "demo: N/N contracts provisioned" (non-zero on failure)
 //	DEMO_TIMEOUT=120s  how long to wait for that
-//	DEMO_BACKEND=name  provisioner backend (default "script")
+//	DEMO_BACKEND=name  provisioner backend: proxmox (default: the real Proxmox
+//	                   provisioner against the simulated node) or script
+//	DEMO_PVE_TIMING=fast  simulated Proxmox tasks take milliseconds (tests)
 //	DEMO_DIR=.demo     scratch directory (recreated on every run)
 //	DEMO_PORT=8780     API/dashboard port on 127.0.0.1 (busy: any free port)
 package main

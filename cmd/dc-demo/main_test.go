@@ -20,6 +20,7 @@ func TestMain(m *testing.M) {
 func TestDemoExit(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "demo")
 	t.Setenv("DEMO_DIR", dir)
+	t.Setenv("DEMO_BACKEND", "script")
 	t.Setenv("DEMO_CONTRACTS", "2")
 	t.Setenv("DEMO_EXIT", "1")
 	t.Setenv("DEMO_PORT", "0")
@@ -59,5 +60,32 @@ func TestDemoSettingsErrors(t *testing.T) {
 				t.Fatalf("%s=%s: exit %d", k, v, code)
 			}
 		})
+	}
+}
+
+// TestDemoProxmox is `make demo` with its default backend: the real Proxmox
+// provisioner (go-proxmox, pinned TLS, least-privilege token) against the
+// simulated node, every VM provisioned, healthy and listed.
+func TestDemoProxmox(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "demo")
+	t.Setenv("DEMO_DIR", dir)
+	t.Setenv("DEMO_CONTRACTS", "3")
+	t.Setenv("DEMO_EXIT", "1")
+	t.Setenv("DEMO_PORT", "0")
+	t.Setenv("DEMO_TIMEOUT", "60s")
+	t.Setenv("DEMO_PVE_TIMING", "fast")
+	var out bytes.Buffer
+	if code := run(&out); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out.String())
+	}
+	s := out.String()
+	for _, want := range []string{"proxmox provisioner (go-proxmox)", "demo: 3/3 contracts provisioned\n", "pve1/100", "pve1/101", "pve1/102",
+		"backend holds 3 machine(s)", "10.99.0.10", "size=1T"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if strings.Count(s, " healthy ") != 3 || strings.Contains(s, "cannot open") {
+		t.Errorf("output:\n%s", s)
 	}
 }

@@ -188,7 +188,7 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (
 	if err != nil {
 		return provisioners.Instance{}, err
 	}
-	req.Step("checking for an existing VM " + name)
+	req.Step("checking for an existing VM of this contract")
 	existing, err := p.findByName(ctx, name)
 	if err != nil {
 		return provisioners.Instance{}, provisioners.Retryable(err)
@@ -391,8 +391,14 @@ func (p *Provisioner) clone(ctx context.Context, tpl *templateInfo, name string,
 		slot := p.cloneSlot(node + "/" + target)
 		select {
 		case slot <- struct{}{}:
-		case <-ctx.Done():
-			return 0, ctx.Err()
+		default:
+			req.Step(fmt.Sprintf("waiting for a free clone slot on %s (max_parallel_clones = %d)", target, p.cfg.MaxParallelClones))
+			select {
+			case slot <- struct{}{}:
+				req.Step(fmt.Sprintf("cloning template %d", tpl.vmid))
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
 		}
 		vmid, err := cluster.NextID(ctx)
 		if err != nil {
