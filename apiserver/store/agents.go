@@ -4,7 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"runtime"
 
 	"github.com/decent-stuff/dc-agent/dcapi"
 )
@@ -44,31 +46,125 @@ func ValidateHeartbeat(hb *dcapi.Heartbeat) error {
 }
 
 // RecordHeartbeat stores an agent's heartbeat (one row per agent).
+// Concurrent heartbeats are written together, in one transaction per batch
+// (group commit): a heartbeat is one small upsert, and committing each on
+// its own would cost more than the upsert.
 func (s *Store) RecordHeartbeat(ctx context.Context, provider, agent string, hb dcapi.Heartbeat, nowNs int64) error {
 	if err := ValidateHeartbeat(&hb); err != nil {
 		return err
 	}
-	var caps, res any
+	it := &hbItem{provider: provider, agent: agent, version: hb.Version, ptype: hb.ProvisionerType,
+		active: int64(hb.ActiveContracts), nowNs: nowNs, done: make(chan error, 1)}
 	if hb.Capabilities != nil {
 		b, _ := json.Marshal(hb.Capabilities)
-		caps = string(b)
+		it.caps = string(b)
 	}
 	if hb.Resources != nil {
 		b, _ := json.Marshal(hb.Resources)
 		if len(b) > maxResourcesBytes {
 			return invalidf("resources is %d bytes encoded; at most %d", len(b), maxResourcesBytes)
 		}
-		res = string(b)
+		it.res = string(b)
 	}
-	_, err := s.w.ExecContext(ctx, s.q(`INSERT INTO provider_agent_status
-		(provider_pubkey, agent_pubkey, last_heartbeat_ns, version, provisioner_type, capabilities, active_contracts, resources, updated_at_ns)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (provider_pubkey, agent_pubkey) DO UPDATE SET
-			last_heartbeat_ns = excluded.last_heartbeat_ns, version = excluded.version,
-			provisioner_type = excluded.provisioner_type, capabilities = excluded.capabilities,
-			active_contracts = excluded.active_contracts, resources = excluded.resources,
-			updated_at_ns = excluded.updated_at_ns`),
-		provider, agent, nowNs, hb.Version, hb.ProvisionerType, caps, int64(hb.ActiveContracts), res, nowNs)
+	s.hbOnce.Do(func() {
+		s.hbStarted = true
+		go s.heartbeatWriter()
+	})
+	select {
+	case s.hbCh <- it:
+	case <-s.quit:
+		return errors.New("record heartbeat: store closed")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-it.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+type hbItem struct {
+	provider, agent, version, ptype string
+	caps, res                       any
+	active, nowNs                   int64
+	done                            chan error
+}
+
+const upsertHeartbeat = `INSERT INTO provider_agent_status
+	(provider_pubkey, agent_pubkey, last_heartbeat_ns, version, provisioner_type, capabilities, active_contracts, resources, updated_at_ns)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+	ON CONFLICT (provider_pubkey, agent_pubkey) DO UPDATE SET
+		last_heartbeat_ns = excluded.last_heartbeat_ns, version = excluded.version,
+		provisioner_type = excluded.provisioner_type, capabilities = excluded.capabilities,
+		active_contracts = excluded.active_contracts, resources = excluded.resources,
+		updated_at_ns = excluded.updated_at_ns`
+
+// maxHeartbeatBatch bounds one group commit.
+const maxHeartbeatBatch = 256
+
+// heartbeatWriter writes queued heartbeats: whatever is queued when it gets
+// to it goes into one transaction. An idle server commits each heartbeat at
+// once; a busy one commits many per transaction.
+func (s *Store) heartbeatWriter() {
+	defer close(s.hbDone)
+	ctx := context.Background()
+	batch := make([]*hbItem, 0, maxHeartbeatBatch)
+	for {
+		select {
+		case it := <-s.hbCh:
+			batch = append(batch[:0], it)
+		case <-s.quit:
+			for {
+				select {
+				case it := <-s.hbCh:
+					it.done <- errors.New("record heartbeat: store closed")
+				default:
+					return
+				}
+			}
+		}
+		// Let handlers that are about to enqueue do so: under load this
+		// turns many one-row commits into one.
+		runtime.Gosched()
+	fill:
+		for len(batch) < maxHeartbeatBatch {
+			select {
+			case it := <-s.hbCh:
+				batch = append(batch, it)
+			default:
+				break fill
+			}
+		}
+		err := s.writeHeartbeats(ctx, batch)
+		if err != nil && len(batch) > 1 {
+			// One bad row must not fail the others: retry one by one.
+			for _, it := range batch {
+				it.done <- s.writeHeartbeats(ctx, []*hbItem{it})
+			}
+			continue
+		}
+		for _, it := range batch {
+			it.done <- err
+		}
+	}
+}
+
+func (s *Store) writeHeartbeats(ctx context.Context, batch []*hbItem) error {
+	st, err := s.stmt(ctx, s.w, upsertHeartbeat)
+	if err != nil {
+		return fmt.Errorf("record heartbeat: %w", err)
+	}
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		ts := tx.StmtContext(ctx, st)
+		for _, it := range batch {
+			if _, err := ts.ExecContext(ctx, it.provider, it.agent, it.nowNs, it.version, it.ptype, it.caps, it.active, it.res, it.nowNs); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("record heartbeat: %w", err)
 	}

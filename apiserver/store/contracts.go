@@ -278,17 +278,6 @@ func (s *Store) ListContracts(ctx context.Context, f ContractFilter) ([]*Contrac
 	return out, rows.Err()
 }
 
-// signalOffer records that provider has a newly offerable contract, for
-// servers in other processes. The in-process wake-up is the caller's.
-func (s *Store) signalOffer(ctx context.Context, tx *sql.Tx, provider string, nowNs int64) error {
-	if s.dialect == Postgres {
-		_, err := tx.ExecContext(ctx, `SELECT pg_notify('`+pgChannel+`', $1)`, provider)
-		return err
-	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO contract_events (provider_pubkey, created_at_ns) VALUES (?, ?)`, provider, nowNs)
-	return err
-}
-
 // PendingContracts returns the contracts provider's agent may provision now,
 // oldest first: accepted ones, failed ones whose retry cool-down has passed,
 // and ones stuck in provisioning whose lock expired; never one locked by

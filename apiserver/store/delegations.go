@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
+	"time"
 
 	"github.com/decent-stuff/dc-agent/dcapi"
 	"github.com/decent-stuff/dc-agent/identity"
@@ -96,8 +98,12 @@ func (s *Store) PutDelegation(ctx context.Context, sd identity.SignedDelegation,
 			SET permissions = ?, expires_at_ns = ?, label = ?, signature = ?, created_at_ns = ?, revoked_at_ns = NULL
 			WHERE provider_pubkey = ? AND agent_pubkey = ?`),
 			string(perms), nullInt64(sd.ExpiresAtNs), nullStr(label), sd.SignatureHex(), nowNs, sd.ProviderPubkey, sd.AgentPubkey)
-		return err
+		if err != nil {
+			return err
+		}
+		return s.signal(ctx, tx, kindDelegations, sd.ProviderPubkey, nowNs)
 	})
+	s.deleg.dropProvider(sd.ProviderPubkey)
 	if err != nil {
 		if KindOf(err) != 0 {
 			return nil, false, err
@@ -112,16 +118,107 @@ func (s *Store) PutDelegation(ctx context.Context, sd identity.SignedDelegation,
 }
 
 // GetDelegation returns the provider's delegation of agent (revoked or not),
-// or a KindNotFound error.
+// or a KindNotFound error. Every signed agent request asks, so answers are
+// cached: this store drops an entry the moment it changes one, and a server
+// running Watch drops a provider's entries when another process changes
+// them; delegCacheTTL bounds staleness for anything else.
 func (s *Store) GetDelegation(ctx context.Context, provider, agent string) (*Delegation, error) {
-	d, err := scanDelegation(s.r.QueryRowContext(ctx, s.q(`SELECT `+delegationCols+` FROM provider_agent_delegations WHERE provider_pubkey = ? AND agent_pubkey = ?`), provider, agent))
-	if errors.Is(err, sql.ErrNoRows) {
+	d, ok := s.deleg.get(provider, agent, time.Now())
+	if !ok {
+		gen := s.deleg.generation()
+		st, err := s.stmt(ctx, s.r, `SELECT `+delegationCols+` FROM provider_agent_delegations WHERE provider_pubkey = ? AND agent_pubkey = ?`)
+		if err != nil {
+			return nil, fmt.Errorf("read delegation: %w", err)
+		}
+		d, err = scanDelegation(st.QueryRowContext(ctx, provider, agent))
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			d = nil
+		case err != nil:
+			return nil, fmt.Errorf("read delegation: %w", err)
+		}
+		s.deleg.put(provider, agent, d, gen, time.Now())
+	}
+	if d == nil {
 		return nil, notFoundf("no delegation for agent key %s from provider %s", clip(agent), clip(provider))
 	}
-	if err != nil {
-		return nil, fmt.Errorf("read delegation: %w", err)
+	c := *d
+	c.Permissions = slices.Clone(d.Permissions)
+	return &c, nil
+}
+
+// delegCacheTTL bounds how long a cached delegation may be stale when it was
+// changed by a process whose change this store's Watch did not see.
+const delegCacheTTL = 30 * time.Second
+
+// maxDelegCache bounds the cache (entries); past it the cache starts over.
+const maxDelegCache = 200_000
+
+type delegEntry struct {
+	d  *Delegation // nil: known not to exist
+	at time.Time
+}
+
+// delegCache holds looked-up delegations by provider and agent. A
+// generation counter, bumped by every invalidation, keeps a lookup that
+// raced with a change from caching the old row.
+type delegCache struct {
+	mu  sync.Mutex
+	ttl time.Duration
+	m   map[string]map[string]delegEntry
+	n   int
+	gen uint64
+}
+
+func (c *delegCache) get(provider, agent string, now time.Time) (*Delegation, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[provider][agent]
+	if !ok || now.Sub(e.at) > c.ttl {
+		return nil, false
 	}
-	return d, nil
+	return e.d, true
+}
+
+func (c *delegCache) generation() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
+}
+
+func (c *delegCache) put(provider, agent string, d *Delegation, gen uint64, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gen != c.gen {
+		return // invalidated while we read: do not cache what may be old
+	}
+	if c.n >= maxDelegCache {
+		c.m, c.n = map[string]map[string]delegEntry{}, 0
+	}
+	pm := c.m[provider]
+	if pm == nil {
+		pm = map[string]delegEntry{}
+		c.m[provider] = pm
+	}
+	if _, ok := pm[agent]; !ok {
+		c.n++
+	}
+	pm[agent] = delegEntry{d: d, at: now}
+}
+
+func (c *delegCache) dropProvider(provider string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	c.n -= len(c.m[provider])
+	delete(c.m, provider)
+}
+
+func (c *delegCache) dropAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	c.m, c.n = map[string]map[string]delegEntry{}, 0
 }
 
 // AgentHasActiveDelegation reports whether any provider currently delegates
@@ -185,15 +282,24 @@ func (s *Store) ListDelegations(ctx context.Context, provider string, nowNs int6
 }
 
 // RevokeDelegation marks the delegation revoked (keeping the first revocation
-// time when repeated).
+// time when repeated). It takes effect for the next request at once.
 func (s *Store) RevokeDelegation(ctx context.Context, provider, agent string, nowNs int64) error {
-	res, err := s.w.ExecContext(ctx, s.q(`UPDATE provider_agent_delegations SET revoked_at_ns = COALESCE(revoked_at_ns, ?)
-		WHERE provider_pubkey = ? AND agent_pubkey = ?`), nowNs, provider, agent)
-	if err != nil {
-		return fmt.Errorf("revoke delegation: %w", err)
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.q(`UPDATE provider_agent_delegations SET revoked_at_ns = COALESCE(revoked_at_ns, ?)
+			WHERE provider_pubkey = ? AND agent_pubkey = ?`), nowNs, provider, agent)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return notFoundf("no delegation for agent key %s from provider %s", clip(agent), clip(provider))
+		}
+		return s.signal(ctx, tx, kindDelegations, provider, nowNs)
+	})
+	// Dropped after the commit: a lookup racing with it cannot cache the old
+	// row (see delegCache).
+	s.deleg.dropProvider(provider)
+	if err != nil && KindOf(err) == 0 {
+		err = fmt.Errorf("revoke delegation: %w", err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return notFoundf("no delegation for agent key %s from provider %s", clip(agent), clip(provider))
-	}
-	return nil
+	return err
 }

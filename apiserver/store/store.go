@@ -68,12 +68,46 @@ type Store struct {
 	r      *sql.DB
 	policy Policy
 	qcache sync.Map // query text -> rebound text (PostgreSQL)
+	stmts  sync.Map // stmtKey -> *sql.Stmt, for the hot statements
+	deleg  delegCache
+
+	hbOnce    sync.Once
+	hbStarted bool
+	hbCh      chan *hbItem
+	quit      chan struct{}
+	closed    sync.Once
+	hbDone    chan struct{}
+}
+
+type stmtKey struct {
+	db    *sql.DB
+	query string
+}
+
+// stmt returns a prepared statement for query on db, prepared once. SQLite
+// parses a statement on every unprepared call, which costs as much as
+// running a small one.
+func (s *Store) stmt(ctx context.Context, db *sql.DB, query string) (*sql.Stmt, error) {
+	key := stmtKey{db, query}
+	if v, ok := s.stmts.Load(key); ok {
+		return v.(*sql.Stmt), nil
+	}
+	st, err := db.PrepareContext(ctx, s.q(query))
+	if err != nil {
+		return nil, err
+	}
+	if v, loaded := s.stmts.LoadOrStore(key, st); loaded {
+		st.Close()
+		return v.(*sql.Stmt), nil
+	}
+	return st, nil
 }
 
 // Open connects to dsn: "sqlite:PATH" or "postgres://…" / "postgresql://…",
 // and applies pending migrations unless opts.NoMigrate.
 func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
-	s := &Store{policy: opts.Policy}
+	s := &Store{policy: opts.Policy, quit: make(chan struct{}), hbCh: make(chan *hbItem, 1024), hbDone: make(chan struct{}),
+		deleg: delegCache{ttl: delegCacheTTL, m: map[string]map[string]delegEntry{}}}
 	if s.policy.LockTTL <= 0 {
 		s.policy.LockTTL = DefaultPolicy.LockTTL
 	}
@@ -181,8 +215,19 @@ func (s *Store) Describe() string {
 	return redactDSN(s.dsn)
 }
 
-// Close closes the pools.
+// Close stops the heartbeat writer and closes the pools.
 func (s *Store) Close() error {
+	s.closed.Do(func() { close(s.quit) })
+	// A writer that never started will not start now; one that did is
+	// waited for, so no batch is cut off half-way.
+	s.hbOnce.Do(func() {})
+	if s.hbStarted {
+		<-s.hbDone
+	}
+	s.stmts.Range(func(k, v any) bool {
+		v.(*sql.Stmt).Close()
+		return true
+	})
 	var errs []error
 	if s.w != nil {
 		errs = append(errs, s.w.Close())

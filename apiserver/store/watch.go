@@ -9,31 +9,66 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// pgChannel is the NOTIFY channel of newly offerable contracts; the payload
-// is the provider's public key.
-const pgChannel = "dc_contracts"
+// Change kinds, as stored in contract_events.kind and as PostgreSQL NOTIFY
+// channels (dc_<kind>); the payload is the provider's public key.
+const (
+	kindContracts   = "contracts"
+	kindDelegations = "delegations"
+)
+
+func pgChannel(kind string) string { return "dc_" + kind }
 
 // eventRetention is how long contract_events rows are kept (SQLite).
 const eventRetention = time.Hour
 
-// Watch reports contracts that became offerable through any process sharing
-// the database (dc-api contract create while the server runs) by calling
-// wake(provider). On SQLite one goroutine polls PRAGMA data_version — which
-// changes only when another connection commits — every interval and then
-// reads the new contract_events rows; on PostgreSQL it LISTENs. After a
-// lost connection it calls wakeAll, since notifications may have been
-// missed. It returns when ctx is done.
+// signal records a change of kind for provider inside tx, for servers in
+// other processes (and this one's watcher). In-process wake-ups are the
+// caller's.
+func (s *Store) signal(ctx context.Context, tx *sql.Tx, kind, provider string, nowNs int64) error {
+	if s.dialect == Postgres {
+		_, err := tx.ExecContext(ctx, `SELECT pg_notify($1, $2)`, pgChannel(kind), provider)
+		return err
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO contract_events (provider_pubkey, created_at_ns, kind) VALUES (?, ?, ?)`, provider, nowNs, kind)
+	return err
+}
+
+// signalOffer records that provider has a newly offerable contract.
+func (s *Store) signalOffer(ctx context.Context, tx *sql.Tx, provider string, nowNs int64) error {
+	return s.signal(ctx, tx, kindContracts, provider, nowNs)
+}
+
+// Watch reports changes made through any process sharing the database —
+// dc-api contract create while the server runs — until ctx is done:
+// wake(provider) when a contract became offerable. Delegation changes made
+// elsewhere drop this store's delegation cache for that provider. On SQLite
+// one goroutine polls PRAGMA data_version — which changes only when another
+// connection commits — every interval and then reads the new contract_events
+// rows; on PostgreSQL it LISTENs. After a lost connection it calls wakeAll
+// and drops the whole cache, since notifications may have been missed.
 func (s *Store) Watch(ctx context.Context, interval time.Duration, wake func(provider string), wakeAll func()) error {
 	if interval <= 0 {
 		interval = 150 * time.Millisecond
 	}
-	if s.dialect == Postgres {
-		return s.watchPostgres(ctx, wake, wakeAll)
+	on := func(kind, provider string) {
+		switch kind {
+		case kindDelegations:
+			s.deleg.dropProvider(provider)
+		default:
+			wake(provider)
+		}
 	}
-	return s.watchSQLite(ctx, interval, wake, wakeAll)
+	all := func() {
+		s.deleg.dropAll()
+		wakeAll()
+	}
+	if s.dialect == Postgres {
+		return s.watchPostgres(ctx, on, all)
+	}
+	return s.watchSQLite(ctx, interval, on, all)
 }
 
-func (s *Store) watchSQLite(ctx context.Context, interval time.Duration, wake func(string), wakeAll func()) error {
+func (s *Store) watchSQLite(ctx context.Context, interval time.Duration, on func(kind, provider string), all func()) error {
 	var conn *sql.Conn
 	var lastVersion, lastID int64
 	lastPrune := time.Now()
@@ -56,12 +91,12 @@ func (s *Store) watchSQLite(ctx context.Context, interval time.Duration, wake fu
 					c.Close()
 				} else {
 					conn = c
-					wakeAll()
+					all()
 				}
 			}
 		}
 		if conn != nil {
-			if err := s.pollSQLite(ctx, conn, &lastVersion, &lastID, wake); err != nil {
+			if err := pollSQLite(ctx, conn, &lastVersion, &lastID, on); err != nil {
 				conn.Close()
 				conn = nil
 			}
@@ -78,7 +113,7 @@ func (s *Store) watchSQLite(ctx context.Context, interval time.Duration, wake fu
 	}
 }
 
-func (s *Store) pollSQLite(ctx context.Context, conn *sql.Conn, lastVersion, lastID *int64, wake func(string)) error {
+func pollSQLite(ctx context.Context, conn *sql.Conn, lastVersion, lastID *int64, on func(kind, provider string)) error {
 	var v int64
 	if err := conn.QueryRowContext(ctx, `PRAGMA data_version`).Scan(&v); err != nil {
 		return err
@@ -87,35 +122,34 @@ func (s *Store) pollSQLite(ctx context.Context, conn *sql.Conn, lastVersion, las
 		return nil
 	}
 	*lastVersion = v
-	rows, err := conn.QueryContext(ctx, `SELECT id, provider_pubkey FROM contract_events WHERE id > ? ORDER BY id`, *lastID)
+	rows, err := conn.QueryContext(ctx, `SELECT id, kind, provider_pubkey FROM contract_events WHERE id > ? ORDER BY id`, *lastID)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
-	seen := map[string]bool{}
+	seen := map[[2]string]bool{}
 	for rows.Next() {
 		var id int64
-		var p string
-		if err := rows.Scan(&id, &p); err != nil {
+		var k, p string
+		if err := rows.Scan(&id, &k, &p); err != nil {
 			return err
 		}
 		*lastID = id
-		if !seen[p] {
-			seen[p] = true
-			wake(p)
+		if key := [2]string{k, p}; !seen[key] {
+			seen[key] = true
+			on(k, p)
 		}
 	}
 	return rows.Err()
 }
 
-func (s *Store) watchPostgres(ctx context.Context, wake func(string), wakeAll func()) error {
+func (s *Store) watchPostgres(ctx context.Context, on func(kind, provider string), all func()) error {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		err := s.listenOnce(ctx, wake, wakeAll, func() { backoff = 100 * time.Millisecond })
+		_ = s.listenOnce(ctx, on, all, func() { backoff = 100 * time.Millisecond })
 		if ctx.Err() != nil {
 			return nil
 		}
-		_ = err // reconnect below; the server logs nothing per retry
 		select {
 		case <-ctx.Done():
 			return nil
@@ -126,22 +160,29 @@ func (s *Store) watchPostgres(ctx context.Context, wake func(string), wakeAll fu
 	return nil
 }
 
-func (s *Store) listenOnce(ctx context.Context, wake func(string), wakeAll func(), connected func()) error {
+func (s *Store) listenOnce(ctx context.Context, on func(kind, provider string), all func(), connected func()) error {
 	conn, err := pgx.Connect(ctx, s.dsn)
 	if err != nil {
 		return fmt.Errorf("listen: connect: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN "+pgChannel); err != nil {
-		return fmt.Errorf("listen: %w", err)
+	for _, k := range []string{kindContracts, kindDelegations} {
+		if _, err := conn.Exec(ctx, "LISTEN "+pgChannel(k)); err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
 	}
 	connected()
-	wakeAll()
+	all()
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			return err
 		}
-		wake(n.Payload)
+		switch n.Channel {
+		case pgChannel(kindDelegations):
+			on(kindDelegations, n.Payload)
+		default:
+			on(kindContracts, n.Payload)
+		}
 	}
 }
