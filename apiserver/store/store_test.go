@@ -560,3 +560,90 @@ func TestMigrateIdempotent(t *testing.T) {
 		}
 	})
 }
+
+// TestDelegationCacheInvalidation: a cached delegation is dropped at once
+// when this store changes it, and — through Watch — when another process
+// (a second handle on the database) revokes it.
+func TestDelegationCacheInvalidation(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *Store) {
+		f := newFixture(t, s)
+		sd, _ := identity.Delegation{AgentPubkey: f.agent, ProviderPubkey: f.pub, Permissions: identity.AllPermissions}.Sign(f.provider)
+		if _, _, err := s.PutDelegation(f.ctx, sd, false, f.now); err != nil {
+			t.Fatal(err)
+		}
+		if d, err := s.GetDelegation(f.ctx, f.pub, f.agent); err != nil || d.RevokedAtNs != nil {
+			t.Fatalf("get = %+v, %v", d, err)
+		}
+		// Same store: immediate.
+		if err := s.RevokeDelegation(f.ctx, f.pub, f.agent, f.now+1); err != nil {
+			t.Fatal(err)
+		}
+		if d, _ := s.GetDelegation(f.ctx, f.pub, f.agent); d.RevokedAtNs == nil {
+			t.Fatal("revocation by this store not seen")
+		}
+		if _, _, err := s.PutDelegation(f.ctx, sd, false, f.now+2); err != nil {
+			t.Fatal(err)
+		}
+		if d, _ := s.GetDelegation(f.ctx, f.pub, f.agent); d.RevokedAtNs != nil {
+			t.Fatal("re-delegation by this store not seen")
+		}
+		// Another process: seen through the watcher.
+		dsn := s.dsn
+		if s.Dialect() == SQLite {
+			dsn = "sqlite:" + s.dsn
+		}
+		other := openTest(t, dsn)
+		ctx, cancel := context.WithCancel(f.ctx)
+		defer cancel()
+		ready := make(chan struct{}, 10)
+		go s.Watch(ctx, 10*time.Millisecond, func(string) {}, func() { ready <- struct{}{} })
+		<-ready
+		if err := other.RevokeDelegation(f.ctx, f.pub, f.agent, f.now+3); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			d, _ := s.GetDelegation(f.ctx, f.pub, f.agent)
+			if d.RevokedAtNs != nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("a revocation by another process was not seen within 10 s")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
+}
+
+// TestConcurrentHeartbeats: heartbeats written together (group commit) are
+// all stored, each with its own values.
+func TestConcurrentHeartbeats(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *Store) {
+		f := newFixture(t, s)
+		const n = 200
+		agents := make([]string, n)
+		errs := make(chan error, n)
+		for i := range agents {
+			agents[i] = identity.PublicHex(mustKey(t))
+			go func(i int) {
+				errs <- s.RecordHeartbeat(f.ctx, f.pub, agents[i], dcapi.Heartbeat{Version: "v", ProvisionerType: "docker", ActiveContracts: i}, f.now)
+			}(i)
+		}
+		for range agents {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		rows, err := s.Agents(f.ctx, f.pub)
+		if err != nil || len(rows) != n {
+			t.Fatalf("%d agent rows, %v", len(rows), err)
+		}
+		for _, r := range rows {
+			for i, a := range agents {
+				if a == r.AgentPubkey && r.ActiveContracts != i {
+					t.Fatalf("agent %d stored activeContracts %d", i, r.ActiveContracts)
+				}
+			}
+		}
+	})
+}
