@@ -10,7 +10,7 @@ SHELL_SCRIPTS := $(shell git ls-files '*.sh' 2>/dev/null) .ci/run
 
 export GOTOOLCHAIN := local
 
-.PHONY: all build test test-deps vet lint fmt fuzz demo bench bench-docker bench-proxmox clean release
+.PHONY: all build test test-deps vet lint fmt fuzz demo bench bench-docker bench-proxmox bench-api clean release
 
 all: build
 
@@ -63,6 +63,9 @@ bench-docker:
 
 bench-proxmox:
 	sh bench/proxmox-provision.sh
+
+bench-api:
+	sh bench/api-server.sh
 
 # Reproducible release artifacts in dist/ (layout: docs/release.md):
 # binaries for linux amd64+arm64, install.sh, deb+rpm (nfpm), SHA256SUMS.

@@ -133,12 +133,8 @@ func (s *Server) unlock(w http.ResponseWriter, r *http.Request, c *caller) error
 	if err != nil {
 		return err
 	}
-	woken, err := s.st.UnlockContract(r.Context(), c.provider, cid, c.key, c.nowNs)
-	if err != nil {
+	if err := s.st.UnlockContract(r.Context(), c.provider, cid, c.key, c.nowNs); err != nil {
 		return err
-	}
-	if woken {
-		s.hub.notify(c.provider)
 	}
 	writeJSON(w, http.StatusOK, true)
 	return nil

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 
 	"github.com/decent-stuff/dc-agent/dcapi"
 )
@@ -92,14 +93,27 @@ type hbItem struct {
 	done                            chan error
 }
 
-const upsertHeartbeat = `INSERT INTO provider_agent_status
+// upsertHeartbeats is the statement for n heartbeats: one multi-row upsert,
+// so a batch costs one round trip and one commit.
+func upsertHeartbeats(n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO provider_agent_status
 	(provider_pubkey, agent_pubkey, last_heartbeat_ns, version, provisioner_type, capabilities, active_contracts, resources, updated_at_ns)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+	VALUES `)
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?)")
+	}
+	b.WriteString(`
 	ON CONFLICT (provider_pubkey, agent_pubkey) DO UPDATE SET
 		last_heartbeat_ns = excluded.last_heartbeat_ns, version = excluded.version,
 		provisioner_type = excluded.provisioner_type, capabilities = excluded.capabilities,
 		active_contracts = excluded.active_contracts, resources = excluded.resources,
-		updated_at_ns = excluded.updated_at_ns`
+		updated_at_ns = excluded.updated_at_ns`)
+	return b.String()
+}
 
 // maxHeartbeatBatch bounds one group commit.
 const maxHeartbeatBatch = 256
@@ -152,19 +166,36 @@ func (s *Store) heartbeatWriter() {
 }
 
 func (s *Store) writeHeartbeats(ctx context.Context, batch []*hbItem) error {
-	st, err := s.stmt(ctx, s.w, upsertHeartbeat)
-	if err != nil {
-		return fmt.Errorf("record heartbeat: %w", err)
-	}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
-		ts := tx.StmtContext(ctx, st)
-		for _, it := range batch {
-			if _, err := ts.ExecContext(ctx, it.provider, it.agent, it.nowNs, it.version, it.ptype, it.caps, it.active, it.res, it.nowNs); err != nil {
-				return err
+	// PostgreSQL refuses to update one row twice in a statement: keep each
+	// agent's latest heartbeat of the batch.
+	latest := make(map[[2]string]*hbItem, len(batch))
+	rows := make([]*hbItem, 0, len(batch))
+	for _, it := range batch {
+		k := [2]string{it.provider, it.agent}
+		if prev, ok := latest[k]; ok {
+			if it.nowNs >= prev.nowNs {
+				*prev = hbItem{provider: it.provider, agent: it.agent, version: it.version, ptype: it.ptype,
+					caps: it.caps, res: it.res, active: it.active, nowNs: it.nowNs}
 			}
+			continue
 		}
-		return nil
-	})
+		c := *it
+		latest[k] = &c
+		rows = append(rows, &c)
+	}
+	args := make([]any, 0, 9*len(rows))
+	for _, it := range rows {
+		args = append(args, it.provider, it.agent, it.nowNs, it.version, it.ptype, it.caps, it.active, it.res, it.nowNs)
+	}
+	var err error
+	if len(rows) == 1 {
+		var st *sql.Stmt
+		if st, err = s.stmt(ctx, s.w, upsertHeartbeats(1)); err == nil {
+			_, err = st.ExecContext(ctx, args...)
+		}
+	} else {
+		_, err = s.w.ExecContext(ctx, s.q(upsertHeartbeats(len(rows))), args...)
+	}
 	if err != nil {
 		return fmt.Errorf("record heartbeat: %w", err)
 	}

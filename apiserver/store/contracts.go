@@ -374,37 +374,37 @@ func (s *Store) LockContract(ctx context.Context, provider, id, agent string, no
 	return res, err
 }
 
-// UnlockContract releases agent's lock. Releasing a lock that is not held is
-// a no-op; releasing another agent's live lock is refused. A contract left
-// in provisioning by the release is offered again at once, and woken is
-// true so that the caller wakes long-polls.
-func (s *Store) UnlockContract(ctx context.Context, provider, id, agent string, nowNs int64) (woken bool, err error) {
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+// UnlockContract releases agent's lock. Releasing a lock the agent does not
+// hold is a no-op; releasing another agent's live lock is refused. A
+// contract the agent leaves in provisioning by releasing its lock is handed
+// off, not abandoned (the manual provisioner tells a person and lets go):
+// it is not offered again, and the agent may still report on it. Only a
+// lock that expires — its agent died — puts a provisioning contract back
+// on offer.
+func (s *Store) UnlockContract(ctx context.Context, provider, id, agent string, nowNs int64) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
 		c, err := s.providerContract(ctx, tx, provider, id)
 		if err != nil {
 			return err
 		}
-		if c.LockAgent == nil {
-			return nil
-		}
 		if lockedByOther(c, agent, nowNs) {
 			return conflictf("contract %s is locked by agent %s until %s; only that agent can release it", id, clip(*c.LockAgent), fmtNs(*c.LockExpiresAtNs))
 		}
+		if c.LockAgent == nil || *c.LockAgent != agent {
+			return nil
+		}
 		offer := c.OfferAfterNs
 		if c.Status == dcapi.StatusProvisioning {
-			offer, woken = &nowNs, true
+			offer = nil
 		}
 		_, err = tx.ExecContext(ctx, s.q(`UPDATE contracts SET lock_agent = NULL, lock_expires_at_ns = NULL, offer_after_ns = ? WHERE contract_id = ?`),
 			nullInt64(offer), id)
-		if err == nil && woken {
-			err = s.signalOffer(ctx, tx, provider, nowNs)
-		}
 		return err
 	})
 	if err != nil && KindOf(err) == 0 {
 		err = fmt.Errorf("unlock contract %s: %w", id, err)
 	}
-	return woken, err
+	return err
 }
 
 // UpdateResult says what UpdateProvisioning did.

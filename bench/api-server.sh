@@ -1,0 +1,20 @@
+#!/bin/sh
+# dc-api benchmarks (bench/apibench): signed heartbeats per second and
+# p50/p99 latency with 1,000 distinct agents over real HTTP, on SQLite and
+# on a throwaway PostgreSQL (initdb/postgres from the machine), next to bare
+# Ed25519ph verifications per second on all cores and the ratio of the two;
+# then health-summary over 1,000,000 stored checks with its query plan.
+# Environment: REQUESTS (default 30000 per database), CHECKS (1000000),
+# DB (sqlite,postgres), CONCURRENCY (64).
+set -eu
+
+main() {
+	cd "$(dirname "$0")/.."
+	go run ./bench/apibench \
+		-requests "${REQUESTS:-30000}" \
+		-checks "${CHECKS:-1000000}" \
+		-db "${DB:-sqlite,postgres}" \
+		-concurrency "${CONCURRENCY:-64}"
+}
+
+main "$@"
