@@ -286,6 +286,7 @@ func forgedDelegation(t *testing.T, provider, agentHex string, signer ed25519.Pr
 // TestProtocolVector: the request of PROTOCOL.md §9, byte for byte, is
 // accepted by the server (whose clock is set to the vector's time).
 func TestProtocolVector(t *testing.T) {
+	t.Parallel()
 	srv := apitest.Start(t)
 	key := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{0x2a}, 32))
 	prov := srv.AddProvider(key, "vector")
@@ -315,6 +316,7 @@ func TestProtocolVector(t *testing.T) {
 // TestRateLimit: a key over its budget gets 429 with Retry-After; another
 // key is unaffected.
 func TestRateLimit(t *testing.T) {
+	t.Parallel()
 	srv := apitest.Start(t, apitest.WithRateLimit(1, 3))
 	prov := srv.NewProvider("")
 	a, b := srv.NewAgent(prov), srv.NewAgent(prov)

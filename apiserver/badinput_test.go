@@ -153,6 +153,7 @@ func clipStr(s string) string {
 // long-polls at once with an empty list instead of holding the stop for up
 // to 30 s, lets in-flight requests finish, and Serve returns cleanly.
 func TestGracefulShutdownEndsLongPolls(t *testing.T) {
+	t.Parallel()
 	st, err := store.Open(context.Background(), "sqlite:"+t.TempDir()+"/x.db", store.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -101,6 +101,7 @@ func chromium(t *testing.T, args ...string) []byte {
 // chart) and on the screenshot's pixels (the badge colours are drawn), and
 // keeps the screenshot as an artifact.
 func TestDashboardInChromium(t *testing.T) {
+	t.Parallel()
 	srv := apitest.Start(t)
 	online, offline, never := seedDashboard(t, srv)
 

@@ -156,6 +156,7 @@ func TestAgentFlowOverHTTP(t *testing.T) {
 // TestLongPollTimesOutEmpty: with nothing to offer the server answers []
 // after waitSeconds and announces the long-poll.
 func TestLongPollTimesOutEmpty(t *testing.T) {
+	t.Parallel()
 	srv := apitest.Start(t)
 	prov := srv.NewProvider("")
 	c := srv.Client(prov, srv.NewAgent(prov))
@@ -177,6 +178,7 @@ func TestLongPollTimesOutEmpty(t *testing.T) {
 // TestLongPollWokenByRetryCooldown: a failed contract comes back to a
 // waiting agent when its cool-down ends, without a new contract.
 func TestLongPollWokenByRetryCooldown(t *testing.T) {
+	t.Parallel()
 	srv := apitest.Start(t, apitest.WithRetryCooldown(300*time.Millisecond))
 	prov := srv.NewProvider("")
 	c := srv.Client(prov, srv.NewAgent(prov))
@@ -200,6 +202,7 @@ func TestLongPollWokenByRetryCooldown(t *testing.T) {
 
 // TestFaultHooks exercises the harness's fault injection.
 func TestFaultHooks(t *testing.T) {
+	t.Parallel()
 	srv := apitest.Start(t)
 	prov := srv.NewProvider("")
 	c := srv.Client(prov, srv.NewAgent(prov), dcapi.WithTimeout(2*time.Second))

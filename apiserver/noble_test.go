@@ -20,6 +20,7 @@ import (
 // with a noble-signed delegation in a noble-signed request, then the agent's
 // noble-signed heartbeat, long-poll and status update go through.
 func TestRequestsSignedByNoble(t *testing.T) {
+	t.Parallel()
 	testutil.JSDir(t)
 	srv := apitest.Start(t)
 	provKey, _ := identity.GenerateKey()
