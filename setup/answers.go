@@ -159,7 +159,7 @@ func NewProxmoxPlan(a ProxmoxAnswers, h *Host, d *Discovery) (*ProxmoxRun, error
 	}
 	res := &ProxmoxResult{}
 	po := &ProxmoxOptions{Host: h, Discovery: d, Storage: a.Storage, Bridge: a.Bridge, Templates: a.Templates,
-		ImageMirror: a.ImageMirror, ImageDir: a.ImageDir, VMIDBase: a.VMIDBase, TokenFile: a.TokenFile, RotateToken: a.RotateToken}
+		ImageMirror: a.ImageMirror, ImageDir: a.ImageDir, VMIDBase: a.VMIDBase, TokenFile: a.TokenFile, RotateToken: a.RotateToken, OwnerRef: a.ConfigPath}
 	pxSteps, err := ProxmoxSteps(po, res)
 	if err != nil {
 		return nil, err

@@ -13,7 +13,6 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/decent-stuff/dc-agent/config"
-	"github.com/decent-stuff/dc-agent/identity"
 )
 
 // ConfigAnswers are the non-Proxmox parts of the config setup writes.
@@ -119,7 +118,7 @@ func ConfigStep(a ConfigAnswers, px func() ProxmoxSettings) Step {
 		if err := os.MkdirAll(filepath.Dir(a.Path), 0o755); err != nil {
 			return fmt.Errorf("create config dir: %w", err)
 		}
-		if err := identity.WriteFileAtomic(a.Path, data, 0o600); err != nil {
+		if err := writeOwned(a.Path, data, 0o600, ""); err != nil {
 			return WithFix(fmt.Errorf("write %s: %w", a.Path, err), "run setup as a user that may write "+filepath.Dir(a.Path))
 		}
 		if old == nil {

@@ -139,7 +139,7 @@ func SaveDelegation(path string, sd identity.SignedDelegation) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	return identity.WriteFileAtomic(path, []byte(code+"\n"), 0o600)
+	return writeOwned(path, []byte(code+"\n"), 0o600, filepath.Join(filepath.Dir(path), "agent.key"))
 }
 
 // LoadDelegation reads the kept signed delegation.

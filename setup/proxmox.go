@@ -54,6 +54,8 @@ type ProxmoxOptions struct {
 	TokenFile string
 	// RotateToken replaces the token even if its secret is still here.
 	RotateToken bool
+	// OwnerRef is a file whose owner a new token file gets (the config).
+	OwnerRef string
 	// Timeouts for the long commands (0: defaults).
 	DownloadTimeout, CustomizeTimeout, ImportTimeout time.Duration
 }
@@ -531,7 +533,7 @@ func (p *pveSetup) token(ctx context.Context, r *Reporter) error {
 	if err := os.MkdirAll(filepath.Dir(p.o.TokenFile), 0o700); err != nil {
 		return err
 	}
-	if err := identity.WriteFileAtomic(p.o.TokenFile, []byte(tok.Value+"\n"), 0o600); err != nil {
+	if err := writeOwned(p.o.TokenFile, []byte(tok.Value+"\n"), 0o600, p.o.OwnerRef); err != nil {
 		return WithFix(fmt.Errorf("write the token secret to %s: %w", p.o.TokenFile, err), "make the directory writable and re-run (the token is replaced)")
 	}
 	if exists {
