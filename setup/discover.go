@@ -349,6 +349,7 @@ func Discover(ctx context.Context, h *Host, r *Reporter, node string) (*Discover
 		return nil, err
 	}
 	d.VirtCustomize = vc.ExitCode == 0 && len(strings.TrimSpace(string(vc.Stdout))) > 0
+	r.Summarize("Proxmox VE %s, node %s; storages %s; bridges %s", d.Version.Version, d.Node, orNone(sn), orNone(bn))
 	return d, nil
 }
 

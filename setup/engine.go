@@ -208,6 +208,14 @@ func (r *Reporter) Changed(format string, args ...any) {
 	r.summary = fmt.Sprintf(format, args...)
 }
 
+// Summarize sets the step's one-line result without saying whether it
+// changed anything (reads, like discovery).
+func (r *Reporter) Summarize(format string, args ...any) {
+	if !r.changed {
+		r.summary = fmt.Sprintf(format, args...)
+	}
+}
+
 // Skip records that nothing was needed, and why.
 func (r *Reporter) Skip(format string, args ...any) {
 	r.skipped = true
