@@ -359,4 +359,11 @@ func TestSetupRegisterDoctorEndToEnd(t *testing.T) {
 	if !strings.Contains(r.out, "already registered") {
 		t.Errorf("re-run did not see the registration:\n%s", r.out)
 	}
+
+	// The config, token (with exactly its role's privileges) and template
+	// setup made provision a VM through the node's API.
+	tp := runAgent(t, runOpts{}, "--config", cfg, "test-provision", "--json")
+	if tp.code != 0 || !strings.Contains(tp.stdout, `"ok": true`) || !strings.Contains(tp.stdout, `"terminated": true`) {
+		t.Fatalf("test-provision on the node setup built: %s", tp)
+	}
 }

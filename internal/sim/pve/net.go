@@ -128,7 +128,13 @@ func (st *State) GuestInterfaces(vm *VM) ([]map[string]any, error) {
 		}
 		switch {
 		case ipc.IP == "dhcp" && br != nil:
-			ip, err := st.lease(br, mac)
+			// Clones of an image whose /etc/machine-id was not emptied send
+			// the same DHCP client id, so they all get one address.
+			key := mac
+			if o := st.bootOrigin(vm); o != nil && !o.has("machine-id") {
+				key = "machine-id:" + o.File
+			}
+			ip, err := st.lease(br, key)
 			if err != nil {
 				return nil, err
 			}

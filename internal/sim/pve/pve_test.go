@@ -681,3 +681,61 @@ func TestCloneContentionSlowsConcurrentClones(t *testing.T) {
 		return nil
 	})
 }
+
+// Templates imported from an image behave as the image does: no guest
+// agent unless virt-customize installed it, one shared DHCP address when
+// the machine-id was not emptied.
+func TestImageOriginDecidesGuestBehaviour(t *testing.T) {
+	s, c := cloneSetup(t)
+	tok := AgentTokenID
+	update(t, s, func(st *State) error {
+		st.Volumes["local-lvm:base-9000-disk-0"].Origin = &ImageOrigin{File: "/root/noble.img"} // not customized
+		return nil
+	})
+	run := func(op func(st *State) (string, error)) {
+		t.Helper()
+		var upid string
+		update(t, s, func(st *State) error {
+			var err error
+			upid, err = op(st)
+			return err
+		})
+		if tk := pollUntilDone(t, s, c, tok, upid); tk.ExitStatus != "OK" {
+			t.Fatal(tk.ExitStatus)
+		}
+	}
+	for _, id := range []int{101, 102} {
+		run(func(st *State) (string, error) {
+			return st.Clone(tok, "pve1", 9000, CloneParams{NewID: id, Name: fmt.Sprintf("v%d", id)})
+		})
+		run(func(st *State) (string, error) { return st.Start(tok, "pve1", id) })
+	}
+	c.add(time.Minute)
+	update(t, s, func(st *State) error {
+		if _, err := st.Agent(tok, "pve1", 101, "network-get-interfaces"); err == nil || err.Error() != "QEMU guest agent is not running" {
+			t.Errorf("agent of an image without qemu-guest-agent: %v", err)
+		}
+		// Now as if virt-customize had installed the agent, not the machine-id.
+		for _, v := range st.Volumes {
+			if v.Origin != nil {
+				v.Origin.Customizations = []string{"install qemu-guest-agent"}
+			}
+		}
+		for _, id := range []int{101, 102} {
+			st.VMs[id].AgentNeverStarts = false
+		}
+		ips := map[string]bool{}
+		for _, id := range []int{101, 102} {
+			res, err := st.Agent(tok, "pve1", id, "network-get-interfaces")
+			if err != nil {
+				return err
+			}
+			eth0 := res.(map[string]any)["result"].([]map[string]any)[1]
+			ips[eth0["ip-addresses"].([]map[string]any)[0]["ip-address"].(string)] = true
+		}
+		if len(ips) != 1 {
+			t.Errorf("clones with the same machine-id got %d addresses, want one shared", len(ips))
+		}
+		return nil
+	})
+}

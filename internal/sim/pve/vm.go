@@ -728,6 +728,10 @@ func (st *State) applyEffect(t *Task) error {
 		vm.PID = 200000 + int(st.nextSeq()%700000)
 		vm.BootAt = now.Add(st.Timing.Boot.D())
 		vm.AgentNeverStarts = st.Faults.AgentNeverStarts
+		// An image imported without qemu-guest-agent never gets one.
+		if o := st.bootOrigin(vm); o != nil && !o.has("install", "qemu-guest-agent") {
+			vm.AgentNeverStarts = true
+		}
 		_, _ = st.GuestInterfaces(vm) // the guest takes its DHCP lease while booting
 		return nil
 	case "qmstop", "qmshutdown":
@@ -901,6 +905,9 @@ func (st *State) finishClone(t *Task, e *Effect) error {
 				return fail(err)
 			}
 			made = append(made, nv.VolID)
+			if !d.IsCloudinit() {
+				nv.Origin = vol.Origin // the clone's disk holds the same image
+			}
 			d.File = nv.VolID
 			if !d.IsCloudinit() {
 				d.Set("size", formatSize(nv.SizeBytes))
@@ -1164,4 +1171,35 @@ func (st *State) vmCommon(vm *VM) map[string]any {
 		d["template"] = 1
 	}
 	return d
+}
+
+// bootOrigin is the image the VM's boot disk came from (nil: unknown, as
+// for the simulator's own template, which has everything installed).
+func (st *State) bootOrigin(vm *VM) *ImageOrigin {
+	for _, k := range []string{"scsi0", "virtio0", "sata0", "ide0"} {
+		if d, err := ParseDrive(vm.Config[k]); err == nil && !d.IsCDROM() {
+			if v := st.Volumes[d.File]; v != nil {
+				return v.Origin
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+// has reports whether a customization mentions all of words.
+func (o *ImageOrigin) has(words ...string) bool {
+	for _, c := range o.Customizations {
+		all := true
+		for _, w := range words {
+			if !strings.Contains(c, w) {
+				all = false
+				break
+			}
+		}
+		if all {
+			return true
+		}
+	}
+	return false
 }
