@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -312,6 +313,30 @@ func runSetupProxmox(cmd *cobra.Command, g *globals, f *setupProxmoxFlags) error
 		fmt.Fprintln(out, "On the machine that holds your provider key, run:")
 		fmt.Fprintf(out, "  dc-agent delegation sign --identity ~/.dcc/identity/<name>/private.pem '%s'\n", code)
 		fmt.Fprintln(out, "then here: dc-agent register --delegation 'dcds1:...'")
+		if !pr.interactive {
+			return nil
+		}
+		// On a terminal the signed code can be pasted right away.
+		for {
+			fmt.Fprint(ew, "\nPaste the signed delegation (dcds1:...), or press Enter to register later: ")
+			line, _ := pr.in.ReadString('\n')
+			pasted := strings.TrimSpace(line)
+			if pasted == "" {
+				return nil
+			}
+			if _, _, err := setup.AcceptDelegation(pasted, key.Pubkey, ans.ProviderPubkey, time.Now()); err != nil {
+				fmt.Fprintf(ew, "%v\nfix: %s\n", err, setup.FixOf(err))
+				continue
+			}
+			reg := setup.Plan{Steps: []setup.Step{setup.RegisterStep(pasted, key, ans.ProviderPubkey, func(k ed25519.PrivateKey) (*dcapi.Client, error) {
+				return dcapi.New(ans.APIEndpoint, ans.ProviderPubkey, k, dcapi.WithUserAgent(userAgent()))
+			}, time.Now)}}
+			if _, err := reg.Run(ctx, sink); err != nil {
+				return withFix(exitFailure, err)
+			}
+			break
+		}
+		fmt.Fprintln(out, "The agent is registered. Next: dc-agent doctor --verify-api, then dc-agent service install")
 	} else {
 		fmt.Fprintln(out, "The agent is registered. Next: dc-agent doctor --verify-api, then dc-agent service install")
 	}
