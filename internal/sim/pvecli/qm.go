@@ -144,7 +144,8 @@ func (c *cli) qmSet(argv []string) int {
 				if vol := st.Volumes[d.File]; vol != nil {
 					vol.Origin = &pve.ImageOrigin{File: src, Customizations: readCustomizations(src)}
 				}
-				c.out("transferred %s of %s (100.00%%)\n", pve.FormatSize(volSize(st, d.File)), pve.FormatSize(volSize(st, d.File)))
+				size := renderBytes(volSize(st, d.File))
+				c.out("transferred 0.0 B of %s (0.00%%)\ntransferred %s of %s (100.00%%)\n", size, size, size)
 			}
 			c.out("%s: successfully created disk '%s'\n", k, vm.Config[k])
 		}
@@ -154,6 +155,17 @@ func (c *cli) qmSet(argv []string) int {
 		return c.fail(err, usage)
 	}
 	return 0
+}
+
+// renderBytes is PVE's render_bytes ("3.5 GiB").
+func renderBytes(n int64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	f, i := float64(n), 0
+	for f >= 1024 && i < len(units)-1 {
+		f /= 1024
+		i++
+	}
+	return fmt.Sprintf("%.1f %s", f, units[i])
 }
 
 func volSize(st *pve.State, volid string) int64 {
