@@ -21,6 +21,8 @@ main() {
 	have unshare || need="$need util-linux"
 	have dpkg-deb || need="$need dpkg"
 	have rpm || need="$need rpm"
+	have wget || need="$need wget"
+	have make || need="$need make"
 	have useradd || need="$need passwd"
 	have node || need="$need nodejs"
 	have npm || need="$need npm"
