@@ -6,9 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +21,7 @@ import (
 	"github.com/decent-stuff/dc-agent/agent/status"
 	"github.com/decent-stuff/dc-agent/dcapi"
 	"github.com/decent-stuff/dc-agent/identity"
+	"github.com/decent-stuff/dc-agent/internal/testutil"
 	"github.com/decent-stuff/dc-agent/provisioners"
 )
 
@@ -498,6 +503,9 @@ func TestStatusSocket(t *testing.T) {
 	h.api.addContract(dcapi.PendingContract{ContractID: cid})
 	h.start()
 	c := status.NewClient(h.socket)
+	if fi, err := os.Stat(h.socket); err != nil || fi.Mode().Perm() != 0o660 || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("status socket mode: %v %v", fi.Mode(), err)
+	}
 	eventually(t, "provisioned", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
 	st, err := c.State(context.Background())
 	if err != nil {
@@ -563,4 +571,75 @@ func TestManualBackendNeverReports(t *testing.T) {
 	if n := h.prov.callsFor(cid); n != 1 {
 		t.Fatalf("notified %d times", n)
 	}
+}
+
+func TestMetricsEndpoint(t *testing.T) {
+	h := newHarness(t)
+	h.cfg.Agent.MetricsListen = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	cid := randomCID(t)
+	h.api.addContract(dcapi.PendingContract{ContractID: cid})
+	h.start()
+	eventually(t, "provisioned", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
+	eventually(t, "metrics show the provision", func() bool {
+		resp, err := http.Get("http://" + h.cfg.Agent.MetricsListen + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		s := string(b)
+		return strings.Contains(s, "dcagent_online 1") &&
+			strings.Contains(s, `dcagent_events_total{outcome="provisioned"} 1`) &&
+			strings.Contains(s, `dcagent_provision_duration_seconds_count{provisioner="script"} 1`) &&
+			strings.Contains(s, `dcagent_loop_state{loop="heartbeat",state="running"} 1`)
+	})
+}
+
+func TestSecretsNeverLogged(t *testing.T) {
+	h := newHarness(t)
+	var logs lockedBuf
+	requester, _ := identity.GenerateKey()
+	cid := randomCID(t)
+	h.api.addContract(dcapi.PendingContract{ContractID: cid, RequesterPubkey: identity.PublicHex(requester)})
+	h.start(func(o *Options) {
+		o.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	eventually(t, "provisioned", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
+	h.stop()
+	out := logs.String()
+	seed := identity.SeedHex(h.agentKey)
+	for _, secret := range []string{"secret-" + cid[:8], seed} {
+		if strings.Contains(out, secret) {
+			t.Fatalf("a secret reached the log")
+		}
+	}
+	st, _ := os.ReadDir(h.stateDir)
+	for _, de := range st {
+		if de.IsDir() {
+			files, _ := os.ReadDir(h.stateDir + "/" + de.Name())
+			for _, f := range files {
+				b, _ := os.ReadFile(h.stateDir + "/" + de.Name() + "/" + f.Name())
+				if strings.Contains(string(b), "secret-"+cid[:8]) {
+					t.Fatalf("plaintext password written to %s/%s", de.Name(), f.Name())
+				}
+			}
+		}
+	}
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
