@@ -186,13 +186,7 @@ func (s *Store) Journal() (entries []JournalEntry, bad []string, err error) {
 		var e JournalEntry
 		b, err := os.ReadFile(p)
 		if err == nil {
-			err = json.Unmarshal(b, &e)
-		}
-		if err == nil {
-			err = validContractID(e.ContractID)
-		}
-		if err == nil && e.ContractID+".json" != de.Name() {
-			err = fmt.Errorf("names contract %s", e.ContractID)
+			e, err = parseJournalEntry(de.Name(), b)
 		}
 		if err != nil {
 			bad = append(bad, fmt.Sprintf("%s: %v", p, err))
@@ -218,13 +212,7 @@ func (s *Store) loadReports() error {
 		var r Report
 		b, err := os.ReadFile(p)
 		if err == nil {
-			err = json.Unmarshal(b, &r)
-		}
-		if err == nil && reportName(r.Seq) != de.Name() {
-			err = fmt.Errorf("sequence %d does not match the file name", r.Seq)
-		}
-		if err == nil {
-			err = r.validate()
+			r, err = parseReport(de.Name(), b)
 		}
 		if err != nil {
 			_ = quarantine(p)
@@ -235,6 +223,35 @@ func (s *Store) loadReports() error {
 	}
 	sort.Slice(s.reports, func(i, j int) bool { return s.reports[i].Seq < s.reports[j].Seq })
 	return nil
+}
+
+// parseJournalEntry decodes journal/<name>: the entry must name the
+// contract its file is named after.
+func parseJournalEntry(name string, data []byte) (JournalEntry, error) {
+	var e JournalEntry
+	if err := json.Unmarshal(data, &e); err != nil {
+		return e, err
+	}
+	if err := validContractID(e.ContractID); err != nil {
+		return e, err
+	}
+	if e.ContractID+".json" != name {
+		return e, fmt.Errorf("names contract %s", e.ContractID)
+	}
+	return e, nil
+}
+
+// parseReport decodes outbox/<name>: a valid report whose sequence number
+// is its file name.
+func parseReport(name string, data []byte) (Report, error) {
+	var r Report
+	if err := json.Unmarshal(data, &r); err != nil {
+		return r, err
+	}
+	if reportName(r.Seq) != name {
+		return r, fmt.Errorf("sequence %d does not match the file name", r.Seq)
+	}
+	return r, r.validate()
 }
 
 func (r Report) validate() error {
