@@ -36,6 +36,9 @@ const (
 	// vBroken is a release whose amd64 binary matches its checksum but
 	// does not run here (it is the arm64 build): upgrade must roll back.
 	vBroken = "v1.2.0"
+	// vNoStart is a release whose binary answers --version but exits at
+	// once as a service: upgrade must roll back after the failed restart.
+	vNoStart = "v1.3.0"
 	// epoch fixes SOURCE_DATE_EPOCH so two builds can be compared.
 	epoch = "1700000000"
 )
@@ -119,7 +122,18 @@ func makeBrokenRelease(dist string) error {
 	if err := os.WriteFile(filepath.Join(dir, "dc-agent_linux_amd64"), b, 0o755); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, "SHA256SUMS"), []byte(hexSum(b)+"  dc-agent_linux_amd64\n"), 0o644)
+	if err := os.WriteFile(filepath.Join(dir, "SHA256SUMS"), []byte(hexSum(b)+"  dc-agent_linux_amd64\n"), 0o644); err != nil {
+		return err
+	}
+	noStart := []byte("#!/bin/sh\ncase \"$*\" in *--version*) echo 'dc-agent " + vNoStart + " (commit x, go, linux/amd64)' ;; *) echo 'cannot start' >&2; exit 1 ;; esac\n")
+	dir = filepath.Join(dist, vNoStart)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "dc-agent_linux_amd64"), noStart, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "SHA256SUMS"), []byte(hexSum(noStart)+"  dc-agent_linux_amd64\n"), 0o644)
 }
 
 func hexSum(b []byte) string {
@@ -803,6 +817,21 @@ timeout_seconds = 60
 	if m.Show(t, unit, "MainPID")["MainPID"] != pid || running() != v2 || !strings.Contains(binVersion(t, bin), v2) {
 		t.Fatal("the broken release disturbed the running service or the binary")
 	}
+
+	// A release that runs but does not start as a service: the failed
+	// restart puts the previous binary back and starts it.
+	r = cli("upgrade", "--user", "--version", vNoStart)
+	if r.code == 0 || !strings.Contains(r.stderr, "rolled back") || !strings.Contains(r.stderr, "failed to start") {
+		t.Fatalf("upgrade to a release that does not start: exit %d\n%s", r.code, r.stderr)
+	}
+	t.Logf("upgrade to %s, as a person sees it:\n%s", vNoStart, r.stderr)
+	m.WaitFor(t, unit, 30*time.Second, "the previous version running again", func(p map[string]string) bool {
+		return p["ActiveState"] == "active" && p["SubState"] == "running"
+	})
+	if v := running(); v != v2 || !strings.Contains(binVersion(t, bin), v2) {
+		t.Fatalf("after the rollback the service runs %q", v)
+	}
+	pid = m.Show(t, unit, "MainPID")["MainPID"]
 
 	// install.sh re-run while the service runs: binary replaced, service
 	// restarted into it.
