@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -323,6 +324,8 @@ func (p *Provisioner) Close() error {
 // ExternalID formats a VM's id as "node/vmid".
 func ExternalID(node string, vmid int) string { return node + "/" + strconv.Itoa(vmid) }
 
+var nodeNameRe = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$`)
+
 // parseExternalID accepts "node/vmid" or a bare VMID (the configured node).
 func (p *Provisioner) parseExternalID(id string) (string, int, error) {
 	node, vmidText, ok := strings.Cut(id, "/")
@@ -330,7 +333,8 @@ func (p *Provisioner) parseExternalID(id string) (string, int, error) {
 		node, vmidText = p.cfg.Node, id
 	}
 	vmid, err := strconv.Atoi(vmidText)
-	if err != nil || vmid < 100 || node == "" {
+	// The node goes into request paths: only a host name is accepted.
+	if err != nil || vmid < 100 || vmid > 999999999 || !nodeNameRe.MatchString(node) {
 		return "", 0, fmt.Errorf("instance id %q is not a Proxmox VM id (want node/vmid, e.g. %s/101)", id, p.cfg.Node)
 	}
 	return node, vmid, nil
