@@ -121,6 +121,7 @@ is also a flag (and a DC_AGENT_* environment variable) for --no-tui use.
 		newStatusCmd(g),
 		newTestProvisionCmd(g),
 		newSetupCmd(g),
+		newMonitorCmd(g),
 	)
 	return root
 }

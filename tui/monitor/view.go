@@ -1,0 +1,502 @@
+package monitor
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/x/ansi"
+
+	"github.com/decent-stuff/dc-agent/agent/status"
+	"github.com/decent-stuff/dc-agent/doctor"
+)
+
+// View implements tea.Model: the screen, never taller or wider than the
+// terminal.
+func (m *Model) View() string {
+	switch m.screen {
+	case screenLogs:
+		return m.logsView()
+	case screenDoctor:
+		return m.doctorView()
+	}
+	return m.mainView()
+}
+
+func (m *Model) mainView() string {
+	w, h := max(m.width, 20), max(m.height, 5)
+	s := m.st
+	head := m.titleLine("dc-agent monitor", w)
+	keys := s.key.Render("r") + " refresh  " + s.key.Render("l") + " logs  " + s.key.Render("d") + " doctor  " +
+		s.key.Render("q") + " quit " + s.dim.Render("(the service keeps running)")
+
+	var body []string
+	add := func(lines ...string) { body = append(body, lines...) }
+	add(m.verdictLines()...)
+	add(m.agentLines()...)
+	if m.cfgProblem != "" {
+		add(s.warn.Render("config      ") + m.cfgProblem)
+	}
+	add(m.workLines()...)
+	add(m.problemLines()...)
+	add(m.resultLines()...)
+
+	avail := h - 3 // title, rule, key line
+	if len(body) > avail {
+		body = body[:avail]
+	}
+	if room := avail - len(body) - 2; room > 0 {
+		add("", s.label.Render("Events")+m.streamNote())
+		evs := m.events
+		if len(evs) > room {
+			evs = evs[len(evs)-room:]
+		}
+		if len(evs) == 0 {
+			add(s.dim.Render("  none yet"))
+		}
+		for _, ev := range evs {
+			add("  " + m.eventLine(ev))
+		}
+	}
+	out := make([]string, 0, h)
+	out = append(out, head, s.dim.Render(strings.Repeat("─", w)))
+	for _, l := range body {
+		out = append(out, ansi.Truncate(l, w, "…"))
+	}
+	for len(out) < h-1 {
+		out = append(out, "")
+	}
+	out = append(out, ansi.Truncate(keys, w, "…"))
+	return strings.Join(out, "\n")
+}
+
+// titleLine puts name and the provider on the left, the time on the right.
+func (m *Model) titleLine(name string, w int) string {
+	left := m.st.title.Render(name)
+	if p := m.provider(); p != "" {
+		left += m.st.dim.Render("  provider " + abbrev(p))
+	}
+	right := m.now.Format("15:04:05")
+	gap := w - ansi.StringWidth(left) - len(right)
+	if gap < 1 {
+		return ansi.Truncate(left, w, "…")
+	}
+	return left + strings.Repeat(" ", gap) + right
+}
+
+func (m *Model) provider() string {
+	if m.state != nil && m.state.Provider != "" {
+		return m.state.Provider
+	}
+	if m.o.Config != nil {
+		return m.o.Config.API.ProviderPubkey
+	}
+	return ""
+}
+
+// verdictLines say online or offline, and which source said what.
+func (m *Model) verdictLines() []string {
+	s := m.st
+	var verdict string
+	switch {
+	case m.apiStatus != nil && m.apiErr == nil && m.apiStatus.Online:
+		verdict = s.ok.Render("ONLINE") + "   the API sees the provider online"
+	case m.apiStatus != nil && m.apiErr == nil:
+		verdict = s.bad.Render("OFFLINE") + "  the API has had no heartbeat in the last 5 minutes"
+	case m.state != nil && m.stateErr == nil && m.state.Online:
+		verdict = s.ok.Render("ONLINE") + "   per the local agent (its last heartbeat was accepted)"
+	case m.state != nil && m.stateErr == nil:
+		verdict = s.bad.Render("OFFLINE") + "  per the local agent (no heartbeat accepted recently)"
+	case m.stateErr != nil && (m.o.API == nil || m.apiErr != nil):
+		verdict = s.bad.Render("OFFLINE") + "  the agent is not answering"
+	default:
+		verdict = s.dim.Render("checking…")
+	}
+	return []string{s.label.Render("Status      ") + verdict}
+}
+
+// agentLines: what the API says, what the local agent says, then the
+// provisioner and the counts.
+func (m *Model) agentLines() []string {
+	s := m.st
+	var out []string
+
+	// The API's view.
+	api := s.label.Render("  API       ")
+	switch {
+	case m.o.API == nil:
+		api += s.dim.Render("not asked (no usable config)")
+	case m.apiErr != nil:
+		api += s.warn.Render("unreachable: ") + oneLine(m.apiErr.Error())
+	case m.apiStatus == nil:
+		api += s.dim.Render("asking…")
+	default:
+		a := m.apiStatus
+		word := s.ok.Render("online")
+		if !a.Online {
+			word = s.bad.Render("offline")
+		}
+		api += word
+		if a.LastHeartbeatNs != nil {
+			api += ", last heartbeat " + m.ago(time.Unix(0, *a.LastHeartbeatNs))
+		} else {
+			api += ", never a heartbeat"
+		}
+		if a.Version != nil && *a.Version != "" {
+			api += ", v" + strings.TrimPrefix(*a.Version, "v")
+		}
+		api += fmt.Sprintf(", %d active", a.ActiveContracts)
+	}
+	out = append(out, api)
+
+	// The local agent's view.
+	local := s.label.Render("  local     ")
+	switch {
+	case m.stateErr != nil:
+		local += m.notRunning(m.stateErr)
+	case m.state == nil:
+		local += s.dim.Render("connecting to " + m.o.StatusSocket + "…")
+	default:
+		st := m.state
+		local += s.ok.Render(st.Phase)
+		if !st.StartedAt.IsZero() {
+			local += " " + age(m.now.Sub(st.StartedAt))
+		}
+		local += fmt.Sprintf(", pid %d", st.PID)
+		if st.Version != "" {
+			local += ", v" + strings.TrimPrefix(st.Version, "v")
+		}
+		if st.LastHeartbeat != nil {
+			local += ", heartbeat accepted " + m.ago(*st.LastHeartbeat)
+		} else {
+			local += ", " + s.warn.Render("no heartbeat accepted yet")
+		}
+	}
+	out = append(out, local)
+	if m.stateErr == nil && m.state != nil && !m.connected && m.streamErr != nil {
+		out = append(out, s.dim.Render("            event stream lost; reconnecting"))
+	}
+	if m.agentChanged {
+		out = append(out, s.dim.Render("            the agent restarted while you watched (new process)"))
+	}
+
+	if m.state != nil && m.stateErr == nil {
+		st := m.state
+		for _, p := range st.Provisioners {
+			line := s.label.Render("Provisioner ") + p.Type
+			if p.Default && len(st.Provisioners) > 1 {
+				line += " (default)"
+			}
+			line += fmt.Sprintf(", %d/%d in flight", p.InFlight, p.MaxConcurrent)
+			if len(p.Features) > 0 {
+				line += s.dim.Render(", can: " + strings.Join(p.Features, " "))
+			}
+			out = append(out, line)
+		}
+		c := st.Counts
+		out = append(out,
+			s.label.Render("Contracts   ")+fmt.Sprintf("%d active, %d provisioning, %d queued, %d reports pending", c.Active, c.Provisioning, c.Queued, c.Outbox),
+			s.label.Render("Since start ")+fmt.Sprintf("%d provisioned, %d failed, %d terminated, %d health checks", c.Provisioned, c.Failed, c.Terminated, c.HealthChecks))
+	}
+	out = append(out, m.uptimeLine())
+	return out
+}
+
+func (m *Model) uptimeLine() string {
+	s := m.st
+	line := s.label.Render(fmt.Sprintf("Uptime %-4s ", strconv.Itoa(m.o.HealthDays)+"d"))
+	switch {
+	case m.o.API == nil:
+		return line + s.dim.Render("unknown (the API is not configured)")
+	case m.healthErr != nil:
+		return line + s.warn.Render("unknown: ") + oneLine(m.healthErr.Error())
+	case m.health == nil:
+		return line + s.dim.Render("asking…")
+	}
+	h := m.health
+	if h.TotalChecks == 0 {
+		return line + "no health checks reported yet"
+	}
+	line += fmt.Sprintf("%.1f%% healthy (%d of %d checks, %d contracts", h.UptimePercent, h.HealthyChecks, h.TotalChecks, h.ContractsMonitored)
+	if h.AvgLatencyMs != nil {
+		line += fmt.Sprintf(", avg %.0f ms", *h.AvgLatencyMs)
+	}
+	return line + ")"
+}
+
+// notRunning explains a socket that does not answer and how to fix it.
+func (m *Model) notRunning(err error) string {
+	s := m.st
+	retry := ""
+	if m.reconnectIn > 0 {
+		retry = s.dim.Render(fmt.Sprintf(" (retrying every %s)", m.reconnectIn.Round(time.Millisecond)))
+	}
+	if errors.Is(err, status.ErrNotRunning) {
+		return s.bad.Render("agent not running") + " — start it with: sudo systemctl start " + m.o.Unit + retry
+	}
+	return s.bad.Render("no answer: ") + oneLine(err.Error()) + retry
+}
+
+func (m *Model) workLines() []string {
+	if m.state == nil || m.stateErr != nil || len(m.state.Work) == 0 {
+		return nil
+	}
+	s := m.st
+	out := []string{"", s.label.Render(fmt.Sprintf("In flight (%d)", len(m.state.Work)))}
+	for i, w := range m.state.Work {
+		if i == 5 {
+			out = append(out, s.dim.Render(fmt.Sprintf("  … and %d more", len(m.state.Work)-5)))
+			break
+		}
+		step := w.Step
+		if w.Detail != "" {
+			step += ": " + w.Detail
+		}
+		if w.Resumed {
+			step += " (resumed)"
+		}
+		out = append(out, "  "+pad(abbrevID(w.ContractID), 15)+pad(w.Provisioner, 9)+pad(ansi.Truncate(step, 30, "…"), 31)+age(m.now.Sub(w.StartedAt)))
+	}
+	return out
+}
+
+func (m *Model) problemLines() []string {
+	if m.state == nil || m.stateErr != nil || len(m.state.Problems) == 0 {
+		return nil
+	}
+	s := m.st
+	out := []string{"", s.bad.Render("Problems")}
+	for _, p := range m.state.Problems {
+		out = append(out, "  ! "+p.Message)
+		if p.Fix != "" {
+			out = append(out, "    fix: "+p.Fix)
+		}
+	}
+	return out
+}
+
+func (m *Model) resultLines() []string {
+	if len(m.results) == 0 {
+		return nil
+	}
+	out := []string{"", m.st.label.Render("Recent results")}
+	rs := m.results
+	if len(rs) > 3 {
+		rs = rs[len(rs)-3:]
+	}
+	for _, ev := range rs {
+		out = append(out, "  "+m.eventLine(ev))
+	}
+	return out
+}
+
+func (m *Model) streamNote() string {
+	switch {
+	case m.connected:
+		return m.st.dim.Render(" (live from the status socket)")
+	case m.streamErr != nil || m.stateErr != nil:
+		return m.st.dim.Render(" (stream down; reconnecting)")
+	}
+	return ""
+}
+
+// eventLine is one event as a log line.
+func (m *Model) eventLine(ev status.Event) string {
+	s := m.st
+	var b strings.Builder
+	b.WriteString(ev.Time.In(m.now.Location()).Format("15:04:05"))
+	lvl := fmt.Sprintf(" %-5s", ev.Level)
+	switch ev.Level {
+	case status.LevelError:
+		lvl = s.bad.Render(lvl)
+	case status.LevelWarn:
+		lvl = s.warn.Render(lvl)
+	}
+	b.WriteString(lvl)
+	if ev.ContractID != "" {
+		b.WriteString(" " + abbrevID(ev.ContractID))
+	}
+	b.WriteString(" " + oneLine(ev.Message))
+	return b.String()
+}
+
+func (m *Model) logsView() string {
+	w, h := max(m.width, 20), max(m.height, 5)
+	s := m.st
+	title := "dc-agent log"
+	switch {
+	case m.logsLoading:
+	case len(m.logLines) > 0:
+		title += s.dim.Render("  journalctl -u " + m.o.Unit + " (last " + strconv.Itoa(logLines) + " lines)")
+	default:
+		title += s.dim.Render("  events from the status socket")
+	}
+	out := []string{m.titleLine(title, w), s.dim.Render(strings.Repeat("─", w))}
+	if m.logNote != "" {
+		// The note takes a line of the viewport's room.
+		out = append(out, ansi.Truncate(s.warn.Render(m.logNote), w, "…"))
+		m.logs.Height = max(h-5, 1)
+	} else {
+		m.logs.Height = max(h-4, 1)
+	}
+	out = append(out, m.logs.View())
+	out = append(out, s.dim.Render(strings.Repeat("─", w)))
+	keys := fmt.Sprintf("%s scroll  %s reload  %s back  %s quit  %3.0f%%",
+		s.key.Render("↑/↓ pgup/pgdn"), s.key.Render("r"), s.key.Render("esc"), s.key.Render("ctrl-c"), m.logs.ScrollPercent()*100)
+	out = append(out, ansi.Truncate(keys, w, "…"))
+	return strings.Join(out, "\n")
+}
+
+// logsText is the log view's content, wrapped to the width.
+func (m *Model) logsText() string {
+	if len(m.logLines) > 0 {
+		return ansi.Wrap(strings.Join(m.logLines, "\n"), max(m.logs.Width, 1), "")
+	}
+	return m.eventLogText()
+}
+
+func (m *Model) eventLogText() string {
+	if len(m.events) == 0 {
+		return "no events received from the agent yet"
+	}
+	lines := make([]string, len(m.events))
+	for i, ev := range m.events {
+		lines[i] = m.eventLine(ev)
+	}
+	return ansi.Wrap(strings.Join(lines, "\n"), max(m.logs.Width, 1), "")
+}
+
+func (m *Model) doctorView() string {
+	w, h := max(m.width, 20), max(m.height, 5)
+	s := m.st
+	out := []string{m.titleLine("dc-agent doctor", w), s.dim.Render(strings.Repeat("─", w))}
+	if m.docBusy {
+		out = append(out, m.spin.View()+" running the checks (config, key, delegation, backend, API)… "+
+			s.dim.Render(age(m.o.Now().Sub(m.docStarted))))
+		for len(out) < h-1 {
+			out = append(out, "")
+		}
+	} else {
+		m.doc.Height = max(h-4, 1)
+		out = append(out, m.doc.View(), s.dim.Render(strings.Repeat("─", w)))
+	}
+	keys := fmt.Sprintf("%s scroll  %s run again  %s back  %s quit", s.key.Render("↑/↓"), s.key.Render("r"), s.key.Render("esc"), s.key.Render("ctrl-c"))
+	out = append(out, ansi.Truncate(keys, w, "…"))
+	return strings.Join(out, "\n")
+}
+
+// doctorText is the doctor report as lines, wrapped to the width.
+func (m *Model) doctorText() string {
+	if m.docReport == nil {
+		return ""
+	}
+	s := m.st
+	r := m.docReport
+	var lines []string
+	for _, f := range r.Findings {
+		word := strings.ToUpper(string(f.Status))
+		switch f.Status {
+		case doctor.OK:
+			word = s.ok.Render(fmt.Sprintf("%-4s", word))
+		case doctor.Fail:
+			word = s.bad.Render(fmt.Sprintf("%-4s", word))
+		case doctor.Warn:
+			word = s.warn.Render(fmt.Sprintf("%-4s", word))
+		default:
+			word = s.dim.Render(fmt.Sprintf("%-4s", word))
+		}
+		lines = append(lines, fmt.Sprintf("%s  %-11s %s", word, f.Check, f.Message))
+		if f.Fix != "" && (f.Status == doctor.Fail || f.Status == doctor.Warn) {
+			lines = append(lines, "      fix: "+f.Fix)
+		}
+	}
+	fails, warns := r.Count(doctor.Fail), r.Count(doctor.Warn)
+	lines = append(lines, "")
+	switch {
+	case fails > 0:
+		lines = append(lines, s.bad.Render(fmt.Sprintf("%d failed, %d warning(s)", fails, warns))+": fix the failures above, then press r to check again")
+	case warns > 0:
+		lines = append(lines, s.warn.Render(fmt.Sprintf("all checks passed with %d warning(s)", warns)))
+	default:
+		lines = append(lines, s.ok.Render("all checks passed"))
+	}
+	lines = append(lines, s.dim.Render("took "+m.docTook.Round(time.Millisecond).String()+"; the same checks: dc-agent doctor --verify-api"))
+	return wrapIndent(strings.Join(lines, "\n"), max(m.doc.Width, 1))
+}
+
+// wrapIndent wraps each line to w, indenting continuations by 6 columns
+// so a long message or fix stays readable under its status word.
+func wrapIndent(text string, w int) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if ansi.StringWidth(l) <= w || w <= 12 {
+			out = append(out, l)
+			continue
+		}
+		parts := strings.Split(ansi.Wrap(l, w, ""), "\n")
+		out = append(out, parts[0])
+		rest := strings.Join(parts[1:], " ")
+		for _, p := range strings.Split(ansi.Wrap(rest, w-6, ""), "\n") {
+			out = append(out, "      "+p)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// ago is a time as "12s ago" from the monitor's clock.
+func (m *Model) ago(t time.Time) string {
+	d := m.now.Sub(t)
+	if d < 0 {
+		return "just now"
+	}
+	return age(d) + " ago"
+}
+
+// age is a short duration: 12s, 3m04s, 1h02m, 2d03h.
+func age(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	switch {
+	case d < time.Minute:
+		return strconv.Itoa(int(d/time.Second)) + "s"
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d/time.Minute), int(d%time.Minute/time.Second))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d/time.Hour), int(d%time.Hour/time.Minute))
+	}
+	return fmt.Sprintf("%dd%02dh", int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour))
+}
+
+// abbrev shortens a 64-hex key to its ends.
+func abbrev(k string) string {
+	if len(k) > 16 {
+		return k[:8] + "…" + k[len(k)-4:]
+	}
+	return k
+}
+
+// abbrevID shortens a contract id.
+func abbrevID(id string) string {
+	if len(id) > 12 {
+		return id[:12] + "…"
+	}
+	return id
+}
+
+// oneLine keeps an error or message on one screen line.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// pad fills s with spaces to n columns (by display width, not bytes).
+func pad(s string, n int) string {
+	if w := ansi.StringWidth(s); w < n {
+		return s + strings.Repeat(" ", n-w)
+	}
+	return s + " "
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
