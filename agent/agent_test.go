@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +20,8 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/decent-stuff/dc-agent/agent/status"
+	"github.com/decent-stuff/dc-agent/apiserver/apitest"
+	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/dcapi"
 	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/internal/testutil"
@@ -570,6 +573,39 @@ func TestManualBackendNeverReports(t *testing.T) {
 	}
 	if n := h.prov.callsFor(cid); n != 1 {
 		t.Fatalf("notified %d times", n)
+	}
+}
+
+// TestManualNotifyFailureIsRetried runs against the reference server: a
+// provisioning contract whose lock is released counts as handed off there
+// and is never offered again, so a failed notification must keep the lock
+// (to expire) instead, and the provider is told on the next offer.
+func TestManualNotifyFailureIsRetried(t *testing.T) {
+	srv := apitest.Start(t, apitest.WithLockTTL(300*time.Millisecond))
+	p := srv.NewProvider("Manual Hosting")
+	key := srv.NewAgent(p)
+	h := newHarness(t)
+	keyPath := filepath.Join(t.TempDir(), "agent.key")
+	if err := identity.SaveAgentKey(keyPath, key, false); err != nil {
+		t.Fatal(err)
+	}
+	h.cfg.API = config.APIConfig{Endpoint: srv.URL, ProviderPubkey: p.Pubkey, AgentSecretKey: keyPath}
+	h.prov.feat = provisioners.Features{Manual: true}
+	h.prov.mu.Lock()
+	h.prov.failWith = provisioners.Retryable(errors.New("webhook: 503 Service Unavailable"))
+	h.prov.mu.Unlock()
+	cid := srv.CreateContract(p, apitest.ContractSpec{})
+	h.start()
+	eventually(t, "a first, failed notification", func() bool { return h.prov.callsFor(cid) >= 1 })
+	h.prov.mu.Lock()
+	h.prov.failWith = nil
+	h.prov.mu.Unlock()
+	eventually(t, "the provider notified on a later offer", func() bool { return h.a.store.ManualNotified(cid) })
+	if n := h.prov.callsFor(cid); n < 2 {
+		t.Fatalf("notified %d times, want a retry after the failure", n)
+	}
+	if c := srv.Contract(cid); c.Status != dcapi.StatusProvisioning {
+		t.Fatalf("manual contract status %q; the agent must leave it in provisioning for the provider", c.Status)
 	}
 }
 

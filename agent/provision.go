@@ -294,13 +294,19 @@ func (a *Agent) apiFailure(w *work, what string, err error) string {
 
 // manualDone finishes a contract of a manual backend: the provider was
 // told and completes it by hand; the agent reports nothing, ever.
+//
+// When the notification failed the lock is kept, not released: a server
+// takes a released lock on a provisioning contract as a hand-off and never
+// offers it again, so nobody would ever be told. A lock left to expire
+// (it is no longer renewed) puts the contract back on offer, and the
+// notification is retried then.
 func (a *Agent) manualDone(w *work, err error, unlock func()) string {
-	defer unlock()
 	if err != nil {
-		a.obs.emit(status.EventNotice, status.LevelWarn, "", w.cid, "could not notify the provider; retrying later", "err", err)
+		a.obs.emit(status.EventNotice, status.LevelWarn, "", w.cid, "could not notify the provider; retrying when the contract's lock expires", "err", err)
 		_ = a.store.DeleteJournal(w.cid)
 		return outcomeRetry
 	}
+	defer unlock()
 	if err := a.store.MarkManual(w.cid, a.now()); err != nil {
 		a.log.Warn("remember manual notification", "contract", w.cid, "err", err)
 	}
