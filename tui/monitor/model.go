@@ -36,6 +36,7 @@ type Model struct {
 	started bool
 
 	width, height int
+	plain         bool // line mode (TERM=dumb): no padding, no key line
 	screen        screen
 	now           time.Time
 

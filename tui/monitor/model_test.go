@@ -69,7 +69,7 @@ func busyState() status.State {
 		Version: "0.5.0", PID: 4242, StartedAt: t0.Add(-62 * time.Minute), Now: t0, Phase: status.PhaseRunning,
 		Endpoint: "https://api.example", Provider: testProvider, AgentPubkey: strings.Repeat("ab", 32),
 		Online: true, LastHeartbeat: &hb,
-		Counts: status.Counts{Active: 3, Provisioning: 1, Queued: 1, Outbox: 0, Provisioned: 5, Failed: 1, HealthChecks: 120},
+		Counts:       status.Counts{Active: 3, Provisioning: 1, Queued: 1, Outbox: 0, Provisioned: 5, Failed: 1, HealthChecks: 120},
 		Provisioners: []status.Provisioner{{Type: "proxmox", Default: true, MaxConcurrent: 2, InFlight: 1, Features: []string{"terminate", "list", "health"}}},
 		Work: []status.Work{
 			{ContractID: strings.Repeat("c1", 32), Provisioner: "proxmox", Step: status.StepProvisioning, Detail: "cloning template 9000", StartedAt: t0.Add(-80 * time.Second), UpdatedAt: t0},

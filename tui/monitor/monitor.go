@@ -89,6 +89,9 @@ type Options struct {
 	// Renderer styles the screen (default: one for Output, which honours
 	// NO_COLOR and TERM=dumb). Tests pass one with a fixed color profile.
 	Renderer *lipgloss.Renderer
+	// Plain makes Run print lines instead of drawing a screen (default:
+	// when TERM=dumb, which cannot place the cursor).
+	Plain bool
 	// Input and Output are the terminal for Run (default stdin/stdout).
 	Input  io.Reader
 	Output io.Writer
@@ -206,13 +209,16 @@ func publicClient(cfg *config.Config, now func() time.Time) (*dcapi.Client, erro
 func Run(ctx context.Context, o Options) error {
 	m := New(o)
 	defer m.Close()
+	if o.Plain || os.Getenv("TERM") == "dumb" {
+		return runPlain(ctx, m)
+	}
 	p := tea.NewProgram(m, tea.WithContext(ctx), tea.WithAltScreen(),
 		tea.WithInput(m.o.Input), tea.WithOutput(m.o.Output),
 		// A status screen needs no 60 fps; fewer frames keep it idle.
 		tea.WithFPS(20))
 	_, err := p.Run()
-	if errors.Is(err, tea.ErrProgramKilled) && ctx.Err() != nil {
-		return nil
+	if errors.Is(err, tea.ErrInterrupted) || (errors.Is(err, tea.ErrProgramKilled) && ctx.Err() != nil) {
+		return nil // SIGINT or the caller's cancel: a normal way to leave
 	}
 	return err
 }

@@ -34,13 +34,20 @@ func (m *Model) mainView() string {
 
 	var body []string
 	add := func(lines ...string) { body = append(body, lines...) }
-	add(m.verdictLines()...)
-	add(m.agentLines()...)
+	// Status lines and problems wrap (their fixes must be readable whole);
+	// work, results and events are one line each.
+	wrap := func(lines ...string) {
+		for _, l := range lines {
+			add(hang(l, w, 12)...)
+		}
+	}
+	wrap(m.verdictLines()...)
+	wrap(m.agentLines()...)
 	if m.cfgProblem != "" {
-		add(s.warn.Render("config      ") + m.cfgProblem)
+		wrap(s.warn.Render("Config      ") + oneLine(m.cfgProblem))
 	}
 	add(m.workLines()...)
-	add(m.problemLines()...)
+	wrap(m.problemLines()...)
 	add(m.resultLines()...)
 
 	avail := h - 3 // title, rule, key line
@@ -64,6 +71,9 @@ func (m *Model) mainView() string {
 	out = append(out, head, s.dim.Render(strings.Repeat("─", w)))
 	for _, l := range body {
 		out = append(out, ansi.Truncate(l, w, "…"))
+	}
+	if m.plain {
+		return strings.Join(out, "\n")
 	}
 	for len(out) < h-1 {
 		out = append(out, "")
@@ -210,6 +220,8 @@ func (m *Model) uptimeLine() string {
 	switch {
 	case m.o.API == nil:
 		return line + s.dim.Render("unknown (the API is not configured)")
+	case m.healthErr != nil && m.apiErr != nil && m.healthErr.Error() == m.apiErr.Error():
+		return line + s.warn.Render("unknown") + " (the API is unreachable)"
 	case m.healthErr != nil:
 		return line + s.warn.Render("unknown: ") + oneLine(m.healthErr.Error())
 	case m.health == nil:
@@ -231,7 +243,7 @@ func (m *Model) notRunning(err error) string {
 	s := m.st
 	retry := ""
 	if m.reconnectIn > 0 {
-		retry = s.dim.Render(fmt.Sprintf(" (retrying every %s)", m.reconnectIn.Round(time.Millisecond)))
+		retry = s.dim.Render(fmt.Sprintf(" (next try in %s)", m.reconnectIn.Round(time.Millisecond)))
 	}
 	if errors.Is(err, status.ErrNotRunning) {
 		return s.bad.Render("agent not running") + " — start it with: sudo systemctl start " + m.o.Unit + retry
@@ -352,7 +364,7 @@ func (m *Model) logsView() string {
 // logsText is the log view's content, wrapped to the width.
 func (m *Model) logsText() string {
 	if len(m.logLines) > 0 {
-		return ansi.Wrap(strings.Join(m.logLines, "\n"), max(m.logs.Width, 1), "")
+		return wrapIndentN(strings.Join(m.logLines, "\n"), max(m.logs.Width, 1), 4)
 	}
 	return m.eventLogText()
 }
@@ -365,7 +377,7 @@ func (m *Model) eventLogText() string {
 	for i, ev := range m.events {
 		lines[i] = m.eventLine(ev)
 	}
-	return ansi.Wrap(strings.Join(lines, "\n"), max(m.logs.Width, 1), "")
+	return wrapIndentN(strings.Join(lines, "\n"), max(m.logs.Width, 1), 4)
 }
 
 func (m *Model) doctorView() string {
@@ -416,31 +428,69 @@ func (m *Model) doctorText() string {
 	lines = append(lines, "")
 	switch {
 	case fails > 0:
-		lines = append(lines, s.bad.Render(fmt.Sprintf("%d failed, %d warning(s)", fails, warns))+": fix the failures above, then press r to check again")
+		lines = append(lines, s.bad.Render(fmt.Sprintf("%d failed, %d warning(s)", fails, warns))+": fix the failures above, then run the checks again")
 	case warns > 0:
 		lines = append(lines, s.warn.Render(fmt.Sprintf("all checks passed with %d warning(s)", warns)))
 	default:
 		lines = append(lines, s.ok.Render("all checks passed"))
 	}
 	lines = append(lines, s.dim.Render("took "+m.docTook.Round(time.Millisecond).String()+"; the same checks: dc-agent doctor --verify-api"))
-	return wrapIndent(strings.Join(lines, "\n"), max(m.doc.Width, 1))
+	// Continuations sit under the message column.
+	return wrapIndentN(strings.Join(lines, "\n"), max(m.doc.Width, 1), 18)
 }
 
-// wrapIndent wraps each line to w, indenting continuations by 6 columns
-// so a long message or fix stays readable under its status word.
-func wrapIndent(text string, w int) string {
+// hang wraps l to w columns. Continuation lines are indented by indent,
+// or under the text of an indented line ("      fix: " lines continue
+// under the fix).
+func hang(l string, w, indent int) []string {
+	if ansi.StringWidth(l) <= w || w <= indent+10 {
+		return []string{l}
+	}
+	body := strings.TrimLeft(l, " ")
+	lead := len(l) - len(body)
+	cont := max(indent, lead)
+	if strings.HasPrefix(body, "fix: ") {
+		cont = lead + len("fix: ")
+	}
+	first := wordWrap(body, w-lead)
+	out := []string{strings.Repeat(" ", lead) + first[0]}
+	rest := strings.Join(first[1:], " ")
+	for _, p := range wordWrap(rest, w-cont) {
+		out = append(out, strings.Repeat(" ", cont)+p)
+	}
+	return out
+}
+
+// wordWrap breaks s at spaces only (commands with hyphens and paths stay
+// whole for copying); a word longer than w is cut.
+func wordWrap(s string, w int) []string {
+	var out []string
+	var line string
+	lw := 0
+	for _, word := range strings.Split(s, " ") {
+		ww := ansi.StringWidth(word)
+		switch {
+		case lw > 0 && lw+1+ww <= w:
+			line, lw = line+" "+word, lw+1+ww
+			continue
+		case lw > 0:
+			out = append(out, line)
+		}
+		for ww > w {
+			out = append(out, ansi.Truncate(word, w, ""))
+			word = ansi.TruncateLeft(word, w, "")
+			ww = ansi.StringWidth(word)
+		}
+		line, lw = word, ww
+	}
+	return append(out, line)
+}
+
+// wrapIndentN wraps each line of text to w (see hang).
+func wrapIndentN(text string, w, indent int) string {
 	var out []string
 	for _, l := range strings.Split(text, "\n") {
-		if ansi.StringWidth(l) <= w || w <= 12 {
-			out = append(out, l)
-			continue
-		}
-		parts := strings.Split(ansi.Wrap(l, w, ""), "\n")
-		out = append(out, parts[0])
-		rest := strings.Join(parts[1:], " ")
-		for _, p := range strings.Split(ansi.Wrap(rest, w-6, ""), "\n") {
-			out = append(out, "      "+p)
-		}
+		out = append(out, hang(l, w, indent)...)
 	}
 	return strings.Join(out, "\n")
 }
