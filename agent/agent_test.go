@@ -216,6 +216,57 @@ func TestHeartbeatNotDelayedByProvision(t *testing.T) {
 	eventually(t, "provisioned", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
 }
 
+// TestPollingFallbackWithJitter: a server that does not hold long-polls
+// (no X-Long-Poll-Wait) is polled every interval ± 10 %, not hammered, and
+// its contracts are still picked up.
+func TestPollingFallbackWithJitter(t *testing.T) {
+	h := newHarness(t)
+	h.api.mu.Lock()
+	h.api.longPoll = false
+	h.api.mu.Unlock()
+	h.start()
+	cid := randomCID(t)
+	h.api.addContract(dcapi.PendingContract{ContractID: cid})
+	eventually(t, "provisioned without long-poll", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
+	eventually(t, "a dozen polls", func() bool { return h.api.count("pending") >= 12 })
+	// fastTiming's poll interval is 20 ms: waits of 18..22 ms are the
+	// contracts loop's (heartbeats wait 50 ms, there are no failures).
+	iv := fastTiming().PollInterval
+	n, distinct := h.sleeps.count(func(d time.Duration) bool { return d >= iv*9/10 && d <= iv*11/10 })
+	if n < 8 {
+		t.Fatalf("%d waits of the poll interval ± 10 %% between %d polls; a server without long-poll must be polled every interval", n, h.api.count("pending"))
+	}
+	if distinct < 2 {
+		t.Fatalf("all %d poll waits are equal: no jitter", n)
+	}
+}
+
+// TestHeartbeatFollowsServerInterval: after each heartbeat the agent waits
+// what the server's nextHeartbeatSeconds says, clamped to 5 s..4 min (here
+// at a time scale of 1/1000: 5..240 ms).
+func TestHeartbeatFollowsServerInterval(t *testing.T) {
+	h := newHarness(t)
+	for _, tc := range []struct {
+		server int
+		want   time.Duration
+	}{
+		{30, 30 * time.Millisecond},
+		{3600, 240 * time.Millisecond}, // beyond the 5 minute online window: clamped
+		{1, 5 * time.Millisecond},
+	} {
+		h.api.mu.Lock()
+		h.api.nextHB = tc.server
+		h.api.mu.Unlock()
+		if h.a == nil {
+			h.start(func(o *Options) { o.Timing = nil; o.TimeScale = 0.001 })
+		}
+		eventually(t, fmt.Sprintf("heartbeat waits of %s after nextHeartbeatSeconds=%d", tc.want, tc.server), func() bool {
+			n, _ := h.sleeps.count(func(d time.Duration) bool { return d == tc.want })
+			return n >= 2
+		})
+	}
+}
+
 func TestBackoffOnServerErrorsThenRecovery(t *testing.T) {
 	h := newHarness(t)
 	fails := 6

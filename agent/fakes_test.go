@@ -45,6 +45,7 @@ type fakeAPI struct {
 	requests    map[string]int // "METHOD route" → count
 	fault       func(route string, body []byte) (int, string)
 	wake        chan struct{}
+	nextHB      int // nextHeartbeatSeconds answered (0: 60)
 }
 
 type fakeContract struct {
@@ -279,7 +280,11 @@ func (f *fakeAPI) heartbeat(w http.ResponseWriter, r *http.Request, body []byte)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.heartbeats = append(f.heartbeats, hb)
-	return dcapi.HeartbeatResponse{Acknowledged: true, NextHeartbeatSeconds: 60}, 0, ""
+	next := f.nextHB
+	if next == 0 {
+		next = 60
+	}
+	return dcapi.HeartbeatResponse{Acknowledged: true, NextHeartbeatSeconds: next}, 0, ""
 }
 
 func (f *fakeAPI) healthOne(w http.ResponseWriter, r *http.Request, body []byte) (any, int, string) {
@@ -620,6 +625,20 @@ func (n *recNotifier) all() []string {
 type sleepLog struct {
 	mu sync.Mutex
 	d  []time.Duration
+}
+
+// count returns how many recorded waits satisfy pred.
+func (s *sleepLog) count(pred func(time.Duration) bool) (n int, distinct int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := map[time.Duration]bool{}
+	for _, d := range s.d {
+		if pred(d) {
+			n++
+			seen[d] = true
+		}
+	}
+	return n, len(seen)
 }
 
 func (s *sleepLog) sleep(ctx context.Context, d time.Duration) error {
