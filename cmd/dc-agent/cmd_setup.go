@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/decent-stuff/dc-agent/config"
@@ -72,7 +73,13 @@ quoted, has a timeout, and is shown with --verbose.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runSetupProxmox(cmd, g, f) },
 	}
-	fl := cmd.Flags()
+	f.bind(cmd.Flags())
+	return cmd
+}
+
+// bind defines the answers as flags of fl (setup proxmox, and the bare
+// dc-agent whose wizard they prefill), each also a DC_AGENT_* variable.
+func (f *setupProxmoxFlags) bind(fl *pflag.FlagSet) {
 	fl.StringVar(&f.host, "host", "", "the Proxmox VE node's SSH host name or address (required)")
 	fl.IntVar(&f.port, "port", 22, "SSH port")
 	fl.StringVar(&f.user, "user", "root", "SSH user (root, or a user allowed to run qm and pveum)")
@@ -103,7 +110,14 @@ quoted, has a timeout, and is shown with --verbose.`,
 	fl.BoolVar(&f.asJSON, "json", false, "print progress as JSON lines (one event each)")
 	fl.DurationVar(&f.timeout, "timeout", 2*time.Hour, "give up after this long")
 	bindEnv(fl)
-	return cmd
+}
+
+// baseAnswers are the flags as setup answers, before FillDefaults: the
+// wizard starts from exactly these, so both write the same config.
+func (f *setupProxmoxFlags) baseAnswers(g *globals) setup.ProxmoxAnswers {
+	return setup.ProxmoxAnswers{ConfigPath: g.configPath, StateDir: f.stateDir, KeyPath: f.keyPath, TokenFile: f.tokenFile,
+		APIEndpoint: f.apiEndpoint, ProviderPubkey: f.providerPubkey, ProxmoxAPIURL: f.proxmoxAPIURL,
+		ImageMirror: f.imageMirror, ImageDir: f.imageDir, VMIDBase: f.vmidBase, RotateToken: f.rotateToken, UserAgent: userAgent()}
 }
 
 // prompter asks questions on the terminal, and only there.
@@ -171,9 +185,7 @@ func runSetupProxmox(cmd *cobra.Command, g *globals, f *setupProxmoxFlags) error
 			return err
 		}
 	}
-	ans := setup.ProxmoxAnswers{ConfigPath: g.configPath, StateDir: f.stateDir, KeyPath: f.keyPath, TokenFile: f.tokenFile,
-		APIEndpoint: f.apiEndpoint, ProviderPubkey: f.providerPubkey, ProxmoxAPIURL: f.proxmoxAPIURL,
-		ImageMirror: f.imageMirror, ImageDir: f.imageDir, VMIDBase: f.vmidBase, RotateToken: f.rotateToken, UserAgent: userAgent()}
+	ans := f.baseAnswers(g)
 	ans.FillDefaults(existing, f.host)
 	if ans.ProviderPubkey == "" {
 		if ans.ProviderPubkey, err = pr.ask("Your provider public key (64 hex, from the Decent Cloud dashboard)", "provider-pubkey"); err != nil {

@@ -84,6 +84,8 @@ func envDefault(name, def string) string {
 
 func newRootCmd() *cobra.Command {
 	g := &globals{}
+	f := &setupProxmoxFlags{}
+	t := &tuiFlags{}
 	root := &cobra.Command{
 		Use:   "dc-agent",
 		Short: "Decent Cloud provider agent: provisions paid contracts and keeps your provider online",
@@ -98,12 +100,14 @@ is also a flag (and a DC_AGENT_* environment variable) for --no-tui use.
 		SilenceErrors: true,
 		Version:       buildinfo.Version,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runDefault(cmd, g)
+			return runDefault(cmd, g, f, t)
 		},
 	}
 	root.SetVersionTemplate(buildinfo.String("dc-agent") + "\n")
 	root.PersistentFlags().StringVarP(&g.configPath, "config", "c", envDefault("CONFIG", config.DefaultPath), "config file (env DC_AGENT_CONFIG)")
 	root.PersistentFlags().BoolVar(&g.noTUI, "no-tui", envDefault("NO_TUI", "") != "", "never open the terminal UI; take every answer from flags and environment")
+	f.bind(root.Flags())
+	t.bind(root)
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return usageError{err.Error() + "; see '" + cmd.CommandPath() + " --help' for the flags"}
 	})
@@ -124,11 +128,6 @@ is also a flag (and a DC_AGENT_* environment variable) for --no-tui use.
 		newMonitorCmd(g),
 	)
 	return root
-}
-
-// runDefault is what a bare `dc-agent` does. The TUI replaces this.
-func runDefault(cmd *cobra.Command, g *globals) error {
-	return cmd.Help()
 }
 
 // loadConfig loads the config named by --config, mapping problems to exit 3.

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/charmbracelet/lipgloss"
+	"github.com/muesli/termenv"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/decent-stuff/dc-agent/config"
+	"github.com/decent-stuff/dc-agent/identity"
+	"github.com/decent-stuff/dc-agent/setup"
+	"github.com/decent-stuff/dc-agent/setup/service"
+	"github.com/decent-stuff/dc-agent/tui/wizard"
+)
+
+// tuiFlags are the bare dc-agent's own flags beside the setup answers.
+type tuiFlags struct {
+	serviceRoot string
+	serviceUser bool
+}
+
+func (t *tuiFlags) bind(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&t.serviceRoot, "service-root", "", "install the service files under DIR and skip systemctl (packaging, tests)")
+	fl.BoolVar(&t.serviceUser, "service-user", false, "install the service into your own systemd --user manager (development)")
+	_ = fl.MarkHidden("service-user")
+}
+
+func (t *tuiFlags) serviceOptions(g *globals) service.Options {
+	return service.Options{ConfigPath: g.configPath, Root: t.serviceRoot, User: t.serviceUser}
+}
+
+// noTerminalHelp is what a bare dc-agent says where no one can answer.
+const noTerminalHelp = `dc-agent opens its setup wizard only on a terminal, and there is none here.
+  On a terminal:  dc-agent            (over SSH: ssh -t HOST dc-agent)
+  Scripted:       dc-agent --no-tui --host NODE --provider-pubkey KEY --host-key-fingerprint SHA256:...
+                  (every answer is a flag and a DC_AGENT_* variable: dc-agent setup proxmox --help)`
+
+func stdoutIsTerminal() bool { return term.IsTerminal(int(os.Stdout.Fd())) }
+
+// runDefault is a bare dc-agent: with --no-tui the scripted setup; on a
+// terminal the wizard on a fresh host and the monitor on a configured
+// one; without a terminal, how to proceed (never a read from stdin).
+func runDefault(cmd *cobra.Command, g *globals, f *setupProxmoxFlags, t *tuiFlags) error {
+	if g.noTUI {
+		return runNoTUI(cmd, g, f, t)
+	}
+	if !stdinIsTerminal() || !stdoutIsTerminal() {
+		return withExit(exitUsage, errors.New(noTerminalHelp))
+	}
+	if ok, why := configured(cmd, g, t); ok {
+		return openMonitor(cmd, g, why)
+	}
+	if os.Getenv("TERM") == "dumb" {
+		// No cursor movement on a dumb terminal: plain line prompts and
+		// progress lines, the same questions and steps.
+		if err := runSetupProxmox(cmd, g, f); err != nil {
+			return err
+		}
+		return installAfterSetup(cmd, g, t)
+	}
+	return runWizard(cmd, g, f, t)
+}
+
+// configured reports whether this host is set up: a config that names a
+// provider, and the service installed.
+func configured(cmd *cobra.Command, g *globals, t *tuiFlags) (bool, string) {
+	cfg, err := config.Load(g.configPath)
+	if err != nil || cfg.API.ProviderPubkey == "" {
+		return false, ""
+	}
+	st, err := service.Status(cmd.Context(), t.serviceOptions(g))
+	if err != nil || !st.Installed {
+		return false, ""
+	}
+	return true, st.String()
+}
+
+// openMonitor opens the live monitor of the installed service.
+func openMonitor(cmd *cobra.Command, g *globals, status string) error {
+	w := cmd.OutOrStdout()
+	fmt.Fprintf(w, "dc-agent is set up (%s) and its service is installed.\n%s\n", g.configPath, status)
+	fmt.Fprintln(w, "Details: dc-agent status · change the setup: dc-agent setup proxmox (it changes only what differs)")
+	return nil
+}
+
+// runNoTUI runs the same steps as the wizard from flags alone: the node
+// setup (and registration with --delegation), then the service.
+func runNoTUI(cmd *cobra.Command, g *globals, f *setupProxmoxFlags, t *tuiFlags) error {
+	if err := runSetupProxmox(cmd, g, f); err != nil {
+		return err
+	}
+	if f.delegation == "" {
+		return nil
+	}
+	return installAfterSetup(cmd, g, t)
+}
+
+// installAfterSetup installs the service once the agent is registered.
+func installAfterSetup(cmd *cobra.Command, g *globals, t *tuiFlags) error {
+	cfg, err := config.Load(g.configPath)
+	if err != nil {
+		return withExit(exitConfig, err)
+	}
+	if _, err := setup.LoadDelegation(identity.DelegationPath(cfg.AgentKeyPath())); err != nil {
+		return nil // not registered yet: setup proxmox said how to go on
+	}
+	ctx, cancel := signalContext(cmd)
+	defer cancel()
+	opts := t.serviceOptions(g)
+	opts.Progress = printEvent(cmd.ErrOrStderr())
+	res, err := service.Install(ctx, opts)
+	if err != nil {
+		return withFix(exitFailure, serviceError(err))
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "Service installed: %s\nWatch it with: dc-agent --config %s\n", res.UnitPath, g.configPath)
+	return nil
+}
+
+// runWizard opens the setup wizard, prefilled from the flags.
+func runWizard(cmd *cobra.Command, g *globals, f *setupProxmoxFlags, t *tuiFlags) error {
+	if os.Getenv("NO_COLOR") != "" {
+		lipgloss.SetColorProfile(termenv.Ascii)
+	}
+	ans := f.baseAnswers(g)
+	if f.templates != "" {
+		ts, err := setup.ParseTemplateList(f.templates)
+		if err != nil {
+			return usagef("--templates: %v", err)
+		}
+		ans.Templates = ts
+	}
+	ctx, cancel := signal.NotifyContext(cmd.Context(), syscall.SIGTERM)
+	defer cancel()
+	o := wizard.Options{
+		Answers: ans,
+		SSH:     wizard.SSHAnswers{Host: f.host, Port: f.port, User: f.user, IdentityFile: f.identityFile, PasswordFile: f.passwordFile},
+		Node:    f.node, Storage: f.storage, Bridge: f.bridge,
+		Request: setup.DelegationAnswers{Permissions: f.permissions, Expires: f.expires, Label: f.label},
+		Service: t.serviceOptions(g),
+		Context: ctx,
+	}
+	m, err := wizard.Run(o)
+	if hint := m.Hint(); hint != "" {
+		fmt.Fprintln(cmd.OutOrStdout(), hint)
+	}
+	if err != nil {
+		return fmt.Errorf("the wizard stopped: %w", err)
+	}
+	if !m.Finished() {
+		return withExit(exitFailure, nil)
+	}
+	return nil
+}

@@ -1,0 +1,314 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/decent-stuff/dc-agent/apiserver/apitest"
+	"github.com/decent-stuff/dc-agent/identity"
+	"github.com/decent-stuff/dc-agent/internal/sim/pveapi"
+	"github.com/decent-stuff/dc-agent/internal/testutil"
+	"github.com/decent-stuff/dc-agent/internal/testutil/pvehost"
+	"github.com/decent-stuff/dc-agent/setup"
+)
+
+// tmuxTerm drives the real binary in a tmux pane of its own server, one
+// key per send-keys, and keeps a capture of every screen it reaches.
+type tmuxTerm struct {
+	t         *testing.T
+	bin, sock string
+	artifacts string
+	shots     int
+}
+
+func (x *tmuxTerm) tmux(args ...string) string {
+	x.t.Helper()
+	out, err := exec.Command(x.bin, append([]string{"-S", x.sock}, args...)...).CombinedOutput()
+	if err != nil {
+		x.t.Fatalf("tmux %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// key sends one key (tmux key name: Enter, Tab, C-u, y).
+func (x *tmuxTerm) key(k string) { x.t.Helper(); x.tmux("send-keys", "-t", "w", k) }
+
+// typeText types s, one key per send-keys.
+func (x *tmuxTerm) typeText(s string) {
+	x.t.Helper()
+	for _, r := range s {
+		x.tmux("send-keys", "-t", "w", "-l", string(r))
+	}
+}
+
+// paste pastes s the way a terminal does (bracketed when asked for).
+func (x *tmuxTerm) paste(s string) {
+	x.t.Helper()
+	x.tmux("set-buffer", "--", s)
+	x.tmux("paste-buffer", "-p", "-t", "w")
+}
+
+func (x *tmuxTerm) capture() string { x.t.Helper(); return x.tmux("capture-pane", "-p", "-t", "w") }
+
+// waitFor waits until the pane shows every one of want, and returns it.
+func (x *tmuxTerm) waitFor(timeout time.Duration, want ...string) string {
+	x.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		screen := x.capture()
+		ok := true
+		for _, w := range want {
+			if !strings.Contains(screen, w) {
+				ok = false
+			}
+		}
+		if ok {
+			return screen
+		}
+		if time.Now().After(deadline) {
+			x.snap("timeout")
+			x.t.Fatalf("the screen never showed %q; it shows:\n%s", want, screen)
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+}
+
+// snap keeps the current screen as an artifact.
+func (x *tmuxTerm) snap(name string) {
+	x.shots++
+	x.t.Logf("%s: screen %s", time.Now().Format("15:04:05.000"), name)
+	p := filepath.Join(x.artifacts, fmt.Sprintf("%02d-%s.txt", x.shots, name))
+	if err := os.WriteFile(p, []byte(x.capture()), 0o644); err != nil {
+		x.t.Error(err)
+	}
+}
+
+// TestWizardEndToEndInTmux walks the whole wizard with the real binary in a
+// real terminal (tmux, 80x24): a simulated Proxmox host over real sshd, a
+// real dc-api, a delegation signed by `dc-agent delegation sign` in another
+// process, the service installed into a test root, and the summary
+// showing the agent online once the service's agent runs. Then the same
+// answers given to --no-tui as flags write the identical config.
+func TestWizardEndToEndInTmux(t *testing.T) {
+	tmuxBin := testutil.RequireBinary(t, "tmux")
+	testutil.RequireBinary(t, "sshd")
+	sim, err := pvehost.Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := pvehost.Start(t, pvehost.Options{Binary: sim, Version: "9.1.1"})
+	papi, err := pveapi.Start(h.Store, h.Node, "127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { papi.Close() })
+	var specs []pvehost.ImageSpec
+	for _, img := range setup.Images {
+		specs = append(specs, pvehost.ImageSpec{Path: img.Path, Sums: img.Sums, Algo: img.Algo})
+	}
+	images := pvehost.StartImageServer(t, specs)
+	srv := apitest.Start(t)
+	prov := srv.NewProvider("Acme")
+	mainKey := filepath.Join(t.TempDir(), "main.key")
+	if err := os.WriteFile(mainKey, []byte(identity.SeedHex(prov.Key)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "dc-agent.toml")
+	root := filepath.Join(dir, "root")
+	sockDir, err := os.MkdirTemp("", "dcw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	// The provider's own settings the wizard must keep: the status socket
+	// (short, out of the long temp dir).
+	initial := fmt.Sprintf("[agent]\nstatus_socket = %q\n", filepath.Join(sockDir, "s.sock"))
+	testutil.WriteFile(t, cfg, initial, 0o600)
+	artifacts := os.Getenv("DC_TEST_ARTIFACTS")
+	if artifacts == "" {
+		artifacts = filepath.Join(os.TempDir(), "dc-agent-artifacts")
+	}
+	artifacts = filepath.Join(artifacts, "wizard")
+	if err := os.MkdirAll(artifacts, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	// Settings that are not wizard questions come as flags, as a provider
+	// with a local image mirror would pass them.
+	notAsked := []string{"--proxmox-api-url", papi.URL, "--image-mirror", images.URL, "--image-dir", filepath.Join(h.Dir, "images"),
+		"--state-dir", filepath.Join(dir, "state"), "--expires", "365d", "--label", "e2e"}
+	x := &tmuxTerm{t: t, bin: tmuxBin, sock: filepath.Join(sockDir, "tmux"), artifacts: artifacts}
+	home := t.TempDir() // no SSH keys, no agent: the wizard is told which key
+	cmdline := []string{"env", "-i", "PATH=" + os.Getenv("PATH"), "HOME=" + home, "TERM=xterm-256color", "NO_COLOR=1", "LANG=C.UTF-8",
+		dcAgent, "--config", cfg, "--service-root", root}
+	cmdline = append(cmdline, notAsked...)
+	exitFile := filepath.Join(dir, "exit")
+	shell := strings.Join(quoteAll(cmdline), " ") + "; echo $? > " + exitFile + "; sleep 600"
+	x.tmux("-f", "/dev/null", "new-session", "-d", "-s", "w", "-x", "80", "-y", "24", "sh", "-c", shell)
+	t.Cleanup(func() { _ = exec.Command(tmuxBin, "-S", x.sock, "kill-server").Run() })
+
+	x.waitFor(10*time.Second, "1/10 Welcome", "Prerequisites", "will be written", "enter start")
+	x.snap("welcome")
+	x.key("Enter")
+
+	x.waitFor(5*time.Second, "2/10 Decent Cloud API", "Provider key")
+	x.key("C-u")
+	x.typeText(srv.URL)
+	x.key("Tab")
+	x.typeText(prov.Pubkey[:10])
+	x.waitFor(5*time.Second, "must be 64 hex") // checked as typed
+	x.snap("api-invalid")
+	x.typeText(prov.Pubkey[10:])
+	x.waitFor(5*time.Second, prov.Pubkey[50:])
+	x.snap("api")
+	x.key("Enter")
+
+	x.waitFor(5*time.Second, "3/10 Proxmox host", "SSH key")
+	x.typeText(h.Host)
+	x.key("Tab")
+	x.key("C-u")
+	x.typeText(strconv.Itoa(h.Port))
+	x.key("Tab")
+	x.key("C-u")
+	x.typeText(h.User)
+	x.key("Tab")
+	x.typeText(h.ClientKeyFile)
+	x.snap("host")
+	x.key("Enter")
+
+	x.waitFor(10*time.Second, h.HostKeyFingerprint(), "ssh-keygen -lf", "pin and connect")
+	x.snap("host-key")
+	x.key("y")
+
+	x.waitFor(30*time.Second, "4/10 Node and choices", "Storage for templates", "ubuntu-24.04", "set up the node")
+	x.snap("discovery")
+	x.key("Enter")
+
+	x.waitFor(90*time.Second, "5/10 Setting up the node", "The node is ready")
+	x.snap("progress")
+	x.key("Enter")
+
+	screen := x.waitFor(5*time.Second, "6/10 Delegation request", "dcdr1:", "dc-agent delegation sign --identity")
+	x.snap("request")
+	if !strings.Contains(screen, "e2e") || !strings.Contains(screen, prov.Pubkey) {
+		t.Errorf("the request screen does not show the fields:\n%s", screen)
+	}
+	reqData, err := os.ReadFile(filepath.Join(dir, "dc-agent.delegation-request"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	request := strings.TrimSpace(string(reqData))
+	if !strings.Contains(strings.ReplaceAll(strings.ReplaceAll(screen, "\n", ""), " ", ""), request) {
+		t.Errorf("the screen's code is not the saved request %s:\n%s", request, screen)
+	}
+	// The provider signs on "another machine".
+	signed := runAgent(t, runOpts{}, "delegation", "sign", "--identity", mainKey, "--yes", request)
+	if signed.code != 0 {
+		t.Fatalf("sign: %s", signed)
+	}
+	code := strings.TrimSpace(signed.stdout)
+	x.key("Enter")
+
+	x.waitFor(5*time.Second, "7/10 Signed delegation")
+	x.typeText("dcds1:oops")
+	x.waitFor(5*time.Second, "Not a signed delegation", "Fix:")
+	x.snap("paste-malformed")
+	x.key("C-u")
+	x.paste(code)
+	x.waitFor(5*time.Second, "Valid:", "for this agent")
+	x.snap("paste-valid")
+	x.key("Enter")
+
+	x.waitFor(30*time.Second, "8/10 Register", "accepts this agent")
+	x.snap("register")
+	x.key("Enter")
+
+	x.waitFor(30*time.Second, "9/10 Service", "Installing the service · done", "systemctl was not run")
+	x.snap("service")
+	if _, err := os.Stat(filepath.Join(root, "etc/systemd/system/dc-agent.service")); err != nil {
+		t.Errorf("no unit in the test root: %v", err)
+	}
+	x.key("Enter")
+
+	x.waitFor(10*time.Second, "10/10 Done", "dc-agent is set up")
+	x.snap("summary")
+	// The installed service starts its agent (here by hand: --root skips
+	// systemctl), and the summary sees it come online through the API.
+	agent := exec.Command(dcAgent, "run", "-c", cfg, "--time-scale", "0.02")
+	agent.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH")}
+	var agentOut bytes.Buffer
+	agent.Stdout, agent.Stderr = &agentOut, &agentOut
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	agentDone := make(chan struct{})
+	go func() { _ = agent.Wait(); close(agentDone) }()
+	stopAgent := func() {
+		_ = agent.Process.Kill()
+		<-agentDone
+	}
+	defer stopAgent()
+	x.waitFor(30*time.Second, "online", "last heartbeat")
+	x.snap("summary-online")
+	x.key("q")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if b, err := os.ReadFile(exitFile); err == nil && strings.TrimSpace(string(b)) == "0" {
+			break
+		} else if err == nil {
+			t.Fatalf("the wizard exited with %s", b)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the wizard did not exit on q:\n%s", x.capture())
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+	x.waitFor(5*time.Second, "dc-agent is set up and its service is installed")
+	if st := srv.AgentStatus(prov); !st.Online {
+		t.Errorf("the API does not show the agent online: %+v", st)
+	}
+	stopAgent()
+
+	// --no-tui from flags alone, from the same starting config: the same
+	// bytes.
+	wizardConfig, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.WriteFile(t, cfg, initial, 0o600)
+	args := []string{"--no-tui", "--config", cfg, "--host", h.Host, "--port", strconv.Itoa(h.Port), "--user", h.User,
+		"--identity-file", h.ClientKeyFile, "--host-key-fingerprint", h.HostKeyFingerprint(),
+		"--provider-pubkey", prov.Pubkey, "--api-endpoint", srv.URL, "--delegation", code, "--service-root", root}
+	r := runSetup(t, dcAgent, nil, append(args, notAsked...)...)
+	if r.code != 0 {
+		t.Fatalf("--no-tui: %d\n%s\n%s", r.code, r.out, r.err)
+	}
+	noTUIConfig, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(wizardConfig, noTUIConfig) {
+		t.Errorf("the wizard and --no-tui wrote different configs:\nwizard:\n%s\n--no-tui:\n%s", wizardConfig, noTUIConfig)
+	}
+	if !strings.Contains(r.out, "Service installed") {
+		t.Errorf("--no-tui did not install the service:\n%s\n%s", r.out, r.err)
+	}
+	t.Logf("screens kept in %s", artifacts)
+}
+
+func quoteAll(args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return out
+}

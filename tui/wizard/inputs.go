@@ -1,0 +1,134 @@
+package wizard
+
+import (
+	"strings"
+
+	"github.com/charmbracelet/bubbles/cursor"
+	"github.com/charmbracelet/bubbles/textinput"
+	tea "github.com/charmbracelet/bubbletea"
+)
+
+// field is a labelled text input with a live check.
+type field struct {
+	label string
+	help  string
+	input textinput.Model
+	check func(string) error
+}
+
+func newField(label, value, placeholder, help string, check func(string) error) field {
+	ti := textinput.New()
+	ti.Prompt = ""
+	ti.Placeholder = placeholder
+	ti.CharLimit = 4096
+	ti.Width = 44
+	// A static cursor: no blink timer, so frames only change on input.
+	ti.Cursor.SetMode(cursor.CursorStatic)
+	ti.SetValue(value)
+	return field{label: label, help: help, input: ti, check: check}
+}
+
+func (f *field) value() string { return strings.TrimSpace(f.input.Value()) }
+
+func (f *field) err() error {
+	if f.check == nil {
+		return nil
+	}
+	return f.check(f.value())
+}
+
+// form is a column of fields with one focused.
+type form struct {
+	fields []field
+	focus  int
+	// tried: the user pressed enter once; from then on show every error.
+	tried bool
+}
+
+func (f *form) focusCmd() tea.Cmd {
+	for i := range f.fields {
+		if i == f.focus {
+			f.fields[i].input.Focus()
+		} else {
+			f.fields[i].input.Blur()
+		}
+	}
+	return nil
+}
+
+func (f *form) move(d int) {
+	f.focus = (f.focus + d + len(f.fields)) % len(f.fields)
+	f.focusCmd()
+}
+
+// update handles navigation and typing; submit is true on enter on the
+// last field or when every field is valid.
+func (f *form) update(msg tea.Msg) (cmd tea.Cmd, submit bool) {
+	if k, ok := msg.(tea.KeyMsg); ok {
+		switch k.String() {
+		case "tab", "down":
+			f.move(1)
+			return nil, false
+		case "shift+tab", "up":
+			f.move(-1)
+			return nil, false
+		case "enter":
+			f.tried = true
+			if f.firstError() < 0 {
+				return nil, true
+			}
+			if f.fields[f.focus].err() == nil {
+				f.move(1)
+			}
+			return nil, false
+		}
+	}
+	if len(f.fields) == 0 {
+		return nil, false
+	}
+	f.fields[f.focus].input, cmd = f.fields[f.focus].input.Update(msg)
+	return cmd, false
+}
+
+func (f *form) firstError() int {
+	for i := range f.fields {
+		if f.fields[i].err() != nil {
+			return i
+		}
+	}
+	return -1
+}
+
+// view renders label, input and (live) error of each field.
+func (f *form) view(m *Model, w int) string {
+	lw := 0
+	for _, fl := range f.fields {
+		lw = max(lw, len(fl.label))
+	}
+	var b strings.Builder
+	for i := range f.fields {
+		fl := &f.fields[i]
+		fl.input.Width = max(10, w-lw-5)
+		cur := "  "
+		if i == f.focus {
+			cur = m.st.sel.Render("> ")
+		}
+		b.WriteString(cur + padRight(fl.label, lw) + "  " + fl.input.View() + "\n")
+		err := fl.err()
+		show := err != nil && (f.tried || (i == f.focus && fl.value() != "") || (i != f.focus && fl.value() != ""))
+		switch {
+		case show:
+			b.WriteString(strings.Repeat(" ", lw+4) + m.st.bad.Render(markBad+" ") + err.Error() + "\n")
+		case i == f.focus && fl.help != "":
+			b.WriteString(strings.Repeat(" ", lw+4) + m.st.dim.Render(fl.help) + "\n")
+		}
+	}
+	return b.String()
+}
+
+func padRight(s string, n int) string {
+	if len(s) >= n {
+		return s
+	}
+	return s + strings.Repeat(" ", n-len(s))
+}
