@@ -266,7 +266,7 @@ func (a *Agent) buildEnv(cfg *config.Config) (*env, error) {
 		e.reqTimeout = time.Duration(cfg.API.TimeoutSeconds) * time.Second
 	}
 	for _, pc := range cfg.AllProvisioners() {
-		p, err := a.opts.Registry.New(pc, provisioners.Deps{Logger: a.log.With("provisioner", pc.Type), Config: cfg})
+		p, err := a.opts.Registry.New(pc, provisioners.Deps{Logger: a.log.With("provisioner", pc.Type), Config: cfg, TimeScale: a.opts.TimeScale})
 		if err != nil {
 			a.closeEnv(e)
 			return nil, &ConfigError{err}

@@ -205,6 +205,10 @@ type Deps struct {
 	// Config is the whole agent config (for resolving relative paths and
 	// reading *_file secrets).
 	Config *config.Config
+	// TimeScale, when > 0, multiplies the backend's own built-in timeouts
+	// and backoffs (task deadlines, retry waits). Tests and benchmarks only
+	// (dc-agent run --time-scale); settings from the config are not scaled.
+	TimeScale float64
 }
 
 // Factory builds a backend from its config section.

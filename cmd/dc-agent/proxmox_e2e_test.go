@@ -284,9 +284,13 @@ func ecdsaSSHKey(t *testing.T) string {
 }
 
 // Injected failures end in provisioning_failed with a clear reason, and
-// nothing is left on the node.
+// nothing is left on the node: every fault of the simulator, through the
+// real binary (its --time-scale shortens the provisioner's task deadlines
+// and lock-timeout backoff too).
 func TestAgentLoopReportsProxmoxFailures(t *testing.T) {
 	e := newE2E(t, apitest.WithRetryCooldown(time.Hour))
+	var capacity int64
+	e.sim.Update(t, func(st *pve.State) error { capacity = st.Storages["local-lvm"].TotalBytes; return nil })
 	a := e.run()
 	for _, tc := range []struct {
 		name  string
@@ -297,15 +301,50 @@ func TestAgentLoopReportsProxmoxFailures(t *testing.T) {
 			st.Faults.TaskFailures = []pve.TaskFailure{{Type: "qmclone", ExitStatus: "clone failed: storage 'local-lvm' is offline", Count: 1}}
 			return nil
 		}, "clone failed: storage 'local-lvm' is offline"},
+		// One try and five retries, all refused.
+		{"lock timeout persists", func(st *pve.State) error {
+			st.Faults.TaskFailures = []pve.TaskFailure{{Type: "qmclone", ExitStatus: pve.LockTimeout(9000), Count: 6}}
+			return nil
+		}, "can't lock file '/var/lock/qemu-server/lock-9000.conf' - got timeout"},
 		{"guest agent never starts", func(st *pve.State) error { st.Faults.AgentNeverStarts = true; return nil }, "got no IP address"},
+		{"storage full", func(st *pve.State) error {
+			return st.SetStorageCapacity("local-lvm", st.StorageUsed("local-lvm", "pve1")+(1<<30))
+		}, "insufficient free space"},
+		{"500 on configure", func(st *pve.State) error {
+			st.Faults.HTTPErrors = []pve.HTTPError{{Method: "PUT", PathContains: "/config", Status: 500, Reason: "unable to write config: disk quota exceeded", Count: 1}}
+			return nil
+		}, "500 unable to write config: disk quota exceeded"},
+		// Longer than the scaled task deadline (3 min x 0.02 = 3.6 s):
+		// the start is given up, and the VM removed once the node is back.
+		{"node vanishes mid-task", func(st *pve.State) error {
+			st.Faults.Outages = []pve.Outage{{Node: "pve1", OnTask: "qmstart", Duration: pve.Duration(6 * time.Second)}}
+			return nil
+		}, "the Proxmox API stopped answering"},
 	} {
-		e.sim.Update(t, tc.fault)
-		cid := e.api.CreateContract(e.prov, apitest.ContractSpec{})
+		e.sim.Update(t, func(st *pve.State) error {
+			st.Faults = pve.Faults{}
+			if err := st.SetStorageCapacity("local-lvm", capacity); err != nil {
+				return err
+			}
+			return tc.fault(st)
+		})
+		// 20 GB: the linked clone's disk grows, so a full storage shows.
+		cid := e.api.CreateContract(e.prov, apitest.ContractSpec{StorageCapacity: apitest.Ptr("20 GB")})
 		c := e.api.WaitForStatus(cid, dcapi.StatusProvisioningFailed, time.Minute)
 		if c.LastError == nil || !strings.Contains(*c.LastError, tc.want) {
 			t.Errorf("%s: reason %v, want %q", tc.name, c.LastError, tc.want)
+		} else {
+			t.Logf("%s: provisioning_failed: %s", tc.name, *c.LastError)
 		}
-		e.waitNoVMs(30 * time.Second)
+		e.waitNoVMs(time.Minute)
+		e.sim.Update(t, func(st *pve.State) error {
+			for id, v := range st.Volumes {
+				if v.VMID != 9000 {
+					t.Errorf("%s: leftover volume %s", tc.name, id)
+				}
+			}
+			return nil
+		})
 	}
 	a.stop(t)
 }

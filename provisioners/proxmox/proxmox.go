@@ -76,6 +76,18 @@ type Options struct {
 	ProbeTimeout time.Duration
 	Logger       *slog.Logger
 	Now          func() time.Time
+	// TimeScale, when > 0, multiplies the built-in clone and task
+	// timeouts and the retry backoff (tests: dc-agent run --time-scale).
+	// Cleanup keeps its full deadline: it must outlast a node outage.
+	TimeScale float64
+}
+
+// scaled applies TimeScale to a built-in default.
+func (o *Options) scaled(d time.Duration) time.Duration {
+	if o.TimeScale > 0 {
+		return max(time.Duration(float64(d)*o.TimeScale), time.Millisecond)
+	}
+	return d
 }
 
 func (o *Options) defaults(cfg *config.ProxmoxConfig) {
@@ -86,10 +98,10 @@ func (o *Options) defaults(cfg *config.ProxmoxConfig) {
 		}
 	}
 	if o.CloneTimeout <= 0 {
-		o.CloneTimeout = 15 * time.Minute
+		o.CloneTimeout = o.scaled(15 * time.Minute)
 	}
 	if o.TaskTimeout <= 0 {
-		o.TaskTimeout = 3 * time.Minute
+		o.TaskTimeout = o.scaled(3 * time.Minute)
 	}
 	if o.IPWaitInterval <= 0 {
 		o.IPWaitInterval = time.Duration(max(cfg.IPWaitIntervalSec, 1)) * time.Second
@@ -101,7 +113,7 @@ func (o *Options) defaults(cfg *config.ProxmoxConfig) {
 		o.CloneRetries = 5
 	}
 	if o.RetryBackoff <= 0 {
-		o.RetryBackoff = 2 * time.Second
+		o.RetryBackoff = o.scaled(2 * time.Second)
 	}
 	if o.CleanupTimeout <= 0 {
 		o.CleanupTimeout = 3 * time.Minute
@@ -171,6 +183,9 @@ func NewFactory(opts Options) provisioners.Factory {
 		}
 		if opts.Logger == nil {
 			opts.Logger = deps.Logger
+		}
+		if opts.TimeScale == 0 {
+			opts.TimeScale = deps.TimeScale
 		}
 		return New(px, secret, opts)
 	}
