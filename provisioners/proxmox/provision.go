@@ -233,11 +233,17 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (
 	return inst, nil
 }
 
-// classify keeps an explicit Permanent/Retryable mark, else retryable.
+// classify keeps an explicit Permanent/Retryable mark; PVE refusing a
+// parameter (400 Parameter verification failed: a bad value from the
+// offering or instance config) is permanent, as the same request would be
+// refused again; anything else is retryable.
 func classify(err error) error {
 	var pe *provisioners.Error
 	if errors.As(err, &pe) {
 		return &provisioners.Error{Err: err, RetryPossible: pe.RetryPossible}
+	}
+	if strings.Contains(err.Error(), "400 Parameter verification failed") {
+		return provisioners.Permanent(err)
 	}
 	return provisioners.Retryable(err)
 }

@@ -595,3 +595,77 @@ func TestPostProvisionScriptOverSSH(t *testing.T) {
 		t.Errorf("%d VMs after the failed script, want 1", len(vms))
 	}
 }
+
+// Contract data (the requester's key and its comment, instance_config
+// values) never reaches a shell: the key goes URL-encoded through the API,
+// the post-provision script runs from stdin, and a value PVE would refuse
+// is refused for good, leaving nothing behind.
+func TestContractFieldsCannotInject(t *testing.T) {
+	sshd := testutil.StartSSHD(t, testutil.SSHDOptions{})
+	s := pveapi.StartTest(t, pveapi.TestOptions{})
+	s.Update(t, func(st *pve.State) error {
+		br := st.Nodes["pve1"].Bridges["vmbr0"]
+		br.DHCPStart, br.DHCPEnd = "127.0.0.1", "127.0.0.1"
+		return nil
+	})
+	p := newProv(t, s, func(c *config.ProxmoxConfig, o *Options) {
+		c.PostProvisionKeyFile = sshd.ClientKeyFile
+		c.CIUser = sshd.User
+		o.SSHPort = sshd.Port
+	})
+	marker := filepath.Join(t.TempDir(), "pwned")
+	evil := "$(touch " + marker + ") `touch " + marker + "`; touch " + marker + " '\"|&>"
+	key := strings.SplitN(testPubKey(t), " ", 3)
+	req := request(t, 20)
+	req.RequesterSSHPubkey = key[0] + " " + key[1] + " " + evil
+	req.PostProvisionScript = "echo provisioned\n"
+	if _, err := p.Provision(context.Background(), req); err != nil {
+		t.Fatalf("%v\nsshd log:\n%s", err, sshd.Log())
+	}
+	vm := simVMs(t, s)[100]
+	keys, err := url.PathUnescape(vm.Config["sshkeys"])
+	if err != nil || !strings.Contains(keys, req.RequesterSSHPubkey+"\n") {
+		t.Errorf("sshkeys does not hold the key literally: %q %v", keys, err)
+	}
+
+	for name, cfg := range map[string]map[string]any{
+		"nameserver": {"nameserver": "1.1.1.1; touch " + marker},
+		"ipconfig0":  {"ipconfig0": "ip=dhcp,gw=$(touch " + marker + ")"},
+		"template":   {"template": "ubuntu; touch " + marker},
+	} {
+		r := request(t, 21)
+		r.Config = cfg
+		_, err := p.Provision(context.Background(), r)
+		if err == nil || provisioners.RetryPossible(err) {
+			t.Errorf("%s: want a permanent refusal, got %v", name, err)
+		}
+		t.Logf("%s: %v", name, err)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("a contract field ran a command")
+	}
+	if vms := simVMs(t, s); len(vms) != 1 {
+		t.Errorf("%d VMs after the refused provisions, want 1", len(vms))
+	}
+}
+
+// A VMID taken between /cluster/nextid and the clone (another client won
+// the race) is retried with a fresh VMID.
+func TestVMIDTakenMeanwhileIsRetried(t *testing.T) {
+	s := pveapi.StartTest(t, pveapi.TestOptions{})
+	s.Update(t, func(st *pve.State) error {
+		st.Faults.HTTPErrors = []pve.HTTPError{{Method: "POST", PathContains: "/clone", Status: 500, Reason: "VM 100 already exists on node 'pve1'", Count: 1}}
+		return nil
+	})
+	p := newProv(t, s, nil)
+	inst, err := p.Provision(context.Background(), request(t, 30))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Server.Calls()["GET /cluster/nextid"]; n != 2 {
+		t.Errorf("nextid asked %d times, want 2 (once more after the conflict)\n%s", n, s.Server.CallsReport())
+	}
+	if vms := simVMs(t, s); len(vms) != 1 || inst.IPAddress == "" {
+		t.Errorf("%d VMs, instance %+v", len(vms), inst)
+	}
+}

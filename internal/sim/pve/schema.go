@@ -87,7 +87,7 @@ var fixedKeys = map[string]keySpec{
 	"citype":       {kind: kString, privs: privCloudinit, format: enumOf("configdrive2", "nocloud", "opennebula")},
 	"ciupgrade":    {kind: kBool, privs: privCloudinit},
 	"cicustom":     {kind: kString, privs: privCloudinit},
-	"nameserver":   {kind: kString, privs: privCloudinit},
+	"nameserver":   {kind: kString, privs: privCloudinit, format: verifyAddressList},
 	"searchdomain": {kind: kString, privs: privCloudinit},
 	"sshkeys":      {kind: kString, privs: privCloudinit, format: verifyURLEncoded},
 	"template":     {kind: kBool, rootOnly: true},
@@ -209,6 +209,17 @@ var dnsNameRe = regexp.MustCompile(`^(([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)\
 func verifyDNSName(v string) error {
 	if !dnsNameRe.MatchString(v) {
 		return fmt.Errorf("value does not look like a valid DNS name")
+	}
+	return nil
+}
+
+// verifyAddressList is PVE's 'address-list' format (nameserver): IP
+// addresses separated by spaces, commas or semicolons.
+func verifyAddressList(v string) error {
+	for _, a := range strings.FieldsFunc(v, func(r rune) bool { return r == ';' || r == ',' || r == ' ' || r == '\t' || r == '\n' || r == 0 }) {
+		if net.ParseIP(a) == nil {
+			return fmt.Errorf("unable to parse ip address '%s'", a)
+		}
 	}
 	return nil
 }
