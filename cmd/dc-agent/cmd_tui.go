@@ -7,6 +7,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
 	"github.com/muesli/termenv"
 	"github.com/spf13/cobra"
@@ -16,6 +17,7 @@ import (
 	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/setup"
 	"github.com/decent-stuff/dc-agent/setup/service"
+	"github.com/decent-stuff/dc-agent/tui/monitor"
 	"github.com/decent-stuff/dc-agent/tui/wizard"
 )
 
@@ -54,8 +56,8 @@ func runDefault(cmd *cobra.Command, g *globals, f *setupProxmoxFlags, t *tuiFlag
 	if !stdinIsTerminal() || !stdoutIsTerminal() {
 		return withExit(exitUsage, errors.New(noTerminalHelp))
 	}
-	if ok, why := configured(cmd, g, t); ok {
-		return openMonitor(cmd, g, why)
+	if configured(cmd, g, t) {
+		return openMonitor(cmd, g)
 	}
 	if os.Getenv("TERM") == "dumb" {
 		// No cursor movement on a dumb terminal: plain line prompts and
@@ -70,24 +72,18 @@ func runDefault(cmd *cobra.Command, g *globals, f *setupProxmoxFlags, t *tuiFlag
 
 // configured reports whether this host is set up: a config that names a
 // provider, and the service installed.
-func configured(cmd *cobra.Command, g *globals, t *tuiFlags) (bool, string) {
+func configured(cmd *cobra.Command, g *globals, t *tuiFlags) bool {
 	cfg, err := config.Load(g.configPath)
 	if err != nil || cfg.API.ProviderPubkey == "" {
-		return false, ""
+		return false
 	}
 	st, err := service.Status(cmd.Context(), t.serviceOptions(g))
-	if err != nil || !st.Installed {
-		return false, ""
-	}
-	return true, st.String()
+	return err == nil && st.Installed
 }
 
 // openMonitor opens the live monitor of the installed service.
-func openMonitor(cmd *cobra.Command, g *globals, status string) error {
-	w := cmd.OutOrStdout()
-	fmt.Fprintf(w, "dc-agent is set up (%s) and its service is installed.\n%s\n", g.configPath, status)
-	fmt.Fprintln(w, "Details: dc-agent status · change the setup: dc-agent setup proxmox (it changes only what differs)")
-	return nil
+func openMonitor(cmd *cobra.Command, g *globals) error {
+	return monitor.Run(cmd.Context(), monitor.Options{ConfigPath: g.configPath})
 }
 
 // runNoTUI runs the same steps as the wizard from flags alone: the node
@@ -145,6 +141,7 @@ func runWizard(cmd *cobra.Command, g *globals, f *setupProxmoxFlags, t *tuiFlags
 		Request: setup.DelegationAnswers{Permissions: f.permissions, Expires: f.expires, Label: f.label},
 		Service: t.serviceOptions(g),
 		Context: ctx,
+		Monitor: func() tea.Model { return monitor.New(monitor.Options{ConfigPath: g.configPath}) },
 	}
 	m, err := wizard.Run(o)
 	if hint := m.Hint(); hint != "" {

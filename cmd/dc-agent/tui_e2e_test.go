@@ -259,6 +259,9 @@ func TestWizardEndToEndInTmux(t *testing.T) {
 	defer stopAgent()
 	x.waitFor(30*time.Second, "online", "last heartbeat")
 	x.snap("summary-online")
+	x.key("Enter")
+	x.waitFor(20*time.Second, "dc-agent monitor", "ONLINE", "the API sees the provider online", "q quit")
+	x.snap("monitor")
 	x.key("q")
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -195,8 +195,12 @@ func (m *Model) Finished() bool { return m.finished }
 // to setup.NewProxmoxPlan).
 func (m *Model) Answers() setup.ProxmoxAnswers { return m.answers }
 
-// Close releases the SSH connection.
+// Close releases the SSH connection and stops the embedded monitor (the
+// service is not touched).
 func (m *Model) Close() {
+	if c, ok := m.monitor.(interface{ Close() }); ok {
+		c.Close()
+	}
 	if m.host != nil {
 		m.host.Close()
 		m.host = nil
