@@ -113,6 +113,16 @@ func TestDoctorNamesEachBrokenPiece(t *testing.T) {
 		w.pve.Update(t, func(st *pve.State) error { delete(st.VMs, 9000); return nil })
 		failure(t, w.doctor(nil), "proxmox", "template 9000 (ubuntu-24.04) is missing", "--templates ubuntu-24.04")
 	})
+	t.Run("missing storage", func(t *testing.T) {
+		w := newWorld(t)
+		w.pve.Update(t, func(st *pve.State) error { delete(st.Storages, "local-lvm"); return nil })
+		failure(t, w.doctor(nil), "proxmox", "storage local-lvm on node pve1", "provisioner.proxmox.storage")
+	})
+	t.Run("node unreachable", func(t *testing.T) {
+		w := newWorld(t)
+		w.pve.Close()
+		failure(t, w.doctor(nil), "proxmox", "is not reachable", "port 8006")
+	})
 	t.Run("revoked token", func(t *testing.T) {
 		w := newWorld(t)
 		w.pve.Update(t, func(st *pve.State) error {

@@ -122,6 +122,12 @@ func TestSetupProxmoxCLI(t *testing.T) {
 		if r.code != exitUsage || !strings.Contains(r.err, "--host is required") {
 			t.Fatalf("no terminal: code %d, stderr %q", r.code, r.err)
 		}
+		// No SSH key, agent or password file, and no terminal to ask for a
+		// password: the flags are named.
+		r = runSetup(t, agent, []string{"DC_AGENT_PROVIDER_PUBKEY=" + provider}, "--no-tui", "--config", cfg, "setup", "proxmox", "--host", "127.0.0.1")
+		if r.code != exitUsage || !strings.Contains(r.err, "--identity-file or --password-file is required") {
+			t.Fatalf("no credentials: code %d, stderr %q", r.code, r.err)
+		}
 		// First contact without a fingerprint: the key is named, not trusted.
 		h := pvehost.Start(t, pvehost.Options{Binary: sim})
 		args := without(baseArgs(h, dir), "--host-key-fingerprint")

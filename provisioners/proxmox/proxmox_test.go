@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -474,9 +475,23 @@ func TestTLSPinAndSecretFile(t *testing.T) {
 	if _, err := wrong.List(ctx); err == nil || !strings.Contains(err.Error(), "does not match tls_fingerprint") {
 		t.Errorf("wrong pin: %v", err)
 	}
-	insecure := newProv(t, s, func(c *config.ProxmoxConfig, _ *Options) { c.TLSFingerprint = ""; c.InsecureSkipVerify = true })
+	var logged strings.Builder
+	insecure := newProv(t, s, func(c *config.ProxmoxConfig, o *Options) {
+		c.TLSFingerprint = ""
+		c.InsecureSkipVerify = true
+		o.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+	})
 	if _, err := insecure.List(ctx); err != nil {
 		t.Errorf("insecure opt-in: %v", err)
+	}
+	if !strings.Contains(logged.String(), "level=WARN") || !strings.Contains(logged.String(), "verification is DISABLED") {
+		t.Errorf("the insecure opt-in was not logged as a warning: %q", logged.String())
+	}
+	// Neither a pin nor the opt-in: the system roots, which a node's
+	// self-signed certificate does not pass.
+	unpinned := newProv(t, s, func(c *config.ProxmoxConfig, _ *Options) { c.TLSFingerprint = "" })
+	if _, err := unpinned.List(ctx); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("self-signed certificate without a pin: %v", err)
 	}
 
 	dir := t.TempDir()
