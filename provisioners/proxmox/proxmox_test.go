@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -411,58 +410,39 @@ func TestBadRequestsArePermanent(t *testing.T) {
 
 func TestParallelClonesAreLimited(t *testing.T) {
 	timing := pve.FastTiming()
-	timing.Clone = pve.Duration(40 * time.Millisecond)
-	s := pveapi.StartTest(t, pveapi.TestOptions{Timing: &timing})
-	p := newProv(t, s, nil)
-	stop := make(chan struct{})
-	var maxRunning int
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
+	// Long enough that clones started together overlap.
+	timing.Clone = pve.Duration(200 * time.Millisecond)
+	for _, limit := range []int{1, 2} {
+		s := pveapi.StartTest(t, pveapi.TestOptions{Timing: &timing})
+		p := newProv(t, s, func(c *config.ProxmoxConfig, _ *Options) { c.MaxParallelClones = limit })
+		errs := make(chan error, 6)
+		for i := 0; i < 6; i++ {
+			go func(i int) {
+				_, err := p.Provision(context.Background(), request(t, 10+i))
+				errs <- err
+			}(i)
+		}
+		for i := 0; i < 6; i++ {
+			if err := <-errs; err != nil {
+				t.Error(err)
 			}
-			_ = s.Store.View(func(st *pve.State) error {
-				n := 0
-				for _, t := range st.Tasks {
-					if t.Type == "qmclone" && t.Status == "running" {
-						n++
-					}
-				}
-				maxRunning = max(maxRunning, n)
-				return nil
-			})
-			time.Sleep(2 * time.Millisecond)
 		}
-	}()
-	errs := make(chan error, 6)
-	for i := 0; i < 6; i++ {
-		go func(i int) {
-			_, err := p.Provision(context.Background(), request(t, 10+i))
-			errs <- err
-		}(i)
-	}
-	for i := 0; i < 6; i++ {
-		if err := <-errs; err != nil {
-			t.Error(err)
+		// The simulator counts clones running at once on the storage
+		// when each starts.
+		var peak int
+		s.Update(t, func(st *pve.State) error { peak = st.PeakClones["pve1/local-lvm"]; return nil })
+		if peak < 1 || peak > limit {
+			t.Errorf("limit %d: at most %d clones ran at once", limit, peak)
 		}
-	}
-	close(stop)
-	wg.Wait()
-	if maxRunning > 2 || maxRunning < 1 {
-		t.Errorf("max concurrent clones seen = %d, want 1..2", maxRunning)
-	}
-	vms := simVMs(t, s)
-	names := map[string]bool{}
-	for _, vm := range vms {
-		names[vm.Name()] = true
-	}
-	if len(vms) != 6 || len(names) != 6 {
-		t.Errorf("%d VMs with %d names, want 6", len(vms), len(names))
+		t.Logf("limit %d: peak %d concurrent clones", limit, peak)
+		vms := simVMs(t, s)
+		names := map[string]bool{}
+		for _, vm := range vms {
+			names[vm.Name()] = true
+		}
+		if len(vms) != 6 || len(names) != 6 {
+			t.Errorf("limit %d: %d VMs with %d names, want 6", limit, len(vms), len(names))
+		}
 	}
 }
 

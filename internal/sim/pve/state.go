@@ -43,6 +43,11 @@ type State struct {
 	// without randomness.
 	Seq uint64 `json:"seq"`
 
+	// PeakClones is the most clone tasks ever running at once per
+	// "node/storage" (the target storage), counted when a clone starts:
+	// what a clone limit is checked against without sampling.
+	PeakClones map[string]int `json:"peak_clones,omitempty"`
+
 	now func() time.Time
 }
 

@@ -254,6 +254,11 @@ func (st *State) Clone(actor, node string, vmid int, p CloneParams) (string, err
 			busy++
 		}
 	}
+	if st.PeakClones == nil {
+		st.PeakClones = map[string]int{}
+	}
+	key := node + "/" + targetStorage
+	st.PeakClones[key] = max(st.PeakClones[key], busy+1)
 	dur := Duration(float64(st.Timing.Clone) * (1 + st.Timing.CloneContention*float64(busy)))
 	t := st.startTask(node, "qmclone", strconv.Itoa(vmid), actor, dur, &Effect{VMID: p.NewID, Clone: &CloneEffect{
 		Source: vmid, Full: full, Storage: p.Storage, Format: p.Format, Name: name, Description: p.Description, Pool: p.Pool,
