@@ -627,6 +627,92 @@ func TestManualBackendNeverReports(t *testing.T) {
 	}
 }
 
+// useReferenceServer points the harness's agent at a real dc-api
+// (apitest) as provider p's agent with key.
+func (h *harness) useReferenceServer(srv *apitest.Server, p *apitest.Provider, key ed25519.PrivateKey) {
+	h.t.Helper()
+	keyPath := filepath.Join(h.t.TempDir(), "agent.key")
+	if err := identity.SaveAgentKey(keyPath, key, false); err != nil {
+		h.t.Fatal(err)
+	}
+	h.cfg.API = config.APIConfig{Endpoint: srv.URL, ProviderPubkey: p.Pubkey, AgentSecretKey: keyPath}
+}
+
+// TestAuthProblemsFromReferenceServer: the reference server's real 401/403
+// answers stop the loops they hit, each named (revoked, expired, missing
+// permission, no delegation) with the command that fixes it; a loop whose
+// permission is granted keeps running.
+func TestAuthProblemsFromReferenceServer(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		setup    func(srv *apitest.Server, p *apitest.Provider) ed25519.PrivateKey
+		stopped  []string // loops that must stop
+		running  string   // a loop that must keep going ("" = none)
+		msg, fix string
+	}{
+		{"revoked", func(srv *apitest.Server, p *apitest.Provider) ed25519.PrivateKey {
+			k := srv.NewAgent(p)
+			srv.RevokeDelegation(p, identity.PublicHex(k))
+			return k
+		}, []string{loopContracts, loopHeartbeat}, "", "revoked", "dc-agent delegation request"},
+		{"expired", func(srv *apitest.Server, p *apitest.Provider) ed25519.PrivateKey {
+			return srv.NewAgent(p, apitest.ExpiresAt(time.Now().Add(-time.Hour)))
+		}, []string{loopContracts, loopHeartbeat}, "", "expired", "dc-agent delegation request"},
+		{"permission missing", func(srv *apitest.Server, p *apitest.Provider) ed25519.PrivateKey {
+			return srv.NewAgent(p, apitest.Permissions(identity.PermFetchContracts, identity.PermProvision, identity.PermHealthCheck))
+		}, []string{loopHeartbeat}, loopContracts, "heartbeat", "--permissions"},
+		{"no delegation", func(srv *apitest.Server, p *apitest.Provider) ed25519.PrivateKey {
+			k, _ := identity.GenerateKey()
+			return k
+		}, []string{loopContracts, loopHeartbeat}, "", "no delegation", "dc-agent register"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := apitest.Start(t)
+			p := srv.NewProvider("Auth Hosting")
+			h := newHarness(t)
+			h.useReferenceServer(srv, p, tc.setup(srv, p))
+			h.start()
+			loopState := func(st status.State, name string) string {
+				for _, l := range st.Loops {
+					if l.Name == name {
+						return l.State
+					}
+				}
+				return ""
+			}
+			eventually(t, "loops stopped", func() bool {
+				st := h.a.State()
+				for _, name := range tc.stopped {
+					if loopState(st, name) != status.LoopStopped {
+						return false
+					}
+				}
+				return true
+			})
+			st := h.a.State()
+			for _, name := range tc.stopped {
+				var found *status.Problem
+				for i := range st.Problems {
+					if st.Problems[i].Loop == name {
+						found = &st.Problems[i]
+					}
+				}
+				if found == nil || !strings.Contains(strings.ToLower(found.Message), tc.msg) || !strings.Contains(found.Fix, tc.fix) {
+					t.Fatalf("%s loop: problem %+v; want the message to name %q and the fix %q", name, found, tc.msg, tc.fix)
+				}
+			}
+			if tc.running != "" {
+				if s := loopState(st, tc.running); s == status.LoopStopped {
+					t.Fatalf("the %s loop stopped although its permission is granted", tc.running)
+				}
+				n := srv.CountRequests("GET", "/pending-provision", 200)
+				eventually(t, tc.running+" loop still polling", func() bool { return srv.CountRequests("GET", "/pending-provision", 200) > n })
+			}
+		})
+	}
+}
+
 // TestManualNotifyFailureIsRetried runs against the reference server: a
 // provisioning contract whose lock is released counts as handed off there
 // and is never offered again, so a failed notification must keep the lock
@@ -636,11 +722,7 @@ func TestManualNotifyFailureIsRetried(t *testing.T) {
 	p := srv.NewProvider("Manual Hosting")
 	key := srv.NewAgent(p)
 	h := newHarness(t)
-	keyPath := filepath.Join(t.TempDir(), "agent.key")
-	if err := identity.SaveAgentKey(keyPath, key, false); err != nil {
-		t.Fatal(err)
-	}
-	h.cfg.API = config.APIConfig{Endpoint: srv.URL, ProviderPubkey: p.Pubkey, AgentSecretKey: keyPath}
+	h.useReferenceServer(srv, p, key)
 	h.prov.feat = provisioners.Features{Manual: true}
 	h.prov.mu.Lock()
 	h.prov.failWith = provisioners.Retryable(errors.New("webhook: 503 Service Unavailable"))
