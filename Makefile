@@ -59,6 +59,7 @@ demo:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./identity/ ./dcapi/
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./bench/
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./tui/monitor/
 	sh bench/proxmox-provision.sh
 
 # Containers per minute on a real throwaway dockerd, concurrency 1 vs 4 (root).

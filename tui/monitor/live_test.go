@@ -35,7 +35,7 @@ type liveWorld struct {
 	path string
 }
 
-func newLiveWorld(t *testing.T) *liveWorld {
+func newLiveWorld(t testing.TB) *liveWorld {
 	t.Helper()
 	srv := apitest.Start(t)
 	prov := srv.NewProvider("Monitor Hosting")
@@ -74,7 +74,7 @@ func newLiveWorld(t *testing.T) *liveWorld {
 
 // startAgent runs the agent until the returned stop is called (or the test
 // ends).
-func (w *liveWorld) startAgent(t *testing.T) (stop func()) {
+func (w *liveWorld) startAgent(t testing.TB) (stop func()) {
 	t.Helper()
 	a, err := agent.New(w.cfg, agent.Options{Registry: all.Registry(), Version: "0.0.0-live", TimeScale: 0.01})
 	if err != nil {

@@ -204,6 +204,10 @@ func publicClient(cfg *config.Config, now func() time.Time) (*dcapi.Client, erro
 	return c, nil
 }
 
+// runFPS caps the frame rate: a status screen needs no 60 fps, and fewer
+// renderer wake-ups keep it idle.
+const runFPS = 30
+
 // Run opens the monitor on the terminal and returns when the user quits
 // or ctx ends. The service keeps running either way.
 func Run(ctx context.Context, o Options) error {
@@ -214,8 +218,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	p := tea.NewProgram(m, tea.WithContext(ctx), tea.WithAltScreen(),
 		tea.WithInput(m.o.Input), tea.WithOutput(m.o.Output),
-		// A status screen needs no 60 fps; fewer frames keep it idle.
-		tea.WithFPS(20))
+		tea.WithFPS(runFPS))
 	_, err := p.Run()
 	if errors.Is(err, tea.ErrInterrupted) || (errors.Is(err, tea.ErrProgramKilled) && ctx.Err() != nil) {
 		return nil // SIGINT or the caller's cancel: a normal way to leave
