@@ -189,6 +189,9 @@ func (f *fixture) checkNode(major, templates int) {
 		if u == nil || u.Tokens[PVETokenName] == nil || !u.Tokens[PVETokenName].Privsep {
 			t.Fatalf("user/token: %+v", u)
 		}
+		if st, err := os.Stat(filepath.Join(f.dir, "proxmox-token")); err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("token secret file must be 0600: %v %v", st, err)
+		}
 		secret, err := identity.ReadSecretFile(filepath.Join(f.dir, "proxmox-token"))
 		if err != nil || secret != u.Tokens[PVETokenName].Value {
 			t.Errorf("token secret file does not hold the token's secret: %v", err)

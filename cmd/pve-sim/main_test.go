@@ -49,6 +49,21 @@ func TestPrintsConnectionLineAndServes(t *testing.T) {
 	if !strings.Contains(string(body), `"release":"8.4"`) {
 		t.Errorf("version: %s", body)
 	}
+	// A new state starts with the cloud-init template 9000 on local-lvm,
+	// networked on vmbr0, which the printed token may clone.
+	req, _ = http.NewRequest("GET", info["url"]+"/api2/json/nodes/pve7/qemu/9000/config", nil)
+	req.Header.Set("Authorization", "PVEAPIToken="+info["token_id"]+"="+info["token_secret"])
+	resp, err = hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`"template":1`, `local-lvm:base-9000-disk-0`, `bridge=vmbr0`, `cloudinit`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("template 9000 config lacks %s: %s", want, body)
+		}
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
