@@ -6,8 +6,12 @@
 package e2e
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -245,5 +249,82 @@ func TestStatusCommand(t *testing.T) {
 	var st status.State
 	if err := json.Unmarshal([]byte(runCLI(t, "status", "--json", "--config", w.cfgPath)), &st); err != nil || st.Provider != w.prov.Pubkey {
 		t.Fatalf("status --json: %v %+v", err, st)
+	}
+}
+
+// TestStatusFollowAndJSONLogs: `dc-agent status --follow --json` streams
+// the agent's events as JSON lines (a contract's whole way to provisioned)
+// and ends cleanly when the agent stops; `run --log-format json` logs only
+// JSON objects to stderr.
+func TestStatusFollowAndJSONLogs(t *testing.T) {
+	w := newWorld(t)
+	p := w.startAgent(nil)
+	eventually(t, 10*time.Second, "online", func() bool { st, err := w.state(); return err == nil && st.Online })
+
+	follow := exec.Command(dcAgent, "status", "--follow", "--json", "--config", w.cfgPath)
+	follow.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "LANG=C.UTF-8"}
+	var ferr bytes.Buffer
+	follow.Stderr = &ferr
+	out, err := follow.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = follow.Process.Kill(); _ = follow.Wait() })
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+
+	cid := w.srv.CreateContract(w.prov, apitest.ContractSpec{})
+	kinds := map[string]bool{}
+	timeout := time.After(30 * time.Second)
+	for !kinds[status.EventProvisioned] || !kinds[status.EventReportSent] {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("the event stream ended early; stderr: %s", ferr.String())
+			}
+			var ev status.Event
+			if err := json.Unmarshal([]byte(l), &ev); err != nil || ev.Seq == 0 || ev.Kind == "" {
+				t.Fatalf("--follow --json printed %q (%v), want one event object a line", l, err)
+			}
+			if ev.ContractID == cid {
+				kinds[ev.Kind] = true
+			}
+		case <-timeout:
+			t.Fatalf("events of contract %s seen: %v", cid, kinds)
+		}
+	}
+	p.stop()
+	for l := range lines {
+		var ev status.Event
+		if err := json.Unmarshal([]byte(l), &ev); err != nil {
+			t.Fatalf("--follow --json printed %q after the agent stopped, want JSON events only", l)
+		}
+	}
+	if err := follow.Wait(); err != nil {
+		t.Fatalf("status --follow exited with %v when the agent stopped: %s", err, ferr.String())
+	}
+	if !strings.Contains(ferr.String(), "the agent closed the stream") {
+		t.Fatalf("no end-of-stream notice on stderr: %q", ferr.String())
+	}
+
+	logged := 0
+	for _, l := range strings.Split(strings.TrimSpace(p.stderr.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil || rec["time"] == nil || rec["level"] == nil || rec["msg"] == nil {
+			t.Fatalf("run --log-format json wrote %q, want a JSON object with time, level and msg", l)
+		}
+		logged++
+	}
+	if logged < 5 {
+		t.Fatalf("only %d log lines", logged)
 	}
 }

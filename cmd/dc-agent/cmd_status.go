@@ -37,7 +37,7 @@ agent.status_socket (default /run/dc-agent/status.sock).`,
 			c := status.NewClient(socket)
 			ctx := cmd.Context()
 			if follow {
-				return followEvents(ctx, c, cmd.OutOrStdout(), asJSON)
+				return followEvents(ctx, c, cmd.OutOrStdout(), cmd.ErrOrStderr(), asJSON)
 			}
 			ctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
@@ -60,7 +60,10 @@ agent.status_socket (default /run/dc-agent/status.sock).`,
 	return cmd
 }
 
-func followEvents(ctx context.Context, c *status.Client, w io.Writer, asJSON bool) error {
+// followEvents prints events until the agent closes the stream. With
+// asJSON stdout carries events only (one JSON object a line); the notice
+// about the end of the stream goes to errW.
+func followEvents(ctx context.Context, c *status.Client, w, errW io.Writer, asJSON bool) error {
 	err := c.Events(ctx, 0, func(ev status.Event) error {
 		if asJSON {
 			return printJSONLine(w, ev)
@@ -69,7 +72,11 @@ func followEvents(ctx context.Context, c *status.Client, w io.Writer, asJSON boo
 		return nil
 	})
 	if errors.Is(err, io.EOF) {
-		fmt.Fprintln(w, "(the agent closed the stream: it stopped or restarted)")
+		notice := w
+		if asJSON {
+			notice = errW
+		}
+		fmt.Fprintln(notice, "(the agent closed the stream: it stopped or restarted)")
 		return nil
 	}
 	if ctx.Err() != nil {
