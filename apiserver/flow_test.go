@@ -267,3 +267,70 @@ func TestFaultHooks(t *testing.T) {
 	}
 	srv.SetClockOffset(0)
 }
+
+// TestDelegationLifecycleOverHTTP: PROTOCOL.md §3 with the provider's main
+// key over real HTTP: create, list (every field), revoke (the agent is
+// refused at once), re-post (un-revoked).
+func TestDelegationLifecycleOverHTTP(t *testing.T) {
+	eachServer(t, func(t *testing.T, srv *apitest.Server) {
+		ctx := context.Background()
+		p := srv.NewProvider("Delegating Hosting")
+		pc := srv.ProviderClient(p)
+		agent, _ := identity.GenerateKey()
+		agentHex := identity.PublicHex(agent)
+		exp := time.Now().Add(48 * time.Hour).UnixNano()
+		sd, err := identity.Delegation{AgentPubkey: agentHex, ProviderPubkey: p.Pubkey,
+			Permissions: []string{identity.PermFetchContracts, identity.PermHeartbeat}, ExpiresAtNs: &exp, Label: "rack 7"}.Sign(p.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pc.RegisterDelegation(ctx, sd); err != nil {
+			t.Fatal(err)
+		}
+		ac := srv.Client(p, agent)
+		if _, err := ac.Heartbeat(ctx, dcapi.Heartbeat{Version: "1.2.3", ProvisionerType: "script"}); err != nil {
+			t.Fatal(err)
+		}
+		get := func() dcapi.DelegationInfo {
+			t.Helper()
+			list, err := pc.ListDelegations(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range list {
+				if d.AgentPubkey == agentHex {
+					return d
+				}
+			}
+			t.Fatalf("delegation of %s not listed: %+v", agentHex, list)
+			return dcapi.DelegationInfo{}
+		}
+		d := get()
+		if d.ProviderPubkey != p.Pubkey || len(d.Permissions) != 2 || d.Permissions[0] != identity.PermFetchContracts || d.Permissions[1] != identity.PermHeartbeat ||
+			d.ExpiresAtNs == nil || *d.ExpiresAtNs != exp || d.Label == nil || *d.Label != "rack 7" || d.CreatedAtNs == 0 ||
+			!d.Active || !d.Online || d.Version == nil || *d.Version != "1.2.3" || d.LastHeartbeatNs == nil {
+			t.Fatalf("listed delegation = %+v", d)
+		}
+
+		if err := pc.RevokeDelegation(ctx, agentHex); err != nil {
+			t.Fatal(err)
+		}
+		if d := get(); d.Active || d.RevokedAtNs == nil {
+			t.Fatalf("after revoke: %+v", d)
+		}
+		if _, err := ac.Heartbeat(ctx, dcapi.Heartbeat{Version: "1.2.3"}); dcapi.StatusCode(err) != http.StatusUnauthorized {
+			t.Fatalf("heartbeat of a revoked agent: %v, want 401", err)
+		}
+
+		// Posting it again (main key) replaces and un-revokes it.
+		if err := pc.RegisterDelegation(ctx, sd); err != nil {
+			t.Fatal(err)
+		}
+		if d := get(); !d.Active || d.RevokedAtNs != nil {
+			t.Fatalf("after re-posting: %+v", d)
+		}
+		if _, err := ac.Heartbeat(ctx, dcapi.Heartbeat{Version: "1.2.4"}); err != nil {
+			t.Fatalf("heartbeat after un-revoking: %v", err)
+		}
+	})
+}
