@@ -173,7 +173,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.stateErr = msg.err
 			return m, nil
 		}
-		st := msg.state
+		st := cleanState(msg.state)
 		m.state, m.stateErr = &st, nil
 		return m, nil
 	case eventMsg:
@@ -197,7 +197,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.apiAt = m.o.Now()
 		m.apiErr, m.healthErr = msg.statusErr, msg.healthErr
 		if msg.statusErr == nil {
-			s := msg.status
+			s := cleanAgentStatus(msg.status)
 			m.apiStatus = &s
 		}
 		if msg.healthErr == nil {
@@ -211,7 +211,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, nil
 	case doctorMsg:
 		m.docBusy = false
-		r := msg.report
+		r := cleanReport(msg.report)
 		m.docReport, m.docTook = &r, msg.took
 		m.doc.SetContent(m.doctorText())
 		m.doc.GotoTop()
@@ -280,6 +280,7 @@ func (m *Model) key(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 
 // addEvent keeps the history bounded and the results apart.
 func (m *Model) addEvent(ev status.Event) {
+	ev = cleanEvent(ev)
 	m.events = append(m.events, ev)
 	if len(m.events) > maxEvents {
 		m.events = append(m.events[:0:0], m.events[len(m.events)-maxEvents:]...)

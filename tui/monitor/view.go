@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/charmbracelet/x/ansi"
 
@@ -364,7 +365,11 @@ func (m *Model) logsView() string {
 // logsText is the log view's content, wrapped to the width.
 func (m *Model) logsText() string {
 	if len(m.logLines) > 0 {
-		return wrapIndentN(strings.Join(m.logLines, "\n"), max(m.logs.Width, 1), 4)
+		lines := make([]string, len(m.logLines))
+		for i, l := range m.logLines {
+			lines[i] = clean(l)
+		}
+		return wrapIndentN(strings.Join(lines, "\n"), max(m.logs.Width, 1), 4)
 	}
 	return m.eventLogText()
 }
@@ -522,23 +527,53 @@ func age(d time.Duration) string {
 
 // abbrev shortens a 64-hex key to its ends.
 func abbrev(k string) string {
-	if len(k) > 16 {
+	if len(k) > 16 && utf8.ValidString(k) && len(k) == utf8.RuneCountInString(k) {
 		return k[:8] + "…" + k[len(k)-4:]
 	}
-	return k
+	return ansi.Truncate(k, 16, "…")
 }
 
 // abbrevID shortens a contract id.
 func abbrevID(id string) string {
-	if len(id) > 12 {
-		return id[:12] + "…"
+	if ansi.StringWidth(id) > 12 {
+		return ansi.Truncate(id, 12, "") + "…"
 	}
 	return id
 }
 
-// oneLine keeps an error or message on one screen line.
+// oneLine keeps an error or message on one screen line, with nothing in
+// it that the terminal would take as a command.
 func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
+	return strings.Join(strings.Fields(clean(s)), " ")
+}
+
+// clean makes outside text (event messages, backend errors, journal lines)
+// safe to draw: control characters, including ESC that would start a
+// terminal escape sequence, become visible "?"; tabs become spaces.
+// Invalid UTF-8 becomes U+FFFD.
+func clean(s string) string {
+	ok := true
+	for _, r := range s {
+		if r < 0x20 || (r >= 0x7f && r < 0xa0) || r == utf8.RuneError {
+			ok = false
+			break
+		}
+	}
+	if ok {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\t':
+			b.WriteString("    ")
+		case r < 0x20 || (r >= 0x7f && r < 0xa0):
+			b.WriteByte('?')
+		default:
+			b.WriteRune(r) // RuneError is written as U+FFFD
+		}
+	}
+	return b.String()
 }
 
 // pad fills s with spaces to n columns (by display width, not bytes).
