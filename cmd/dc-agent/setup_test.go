@@ -312,9 +312,21 @@ func TestSetupRegisterDoctorEndToEnd(t *testing.T) {
 		"--host-key-fingerprint", h.HostKeyFingerprint(), "--provider-pubkey", prov.Pubkey, "--api-endpoint", srv.URL,
 		"--proxmox-api-url", api.URL, "--image-mirror", images.URL, "--image-dir", filepath.Join(h.Dir, "images"),
 		"--state-dir", filepath.Join(dir, "state"), "--templates", "ubuntu-24.04,debian-12", "--expires", "365d", "--label", "e2e"}
-	r := runSetup(t, dcAgent, nil, args...)
+	r := runSetup(t, dcAgent, nil, append(args, "--verbose")...)
 	if r.code != 0 {
 		t.Fatalf("setup: %d\n%s\n%s", r.code, r.out, r.err)
+	}
+	// --verbose shows every remote command and its output, but never the
+	// token secret pveum prints once.
+	secret, err := identity.ReadSecretFile(filepath.Join(dir, "proxmox-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(r.out, "$ pveum user token add dc-agent@pve agent") || !strings.Contains(r.out, "$ qm create ") {
+		t.Errorf("--verbose did not show the remote commands:\n%s", r.out)
+	}
+	if strings.Contains(r.out+r.err, secret) {
+		t.Error("the token secret was printed")
 	}
 	var request string
 	for _, f := range strings.Fields(r.out) {
