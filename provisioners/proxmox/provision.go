@@ -8,6 +8,7 @@ import (
 	"math/big"
 	"net/netip"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -47,7 +48,12 @@ func (p *Provisioner) templateFor(req provisioners.Request) (int, error) {
 		for n := range p.cfg.Templates {
 			names = append(names, n)
 		}
-		return 0, provisioners.Permanent(fmt.Errorf("template %q is not configured on this provider (known: %s); add it to [provisioner.proxmox.templates]", name, strings.Join(names, ", ")))
+		sort.Strings(names)
+		known := "none are named"
+		if len(names) > 0 {
+			known = "known: " + strings.Join(names, ", ")
+		}
+		return 0, provisioners.Permanent(fmt.Errorf("template %q is not configured on this provider (%s); add it to [provisioner.proxmox.templates]", name, known))
 	}
 	if v, ok := req.Config["template_vmid"]; ok {
 		switch x := v.(type) {
