@@ -74,12 +74,13 @@ func (f *form) update(msg tea.Msg) (cmd tea.Cmd, submit bool) {
 			return nil, false
 		case "enter":
 			f.tried = true
-			if f.firstError() < 0 {
+			first := f.firstError()
+			if first < 0 {
 				return nil, true
 			}
-			if f.fields[f.focus].err() == nil {
-				f.move(1)
-			}
+			// Show the first field that needs an answer.
+			f.focus = first
+			f.focusCmd()
 			return nil, false
 		}
 	}

@@ -72,11 +72,7 @@ func (p *progressScreen) cancel() {
 // its events to Update.
 // gen numbers the run so a message from an older run is ignored.
 func (p *progressScreen) start(ctx context.Context, gen int, plan *setup.Plan, now func() time.Time) tea.Cmd {
-	rows := make([]stepRow, len(plan.Steps))
-	for i, s := range plan.Steps {
-		rows[i] = stepRow{title: s.Title}
-	}
-	*p = progressScreen{title: p.title, gen: gen, rows: rows, showOutput: p.showOutput, running: true, failed: -1, started: now()}
+	p.reset(gen, plan, now)
 	ctx, cancel := context.WithCancel(ctx)
 	p.cancelFn = cancel
 	plan.Now = now
@@ -88,6 +84,15 @@ func (p *progressScreen) start(ctx context.Context, gen int, plan *setup.Plan, n
 		close(ch)
 	}()
 	return tea.Batch(waitFor(ch), tick(gen))
+}
+
+// reset shows plan's steps as pending, running.
+func (p *progressScreen) reset(gen int, plan *setup.Plan, now func() time.Time) {
+	rows := make([]stepRow, len(plan.Steps))
+	for i, s := range plan.Steps {
+		rows[i] = stepRow{title: s.Title}
+	}
+	*p = progressScreen{title: p.title, gen: gen, rows: rows, showOutput: p.showOutput, running: true, failed: -1, started: now()}
 }
 
 func waitFor(ch <-chan tea.Msg) tea.Cmd {

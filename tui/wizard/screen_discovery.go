@@ -199,7 +199,7 @@ func (m *Model) viewDiscovery() string {
 		note := fmt.Sprintf("~%d MB download", img.SizeMB)
 		for _, vm := range d.VMs {
 			if vm.Template && vm.HasTag(setup.TagOS(img.Name)) {
-				note = fmt.Sprintf("exists (VMID %d), checked and reused", vm.VMID)
+				note = fmt.Sprintf("exists (VMID %d): reused", vm.VMID)
 				break
 			}
 		}

@@ -272,8 +272,8 @@ func (m *Model) viewSummary() string {
 	default:
 		row("agent", spin(m.now())+" waiting for the agent's first heartbeat…")
 	}
-	b.WriteString("\nWatch it any time with: dc-agent   (or: dc-agent status, systemctl status dc-agent)\n")
-	b.WriteString("Change the setup later by running dc-agent setup proxmox again: it changes only what differs.\n")
+	b.WriteString("\nWatch it any time: dc-agent (the live monitor), or systemctl status dc-agent.\n")
+	b.WriteString("Change the setup later with dc-agent setup proxmox: it changes only what differs.\n")
 	keys := keyHelp("q", "quit (the service keeps running)")
 	if m.o.Monitor != nil {
 		keys = keyHelp("enter", "open the live monitor", "q", "quit (the service keeps running)")

@@ -213,6 +213,14 @@ func (m *Model) connectCmd() tea.Cmd {
 	return m.hostScr.conn.start(m.ctx, m.gen, plan, m.now)
 }
 
+// discovered shows what discovery found and asks for the choices.
+func (m *Model) discovered(d *setup.Discovery) tea.Cmd {
+	m.disc = d
+	m.discScr = newDiscoveryScreen(d, m.answers, m.o, m.oldPx)
+	m.hostScr.state = hostEdit
+	return m.goTo(scrDiscovery)
+}
+
 func (m *Model) updateHost(msg tea.Msg) tea.Cmd {
 	h := &m.hostScr
 	switch msg := msg.(type) {
@@ -239,10 +247,7 @@ func (m *Model) updateHost(msg tea.Msg) tea.Cmd {
 				return m.quit()
 			}
 			if h.conn.err == nil {
-				m.disc = h.res.disc
-				m.discScr = newDiscoveryScreen(m.disc, m.answers, m.o, m.oldPx)
-				h.state = hostEdit
-				return m.goTo(scrDiscovery)
+				return m.discovered(h.res.disc)
 			}
 			// The failure stays on screen with its fix; esc edits.
 		}

@@ -13,7 +13,7 @@ import (
 // pool, user, role, token, ACLs and their check, and the config.
 
 func (m *Model) startNodePlan() tea.Cmd {
-	run, err := setup.NewProxmoxPlan(m.answers, m.host, m.disc)
+	run, err := m.newPlan()
 	if err != nil {
 		m.discScr.err = err.Error()
 		return nil

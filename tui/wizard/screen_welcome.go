@@ -37,8 +37,14 @@ func newWelcome() welcomeScreen { return welcomeScreen{} }
 
 // checkPrereqs looks at this machine: can the config be written, is
 // there an old one, can the service be installed, how SSH will log in.
-func checkPrereqs(o Options, existing *config.Config, loadErr error) tea.Cmd {
-	return func() tea.Msg { return prereqMsg{checks: Prereqs(o, existing, loadErr)} }
+func (m *Model) checkPrereqs() tea.Cmd {
+	o, existing, loadErr := m.o, m.existing, m.loadErr
+	return func() tea.Msg {
+		if o.Prereqs != nil {
+			return prereqMsg{checks: o.Prereqs()}
+		}
+		return prereqMsg{checks: Prereqs(o, existing, loadErr)}
+	}
 }
 
 // Prereqs are the welcome screen's checks.
@@ -131,7 +137,7 @@ func (m *Model) updateWelcome(msg tea.Msg) tea.Cmd {
 				return m.goTo(scrAPI)
 			}
 		case "r":
-			return checkPrereqs(m.o, m.existing, m.loadErr)
+			return m.checkPrereqs()
 		case "q", "esc":
 			return m.quit()
 		}
@@ -141,12 +147,12 @@ func (m *Model) updateWelcome(msg tea.Msg) tea.Cmd {
 
 func (m *Model) viewWelcome() string {
 	var b strings.Builder
-	b.WriteString("This wizard makes this machine a Decent Cloud provider agent for a Proxmox VE node:\n")
-	b.WriteString("  1. it connects to the node over SSH and looks at what is there\n")
+	b.WriteString("This wizard makes this machine the Decent Cloud agent of a Proxmox VE node:\n")
+	b.WriteString("  1. it logs in to the node over SSH and looks at what is there\n")
 	b.WriteString("  2. builds cloud-init templates and a least-privilege API token on it\n")
-	b.WriteString("  3. creates the agent key; you sign its delegation offline with your provider key\n")
+	b.WriteString("  3. creates the agent key, which you delegate offline with your provider key\n")
 	b.WriteString("  4. registers the agent, then installs and starts the dc-agent service\n")
-	b.WriteString("Every step checks first and changes only what differs: stopping and re-running is safe.\n\n")
+	b.WriteString("Each step checks first and changes only what differs: stop and re-run any time.\n\n")
 	b.WriteString(m.st.key.Render("Prerequisites") + "\n")
 	if !m.welcome.checked {
 		b.WriteString("  " + spin(m.now()) + " checking…\n")

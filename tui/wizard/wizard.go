@@ -58,6 +58,8 @@ type Options struct {
 	StatusEvery time.Duration
 	// Context bounds all work (nil: Background).
 	Context context.Context
+	// Prereqs overrides the welcome screen's checks (tests: a fixed list).
+	Prereqs func() []Check
 }
 
 type screenID int
@@ -126,6 +128,9 @@ type Model struct {
 	finished bool
 	gen      int
 
+	// newPlan builds the node plan (tests replace it with their own steps).
+	newPlan func() (*setup.ProxmoxRun, error)
+
 	welcome  welcomeScreen
 	api      apiScreen
 	hostScr  hostScreen
@@ -176,12 +181,13 @@ func New(o Options) *Model {
 	m.progress = newProgressScreen("Setting up the node")
 	m.reg = newProgressScreen("Registering the agent")
 	m.svc = newProgressScreen("Installing the service")
+	m.newPlan = func() (*setup.ProxmoxRun, error) { return setup.NewProxmoxPlan(m.answers, m.host, m.disc) }
 	return m
 }
 
 // Init starts the prerequisite checks.
 func (m *Model) Init() tea.Cmd {
-	return checkPrereqs(m.o, m.existing, m.loadErr)
+	return m.checkPrereqs()
 }
 
 // Hint is what to tell the provider after the wizard ends: what to
