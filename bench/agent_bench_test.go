@@ -7,6 +7,8 @@
 //	BenchmarkConcurrency     20 contracts on a backend taking 5 s each,
 //	                         max_concurrent_provisions 4 vs 1
 //	BenchmarkIdle            RSS and CPU of an idle `dc-agent run` over 60 s
+//	BenchmarkWizardFirstFrame  bare `dc-agent` on a pty: launch → first
+//	                         wizard frame, p50/max over 20 launches
 //
 // BENCH_QUICK=1 shrinks every experiment (for a smoke run).
 package bench
