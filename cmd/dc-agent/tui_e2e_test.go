@@ -315,3 +315,25 @@ func quoteAll(args []string) []string {
 	}
 	return out
 }
+
+// TestBareWithoutTerminal: no terminal and no --no-tui says how to go on
+// (exit 2) and never reads stdin; --no-tui without answers names the flag.
+func TestBareWithoutTerminal(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "dc-agent.toml")
+	// stdin is a pipe that never ends: a read would hang, not see EOF.
+	bare := runSetup(t, dcAgent, nil, "--config", cfg)
+	if bare.code != exitUsage || !strings.Contains(bare.err, "only on a terminal") || !strings.Contains(bare.err, "dc-agent --no-tui --host") {
+		t.Fatalf("bare dc-agent without a terminal: %d\n%s\n%s", bare.code, bare.out, bare.err)
+	}
+	r := runAgent(t, runOpts{}, "--config", cfg, "--no-tui")
+	if r.code != exitUsage || !strings.Contains(r.stderr, "--host is required") || !strings.Contains(r.stderr, "DC_AGENT_HOST") {
+		t.Fatalf("--no-tui without answers: %s", r)
+	}
+	r = runAgent(t, runOpts{env: []string{"DC_AGENT_NO_TUI=1", "DC_AGENT_HOST=127.0.0.1"}}, "--config", cfg)
+	if r.code != exitUsage || !strings.Contains(r.stderr, "--provider-pubkey is required") {
+		t.Fatalf("DC_AGENT_NO_TUI with a host only: %s", r)
+	}
+	if _, err := os.Stat(cfg); !os.IsNotExist(err) {
+		t.Fatal("a refused run wrote a config")
+	}
+}
