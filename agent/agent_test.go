@@ -331,6 +331,39 @@ func TestAuthErrorStopsLoopWithHint(t *testing.T) {
 	eventually(t, "resumed after reload", func() bool { return h.api.count("pending") > n })
 }
 
+// TestHealthBatchCoversEveryContract: with the batch endpoint, each health
+// round checks every live contract (100 %, not a sample) and reports them
+// in one POST, never one per contract.
+func TestHealthBatchCoversEveryContract(t *testing.T) {
+	h := newHarness(t)
+	var cids []string
+	for i := 0; i < 6; i++ {
+		cid := randomCID(t)
+		cids = append(cids, cid)
+		h.api.addContract(dcapi.PendingContract{ContractID: cid})
+	}
+	h.start()
+	full := func() int {
+		h.api.mu.Lock()
+		defer h.api.mu.Unlock()
+		n := 0
+		for _, b := range h.api.batches {
+			all := true
+			for _, cid := range cids {
+				all = all && slices.Contains(b, cid)
+			}
+			if all {
+				n++
+			}
+		}
+		return n
+	}
+	eventually(t, "three rounds that each checked all six contracts", func() bool { return full() >= 3 })
+	if n := h.api.count("health"); n != 0 {
+		t.Fatalf("%d per-contract health POSTs although the batch endpoint works", n)
+	}
+}
+
 func TestHealthFallsBackToPerContract(t *testing.T) {
 	h := newHarness(t)
 	h.api.batchHealth = false

@@ -41,6 +41,7 @@ type fakeAPI struct {
 	heartbeats  []dcapi.Heartbeat
 	health      []dcapi.HealthCheck
 	batchPosts  int
+	batches     [][]string // contract ids of each batch POST
 	terminated  []string
 	requests    map[string]int // "METHOD route" → count
 	fault       func(route string, body []byte) (int, string)
@@ -311,6 +312,11 @@ func (f *fakeAPI) healthBatch(w http.ResponseWriter, r *http.Request, body []byt
 	}
 	f.batchPosts++
 	f.health = append(f.health, b.Checks...)
+	ids := make([]string, 0, len(b.Checks))
+	for _, c := range b.Checks {
+		ids = append(ids, c.ContractID)
+	}
+	f.batches = append(f.batches, ids)
 	return dcapi.HealthBatchResult{Accepted: len(b.Checks)}, 0, ""
 }
 
