@@ -12,6 +12,7 @@ import (
 	"github.com/charmbracelet/x/exp/teatest"
 
 	"github.com/decent-stuff/dc-agent/agent"
+	"github.com/decent-stuff/dc-agent/agent/status"
 	"github.com/decent-stuff/dc-agent/apiserver/apitest"
 	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/identity"
@@ -179,5 +180,11 @@ func TestLiveAgent(t *testing.T) {
 	}
 	if fm.ctx.Err() == nil {
 		t.Error("quitting left the watcher running")
+	}
+	// Quitting the monitor never stops the service.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if st, err := status.NewClient(w.cfg.Agent.StatusSocket).State(ctx); err != nil || st.Phase != status.PhaseRunning {
+		t.Errorf("after quitting the monitor the agent answers %+v, %v; want it running", st.Phase, err)
 	}
 }
