@@ -203,6 +203,53 @@ func TestConcurrencyBounded(t *testing.T) {
 	}
 }
 
+// TestGlobalConcurrencyAcrossBackends: two backends of 2 slots each under
+// an agent-wide limit of 3 never run more than 3 provisions together.
+func TestGlobalConcurrencyAcrossBackends(t *testing.T) {
+	h := newHarness(t)
+	h.cfg.Agent.MaxConcurrentProvisions = 3
+	h.cfg.Provisioner.MaxConcurrent = 2
+	h.cfg.AdditionalProvisioners = []config.ProvisionerConfig{{Type: config.TypeDocker, MaxConcurrent: 2, Docker: &config.DockerConfig{}}}
+	second := newMemProv()
+	block := make(chan struct{})
+	h.prov.block, second.block = block, block
+	reg := h.registry()
+	reg.Register(config.TypeDocker, func(config.ProvisionerConfig, provisioners.Deps) (provisioners.Provisioner, error) {
+		return second, nil
+	})
+	var cids []string
+	for i := 0; i < 8; i++ {
+		c := dcapi.PendingContract{ContractID: randomCID(t)}
+		if i%2 == 1 {
+			c.ProvisionerType = strp(config.TypeDocker)
+		}
+		cids = append(cids, c.ContractID)
+		h.api.addContract(c)
+	}
+	h.start(func(o *Options) { o.Registry = reg })
+	running := func() (a, b int) {
+		h.prov.mu.Lock()
+		a = h.prov.running
+		h.prov.mu.Unlock()
+		second.mu.Lock()
+		b = second.running
+		second.mu.Unlock()
+		return a, b
+	}
+	eventually(t, "three provisions running", func() bool { a, b := running(); return a+b == 3 })
+	eventually(t, "the others queued", func() bool { return h.a.State().Counts.Queued == 5 })
+	if a, b := running(); a+b != 3 || a > 2 || b > 2 {
+		t.Fatalf("running %d + %d provisions; want 3 in all (agent limit), at most 2 per backend", a, b)
+	}
+	close(block)
+	for _, cid := range cids {
+		eventually(t, "all provisioned", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
+	}
+	if h.prov.callsFor(cids[0]) != 1 || second.callsFor(cids[1]) != 1 {
+		t.Fatal("contracts did not go to the backend their provisioner_type names")
+	}
+}
+
 func TestHeartbeatNotDelayedByProvision(t *testing.T) {
 	h := newHarness(t)
 	h.prov.block = make(chan struct{})
