@@ -60,12 +60,9 @@ func runDefault(cmd *cobra.Command, g *globals, f *setupProxmoxFlags, t *tuiFlag
 		return openMonitor(cmd, g)
 	}
 	if os.Getenv("TERM") == "dumb" {
-		// No cursor movement on a dumb terminal: plain line prompts and
-		// progress lines, the same questions and steps.
-		if err := runSetupProxmox(cmd, g, f); err != nil {
-			return err
-		}
-		return installAfterSetup(cmd, g, t)
+		// No cursor movement on a dumb terminal: the same questions as
+		// plain line prompts, the same steps as progress lines.
+		return runAccessible(cmd, g, f, t)
 	}
 	return runWizard(cmd, g, f, t)
 }
@@ -119,30 +116,38 @@ func installAfterSetup(cmd *cobra.Command, g *globals, t *tuiFlags) error {
 	return nil
 }
 
-// runWizard opens the setup wizard, prefilled from the flags.
-func runWizard(cmd *cobra.Command, g *globals, f *setupProxmoxFlags, t *tuiFlags) error {
-	if os.Getenv("NO_COLOR") != "" {
-		lipgloss.SetColorProfile(termenv.Ascii)
-	}
+// wizardOptions are the flags as the wizard's prefill.
+func wizardOptions(g *globals, f *setupProxmoxFlags, t *tuiFlags) (wizard.Options, error) {
 	ans := f.baseAnswers(g)
 	if f.templates != "" {
 		ts, err := setup.ParseTemplateList(f.templates)
 		if err != nil {
-			return usagef("--templates: %v", err)
+			return wizard.Options{}, usagef("--templates: %v", err)
 		}
 		ans.Templates = ts
 	}
-	ctx, cancel := signal.NotifyContext(cmd.Context(), syscall.SIGTERM)
-	defer cancel()
-	o := wizard.Options{
+	return wizard.Options{
 		Answers: ans,
 		SSH:     wizard.SSHAnswers{Host: f.host, Port: f.port, User: f.user, IdentityFile: f.identityFile, PasswordFile: f.passwordFile},
 		Node:    f.node, Storage: f.storage, Bridge: f.bridge,
 		Request: setup.DelegationAnswers{Permissions: f.permissions, Expires: f.expires, Label: f.label},
 		Service: t.serviceOptions(g),
-		Context: ctx,
 		Monitor: func() tea.Model { return monitor.New(monitor.Options{ConfigPath: g.configPath}) },
+	}, nil
+}
+
+// runWizard opens the setup wizard, prefilled from the flags.
+func runWizard(cmd *cobra.Command, g *globals, f *setupProxmoxFlags, t *tuiFlags) error {
+	if os.Getenv("NO_COLOR") != "" {
+		lipgloss.SetColorProfile(termenv.Ascii)
 	}
+	o, err := wizardOptions(g, f, t)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := signal.NotifyContext(cmd.Context(), syscall.SIGTERM)
+	defer cancel()
+	o.Context = ctx
 	m, err := wizard.Run(o)
 	if hint := m.Hint(); hint != "" {
 		fmt.Fprintln(cmd.OutOrStdout(), hint)
@@ -153,5 +158,22 @@ func runWizard(cmd *cobra.Command, g *globals, f *setupProxmoxFlags, t *tuiFlags
 	if !m.Finished() {
 		return withExit(exitFailure, nil)
 	}
+	return nil
+}
+
+// runAccessible is the wizard as line prompts (TERM=dumb).
+func runAccessible(cmd *cobra.Command, g *globals, f *setupProxmoxFlags, t *tuiFlags) error {
+	o, err := wizardOptions(g, f, t)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := signal.NotifyContext(cmd.Context(), syscall.SIGTERM)
+	defer cancel()
+	hint, err := wizard.RunAccessible(ctx, o, os.Stdin, cmd.OutOrStdout())
+	if err != nil {
+		fmt.Fprintln(cmd.OutOrStdout(), hint)
+		return withFix(exitFailure, err)
+	}
+	fmt.Fprintln(cmd.OutOrStdout(), hint)
 	return nil
 }

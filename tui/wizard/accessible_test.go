@@ -1,0 +1,152 @@
+package wizard
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/decent-stuff/dc-agent/apiserver/apitest"
+	"github.com/decent-stuff/dc-agent/config"
+	"github.com/decent-stuff/dc-agent/identity"
+	"github.com/decent-stuff/dc-agent/internal/testutil"
+	"github.com/decent-stuff/dc-agent/internal/testutil/pvehost"
+	"github.com/decent-stuff/dc-agent/setup"
+	"github.com/decent-stuff/dc-agent/setup/service"
+)
+
+// lineReader answers one line per Read, as a terminal in line mode does;
+// an answer can be computed when it is asked for (from what was printed).
+type lineReader struct {
+	answers []func() string
+}
+
+func (l *lineReader) Read(p []byte) (int, error) {
+	if len(l.answers) == 0 {
+		return 0, os.ErrClosed
+	}
+	a := l.answers[0]()
+	l.answers = l.answers[1:]
+	return copy(p, a+"\n"), nil
+}
+
+func lines(s ...string) []func() string {
+	var out []func() string
+	for _, x := range s {
+		out = append(out, func() string { return x })
+	}
+	return out
+}
+
+// TestAccessibleWalk runs the line-prompt wizard (TERM=dumb) against the
+// simulated Proxmox host over real sshd and a real dc-api: wrong answers
+// are explained and asked again, and it ends registered, with the service
+// files in a root and the same kind of config the screens write.
+func TestAccessibleWalk(t *testing.T) {
+	testutil.RequireBinary(t, "sshd")
+	sim, err := pvehost.Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := pvehost.Start(t, pvehost.Options{Binary: sim, Version: "8.3.2"})
+	var specs []pvehost.ImageSpec
+	for _, img := range setup.Images {
+		specs = append(specs, pvehost.ImageSpec{Path: img.Path, Sums: img.Sums, Algo: img.Algo})
+	}
+	images := pvehost.StartImageServer(t, specs)
+	srv := apitest.Start(t)
+	prov := srv.NewProvider("Acme")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "dc-agent.toml")
+	o := Options{
+		Answers: setup.ProxmoxAnswers{ConfigPath: cfg, StateDir: filepath.Join(dir, "state"), ImageMirror: images.URL, ImageDir: filepath.Join(h.Dir, "images")},
+		Request: setup.DelegationAnswers{Label: "dumb-terminal"},
+		Service: service.Options{Root: filepath.Join(dir, "root")},
+		Prereqs: func() []Check { return fixedChecks },
+	}
+	var out bytes.Buffer
+	in := &lineReader{answers: lines(srv.URL, "not-a-key", prov.Pubkey, h.Host, strconv.Itoa(h.Port), h.User, h.ClientKeyFile,
+		"y", "", "", "0", "y", "dcds1:bad")}
+	in.answers = append(in.answers, func() string {
+		for _, f := range strings.Fields(out.String()) {
+			if strings.HasPrefix(f, "dcdr1:") {
+				d, err := identity.DecodeRequest(f)
+				if err != nil {
+					t.Error(err)
+					return ""
+				}
+				sd, err := d.Sign(prov.Key)
+				if err != nil {
+					t.Error(err)
+					return ""
+				}
+				code, _ := sd.Encode()
+				return code
+			}
+		}
+		t.Error("no request printed before the paste")
+		return ""
+	})
+	hint, err := RunAccessible(context.Background(), o, in, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	text := out.String()
+	for _, want := range []string{
+		"public key must be 64 hex", // explained, asked again
+		h.HostKeyFingerprint(), "Is this the right key?",
+		"Storage for templates", "Templates to build",
+		"Agent key: created", "Write " + cfg,
+		"dc-agent delegation sign --identity", "truncated or corrupted", "fix: paste the whole dcds1: code",
+		"Register the delegation: registered agent", "Install the dc-agent service", "dc-agent is set up",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the output lacks %q", want)
+		}
+	}
+	if !strings.Contains(hint, "service is installed") {
+		t.Errorf("hint: %q", hint)
+	}
+	c, err := config.Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.API.Endpoint != srv.URL || c.API.ProviderPubkey != prov.Pubkey || c.Provisioner.Proxmox == nil || c.Provisioner.Proxmox.TemplateVMID == 0 {
+		t.Fatalf("config: %+v %+v", c.API, c.Provisioner.Proxmox)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "root/etc/systemd/system/dc-agent.service")); err != nil {
+		t.Fatal(err)
+	}
+	if d := srv.Delegation(prov, identity.PublicHex(mustKey(t, filepath.Join(dir, "agent.key")))); d == nil {
+		t.Fatal("the API holds no delegation for the agent")
+	}
+	if t.Failed() {
+		t.Log(text)
+	}
+}
+
+func mustKey(t *testing.T, path string) []byte {
+	t.Helper()
+	k, err := identity.LoadAgentKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// TestAccessibleInputEnds: when stdin ends, the wizard stops with what it
+// was asking, never takes the default as an answer, never hangs.
+func TestAccessibleInputEnds(t *testing.T) {
+	o := Options{Answers: setup.ProxmoxAnswers{ConfigPath: filepath.Join(t.TempDir(), "dc-agent.toml")}, Prereqs: func() []Check { return fixedChecks }}
+	var out bytes.Buffer
+	hint, err := RunAccessible(context.Background(), o, strings.NewReader("https://api.example.org\n"), &out)
+	if err == nil || !strings.Contains(err.Error(), "no answer for Your provider public key") {
+		t.Fatalf("err %v\n%s", err, out.String())
+	}
+	if !strings.Contains(hint, "nothing was changed") {
+		t.Fatalf("hint %q", hint)
+	}
+}
