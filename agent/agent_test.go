@@ -718,6 +718,37 @@ func (h *harness) useReferenceServer(srv *apitest.Server, p *apitest.Provider, k
 	h.cfg.API = config.APIConfig{Endpoint: srv.URL, ProviderPubkey: p.Pubkey, AgentSecretKey: keyPath}
 }
 
+// TestLockRenewedWhileProvisioning runs against the reference server with
+// a 1 s lock: a provision that takes several lock lifetimes keeps its lock
+// (renewed every 20 ms here), so another agent of the provider never gets
+// the contract meanwhile.
+func TestLockRenewedWhileProvisioning(t *testing.T) {
+	srv := apitest.Start(t, apitest.WithLockTTL(time.Second))
+	p := srv.NewProvider("Locking Hosting")
+	h := newHarness(t)
+	h.useReferenceServer(srv, p, srv.NewAgent(p))
+	h.prov.block = make(chan struct{})
+	other := srv.Client(p, srv.NewAgent(p))
+	cid := srv.CreateContract(p, apitest.ContractSpec{})
+	h.start()
+	eventually(t, "provisioning under way", func() bool { return h.prov.callsFor(cid) == 1 })
+	ctx := context.Background()
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		res, err := other.LockContract(ctx, cid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Acquired {
+			t.Fatal("another agent took the lock of a contract being provisioned: it was not renewed")
+		}
+		if list, _, err := other.PendingContracts(ctx, 0); err != nil || len(list) != 0 {
+			t.Fatalf("the contract being provisioned is offered to another agent: %v %v", list, err)
+		}
+	}
+	close(h.prov.block)
+	srv.WaitForStatus(cid, dcapi.StatusProvisioned, 20*time.Second)
+}
+
 // TestAuthProblemsFromReferenceServer: the reference server's real 401/403
 // answers stop the loops they hit, each named (revoked, expired, missing
 // permission, no delegation) with the command that fixes it; a loop whose
