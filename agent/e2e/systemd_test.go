@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/decent-stuff/dc-agent/apiserver/apitest"
 	"github.com/decent-stuff/dc-agent/internal/testutil"
 )
 
@@ -155,4 +156,55 @@ Environment=PATH=%s
 	if p["ActiveState"] != "inactive" || p["Result"] != "success" {
 		t.Fatalf("after stop: %v", p)
 	}
+}
+
+// TestReloadRefusesBrokenConfig: SIGHUP with a config that does not load
+// is refused with a message, and the agent keeps working on the running
+// one; the fixed file is taken at the next SIGHUP.
+func TestReloadRefusesBrokenConfig(t *testing.T) {
+	w := newWorld(t)
+	n := listenNotify(t)
+	p := w.startAgent([]string{"NOTIFY_SOCKET=" + n.path})
+	eventually(t, 10*time.Second, "online", func() bool { st, err := w.state(); return err == nil && st.Online })
+	good, err := os.ReadFile(w.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readies := func() int {
+		c := 0
+		for _, m := range n.all() {
+			if m == "READY=1" {
+				c++
+			}
+		}
+		return c
+	}
+	initial := readies()
+	if err := os.WriteFile(w.cfgPath, []byte("[api\nendpoint = \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the reload refused in the log", func() bool {
+		return strings.Contains(p.stderr.String(), "reload refused; keeping the running configuration")
+	})
+	// systemd leaves "reloading" only with READY=1, refused or not.
+	eventually(t, 10*time.Second, "READY=1 after the refused reload", func() bool { return readies() > initial })
+	// Still at work on the old configuration.
+	cid := w.srv.CreateContract(w.prov, apitest.ContractSpec{})
+	waitLive(t, w, cid)
+	if !p.running() {
+		t.Fatal("the agent exited after a broken reload")
+	}
+
+	before := readies()
+	if err := os.WriteFile(w.cfgPath, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "READY=1 after reloading the fixed file", func() bool { return readies() > before })
+	p.stop()
 }
