@@ -97,6 +97,7 @@ func (x *tmuxTerm) snap(name string) {
 // showing the agent online once the service's agent runs. Then the same
 // answers given to --no-tui as flags write the identical config.
 func TestWizardEndToEndInTmux(t *testing.T) {
+	t.Parallel()
 	tmuxBin := testutil.RequireBinary(t, "tmux")
 	testutil.RequireBinary(t, "sshd")
 	sim, err := pvehost.Build(t.TempDir())

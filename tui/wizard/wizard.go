@@ -192,7 +192,12 @@ func (m *Model) Init() tea.Cmd {
 
 // Hint is what to tell the provider after the wizard ends: what to
 // re-run, or what was done.
-func (m *Model) Hint() string { return m.hint }
+func (m *Model) Hint() string {
+	if m.hint == "" {
+		return m.resumeHint() // ended from outside (SIGTERM)
+	}
+	return m.hint
+}
 
 // Finished reports whether the wizard walked to its end.
 func (m *Model) Finished() bool { return m.finished }
