@@ -280,3 +280,36 @@ func TestResizeKeepsEveryScreenInside(t *testing.T) {
 		checkFits(t, m.View(), sz[0], sz[1])
 	}
 }
+
+// Wrapped lines keep their indentation and styling, in color too.
+func TestWrapKeepsIndentWithColor(t *testing.T) {
+	r := lipgloss.NewRenderer(nil)
+	r.SetColorProfile(termenv.ANSI256)
+	m := busyModel(t)
+	m.st = newStyles(r)
+	m = drive(m, tea.WindowSizeMsg{Width: 60, Height: 24})
+	v := ansi.Strip(m.View())
+	if !strings.Contains(v, "\n  local     running 1h02m, pid 4242, v0.5.0, heartbeat\n            accepted 12s ago\n") {
+		t.Errorf("wrapped line lost its indent:\n%s", v)
+	}
+	checkFits(t, m.View(), 60, 24)
+}
+
+func TestWordWrap(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		w    int
+		want []string
+	}{
+		{"a bb ccc", 4, []string{"a bb", "ccc"}},
+		{"  indented text here", 10, []string{"  indented", "text here"}},
+		{"dc-agent setup proxmox --templates x", 20, []string{"dc-agent setup", "proxmox --templates", "x"}},
+		{"abcdefghij", 4, []string{"abcd", "efgh", "ij"}},
+		{"\x1b[1m  label\x1b[0m value", 13, []string{"\x1b[1m  label\x1b[0m value"}},
+	} {
+		got := wordWrap(tc.in, tc.w)
+		if strings.Join(got, "|") != strings.Join(tc.want, "|") {
+			t.Errorf("wordWrap(%q, %d) = %q, want %q", tc.in, tc.w, got, tc.want)
+		}
+	}
+}

@@ -156,7 +156,7 @@ func (m *Model) agentLines() []string {
 			api += ", never a heartbeat"
 		}
 		if a.Version != nil && *a.Version != "" {
-			api += ", v" + strings.TrimPrefix(*a.Version, "v")
+			api += ", " + version(*a.Version)
 		}
 		api += fmt.Sprintf(", %d active", a.ActiveContracts)
 	}
@@ -177,7 +177,7 @@ func (m *Model) agentLines() []string {
 		}
 		local += fmt.Sprintf(", pid %d", st.PID)
 		if st.Version != "" {
-			local += ", v" + strings.TrimPrefix(st.Version, "v")
+			local += ", " + version(st.Version)
 		}
 		if st.LastHeartbeat != nil {
 			local += ", heartbeat accepted " + m.ago(*st.LastHeartbeat)
@@ -471,14 +471,14 @@ func hang(l string, w, indent int) []string {
 func wordWrap(s string, w int) []string {
 	var out []string
 	var line string
-	lw := 0
+	lw, started := 0, false // a line may start with zero-width styling
 	for _, word := range strings.Split(s, " ") {
 		ww := ansi.StringWidth(word)
-		switch {
-		case lw > 0 && lw+1+ww <= w:
+		if started && lw+1+ww <= w {
 			line, lw = line+" "+word, lw+1+ww
 			continue
-		case lw > 0:
+		}
+		if started {
 			out = append(out, line)
 		}
 		for ww > w {
@@ -486,7 +486,7 @@ func wordWrap(s string, w int) []string {
 			word = ansi.TruncateLeft(word, w, "")
 			ww = ansi.StringWidth(word)
 		}
-		line, lw = word, ww
+		line, lw, started = word, ww, true
 	}
 	return append(out, line)
 }
@@ -574,6 +574,14 @@ func clean(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// version is "v1.2.3" for a release, the word itself for "dev" builds.
+func version(v string) string {
+	if v != "" && v[0] >= '0' && v[0] <= '9' {
+		return "v" + v
+	}
+	return v
 }
 
 // pad fills s with spaces to n columns (by display width, not bytes).
