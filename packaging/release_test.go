@@ -255,6 +255,7 @@ func onlyFiles(t *testing.T, dir string, names ...string) {
 }
 
 func TestReleaseLayout(t *testing.T) {
+	t.Parallel()
 	dist := releaseTree(t)
 	latest, _ := os.ReadFile(filepath.Join(dist, "latest/VERSION"))
 	if strings.TrimSpace(string(latest)) != v2 {
@@ -286,6 +287,7 @@ func TestReleaseLayout(t *testing.T) {
 }
 
 func TestReleaseIsReproducible(t *testing.T) {
+	t.Parallel()
 	dist := releaseTree(t)
 	// A second build from scratch (one arch keeps it quick) must give the
 	// same bytes for every file it makes.
@@ -310,11 +312,13 @@ func TestReleaseIsReproducible(t *testing.T) {
 }
 
 func TestInstallScript(t *testing.T) {
+	t.Parallel()
 	dist := releaseTree(t)
 	srv := serveRelease(t, dist)
 	script := installScript(t)
 	for _, sh := range []string{"dash", "bash"} {
 		t.Run(sh, func(t *testing.T) {
+			t.Parallel()
 			shPath := testutil.RequireBinary(t, sh)
 			prefix := t.TempDir()
 			bin := filepath.Join(prefix, "usr/local/bin/dc-agent")
@@ -375,11 +379,14 @@ func TestInstallScript(t *testing.T) {
 }
 
 func TestInstallScriptRefusals(t *testing.T) {
+	t.Parallel()
 	dist := releaseTree(t)
-	srv := serveRelease(t, dist)
 	script := installScript(t)
 	for _, sh := range []string{"dash", "bash"} {
 		t.Run(sh, func(t *testing.T) {
+			t.Parallel()
+			// A server per shell: the request counts below are its own.
+			srv := serveRelease(t, dist)
 			shPath := testutil.RequireBinary(t, sh)
 			refuse := func(name string, want string, env []string, args ...string) {
 				t.Helper()
@@ -425,6 +432,7 @@ func TestInstallScriptRefusals(t *testing.T) {
 // without a prefix: it needs root for /usr/local/bin, may not ask for a
 // password (stdin is the script), so it stops and says how to run it.
 func TestInstallScriptNeverPrompts(t *testing.T) {
+	t.Parallel()
 	dist := releaseTree(t)
 	srv := serveRelease(t, dist)
 	setpriv := testutil.RequireBinary(t, "setpriv")
@@ -450,6 +458,7 @@ func TestInstallScriptNeverPrompts(t *testing.T) {
 }
 
 func TestInstallScriptWithWget(t *testing.T) {
+	t.Parallel()
 	dist := releaseTree(t)
 	srv := serveRelease(t, dist)
 	wget := testutil.RequireBinary(t, "wget")
@@ -481,6 +490,7 @@ func TestInstallScriptWithWget(t *testing.T) {
 // inside lines) and pipes the piece into the shell, as a dropped download
 // would: no request may reach the server and nothing may be installed.
 func TestTruncatedInstallScriptRunsNothing(t *testing.T) {
+	t.Parallel()
 	dist := releaseTree(t)
 	srv := serveRelease(t, dist)
 	script := installScript(t)
@@ -531,6 +541,7 @@ func TestTruncatedInstallScriptRunsNothing(t *testing.T) {
 // previous binary kept, a checksum mismatch refused, and a release that
 // does not run rolled back.
 func TestUpgradeCommand(t *testing.T) {
+	t.Parallel()
 	dist := releaseTree(t)
 	srv := serveRelease(t, dist)
 	prefix := t.TempDir()
@@ -597,6 +608,7 @@ func TestUpgradeCommand(t *testing.T) {
 // TestDebPackage lists the deb, unpacks it into a test root with dpkg -x and
 // checks what a host would get.
 func TestDebPackage(t *testing.T) {
+	t.Parallel()
 	dist := releaseTree(t)
 	dpkgDeb := testutil.RequireBinary(t, "dpkg-deb")
 	dpkg := testutil.RequireBinary(t, "dpkg")
@@ -655,6 +667,7 @@ func TestDebPackage(t *testing.T) {
 }
 
 func TestRpmPackage(t *testing.T) {
+	t.Parallel()
 	dist := releaseTree(t)
 	rpm := testutil.RequireBinary(t, "rpm")
 	pkg := filepath.Join(dist, v1, "dc-agent-1.0.0-1.x86_64.rpm")
@@ -686,6 +699,7 @@ func lastLine(s string) string {
 // install.sh re-runs restart the service only while it runs, and a broken
 // release is rolled back without touching the running service.
 func TestUpgradeRestartsServiceWhenIdle(t *testing.T) {
+	t.Parallel()
 	dist := releaseTree(t)
 	srv := serveRelease(t, dist)
 	// One short root for everything: unix socket paths are limited.
@@ -711,11 +725,13 @@ func TestUpgradeRestartsServiceWhenIdle(t *testing.T) {
 	if err := identity.SaveAgentKey(filepath.Join(etc, "agent.key"), key, false); err != nil {
 		t.Fatal(err)
 	}
-	delay := filepath.Join(root, "backend/delay")
+	// A provision waits for the file gate once the file hold exists: the
+	// test decides when the provision in flight ends.
+	hold, gate := filepath.Join(root, "backend/hold"), filepath.Join(root, "backend/gate")
 	backend := testutil.WriteFile(t, filepath.Join(root, "backend/backend.sh"), `#!/bin/sh
 in=$(cat)
 case $in in
-*'"action":"provision"'*) sleep "$(cat `+delay+` 2>/dev/null || echo 0)"
+*'"action":"provision"'*) if [ -e `+hold+` ]; then while [ ! -e `+gate+` ]; do sleep 0.05; done; fi
 	touch `+filepath.Join(root, "backend/provisioned")+`
 	echo '{"success":true,"instance":{"external_id":"inst-1","ip_address":"192.0.2.10","ssh_port":22}}' ;;
 *'"action":"health_check"'*) echo '{"success":true,"health":{"status":"healthy","uptime_seconds":5}}' ;;
@@ -732,6 +748,10 @@ agent_secret_key = %q
 state_dir = %q
 status_socket = %q
 release_url = %q
+# TimeoutStopSec = 35 s. What waits for the provision here is the upgrade,
+# not the stop; and systemd --user on this cgroup-v1 host sometimes stays in
+# deactivating (final-sigkill) after the agent exited until TimeoutStopSec.
+shutdown_grace_seconds = 5
 
 [provisioner]
 type = "script"
@@ -777,19 +797,34 @@ timeout_seconds = 60
 		t.Fatalf("the service runs %q, want %s", v, v1)
 	}
 
-	// A provision in flight when the upgrade starts.
-	if err := os.WriteFile(delay, []byte("3\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	// A provision in flight when the upgrade starts: held until the upgrade
+	// says it waits for it, whatever the machine's load.
+	testutil.WriteFile(t, hold, "", 0o644)
 	id := api.CreateContract(prov, apitest.ContractSpec{})
 	waitFor(t, 20*time.Second, "the contract provisioning", func() bool { return api.Contract(id).Status == dcapi.StatusProvisioning })
 	pid := m.Show(t, unit, "MainPID")["MainPID"]
-	r := cli("upgrade", "--user")
-	if r.code != 0 || !strings.Contains(r.stdout, "Upgraded to dc-agent "+v2+"; the service runs it now") {
-		t.Fatalf("upgrade: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	up := exec.Command(bin, "--config", cfgPath, "upgrade", "--user")
+	up.Env = m.Env
+	var upOut bytes.Buffer
+	upErr := &syncBuffer{}
+	up.Stdout, up.Stderr = &upOut, upErr
+	if err := up.Start(); err != nil {
+		t.Fatal(err)
 	}
-	if !strings.Contains(r.stderr, "waiting for 1 provision(s) in flight before restarting") {
-		t.Fatalf("the upgrade did not wait for the provision:\n%s", r.stderr)
+	upDone := make(chan error, 1)
+	go func() { upDone <- up.Wait() }()
+	waitFor(t, 30*time.Second, "the upgrade waiting for the provision", func() bool {
+		return strings.Contains(upErr.String(), "waiting for 1 provision(s) in flight before restarting")
+	})
+	// The binary is already swapped; the service still runs the old one.
+	if !strings.Contains(binVersion(t, bin), v2) || m.Show(t, unit, "MainPID")["MainPID"] != pid || running() != v1 {
+		t.Fatal("while waiting: want the new binary installed and the old process still running")
+	}
+	testutil.WriteFile(t, gate, "", 0o644)
+	err = <-upDone
+	r := run{stdout: upOut.String(), stderr: upErr.String()}
+	if err != nil || !strings.Contains(r.stdout, "Upgraded to dc-agent "+v2+"; the service runs it now") {
+		t.Fatalf("upgrade: %v\n%s%s", err, r.stdout, r.stderr)
 	}
 	// Finished before the restart (a hard stop would have killed it), and
 	// reported by the old or the new process (outbox).
@@ -857,6 +892,24 @@ timeout_seconds = 60
 	if !strings.Contains(binVersion(t, bin), v2) {
 		t.Fatal("install.sh did not upgrade the binary")
 	}
+}
+
+// syncBuffer is a bytes.Buffer a command writes while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {

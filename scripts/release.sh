@@ -85,12 +85,20 @@ main() {
 	if [ -n "$packages" ]; then
 		if [ -z "$nfpm" ]; then
 			# Built into the temp dir, so nfpm never enters go.mod.
-			GOBIN="$stage/bin" $go install "$NFPM_MODULE"
+			# Static and -trimpath like the release binaries: the standard
+			# library is compiled once for both.
+			CGO_ENABLED=0 GOBIN="$stage/bin" $go install -trimpath "$NFPM_MODULE"
 			nfpm="$stage/bin/nfpm"
 		fi
-		# The packaged unit is rendered by the same code as on a host.
-		$go build -o "$stage/bin/dc-agent" ./cmd/dc-agent
-		"$stage/bin/dc-agent" service install --root "$stage/root" --binary /usr/bin/dc-agent >/dev/null 2>"$stage/render.log" ||
+		# The packaged unit is rendered by the same code as on a host: by
+		# the release binary of this machine's arch when there is one (no
+		# second build), else by a host build.
+		render="$out/dc-agent_linux_$($go env GOARCH)"
+		if [ "$($go env GOOS)" != linux ] || [ ! -x "$render" ]; then
+			render="$stage/bin/dc-agent"
+			CGO_ENABLED=0 $go build -trimpath -o "$render" ./cmd/dc-agent
+		fi
+		"$render" service install --root "$stage/root" --binary /usr/bin/dc-agent >/dev/null 2>"$stage/render.log" ||
 			{ cat "$stage/render.log" >&2; die "rendering the unit failed"; }
 		pv=$(pkg_version "$version")
 		for arch in $arches; do

@@ -52,14 +52,18 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// backendScript is a script provisioner: provisioning takes as many
-// seconds as the file "delay" beside it says.
+// backendScript is a script provisioner. With a file "hold" beside it, a
+// provision marks "started" and then waits until the test creates "gate",
+// so the test decides when it ends; it then marks "provisioned".
 const backendScript = `#!/bin/sh
 dir=$(dirname "$0")
 in=$(cat)
 case $in in
 *'"action":"provision"'*)
-	sleep "$(cat "$dir/delay" 2>/dev/null || echo 0)"
+	if [ -e "$dir/hold" ]; then
+		touch "$dir/started"
+		while [ ! -e "$dir/gate" ]; do sleep 0.05; done
+	fi
 	touch "$dir/provisioned"
 	echo '{"success":true,"instance":{"external_id":"inst-1","ip_address":"192.0.2.10","ssh_port":22}}' ;;
 *'"action":"health_check"'*)
@@ -75,8 +79,7 @@ type unitWorld struct {
 	prov    *apitest.Provider
 	bin     string
 	cfgPath string
-	delay   string
-	done    string
+	backend string // the directory of backendScript and its marker files
 }
 
 func newUnitWorld(t *testing.T) *unitWorld {
@@ -97,7 +100,7 @@ func newUnitWorld(t *testing.T) *unitWorld {
 		t.Fatal(err)
 	}
 	script := testutil.WriteFile(t, filepath.Join(root, "backend/backend.sh"), backendScript, 0o755)
-	w := &unitWorld{m: m, srv: srv, prov: prov, bin: bin, cfgPath: filepath.Join(etc, "dc-agent.toml"), delay: filepath.Join(root, "backend/delay"), done: filepath.Join(root, "backend/provisioned")}
+	w := &unitWorld{m: m, srv: srv, prov: prov, bin: bin, cfgPath: filepath.Join(etc, "dc-agent.toml"), backend: filepath.Dir(script)}
 	cfg := fmt.Sprintf(`[api]
 endpoint = %q
 provider_pubkey = %q
@@ -165,6 +168,13 @@ func TestInstalledUnitUnderSystemdUser(t *testing.T) {
 	w := newUnitWorld(t)
 	phase("world ready")
 
+	// A drop-in records each stop's result ($SERVICE_RESULT): the
+	// transient Result=watchdog lasts only until the restart, which polling
+	// can miss under load (and there is no journal here).
+	results := filepath.Join(w.backend, "results")
+	dropIn := testutil.WriteFile(t, filepath.Join(w.m.Root, "etc/systemd/user", unit+".d", "test.conf"),
+		"[Service]\nExecStopPost=/bin/sh -c 'echo \"$$SERVICE_RESULT\" >> "+results+"'\n", 0o644)
+
 	// Install: active (running) with a readable STATUS= line.
 	out, progress := w.install(t, "--watchdog", "2s")
 	if !strings.Contains(out, "active (running)") || !strings.Contains(progress, "changed  start") {
@@ -201,34 +211,55 @@ func TestInstalledUnitUnderSystemdUser(t *testing.T) {
 	if _, err := w.m.Systemctl("kill", "--kill-who=main", "-s", "SIGUSR2", unit); err != nil {
 		t.Fatal(err)
 	}
-	// systemd kills it (Result=watchdog), waits RestartSec, starts it again.
-	w.m.WaitFor(t, unit, 30*time.Second, "killed by the watchdog", func(p map[string]string) bool {
-		return p["Result"] == "watchdog"
-	})
+	// systemd kills it (Result=watchdog), waits RestartSec, starts it
+	// again. Result=watchdog lasts only until the restart, which polling
+	// can miss under load: the manager's log keeps it.
 	props = w.m.WaitFor(t, unit, 30*time.Second, "restarted after the watchdog", func(p map[string]string) bool {
 		return p["NRestarts"] == "1" && p["ActiveState"] == "active" && p["SubState"] == "running" && p["MainPID"] != pid
 	})
+	if b, _ := os.ReadFile(results); string(b) != "watchdog\n" {
+		t.Fatalf("restarted, but the stop results were %q, not the watchdog's", b)
+	}
+	// (Removed from disk; the next install's daemon-reload drops it.)
+	if err := os.Remove(dropIn); err != nil {
+		t.Fatal(err)
+	}
 	pid = props["MainPID"]
 
 	phase("watchdog restart seen")
 	// Graceful stop: a provision in flight finishes before the agent exits
 	// (a hard stop would kill the script's process group); its report is
-	// delivered at the latest by the next start (outbox).
-	if err := os.WriteFile(w.delay, []byte("2\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	// delivered at the latest by the next start (outbox). The provision is
+	// held until systemd is stopping the agent, whatever the machine's load.
+	marker := func(name string) string { return filepath.Join(w.backend, name) }
+	testutil.WriteFile(t, marker("hold"), "", 0o644)
 	id := w.srv.CreateContract(w.prov, apitest.ContractSpec{})
-	eventually(t, 20*time.Second, "the contract provisioning", func() bool {
-		return w.srv.Contract(id).Status == dcapi.StatusProvisioning
+	eventually(t, 20*time.Second, "the provision started", func() bool {
+		_, err := os.Stat(marker("started"))
+		return err == nil && w.srv.Contract(id).Status == dcapi.StatusProvisioning
 	})
-	if _, err := w.m.Systemctl("stop", unit); err != nil {
+	stopped := make(chan error, 1)
+	go func() { _, err := w.m.Systemctl("stop", unit); stopped <- err }()
+	w.m.WaitFor(t, unit, 20*time.Second, "the agent told to stop", func(p map[string]string) bool {
+		return p["ActiveState"] == "deactivating"
+	})
+	select {
+	case err := <-stopped:
+		t.Fatalf("the agent stopped with a provision in flight: %v", err)
+	default:
+	}
+	// Only now may the provision end: if the agent had not waited for it,
+	// KillMode=mixed would have killed the script and "provisioned" would
+	// never appear.
+	testutil.WriteFile(t, marker("gate"), "", 0o644)
+	if err := <-stopped; err != nil {
 		t.Fatal(err)
 	}
 	props = w.m.Show(t, unit, "ActiveState", "Result", "ExecMainCode", "ExecMainStatus")
 	if props["ActiveState"] != "inactive" || props["Result"] != "success" || props["ExecMainStatus"] != "0" {
 		t.Fatalf("after stop: %v", props)
 	}
-	if _, err := os.Stat(w.done); err != nil {
+	if _, err := os.Stat(marker("provisioned")); err != nil {
 		t.Fatal("the provision in flight did not finish before the agent stopped")
 	}
 
