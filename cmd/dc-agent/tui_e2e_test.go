@@ -338,3 +338,37 @@ func TestBareWithoutTerminal(t *testing.T) {
 		t.Fatal("a refused run wrote a config")
 	}
 }
+
+// TestWizardNoColor: with NO_COLOR the wizard draws no colors (meaning is
+// in marks and words); without it, it does.
+func TestWizardNoColor(t *testing.T) {
+	t.Parallel()
+	tmuxBin := testutil.RequireBinary(t, "tmux")
+	sockDir, err := os.MkdirTemp("", "dcw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	for _, noColor := range []bool{true, false} {
+		x := &tmuxTerm{t: t, bin: tmuxBin, sock: filepath.Join(sockDir, fmt.Sprintf("tmux-%v", noColor)), artifacts: t.TempDir()}
+		env := []string{"env", "-i", "PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "TERM=xterm-256color", "LANG=C.UTF-8"}
+		if noColor {
+			env = append(env, "NO_COLOR=1")
+		}
+		cmdline := append(env, dcAgent, "--config", filepath.Join(t.TempDir(), "dc-agent.toml"), "--service-root", t.TempDir())
+		x.tmux("-f", "/dev/null", "new-session", "-d", "-s", "w", "-x", "80", "-y", "24", strings.Join(quoteAll(cmdline), " ")+"; sleep 600")
+		t.Cleanup(func() { _ = exec.Command(tmuxBin, "-S", x.sock, "kill-server").Run() })
+		x.waitFor(10*time.Second, "1/10 Welcome", "enter start")
+		styled := x.tmux("capture-pane", "-p", "-e", "-t", "w")
+		// SGR foreground colors: 30-37, 90-97, 38;5;N, 38;2;R;G;B.
+		colored := false
+		for _, c := range []string{"\x1b[3", "\x1b[9", ";3", ";9"} {
+			if strings.Contains(styled, c) {
+				colored = true
+			}
+		}
+		if colored == noColor {
+			t.Errorf("NO_COLOR=%v: colors drawn: %v\n%q", noColor, colored, styled)
+		}
+	}
+}

@@ -102,14 +102,10 @@ func (f *form) firstError() int {
 
 // view renders label, input and (live) error of each field.
 func (f *form) view(m *Model, w int) string {
-	lw := 0
-	for _, fl := range f.fields {
-		lw = max(lw, len(fl.label))
-	}
+	lw := f.labelWidth()
 	var b strings.Builder
 	for i := range f.fields {
 		fl := &f.fields[i]
-		fl.input.Width = max(10, w-lw-5)
 		cur := "  "
 		if i == f.focus {
 			cur = m.st.sel.Render("> ")
@@ -125,6 +121,22 @@ func (f *form) view(m *Model, w int) string {
 		}
 	}
 	return b.String()
+}
+
+func (f *form) labelWidth() int {
+	lw := 0
+	for _, fl := range f.fields {
+		lw = max(lw, len(fl.label))
+	}
+	return lw
+}
+
+// layout sizes the inputs to the terminal width (on resize, not in View).
+func (f *form) layout(w int) {
+	lw := f.labelWidth()
+	for i := range f.fields {
+		f.fields[i].input.Width = max(10, w-lw-5)
+	}
 }
 
 func padRight(s string, n int) string {

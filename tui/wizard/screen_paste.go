@@ -92,7 +92,6 @@ func (m *Model) viewPaste() string {
 	var b strings.Builder
 	b.WriteString("Paste the signed delegation that dc-agent delegation sign printed (dcds1:…).\n")
 	b.WriteString("It is checked as you paste; nothing is sent until you press enter.\n\n")
-	m.paste.input.Width = m.width - 4
 	b.WriteString(m.paste.input.View() + "\n\n")
 	_, lines := m.checkPasted()
 	for _, l := range lines {

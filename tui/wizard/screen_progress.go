@@ -82,6 +82,7 @@ func (m *Model) nodeReady() {
 		m.reqFile = ""
 	}
 	m.paste = newPasteScreen()
+	m.layout()
 }
 
 func (m *Model) viewProgress() string {

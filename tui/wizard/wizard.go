@@ -182,7 +182,15 @@ func New(o Options) *Model {
 	m.reg = newProgressScreen("Registering the agent")
 	m.svc = newProgressScreen("Installing the service")
 	m.newPlan = func() (*setup.ProxmoxRun, error) { return setup.NewProxmoxPlan(m.answers, m.host, m.disc) }
+	m.layout()
 	return m
+}
+
+// layout sizes the inputs to the terminal.
+func (m *Model) layout() {
+	m.api.layout(m.width)
+	m.hostScr.layout(m.width)
+	m.paste.input.Width = max(10, m.width-4)
 }
 
 // Init starts the prerequisite checks.
@@ -240,6 +248,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	switch msg := msg.(type) {
 	case tea.WindowSizeMsg:
 		m.width, m.height = msg.Width, msg.Height
+		m.layout()
 		if m.screen == scrMonitor && m.monitor != nil {
 			var cmd tea.Cmd
 			m.monitor, cmd = m.monitor.Update(msg)
