@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"context"
+	"os"
 	"time"
 
 	"github.com/charmbracelet/bubbles/spinner"
@@ -360,7 +361,11 @@ func (m *Model) setLogs(lines []string, err error) {
 	case err != nil:
 		m.logNote = "service log unavailable (" + err.Error() + "); showing the agent's events from the status socket"
 	case len(lines) == 0:
-		m.logNote = "the journal has no lines for " + m.o.Unit + ".service; showing the agent's events from the status socket"
+		m.logNote = "the journal has no lines for " + m.o.Unit + ".service"
+		if os.Geteuid() != 0 {
+			m.logNote += " that you may read (root or the systemd-journal group may)"
+		}
+		m.logNote += "; showing the agent's events from the status socket"
 	default:
 		m.logLines = lines
 	}

@@ -78,8 +78,8 @@ type Options struct {
 	// (default 1s); negative: never (tests drive the model with messages).
 	Tick time.Duration
 	// StateEvery and APIEvery are the refresh periods of the socket's
-	// state (default 2s; events also trigger a refresh) and of the API
-	// (default 30s).
+	// state (default 10s: every event already triggers a refresh, so this
+	// only catches what changes without one) and of the API (default 30s).
 	StateEvery, APIEvery time.Duration
 	// ReconnectMin and ReconnectMax bound the backoff of reconnecting to
 	// the socket when the agent is gone (default 250ms … 5s).
@@ -100,7 +100,7 @@ type Options struct {
 // Defaults.
 const (
 	DefaultTick         = time.Second
-	DefaultStateEvery   = 2 * time.Second
+	DefaultStateEvery   = 10 * time.Second
 	DefaultAPIEvery     = 30 * time.Second
 	DefaultReconnectMin = 250 * time.Millisecond
 	DefaultReconnectMax = 5 * time.Second
