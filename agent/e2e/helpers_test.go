@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,6 +19,7 @@ import (
 	"github.com/decent-stuff/dc-agent/apiserver/apitest"
 	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/internal/demobackend"
+	"github.com/decent-stuff/dc-agent/internal/testutil"
 )
 
 // dcAgent is the real dc-agent binary and demoBackend the demo machine
@@ -47,19 +47,10 @@ func TestMain(m *testing.M) {
 }
 
 // build compiles pkg (without -race: these run as separate processes,
-// many times; the in-process tests cover races).
+// many times; the in-process tests cover races), in the build
+// configuration vet and make release share (testutil.BuildBinary).
 func build(dir, pkg, name string) (string, error) {
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goTool); err != nil {
-		goTool = "go"
-	}
-	out := filepath.Join(dir, name)
-	cmd := exec.Command(goTool, "build", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
-	}
-	return out, nil
+	return testutil.BuildBinary(dir, pkg, name)
 }
 
 // timeScale shrinks the agent's intervals: a 30 s poll takes 300 ms, the
