@@ -157,6 +157,8 @@ type backend struct {
 	p    provisioners.Provisioner
 	feat provisioners.Features
 	max  int // per-backend concurrency
+	// policy says which instance_config keys a contract may set.
+	policy provisioners.ConfigPolicy
 }
 
 type cooldown struct {
@@ -275,7 +277,7 @@ func (a *Agent) buildEnv(cfg *config.Config) (*env, error) {
 		if m <= 0 || m > cfg.Agent.MaxConcurrentProvisions {
 			m = cfg.Agent.MaxConcurrentProvisions
 		}
-		e.backends[pc.Type] = &backend{typ: pc.Type, p: p, feat: p.Features(), max: m}
+		e.backends[pc.Type] = &backend{typ: pc.Type, p: p, feat: p.Features(), max: m, policy: provisioners.PolicyFor(p, pc.Type, pc.InstanceConfigAllow)}
 	}
 	return e, nil
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -98,7 +99,7 @@ func TestRequestSizesAndConfigMerge(t *testing.T) {
 		RequesterPubkey: identity.PublicHex(h.agentKey)}}
 	*w.c.CPUCores = 4
 	h.start()
-	got, sealTo, err := h.a.buildRequest(w)
+	got, sealTo, err := h.a.buildRequest(w, h.a.env.backends[config.TypeScript])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,12 +115,12 @@ func TestRequestSizesAndConfigMerge(t *testing.T) {
 	}
 	// No key to seal to: no password at all.
 	w.c.RequesterPubkey, w.c.RequesterSSHPubkey = "", "ssh-rsa AAAAB3NzaC1yc2E"
-	got, sealTo, err = h.a.buildRequest(w)
+	got, sealTo, err = h.a.buildRequest(w, h.a.env.backends[config.TypeScript])
 	if err != nil || got.WantPassword || sealTo != nil {
 		t.Fatalf("without an ed25519 key: want=%v sealTo=%v err=%v", got.WantPassword, sealTo, err)
 	}
 	w.c.MemoryAmount = strp("lots")
-	if _, _, err := h.a.buildRequest(w); err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "memory_amount") {
+	if _, _, err := h.a.buildRequest(w, h.a.env.backends[config.TypeScript]); err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "memory_amount") {
 		t.Fatalf("bad size: %v", err)
 	}
 }
@@ -164,6 +165,63 @@ func TestFailureReportedWithRetryFlag(t *testing.T) {
 			}
 			if h.prov.numInstances() != 0 {
 				t.Fatal("the failed attempt's instance was left behind")
+			}
+		})
+	}
+}
+
+// A contract's instance_config may only set what the backend declares
+// (value-checked) or the provider allows: anything else fails the contract
+// for good, naming the key and the setting, before the backend is called.
+func TestInstanceConfigKeysEnforced(t *testing.T) {
+	for _, tc := range []struct {
+		name, instanceConfig string
+		allow                []string
+		want                 string // "" : provisioned
+	}{
+		{name: "provider's key", instanceConfig: `{"ipconfig0":"ip=10.0.0.5/24"}`,
+			want: `instance_config sets "ipconfig0", which a contract may not set on this provider's script backend (contracts may set: "net", "template"); the provider can allow it with instance_config_allow = ["ipconfig0"]`},
+		{name: "nested provider's key", instanceConfig: `{"template":"a","storage":{"pool":"fast"}}`, want: `instance_config sets "storage"`},
+		{name: "bad value", instanceConfig: `{"template":"9000"}`, want: `instance_config "template": value "9000" is not accepted; use one of "a", "b", "ubuntu", "debian"`},
+		{name: "not an object", instanceConfig: `["ipconfig0"]`, want: "instance_config is not a JSON object"},
+		{name: "declared key", instanceConfig: `{"template":"debian","net":{"vlan":7}}`},
+		{name: "allowed by the provider", instanceConfig: `{"ipconfig0":"ip=10.0.0.5/24"}`, allow: []string{"ipconfig0"}},
+		{name: "allowed value unchecked", instanceConfig: `{"template":"9000"}`, allow: []string{"template"}},
+		{name: "all allowed", instanceConfig: `{"ipconfig0":"ip=10.0.0.5/24","template":"9000"}`, allow: []string{"*"}},
+		{name: "null", instanceConfig: `null`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t)
+			h.cfg.Provisioner.InstanceConfigAllow = tc.allow
+			cid := randomCID(t)
+			h.api.addContract(dcapi.PendingContract{ContractID: cid, ProvisionerConfig: strp(`{"template":"ubuntu","ipconfig0":"ip=dhcp","net":{"bridge":"vmbr0"}}`), InstanceConfig: strp(tc.instanceConfig)})
+			h.start()
+			if tc.want == "" {
+				eventually(t, "provisioned", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
+				got, want := h.prov.request(cid).Config, map[string]any{}
+				_ = json.Unmarshal([]byte(`{"template":"ubuntu","ipconfig0":"ip=dhcp","net":{"bridge":"vmbr0"}}`), &want)
+				if tc.instanceConfig != "null" {
+					_ = json.Unmarshal([]byte(tc.instanceConfig), &want)
+				}
+				if tc.name == "declared key" {
+					want["net"] = map[string]any{"bridge": "vmbr0", "vlan": 7.0}
+				}
+				if !reflect.DeepEqual(got, want) {
+					t.Fatalf("config = %v, want %v", got, want)
+				}
+				return
+			}
+			eventually(t, "failure reported", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioningFailed })
+			var fd dcapi.FailureDetails
+			if err := json.Unmarshal([]byte(h.api.contract(cid).details), &fd); err != nil {
+				t.Fatal(err)
+			}
+			if fd.RetryPossible || !strings.Contains(fd.Error, tc.want) {
+				t.Fatalf("failure details = %+v, want %q", fd, tc.want)
+			}
+			if n := h.prov.callsFor(cid); n != 0 {
+				t.Fatalf("the provisioner was called %d times for a refused instance_config", n)
 			}
 		})
 	}

@@ -385,11 +385,24 @@ type memProv struct {
 	maxSeen   int
 	health    string
 	seq       int
+	keys      []provisioners.RequesterKey // instance_config keys a contract may set
+	lastReq   map[string]provisioners.Request
 }
 
 func newMemProv() *memProv {
 	return &memProv{feat: provisioners.Features{Terminate: true, List: true, Health: true, GetByID: true},
-		instances: map[string]provisioners.Instance{}, calls: map[string]int{}, health: provisioners.Healthy}
+		instances: map[string]provisioners.Instance{}, calls: map[string]int{}, health: provisioners.Healthy,
+		keys:    []provisioners.RequesterKey{{Name: "template", Check: provisioners.OneOf("a", "b", "ubuntu", "debian")}, {Name: "net"}},
+		lastReq: map[string]provisioners.Request{}}
+}
+
+func (m *memProv) RequesterKeys() []provisioners.RequesterKey { return m.keys }
+
+// request is the last request Provision got for cid.
+func (m *memProv) request(cid string) provisioners.Request {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lastReq[cid]
 }
 
 func (m *memProv) Type() string                    { return config.TypeScript }
@@ -398,6 +411,7 @@ func (m *memProv) Features() provisioners.Features { return m.feat }
 func (m *memProv) Provision(ctx context.Context, req provisioners.Request) (provisioners.Instance, error) {
 	m.mu.Lock()
 	m.calls[req.ContractID]++
+	m.lastReq[req.ContractID] = req
 	m.running++
 	m.maxSeen = max(m.maxSeen, m.running)
 	delay, block, failWith := m.delay, m.block, m.failWith

@@ -209,7 +209,7 @@ func (a *Agent) provision(w *work) {
 	a.crash(CrashStarted)
 	a.progressed()
 
-	req, sealTo, reqErr := a.buildRequest(w)
+	req, sealTo, reqErr := a.buildRequest(w, b)
 	entry.Step, entry.UpdatedAt = jProvisioning, a.now()
 	if err := a.store.PutJournal(entry); err != nil {
 		a.obs.emit(status.EventNotice, status.LevelError, "", cid, "cannot write the journal; not calling the provisioner", "err", err)
@@ -386,10 +386,11 @@ func retryAfter(err error) time.Duration {
 	return 0
 }
 
-// buildRequest turns a contract into a provisioner request: sizes parsed,
-// instance_config merged over the offering's provisioner_config, and the
-// key the root password will be sealed to (nil: no password at all).
-func (a *Agent) buildRequest(w *work) (provisioners.Request, ed25519.PublicKey, error) {
+// buildRequest turns a contract into a provisioner request for backend b:
+// sizes parsed, instance_config (only the keys b's policy lets a contract
+// set) merged over the offering's provisioner_config, and the key the root
+// password will be sealed to (nil: no password at all).
+func (a *Agent) buildRequest(w *work, b *backend) (provisioners.Request, ed25519.PublicKey, error) {
 	c := w.c
 	req := provisioners.Request{
 		ContractID: c.ContractID, OfferingID: c.OfferingID, RequesterSSHPubkey: c.RequesterSSHPubkey,
@@ -419,9 +420,9 @@ func (a *Agent) buildRequest(w *work) (provisioners.Request, ed25519.PublicKey, 
 		}
 		req.StorageGB = gb
 	}
-	cfg, err := provisioners.MergeConfig(deref(c.ProvisionerConfig), deref(c.InstanceConfig))
+	cfg, err := provisioners.MergeConfig(deref(c.ProvisionerConfig), deref(c.InstanceConfig), b.policy)
 	if err != nil {
-		return req, nil, provisioners.Permanent(err)
+		return req, nil, err
 	}
 	req.Config = cfg
 	pub, ok, err := identity.SealRecipient(c.RequesterPubkey, c.RequesterSSHPubkey)

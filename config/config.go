@@ -92,12 +92,16 @@ type AgentConfig struct {
 type ProvisionerConfig struct {
 	Type string `toml:"type"`
 	// MaxConcurrent limits parallel provisions on this backend (0: the agent's limit).
-	MaxConcurrent int            `toml:"max_concurrent,omitempty"`
-	Proxmox       *ProxmoxConfig `toml:"proxmox,omitempty"`
-	Hetzner       *HetznerConfig `toml:"hetzner,omitempty"`
-	Docker        *DockerConfig  `toml:"docker,omitempty"`
-	Script        *ScriptConfig  `toml:"script,omitempty"`
-	Manual        *ManualConfig  `toml:"manual,omitempty"`
+	MaxConcurrent int `toml:"max_concurrent,omitempty"`
+	// InstanceConfigAllow lists instance_config keys a contract may set on
+	// this backend (any value) beyond those the backend itself declares;
+	// "*" allows every key. The requester chooses instance_config.
+	InstanceConfigAllow []string       `toml:"instance_config_allow,omitempty"`
+	Proxmox             *ProxmoxConfig `toml:"proxmox,omitempty"`
+	Hetzner             *HetznerConfig `toml:"hetzner,omitempty"`
+	Docker              *DockerConfig  `toml:"docker,omitempty"`
+	Script              *ScriptConfig  `toml:"script,omitempty"`
+	Manual              *ManualConfig  `toml:"manual,omitempty"`
 }
 
 // ProxmoxConfig is [provisioner.proxmox].

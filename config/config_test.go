@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -278,6 +279,10 @@ tls_fingerprint = "` + strings.Repeat("ab", 32) + `"
 		{"missing section", proxmoxBase[:strings.Index(proxmoxBase, "[provisioner.proxmox]")], `provisioner.type is "proxmox" but [provisioner.proxmox] is missing; add that section`},
 		{"section for another type", set(`type = "script"`, `type = "docker"`), `provisioner.type is "docker" but the section is [provisioner.script]; set type = "script" or rename the section to [provisioner.docker]`},
 		{"negative max_concurrent", add("[provisioner]", "max_concurrent = -1"), "provisioner.max_concurrent = -1 must not be negative"},
+		{"allow not a key", add("[provisioner]", `instance_config_allow = ["ip config"]`), `provisioner.instance_config_allow entry "ip config" is not a key name; use top-level instance_config keys`},
+		{"allow empty", add("[provisioner]", `instance_config_allow = [""]`), `provisioner.instance_config_allow entry "" is not a key name`},
+		{"allow twice", add("[provisioner]", `instance_config_allow = ["hostname", "hostname"]`), `provisioner.instance_config_allow lists "hostname" twice; remove one`},
+		{"allow additional", extra("[[additional_provisioners]]\ntype = \"docker\"\ninstance_config_allow = [\"a*\"]\n[additional_provisioners.docker]\nimage = \"x\"\n"), `additional_provisioners[0].instance_config_allow entry "a*" is not a key name`},
 		{"script provision", set(`provision = "/opt/dc/provision.sh"`, ""), "provisioner.script.provision is missing; set the path of the script that creates an instance"},
 		{"script terminate", set(`terminate = "/opt/dc/terminate.sh"`, ""), "provisioner.script.terminate is missing"},
 		{"script health", set(`health_check = "/opt/dc/health.sh"`, ""), "provisioner.script.health_check is missing"},
@@ -343,6 +348,14 @@ func TestWarnings(t *testing.T) {
 	cfg.Validate()
 	if len(cfg.Warnings) != 1 {
 		t.Fatalf("warnings after a second Validate: %v", cfg.Warnings)
+	}
+	allow := mustParse(t, strings.Replace(minimal, "[provisioner]\n", "[provisioner]\ninstance_config_allow = [\"ipconfig0\", \"template_vmid\"]\n", 1))
+	if !slices.Equal(allow.Provisioner.InstanceConfigAllow, []string{"ipconfig0", "template_vmid"}) || len(allow.Warnings) != 0 {
+		t.Fatalf("instance_config_allow = %q, warnings %v", allow.Provisioner.InstanceConfigAllow, allow.Warnings)
+	}
+	all := mustParse(t, strings.Replace(minimal, "[provisioner]\n", "[provisioner]\ninstance_config_allow = [\"*\"]\n", 1))
+	if len(all.Warnings) != 1 || !strings.Contains(all.Warnings[0], `provisioner.instance_config_allow has "*": a contract's requester may set every config key`) {
+		t.Fatalf("allow-all warnings: %v", all.Warnings)
 	}
 	legacy := mustParse(t, strings.Split(minimal, "[provisioner]")[0]+`
 [provisioner]

@@ -248,6 +248,19 @@ func (p *ProvisionerConfig) validate(where string, warn func(string, ...any)) []
 	if p.MaxConcurrent < 0 {
 		add("%s.max_concurrent = %d must not be negative; 0 means agent.max_concurrent_provisions", where, p.MaxConcurrent)
 	}
+	seen := map[string]bool{}
+	for _, k := range p.InstanceConfigAllow {
+		switch {
+		case !instanceKeyRe.MatchString(k):
+			add("%s.instance_config_allow entry %q is not a key name; use top-level instance_config keys like \"ipconfig0\" (letters, digits, _ - .), or \"*\" for every key", where, k)
+		case seen[k]:
+			add("%s.instance_config_allow lists %q twice; remove one", where, k)
+		}
+		seen[k] = true
+	}
+	if seen["*"] {
+		warn("%s.instance_config_allow has \"*\": a contract's requester may set every config key of this backend (addresses, templates, ...); list the keys you mean instead", where)
+	}
 	s := where + "." + p.Type
 	switch p.Type {
 	case TypeProxmox:
@@ -372,6 +385,9 @@ func (px *ProxmoxConfig) validate(s string, warn func(string, ...any)) []string 
 }
 
 var fpRe = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+
+// instanceKeyRe is an instance_config_allow entry: a key name, or "*".
+var instanceKeyRe = regexp.MustCompile(`^(\*|[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})$`)
 
 // NormalizeFingerprint turns "AA:BB:..." or plain hex into lowercase hex of
 // the 32-byte SHA-256.

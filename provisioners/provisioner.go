@@ -5,7 +5,6 @@ package provisioners
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -261,34 +260,4 @@ func (r *Registry) New(pc config.ProvisionerConfig, deps Deps) (Provisioner, err
 		return nil, fmt.Errorf("%s provisioner: %w", pc.Type, err)
 	}
 	return p, nil
-}
-
-// MergeConfig parses the offering's provisioner_config and the contract's
-// instance_config (JSON objects, either may be empty) and merges the second
-// over the first, recursively for nested objects.
-func MergeConfig(provisionerConfig, instanceConfig string) (map[string]any, error) {
-	out := map[string]any{}
-	for _, src := range []struct{ name, text string }{{"provisioner_config", provisionerConfig}, {"instance_config", instanceConfig}} {
-		if strings.TrimSpace(src.text) == "" || strings.TrimSpace(src.text) == "null" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(src.text), &m); err != nil {
-			return nil, fmt.Errorf("%s is not a JSON object: %w", src.name, err)
-		}
-		mergeInto(out, m)
-	}
-	return out, nil
-}
-
-func mergeInto(dst, src map[string]any) {
-	for k, v := range src {
-		if sm, ok := v.(map[string]any); ok {
-			if dm, ok := dst[k].(map[string]any); ok {
-				mergeInto(dm, sm)
-				continue
-			}
-		}
-		dst[k] = v
-	}
 }

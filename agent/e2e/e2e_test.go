@@ -32,6 +32,9 @@ func TestEndToEnd(t *testing.T) {
 		ProvisionerConfig: apitest.Ptr(`{"template":"ubuntu-24.04"}`), InstanceConfig: apitest.Ptr(`{"hostname":"web1"}`),
 	})
 	bad := w.srv.CreateContract(w.prov, apitest.ContractSpec{InstanceConfig: apitest.Ptr(`{"fail":"template debian-13 does not exist"}`)})
+	// The requester asks for a static address on the provider's network: a
+	// key neither the script backend nor the provider lets a contract set.
+	refused := w.srv.CreateContract(w.prov, apitest.ContractSpec{InstanceConfig: apitest.Ptr(`{"hostname":"web2","ipconfig0":"ip=10.0.0.5/24"}`)})
 	p := w.startAgent(nil)
 
 	// Provisioned, with a password only the requester can read.
@@ -63,6 +66,25 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("failure = %v", fc.LastError)
 	}
 
+	// A refused instance_config fails for good, says why and how the
+	// provider allows it, and never reaches the backend.
+	rc := w.srv.WaitForStatus(refused, dcapi.StatusProvisioningFailed, 20*time.Second)
+	if rc.LastError == nil || !strings.Contains(*rc.LastError, `instance_config sets "ipconfig0", which a contract may not set on this provider's script backend (contracts may set: "fail", "hostname"); the provider can allow it with instance_config_allow = ["ipconfig0"]`) {
+		t.Fatalf("refused instance_config: last error %v", rc.LastError)
+	}
+	if rc.OfferAfterNs != nil || rc.InstanceDetails == nil || !strings.Contains(*rc.InstanceDetails, `"retry_possible":false`) {
+		t.Fatalf("refused instance_config is retried: offer_after %v, details %v", rc.OfferAfterNs, rc.InstanceDetails)
+	}
+	calls, err := w.backend.Calls()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range calls {
+		if c.ContractID == refused {
+			t.Fatalf("the backend was called for the refused contract: %+v", c)
+		}
+	}
+
 	// Heartbeat: online, with what the agent can do.
 	eventually(t, 10*time.Second, "provider online", func() bool { return w.srv.AgentStatus(w.prov).Online })
 	as := w.srv.AgentStatus(w.prov)
@@ -88,7 +110,7 @@ func TestEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !st.Online || st.Counts.Provisioned != 1 || st.Counts.Failed != 1 || !strings.HasPrefix(st.Line, "online · 1 active") {
+	if !st.Online || st.Counts.Provisioned != 1 || st.Counts.Failed != 2 || !strings.HasPrefix(st.Line, "online · 1 active") {
 		t.Fatalf("state: %s %+v", st.Line, st.Counts)
 	}
 

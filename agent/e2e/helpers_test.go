@@ -131,6 +131,8 @@ shutdown_grace_seconds = 300
 
 [provisioner]
 type = "script"
+# The demo backend reads these from instance_config ("fail" makes it fail).
+instance_config_allow = ["hostname", "fail"]
 
 [provisioner.script]
 provision = %q

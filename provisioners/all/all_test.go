@@ -5,6 +5,12 @@ import (
 	"testing"
 
 	"github.com/decent-stuff/dc-agent/config"
+	"github.com/decent-stuff/dc-agent/provisioners"
+	"github.com/decent-stuff/dc-agent/provisioners/docker"
+	"github.com/decent-stuff/dc-agent/provisioners/hetzner"
+	"github.com/decent-stuff/dc-agent/provisioners/manual"
+	"github.com/decent-stuff/dc-agent/provisioners/proxmox"
+	"github.com/decent-stuff/dc-agent/provisioners/script"
 )
 
 func TestRegistryHasBuiltins(t *testing.T) {
@@ -17,6 +23,31 @@ func TestRegistryHasBuiltins(t *testing.T) {
 	for _, typ := range types {
 		if !slices.Contains(config.ProvisionerTypes, typ) {
 			t.Errorf("registered type %q is not a config.ProvisionerTypes entry", typ)
+		}
+	}
+}
+
+// The requester-settable keys of every backend, so that widening what a
+// contract's instance_config may set is a visible decision (docs/agent.md).
+func TestRequesterSettableKeys(t *testing.T) {
+	for _, tc := range []struct {
+		p    any
+		want []string // nil: RequesterSettable not implemented, no keys
+	}{
+		{&proxmox.Provisioner{}, []string{"template", "nameserver"}},
+		{&hetzner.Provisioner{}, []string{"architecture"}},
+		{&docker.Provisioner{}, nil},
+		{&script.Provisioner{}, nil},
+		{&manual.Provisioner{}, []string{provisioners.AnyKey}},
+	} {
+		var got []string
+		if rs, ok := tc.p.(provisioners.RequesterSettable); ok {
+			for _, k := range rs.RequesterKeys() {
+				got = append(got, k.Name)
+			}
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%T: requester-settable keys %q, want %q", tc.p, got, tc.want)
 		}
 	}
 }

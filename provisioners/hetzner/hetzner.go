@@ -168,6 +168,16 @@ func (p *Provisioner) Features() provisioners.Features {
 	return provisioners.Features{Terminate: true, List: true, Health: true, GetByID: true}
 }
 
+// RequesterKeys implements provisioners.RequesterSettable: a contract may
+// ask for an ARM or x86 machine when the server type is picked by size.
+// server_type, cpu_type, location and image decide what the provider pays
+// for and where (an image may be one of the project's snapshots), so they
+// are the provider's: set in the offering or allowed with
+// instance_config_allow.
+func (p *Provisioner) RequesterKeys() []provisioners.RequesterKey {
+	return []provisioners.RequesterKey{{Name: "architecture", Check: provisioners.OneOf("x86", "arm")}}
+}
+
 func (p *Provisioner) actionTimeout() time.Duration {
 	return time.Duration(p.cfg.ActionTimeoutSecond) * time.Second
 }

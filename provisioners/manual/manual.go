@@ -66,6 +66,13 @@ func (p *Provisioner) Features() provisioners.Features {
 	return provisioners.Features{Manual: true}
 }
 
+// RequesterKeys implements provisioners.RequesterSettable: a manual
+// backend reads no config and creates nothing; the provider reads the
+// contract's instance_config on the dashboard and decides by hand.
+func (p *Provisioner) RequesterKeys() []provisioners.RequesterKey {
+	return []provisioners.RequesterKey{{Name: provisioners.AnyKey}}
+}
+
 // Notification is the webhook body.
 type Notification struct {
 	Text               string `json:"text"`

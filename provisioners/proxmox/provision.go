@@ -44,16 +44,7 @@ func (p *Provisioner) templateFor(req provisioners.Request) (int, error) {
 		if id, err := strconv.Atoi(name); err == nil && id >= 100 {
 			return id, nil
 		}
-		var names []string
-		for n := range p.cfg.Templates {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		known := "none are named"
-		if len(names) > 0 {
-			known = "known: " + strings.Join(names, ", ")
-		}
-		return 0, provisioners.Permanent(fmt.Errorf("template %q is not configured on this provider (%s); add it to [provisioner.proxmox.templates]", name, known))
+		return 0, provisioners.Permanent(fmt.Errorf("template %q is not configured on this provider (%s); add it to [provisioner.proxmox.templates]", name, p.templateNames()))
 	}
 	if v, ok := req.Config["template_vmid"]; ok {
 		switch x := v.(type) {
@@ -69,6 +60,19 @@ func (p *Provisioner) templateFor(req provisioners.Request) (int, error) {
 		return 0, provisioners.Permanent(fmt.Errorf("template_vmid %v in the offering/instance config is not a VMID", v))
 	}
 	return p.cfg.TemplateVMID, nil
+}
+
+// templateNames lists the named templates, for messages.
+func (p *Provisioner) templateNames() string {
+	var names []string
+	for n := range p.cfg.Templates {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		return "none are named"
+	}
+	return "known: " + strings.Join(names, ", ")
 }
 
 // templateInfo reads (once) the template's config.

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"regexp"
 	"strconv"
@@ -328,6 +329,44 @@ func (p *Provisioner) Type() string { return Type }
 // Features implements provisioners.Provisioner.
 func (p *Provisioner) Features() provisioners.Features {
 	return provisioners.Features{Terminate: true, List: true, Health: true, GetByID: true, Inventory: true}
+}
+
+// RequesterKeys implements provisioners.RequesterSettable. A contract may
+// pick one of the provider's named templates and its VM's DNS servers;
+// everything else (ipconfig0: addresses on the provider's bridge,
+// template_vmid or a template by VMID: any VM on the node, ...) is the
+// provider's, set in the offering or allowed with instance_config_allow.
+func (p *Provisioner) RequesterKeys() []provisioners.RequesterKey {
+	return []provisioners.RequesterKey{
+		{Name: "template", Check: func(v any) error {
+			if s, ok := v.(string); ok {
+				if _, ok := p.cfg.Templates[s]; ok {
+					return nil
+				}
+			}
+			return fmt.Errorf("%s is not a template name of this provider (%s)", provisioners.ShortValue(v), p.templateNames())
+		}},
+		{Name: "nameserver", Check: checkNameservers},
+	}
+}
+
+// checkNameservers accepts 1 to 3 IP addresses separated by spaces, as
+// Proxmox's nameserver option takes them.
+func checkNameservers(v any) error {
+	s, ok := v.(string)
+	f := strings.Fields(s)
+	if ok && len(f) >= 1 && len(f) <= 3 {
+		good := true
+		for _, a := range f {
+			if ip, err := netip.ParseAddr(a); err != nil || ip.Zone() != "" {
+				good = false
+			}
+		}
+		if good {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s is not a list of 1 to 3 IP addresses separated by spaces, e.g. \"1.1.1.1 2606:4700:4700::1111\"", provisioners.ShortValue(v))
 }
 
 // Close drops idle connections.
