@@ -15,6 +15,7 @@ import (
 	"github.com/charmbracelet/x/exp/teatest"
 
 	"github.com/decent-stuff/dc-agent/agent/status"
+	"github.com/decent-stuff/dc-agent/dcapi"
 	"github.com/decent-stuff/dc-agent/doctor"
 )
 
@@ -119,7 +120,7 @@ func TestGoldenDoctorView(t *testing.T) {
 
 // The golden files are plain text: no escape sequence may hide in them.
 func TestGoldenFilesArePlain(t *testing.T) {
-	for _, name := range []string{"TestGoldenOnlineWithWorkInFlight", "TestGoldenAgentNotRunning", "TestGoldenLogsView", "TestGoldenDoctorView"} {
+	for _, name := range []string{"TestGoldenOnlineWithWorkInFlight", "TestGoldenAgentNotRunning", "TestGoldenLogsView", "TestGoldenDoctorView", "TestGoldenProblems"} {
 		b := readGolden(t, name)
 		if bytes.ContainsRune(b, 0x1b) {
 			t.Errorf("%s.golden has escape sequences", name)
@@ -137,4 +138,30 @@ func readGolden(t *testing.T, name string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// An agent that cannot reach the API: the problem with its fix, the loops
+// in backoff, the API's view (offline) beside the agent's.
+func TestGoldenProblems(t *testing.T) {
+	o := testOptions(t)
+	st := busyState()
+	st.Online, st.Work = false, nil
+	st.Counts.Provisioning, st.Counts.Queued, st.Counts.Outbox = 0, 0, 2
+	hb := t0.Add(-7 * time.Minute)
+	st.LastHeartbeat = &hb
+	next := t0.Add(20 * time.Second)
+	st.Loops = []status.Loop{
+		{Name: "contracts", State: status.LoopBackoff, Failures: 6, LastError: "GET /providers/…/contracts/pending-provision: dial tcp: lookup api.decent-cloud.org: no such host", NextAttempt: &next},
+		{Name: "heartbeat", State: status.LoopStopped, LastError: "401: delegation expired"},
+		{Name: "health", State: status.LoopRunning},
+	}
+	st.Problems = []status.Problem{{Loop: "heartbeat", Message: "the API refuses the agent's delegation: it expired on 2026-12-01", Fix: "dc-agent delegation request, sign it offline, then dc-agent register --delegation file:PATH", Since: t0.Add(-7 * time.Minute)}}
+	o.Status = scripted{state: st, events: []status.Event{
+		ev(1, 9*time.Minute, status.EventStarted, status.LevelInfo, "", "dc-agent starting"),
+		ev(2, 7*time.Minute, status.EventLoopStopped, status.LevelError, "", "heartbeat stopped: 401: delegation expired"),
+		ev(3, 6*time.Minute, status.EventLoopBackoff, status.LevelWarn, "", "contracts: API unreachable, retrying with backoff"),
+	}}
+	o.API = fixedAPI{st: dcapi.AgentStatus{ProviderPubkey: testProvider, Online: false, LastHeartbeatNs: ptr(hb.UnixNano()), ActiveContracts: 3},
+		hs: dcapi.HealthSummary{TotalChecks: 1200, HealthyChecks: 1100, UptimePercent: 91.67, ContractsMonitored: 4}}
+	runGolden(t, o, "API unreachable, retrying", "", "")
 }

@@ -275,19 +275,50 @@ func (m *Model) workLines() []string {
 	return out
 }
 
+// problemLines: what a human must fix (with the fix), then loops that are
+// retrying or stopped and not already explained by a problem.
 func (m *Model) problemLines() []string {
-	if m.state == nil || m.stateErr != nil || len(m.state.Problems) == 0 {
+	if m.state == nil || m.stateErr != nil {
 		return nil
 	}
 	s := m.st
-	out := []string{"", s.bad.Render("Problems")}
+	var out []string
+	explained := map[string]bool{}
 	for _, p := range m.state.Problems {
 		out = append(out, "  ! "+p.Message)
 		if p.Fix != "" {
 			out = append(out, "    fix: "+p.Fix)
 		}
+		if p.Loop != "" {
+			explained[p.Loop] = true
+		}
 	}
-	return out
+	for _, l := range m.state.Loops {
+		if l.State == status.LoopRunning || l.State == "" || explained[l.Name] {
+			continue
+		}
+		word := l.State
+		if l.State == status.LoopBackoff {
+			word = "retrying (backoff)"
+		}
+		line := fmt.Sprintf("  ! %s loop %s", l.Name, word)
+		if l.Failures > 0 {
+			line += fmt.Sprintf(" after %d failures", l.Failures)
+		}
+		if l.LastError != "" {
+			line += ": " + l.LastError
+		}
+		if l.NextAttempt != nil {
+			if d := l.NextAttempt.Sub(m.now); d > 0 {
+				line += "; next try in " + age(d)
+			}
+		}
+		out = append(out, line)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return append([]string{"", s.bad.Render("Problems")}, out...)
 }
 
 func (m *Model) resultLines() []string {
@@ -454,8 +485,11 @@ func hang(l string, w, indent int) []string {
 	body := strings.TrimLeft(l, " ")
 	lead := len(l) - len(body)
 	cont := max(indent, lead)
-	if strings.HasPrefix(body, "fix: ") {
+	switch {
+	case strings.HasPrefix(body, "fix: "):
 		cont = lead + len("fix: ")
+	case strings.HasPrefix(body, "! "):
+		cont = lead + len("! ")
 	}
 	first := wordWrap(body, w-lead)
 	out := []string{strings.Repeat(" ", lead) + first[0]}
