@@ -18,7 +18,8 @@ import (
 
 // Request is everything a backend needs to provision one contract. Sizes are
 // already parsed; Config is the offering's provisioner_config with the
-// contract's instance_config merged over it.
+// contract's instance_config merged over it (MergeConfig: a contract sets
+// only the keys the backend's ConfigPolicy lets it).
 type Request struct {
 	ContractID          string
 	OfferingID          string
