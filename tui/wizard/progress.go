@@ -90,7 +90,7 @@ func (p *progressScreen) start(ctx context.Context, gen int, plan *setup.Plan, n
 func (p *progressScreen) reset(gen int, plan *setup.Plan, now func() time.Time) {
 	rows := make([]stepRow, len(plan.Steps))
 	for i, s := range plan.Steps {
-		rows[i] = stepRow{title: s.Title}
+		rows[i] = stepRow{title: clean(s.Title)}
 	}
 	*p = progressScreen{title: p.title, gen: gen, rows: rows, showOutput: p.showOutput, running: true, failed: -1, started: now()}
 }
@@ -142,6 +142,7 @@ func (p *progressScreen) update(msg tea.Msg, now func() time.Time) (cmd tea.Cmd,
 
 // apply records one event (tests feed events directly).
 func (p *progressScreen) apply(e setup.Event) {
+	e.Text, e.Fix, e.Title = clean(e.Text), clean(e.Fix), clean(e.Title)
 	i := e.Index - 1
 	if i < 0 || i >= len(p.rows) {
 		return
@@ -170,6 +171,23 @@ func (p *progressScreen) addOutput(l string) {
 	if len(p.output) > maxOutput {
 		p.output = p.output[len(p.output)-maxOutput:]
 	}
+}
+
+// clean keeps text from outside (remote output, API messages) from
+// driving the terminal: control characters go, tabs become spaces.
+func clean(s string) string {
+	if len(s) > 4096 {
+		s = s[:4096] + "…"
+	}
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '\t':
+			return ' '
+		case r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0:
+			return -1
+		}
+		return r
+	}, s)
 }
 
 var spinnerFrames = []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}

@@ -155,7 +155,7 @@ func (m *Model) viewDiscovery() string {
 	if d.VirtCustomize {
 		vc = "yes"
 	}
-	fmt.Fprintf(&b, "Node %s · Proxmox VE %s · virt-customize: %s\n", m.st.key.Render(d.Node), d.Version.Version, vc)
+	fmt.Fprintf(&b, "Node %s · Proxmox VE %s · virt-customize: %s\n", m.st.key.Render(clean(d.Node)), clean(d.Version.Version), vc)
 	head := func(i int, t string) {
 		if s.section == i {
 			b.WriteString(m.st.sel.Render("▸ "+t) + "\n")
@@ -185,14 +185,14 @@ func (m *Model) viewDiscovery() string {
 		b.WriteString(m.st.bad.Render("    "+markBad+" none can hold VM disks") + "\n")
 	}
 	for i, st := range d.Storages {
-		row(0, i, s.storage == i, true, fmt.Sprintf("%-12s %-9s %5d GiB free", st.ID, st.Type, st.Avail>>30))
+		row(0, i, s.storage == i, true, fmt.Sprintf("%-12s %-9s %5d GiB free", clean(st.ID), clean(st.Type), st.Avail>>30))
 	}
 	head(1, "Bridge for VM networks")
 	if len(d.Bridges) == 0 {
 		b.WriteString(m.st.bad.Render("    "+markBad+" no bridge") + "\n")
 	}
 	for i, br := range d.Bridges {
-		row(1, i, s.bridge == i, true, fmt.Sprintf("%-12s %s", br.Name, br.CIDR))
+		row(1, i, s.bridge == i, true, fmt.Sprintf("%-12s %s", clean(br.Name), clean(br.CIDR)))
 	}
 	head(2, "Templates to build")
 	for i, img := range setup.Images {
@@ -211,10 +211,10 @@ func (m *Model) viewDiscovery() string {
 	} else {
 		st, br := "?", "?"
 		if s.storage >= 0 && s.storage < len(d.Storages) {
-			st = d.Storages[s.storage].ID
+			st = clean(d.Storages[s.storage].ID)
 		}
 		if s.bridge >= 0 && s.bridge < len(d.Bridges) {
-			br = d.Bridges[s.bridge].Name
+			br = clean(d.Bridges[s.bridge].Name)
 		}
 		fmt.Fprintf(&b, "Enter changes the node: templates %s on %s, bridge %s; pool %s, user %s, role %s and its API token.\n",
 			strings.Join(s.templates(), ", "), st, br, setup.PVEPool, setup.PVEUser, setup.PVERole)

@@ -233,9 +233,9 @@ func (m *Model) viewSummary() string {
 		row("agent key", m.key.Pubkey)
 	}
 	if m.disc != nil {
-		row("node", fmt.Sprintf("%s (Proxmox VE %s) via %s", m.disc.Node, m.disc.Version.Version, a.ProxmoxAPIURL))
+		row("node", fmt.Sprintf("%s (Proxmox VE %s) via %s", clean(m.disc.Node), clean(m.disc.Version.Version), a.ProxmoxAPIURL))
 	}
-	row("resources", fmt.Sprintf("storage %s, bridge %s", a.Storage, a.Bridge))
+	row("resources", fmt.Sprintf("storage %s, bridge %s", clean(a.Storage), clean(a.Bridge)))
 	if m.run != nil && len(m.run.Result.Templates) > 0 {
 		var ts []string
 		for _, name := range a.Templates {

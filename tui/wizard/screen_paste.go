@@ -53,9 +53,9 @@ func (m *Model) checkPasted() (ok bool, lines []string) {
 				title = t
 			}
 		}
-		lines = append(lines, m.st.bad.Render(markBad+" "+title+": ")+err.Error())
+		lines = append(lines, m.st.bad.Render(markBad+" "+title+": ")+clean(err.Error()))
 		if fix := setup.FixOf(err); fix != "" {
-			lines = append(lines, "Fix: "+fix)
+			lines = append(lines, "Fix: "+clean(fix))
 		}
 		return false, lines
 	}
