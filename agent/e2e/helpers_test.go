@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -89,6 +90,9 @@ func newWorld(t *testing.T, opts ...worldOpt) *world {
 	prov := srv.NewProvider("E2E Hosting")
 	key := srv.NewAgent(prov)
 	dir := t.TempDir()
+	w0 := &world{backend: &demobackend.Backend{Dir: filepath.Join(dir, "pool")}}
+	// Registered after TempDir, so it runs before the directory is removed.
+	t.Cleanup(w0.reapBackends)
 	// Unix socket paths must stay short (108 bytes).
 	sockDir, err := os.MkdirTemp("", "dce")
 	if err != nil {
@@ -250,6 +254,37 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// reapBackends kills what the agent's scripts left running in this world:
+// each script runs in its own process group (so that its timeout can kill
+// it whole), so a SIGKILLed agent does not take it along, and it could
+// still be writing into the world's directory while the test removes it.
+func (w *world) reapBackends() {
+	needle := []byte(demobackend.EnvVar + "=" + w.backend.Dir + "\x00")
+	wrapper := []byte(filepath.Join(filepath.Dir(w.backend.Dir), "backend.sh"))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		found := false
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			env, _ := os.ReadFile("/proc/" + e.Name() + "/environ")
+			cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+			if !bytes.Contains(env, needle) && !bytes.Contains(cmdline, wrapper) {
+				continue // neither the backend nor its wrapper script (sh)
+			}
+			found = true
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if !found || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // state reads the agent's status socket.
