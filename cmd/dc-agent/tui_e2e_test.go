@@ -306,6 +306,20 @@ func TestWizardEndToEndInTmux(t *testing.T) {
 	if !strings.Contains(r.out, "Service installed") {
 		t.Errorf("--no-tui did not install the service:\n%s\n%s", r.out, r.err)
 	}
+	// Re-running dc-agent on the configured host goes straight to the
+	// monitor.
+	x.tmux("new-session", "-d", "-s", "again", "-x", "80", "-y", "24", strings.Join(quoteAll(cmdline[:len(cmdline)-len(notAsked)]), " ")+"; sleep 600")
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		screen := x.tmux("capture-pane", "-p", "-t", "again")
+		if strings.Contains(screen, "dc-agent monitor") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a re-run did not open the monitor:\n%s", screen)
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
 	t.Logf("screens kept in %s", artifacts)
 }
 
