@@ -105,16 +105,51 @@ func allContainers(t *testing.T, p *Provisioner) []container.Summary {
 	return res.Items
 }
 
-func assertNoContainers(t *testing.T, p *Provisioner) {
+// containersOf lists the containers on the test daemon named for the given
+// contracts. Tests that run in parallel share the daemon (and their
+// contracts never overlap), so each one counts and removes only its own;
+// the tests that need the daemon to themselves (List, foreign containers)
+// do not run in parallel, and Go runs them before the parallel ones.
+func containersOf(t *testing.T, p *Provisioner, contracts ...string) []container.Summary {
 	t.Helper()
-	if l := allContainers(t, p); len(l) != 0 {
+	names := map[string]bool{}
+	for _, id := range contracts {
+		names["/"+ContainerName(id)] = true
+	}
+	var mine []container.Summary
+	for _, c := range allContainers(t, p) {
+		for _, n := range c.Names {
+			if names[n] {
+				mine = append(mine, c)
+				break
+			}
+		}
+	}
+	return mine
+}
+
+// assertNoContainers fails if the daemon holds any container, or, given
+// contracts, any container of theirs.
+func assertNoContainers(t *testing.T, p *Provisioner, contracts ...string) {
+	t.Helper()
+	l := allContainers(t, p)
+	if len(contracts) > 0 {
+		l = containersOf(t, p, contracts...)
+	}
+	if len(l) != 0 {
 		t.Fatalf("containers left behind: %+v", l)
 	}
 }
 
-func terminateAll(t *testing.T, p *Provisioner) {
+// terminateAll removes every container on the daemon (tests that do not
+// run in parallel), or, given contracts, theirs.
+func terminateAll(t *testing.T, p *Provisioner, contracts ...string) {
 	t.Helper()
-	for _, c := range allContainers(t, p) {
+	l := allContainers(t, p)
+	if len(contracts) > 0 {
+		l = containersOf(t, p, contracts...)
+	}
+	for _, c := range l {
 		_, _ = p.cli.ContainerRemove(context.Background(), c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
 	}
 }
@@ -284,8 +319,11 @@ func TestRestartedAgentRefindsContainer(t *testing.T) {
 }
 
 func TestPasswordWithoutKey(t *testing.T) {
-	p := newProvisioner(t, nil)
-	t.Cleanup(func() { terminateAll(t, p) })
+	t.Parallel()
+	p := newProvisioner(t, func(c *config.DockerConfig) {
+		c.SSHPortRangeStart, c.SSHPortRangeEnd = testPortStart+500, testPortStart+509
+	})
+	t.Cleanup(func() { terminateAll(t, p, cid(3), cid(4), "xyz") })
 	ctx := context.Background()
 	inst, err := p.Provision(ctx, provisioners.Request{ContractID: cid(3), WantPassword: true})
 	if err != nil {
@@ -314,16 +352,17 @@ func TestPasswordWithoutKey(t *testing.T) {
 			t.Errorf("%+v: %v", bad, err)
 		}
 	}
-	if n := len(allContainers(t, p)); n != 1 {
+	if n := len(containersOf(t, p, cid(3), cid(4), "xyz")); n != 1 {
 		t.Fatalf("refused contracts created containers: %d", n)
 	}
 }
 
 func TestPortAllocation(t *testing.T) {
+	t.Parallel()
 	p := newProvisioner(t, func(c *config.DockerConfig) {
 		c.SSHPortRangeStart, c.SSHPortRangeEnd = testPortStart+200, testPortStart+202
 	})
-	t.Cleanup(func() { terminateAll(t, p) })
+	t.Cleanup(func() { terminateAll(t, p, cid(5), cid(6), cid(7)) })
 	ctx := context.Background()
 
 	// Something else listens on the port contract 5 would get first.
@@ -354,36 +393,44 @@ func TestPortAllocation(t *testing.T) {
 	if err == nil || !provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "all 3 SSH ports") {
 		t.Fatalf("full range: %v", err)
 	}
-	if n := len(allContainers(t, p)); n != 2 {
+	if n := len(containersOf(t, p, cid(5), cid(6), cid(7))); n != 2 {
 		t.Fatalf("%d containers", n)
 	}
 }
 
 func TestFailedProvisionRemovesContainer(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	t.Run("command exits", func(t *testing.T) {
-		p := newProvisioner(t, func(c *config.DockerConfig) { c.Image = exitingImage })
+		t.Parallel()
+		p := newProvisioner(t, func(c *config.DockerConfig) {
+			c.Image, c.SSHPortRangeStart, c.SSHPortRangeEnd = exitingImage, testPortStart+600, testPortStart+609
+		})
 		_, err := p.Provision(ctx, provisioners.Request{ContractID: cid(8), MemoryMB: 64, RequesterSSHPubkey: sshKey(t)})
 		if err == nil || !strings.Contains(err.Error(), "stopped right after start") || !strings.Contains(err.Error(), "exit code 3") || !strings.Contains(err.Error(), "boom") {
 			t.Fatalf("err %v", err)
 		}
-		assertNoContainers(t, p)
+		assertNoContainers(t, p, cid(8))
 	})
 	t.Run("post-provision script fails", func(t *testing.T) {
-		p := newProvisioner(t, nil)
+		t.Parallel()
+		p := newProvisioner(t, func(c *config.DockerConfig) {
+			c.SSHPortRangeStart, c.SSHPortRangeEnd = testPortStart+610, testPortStart+619
+		})
 		_, err := p.Provision(ctx, provisioners.Request{ContractID: cid(9), MemoryMB: 64, RequesterSSHPubkey: sshKey(t), PostProvisionScript: "echo bad thing >&2; exit 7"})
 		if err == nil || !strings.Contains(err.Error(), "exit 7") || !strings.Contains(err.Error(), "bad thing") {
 			t.Fatalf("err %v", err)
 		}
-		assertNoContainers(t, p)
+		assertNoContainers(t, p, cid(9))
 	})
 	t.Run("image cannot be pulled", func(t *testing.T) {
+		t.Parallel()
 		p := newProvisioner(t, func(c *config.DockerConfig) { c.Image = "127.0.0.1:1/dc-test/absent:1"; c.PullTimeoutSecond = 10 })
 		_, err := p.Provision(ctx, provisioners.Request{ContractID: cid(10), MemoryMB: 64, RequesterSSHPubkey: sshKey(t)})
 		if err == nil || !provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "pull image 127.0.0.1:1/dc-test/absent:1") {
 			t.Fatalf("err %v", err)
 		}
-		assertNoContainers(t, p)
+		assertNoContainers(t, p, cid(10))
 	})
 }
 
@@ -491,10 +538,11 @@ func mustEd25519(t testing.TB) ed25519.PublicKey {
 // the daemon would not object, so only the agent's own bookkeeping keeps
 // them apart).
 func TestConcurrentProvisionsGetDistinctPorts(t *testing.T) {
+	t.Parallel()
 	p := newProvisioner(t, func(c *config.DockerConfig) {
 		c.SSHPortRangeStart, c.SSHPortRangeEnd = testPortStart+300, testPortStart+305
 	})
-	t.Cleanup(func() { terminateAll(t, p) })
+	t.Cleanup(func() { terminateAll(t, p, cid(20), cid(21), cid(22), cid(23), cid(24), cid(25)) })
 	key := sshKey(t)
 	type res struct {
 		port int
@@ -523,8 +571,12 @@ func TestConcurrentProvisionsGetDistinctPorts(t *testing.T) {
 // A container left by an interrupted attempt is taken over only when it is
 // known to be complete; otherwise it is replaced in the same call.
 func TestResumeInterruptedAttempts(t *testing.T) {
-	p := newProvisioner(t, nil)
-	t.Cleanup(func() { terminateAll(t, p) })
+	t.Parallel()
+	// Ranges of their own for tests that run in parallel.
+	p := newProvisioner(t, func(c *config.DockerConfig) {
+		c.SSHPortRangeStart, c.SSHPortRangeEnd = testPortStart+400, testPortStart+409
+	})
+	t.Cleanup(func() { terminateAll(t, p, cid(30)) })
 	ctx := context.Background()
 	req := provisioners.Request{ContractID: cid(30), MemoryMB: 64, RequesterSSHPubkey: sshKey(t), PostProvisionScript: "echo ok"}
 
@@ -535,7 +587,7 @@ func TestResumeInterruptedAttempts(t *testing.T) {
 		t.Fatal(err)
 	}
 	inst, err := p.Provision(ctx, req)
-	if err != nil || inst.ExternalID == res.ID || len(allContainers(t, p)) != 1 {
+	if err != nil || inst.ExternalID == res.ID || len(containersOf(t, p, cid(30))) != 1 {
 		t.Fatalf("created-only container: %+v %v", inst, err)
 	}
 
@@ -550,7 +602,7 @@ func TestResumeInterruptedAttempts(t *testing.T) {
 		t.Fatalf("rm marker: %d %v", code, err)
 	}
 	third, err := p.Provision(ctx, req)
-	if err != nil || third.ExternalID == inst.ExternalID || len(allContainers(t, p)) != 1 {
+	if err != nil || third.ExternalID == inst.ExternalID || len(containersOf(t, p, cid(30))) != 1 {
 		t.Fatalf("incomplete container not replaced: %+v %v", third, err)
 	}
 }
