@@ -37,7 +37,23 @@ const (
 	wait      = 60 * time.Second
 )
 
+// agentBin is the dc-agent binary, built by TestMain while the daemon
+// starts.
+var agentBin struct {
+	path string
+	err  error
+}
+
 func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "dc-e2e-bin-")
+	if err != nil {
+		panic(err)
+	}
+	built := make(chan struct{})
+	go func() {
+		defer close(built)
+		agentBin.path, agentBin.err = testutil.BuildBinary(dir, "github.com/decent-stuff/dc-agent/cmd/dc-agent", "dc-agent")
+	}()
 	dockerEnv = testutil.StartDockerEnv()
 	if dockerEnv.D != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -46,8 +62,10 @@ func TestMain(m *testing.M) {
 		}
 		cancel()
 	}
+	<-built
 	code := m.Run()
 	dockerEnv.Stop()
+	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
@@ -149,7 +167,7 @@ func TestContractToContainer(t *testing.T) {
 func TestKilledAgentRefindsContainer(t *testing.T) {
 	d := dockerEnv.Require(t)
 	dc := dockerClient(t, d)
-	bin, err := testutil.BuildBinary(t.TempDir(), "github.com/decent-stuff/dc-agent/cmd/dc-agent", "dc-agent")
+	bin, err := agentBin.path, agentBin.err
 	if err != nil {
 		t.Fatal(err)
 	}
