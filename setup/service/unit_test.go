@@ -114,7 +114,10 @@ health_check_interval_seconds = 10
 state_dir = %q
 status_socket = %q
 max_concurrent_provisions = 2
-shutdown_grace_seconds = 1000
+# TimeoutStopSec = 50 s: the provision in flight at stop is held only until
+# systemd is stopping the agent. (On this cgroup-v1 host systemd --user has
+# been seen to wait for TimeoutStopSec after the agent exited.)
+shutdown_grace_seconds = 20
 
 [provisioner]
 type = "script"
