@@ -126,7 +126,7 @@ func (s *Server) authenticate(r *http.Request) (*caller, error) {
 	}
 
 	// 4. Signature, over the exact bytes received.
-	body, err := io.ReadAll(r.Body)
+	body, err := readBody(r)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -134,7 +134,7 @@ func (s *Server) authenticate(r *http.Request) (*caller, error) {
 		}
 		return nil, errorf(http.StatusBadRequest, "reading request body: %v", err)
 	}
-	if !identity.Verify(ed25519.PublicKey(pub), identity.RequestMessage(ts, nonce, r.Method, signedPath(r), body), sig) {
+	if !identity.VerifyRequest(ed25519.PublicKey(pub), ts, nonce, r.Method, signedPath(r), body, sig) {
 		return nil, errorf(http.StatusUnauthorized, "invalid signature: the request was altered or not signed by %s (signed message: %s ‖ %s ‖ METHOD ‖ PATH without query ‖ BODY, Ed25519ph with context %q)",
 			header, dcapi.HeaderTimestamp, dcapi.HeaderNonce, identity.SignatureContext)
 	}
@@ -260,6 +260,29 @@ func (s *Server) delegationError(ctx context.Context, provider string, c *caller
 		return errorf(http.StatusUnauthorized, "no delegation for agent key %s: provider %s is not registered on this server", short(c.key), short(provider))
 	}
 	return errorf(http.StatusUnauthorized, "no delegation for agent key %s from provider %s: register it (dc-agent register)", short(c.key), short(provider))
+}
+
+// readBody reads the whole body; with a Content-Length (within the size
+// limit) into one buffer of that size.
+func readBody(r *http.Request) ([]byte, error) {
+	n := r.ContentLength
+	if n < 0 || n > 64<<10 {
+		return io.ReadAll(r.Body)
+	}
+	body := make([]byte, n, n+1)
+	if _, err := io.ReadFull(r.Body, body); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, errors.New("body shorter than its Content-Length")
+		}
+		return nil, err
+	}
+	// net/http stops at Content-Length; make sure of it.
+	if m, err := r.Body.Read(body[n : n+1]); m > 0 {
+		return nil, errors.New("body longer than its Content-Length")
+	} else if err != nil && err != io.EOF {
+		return nil, err
+	}
+	return body, nil
 }
 
 // signedPath is the path exactly as the client sent it, without the query.

@@ -172,7 +172,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, c *caller) er
 	if err := s.st.RecordHeartbeat(r.Context(), c.provider, c.key, hb, c.nowNs); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, dcapi.HeartbeatResponse{Acknowledged: true, NextHeartbeatSeconds: s.cfg.NextHeartbeatSeconds})
+	writeEncoded(w, http.StatusOK, s.hbAck)
 	return nil
 }
 

@@ -40,8 +40,14 @@ func writeJSON(w http.ResponseWriter, status int, data any) {
 		// Only reachable with an unencodable type: a programming error.
 		b, status = []byte(`{"success":false,"error":"internal error: response not encodable"}`), http.StatusInternalServerError
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	writeEncoded(w, status, b)
+}
+
+// writeEncoded writes an envelope already encoded as JSON.
+func writeEncoded(w http.ResponseWriter, status int, b []byte) {
+	h := w.Header()
+	h["Content-Type"] = []string{"application/json"}
+	h["Content-Length"] = []string{strconv.Itoa(len(b))}
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
 }

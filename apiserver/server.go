@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -64,6 +65,7 @@ type Server struct {
 	limiter *rateLimiter
 	mux     *http.ServeMux
 	handler http.Handler
+	hbAck   []byte // the (constant) heartbeat answer, encoded once
 
 	watchOnce sync.Once
 }
@@ -111,6 +113,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.RateLimit > 0 {
 		s.limiter = newRateLimiter(cfg.RateLimit, cfg.RateBurst)
 	}
+	s.hbAck, _ = json.Marshal(envelope{Success: true, Data: dcapi.HeartbeatResponse{Acknowledged: true, NextHeartbeatSeconds: cfg.NextHeartbeatSeconds}})
 	s.routes()
 	s.handler = s.middleware(s.mux)
 	return s, nil

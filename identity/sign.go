@@ -6,6 +6,7 @@ import (
 	"crypto/sha512"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"strings"
 )
 
@@ -34,6 +35,25 @@ func Verify(pub ed25519.PublicKey, msg, sig []byte) bool {
 	}
 	digest := sha512.Sum512(msg)
 	return ed25519.VerifyWithOptions(pub, digest[:], sig, phOptions) == nil
+}
+
+// VerifyRequest is Verify of RequestMessage(timestamp, nonce, method, path,
+// body), hashing the parts as they are instead of joining them first.
+func VerifyRequest(pub ed25519.PublicKey, timestamp, nonce, method, path string, body, sig []byte) bool {
+	if len(pub) != ed25519.PublicKeySize || len(sig) != ed25519.SignatureSize {
+		return false
+	}
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	h := sha512.New()
+	_, _ = io.WriteString(h, timestamp)
+	_, _ = io.WriteString(h, nonce)
+	_, _ = io.WriteString(h, strings.ToUpper(method))
+	_, _ = io.WriteString(h, path)
+	_, _ = h.Write(body)
+	var digest [sha512.Size]byte
+	return ed25519.VerifyWithOptions(pub, h.Sum(digest[:0]), sig, phOptions) == nil
 }
 
 // RequestMessage builds the signed message of PROTOCOL.md §2:

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/decent-stuff/dc-agent/dcapi"
 )
@@ -36,8 +38,8 @@ func ValidateHeartbeat(hb *dcapi.Heartbeat) error {
 		return invalidf("capabilities has %d entries; at most %d", len(hb.Capabilities), maxCapabilities)
 	}
 	for i, c := range hb.Capabilities {
-		if err := validText(fmt.Sprintf("capabilities[%d]", i), c, 64); err != nil {
-			return err
+		if validText("", c, 64) != nil { // name it only when refusing
+			return validText(fmt.Sprintf("capabilities[%d]", i), c, 64)
 		}
 	}
 	if hb.ActiveContracts < 0 || hb.ActiveContracts > maxActiveContracts {
@@ -54,8 +56,9 @@ func (s *Store) RecordHeartbeat(ctx context.Context, provider, agent string, hb 
 	if err := ValidateHeartbeat(&hb); err != nil {
 		return err
 	}
-	it := &hbItem{provider: provider, agent: agent, version: hb.Version, ptype: hb.ProvisionerType,
-		active: int64(hb.ActiveContracts), nowNs: nowNs, done: make(chan error, 1)}
+	it := hbItems.Get().(*hbItem)
+	*it = hbItem{provider: provider, agent: agent, version: hb.Version, ptype: hb.ProvisionerType,
+		active: int64(hb.ActiveContracts), nowNs: nowNs, done: it.done}
 	if hb.Capabilities != nil {
 		b, _ := json.Marshal(hb.Capabilities)
 		it.caps = string(b)
@@ -80,11 +83,18 @@ func (s *Store) RecordHeartbeat(ctx context.Context, provider, agent string, hb 
 	}
 	select {
 	case err := <-it.done:
+		// The writer is done with it (it answers once): reuse it. An
+		// item abandoned on ctx.Done is left to the garbage collector.
+		*it = hbItem{done: it.done}
+		hbItems.Put(it)
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
+
+// hbItems recycles queued heartbeats and their answer channels.
+var hbItems = sync.Pool{New: func() any { return &hbItem{done: make(chan error, 1)} }}
 
 type hbItem struct {
 	provider, agent, version, ptype string
@@ -115,8 +125,27 @@ func upsertHeartbeats(n int) string {
 	return b.String()
 }
 
+// upsertTexts memoises upsertHeartbeats by row count.
+var upsertTexts [maxHeartbeatBatch + 1]atomic.Pointer[string]
+
+func upsertSQL(n int) string {
+	if n > maxHeartbeatBatch {
+		return upsertHeartbeats(n)
+	}
+	if p := upsertTexts[n].Load(); p != nil {
+		return *p
+	}
+	q := upsertHeartbeats(n)
+	upsertTexts[n].Store(&q)
+	return q
+}
+
 // maxHeartbeatBatch bounds one group commit.
 const maxHeartbeatBatch = 256
+
+// maxFillRounds bounds how often the writer yields to let more heartbeats
+// join a batch before committing it.
+const maxFillRounds = 4
 
 // heartbeatWriter writes queued heartbeats: whatever is queued when it gets
 // to it goes into one transaction. An idle server commits each heartbeat at
@@ -140,15 +169,23 @@ func (s *Store) heartbeatWriter() {
 			}
 		}
 		// Let handlers that are about to enqueue do so: under load this
-		// turns many one-row commits into one.
-		runtime.Gosched()
-	fill:
-		for len(batch) < maxHeartbeatBatch {
-			select {
-			case it := <-s.hbCh:
-				batch = append(batch, it)
-			default:
-				break fill
+		// turns many one-row commits into one. Keep yielding while more
+		// arrive (a few rounds at most, no timer: an idle server still
+		// commits a lone heartbeat at once).
+		for round := 0; round < maxFillRounds && len(batch) < maxHeartbeatBatch; round++ {
+			runtime.Gosched()
+			before := len(batch)
+		fill:
+			for len(batch) < maxHeartbeatBatch {
+				select {
+				case it := <-s.hbCh:
+					batch = append(batch, it)
+				default:
+					break fill
+				}
+			}
+			if len(batch) == before {
+				break
 			}
 		}
 		err := s.writeHeartbeats(ctx, batch)
@@ -188,13 +225,17 @@ func (s *Store) writeHeartbeats(ctx context.Context, batch []*hbItem) error {
 		args = append(args, it.provider, it.agent, it.nowNs, it.version, it.ptype, it.caps, it.active, it.res, it.nowNs)
 	}
 	var err error
-	if len(rows) == 1 {
+	if len(rows) == 1 || s.dialect == SQLite {
+		// SQLite parses every statement it is not handed prepared: keep
+		// one prepared upsert per batch size (at most maxHeartbeatBatch,
+		// all on the one write connection). PostgreSQL's driver caches
+		// prepared statements by text itself.
 		var st *sql.Stmt
-		if st, err = s.stmt(ctx, s.w, upsertHeartbeats(1)); err == nil {
+		if st, err = s.stmt(ctx, s.w, upsertSQL(len(rows))); err == nil {
 			_, err = st.ExecContext(ctx, args...)
 		}
 	} else {
-		_, err = s.w.ExecContext(ctx, s.q(upsertHeartbeats(len(rows))), args...)
+		_, err = s.w.ExecContext(ctx, s.q(upsertSQL(len(rows))), args...)
 	}
 	if err != nil {
 		return fmt.Errorf("record heartbeat: %w", err)

@@ -34,6 +34,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -228,12 +229,14 @@ func benchDB(name, dsn string, nAgents, nProviders, nReq, conc, nChecks int, ver
 	// and averaged, so that both figures see the same machine (the cores
 	// may be shared with other work).
 	verifyBefore := measureVerify(verifyFor / 2)
+	verifyCPU := cpuPerOp(func() int { return measureVerifyN(20000) })
 	lat := make([]time.Duration, nReq)
 	var next atomic.Int64
 	var firstErr error
 	var errOnce sync.Once
 	var wg sync.WaitGroup
 	start := time.Now()
+	cpu0 := cpuTime()
 	for w := 0; w < conc; w++ {
 		wg.Add(1)
 		go func() {
@@ -261,6 +264,7 @@ func benchDB(name, dsn string, nAgents, nProviders, nReq, conc, nChecks int, ver
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	hbCPU := (cpuTime() - cpu0) / time.Duration(nReq)
 	if firstErr != nil {
 		return nil, firstErr
 	}
@@ -271,6 +275,11 @@ func benchDB(name, dsn string, nAgents, nProviders, nReq, conc, nChecks int, ver
 		name, nReq, nAgents, elapsed.Seconds(), res.rate, ms(res.p50), ms(res.p99))
 	fmt.Printf("[%s] bare Ed25519ph verify on all cores: %.0f /s before, %.0f /s after the run -> ratio %.1f %%\n",
 		name, verifyBefore, verifyAfter, 100*res.rate/res.verify)
+	// CPU time per operation is steadier than rates on a shared machine:
+	// the process's user+system time over the heartbeat run (server, load
+	// generator, runtime) per heartbeat, next to one bare verification.
+	fmt.Printf("[%s] CPU per signed heartbeat %.1f µs (server + load generator) vs per bare verify %.1f µs -> CPU ratio %.1f %%\n",
+		name, us(hbCPU), us(verifyCPU), 100*float64(verifyCPU)/float64(hbCPU))
 	var stored int
 	if err := st.DB().QueryRow(`SELECT COUNT(*) FROM provider_agent_status`).Scan(&stored); err != nil || stored != nAgents {
 		return nil, fmt.Errorf("expected %d agent rows after the run, found %d (%v)", nAgents, stored, err)
@@ -501,6 +510,50 @@ func measureVerify(d time.Duration) float64 {
 		return identity.Verify(it.pub, it.msg, it.sig)
 	})
 }
+
+// measureVerifyN runs n verifications on all cores and returns n.
+func measureVerifyN(n int) int {
+	k, _ := identity.GenerateKey()
+	body := []byte(`{"version":"0.9.0","provisionerType":"proxmox","capabilities":["vm"],"activeContracts":3}`)
+	msg := identity.RequestMessage(strconv.FormatInt(time.Now().UnixNano(), 10), uuid.NewString(), "POST",
+		"/api/v1/providers/"+hex.EncodeToString(make([]byte, 32))+"/heartbeat", body)
+	sig := identity.Sign(k, msg)
+	pub := k.Public().(ed25519.PublicKey)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(n) {
+				if !identity.Verify(pub, msg, sig) {
+					panic(errors.New("a verification failed"))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return n
+}
+
+// cpuPerOp is the process CPU time (user + system) per operation of f,
+// which returns how many it did.
+func cpuPerOp(f func() int) time.Duration {
+	t0 := cpuTime()
+	n := f()
+	return (cpuTime() - t0) / time.Duration(n)
+}
+
+// cpuTime is the process's user + system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 func measureSign(d time.Duration) float64 {
 	k, _ := identity.GenerateKey()
