@@ -60,6 +60,7 @@ type Model struct {
 	healthErr error
 	apiAt     time.Time
 	apiBusy   bool
+	apiAgain  bool // ask again when the answer in flight arrives
 
 	// The log view.
 	logs        viewport.Model
@@ -180,10 +181,21 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case eventMsg:
 		m.addEvent(msg.ev)
 		// The event changed something: refresh the numbers (coalesced).
+		var cmds []tea.Cmd
 		if !m.stateBusy {
-			return m, m.fetchState()
+			cmds = append(cmds, m.fetchState())
 		}
-		return m, nil
+		// A heartbeat the API accepted changes what the API says: ask it
+		// now rather than at the next period (again after an answer in
+		// flight, which may predate the heartbeat).
+		if m.o.API != nil && (msg.ev.Kind == status.EventHeartbeat || msg.ev.Kind == status.EventReady) {
+			if m.apiBusy {
+				m.apiAgain = true
+			} else {
+				cmds = append(cmds, m.fetchAPI())
+			}
+		}
+		return m, tea.Batch(cmds...)
 	case streamUpMsg:
 		m.connected, m.streamErr, m.reconnectIn = true, nil, 0
 		if msg.newAgent && len(m.events) > 0 {
@@ -196,6 +208,11 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case apiMsg:
 		m.apiBusy = false
 		m.apiAt = m.o.Now()
+		var again tea.Cmd
+		if m.apiAgain {
+			m.apiAgain = false
+			again = m.fetchAPI()
+		}
 		m.apiErr, m.healthErr = msg.statusErr, msg.healthErr
 		if msg.statusErr == nil {
 			s := cleanAgentStatus(msg.status)
@@ -205,7 +222,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			h := msg.health
 			m.health = &h
 		}
-		return m, nil
+		return m, again
 	case logsMsg:
 		m.logsLoading = false
 		m.setLogs(msg.lines, msg.err)

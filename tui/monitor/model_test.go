@@ -313,3 +313,51 @@ func TestWordWrap(t *testing.T) {
 		}
 	}
 }
+
+// A heartbeat event makes the monitor ask the API again at once (the
+// API's view changed), also when an answer is in flight.
+func TestHeartbeatEventRefreshesTheAPI(t *testing.T) {
+	m := busyModel(t)
+	calls := 0
+	m.o.API = countingAPI{fixedAPI: fixedAPI{st: onlineAPI().status}, n: &calls}
+	// busyModel's ready and heartbeat events left an API request "in
+	// flight" and one to repeat (drive does not run commands): their
+	// answers arrive first.
+	m = drive(m, onlineAPI(), onlineAPI())
+	if m.apiBusy || m.apiAgain {
+		t.Fatal("API requests still pending")
+	}
+	hb := eventMsg{ev(20, 0, status.EventHeartbeat, status.LevelInfo, "", "heartbeat accepted")}
+	nm, cmd := m.Update(hb)
+	m = nm.(*Model)
+	msgs := runBatch(cmd)
+	if calls != 1 || !m.apiBusy {
+		t.Fatalf("heartbeat event: %d API calls, busy %v", calls, m.apiBusy)
+	}
+	// Another heartbeat while that answer is in flight: asked again after it.
+	nm, cmd = m.Update(hb)
+	m = nm.(*Model)
+	runBatch(cmd)
+	if calls != 1 || !m.apiAgain {
+		t.Fatalf("second heartbeat while busy: %d calls, again %v", calls, m.apiAgain)
+	}
+	for _, msg := range msgs {
+		if am, ok := msg.(apiMsg); ok {
+			_, cmd = m.Update(am)
+			runBatch(cmd)
+		}
+	}
+	if calls != 2 {
+		t.Fatalf("the API was not asked again after the answer in flight: %d calls", calls)
+	}
+}
+
+type countingAPI struct {
+	fixedAPI
+	n *int
+}
+
+func (c countingAPI) AgentStatus(ctx context.Context) (dcapi.AgentStatus, error) {
+	*c.n++
+	return c.fixedAPI.AgentStatus(ctx)
+}
