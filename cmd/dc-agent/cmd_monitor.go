@@ -36,8 +36,9 @@ It needs a terminal; in scripts use: dc-agent status (or dc-agent status --follo
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&socket, "socket", "", "status socket (default: agent.status_socket from the config, else "+config.DefaultStatusSocket+")")
 	f.DurationVar(&apiEvery, "api-every", monitor.DefaultAPIEvery, "how often to ask the Decent Cloud API for the provider's status and uptime")
 	bindEnv(f)
+	// The same variable as dc-agent status.
+	f.StringVar(&socket, "socket", envDefault("STATUS_SOCKET", ""), "status socket (default: agent.status_socket from the config, else "+config.DefaultStatusSocket+"; env DC_AGENT_STATUS_SOCKET)")
 	return cmd
 }
