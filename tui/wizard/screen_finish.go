@@ -16,24 +16,40 @@ import (
 // Register, service and summary: the last three screens.
 
 func (m *Model) updateRegister(msg tea.Msg) tea.Cmd {
-	p := &m.reg
+	return m.updatePlanScreen(msg, &m.reg, planKeys{
+		retry: m.startRegister,
+		back:  func() tea.Cmd { return m.goTo(scrPaste) },
+		next:  m.startService,
+	}, stageRegistered)
+}
+
+// planKeys are what a finished plan screen does on r (after a failure),
+// esc (after a failure; nil: nothing) and enter (after success).
+type planKeys struct {
+	retry, back, next func() tea.Cmd
+}
+
+// updatePlanScreen drives a screen that runs one plan: keys go to the
+// plan while it runs; when it ends the wizard reaches stage on success, or
+// quits if Ctrl-C asked it to stop.
+func (m *Model) updatePlanScreen(msg tea.Msg, p *progressScreen, keys planKeys, stage stage) tea.Cmd {
 	if k, ok := msg.(tea.KeyMsg); ok {
 		if p.running {
 			p.update(k, m.now)
 			return nil
 		}
-		switch k.String() {
-		case "r":
+		switch {
+		case k.String() == "r":
 			if p.err != nil {
-				return m.startRegister()
+				return keys.retry()
 			}
-		case "esc":
+		case k.String() == "esc" && keys.back != nil:
 			if p.err != nil {
-				return m.goTo(scrPaste)
+				return keys.back()
 			}
-		case "enter":
+		case k.String() == "enter":
 			if p.done {
-				return m.startService()
+				return keys.next()
 			}
 		default:
 			p.update(k, m.now)
@@ -46,7 +62,7 @@ func (m *Model) updateRegister(msg tea.Msg) tea.Cmd {
 			return m.quit()
 		}
 		if p.err == nil {
-			m.stage = stageRegistered
+			m.stage = stage
 		}
 	}
 	return cmd
@@ -105,36 +121,7 @@ func (m *Model) startService() tea.Cmd {
 }
 
 func (m *Model) updateService(msg tea.Msg) tea.Cmd {
-	p := &m.svc
-	if k, ok := msg.(tea.KeyMsg); ok {
-		if p.running {
-			p.update(k, m.now)
-			return nil
-		}
-		switch k.String() {
-		case "r":
-			if p.err != nil {
-				return m.startService()
-			}
-		case "enter":
-			if p.done {
-				return m.toSummary()
-			}
-		default:
-			p.update(k, m.now)
-		}
-		return nil
-	}
-	cmd, finished := p.update(msg, m.now)
-	if finished {
-		if m.stopping {
-			return m.quit()
-		}
-		if p.err == nil {
-			m.stage = stageInstalled
-		}
-	}
-	return cmd
+	return m.updatePlanScreen(msg, &m.svc, planKeys{retry: m.startService, next: m.toSummary}, stageInstalled)
 }
 
 func (m *Model) viewService() string {
