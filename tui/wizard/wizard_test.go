@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,7 +25,20 @@ import (
 func TestMain(m *testing.M) {
 	// Goldens are plain text: a fixed profile without colors.
 	lipgloss.SetColorProfile(termenv.Ascii)
-	os.Exit(m.Run())
+	// fixedDir is one path for every run on the machine: two runs at once
+	// take turns instead of trampling each other's files.
+	lock, err := os.OpenFile(fixedDir+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	lock.Close()
+	os.Exit(code)
 }
 
 // t0 is the frozen clock of every test.
