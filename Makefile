@@ -24,17 +24,10 @@ test-deps:
 
 # Integration tests need real sshd, dockerd, PostgreSQL, systemd, chromium, tmux:
 # DC_REQUIRE_INTEGRATION=1 turns a missing tool into a failure, never a skip.
-# vet+gofmt+shellcheck run beside the tests (vet alone keeps barely more than
-# one core busy while it compiles); their output comes after the tests', and
-# either failing fails the target. packaging (it builds `make release`) is the
-# longest package: named first, go test starts it first instead of last.
-test: test-deps
-	@lintlog=$$(mktemp); \
-	$(MAKE) -s lint >"$$lintlog" 2>&1 & lintpid=$$!; \
-	DC_REQUIRE_INTEGRATION=1 $(GO) test -race -timeout 20m -count=1 ./packaging/ ./...; testrc=$$?; \
-	wait $$lintpid; lintrc=$$?; \
-	echo "== make lint (go vet, gofmt, shellcheck): exit $$lintrc"; cat "$$lintlog"; rm -f "$$lintlog"; \
-	[ $$testrc -eq 0 ] && [ $$lintrc -eq 0 ]
+test: test-deps vet lint
+# packaging (it builds `make release`) is the longest package: named first,
+# go test starts it first instead of last.
+	DC_REQUIRE_INTEGRATION=1 $(GO) test -race -timeout 20m -count=1 ./packaging/ ./...
 
 # Same build configuration as testutil.BuildBinary and `make release`
 # (static, -trimpath): the packages vet compiles are then reused by both.
