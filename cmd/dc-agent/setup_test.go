@@ -89,11 +89,7 @@ func TestSetupProxmoxCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var specs []pvehost.ImageSpec
-	for _, img := range setup.Images {
-		specs = append(specs, pvehost.ImageSpec{Path: img.Path, Sums: img.Sums, Algo: img.Algo})
-	}
-	images := pvehost.StartImageServer(t, specs)
+	images := pvehost.StartImageServer(t, imageSpecs())
 	main, _ := identity.GenerateKey()
 	provider := identity.PublicHex(main)
 
@@ -284,27 +280,8 @@ func TestSetupProxmoxCLI(t *testing.T) {
 // and a re-run of setup that changes nothing.
 func TestSetupRegisterDoctorEndToEnd(t *testing.T) {
 	testutil.RequireBinary(t, "sshd")
-	sim, err := pvehost.Build(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := pvehost.Start(t, pvehost.Options{Binary: sim, Version: "9.1.1"})
-	api, err := pveapi.Start(h.Store, h.Node, "127.0.0.1:0", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { api.Close() })
-	var specs []pvehost.ImageSpec
-	for _, img := range setup.Images {
-		specs = append(specs, pvehost.ImageSpec{Path: img.Path, Sums: img.Sums, Algo: img.Algo})
-	}
-	images := pvehost.StartImageServer(t, specs)
-	srv := apitest.Start(t)
-	prov := srv.NewProvider("Acme")
-	mainKey := filepath.Join(t.TempDir(), "main.key")
-	if err := os.WriteFile(mainKey, []byte(identity.SeedHex(prov.Key)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	w := startNodeWorld(t, "9.1.1")
+	h, api, images, srv, prov, mainKey := w.host, w.pveAPI, w.images, w.api, w.prov, w.mainKey
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "dc-agent.toml")
 	args := []string{"--no-tui", "--config", cfg, "setup", "proxmox",
@@ -384,4 +361,46 @@ func TestSetupRegisterDoctorEndToEnd(t *testing.T) {
 	if tp.code != 0 || !strings.Contains(tp.stdout, `"ok": true`) || !strings.Contains(tp.stdout, `"terminated": true`) {
 		t.Fatalf("test-provision on the node setup built: %s", tp)
 	}
+}
+
+// nodeWorld is what an end-to-end setup test runs against: a simulated
+// Proxmox host over real sshd with its API, a mirror of the cloud images,
+// and a real dc-api with one provider whose main key is in a 0600 file.
+type nodeWorld struct {
+	host    *pvehost.Host
+	pveAPI  *pveapi.Sim
+	images  *pvehost.ImageServer
+	api     *apitest.Server
+	prov    *apitest.Provider
+	mainKey string
+}
+
+func startNodeWorld(t *testing.T, pveVersion string) nodeWorld {
+	t.Helper()
+	sim, err := pvehost.Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := nodeWorld{host: pvehost.Start(t, pvehost.Options{Binary: sim, Version: pveVersion})}
+	if w.pveAPI, err = pveapi.Start(w.host.Store, w.host.Node, "127.0.0.1:0", nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.pveAPI.Close() })
+	w.images = pvehost.StartImageServer(t, imageSpecs())
+	w.api = apitest.Start(t)
+	w.prov = w.api.NewProvider("Acme")
+	w.mainKey = filepath.Join(t.TempDir(), "main.key")
+	if err := os.WriteFile(w.mainKey, []byte(identity.SeedHex(w.prov.Key)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// imageSpecs are the cloud images setup knows, for the image mirror.
+func imageSpecs() []pvehost.ImageSpec {
+	var specs []pvehost.ImageSpec
+	for _, img := range setup.Images {
+		specs = append(specs, pvehost.ImageSpec{Path: img.Path, Sums: img.Sums, Algo: img.Algo})
+	}
+	return specs
 }

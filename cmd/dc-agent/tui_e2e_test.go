@@ -11,12 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/decent-stuff/dc-agent/apiserver/apitest"
-	"github.com/decent-stuff/dc-agent/identity"
-	"github.com/decent-stuff/dc-agent/internal/sim/pveapi"
 	"github.com/decent-stuff/dc-agent/internal/testutil"
-	"github.com/decent-stuff/dc-agent/internal/testutil/pvehost"
-	"github.com/decent-stuff/dc-agent/setup"
 )
 
 // tmuxTerm drives the real binary in a tmux pane of its own server, one
@@ -100,27 +95,8 @@ func TestWizardEndToEndInTmux(t *testing.T) {
 	t.Parallel()
 	tmuxBin := testutil.RequireBinary(t, "tmux")
 	testutil.RequireBinary(t, "sshd")
-	sim, err := pvehost.Build(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := pvehost.Start(t, pvehost.Options{Binary: sim, Version: "9.1.1"})
-	papi, err := pveapi.Start(h.Store, h.Node, "127.0.0.1:0", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { papi.Close() })
-	var specs []pvehost.ImageSpec
-	for _, img := range setup.Images {
-		specs = append(specs, pvehost.ImageSpec{Path: img.Path, Sums: img.Sums, Algo: img.Algo})
-	}
-	images := pvehost.StartImageServer(t, specs)
-	srv := apitest.Start(t)
-	prov := srv.NewProvider("Acme")
-	mainKey := filepath.Join(t.TempDir(), "main.key")
-	if err := os.WriteFile(mainKey, []byte(identity.SeedHex(prov.Key)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	w := startNodeWorld(t, "9.1.1")
+	h, papi, images, srv, prov, mainKey := w.host, w.pveAPI, w.images, w.api, w.prov, w.mainKey
 
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "dc-agent.toml")
