@@ -806,7 +806,7 @@ timeout_seconds = 60
 	up := exec.Command(bin, "--config", cfgPath, "upgrade", "--user")
 	up.Env = m.Env
 	var upOut bytes.Buffer
-	upErr := &syncBuffer{}
+	upErr := &testutil.SyncBuffer{}
 	up.Stdout, up.Stderr = &upOut, upErr
 	if err := up.Start(); err != nil {
 		t.Fatal(err)
@@ -892,24 +892,6 @@ timeout_seconds = 60
 	if !strings.Contains(binVersion(t, bin), v2) {
 		t.Fatal("install.sh did not upgrade the binary")
 	}
-}
-
-// syncBuffer is a bytes.Buffer a command writes while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -156,26 +155,9 @@ timeout_seconds = 60
 type proc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *testutil.SyncBuffer
 	done   chan struct{}
 	err    error
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // startAgent runs dc-agent run against the world; extra args and env are added.
@@ -184,7 +166,7 @@ func (w *world) startAgent(env []string, args ...string) *proc {
 	all := append([]string{"run", "--config", w.cfgPath, "--log-format", "json", "--log-level", "debug", "--time-scale", fmt.Sprint(timeScale)}, args...)
 	cmd := exec.Command(dcAgent, all...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + w.dir, "LANG=C.UTF-8"}, env...)
-	p := &proc{t: w.t, cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	p := &proc{t: w.t, cmd: cmd, stderr: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	cmd.Stdout = p.stderr
 	if err := cmd.Start(); err != nil {

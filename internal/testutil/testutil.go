@@ -8,10 +8,12 @@
 package testutil
 
 import (
+	"bytes"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 )
 
@@ -72,4 +74,23 @@ func WriteFile(t testing.TB, path string, data string, mode os.FileMode) string 
 		t.Fatal(err)
 	}
 	return path
+}
+
+// SyncBuffer is a bytes.Buffer that a process or logger writes while the
+// test reads it.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

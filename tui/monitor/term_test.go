@@ -1,11 +1,9 @@
 package monitor
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +11,7 @@ import (
 	"github.com/muesli/termenv"
 
 	"github.com/decent-stuff/dc-agent/agent/status"
+	"github.com/decent-stuff/dc-agent/internal/testutil"
 )
 
 type envMap map[string]string
@@ -52,25 +51,7 @@ func TestColorFollowsNO_COLORAndTERM(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the printer and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func waitText(t *testing.T, b *syncBuffer, want string) {
+func waitText(t *testing.T, b *testutil.SyncBuffer, want string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(b.String(), want) {
@@ -111,7 +92,7 @@ func TestPlainModeForDumbTerminals(t *testing.T) {
 	src := streamSource{scripted: scripted{state: busyState(), events: busyEvents()}, more: make(chan status.Event, 1)}
 	o.Status = src
 	in, inW := io.Pipe()
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	o.Input, o.Output = in, out
 	done := make(chan error, 1)
 	go func() { done <- Run(context.Background(), o) }()
