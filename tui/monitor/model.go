@@ -170,6 +170,11 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, tea.Batch(append(cmds, m.tick())...)
 	case stateMsg:
 		m.stateBusy = false
+		if msg.err != nil && m.ctx.Err() != nil {
+			// The monitor is closing: the fetch was cancelled by us,
+			// which says nothing about the agent.
+			return m, nil
+		}
 		m.stateAt = m.o.Now()
 		if msg.err != nil {
 			m.stateErr = msg.err
@@ -207,6 +212,9 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, nil
 	case apiMsg:
 		m.apiBusy = false
+		if m.ctx.Err() != nil {
+			return m, nil // closing: a cancelled request says nothing
+		}
 		m.apiAt = m.o.Now()
 		var again tea.Cmd
 		if m.apiAgain {
