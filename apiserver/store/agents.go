@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/decent-stuff/dc-agent/dcapi"
 )
@@ -143,6 +144,10 @@ func upsertSQL(n int) string {
 // maxHeartbeatBatch bounds one group commit.
 const maxHeartbeatBatch = 256
 
+// hbFillWait is how long a busy writer waits for more heartbeats to join a
+// batch (the added latency, under load only).
+const hbFillWait = time.Millisecond
+
 // maxFillRounds bounds how often the writer yields to let more heartbeats
 // join a batch before committing it.
 const maxFillRounds = 4
@@ -154,6 +159,9 @@ func (s *Store) heartbeatWriter() {
 	defer close(s.hbDone)
 	ctx := context.Background()
 	batch := make([]*hbItem, 0, maxHeartbeatBatch)
+	fillTimer := time.NewTimer(time.Hour)
+	fillTimer.Stop()
+	busy := false
 	for {
 		select {
 		case it := <-s.hbCh:
@@ -188,6 +196,29 @@ func (s *Store) heartbeatWriter() {
 				break
 			}
 		}
+		// A busy server (the last batch had company) waits a moment longer
+		// for more: a commit costs as much as a dozen rows, so bigger
+		// batches leave more CPU to the requests. A lone heartbeat on an
+		// idle server is still committed at once.
+		if busy && len(batch) < maxHeartbeatBatch {
+			fillTimer.Reset(hbFillWait)
+		wait:
+			for len(batch) < maxHeartbeatBatch {
+				select {
+				case it := <-s.hbCh:
+					batch = append(batch, it)
+				case <-fillTimer.C:
+					break wait
+				}
+			}
+			if !fillTimer.Stop() {
+				select {
+				case <-fillTimer.C:
+				default:
+				}
+			}
+		}
+		busy = len(batch) > 1
 		err := s.writeHeartbeats(ctx, batch)
 		if err != nil && len(batch) > 1 {
 			// One bad row must not fail the others: retry one by one.

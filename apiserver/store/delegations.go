@@ -163,7 +163,7 @@ type delegEntry struct {
 // generation counter, bumped by every invalidation, keeps a lookup that
 // raced with a change from caching the old row.
 type delegCache struct {
-	mu  sync.Mutex
+	mu  sync.RWMutex
 	ttl time.Duration
 	m   map[string]map[string]delegEntry
 	n   int
@@ -171,9 +171,9 @@ type delegCache struct {
 }
 
 func (c *delegCache) get(provider, agent string, now time.Time) (*Delegation, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.mu.RLock()
 	e, ok := c.m[provider][agent]
+	c.mu.RUnlock()
 	if !ok || now.Sub(e.at) > c.ttl {
 		return nil, false
 	}
@@ -181,8 +181,8 @@ func (c *delegCache) get(provider, agent string, now time.Time) (*Delegation, bo
 }
 
 func (c *delegCache) generation() uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	return c.gen
 }
 

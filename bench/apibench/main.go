@@ -54,20 +54,33 @@ func main() {
 	checks := flag.Int("checks", 1_000_000, "health checks stored for the summary benchmark")
 	dbs := flag.String("db", "sqlite,postgres", "databases to measure")
 	verifyFor := flag.Duration("verify-time", 3*time.Second, "how long to measure bare verification")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the timed heartbeat phase here (one file per database: PATH.sqlite, PATH.postgres)")
 	flag.Parse()
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
-		if err == nil {
-			_ = pprof.StartCPUProfile(f)
-			defer pprof.StopCPUProfile()
-		}
-	}
 	if err := run(*agents, *providers, *requests, *conc, *checks, strings.Split(*dbs, ","), *verifyFor); err != nil {
-		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "apibench:", err)
 		os.Exit(1)
 	}
+}
+
+// cpuProfile is where -cpuprofile writes.
+var cpuProfile string
+
+// startProfile profiles the timed heartbeat phase of db, if asked to.
+func startProfile(db string) (stop func()) {
+	if cpuProfile == "" {
+		return func() {}
+	}
+	f, err := os.Create(cpuProfile + "." + db)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "apibench: cpu profile:", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		fmt.Fprintln(os.Stderr, "apibench: cpu profile:", err)
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
 
 func run(nAgents, nProviders, nReq, conc, nChecks int, dbs []string, verifyFor time.Duration) error {
@@ -185,13 +198,14 @@ func benchDB(name, dsn string, nAgents, nProviders, nReq, conc, nChecks int, ver
 		agents[i] = agent{k, identity.PublicHex(p)}
 	}
 
-	// Pre-sign every heartbeat (fresh nonce and timestamp each).
+	// Pre-sign every heartbeat (fresh nonce and timestamp each): one per
+	// agent to warm up, then the nReq that are timed.
 	type req struct {
 		path string
 		hdr  http.Header
 		body []byte
 	}
-	reqs := make([]req, nReq)
+	reqs := make([]req, nAgents+nReq)
 	for i := range reqs {
 		a := agents[i%nAgents]
 		path := dcapi.APIPrefix + "/providers/" + a.provider + "/heartbeat"
@@ -213,7 +227,7 @@ func benchDB(name, dsn string, nAgents, nProviders, nReq, conc, nChecks int, ver
 	// as it can. The health-summary reads below use net/http.
 	hc := &http.Client{Timeout: 30 * time.Second}
 	addr := ln.Addr().String()
-	wire := make([][]byte, nReq)
+	wire := make([][]byte, len(reqs))
 	for i, r := range reqs {
 		var b strings.Builder
 		fmt.Fprintf(&b, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n", r.path, addr, len(r.body))
@@ -224,49 +238,34 @@ func benchDB(name, dsn string, nAgents, nProviders, nReq, conc, nChecks int, ver
 		b.Write(r.body)
 		wire[i] = []byte(b.String())
 	}
-	// Warm up connections and caches with a few requests outside the count.
+	// Warm up: open the connections and send every agent's first heartbeat
+	// outside the count, so that the timed run sees a server in its steady
+	// state (each agent's row exists, its delegation is cached), as a
+	// server whose agents send a heartbeat a minute is.
+	conns := make([]net.Conn, conc)
+	for i := range conns {
+		if conns[i], err = net.Dial("tcp", addr); err != nil {
+			return nil, err
+		}
+		defer conns[i].Close()
+	}
+	if _, err := drive(conns, wire[:nAgents]); err != nil {
+		return nil, fmt.Errorf("warm-up: %w", err)
+	}
 	// The verify ceiling is measured right before and right after the run
 	// and averaged, so that both figures see the same machine (the cores
 	// may be shared with other work).
 	verifyBefore := measureVerify(verifyFor / 2)
 	verifyCPU := cpuPerOp(func() int { return measureVerifyN(20000) })
-	lat := make([]time.Duration, nReq)
-	var next atomic.Int64
-	var firstErr error
-	var errOnce sync.Once
-	var wg sync.WaitGroup
+	stopProfile := startProfile(name)
 	start := time.Now()
 	cpu0 := cpuTime()
-	for w := 0; w < conc; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			conn, err := net.Dial("tcp", addr)
-			if err != nil {
-				errOnce.Do(func() { firstErr = err })
-				return
-			}
-			defer conn.Close()
-			br := bufio.NewReaderSize(conn, 4096)
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= nReq {
-					return
-				}
-				t0 := time.Now()
-				if err := roundTrip(conn, br, wire[i]); err != nil {
-					errOnce.Do(func() { firstErr = fmt.Errorf("heartbeat %d: %w", i, err) })
-					return
-				}
-				lat[i] = time.Since(t0)
-			}
-		}()
-	}
-	wg.Wait()
+	lat, err := drive(conns, wire[nAgents:])
 	elapsed := time.Since(start)
 	hbCPU := (cpuTime() - cpu0) / time.Duration(nReq)
-	if firstErr != nil {
-		return nil, firstErr
+	stopProfile()
+	if err != nil {
+		return nil, err
 	}
 	verifyAfter := measureVerify(verifyFor / 2)
 	slices.Sort(lat)
@@ -332,6 +331,37 @@ func benchDB(name, dsn string, nAgents, nProviders, nReq, conc, nChecks int, ver
 		return nil, fmt.Errorf("roll-up (%d healthy) disagrees with the raw rows (%d)", sum.HealthyChecks, raw)
 	}
 	return res, printPlan(st, prov, sum.PeriodStartNs)
+}
+
+// drive sends the requests over conns, one at a time on each, and returns
+// each request's latency.
+func drive(conns []net.Conn, wire [][]byte) ([]time.Duration, error) {
+	lat := make([]time.Duration, len(wire))
+	var next atomic.Int64
+	var firstErr error
+	var errOnce sync.Once
+	var wg sync.WaitGroup
+	for _, conn := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			br := bufio.NewReaderSize(conn, 4096)
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(wire) {
+					return
+				}
+				t0 := time.Now()
+				if err := roundTrip(conn, br, wire[i]); err != nil {
+					errOnce.Do(func() { firstErr = fmt.Errorf("heartbeat %d: %w", i, err) })
+					return
+				}
+				lat[i] = time.Since(t0)
+			}
+		}()
+	}
+	wg.Wait()
+	return lat, firstErr
 }
 
 // roundTrip writes one request and reads its response, which must be 200.
