@@ -3,6 +3,7 @@ package apiserver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -97,9 +98,8 @@ func (f *fastPath) Accept() (net.Conn, error) {
 
 // Close stops accepting (net/http's Shutdown and Close call it).
 func (f *fastPath) Close() error {
-	err := f.ln.Close()
 	f.doneOnce.Do(func() { close(f.done) })
-	return err
+	return f.ln.Close()
 }
 
 func (f *fastPath) Addr() net.Addr { return f.ln.Addr() }
@@ -121,15 +121,19 @@ func (f *fastPath) acceptLoop() {
 				time.Sleep(backoff)
 				continue
 			}
-			f.acceptErr = err
-			f.doneOnce.Do(func() { close(f.done) })
+			f.doneOnce.Do(func() { f.acceptErr = err; close(f.done) })
 			return
 		}
 		backoff = 0
 		fc := &fastConn{c: c}
 		f.mu.Lock()
+		if f.shutting.Load() {
+			f.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
 		f.conns[fc] = struct{}{}
-		f.wg.Add(1)
+		f.wg.Add(1) // before shutdown's Wait: both under mu
 		f.mu.Unlock()
 		go f.serveConn(fc)
 	}
@@ -153,9 +157,9 @@ func (f *fastPath) release(fc *fastConn) {
 // soon as their request is answered; it returns when all are closed, or
 // closes them all when ctx is done first.
 func (f *fastPath) shutdown(ctx context.Context) error {
-	f.shutting.Store(true)
 	_ = f.Close()
 	f.mu.Lock()
+	f.shutting.Store(true)
 	for fc := range f.conns {
 		if fc.state.CompareAndSwap(fastIdle, fastClosed) {
 			_ = fc.c.Close()
@@ -175,9 +179,9 @@ func (f *fastPath) shutdown(ctx context.Context) error {
 
 // closeAll cuts every fast-path connection (a hard stop).
 func (f *fastPath) closeAll() {
-	f.shutting.Store(true)
 	_ = f.Close()
 	f.mu.Lock()
+	f.shutting.Store(true)
 	for fc := range f.conns {
 		fc.state.Store(fastClosed)
 		_ = fc.c.Close()
@@ -206,6 +210,13 @@ func (f *fastPath) serveConn(fc *fastConn) {
 	c := fc.c
 	handedOver := false
 	defer func() {
+		if p := recover(); p != nil {
+			// The middleware recovers handler panics; this is the fast
+			// path's own (net/http too keeps one connection's panic from
+			// taking the server down).
+			f.s.log.Error("panic serving a connection", "remote", c.RemoteAddr().String(), "panic", fmt.Sprint(p))
+			handedOver = false
+		}
 		if !handedOver {
 			fc.state.Store(fastClosed)
 			_ = c.Close()
@@ -273,6 +284,9 @@ func (f *fastPath) serveConn(fc *fastConn) {
 		start += x.parsed.totalLen
 		if start == end {
 			start, end = 0, 0
+			if len(buf) > fastFirstRead {
+				buf = make([]byte, fastFirstRead) // a large request was the exception
+			}
 		}
 		if !keep || !fc.state.CompareAndSwap(fastActive, fastIdle) {
 			return

@@ -91,6 +91,23 @@ func signedHeartbeat(key ed25519.PrivateKey, provider string, ts time.Time, nonc
 		"\r\nX-Agent-Pubkey: " + identity.PublicHex(key) + "\r\nX-Signature: " + sig + "\r\n" + extra + "\r\n" + body
 }
 
+// splitMark marks the pieces of one request written separately.
+const splitMark = "\x00split\x00"
+
+// splitRaw cuts raw into n pieces, written one after the other.
+func splitRaw(raw string, n int) []string {
+	var out []string
+	size := (len(raw) + n - 1) / n
+	for i := 0; i < len(raw); i += size {
+		p := raw[i:min(i+size, len(raw))]
+		if i > 0 {
+			p = splitMark + p
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
 // answer is what a client sees of one response.
 type answer struct {
 	status int
@@ -122,7 +139,16 @@ func exchange(t *testing.T, addr string, raws []string, n int) ([]answer, bool) 
 		resp.Body.Close()
 		out = append(out, answer{resp.StatusCode, resp.Header, string(b)})
 	}
-	if len(raws) == 1 {
+	if len(raws) > 1 && strings.HasPrefix(raws[1], splitMark) {
+		for _, r := range raws {
+			if _, err := io.WriteString(c, strings.TrimPrefix(r, splitMark)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for len(out) < n {
+			read()
+		}
+	} else if len(raws) == 1 {
 		if _, err := io.WriteString(c, raws[0]); err != nil {
 			t.Fatal(err)
 		}
@@ -189,6 +215,8 @@ func TestFastPathDifferential(t *testing.T) {
 		{"unknown provider", []string{signedHeartbeat(keys.agent, identity.PublicHex(keys.stranger), at, "n-noprov", good, "X-Request-Id: r-noprov\r\n")}, 1, 1},
 		{"no request id", []string{signedHeartbeat(keys.agent, prov, at, "n-noid", good, "")}, 1, 1},
 		{"keep-alive said", []string{hb("n-ka", "Connection: keep-alive\r\n")}, 1, 1},
+		{"large head", []string{hb("n-pad", "X-Pad: "+strings.Repeat("p", 6000)+"\r\n") + hb("n-pad2", "")}, 2, 2},
+		{"split in pieces", splitRaw(hb("n-split", ""), 7), 1, 1},
 		{"oversized body", []string{signedHeartbeat(keys.agent, prov, at, "n-big", bigBody, "X-Request-Id: r-big\r\n")}, 1, 0},
 		{"chunked", []string{chunked()}, 1, 0},
 		{"connection close", []string{hb("n-close", "Connection: close\r\n")}, 1, 0},
