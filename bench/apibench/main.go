@@ -86,6 +86,8 @@ func startProfile(db string) (stop func()) {
 func run(nAgents, nProviders, nReq, conc, nChecks int, dbs []string, verifyFor time.Duration) error {
 	fmt.Printf("apibench: %d cores (GOMAXPROCS %d), %d agents of %d providers, %d heartbeats per database, %d in flight\n",
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), nAgents, nProviders, nReq, conc)
+	fmt.Println("load generator: every heartbeat signed before the clock starts, written as raw HTTP/1.1 on keep-alive connections,")
+	fmt.Println("one request in flight per connection, answers read with a minimal parser (like wrk); one warm-up heartbeat per agent first")
 	sign := measureSign(verifyFor / 2)
 	fmt.Printf("ed25519ph sign (bare, all cores, for reference): %.0f /s\n", sign)
 
