@@ -351,3 +351,24 @@ func isReset(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op)
 }
+
+// TestFastPathTakesTheAgentClient: the heartbeats of the agent's own client
+// (dcapi over Go's http.Client) are the plain shape the fast path answers.
+func TestFastPathTakesTheAgentClient(t *testing.T) {
+	t.Parallel()
+	keys := newFastKeys()
+	e := startFastEnv(t, keys, false, time.Now, 5*time.Second)
+	c, err := dcapi.New("http://"+e.addr, identity.PublicHex(keys.prov), keys.agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		resp, err := c.Heartbeat(context.Background(), dcapi.Heartbeat{Version: "0.9.0", ProvisionerType: "docker", ActiveContracts: i})
+		if err != nil || !resp.Acknowledged {
+			t.Fatalf("heartbeat %d: %+v %v", i, resp, err)
+		}
+	}
+	if n := e.srv.fastServed.Load(); n != 3 {
+		t.Fatalf("the fast path answered %d of the client's 3 heartbeats", n)
+	}
+}
