@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/decent-stuff/dc-agent/dcapi"
 )
 
 // The heartbeat fast path: the costliest part of a heartbeat after its
@@ -342,7 +344,7 @@ func (f *fastPath) serve(c net.Conn, x *fastExchange, b []byte) (keep bool) {
 	x.req = http.Request{
 		Method: http.MethodPost, URL: &x.url, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: h, Body: &x.body, ContentLength: int64(p.bodyLen), Host: head[p.host[0]:p.host[1]],
-		RemoteAddr: x.remote, RequestURI: path,
+		RemoteAddr: x.remote, RequestURI: path, Pattern: fastPattern,
 	}
 	if p.bodyLen == 0 {
 		x.req.Body = http.NoBody
@@ -379,6 +381,9 @@ func (f *fastPath) serve(c net.Conn, x *fastExchange, b []byte) (keep bool) {
 	f.s.fastServed.Add(1)
 	return !x.w.closeAfter
 }
+
+// fastPattern is the heartbeat route's pattern, as the mux would set it.
+const fastPattern = "POST " + dcapi.APIPrefix + "/providers/{pubkey}/heartbeat"
 
 // fastBody is a request body already in memory.
 type fastBody struct {

@@ -26,7 +26,7 @@ func (s *Server) routes() {
 	m.HandleFunc("PUT "+p+"/provider/rental-requests/{cid}/provisioning",
 		s.signed(endpoint{access: agentOnly, perm: identity.PermProvision, source: fromContract}, s.provisioning))
 	s.hbRoute = s.signed(agent(identity.PermHeartbeat), s.heartbeat)
-	m.Handle("POST "+p+"/providers/{pubkey}/heartbeat", s.hbRoute)
+	m.Handle(fastPattern, s.hbRoute)
 	m.HandleFunc("POST "+p+"/contracts/{cid}/health",
 		s.signed(endpoint{access: agentOnly, perm: identity.PermHealthCheck, source: fromContract}, s.health))
 	m.HandleFunc("POST "+p+"/providers/{pubkey}/health", s.signed(agent(identity.PermHealthCheck), s.healthBatch))
