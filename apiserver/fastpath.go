@@ -58,6 +58,7 @@ type fastPath struct {
 	handoff   chan net.Conn
 	done      chan struct{} // closed when the listener is closed or failed
 	doneOnce  sync.Once
+	lnOnce    sync.Once
 	acceptErr error
 
 	mu       sync.Mutex
@@ -98,10 +99,14 @@ func (f *fastPath) Accept() (net.Conn, error) {
 	}
 }
 
-// Close stops accepting (net/http's Shutdown and Close call it).
+// Close stops accepting (net/http's Shutdown and Close call it, and so does
+// shutdown, concurrently): only the first call closes the listener and may
+// return an error, so that a graceful stop never reports the second close.
 func (f *fastPath) Close() error {
 	f.doneOnce.Do(func() { close(f.done) })
-	return f.ln.Close()
+	var err error
+	f.lnOnce.Do(func() { err = f.ln.Close() })
+	return err
 }
 
 func (f *fastPath) Addr() net.Addr { return f.ln.Addr() }

@@ -372,3 +372,45 @@ func TestFastPathTakesTheAgentClient(t *testing.T) {
 		t.Fatalf("the fast path answered %d of the client's 3 heartbeats", n)
 	}
 }
+
+// TestFastPathCloseOnce: net/http's Shutdown and the fast path's own
+// shutdown both close the listener, in either order; neither may see the
+// other's close as an error (a graceful stop would report it).
+func TestFastPathCloseOnce(t *testing.T) {
+	t.Parallel()
+	st, err := store.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "api.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	srv, err := New(Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := httpTimeouts{time.Second, time.Second, time.Second, time.Second}
+	for _, shutdownFirst := range []bool{true, false} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := newFastPath(srv, ln, to, context.Background())
+		if shutdownFirst {
+			if err := f.shutdown(context.Background()); err != nil {
+				t.Fatalf("shutdown: %v", err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatalf("Close after shutdown: %v", err)
+			}
+		} else {
+			if err := f.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			if err := f.shutdown(context.Background()); err != nil {
+				t.Fatalf("shutdown after Close: %v", err)
+			}
+		}
+		if c, err := f.Accept(); err == nil || c != nil {
+			t.Fatalf("Accept after close: %v %v", c, err)
+		}
+	}
+}
