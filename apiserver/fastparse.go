@@ -68,6 +68,14 @@ func parseFast(b []byte, maxHead, maxBody int, r *fastReq) fastVerdict {
 		if len(b) >= maxHead {
 			return fastDecline
 		}
+		// A bare LF (which net/http takes as a line end) or a CR not
+		// followed by LF: net/http's, at once, rather than waiting for a
+		// CRLF CRLF that may never come.
+		for i, c := range b {
+			if c == '\n' && (i == 0 || b[i-1] != '\r') || c == '\r' && i+1 < len(b) && b[i+1] != '\n' {
+				return fastDecline
+			}
+		}
 		return fastMore
 	}
 	headLen := end + 4

@@ -222,6 +222,7 @@ func TestFastPathDifferential(t *testing.T) {
 		{"connection close", []string{hb("n-close", "Connection: close\r\n")}, 1, 0},
 		{"expect continue", []string{hb("n-expect", "Expect: 100-continue\r\n")}, 2, 0},
 		{"duplicate signature", []string{hb("n-dup", "X-Signature: "+strings.Repeat("0", 128)+"\r\n")}, 1, 0},
+		{"bare LF ends the head", []string{tamper(hb("n-lf", ""), "\r\n\r\n", "\r\n\n")}, 1, 0},
 		{"HTTP/1.0", []string{tamper(hb("n-10", ""), "HTTP/1.1", "HTTP/1.0")}, 1, 0},
 		{"query string", []string{tamper(hb("n-query", ""), "/heartbeat ", "/heartbeat?x=1 ")}, 1, 0},
 		{"uppercase key in path", []string{tamper(hb("n-upper", ""), "/providers/"+prov, "/providers/"+strings.ToUpper(prov))}, 1, 0},
