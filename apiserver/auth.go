@@ -2,7 +2,6 @@ package apiserver
 
 import (
 	"context"
-	"crypto/ed25519"
 	"encoding/hex"
 	"errors"
 	"io"
@@ -103,9 +102,17 @@ func (s *Server) authenticate(r *http.Request) (*caller, error) {
 	if provKey != "" {
 		keyHex, header = provKey, dcapi.HeaderPublicKey
 	}
-	pub, err := identity.ParsePublicKeyHex(keyHex)
-	if err != nil || strings.TrimSpace(keyHex) != keyHex {
-		return nil, errorf(http.StatusBadRequest, "%s must be 64 hex characters (the Ed25519 public key)", header)
+	ck := s.keys.get(keyHex)
+	cached := ck != nil
+	if !cached {
+		pub, err := identity.ParsePublicKeyHex(keyHex)
+		if err != nil || strings.TrimSpace(keyHex) != keyHex {
+			return nil, errorf(http.StatusBadRequest, "%s must be 64 hex characters (the Ed25519 public key)", header)
+		}
+		ck = &cachedKey{hex: hex.EncodeToString(pub)}
+		// A key off the curve verifies nothing: ck.v stays nil and the
+		// signature check below refuses the request as any bad signature.
+		ck.v, _ = identity.NewVerifier(pub)
 	}
 	sig, err := identity.ParseSignatureHex(sigHex)
 	if err != nil {
@@ -134,11 +141,14 @@ func (s *Server) authenticate(r *http.Request) (*caller, error) {
 		}
 		return nil, errorf(http.StatusBadRequest, "reading request body: %v", err)
 	}
-	if !identity.VerifyRequest(ed25519.PublicKey(pub), ts, nonce, r.Method, signedPath(r), body, sig) {
+	if ck.v == nil || !ck.v.VerifyRequest(ts, nonce, r.Method, signedPath(r), body, sig) {
 		return nil, errorf(http.StatusUnauthorized, "invalid signature: the request was altered or not signed by %s (signed message: %s ‖ %s ‖ METHOD ‖ PATH without query ‖ BODY, Ed25519ph with context %q)",
 			header, dcapi.HeaderTimestamp, dcapi.HeaderNonce, identity.SignatureContext)
 	}
-	key := hex.EncodeToString(pub)
+	if !cached {
+		s.keys.put(keyHex, ck)
+	}
+	key := ck.hex
 	info(r.Context()).key = key
 
 	// Rate limit per authenticated key (before the nonce is spent, so a

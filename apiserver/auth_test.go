@@ -101,7 +101,7 @@ func send(t *testing.T, base string, r signedReq) reply {
 func snapshot(t *testing.T, srv *apitest.Server) string {
 	t.Helper()
 	var b strings.Builder
-	for _, table := range []string{"providers", "provider_agent_delegations", "provider_agent_status", "contracts",
+	for _, table := range []string{"providers", "provider_agent_delegations", "provider_agent_status", "agent_heartbeats", "contracts",
 		"contract_health_checks", "provider_health_hourly", "contract_events"} {
 		rows, err := srv.Store.DB().Query("SELECT * FROM " + table)
 		if err != nil {
@@ -199,6 +199,9 @@ func TestAuthMatrix(t *testing.T) {
 			{"non-hex key", with(hb(agent), func(r *signedReq) {
 				r.mutate = func(h http.Header) { h.Set(dcapi.HeaderAgentPubkey, strings.Repeat("zz", 32)) }
 			}), 400, "X-Agent-Pubkey must be 64 hex"},
+			{"key not on the curve", with(hb(agent), func(r *signedReq) {
+				r.mutate = func(h http.Header) { h.Set(dcapi.HeaderAgentPubkey, "02"+strings.Repeat("00", 31)) }
+			}), 401, "invalid signature"},
 			{"short key", with(hb(agent), func(r *signedReq) {
 				r.mutate = func(h http.Header) { h.Set(dcapi.HeaderAgentPubkey, identity.PublicHex(agent)[:62]) }
 			}), 400, "X-Agent-Pubkey must be 64 hex"},
@@ -247,6 +250,36 @@ func TestAuthMatrix(t *testing.T) {
 		}
 		if snapshot(t, srv) != before {
 			t.Fatal("the replay changed the store")
+		}
+		// Now that the server knows the agent's key (dc-api keeps decoded
+		// keys), its signature is still checked on every request.
+		for _, tc := range []struct {
+			name string
+			req  signedReq
+		}{
+			{"known key, signed by another key", with(hb(agent), func(r *signedReq) {
+				r.mutate = func(h http.Header) {
+					h.Set(dcapi.HeaderSignature, identity.SignRequest(other, h.Get(dcapi.HeaderTimestamp), h.Get(dcapi.HeaderNonce), "POST", hbPath, hbBody))
+				}
+			})},
+			{"known key, tampered body", with(hb(agent), func(r *signedReq) {
+				r.sendBody = bytes.Replace(hbBody, []byte("1.0.0"), []byte("6.6.6"), 1)
+			})},
+		} {
+			before := snapshot(t, srv)
+			if got := send(t, srv.URL, tc.req); got.status != 401 || !strings.Contains(got.env.Error, "invalid signature") {
+				t.Errorf("%s: %d %q; want 401 invalid signature", tc.name, got.status, got.env.Error)
+			}
+			if snapshot(t, srv) != before {
+				t.Errorf("%s: the rejected request changed the store", tc.name)
+			}
+		}
+		// The key in uppercase hex is the same key.
+		upper := with(hb(agent), func(r *signedReq) {
+			r.mutate = func(h http.Header) { h.Set(dcapi.HeaderAgentPubkey, strings.ToUpper(identity.PublicHex(agent))) }
+		})
+		if got := send(t, srv.URL, upper); got.status != 200 {
+			t.Fatalf("key in uppercase hex: %d %s", got.status, got.raw)
 		}
 		// A query string is not part of the signed message.
 		q := hb(agent)

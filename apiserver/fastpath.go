@@ -380,10 +380,12 @@ func (f *fastPath) serve(c net.Conn, x *fastExchange, b []byte) (keep bool) {
 			_ = c.SetWriteDeadline(x.writeDeadline)
 		}
 	}
+	// Counted before the write: a client may read the answer (and a test
+	// the counter) before Write returns here.
+	f.s.fastServed.Add(1)
 	if _, err := c.Write(x.out); err != nil {
 		return false
 	}
-	f.s.fastServed.Add(1)
 	return !x.w.closeAfter
 }
 

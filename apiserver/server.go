@@ -67,6 +67,7 @@ type Server struct {
 	now     func() time.Time
 	hub     *hub
 	nonces  *nonceCache
+	keys    *keyCache
 	limiter *rateLimiter
 	mux     *http.ServeMux
 	handler http.Handler
@@ -117,6 +118,7 @@ func New(cfg Config) (*Server, error) {
 		now:    cfg.Clock,
 		hub:    newHub(),
 		nonces: newNonceCache(cfg.NonceCacheSize, 2*time.Duration(dcapi.TimestampWindowNs)),
+		keys:   newKeyCache(defaultKeyCacheSize),
 	}
 	if cfg.RateLimit > 0 {
 		s.limiter = newRateLimiter(cfg.RateLimit, cfg.RateBurst)

@@ -43,6 +43,13 @@ func VerifyRequest(pub ed25519.PublicKey, timestamp, nonce, method, path string,
 	if len(pub) != ed25519.PublicKeySize || len(sig) != ed25519.SignatureSize {
 		return false
 	}
+	digest := requestDigest(timestamp, nonce, method, path, body)
+	return ed25519.VerifyWithOptions(pub, digest[:], sig, phOptions) == nil
+}
+
+// requestDigest is SHA-512(RequestMessage(timestamp, nonce, method, path,
+// body)), the Ed25519ph pre-hash of a request.
+func requestDigest(timestamp, nonce, method, path string, body []byte) [sha512.Size]byte {
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
 	}
@@ -53,7 +60,8 @@ func VerifyRequest(pub ed25519.PublicKey, timestamp, nonce, method, path string,
 	_, _ = io.WriteString(h, path)
 	_, _ = h.Write(body)
 	var digest [sha512.Size]byte
-	return ed25519.VerifyWithOptions(pub, h.Sum(digest[:0]), sig, phOptions) == nil
+	h.Sum(digest[:0])
+	return digest
 }
 
 // RequestMessage builds the signed message of PROTOCOL.md §2:

@@ -102,42 +102,83 @@ type hbItem struct {
 	caps, res                       any
 	active, nowNs                   int64
 	done                            chan error
+	id                              int64 // the status row's id, when known
 }
 
-// upsertHeartbeats is the statement for n heartbeats: one multi-row upsert,
-// so a batch costs one round trip and one commit.
-func upsertHeartbeats(n int) string {
+// hbKnown is a status row as the writer last wrote it.
+type hbKnown struct {
+	id              int64
+	version, ptype  string
+	caps, res       any
+	active, wroteNs int64
+}
+
+// sameAs reports whether it reports what k holds.
+func (k *hbKnown) sameAs(it *hbItem) bool {
+	return k.version == it.version && k.ptype == it.ptype && k.caps == it.caps && k.res == it.res && k.active == it.active
+}
+
+// hbRewriteEvery bounds how long the writer trusts its memory of a status
+// row: a heartbeat that reports nothing new only updates agent_heartbeats,
+// but at least once a minute the whole row is written again (another
+// dc-api on the same PostgreSQL may have written it meanwhile).
+const hbRewriteEvery = int64(time.Minute)
+
+// maxHBKnown bounds the writer's memory (one entry per agent).
+const maxHBKnown = 1 << 17
+
+// upsertStatus is the statement writing n agents' status rows: one
+// multi-row upsert that returns the rows' ids.
+func upsertStatus(n int) string {
 	var b strings.Builder
 	b.WriteString(`INSERT INTO provider_agent_status
-	(provider_pubkey, agent_pubkey, last_heartbeat_ns, version, provisioner_type, capabilities, active_contracts, resources, updated_at_ns)
+	(provider_pubkey, agent_pubkey, version, provisioner_type, capabilities, active_contracts, resources, updated_at_ns)
 	VALUES `)
 	for i := 0; i < n; i++ {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?)")
+		b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?)")
 	}
 	b.WriteString(`
 	ON CONFLICT (provider_pubkey, agent_pubkey) DO UPDATE SET
-		last_heartbeat_ns = excluded.last_heartbeat_ns, version = excluded.version,
-		provisioner_type = excluded.provisioner_type, capabilities = excluded.capabilities,
-		active_contracts = excluded.active_contracts, resources = excluded.resources,
-		updated_at_ns = excluded.updated_at_ns`)
+		version = excluded.version, provisioner_type = excluded.provisioner_type,
+		capabilities = excluded.capabilities, active_contracts = excluded.active_contracts,
+		resources = excluded.resources, updated_at_ns = excluded.updated_at_ns
+	RETURNING id, provider_pubkey, agent_pubkey`)
 	return b.String()
 }
 
-// upsertTexts memoises upsertHeartbeats by row count.
-var upsertTexts [maxHeartbeatBatch + 1]atomic.Pointer[string]
-
-func upsertSQL(n int) string {
-	if n > maxHeartbeatBatch {
-		return upsertHeartbeats(n)
+// upsertTimes is the statement writing n agents' heartbeat times.
+func upsertTimes(n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO agent_heartbeats (agent_id, last_heartbeat_ns) VALUES `)
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(?, ?)")
 	}
-	if p := upsertTexts[n].Load(); p != nil {
+	b.WriteString(` ON CONFLICT (agent_id) DO UPDATE SET last_heartbeat_ns = excluded.last_heartbeat_ns`)
+	return b.String()
+}
+
+// hbTexts memoises upsertStatus and upsertTimes by row count.
+var hbTexts [2][maxHeartbeatBatch + 1]atomic.Pointer[string]
+
+func hbSQL(kind int, n int) string {
+	build := upsertStatus
+	if kind == 1 {
+		build = upsertTimes
+	}
+	if n > maxHeartbeatBatch {
+		return build(n)
+	}
+	if p := hbTexts[kind][n].Load(); p != nil {
 		return *p
 	}
-	q := upsertHeartbeats(n)
-	upsertTexts[n].Store(&q)
+	q := build(n)
+	hbTexts[kind][n].Store(&q)
 	return q
 }
 
@@ -237,7 +278,10 @@ func (s *Store) heartbeatWriter() {
 	}
 }
 
-func (s *Store) writeHeartbeats(ctx context.Context, batch []*hbItem) error {
+// writeHeartbeats writes a batch in one transaction: the heartbeat time of
+// every agent into agent_heartbeats, and the status rows of the agents that
+// report something new (or are due a rewrite, or unknown to the writer).
+func (s *Store) writeHeartbeats(ctx context.Context, batch []*hbItem) (err error) {
 	// PostgreSQL refuses to update one row twice in a statement: keep each
 	// agent's latest heartbeat of the batch.
 	latest := make(map[[2]string]*hbItem, len(batch))
@@ -252,30 +296,142 @@ func (s *Store) writeHeartbeats(ctx context.Context, batch []*hbItem) error {
 			continue
 		}
 		c := *it
+		c.done = nil
 		latest[k] = &c
 		rows = append(rows, &c)
 	}
-	args := make([]any, 0, 9*len(rows))
+	if s.hbKnown == nil {
+		s.hbKnown = make(map[[2]string]hbKnown)
+	}
+	var status []*hbItem
 	for _, it := range rows {
-		args = append(args, it.provider, it.agent, it.nowNs, it.version, it.ptype, it.caps, it.active, it.res, it.nowNs)
-	}
-	var err error
-	if len(rows) == 1 || s.dialect == SQLite {
-		// SQLite parses every statement it is not handed prepared: keep
-		// one prepared upsert per batch size (at most maxHeartbeatBatch,
-		// all on the one write connection). PostgreSQL's driver caches
-		// prepared statements by text itself.
-		var st *sql.Stmt
-		if st, err = s.stmt(ctx, s.w, upsertSQL(len(rows))); err == nil {
-			_, err = st.ExecContext(ctx, args...)
+		k, ok := s.hbKnown[[2]string{it.provider, it.agent}]
+		if ok && k.sameAs(it) && it.nowNs >= k.wroteNs && it.nowNs-k.wroteNs < hbRewriteEvery {
+			it.id = k.id
+			continue
 		}
-	} else {
-		_, err = s.w.ExecContext(ctx, s.q(upsertSQL(len(rows))), args...)
+		status = append(status, it)
 	}
+	defer func() {
+		if err != nil {
+			// Trust nothing about these rows: write them whole next time.
+			for _, it := range rows {
+				delete(s.hbKnown, [2]string{it.provider, it.agent})
+			}
+			err = fmt.Errorf("record heartbeat: %w", err)
+		}
+	}()
+
+	// SQLite parses every statement it is not handed prepared: keep one
+	// prepared statement per batch size (at most maxHeartbeatBatch of each,
+	// all on the one write connection), prepared before the transaction
+	// takes that connection. PostgreSQL's driver caches prepared statements
+	// by text itself.
+	var timesSt, statusSt *sql.Stmt
+	if s.dialect == SQLite {
+		if timesSt, err = s.stmt(ctx, s.w, hbSQL(1, len(rows))); err != nil {
+			return err
+		}
+		if len(status) > 0 {
+			if statusSt, err = s.stmt(ctx, s.w, hbSQL(0, len(status))); err != nil {
+				return err
+			}
+		}
+	}
+	if len(status) == 0 {
+		// Nothing new: one statement, its own transaction.
+		return s.execTimes(ctx, nil, timesSt, rows)
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("record heartbeat: %w", err)
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	if err := s.upsertStatusRows(ctx, tx, statusSt, status); err != nil {
+		return err
+	}
+	if err := s.execTimes(ctx, tx, timesSt, rows); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	if len(s.hbKnown) >= maxHBKnown {
+		clear(s.hbKnown)
+	}
+	for _, it := range status {
+		s.hbKnown[[2]string{it.provider, it.agent}] = hbKnown{id: it.id, version: it.version, ptype: it.ptype,
+			caps: it.caps, res: it.res, active: it.active, wroteNs: it.nowNs}
 	}
 	return nil
+}
+
+// upsertStatusRows writes the status rows (with st, prepared, on SQLite)
+// and sets each item's id.
+func (s *Store) upsertStatusRows(ctx context.Context, tx *sql.Tx, st *sql.Stmt, items []*hbItem) error {
+	args := make([]any, 0, 8*len(items))
+	for _, it := range items {
+		args = append(args, it.provider, it.agent, it.version, it.ptype, it.caps, it.active, it.res, it.nowNs)
+	}
+	var rs *sql.Rows
+	var err error
+	if st != nil {
+		rs, err = tx.StmtContext(ctx, st).QueryContext(ctx, args...)
+	} else {
+		rs, err = tx.QueryContext(ctx, s.q(hbSQL(0, len(items))), args...)
+	}
+	if err != nil {
+		return err
+	}
+	defer rs.Close()
+	byKey := make(map[[2]string]*hbItem, len(items))
+	for _, it := range items {
+		byKey[[2]string{it.provider, it.agent}] = it
+	}
+	n := 0
+	for rs.Next() {
+		var id int64
+		var k [2]string
+		if err := rs.Scan(&id, &k[0], &k[1]); err != nil {
+			return err
+		}
+		if it := byKey[k]; it != nil {
+			it.id = id
+			n++
+		}
+	}
+	if err := rs.Err(); err != nil {
+		return err
+	}
+	if n != len(items) {
+		return fmt.Errorf("status upsert returned %d of %d rows", n, len(items))
+	}
+	return nil
+}
+
+// execTimes writes the rows' heartbeat times (with st, prepared, on
+// SQLite), in tx if given.
+func (s *Store) execTimes(ctx context.Context, tx *sql.Tx, st *sql.Stmt, rows []*hbItem) error {
+	args := make([]any, 0, 2*len(rows))
+	for _, it := range rows {
+		args = append(args, it.id, it.nowNs)
+	}
+	var err error
+	switch {
+	case st != nil && tx != nil:
+		_, err = tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+	case st != nil:
+		_, err = st.ExecContext(ctx, args...)
+	case tx != nil:
+		_, err = tx.ExecContext(ctx, s.q(hbSQL(1, len(rows))), args...)
+	default:
+		_, err = s.w.ExecContext(ctx, s.q(hbSQL(1, len(rows))), args...)
+	}
+	return err
 }
 
 // AgentRow is one agent's last heartbeat.
@@ -294,8 +450,10 @@ func (a *AgentRow) Online(nowNs int64) bool { return nowNs-a.LastHeartbeatNs < d
 
 // Agents returns provider's agents, most recent heartbeat first.
 func (s *Store) Agents(ctx context.Context, provider string) ([]AgentRow, error) {
-	rows, err := s.r.QueryContext(ctx, s.q(`SELECT agent_pubkey, last_heartbeat_ns, version, provisioner_type, capabilities, active_contracts, resources
-		FROM provider_agent_status WHERE provider_pubkey = ? ORDER BY last_heartbeat_ns DESC, agent_pubkey`), provider)
+	rows, err := s.r.QueryContext(ctx, s.q(`SELECT a.agent_pubkey, COALESCE(h.last_heartbeat_ns, a.updated_at_ns), a.version, a.provisioner_type,
+			a.capabilities, a.active_contracts, a.resources
+		FROM provider_agent_status a LEFT JOIN agent_heartbeats h ON h.agent_id = a.id
+		WHERE a.provider_pubkey = ? ORDER BY 2 DESC, a.agent_pubkey`), provider)
 	if err != nil {
 		return nil, fmt.Errorf("read agent status: %w", err)
 	}

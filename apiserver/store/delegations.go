@@ -240,9 +240,10 @@ func (s *Store) ListDelegations(ctx context.Context, provider string, nowNs int6
 		return nil, err
 	}
 	rows, err := s.r.QueryContext(ctx, s.q(`SELECT d.provider_pubkey, d.agent_pubkey, d.permissions, d.expires_at_ns, d.label, d.signature, d.created_at_ns, d.revoked_at_ns,
-			a.version, a.last_heartbeat_ns
+			a.version, COALESCE(h.last_heartbeat_ns, a.updated_at_ns)
 		FROM provider_agent_delegations d
 		LEFT JOIN provider_agent_status a ON a.provider_pubkey = d.provider_pubkey AND a.agent_pubkey = d.agent_pubkey
+		LEFT JOIN agent_heartbeats h ON h.agent_id = a.id
 		WHERE d.provider_pubkey = ?
 		ORDER BY d.created_at_ns DESC, d.agent_pubkey`), provider)
 	if err != nil {

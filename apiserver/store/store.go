@@ -77,6 +77,9 @@ type Store struct {
 	quit      chan struct{}
 	closed    sync.Once
 	hbDone    chan struct{}
+	// hbKnown is the heartbeat writer's memory of the status rows it
+	// wrote (only that goroutine touches it).
+	hbKnown map[[2]string]hbKnown
 }
 
 type stmtKey struct {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -649,5 +651,131 @@ func TestConcurrentHeartbeats(t *testing.T) {
 				}
 			}
 		}
+	})
+}
+
+// statusRow reads the agent's status row and heartbeat time directly.
+func statusRow(t *testing.T, s *Store, provider, agent string) (updatedNs, lastNs int64, version string) {
+	t.Helper()
+	err := s.r.QueryRow(s.q(`SELECT a.updated_at_ns, h.last_heartbeat_ns, a.version
+		FROM provider_agent_status a JOIN agent_heartbeats h ON h.agent_id = a.id
+		WHERE a.provider_pubkey = ? AND a.agent_pubkey = ?`), provider, agent).Scan(&updatedNs, &lastNs, &version)
+	if err != nil {
+		t.Fatalf("status row: %v", err)
+	}
+	return updatedNs, lastNs, version
+}
+
+// TestHeartbeatWritesOnlyTheTime: a heartbeat that reports nothing new
+// updates only the agent's heartbeat time; one that reports something new,
+// or comes a minute after the row was last written, rewrites the row.
+func TestHeartbeatWritesOnlyTheTime(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *Store) {
+		f := newFixture(t, s)
+		hb := dcapi.Heartbeat{Version: "1.0.0", ProvisionerType: "proxmox", Capabilities: []string{"vm"}, ActiveContracts: 2,
+			Resources: &dcapi.Resources{CPUCores: 4}}
+		record := func(hb dcapi.Heartbeat, at int64) {
+			t.Helper()
+			if err := s.RecordHeartbeat(f.ctx, f.pub, f.agent, hb, at); err != nil {
+				t.Fatal(err)
+			}
+		}
+		record(hb, f.now)
+		if up, last, _ := statusRow(t, s, f.pub, f.agent); up != f.now || last != f.now {
+			t.Fatalf("first heartbeat: row written at %d, time %d; want both %d", up, last, f.now)
+		}
+		record(hb, f.now+int64(time.Second))
+		up, last, _ := statusRow(t, s, f.pub, f.agent)
+		if up != f.now || last != f.now+int64(time.Second) {
+			t.Fatalf("unchanged heartbeat: row written at %d (want %d, untouched), time %d", up, f.now, last)
+		}
+		rows, err := s.Agents(f.ctx, f.pub)
+		if err != nil || len(rows) != 1 || rows[0].LastHeartbeatNs != last || rows[0].Version != "1.0.0" {
+			t.Fatalf("Agents = %+v, %v", rows, err)
+		}
+		hb.Version = "1.1.0"
+		record(hb, f.now+int64(2*time.Second))
+		if up, last, v := statusRow(t, s, f.pub, f.agent); up != last || v != "1.1.0" {
+			t.Fatalf("new version: row written at %d, time %d, version %q", up, last, v)
+		}
+		hb.Resources = &dcapi.Resources{CPUCores: 8}
+		record(hb, f.now+int64(3*time.Second))
+		if rows, _ := s.Agents(f.ctx, f.pub); rows[0].Resources == nil || rows[0].Resources.CPUCores != 8 {
+			t.Fatalf("new resources not stored: %+v", rows[0].Resources)
+		}
+		at := f.now + int64(3*time.Second) + hbRewriteEvery
+		record(hb, at)
+		if up, _, _ := statusRow(t, s, f.pub, f.agent); up != at {
+			t.Fatalf("a minute on, the row was not rewritten: written at %d, want %d", up, at)
+		}
+		// Another dc-api on the same database changed the row: within the
+		// minute the writer trusts its memory of the row, a heartbeat with
+		// nothing new writes only the time.
+		if _, err := s.w.Exec(s.q(`UPDATE provider_agent_status SET version = 'other' WHERE agent_pubkey = ?`), f.agent); err != nil {
+			t.Fatal(err)
+		}
+		at += int64(time.Second)
+		record(hb, at)
+		if _, _, v := statusRow(t, s, f.pub, f.agent); v != "other" {
+			t.Fatalf("version %q: the writer rewrote a row it had no news for", v)
+		}
+		if got, _ := s.AgentStatus(f.ctx, f.pub, at); !got.Online || *got.LastHeartbeatNs != at {
+			t.Fatalf("status after the time-only write: %+v", got)
+		}
+	})
+}
+
+// TestMigration4KeepsAgentStatus: migrating a database of version 3 (agent
+// status rows with their heartbeat times in them) to 4 and back keeps every
+// agent's status and time.
+func TestMigration4KeepsAgentStatus(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *Store) {
+		f := newFixture(t, s)
+		p, err := s.migrator()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.DownTo(f.ctx, 3); err != nil {
+			t.Fatalf("down to 3: %v", err)
+		}
+		agents := []string{identity.PublicHex(mustKey(t)), identity.PublicHex(mustKey(t))}
+		for i, a := range agents {
+			if _, err := s.w.Exec(s.q(`INSERT INTO provider_agent_status
+				(provider_pubkey, agent_pubkey, last_heartbeat_ns, version, provisioner_type, capabilities, active_contracts, resources, updated_at_ns)
+				VALUES (?, ?, ?, ?, 'docker', '["vm"]', ?, NULL, ?)`), f.pub, a, f.now+int64(i), fmt.Sprintf("v%d", i), i, f.now-10); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := p.Up(f.ctx); err != nil {
+			t.Fatalf("up: %v", err)
+		}
+		check := func(when string) {
+			t.Helper()
+			rows, err := s.Agents(f.ctx, f.pub)
+			if err != nil || len(rows) != 2 {
+				t.Fatalf("%s: %d rows, %v", when, len(rows), err)
+			}
+			for _, r := range rows {
+				i := slices.Index(agents, r.AgentPubkey)
+				if i < 0 || r.LastHeartbeatNs != f.now+int64(i) || r.Version != fmt.Sprintf("v%d", i) || r.ActiveContracts != i || r.Capabilities[0] != "vm" {
+					t.Fatalf("%s: agent row %+v", when, r)
+				}
+			}
+		}
+		check("after migration 4")
+		if err := s.RecordHeartbeat(f.ctx, f.pub, agents[0], dcapi.Heartbeat{Version: "v0", ProvisionerType: "docker", Capabilities: []string{"vm"}}, f.now); err != nil {
+			t.Fatalf("heartbeat after migration 4: %v", err)
+		}
+		if _, err := p.DownTo(f.ctx, 3); err != nil {
+			t.Fatalf("down to 3 again: %v", err)
+		}
+		var last int64
+		if err := s.r.QueryRow(s.q(`SELECT last_heartbeat_ns FROM provider_agent_status WHERE agent_pubkey = ?`), agents[1]).Scan(&last); err != nil || last != f.now+1 {
+			t.Fatalf("after down: time %d, %v", last, err)
+		}
+		if _, err := p.Up(f.ctx); err != nil {
+			t.Fatalf("up again: %v", err)
+		}
+		check("after down and up")
 	})
 }

@@ -61,6 +61,11 @@ type loadSpec struct {
 	Agents      []loadAgent `json:"agents"`
 	Requests    int         `json:"requests"`
 	Concurrency int         `json:"concurrency"`
+	// VaryDetails: each heartbeat of an agent reports another
+	// activeContracts (its status row changes every time). Otherwise an
+	// agent reports the same details all run, as a real agent does between
+	// contract changes and resource refreshes.
+	VaryDetails bool `json:"varyDetails"`
 }
 
 // loadResult is what it reports about the timed phase.
@@ -111,7 +116,11 @@ func generateLoad(spec loadSpec, ph phases, ownCPU bool) (*loadResult, error) {
 	for i := range wire {
 		a := agents[i%nAgents]
 		path := dcapi.APIPrefix + "/providers/" + a.provider + "/heartbeat"
-		body, _ := json.Marshal(dcapi.Heartbeat{Version: "0.9.0", ProvisionerType: "proxmox", Capabilities: []string{"vm"}, ActiveContracts: i % 7})
+		active := (i % nAgents) % 7
+		if spec.VaryDetails {
+			active = i % 7
+		}
+		body, _ := json.Marshal(dcapi.Heartbeat{Version: "0.9.0", ProvisionerType: "proxmox", Capabilities: []string{"vm"}, ActiveContracts: active})
 		ts := strconv.FormatInt(time.Now().UnixNano(), 10)
 		nonce := uuid.NewString()
 		h := http.Header{}

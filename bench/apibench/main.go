@@ -62,6 +62,7 @@ func main() {
 	dbs := flag.String("db", "sqlite,postgres", "databases to measure")
 	verifyFor := flag.Duration("verify-time", 3*time.Second, "how long to measure bare verification")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the timed heartbeat phase here (one file per database: PATH.sqlite, PATH.postgres)")
+	flag.BoolVar(&varyDetails, "vary-details", false, "every heartbeat of an agent reports a different activeContracts, so the server rewrites the agent's whole status row each time (worst case); by default each agent reports the same details all run, as a real agent does between contract changes")
 	mode := flag.String("loadgen-mode", "process", "where the load generator runs: process (a child process, so that the server's CPU is measured alone) or inprocess (goroutines of the server's process, as before: only the combined CPU is known)")
 	flag.Parse()
 	switch *mode {
@@ -80,6 +81,9 @@ func main() {
 
 // cpuProfile is where -cpuprofile writes.
 var cpuProfile string
+
+// varyDetails is -vary-details.
+var varyDetails bool
 
 // verifyCPUOps is how many bare verifications the CPU time per verification
 // is measured over.
@@ -111,6 +115,11 @@ func run(nAgents, nProviders, nReq, conc, nChecks int, dbs []string, verifyFor t
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), nAgents, nProviders, nReq, conc)
 	fmt.Println("load generator: every heartbeat signed before the clock starts, written as raw HTTP/1.1 on keep-alive connections,")
 	fmt.Println("one request in flight per connection, answers read with a minimal parser (like wrk); one warm-up heartbeat per agent first")
+	if varyDetails {
+		fmt.Println("heartbeat details: every heartbeat of an agent reports another activeContracts (-vary-details: the status row is rewritten each time)")
+	} else {
+		fmt.Println("heartbeat details: each agent reports the same details all run, as a real agent does between contract changes (-vary-details for the worst case)")
+	}
 	if loadMode.inProcess {
 		fmt.Println("the load generator runs in the server's process (-loadgen-mode=inprocess): the server's CPU cannot be told apart from it")
 	} else {
@@ -280,7 +289,7 @@ func benchDB(name, dsn string, nAgents, nProviders, nReq, conc, nChecks int, ver
 	// phase, bracketed here by the server's CPU time (getrusage of this
 	// process, where only the server runs then) and, on PostgreSQL, the CPU
 	// time of the cluster's processes.
-	spec := loadSpec{Addr: ln.Addr().String(), Requests: nReq, Concurrency: conc}
+	spec := loadSpec{Addr: ln.Addr().String(), Requests: nReq, Concurrency: conc, VaryDetails: varyDetails}
 	for _, a := range agents {
 		spec.Agents = append(spec.Agents, loadAgent{Seed: hex.EncodeToString(a.key.Seed()), Provider: a.provider})
 	}
