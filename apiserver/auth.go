@@ -22,6 +22,7 @@ type caller struct {
 	deleg    *store.Delegation
 	body     []byte // the exact signed bytes
 	nowNs    int64
+	ck       *cachedKey // the signing key's cache entry
 }
 
 // access says who may call an endpoint.
@@ -166,7 +167,7 @@ func (s *Server) authenticate(r *http.Request) (*caller, error) {
 	case nonceFull:
 		return nil, &apiError{status: http.StatusServiceUnavailable, msg: "replay cache is full; retry shortly", retryAfter: 1}
 	}
-	return &caller{key: key, agent: agentKey != "", body: body, nowNs: nowNs}, nil
+	return &caller{key: key, agent: agentKey != "", body: body, nowNs: nowNs, ck: ck}, nil
 }
 
 // authorize runs step 6: which key may call this endpoint for which provider.

@@ -120,9 +120,10 @@ func (k *hbKnown) sameAs(it *hbItem) bool {
 
 // hbRewriteEvery bounds how long the writer trusts its memory of a status
 // row: a heartbeat that reports nothing new only updates agent_heartbeats,
-// but at least once a minute the whole row is written again (another
-// dc-api on the same PostgreSQL may have written it meanwhile).
-const hbRewriteEvery = int64(time.Minute)
+// but every ten minutes the whole row is written again (another dc-api on
+// the same PostgreSQL may have written it meanwhile). Agents send one
+// heartbeat a minute: nine in ten are then a time only.
+const hbRewriteEvery = int64(10 * time.Minute)
 
 // maxHBKnown bounds the writer's memory (one entry per agent).
 const maxHBKnown = 1 << 17

@@ -4,7 +4,7 @@
 -- heartbeats writes those few pages, not one page of the wide status row
 -- (two 64-character keys, version, capabilities, resources…) per agent.
 -- The status row gets an integer id for that, and is rewritten only when
--- what the agent reports changes (and at least once a minute).
+-- what the agent reports changes (and every ten minutes).
 
 -- +goose Up
 CREATE TABLE provider_agent_status_v4 (
