@@ -181,6 +181,8 @@ func printSummary(results []*dbResult, nChecks int) {
 		} else {
 			fmt.Printf("  %-8s (b) server ingest capacity: %d cores / %.1f µs server CPU per heartbeat = %6.0f /s vs verify ceiling %d cores / %.1f µs per bare verify = %6.0f /s: %4.1f %% of the verify ceiling%s\n",
 				"", r.cores, us(r.serverCPU), r.capacity(r.serverCPU), r.cores, us(r.verifyCPU), r.ceilingCPU(), 100*r.capacity(r.serverCPU)/r.ceilingCPU(), pgNote(r.db))
+			fmt.Printf("  %-8s     against a verify with the key already decoded (%.1f µs, as dc-api verifies known keys): %4.1f %%\n",
+				"", us(r.decodedCPU), 100*float64(r.decodedCPU)/float64(r.serverCPU))
 			if r.pgCPU > 0 {
 				all := r.serverCPU + r.pgCPU
 				fmt.Printf("  %-8s     with PostgreSQL's processes (+%.1f µs): %d cores / %.1f µs = %6.0f /s: %4.1f %% of the verify ceiling\n",
@@ -208,11 +210,14 @@ type dbResult struct {
 	summaryP50 time.Duration
 	// CPU time per operation (getrusage).
 	verifyCPU time.Duration // one bare verification
-	serverCPU time.Duration // the server's process per heartbeat (with the load generator's if inProcess)
-	loadCPU   time.Duration // the load generator's process per heartbeat (0 if inProcess)
-	pgCPU     time.Duration // PostgreSQL's processes per heartbeat (0 if not measured)
-	inProcess bool
-	cores     int
+	// decodedCPU is one verification with the key already decoded
+	// (identity.Verifier), the way dc-api verifies known keys.
+	decodedCPU time.Duration
+	serverCPU  time.Duration // the server's process per heartbeat (with the load generator's if inProcess)
+	loadCPU    time.Duration // the load generator's process per heartbeat (0 if inProcess)
+	pgCPU      time.Duration // PostgreSQL's processes per heartbeat (0 if not measured)
+	inProcess  bool
+	cores      int
 }
 
 // ceilingCPU is the verify ceiling from the CPU time of one verification:
@@ -296,6 +301,7 @@ func benchDB(name, dsn string, nAgents, nProviders, nReq, conc, nChecks int, ver
 	var (
 		verifyBefore float64
 		verifyCPU    time.Duration
+		decodedCPU   time.Duration
 		stopProfile  func()
 		wall0        time.Time
 		wall         time.Duration
@@ -307,7 +313,8 @@ func benchDB(name, dsn string, nAgents, nProviders, nReq, conc, nChecks int, ver
 	lr, err := loadMode.run(ctx, spec,
 		func() {
 			verifyBefore = measureVerify(verifyFor / 2)
-			verifyCPU = cpuPerOp(func() int { return measureVerifyN(verifyCPUOps) })
+			verifyCPU = cpuPerOp(func() int { return measureVerifyN(verifyCPUOps, false) })
+			decodedCPU = cpuPerOp(func() int { return measureVerifyN(verifyCPUOps, true) })
 		},
 		func() {
 			if name == "postgres" {
@@ -335,12 +342,13 @@ func benchDB(name, dsn string, nAgents, nProviders, nReq, conc, nChecks int, ver
 	}
 	verifyAfter := measureVerify(verifyFor / 2)
 	verifyCPUBefore := verifyCPU
-	verifyCPUAfter := cpuPerOp(func() int { return measureVerifyN(verifyCPUOps) })
+	verifyCPUAfter := cpuPerOp(func() int { return measureVerifyN(verifyCPUOps, false) })
 	verifyCPU = (verifyCPUBefore + verifyCPUAfter) / 2
+	decodedCPU = (decodedCPU + cpuPerOp(func() int { return measureVerifyN(verifyCPUOps, true) })) / 2
 	cores := runtime.NumCPU()
 	res := &dbResult{
 		rate: float64(nReq) / lr.Elapsed.Seconds(), p50: lr.P50, p99: lr.P99, verify: (verifyBefore + verifyAfter) / 2,
-		verifyCPU: verifyCPU, serverCPU: (cpu1 - cpu0) / time.Duration(nReq), loadCPU: lr.CPU / time.Duration(nReq),
+		verifyCPU: verifyCPU, decodedCPU: decodedCPU, serverCPU: (cpu1 - cpu0) / time.Duration(nReq), loadCPU: lr.CPU / time.Duration(nReq),
 		inProcess: lr.InProcess, cores: cores,
 	}
 	if pgOK {
@@ -365,6 +373,8 @@ func benchDB(name, dsn string, nAgents, nProviders, nReq, conc, nChecks int, ver
 			name, wall.Seconds(), us(res.serverCPU), us(res.loadCPU))
 		fmt.Printf("[%s] server ingest capacity = %d cores / %.1f µs per heartbeat = %.0f /s -> %.1f %% of the verify ceiling%s\n",
 			name, cores, us(res.serverCPU), res.capacity(res.serverCPU), 100*res.capacity(res.serverCPU)/res.ceilingCPU(), pgNote(name))
+		fmt.Printf("[%s] for comparison, a verify with the key already decoded (identity.Verifier, as dc-api verifies known keys): %.1f µs CPU -> capacity %.1f %% of that ceiling\n",
+			name, us(res.decodedCPU), 100*float64(res.decodedCPU)/float64(res.serverCPU))
 		if name == "postgres" {
 			if pgOK {
 				all := res.serverCPU + res.pgCPU
@@ -575,14 +585,24 @@ func measureVerify(d time.Duration) float64 {
 	})
 }
 
-// measureVerifyN runs n verifications on all cores and returns n.
-func measureVerifyN(n int) int {
+// measureVerifyN runs n verifications on all cores and returns n: bare
+// ones (crypto/ed25519, the key decoded each time) or, if decoded, with the
+// key decoded once (identity.Verifier, as dc-api keeps known keys).
+func measureVerifyN(n int, decoded bool) int {
 	k, _ := identity.GenerateKey()
 	body := []byte(`{"version":"0.9.0","provisionerType":"proxmox","capabilities":["vm"],"activeContracts":3}`)
 	msg := identity.RequestMessage(strconv.FormatInt(time.Now().UnixNano(), 10), uuid.NewString(), "POST",
 		"/api/v1/providers/"+hex.EncodeToString(make([]byte, 32))+"/heartbeat", body)
 	sig := identity.Sign(k, msg)
 	pub := k.Public().(ed25519.PublicKey)
+	verify := func() bool { return identity.Verify(pub, msg, sig) }
+	if decoded {
+		v, err := identity.NewVerifier(pub)
+		if err != nil {
+			panic(err)
+		}
+		verify = func() bool { return v.Verify(msg, sig) }
+	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
@@ -590,7 +610,7 @@ func measureVerifyN(n int) int {
 		go func() {
 			defer wg.Done()
 			for next.Add(1) <= int64(n) {
-				if !identity.Verify(pub, msg, sig) {
+				if !verify() {
 					panic(errors.New("a verification failed"))
 				}
 			}
