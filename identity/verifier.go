@@ -42,11 +42,6 @@ func NewVerifier(pub []byte) (*Verifier, error) {
 	return v, nil
 }
 
-// PublicKey returns the key's 32 bytes.
-func (v *Verifier) PublicKey() ed25519.PublicKey {
-	return append(ed25519.PublicKey(nil), v.a[:]...)
-}
-
 // Verify reports whether sig is the key's Ed25519ph("decent-cloud")
 // signature of msg (as Verify does).
 func (v *Verifier) Verify(msg, sig []byte) bool {

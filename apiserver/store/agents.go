@@ -164,12 +164,18 @@ func upsertTimes(n int) string {
 	return b.String()
 }
 
+// The heartbeat writer's two statements, for hbSQL.
+const (
+	hbStatusSQL = iota // upsertStatus
+	hbTimesSQL         // upsertTimes
+)
+
 // hbTexts memoises upsertStatus and upsertTimes by row count.
 var hbTexts [2][maxHeartbeatBatch + 1]atomic.Pointer[string]
 
 func hbSQL(kind int, n int) string {
 	build := upsertStatus
-	if kind == 1 {
+	if kind == hbTimesSQL {
 		build = upsertTimes
 	}
 	if n > maxHeartbeatBatch {
@@ -330,11 +336,11 @@ func (s *Store) writeHeartbeats(ctx context.Context, batch []*hbItem) (err error
 	// by text itself.
 	var timesSt, statusSt *sql.Stmt
 	if s.dialect == SQLite {
-		if timesSt, err = s.stmt(ctx, s.w, hbSQL(1, len(rows))); err != nil {
+		if timesSt, err = s.stmt(ctx, s.w, hbSQL(hbTimesSQL, len(rows))); err != nil {
 			return err
 		}
 		if len(status) > 0 {
-			if statusSt, err = s.stmt(ctx, s.w, hbSQL(0, len(status))); err != nil {
+			if statusSt, err = s.stmt(ctx, s.w, hbSQL(hbStatusSQL, len(status))); err != nil {
 				return err
 			}
 		}
@@ -383,7 +389,7 @@ func (s *Store) upsertStatusRows(ctx context.Context, tx *sql.Tx, st *sql.Stmt, 
 	if st != nil {
 		rs, err = tx.StmtContext(ctx, st).QueryContext(ctx, args...)
 	} else {
-		rs, err = tx.QueryContext(ctx, s.q(hbSQL(0, len(items))), args...)
+		rs, err = tx.QueryContext(ctx, s.q(hbSQL(hbStatusSQL, len(items))), args...)
 	}
 	if err != nil {
 		return err
@@ -428,9 +434,9 @@ func (s *Store) execTimes(ctx context.Context, tx *sql.Tx, st *sql.Stmt, rows []
 	case st != nil:
 		_, err = st.ExecContext(ctx, args...)
 	case tx != nil:
-		_, err = tx.ExecContext(ctx, s.q(hbSQL(1, len(rows))), args...)
+		_, err = tx.ExecContext(ctx, s.q(hbSQL(hbTimesSQL, len(rows))), args...)
 	default:
-		_, err = s.w.ExecContext(ctx, s.q(hbSQL(1, len(rows))), args...)
+		_, err = s.w.ExecContext(ctx, s.q(hbSQL(hbTimesSQL, len(rows))), args...)
 	}
 	return err
 }
