@@ -97,6 +97,12 @@ type Features struct {
 	// Manual: the backend does not create anything; the contract stays for
 	// the provider to complete and is never failed automatically.
 	Manual bool
+	// Pause: implements Pauser (reconcile's pause stops, never destroys).
+	Pause bool
+	// ResetPassword: implements PasswordResetter (tenant password resets).
+	ResetPassword bool
+	// RotateSSHKey: implements KeyRotator (tenant SSH key rotations).
+	RotateSSHKey bool
 }
 
 // Provisioner is one backend.
@@ -117,6 +123,29 @@ type Provisioner interface {
 	GetInstance(ctx context.Context, contractID string) (*Instance, error)
 	// List returns every instance this agent manages on the backend.
 	List(ctx context.Context) ([]Instance, error)
+}
+
+// Pauser is implemented by backends that can stop an instance without
+// destroying it and start it again: the API pauses a contract during a
+// payment dispute (reconcile's pause) and resumes it afterwards.
+type Pauser interface {
+	// Pause stops the instance and keeps its disks; a stopped instance is success.
+	Pause(ctx context.Context, externalID string) error
+	// Resume starts a paused instance; a running one is success.
+	Resume(ctx context.Context, externalID string) error
+}
+
+// PasswordResetter is implemented by backends that can set a running
+// instance's root password through their own control channel (guest agent,
+// cloud API, container exec) — never by logging in to the tenant's machine.
+type PasswordResetter interface {
+	ResetPassword(ctx context.Context, externalID, password string) error
+}
+
+// KeyRotator is implemented by backends that can replace the tenant's SSH
+// key of a running instance through their own control channel.
+type KeyRotator interface {
+	RotateSSHKey(ctx context.Context, externalID, pubkey string) error
 }
 
 // Resources is a backend's capacity, reported with the heartbeat.
