@@ -49,6 +49,9 @@ type Config struct {
 	Path string `toml:"-"`
 	// Warnings are non-fatal findings of Load (inline secrets, legacy keys).
 	Warnings []string `toml:"-"`
+
+	// legacy is what Parse found of the Rust agent's format (legacy.go).
+	legacy legacyState
 }
 
 // APIConfig is [api].
@@ -61,6 +64,12 @@ type APIConfig struct {
 	// ProviderSecretKey is the legacy main-key setting; it is refused.
 	ProviderSecretKey string `toml:"provider_secret_key,omitempty"`
 	TimeoutSeconds    int    `toml:"timeout_seconds,omitempty"`
+	// PoolID is the agent pool this agent belongs to; PoolName and
+	// PoolLocation are shown beside it. Setup-token registration writes all
+	// three (the Rust agent wrote pool_id only).
+	PoolID       string `toml:"pool_id,omitempty"`
+	PoolName     string `toml:"pool_name,omitempty"`
+	PoolLocation string `toml:"pool_location,omitempty"`
 }
 
 // PollingConfig is [polling].
@@ -190,6 +199,9 @@ type ManualConfig struct {
 type LoadError struct {
 	Path     string
 	Problems []string
+	// Notes say how old keys were read (legacy.go), so that a problem
+	// naming the new key can be matched to the file.
+	Notes []string
 }
 
 func (e *LoadError) Error() string {
@@ -197,13 +209,17 @@ func (e *LoadError) Error() string {
 	if e.Path != "" {
 		name += " " + e.Path
 	}
-	if len(e.Problems) == 1 {
-		return fmt.Sprintf("%s: %s", name, e.Problems[0])
-	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s has %d problems:", name, len(e.Problems))
-	for _, p := range e.Problems {
-		b.WriteString("\n  - " + p)
+	if len(e.Problems) == 1 {
+		fmt.Fprintf(&b, "%s: %s", name, e.Problems[0])
+	} else {
+		fmt.Fprintf(&b, "%s has %d problems:", name, len(e.Problems))
+		for _, p := range e.Problems {
+			b.WriteString("\n  - " + p)
+		}
+	}
+	for _, n := range e.Notes {
+		b.WriteString("\n  note: " + n)
 	}
 	return b.String()
 }
@@ -236,11 +252,15 @@ func Parse(data []byte) (*Config, error) {
 	if err != nil {
 		return nil, &LoadError{Problems: []string{describeDecodeError(err)}}
 	}
-	// One problem per unknown key; the keys inside an unknown table are
-	// not reported again (the table's name is the typo).
-	var problems []string
+	// Keys of the Rust agent's format are mapped (legacy.go). One problem
+	// per key still unknown; the keys inside an unknown table are not
+	// reported again (the table's name is the typo).
+	undecoded, problems, err := cfg.applyLegacy(data, md.Undecoded())
+	if err != nil {
+		return nil, &LoadError{Problems: []string{describeDecodeError(err)}}
+	}
 	unknown := map[string]bool{}
-	for _, k := range md.Undecoded() {
+	for _, k := range undecoded {
 		unknown[k.String()] = true
 		if underUnknown(k, unknown) {
 			continue
@@ -248,11 +268,11 @@ func Parse(data []byte) (*Config, error) {
 		problems = append(problems, unknownKeyProblem(data, k, md.Type(k...)))
 	}
 	if len(problems) > 0 {
-		return nil, &LoadError{Problems: problems}
+		return nil, &LoadError{Problems: problems, Notes: cfg.legacy.warnings}
 	}
 	cfg.applyDefaults()
 	if problems := cfg.Validate(); len(problems) > 0 {
-		return nil, &LoadError{Problems: problems}
+		return nil, &LoadError{Problems: problems, Notes: cfg.legacy.warnings}
 	}
 	return &cfg, nil
 }
@@ -400,7 +420,7 @@ func knownKeys(section string) []string {
 	case "provisioner.manual", "additional_provisioners.manual":
 		t = ManualConfig{}
 	default:
-		return nil
+		return legacyKnownKeys(section)
 	}
 	return tomlKeys(t)
 }
@@ -444,6 +464,9 @@ func Marshal(cfg *Config) ([]byte, error) {
 	buf.WriteString("# dc-agent configuration. Written by dc-agent; comments are not kept.\n")
 	buf.WriteString("# Reference: https://github.com/decent-stuff/dc-agent/blob/main/packaging/dc-agent.toml.example\n\n")
 	if err := toml.NewEncoder(&buf).Encode(cfg); err != nil {
+		return nil, fmt.Errorf("encode config: %w", err)
+	}
+	if err := marshalLegacy(&buf, cfg); err != nil {
 		return nil, fmt.Errorf("encode config: %w", err)
 	}
 	return buf.Bytes(), nil

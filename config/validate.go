@@ -138,7 +138,7 @@ var placeholderRe = regexp.MustCompile(`(?i)your[-_]|replace[-_]with|changeme|xx
 func (c *Config) Validate() []string {
 	var p []string
 	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
-	c.Warnings = nil // Validate may run more than once; report each finding once
+	c.Warnings = c.loadWarnings() // Validate may run more than once; report each finding once
 	warn := func(format string, args ...any) { c.Warnings = append(c.Warnings, fmt.Sprintf(format, args...)) }
 
 	// [api]
@@ -157,7 +157,7 @@ func (c *Config) Validate() []string {
 	}
 	switch {
 	case c.API.ProviderSecretKey != "":
-		add("api.provider_secret_key is the provider's main key and must not live on the agent host; remove it, run `dc-agent init` and delegate the agent key (dc-agent delegation request)")
+		add("api.provider_secret_key is the provider's main key and must not live on the agent host; remove it and register an agent key with a setup token from the Decent Cloud dashboard (dc-agent register --setup-token TOKEN), or run `dc-agent init` and delegate the agent key (dc-agent delegation request)")
 	case c.API.AgentSecretKey == "":
 		add("api.agent_secret_key is missing; run `dc-agent init` and set agent_secret_key = \"/etc/dc-agent/agent.key\"")
 	case isInlineHexKey(c.API.AgentSecretKey):

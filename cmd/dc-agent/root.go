@@ -126,6 +126,7 @@ is also a flag (and a DC_AGENT_* environment variable) for --no-tui use.
 		newTestProvisionCmd(g),
 		newSetupCmd(g),
 		newMonitorCmd(g),
+		newConfigCmd(g),
 	)
 	return root
 }
