@@ -225,22 +225,20 @@ func (p *ProvisionerConfig) applyLegacy(lp *legacyProvisioner, where string, r *
 	}
 	if d := lp.Docker; d != nil && p.Docker != nil {
 		s := where + ".docker"
-		if d.SocketPath != nil {
-			rustDocker = true
-			if p.Docker.Socket != "" {
-				r.refuse(where, toml.Key{where, "docker", "socket_path"}, "%s has both socket_path (the Rust agent's name) and socket; keep one, named socket", s)
-			} else {
-				p.Docker.Socket = *d.SocketPath
-				r.warn("%s.socket_path is now %s.socket", s, s)
+		for _, rn := range []struct {
+			old      *string
+			dst      *string
+			from, to string
+		}{{d.SocketPath, &p.Docker.Socket, "socket_path", "socket"}, {d.DefaultImage, &p.Docker.Image, "default_image", "image"}} {
+			if rn.old == nil {
+				continue
 			}
-		}
-		if d.DefaultImage != nil {
 			rustDocker = true
-			if p.Docker.Image != "" {
-				r.refuse(where, toml.Key{where, "docker", "default_image"}, "%s has both default_image (the Rust agent's name) and image; keep one, named image", s)
+			if *rn.dst != "" {
+				r.refuse(where, toml.Key{where, "docker", rn.from}, "%s has both %s (the Rust agent's name) and %s; keep one, named %[3]s", s, rn.from, rn.to)
 			} else {
-				p.Docker.Image = *d.DefaultImage
-				r.warn("%s.default_image is now %s.image", s, s)
+				*rn.dst = *rn.old
+				r.warn("%[1]s.%[2]s is now %[1]s.%[3]s", s, rn.from, rn.to)
 			}
 		}
 		if d.SSHPort != nil {

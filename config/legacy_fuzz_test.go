@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -26,7 +27,11 @@ func FuzzMigrate(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse(data)
 		if err != nil {
-			return // refusals are FuzzParse's
+			var le *LoadError
+			if !errors.As(err, &le) || len(le.Problems) == 0 {
+				t.Fatalf("refusal without problems: %T %v", err, err)
+			}
+			return
 		}
 		out, back, err := Migrate(cfg)
 		if err != nil {
