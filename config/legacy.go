@@ -103,6 +103,11 @@ func (c *Config) loadWarnings() []string {
 	for _, s := range c.legacy.warnings {
 		w = append(w, s+migrateHint)
 	}
+	if k := c.API.AgentSecretKey; strings.HasPrefix(k, "/root/") || strings.HasPrefix(k, "/home/") {
+		// Where the Rust `setup token` put it ($HOME/.dc-agent/agent.key,
+		// dc-agent/src/registration.rs).
+		w = append(w, fmt.Sprintf("api.agent_secret_key %q is in a home directory, which the dc-agent system service cannot read (it runs as user dc-agent with ProtectHome=yes); copy the key beside the config: install -m 0600 -o dc-agent -g dc-agent %s /etc/dc-agent/agent.key, then set agent_secret_key = \"/etc/dc-agent/agent.key\" (the key stays the same, so its registration does too)", k, k))
+	}
 	if g := c.legacy.gateway; g != nil {
 		w = append(w, fmt.Sprintf("[gateway] (dc_id %q) is not supported by this dc-agent yet: the section is kept in the file but no gateway runs, so new contracts get no gateway subdomain or port forwards (their VMs need their own public address)", g.DCID))
 	}

@@ -46,6 +46,7 @@ const (
 	wInlineSecret = "provisioner.proxmox.api_token_secret holds the secret inline; move it to a 0600 file"
 	wVerifySSL    = "provisioner.proxmox.verify_ssl = false is deprecated"
 	wGateway      = "[gateway] (dc_id "
+	wHomeKey      = `api.agent_secret_key "/root/.dc-agent/agent.key" is in a home directory, which the dc-agent system service cannot read (it runs as user dc-agent with ProtectHome=yes); copy the key beside the config: install -m 0600 -o dc-agent -g dc-agent /root/.dc-agent/agent.key /etc/dc-agent/agent.key`
 )
 
 // TestRustConfigsLoad loads every config the Rust agent ships or writes
@@ -61,8 +62,8 @@ func TestRustConfigsLoad(t *testing.T) {
 	}{
 		{
 			file:  "setup-token-proxmox-gateway.toml",
-			warns: []string{wGateway + `"dc-sl") is not supported by this dc-agent yet`, wInlineSecret, wVerifySSL},
-			after: []string{wGateway, wInlineSecret},
+			warns: []string{wHomeKey, wGateway + `"dc-sl") is not supported by this dc-agent yet`, wInlineSecret, wVerifySSL},
+			after: []string{wHomeKey, wGateway, wInlineSecret},
 			check: func(t *testing.T, c *Config) {
 				px := c.Provisioner.Proxmox
 				if c.API.PoolID != "sl-8eba3c90" || c.API.AgentSecretKey != "/root/.dc-agent/agent.key" || c.Polling.IntervalSeconds != 30 ||
@@ -76,7 +77,9 @@ func TestRustConfigsLoad(t *testing.T) {
 			},
 		},
 		{
-			file: "setup-token-script.toml",
+			file:  "setup-token-script.toml",
+			warns: []string{wHomeKey},
+			after: []string{wHomeKey},
 			check: func(t *testing.T, c *Config) {
 				s := c.Provisioner.Script
 				if c.API.PoolID != "sl-8eba3c90" || s.Provision != "/opt/dc-agent/provision.sh" || s.HealthCheck != "/opt/dc-agent/health.sh" || s.TimeoutSeconds != 300 {
@@ -85,7 +88,9 @@ func TestRustConfigsLoad(t *testing.T) {
 			},
 		},
 		{
-			file: "setup-token-manual.toml",
+			file:  "setup-token-manual.toml",
+			warns: []string{wHomeKey},
+			after: []string{wHomeKey},
 			check: func(t *testing.T, c *Config) {
 				if c.Provisioner.Type != TypeManual || c.Provisioner.Manual == nil || c.Provisioner.Manual.NotificationWebhook != "" {
 					t.Errorf("manual: %+v", c.Provisioner)
@@ -94,7 +99,8 @@ func TestRustConfigsLoad(t *testing.T) {
 		},
 		{
 			file:  "setup-token-docker.toml",
-			warns: []string{`provisioner.docker.image is not set: using "ghcr.io/decent-stuff/dc-agent-ssh:latest", the Rust agent's default`},
+			warns: []string{`provisioner.docker.image is not set: using "ghcr.io/decent-stuff/dc-agent-ssh:latest", the Rust agent's default`, wHomeKey},
+			after: []string{wHomeKey},
 			check: func(t *testing.T, c *Config) {
 				d := c.Provisioner.Docker
 				if d == nil || d.Image != RustDockerImage || d.Socket != DefaultDockerSocket || d.Network != "" {
@@ -104,8 +110,8 @@ func TestRustConfigsLoad(t *testing.T) {
 		},
 		{
 			file:  "setup-proxmox.toml",
-			warns: []string{wInlineSecret, wVerifySSL},
-			after: []string{wInlineSecret},
+			warns: []string{wHomeKey, wInlineSecret, wVerifySSL},
+			after: []string{wHomeKey, wInlineSecret},
 			check: func(t *testing.T, c *Config) {
 				if c.API.AgentSecretKey != "/root/.dc-agent/agent.key" || c.API.PoolID != "" || c.Provisioner.Proxmox.Node != "pve1" {
 					t.Errorf("values: %+v", c.API)
@@ -122,8 +128,8 @@ func TestRustConfigsLoad(t *testing.T) {
 					`provider_secret_key = "your_ed25519_secret_key_hex"`, `agent_secret_key = "/root/.dc-agent/agent.key"`,
 					"xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", realTokenSecret).Replace(s)
 			},
-			warns: []string{wInlineSecret, wVerifySSL},
-			after: []string{wInlineSecret},
+			warns: []string{wHomeKey, wInlineSecret, wVerifySSL},
+			after: []string{wHomeKey, wInlineSecret},
 			check: func(t *testing.T, c *Config) {
 				px := c.Provisioner.Proxmox
 				if px.APIURL != "https://proxmox.local:8006" || px.Pool != "dc-vms" || px.Storage != "local-lvm" || !px.InsecureSkipVerify {
@@ -136,8 +142,8 @@ func TestRustConfigsLoad(t *testing.T) {
 			edit: func(s string) string {
 				return strings.Replace(s, "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", realTokenSecret, 1)
 			},
-			warns: []string{"provisioner: the Rust agent's flat keys now belong in [provisioner.proxmox]: provisioner.api_url → provisioner.proxmox.api_url, provisioner.api_token_id → provisioner.proxmox.api_token_id, provisioner.api_token_secret → provisioner.proxmox.api_token_secret, provisioner.node → provisioner.proxmox.node, provisioner.template_vmid → provisioner.proxmox.template_vmid, provisioner.storage → provisioner.proxmox.storage, provisioner.pool → provisioner.proxmox.pool, provisioner.verify_ssl → provisioner.proxmox.verify_ssl (`dc-agent config migrate --write` rewrites the file in the current form)", wInlineSecret, wVerifySSL},
-			after: []string{wInlineSecret},
+			warns: []string{"provisioner: the Rust agent's flat keys now belong in [provisioner.proxmox]: provisioner.api_url → provisioner.proxmox.api_url, provisioner.api_token_id → provisioner.proxmox.api_token_id, provisioner.api_token_secret → provisioner.proxmox.api_token_secret, provisioner.node → provisioner.proxmox.node, provisioner.template_vmid → provisioner.proxmox.template_vmid, provisioner.storage → provisioner.proxmox.storage, provisioner.pool → provisioner.proxmox.pool, provisioner.verify_ssl → provisioner.proxmox.verify_ssl (`dc-agent config migrate --write` rewrites the file in the current form)", wHomeKey, wInlineSecret, wVerifySSL},
+			after: []string{wHomeKey, wInlineSecret},
 			check: func(t *testing.T, c *Config) {
 				px := c.Provisioner.Proxmox
 				if c.Polling.IntervalSeconds != 45 || c.Polling.HealthCheckIntervalSeconds != 600 || px.APIURL != "https://proxmox.local:8006" ||
@@ -148,7 +154,8 @@ func TestRustConfigsLoad(t *testing.T) {
 		},
 		{
 			file:  "test-flat-script.toml",
-			warns: []string{"provisioner.provision → provisioner.script.provision, provisioner.terminate → provisioner.script.terminate, provisioner.health_check → provisioner.script.health_check, provisioner.timeout_seconds → provisioner.script.timeout_seconds"},
+			warns: []string{"provisioner.provision → provisioner.script.provision, provisioner.terminate → provisioner.script.terminate, provisioner.health_check → provisioner.script.health_check, provisioner.timeout_seconds → provisioner.script.timeout_seconds", wHomeKey},
+			after: []string{wHomeKey},
 			check: func(t *testing.T, c *Config) {
 				if s := c.Provisioner.Script; s.Terminate != "/opt/dc-agent/terminate.sh" || s.TimeoutSeconds != 600 {
 					t.Errorf("script: %+v", s)
@@ -157,7 +164,8 @@ func TestRustConfigsLoad(t *testing.T) {
 		},
 		{
 			file:  "test-flat-manual.toml",
-			warns: []string{"provisioner.notification_webhook → provisioner.manual.notification_webhook"},
+			warns: []string{"provisioner.notification_webhook → provisioner.manual.notification_webhook", wHomeKey},
+			after: []string{wHomeKey},
 			check: func(t *testing.T, c *Config) {
 				if c.Provisioner.Manual.NotificationWebhook != "https://slack.webhook/xyz" {
 					t.Errorf("manual: %+v", c.Provisioner.Manual)
@@ -176,9 +184,9 @@ func TestRustConfigsLoad(t *testing.T) {
 				"provisioner: the Rust agent's flat keys now belong in [provisioner.proxmox]",
 				"additional_provisioners[0]: the Rust agent's flat keys now belong in [additional_provisioners.script]: additional_provisioners[0].provision → additional_provisioners[0].script.provision",
 				"additional_provisioners[1]: the Rust agent's flat keys now belong in [additional_provisioners.manual]: additional_provisioners[1].notification_webhook → additional_provisioners[1].manual.notification_webhook",
-				wInlineSecret, wVerifySSL,
+				wHomeKey, wInlineSecret, wVerifySSL,
 			},
-			after: []string{wInlineSecret},
+			after: []string{wHomeKey, wInlineSecret},
 			check: func(t *testing.T, c *Config) {
 				a := c.AdditionalProvisioners
 				if len(a) != 2 || a[0].Script.Provision != "/opt/dc-agent/provision.sh" || a[1].Manual.NotificationWebhook != "https://slack.webhook/xyz" || !c.Provisioner.Proxmox.InsecureSkipVerify {
@@ -188,8 +196,8 @@ func TestRustConfigsLoad(t *testing.T) {
 		},
 		{
 			file:  "test-gateway-custom.toml",
-			warns: []string{wGateway + `"dc-us")`},
-			after: []string{wGateway},
+			warns: []string{wHomeKey, wGateway + `"dc-us")`},
+			after: []string{wHomeKey, wGateway},
 			check: func(t *testing.T, c *Config) {
 				if g := c.legacy.gateway; g.PortRangeStart != 30000 || g.PortsPerVM != 5 || g.CaddySitesDir != "/custom/caddy" || g.Domain != "" {
 					t.Errorf("gateway: %+v", g)
@@ -198,16 +206,19 @@ func TestRustConfigsLoad(t *testing.T) {
 		},
 		{
 			file:  "test-orphan-tracker.toml",
-			warns: []string{`polling.orphan_tracker_path ("/custom/path/orphans.json") is ignored: dc-agent keeps the first-seen time of orphaned instances in memory`},
+			warns: []string{`polling.orphan_tracker_path ("/custom/path/orphans.json") is ignored: dc-agent keeps the first-seen time of orphaned instances in memory`, wHomeKey},
+			after: []string{wHomeKey},
 		},
 		{
 			file:  "test-docker-defaults.toml",
-			warns: []string{"provisioner.docker.image is not set"},
+			warns: []string{"provisioner.docker.image is not set", wHomeKey},
+			after: []string{wHomeKey},
 		},
 		{
 			file:  "test-nested-docker.toml",
 			edit:  func(s string) string { return strings.Replace(s, "ssh_port = 2222", "ssh_port = 22", 1) },
-			warns: []string{"provisioner.docker.socket_path is now provisioner.docker.socket", "provisioner.docker.default_image is now provisioner.docker.image", "provisioner.docker.ssh_port = 22 is ignored"},
+			warns: []string{"provisioner.docker.socket_path is now provisioner.docker.socket", "provisioner.docker.default_image is now provisioner.docker.image", "provisioner.docker.ssh_port = 22 is ignored", wHomeKey},
+			after: []string{wHomeKey},
 			check: func(t *testing.T, c *Config) {
 				if d := c.Provisioner.Docker; d.Socket != "/custom/docker.sock" || d.Network != "host" || d.Image != "alpine:3.19" {
 					t.Errorf("docker: %+v", d)
@@ -370,12 +381,13 @@ func TestRustFlatKeysIgnored(t *testing.T) {
 		`provisioner: provisioner.socket_path is the Rust agent's flat form of docker settings, and type = "script": ignored, as the Rust agent ignored it; remove it`,
 		`provisioner: provisioner.api_url is the Rust agent's flat form of proxmox settings, and type = "script": ignored`,
 		"provisioner: provisioner.provision is ignored because [provisioner.script] is present, as the Rust agent ignored it; remove it",
+		wHomeKey,
 	})
 	if cfg.Provisioner.Script.Provision != "/opt/dc-agent/provision.sh" || cfg.Provisioner.Proxmox != nil || cfg.Provisioner.Docker != nil {
 		t.Fatalf("ignored keys were used: %+v", cfg.Provisioner)
 	}
 	out, back, err := Migrate(cfg)
-	if err != nil || len(back.Warnings) != 0 || strings.Contains(string(out), "/old/") {
+	if err != nil || len(back.Warnings) != 1 || strings.Contains(string(out), "/old/") {
 		t.Fatalf("migrate: %v %v\n%s", err, back.Warnings, out)
 	}
 }
@@ -392,7 +404,8 @@ func TestMigrateRefusesWhatWouldNotLoad(t *testing.T) {
 func TestMigrateFile(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "dc-agent.toml")
-	orig := readRust(t, "test-flat-script.toml")
+	// The key beside the config, so that the only warning is the old keys'.
+	orig := strings.Replace(readRust(t, "test-flat-script.toml"), "/root/.dc-agent/agent.key", "agent.key", 1)
 	if err := os.WriteFile(path, []byte(orig), 0o644); err != nil { // as the Rust agent's File::create leaves it
 		t.Fatal(err)
 	}

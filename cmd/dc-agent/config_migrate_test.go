@@ -38,7 +38,8 @@ func TestConfigMigrate(t *testing.T) {
 
 	// Written: the printed text, mode 0600, loads without the old keys.
 	w := runAgent(t, runOpts{}, "config", "migrate", "--config", path, "--write")
-	if w.code != 0 || w.stdout != "" || !strings.Contains(w.stderr, "Wrote "+path+" in the current form (mode 0600).\nWarnings left:\n  - [gateway]") {
+	if w.code != 0 || w.stdout != "" || !strings.Contains(w.stderr, "Wrote "+path+" in the current form (mode 0600).\nWarnings left:\n  - api.agent_secret_key \"/root/.dc-agent/agent.key\" is in a home directory") ||
+		!strings.Contains(w.stderr, "\n  - [gateway] (dc_id \"dc-sl\")") {
 		t.Fatalf("write:\n%s", w)
 	}
 	st, err := os.Stat(path)
