@@ -44,6 +44,8 @@ type Config struct {
 	Agent                  AgentConfig         `toml:"agent"`
 	Provisioner            ProvisionerConfig   `toml:"provisioner"`
 	AdditionalProvisioners []ProvisionerConfig `toml:"additional_provisioners,omitempty"`
+	// Gateway is [gateway] (nil: VMs are reached on their own addresses).
+	Gateway *GatewayConfig `toml:"gateway,omitempty"`
 
 	// Path is the file the config was loaded from ("" if built in memory).
 	Path string `toml:"-"`
@@ -419,6 +421,8 @@ func knownKeys(section string) []string {
 		t = ScriptConfig{}
 	case "provisioner.manual", "additional_provisioners.manual":
 		t = ManualConfig{}
+	case "gateway":
+		t = GatewayConfig{}
 	default:
 		return legacyKnownKeys(section)
 	}

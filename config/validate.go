@@ -64,6 +64,9 @@ func (c *Config) applyDefaults() {
 	for i := range c.AdditionalProvisioners {
 		c.AdditionalProvisioners[i].applyDefaults()
 	}
+	if c.Gateway != nil {
+		c.Gateway.applyDefaults()
+	}
 }
 
 func (p *ProvisionerConfig) applyDefaults() {
@@ -204,6 +207,11 @@ func (c *Config) Validate() []string {
 			add("%s: type %q is configured twice; each type may appear once (contracts choose it by provisioner_type)", where, ap.Type)
 		}
 		seen[ap.Type] = true
+	}
+
+	// [gateway]
+	if c.Gateway != nil {
+		p = append(p, c.Gateway.Validate(warn)...)
 	}
 	return p
 }

@@ -4,6 +4,7 @@ package dcapi
 
 import (
 	"encoding/json"
+	"fmt"
 )
 
 // APIPrefix is the path prefix of every endpoint.
@@ -115,6 +116,8 @@ type Heartbeat struct {
 	Capabilities    []string   `json:"capabilities"`
 	ActiveContracts int        `json:"activeContracts"`
 	Resources       *Resources `json:"resources,omitempty"`
+	// BandwidthStats is per-VM gateway traffic (only with [gateway]).
+	BandwidthStats []VMBandwidthReport `json:"bandwidthStats,omitempty"`
 }
 
 // Resources is the inventory an agent reports with its heartbeat.
@@ -258,3 +261,80 @@ const OnlineWindowNs = int64(5 * 60 * 1e9)
 
 // TimestampWindowNs is the accepted clock difference of a signed request.
 const TimestampWindowNs = int64(5 * 60 * 1e9)
+
+// VMBandwidthReport is one VM's gateway traffic in a heartbeat's
+// bandwidthStats: bytes since the gateway started counting for it
+// (common/src/api_types.rs VmBandwidthReport; the server stores each report
+// as a snapshot, api/src/database/bandwidth.rs).
+type VMBandwidthReport struct {
+	GatewaySlug string `json:"gatewaySlug"`
+	ContractID  string `json:"contractId"`
+	BytesIn     uint64 `json:"bytesIn"`
+	BytesOut    uint64 `json:"bytesOut"`
+}
+
+// Gateway DNS actions (POST /api/v1/agents/dns).
+const (
+	GatewayDNSCreate = "create"
+	GatewayDNSDelete = "delete"
+)
+
+// GatewayDNSRequest is the body of POST /api/v1/agents/dns
+// (api/src/openapi/agents.rs GatewayDnsRequest). PublicIP is required for
+// create and ignored for delete. Needs the dns_manage permission, and dc_id
+// registered to the provider by POST /agents/gateway/register.
+type GatewayDNSRequest struct {
+	Action   string `json:"action"`
+	Slug     string `json:"slug"`
+	DCID     string `json:"dcId"`
+	PublicIP string `json:"publicIp,omitempty"`
+}
+
+// GatewayDNSResponse answers it with the full name made or removed:
+// <slug>.<dc_id>.<gw_prefix>.<domain> (api/src/cloudflare_dns.rs gateway_fqdn).
+type GatewayDNSResponse struct {
+	Subdomain string `json:"subdomain"`
+}
+
+// GatewayRegisterRequest is the body of POST /api/v1/agents/gateway/register.
+type GatewayRegisterRequest struct {
+	DCID string `json:"dcId"`
+}
+
+// GatewayRegistration answers it: acme-dns credentials Caddy uses for the
+// wildcard certificate *.<dc_id>.<gw_prefix>.<domain> (DNS-01). Each
+// registration issues a new password. It is a secret: keep it in a 0600
+// file (Caddy's environment file), never in logs; String redacts it.
+type GatewayRegistration struct {
+	AcmeDNSServerURL string `json:"acmeDnsServerUrl"`
+	AcmeDNSUsername  string `json:"acmeDnsUsername"`
+	AcmeDNSPassword  string `json:"acmeDnsPassword"`
+	AcmeDNSSubdomain string `json:"acmeDnsSubdomain"`
+}
+
+// String shows the registration without its password.
+func (r GatewayRegistration) String() string {
+	return fmt.Sprintf("acme-dns %s user %s subdomain %s (password redacted)", r.AcmeDNSServerURL, r.AcmeDNSUsername, r.AcmeDNSSubdomain)
+}
+
+// CheckContractID accepts a contract id as the API issues them: 64
+// lowercase hex characters (a SHA-256). Ids end up in file names and
+// generated config, so anything else is refused.
+func CheckContractID(cid string) error {
+	if len(cid) != 64 {
+		return fmt.Errorf("contract id %q is not 64 hex characters", truncateID(cid))
+	}
+	for i := 0; i < len(cid); i++ {
+		if c := cid[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return fmt.Errorf("contract id %q is not 64 lowercase hex characters", truncateID(cid))
+		}
+	}
+	return nil
+}
+
+func truncateID(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}

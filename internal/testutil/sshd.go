@@ -29,6 +29,11 @@ type SSHDOptions struct {
 	// Port to listen on (0: a free one). Reusing a port with a new host
 	// key is how tests simulate a reinstalled or impersonated host.
 	Port int
+	// NetNS runs the server inside a network namespace (a VM of a test
+	// network), listening on ListenHost (default 127.0.0.1) and Port
+	// (default 22 there).
+	NetNS      *NetNS
+	ListenHost string
 }
 
 // SSHD is a real OpenSSH server on 127.0.0.1 with its own host key,
@@ -40,7 +45,7 @@ type SSHD struct {
 	opts SSHDOptions
 
 	Dir           string
-	Host          string // always 127.0.0.1
+	Host          string // 127.0.0.1 unless SSHDOptions.ListenHost
 	Port          int
 	User          string
 	ClientKeyFile string // OpenSSH private key accepted by the server (0600)
@@ -67,8 +72,14 @@ func StartSSHD(t testing.TB, opts SSHDOptions) *SSHD {
 		t.Fatal(err)
 	}
 	s := &SSHD{t: t, bin: bin, opts: opts, Dir: t.TempDir(), Host: "127.0.0.1", User: u.Username}
+	if opts.ListenHost != "" {
+		s.Host = opts.ListenHost
+	}
 	s.Port = opts.Port
-	if s.Port == 0 {
+	switch {
+	case s.Port == 0 && opts.NetNS != nil:
+		s.Port = 22
+	case s.Port == 0:
 		s.Port = FreePort(t)
 	}
 	// The client key.
@@ -174,6 +185,9 @@ func (s *SSHD) start() {
 	cfg := WriteFile(s.t, filepath.Join(s.Dir, "sshd_config"), s.config(), 0o600)
 	logf := filepath.Join(s.Dir, "sshd.log")
 	cmd := exec.Command(s.bin, "-D", "-e", "-f", cfg)
+	if s.opts.NetNS != nil {
+		cmd = s.opts.NetNS.Command(s.bin, "-D", "-e", "-f", cfg)
+	}
 	lf, err := os.OpenFile(logf, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		s.t.Fatal(err)
@@ -192,7 +206,7 @@ func (s *SSHD) start() {
 	go func() { _ = cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", s.Addr(), 200*time.Millisecond)
+		c, err := s.dial(200 * time.Millisecond)
 		if err == nil {
 			// sshd is up once it greets with its version.
 			buf := make([]byte, 4)
@@ -229,13 +243,20 @@ func (s *SSHD) Stop() {
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	// Wait until the port is free again so a restart on it cannot race.
 	for i := 0; i < 500; i++ {
-		c, err := net.DialTimeout("tcp", s.Addr(), 50*time.Millisecond)
+		c, err := s.dial(50 * time.Millisecond)
 		if err != nil {
 			return
 		}
 		c.Close()
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+func (s *SSHD) dial(timeout time.Duration) (net.Conn, error) {
+	if s.opts.NetNS != nil {
+		return s.opts.NetNS.Dial("tcp", s.Addr(), timeout)
+	}
+	return net.DialTimeout("tcp", s.Addr(), timeout)
 }
 
 // Log returns the server's log so far (for failure messages).
