@@ -140,7 +140,9 @@ func (n *netfilter) ensureBase() error {
 	for _, ch := range chains {
 		c.FlushChain(ch)
 	}
-	add := func(ch *nftables.Chain, exprs ...expr.Any) { c.AddRule(&nftables.Rule{Table: n.table, Chain: ch, Exprs: exprs}) }
+	add := func(ch *nftables.Chain, exprs ...expr.Any) {
+		c.AddRule(&nftables.Rule{Table: n.table, Chain: ch, Exprs: exprs})
+	}
 
 	for _, p := range []struct {
 		proto byte

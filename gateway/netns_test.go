@@ -45,15 +45,15 @@ const (
 )
 
 type testNet struct {
-	t                testing.TB
+	t                     testing.TB
 	host, vm, vm2, client *testutil.NetNS
-	dir              string
-	cfg              config.GatewayConfig
-	zone             string
-	caRoots          string // Caddy's internal CA root (PEM)
-	sshd             *testutil.SSHD
-	knownHosts       string
-	index            string // what the VM's web server answers on /
+	dir                   string
+	cfg                   config.GatewayConfig
+	zone                  string
+	caRoots               string // Caddy's internal CA root (PEM)
+	sshd                  *testutil.SSHD
+	knownHosts            string
+	index                 string // what the VM's web server answers on /
 }
 
 // newHostNet makes the host namespace with its public side and bridge and
