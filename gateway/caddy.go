@@ -125,6 +125,29 @@ func (c *caddySites) sync(ctx context.Context, sites []site, reload bool) (int, 
 	return changed, nil
 }
 
+// put writes one VM's route and reloads Caddy (also when the file was
+// already there: a crash may have come between the write and the reload).
+func (c *caddySites) put(ctx context.Context, s site) error {
+	if err := os.MkdirAll(c.dir, 0o755); err != nil {
+		return fmt.Errorf("caddy sites directory: %w (set gateway.caddy_sites_dir to the directory the Caddyfile imports)", err)
+	}
+	p := filepath.Join(c.dir, s.Slug+".caddy")
+	if cur, err := os.ReadFile(p); err != nil || !bytes.Equal(cur, siteFile(s)) {
+		if err := identity.WriteFileAtomic(p, siteFile(s), 0o644); err != nil {
+			return fmt.Errorf("write caddy route: %w", err)
+		}
+	}
+	return c.reload(ctx)
+}
+
+// drop removes one VM's route and reloads Caddy.
+func (c *caddySites) drop(ctx context.Context, slug string) error {
+	if err := os.Remove(filepath.Join(c.dir, slug+".caddy")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove caddy route: %w", err)
+	}
+	return c.reload(ctx)
+}
+
 // reload posts the Caddyfile to the admin API.
 func (c *caddySites) reload(ctx context.Context) error {
 	cf, err := os.ReadFile(c.caddyfile)

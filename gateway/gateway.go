@@ -182,6 +182,9 @@ func (m *Manager) Assign(ctx context.Context, contractID, internalIP string) (As
 		m.mu.Unlock()
 		return Assignment{}, fmt.Errorf("gateway: contract %s's gateway is being released; finish with Release (or Reconcile) before assigning it again", contractID)
 	}
+	// full: the kernel may hold elements this change must remove (another
+	// VM's on this address, this VM's on its old one): sync everything.
+	full := !fresh && r.InternalIP != "" && r.InternalIP != ip.String()
 	r.InternalIP = ip.String()
 	// The address is this VM's now: a record that still forwards to it
 	// belongs to a VM that is gone and must not reach this one.
@@ -190,6 +193,7 @@ func (m *Manager) Assign(ctx context.Context, contractID, internalIP string) (As
 			m.log.Warn("gateway: address taken over; releasing the old forwarding", "address", o.InternalIP, "old_contract", o.ContractID, "contract", contractID)
 			o.State = stateReleasing
 			m.j.put(o)
+			full = true
 		}
 	}
 	m.j.put(r)
@@ -236,7 +240,11 @@ func (m *Manager) Assign(ctx context.Context, contractID, internalIP string) (As
 	if err := CheckSubdomain(r.Subdomain, r.slug, m.cfg.Zone()); err != nil {
 		return m.assignmentLocked(r), fmt.Errorf("gateway: %w", err)
 	}
-	if err := m.applyLocked(ctx); err != nil {
+	apply := m.applyLocked
+	if !full {
+		apply = func(ctx context.Context) error { return m.applyOneLocked(ctx, r) }
+	}
+	if err := apply(ctx); err != nil {
 		return m.assignmentLocked(r), err
 	}
 	r.State = stateActive
@@ -269,7 +277,7 @@ func (m *Manager) Release(ctx context.Context, contractID string) error {
 	m.j.put(r)
 	err := m.j.save()
 	if err == nil {
-		err = m.applyLocked(ctx)
+		err = m.unforwardLocked(ctx, r)
 	}
 	m.mu.Unlock()
 	if err != nil {
@@ -464,6 +472,48 @@ func (m *Manager) sites() []site {
 func (m *Manager) applyNetfilter() error {
 	_, err := m.nft.sync(m.forwards())
 	return err
+}
+
+// applyOneLocked puts one record's forwarding and route in place without
+// reading the whole table back (the cost of a sync grows with the number of
+// VMs); when the kernel refuses the change, it syncs everything.
+func (m *Manager) applyOneLocked(ctx context.Context, r *record) error {
+	f := forward{IP: netip.MustParseAddr(r.InternalIP), Base: r.Base, Count: r.Count}
+	if err := m.nft.add(f); err != nil {
+		m.log.Info("gateway: nftables refused the VM's elements; syncing the table", "contract", r.ContractID, "err", err)
+		if err := m.applyNetfilter(); err != nil {
+			return fmt.Errorf("gateway: %w", err)
+		}
+	}
+	if err := m.caddy.put(ctx, site{Slug: r.slug, Subdomain: r.Subdomain, ContractID: r.ContractID, InternalIP: r.InternalIP, Base: r.Base, Count: r.Count}); err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	return nil
+}
+
+// unforwardLocked removes a releasing record's forwarding and route, the
+// same way: its own elements, or a sync when they are not all there or its
+// address is forwarded for another record now.
+func (m *Manager) unforwardLocked(ctx context.Context, r *record) error {
+	if r.InternalIP != "" {
+		shared := false
+		for _, o := range m.forwarded() {
+			shared = shared || o.InternalIP == r.InternalIP
+		}
+		err := errors.New("address shared")
+		if !shared {
+			err = m.nft.remove(forward{IP: netip.MustParseAddr(r.InternalIP), Base: r.Base, Count: r.Count})
+		}
+		if err != nil {
+			if err := m.applyNetfilter(); err != nil {
+				return fmt.Errorf("gateway: %w", err)
+			}
+		}
+	}
+	if err := m.caddy.drop(ctx, r.slug); err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	return nil
 }
 
 // applyLocked makes nftables and the site files match the journal.

@@ -309,6 +309,46 @@ func (n *netfilter) sync(fw []forward) (int, error) {
 	return changed, nil
 }
 
+// add puts one VM's elements in, in one batch. Elements already there with
+// the same value stay (and keep their counters); one that maps a port
+// elsewhere fails the batch (EBUSY), and nothing changes: the caller then
+// syncs the whole table.
+func (n *netfilter) add(f forward) error {
+	want, _ := desiredFor([]forward{f})
+	for name, elems := range want {
+		var add []nftables.SetElement
+		for k, v := range elems {
+			add = append(add, nftables.SetElement{Key: []byte(k), Val: v})
+		}
+		if err := n.conn.SetAddElements(n.sets[name], add); err != nil {
+			return err
+		}
+	}
+	if err := n.conn.Flush(); err != nil {
+		return fmt.Errorf("add the nftables elements of %s: %w", f.IP, err)
+	}
+	return nil
+}
+
+// remove deletes one VM's elements in one batch; if one is missing the
+// batch fails (ENOENT) and nothing changes: the caller then syncs.
+func (n *netfilter) remove(f forward) error {
+	want, _ := desiredFor([]forward{f})
+	for name, elems := range want {
+		var del []nftables.SetElement
+		for k := range elems {
+			del = append(del, nftables.SetElement{Key: []byte(k)})
+		}
+		if err := n.conn.SetDeleteElements(n.sets[name], del); err != nil {
+			return err
+		}
+	}
+	if err := n.conn.Flush(); err != nil {
+		return fmt.Errorf("remove the nftables elements of %s: %w", f.IP, err)
+	}
+	return nil
+}
+
 // traffic is one VM's byte counters.
 type traffic struct{ in, out uint64 }
 
