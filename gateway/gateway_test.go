@@ -145,7 +145,10 @@ func TestJournalSaveLoadAndLock(t *testing.T) {
 	}
 	defer j2.close()
 	got := j2.byContract[contractID(7)]
-	got.UpdatedAt, r.UpdatedAt = r.UpdatedAt, r.UpdatedAt
+	if !got.UpdatedAt.Equal(r.UpdatedAt) {
+		t.Fatalf("updated_at %v, want %v", got.UpdatedAt, r.UpdatedAt)
+	}
+	got.UpdatedAt = r.UpdatedAt
 	if !reflect.DeepEqual(got, r) {
 		t.Fatalf("reloaded %+v, want %+v", got, r)
 	}
