@@ -10,7 +10,7 @@ SHELL_SCRIPTS := $(shell git ls-files '*.sh' 2>/dev/null) .ci/run
 
 export GOTOOLCHAIN := local
 
-.PHONY: all build test test-deps vet lint fmt fuzz demo bench bench-docker bench-proxmox bench-api clean release
+.PHONY: all build test test-deps vet lint fmt fuzz demo bench bench-docker bench-proxmox bench-api bench-gateway clean release
 
 all: build
 
@@ -75,6 +75,10 @@ bench-proxmox:
 
 bench-api:
 	sh bench/api-server.sh
+
+# Gateway rules and routes for 500 VMs: nftables + Caddy in a netns (root).
+bench-gateway:
+	sh bench/gateway.sh
 
 # Reproducible release artifacts in dist/ (layout: docs/release.md):
 # binaries for linux amd64+arm64, install.sh, deb+rpm (nfpm), SHA256SUMS.

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/decent-stuff/dc-agent/internal/testutil"
 )
 
 // TestGatewayEndToEnd: after Assign, ssh to the public address and the
@@ -282,5 +284,48 @@ func TestGatewayCrashBetweenAllocationAndReport(t *testing.T) {
 	}
 	if recs := n.zoneRecords(); len(recs) != 2 {
 		t.Fatalf("zone %v: want c2's and c4's records", recs)
+	}
+}
+
+// TestGatewayHostChecks runs the doctor's gateway checks on the test
+// network's host: it routes vmbr1, forwards, owns public_ip, and nftables,
+// Caddy and the journal are usable; then the failures say what to fix.
+func TestGatewayHostChecks(t *testing.T) {
+	n := newTestNet(t, false)
+	check := func(bridge string, vms ...string) map[string]Finding {
+		var fs []Finding
+		if err := json.Unmarshal([]byte(n.gw("check", append([]string{bridge}, vms...)...)), &fs); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]Finding{}
+		for _, f := range fs {
+			if cur, ok := out[f.Check]; !ok || cur.Level == OK {
+				out[f.Check] = f
+			}
+		}
+		return out
+	}
+	got := check("vmbr1", "10.77.0.9")
+	for _, c := range []string{"gateway forwarding", "gateway host", "gateway public_ip", "gateway nftables", "gateway caddy"} {
+		if f, ok := got[c]; !ok || f.Level != OK {
+			t.Errorf("%s: %+v, want ok", c, f)
+		}
+	}
+	if f := got["gateway host"]; !strings.Contains(f.Message, "this host routes vmbr1 (10.77.0.1/24)") {
+		t.Errorf("host: %+v", f)
+	}
+
+	// Not the routing host; no forwarding; a Caddyfile without the import.
+	n.host.Run(t, "sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward")
+	testutil.WriteFile(t, n.cfg.Caddyfile, "{\n\tadmin 127.0.0.1:2019\n}\n", 0o644)
+	got = check("vmbr7", "10.99.0.2")
+	for c, want := range map[string]string{
+		"gateway forwarding": "net.ipv4.ip_forward=1",
+		"gateway host":       "the agent is not on the host that routes the VMs' bridge",
+		"gateway caddy":      "does not import " + n.cfg.CaddySitesDir + "/*.caddy",
+	} {
+		if f := got[c]; f.Level != Fail || !strings.Contains(f.Message+" "+f.Fix, want) {
+			t.Errorf("%s: %+v, want a failure saying %q", c, f, want)
+		}
 	}
 }

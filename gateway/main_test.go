@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -57,6 +58,18 @@ func runChild(op string, args []string) error {
 		zone.beforeCreate = hang
 	}
 	ctx := context.Background()
+	if op == "check" {
+		h, err := LocalHost(ctx)
+		if err != nil {
+			return err
+		}
+		var vms []netip.Addr
+		for _, a := range args[1:] {
+			vms = append(vms, netip.MustParseAddr(a))
+		}
+		emit(append(CheckHost(h, cfg, args[0], vms), CheckServices(ctx, cfg)...))
+		return nil
+	}
 	m, err := Open(ctx, cfg, zone, nil)
 	if err != nil {
 		return err

@@ -19,6 +19,11 @@ main() {
 	have dash || need="$need dash"
 	have systemd-analyze || need="$need systemd"
 	have unshare || need="$need util-linux"
+	# The gateway's tests: network namespaces, nftables (nft reads back what
+	# the gateway wrote) and Caddy (tls internal).
+	have ip || need="$need iproute2"
+	have nft || need="$need nftables"
+	have caddy || need="$need caddy"
 	have dpkg-deb || need="$need dpkg"
 	have rpm || need="$need rpm"
 	have wget || need="$need wget"
