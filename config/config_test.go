@@ -111,7 +111,7 @@ func uncommentExample(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	setting := regexp.MustCompile(`^# ([a-z_]+ = .*|\[\[?additional_provisioners[a-z_.]*\]\]?)$`)
+	setting := regexp.MustCompile(`^# ([a-z_]+ = .*|\[\[?additional_provisioners[a-z_.]*\]\]?|\[gateway\])$`)
 	lines := strings.Split(string(b), "\n")
 	n := 0
 	for i, l := range lines {
@@ -145,6 +145,9 @@ func TestExampleLoads(t *testing.T) {
 	}
 	if strings.Join(types, ",") != "docker,hetzner,script,manual" {
 		t.Fatalf("additional provisioners in the example: %v", types)
+	}
+	if all.Gateway == nil || all.Gateway.DCID != "dc-lk" || all.Gateway.PortsPerVM != 10 {
+		t.Fatalf("[gateway] in the example: %+v", all.Gateway)
 	}
 	if all.Provisioner.Proxmox.Templates["debian-12"] != 9001 || all.AdditionalProvisioners[1].Hetzner.Locations["Helsinki"] != "hel1" {
 		t.Fatalf("inline tables not decoded: %+v", all.Provisioner.Proxmox.Templates)
