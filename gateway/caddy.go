@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/decent-stuff/dc-agent/identity"
@@ -57,13 +59,14 @@ handle @%s {
 }
 
 type caddySites struct {
+	log       *slog.Logger
 	dir       string
 	caddyfile string
 	admin     string // host:port or unix//path
 	hc        *http.Client
 }
 
-func newCaddySites(dir, caddyfile, admin string) *caddySites {
+func newCaddySites(log *slog.Logger, dir, caddyfile, admin string) *caddySites {
 	tr := &http.Transport{Proxy: nil}
 	base := "http://" + admin
 	if p, ok := strings.CutPrefix(admin, "unix/"); ok {
@@ -73,7 +76,7 @@ func newCaddySites(dir, caddyfile, admin string) *caddySites {
 		}
 		base = "http://localhost"
 	}
-	return &caddySites{dir: dir, caddyfile: caddyfile, admin: base, hc: &http.Client{Transport: tr, Timeout: 60 * time.Second}}
+	return &caddySites{log: log, dir: dir, caddyfile: caddyfile, admin: base, hc: &http.Client{Transport: tr, Timeout: 60 * time.Second}}
 }
 
 // sync makes the directory hold exactly the sites' files (other files are
@@ -160,6 +163,12 @@ func (c *caddySites) reload(ctx context.Context) error {
 	}
 	req.Header.Set("Content-Type", "text/caddyfile")
 	resp, err := c.hc.Do(req)
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, os.ErrNotExist) {
+		// Caddy is not running: it holds no routes, and reads the files
+		// when it starts. `dc-agent doctor` reports it.
+		c.log.Warn("gateway: Caddy's admin API does not answer; the routes load when Caddy starts", "admin", c.admin, "err", err)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("reload Caddy through its admin API %s: %w (is Caddy running? systemctl status caddy; gateway.caddy_admin must match the Caddyfile's admin option)", c.admin, err)
 	}

@@ -104,7 +104,7 @@ func Open(ctx context.Context, cfg config.GatewayConfig, dns DNS, log *slog.Logg
 		return nil, err
 	}
 	m := &Manager{cfg: cfg, public: netip.MustParseAddr(cfg.PublicIP), dns: dns, log: log, j: j,
-		caddy: newCaddySites(cfg.CaddySitesDir, cfg.Caddyfile, cfg.CaddyAdmin), busy: map[string]bool{}}
+		caddy: newCaddySites(log, cfg.CaddySitesDir, cfg.Caddyfile, cfg.CaddyAdmin), busy: map[string]bool{}}
 	for _, r := range j.bySlug {
 		if r.Subdomain == "" && r.State != stateAllocated {
 			// The Rust agent did not store the name; the API builds it so

@@ -1,15 +1,22 @@
 package gateway
 
 import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/dcapi"
+	"github.com/decent-stuff/dc-agent/internal/testutil"
 )
 
 // rustAllocations is a port-allocations.json as the Rust agent writes it
@@ -258,5 +265,41 @@ func TestSiteFileAndCaddyfile(t *testing.T) {
 	}
 	if s := reg.String(); strings.Contains(s, "EVIL") {
 		t.Fatalf("String shows the password: %s", s)
+	}
+}
+
+// A Caddy that is not running holds no routes (it reads the files when it
+// starts): no error. A Caddy that refuses the config: its reason.
+func TestCaddyReload(t *testing.T) {
+	dir := t.TempDir()
+	cf := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(cf, []byte("*.dc.gw.decent-cloud.org {\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	down := newCaddySites(slog.New(slog.DiscardHandler), dir, cf, "127.0.0.1:"+strconv.Itoa(testutil.FreePort(t)))
+	if err := down.reload(ctx); err != nil {
+		t.Fatalf("Caddy not running: %v", err)
+	}
+	var gotType, gotBody string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		gotType, gotBody = r.Header.Get("Content-Type"), string(b)
+		http.Error(w, `{"error":"adapting config using caddyfile: unrecognized directive: bogus"}`, http.StatusBadRequest)
+	}))
+	defer srv.Close()
+	up := newCaddySites(slog.New(slog.DiscardHandler), dir, cf, strings.TrimPrefix(srv.URL, "http://"))
+	err := up.reload(ctx)
+	if err == nil || !strings.Contains(err.Error(), "unrecognized directive: bogus") {
+		t.Fatalf("refused reload: %v", err)
+	}
+	if gotType != "text/caddyfile" || gotBody != "*.dc.gw.decent-cloud.org {\n}\n" {
+		t.Fatalf("posted %q %q", gotType, gotBody)
+	}
+	if err := os.Remove(cf); err != nil {
+		t.Fatal(err)
+	}
+	if err := up.reload(ctx); err == nil || !strings.Contains(err.Error(), "set gateway.caddyfile") {
+		t.Fatalf("missing Caddyfile: %v", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"os"
@@ -299,7 +300,7 @@ func CheckServices(ctx context.Context, cfg config.GatewayConfig) []Finding {
 		add("gateway caddy", Fail, fmt.Sprintf("%s does not import %s/*.caddy: the VMs' routes would never load", cfg.Caddyfile, cfg.CaddySitesDir),
 			fmt.Sprintf("add `import %s/*.caddy` inside the *.%s site block", cfg.CaddySitesDir, cfg.Zone()))
 	default:
-		c := newCaddySites(cfg.CaddySitesDir, cfg.Caddyfile, cfg.CaddyAdmin)
+		c := newCaddySites(slog.New(slog.DiscardHandler), cfg.CaddySitesDir, cfg.Caddyfile, cfg.CaddyAdmin)
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.admin+"/config/", nil)
 		resp, err := c.hc.Do(req)
 		if err == nil {
