@@ -424,7 +424,7 @@ func knownKeys(section string) []string {
 	case "gateway":
 		t = GatewayConfig{}
 	default:
-		return legacyKnownKeys(section)
+		return nil
 	}
 	return tomlKeys(t)
 }
@@ -468,9 +468,6 @@ func Marshal(cfg *Config) ([]byte, error) {
 	buf.WriteString("# dc-agent configuration. Written by dc-agent; comments are not kept.\n")
 	buf.WriteString("# Reference: https://github.com/decent-stuff/dc-agent/blob/main/packaging/dc-agent.toml.example\n\n")
 	if err := toml.NewEncoder(&buf).Encode(cfg); err != nil {
-		return nil, fmt.Errorf("encode config: %w", err)
-	}
-	if err := marshalLegacy(&buf, cfg); err != nil {
 		return nil, fmt.Errorf("encode config: %w", err)
 	}
 	return buf.Bytes(), nil

@@ -38,7 +38,6 @@ type legacyConfig struct {
 	} `toml:"polling"`
 	Provisioner            legacyProvisioner   `toml:"provisioner"`
 	AdditionalProvisioners []legacyProvisioner `toml:"additional_provisioners"`
-	Gateway                *rustGateway        `toml:"gateway"`
 }
 
 // legacyProvisioner holds the flat keys of the Rust RawProvisionerConfig:
@@ -75,26 +74,11 @@ type legacyDocker struct {
 	SSHPort      *int    `toml:"ssh_port"`
 }
 
-// rustGateway is the Rust agent's [gateway] (GatewayConfig in
-// dc-agent/src/config.rs). dc-agent does not run a gateway yet: the section
-// loads with a warning and Marshal writes it back unchanged, so migrating
-// a file does not lose it.
-type rustGateway struct {
-	DCID                string `toml:"dc_id"`
-	PublicIP            string `toml:"public_ip"`
-	Domain              string `toml:"domain,omitempty"`
-	GWPrefix            string `toml:"gw_prefix,omitempty"`
-	PortRangeStart      int    `toml:"port_range_start,omitempty"`
-	PortRangeEnd        int    `toml:"port_range_end,omitempty"`
-	PortsPerVM          int    `toml:"ports_per_vm,omitempty"`
-	CaddySitesDir       string `toml:"caddy_sites_dir,omitempty"`
-	PortAllocationsPath string `toml:"port_allocations_path,omitempty"`
-}
-
 // legacyState is what applyLegacy found; it lives in Config.legacy.
+// The Rust agent's [gateway] is our schema's (GatewayConfig, gateway.go):
+// same keys, same defaults, nothing to map.
 type legacyState struct {
-	warnings []string     // old keys mapped or ignored (without migrateHint); Migrate removes their cause
-	gateway  *rustGateway // kept as written
+	warnings []string // old keys mapped or ignored (without migrateHint); Migrate removes their cause
 }
 
 // loadWarnings are the findings of loading that Validate reports first.
@@ -108,8 +92,10 @@ func (c *Config) loadWarnings() []string {
 		// dc-agent/src/registration.rs).
 		w = append(w, fmt.Sprintf("api.agent_secret_key %q is in a home directory, which the dc-agent system service cannot read (it runs as user dc-agent with ProtectHome=yes); copy the key beside the config: install -m 0600 -o dc-agent -g dc-agent %s /etc/dc-agent/agent.key, then set agent_secret_key = \"/etc/dc-agent/agent.key\" (the key stays the same, so its registration does too)", k, k))
 	}
-	if g := c.legacy.gateway; g != nil {
-		w = append(w, fmt.Sprintf("[gateway] (dc_id %q) is not supported by this dc-agent yet: the section is kept in the file but no gateway runs, so new contracts get no gateway subdomain or port forwards (their VMs need their own public address)", g.DCID))
+	if g := c.Gateway; g != nil {
+		// Until the agent loop calls package gateway (its integration
+		// step removes this warning).
+		w = append(w, fmt.Sprintf("[gateway] (dc_id %q) is read, but `dc-agent run` does not start the gateway yet: new contracts get no gateway subdomain or port forwards (their VMs need their own public address)", g.DCID))
 	}
 	return w
 }
@@ -149,7 +135,7 @@ func (c *Config) applyLegacy(data []byte, undecoded []toml.Key) (unknown []toml.
 		}
 		c.AdditionalProvisioners[i].applyLegacy(&lp, fmt.Sprintf("additional_provisioners[%d]", i), r)
 	}
-	c.legacy = legacyState{warnings: r.warnings, gateway: lc.Gateway}
+	c.legacy = legacyState{warnings: r.warnings}
 	return unknown, r.problems, nil
 }
 
@@ -315,27 +301,6 @@ func isAre(s []string) string {
 		return "is"
 	}
 	return "are"
-}
-
-// legacyKnownKeys lists the keys of sections only the Rust format has, for
-// the "did you mean" of an unknown key.
-func legacyKnownKeys(section string) []string {
-	if section == "gateway" {
-		return tomlKeys(rustGateway{})
-	}
-	return nil
-}
-
-// marshalLegacy appends what the schema does not carry but the file had:
-// the Rust [gateway] section.
-func marshalLegacy(buf *bytes.Buffer, c *Config) error {
-	if c.legacy.gateway == nil {
-		return nil
-	}
-	buf.WriteString("\n# Not used by this dc-agent yet (see the warning at load); kept as written.\n")
-	return toml.NewEncoder(buf).Encode(struct {
-		Gateway *rustGateway `toml:"gateway"`
-	}{c.legacy.gateway})
 }
 
 // NeedsMigration reports whether the file has keys of the Rust agent's

@@ -45,6 +45,7 @@ func containsAll(t *testing.T, what string, got, want []string) {
 const (
 	wInlineSecret = "provisioner.proxmox.api_token_secret holds the secret inline; move it to a 0600 file"
 	wVerifySSL    = "provisioner.proxmox.verify_ssl = false is deprecated"
+	wPrivateIP    = "gateway.public_ip 10.0.0.1 is a private address"
 	wGateway      = "[gateway] (dc_id "
 	wHomeKey      = `api.agent_secret_key "/root/.dc-agent/agent.key" is in a home directory, which the dc-agent system service cannot read (it runs as user dc-agent with ProtectHome=yes); copy the key beside the config: install -m 0600 -o dc-agent -g dc-agent /root/.dc-agent/agent.key /etc/dc-agent/agent.key`
 )
@@ -62,7 +63,7 @@ func TestRustConfigsLoad(t *testing.T) {
 	}{
 		{
 			file:  "setup-token-proxmox-gateway.toml",
-			warns: []string{wHomeKey, wGateway + `"dc-sl") is not supported by this dc-agent yet`, wInlineSecret, wVerifySSL},
+			warns: []string{wHomeKey, wGateway + `"dc-sl") is read, but ` + "`dc-agent run`" + ` does not start the gateway yet`, wInlineSecret, wVerifySSL},
 			after: []string{wHomeKey, wGateway, wInlineSecret},
 			check: func(t *testing.T, c *Config) {
 				px := c.Provisioner.Proxmox
@@ -71,8 +72,8 @@ func TestRustConfigsLoad(t *testing.T) {
 					px.Node != "pve1" || px.TemplateVMID != 9000 || px.Storage != "local-lvm" || !px.InsecureSkipVerify {
 					t.Errorf("values: api %+v proxmox %+v", c.API, px)
 				}
-				if g := c.legacy.gateway; g == nil || g.DCID != "dc-sl" || g.PortRangeEnd != 59999 || g.PortAllocationsPath != "/var/lib/dc-agent/port-allocations.json" {
-					t.Errorf("gateway not kept: %+v", g)
+				if g := c.Gateway; g == nil || g.DCID != "dc-sl" || g.PublicIP != "203.0.113.1" || g.PortRangeEnd != 59999 || g.PortAllocationsPath != "/var/lib/dc-agent/port-allocations.json" {
+					t.Errorf("gateway: %+v", g)
 				}
 			},
 		},
@@ -196,10 +197,10 @@ func TestRustConfigsLoad(t *testing.T) {
 		},
 		{
 			file:  "test-gateway-custom.toml",
-			warns: []string{wHomeKey, wGateway + `"dc-us")`},
-			after: []string{wHomeKey, wGateway},
+			warns: []string{wHomeKey, wGateway + `"dc-us")`, wPrivateIP},
+			after: []string{wHomeKey, wGateway, wPrivateIP},
 			check: func(t *testing.T, c *Config) {
-				if g := c.legacy.gateway; g.PortRangeStart != 30000 || g.PortsPerVM != 5 || g.CaddySitesDir != "/custom/caddy" || g.Domain != "" {
+				if g := c.Gateway; g == nil || g.PortRangeStart != 30000 || g.PortsPerVM != 5 || g.CaddySitesDir != "/custom/caddy" || g.Domain != DefaultGatewayDomain {
 					t.Errorf("gateway: %+v", g)
 				}
 			},
