@@ -7,8 +7,6 @@ package hetzner
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,13 +22,16 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/decent-stuff/dc-agent/config"
-	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/internal/buildinfo"
 	"github.com/decent-stuff/dc-agent/provisioners"
+	"github.com/decent-stuff/dc-agent/provisioners/internal/cloudkit"
 )
 
 // Type is the registry name.
 const Type = config.TypeHetzner
+
+// maxUserData is Hetzner's limit on user_data.
+const maxUserData = 32 * 1024
 
 // Options tune the client; zero values are production defaults. Tests use
 // millisecond intervals.
@@ -55,7 +56,7 @@ type Options struct {
 type Provisioner struct {
 	cfg  config.HetznerConfig
 	c    *hcloud.Client
-	gate *rateGate
+	gate *cloudkit.Transport
 	log  *slog.Logger
 	now  func() time.Time
 	poll time.Duration
@@ -76,15 +77,7 @@ func NewFactory(opts Options) provisioners.Factory {
 			return nil, errors.New("[provisioner.hetzner] section is missing")
 		}
 		h := pc.Hetzner
-		var token string
-		var err error
-		if deps.Config != nil {
-			token, err = deps.Config.ReadSecret(h.APITokenFile, h.APIToken, "hetzner api_token_file")
-		} else if h.APITokenFile != "" {
-			token, err = identity.ReadSecretFile(h.APITokenFile)
-		} else {
-			token = h.APIToken
-		}
+		token, err := cloudkit.Token(deps, h.APITokenFile, h.APIToken, "hetzner api_token_file")
 		if err != nil {
 			return nil, err
 		}
@@ -100,12 +93,9 @@ var Factory = NewFactory(Options{})
 
 // New builds the backend from its config section and the API token.
 func New(cfg config.HetznerConfig, token string, opts Options) (*Provisioner, error) {
-	token = strings.TrimSpace(token)
-	if token == "" {
-		return nil, errors.New("the Hetzner API token is empty; put a Read & Write token from the Cloud Console (Security > API tokens) in api_token_file")
-	}
-	if strings.ContainsAny(token, " \t\r\n") {
-		return nil, errors.New("the Hetzner API token contains whitespace; api_token_file must hold the token only")
+	token, err := cloudkit.CheckToken(token, "Hetzner", "put a Read & Write token from the Cloud Console (Security > API tokens) in api_token_file")
+	if err != nil {
+		return nil, err
 	}
 	if cfg.DefaultLocation == "" {
 		cfg.DefaultLocation = config.DefaultHetznerLocation
@@ -135,7 +125,8 @@ func New(cfg config.HetznerConfig, token string, opts Options) (*Provisioner, er
 	if base == nil {
 		base = &http.Client{Timeout: 60 * time.Second}
 	}
-	gate := newRateGate(base.Transport, opts.MaxRateLimitWait, opts.Now)
+	// hcloud-go retries itself; the transport only waits for resets.
+	gate := &cloudkit.Transport{Base: base.Transport, MaxWait: opts.MaxRateLimitWait, Now: opts.Now}
 	hc := *base
 	hc.Transport = gate
 
@@ -184,22 +175,16 @@ func (p *Provisioner) actionTimeout() time.Duration {
 
 // Provision implements provisioners.Provisioner.
 func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (provisioners.Instance, error) {
-	cid := strings.ToLower(strings.TrimSpace(req.ContractID))
-	if !isContractID(cid) {
-		return provisioners.Instance{}, provisioners.Permanent(fmt.Errorf("contract id %q is not 64 hex characters", req.ContractID))
+	cid, err := cloudkit.ContractID(req.ContractID)
+	if err != nil {
+		return provisioners.Instance{}, err
 	}
 	req.ContractID = cid
-	keyLine := strings.TrimSpace(req.RequesterSSHPubkey)
-	var pub ssh.PublicKey
-	if keyLine != "" {
-		k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(keyLine))
-		if err != nil {
-			return provisioners.Instance{}, provisioners.Permanent(fmt.Errorf("the requester's SSH key is not a valid public key line (%v); the requester must set a key like \"ssh-ed25519 AAAA...\"", err))
-		}
-		pub = k
-	} else if !req.WantPassword {
-		return provisioners.Instance{}, provisioners.Permanent(errors.New("the contract has no SSH key and no root password can be sealed for the requester; the requester must add an SSH key"))
+	access, err := cloudkit.RequestAccess(req)
+	if err != nil {
+		return provisioners.Instance{}, err
 	}
+	pub, keyLine := access.Key, access.Line
 
 	req.Step("looking for an existing server")
 	existing, err := p.findServer(ctx, cid)
@@ -230,7 +215,7 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (
 		return provisioners.Instance{}, err
 	}
 	image := req.ConfigString("image", p.cfg.DefaultImage)
-	userData, err := cloudInit(req, pub != nil)
+	userData, err := cloudkit.UserData{Provider: "Hetzner", MaxBytes: maxUserData, HasKey: pub != nil}.CloudConfig(req)
 	if err != nil {
 		return provisioners.Instance{}, err
 	}
@@ -380,7 +365,7 @@ func (p *Provisioner) waitRunning(ctx context.Context, id int64) (*hcloud.Server
 		case hcloud.ServerStatusOff, hcloud.ServerStatusDeleting:
 			return nil, provisioners.Retryable(fmt.Errorf("server %s is %s instead of starting", sv.Name, sv.Status))
 		}
-		if err := sleepCtx(ctx, p.poll); err != nil {
+		if err := cloudkit.Sleep(ctx, p.poll); err != nil {
 			return nil, p.classify(fmt.Sprintf("wait for server %s (status %s)", sv.Name, sv.Status), err)
 		}
 	}
@@ -405,8 +390,7 @@ func (p *Provisioner) ensureSSHKey(ctx context.Context, pub ssh.PublicKey, line 
 	if k != nil {
 		return k, nil
 	}
-	sum := sha256.Sum256(pub.Marshal())
-	name := "dc-key-" + hex.EncodeToString(sum[:8])
+	name := cloudkit.KeyName(pub)
 	k, _, err = p.c.SSHKey.Create(ctx, hcloud.SSHKeyCreateOpts{
 		Name: name, PublicKey: line, Labels: map[string]string{LabelManaged: "true"},
 	})
@@ -571,9 +555,9 @@ func (p *Provisioner) forget(id int64) {
 
 // GetInstance implements provisioners.Provisioner.
 func (p *Provisioner) GetInstance(ctx context.Context, contractID string) (*provisioners.Instance, error) {
-	cid := strings.ToLower(strings.TrimSpace(contractID))
-	if !isContractID(cid) {
-		return nil, fmt.Errorf("contract id %q is not 64 hex characters", contractID)
+	cid, err := cloudkit.ContractID(contractID)
+	if err != nil {
+		return nil, err
 	}
 	sv, err := p.findServer(ctx, cid)
 	if err != nil {
@@ -700,7 +684,7 @@ func (p *Provisioner) classify(op string, err error) error {
 	switch he.Code {
 	case hcloud.ErrorCodeRateLimitExceeded:
 		msg := "Hetzner API rate limit exceeded"
-		if d := p.gate.resetIn(); d > 0 {
+		if d := p.gate.ResetIn(); d > 0 {
 			msg += fmt.Sprintf("; the limit resets in %s", d.Round(time.Second))
 		}
 		return provisioners.Retryable(fmt.Errorf("%s: %s (%s); will retry", op, msg, he.Message))

@@ -7,8 +7,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
@@ -21,6 +19,7 @@ import (
 	"github.com/decent-stuff/dc-agent/config"
 	hcloudsim "github.com/decent-stuff/dc-agent/internal/sim/hcloud"
 	"github.com/decent-stuff/dc-agent/provisioners"
+	"github.com/decent-stuff/dc-agent/provisioners/internal/cloudkit"
 )
 
 func cid(n int) string {
@@ -507,58 +506,6 @@ func TestPickServerType(t *testing.T) {
 	}
 }
 
-func TestRateGateWaitsForReset(t *testing.T) {
-	now := time.Unix(1_000_000, 0)
-	var calls int
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		calls++
-		if calls == 1 {
-			w.Header().Set("RateLimit-Remaining", "0")
-			w.Header().Set("RateLimit-Reset", strconv.FormatInt(now.Add(30*time.Second).Unix(), 10))
-		} else {
-			w.Header().Set("RateLimit-Remaining", "10")
-		}
-	}))
-	defer ts.Close()
-	g := newRateGate(nil, 20*time.Second, func() time.Time { return now })
-	var slept []time.Duration
-	g.sleep = func(_ context.Context, d time.Duration) error { slept = append(slept, d); return nil }
-	hc := &http.Client{Transport: g}
-	for range 3 {
-		resp, err := hc.Get(ts.URL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-	}
-	// The second request waits (capped at maxWait); after a response with
-	// quota left, the third does not.
-	if len(slept) != 1 || slept[0] != 20*time.Second {
-		t.Fatalf("slept %v", slept)
-	}
-	// Garbage headers are ignored.
-	g.observe(http.Header{"Ratelimit-Remaining": {"0"}, "Ratelimit-Reset": {"soon"}})
-	g.observe(http.Header{"Ratelimit-Remaining": {"x"}})
-	if g.resetIn() != 0 {
-		t.Fatal("garbage reset honoured")
-	}
-}
-
-func TestCloudInitQuoting(t *testing.T) {
-	req := provisioners.Request{ContractID: cid(1), PostProvisionScript: "#!/bin/bash\necho \"$(id)\"\n---\nruncmd: [rm -rf /]\n"}
-	ud, err := cloudInit(req, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(ud, "rm -rf") || strings.Count(ud, "runcmd:") != 1 {
-		t.Fatalf("script leaked into YAML:\n%s", ud)
-	}
-	req.PostProvisionScript = strings.Repeat("x", maxUserData)
-	if _, err := cloudInit(req, true); err == nil || provisioners.RetryPossible(err) {
-		t.Fatalf("oversized: %v", err)
-	}
-}
-
 func TestIPv6Host(t *testing.T) {
 	for in, want := range map[string]string{
 		"2001:db8:1::/64":       "2001:db8:1::1",
@@ -588,7 +535,7 @@ func FuzzContractIDFromLabels(f *testing.F) {
 		if id == "" {
 			return
 		}
-		if !isContractID(id) || id != a+b || managed != "true" {
+		if !cloudkit.IsContractID(id) || id != a+b || managed != "true" {
 			t.Fatalf("accepted %q from %q %q %q", id, managed, a, b)
 		}
 		if ContractIDFromLabels(contractLabels(id)) != id || !strings.HasPrefix(id, ServerName(id)[3:]) {
@@ -650,25 +597,6 @@ func TestFactoryReadsTokenFile(t *testing.T) {
 	if _, err := Factory(config.ProvisionerConfig{Type: Type}, provisioners.Deps{}); err == nil {
 		t.Fatal("missing section accepted")
 	}
-}
-
-// Rate limit headers come from the network.
-func FuzzRateLimitHeaders(f *testing.F) {
-	f.Add("0", "1700000000")
-	f.Add("12", "")
-	f.Add("-5", "99999999999999999999")
-	f.Add("0", "-1")
-	f.Fuzz(func(t *testing.T, remaining, reset string) {
-		now := time.Unix(1_700_000_000, 0)
-		g := newRateGate(nil, time.Minute, func() time.Time { return now })
-		g.observe(http.Header{"Ratelimit-Remaining": {remaining}, "Ratelimit-Reset": {reset}})
-		if d := g.resetIn(); d < 0 {
-			t.Fatalf("negative wait %v", d)
-		}
-		if n, err := strconv.Atoi(remaining); (err != nil || n > 0) && g.resetIn() != 0 {
-			t.Fatalf("blocked by remaining=%q reset=%q", remaining, reset)
-		}
-	})
 }
 
 // The IPv6 network comes from the API.

@@ -2,6 +2,8 @@ package hetzner
 
 import (
 	"strings"
+
+	"github.com/decent-stuff/dc-agent/provisioners/internal/cloudkit"
 )
 
 // Naming and labels.
@@ -31,13 +33,7 @@ const (
 )
 
 // ServerName is the deterministic server name of a contract (see above).
-func ServerName(contractID string) string {
-	id := strings.ToLower(contractID)
-	if len(id) > 60 {
-		id = id[:60]
-	}
-	return "dc-" + id
-}
+func ServerName(contractID string) string { return cloudkit.HostName(contractID) }
 
 // contractLabels are the labels every server of the contract carries.
 func contractLabels(contractID string) map[string]string {
@@ -67,21 +63,8 @@ func ContractIDFromLabels(labels map[string]string) string {
 		return ""
 	}
 	id := a + b
-	if !isContractID(id) {
+	if !cloudkit.IsContractID(id) {
 		return ""
 	}
 	return id
-}
-
-// isContractID reports whether s is 64 lowercase hex characters.
-func isContractID(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/hetznercloud/hcloud-go/v2/hcloud"
 
 	"github.com/decent-stuff/dc-agent/provisioners"
+	"github.com/decent-stuff/dc-agent/provisioners/internal/cloudkit"
 )
 
 // builtinCities maps datacenter cities (as offerings name them) to Hetzner
@@ -25,36 +26,11 @@ var builtinCities = map[string]string{
 	"singapore":   "sin",
 }
 
-// normCity lowercases a city and drops a ", state/country" suffix, so
-// "Ashburn, VA" and "ashburn" match.
-func normCity(c string) string {
-	c = strings.ToLower(strings.TrimSpace(c))
-	if i := strings.IndexByte(c, ','); i >= 0 {
-		c = strings.TrimSpace(c[:i])
-	}
-	return c
-}
-
 // chooseLocation picks the location: the offering's own "location"
 // setting, else the datacenter city through the configured table and then
 // the built-in one, else the default.
 func chooseLocation(req provisioners.Request, table map[string]string, def string) (loc, why string) {
-	if l := req.ConfigString("location", ""); l != "" {
-		return l, "offering config"
-	}
-	city := normCity(req.DatacenterCity)
-	if city != "" {
-		for k, v := range table {
-			if normCity(k) == city {
-				return v, "locations table (" + k + ")"
-			}
-		}
-		if v, ok := builtinCities[city]; ok {
-			return v, "built-in city table (" + req.DatacenterCity + ")"
-		}
-		return def, "default (city " + strconv.Quote(req.DatacenterCity) + " is not in the locations table)"
-	}
-	return def, "default"
+	return cloudkit.ChooseRegion(req, "location", table, builtinCities, def)
 }
 
 // typeLocation returns the entry of st for location loc (nil if the type

@@ -2,10 +2,8 @@ package proxmox
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
-	"math/big"
 	"net/netip"
 	"net/url"
 	"sort"
@@ -289,7 +287,7 @@ func (p *Provisioner) finish(ctx context.Context, req provisioners.Request, tpl 
 	var password string
 	if wantPassword {
 		var err error
-		if password, err = randomPassword(24); err != nil {
+		if password, err = provisioners.RandomPassword(24); err != nil {
 			return provisioners.Instance{}, err
 		}
 		opts = append(opts, proxmox.VirtualMachineOption{Name: "cipassword", Value: password})
@@ -355,20 +353,6 @@ func (p *Provisioner) rememberIP(externalID, ip string) {
 		return
 	}
 	p.ips[externalID] = ip
-}
-
-const passwordAlphabet = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
-
-func randomPassword(n int) (string, error) {
-	b := make([]byte, n)
-	for i := range b {
-		k, err := rand.Int(rand.Reader, big.NewInt(int64(len(passwordAlphabet))))
-		if err != nil {
-			return "", err
-		}
-		b[i] = passwordAlphabet[k.Int64()]
-	}
-	return string(b), nil
 }
 
 // cloneSlot limits parallel clones per node and storage: PVE takes a
