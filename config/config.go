@@ -35,7 +35,7 @@ const (
 )
 
 // ProvisionerTypes lists every built-in provisioner type.
-var ProvisionerTypes = []string{TypeProxmox, TypeHetzner, TypeDocker, TypeScript, TypeManual}
+var ProvisionerTypes = []string{TypeProxmox, TypeHetzner, TypeDigitalOcean, TypeVultr, TypeDocker, TypeScript, TypeManual}
 
 // Config is the whole dc-agent.toml.
 type Config struct {
@@ -107,12 +107,14 @@ type ProvisionerConfig struct {
 	// InstanceConfigAllow lists instance_config keys a contract may set on
 	// this backend (any value) beyond those the backend itself declares;
 	// "*" allows every key. The requester chooses instance_config.
-	InstanceConfigAllow []string       `toml:"instance_config_allow,omitempty"`
-	Proxmox             *ProxmoxConfig `toml:"proxmox,omitempty"`
-	Hetzner             *HetznerConfig `toml:"hetzner,omitempty"`
-	Docker              *DockerConfig  `toml:"docker,omitempty"`
-	Script              *ScriptConfig  `toml:"script,omitempty"`
-	Manual              *ManualConfig  `toml:"manual,omitempty"`
+	InstanceConfigAllow []string            `toml:"instance_config_allow,omitempty"`
+	Proxmox             *ProxmoxConfig      `toml:"proxmox,omitempty"`
+	Hetzner             *HetznerConfig      `toml:"hetzner,omitempty"`
+	DigitalOcean        *DigitalOceanConfig `toml:"digitalocean,omitempty"`
+	Vultr               *VultrConfig        `toml:"vultr,omitempty"`
+	Docker              *DockerConfig       `toml:"docker,omitempty"`
+	Script              *ScriptConfig       `toml:"script,omitempty"`
+	Manual              *ManualConfig       `toml:"manual,omitempty"`
 }
 
 // ProxmoxConfig is [provisioner.proxmox].
@@ -415,6 +417,10 @@ func knownKeys(section string) []string {
 		t = ProxmoxConfig{}
 	case "provisioner.hetzner", "additional_provisioners.hetzner":
 		t = HetznerConfig{}
+	case "provisioner.digitalocean", "additional_provisioners.digitalocean":
+		t = DigitalOceanConfig{}
+	case "provisioner.vultr", "additional_provisioners.vultr":
+		t = VultrConfig{}
 	case "provisioner.docker", "additional_provisioners.docker":
 		t = DockerConfig{}
 	case "provisioner.script", "additional_provisioners.script":

@@ -143,7 +143,7 @@ func TestExampleLoads(t *testing.T) {
 	for _, p := range all.AdditionalProvisioners {
 		types = append(types, p.Type)
 	}
-	if strings.Join(types, ",") != "docker,hetzner,script,manual" {
+	if strings.Join(types, ",") != "docker,hetzner,digitalocean,vultr,script,manual" {
 		t.Fatalf("additional provisioners in the example: %v", types)
 	}
 	if all.Gateway == nil || all.Gateway.DCID != "dc-lk" || all.Gateway.PortsPerVM != 10 {
@@ -194,7 +194,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 
 func TestProvisionerSelection(t *testing.T) {
 	cfg := mustParse(t, uncommentExample(t))
-	for typ, want := range map[string]string{"": "proxmox", "proxmox": "proxmox", "docker": "docker", "hetzner": "hetzner", "script": "script", "manual": "manual"} {
+	for typ, want := range map[string]string{"": "proxmox", "proxmox": "proxmox", "docker": "docker", "hetzner": "hetzner", "digitalocean": "digitalocean", "vultr": "vultr", "script": "script", "manual": "manual"} {
 		p, ok := cfg.ProvisionerFor(typ)
 		if !ok || p.Type != want {
 			t.Errorf("ProvisionerFor(%q) = %q, %v; want %q", typ, p.Type, ok, want)
@@ -206,7 +206,7 @@ func TestProvisionerSelection(t *testing.T) {
 	if _, ok := cfg.ProvisionerFor("vmware"); ok {
 		t.Error("unknown type selected")
 	}
-	if got := len(cfg.AllProvisioners()); got != 5 {
+	if got := len(cfg.AllProvisioners()); got != 7 {
 		t.Errorf("AllProvisioners: %d", got)
 	}
 }
@@ -276,7 +276,7 @@ tls_fingerprint = "` + strings.Repeat("ab", 32) + `"
 		{"max concurrent", add("[agent]", "max_concurrent_provisions = 1000"), "agent.max_concurrent_provisions = 1000 is out of range; use 1..256"},
 		{"shutdown grace", add("[agent]", "shutdown_grace_seconds = -2"), "agent.shutdown_grace_seconds = -2 must not be negative"},
 		{"metrics listen", add("[agent]", `metrics_listen = "9464"`), `agent.metrics_listen "9464" is not host:port; use e.g. "127.0.0.1:9464"`},
-		{"missing type", set(`type = "script"`, ""), "provisioner.type is missing; set it to one of proxmox, hetzner, docker, script, manual"},
+		{"missing type", set(`type = "script"`, ""), "provisioner.type is missing; set it to one of proxmox, hetzner, digitalocean, vultr, docker, script, manual"},
 		{"typo type", set(`type = "script"`, `type = "scirpt"`), `provisioner.type "scirpt" is not a provisioner; did you mean "script"?`},
 		{"unknown type", set(`type = "script"`, `type = "vmware"`), `provisioner.type "vmware" is not a provisioner; use one of proxmox`},
 		{"missing section", proxmoxBase[:strings.Index(proxmoxBase, "[provisioner.proxmox]")], `provisioner.type is "proxmox" but [provisioner.proxmox] is missing; add that section`},

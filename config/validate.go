@@ -104,6 +104,12 @@ func (p *ProvisionerConfig) applyDefaults() {
 			h.ActionTimeoutSecond = 300
 		}
 	}
+	if d := p.DigitalOcean; d != nil {
+		d.applyDefaults()
+	}
+	if v := p.Vultr; v != nil {
+		v.applyDefaults()
+	}
 	if d := p.Docker; d != nil {
 		if d.Socket == "" {
 			d.Socket = DefaultDockerSocket
@@ -222,6 +228,7 @@ func (p *ProvisionerConfig) validate(where string, warn func(string, ...any)) []
 	sections := map[string]bool{
 		TypeProxmox: p.Proxmox != nil, TypeHetzner: p.Hetzner != nil, TypeDocker: p.Docker != nil,
 		TypeScript: p.Script != nil, TypeManual: p.Manual != nil,
+		TypeDigitalOcean: p.DigitalOcean != nil, TypeVultr: p.Vultr != nil,
 	}
 	switch {
 	case p.Type == "":
@@ -286,6 +293,14 @@ func (p *ProvisionerConfig) validate(where string, warn func(string, ...any)) []
 			if u, err := url.Parse(h.Endpoint); h.Endpoint != "" && (err != nil || u.Scheme != "https" && u.Scheme != "http" || u.Host == "") {
 				add("%s.endpoint %q is not a URL; remove it to use the Hetzner Cloud API, or set e.g. \"https://api.hetzner.cloud/v1\"", s, h.Endpoint)
 			}
+		}
+	case TypeDigitalOcean:
+		if d := p.DigitalOcean; d != nil {
+			out = append(out, d.validate(s, warn)...)
+		}
+	case TypeVultr:
+		if v := p.Vultr; v != nil {
+			out = append(out, v.validate(s)...)
 		}
 	case TypeDocker:
 		if d := p.Docker; d != nil {
