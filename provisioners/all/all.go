@@ -5,6 +5,7 @@ package all
 
 import (
 	"github.com/decent-stuff/dc-agent/provisioners"
+	"github.com/decent-stuff/dc-agent/provisioners/digitalocean"
 	"github.com/decent-stuff/dc-agent/provisioners/docker"
 	"github.com/decent-stuff/dc-agent/provisioners/hetzner"
 	"github.com/decent-stuff/dc-agent/provisioners/manual"
@@ -19,6 +20,7 @@ func Registry() *provisioners.Registry {
 	manual.Register(r)
 	proxmox.Register(r)
 	hetzner.Register(r)
+	digitalocean.Register(r)
 	docker.Register(r)
 	return r
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/provisioners"
+	"github.com/decent-stuff/dc-agent/provisioners/digitalocean"
 	"github.com/decent-stuff/dc-agent/provisioners/docker"
 	"github.com/decent-stuff/dc-agent/provisioners/hetzner"
 	"github.com/decent-stuff/dc-agent/provisioners/manual"
@@ -15,7 +16,7 @@ import (
 
 func TestRegistryHasBuiltins(t *testing.T) {
 	types := Registry().Types()
-	for _, want := range []string{config.TypeScript, config.TypeManual, config.TypeProxmox, config.TypeHetzner, config.TypeDocker} {
+	for _, want := range []string{config.TypeScript, config.TypeManual, config.TypeProxmox, config.TypeHetzner, config.TypeDigitalOcean, config.TypeDocker} {
 		if !slices.Contains(types, want) {
 			t.Errorf("registry %v lacks %s", types, want)
 		}
@@ -36,6 +37,7 @@ func TestRequesterSettableKeys(t *testing.T) {
 	}{
 		{&proxmox.Provisioner{}, []string{"template", "nameserver"}},
 		{&hetzner.Provisioner{}, []string{"architecture"}},
+		{&digitalocean.Provisioner{}, nil},
 		{&docker.Provisioner{}, nil},
 		{&script.Provisioner{}, nil},
 		{&manual.Provisioner{}, []string{provisioners.AnyKey}},

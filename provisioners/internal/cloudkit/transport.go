@@ -2,7 +2,6 @@ package cloudkit
 
 import (
 	"context"
-	"errors"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -29,7 +28,9 @@ import (
 // No wait is longer than MaxWait: a limit that resets in an hour fails the
 // request (the caller's own retry comes later) rather than stalling it.
 type Transport struct {
-	Base       http.RoundTripper
+	Base http.RoundTripper
+	// Token, if set, is sent as "Authorization: Bearer <Token>".
+	Token      string
 	Retries    int
 	MaxWait    time.Duration
 	Limiter    *rate.Limiter
@@ -71,10 +72,13 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		r := req
-		if attempt > 0 {
+		if attempt > 0 || t.Token != "" {
 			var err error
-			if r, err = rewind(req); err != nil {
+			if r, err = rewind(req, attempt > 0); err != nil {
 				return nil, err
+			}
+			if t.Token != "" {
+				r.Header.Set("Authorization", "Bearer "+t.Token)
 			}
 		}
 		resp, err := t.base().RoundTrip(r)
@@ -129,9 +133,11 @@ func replayable(req *http.Request) bool {
 	return req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
 }
 
-func rewind(req *http.Request) (*http.Request, error) {
+// rewind clones req (a RoundTripper must not change the caller's request),
+// with a fresh body for a retry.
+func rewind(req *http.Request, retry bool) (*http.Request, error) {
 	r := req.Clone(req.Context())
-	if req.GetBody != nil {
+	if retry && req.GetBody != nil {
 		b, err := req.GetBody()
 		if err != nil {
 			return nil, err
@@ -244,6 +250,3 @@ func recordStatus(ctx context.Context, code int) {
 		s.mu.Unlock()
 	}
 }
-
-// ErrRateLimited marks a request that failed on the provider's rate limit.
-var ErrRateLimited = errors.New("rate limit exceeded")

@@ -1,0 +1,873 @@
+// Package digitalocean provisions contracts as DigitalOcean droplets through
+// godo: the offering picks a size (or the smallest that fits), the
+// datacenter city a region; the requester's SSH key is uploaded (or reused)
+// as a key object; droplets carry the contract id in tags (see naming.go)
+// so that a restarted agent finds them again.
+package digitalocean
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/digitalocean/godo"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/decent-stuff/dc-agent/config"
+	"github.com/decent-stuff/dc-agent/internal/buildinfo"
+	"github.com/decent-stuff/dc-agent/provisioners"
+	"github.com/decent-stuff/dc-agent/provisioners/internal/cloudkit"
+)
+
+// Type is the registry name.
+const Type = config.TypeDigitalOcean
+
+// maxUserData is DigitalOcean's limit on user_data (64 KiB).
+const maxUserData = 64 * 1024
+
+// DefaultEndpoint is the DigitalOcean API.
+const DefaultEndpoint = "https://api.digitalocean.com/"
+
+// Options tune the HTTP client; zero values are production defaults. The
+// waits (action timeout, poll interval) come from the config section.
+type Options struct {
+	// MaxRetries of a request answered 429 (or a GET answered 502/503/504)
+	// (default 4).
+	MaxRetries int
+	// MaxRateLimitWait caps one wait for a rate limit (default 1 min).
+	MaxRateLimitWait time.Duration
+	// BackoffMin is the first retry backoff without Retry-After (default 1s).
+	BackoffMin time.Duration
+	// HTTPClient is the base client (its Transport is wrapped).
+	HTTPClient *http.Client
+	Now        func() time.Time
+	Logger     *slog.Logger
+}
+
+// TestOptions are Options for tests and benchmarks against the simulator.
+func TestOptions() Options {
+	return Options{MaxRetries: 3, MaxRateLimitWait: 50 * time.Millisecond, BackoffMin: time.Millisecond}
+}
+
+// Provisioner is the DigitalOcean backend.
+type Provisioner struct {
+	cfg     config.DigitalOceanConfig
+	c       *godo.Client
+	tr      *cloudkit.Transport
+	log     *slog.Logger
+	now     func() time.Time
+	poll    time.Duration
+	timeout time.Duration
+
+	// keyMu orders SSH key reuse+droplet creation against the deletion of
+	// a key whose last droplet went away.
+	keyMu  sync.Mutex
+	starts cloudkit.Starts
+}
+
+// NewFactory returns a registry factory using opts.
+func NewFactory(opts Options) provisioners.Factory {
+	return func(pc config.ProvisionerConfig, deps provisioners.Deps) (provisioners.Provisioner, error) {
+		if pc.DigitalOcean == nil {
+			return nil, errors.New("[provisioner.digitalocean] section is missing")
+		}
+		d := pc.DigitalOcean
+		token, err := cloudkit.Token(deps, d.APITokenFile, d.APIToken, "digitalocean api_token_file")
+		if err != nil {
+			return nil, err
+		}
+		if opts.Logger == nil {
+			opts.Logger = deps.Logger
+		}
+		return New(*d, token, opts)
+	}
+}
+
+// Factory is the production factory.
+var Factory = NewFactory(Options{})
+
+// Register adds the production factory to r.
+func Register(r *provisioners.Registry) { r.Register(Type, Factory) }
+
+// New builds the backend from its config section and the API token.
+func New(cfg config.DigitalOceanConfig, token string, opts Options) (*Provisioner, error) {
+	token, err := cloudkit.CheckToken(token, "DigitalOcean", "put a personal access token with read and write scope (Control Panel > API > Tokens) in api_token_file")
+	if err != nil {
+		return nil, err
+	}
+	if cfg.DefaultRegion == "" {
+		cfg.DefaultRegion = config.DefaultDORegion
+	}
+	if cfg.DefaultImage == "" {
+		cfg.DefaultImage = config.DefaultDOImage
+	}
+	if cfg.ActionTimeoutSeconds <= 0 {
+		cfg.ActionTimeoutSeconds = config.DefaultCloudActionTimeout
+	}
+	if cfg.PollIntervalMs <= 0 {
+		cfg.PollIntervalMs = config.DefaultCloudPollIntervalMs
+	}
+	if opts.MaxRetries == 0 {
+		opts.MaxRetries = 4
+	}
+	if opts.MaxRateLimitWait <= 0 {
+		opts.MaxRateLimitWait = time.Minute
+	}
+	if opts.BackoffMin <= 0 {
+		opts.BackoffMin = time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	base := opts.HTTPClient
+	if base == nil {
+		base = &http.Client{Timeout: 60 * time.Second}
+	}
+	tr := &cloudkit.Transport{Base: base.Transport, Token: token, Retries: opts.MaxRetries, MaxWait: opts.MaxRateLimitWait,
+		BackoffMin: opts.BackoffMin, Now: opts.Now}
+	hc := *base
+	hc.Transport = tr
+	endpoint := cfg.Endpoint
+	if endpoint == "" {
+		endpoint = DefaultEndpoint
+	}
+	if !strings.HasSuffix(endpoint, "/") {
+		endpoint += "/" // godo resolves "v2/..." against it
+	}
+	c, err := godo.New(&hc, godo.SetBaseURL(endpoint), godo.SetUserAgent("dc-agent/"+buildinfo.Version))
+	if err != nil {
+		return nil, fmt.Errorf("digitalocean endpoint %q: %w", endpoint, err)
+	}
+	return &Provisioner{
+		cfg: cfg, c: c, tr: tr, log: opts.Logger.With("provisioner", Type), now: opts.Now,
+		poll:    time.Duration(cfg.PollIntervalMs) * time.Millisecond,
+		timeout: time.Duration(cfg.ActionTimeoutSeconds) * time.Second,
+	}, nil
+}
+
+// Type implements provisioners.Provisioner.
+func (p *Provisioner) Type() string { return Type }
+
+// Features implements provisioners.Provisioner.
+func (p *Provisioner) Features() provisioners.Features {
+	return provisioners.Features{Terminate: true, List: true, Health: true, GetByID: true, Pause: true}
+}
+
+// errReplace: a droplet found for the contract cannot be taken over (its
+// root password died with the crashed attempt, or its creation failed); it
+// is removed and a new one created in the same call.
+var errReplace = errors.New("replace the droplet")
+
+// Provision implements provisioners.Provisioner.
+func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (provisioners.Instance, error) {
+	cid, err := cloudkit.ContractID(req.ContractID)
+	if err != nil {
+		return provisioners.Instance{}, err
+	}
+	req.ContractID = cid
+	access, err := cloudkit.RequestAccess(req)
+	if err != nil {
+		return provisioners.Instance{}, err
+	}
+
+	req.Step("looking for an existing droplet")
+	existing, err := p.findDroplet(ctx, cid)
+	if err != nil {
+		return provisioners.Instance{}, p.classify("look up the contract's droplet", err)
+	}
+	if existing != nil {
+		p.log.Info("found existing droplet for contract, resuming it", "contract", cid, "droplet", existing.ID, "status", existing.Status)
+		inst, err := p.resume(ctx, req, access, existing)
+		if !errors.Is(err, errReplace) {
+			return inst, err
+		}
+		p.log.Info("replacing the droplet of an interrupted attempt", "contract", cid, "droplet", existing.ID, "why", err)
+		req.Step("removing the droplet of an interrupted attempt")
+		if err := p.destroy(ctx, existing); err != nil {
+			return provisioners.Instance{}, err
+		}
+	}
+	name := DropletName(cid)
+	if err := p.refuseForeign(ctx, name); err != nil {
+		return provisioners.Instance{}, err
+	}
+
+	region, why := chooseRegion(req, p.cfg.Regions, p.cfg.DefaultRegion)
+	req.Step("choosing a droplet size in " + region)
+	size, err := p.chooseSize(ctx, req, region)
+	if err != nil {
+		return provisioners.Instance{}, err
+	}
+	image := req.ConfigString("image", p.cfg.DefaultImage)
+	ud := cloudkit.UserData{Provider: "DigitalOcean", MaxBytes: maxUserData, HasKey: access.HasKey()}
+	var password string
+	if !access.HasKey() {
+		// The API returns no password (it would e-mail one to the account
+		// owner): cloud-init sets one the agent made.
+		if password, ud.RootPasswordHash, err = cloudkit.RootPassword(); err != nil {
+			return provisioners.Instance{}, err
+		}
+	}
+	userData, err := ud.CloudConfig(req)
+	if err != nil {
+		return provisioners.Instance{}, err
+	}
+	p.log.Info("creating droplet", "contract", cid, "size", size.Slug, "region", region, "region_from", why, "image", image)
+
+	create := &godo.DropletCreateRequest{
+		Name: name, Region: region, Size: size.Slug, Image: dropletImage(image), IPv6: true,
+		UserData: userData, Tags: []string{TagManaged, contractTag(cid)},
+	}
+	p.keyMu.Lock()
+	var key *godo.Key
+	if access.HasKey() {
+		req.Step("uploading the SSH key")
+		key, err = p.ensureKey(ctx, access.Key, access.Line)
+		if err != nil {
+			p.keyMu.Unlock()
+			return provisioners.Instance{}, err
+		}
+		create.SSHKeys = []godo.DropletCreateSSHKey{{ID: key.ID}}
+		create.Tags = append(create.Tags, keyTag(key.ID))
+	}
+	req.Step("creating droplet " + name)
+	d, resp, err := p.c.Droplets.Create(ctx, create)
+	p.keyMu.Unlock()
+	if err != nil {
+		if key != nil {
+			p.releaseKey(context.WithoutCancel(ctx), key.ID)
+		}
+		return provisioners.Instance{}, p.classify(fmt.Sprintf("create droplet (size %s, region %s, image %s)", size.Slug, region, image), err)
+	}
+
+	req.Step("waiting for the droplet to start")
+	if id := createAction(resp); id != 0 {
+		err = p.waitAction(ctx, id)
+	}
+	var ready *godo.Droplet
+	if err == nil {
+		req.Step("waiting for the droplet's addresses")
+		ready, err = p.waitReady(ctx, d.ID)
+	}
+	if err != nil {
+		p.cleanup(ctx, d)
+		return provisioners.Instance{}, p.classify("create and start droplet "+name, err)
+	}
+	p.starts.Mark(strconv.Itoa(ready.ID), p.now())
+	inst := instanceFromDroplet(ready)
+	inst.RootPassword = password
+	return inst, nil
+}
+
+func dropletImage(image string) godo.DropletCreateImage {
+	if id, err := strconv.Atoi(image); err == nil && id > 0 {
+		return godo.DropletCreateImage{ID: id} // a snapshot or custom image
+	}
+	return godo.DropletCreateImage{Slug: image}
+}
+
+// createAction is the id of the "create" action a droplet creation returned.
+func createAction(resp *godo.Response) int {
+	if resp == nil || resp.Links == nil {
+		return 0
+	}
+	for _, a := range resp.Links.Actions {
+		if a.Rel == "create" {
+			return a.ID
+		}
+	}
+	return 0
+}
+
+// chooseSize picks the size: the offering's "size" setting, the sizes
+// table, default_size if it covers the offering, else the smallest fit.
+func (p *Provisioner) chooseSize(ctx context.Context, req provisioners.Request, region string) (godo.Size, error) {
+	sizes, err := all(ctx, p.c.Sizes.List)
+	if err != nil {
+		return godo.Size{}, p.classify("list droplet sizes", err)
+	}
+	if s := req.ConfigString("size", ""); s != "" {
+		return checkNamedSize(sizes, s, "the offering's size setting", region)
+	}
+	if s := p.cfg.Sizes[req.OfferingID]; s != "" {
+		return checkNamedSize(sizes, s, "sizes table entry for offering "+strconv.Quote(req.OfferingID), region)
+	}
+	n := need{cores: max(req.CPUCores, 1), memMB: req.MemoryMB, diskGB: req.StorageGB}
+	if s := p.cfg.DefaultSize; s != "" {
+		sz, err := checkNamedSize(sizes, s, "default_size", region)
+		if err != nil || n.fits(sz) {
+			return sz, err
+		}
+		p.log.Warn("default_size is smaller than the offering; picking the smallest size that fits", "default_size", s, "offering", req.OfferingID, "needs", n.String())
+	}
+	return pickSize(sizes, n, region)
+}
+
+// resume brings a droplet found for the contract (left by a crashed or
+// timed-out attempt) to active. errReplace: it cannot be used and must be
+// replaced; another error: the droplet was removed, the attempt fails.
+func (p *Provisioner) resume(ctx context.Context, req provisioners.Request, access cloudkit.Access, d *godo.Droplet) (provisioners.Instance, error) {
+	if access.HasKey() != (keyIDFromTags(d.Tags) != 0) || !access.HasKey() {
+		// Without a key the password of the first attempt is lost (the
+		// API cannot say it); with a different access, it is the wrong
+		// machine for the tenant.
+		return provisioners.Instance{}, fmt.Errorf("%w: its root password or SSH key cannot be recovered", errReplace)
+	}
+	inst, err := p.bringUp(ctx, req, d)
+	if errors.Is(err, errReplace) {
+		return provisioners.Instance{}, err
+	}
+	if err != nil {
+		p.cleanup(ctx, d)
+		return provisioners.Instance{}, err
+	}
+	return inst, nil
+}
+
+func (p *Provisioner) bringUp(ctx context.Context, req provisioners.Request, d *godo.Droplet) (provisioners.Instance, error) {
+	if d.Status == "new" {
+		// Creation in progress or failed: its create action says which.
+		acts, _, err := p.c.Droplets.Actions(ctx, d.ID, &godo.ListOptions{PerPage: 50})
+		if err != nil {
+			return provisioners.Instance{}, p.classify(fmt.Sprintf("list actions of droplet %d", d.ID), err)
+		}
+		for _, a := range acts {
+			if a.Type != "create" {
+				continue
+			}
+			switch a.Status {
+			case "errored":
+				return provisioners.Instance{}, fmt.Errorf("%w: its creation failed", errReplace)
+			case godo.ActionInProgress:
+				req.Step("waiting for the existing droplet to be created")
+				if err := p.waitAction(ctx, a.ID); err != nil {
+					return provisioners.Instance{}, p.classify("create droplet "+d.Name, err)
+				}
+			}
+			break
+		}
+	}
+	if d.Status == "off" {
+		req.Step("powering on the existing droplet")
+		if err := p.power(ctx, d.ID, "power_on"); err != nil {
+			return provisioners.Instance{}, p.classify("power on droplet "+d.Name, err)
+		}
+	}
+	req.Step("waiting for the existing droplet to run")
+	ready, err := p.waitReady(ctx, d.ID)
+	if err != nil {
+		return provisioners.Instance{}, p.classify("start droplet "+d.Name, err)
+	}
+	if _, ok := p.starts.Get(strconv.Itoa(ready.ID)); !ok {
+		p.starts.Mark(strconv.Itoa(ready.ID), p.startedAt(ctx, ready))
+	}
+	return instanceFromDroplet(ready), nil
+}
+
+// refuseForeign fails if a droplet the agent did not tag for the contract
+// holds its name: it is never adopted.
+func (p *Provisioner) refuseForeign(ctx context.Context, name string) error {
+	list, err := all(ctx, func(ctx context.Context, o *godo.ListOptions) ([]godo.Droplet, *godo.Response, error) {
+		return p.c.Droplets.ListByName(ctx, name, o)
+	})
+	if err != nil {
+		return p.classify("look up droplets named "+name, err)
+	}
+	for _, d := range list {
+		if strings.EqualFold(d.Name, name) {
+			return provisioners.Permanent(fmt.Errorf("droplet %d is named %s but is not tagged %s and %s, so dc-agent did not create it for this contract; rename or delete it", d.ID, d.Name, TagManaged, TagContractPrefix+"<contract id>"))
+		}
+	}
+	return nil
+}
+
+// waitAction polls an action until it completes, within the action timeout.
+func (p *Provisioner) waitAction(ctx context.Context, id int) error {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	state := fmt.Sprintf("action %d", id)
+	for {
+		a, _, err := p.c.Actions.Get(ctx, id)
+		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("%s did not finish: %w", state, err)
+			}
+			return err
+		}
+		switch a.Status {
+		case godo.ActionCompleted:
+			return nil
+		case "errored":
+			return &actionError{typ: a.Type, id: a.ID, droplet: a.ResourceID}
+		}
+		state = fmt.Sprintf("%s action %d (%s)", a.Type, a.ID, a.Status)
+		if err := cloudkit.Sleep(ctx, p.poll); err != nil {
+			return fmt.Errorf("%s did not finish: %w", state, err)
+		}
+	}
+}
+
+// actionError is an action that ended "errored" (the API says no more).
+type actionError struct {
+	typ         string
+	id, droplet int
+}
+
+func (e *actionError) Error() string {
+	return fmt.Sprintf("DigitalOcean %s action %d of droplet %d errored", e.typ, e.id, e.droplet)
+}
+
+// waitReady polls a droplet until it is active with its public addresses
+// (IPv4, and IPv6 when enabled), within the action timeout. Addresses come
+// after creation, sometimes after the droplet is already active.
+func (p *Provisioner) waitReady(ctx context.Context, id int) (*godo.Droplet, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	var last *godo.Droplet
+	stuck := func(err error) error {
+		if last == nil {
+			return fmt.Errorf("waiting for droplet %d to become active: %w", id, err)
+		}
+		what := "to become active"
+		if last.Status == "active" {
+			what = "for its public address"
+		}
+		return fmt.Errorf("waiting for droplet %s %s (status %s): %w", last.Name, what, last.Status, err)
+	}
+	for {
+		d, _, err := p.c.Droplets.Get(ctx, id)
+		if isNotFound(err) {
+			return nil, provisioners.Retryable(fmt.Errorf("droplet %d disappeared while waiting for it to run", id))
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, stuck(err)
+			}
+			return nil, err
+		}
+		last = d
+		v4, _ := d.PublicIPv4()
+		v6, _ := d.PublicIPv6()
+		switch {
+		case d.Status == "active" && v4 != "" && (v6 != "" || !hasTag(d.Features, "ipv6")):
+			return d, nil
+		case d.Status == "off" || d.Status == "archive":
+			return nil, provisioners.Retryable(fmt.Errorf("droplet %s is %s instead of starting", d.Name, d.Status))
+		}
+		if err := cloudkit.Sleep(ctx, p.poll); err != nil {
+			return nil, stuck(err)
+		}
+	}
+}
+
+// power runs a power action on a droplet and waits for it.
+func (p *Provisioner) power(ctx context.Context, id int, typ string) error {
+	var a *godo.Action
+	var err error
+	if typ == "power_on" {
+		a, _, err = p.c.DropletActions.PowerOn(ctx, id)
+	} else {
+		a, _, err = p.c.DropletActions.PowerOff(ctx, id)
+	}
+	if err != nil {
+		return err
+	}
+	return p.waitAction(ctx, a.ID)
+}
+
+// ensureKey returns the key object for pub: an existing one with the same
+// fingerprint (the agent's or the provider's), else a new one named
+// dc-key-... Callers hold keyMu.
+func (p *Provisioner) ensureKey(ctx context.Context, pub ssh.PublicKey, line string) (*godo.Key, error) {
+	fp := ssh.FingerprintLegacyMD5(pub)
+	k, _, err := p.c.Keys.GetByFingerprint(ctx, fp)
+	if err == nil {
+		return k, nil
+	}
+	if !isNotFound(err) {
+		return nil, p.classify("look up SSH key "+fp, err)
+	}
+	k, _, err = p.c.Keys.Create(ctx, &godo.KeyCreateRequest{Name: cloudkit.KeyName(pub), PublicKey: line})
+	if err != nil && statusOf(err) == http.StatusUnprocessableEntity {
+		// Uploaded concurrently (another agent on the same account).
+		if k2, _, err2 := p.c.Keys.GetByFingerprint(ctx, fp); err2 == nil {
+			return k2, nil
+		}
+	}
+	if err != nil {
+		return nil, p.classify("upload SSH key", err)
+	}
+	return k, nil
+}
+
+// releaseKey deletes an SSH key object the agent uploaded (named dc-key-...)
+// once no droplet is tagged with it, and then the tag. Keys the provider
+// uploaded are never deleted. Failures are logged: a leftover key costs
+// nothing and goes with the next droplet that used it.
+func (p *Provisioner) releaseKey(ctx context.Context, keyID int) {
+	p.keyMu.Lock()
+	defer p.keyMu.Unlock()
+	users, _, err := p.c.Droplets.ListByTag(ctx, keyTag(keyID), &godo.ListOptions{PerPage: 1})
+	if err != nil {
+		p.log.Warn("could not check whether the SSH key is still used; keeping it", "key", keyID, "err", err)
+		return
+	}
+	if len(users) > 0 {
+		return
+	}
+	k, _, err := p.c.Keys.GetByID(ctx, keyID)
+	if err == nil && strings.HasPrefix(k.Name, cloudkit.KeyNamePrefix) {
+		if _, err := p.c.Keys.DeleteByID(ctx, keyID); err != nil && !isNotFound(err) {
+			p.log.Warn("could not delete unused SSH key", "key", keyID, "err", err)
+		}
+	}
+	p.deleteTag(ctx, keyTag(keyID))
+}
+
+func (p *Provisioner) deleteTag(ctx context.Context, tag string) {
+	if _, err := p.c.Tags.Delete(ctx, tag); err != nil && !isNotFound(err) {
+		p.log.Warn("could not delete tag", "tag", tag, "err", err)
+	}
+}
+
+// cleanup removes a droplet of a failed provision, even if ctx is done.
+func (p *Provisioner) cleanup(ctx context.Context, d *godo.Droplet) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
+	defer cancel()
+	if err := p.destroy(ctx, d); err != nil {
+		p.log.Error("could not remove the droplet of a failed provision; reconcile will report it", "droplet", d.ID, "name", d.Name, "err", err)
+	}
+}
+
+// destroy deletes a droplet, waits for it to be gone and removes its
+// contract tag and (if unused now) its SSH key.
+func (p *Provisioner) destroy(ctx context.Context, d *godo.Droplet) error {
+	if _, err := p.c.Droplets.Delete(ctx, d.ID); err != nil && !isNotFound(err) {
+		return p.classify(fmt.Sprintf("delete droplet %d", d.ID), err)
+	}
+	if err := p.waitGone(ctx, d.ID); err != nil {
+		return p.classify(fmt.Sprintf("delete droplet %d", d.ID), err)
+	}
+	p.starts.Forget(strconv.Itoa(d.ID))
+	if cid := ContractIDFromTags(d.Tags); cid != "" {
+		p.deleteTag(ctx, contractTag(cid))
+	}
+	if id := keyIDFromTags(d.Tags); id != 0 {
+		p.releaseKey(ctx, id)
+	}
+	return nil
+}
+
+// waitGone polls until a deleted droplet is no longer there.
+func (p *Provisioner) waitGone(ctx context.Context, id int) error {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	for {
+		_, _, err := p.c.Droplets.Get(ctx, id)
+		if isNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := cloudkit.Sleep(ctx, p.poll); err != nil {
+			return fmt.Errorf("droplet %d is still being deleted: %w", id, err)
+		}
+	}
+}
+
+// managed returns a droplet by external id, refusing one the agent did not
+// create (nil, nil: gone).
+func (p *Provisioner) managed(ctx context.Context, externalID, what string) (*godo.Droplet, error) {
+	id, err := parseID(externalID)
+	if err != nil {
+		return nil, provisioners.Permanent(err)
+	}
+	d, _, err := p.c.Droplets.Get(ctx, id)
+	if isNotFound(err) {
+		p.starts.Forget(strconv.Itoa(id))
+		return nil, nil
+	}
+	if err != nil {
+		return nil, p.classify(fmt.Sprintf("look up droplet %d", id), err)
+	}
+	if !hasTag(d.Tags, TagManaged) {
+		return nil, provisioners.Permanent(fmt.Errorf("droplet %d (%s) is not tagged %s, so dc-agent did not create it; refusing to %s it", id, d.Name, TagManaged, what))
+	}
+	return d, nil
+}
+
+// Terminate implements provisioners.Provisioner.
+func (p *Provisioner) Terminate(ctx context.Context, externalID string) error {
+	d, err := p.managed(ctx, externalID, "delete")
+	if err != nil || d == nil {
+		return err
+	}
+	return p.destroy(ctx, d)
+}
+
+// Pause implements provisioners.Pauser: power off, disks kept.
+func (p *Provisioner) Pause(ctx context.Context, externalID string) error {
+	d, err := p.managed(ctx, externalID, "power off")
+	if err != nil {
+		return err
+	}
+	if d == nil {
+		return provisioners.Permanent(fmt.Errorf("droplet %s no longer exists", externalID))
+	}
+	p.starts.Forget(externalID)
+	if d.Status == "off" {
+		return nil
+	}
+	if err := p.power(ctx, d.ID, "power_off"); err != nil {
+		return p.classify("power off droplet "+d.Name, err)
+	}
+	return nil
+}
+
+// Resume implements provisioners.Pauser: power on and wait until it runs.
+func (p *Provisioner) Resume(ctx context.Context, externalID string) error {
+	d, err := p.managed(ctx, externalID, "power on")
+	if err != nil {
+		return err
+	}
+	if d == nil {
+		return provisioners.Permanent(fmt.Errorf("droplet %s no longer exists", externalID))
+	}
+	if d.Status != "active" {
+		if err := p.power(ctx, d.ID, "power_on"); err != nil {
+			return p.classify("power on droplet "+d.Name, err)
+		}
+		p.starts.Mark(externalID, p.now())
+	}
+	if _, err := p.waitReady(ctx, d.ID); err != nil {
+		return p.classify("start droplet "+d.Name, err)
+	}
+	return nil
+}
+
+func parseID(externalID string) (int, error) {
+	id, err := strconv.Atoi(strings.TrimSpace(externalID))
+	if err != nil || id <= 0 {
+		return 0, fmt.Errorf("%q is not a DigitalOcean droplet id (a positive number)", externalID)
+	}
+	return id, nil
+}
+
+// HealthCheck implements provisioners.Provisioner: the droplet status, and
+// uptime since its last start.
+func (p *Provisioner) HealthCheck(ctx context.Context, externalID string) (provisioners.Health, error) {
+	id, err := parseID(externalID)
+	if err != nil {
+		return provisioners.Health{}, err
+	}
+	d, _, err := p.c.Droplets.Get(ctx, id)
+	if isNotFound(err) {
+		p.starts.Forget(externalID)
+		return provisioners.Health{Status: provisioners.Unhealthy, Reason: fmt.Sprintf("droplet %d no longer exists", id)}, nil
+	}
+	if err != nil {
+		return provisioners.Health{Status: provisioners.Unknown, Reason: err.Error()}, p.classify(fmt.Sprintf("read droplet %d", id), err)
+	}
+	switch d.Status {
+	case "active":
+		since, ok := p.starts.Get(externalID)
+		if !ok {
+			since = p.startedAt(ctx, d)
+			p.starts.Mark(externalID, since)
+		}
+		return provisioners.Health{Status: provisioners.Healthy, UptimeSeconds: int64(max(0, p.now().Sub(since).Seconds()))}, nil
+	case "off", "archive":
+		p.starts.Forget(externalID)
+		return provisioners.Health{Status: provisioners.Unhealthy, Reason: "droplet is " + d.Status}, nil
+	default:
+		return provisioners.Health{Status: provisioners.Unknown, Reason: "droplet is " + d.Status}, nil
+	}
+}
+
+// startActions are the actions after which a droplet runs afresh.
+var startActions = map[string]bool{"create": true, "power_on": true, "reboot": true, "power_cycle": true}
+
+// startedAt is when a running droplet last started: the last completed
+// start action (one extra call), else its creation. DigitalOcean reports
+// no uptime itself.
+func (p *Provisioner) startedAt(ctx context.Context, d *godo.Droplet) time.Time {
+	t, _ := time.Parse(time.RFC3339, d.Created)
+	acts, _, err := p.c.Droplets.Actions(ctx, d.ID, &godo.ListOptions{PerPage: 50})
+	if err == nil {
+		for _, a := range acts { // newest first
+			if startActions[a.Type] && a.Status == godo.ActionCompleted && a.CompletedAt != nil {
+				return a.CompletedAt.Time
+			}
+		}
+	}
+	if t.IsZero() {
+		return p.now()
+	}
+	return t
+}
+
+// GetInstance implements provisioners.Provisioner.
+func (p *Provisioner) GetInstance(ctx context.Context, contractID string) (*provisioners.Instance, error) {
+	cid, err := cloudkit.ContractID(contractID)
+	if err != nil {
+		return nil, err
+	}
+	d, err := p.findDroplet(ctx, cid)
+	if err != nil {
+		return nil, p.classify("look up the contract's droplet", err)
+	}
+	if d == nil {
+		return nil, nil
+	}
+	inst := instanceFromDroplet(d)
+	return &inst, nil
+}
+
+// findDroplet returns the contract's droplet (nil if none); of several
+// (never made by the agent) the oldest.
+func (p *Provisioner) findDroplet(ctx context.Context, cid string) (*godo.Droplet, error) {
+	list, err := all(ctx, func(ctx context.Context, o *godo.ListOptions) ([]godo.Droplet, *godo.Response, error) {
+		return p.c.Droplets.ListByTag(ctx, contractTag(cid), o)
+	})
+	if err != nil {
+		return nil, err
+	}
+	var best *godo.Droplet
+	for i := range list {
+		if ContractIDFromTags(list[i].Tags) != cid {
+			continue
+		}
+		if best == nil || list[i].ID < best.ID {
+			best = &list[i]
+		}
+	}
+	return best, nil
+}
+
+// List implements provisioners.Provisioner: every droplet tagged dc-agent.
+func (p *Provisioner) List(ctx context.Context) ([]provisioners.Instance, error) {
+	list, err := all(ctx, func(ctx context.Context, o *godo.ListOptions) ([]godo.Droplet, *godo.Response, error) {
+		return p.c.Droplets.ListByTag(ctx, TagManaged, o)
+	})
+	if err != nil {
+		return nil, p.classify("list droplets", err)
+	}
+	out := make([]provisioners.Instance, 0, len(list))
+	for i := range list {
+		inst := instanceFromDroplet(&list[i])
+		if inst.ContractID == "" {
+			p.log.Warn("managed droplet has no valid contract tag; skipping it", "droplet", list[i].ID, "name", list[i].Name)
+			continue
+		}
+		out = append(out, inst)
+	}
+	return out, nil
+}
+
+// all collects every page of a list call.
+func all[T any](ctx context.Context, list func(context.Context, *godo.ListOptions) ([]T, *godo.Response, error)) ([]T, error) {
+	var out []T
+	opt := &godo.ListOptions{PerPage: 200}
+	for range 1000 {
+		items, resp, err := list(ctx, opt)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, items...)
+		if resp == nil || resp.Links == nil || resp.Links.IsLastPage() {
+			return out, nil
+		}
+		page, err := resp.Links.CurrentPage()
+		if err != nil || page < opt.Page {
+			return nil, fmt.Errorf("bad pagination links from the API (%v)", err)
+		}
+		opt = &godo.ListOptions{PerPage: 200, Page: page + 1}
+	}
+	return nil, errors.New("the API returned more than 1000 pages")
+}
+
+// instanceFromDroplet converts an API droplet.
+func instanceFromDroplet(d *godo.Droplet) provisioners.Instance {
+	inst := provisioners.Instance{
+		ExternalID: strconv.Itoa(d.ID),
+		ContractID: ContractIDFromTags(d.Tags),
+		Name:       d.Name,
+		SSHPort:    22,
+		Status:     d.Status,
+		AdditionalDetails: map[string]any{
+			"provider":   "digitalocean",
+			"droplet_id": d.ID,
+			"size":       d.SizeSlug,
+		},
+	}
+	inst.CreatedAt, _ = time.Parse(time.RFC3339, d.Created)
+	inst.IPAddress, _ = d.PublicIPv4()
+	inst.IPv6Address, _ = d.PublicIPv6()
+	if d.Region != nil {
+		inst.AdditionalDetails["region"] = d.Region.Slug
+	}
+	if d.Image != nil && d.Image.Slug != "" {
+		inst.AdditionalDetails["image"] = d.Image.Slug
+	}
+	return inst
+}
+
+func statusOf(err error) int {
+	var er *godo.ErrorResponse
+	if errors.As(err, &er) && er.Response != nil {
+		return er.Response.StatusCode
+	}
+	return 0
+}
+
+func isNotFound(err error) bool { return statusOf(err) == http.StatusNotFound }
+
+// classify wraps an API error with what was being done, a hint, and
+// whether a retry can help.
+func (p *Provisioner) classify(op string, err error) error {
+	var pe *provisioners.Error
+	if errors.As(err, &pe) {
+		return err
+	}
+	var ae *actionError
+	if errors.As(err, &ae) {
+		return provisioners.Retryable(fmt.Errorf("%s: %w", op, ae))
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return provisioners.Retryable(fmt.Errorf("%s: timed out (action_timeout_seconds = %d): %w", op, p.cfg.ActionTimeoutSeconds, err))
+	}
+	var er *godo.ErrorResponse
+	if !errors.As(err, &er) || er.Response == nil {
+		return provisioners.Retryable(fmt.Errorf("%s: %w", op, err))
+	}
+	msg := er.Message
+	switch code := er.Response.StatusCode; {
+	case code == http.StatusTooManyRequests:
+		m := "DigitalOcean API rate limit exceeded"
+		if d := p.tr.ResetIn(); d > 0 {
+			m += fmt.Sprintf("; the hourly limit resets in %s", d.Round(time.Second))
+		}
+		return provisioners.Retryable(fmt.Errorf("%s: %s (%s); will retry", op, m, msg))
+	case code == http.StatusUnauthorized:
+		return provisioners.Retryable(fmt.Errorf("%s: DigitalOcean rejected the API token (%s); put a valid personal access token with read and write scope in api_token_file", op, msg))
+	case code == http.StatusForbidden:
+		return provisioners.Retryable(fmt.Errorf("%s: the DigitalOcean API token may not do this (%s); use a token with write scope", op, msg))
+	case code == http.StatusUnprocessableEntity && (strings.Contains(msg, "not available") || strings.Contains(msg, "pending event")):
+		return provisioners.Retryable(fmt.Errorf("%s: DigitalOcean cannot do this now (%s); will retry", op, msg))
+	case code == http.StatusUnprocessableEntity && strings.Contains(strings.ToLower(msg), "limit"):
+		return provisioners.Retryable(fmt.Errorf("%s: the DigitalOcean account's limit is reached (%s); ask DigitalOcean to raise it", op, msg))
+	case code == http.StatusUnprocessableEntity, code == http.StatusBadRequest:
+		return provisioners.Permanent(fmt.Errorf("%s: DigitalOcean rejected the request: %s", op, msg))
+	}
+	return provisioners.Retryable(fmt.Errorf("%s: DigitalOcean API error %d: %s", op, er.Response.StatusCode, msg))
+}

@@ -1,0 +1,644 @@
+package digitalocean
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/digitalocean/godo"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/decent-stuff/dc-agent/config"
+	dosim "github.com/decent-stuff/dc-agent/internal/sim/digitalocean"
+	"github.com/decent-stuff/dc-agent/provisioners"
+	"github.com/decent-stuff/dc-agent/provisioners/internal/cloudkit"
+)
+
+func cid(n int) string {
+	s := sha256.Sum256([]byte(fmt.Sprint("contract", n)))
+	return hex.EncodeToString(s[:])
+}
+
+func sshKey(t testing.TB) string {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, _ := ssh.NewPublicKey(pub)
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp)))
+}
+
+type fixture struct {
+	sim *dosim.Sim
+	p   *Provisioner
+	url string
+}
+
+func newFixture(t *testing.T, mod func(*config.DigitalOceanConfig), simOpts ...func(*dosim.Options)) *fixture {
+	t.Helper()
+	// Millisecond polling would hit the burst limit (250 a minute): off.
+	so := dosim.Options{CreateDuration: 4 * time.Millisecond, RetryAfter: -1, BurstLimit: -1}
+	for _, m := range simOpts {
+		m(&so)
+	}
+	sim := dosim.New(so)
+	url := sim.Start(t)
+	cfg := config.DigitalOceanConfig{Endpoint: url, DefaultRegion: "nyc3", DefaultImage: "ubuntu-24-04-x64", ActionTimeoutSeconds: 5, PollIntervalMs: 1}
+	if mod != nil {
+		mod(&cfg)
+	}
+	p, err := New(cfg, sim.Token(), TestOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{sim: sim, p: p, url: url}
+}
+
+func (f *fixture) request(n int) provisioners.Request {
+	return provisioners.Request{ContractID: cid(n), OfferingID: "off-small", CPUCores: 2, MemoryMB: 4096, StorageGB: 40}
+}
+
+// assertEmpty checks that nothing the agent creates is left in the account.
+func (f *fixture) assertEmpty(t *testing.T) {
+	t.Helper()
+	if d := f.sim.Droplets(); len(d) != 0 {
+		t.Errorf("droplets left behind: %+v", d)
+	}
+	for _, k := range f.sim.Keys() {
+		if strings.HasPrefix(k.Name, cloudkit.KeyNamePrefix) {
+			t.Errorf("SSH key left behind: %+v", k)
+		}
+	}
+	for _, tag := range f.sim.Tags() {
+		if strings.HasPrefix(tag, TagContractPrefix) || strings.HasPrefix(tag, TagKeyPrefix) {
+			t.Errorf("tag left behind: %s", tag)
+		}
+	}
+}
+
+func TestProvisionLifecycle(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	req := f.request(1)
+	req.RequesterSSHPubkey = sshKey(t)
+	req.DatacenterCity = "Amsterdam, NL"
+	req.PostProvisionScript = "echo 'hi' > /root/x\n"
+	var steps []string
+	req.Progress = func(s string) { steps = append(steps, s) }
+
+	inst, err := f.p.Provision(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(steps) < 4 {
+		t.Errorf("progress steps: %q", steps)
+	}
+	ds := f.sim.Droplets()
+	if len(ds) != 1 {
+		t.Fatalf("droplets: %d", len(ds))
+	}
+	d := ds[0]
+	v4, _ := d.PublicIPv4()
+	v6, _ := d.PublicIPv6()
+	if inst.ExternalID != strconv.Itoa(d.ID) || inst.ContractID != cid(1) || inst.SSHPort != 22 || inst.IPAddress != v4 || inst.IPv6Address != v6 || v4 == "" || v6 == "" {
+		t.Fatalf("instance %+v for %+v", inst, d)
+	}
+	if d.Name != "dc-"+cid(1)[:60] || inst.Name != d.Name || d.Region.Slug != "ams3" || d.SizeSlug != "s-2vcpu-4gb" || d.Status != "active" {
+		t.Errorf("droplet %s in %s as %s (%s)", d.Name, d.Region.Slug, d.SizeSlug, d.Status)
+	}
+	if inst.RootPassword != "" {
+		t.Error("root password returned with an SSH key")
+	}
+	keys := f.sim.Keys()
+	if len(keys) != 1 || !strings.HasPrefix(keys[0].Name, "dc-key-") || !cloudkit.SameKey(keys[0].PublicKey, req.RequesterSSHPubkey) {
+		t.Fatalf("keys %+v", keys)
+	}
+	if ids := f.sim.DropletKeys(d.ID); len(ids) != 1 || ids[0] != keys[0].ID || !hasTag(d.Tags, keyTag(keys[0].ID)) || ContractIDFromTags(d.Tags) != cid(1) {
+		t.Fatalf("droplet keys %v tags %v", ids, d.Tags)
+	}
+	ud := f.sim.UserData(d.ID)
+	if !strings.HasPrefix(ud, "#cloud-config\n") || !strings.Contains(ud, base64.StdEncoding.EncodeToString([]byte("#!/bin/sh\n"+req.PostProvisionScript))) ||
+		!strings.Contains(ud, "ssh_pwauth: false") || strings.Contains(ud, "chpasswd") {
+		t.Errorf("user data:\n%s", ud)
+	}
+
+	h, err := f.p.HealthCheck(ctx, inst.ExternalID)
+	if err != nil || h.Status != provisioners.Healthy || h.UptimeSeconds < 0 {
+		t.Fatalf("health %+v %v", h, err)
+	}
+	got, err := f.p.GetInstance(ctx, cid(1))
+	if err != nil || got == nil || got.ExternalID != inst.ExternalID || got.IPv6Address != inst.IPv6Address {
+		t.Fatalf("get instance %+v %v", got, err)
+	}
+	if none, err := f.p.GetInstance(ctx, cid(2)); err != nil || none != nil {
+		t.Fatalf("other contract: %+v %v", none, err)
+	}
+	list, err := f.p.List(ctx)
+	if err != nil || len(list) != 1 || list[0].ContractID != cid(1) {
+		t.Fatalf("list %+v %v", list, err)
+	}
+
+	// Idempotent: provisioning the same contract again finds the droplet.
+	again, err := f.p.Provision(ctx, req)
+	if err != nil || again.ExternalID != inst.ExternalID || len(f.sim.Droplets()) != 1 {
+		t.Fatalf("second provision: %+v %v (%d droplets)", again, err, len(f.sim.Droplets()))
+	}
+
+	if err := f.p.Terminate(ctx, inst.ExternalID); err != nil {
+		t.Fatal(err)
+	}
+	f.assertEmpty(t)
+	h, err = f.p.HealthCheck(ctx, inst.ExternalID)
+	if err != nil || h.Status != provisioners.Unhealthy || !strings.Contains(h.Reason, "no longer exists") {
+		t.Fatalf("health after terminate: %+v %v", h, err)
+	}
+	if err := f.p.Terminate(ctx, inst.ExternalID); err != nil {
+		t.Fatalf("terminating a gone droplet: %v", err)
+	}
+}
+
+func TestPauseResume(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	req := f.request(1)
+	req.RequesterSSHPubkey = sshKey(t)
+	inst, err := f.p.Provision(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var _ provisioners.Pauser = f.p
+	if !f.p.Features().Pause {
+		t.Fatal("Features().Pause not set")
+	}
+	status := func() string { return f.sim.Droplets()[0].Status }
+	for range 2 { // pausing twice is fine
+		if err := f.p.Pause(ctx, inst.ExternalID); err != nil {
+			t.Fatal(err)
+		}
+		if s := status(); s != "off" {
+			t.Fatalf("after pause: %s", s)
+		}
+	}
+	if h, _ := f.p.HealthCheck(ctx, inst.ExternalID); h.Status != provisioners.Unhealthy || h.Reason != "droplet is off" {
+		t.Fatalf("health while paused: %+v", h)
+	}
+	for range 2 {
+		if err := f.p.Resume(ctx, inst.ExternalID); err != nil {
+			t.Fatal(err)
+		}
+		if s := status(); s != "active" {
+			t.Fatalf("after resume: %s", s)
+		}
+	}
+	if h, _ := f.p.HealthCheck(ctx, inst.ExternalID); h.Status != provisioners.Healthy {
+		t.Fatalf("health after resume: %+v", h)
+	}
+	if len(f.sim.Droplets()) != 1 || len(f.sim.Keys()) != 1 {
+		t.Fatal("pause/resume changed what exists")
+	}
+	// A failing power action is reported; the droplet stays.
+	f.sim.FailNextAction("power_off")
+	if err := f.p.Pause(ctx, inst.ExternalID); err == nil || !strings.Contains(err.Error(), "power_off action") || !provisioners.RetryPossible(err) {
+		t.Fatalf("failed pause: %v", err)
+	}
+	f.sim.FailNextAction("power_off")
+	f.sim.PowerOff(f.sim.Droplets()[0].ID)
+	f.sim.FailNextAction("power_on")
+	if err := f.p.Resume(ctx, inst.ExternalID); err == nil || !strings.Contains(err.Error(), "power_on action") {
+		t.Fatalf("failed resume: %v", err)
+	}
+	// Foreign droplets are never powered off.
+	foreign := f.sim.AddDroplet("providers-db", nil)
+	if err := f.p.Pause(ctx, strconv.Itoa(foreign)); err == nil || !strings.Contains(err.Error(), "refusing to power off") {
+		t.Fatalf("foreign pause: %v", err)
+	}
+	if err := f.p.Pause(ctx, "999"); err == nil || provisioners.RetryPossible(err) {
+		t.Fatalf("gone droplet: %v", err)
+	}
+}
+
+func TestSSHKeySharedAndProviderKeysKept(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	key := sshKey(t)
+	var ids []string
+	for i := 1; i <= 2; i++ {
+		req := f.request(i)
+		req.RequesterSSHPubkey = key
+		inst, err := f.p.Provision(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, inst.ExternalID)
+	}
+	if n := len(f.sim.Keys()); n != 1 {
+		t.Fatalf("one key object expected for one public key, got %d", n)
+	}
+	if err := f.p.Terminate(ctx, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.sim.Keys()); n != 1 {
+		t.Fatal("key deleted while a droplet still uses it")
+	}
+	if err := f.p.Terminate(ctx, ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	f.assertEmpty(t)
+
+	// A key the provider uploaded himself is reused and never deleted.
+	own := sshKey(t)
+	k, _, err := f.p.c.Keys.Create(ctx, &godo.KeyCreateRequest{Name: "provider-key", PublicKey: own})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := f.request(3)
+	req.RequesterSSHPubkey = own
+	inst, err := f.p.Provision(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys := f.sim.Keys(); len(keys) != 1 || keys[0].ID != k.ID {
+		t.Fatalf("keys %+v", keys)
+	}
+	if err := f.p.Terminate(ctx, inst.ExternalID); err != nil {
+		t.Fatal(err)
+	}
+	if keys := f.sim.Keys(); len(keys) != 1 || keys[0].Name != "provider-key" {
+		t.Fatalf("provider key deleted: %+v", keys)
+	}
+	f.assertEmpty(t)
+}
+
+// Without an SSH key the agent makes the password (the API sends none; it
+// would e-mail one to the account owner) and cloud-init sets its hash.
+func TestPasswordOnlyWithoutKey(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	req := f.request(1)
+	req.WantPassword = true
+	inst, err := f.p.Provision(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(inst.RootPassword) != 24 || len(f.sim.Keys()) != 0 {
+		t.Fatalf("password %q, keys %d", inst.RootPassword, len(f.sim.Keys()))
+	}
+	ud := f.sim.UserData(f.sim.Droplets()[0].ID)
+	if !strings.Contains(ud, "ssh_pwauth: true") || !strings.Contains(ud, "password: '$6$") || strings.Contains(ud, inst.RootPassword) {
+		t.Errorf("user data %s", ud)
+	}
+	// Crash after creation: the password is lost, so the droplet is
+	// replaced by a new one with a new password, never duplicated.
+	again, err := f.p.Provision(ctx, req)
+	if err != nil || again.RootPassword == "" || again.RootPassword == inst.RootPassword || again.ExternalID == inst.ExternalID {
+		t.Fatalf("resume: %+v %v", again, err)
+	}
+	if ds := f.sim.Droplets(); len(ds) != 1 || strconv.Itoa(ds[0].ID) != again.ExternalID {
+		t.Fatalf("droplets after replacement: %+v", ds)
+	}
+
+	req2 := f.request(2)
+	if _, err := f.p.Provision(ctx, req2); err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "no SSH key") {
+		t.Fatalf("no key, no password: %v", err)
+	}
+	req3 := f.request(3)
+	req3.RequesterSSHPubkey = "ssh-rsa not-base64!"
+	if _, err := f.p.Provision(ctx, req3); err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "SSH key") {
+		t.Fatalf("bad key: %v", err)
+	}
+	if len(f.sim.Droplets()) != 1 {
+		t.Fatal("a refused contract created a droplet")
+	}
+}
+
+func TestSizeChoice(t *testing.T) {
+	f := newFixture(t, func(c *config.DigitalOceanConfig) {
+		c.Sizes = map[string]string{"off-mapped": "s-4vcpu-8gb", "off-bad": "s-99vcpu", "off-cpu": "c-2"}
+		c.Regions = map[string]string{"Berlin": "fra1"}
+	})
+	ctx := context.Background()
+	cases := []struct {
+		name      string
+		mod       func(*provisioners.Request)
+		wantSize  string
+		wantReg   string
+		wantErr   string
+		retryable bool
+	}{
+		{"smallest fit", func(r *provisioners.Request) { r.CPUCores, r.MemoryMB, r.StorageGB = 1, 1500, 30 }, "s-1vcpu-2gb", "nyc3", "", false},
+		{"default size", func(r *provisioners.Request) { r.CPUCores, r.MemoryMB, r.StorageGB = 0, 0, 0 }, "s-1vcpu-512mb-10gb", "nyc3", "", false},
+		{"mapped offering", func(r *provisioners.Request) { r.OfferingID = "off-mapped" }, "s-4vcpu-8gb", "nyc3", "", false},
+		{"config size wins", func(r *provisioners.Request) { r.OfferingID = "off-mapped"; r.Config = map[string]any{"size": "s-8vcpu-16gb"} }, "s-8vcpu-16gb", "nyc3", "", false},
+		{"configured city table", func(r *provisioners.Request) { r.DatacenterCity = "berlin" }, "s-2vcpu-4gb", "fra1", "", false},
+		{"offering region", func(r *provisioners.Request) { r.Config = map[string]any{"region": "sgp1"} }, "s-2vcpu-4gb", "sgp1", "", false},
+		{"unknown size", func(r *provisioners.Request) { r.OfferingID = "off-bad" }, "", "", `droplet size "s-99vcpu"`, false},
+		{"size not in region", func(r *provisioners.Request) { r.OfferingID = "off-cpu"; r.DatacenterCity = "Singapore" }, "", "", "not available in region sgp1", true},
+		{"too big", func(r *provisioners.Request) { r.CPUCores = 64 }, "", "", "no DigitalOcean droplet size fits", false},
+		{"unknown region", func(r *provisioners.Request) { r.Config = map[string]any{"region": "mars1"} }, "", "", "no droplet size for 2 vCPUs", true},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			req := f.request(100 + i)
+			req.RequesterSSHPubkey = sshKey(t)
+			c.mod(&req)
+			inst, err := f.p.Provision(ctx, req)
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) || provisioners.RetryPossible(err) != c.retryable {
+					t.Fatalf("err %v (retryable %v)", err, provisioners.RetryPossible(err))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if inst.AdditionalDetails["size"] != c.wantSize || inst.AdditionalDetails["region"] != c.wantReg {
+				t.Fatalf("got %v in %v", inst.AdditionalDetails["size"], inst.AdditionalDetails["region"])
+			}
+			if err := f.p.Terminate(ctx, inst.ExternalID); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	f.assertEmpty(t)
+}
+
+// default_size (the earlier agent's key) is used only when it covers the offering.
+func TestDefaultSize(t *testing.T) {
+	f := newFixture(t, func(c *config.DigitalOceanConfig) { c.DefaultSize = "s-2vcpu-2gb" })
+	ctx := context.Background()
+	for _, tc := range []struct {
+		mem  int64
+		want string
+	}{{1024, "s-2vcpu-2gb"}, {8192, "s-4vcpu-8gb"}, {3000, "s-2vcpu-4gb"}} {
+		req := f.request(int(tc.mem))
+		req.RequesterSSHPubkey = sshKey(t)
+		req.CPUCores, req.MemoryMB, req.StorageGB = 1, tc.mem, 10
+		inst, err := f.p.Provision(ctx, req)
+		if err != nil || inst.AdditionalDetails["size"] != tc.want {
+			t.Fatalf("%d MB: %v %v", tc.mem, inst.AdditionalDetails["size"], err)
+		}
+	}
+}
+
+func TestFailuresLeaveNothingBehind(t *testing.T) {
+	cases := []struct {
+		name      string
+		inject    func(*dosim.Sim)
+		simOpts   func(*dosim.Options)
+		wantErr   []string
+		retryable bool
+	}{
+		{"create action error", func(s *dosim.Sim) { s.FailNextAction("create") }, nil,
+			[]string{"create action", "errored"}, true},
+		{"rate limited", func(s *dosim.Sim) { s.RateLimitNext(1000) }, nil,
+			[]string{"rate limit exceeded"}, true},
+		{"size unavailable (list)", func(s *dosim.Sim) {
+			for _, sz := range dosim.DefaultSizes() {
+				s.SetSizeAvailable(sz.Slug, "nyc3", false)
+			}
+		}, nil, []string{"available in region nyc3", "s-2vcpu-4gb", "capacity"}, true},
+		{"size unavailable (placement)", func(s *dosim.Sim) { s.FailPlacement("s-2vcpu-4gb", "nyc3", true) }, nil,
+			[]string{"cannot do this now", "not available in this region", "size s-2vcpu-4gb, region nyc3"}, true},
+		{"no address in time", func(s *dosim.Sim) {}, func(o *dosim.Options) { o.IPDelay = time.Hour },
+			[]string{"for its public address", "timed out (action_timeout_seconds = 1)"}, true},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var so []func(*dosim.Options)
+			if c.simOpts != nil {
+				so = append(so, c.simOpts)
+			}
+			f := newFixture(t, func(cfg *config.DigitalOceanConfig) { cfg.ActionTimeoutSeconds = 1 }, so...)
+			c.inject(f.sim)
+			req := f.request(i)
+			req.RequesterSSHPubkey = sshKey(t)
+			_, err := f.p.Provision(context.Background(), req)
+			if err == nil {
+				t.Fatal("provision succeeded")
+			}
+			t.Log(err)
+			for _, w := range c.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+			if provisioners.RetryPossible(err) != c.retryable {
+				t.Errorf("retryable = %v", provisioners.RetryPossible(err))
+			}
+			f.sim.RateLimitNext(0)
+			f.assertEmpty(t)
+		})
+	}
+}
+
+// A droplet of the contract left by an interrupted attempt, in any state,
+// is taken over: never a second one.
+func TestResumeAfterCrash(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	key := sshKey(t)
+	// Upload the key as the first attempt did.
+	pk, _, _, _, _ := ssh.ParseAuthorizedKey([]byte(key))
+	k, err := f.p.ensureKey(ctx, pk, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tags := []string{TagManaged, contractTag(cid(5)), keyTag(k.ID)}
+	id := f.sim.AddDroplet(DropletName(cid(5)), tags)
+	f.sim.PowerOff(id)
+	req := f.request(5)
+	req.RequesterSSHPubkey = key
+	inst, err := f.p.Provision(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inst.ExternalID != strconv.Itoa(id) || len(f.sim.Droplets()) != 1 || f.sim.Droplets()[0].Status != "active" {
+		t.Fatalf("resume: %+v %+v", inst, f.sim.Droplets())
+	}
+	// One whose creation failed is replaced.
+	req6 := f.request(6)
+	req6.RequesterSSHPubkey = key
+	f.sim.FailNextAction("create")
+	if _, err := f.p.Provision(ctx, req6); err == nil {
+		t.Fatal("failed creation succeeded")
+	}
+	f.sim.FailNextAction("create")
+	d6, _, err := f.p.c.Droplets.Create(ctx, &godo.DropletCreateRequest{Name: DropletName(cid(6)), Region: "nyc3", Size: "s-1vcpu-1gb",
+		Image: godo.DropletCreateImage{Slug: "ubuntu-24-04-x64"}, SSHKeys: []godo.DropletCreateSSHKey{{ID: k.ID}}, Tags: []string{TagManaged, contractTag(cid(6)), keyTag(k.ID)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for f.sim.Droplets()[1].Locked { // the create action errors
+		time.Sleep(time.Millisecond)
+	}
+	inst6, err := f.p.Provision(ctx, req6)
+	if err != nil || inst6.ExternalID == strconv.Itoa(d6.ID) {
+		t.Fatalf("errored droplet taken over: %+v %v", inst6, err)
+	}
+	if n := len(f.sim.Droplets()); n != 2 {
+		t.Fatalf("%d droplets", n)
+	}
+}
+
+// The earlier Rust agent tagged its droplets dc-agent and dc-contract-<id>
+// (and named them dc-<64 hex>): they are found, listed and removed.
+func TestRustAgentDropletsManaged(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	id := f.sim.AddDroplet("dc-"+cid(8), []string{"dc-agent", "dc-contract-" + cid(8)})
+	got, err := f.p.GetInstance(ctx, cid(8))
+	if err != nil || got == nil || got.ExternalID != strconv.Itoa(id) {
+		t.Fatalf("%+v %v", got, err)
+	}
+	list, err := f.p.List(ctx)
+	if err != nil || len(list) != 1 || list[0].ContractID != cid(8) {
+		t.Fatalf("%+v %v", list, err)
+	}
+	if err := f.p.Terminate(ctx, got.ExternalID); err != nil {
+		t.Fatal(err)
+	}
+	f.assertEmpty(t)
+}
+
+func TestForeignDropletsRefused(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	id := f.sim.AddDroplet("providers-db", []string{"db"})
+	err := f.p.Terminate(ctx, strconv.Itoa(id))
+	if err == nil || !strings.Contains(err.Error(), "refusing") || provisioners.RetryPossible(err) {
+		t.Fatalf("err %v", err)
+	}
+	if len(f.sim.Droplets()) != 1 {
+		t.Fatal("foreign droplet deleted")
+	}
+	if err := f.p.Terminate(ctx, "dc-abc"); err == nil || provisioners.RetryPossible(err) {
+		t.Fatalf("bad id: %v", err)
+	}
+	if list, err := f.p.List(ctx); err != nil || len(list) != 0 {
+		t.Fatalf("foreign droplet listed: %v %v", list, err)
+	}
+	// A foreign droplet holding a contract's name is reported, not adopted.
+	f.sim.AddDroplet(DropletName(cid(9)), nil)
+	req := f.request(9)
+	req.RequesterSSHPubkey = sshKey(t)
+	_, err = f.p.Provision(ctx, req)
+	if err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "did not create it for this contract") {
+		t.Fatalf("name clash: %v", err)
+	}
+	if len(f.sim.Droplets()) != 2 || len(f.sim.Keys()) != 0 {
+		t.Fatalf("after the clash: %d droplets, %d keys", len(f.sim.Droplets()), len(f.sim.Keys()))
+	}
+}
+
+func TestHealthStates(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	now := time.Now()
+	f.p.now = func() time.Time { return now }
+	id := f.sim.AddDroplet(DropletName(cid(7)), []string{TagManaged, contractTag(cid(7))})
+	ext := strconv.Itoa(id)
+	h, err := f.p.HealthCheck(ctx, ext)
+	if err != nil || h.Status != provisioners.Healthy || h.UptimeSeconds < 3500 {
+		t.Fatalf("%+v %v (created an hour ago)", h, err)
+	}
+	f.p.now = func() time.Time { return now.Add(90 * time.Second) }
+	h2, _ := f.p.HealthCheck(ctx, ext)
+	if h2.UptimeSeconds-h.UptimeSeconds != 90 {
+		t.Fatalf("uptime %d then %d", h.UptimeSeconds, h2.UptimeSeconds)
+	}
+	f.sim.PowerOff(id)
+	h, err = f.p.HealthCheck(ctx, ext)
+	if err != nil || h.Status != provisioners.Unhealthy || h.Reason != "droplet is off" {
+		t.Fatalf("%+v %v", h, err)
+	}
+}
+
+func TestNewRejectsBadTokens(t *testing.T) {
+	for _, tok := range []string{"", "  ", "a b"} {
+		if _, err := New(config.DigitalOceanConfig{}, tok, Options{}); err == nil {
+			t.Errorf("token %q accepted", tok)
+		}
+	}
+	f := newFixture(t, nil)
+	p, err := New(config.DigitalOceanConfig{Endpoint: f.url, ActionTimeoutSeconds: 5, PollIntervalMs: 1}, "wrong-token", TestOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Provision(context.Background(), provisioners.Request{ContractID: cid(1), WantPassword: true})
+	if err == nil || !strings.Contains(err.Error(), "rejected the API token") {
+		t.Fatalf("err %v", err)
+	}
+}
+
+// A short burst of 429s is absorbed by the transport's retries.
+func TestTransientRateLimitRecovers(t *testing.T) {
+	f := newFixture(t, nil)
+	f.sim.RateLimitNext(2)
+	req := f.request(1)
+	req.RequesterSSHPubkey = sshKey(t)
+	if _, err := f.p.Provision(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.sim.Droplets()); n != 1 {
+		t.Fatalf("%d droplets", n)
+	}
+}
+
+func TestFactoryReadsTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/token", []byte("tok123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir+"/loose", []byte("tok123\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir+"/loose", 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{Path: dir + "/dc-agent.toml"}
+	pc := config.ProvisionerConfig{Type: Type, DigitalOcean: &config.DigitalOceanConfig{APITokenFile: "token"}}
+	p, err := Factory(pc, provisioners.Deps{Config: cfg})
+	if err != nil || p.Type() != Type {
+		t.Fatalf("%v %v", p, err)
+	}
+	pc.DigitalOcean.APITokenFile = "loose"
+	if _, err := Factory(pc, provisioners.Deps{Config: cfg}); err == nil {
+		t.Fatal("world-readable token file accepted")
+	}
+	// The earlier agent's inline token still works (config warns about it).
+	pc.DigitalOcean = &config.DigitalOceanConfig{APIToken: "dop_v1_inline"}
+	if _, err := Factory(pc, provisioners.Deps{Config: cfg}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Factory(config.ProvisionerConfig{Type: Type}, provisioners.Deps{}); err == nil {
+		t.Fatal("missing section accepted")
+	}
+}
+
+// Tags come back from the API and can be edited by anyone with the token.
+func FuzzContractIDFromTags(f *testing.F) {
+	f.Add("dc-agent", "dc-contract-"+cid(1), "dc-sshkey-12")
+	f.Add("dc-agent", "dc-contract-ABC", "")
+	f.Add("x", "dc-contract-"+cid(2), "dc-contract-"+cid(3))
+	f.Fuzz(func(t *testing.T, a, b, c string) {
+		tags := []string{a, b, c}
+		id := ContractIDFromTags(tags)
+		if id == "" {
+			return
+		}
+		if !cloudkit.IsContractID(id) || !hasTag(tags, TagManaged) || !hasTag(tags, contractTag(id)) {
+			t.Fatalf("accepted %q from %q", id, tags)
+		}
+		_ = keyIDFromTags(tags)
+	})
+}

@@ -1,0 +1,120 @@
+package digitalocean
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/digitalocean/godo"
+
+	"github.com/decent-stuff/dc-agent/provisioners"
+	"github.com/decent-stuff/dc-agent/provisioners/internal/cloudkit"
+)
+
+// builtinCities maps datacenter cities (as offerings name them) to
+// DigitalOcean regions; [provisioner.digitalocean.regions] entries take
+// precedence.
+var builtinCities = map[string]string{
+	"new york":      "nyc3",
+	"san francisco": "sfo3",
+	"amsterdam":     "ams3",
+	"singapore":     "sgp1",
+	"london":        "lon1",
+	"frankfurt":     "fra1",
+	"toronto":       "tor1",
+	"bangalore":     "blr1",
+	"bengaluru":     "blr1",
+	"sydney":        "syd1",
+	"atlanta":       "atl1",
+}
+
+func chooseRegion(req provisioners.Request, table map[string]string, def string) (region, why string) {
+	return cloudkit.ChooseRegion(req, "region", table, builtinCities, def)
+}
+
+// need is what an offering asks for.
+type need struct {
+	cores  int
+	memMB  int64
+	diskGB int64
+}
+
+func (n need) String() string {
+	return fmt.Sprintf("%d vCPUs, %d MB memory, %d GB disk", n.cores, n.memMB, n.diskGB)
+}
+
+func (n need) fits(s godo.Size) bool {
+	return s.GPUInfo == nil && s.Vcpus >= n.cores && int64(s.Memory) >= n.memMB && int64(s.Disk) >= n.diskGB
+}
+
+func inRegion(s godo.Size, region string) bool {
+	if !s.Available {
+		return false
+	}
+	for _, r := range s.Regions {
+		if r == region {
+			return true
+		}
+	}
+	return false
+}
+
+// pickSize returns the cheapest size (then the one with least memory,
+// vCPUs, disk; then by slug) that fits n and is available in region: size
+// families differ in price more than in size. Fitting sizes that exist
+// only elsewhere make a retryable error (DigitalOcean lists a size in the
+// regions where it can be created now), no fitting size a permanent one.
+func pickSize(sizes []godo.Size, n need, region string) (godo.Size, error) {
+	var fit []godo.Size
+	var elsewhere []string
+	for _, s := range sizes {
+		if !n.fits(s) {
+			continue
+		}
+		if inRegion(s, region) {
+			fit = append(fit, s)
+		} else {
+			elsewhere = append(elsewhere, s.Slug)
+		}
+	}
+	if len(fit) == 0 {
+		if len(elsewhere) > 0 {
+			return godo.Size{}, provisioners.Retryable(fmt.Errorf("no droplet size for %s is available in region %s right now (fitting sizes available elsewhere: %s); DigitalOcean capacity, will retry, or map the offering to another region",
+				n, region, strings.Join(elsewhere, ", ")))
+		}
+		return godo.Size{}, provisioners.Permanent(fmt.Errorf("no DigitalOcean droplet size fits %s; map the offering to a size in [provisioner.digitalocean.sizes] or change the offering", n))
+	}
+	sort.SliceStable(fit, func(i, j int) bool {
+		a, b := fit[i], fit[j]
+		switch {
+		case a.PriceMonthly != b.PriceMonthly:
+			return a.PriceMonthly < b.PriceMonthly
+		case a.Memory != b.Memory:
+			return a.Memory < b.Memory
+		case a.Vcpus != b.Vcpus:
+			return a.Vcpus < b.Vcpus
+		case a.Disk != b.Disk:
+			return a.Disk < b.Disk
+		}
+		return a.Slug < b.Slug
+	})
+	return fit[0], nil
+}
+
+// checkNamedSize validates an explicitly chosen size for region.
+func checkNamedSize(sizes []godo.Size, slug, from, region string) (godo.Size, error) {
+	names := make([]string, 0, len(sizes))
+	for _, s := range sizes {
+		names = append(names, s.Slug)
+		if s.Slug != slug {
+			continue
+		}
+		if !inRegion(s, region) {
+			return godo.Size{}, provisioners.Retryable(fmt.Errorf("droplet size %s (from %s) is not available in region %s right now (it is in: %s); will retry, or map the offering to another size or region",
+				slug, from, region, strings.Join(s.Regions, ", ")))
+		}
+		return s, nil
+	}
+	sort.Strings(names)
+	return godo.Size{}, provisioners.Permanent(fmt.Errorf("droplet size %q (from %s) does not exist on DigitalOcean; valid sizes: %s", slug, from, strings.Join(names, ", ")))
+}
