@@ -11,6 +11,7 @@ import (
 	"github.com/decent-stuff/dc-agent/provisioners/manual"
 	"github.com/decent-stuff/dc-agent/provisioners/proxmox"
 	"github.com/decent-stuff/dc-agent/provisioners/script"
+	"github.com/decent-stuff/dc-agent/provisioners/vultr"
 )
 
 // Registry returns a registry with every built-in provisioner.
@@ -21,6 +22,7 @@ func Registry() *provisioners.Registry {
 	proxmox.Register(r)
 	hetzner.Register(r)
 	digitalocean.Register(r)
+	vultr.Register(r)
 	docker.Register(r)
 	return r
 }

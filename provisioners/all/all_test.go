@@ -12,11 +12,12 @@ import (
 	"github.com/decent-stuff/dc-agent/provisioners/manual"
 	"github.com/decent-stuff/dc-agent/provisioners/proxmox"
 	"github.com/decent-stuff/dc-agent/provisioners/script"
+	"github.com/decent-stuff/dc-agent/provisioners/vultr"
 )
 
 func TestRegistryHasBuiltins(t *testing.T) {
 	types := Registry().Types()
-	for _, want := range []string{config.TypeScript, config.TypeManual, config.TypeProxmox, config.TypeHetzner, config.TypeDigitalOcean, config.TypeDocker} {
+	for _, want := range []string{config.TypeScript, config.TypeManual, config.TypeProxmox, config.TypeHetzner, config.TypeDigitalOcean, config.TypeVultr, config.TypeDocker} {
 		if !slices.Contains(types, want) {
 			t.Errorf("registry %v lacks %s", types, want)
 		}
@@ -38,6 +39,7 @@ func TestRequesterSettableKeys(t *testing.T) {
 		{&proxmox.Provisioner{}, []string{"template", "nameserver"}},
 		{&hetzner.Provisioner{}, []string{"architecture"}},
 		{&digitalocean.Provisioner{}, nil},
+		{&vultr.Provisioner{}, nil},
 		{&docker.Provisioner{}, nil},
 		{&script.Provisioner{}, nil},
 		{&manual.Provisioner{}, []string{provisioners.AnyKey}},

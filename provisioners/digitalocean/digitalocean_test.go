@@ -624,21 +624,3 @@ func TestFactoryReadsTokenFile(t *testing.T) {
 		t.Fatal("missing section accepted")
 	}
 }
-
-// Tags come back from the API and can be edited by anyone with the token.
-func FuzzContractIDFromTags(f *testing.F) {
-	f.Add("dc-agent", "dc-contract-"+cid(1), "dc-sshkey-12")
-	f.Add("dc-agent", "dc-contract-ABC", "")
-	f.Add("x", "dc-contract-"+cid(2), "dc-contract-"+cid(3))
-	f.Fuzz(func(t *testing.T, a, b, c string) {
-		tags := []string{a, b, c}
-		id := ContractIDFromTags(tags)
-		if id == "" {
-			return
-		}
-		if !cloudkit.IsContractID(id) || !hasTag(tags, TagManaged) || !hasTag(tags, contractTag(id)) {
-			t.Fatalf("accepted %q from %q", id, tags)
-		}
-		_ = keyIDFromTags(tags)
-	})
-}

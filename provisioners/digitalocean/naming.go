@@ -2,82 +2,42 @@ package digitalocean
 
 import (
 	"strconv"
-	"strings"
 
 	"github.com/decent-stuff/dc-agent/provisioners/internal/cloudkit"
 )
 
 // Names and tags.
 //
-// DigitalOcean droplets have no labels, only tags (names of letters,
-// digits, colons, dashes and underscores, up to 255 characters), and
-// droplet names need not be unique. So a contract's droplet is found by a
-// tag, the same ones the earlier Rust agent set (dc-agent/src/provisioner/
-// digitalocean.rs), so droplets it made are managed here too:
-//
-//   - "dc-agent" on every droplet the agent created; only such droplets are
-//     ever deleted, and reconcile lists this tag;
-//   - "dc-contract-<64 hex>" names the contract;
-//   - "dc-sshkey-<key id>" names the SSH key object the droplet was created
-//     with, so the key can be deleted with its last droplet (SSH key objects
-//     have no tags: the agent's own are the ones named "dc-key-...").
-//
-// The droplet name is "dc-" + the first 60 hex characters of the contract
-// id, a valid hostname (the earlier agent's 67-character names are found by
-// their tag all the same).
+// Droplets have no labels, only tags, and droplet names need not be unique.
+// A contract's droplet is found by its tags (cloudkit.TagManaged,
+// TagContractPrefix + contract id, TagKeyPrefix + SSH key id), the first
+// two as the earlier Rust agent set them, so droplets it made are managed
+// here too. The droplet name is "dc-" + the first 60 hex characters of the
+// contract id, a valid hostname (the earlier agent's 67-character names are
+// found by their tag all the same).
 const (
-	TagManaged        = "dc-agent"
-	TagContractPrefix = "dc-contract-"
-	TagKeyPrefix      = "dc-sshkey-"
+	TagManaged        = cloudkit.TagManaged
+	TagContractPrefix = cloudkit.TagContractPrefix
+	TagKeyPrefix      = cloudkit.TagKeyPrefix
 )
 
 // DropletName is the deterministic droplet name of a contract.
 func DropletName(contractID string) string { return cloudkit.HostName(contractID) }
 
-func contractTag(cid string) string { return TagContractPrefix + strings.ToLower(cid) }
+// ContractIDFromTags returns the contract a managed droplet belongs to ("" if none).
+func ContractIDFromTags(tags []string) string { return cloudkit.ContractIDFromTags(tags) }
 
-func keyTag(id int) string { return TagKeyPrefix + strconv.Itoa(id) }
+func contractTag(cid string) string { return cloudkit.ContractTag(cid) }
 
-// ContractIDFromTags returns the contract a managed droplet belongs to; ""
-// if the tags are not a managed droplet's or name no single valid contract
-// (tags can be changed by anyone with the token, so they are checked).
-func ContractIDFromTags(tags []string) string {
-	managed := false
-	id := ""
-	for _, t := range tags {
-		if t == TagManaged {
-			managed = true
-		}
-		if c, ok := strings.CutPrefix(t, TagContractPrefix); ok {
-			if !cloudkit.IsContractID(c) || (id != "" && id != c) {
-				return ""
-			}
-			id = c
-		}
-	}
-	if !managed {
-		return ""
-	}
-	return id
-}
+func keyTag(id int) string { return cloudkit.KeyTag(strconv.Itoa(id)) }
 
 // keyIDFromTags returns the SSH key object id a droplet was created with (0: none).
 func keyIDFromTags(tags []string) int {
-	for _, t := range tags {
-		if s, ok := strings.CutPrefix(t, TagKeyPrefix); ok {
-			if n, err := strconv.Atoi(s); err == nil && n > 0 {
-				return n
-			}
-		}
+	n, err := strconv.Atoi(cloudkit.KeyIDFromTags(tags))
+	if err != nil || n <= 0 {
+		return 0
 	}
-	return 0
+	return n
 }
 
-func hasTag(tags []string, tag string) bool {
-	for _, t := range tags {
-		if t == tag {
-			return true
-		}
-	}
-	return false
-}
+func hasTag(tags []string, tag string) bool { return cloudkit.HasTag(tags, tag) }

@@ -262,3 +262,23 @@ func FuzzChooseRegion(f *testing.F) {
 		}
 	})
 }
+
+// Tags come back from the API and can be edited by anyone with the token.
+func FuzzContractIDFromTags(f *testing.F) {
+	f.Add("dc-agent", "dc-contract-"+strings.Repeat("a", 64), "dc-sshkey-12")
+	f.Add("dc-agent", "dc-contract-ABC", "")
+	f.Add("x", "dc-contract-"+strings.Repeat("b", 64), "dc-contract-"+strings.Repeat("c", 64))
+	f.Fuzz(func(t *testing.T, a, b, c string) {
+		tags := []string{a, b, c}
+		id := ContractIDFromTags(tags)
+		if id == "" {
+			return
+		}
+		if !IsContractID(id) || !HasTag(tags, TagManaged) || !HasTag(tags, ContractTag(id)) {
+			t.Fatalf("accepted %q from %q", id, tags)
+		}
+		if k := KeyIDFromTags(tags); k != "" && !HasTag(tags, KeyTag(k)) {
+			t.Fatalf("key id %q not from %q", k, tags)
+		}
+	})
+}

@@ -114,7 +114,15 @@ func (t *Transport) gate(ctx context.Context) error {
 		}
 	}
 	if t.Limiter != nil {
-		return t.Limiter.Wait(ctx)
+		if err := t.Limiter.Wait(ctx); err != nil {
+			if _, ok := ctx.Deadline(); ok && ctx.Err() == nil {
+				// "would exceed context deadline": the request cannot be
+				// made in time, which is what the deadline says.
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			return err
+		}
 	}
 	return nil
 }

@@ -1,0 +1,132 @@
+package vultr
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/vultr/govultr/v3"
+
+	"github.com/decent-stuff/dc-agent/provisioners"
+	"github.com/decent-stuff/dc-agent/provisioners/internal/cloudkit"
+)
+
+// builtinCities maps datacenter cities (as offerings name them) to Vultr
+// regions; [provisioner.vultr.regions] entries take precedence.
+var builtinCities = map[string]string{
+	"new jersey":     "ewr",
+	"new york":       "ewr",
+	"chicago":        "ord",
+	"dallas":         "dfw",
+	"seattle":        "sea",
+	"los angeles":    "lax",
+	"atlanta":        "atl",
+	"miami":          "mia",
+	"silicon valley": "sjc",
+	"toronto":        "yto",
+	"amsterdam":      "ams",
+	"london":         "lhr",
+	"frankfurt":      "fra",
+	"paris":          "cdg",
+	"warsaw":         "waw",
+	"madrid":         "mad",
+	"stockholm":      "sto",
+	"tokyo":          "nrt",
+	"osaka":          "itm",
+	"seoul":          "icn",
+	"singapore":      "sgp",
+	"mumbai":         "bom",
+	"sydney":         "syd",
+	"melbourne":      "mel",
+	"são paulo":      "sao",
+	"sao paulo":      "sao",
+}
+
+func chooseRegion(req provisioners.Request, table map[string]string, def string) (region, why string) {
+	return cloudkit.ChooseRegion(req, "region", table, builtinCities, def)
+}
+
+// need is what an offering asks for.
+type need struct {
+	cores  int
+	memMB  int64
+	diskGB int64
+}
+
+func (n need) String() string {
+	return fmt.Sprintf("%d vCPUs, %d MB memory, %d GB disk", n.cores, n.memMB, n.diskGB)
+}
+
+func (n need) fits(p govultr.Plan) bool {
+	return p.GPUType == "" && p.VCPUCount >= n.cores && int64(p.RAM) >= n.memMB && int64(p.Disk) >= n.diskGB
+}
+
+func offeredIn(p govultr.Plan, region string) bool {
+	for _, l := range p.Locations {
+		if l == region {
+			return true
+		}
+	}
+	return false
+}
+
+// pickPlan returns the cheapest plan (then least memory, vCPUs, disk; then
+// by id) that fits n, is offered in region and in stock there (inStock).
+// Fitting plans offered there but out of stock make a retryable error, no
+// fitting plan offered there a permanent one.
+func pickPlan(plans []govultr.Plan, inStock map[string]bool, n need, planType, region string) (govultr.Plan, error) {
+	var fit []govultr.Plan
+	var sold []string
+	for _, p := range plans {
+		if p.Type != planType || !n.fits(p) || !offeredIn(p, region) {
+			continue
+		}
+		if inStock[p.ID] {
+			fit = append(fit, p)
+		} else {
+			sold = append(sold, p.ID)
+		}
+	}
+	if len(fit) == 0 {
+		if len(sold) > 0 {
+			return govultr.Plan{}, provisioners.Retryable(fmt.Errorf("no plan for %s is in stock in region %s right now (fitting but sold out: %s); Vultr capacity, will retry",
+				n, region, strings.Join(sold, ", ")))
+		}
+		return govultr.Plan{}, provisioners.Permanent(fmt.Errorf("no Vultr %s plan offered in region %s fits %s; map the offering to a plan in [provisioner.vultr.plans], choose another plan_type, or change the offering", planType, region, n))
+	}
+	sort.SliceStable(fit, func(i, j int) bool {
+		a, b := fit[i], fit[j]
+		switch {
+		case a.MonthlyCost != b.MonthlyCost:
+			return a.MonthlyCost < b.MonthlyCost
+		case a.RAM != b.RAM:
+			return a.RAM < b.RAM
+		case a.VCPUCount != b.VCPUCount:
+			return a.VCPUCount < b.VCPUCount
+		case a.Disk != b.Disk:
+			return a.Disk < b.Disk
+		}
+		return a.ID < b.ID
+	})
+	return fit[0], nil
+}
+
+// checkNamedPlan validates an explicitly chosen plan for region.
+func checkNamedPlan(plans []govultr.Plan, inStock map[string]bool, id, from, region string) (govultr.Plan, error) {
+	names := make([]string, 0, len(plans))
+	for _, p := range plans {
+		names = append(names, p.ID)
+		if p.ID != id {
+			continue
+		}
+		switch {
+		case !offeredIn(p, region):
+			return govultr.Plan{}, provisioners.Permanent(fmt.Errorf("plan %s (from %s) is not offered in region %s (it is in: %s); choose another plan or region", id, from, region, strings.Join(p.Locations, ", ")))
+		case !inStock[p.ID]:
+			return govultr.Plan{}, provisioners.Retryable(fmt.Errorf("plan %s (from %s) is sold out in region %s right now; will retry, or map the offering to another plan or region", id, from, region))
+		}
+		return p, nil
+	}
+	sort.Strings(names)
+	return govultr.Plan{}, provisioners.Permanent(fmt.Errorf("plan %q (from %s) does not exist on Vultr; valid plans: %s", id, from, strings.Join(names, ", ")))
+}

@@ -1,0 +1,881 @@
+// Package vultr provisions contracts as Vultr cloud compute instances
+// through govultr: the offering picks a plan (or the cheapest in stock that
+// fits), the datacenter city a region; the requester's SSH key is uploaded
+// (or reused) as a key object; instances carry the contract id in tags (see
+// naming.go) so that a restarted agent finds them again.
+package vultr
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vultr/govultr/v3"
+	"golang.org/x/time/rate"
+
+	"github.com/decent-stuff/dc-agent/config"
+	"github.com/decent-stuff/dc-agent/internal/buildinfo"
+	"github.com/decent-stuff/dc-agent/provisioners"
+	"github.com/decent-stuff/dc-agent/provisioners/internal/cloudkit"
+)
+
+// Type is the registry name.
+const Type = config.TypeVultr
+
+// maxUserData is the limit on (decoded) user_data.
+const maxUserData = 64 * 1024
+
+// DefaultEndpoint is the Vultr API.
+const DefaultEndpoint = "https://api.vultr.com"
+
+// Options tune the HTTP client; zero values are production defaults. The
+// waits (action timeout, poll interval) and the request pace come from the
+// config section.
+type Options struct {
+	// MaxRetries of a request answered 429 (or a GET answered 502/503/504)
+	// (default 4).
+	MaxRetries int
+	// MaxRateLimitWait caps one wait before a retry (default 1 min).
+	MaxRateLimitWait time.Duration
+	// BackoffMin is the first retry backoff (default 1s; Vultr sends no
+	// Retry-After, and asks for exponential backoff).
+	BackoffMin time.Duration
+	// HTTPClient is the base client (its Transport is wrapped).
+	HTTPClient *http.Client
+	Now        func() time.Time
+	Logger     *slog.Logger
+}
+
+// TestOptions are Options for tests and benchmarks against the simulator.
+func TestOptions() Options {
+	return Options{MaxRetries: 3, MaxRateLimitWait: 50 * time.Millisecond, BackoffMin: time.Millisecond}
+}
+
+// Provisioner is the Vultr backend.
+type Provisioner struct {
+	cfg     config.VultrConfig
+	c       *govultr.Client
+	log     *slog.Logger
+	now     func() time.Time
+	poll    time.Duration
+	timeout time.Duration
+
+	keyMu  sync.Mutex
+	starts cloudkit.Starts
+}
+
+// NewFactory returns a registry factory using opts.
+func NewFactory(opts Options) provisioners.Factory {
+	return func(pc config.ProvisionerConfig, deps provisioners.Deps) (provisioners.Provisioner, error) {
+		if pc.Vultr == nil {
+			return nil, errors.New("[provisioner.vultr] section is missing")
+		}
+		token, err := cloudkit.Token(deps, pc.Vultr.APITokenFile, "", "vultr api_token_file")
+		if err != nil {
+			return nil, err
+		}
+		if opts.Logger == nil {
+			opts.Logger = deps.Logger
+		}
+		return New(*pc.Vultr, token, opts)
+	}
+}
+
+// Factory is the production factory.
+var Factory = NewFactory(Options{})
+
+// Register adds the production factory to r.
+func Register(r *provisioners.Registry) { r.Register(Type, Factory) }
+
+// New builds the backend from its config section and the API key.
+func New(cfg config.VultrConfig, token string, opts Options) (*Provisioner, error) {
+	token, err := cloudkit.CheckToken(token, "Vultr", "put the API key (Account > API, with access from this host's address allowed) in api_token_file")
+	if err != nil {
+		return nil, err
+	}
+	if cfg.DefaultRegion == "" {
+		cfg.DefaultRegion = config.DefaultVultrRegion
+	}
+	if cfg.DefaultOSID == 0 {
+		cfg.DefaultOSID = config.DefaultVultrOSID
+	}
+	if cfg.PlanType == "" {
+		cfg.PlanType = config.DefaultVultrPlanType
+	}
+	if cfg.ActionTimeoutSeconds <= 0 {
+		cfg.ActionTimeoutSeconds = config.DefaultCloudActionTimeout
+	}
+	if cfg.PollIntervalMs <= 0 {
+		cfg.PollIntervalMs = config.DefaultCloudPollIntervalMs
+	}
+	if cfg.RequestsPerSecond <= 0 {
+		cfg.RequestsPerSecond = config.DefaultVultrRequestsPerSecond
+	}
+	if opts.MaxRetries == 0 {
+		opts.MaxRetries = 4
+	}
+	if opts.MaxRateLimitWait <= 0 {
+		opts.MaxRateLimitWait = time.Minute
+	}
+	if opts.BackoffMin <= 0 {
+		opts.BackoffMin = time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	base := opts.HTTPClient
+	if base == nil {
+		base = &http.Client{Timeout: 60 * time.Second}
+	}
+	hc := *base
+	hc.Transport = &cloudkit.Transport{Base: base.Transport, Token: token, Retries: opts.MaxRetries, MaxWait: opts.MaxRateLimitWait,
+		BackoffMin: opts.BackoffMin, Now: opts.Now, Limiter: rate.NewLimiter(rate.Limit(cfg.RequestsPerSecond), cfg.RequestsPerSecond)}
+	c := govultr.NewClient(&hc)
+	// Retries are the transport's: govultr's own would repeat a POST that
+	// failed with a 5xx, and a create may have happened.
+	c.SetRetryLimit(0)
+	c.SetUserAgent("dc-agent/" + buildinfo.Version)
+	endpoint := cfg.Endpoint
+	if endpoint == "" {
+		endpoint = DefaultEndpoint
+	}
+	if err := c.SetBaseURL(endpoint); err != nil {
+		return nil, fmt.Errorf("vultr endpoint %q: %w", endpoint, err)
+	}
+	return &Provisioner{
+		cfg: cfg, c: c, log: opts.Logger.With("provisioner", Type), now: opts.Now,
+		poll:    time.Duration(cfg.PollIntervalMs) * time.Millisecond,
+		timeout: time.Duration(cfg.ActionTimeoutSeconds) * time.Second,
+	}, nil
+}
+
+// Type implements provisioners.Provisioner.
+func (p *Provisioner) Type() string { return Type }
+
+// Features implements provisioners.Provisioner.
+func (p *Provisioner) Features() provisioners.Features {
+	return provisioners.Features{Terminate: true, List: true, Health: true, GetByID: true, Pause: true}
+}
+
+// apiError is an API error with its HTTP status (govultr's errors are
+// plain strings; the transport records the status).
+type apiError struct {
+	status int
+	msg    string
+}
+
+func (e *apiError) Error() string { return fmt.Sprintf("Vultr API error %d: %s", e.status, e.msg) }
+
+// call runs one API call and gives its error the HTTP status.
+func call(ctx context.Context, f func(ctx context.Context) error) error {
+	ctx, st := cloudkit.WithStatus(ctx)
+	err := f(ctx)
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		// govultr turns errors into strings: keep the deadline findable.
+		return fmt.Errorf("%w (%s)", ctx.Err(), err)
+	case st.Code() < 400:
+		return err
+	}
+	return &apiError{status: st.Code(), msg: apiMessage(err.Error())}
+}
+
+// apiMessage extracts the API's message from a govultr error: "error
+// returned from api : <msg>", or "gave up after N attempts, last error:
+// \"{\"error\":\"<msg>\",...}\"".
+func apiMessage(s string) string {
+	if m, ok := strings.CutPrefix(s, "error returned from api : "); ok {
+		return m
+	}
+	if i := strings.Index(s, `\"error\":\"`); i >= 0 {
+		m := s[i+len(`\"error\":\"`):]
+		if j := strings.Index(m, `\"`); j >= 0 {
+			return m[:j]
+		}
+	}
+	return s
+}
+
+func statusOf(err error) int {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae.status
+	}
+	return 0
+}
+
+func isNotFound(err error) bool { return statusOf(err) == http.StatusNotFound }
+
+// errReplace: an instance found for the contract cannot be taken over (its
+// root password died with the crashed attempt, or its install failed); it
+// is removed and a new one created in the same call.
+var errReplace = errors.New("replace the instance")
+
+// Provision implements provisioners.Provisioner.
+func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (provisioners.Instance, error) {
+	cid, err := cloudkit.ContractID(req.ContractID)
+	if err != nil {
+		return provisioners.Instance{}, err
+	}
+	req.ContractID = cid
+	access, err := cloudkit.RequestAccess(req)
+	if err != nil {
+		return provisioners.Instance{}, err
+	}
+
+	req.Step("looking for an existing instance")
+	existing, err := p.findInstance(ctx, cid)
+	if err != nil {
+		return provisioners.Instance{}, p.classify("look up the contract's instance", err)
+	}
+	if existing != nil {
+		p.log.Info("found existing instance for contract, resuming it", "contract", cid, "instance", existing.ID, "status", existing.Status)
+		inst, err := p.resume(ctx, req, access, existing)
+		if !errors.Is(err, errReplace) {
+			return inst, err
+		}
+		p.log.Info("replacing the instance of an interrupted attempt", "contract", cid, "instance", existing.ID, "why", err)
+		req.Step("removing the instance of an interrupted attempt")
+		if err := p.destroy(ctx, existing); err != nil {
+			return provisioners.Instance{}, err
+		}
+	}
+	label := InstanceLabel(cid)
+	if err := p.refuseForeign(ctx, label); err != nil {
+		return provisioners.Instance{}, err
+	}
+
+	region, why := chooseRegion(req, p.cfg.Regions, p.cfg.DefaultRegion)
+	req.Step("choosing a plan in " + region)
+	plan, err := p.choosePlan(ctx, req, region)
+	if err != nil {
+		return provisioners.Instance{}, err
+	}
+	osID, err := configInt(req, "os_id", p.cfg.DefaultOSID)
+	if err != nil {
+		return provisioners.Instance{}, err
+	}
+	userData, err := cloudkit.UserData{Provider: "Vultr", MaxBytes: maxUserData, HasKey: access.HasKey()}.CloudConfig(req)
+	if err != nil {
+		return provisioners.Instance{}, err
+	}
+	p.log.Info("creating instance", "contract", cid, "plan", plan.ID, "region", region, "region_from", why, "os_id", osID)
+
+	yes, no := true, false
+	create := &govultr.InstanceCreateReq{
+		Region: region, Plan: plan.ID, OsID: osID, Label: label, Hostname: label, EnableIPv6: &yes, ActivationEmail: &no,
+		Backups: "disabled", UserData: base64.StdEncoding.EncodeToString([]byte(userData)), Tags: []string{TagManaged, cloudkit.ContractTag(cid)},
+	}
+	p.keyMu.Lock()
+	var key *govultr.SSHKey
+	if access.HasKey() {
+		req.Step("uploading the SSH key")
+		key, err = p.ensureKey(ctx, access)
+		if err != nil {
+			p.keyMu.Unlock()
+			return provisioners.Instance{}, err
+		}
+		create.SSHKeys = []string{key.ID}
+		create.Tags = append(create.Tags, cloudkit.KeyTag(key.ID))
+	}
+	req.Step("creating instance " + label)
+	var in *govultr.Instance
+	err = call(ctx, func(ctx context.Context) (err error) {
+		in, _, err = p.c.Instance.Create(ctx, create)
+		return err
+	})
+	p.keyMu.Unlock()
+	if err != nil {
+		if key != nil {
+			p.releaseKey(context.WithoutCancel(ctx), key.ID)
+		}
+		return provisioners.Instance{}, p.classify(fmt.Sprintf("create instance (plan %s, region %s, os %d)", plan.ID, region, osID), err)
+	}
+	password := in.DefaultPassword // shown only in this response
+
+	req.Step("waiting for the instance to install and boot")
+	ready, err := p.waitReady(ctx, in.ID)
+	if err != nil {
+		p.cleanup(ctx, in)
+		return provisioners.Instance{}, p.classify("create and start instance "+label, err)
+	}
+	p.starts.Mark(ready.ID, p.now())
+	inst := instanceFromVultr(ready)
+	if !access.HasKey() {
+		inst.RootPassword = password
+	}
+	return inst, nil
+}
+
+// configInt reads an integer setting of the offering (JSON numbers arrive
+// as float64; a string of digits is accepted).
+func configInt(req provisioners.Request, key string, def int) (int, error) {
+	v, ok := req.Config[key]
+	if !ok {
+		return def, nil
+	}
+	switch x := v.(type) {
+	case float64:
+		if x == float64(int(x)) && x > 0 {
+			return int(x), nil
+		}
+	case int:
+		if x > 0 {
+			return x, nil
+		}
+	case string:
+		if n, err := strconv.Atoi(x); err == nil && n > 0 {
+			return n, nil
+		}
+	}
+	return 0, provisioners.Permanent(fmt.Errorf("the offering's %s %v is not an operating system id (a positive whole number, e.g. %d)", key, v, config.DefaultVultrOSID))
+}
+
+// choosePlan picks the plan: the offering's "plan" setting, the plans
+// table, else the cheapest plan of plan_type in stock that fits.
+func (p *Provisioner) choosePlan(ctx context.Context, req provisioners.Request, region string) (govultr.Plan, error) {
+	plans, err := p.allPlans(ctx)
+	if err != nil {
+		return govultr.Plan{}, p.classify("list plans", err)
+	}
+	var avail *govultr.PlanAvailability
+	err = call(ctx, func(ctx context.Context) (err error) {
+		avail, _, err = p.c.Region.Availability(ctx, region, "")
+		return err
+	})
+	if isNotFound(err) || statusOf(err) == http.StatusBadRequest {
+		return govultr.Plan{}, provisioners.Permanent(fmt.Errorf("region %q is not a Vultr region (%v); set a region id such as %q", region, err, config.DefaultVultrRegion))
+	}
+	if err != nil {
+		return govultr.Plan{}, p.classify("list plans in stock in "+region, err)
+	}
+	inStock := map[string]bool{}
+	for _, id := range avail.AvailablePlans {
+		inStock[id] = true
+	}
+	if id := req.ConfigString("plan", ""); id != "" {
+		return checkNamedPlan(plans, inStock, id, "the offering's plan setting", region)
+	}
+	if id := p.cfg.Plans[req.OfferingID]; id != "" {
+		return checkNamedPlan(plans, inStock, id, "plans table entry for offering "+strconv.Quote(req.OfferingID), region)
+	}
+	return pickPlan(plans, inStock, need{cores: max(req.CPUCores, 1), memMB: req.MemoryMB, diskGB: req.StorageGB}, p.cfg.PlanType, region)
+}
+
+// resume brings an instance found for the contract to running.
+// errReplace: it cannot be used; another error: it was removed.
+func (p *Provisioner) resume(ctx context.Context, req provisioners.Request, access cloudkit.Access, in *govultr.Instance) (provisioners.Instance, error) {
+	if !access.HasKey() || cloudkit.KeyIDFromTags(in.Tags) == "" {
+		// Vultr shows the root password only in the create response.
+		return provisioners.Instance{}, fmt.Errorf("%w: its root password or SSH key cannot be recovered", errReplace)
+	}
+	if in.PowerStatus == "stopped" {
+		req.Step("starting the existing instance")
+		err := call(ctx, func(ctx context.Context) error { return p.c.Instance.Start(ctx, in.ID) })
+		if err == nil {
+			err = p.waitPower(ctx, in.ID, "running")
+		}
+		if err != nil {
+			p.cleanup(ctx, in)
+			return provisioners.Instance{}, p.classify("start instance "+in.Label, err)
+		}
+	}
+	req.Step("waiting for the existing instance to run")
+	ready, err := p.waitReady(ctx, in.ID)
+	var stopped *stoppedError
+	if errors.As(err, &stopped) {
+		return provisioners.Instance{}, fmt.Errorf("%w: %v", errReplace, err)
+	}
+	if err != nil {
+		p.cleanup(ctx, in)
+		return provisioners.Instance{}, p.classify("start instance "+in.Label, err)
+	}
+	if _, ok := p.starts.Get(ready.ID); !ok {
+		p.starts.Mark(ready.ID, p.startedAt(ready))
+	}
+	return instanceFromVultr(ready), nil
+}
+
+// refuseForeign fails if an instance the agent did not tag for the
+// contract holds its label: it is never adopted.
+func (p *Provisioner) refuseForeign(ctx context.Context, label string) error {
+	list, err := p.allInstances(ctx, &govultr.ListOptions{Label: label})
+	if err != nil {
+		return p.classify("look up instances labelled "+label, err)
+	}
+	for _, in := range list {
+		if in.Label == label {
+			return provisioners.Permanent(fmt.Errorf("instance %s is labelled %s but is not tagged %s and %s, so dc-agent did not create it for this contract; relabel or delete it", in.ID, in.Label, TagManaged, TagContractPrefix+"<contract id>"))
+		}
+	}
+	return nil
+}
+
+// stoppedError: an instance halted while it should be installing or
+// starting (Vultr's sign of a failed install or start).
+type stoppedError struct{ label string }
+
+func (e *stoppedError) Error() string {
+	return fmt.Sprintf("instance %s stopped while installing or starting", e.label)
+}
+
+// waitReady polls an instance until it is active, running, done booting
+// (server_status "ok") and has its public addresses, within the action
+// timeout. A halt while waiting means the install or start failed.
+func (p *Provisioner) waitReady(ctx context.Context, id string) (*govultr.Instance, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	var last *govultr.Instance
+	stuck := func(err error) error {
+		if last == nil {
+			return fmt.Errorf("waiting for instance %s to start: %w", id, err)
+		}
+		what := "to install and boot"
+		if last.ServerStatus == "ok" {
+			what = "for its public address"
+		}
+		return fmt.Errorf("waiting for instance %s %s (status %s, power %s, server %s): %w", last.Label, what, last.Status, last.PowerStatus, last.ServerStatus, err)
+	}
+	for {
+		var in *govultr.Instance
+		err := call(ctx, func(ctx context.Context) (err error) {
+			in, _, err = p.c.Instance.Get(ctx, id)
+			return err
+		})
+		if isNotFound(err) {
+			return nil, provisioners.Retryable(fmt.Errorf("instance %s disappeared while waiting for it to run", id))
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, stuck(err)
+			}
+			return nil, err
+		}
+		last = in
+		switch {
+		case ready(in):
+			return in, nil
+		case in.PowerStatus == "stopped" && in.ServerStatus != "installingbooting":
+			return nil, &stoppedError{label: in.Label}
+		}
+		if err := cloudkit.Sleep(ctx, p.poll); err != nil {
+			return nil, stuck(err)
+		}
+	}
+}
+
+func ready(in *govultr.Instance) bool {
+	return in.Status == "active" && in.PowerStatus == "running" && in.ServerStatus == "ok" &&
+		in.MainIP != "" && in.MainIP != "0.0.0.0" && (in.V6MainIP != "" || !cloudkit.HasTag(in.Features, "ipv6"))
+}
+
+// ensureKey returns the key object for the requester's key: an existing one
+// holding the same key (the agent's or the provider's), else a new one
+// named dc-key-... Callers hold keyMu.
+func (p *Provisioner) ensureKey(ctx context.Context, a cloudkit.Access) (*govultr.SSHKey, error) {
+	keys, err := p.allKeys(ctx)
+	if err != nil {
+		return nil, p.classify("list SSH keys", err)
+	}
+	for i := range keys {
+		if cloudkit.SameKey(keys[i].SSHKey, a.Line) {
+			return &keys[i], nil
+		}
+	}
+	var k *govultr.SSHKey
+	err = call(ctx, func(ctx context.Context) (err error) {
+		k, _, err = p.c.SSHKey.Create(ctx, &govultr.SSHKeyReq{Name: cloudkit.KeyName(a.Key), SSHKey: a.Line})
+		return err
+	})
+	if err != nil {
+		return nil, p.classify("upload SSH key", err)
+	}
+	return k, nil
+}
+
+// releaseKey deletes an SSH key object the agent uploaded (named dc-key-...)
+// once no instance is tagged with it. Failures are logged.
+func (p *Provisioner) releaseKey(ctx context.Context, keyID string) {
+	p.keyMu.Lock()
+	defer p.keyMu.Unlock()
+	var users []govultr.Instance
+	err := call(ctx, func(ctx context.Context) (err error) {
+		users, _, _, err = p.c.Instance.List(ctx, &govultr.ListOptions{Tag: cloudkit.KeyTag(keyID), PerPage: 1})
+		return err
+	})
+	if err != nil {
+		p.log.Warn("could not check whether the SSH key is still used; keeping it", "key", keyID, "err", err)
+		return
+	}
+	if len(users) > 0 {
+		return
+	}
+	var k *govultr.SSHKey
+	err = call(ctx, func(ctx context.Context) (err error) {
+		k, _, err = p.c.SSHKey.Get(ctx, keyID)
+		return err
+	})
+	if err != nil || !strings.HasPrefix(k.Name, cloudkit.KeyNamePrefix) {
+		return
+	}
+	if err := call(ctx, func(ctx context.Context) error { return p.c.SSHKey.Delete(ctx, keyID) }); err != nil && !isNotFound(err) {
+		p.log.Warn("could not delete unused SSH key", "key", keyID, "err", err)
+	}
+}
+
+// cleanup removes an instance of a failed provision, even if ctx is done.
+func (p *Provisioner) cleanup(ctx context.Context, in *govultr.Instance) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
+	defer cancel()
+	if err := p.destroy(ctx, in); err != nil {
+		p.log.Error("could not remove the instance of a failed provision; reconcile will report it", "instance", in.ID, "label", in.Label, "err", err)
+	}
+}
+
+// destroy deletes an instance, waits for it to be gone and releases its key.
+func (p *Provisioner) destroy(ctx context.Context, in *govultr.Instance) error {
+	if err := call(ctx, func(ctx context.Context) error { return p.c.Instance.Delete(ctx, in.ID) }); err != nil && !isNotFound(err) {
+		return p.classify("delete instance "+in.ID, err)
+	}
+	if err := p.waitGone(ctx, in.ID); err != nil {
+		return p.classify("delete instance "+in.ID, err)
+	}
+	p.starts.Forget(in.ID)
+	if id := cloudkit.KeyIDFromTags(in.Tags); id != "" {
+		p.releaseKey(ctx, id)
+	}
+	return nil
+}
+
+func (p *Provisioner) waitGone(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	for {
+		err := call(ctx, func(ctx context.Context) error {
+			_, _, err := p.c.Instance.Get(ctx, id)
+			return err
+		})
+		if isNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := cloudkit.Sleep(ctx, p.poll); err != nil {
+			return fmt.Errorf("instance %s is still being deleted: %w", id, err)
+		}
+	}
+}
+
+// managed returns an instance by id, refusing one the agent did not create
+// (nil, nil: gone).
+func (p *Provisioner) managed(ctx context.Context, externalID, what string) (*govultr.Instance, error) {
+	id := strings.TrimSpace(externalID)
+	if id == "" || strings.ContainsAny(id, "/?#% ") {
+		return nil, provisioners.Permanent(fmt.Errorf("%q is not a Vultr instance id", externalID))
+	}
+	var in *govultr.Instance
+	err := call(ctx, func(ctx context.Context) (err error) {
+		in, _, err = p.c.Instance.Get(ctx, id)
+		return err
+	})
+	if isNotFound(err) {
+		p.starts.Forget(id)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, p.classify("look up instance "+id, err)
+	}
+	if !cloudkit.HasTag(in.Tags, TagManaged) {
+		return nil, provisioners.Permanent(fmt.Errorf("instance %s (%s) is not tagged %s, so dc-agent did not create it; refusing to %s it", id, in.Label, TagManaged, what))
+	}
+	return in, nil
+}
+
+// Terminate implements provisioners.Provisioner.
+func (p *Provisioner) Terminate(ctx context.Context, externalID string) error {
+	in, err := p.managed(ctx, externalID, "delete")
+	if err != nil || in == nil {
+		return err
+	}
+	return p.destroy(ctx, in)
+}
+
+// Pause implements provisioners.Pauser: halt (power off), disks kept.
+func (p *Provisioner) Pause(ctx context.Context, externalID string) error {
+	in, err := p.managed(ctx, externalID, "halt")
+	if err != nil {
+		return err
+	}
+	if in == nil {
+		return provisioners.Permanent(fmt.Errorf("instance %s no longer exists", externalID))
+	}
+	p.starts.Forget(in.ID)
+	if in.PowerStatus == "stopped" {
+		return nil
+	}
+	if err := call(ctx, func(ctx context.Context) error { return p.c.Instance.Halt(ctx, in.ID) }); err != nil {
+		return p.classify("halt instance "+in.Label, err)
+	}
+	if err := p.waitPower(ctx, in.ID, "stopped"); err != nil {
+		return p.classify("halt instance "+in.Label, err)
+	}
+	return nil
+}
+
+// Resume implements provisioners.Pauser: start and wait until it runs.
+func (p *Provisioner) Resume(ctx context.Context, externalID string) error {
+	in, err := p.managed(ctx, externalID, "start")
+	if err != nil {
+		return err
+	}
+	if in == nil {
+		return provisioners.Permanent(fmt.Errorf("instance %s no longer exists", externalID))
+	}
+	if in.PowerStatus != "running" {
+		if err := call(ctx, func(ctx context.Context) error { return p.c.Instance.Start(ctx, in.ID) }); err != nil {
+			return p.classify("start instance "+in.Label, err)
+		}
+		if err := p.waitPower(ctx, in.ID, "running"); err != nil {
+			return p.classify("start instance "+in.Label, err)
+		}
+		p.starts.Mark(in.ID, p.now())
+	}
+	if _, err := p.waitReady(ctx, in.ID); err != nil {
+		return p.classify("start instance "+in.Label, err)
+	}
+	return nil
+}
+
+// waitPower polls until an instance's power_status is want.
+func (p *Provisioner) waitPower(ctx context.Context, id, want string) error {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	for {
+		var in *govultr.Instance
+		err := call(ctx, func(ctx context.Context) (err error) {
+			in, _, err = p.c.Instance.Get(ctx, id)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if in.PowerStatus == want {
+			return nil
+		}
+		if err := cloudkit.Sleep(ctx, p.poll); err != nil {
+			return fmt.Errorf("instance %s is still %s: %w", in.Label, in.PowerStatus, err)
+		}
+	}
+}
+
+// HealthCheck implements provisioners.Provisioner.
+func (p *Provisioner) HealthCheck(ctx context.Context, externalID string) (provisioners.Health, error) {
+	id := strings.TrimSpace(externalID)
+	var in *govultr.Instance
+	err := call(ctx, func(ctx context.Context) (err error) {
+		in, _, err = p.c.Instance.Get(ctx, id)
+		return err
+	})
+	if isNotFound(err) {
+		p.starts.Forget(id)
+		return provisioners.Health{Status: provisioners.Unhealthy, Reason: fmt.Sprintf("instance %s no longer exists", id)}, nil
+	}
+	if err != nil {
+		return provisioners.Health{Status: provisioners.Unknown, Reason: err.Error()}, p.classify("read instance "+id, err)
+	}
+	switch {
+	case in.PowerStatus == "stopped":
+		p.starts.Forget(id)
+		return provisioners.Health{Status: provisioners.Unhealthy, Reason: "instance is stopped"}, nil
+	case in.Status == "suspended":
+		return provisioners.Health{Status: provisioners.Unhealthy, Reason: "instance is suspended (Vultr account)"}, nil
+	case in.Status == "active" && in.ServerStatus == "ok":
+		since, ok := p.starts.Get(id)
+		if !ok {
+			since = p.startedAt(in)
+			p.starts.Mark(id, since)
+		}
+		return provisioners.Health{Status: provisioners.Healthy, UptimeSeconds: int64(max(0, p.now().Sub(since).Seconds()))}, nil
+	default:
+		return provisioners.Health{Status: provisioners.Unknown, Reason: fmt.Sprintf("instance is %s (server %s)", in.Status, in.ServerStatus)}, nil
+	}
+}
+
+// startedAt is a running instance's creation time: Vultr reports neither
+// uptime nor start events, so an instance first seen running counts from
+// there.
+func (p *Provisioner) startedAt(in *govultr.Instance) time.Time {
+	if t, err := time.Parse(time.RFC3339, in.DateCreated); err == nil {
+		return t
+	}
+	return p.now()
+}
+
+// GetInstance implements provisioners.Provisioner.
+func (p *Provisioner) GetInstance(ctx context.Context, contractID string) (*provisioners.Instance, error) {
+	cid, err := cloudkit.ContractID(contractID)
+	if err != nil {
+		return nil, err
+	}
+	in, err := p.findInstance(ctx, cid)
+	if err != nil {
+		return nil, p.classify("look up the contract's instance", err)
+	}
+	if in == nil {
+		return nil, nil
+	}
+	inst := instanceFromVultr(in)
+	return &inst, nil
+}
+
+// findInstance returns the contract's instance (nil if none); of several
+// (never made by the agent) the first created.
+func (p *Provisioner) findInstance(ctx context.Context, cid string) (*govultr.Instance, error) {
+	list, err := p.allInstances(ctx, &govultr.ListOptions{Tag: cloudkit.ContractTag(cid)})
+	if err != nil {
+		return nil, err
+	}
+	var best *govultr.Instance
+	for i := range list {
+		if cloudkit.ContractIDFromTags(list[i].Tags) != cid {
+			continue
+		}
+		if best == nil || list[i].DateCreated < best.DateCreated {
+			best = &list[i]
+		}
+	}
+	return best, nil
+}
+
+// List implements provisioners.Provisioner: every instance tagged dc-agent.
+func (p *Provisioner) List(ctx context.Context) ([]provisioners.Instance, error) {
+	list, err := p.allInstances(ctx, &govultr.ListOptions{Tag: TagManaged})
+	if err != nil {
+		return nil, p.classify("list instances", err)
+	}
+	out := make([]provisioners.Instance, 0, len(list))
+	for i := range list {
+		inst := instanceFromVultr(&list[i])
+		if inst.ContractID == "" {
+			p.log.Warn("managed instance has no valid contract tag; skipping it", "instance", list[i].ID, "label", list[i].Label)
+			continue
+		}
+		out = append(out, inst)
+	}
+	return out, nil
+}
+
+// pages collects every page of a cursor-paginated list call.
+func pages[T any](ctx context.Context, opt govultr.ListOptions, list func(context.Context, *govultr.ListOptions) ([]T, *govultr.Meta, error)) ([]T, error) {
+	var out []T
+	opt.PerPage = 500
+	for range 1000 {
+		var items []T
+		var meta *govultr.Meta
+		o := opt
+		err := call(ctx, func(ctx context.Context) (err error) {
+			items, meta, err = list(ctx, &o)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, items...)
+		if meta == nil || meta.Links == nil || meta.Links.Next == "" || meta.Links.Next == opt.Cursor {
+			return out, nil
+		}
+		opt.Cursor = meta.Links.Next
+	}
+	return nil, errors.New("the API returned more than 1000 pages")
+}
+
+func (p *Provisioner) allInstances(ctx context.Context, opt *govultr.ListOptions) ([]govultr.Instance, error) {
+	return pages(ctx, *opt, func(ctx context.Context, o *govultr.ListOptions) ([]govultr.Instance, *govultr.Meta, error) {
+		l, m, _, err := p.c.Instance.List(ctx, o)
+		return l, m, err
+	})
+}
+
+func (p *Provisioner) allKeys(ctx context.Context) ([]govultr.SSHKey, error) {
+	return pages(ctx, govultr.ListOptions{}, func(ctx context.Context, o *govultr.ListOptions) ([]govultr.SSHKey, *govultr.Meta, error) {
+		l, m, _, err := p.c.SSHKey.List(ctx, o)
+		return l, m, err
+	})
+}
+
+func (p *Provisioner) allPlans(ctx context.Context) ([]govultr.Plan, error) {
+	return pages(ctx, govultr.ListOptions{}, func(ctx context.Context, o *govultr.ListOptions) ([]govultr.Plan, *govultr.Meta, error) {
+		l, m, _, err := p.c.Plan.List(ctx, "", o)
+		return l, m, err
+	})
+}
+
+// instanceFromVultr converts an API instance.
+func instanceFromVultr(in *govultr.Instance) provisioners.Instance {
+	inst := provisioners.Instance{
+		ExternalID: in.ID,
+		ContractID: cloudkit.ContractIDFromTags(in.Tags),
+		Name:       in.Label,
+		SSHPort:    22,
+		Status:     in.Status + "/" + in.PowerStatus,
+		AdditionalDetails: map[string]any{
+			"provider":    "vultr",
+			"instance_id": in.ID,
+			"plan":        in.Plan,
+			"region":      in.Region,
+			"os":          in.Os,
+		},
+	}
+	inst.CreatedAt, _ = time.Parse(time.RFC3339, in.DateCreated)
+	if in.MainIP != "0.0.0.0" {
+		inst.IPAddress = in.MainIP
+	}
+	inst.IPv6Address = in.V6MainIP
+	return inst
+}
+
+// classify wraps an API error with what was being done, a hint, and
+// whether a retry can help.
+func (p *Provisioner) classify(op string, err error) error {
+	var pe *provisioners.Error
+	if errors.As(err, &pe) {
+		return err
+	}
+	var se *stoppedError
+	if errors.As(err, &se) {
+		return provisioners.Retryable(fmt.Errorf("%s: %w (Vultr halted it); will retry with a new instance", op, se))
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return provisioners.Retryable(fmt.Errorf("%s: timed out (action_timeout_seconds = %d): %w", op, p.cfg.ActionTimeoutSeconds, err))
+	}
+	var ae *apiError
+	if !errors.As(err, &ae) {
+		return provisioners.Retryable(fmt.Errorf("%s: %w", op, err))
+	}
+	switch {
+	case ae.status == http.StatusTooManyRequests:
+		return provisioners.Retryable(fmt.Errorf("%s: Vultr API rate limit exceeded (%s; Vultr allows 30 requests per second per address, lower requests_per_second if other tools share it); will retry", op, ae.msg))
+	case ae.status == http.StatusUnauthorized:
+		return provisioners.Retryable(fmt.Errorf("%s: Vultr rejected the API key (%s); put a valid API key in api_token_file", op, ae.msg))
+	case ae.status == http.StatusForbidden:
+		return provisioners.Retryable(fmt.Errorf("%s: the Vultr API key may not do this from here (%s); allow this host's address in the key's access control", op, ae.msg))
+	case ae.status == http.StatusBadRequest && strings.Contains(ae.msg, "not available"):
+		return provisioners.Retryable(fmt.Errorf("%s: Vultr cannot place the instance now (%s); capacity in that region is exhausted, will retry", op, ae.msg))
+	case ae.status == http.StatusBadRequest, ae.status == http.StatusUnprocessableEntity:
+		return provisioners.Permanent(fmt.Errorf("%s: Vultr rejected the request: %s", op, ae.msg))
+	}
+	return provisioners.Retryable(fmt.Errorf("%s: %w", op, ae))
+}

@@ -1,0 +1,534 @@
+package vultr
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vultr/govultr/v3"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/decent-stuff/dc-agent/config"
+	vultrsim "github.com/decent-stuff/dc-agent/internal/sim/vultr"
+	"github.com/decent-stuff/dc-agent/provisioners"
+	"github.com/decent-stuff/dc-agent/provisioners/internal/cloudkit"
+)
+
+func cid(n int) string {
+	s := sha256.Sum256([]byte(fmt.Sprint("contract", n)))
+	return hex.EncodeToString(s[:])
+}
+
+func sshKey(t testing.TB) string {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, _ := ssh.NewPublicKey(pub)
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp)))
+}
+
+type fixture struct {
+	sim *vultrsim.Sim
+	p   *Provisioner
+	url string
+}
+
+func newFixture(t *testing.T, mod func(*config.VultrConfig), simOpts ...func(*vultrsim.Options)) *fixture {
+	t.Helper()
+	// Millisecond polling would hit the 30/s limit: off, and the client's
+	// pace raised to match.
+	so := vultrsim.Options{CreateDuration: 6 * time.Millisecond, PerSecond: -1}
+	for _, m := range simOpts {
+		m(&so)
+	}
+	sim := vultrsim.New(so)
+	url := sim.Start(t)
+	cfg := config.VultrConfig{Endpoint: url, DefaultRegion: "ewr", DefaultOSID: 2284, PlanType: "vc2", ActionTimeoutSeconds: 5, PollIntervalMs: 1, RequestsPerSecond: 100000}
+	if mod != nil {
+		mod(&cfg)
+	}
+	p, err := New(cfg, sim.Token(), TestOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{sim: sim, p: p, url: url}
+}
+
+func (f *fixture) request(n int) provisioners.Request {
+	return provisioners.Request{ContractID: cid(n), OfferingID: "off-small", CPUCores: 2, MemoryMB: 4096, StorageGB: 40}
+}
+
+func (f *fixture) assertEmpty(t *testing.T) {
+	t.Helper()
+	if in := f.sim.Instances(); len(in) != 0 {
+		t.Errorf("instances left behind: %+v", in)
+	}
+	for _, k := range f.sim.Keys() {
+		if strings.HasPrefix(k.Name, cloudkit.KeyNamePrefix) {
+			t.Errorf("SSH key left behind: %+v", k)
+		}
+	}
+}
+
+func TestProvisionLifecycle(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	req := f.request(1)
+	req.RequesterSSHPubkey = sshKey(t)
+	req.DatacenterCity = "Frankfurt am Main"
+	req.Config = map[string]any{"region": "fra"}
+	req.PostProvisionScript = "echo 'hi' > /root/x\n"
+	var steps []string
+	req.Progress = func(s string) { steps = append(steps, s) }
+
+	inst, err := f.p.Provision(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(steps) < 4 {
+		t.Errorf("progress steps: %q", steps)
+	}
+	list := f.sim.Instances()
+	if len(list) != 1 {
+		t.Fatalf("instances: %d", len(list))
+	}
+	in := list[0]
+	if inst.ExternalID != in.ID || inst.ContractID != cid(1) || inst.SSHPort != 22 || inst.IPAddress != in.MainIP || inst.IPv6Address != in.V6MainIP || in.V6MainIP == "" || in.MainIP == "0.0.0.0" {
+		t.Fatalf("instance %+v for %+v", inst, in)
+	}
+	if in.Label != "dc-"+cid(1)[:60] || in.Hostname != in.Label || in.Region != "fra" || in.Plan != "vc2-2c-4gb" || in.ServerStatus != "ok" || in.OsID != 2284 {
+		t.Errorf("instance %s in %s as %s (%s)", in.Label, in.Region, in.Plan, in.ServerStatus)
+	}
+	if inst.RootPassword != "" {
+		t.Error("root password returned with an SSH key")
+	}
+	keys := f.sim.Keys()
+	if len(keys) != 1 || !strings.HasPrefix(keys[0].Name, "dc-key-") || !cloudkit.SameKey(keys[0].SSHKey, req.RequesterSSHPubkey) {
+		t.Fatalf("keys %+v", keys)
+	}
+	if ids := f.sim.InstanceKeys(in.ID); len(ids) != 1 || ids[0] != keys[0].ID || !cloudkit.HasTag(in.Tags, cloudkit.KeyTag(keys[0].ID)) || ContractIDFromTags(in.Tags) != cid(1) {
+		t.Fatalf("instance keys %v tags %v", ids, in.Tags)
+	}
+	ud := f.sim.UserData(in.ID)
+	if !strings.HasPrefix(ud, "#cloud-config\n") || !strings.Contains(ud, base64.StdEncoding.EncodeToString([]byte("#!/bin/sh\n"+req.PostProvisionScript))) || !strings.Contains(ud, "ssh_pwauth: false") {
+		t.Errorf("user data:\n%s", ud)
+	}
+
+	h, err := f.p.HealthCheck(ctx, inst.ExternalID)
+	if err != nil || h.Status != provisioners.Healthy {
+		t.Fatalf("health %+v %v", h, err)
+	}
+	got, err := f.p.GetInstance(ctx, cid(1))
+	if err != nil || got == nil || got.ExternalID != inst.ExternalID {
+		t.Fatalf("get instance %+v %v", got, err)
+	}
+	if none, err := f.p.GetInstance(ctx, cid(2)); err != nil || none != nil {
+		t.Fatalf("other contract: %+v %v", none, err)
+	}
+	all, err := f.p.List(ctx)
+	if err != nil || len(all) != 1 || all[0].ContractID != cid(1) {
+		t.Fatalf("list %+v %v", all, err)
+	}
+	again, err := f.p.Provision(ctx, req)
+	if err != nil || again.ExternalID != inst.ExternalID || len(f.sim.Instances()) != 1 {
+		t.Fatalf("second provision: %+v %v", again, err)
+	}
+	if err := f.p.Terminate(ctx, inst.ExternalID); err != nil {
+		t.Fatal(err)
+	}
+	f.assertEmpty(t)
+	h, err = f.p.HealthCheck(ctx, inst.ExternalID)
+	if err != nil || h.Status != provisioners.Unhealthy || !strings.Contains(h.Reason, "no longer exists") {
+		t.Fatalf("health after terminate: %+v %v", h, err)
+	}
+	if err := f.p.Terminate(ctx, inst.ExternalID); err != nil {
+		t.Fatalf("terminating a gone instance: %v", err)
+	}
+}
+
+func TestPauseResume(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	req := f.request(1)
+	req.RequesterSSHPubkey = sshKey(t)
+	inst, err := f.p.Provision(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var _ provisioners.Pauser = f.p
+	if !f.p.Features().Pause {
+		t.Fatal("Features().Pause not set")
+	}
+	power := func() string { return f.sim.Instances()[0].PowerStatus }
+	for range 2 {
+		if err := f.p.Pause(ctx, inst.ExternalID); err != nil {
+			t.Fatal(err)
+		}
+		if s := power(); s != "stopped" {
+			t.Fatalf("after pause: %s", s)
+		}
+	}
+	if h, _ := f.p.HealthCheck(ctx, inst.ExternalID); h.Status != provisioners.Unhealthy || h.Reason != "instance is stopped" {
+		t.Fatalf("health while paused: %+v", h)
+	}
+	for range 2 {
+		if err := f.p.Resume(ctx, inst.ExternalID); err != nil {
+			t.Fatal(err)
+		}
+		if in := f.sim.Instances()[0]; in.PowerStatus != "running" || in.ServerStatus != "ok" {
+			t.Fatalf("after resume: %+v", in)
+		}
+	}
+	if h, _ := f.p.HealthCheck(ctx, inst.ExternalID); h.Status != provisioners.Healthy {
+		t.Fatalf("health after resume: %+v", h)
+	}
+	f.sim.FailNext("halt", "Unable to halt server")
+	if err := f.p.Pause(ctx, inst.ExternalID); err == nil || !strings.Contains(err.Error(), "Unable to halt server") || !provisioners.RetryPossible(err) {
+		t.Fatalf("failed pause: %v", err)
+	}
+	f.sim.Halt(inst.ExternalID)
+	f.sim.FailNext("start", "Unable to start server")
+	if err := f.p.Resume(ctx, inst.ExternalID); err == nil || !strings.Contains(err.Error(), "Unable to start server") {
+		t.Fatalf("failed resume: %v", err)
+	}
+	foreign := f.sim.AddInstance("providers-db", nil)
+	if err := f.p.Pause(ctx, foreign); err == nil || !strings.Contains(err.Error(), "refusing to halt") {
+		t.Fatalf("foreign pause: %v", err)
+	}
+	if err := f.p.Pause(ctx, "cb676a46-66fd-4dfb-b839-443f2e6c0b60"); err == nil || provisioners.RetryPossible(err) {
+		t.Fatalf("gone instance: %v", err)
+	}
+}
+
+func TestSSHKeySharedAndProviderKeysKept(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	key := sshKey(t)
+	var ids []string
+	for i := 1; i <= 2; i++ {
+		req := f.request(i)
+		req.RequesterSSHPubkey = key
+		inst, err := f.p.Provision(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, inst.ExternalID)
+	}
+	if n := len(f.sim.Keys()); n != 1 {
+		t.Fatalf("one key object expected for one public key, got %d", n)
+	}
+	if err := f.p.Terminate(ctx, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.sim.Keys()); n != 1 {
+		t.Fatal("key deleted while an instance still uses it")
+	}
+	if err := f.p.Terminate(ctx, ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	f.assertEmpty(t)
+
+	own := sshKey(t)
+	k, _, err := f.p.c.SSHKey.Create(ctx, &govultr.SSHKeyReq{Name: "provider-key", SSHKey: own + " me@laptop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := f.request(3)
+	req.RequesterSSHPubkey = own
+	inst, err := f.p.Provision(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys := f.sim.Keys(); len(keys) != 1 || keys[0].ID != k.ID {
+		t.Fatalf("keys %+v", keys)
+	}
+	if err := f.p.Terminate(ctx, inst.ExternalID); err != nil {
+		t.Fatal(err)
+	}
+	if keys := f.sim.Keys(); len(keys) != 1 || keys[0].Name != "provider-key" {
+		t.Fatalf("provider key deleted: %+v", keys)
+	}
+}
+
+// Without an SSH key the requester gets Vultr's generated root password,
+// which only the create response shows.
+func TestPasswordOnlyWithoutKey(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	req := f.request(1)
+	req.WantPassword = true
+	inst, err := f.p.Provision(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inst.RootPassword == "" || len(f.sim.Keys()) != 0 {
+		t.Fatalf("password %q, keys %d", inst.RootPassword, len(f.sim.Keys()))
+	}
+	if ud := f.sim.UserData(inst.ExternalID); !strings.Contains(ud, "ssh_pwauth: true") {
+		t.Errorf("user data %s", ud)
+	}
+	// The password is lost with a crashed attempt: the instance is replaced.
+	again, err := f.p.Provision(ctx, req)
+	if err != nil || again.RootPassword == "" || again.RootPassword == inst.RootPassword || again.ExternalID == inst.ExternalID {
+		t.Fatalf("resume: %+v %v", again, err)
+	}
+	if list := f.sim.Instances(); len(list) != 1 || list[0].ID != again.ExternalID {
+		t.Fatalf("instances after replacement: %+v", list)
+	}
+	if _, err := f.p.Provision(ctx, f.request(2)); err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "no SSH key") {
+		t.Fatalf("no key, no password: %v", err)
+	}
+}
+
+func TestPlanChoice(t *testing.T) {
+	f := newFixture(t, func(c *config.VultrConfig) {
+		c.Plans = map[string]string{"off-mapped": "vc2-4c-8gb", "off-bad": "vc2-99c", "off-hf": "vhf-2c-4gb"}
+		c.Regions = map[string]string{"Berlin": "fra"}
+	})
+	ctx := context.Background()
+	cases := []struct {
+		name      string
+		mod       func(*provisioners.Request)
+		wantPlan  string
+		wantReg   string
+		wantErr   string
+		retryable bool
+	}{
+		{"cheapest fit", func(r *provisioners.Request) { r.CPUCores, r.MemoryMB, r.StorageGB = 1, 1500, 30 }, "vc2-1c-2gb", "ewr", "", false},
+		{"mapped offering", func(r *provisioners.Request) { r.OfferingID = "off-mapped" }, "vc2-4c-8gb", "ewr", "", false},
+		{"config plan wins", func(r *provisioners.Request) { r.OfferingID = "off-mapped"; r.Config = map[string]any{"plan": "vhf-1c-1gb"} }, "vhf-1c-1gb", "ewr", "", false},
+		{"configured city table", func(r *provisioners.Request) { r.DatacenterCity = "berlin" }, "vc2-2c-4gb", "fra", "", false},
+		{"built-in city table", func(r *provisioners.Request) { r.DatacenterCity = "Tokyo, JP" }, "vc2-2c-4gb", "nrt", "", false},
+		{"os id", func(r *provisioners.Request) { r.Config = map[string]any{"os_id": float64(2136)} }, "vc2-2c-4gb", "ewr", "", false},
+		{"bad os id", func(r *provisioners.Request) { r.Config = map[string]any{"os_id": "ubuntu"} }, "", "", "not an operating system id", false},
+		{"unknown os id", func(r *provisioners.Request) { r.Config = map[string]any{"os_id": 9999} }, "", "", "Invalid operating system", false},
+		{"unknown plan", func(r *provisioners.Request) { r.OfferingID = "off-bad" }, "", "", `plan "vc2-99c"`, false},
+		{"plan not offered in region", func(r *provisioners.Request) { r.OfferingID = "off-hf"; r.DatacenterCity = "Sydney" }, "", "", "not offered in region syd", false},
+		{"too big", func(r *provisioners.Request) { r.CPUCores = 64 }, "", "", "no Vultr vc2 plan offered in region ewr fits", false},
+		{"unknown region", func(r *provisioners.Request) { r.Config = map[string]any{"region": "mars"} }, "", "", `region "mars" is not a Vultr region`, false},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			req := f.request(100 + i)
+			req.RequesterSSHPubkey = sshKey(t)
+			c.mod(&req)
+			inst, err := f.p.Provision(ctx, req)
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) || provisioners.RetryPossible(err) != c.retryable {
+					t.Fatalf("err %v (retryable %v)", err, provisioners.RetryPossible(err))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if inst.AdditionalDetails["plan"] != c.wantPlan || inst.AdditionalDetails["region"] != c.wantReg {
+				t.Fatalf("got %v in %v", inst.AdditionalDetails["plan"], inst.AdditionalDetails["region"])
+			}
+			if err := f.p.Terminate(ctx, inst.ExternalID); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	f.assertEmpty(t)
+}
+
+func TestFailuresLeaveNothingBehind(t *testing.T) {
+	cases := []struct {
+		name      string
+		inject    func(*vultrsim.Sim)
+		simOpts   func(*vultrsim.Options)
+		wantErr   []string
+		retryable bool
+	}{
+		{"install fails", func(s *vultrsim.Sim) { s.FailNextInstall() }, nil,
+			[]string{"stopped while installing", "Vultr halted it"}, true},
+		{"rate limited", func(s *vultrsim.Sim) { s.RateLimitNext(1000) }, nil,
+			[]string{"rate limit exceeded"}, true},
+		{"plan sold out (list)", func(s *vultrsim.Sim) {
+			for _, p := range vultrsim.DefaultPlans() {
+				s.SetAvailable(p.ID, "ewr", false)
+			}
+		}, nil, []string{"in stock in region ewr", "vc2-2c-4gb", "capacity"}, true},
+		{"plan sold out (placement)", func(s *vultrsim.Sim) { s.FailPlacement("vc2-2c-4gb", "ewr", true) }, nil,
+			[]string{"cannot place the instance", "not available in region ewr", "plan vc2-2c-4gb, region ewr"}, true},
+		{"never boots in time", func(s *vultrsim.Sim) {}, func(o *vultrsim.Options) { o.CreateDuration, o.DeleteDuration = time.Hour, time.Millisecond },
+			[]string{"to install and boot", "timed out (action_timeout_seconds = 1)"}, true},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var so []func(*vultrsim.Options)
+			if c.simOpts != nil {
+				so = append(so, c.simOpts)
+			}
+			f := newFixture(t, func(cfg *config.VultrConfig) { cfg.ActionTimeoutSeconds = 1 }, so...)
+			c.inject(f.sim)
+			req := f.request(i)
+			req.RequesterSSHPubkey = sshKey(t)
+			_, err := f.p.Provision(context.Background(), req)
+			if err == nil {
+				t.Fatal("provision succeeded")
+			}
+			t.Log(err)
+			for _, w := range c.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+			if provisioners.RetryPossible(err) != c.retryable {
+				t.Errorf("retryable = %v", provisioners.RetryPossible(err))
+			}
+			f.sim.RateLimitNext(0)
+			f.assertEmpty(t)
+		})
+	}
+}
+
+func TestResumeAfterCrash(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	key := sshKey(t)
+	pk, _, _, _, _ := ssh.ParseAuthorizedKey([]byte(key))
+	k, err := f.p.ensureKey(ctx, cloudkit.Access{Key: pk, Line: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := f.sim.AddInstance(InstanceLabel(cid(5)), []string{TagManaged, cloudkit.ContractTag(cid(5)), cloudkit.KeyTag(k.ID)})
+	f.sim.Halt(id)
+	req := f.request(5)
+	req.RequesterSSHPubkey = key
+	inst, err := f.p.Provision(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inst.ExternalID != id || len(f.sim.Instances()) != 1 || f.sim.Instances()[0].PowerStatus != "running" {
+		t.Fatalf("resume: %+v %+v", inst, f.sim.Instances())
+	}
+}
+
+func TestForeignInstancesRefused(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	id := f.sim.AddInstance("providers-db", []string{"db"})
+	if err := f.p.Terminate(ctx, id); err == nil || !strings.Contains(err.Error(), "refusing") || provisioners.RetryPossible(err) {
+		t.Fatalf("err %v", err)
+	}
+	if err := f.p.Terminate(ctx, "../ssh-keys"); err == nil || provisioners.RetryPossible(err) {
+		t.Fatalf("bad id: %v", err)
+	}
+	if list, err := f.p.List(ctx); err != nil || len(list) != 0 {
+		t.Fatalf("foreign instance listed: %v %v", list, err)
+	}
+	f.sim.AddInstance(InstanceLabel(cid(9)), nil)
+	req := f.request(9)
+	req.RequesterSSHPubkey = sshKey(t)
+	_, err := f.p.Provision(ctx, req)
+	if err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "did not create it for this contract") {
+		t.Fatalf("label clash: %v", err)
+	}
+	if len(f.sim.Instances()) != 2 || len(f.sim.Keys()) != 0 {
+		t.Fatalf("after the clash: %d instances, %d keys", len(f.sim.Instances()), len(f.sim.Keys()))
+	}
+}
+
+func TestHealthStates(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	now := time.Now()
+	f.p.now = func() time.Time { return now }
+	id := f.sim.AddInstance(InstanceLabel(cid(7)), []string{TagManaged, cloudkit.ContractTag(cid(7))})
+	h, err := f.p.HealthCheck(ctx, id)
+	if err != nil || h.Status != provisioners.Healthy || h.UptimeSeconds < 3500 {
+		t.Fatalf("%+v %v", h, err)
+	}
+	f.p.now = func() time.Time { return now.Add(90 * time.Second) }
+	h2, _ := f.p.HealthCheck(ctx, id)
+	if h2.UptimeSeconds-h.UptimeSeconds != 90 {
+		t.Fatalf("uptime %d then %d", h.UptimeSeconds, h2.UptimeSeconds)
+	}
+	f.sim.Halt(id)
+	if h, err := f.p.HealthCheck(ctx, id); err != nil || h.Status != provisioners.Unhealthy || h.Reason != "instance is stopped" {
+		t.Fatalf("%+v %v", h, err)
+	}
+}
+
+func TestNewRejectsBadTokens(t *testing.T) {
+	for _, tok := range []string{"", "  ", "a b"} {
+		if _, err := New(config.VultrConfig{}, tok, Options{}); err == nil {
+			t.Errorf("token %q accepted", tok)
+		}
+	}
+	f := newFixture(t, nil)
+	p, err := New(config.VultrConfig{Endpoint: f.url, ActionTimeoutSeconds: 5, PollIntervalMs: 1}, "wrong-token", TestOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Provision(context.Background(), provisioners.Request{ContractID: cid(1), WantPassword: true})
+	if err == nil || !strings.Contains(err.Error(), "rejected the API key") || !strings.Contains(err.Error(), "Invalid API token") {
+		t.Fatalf("err %v", err)
+	}
+}
+
+// A short burst of 429s is absorbed by the transport's retries, and the
+// client's own pace keeps under the per-second limit.
+func TestRateLimits(t *testing.T) {
+	f := newFixture(t, func(c *config.VultrConfig) { c.RequestsPerSecond = 25 }, func(o *vultrsim.Options) { o.PerSecond = 30 })
+	f.sim.RateLimitNext(2)
+	req := f.request(1)
+	req.RequesterSSHPubkey = sshKey(t)
+	if _, err := f.p.Provision(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.sim.Instances()); n != 1 {
+		t.Fatalf("%d instances", n)
+	}
+}
+
+func TestFactoryReadsTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/token", []byte("VULTRKEY\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir+"/loose", []byte("VULTRKEY\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir+"/loose", 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{Path: dir + "/dc-agent.toml"}
+	pc := config.ProvisionerConfig{Type: Type, Vultr: &config.VultrConfig{APITokenFile: "token"}}
+	p, err := Factory(pc, provisioners.Deps{Config: cfg})
+	if err != nil || p.Type() != Type {
+		t.Fatalf("%v %v", p, err)
+	}
+	pc.Vultr.APITokenFile = "loose"
+	if _, err := Factory(pc, provisioners.Deps{Config: cfg}); err == nil {
+		t.Fatal("world-readable token file accepted")
+	}
+	if _, err := Factory(config.ProvisionerConfig{Type: Type}, provisioners.Deps{}); err == nil {
+		t.Fatal("missing section accepted")
+	}
+}
+
+// govultr's error strings come from the network.
+func FuzzAPIMessage(f *testing.F) {
+	f.Add(`error returned from api : Invalid API token.`)
+	f.Add(`gave up after 1 attempts, last error: "{\"error\":\"Rate limit exceeded.\",\"status\":429}"`)
+	f.Add(`gave up after 1 attempts, last error: "{\"error\":\"`)
+	f.Fuzz(func(t *testing.T, s string) {
+		m := apiMessage(s)
+		if len(m) > len(s) {
+			t.Fatalf("%q -> %q", s, m)
+		}
+	})
+}
