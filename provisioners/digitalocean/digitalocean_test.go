@@ -338,7 +338,10 @@ func TestSizeChoice(t *testing.T) {
 		{"smallest fit", func(r *provisioners.Request) { r.CPUCores, r.MemoryMB, r.StorageGB = 1, 1500, 30 }, "s-1vcpu-2gb", "nyc3", "", false},
 		{"default size", func(r *provisioners.Request) { r.CPUCores, r.MemoryMB, r.StorageGB = 0, 0, 0 }, "s-1vcpu-512mb-10gb", "nyc3", "", false},
 		{"mapped offering", func(r *provisioners.Request) { r.OfferingID = "off-mapped" }, "s-4vcpu-8gb", "nyc3", "", false},
-		{"config size wins", func(r *provisioners.Request) { r.OfferingID = "off-mapped"; r.Config = map[string]any{"size": "s-8vcpu-16gb"} }, "s-8vcpu-16gb", "nyc3", "", false},
+		{"config size wins", func(r *provisioners.Request) {
+			r.OfferingID = "off-mapped"
+			r.Config = map[string]any{"size": "s-8vcpu-16gb"}
+		}, "s-8vcpu-16gb", "nyc3", "", false},
 		{"configured city table", func(r *provisioners.Request) { r.DatacenterCity = "berlin" }, "s-2vcpu-4gb", "fra1", "", false},
 		{"offering region", func(r *provisioners.Request) { r.Config = map[string]any{"region": "sgp1"} }, "s-2vcpu-4gb", "sgp1", "", false},
 		{"unknown size", func(r *provisioners.Request) { r.OfferingID = "off-bad" }, "", "", `droplet size "s-99vcpu"`, false},

@@ -306,7 +306,10 @@ func TestPlanChoice(t *testing.T) {
 	}{
 		{"cheapest fit", func(r *provisioners.Request) { r.CPUCores, r.MemoryMB, r.StorageGB = 1, 1500, 30 }, "vc2-1c-2gb", "ewr", "", false},
 		{"mapped offering", func(r *provisioners.Request) { r.OfferingID = "off-mapped" }, "vc2-4c-8gb", "ewr", "", false},
-		{"config plan wins", func(r *provisioners.Request) { r.OfferingID = "off-mapped"; r.Config = map[string]any{"plan": "vhf-1c-1gb"} }, "vhf-1c-1gb", "ewr", "", false},
+		{"config plan wins", func(r *provisioners.Request) {
+			r.OfferingID = "off-mapped"
+			r.Config = map[string]any{"plan": "vhf-1c-1gb"}
+		}, "vhf-1c-1gb", "ewr", "", false},
 		{"configured city table", func(r *provisioners.Request) { r.DatacenterCity = "berlin" }, "vc2-2c-4gb", "fra", "", false},
 		{"built-in city table", func(r *provisioners.Request) { r.DatacenterCity = "Tokyo, JP" }, "vc2-2c-4gb", "nrt", "", false},
 		{"os id", func(r *provisioners.Request) { r.Config = map[string]any{"os_id": float64(2136)} }, "vc2-2c-4gb", "ewr", "", false},

@@ -70,7 +70,7 @@ func errStatus(err error) int {
 // simulator exists for, so it checks the wire shapes the library relies on.
 func TestLifecycleWithRealClient(t *testing.T) {
 	clk := &clock{t: time.Unix(1_800_000_000, 0)}
-		s := New(Options{CreateDuration: 40 * time.Second, IPDelay: 60 * time.Second, Now: clk.now})
+	s := New(Options{CreateDuration: 40 * time.Second, IPDelay: 60 * time.Second, Now: clk.now})
 	c := client(t, s, s.Start(t))
 	ctx := context.Background()
 
