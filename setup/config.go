@@ -76,6 +76,18 @@ func LoadForUpdate(path string) (*config.Config, []byte, error) {
 // existing one in place: only the keys setup owns change. px is called
 // when the step runs, after the Proxmox steps filled in the values.
 func ConfigStep(a ConfigAnswers, px func() ProxmoxSettings) Step {
+	return ConfigStepWith(a, func(cfg *config.Config) string {
+		if px == nil {
+			return ""
+		}
+		return applyProxmox(cfg, px())
+	})
+}
+
+// ConfigStepWith is ConfigStep for any backend: apply puts the backend's
+// settings into the config when the step runs and returns a note for the
+// provider ("" if none).
+func ConfigStepWith(a ConfigAnswers, apply func(*config.Config) string) Step {
 	return Step{ID: "config", Title: "Write " + a.Path, Run: func(ctx context.Context, r *Reporter) error {
 		cfg, old, err := LoadForUpdate(a.Path)
 		if err != nil {
@@ -87,10 +99,8 @@ func ConfigStep(a ConfigAnswers, px func() ProxmoxSettings) Step {
 		if a.StateDir != "" {
 			cfg.Agent.StateDir = a.StateDir
 		}
-		if px != nil {
-			if note := applyProxmox(cfg, px()); note != "" {
-				r.Notef("%s", note)
-			}
+		if note := apply(cfg); note != "" {
+			r.Notef("%s", note)
 		}
 		draft, err := config.Marshal(cfg)
 		if err != nil {
@@ -130,27 +140,9 @@ func ConfigStep(a ConfigAnswers, px func() ProxmoxSettings) Step {
 	}}
 }
 
-// applyProxmox puts the settings into the config's Proxmox provisioner:
-// the default one, or an additional one when the default is another type.
+// applyProxmox puts the settings into the config's Proxmox provisioner.
 func applyProxmox(cfg *config.Config, s ProxmoxSettings) string {
-	var target *config.ProvisionerConfig
-	note := ""
-	switch {
-	case cfg.Provisioner.Type == "" || cfg.Provisioner.Type == config.TypeProxmox:
-		target = &cfg.Provisioner
-	default:
-		for i := range cfg.AdditionalProvisioners {
-			if cfg.AdditionalProvisioners[i].Type == config.TypeProxmox {
-				target = &cfg.AdditionalProvisioners[i]
-			}
-		}
-		if target == nil {
-			cfg.AdditionalProvisioners = append(cfg.AdditionalProvisioners, config.ProvisionerConfig{Type: config.TypeProxmox})
-			target = &cfg.AdditionalProvisioners[len(cfg.AdditionalProvisioners)-1]
-			note = fmt.Sprintf("the default provisioner is %s; Proxmox is added as an additional provisioner (contracts choose it with provisioner_type = \"proxmox\")", cfg.Provisioner.Type)
-		}
-	}
-	target.Type = config.TypeProxmox
+	target, note := provisionerSlot(cfg, config.TypeProxmox)
 	if target.Proxmox == nil {
 		target.Proxmox = &config.ProxmoxConfig{}
 	}
@@ -181,4 +173,22 @@ func applyProxmox(cfg *config.Config, s ProxmoxSettings) string {
 		p.TemplateVMID = s.Templates[names[0]]
 	}
 	return note
+}
+
+// provisionerSlot returns the config's provisioner of type typ: the default
+// one if it is unset or of that type, else the additional one of that type,
+// added if missing (with a note saying so).
+func provisionerSlot(cfg *config.Config, typ string) (*config.ProvisionerConfig, string) {
+	if cfg.Provisioner.Type == "" || cfg.Provisioner.Type == typ {
+		cfg.Provisioner.Type = typ
+		return &cfg.Provisioner, ""
+	}
+	for i := range cfg.AdditionalProvisioners {
+		if cfg.AdditionalProvisioners[i].Type == typ {
+			return &cfg.AdditionalProvisioners[i], ""
+		}
+	}
+	cfg.AdditionalProvisioners = append(cfg.AdditionalProvisioners, config.ProvisionerConfig{Type: typ})
+	return &cfg.AdditionalProvisioners[len(cfg.AdditionalProvisioners)-1],
+		fmt.Sprintf("the default provisioner is %s; %s is added as an additional provisioner (contracts choose it with provisioner_type = %q)", cfg.Provisioner.Type, typ, typ)
 }

@@ -31,6 +31,9 @@ func newSetupCmd(g *globals) *cobra.Command {
 		Short: "Prepare a provisioner backend and write the complete config",
 	}
 	cmd.AddCommand(newSetupProxmoxCmd(g))
+	for _, typ := range setup.CloudTypes {
+		cmd.AddCommand(newSetupCloudCmd(g, typ))
+	}
 	return cmd
 }
 

@@ -871,3 +871,33 @@ func (p *Provisioner) classify(op string, err error) error {
 	}
 	return provisioners.Retryable(fmt.Errorf("%s: DigitalOcean API error %d: %s", op, er.Response.StatusCode, msg))
 }
+
+// Catalog implements provisioners.Cataloger: the account, its available
+// regions and the sizes that can be created now.
+func (p *Provisioner) Catalog(ctx context.Context) (provisioners.Catalog, error) {
+	acct, _, err := p.c.Account.Get(ctx)
+	if err != nil {
+		return provisioners.Catalog{}, p.classify("read the DigitalOcean account", err)
+	}
+	regions, err := all(ctx, p.c.Regions.List)
+	if err != nil {
+		return provisioners.Catalog{}, p.classify("list regions", err)
+	}
+	sizes, err := all(ctx, p.c.Sizes.List)
+	if err != nil {
+		return provisioners.Catalog{}, p.classify("list droplet sizes", err)
+	}
+	c := provisioners.Catalog{Account: acct.Email}
+	for _, r := range regions {
+		if r.Available {
+			c.Regions = append(c.Regions, provisioners.CatalogRegion{ID: r.Slug, Name: r.Name})
+		}
+	}
+	for _, s := range sizes {
+		if s.Available && s.GPUInfo == nil {
+			c.Sizes = append(c.Sizes, provisioners.CatalogSize{ID: s.Slug, VCPUs: s.Vcpus, MemoryMB: int64(s.Memory), DiskGB: int64(s.Disk),
+				MonthlyPrice: s.PriceMonthly, Regions: s.Regions})
+		}
+	}
+	return c, nil
+}

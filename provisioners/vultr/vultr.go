@@ -879,3 +879,38 @@ func (p *Provisioner) classify(op string, err error) error {
 	}
 	return provisioners.Retryable(fmt.Errorf("%s: %w", op, ae))
 }
+
+// Catalog implements provisioners.Cataloger: the account, the regions and
+// the plans of plan_type.
+func (p *Provisioner) Catalog(ctx context.Context) (provisioners.Catalog, error) {
+	var acct *govultr.Account
+	err := call(ctx, func(ctx context.Context) (err error) {
+		acct, _, err = p.c.Account.Get(ctx)
+		return err
+	})
+	if err != nil {
+		return provisioners.Catalog{}, p.classify("read the Vultr account", err)
+	}
+	regions, err := pages(ctx, govultr.ListOptions{}, func(ctx context.Context, o *govultr.ListOptions) ([]govultr.Region, *govultr.Meta, error) {
+		l, m, _, err := p.c.Region.List(ctx, o)
+		return l, m, err
+	})
+	if err != nil {
+		return provisioners.Catalog{}, p.classify("list regions", err)
+	}
+	plans, err := p.allPlans(ctx)
+	if err != nil {
+		return provisioners.Catalog{}, p.classify("list plans", err)
+	}
+	c := provisioners.Catalog{Account: acct.Email}
+	for _, r := range regions {
+		c.Regions = append(c.Regions, provisioners.CatalogRegion{ID: r.ID, Name: r.City + ", " + r.Country})
+	}
+	for _, pl := range plans {
+		if pl.Type == p.cfg.PlanType && pl.GPUType == "" {
+			c.Sizes = append(c.Sizes, provisioners.CatalogSize{ID: pl.ID, VCPUs: pl.VCPUCount, MemoryMB: int64(pl.RAM), DiskGB: int64(pl.Disk),
+				MonthlyPrice: float64(pl.MonthlyCost), Regions: pl.Locations})
+		}
+	}
+	return c, nil
+}
