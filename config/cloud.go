@@ -22,7 +22,7 @@ const (
 	DefaultVultrPlanType          = "vc2"
 	DefaultVultrRequestsPerSecond = 20 // Vultr allows 30 per second per IP
 	DefaultCloudActionTimeout     = 300
-	DefaultCloudPollIntervalMs    = 2000
+	DefaultCloudPollIntervalMs    = 5000
 )
 
 // DigitalOceanConfig is [provisioner.digitalocean]. The earlier Rust agent's

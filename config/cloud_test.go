@@ -23,7 +23,7 @@ default_image = "debian-12-x64"
 	if d == nil || d.APIToken != "dop_v1_0123456789abcdef" || d.DefaultSize != "s-2vcpu-4gb" || d.DefaultRegion != "ams3" || d.DefaultImage != "debian-12-x64" {
 		t.Fatalf("section: %+v", d)
 	}
-	if d.ActionTimeoutSeconds != 300 || d.PollIntervalMs != 2000 {
+	if d.ActionTimeoutSeconds != 300 || d.PollIntervalMs != 5000 {
 		t.Fatalf("defaults: %+v", d)
 	}
 	w := strings.Join(cfg.Warnings, "\n")
