@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -532,6 +533,29 @@ func FuzzAPIMessage(f *testing.F) {
 		m := apiMessage(s)
 		if len(m) > len(s) {
 			t.Fatalf("%q -> %q", s, m)
+		}
+	})
+}
+
+// The offering's os_id comes from the API as any JSON value.
+func FuzzConfigInt(f *testing.F) {
+	for _, s := range []string{`2284`, `"2136"`, `-1`, `1.5`, `"ubuntu"`, `null`, `1e300`, `{}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, js string) {
+		var v any
+		if json.Unmarshal([]byte(js), &v) != nil {
+			return
+		}
+		n, err := configInt(provisioners.Request{Config: map[string]any{"os_id": v}}, "os_id", 7)
+		if err != nil {
+			if provisioners.RetryPossible(err) {
+				t.Fatalf("retryable error for offering data: %v", err)
+			}
+			return
+		}
+		if n <= 0 {
+			t.Fatalf("%s -> %d", js, n)
 		}
 	})
 }

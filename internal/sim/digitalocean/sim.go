@@ -32,7 +32,6 @@
 package dosim
 
 import (
-	"crypto/md5" //nolint:gosec // DigitalOcean fingerprints are MD5
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -445,12 +444,7 @@ func Fingerprint(publicKey string) string {
 	if err != nil {
 		return ""
 	}
-	sum := md5.Sum(pk.Marshal()) //nolint:gosec // format mandated by the API
-	parts := make([]string, len(sum))
-	for i, b := range sum {
-		parts[i] = fmt.Sprintf("%02x", b)
-	}
-	return strings.Join(parts, ":")
+	return ssh.FingerprintLegacyMD5(pk)
 }
 
 // rateLimit applies the hourly and burst limits to a request at now: it
