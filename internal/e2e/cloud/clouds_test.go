@@ -158,9 +158,11 @@ func (c *doCloud) PowerOff(id string) {
 	n, _ := strconv.Atoi(id)
 	c.s.PowerOff(n)
 }
-func (c *doCloud) Add(name string, tags []string) string { return strconv.Itoa(c.s.AddDroplet(name, tags)) }
-func (c *doCloud) RateLimitNext(n int)                   { c.s.RateLimitNext(n) }
-func (c *doCloud) FailCreate()                           { c.s.FailNextAction("create") }
+func (c *doCloud) Add(name string, tags []string) string {
+	return strconv.Itoa(c.s.AddDroplet(name, tags))
+}
+func (c *doCloud) RateLimitNext(n int) { c.s.RateLimitNext(n) }
+func (c *doCloud) FailCreate()         { c.s.FailNextAction("create") }
 func (c *doCloud) SoldOut(region string) {
 	for _, sz := range dosim.DefaultSizes() {
 		c.s.SetSizeAvailable(sz.Slug, region, false)
