@@ -60,3 +60,35 @@ func TestCloudSectionProblems(t *testing.T) {
 		t.Fatalf("vultr defaults %+v %q", v, cfg.Warnings)
 	}
 }
+
+// The Rust agent's flat form (dc-agent/src/config.rs RawProvisionerConfig:
+// api_token, do_size, do_region, do_image under [provisioner]) moves into
+// [provisioner.digitalocean], and migrate writes it there.
+func TestRustFlatDigitalOceanKeys(t *testing.T) {
+	api := strings.Split(minimal, "[provisioner]")[0]
+	cfg := mustParse(t, api+`
+[provisioner]
+type = "digitalocean"
+api_token = "dop_v1_flat"
+do_size = "s-1vcpu-2gb"
+do_region = "fra1"
+do_image = "debian-12-x64"
+`)
+	d := cfg.Provisioner.DigitalOcean
+	if d == nil || d.APIToken != "dop_v1_flat" || d.DefaultSize != "s-1vcpu-2gb" || d.DefaultRegion != "fra1" || d.DefaultImage != "debian-12-x64" || d.PollIntervalMs != DefaultCloudPollIntervalMs {
+		t.Fatalf("section %+v", d)
+	}
+	w := strings.Join(cfg.Warnings, "\n")
+	if !strings.Contains(w, "provisioner.do_size → provisioner.digitalocean.default_size") || !strings.Contains(w, "api_token holds the token inline") {
+		t.Fatalf("warnings %q", cfg.Warnings)
+	}
+	out, back, err := Migrate(cfg)
+	if err != nil || !strings.Contains(string(out), "[provisioner.digitalocean]") || back.Provisioner.DigitalOcean.DefaultRegion != "fra1" {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	// Flat keys of another type are ignored, as the Rust agent ignored them.
+	cfg = mustParse(t, api+"[provisioner]\ntype = \"vultr\"\ndo_size = \"x\"\n[provisioner.vultr]\napi_token_file = \"t\"\n")
+	if !strings.Contains(strings.Join(cfg.Warnings, "\n"), "do_size is the Rust agent's flat form of digitalocean settings") || cfg.Provisioner.DigitalOcean != nil {
+		t.Fatalf("warnings %q", cfg.Warnings)
+	}
+}

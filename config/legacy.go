@@ -63,6 +63,10 @@ type legacyProvisioner struct {
 	SocketPath          *string `toml:"socket_path" rust:"docker,socket"`
 	Network             *string `toml:"network" rust:"docker"`
 	DefaultImage        *string `toml:"default_image" rust:"docker,image"`
+	APIToken            *string `toml:"api_token" rust:"digitalocean"`
+	DoSize              *string `toml:"do_size" rust:"digitalocean,default_size"`
+	DoRegion            *string `toml:"do_region" rust:"digitalocean,default_region"`
+	DoImage             *string `toml:"do_image" rust:"digitalocean,default_image"`
 
 	Docker *legacyDocker `toml:"docker"`
 }
@@ -152,7 +156,7 @@ func (c *Config) dockerWithoutSection() bool {
 }
 
 func (p *ProvisionerConfig) hasSection() bool {
-	return p.Proxmox != nil || p.Hetzner != nil || p.Docker != nil || p.Script != nil || p.Manual != nil
+	return p.Proxmox != nil || p.Hetzner != nil || p.Docker != nil || p.Script != nil || p.Manual != nil || p.DigitalOcean != nil || p.Vultr != nil
 }
 
 type legacyResult struct {
@@ -252,7 +256,7 @@ func (p *ProvisionerConfig) applyLegacy(lp *legacyProvisioner, where string, r *
 }
 
 // sectionField is the ProvisionerConfig field of each flat key's type.
-var sectionField = map[string]string{TypeProxmox: "Proxmox", TypeScript: "Script", TypeManual: "Manual", TypeDocker: "Docker"}
+var sectionField = map[string]string{TypeProxmox: "Proxmox", TypeScript: "Script", TypeManual: "Manual", TypeDocker: "Docker", TypeDigitalOcean: "DigitalOcean"}
 
 func tomlName(f reflect.StructField) string { return strings.Split(f.Tag.Get("toml"), ",")[0] }
 
