@@ -26,8 +26,7 @@ func (s *Server) routes() {
 	m.HandleFunc("DELETE "+p+"/providers/{pubkey}/contracts/{cid}/lock", s.signed(agent(identity.PermProvision), s.unlock))
 	m.HandleFunc("PUT "+p+"/provider/rental-requests/{cid}/provisioning",
 		s.signed(endpoint{access: agentOnly, perm: identity.PermProvision, source: fromContract}, s.provisioning))
-	s.hbRoute = s.signed(agent(identity.PermHeartbeat), s.heartbeat)
-	m.Handle(fastPattern, s.hbRoute)
+	m.HandleFunc("POST "+p+"/providers/{pubkey}/heartbeat", s.signed(agent(identity.PermHeartbeat), s.heartbeat))
 	m.HandleFunc("POST "+p+"/contracts/{cid}/health",
 		s.signed(endpoint{access: agentOnly, perm: identity.PermHealthCheck, source: fromContract}, s.health))
 	m.HandleFunc("POST "+p+"/providers/{pubkey}/health", s.signed(agent(identity.PermHealthCheck), s.healthBatch))

@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -109,7 +110,7 @@ func decodeBody(body []byte, v any) error {
 	if json.Unmarshal(body, v) == nil {
 		return nil
 	}
-	dec := json.NewDecoder(bytesReader(body))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(v); err != nil {
 		return errorf(http.StatusBadRequest, "malformed JSON body: %s", jsonErr(err))
 	}

@@ -9,7 +9,6 @@
 package apiserver
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -20,7 +19,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/decent-stuff/dc-agent/apiserver/store"
@@ -53,10 +51,6 @@ type Config struct {
 	Version string
 	// DashboardRefresh is the dashboard's self-refresh period (default 10 s).
 	DashboardRefresh time.Duration
-	// DisableFastPath serves every request through net/http, without the
-	// heartbeat fast path (fastpath.go). Serve uses the fast path unless
-	// this is set; ServeWith with a wrap never does.
-	DisableFastPath bool
 }
 
 // Server is the API server. Create it with New.
@@ -71,12 +65,7 @@ type Server struct {
 	limiter *rateLimiter
 	mux     *http.ServeMux
 	handler http.Handler
-	hbAck   []byte       // the (constant) heartbeat answer, encoded once
-	hbRoute http.Handler // the heartbeat endpoint's handler (fast path)
-
-	watchOnce sync.Once
-
-	fastServed atomic.Int64 // requests answered on the fast path (tests)
+	hbAck   []byte // the (constant) heartbeat answer, encoded once
 }
 
 // New builds a Server.
@@ -157,9 +146,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 }
 
 // ServeWith is Serve with the handler wrapped by wrap (if not nil): the test
-// harness injects faults there, and every request then goes through
-// net/http (no fast path). A grace of 0 stops hard: in-flight requests are
-// cut, as in a crash.
+// harness injects faults there. A grace of 0 stops hard: in-flight requests
+// are cut, as in a crash.
 func (s *Server) ServeWith(ctx context.Context, ln net.Listener, grace time.Duration, wrap func(http.Handler) http.Handler) error {
 	var h http.Handler = s
 	if wrap != nil {
@@ -170,56 +158,30 @@ func (s *Server) ServeWith(ctx context.Context, ln net.Listener, grace time.Dura
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); s.Watch(wctx) }()
-	to := httpTimeouts{
-		readHeader: 10 * time.Second,
-		read:       30 * time.Second,
-		// Long-polls last up to 30 s; leave room for the rest.
-		write: time.Duration(dcapi.MaxWaitSeconds+30) * time.Second,
-		idle:  2 * time.Minute,
-	}
 	baseCtx := context.WithValue(context.Background(), drainKey{}, (<-chan struct{})(drain))
 	srv := &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: to.readHeader,
-		ReadTimeout:       to.read,
-		WriteTimeout:      to.write,
-		IdleTimeout:       to.idle,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return baseCtx },
-	}
-	var fast *fastPath
-	if wrap == nil && !s.cfg.DisableFastPath {
-		fast = newFastPath(s, ln, to, baseCtx)
-		ln = fast
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		// Long-polls last up to 30 s; leave room for the rest.
+		WriteTimeout:   time.Duration(dcapi.MaxWaitSeconds+30) * time.Second,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext:    func(net.Listener) context.Context { return baseCtx },
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	var err error
 	select {
 	case err = <-errc:
-		if fast != nil {
-			fast.closeAll()
-		}
 	case <-ctx.Done():
 		close(drain)
 		sctx, cancel := context.WithTimeout(context.Background(), grace)
-		fastErr := make(chan error, 1)
-		if fast != nil {
-			go func() { fastErr <- fast.shutdown(sctx) }()
-		} else {
-			fastErr <- nil
-		}
 		err = srv.Shutdown(sctx)
-		if ferr := <-fastErr; err == nil {
-			err = ferr
-		}
 		cancel()
 		if err != nil {
 			_ = srv.Close()
-			if fast != nil {
-				fast.closeAll()
-			}
 		}
 		<-errc
 	}
@@ -286,17 +248,14 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // middleware adds the request id, the access log, panic recovery, the body
 // size limit and the JSON answers for unknown routes.
 func (s *Server) middleware(next *http.ServeMux) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveRequest(w, r, next, nil, r.Context()) })
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveRequest(w, r, next) })
 }
 
-// serveRequest is the middleware for one request: route is its handler when
-// the caller already routed it (the heartbeat fast path, which sets the path
-// values), else the mux routes it; ctx is the request's context (the fast
-// path's requests carry none of their own).
-func (s *Server) serveRequest(w http.ResponseWriter, r *http.Request, next *http.ServeMux, route http.Handler, ctx context.Context) {
+// serveRequest is the middleware for one request.
+func (s *Server) serveRequest(w http.ResponseWriter, r *http.Request, next *http.ServeMux) {
 	start := time.Now()
 	ri := &reqInfo{id: incomingRequestID(r)}
-	r = r.WithContext(context.WithValue(ctx, reqInfoKey{}, ri))
+	r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, ri))
 	w.Header().Set(dcapi.HeaderRequestID, ri.id)
 	sw := &statusWriter{ResponseWriter: w}
 	defer func() {
@@ -316,10 +275,6 @@ func (s *Server) serveRequest(w http.ResponseWriter, r *http.Request, next *http
 		s.logRequest(r, st, float64(time.Since(start).Microseconds())/1000)
 	}()
 	r.Body = http.MaxBytesReader(sw, r.Body, s.cfg.MaxBodyBytes)
-	if route != nil {
-		route.ServeHTTP(sw, r)
-		return
-	}
 	if _, pattern := next.Handler(r); pattern == "" {
 		s.unrouted(sw, r, next)
 		return
@@ -375,5 +330,3 @@ func incomingRequestID(r *http.Request) string {
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
-
-func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }

@@ -27,7 +27,6 @@ type serveFlags struct {
 	maxAttempts   int
 	grace         time.Duration
 	refresh       time.Duration
-	fastPath      bool
 }
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -54,7 +53,6 @@ gracefully: long-polls answer at once, in-flight requests get --shutdown-grace.`
 	fl.IntVar(&f.maxAttempts, "max-attempts", store.DefaultPolicy.MaxAttempts, "provisioning attempts per contract")
 	fl.DurationVar(&f.grace, "shutdown-grace", 10*time.Second, "how long a stop waits for in-flight requests")
 	fl.DurationVar(&f.refresh, "dashboard-refresh", 10*time.Second, "dashboard self-refresh period")
-	fl.BoolVar(&f.fastPath, "http-fast-path", true, "answer plain HTTP/1.1 heartbeats without net/http's per-request machinery (false: everything through net/http)")
 	return cmd
 }
 
@@ -92,7 +90,7 @@ func serve(cmd *cobra.Command, g *globals, f *serveFlags) error {
 	defer st.Close()
 	srv, err := apiserver.New(apiserver.Config{
 		Store: st, Logger: log, MaxBodyBytes: f.maxBody, RateLimit: f.rateLimit, RateBurst: f.rateBurst,
-		Version: buildinfo.Version, DashboardRefresh: f.refresh, DisableFastPath: !f.fastPath,
+		Version: buildinfo.Version, DashboardRefresh: f.refresh,
 	})
 	if err != nil {
 		return err
