@@ -35,6 +35,7 @@ const (
 type dashPage struct {
 	Title       string
 	Version     string
+	Profile     string
 	GeneratedAt string
 	Refresh     int
 	Providers   []dashProvider
@@ -59,6 +60,8 @@ type dashProvider struct {
 	Active      int
 	Pending     int
 	Failed      int
+	Paused      int
+	Expired     int
 	HasUptime   bool
 	Uptime      string
 	UptimeRaw   string
@@ -111,7 +114,7 @@ func (s *Server) dashboardData(ctx context.Context) (*dashPage, error) {
 	now := s.now()
 	nowNs := now.UnixNano()
 	page := &dashPage{
-		Title: "Decent Cloud providers", Version: s.cfg.Version,
+		Title: "Decent Cloud providers", Version: s.cfg.Version, Profile: s.cfg.Profile,
 		GeneratedAt: now.UTC().Format("2006-01-02 15:04:05 UTC"), Refresh: int(s.cfg.DashboardRefresh / time.Second),
 	}
 	providers, err := s.st.ListProviders(ctx)
@@ -162,6 +165,10 @@ func (s *Server) dashboardData(ctx context.Context) (*dashPage, error) {
 				dp.Pending++
 			case dcapi.StatusProvisioningFailed:
 				dp.Failed++
+			case dcapi.StatusPaused:
+				dp.Paused++
+			case dcapi.StatusExpired:
+				dp.Expired++
 			}
 			if i < 6 {
 				dc := dashContract{ID: c.ContractID, Short: c.ContractID[:12], Status: c.Status, Created: ago(now, time.Unix(0, c.CreatedAtNs)), Instance: "—", Health: "—"}

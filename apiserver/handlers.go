@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"bytes"
+	"context"
 	"net/http"
 	"slices"
 	"strconv"
@@ -14,6 +15,10 @@ import (
 )
 
 func (s *Server) routes() {
+	if s.live {
+		s.mux = s.liveRoutes()
+		return
+	}
 	m := http.NewServeMux()
 	p := dcapi.APIPrefix
 	agent := func(perm string) endpoint { return endpoint{access: agentOnly, perm: perm} }
@@ -38,6 +43,8 @@ func (s *Server) routes() {
 	m.HandleFunc("GET "+p+"/providers/{pubkey}/agent-delegations", s.signed(endpoint{access: providerOnly}, s.listDelegations))
 	m.HandleFunc("GET "+p+"/providers/{pubkey}/agent-delegations/{agentPubkey}", s.signed(endpoint{access: providerOrSelf}, s.getDelegation))
 	m.HandleFunc("DELETE "+p+"/providers/{pubkey}/agent-delegations/{agentPubkey}", s.signed(endpoint{access: providerOnly}, s.revokeDelegation))
+
+	poolRoutes(m, func(h authedHandler) http.HandlerFunc { return s.signed(endpoint{access: providerOnly}, h) }, s)
 
 	m.HandleFunc("GET "+p+"/providers/{pubkey}/agent-status", s.public(s.agentStatus))
 	m.HandleFunc("GET "+p+"/providers/{pubkey}/health-summary", s.public(s.healthSummary))
@@ -80,11 +87,20 @@ func (s *Server) pendingProvision(w http.ResponseWriter, r *http.Request, c *cal
 		wait = time.Duration(min(n, dcapi.MaxWaitSeconds)) * time.Second
 		w.Header().Set(dcapi.HeaderLongPoll, strconv.Itoa(int(wait/time.Second)))
 	}
+	var pool *store.Pool
+	if c.deleg.PoolID != nil {
+		// An agent registered by setup token sees its pool's contracts
+		// (as live); one registered by an offline-signed delegation, all.
+		var err error
+		if pool, err = s.st.GetPool(r.Context(), *c.deleg.PoolID); err != nil {
+			return err
+		}
+	}
 	deadline := time.Now().Add(wait)
 	drain := drainCh(r.Context())
 	for {
 		woken, done := s.hub.subscribe(c.provider)
-		list, nextNs, err := s.st.PendingContracts(r.Context(), c.provider, c.key, s.now().UnixNano())
+		list, nextNs, err := s.st.PendingContractsForPool(r.Context(), c.provider, c.key, pool, s.now().UnixNano())
 		if err != nil {
 			done()
 			return err
@@ -183,8 +199,25 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, c *caller) er
 	if err := s.st.RecordHeartbeat(r.Context(), c.provider, c.key, hb, c.nowNs); err != nil {
 		return err
 	}
+	if c.deleg.PoolID != nil {
+		writeJSON(w, http.StatusOK, s.heartbeatAck(r.Context(), c))
+		return nil
+	}
 	writeEncoded(w, http.StatusOK, s.hbAck)
 	return nil
+}
+
+// heartbeatAck answers a heartbeat: for an agent in a pool with the pool's
+// id and name (live's send_heartbeat, api/src/openapi/agents.rs).
+func (s *Server) heartbeatAck(ctx context.Context, c *caller) dcapi.HeartbeatResponse {
+	ack := dcapi.HeartbeatResponse{Acknowledged: true, NextHeartbeatSeconds: s.cfg.NextHeartbeatSeconds}
+	if id := c.deleg.PoolID; id != nil {
+		ack.PoolID = id
+		if p, err := s.st.GetPool(ctx, *id); err == nil {
+			ack.PoolName = &p.Name
+		}
+	}
+	return ack
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request, c *caller) error {

@@ -56,7 +56,24 @@ func writeEncoded(w http.ResponseWriter, status int, b []byte) {
 // writeError writes a failure envelope with the status of err. Errors that
 // are not refusals are logged and answered with a generic 500 naming the
 // request id, so internals never reach the client.
+//
+// In the live profile a handler's refusal is HTTP 200 {"success":false,
+// "error":…}, as every handler of api/src/openapi/*.rs answers; poem's own
+// refusals (authentication, body parsing, routing, the rate limit) are
+// plainErrors, plain text with their status, in both profiles.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var pe *plainError
+	if errors.As(err, &pe) {
+		setErr(r.Context(), pe.msg)
+		for k, v := range pe.header {
+			w.Header()[k] = v
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Content-Length", strconv.Itoa(len(pe.msg)))
+		w.WriteHeader(pe.status)
+		_, _ = w.Write([]byte(pe.msg))
+		return
+	}
 	var ae *apiError
 	switch {
 	case errors.As(err, &ae):
@@ -78,10 +95,14 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if ae.retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(ae.retryAfter))
 	}
+	status := ae.status
+	if s.live && status != 499 {
+		status = http.StatusOK
+	}
 	b, _ := json.Marshal(envelope{Success: false, Error: ae.msg})
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(ae.status)
+	w.WriteHeader(status)
 	_, _ = w.Write(b)
 }
 
@@ -93,6 +114,8 @@ func storeStatus(k store.ErrorKind) int {
 		return http.StatusConflict
 	case store.KindForbidden:
 		return http.StatusForbidden
+	case store.KindGone:
+		return http.StatusGone
 	default:
 		return http.StatusUnprocessableEntity
 	}

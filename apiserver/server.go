@@ -51,7 +51,21 @@ type Config struct {
 	Version string
 	// DashboardRefresh is the dashboard's self-refresh period (default 10 s).
 	DashboardRefresh time.Duration
+	// Profile is ProfileDefault ("" too) or ProfileLive: which API the
+	// server speaks (docs/dc-api.md).
+	Profile string
 }
+
+// Profiles (dc-api serve --profile).
+const (
+	// ProfileDefault is PROTOCOL.md with dc-api's extensions, plus pools
+	// and setup tokens.
+	ProfileDefault = "default"
+	// ProfileLive behaves as the live Decent Cloud API (v0.6.0) wherever
+	// it defines behaviour: its routes, error style, schemas, state rules,
+	// rate limit, and no nonce cache.
+	ProfileLive = "live"
+)
 
 // Server is the API server. Create it with New.
 type Server struct {
@@ -63,6 +77,8 @@ type Server struct {
 	nonces  *nonceCache
 	keys    *keyCache
 	limiter *rateLimiter
+	ipLimit *ipLimiter // the live profile's per-IP limit
+	live    bool
 	mux     *http.ServeMux
 	handler http.Handler
 	hbAck   []byte // the (constant) heartbeat answer, encoded once
@@ -100,6 +116,13 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Version == "" {
 		cfg.Version = "dev"
 	}
+	switch cfg.Profile {
+	case "":
+		cfg.Profile = ProfileDefault
+	case ProfileDefault, ProfileLive:
+	default:
+		return nil, fmt.Errorf("apiserver: profile %q: use %s or %s", cfg.Profile, ProfileDefault, ProfileLive)
+	}
 	s := &Server{
 		cfg:    cfg,
 		st:     cfg.Store,
@@ -108,8 +131,13 @@ func New(cfg Config) (*Server, error) {
 		hub:    newHub(),
 		nonces: newNonceCache(cfg.NonceCacheSize, 2*time.Duration(dcapi.TimestampWindowNs)),
 		keys:   newKeyCache(defaultKeyCacheSize),
+		live:   cfg.Profile == ProfileLive,
 	}
-	if cfg.RateLimit > 0 {
+	switch {
+	case cfg.RateLimit < 0:
+	case s.live:
+		s.ipLimit = newIPLimiter()
+	default:
 		s.limiter = newRateLimiter(cfg.RateLimit, cfg.RateBurst)
 	}
 	s.hbAck, _ = json.Marshal(envelope{Success: true, Data: dcapi.HeartbeatResponse{Acknowledged: true, NextHeartbeatSeconds: cfg.NextHeartbeatSeconds}})
@@ -120,6 +148,9 @@ func New(cfg Config) (*Server, error) {
 
 // ServeHTTP makes the Server an http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// Profile is the API the server speaks (ProfileDefault or ProfileLive).
+func (s *Server) Profile() string { return s.cfg.Profile }
 
 // Store is the server's store.
 func (s *Server) Store() *store.Store { return s.st }
@@ -265,7 +296,7 @@ func (s *Server) serveRequest(w http.ResponseWriter, r *http.Request, next *http
 			}
 			s.log.Error("panic in handler", "request_id", ri.id, "path", r.URL.Path, "panic", fmt.Sprint(p))
 			if sw.status == 0 {
-				s.writeError(sw, r, fmt.Errorf("panic: %v", p))
+				s.writeError(sw, r, &plainError{status: http.StatusInternalServerError, msg: "internal error (request id " + ri.id + ")"})
 			}
 		}
 		st := sw.status
@@ -275,6 +306,12 @@ func (s *Server) serveRequest(w http.ResponseWriter, r *http.Request, next *http
 		s.logRequest(r, st, float64(time.Since(start).Microseconds())/1000)
 	}()
 	r.Body = http.MaxBytesReader(sw, r.Body, s.cfg.MaxBodyBytes)
+	if s.ipLimit != nil {
+		if err := s.ipLimit.check(r, s.now()); err != nil {
+			s.writeError(sw, r, err)
+			return
+		}
+	}
 	if _, pattern := next.Handler(r); pattern == "" {
 		s.unrouted(sw, r, next)
 		return
@@ -293,6 +330,15 @@ func (s *Server) unrouted(w http.ResponseWriter, r *http.Request, mux *http.Serv
 	}
 	if allow := rec.h.Get("Allow"); allow != "" {
 		w.Header().Set("Allow", allow)
+	}
+	if s.live {
+		// poem's NotFoundError / MethodNotAllowedError.
+		msg := "not found"
+		if status == http.StatusMethodNotAllowed {
+			msg = "method not allowed"
+		}
+		s.writeError(w, r, &plainError{status: status, msg: msg})
+		return
 	}
 	if status == http.StatusMethodNotAllowed {
 		s.writeError(w, r, errorf(status, "method %s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, rec.h.Get("Allow")))

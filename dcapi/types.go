@@ -38,6 +38,12 @@ const (
 	StatusActive             = "active"
 	StatusCompleted          = "completed"
 	StatusCancelled          = "cancelled"
+	// StatusPaused: the VM is stopped, not destroyed, while a payment
+	// dispute is open; resuming returns the contract to active (live API,
+	// common/src/contract_status.rs).
+	StatusPaused = "paused"
+	// StatusExpired: the contract's time is up (live API).
+	StatusExpired = "expired"
 )
 
 // Health statuses.
@@ -138,10 +144,14 @@ type StoragePool struct {
 	AvailGB int64  `json:"availGb"`
 }
 
-// HeartbeatResponse answers a heartbeat.
+// HeartbeatResponse answers a heartbeat. The pool fields are set for an
+// agent registered by setup token (live API, common/src/api_types.rs).
 type HeartbeatResponse struct {
-	Acknowledged         bool `json:"acknowledged"`
-	NextHeartbeatSeconds int  `json:"nextHeartbeatSeconds"`
+	Acknowledged         bool    `json:"acknowledged"`
+	NextHeartbeatSeconds int     `json:"nextHeartbeatSeconds"`
+	PoolID               *string `json:"poolId,omitempty"`
+	PoolName             *string `json:"poolName,omitempty"`
+	UpgradeToVersion     *string `json:"upgradeToVersion,omitempty"`
 }
 
 // HealthCheck is one health report. ContractID is set only inside a batch.
@@ -176,10 +186,12 @@ type HealthBatchResult struct {
 	Accepted int `json:"accepted"`
 }
 
-// ReconcileInstance is one instance the agent runs.
+// ReconcileInstance is one instance the agent runs. In a reconcile
+// answer's keep list EndsAt is when the contract ends (ns; live API).
 type ReconcileInstance struct {
 	ExternalID string `json:"externalId"`
 	ContractID string `json:"contractId"`
+	EndsAt     int64  `json:"endsAt,omitempty"`
 }
 
 // ReconcileRequest is the body of POST .../reconcile.
@@ -200,11 +212,55 @@ type ReconcileUnknown struct {
 	Message    string `json:"message"`
 }
 
+// ReconcilePause is an instance whose VM the agent must stop, not destroy:
+// its contract is paused (a payment dispute); resuming it makes it active
+// again and the VM is started (live API).
+type ReconcilePause struct {
+	ExternalID string `json:"externalId"`
+	ContractID string `json:"contractId"`
+	Reason     string `json:"reason"`
+}
+
 // ReconcileResponse answers reconcile.
 type ReconcileResponse struct {
 	Keep      []ReconcileInstance  `json:"keep"`
 	Terminate []ReconcileTerminate `json:"terminate"`
 	Unknown   []ReconcileUnknown   `json:"unknown"`
+	Pause     []ReconcilePause     `json:"pause"`
+}
+
+// AgentSetupRequest is the (unsigned) body of POST /agents/setup: an agent
+// registers itself with a provider's one-time setup token (live API,
+// api/src/openapi/agents.rs).
+type AgentSetupRequest struct {
+	Token       string `json:"token"`
+	AgentPubkey string `json:"agentPubkey"`
+}
+
+// AgentSetupResponse answers POST /agents/setup.
+type AgentSetupResponse struct {
+	ProviderPubkey  string   `json:"providerPubkey"`
+	PoolID          string   `json:"poolId"`
+	PoolName        string   `json:"poolName"`
+	PoolLocation    string   `json:"poolLocation"`
+	ProvisionerType string   `json:"provisionerType"`
+	Permissions     []string `json:"permissions"`
+}
+
+// CreatePoolRequest is the body of POST /providers/{pubkey}/pools (signed
+// with the provider's main key).
+type CreatePoolRequest struct {
+	Name            string `json:"name"`
+	Location        string `json:"location"`
+	ProvisionerType string `json:"provisionerType"`
+}
+
+// CreateSetupTokenRequest is the body of POST
+// /providers/{pubkey}/pools/{poolId}/setup-tokens; ExpiresInHours defaults
+// to 24.
+type CreateSetupTokenRequest struct {
+	Label          *string `json:"label,omitempty"`
+	ExpiresInHours *uint32 `json:"expiresInHours,omitempty"`
 }
 
 // CreateDelegationRequest is the body of POST .../agent-delegations.
@@ -229,6 +285,9 @@ type DelegationInfo struct {
 	Version         *string  `json:"version"`
 	LastHeartbeatNs *int64   `json:"lastHeartbeatNs"`
 	RevokedAtNs     *int64   `json:"revokedAtNs,omitempty"`
+	// PoolID is the agent's pool (registered by setup token), null for an
+	// offline-signed delegation.
+	PoolID *string `json:"poolId"`
 }
 
 // AgentStatus answers GET .../agent-status.

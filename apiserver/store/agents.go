@@ -25,8 +25,10 @@ const (
 )
 
 // ValidateHeartbeat checks a heartbeat body's values.
-func ValidateHeartbeat(hb *dcapi.Heartbeat) error {
-	if hb.Version == "" {
+func ValidateHeartbeat(hb *dcapi.Heartbeat) error { return validateHeartbeat(hb, true) }
+
+func validateHeartbeat(hb *dcapi.Heartbeat, requireVersion bool) error {
+	if requireVersion && hb.Version == "" {
 		return invalidf("version is required (the agent's version string)")
 	}
 	if err := validText("version", hb.Version, maxVersionLen); err != nil {
@@ -57,6 +59,26 @@ func (s *Store) RecordHeartbeat(ctx context.Context, provider, agent string, hb 
 	if err := ValidateHeartbeat(&hb); err != nil {
 		return err
 	}
+	var res []byte
+	if hb.Resources != nil {
+		res, _ = json.Marshal(hb.Resources)
+	}
+	return s.recordHeartbeat(ctx, provider, agent, hb, res, nowNs)
+}
+
+// RecordLiveHeartbeat stores a heartbeat of the live API's shape
+// (HeartbeatRequest, api/src/openapi/agents.rs): version and provisioner
+// type may be empty, and resources (the ResourceInventory of
+// common/src/api_types.rs, checked by the caller) is stored as received;
+// hb.Resources is ignored.
+func (s *Store) RecordLiveHeartbeat(ctx context.Context, provider, agent string, hb dcapi.Heartbeat, resources json.RawMessage, nowNs int64) error {
+	if err := validateHeartbeat(&hb, false); err != nil {
+		return err
+	}
+	return s.recordHeartbeat(ctx, provider, agent, hb, resources, nowNs)
+}
+
+func (s *Store) recordHeartbeat(ctx context.Context, provider, agent string, hb dcapi.Heartbeat, resources []byte, nowNs int64) error {
 	it := hbItems.Get().(*hbItem)
 	*it = hbItem{provider: provider, agent: agent, version: hb.Version, ptype: hb.ProvisionerType,
 		active: int64(hb.ActiveContracts), nowNs: nowNs, done: it.done}
@@ -64,12 +86,11 @@ func (s *Store) RecordHeartbeat(ctx context.Context, provider, agent string, hb 
 		b, _ := json.Marshal(hb.Capabilities)
 		it.caps = string(b)
 	}
-	if hb.Resources != nil {
-		b, _ := json.Marshal(hb.Resources)
-		if len(b) > maxResourcesBytes {
-			return invalidf("resources is %d bytes encoded; at most %d", len(b), maxResourcesBytes)
+	if resources != nil {
+		if len(resources) > maxResourcesBytes {
+			return invalidf("resources is %d bytes encoded; at most %d", len(resources), maxResourcesBytes)
 		}
-		it.res = string(b)
+		it.res = string(resources)
 	}
 	s.hbOnce.Do(func() {
 		s.hbStarted = true
@@ -450,6 +471,9 @@ type AgentRow struct {
 	Capabilities    []string
 	ActiveContracts int
 	Resources       *dcapi.Resources
+	// RawResources is the resources JSON as stored (a live agent's
+	// ResourceInventory does not fit dcapi.Resources).
+	RawResources json.RawMessage
 }
 
 // Online reports whether the agent sent a heartbeat within the window.
@@ -478,6 +502,7 @@ func (s *Store) Agents(ctx context.Context, provider string) ([]AgentRow, error)
 			_ = json.Unmarshal([]byte(caps.String), &a.Capabilities)
 		}
 		if res.Valid {
+			a.RawResources = json.RawMessage(res.String)
 			a.Resources = &dcapi.Resources{}
 			if json.Unmarshal([]byte(res.String), a.Resources) != nil {
 				a.Resources = nil

@@ -35,9 +35,15 @@ type Contract struct {
 	TerminatedAtNs     *int64  `json:"terminated_at_ns"`
 	LastHealthCheckNs  *int64  `json:"last_health_check_ns"`
 	LastHealthStatus   *string `json:"last_health_status"`
+	// AgentPoolID is the pool of the contract's offering (nil: none; then
+	// DatacenterCountry decides which pool's agents see it).
+	AgentPoolID       *string `json:"agent_pool_id"`
+	DatacenterCountry *string `json:"datacenter_country"`
+	PausedAtNs        *int64  `json:"paused_at_ns"`
+	PauseReason       *string `json:"pause_reason"`
 }
 
-// Active reports whether the contract's instance should be running.
+// hasLiveInstance reports whether the contract's instance should be running.
 func (c *Contract) hasLiveInstance() bool {
 	return c.Status == dcapi.StatusProvisioned || c.Status == dcapi.StatusActive
 }
@@ -46,19 +52,22 @@ const contractCols = `contract_id, offering_id, requester_ssh_pubkey, requester_
 	memory_amount, storage_capacity, provisioner_type, provisioner_config, post_provision_script, product_type,
 	datacenter_city, payment_confirmed_at_ns, provider_pubkey, status, created_at_ns, status_updated_at_ns, ends_at_ns,
 	offer_after_ns, lock_agent, lock_expires_at_ns, provisioning_agent, failure_count, last_error, instance_details,
-	external_instance_id, provisioned_at_ns, cancelled_at_ns, terminated_at_ns, last_health_check_ns, last_health_status`
+	external_instance_id, provisioned_at_ns, cancelled_at_ns, terminated_at_ns, last_health_check_ns, last_health_status,
+	agent_pool_id, datacenter_country, paused_at_ns, pause_reason`
 
 func scanContract(sc interface{ Scan(...any) error }) (*Contract, error) {
 	var c Contract
 	var reqPub, instCfg, mem, stor, ptype, pcfg, script, product, city sql.NullString
 	var cpu, paid, ends, offer, lockExp, prov, canc, term, lastHC sql.NullInt64
-	var lockAgent, provAgent, lastErr, details, ext, lastHS sql.NullString
+	var lockAgent, provAgent, lastErr, details, ext, lastHS, pool, country, pauseReason sql.NullString
 	var failures int64
+	var paused sql.NullInt64
 	err := sc.Scan(&c.ContractID, &c.OfferingID, &c.RequesterSSHPubkey, &reqPub, &instCfg, &cpu,
 		&mem, &stor, &ptype, &pcfg, &script, &product,
 		&city, &paid, &c.ProviderPubkey, &c.Status, &c.CreatedAtNs, &c.StatusUpdatedAtNs, &ends,
 		&offer, &lockAgent, &lockExp, &provAgent, &failures, &lastErr, &details,
-		&ext, &prov, &canc, &term, &lastHC, &lastHS)
+		&ext, &prov, &canc, &term, &lastHC, &lastHS,
+		&pool, &country, &paused, &pauseReason)
 	if err != nil {
 		return nil, err
 	}
@@ -72,6 +81,7 @@ func scanContract(sc interface{ Scan(...any) error }) (*Contract, error) {
 	c.ProvisioningAgent, c.FailureCount, c.LastError = strPtr(provAgent), int(failures), strPtr(lastErr)
 	c.InstanceDetails, c.ExternalInstanceID, c.ProvisionedAtNs = strPtr(details), strPtr(ext), int64Ptr(prov)
 	c.CancelledAtNs, c.TerminatedAtNs, c.LastHealthCheckNs, c.LastHealthStatus = int64Ptr(canc), int64Ptr(term), int64Ptr(lastHC), strPtr(lastHS)
+	c.AgentPoolID, c.DatacenterCountry, c.PausedAtNs, c.PauseReason = strPtr(pool), strPtr(country), int64Ptr(paused), strPtr(pauseReason)
 	return &c, nil
 }
 
@@ -80,20 +90,26 @@ func scanContract(sc interface{ Scan(...any) error }) (*Contract, error) {
 // structure only (ids, lengths): contract contents are the agent's to
 // validate, and agent tests need to create odd contracts.
 type NewContract struct {
-	ContractID           string // 64 hex; random when empty
-	ProviderPubkey       string
-	OfferingID           string // "offering-1" when empty
-	RequesterSSHPubkey   string
-	RequesterPubkey      *string
-	InstanceConfig       *string
-	CPUCores             *int
-	MemoryAmount         *string
-	StorageCapacity      *string
-	ProvisionerType      *string
-	ProvisionerConfig    *string
-	PostProvisionScript  *string
-	ProductType          *string
-	DatacenterCity       *string
+	ContractID          string // 64 hex; random when empty
+	ProviderPubkey      string
+	OfferingID          string // "offering-1" when empty
+	RequesterSSHPubkey  string
+	RequesterPubkey     *string
+	InstanceConfig      *string
+	CPUCores            *int
+	MemoryAmount        *string
+	StorageCapacity     *string
+	ProvisionerType     *string
+	ProvisionerConfig   *string
+	PostProvisionScript *string
+	ProductType         *string
+	DatacenterCity      *string
+	// DatacenterCountry is an ISO 3166-1 alpha-2 code; AgentPoolID the
+	// pool of the contract's offering. pending-provision offers a contract
+	// to a pooled agent when it is in the agent's pool, or in none and its
+	// country lies in the pool's region.
+	DatacenterCountry    *string
+	AgentPoolID          *string
 	PaymentConfirmedAtNs *int64 // now when nil
 	// Status: accepted (default; offered to agents at once), or requested /
 	// pending (not offered until something accepts them).
@@ -147,6 +163,9 @@ func (s *Store) CreateContract(ctx context.Context, nc NewContract, nowNs int64)
 			return nil, invalidf("%s is %d bytes; at most %d", name, len(*v), maxFieldBytes)
 		}
 	}
+	if nc.DatacenterCountry != nil && !validCountry(*nc.DatacenterCountry) {
+		return nil, invalidf("datacenter country must be an ISO 3166-1 alpha-2 code (two capital letters), got %q", clip(*nc.DatacenterCountry))
+	}
 	if nc.CPUCores != nil && (*nc.CPUCores < 0 || *nc.CPUCores > 1<<16) {
 		return nil, invalidf("cpu cores %d out of range", *nc.CPUCores)
 	}
@@ -173,6 +192,15 @@ func (s *Store) CreateContract(ctx context.Context, nc NewContract, nowNs int64)
 		if err := s.providerExists(ctx, tx, nc.ProviderPubkey); err != nil {
 			return err
 		}
+		if nc.AgentPoolID != nil {
+			var owner string
+			err := tx.QueryRowContext(ctx, s.q(`SELECT provider_pubkey FROM agent_pools WHERE pool_id = ?`), *nc.AgentPoolID).Scan(&owner)
+			if errors.Is(err, sql.ErrNoRows) || err == nil && owner != nc.ProviderPubkey {
+				return notFoundf("pool %q is not a pool of provider %s (dc-api pool list --provider %s)", clip(*nc.AgentPoolID), nc.ProviderPubkey, nc.ProviderPubkey)
+			} else if err != nil {
+				return err
+			}
+		}
 		var one int
 		if err := tx.QueryRowContext(ctx, s.q(`SELECT 1 FROM contracts WHERE contract_id = ?`), nc.ContractID).Scan(&one); err == nil {
 			return conflictf("contract %s already exists", nc.ContractID)
@@ -182,13 +210,13 @@ func (s *Store) CreateContract(ctx context.Context, nc NewContract, nowNs int64)
 		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO contracts (contract_id, provider_pubkey, offering_id, requester_ssh_pubkey,
 			requester_pubkey, instance_config, cpu_cores, memory_amount, storage_capacity, provisioner_type, provisioner_config,
 			post_provision_script, product_type, datacenter_city, payment_confirmed_at_ns, status, created_at_ns,
-			status_updated_at_ns, ends_at_ns, offer_after_ns)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			status_updated_at_ns, ends_at_ns, offer_after_ns, agent_pool_id, datacenter_country)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 			nc.ContractID, nc.ProviderPubkey, nc.OfferingID, nc.RequesterSSHPubkey,
 			nullStr(nc.RequesterPubkey), nullStr(nc.InstanceConfig), nullInt(nc.CPUCores), nullStr(nc.MemoryAmount),
 			nullStr(nc.StorageCapacity), nullStr(nc.ProvisionerType), nullStr(nc.ProvisionerConfig),
 			nullStr(nc.PostProvisionScript), nullStr(nc.ProductType), nullStr(nc.DatacenterCity), nullInt64(paid),
-			nc.Status, nowNs, nowNs, ends, nullInt64(offer))
+			nc.Status, nowNs, nowNs, ends, nullInt64(offer), nullStr(nc.AgentPoolID), nullStr(nc.DatacenterCountry))
 		if err != nil {
 			return err
 		}
@@ -285,9 +313,19 @@ func (s *Store) ListContracts(ctx context.Context, f ContractFilter) ([]*Contrac
 // change by the clock alone (a cool-down or lock expiring), 0 if none; a
 // long-poll sleeps at most until then.
 func (s *Store) PendingContracts(ctx context.Context, provider, agent string, nowNs int64) (out []dcapi.PendingContract, nextNs int64, err error) {
-	rows, err := s.r.QueryContext(ctx, s.q(`SELECT `+contractCols+` FROM contracts
-		WHERE provider_pubkey = ? AND offer_after_ns IS NOT NULL AND offer_after_ns <= ?
-		ORDER BY created_at_ns, contract_id LIMIT 200`), provider, nowNs)
+	return s.PendingContractsForPool(ctx, provider, agent, nil, nowNs)
+}
+
+// PendingContractsForPool is PendingContracts for an agent of pool (nil:
+// an agent in no pool, which is offered every contract): only contracts the
+// pool serves (poolServes) are offered.
+func (s *Store) PendingContractsForPool(ctx context.Context, provider, agent string, pool *Pool, nowNs int64) (out []dcapi.PendingContract, nextNs int64, err error) {
+	where, args := `provider_pubkey = ? AND offer_after_ns IS NOT NULL AND offer_after_ns <= ?`, []any{provider, nowNs}
+	if pool != nil {
+		where, args = where+` AND (agent_pool_id = ? OR agent_pool_id IS NULL)`, append(args, pool.PoolID)
+	}
+	rows, err := s.r.QueryContext(ctx, s.q(`SELECT `+contractCols+` FROM contracts WHERE `+where+`
+		ORDER BY created_at_ns, contract_id LIMIT 200`), args...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("pending contracts: %w", err)
 	}
@@ -297,6 +335,9 @@ func (s *Store) PendingContracts(ctx context.Context, provider, agent string, no
 		c, err := scanContract(rows)
 		if err != nil {
 			return nil, 0, err
+		}
+		if pool != nil && !poolServes(pool, c.AgentPoolID, c.DatacenterCountry) {
+			continue
 		}
 		if c.LockAgent != nil && *c.LockAgent != agent && c.LockExpiresAtNs != nil && *c.LockExpiresAtNs > nowNs {
 			if nextNs == 0 || *c.LockExpiresAtNs < nextNs {
@@ -585,11 +626,11 @@ func (s *Store) CancelContract(ctx context.Context, id string, nowNs int64) (*Co
 		switch c.Status {
 		case dcapi.StatusCancelled:
 			return nil
-		case dcapi.StatusCompleted:
-			return conflictf("contract %s already completed; nothing to cancel", id)
+		case dcapi.StatusCompleted, dcapi.StatusExpired:
+			return conflictf("contract %s already %s; nothing to cancel", id, c.Status)
 		}
 		_, err = tx.ExecContext(ctx, s.q(`UPDATE contracts SET status = ?, status_updated_at_ns = ?, cancelled_at_ns = ?,
-			lock_agent = NULL, lock_expires_at_ns = NULL, offer_after_ns = NULL WHERE contract_id = ?`),
+			lock_agent = NULL, lock_expires_at_ns = NULL, offer_after_ns = NULL, paused_at_ns = NULL, pause_reason = NULL WHERE contract_id = ?`),
 			dcapi.StatusCancelled, nowNs, nowNs, id)
 		return err
 	})
@@ -602,12 +643,13 @@ func (s *Store) CancelContract(ctx context.Context, id string, nowNs int64) (*Co
 	return s.GetContract(ctx, id)
 }
 
-// completeEnded moves provider's provisioned/active contracts whose end time
-// has passed to completed. Run before answering what should be running.
+// completeEnded moves provider's provisioned/active/paused contracts whose
+// end time has passed to completed. Run before answering what should be
+// running.
 func (s *Store) completeEnded(ctx context.Context, provider string, nowNs int64) error {
 	_, err := s.w.ExecContext(ctx, s.q(`UPDATE contracts SET status = ?, status_updated_at_ns = ?
-		WHERE provider_pubkey = ? AND status IN (?, ?) AND ends_at_ns IS NOT NULL AND ends_at_ns <= ?`),
-		dcapi.StatusCompleted, nowNs, provider, dcapi.StatusProvisioned, dcapi.StatusActive, nowNs)
+		WHERE provider_pubkey = ? AND status IN (?, ?, ?) AND ends_at_ns IS NOT NULL AND ends_at_ns <= ?`),
+		dcapi.StatusCompleted, nowNs, provider, dcapi.StatusProvisioned, dcapi.StatusActive, dcapi.StatusPaused, nowNs)
 	if err != nil {
 		return fmt.Errorf("complete ended contracts: %w", err)
 	}
@@ -615,17 +657,19 @@ func (s *Store) completeEnded(ctx context.Context, provider string, nowNs int64)
 }
 
 // ActiveContracts lists provider's contracts that have (or had) an instance
-// the agent must look after: provisioned and active ones, plus cancelled or
-// completed ones whose instance the agent has not yet reported terminated.
+// the agent must look after: provisioned, active and paused ones, plus
+// cancelled, completed or expired ones whose instance the agent has not yet
+// reported terminated.
 func (s *Store) ActiveContracts(ctx context.Context, provider string, nowNs int64) ([]dcapi.ActiveContract, error) {
 	if err := s.completeEnded(ctx, provider, nowNs); err != nil {
 		return nil, err
 	}
 	rows, err := s.r.QueryContext(ctx, s.q(`SELECT `+contractCols+` FROM contracts
-		WHERE provider_pubkey = ? AND (status IN (?, ?)
-			OR (status IN (?, ?) AND external_instance_id IS NOT NULL AND terminated_at_ns IS NULL))
+		WHERE provider_pubkey = ? AND (status IN (?, ?, ?)
+			OR (status IN (?, ?, ?) AND external_instance_id IS NOT NULL AND terminated_at_ns IS NULL))
 		ORDER BY created_at_ns, contract_id`),
-		provider, dcapi.StatusProvisioned, dcapi.StatusActive, dcapi.StatusCancelled, dcapi.StatusCompleted)
+		provider, dcapi.StatusProvisioned, dcapi.StatusActive, dcapi.StatusPaused,
+		dcapi.StatusCancelled, dcapi.StatusCompleted, dcapi.StatusExpired)
 	if err != nil {
 		return nil, fmt.Errorf("active contracts: %w", err)
 	}
@@ -650,13 +694,16 @@ const MaxReconcileInstances = 10000
 //     recorded for it (or none was recorded yet), or the contract is still
 //     being provisioned (accepted/provisioning: the agent's own report may
 //     be in flight);
-//   - terminate (with a reason): the contract was cancelled, has ended,
-//     failed provisioning, or is served by a different instance (duplicate);
+//   - pause (with the pause reason): the contract is paused (a payment
+//     dispute): stop the instance, do not destroy it;
+//   - terminate (with a reason): the contract was cancelled, has ended or
+//     expired, failed provisioning, or is served by a different instance
+//     (duplicate);
 //   - unknown: no contract id, or no such contract for this provider. The
 //     server never asks to delete what it does not know; that is the
 //     provider's call.
 func (s *Store) Reconcile(ctx context.Context, provider string, running []dcapi.ReconcileInstance, nowNs int64) (dcapi.ReconcileResponse, error) {
-	resp := dcapi.ReconcileResponse{Keep: []dcapi.ReconcileInstance{}, Terminate: []dcapi.ReconcileTerminate{}, Unknown: []dcapi.ReconcileUnknown{}}
+	resp := newReconcileResponse()
 	if len(running) > MaxReconcileInstances {
 		return resp, invalidf("runningInstances has %d entries; at most %d", len(running), MaxReconcileInstances)
 	}
@@ -687,15 +734,20 @@ func (s *Store) Reconcile(ctx context.Context, provider string, running []dcapi.
 		term := func(reason string) {
 			resp.Terminate = append(resp.Terminate, dcapi.ReconcileTerminate{ExternalID: in.ExternalID, ContractID: in.ContractID, Reason: reason})
 		}
+		keep := dcapi.ReconcileInstance{ExternalID: in.ExternalID, ContractID: in.ContractID, EndsAt: derefOr(c.EndsAtNs, 0)}
 		switch c.Status {
 		case dcapi.StatusProvisioned, dcapi.StatusActive:
 			if c.ExternalInstanceID != nil && *c.ExternalInstanceID != in.ExternalID {
 				term("duplicate instance: contract is served by instance " + *c.ExternalInstanceID)
 			} else {
-				resp.Keep = append(resp.Keep, in)
+				resp.Keep = append(resp.Keep, keep)
 			}
 		case dcapi.StatusAccepted, dcapi.StatusProvisioning:
-			resp.Keep = append(resp.Keep, in)
+			resp.Keep = append(resp.Keep, keep)
+		case dcapi.StatusPaused:
+			resp.Pause = append(resp.Pause, dcapi.ReconcilePause{ExternalID: in.ExternalID, ContractID: in.ContractID, Reason: strOr(c.PauseReason, "paused")})
+		case dcapi.StatusExpired:
+			term("contract expired at " + fmtNs(derefOr(c.EndsAtNs, c.StatusUpdatedAtNs)))
 		case dcapi.StatusCancelled:
 			term("contract cancelled at " + fmtNs(derefOr(c.CancelledAtNs, c.StatusUpdatedAtNs)))
 		case dcapi.StatusCompleted:
@@ -709,6 +761,11 @@ func (s *Store) Reconcile(ctx context.Context, provider string, running []dcapi.
 	return resp, nil
 }
 
+func newReconcileResponse() dcapi.ReconcileResponse {
+	return dcapi.ReconcileResponse{Keep: []dcapi.ReconcileInstance{}, Terminate: []dcapi.ReconcileTerminate{},
+		Unknown: []dcapi.ReconcileUnknown{}, Pause: []dcapi.ReconcilePause{}}
+}
+
 // MarkTerminated records that the instance of a cancelled or ended contract
 // is gone. A provisioned/active contract past its end is completed by it.
 // Repeating it is harmless.
@@ -720,7 +777,7 @@ func (s *Store) MarkTerminated(ctx context.Context, provider, id string, nowNs i
 		}
 		status := c.Status
 		switch {
-		case c.Status == dcapi.StatusCancelled || c.Status == dcapi.StatusCompleted:
+		case c.Status == dcapi.StatusCancelled || c.Status == dcapi.StatusCompleted || c.Status == dcapi.StatusExpired:
 			if c.TerminatedAtNs != nil {
 				return nil
 			}

@@ -25,6 +25,9 @@ type Delegation struct {
 	Signature      string
 	CreatedAtNs    int64
 	RevokedAtNs    *int64
+	// PoolID is the agent's pool when a setup token registered it; nil
+	// for an offline-signed delegation.
+	PoolID *string
 }
 
 // Expired reports whether the delegation has expired at nowNs.
@@ -38,20 +41,20 @@ func (d *Delegation) Active(nowNs int64) bool { return d.RevokedAtNs == nil && !
 // Has reports whether the delegation grants perm.
 func (d *Delegation) Has(perm string) bool { return slices.Contains(d.Permissions, perm) }
 
-const delegationCols = `provider_pubkey, agent_pubkey, permissions, expires_at_ns, label, signature, created_at_ns, revoked_at_ns`
+const delegationCols = `provider_pubkey, agent_pubkey, permissions, expires_at_ns, label, signature, created_at_ns, revoked_at_ns, pool_id`
 
 func scanDelegation(sc interface{ Scan(...any) error }) (*Delegation, error) {
 	var d Delegation
 	var perms string
 	var exp, rev sql.NullInt64
-	var label sql.NullString
-	if err := sc.Scan(&d.ProviderPubkey, &d.AgentPubkey, &perms, &exp, &label, &d.Signature, &d.CreatedAtNs, &rev); err != nil {
+	var label, pool sql.NullString
+	if err := sc.Scan(&d.ProviderPubkey, &d.AgentPubkey, &perms, &exp, &label, &d.Signature, &d.CreatedAtNs, &rev, &pool); err != nil {
 		return nil, err
 	}
 	if err := json.Unmarshal([]byte(perms), &d.Permissions); err != nil {
 		return nil, fmt.Errorf("stored permissions of agent %s: %w", d.AgentPubkey, err)
 	}
-	d.ExpiresAtNs, d.RevokedAtNs, d.Label = int64Ptr(exp), int64Ptr(rev), strPtr(label)
+	d.ExpiresAtNs, d.RevokedAtNs, d.Label, d.PoolID = int64Ptr(exp), int64Ptr(rev), strPtr(label), strPtr(pool)
 	return &d, nil
 }
 
@@ -95,7 +98,7 @@ func (s *Store) PutDelegation(ctx context.Context, sd identity.SignedDelegation,
 			return forbiddenf("the provider revoked this agent key's delegation at %s; only the provider's main key can re-enable it (or delegate a new agent key)", fmtNs(*old.RevokedAtNs))
 		}
 		_, err = tx.ExecContext(ctx, s.q(`UPDATE provider_agent_delegations
-			SET permissions = ?, expires_at_ns = ?, label = ?, signature = ?, created_at_ns = ?, revoked_at_ns = NULL
+			SET permissions = ?, expires_at_ns = ?, label = ?, signature = ?, created_at_ns = ?, revoked_at_ns = NULL, pool_id = NULL
 			WHERE provider_pubkey = ? AND agent_pubkey = ?`),
 			string(perms), nullInt64(sd.ExpiresAtNs), nullStr(label), sd.SignatureHex(), nowNs, sd.ProviderPubkey, sd.AgentPubkey)
 		if err != nil {
@@ -233,6 +236,22 @@ func (s *Store) AgentHasActiveDelegation(ctx context.Context, agent string, nowN
 	return n > 0, nil
 }
 
+// ActiveDelegation returns the newest active delegation of agent from any
+// provider (live keeps one delegation per agent key: get_active_delegation
+// in api/src/database/agent_delegations.rs), or a KindNotFound error.
+func (s *Store) ActiveDelegation(ctx context.Context, agent string, nowNs int64) (*Delegation, error) {
+	d, err := scanDelegation(s.r.QueryRowContext(ctx, s.q(`SELECT `+delegationCols+` FROM provider_agent_delegations
+		WHERE agent_pubkey = ? AND revoked_at_ns IS NULL AND (expires_at_ns IS NULL OR expires_at_ns > ?)
+		ORDER BY created_at_ns DESC, provider_pubkey LIMIT 1`), agent, nowNs))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFoundf("no active delegation for agent key %s", clip(agent))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read delegation: %w", err)
+	}
+	return d, nil
+}
+
 // ListDelegations returns the provider's delegations with their agents'
 // heartbeat state, newest first.
 func (s *Store) ListDelegations(ctx context.Context, provider string, nowNs int64) ([]dcapi.DelegationInfo, error) {
@@ -240,7 +259,7 @@ func (s *Store) ListDelegations(ctx context.Context, provider string, nowNs int6
 		return nil, err
 	}
 	rows, err := s.r.QueryContext(ctx, s.q(`SELECT d.provider_pubkey, d.agent_pubkey, d.permissions, d.expires_at_ns, d.label, d.signature, d.created_at_ns, d.revoked_at_ns,
-			a.version, COALESCE(h.last_heartbeat_ns, a.updated_at_ns)
+			d.pool_id, a.version, COALESCE(h.last_heartbeat_ns, a.updated_at_ns)
 		FROM provider_agent_delegations d
 		LEFT JOIN provider_agent_status a ON a.provider_pubkey = d.provider_pubkey AND a.agent_pubkey = d.agent_pubkey
 		LEFT JOIN agent_heartbeats h ON h.agent_id = a.id
@@ -257,8 +276,8 @@ func (s *Store) ListDelegations(ctx context.Context, provider string, nowNs int6
 		var d Delegation
 		var perms string
 		var exp, rev sql.NullInt64
-		var label sql.NullString
-		if err := rows.Scan(&d.ProviderPubkey, &d.AgentPubkey, &perms, &exp, &label, &d.Signature, &d.CreatedAtNs, &rev, &version, &hb); err != nil {
+		var label, pool sql.NullString
+		if err := rows.Scan(&d.ProviderPubkey, &d.AgentPubkey, &perms, &exp, &label, &d.Signature, &d.CreatedAtNs, &rev, &pool, &version, &hb); err != nil {
 			return nil, err
 		}
 		if err := json.Unmarshal([]byte(perms), &d.Permissions); err != nil {
@@ -277,6 +296,7 @@ func (s *Store) ListDelegations(ctx context.Context, provider string, nowNs int6
 			Version:         strPtr(version),
 			LastHeartbeatNs: int64Ptr(hb),
 			RevokedAtNs:     d.RevokedAtNs,
+			PoolID:          strPtr(pool),
 		})
 	}
 	return out, rows.Err()

@@ -42,10 +42,14 @@ type Policy struct {
 	RetryCooldown time.Duration
 	// MaxAttempts is how many provisioning attempts a contract gets.
 	MaxAttempts int
+	// ProvisioningTimeout (live rules, live.go): a contract accepted or provisioning
+	// for longer than this is failed (live: PROVISIONING_TIMEOUT_SECONDS,
+	// 3600 s, api/src/database/contracts/timeouts.rs).
+	ProvisioningTimeout time.Duration
 }
 
 // DefaultPolicy is what dc-api uses unless told otherwise.
-var DefaultPolicy = Policy{LockTTL: 5 * time.Minute, RetryCooldown: time.Minute, MaxAttempts: 3}
+var DefaultPolicy = Policy{LockTTL: 5 * time.Minute, RetryCooldown: time.Minute, MaxAttempts: 3, ProvisioningTimeout: time.Hour}
 
 // Options configure Open.
 type Options struct {
@@ -119,6 +123,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	if s.policy.MaxAttempts <= 0 {
 		s.policy.MaxAttempts = DefaultPolicy.MaxAttempts
+	}
+	if s.policy.ProvisioningTimeout <= 0 {
+		s.policy.ProvisioningTimeout = DefaultPolicy.ProvisioningTimeout
 	}
 	switch {
 	case strings.HasPrefix(dsn, "sqlite:"):
@@ -306,6 +313,8 @@ const (
 	KindConflict
 	// KindForbidden: the caller may not do this to this object (HTTP 403).
 	KindForbidden
+	// KindGone: the object existed but has expired (HTTP 410).
+	KindGone
 )
 
 // Error is a refusal with a message for the API client. Database failures
@@ -325,6 +334,9 @@ func notFoundf(format string, a ...any) error {
 }
 func conflictf(format string, a ...any) error {
 	return &Error{Kind: KindConflict, Msg: fmt.Sprintf(format, a...)}
+}
+func gonef(format string, a ...any) error {
+	return &Error{Kind: KindGone, Msg: fmt.Sprintf(format, a...)}
 }
 func forbiddenf(format string, a ...any) error {
 	return &Error{Kind: KindForbidden, Msg: fmt.Sprintf(format, a...)}

@@ -84,14 +84,15 @@ func newProviderCmd(g *globals) *cobra.Command {
 
 type createFlags struct {
 	id, provider, sshKey, requester, memory, storage, ptype, pconfig, city, offering, instanceConfig,
-	script, product string
+	script, product, pool, country string
 	cpu   int
 	hours int
 }
 
 func newContractCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "contract", Short: "Create, list, show and cancel contracts"}
+	cmd := &cobra.Command{Use: "contract", Short: "Create, list, show, cancel, pause, resume and expire contracts"}
 	cmd.AddCommand(newContractCreateCmd(g), newContractListCmd(g), newContractShowCmd(g), newContractCancelCmd(g))
+	cmd.AddCommand(newContractStateCmds(g)...)
 	return cmd
 }
 
@@ -136,6 +137,8 @@ stdout.
 	fl.StringVar(&f.pconfig, "provisioner-config", "", "provisioner config (JSON)")
 	fl.StringVar(&f.instanceConfig, "instance-config", "", "instance config (JSON)")
 	fl.StringVar(&f.city, "city", "", "datacenter city")
+	fl.StringVar(&f.country, "country", "", "datacenter country (ISO 3166-1 alpha-2, e.g. DE): a contract in no pool goes to the pools of its region")
+	fl.StringVar(&f.pool, "pool", "", "the offering's agent pool (dc-api pool list): only that pool's agents get it")
 	fl.StringVar(&f.offering, "offering-id", "", "offering id (default offering-1)")
 	fl.StringVar(&f.script, "post-provision-script", "", "script to run after provisioning (or file:PATH)")
 	fl.StringVar(&f.product, "product-type", "", "compute, dedicated or gpu")
@@ -212,6 +215,14 @@ func (f *createFlags) contract() (store.NewContract, error) {
 	nc.MemoryAmount, nc.StorageCapacity = opt(f.memory), opt(f.storage)
 	nc.ProvisionerType, nc.ProvisionerConfig, nc.InstanceConfig = opt(f.ptype), opt(f.pconfig), opt(f.instanceConfig)
 	nc.DatacenterCity, nc.PostProvisionScript, nc.ProductType = opt(f.city), opt(script), opt(f.product)
+	if f.country != "" {
+		c := strings.ToUpper(f.country)
+		if store.CountryRegion(c) == "" {
+			return nc, usagef("--country %q is not a country code dc-api knows (two letters, e.g. DE, US)", f.country)
+		}
+		nc.DatacenterCountry = &c
+	}
+	nc.AgentPoolID = opt(f.pool)
 	nc.Duration = time.Duration(f.hours) * time.Hour
 	return nc, nil
 }
@@ -315,6 +326,55 @@ func newContractCancelCmd(g *globals) *cobra.Command {
 	}
 }
 
+// newContractStateCmds are pause, resume and expire: the live API's
+// dispute pause and expiry (common/src/contract_status.rs).
+func newContractStateCmds(g *globals) []*cobra.Command {
+	var reason string
+	pause := &cobra.Command{
+		Use:   "pause CONTRACT_ID [--reason R]",
+		Short: "Pause a provisioned or active contract (a payment dispute): its agent stops the VM, keeps it",
+		Args:  cobra.ExactArgs(1),
+	}
+	pause.Flags().StringVar(&reason, "reason", "paused", `reason the agent is told, e.g. "stripe_dispute:du_123"`)
+	resume := &cobra.Command{
+		Use:   "resume CONTRACT_ID",
+		Short: "Resume a paused contract: it is active again and its agent starts the VM",
+		Args:  cobra.ExactArgs(1),
+	}
+	expire := &cobra.Command{
+		Use:   "expire CONTRACT_ID",
+		Short: "End a contract now (expired): its agent terminates the instance",
+		Args:  cobra.ExactArgs(1),
+	}
+	ops := map[*cobra.Command]func(st *store.Store, cmd *cobra.Command, id string, nowNs int64) (*store.Contract, error){
+		pause: func(st *store.Store, cmd *cobra.Command, id string, nowNs int64) (*store.Contract, error) {
+			return st.PauseContract(cmd.Context(), id, reason, nowNs)
+		},
+		resume: func(st *store.Store, cmd *cobra.Command, id string, nowNs int64) (*store.Contract, error) {
+			return st.ResumeContract(cmd.Context(), id, nowNs)
+		},
+		expire: func(st *store.Store, cmd *cobra.Command, id string, nowNs int64) (*store.Contract, error) {
+			return st.ExpireContract(cmd.Context(), id, nowNs)
+		},
+	}
+	for c, op := range ops {
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			st, err := g.open(cmd.Context(), store.Options{})
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			ct, err := op(st, cmd, strings.ToLower(strings.TrimSpace(args[0])), time.Now().UnixNano())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "contract %s is %s\n", ct.ContractID, ct.Status)
+			return nil
+		}
+	}
+	return []*cobra.Command{pause, resume, expire}
+}
+
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -347,6 +407,12 @@ func printContract(w io.Writer, c *store.Contract) error {
 	}
 	fmt.Fprintf(tw, "memory / storage\t%s / %s\n", s(c.MemoryAmount), s(c.StorageCapacity))
 	fmt.Fprintf(tw, "provisioner\t%s\n", s(c.ProvisionerType))
+	if c.AgentPoolID != nil || c.DatacenterCountry != nil {
+		fmt.Fprintf(tw, "pool / country\t%s / %s\n", s(c.AgentPoolID), s(c.DatacenterCountry))
+	}
+	if c.PauseReason != nil {
+		fmt.Fprintf(tw, "paused\t%s since %s\n", *c.PauseReason, t(c.PausedAtNs))
+	}
 	fmt.Fprintf(tw, "instance\t%s\n", s(c.ExternalInstanceID))
 	fmt.Fprintf(tw, "instance details\t%s\n", s(c.InstanceDetails))
 	if c.LockAgent != nil {

@@ -78,8 +78,12 @@ and a status dashboard at /. SQLite is the default database and needs no setup;
 PostgreSQL serves deployments that outgrow one machine. Both use the same
 migrations, applied on start or by "dc-api migrate".
 
-Operator commands (provider, contract) work while the server runs: a created
-contract wakes long-polling agents at once.
+Operator commands (provider, pool, setup-token, contract) work while the
+server runs: a created contract wakes long-polling agents at once.
+
+"serve --profile live" makes the server behave as the live Decent Cloud API
+(setup-token registration, its error style, schemas and state rules); the
+default profile is PROTOCOL.md with dc-api's extensions (docs/dc-api.md).
 
 Exit codes: 0 success, 1 failure, 2 usage error.`,
 		SilenceUsage:  true,
@@ -93,7 +97,7 @@ Exit codes: 0 success, 1 failure, 2 usage error.`,
 		def = "sqlite:dc-api.db"
 	}
 	root.PersistentFlags().StringVar(&g.db, "db", def, "database: sqlite:PATH or postgres://USER@HOST:PORT/DB (env DC_API_DB)")
-	root.AddCommand(newServeCmd(g), newMigrateCmd(g), newProviderCmd(g), newContractCmd(g), newVersionCmd())
+	root.AddCommand(newServeCmd(g), newMigrateCmd(g), newProviderCmd(g), newPoolCmd(g), newSetupTokenCmd(g), newContractCmd(g), newVersionCmd())
 	return root
 }
 

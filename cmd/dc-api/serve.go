@@ -27,6 +27,8 @@ type serveFlags struct {
 	maxAttempts   int
 	grace         time.Duration
 	refresh       time.Duration
+	profile       string
+	provTimeout   time.Duration
 }
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -43,10 +45,12 @@ gracefully: long-polls answer at once, in-flight requests get --shutdown-grace.`
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:8080", "address to listen on")
+	fl.StringVar(&f.profile, "profile", apiserver.ProfileDefault, "API to serve: default (PROTOCOL.md with dc-api's extensions) or live (as the live Decent Cloud API)")
+	fl.DurationVar(&f.provTimeout, "provisioning-timeout", store.DefaultPolicy.ProvisioningTimeout, "live profile: fail a contract accepted or provisioning for longer than this")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug (every request), info, warn, error")
 	fl.Int64Var(&f.maxBody, "max-body-bytes", 2<<20, "largest request body accepted")
-	fl.Float64Var(&f.rateLimit, "rate-limit", 50, "requests per second allowed per key (negative: unlimited)")
+	fl.Float64Var(&f.rateLimit, "rate-limit", 50, "requests per second allowed per key (negative: unlimited; in the live profile: no per-IP limit either)")
 	fl.IntVar(&f.rateBurst, "rate-burst", 200, "burst allowed per key")
 	fl.DurationVar(&f.lockTTL, "lock-ttl", store.DefaultPolicy.LockTTL, "provisioning lock lifetime (renewable by its holder)")
 	fl.DurationVar(&f.retryCooldown, "retry-cooldown", store.DefaultPolicy.RetryCooldown, "wait before a retryable failed contract is offered again")
@@ -82,15 +86,22 @@ func serve(cmd *cobra.Command, g *globals, f *serveFlags) error {
 	if f.lockTTL < time.Second {
 		return usagef("--lock-ttl must be at least 1s")
 	}
+	if f.profile != apiserver.ProfileDefault && f.profile != apiserver.ProfileLive {
+		return usagef("--profile %q: use %s or %s", f.profile, apiserver.ProfileDefault, apiserver.ProfileLive)
+	}
+	if f.provTimeout < time.Second {
+		return usagef("--provisioning-timeout must be at least 1s")
+	}
 	ctx := cmd.Context()
-	st, err := g.open(ctx, store.Options{Policy: store.Policy{LockTTL: f.lockTTL, RetryCooldown: f.retryCooldown, MaxAttempts: f.maxAttempts}})
+	st, err := g.open(ctx, store.Options{Policy: store.Policy{LockTTL: f.lockTTL, RetryCooldown: f.retryCooldown, MaxAttempts: f.maxAttempts,
+		ProvisioningTimeout: f.provTimeout}})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	srv, err := apiserver.New(apiserver.Config{
 		Store: st, Logger: log, MaxBodyBytes: f.maxBody, RateLimit: f.rateLimit, RateBurst: f.rateBurst,
-		Version: buildinfo.Version, DashboardRefresh: f.refresh,
+		Version: buildinfo.Version, DashboardRefresh: f.refresh, Profile: f.profile,
 	})
 	if err != nil {
 		return err
@@ -99,7 +110,7 @@ func serve(cmd *cobra.Command, g *globals, f *serveFlags) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", f.listen, err)
 	}
-	log.Info("dc-api listening", "addr", ln.Addr().String(), "db", st.Describe(), "version", buildinfo.Version,
+	log.Info("dc-api listening", "addr", ln.Addr().String(), "db", st.Describe(), "version", buildinfo.Version, "profile", f.profile,
 		"dashboard", "http://"+ln.Addr().String()+"/")
 	err = srv.Serve(ctx, ln, f.grace)
 	log.Info("dc-api stopped")
