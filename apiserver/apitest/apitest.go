@@ -70,6 +70,7 @@ type config struct {
 	burst     int
 	heartbeat int
 	logger    *slog.Logger
+	profile   string
 }
 
 // Option configures Start.
@@ -97,6 +98,10 @@ func WithRateLimit(rate float64, burst int) Option {
 
 // WithNextHeartbeat sets the nextHeartbeatSeconds the server answers.
 func WithNextHeartbeat(seconds int) Option { return func(c *config) { c.heartbeat = seconds } }
+
+// WithProfile serves the given API profile (apiserver.ProfileLive: as the
+// live Decent Cloud API; default: PROTOCOL.md with dc-api's extensions).
+func WithProfile(profile string) Option { return func(c *config) { c.profile = profile } }
 
 // WithLogger sends the server's log to l.
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
@@ -135,6 +140,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 		NextHeartbeatSeconds: cfg.heartbeat,
 		WatchInterval:        20 * time.Millisecond,
 		Version:              "apitest",
+		Profile:              cfg.profile,
 	})
 	if err != nil {
 		t.Fatalf("apitest: %v", err)
@@ -310,6 +316,41 @@ func (s *Server) NewAgent(p *Provider, opts ...DelegationOption) ed25519.Private
 		s.t.Fatal(err)
 	}
 	s.Delegate(p, identity.PublicHex(k), opts...)
+	return k
+}
+
+// NewPool makes an agent pool of p in location (a region: store.Regions).
+func (s *Server) NewPool(p *Provider, name, location, provisionerType string) *store.Pool {
+	s.t.Helper()
+	pool, err := s.Store.CreatePool(context.Background(), p.Pubkey, name, location, provisionerType, s.nowNs())
+	if err != nil {
+		s.t.Fatalf("apitest: create pool: %v", err)
+	}
+	return pool
+}
+
+// SetupToken makes a one-time setup token for pool, valid for ttl from
+// the server's now.
+func (s *Server) SetupToken(pool *store.Pool, ttl time.Duration) string {
+	s.t.Helper()
+	tok, err := s.Store.CreateSetupToken(context.Background(), pool.ProviderPubkey, pool.PoolID, nil, ttl, s.nowNs())
+	if err != nil {
+		s.t.Fatalf("apitest: create setup token: %v", err)
+	}
+	return tok.Token
+}
+
+// NewPoolAgent makes a fresh agent key registered into pool with a setup
+// token (every permission, as POST /agents/setup grants) and returns it.
+func (s *Server) NewPoolAgent(pool *store.Pool) ed25519.PrivateKey {
+	s.t.Helper()
+	k, err := identity.GenerateKey()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if _, err := s.Store.UseSetupToken(context.Background(), s.SetupToken(pool, time.Hour), identity.PublicHex(k), s.nowNs()); err != nil {
+		s.t.Fatalf("apitest: register by setup token: %v", err)
+	}
 	return k
 }
 

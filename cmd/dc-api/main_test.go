@@ -210,7 +210,7 @@ func TestCLIErrors(t *testing.T) {
 			t.Errorf("dc-api %s: exit %d, stderr %q; want exit %d mentioning %q", strings.Join(tc.args, " "), code, errs, tc.code, tc.want)
 		}
 	}
-	if out := mustCLI(t, "--db", dsn, "migrate"); !strings.Contains(out, "schema version 4 (latest 4)") {
+	if out := mustCLI(t, "--db", dsn, "migrate"); !strings.Contains(out, "schema version 5 (latest 5)") {
 		t.Errorf("migrate = %q", out)
 	}
 }
