@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/decent-stuff/dc-agent/apiserver/store"
 	"github.com/decent-stuff/dc-agent/dcapi"
 	"github.com/decent-stuff/dc-agent/identity"
@@ -130,7 +132,9 @@ func (s *Server) authenticateLive(r *http.Request, kind liveAuth) (*caller, erro
 	if d := nowNs - tsNs; d > dcapi.TimestampWindowNs || d < -dcapi.TimestampWindowNs {
 		return nil, plainf(http.StatusUnauthorized, "Request timestamp expired (max 5 minutes)")
 	}
-	if err := parseUUID(nonce); err != nil {
+	// uuid.Parse takes the forms uuid::Uuid::parse_str takes: 32 hex
+	// digits, 8-4-4-4-12, that in braces, or with a urn:uuid: prefix.
+	if _, err := uuid.Parse(nonce); err != nil {
 		return nil, plainf(http.StatusBadRequest, "Invalid format: Invalid nonce format (must be UUID v4): %v", err)
 	}
 	sig, _ := identity.ParseSignatureHex(strings.ToLower(sigHex))
@@ -196,42 +200,6 @@ func rustIntErr(s string, err error) string {
 		return "number too large to fit in target type"
 	}
 	return "invalid digit found in string"
-}
-
-// parseUUID accepts what uuid::Uuid::parse_str accepts: 32 hex digits, the
-// hyphenated 8-4-4-4-12 form, that form in braces, or with a urn:uuid:
-// prefix; any version.
-func parseUUID(s string) error {
-	switch {
-	case len(s) == 32:
-		if !allHex(s) {
-			return errors.New("invalid character in a simple UUID")
-		}
-		return nil
-	case len(s) == 38 && s[0] == '{' && s[37] == '}':
-		s = s[1:37]
-	case len(s) == 45 && strings.EqualFold(s[:9], "urn:uuid:"):
-		s = s[9:]
-	}
-	if len(s) != 36 {
-		return fmt.Errorf("invalid length: expected length 32 for simple format, found %d", len(s))
-	}
-	for i, g := range strings.Split(s, "-") {
-		if want := []int{8, 4, 4, 4, 12}; i >= len(want) || len(g) != want[i] || !allHex(g) {
-			return errors.New("invalid group: expected 8-4-4-4-12 hex digits")
-		}
-	}
-	return nil
-}
-
-func allHex(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
-			return false
-		}
-	}
-	return true
 }
 
 // Live's per-IP rate limit (api/src/rate_limit.rs): a fixed window of a

@@ -287,7 +287,7 @@ func profileRules() []rule {
 			req: func(t *testing.T, e *env) signedReq {
 				return signedReq{method: "POST", path: e.path("/agents/setup"), body: setupBody(e.token(t, time.Hour), newKeyHex(t))}
 			},
-			def: expect{status: 200, success: true, data: setupData},
+			def:  expect{status: 200, success: true, data: setupData},
 			live: expect{status: 200, success: true, data: setupData},
 		},
 		{
@@ -364,7 +364,7 @@ func profileRules() []rule {
 			req: func(t *testing.T, e *env) signedReq {
 				return e.hb(e.agent, hbWith(strings.Replace(inventory, `"cpuThreads":8,`, "", 1)))
 			},
-			def: expect{status: 200, success: true, data: ackData},
+			def:  expect{status: 200, success: true, data: ackData},
 			live: expect{status: 400, text: liveParse + `Expected input type "integer(uint32)", found null. (occurred while parsing "ResourceInventory") (occurred while parsing "HeartbeatRequest")`},
 		},
 		{
@@ -372,7 +372,7 @@ func profileRules() []rule {
 			req: func(t *testing.T, e *env) signedReq {
 				return e.hb(e.agent, hbWith(strings.Replace(inventory, `"storagePools":[],`, "", 1)))
 			},
-			def: expect{status: 200, success: true, data: ackData},
+			def:  expect{status: 200, success: true, data: ackData},
 			live: expect{status: 400, text: liveParse + `Expected input type "[StoragePoolInfo]", found null. (occurred while parsing "ResourceInventory") (occurred while parsing "HeartbeatRequest")`},
 		},
 		{
@@ -380,7 +380,7 @@ func profileRules() []rule {
 			req: func(t *testing.T, e *env) signedReq {
 				return e.hb(e.agent, hbWith(strings.Replace(inventory, `"storagePools":[]`, `"storagePools":[{"name":"local","totalGb":1,"availableGb":1}]`, 1)))
 			},
-			def: expect{status: 200, success: true, data: ackData},
+			def:  expect{status: 200, success: true, data: ackData},
 			live: expect{status: 400, text: liveParse + `Expected input type "string", found null. (occurred while parsing "StoragePoolInfo") (occurred while parsing "[StoragePoolInfo]") (occurred while parsing "ResourceInventory") (occurred while parsing "HeartbeatRequest")`},
 		},
 		{
@@ -388,7 +388,7 @@ func profileRules() []rule {
 			req: func(t *testing.T, e *env) signedReq {
 				return e.hb(e.agent, hbWith(strings.Replace(inventory, `"cpuCores":4`, `"cpuCores":-1`, 1)))
 			},
-			def: expect{status: 200, success: true, data: ackData},
+			def:  expect{status: 200, success: true, data: ackData},
 			live: expect{status: 400, text: liveParse + `failed to parse "integer(uint32)": Only integers from 0 to 4294967295 are accepted. (occurred while parsing "ResourceInventory") (occurred while parsing "HeartbeatRequest")`},
 		},
 		{
@@ -399,7 +399,9 @@ func profileRules() []rule {
 		},
 		{
 			name: "heartbeat: activeContracts a string", source: "agents.rs HeartbeatRequest",
-			req:  func(t *testing.T, e *env) signedReq { return e.hb(e.agent, `{"version":"1.0.0","activeContracts":"2"}`) },
+			req: func(t *testing.T, e *env) signedReq {
+				return e.hb(e.agent, `{"version":"1.0.0","activeContracts":"2"}`)
+			},
 			def:  expect{status: 400, err: `malformed JSON body: field "activeContracts" must be a number, not a JSON string`},
 			live: expect{status: 400, text: liveParse + `Expected input type "integer(int64)", found "2". (occurred while parsing "HeartbeatRequest")`},
 		},
@@ -659,7 +661,7 @@ func profileRules() []rule {
 			req: func(t *testing.T, e *env) signedReq {
 				return signedReq{method: "DELETE", path: e.path("/providers/{pk}/contracts/{cid}/lock"), key: e.agent}
 			},
-			def:  expect{status: 200, success: true, data: ptrue},
+			def: expect{status: 200, success: true, data: ptrue},
 			live: expect{status: 200, success: true, err: "Lock not held by this agent", data: func(t *testing.T, e *env, d json.RawMessage) {
 				if string(d) != "false" {
 					t.Fatalf("data %s", d)

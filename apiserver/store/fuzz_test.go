@@ -1,9 +1,12 @@
 package store
 
 import (
+	"crypto/ed25519"
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/decent-stuff/dc-agent/identity"
 )
 
 // FuzzInstanceDetails: any instanceDetails string is either refused with an
@@ -38,6 +41,72 @@ func FuzzInstanceDetails(f *testing.F) {
 		fd, err := parseFailureDetails(details)
 		if err == nil && strings.TrimSpace(fd.Error) == "" && fd.Error == "" {
 			t.Fatalf("failure accepted without an error message: %q", details)
+		}
+	})
+}
+
+// FuzzSealDetails: whatever instanceDetails a live-profile agent reports,
+// what is stored never holds a plaintext root_password: a password that is
+// not already sealed for this contract comes out sealed to the requester
+// key (and opens to the same password) or, with no requester key, not at
+// all; everything else is kept.
+func FuzzSealDetails(f *testing.F) {
+	const cid = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+	requester, _ := identity.GenerateKey()
+	sealed, _ := identity.Seal([]byte("s3cret"), requester.Public().(ed25519.PublicKey), cid)
+	sealedJSON, _ := json.Marshal(sealed)
+	f.Add(`{"external_id":"vm-1","root_password":"hunter2"}`, true)
+	f.Add(`{"external_id":"vm-1","root_password":"hunter2"}`, false)
+	f.Add(`{"external_id":"vm-1","root_password":`+string(sealedJSON)+`}`, true)
+	f.Add(`{"root_password":"{\"version\":2}","root_password":"x"}`, true)
+	f.Add(`not json at all, root_password=hunter2`, true)
+	f.Add(`{"external_id":7,"root_password":7}`, true)
+	f.Fuzz(func(t *testing.T, details string, withKey bool) {
+		c := &Contract{}
+		c.ContractID = cid
+		if withKey {
+			c.RequesterPubkey = identity.PublicHex(requester)
+		}
+		stored, _, err := sealDetails(details, c)
+		if err != nil {
+			t.Fatalf("sealDetails(%q): %v", details, err)
+		}
+		var in map[string]json.RawMessage
+		if json.Unmarshal([]byte(details), &in) != nil || in == nil {
+			if stored != details {
+				t.Fatalf("details that are not an object changed: %q -> %q", details, stored)
+			}
+			return
+		}
+		var pw string
+		if json.Unmarshal(in["root_password"], &pw) != nil || pw == "" || checkSealed(pw, cid) == nil {
+			if stored != details {
+				t.Fatalf("details without a plaintext password changed: %q -> %q", details, stored)
+			}
+			return
+		}
+		var out map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(stored), &out); err != nil {
+			t.Fatalf("stored details are not an object: %q", stored)
+		}
+		for k, v := range in {
+			if k != "root_password" && string(out[k]) != string(v) {
+				t.Fatalf("field %s changed: %s -> %s", k, v, out[k])
+			}
+		}
+		raw, ok := out["root_password"]
+		if !withKey {
+			if ok {
+				t.Fatalf("a password with no key to seal it to was stored: %s", stored)
+			}
+			return
+		}
+		var got string
+		if err := json.Unmarshal(raw, &got); err != nil || checkSealed(got, cid) != nil {
+			t.Fatalf("stored root_password is not sealed: %s", raw)
+		}
+		if plain, err := identity.Open(got, requester); err != nil || string(plain) != pw {
+			t.Fatalf("the requester opens %q, %v; want %q", plain, err, pw)
 		}
 	})
 }
