@@ -16,9 +16,15 @@
 //	DEMO_PVE_TIMING=fast  simulated Proxmox tasks take milliseconds (tests)
 //	DEMO_DIR=.demo     scratch directory (recreated on every run)
 //	DEMO_PORT=8780     API/dashboard port on 127.0.0.1 (busy: any free port)
+//	DEMO_PROFILE=live  run dc-api as the live Decent Cloud API (default:
+//	                   "default"): the provider makes a pool and a one-time
+//	                   setup token, the agent's key is registered with it
+//	                   (POST /api/v1/agents/setup) and the contracts are the
+//	                   pool's; no long-poll
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -27,6 +33,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -67,10 +74,11 @@ type settings struct {
 	backend   string
 	dir       string
 	port      int
+	profile   string
 }
 
 func readSettings() (settings, error) {
-	s := settings{contracts: 3, timeout: 120 * time.Second, backend: defaultBackend, dir: ".demo", port: 8780}
+	s := settings{contracts: 3, timeout: 120 * time.Second, backend: defaultBackend, dir: ".demo", port: 8780, profile: apiserver.ProfileDefault}
 	if v := os.Getenv("DEMO_CONTRACTS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 500 {
@@ -104,6 +112,13 @@ func readSettings() (settings, error) {
 			return s, fmt.Errorf("DEMO_BACKEND=%q: choose one of %s", v, strings.Join(backendNames(), ", "))
 		}
 		s.backend = v
+	}
+	switch v := os.Getenv("DEMO_PROFILE"); v {
+	case "", apiserver.ProfileDefault:
+	case apiserver.ProfileLive:
+		s.profile = v
+	default:
+		return s, fmt.Errorf("DEMO_PROFILE=%q: use %s or %s", v, apiserver.ProfileDefault, apiserver.ProfileLive)
 	}
 	if v := os.Getenv("DEMO_DIR"); v != "" {
 		s.dir = v
@@ -171,6 +186,7 @@ type demo struct {
 	logFile  *os.File
 
 	provider   ed25519.PrivateKey
+	pool       *store.Pool                   // the live profile's pool
 	requesters map[string]ed25519.PrivateKey // contract id → requester key
 	order      []string
 }
@@ -189,23 +205,30 @@ func (d *demo) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	agentKey, err := d.seed(ctx)
-	if err != nil {
-		return err
-	}
 	d.backend = backends[d.s.backend]()
 	pc, err := d.backend.Start(ctx, d.dir)
 	if err != nil {
 		return fmt.Errorf("start the %s backend: %w", d.s.backend, err)
+	}
+	var agentKey ed25519.PrivateKey
+	var registered string
+	if d.s.profile == apiserver.ProfileLive {
+		agentKey, registered, err = d.seedPool(ctx, url, pc.Type)
+	} else {
+		agentKey, err = d.seed(ctx)
+		registered = "delegated"
+	}
+	if err != nil {
+		return err
 	}
 	socket, err := d.startAgent(url, agentKey, pc)
 	if err != nil {
 		return err
 	}
 	d.say("dc-demo %s — Decent Cloud provider agent, end to end on this machine", buildinfo.Version)
-	d.say("  API + dashboard  %s/   (dc-api on SQLite: %s)", url, filepath.Join(d.dir, "dc-api.db"))
+	d.say("  API + dashboard  %s/   (dc-api, profile %s, on SQLite: %s)", url, d.s.profile, filepath.Join(d.dir, "dc-api.db"))
 	d.say("  provider         Demo Hosting %s", short(identity.PublicHex(d.provider)))
-	d.say("  agent            key %s, delegated; %s", short(identity.PublicHex(agentKey)), d.backend.Describe())
+	d.say("  agent            key %s, %s; %s", short(identity.PublicHex(agentKey)), registered, d.backend.Describe())
 	d.say("  agent log        %s   (live state: dc-agent status --socket %s)", d.agentLog, socket)
 	d.say("")
 
@@ -279,7 +302,10 @@ func (d *demo) startAPI(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("open the API database: %w", err)
 	}
 	d.st = st
-	api, err := apiserver.New(apiserver.Config{Store: st, Logger: slog.New(slog.DiscardHandler), Version: "demo", DashboardRefresh: 2 * time.Second})
+	// Rate limits are off, as live has them outside production
+	// (api/src/rate_limit.rs from_env).
+	api, err := apiserver.New(apiserver.Config{Store: st, Logger: slog.New(slog.DiscardHandler), Version: "demo", DashboardRefresh: 2 * time.Second,
+		Profile: d.s.profile, RateLimit: -1})
 	if err != nil {
 		return "", err
 	}
@@ -324,6 +350,45 @@ func (d *demo) seed(ctx context.Context) (ed25519.PrivateKey, error) {
 	return agentKey, nil
 }
 
+// seedPool is registration as the live API has it: the provider makes a
+// pool and a one-time setup token, and the agent's key is registered with
+// the token over HTTP (POST /api/v1/agents/setup, unsigned), as the live
+// Rust agent's "dc-agent setup token" does. It returns the key and a line
+// saying so.
+func (d *demo) seedPool(ctx context.Context, url, ptype string) (ed25519.PrivateKey, string, error) {
+	var err error
+	if d.provider, err = identity.GenerateKey(); err != nil {
+		return nil, "", err
+	}
+	agentKey, err := identity.GenerateKey()
+	if err != nil {
+		return nil, "", err
+	}
+	now := time.Now().UnixNano()
+	prov := identity.PublicHex(d.provider)
+	if _, err := d.st.AddProvider(ctx, prov, "Demo Hosting", now); err != nil {
+		return nil, "", fmt.Errorf("register provider: %w", err)
+	}
+	if d.pool, err = d.st.CreatePool(ctx, prov, "demo", "europe", ptype, now); err != nil {
+		return nil, "", fmt.Errorf("create pool: %w", err)
+	}
+	tok, err := d.st.CreateSetupToken(ctx, prov, d.pool.PoolID, nil, store.DefaultSetupTokenTTL, now)
+	if err != nil {
+		return nil, "", fmt.Errorf("create setup token: %w", err)
+	}
+	body, _ := json.Marshal(dcapi.AgentSetupRequest{Token: tok.Token, AgentPubkey: identity.PublicHex(agentKey)})
+	resp, err := http.Post(url+dcapi.APIPrefix+"/agents/setup", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return nil, "", fmt.Errorf("register the agent with its setup token: %w", err)
+	}
+	defer resp.Body.Close()
+	var env dcapi.Envelope[dcapi.AgentSetupResponse]
+	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil || !env.Success {
+		return nil, "", fmt.Errorf("register the agent with its setup token: HTTP %d %s %v", resp.StatusCode, env.Error, err)
+	}
+	return agentKey, fmt.Sprintf("registered with setup token %s… into pool %s (%s)", tok.Token[:len(tok.Token)-12], env.Data.PoolID, env.Data.PoolLocation), nil
+}
+
 func (d *demo) startAgent(url string, agentKey ed25519.PrivateKey, pc config.ProvisionerConfig) (string, error) {
 	keyPath := filepath.Join(d.dir, "agent.key")
 	if err := identity.SaveAgentKey(keyPath, agentKey, true); err != nil {
@@ -333,9 +398,13 @@ func (d *demo) startAgent(url string, agentKey ed25519.PrivateKey, pc config.Pro
 	if len(socket) > 100 {
 		socket = filepath.Join(os.TempDir(), fmt.Sprintf("dc-demo-%d.sock", os.Getpid()))
 	}
+	poll := 30 // a long-poll answers at once when a contract is created
+	if d.s.profile == apiserver.ProfileLive {
+		poll = 5 // the live API has no long-poll
+	}
 	cfg := &config.Config{
 		API:         config.APIConfig{Endpoint: url, ProviderPubkey: identity.PublicHex(d.provider), AgentSecretKey: keyPath},
-		Polling:     config.PollingConfig{IntervalSeconds: 30, HealthCheckIntervalSeconds: 10, ReconcileIntervalSeconds: 30},
+		Polling:     config.PollingConfig{IntervalSeconds: poll, HealthCheckIntervalSeconds: 10, ReconcileIntervalSeconds: 30},
 		Agent:       config.AgentConfig{StateDir: filepath.Join(d.dir, "agent-state"), StatusSocket: socket, MaxConcurrentProvisions: 4, ShutdownGraceSeconds: 10},
 		Provisioner: pc,
 	}
@@ -405,11 +474,15 @@ func (d *demo) createContract(ctx context.Context, i int) error {
 		mem, disk string
 	}{{1, "1 GB", "10 GB"}, {2, "4 GB", "50 GB"}, {4, "16 GB", "1 TB"}}[i%3]
 	hexKey := identity.PublicHex(req)
-	c, err := d.st.CreateContract(ctx, store.NewContract{
+	nc := store.NewContract{
 		ProviderPubkey: identity.PublicHex(d.provider), OfferingID: fmt.Sprintf("demo-%dcpu", sizes.cpu),
 		RequesterSSHPubkey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pk))) + " requester-" + strconv.Itoa(i+1),
 		RequesterPubkey:    &hexKey, CPUCores: &sizes.cpu, MemoryAmount: &sizes.mem, StorageCapacity: &sizes.disk,
-	}, time.Now().UnixNano())
+	}
+	if d.pool != nil {
+		nc.AgentPoolID = &d.pool.PoolID
+	}
+	c, err := d.st.CreateContract(ctx, nc, time.Now().UnixNano())
 	if err != nil {
 		return fmt.Errorf("create contract: %w", err)
 	}

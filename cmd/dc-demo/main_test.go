@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/internal/demobackend"
 )
 
@@ -87,5 +89,50 @@ func TestDemoProxmox(t *testing.T) {
 	}
 	if strings.Count(s, " healthy ") != 3 || strings.Contains(s, "cannot open") {
 		t.Errorf("output:\n%s", s)
+	}
+}
+
+// TestDemoLiveSeed is the registration DEMO_PROFILE=live does: a pool, a
+// one-time setup token, the agent's key registered with it over HTTP by
+// the live profile's POST /api/v1/agents/setup, and the contracts in the
+// pool. (The agent itself does not yet speak the live rules: the full live
+// demo waits for it.)
+func TestDemoLiveSeed(t *testing.T) {
+	t.Setenv("DEMO_PROFILE", "live")
+	t.Setenv("DEMO_PORT", "0")
+	s, err := readSettings()
+	if err != nil || s.profile != "live" {
+		t.Fatalf("settings %+v, %v", s, err)
+	}
+	s.dir = filepath.Join(t.TempDir(), "demo")
+	d := &demo{s: s, out: io.Discard}
+	defer d.close()
+	if err := d.prepareDir(); err != nil {
+		t.Fatal(err)
+	}
+	url, err := d.startAPI(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.api.Profile() != "live" {
+		t.Fatalf("API profile %q", d.api.Profile())
+	}
+	key, line, err := d.seedPool(t.Context(), url, "script")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl, err := d.st.GetDelegation(t.Context(), identity.PublicHex(d.provider), identity.PublicHex(key))
+	if err != nil || dl.PoolID == nil || *dl.PoolID != d.pool.PoolID || !strings.Contains(line, "registered with setup token apt_europe_") {
+		t.Fatalf("delegation %+v, %v; %q", dl, err, line)
+	}
+	if err := d.createContract(t.Context(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := d.st.GetContract(t.Context(), d.order[0]); err != nil || c.AgentPoolID == nil || *c.AgentPoolID != d.pool.PoolID {
+		t.Fatalf("contract %+v, %v", c, err)
+	}
+	t.Setenv("DEMO_PROFILE", "staging")
+	if _, err := readSettings(); err == nil {
+		t.Fatal("DEMO_PROFILE=staging accepted")
 	}
 }
