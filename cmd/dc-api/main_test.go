@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -221,4 +222,83 @@ func sshPublicKey(k ed25519.PrivateKey) (string, error) {
 		return "", err
 	}
 	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pk))) + " test@host", nil
+}
+
+// TestPoolAndStateCommands: pool create/list/delete, setup-token create
+// (a one-time token that registers one agent), contract create --pool
+// --country, and pause/resume/expire, on SQLite.
+func TestPoolAndStateCommands(t *testing.T) {
+	dsn := "sqlite:" + filepath.Join(t.TempDir(), "dc-api.db")
+	prov, _ := identity.GenerateKey()
+	provHex := identity.PublicHex(prov)
+	mustCLI(t, "--db", dsn, "provider", "add", provHex)
+	poolID := strings.TrimSpace(mustCLI(t, "--db", dsn, "pool", "create", "--provider", provHex, "--name", "eu-docker", "--location", "europe", "--provisioner-type", "docker"))
+	if !strings.HasPrefix(poolID, "eu-docker-") || len(poolID) != len("eu-docker-")+8 {
+		t.Fatalf("pool create printed %q", poolID)
+	}
+	tok := strings.TrimSpace(mustCLI(t, "--db", dsn, "setup-token", "create", "--pool", poolID, "--ttl", "2h"))
+	if !regexp.MustCompile(`^apt_europe_[0-9a-f]{16}$`).MatchString(tok) {
+		t.Fatalf("setup-token create printed %q", tok)
+	}
+	cid := strings.TrimSpace(mustCLI(t, "--db", dsn, "contract", "create", "--provider", provHex, "--ssh-pubkey", sshKey(t), "--pool", poolID, "--country", "de"))
+
+	st, err := store.Open(context.Background(), dsn, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	agent, _ := identity.GenerateKey()
+	now := time.Now().UnixNano()
+	if _, err := st.UseSetupToken(context.Background(), tok, identity.PublicHex(agent), now); err != nil {
+		t.Fatalf("the printed token does not register an agent: %v", err)
+	}
+	if _, err := st.UseSetupToken(context.Background(), tok, identity.PublicHex(prov), now); err == nil {
+		t.Fatal("a setup token registered two agents")
+	}
+	c, err := st.GetContract(context.Background(), cid)
+	if err != nil || *c.AgentPoolID != poolID || *c.DatacenterCountry != "DE" {
+		t.Fatalf("contract %+v %v", c, err)
+	}
+	var pools []store.PoolStats
+	if err := json.Unmarshal([]byte(mustCLI(t, "--db", dsn, "pool", "list", "--provider", provHex, "--json")), &pools); err != nil ||
+		len(pools) != 1 || pools[0].PoolID != poolID || pools[0].AgentCount != 1 || pools[0].OfferingsCount != 1 {
+		t.Fatalf("pool list = %+v, %v", pools, err)
+	}
+	if _, errs, code := cli(t, "--db", dsn, "pool", "delete", poolID, "--provider", provHex); code != 1 || !strings.Contains(errs, "Revoke agents first") {
+		t.Fatalf("pool delete with an agent: exit %d %s", code, errs)
+	}
+
+	// Provision it, then pause, resume and expire.
+	st.UpdateProvisioning(context.Background(), provHex, cid, identity.PublicHex(agent), dcapi.ProvisioningUpdate{Status: dcapi.StatusProvisioning}, now)
+	u, _ := dcapi.ProvisionedUpdate(dcapi.InstanceDetails{ExternalID: "vm-1"})
+	if _, err := st.UpdateProvisioning(context.Background(), provHex, cid, identity.PublicHex(agent), u, now); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct{ args, want string }{
+		{"pause " + cid + " --reason stripe_dispute:du_1", "is paused"},
+		{"resume " + cid, "is active"},
+		{"expire " + cid, "is expired"},
+	} {
+		if out := mustCLI(t, append([]string{"--db", dsn, "contract"}, strings.Fields(step.args)...)...); !strings.Contains(out, step.want) {
+			t.Fatalf("contract %s printed %q", step.args, out)
+		}
+	}
+	if _, errs, code := cli(t, "--db", dsn, "contract", "pause", cid); code != 1 || !strings.Contains(errs, "cannot transition to paused") {
+		t.Fatalf("pause of an expired contract: exit %d %s", code, errs)
+	}
+	for _, bad := range [][]string{
+		{"pool", "create", "--provider", provHex, "--name", "x", "--location", "mars"},
+		{"setup-token", "create", "--pool", poolID, "--ttl", "0s"},
+		{"contract", "create", "--provider", provHex, "--ssh-pubkey", sshKey(t), "--country", "XX"},
+	} {
+		if _, _, code := cli(t, append([]string{"--db", dsn}, bad...)...); code != exitUsage {
+			t.Errorf("dc-api %v: exit %d, want %d", bad, code, exitUsage)
+		}
+	}
+	if _, errs, code := cli(t, "--db", dsn, "setup-token", "create", "--pool", "nope-00000000"); code != 1 || !strings.Contains(errs, "Pool not found") {
+		t.Fatalf("token for an unknown pool: exit %d %s", code, errs)
+	}
+	if _, errs, code := cli(t, "--db", dsn, "serve", "--profile", "staging"); code != exitUsage || !strings.Contains(errs, "--profile") {
+		t.Fatalf("serve --profile staging: exit %d %s", code, errs)
+	}
 }
