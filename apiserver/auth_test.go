@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -48,51 +47,10 @@ type reply struct {
 
 func send(t *testing.T, base string, r signedReq) reply {
 	t.Helper()
-	if r.ts == 0 {
-		r.ts = time.Now().UnixNano()
-	}
-	if r.nonce == "" {
-		r.nonce = uuid.NewString()
-	}
-	ts := strconv.FormatInt(r.ts, 10)
-	h := http.Header{}
-	h.Set(dcapi.HeaderTimestamp, ts)
-	h.Set(dcapi.HeaderNonce, r.nonce)
-	if r.key != nil {
-		if r.provider {
-			h.Set(dcapi.HeaderPublicKey, identity.PublicHex(r.key))
-		} else {
-			h.Set(dcapi.HeaderAgentPubkey, identity.PublicHex(r.key))
-		}
-		h.Set(dcapi.HeaderSignature, identity.SignRequest(r.key, ts, r.nonce, r.method, r.path, r.body))
-	}
-	if r.body != nil {
-		h.Set("Content-Type", "application/json")
-	}
-	if r.mutate != nil {
-		r.mutate(h)
-	}
-	path, body := r.path, r.body
-	if r.sendPath != "" {
-		path = r.sendPath
-	}
-	if r.sendBody != nil {
-		body = r.sendBody
-	}
-	req, err := http.NewRequest(r.method, base+path, bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header = h
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	out := reply{status: resp.StatusCode, raw: string(b)}
-	if err := json.Unmarshal(b, &out.env); err != nil {
-		t.Fatalf("%s %s: answer is not a JSON envelope: %q", r.method, path, b)
+	a := call(t, base, r)
+	out := reply{status: a.status, raw: a.body}
+	if err := json.Unmarshal([]byte(a.body), &out.env); err != nil {
+		t.Fatalf("%s %s: answer is not a JSON envelope: %q", r.method, r.path, a.body)
 	}
 	return out
 }

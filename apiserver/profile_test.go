@@ -31,7 +31,8 @@ type answer struct {
 	body   string
 }
 
-// call sends r (signed when r.key is set) and returns the answer as is.
+// call sends r (signed when r.key is set; the timestamp and nonce headers
+// are sent either way) and returns the answer as is.
 func call(t *testing.T, base string, r signedReq) answer {
 	t.Helper()
 	if r.ts == 0 {
@@ -42,9 +43,9 @@ func call(t *testing.T, base string, r signedReq) answer {
 	}
 	ts := strconv.FormatInt(r.ts, 10)
 	h := http.Header{}
+	h.Set(dcapi.HeaderTimestamp, ts)
+	h.Set(dcapi.HeaderNonce, r.nonce)
 	if r.key != nil {
-		h.Set(dcapi.HeaderTimestamp, ts)
-		h.Set(dcapi.HeaderNonce, r.nonce)
 		if r.provider {
 			h.Set(dcapi.HeaderPublicKey, identity.PublicHex(r.key))
 		} else {
@@ -58,11 +59,14 @@ func call(t *testing.T, base string, r signedReq) answer {
 	if r.mutate != nil {
 		r.mutate(h)
 	}
-	path := r.path
+	path, body := r.path, r.body
 	if r.sendPath != "" {
 		path = r.sendPath
 	}
-	req, err := http.NewRequest(r.method, base+path, bytes.NewReader(r.body))
+	if r.sendBody != nil {
+		body = r.sendBody
+	}
+	req, err := http.NewRequest(r.method, base+path, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,8 +12,8 @@
 # cores vs the verify rate ("throughput ratio"); (b) the server's ingest
 # capacity from its own CPU time per heartbeat (getrusage of the server's
 # process over the timed phase; on PostgreSQL also with the cluster's
-# processes from /proc) vs the CPU time per bare verify: the issue's
-# target is judged on (b); (c) the load generator's CPU per heartbeat.
+# processes from /proc) vs the CPU time per bare verify: (b) is the
+# measure that counts; (c) the load generator's CPU per heartbeat.
 # Environment: REQUESTS (default 30000 per database), CHECKS (1000000),
 # DB (sqlite,postgres), CONCURRENCY (64), LOADGEN_MODE (process; inprocess
 # runs the load generator in the server's process, as before).
