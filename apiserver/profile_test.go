@@ -1002,7 +1002,9 @@ func TestSetupTokenOverHTTP(t *testing.T) {
 func TestLiveRateLimit(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, apiserver.ProfileLive, apitest.WithRateLimit(50, 200))
-	// newEnv's requests did not go through HTTP: the window is fresh.
+	// The window is the server's minute, however long the test takes; and
+	// newEnv's requests did not go through HTTP: it is fresh.
+	e.srv.FreezeClock()
 	for i := 0; i < 60; i++ {
 		if a := call(t, e.srv.URL, e.hb(e.agent, hbBody)); a.status != 200 {
 			t.Fatalf("write %d: %d %s", i+1, a.status, a.body)
@@ -1056,5 +1058,28 @@ func TestProfileOnDashboardOnly(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDashboardShowsPausedAndExpired: the dashboard counts paused and
+// expired contracts and lists them with their state.
+func TestDashboardShowsPausedAndExpired(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, apiserver.ProfileDefault)
+	e.provision(t)
+	ctx, now := context.Background(), e.srv.Now().UnixNano()
+	if _, err := e.srv.Store.PauseContract(ctx, e.cid, "stripe_dispute:du_1", now); err != nil {
+		t.Fatal(err)
+	}
+	a := call(t, e.srv.URL, signedReq{method: "GET", path: "/"})
+	if !strings.Contains(a.body, `data-role="paused">1 · 0<`) || !strings.Contains(a.body, `<span class="pill paused">paused</span>`) {
+		t.Fatalf("dashboard does not show the paused contract:\n%s", a.body)
+	}
+	if _, err := e.srv.Store.ExpireContract(ctx, e.cid, now); err != nil {
+		t.Fatal(err)
+	}
+	a = call(t, e.srv.URL, signedReq{method: "GET", path: "/"})
+	if !strings.Contains(a.body, `data-role="paused">0 · 1<`) || !strings.Contains(a.body, `<span class="pill expired">expired</span>`) {
+		t.Fatalf("dashboard does not show the expired contract:\n%s", a.body)
 	}
 }

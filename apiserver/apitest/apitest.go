@@ -54,6 +54,7 @@ type Server struct {
 
 	t      testing.TB
 	offset atomic.Int64 // clock skew, ns
+	frozen atomic.Int64 // a stopped clock's time, ns (0: running)
 	faults faultSet
 	reqs   requestLog
 
@@ -220,8 +221,20 @@ func (s *Server) Running() bool {
 	return s.running
 }
 
-// Now is the server's clock: the real time plus SetClockOffset.
-func (s *Server) Now() time.Time { return time.Now().Add(time.Duration(s.offset.Load())) }
+// Now is the server's clock: the real time (or the time FreezeClock
+// stopped it at) plus SetClockOffset.
+func (s *Server) Now() time.Time {
+	now := time.Now()
+	if f := s.frozen.Load(); f != 0 {
+		now = time.Unix(0, f)
+	}
+	return now.Add(time.Duration(s.offset.Load()))
+}
+
+// FreezeClock stops the server's clock at the real time now (offsets still
+// apply), so that a test of a time window does not depend on how fast it
+// runs.
+func (s *Server) FreezeClock() { s.frozen.Store(time.Now().UnixNano()) }
 
 // SetClockOffset shifts the server's clock by d (e.g. 10*time.Minute makes
 // every correctly-timed signed request fail the 5-minute window, as a skewed

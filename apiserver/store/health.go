@@ -100,7 +100,7 @@ func (s *Store) InsertHealthChecks(ctx context.Context, provider, agent string, 
 				return err
 			}
 			switch status {
-			case dcapi.StatusProvisioned, dcapi.StatusActive, dcapi.StatusCancelled, dcapi.StatusCompleted:
+			case dcapi.StatusProvisioned, dcapi.StatusActive, dcapi.StatusPaused, dcapi.StatusCancelled, dcapi.StatusCompleted, dcapi.StatusExpired:
 			default:
 				return conflictf("contract %s is %s: it has no instance to check yet", id, status)
 			}
