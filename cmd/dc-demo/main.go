@@ -187,6 +187,7 @@ type demo struct {
 
 	provider   ed25519.PrivateKey
 	pool       *store.Pool                   // the live profile's pool
+	setup      *dcapi.AgentSetupResponse     // and the agent's registration in it
 	requesters map[string]ed25519.PrivateKey // contract id → requester key
 	order      []string
 }
@@ -386,6 +387,7 @@ func (d *demo) seedPool(ctx context.Context, url, ptype string) (ed25519.Private
 	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil || !env.Success {
 		return nil, "", fmt.Errorf("register the agent with its setup token: HTTP %d %s %v", resp.StatusCode, env.Error, err)
 	}
+	d.setup = &env.Data
 	return agentKey, fmt.Sprintf("registered with setup token %s… into pool %s (%s)", tok.Token[:len(tok.Token)-12], env.Data.PoolID, env.Data.PoolLocation), nil
 }
 
@@ -407,6 +409,10 @@ func (d *demo) startAgent(url string, agentKey ed25519.PrivateKey, pc config.Pro
 		Polling:     config.PollingConfig{IntervalSeconds: poll, HealthCheckIntervalSeconds: 10, ReconcileIntervalSeconds: 30},
 		Agent:       config.AgentConfig{StateDir: filepath.Join(d.dir, "agent-state"), StatusSocket: socket, MaxConcurrentProvisions: 4, ShutdownGraceSeconds: 10},
 		Provisioner: pc,
+	}
+	if d.setup != nil {
+		// What setup-token registration writes into the config.
+		cfg.API.PoolID, cfg.API.PoolName, cfg.API.PoolLocation = d.setup.PoolID, d.setup.PoolName, d.setup.PoolLocation
 	}
 	cfgPath := filepath.Join(d.dir, "dc-agent.toml")
 	if err := config.Save(cfgPath, cfg); err != nil {

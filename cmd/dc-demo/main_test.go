@@ -122,8 +122,9 @@ func TestDemoLiveSeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	dl, err := d.st.GetDelegation(t.Context(), identity.PublicHex(d.provider), identity.PublicHex(key))
-	if err != nil || dl.PoolID == nil || *dl.PoolID != d.pool.PoolID || !strings.Contains(line, "registered with setup token apt_europe_") {
-		t.Fatalf("delegation %+v, %v; %q", dl, err, line)
+	if err != nil || dl.PoolID == nil || *dl.PoolID != d.pool.PoolID || !strings.Contains(line, "registered with setup token apt_europe_") ||
+		d.setup == nil || d.setup.PoolID != d.pool.PoolID || d.setup.PoolLocation != "europe" {
+		t.Fatalf("delegation %+v, %v; %q; setup answer %+v", dl, err, line, d.setup)
 	}
 	if err := d.createContract(t.Context(), 0); err != nil {
 		t.Fatal(err)
