@@ -6,6 +6,8 @@
 //     polling with jitter) and hands each new contract to a worker;
 //   - workers: lock → "provisioning" → provisioner → seal the password →
 //     report via the outbox → unlock, bounded globally and per backend;
+//     each contract is one lease (lease.go) that renews its lock from the
+//     moment it is taken until the report is accepted;
 //   - heartbeat: on start, then every nextHeartbeatSeconds;
 //   - health: every active contract each interval, batched when supported;
 //   - reconcile: terminates instances of cancelled contracts and, after a
@@ -47,18 +49,26 @@ type Options struct {
 	Version  string
 	// Notifier speaks sd_notify; nil when not running under systemd.
 	Notifier Notifier
-	// TimeScale multiplies every interval (tests and benchmarks only).
-	TimeScale float64
-	// Timing overrides the intervals derived from the config.
-	Timing *Timing
+	// Timing derives every duration from a config, at start and at each
+	// reload; nil is TimingFromConfig.
+	Timing func(*config.Config) Timing
 	// HTTPClient for the API (tests); its Timeout must be 0.
 	HTTPClient *http.Client
-	Sleep      Sleeper
-	Now        func() time.Time
-	Rand       func() float64
-	// CrashPoint is called at each durable step of provisioning with the
-	// step's name; the fault tests make it SIGKILL the process.
-	CrashPoint func(point string)
+	// Clock is what every loop reads the time from and waits on; nil is
+	// RealClock.
+	Clock Clock
+	// Rand returns numbers in [0,1) for jitter; nil is math/rand.
+	Rand func() float64
+	// Faults breaks the agent on purpose for the test suite; nil in
+	// production (only a binary built with -tags testhooks sets it).
+	Faults *Faults
+}
+
+// Faults are the test suite's fault injection, in one place.
+type Faults struct {
+	// Crash is called at each durable step of a provision with the step's
+	// name (CrashPoints); the crash tests make it SIGKILL the process.
+	Crash func(point string)
 }
 
 // Crash points, in the order a provision passes them.
@@ -89,8 +99,7 @@ func (e *ConfigError) Unwrap() error { return e.Err }
 type Agent struct {
 	opts      Options
 	log       *slog.Logger
-	now       func() time.Time
-	sleep     Sleeper
+	clock     Clock
 	rand      func() float64
 	store     *Store
 	obs       *observer
@@ -106,7 +115,7 @@ type Agent struct {
 	perType  map[string]*limiter
 
 	workMu   sync.Mutex
-	work     map[string]*work
+	leases   map[string]*lease    // by contract id: the contracts the agent works on
 	doneAt   map[string]time.Time // when work on a contract last ended
 	cooldown map[string]cooldown
 	warned   map[string]time.Time // rate limit for repeated warnings
@@ -123,8 +132,7 @@ type Agent struct {
 	hardStop   chan struct{}
 	hardOnce   sync.Once
 	workers    sync.WaitGroup
-	workCtx    context.Context
-	admitCtx   context.Context
+	renewals   sync.WaitGroup // lock renewals of open leases
 
 	// batchHealth: 0 unknown, 1 the server takes batches, 2 it does not (until batchRetryAt).
 	batchHealth  atomic.Int32
@@ -177,12 +185,11 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 	a := &Agent{
 		opts:       opts,
 		log:        opts.Logger,
-		now:        opts.Now,
-		sleep:      opts.Sleep,
+		clock:      opts.Clock,
 		rand:       opts.Rand,
 		version:    opts.Version,
 		perType:    map[string]*limiter{},
-		work:       map[string]*work{},
+		leases:     map[string]*lease{},
 		doneAt:     map[string]time.Time{},
 		cooldown:   map[string]cooldown{},
 		warned:     map[string]time.Time{},
@@ -196,11 +203,8 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
-	if a.now == nil {
-		a.now = time.Now
-	}
-	if a.sleep == nil {
-		a.sleep = realSleep
+	if a.clock == nil {
+		a.clock = RealClock{}
 	}
 	if a.version == "" {
 		a.version = "dev"
@@ -256,19 +260,18 @@ func (a *Agent) buildEnv(cfg *config.Config) (*env, error) {
 	if err != nil {
 		return nil, &ConfigError{err}
 	}
-	t := TimingFromConfig(cfg)
-	if a.opts.Timing != nil {
-		t = *a.opts.Timing
-	} else {
-		t = t.Scaled(a.opts.TimeScale)
+	timingOf := a.opts.Timing
+	if timingOf == nil {
+		timingOf = TimingFromConfig
 	}
+	t := timingOf(cfg)
 	e := &env{cfg: cfg, client: client, timing: t, backends: map[string]*backend{}, defType: cfg.Provisioner.Type,
 		agentPub: identity.PublicHex(key), reqTimeout: dcapi.DefaultTimeout}
 	if cfg.API.TimeoutSeconds > 0 {
 		e.reqTimeout = time.Duration(cfg.API.TimeoutSeconds) * time.Second
 	}
 	for _, pc := range cfg.AllProvisioners() {
-		p, err := a.opts.Registry.New(pc, provisioners.Deps{Logger: a.log.With("provisioner", pc.Type), Config: cfg, TimeScale: a.opts.TimeScale})
+		p, err := a.opts.Registry.New(pc, provisioners.Deps{Logger: a.log.With("provisioner", pc.Type), Config: cfg, Timeouts: t.Backend})
 		if err != nil {
 			a.closeEnv(e)
 			return nil, &ConfigError{err}
@@ -366,6 +369,9 @@ func (a *Agent) Reload(cfg *config.Config) error {
 			a.obs.emit(status.EventNotice, status.LevelWarn, "", "", w.name+" changed; it takes effect at the next restart (systemctl restart dc-agent)")
 		}
 	}
+	// A refused lock or start is retried with the new config; until then
+	// it is no longer known to stand.
+	a.obs.clearProblem(problemProvision)
 	old.mu.Lock()
 	old.retired = true
 	closeNow := old.refs == 0
@@ -393,8 +399,8 @@ func (a *Agent) resumeChan() <-chan struct{} {
 func (a *Agent) HardStop() { a.hardOnce.Do(func() { close(a.hardStop) }) }
 
 func (a *Agent) crash(point string) {
-	if a.opts.CrashPoint != nil {
-		a.opts.CrashPoint(point)
+	if a.opts.Faults != nil && a.opts.Faults.Crash != nil {
+		a.opts.Faults.Crash(point)
 	}
 }
 
@@ -407,22 +413,14 @@ func (a *Agent) notify(state string) {
 	}
 }
 
-// authStop is returned by a loop that must wait for a human: the API
-// refused the agent's key or delegation.
-type authStop struct {
-	msg, fix string
-}
-
-func (e *authStop) Error() string { return e.msg }
-
-func newAuthStop(err error) *authStop {
-	return &authStop{msg: err.Error(), fix: dcapi.AuthHint(err)}
-}
-
 // Run runs the agent until ctx ends, then stops gracefully: no new
 // contracts are taken, in-flight provisions get the shutdown grace (or
 // until HardStop), queued reports get a last chance to go out. Whatever
 // is unfinished stays in the journal and outbox for the next start.
+//
+// Run returns nil after a clean stop, or the errors of the loops that were
+// stopped (an auth refusal waiting for a fix) or failing when it ended,
+// joined.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.store.Close()
 	defer a.statusSrv.close()
@@ -433,24 +431,30 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer cancelWork()
 	loopCtx, cancelLoops := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelLoops()
-	a.workCtx, a.admitCtx = workCtx, ctx
+	rc := runCtxs{admit: ctx, work: workCtx, loops: loopCtx}
 
 	e := a.acquireEnv()
 	a.obs.emit(status.EventStarted, status.LevelInfo, "", "", "dc-agent starting",
 		"version", a.version, "endpoint", e.client.Endpoint(), "provider", e.client.Provider(), "agent_key", e.agentPub,
 		"provisioners", sortedTypes(e.backends), "state_dir", a.store.Dir())
 	a.releaseEnv(e)
-	a.resumeFromDisk()
+	a.resumeFromDisk(rc)
 
 	var contracts, loops sync.WaitGroup
+	var errMu sync.Mutex
+	var errs []error
 	start := func(wg *sync.WaitGroup, name string, ctx context.Context, fn func(context.Context) error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			a.runLoop(ctx, name, fn)
+			if err := a.runLoop(ctx, name, fn); err != nil {
+				errMu.Lock()
+				errs = append(errs, err)
+				errMu.Unlock()
+			}
 		}()
 	}
-	start(&contracts, loopContracts, ctx, a.contractsLoop)
+	start(&contracts, loopContracts, ctx, func(ctx context.Context) error { return a.contractsLoop(ctx, rc) })
 	start(&loops, loopHeartbeat, loopCtx, a.heartbeatLoop)
 	start(&loops, loopHealth, loopCtx, a.healthLoop)
 	start(&loops, loopReconcile, loopCtx, a.reconcileLoop)
@@ -483,7 +487,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.obs.emit(status.EventNotice, status.LevelWarn, "", "", "hard stop: cancelling in-flight provisions; they resume at the next start")
 		cancelWork()
 		<-done
-	case <-time.After(grace):
+	case <-a.clock.After(grace):
 		a.obs.emit(status.EventNotice, status.LevelWarn, "", "", fmt.Sprintf("shutdown grace of %s expired: cancelling in-flight provisions; they resume at the next start", grace))
 		cancelWork()
 		<-done
@@ -492,59 +496,26 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.drainOutbox(a.timing().OutboxFlush)
 	cancelLoops()
 	loops.Wait()
+	a.renewals.Wait()
 	a.obs.closeSubscribers()
 	a.obs.emit(status.EventNotice, status.LevelInfo, "", "", "dc-agent stopped", "queued_reports", len(a.store.Reports()))
 	e = a.acquireEnv()
 	a.releaseEnv(e)
 	a.closeEnv(e)
-	return nil
-}
-
-// runLoop runs fn, holding it stopped after an auth problem until a reload.
-func (a *Agent) runLoop(ctx context.Context, name string, fn func(context.Context) error) {
-	bo := a.newBackoff()
-	for {
-		err := fn(ctx)
-		if ctx.Err() != nil {
-			a.live.idle(name)
-			return
-		}
-		var as *authStop
-		switch {
-		case errors.As(err, &as):
-			a.live.idle(name)
-			a.obs.loopStopped(name, as.msg, as.fix+"; then reload the agent: systemctl reload dc-agent")
-			select {
-			case <-ctx.Done():
-				return
-			case <-a.resumeChan():
-				a.obs.loopResumed(name)
-			}
-		case err != nil:
-			// A bug, not an API problem: keep the loop alive, loudly.
-			wait := bo.Next(0)
-			a.obs.loopBackoff(name, err, wait, bo.Failures())
-			a.live.expect(name, wait)
-			if a.sleep(ctx, wait) != nil {
-				return
-			}
-		default:
-			return
-		}
-	}
-}
-
-func (a *Agent) newBackoff() *Backoff {
-	t := a.timing()
-	return &Backoff{Base: t.BackoffBase, Max: t.BackoffMax, Rand: a.rand}
+	return errors.Join(errs...)
 }
 
 // drainOutbox waits up to d for the outbox to empty.
 func (a *Agent) drainOutbox(d time.Duration) {
-	deadline := time.Now().Add(d)
-	for len(a.store.Reports()) > 0 && time.Now().Before(deadline) {
+	deadline := a.clock.After(d)
+	for len(a.store.Reports()) > 0 {
+		changed := a.obs.Changed()
 		a.wakeOutbox()
-		time.Sleep(20 * time.Millisecond)
+		select {
+		case <-deadline:
+			return
+		case <-changed:
+		}
 	}
 }
 
@@ -610,8 +581,8 @@ func (a *Agent) State() status.State {
 	a.obs.snapshot(&st, time.Duration(dcapi.OnlineWindowNs))
 	a.workMu.Lock()
 	st.Counts.Active = a.active
-	for _, w := range a.work {
-		sw := w.snapshot()
+	for _, l := range a.leases {
+		sw := l.snapshot()
 		st.Work = append(st.Work, sw)
 		switch sw.Step {
 		case status.StepQueued:
@@ -673,6 +644,9 @@ func featureNames(f provisioners.Features) []string {
 	return out
 }
 
+// statusDebounce is the least time between two STATUS= updates.
+const statusDebounce = 100 * time.Millisecond
+
 // systemdLoop refreshes STATUS= and feeds the watchdog from the loops'
 // own liveness.
 func (a *Agent) systemdLoop(ctx context.Context) {
@@ -684,8 +658,6 @@ func (a *Agent) systemdLoop(ctx context.Context) {
 	if wd > 0 {
 		every = min(every, wd/3)
 	}
-	tick := time.NewTicker(every)
-	defer tick.Stop()
 	var lastLine string
 	var lastPing time.Time
 	stuckLogged := false
@@ -694,27 +666,19 @@ func (a *Agent) systemdLoop(ctx context.Context) {
 			a.notify("STATUS=" + st.Line)
 			lastLine = st.Line
 		}
-		if wd > 0 && time.Since(lastPing) >= wd/3 {
+		if wd > 0 && a.now().Sub(lastPing) >= wd/3 {
 			if stuck := a.live.stuck(); len(stuck) == 0 {
 				a.notify("WATCHDOG=1")
-				lastPing = time.Now()
+				lastPing = a.now()
 				stuckLogged = false
 			} else if !stuckLogged {
 				a.obs.emit(status.EventNotice, status.LevelError, "", "", fmt.Sprintf("loop(s) stuck: %v; withholding the watchdog so systemd restarts the agent", stuck))
 				stuckLogged = true
 			}
 		}
-		select {
-		case <-ctx.Done():
+		// Changes show up promptly, but at most every statusDebounce.
+		if a.wait(ctx, every, a.obs.Changed()) != nil || a.wait(ctx, min(statusDebounce, every), nil) != nil {
 			return
-		case <-tick.C:
-		case <-a.obs.Changed():
-			// Changes show up promptly, but at most every 100 ms.
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
 		}
 	}
 }

@@ -94,7 +94,7 @@ func TestRequestSizesAndConfigMerge(t *testing.T) {
 	h := newHarness(t)
 	var got provisioners.Request
 	cid := randomCID(t)
-	w := &work{cid: cid, c: dcapi.PendingContract{ContractID: cid, CPUCores: new(int), MemoryAmount: strp("16 GB"), StorageCapacity: strp("1 TB"),
+	w := &lease{cid: cid, c: dcapi.PendingContract{ContractID: cid, CPUCores: new(int), MemoryAmount: strp("16 GB"), StorageCapacity: strp("1 TB"),
 		ProvisionerConfig: strp(`{"template":"ubuntu","net":{"bridge":"vmbr0","vlan":1}}`), InstanceConfig: strp(`{"template":"debian","net":{"vlan":7}}`),
 		RequesterPubkey: identity.PublicHex(h.agentKey)}}
 	*w.c.CPUCores = 4
@@ -337,7 +337,7 @@ func TestPollingFallbackWithJitter(t *testing.T) {
 	// fastTiming's poll interval is 20 ms: waits of 18..22 ms are the
 	// contracts loop's (heartbeats wait 50 ms, there are no failures).
 	iv := fastTiming().PollInterval
-	n, distinct := h.sleeps.count(func(d time.Duration) bool { return d >= iv*9/10 && d <= iv*11/10 })
+	n, distinct := h.clock.count(func(d time.Duration) bool { return d >= iv*9/10 && d <= iv*11/10 })
 	if n < 8 {
 		t.Fatalf("%d waits of the poll interval ± 10 %% between %d polls; a server without long-poll must be polled every interval", n, h.api.count("pending"))
 	}
@@ -347,26 +347,27 @@ func TestPollingFallbackWithJitter(t *testing.T) {
 }
 
 // TestHeartbeatFollowsServerInterval: after each heartbeat the agent waits
-// what the server's nextHeartbeatSeconds says, clamped to 5 s..4 min (here
-// at a time scale of 1/1000: 5..240 ms).
+// what the server's nextHeartbeatSeconds says, clamped to 5 s..4 min (the
+// production timing; the test's clock runs each wait 1000 times faster).
 func TestHeartbeatFollowsServerInterval(t *testing.T) {
 	h := newHarness(t)
+	h.clock.scale = 0.001
 	for _, tc := range []struct {
 		server int
 		want   time.Duration
 	}{
-		{30, 30 * time.Millisecond},
-		{3600, 240 * time.Millisecond}, // beyond the 5 minute online window: clamped
-		{1, 5 * time.Millisecond},
+		{30, 30 * time.Second},
+		{3600, 240 * time.Second}, // beyond the 5 minute online window: clamped
+		{1, 5 * time.Second},
 	} {
 		h.api.mu.Lock()
 		h.api.nextHB = tc.server
 		h.api.mu.Unlock()
 		if h.a == nil {
-			h.start(func(o *Options) { o.Timing = nil; o.TimeScale = 0.001 })
+			h.start(func(o *Options) { o.Timing = nil })
 		}
 		eventually(t, fmt.Sprintf("heartbeat waits of %s after nextHeartbeatSeconds=%d", tc.want, tc.server), func() bool {
-			n, _ := h.sleeps.count(func(d time.Duration) bool { return d == tc.want })
+			n, _ := h.clock.count(func(d time.Duration) bool { return d == tc.want })
 			return n >= 2
 		})
 	}
@@ -522,7 +523,7 @@ func TestOrphanGraceRespected(t *testing.T) {
 	h.prov.addInstance(provisioners.Instance{ExternalID: "orphan-1", ContractID: orphanCID})
 	timing := fastTiming()
 	timing.OrphanGrace = time.Hour
-	h.start(func(o *Options) { o.Timing = &timing })
+	h.start(func(o *Options) { o.Timing = fixedTiming(timing) })
 	eventually(t, "several reconcile rounds", func() bool { return h.api.count("reconcile") >= 4 })
 	if inst, _ := h.prov.GetInstance(context.Background(), orphanCID); inst == nil {
 		t.Fatal("an unknown instance was removed before its grace period")
@@ -778,8 +779,8 @@ func (h *harness) useReferenceServer(srv *apitest.Server, p *apitest.Provider, k
 
 // TestLockRenewedWhileProvisioning runs against the reference server with
 // a 1 s lock: a provision that takes several lock lifetimes keeps its lock
-// (renewed every 20 ms here), so another agent of the provider never gets
-// the contract meanwhile.
+// (renewed at a third of its remaining life), so another agent of the
+// provider never gets the contract meanwhile.
 func TestLockRenewedWhileProvisioning(t *testing.T) {
 	srv := apitest.Start(t, apitest.WithLockTTL(time.Second))
 	p := srv.NewProvider("Locking Hosting")

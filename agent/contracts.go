@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -15,19 +14,19 @@ import (
 // ignore it in poll answers that were already on the way.
 const doneMemory = time.Hour
 
-// contractsLoop fetches pending contracts and hands new ones to workers.
-// With a long-poll server the next poll starts as soon as the last one
-// returns (the server holds it open); otherwise it polls every
-// PollInterval ± 10 %.
-func (a *Agent) contractsLoop(ctx context.Context) error {
-	bo := a.newBackoff()
+// contractsLoop fetches pending contracts and hands new ones to workers
+// (run with rc's contexts). With a long-poll server the next poll starts as
+// soon as the last one returns (the server holds it open); otherwise it
+// polls every PollInterval ± 10 %.
+func (a *Agent) contractsLoop(ctx context.Context, rc runCtxs) error {
+	r := a.newRetrier(loopContracts)
 	for {
 		t := a.timing()
 		e := a.acquireEnv()
 		a.live.expect(loopContracts, t.LongPollWait+2*e.reqTimeout)
 		sent := a.now()
 		prog := a.progressChan()
-		if bo.Failures() == 0 {
+		if r.bo.Failures() == 0 {
 			// A long-poll held open by a server that just answered is as
 			// fresh as a poll can be: "last poll" counts from its start.
 			a.obs.update(func(o *observer) {
@@ -42,52 +41,38 @@ func (a *Agent) contractsLoop(ctx context.Context) error {
 			return nil
 		}
 		if err != nil {
-			if dcapi.IsAuth(err) {
-				return newAuthStop(err)
-			}
-			wait := bo.Next(retryAfter(err))
-			a.obs.loopBackoff(loopContracts, err, wait, bo.Failures())
-			a.live.expect(loopContracts, wait)
-			if a.sleep(ctx, wait) != nil {
-				return nil
+			if err := r.failed(ctx, err, nil); err != nil {
+				return err
 			}
 			continue
 		}
-		bo.Reset()
-		a.obs.loopOK(loopContracts)
+		r.ok()
 		a.obs.update(func(o *observer) {
 			o.lastPoll = a.now()
 			o.longPoll = longPoll
 		})
-		started := a.dispatch(list, sent)
+		started := a.dispatch(list, sent, rc)
 
+		var wait time.Duration
+		var wake <-chan struct{}
 		switch {
 		case !longPoll || t.LongPollWait == 0:
-			wait := jitter(t.PollInterval, a.rand)
-			a.live.expect(loopContracts, wait)
-			if a.sleep(ctx, wait) != nil {
-				return nil
-			}
+			wait = jitter(t.PollInterval, a.rand)
 		case started == 0 && len(list) > 0:
 			// Only contracts we already work on: the server answers at once
 			// until they move on. Re-poll as soon as one does (or after
 			// MinRepoll), so a new contract is not kept waiting, and the
 			// server is not hammered.
-			a.live.expect(loopContracts, t.MinRepoll)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-prog:
-			case <-time.After(t.MinRepoll - a.now().Sub(sent)):
-			}
+			wait, wake = t.MinRepoll-a.now().Sub(sent), prog
 		case started == 0:
 			// An empty answer that came back at once: a long-poll that did
 			// not hold. Do not spin.
-			if wait := t.MinRepoll - a.now().Sub(sent); wait > 0 {
-				a.live.expect(loopContracts, wait)
-				if a.sleep(ctx, wait) != nil {
-					return nil
-				}
+			wait = t.MinRepoll - a.now().Sub(sent)
+		}
+		if wait > 0 {
+			a.live.expect(loopContracts, wait)
+			if err := a.wait(ctx, wait, wake); err != nil {
+				return err
 			}
 		}
 	}
@@ -95,7 +80,7 @@ func (a *Agent) contractsLoop(ctx context.Context) error {
 
 // dispatch starts work on the contracts of a poll answer that was
 // requested at sent. It returns how many it started.
-func (a *Agent) dispatch(list []dcapi.PendingContract, sent time.Time) int {
+func (a *Agent) dispatch(list []dcapi.PendingContract, sent time.Time, rc runCtxs) int {
 	e := a.acquireEnv()
 	defer a.releaseEnv(e)
 	now := a.now()
@@ -126,12 +111,12 @@ func (a *Agent) dispatch(list []dcapi.PendingContract, sent time.Time) int {
 		if e.backends[typ].feat.Manual && a.store.ManualNotified(cid) {
 			continue
 		}
-		w, ok := a.claim(c, typ, status.StepQueued, false, 0)
+		l, ok := a.claim(c, typ, status.StepQueued, false, 0)
 		if !ok {
 			continue
 		}
 		a.obs.emit(status.EventContractReceived, status.LevelInfo, loopContracts, cid, "new contract", "provisioner", typ, "offering", c.OfferingID)
-		a.startWork(w)
+		a.startWork(l, rc)
 		started++
 	}
 	a.pruneMemory(now)
@@ -144,7 +129,7 @@ func (a *Agent) dispatch(list []dcapi.PendingContract, sent time.Time) int {
 func (a *Agent) admissible(cid string, sent, now time.Time) bool {
 	a.workMu.Lock()
 	defer a.workMu.Unlock()
-	if _, busy := a.work[cid]; busy {
+	if _, busy := a.leases[cid]; busy {
 		return false
 	}
 	if d, ok := a.doneAt[cid]; ok && !d.Before(sent) {
@@ -176,5 +161,3 @@ func (a *Agent) pruneMemory(now time.Time) {
 		}
 	}
 }
-
-func jsonUnmarshalString(s string, v any) error { return json.Unmarshal([]byte(s), v) }

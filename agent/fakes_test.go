@@ -521,7 +521,7 @@ type harness struct {
 	a        *Agent
 	cancel   context.CancelFunc
 	done     chan error
-	sleeps   *sleepLog
+	clock    *recClock
 }
 
 // fastTiming makes every loop run in milliseconds.
@@ -530,11 +530,17 @@ func fastTiming() Timing {
 		PollInterval: 20 * time.Millisecond, LongPollWait: time.Second, MinRepoll: 10 * time.Millisecond,
 		HealthInterval: 50 * time.Millisecond, ReconcileInterval: 50 * time.Millisecond, OrphanGrace: 200 * time.Millisecond,
 		HeartbeatDefault: 50 * time.Millisecond, HeartbeatMin: 20 * time.Millisecond, HeartbeatMax: 50 * time.Millisecond,
-		BackoffBase: 5 * time.Millisecond, BackoffMax: 40 * time.Millisecond, LockRenew: 20 * time.Millisecond,
+		// Locks are renewed at a third of their remaining life, at most once a minute.
+		BackoffBase: 5 * time.Millisecond, BackoffMax: 40 * time.Millisecond, LockRenew: time.Minute,
 		RetryCooldown: 50 * time.Millisecond, RetryCooldownMax: 200 * time.Millisecond, ShutdownGrace: 5 * time.Second, OutboxFlush: 50 * time.Millisecond,
 		StatusEvery: 10 * time.Millisecond, HealthCheckTime: 5 * time.Second, ListTime: 5 * time.Second, TerminateTime: 5 * time.Second,
-		LivenessSlack: 2 * time.Second,
+		LivenessSlack: 2 * time.Second, InventoryEvery: time.Minute, InventoryTime: 5 * time.Second, BatchRetry: time.Hour,
 	}
+}
+
+// fixedTiming is an Options.Timing that ignores the config.
+func fixedTiming(t Timing) func(*config.Config) Timing {
+	return func(*config.Config) Timing { return t }
 }
 
 func newHarness(t *testing.T) *harness {
@@ -559,7 +565,7 @@ func newHarness(t *testing.T) *harness {
 		Provisioner: config.ProvisionerConfig{Type: config.TypeScript, Script: &config.ScriptConfig{}},
 	}
 	return &harness{t: t, api: api, prov: newMemProv(), cfg: cfg, agentKey: key, stateDir: cfg.Agent.StateDir, socket: cfg.Agent.StatusSocket,
-		notes: &recNotifier{}, sleeps: &sleepLog{}}
+		notes: &recNotifier{}, clock: &recClock{}}
 }
 
 func (h *harness) registry() *provisioners.Registry {
@@ -572,8 +578,7 @@ func (h *harness) registry() *provisioners.Registry {
 
 func (h *harness) start(mods ...func(*Options)) {
 	h.t.Helper()
-	timing := fastTiming()
-	opts := Options{Registry: h.registry(), Logger: testLogger(h.t), Version: "test", Notifier: h.notes, Timing: &timing, Sleep: h.sleeps.sleep}
+	opts := Options{Registry: h.registry(), Logger: testLogger(h.t), Version: "test", Notifier: h.notes, Timing: fixedTiming(fastTiming()), Clock: h.clock}
 	for _, m := range mods {
 		m(&opts)
 	}
@@ -641,31 +646,39 @@ func (n *recNotifier) all() []string {
 	return append([]string(nil), n.msgs...)
 }
 
-// sleepLog records every backoff/interval wait and really waits it.
-type sleepLog struct {
-	mu sync.Mutex
-	d  []time.Duration
+// recClock is the real clock, recording every wait the agent starts;
+// scale (0: 1) shortens each wait, not the time it reads.
+type recClock struct {
+	scale float64
+	mu    sync.Mutex
+	d     []time.Duration
 }
 
-// count returns how many recorded waits satisfy pred.
-func (s *sleepLog) count(pred func(time.Duration) bool) (n int, distinct int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func (c *recClock) Now() time.Time { return time.Now() }
+
+func (c *recClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	c.d = append(c.d, d)
+	c.mu.Unlock()
+	if c.scale > 0 {
+		d = time.Duration(float64(d) * c.scale)
+	}
+	return time.After(d)
+}
+
+// count returns how many recorded waits satisfy pred, and how many of
+// them differ.
+func (c *recClock) count(pred func(time.Duration) bool) (n int, distinct int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	seen := map[time.Duration]bool{}
-	for _, d := range s.d {
+	for _, d := range c.d {
 		if pred(d) {
 			n++
 			seen[d] = true
 		}
 	}
 	return n, len(seen)
-}
-
-func (s *sleepLog) sleep(ctx context.Context, d time.Duration) error {
-	s.mu.Lock()
-	s.d = append(s.d, d)
-	s.mu.Unlock()
-	return realSleep(ctx, d)
 }
 
 // randomCID returns a fresh contract id.

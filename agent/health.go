@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"sync"
-	"time"
 
 	"github.com/decent-stuff/dc-agent/dcapi"
 	"github.com/decent-stuff/dc-agent/provisioners"
@@ -21,7 +20,7 @@ const maxQueuedHealth = 48
 // healthLoop checks every live contract this agent serves each
 // HealthInterval and queues the results for the outbox, which batches them.
 func (a *Agent) healthLoop(ctx context.Context) error {
-	bo := a.newBackoff()
+	r := a.newRetrier(loopHealth)
 	for {
 		e := a.acquireEnv()
 		a.live.expect(loopHealth, 2*e.reqTimeout)
@@ -32,18 +31,11 @@ func (a *Agent) healthLoop(ctx context.Context) error {
 		}
 		if err != nil {
 			a.releaseEnv(e)
-			if dcapi.IsAuth(err) {
-				return newAuthStop(err)
-			}
-			wait := bo.Next(retryAfter(err))
-			a.obs.loopBackoff(loopHealth, err, wait, bo.Failures())
-			a.live.expect(loopHealth, wait)
-			if a.sleep(ctx, wait) != nil {
-				return nil
+			if err := r.failed(ctx, err, nil); err != nil {
+				return err
 			}
 			continue
 		}
-		bo.Reset()
 		checks, cancelled := a.checkAll(ctx, e, list)
 		a.releaseEnv(e)
 		if ctx.Err() != nil {
@@ -59,17 +51,14 @@ func (a *Agent) healthLoop(ctx context.Context) error {
 		if cancelled {
 			a.wakeReconcile()
 		}
-		a.obs.loopOK(loopHealth)
+		r.ok()
 		a.obs.update(func(o *observer) { o.lastHealth = a.now() })
 		wait := a.timing().HealthInterval
 		a.live.expect(loopHealth, wait)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
-		case <-a.healthWake:
-			// A contract was just provisioned: its first health check
-			// need not wait a whole interval.
+		// A contract just provisioned (healthWake) need not wait a whole
+		// interval for its first health check.
+		if err := a.wait(ctx, wait, a.healthWake); err != nil {
+			return err
 		}
 	}
 }

@@ -11,14 +11,11 @@ import (
 	"github.com/decent-stuff/dc-agent/provisioners"
 )
 
-// resourcesEvery is how often backend inventory is refreshed for the heartbeat.
-const resourcesEvery = 5 * time.Minute
-
 // heartbeatLoop keeps the provider "online": one heartbeat at start, then
 // one every nextHeartbeatSeconds (as the server asks, clamped to stay well
 // inside the 5 minute online window).
 func (a *Agent) heartbeatLoop(ctx context.Context) error {
-	bo := a.newBackoff()
+	r := a.newRetrier(loopHeartbeat)
 	var (
 		resMu      sync.Mutex
 		res        *dcapi.Resources
@@ -30,17 +27,17 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 		t := a.timing()
 		e := a.acquireEnv()
 		resMu.Lock()
-		if !refreshing && (resAt.IsZero() || a.now().Sub(resAt) > resourcesEvery) {
+		if !refreshing && (resAt.IsZero() || a.now().Sub(resAt) > t.InventoryEvery) {
 			// Inventory asks the backend, which may be slow: never let it
 			// hold a heartbeat back. The next heartbeat carries it.
 			refreshing = true
 			go func() {
 				ie := a.acquireEnv()
 				defer a.releaseEnv(ie)
-				r := a.resources(ctx, ie)
+				inv := a.resources(ctx, ie)
 				resMu.Lock()
 				defer resMu.Unlock()
-				res, resAt, refreshing = r, a.now(), false
+				res, resAt, refreshing = inv, a.now(), false
 			}()
 		}
 		cur := res
@@ -59,26 +56,16 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 			return nil
 		}
 		if err != nil {
-			if dcapi.IsAuth(err) {
-				return newAuthStop(err)
-			}
-			wait := bo.Next(retryAfter(err))
-			a.obs.loopBackoff(loopHeartbeat, err, wait, bo.Failures())
-			a.live.expect(loopHeartbeat, wait)
-			if a.sleep(ctx, wait) != nil {
-				return nil
+			if err := r.failed(ctx, err, nil); err != nil {
+				return err
 			}
 			continue
 		}
-		bo.Reset()
-		a.obs.loopOK(loopHeartbeat)
+		r.ok()
 		a.obs.update(func(o *observer) { o.lastHeartbeat = a.now() })
 		next := t.HeartbeatDefault
 		if resp.NextHeartbeatSeconds > 0 {
 			next = time.Duration(resp.NextHeartbeatSeconds) * time.Second
-			if a.opts.TimeScale > 0 && a.opts.Timing == nil {
-				next = time.Duration(float64(next) * a.opts.TimeScale)
-			}
 		}
 		next = min(max(next, t.HeartbeatMin), t.HeartbeatMax)
 		if first {
@@ -86,8 +73,8 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 			first = false
 		}
 		a.live.expect(loopHeartbeat, next)
-		if a.sleep(ctx, next) != nil {
-			return nil
+		if err := a.wait(ctx, next, nil); err != nil {
+			return err
 		}
 	}
 }
@@ -128,7 +115,7 @@ func (a *Agent) resources(ctx context.Context, e *env) *dcapi.Resources {
 	if !ok {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, a.timing().InventoryTime)
 	defer cancel()
 	r, err := inv.Resources(ctx)
 	if err != nil {

@@ -10,17 +10,6 @@ import (
 	"github.com/decent-stuff/dc-agent/agent/status"
 )
 
-// Loop names.
-const (
-	loopContracts = "contracts"
-	loopHeartbeat = "heartbeat"
-	loopHealth    = "health"
-	loopReconcile = "reconcile"
-	loopOutbox    = "outbox"
-)
-
-var loopOrder = []string{loopContracts, loopHeartbeat, loopHealth, loopReconcile, loopOutbox}
-
 // eventHistory is how many recent events the socket replays to a new reader.
 const eventHistory = 256
 

@@ -3,21 +3,16 @@ package agent
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/decent-stuff/dc-agent/agent/status"
 	"github.com/decent-stuff/dc-agent/dcapi"
 )
 
-// batchRetry is how long the agent believes a server that answered 404 to
-// the batch health endpoint before asking again (it may be upgraded).
-const batchRetry = time.Hour
-
 // outboxLoop delivers queued reports in order. A report leaves the outbox
 // only when the API accepted it or refused it for good; network and server
 // errors keep it at the head of the queue, retried with backoff.
 func (a *Agent) outboxLoop(ctx context.Context) error {
-	bo := a.newBackoff()
+	r := a.newRetrier(loopOutbox)
 	for {
 		reports := a.store.Reports()
 		if len(reports) == 0 {
@@ -38,27 +33,16 @@ func (a *Agent) outboxLoop(ctx context.Context) error {
 		case ctx.Err() != nil:
 			return nil
 		case err == nil:
-			bo.Reset()
-			a.obs.loopOK(loopOutbox)
-		case dcapi.IsAuth(err):
-			return newAuthStop(err)
+			r.ok()
 		default:
-			wait := bo.Next(retryAfter(err))
-			a.obs.loopBackoff(loopOutbox, err, wait, bo.Failures())
-			a.live.expect(loopOutbox, wait)
+			var wake <-chan struct{}
 			if next.Kind == ReportHealth {
 				// A provisioning report queued meanwhile must not wait
 				// behind a health endpoint that keeps failing.
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-a.outboxWake:
-				case <-time.After(wait):
-				}
-				continue
+				wake = a.outboxWake
 			}
-			if a.sleep(ctx, wait) != nil {
-				return nil
+			if err := r.failed(ctx, err, wake); err != nil {
+				return err
 			}
 		}
 	}
@@ -93,14 +77,20 @@ func (a *Agent) deliver(ctx context.Context, e *env, r Report) error {
 		if err == nil {
 			a.crash(CrashReportCleared)
 		}
-		if r.Unlock {
-			a.unlock(e, r.ContractID)
+		o := outcomeDone
+		if r.result() == ResultFailedRetryable {
+			o = outcomeRetry
 		}
-		outcome := outcomeDone
-		if r.Update.Status == dcapi.StatusProvisioningFailed && failureRetryable(r.Update) {
-			outcome = outcomeRetry
+		if l := a.leaseOf(r.ContractID); l != nil {
+			l.close(o, release)
+		} else {
+			// Every queued provisioning report has a lease (provision hands
+			// it over, resumeFromDisk opens one); defensive only.
+			if r.Unlock {
+				a.unlock(r.ContractID)
+			}
+			a.finish(r.ContractID, o)
 		}
-		a.finish(r.ContractID, outcome)
 		if err != nil {
 			a.obs.emit(status.EventReportDropped, status.LevelWarn, loopOutbox, r.ContractID, "the API refused the "+r.Update.Status+" report; dropped", "err", err)
 			return nil
@@ -133,14 +123,6 @@ func (a *Agent) deliver(ctx context.Context, e *env, r Report) error {
 	return a.store.DeleteReport(r.Seq)
 }
 
-func failureRetryable(u *dcapi.ProvisioningUpdate) bool {
-	var fd dcapi.FailureDetails
-	if err := jsonUnmarshalString(u.InstanceDetails, &fd); err != nil {
-		return true
-	}
-	return fd.RetryPossible
-}
-
 // deliverHealth sends a batch of health checks: in one request per 1000
 // where the server supports it, else one request per contract. Partial
 // progress is saved so a retry never sends a check twice.
@@ -157,7 +139,7 @@ func (a *Agent) deliverHealth(ctx context.Context, e *env, r Report) error {
 			_, err := e.client.ReportHealthBatch(ctx, r.Checks[:n])
 			if dcapi.IsNotFound(err) {
 				a.batchHealth.Store(2)
-				a.batchRetryAt.Store(a.now().Add(batchRetry).UnixNano())
+				a.batchRetryAt.Store(a.now().Add(a.timing().BatchRetry).UnixNano())
 				a.log.Info("the API has no batch health endpoint; reporting health per contract")
 				break
 			}

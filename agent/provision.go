@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/decent-stuff/dc-agent/agent/status"
@@ -16,178 +15,100 @@ import (
 	"github.com/decent-stuff/dc-agent/provisioners"
 )
 
-// work is one contract the agent is working on, from dispatch until its
-// report is accepted by the API.
-type work struct {
-	cid     string
-	c       dcapi.PendingContract
-	typ     string
-	resumed bool
-	attempt int // previous attempts (from the journal)
+// problemProvision is the key of the problem a refused lock or start sets;
+// the next lock or start the API accepts clears it.
+const problemProvision = "provision"
 
-	mu      sync.Mutex
-	step    string
-	detail  string
-	started time.Time
-	updated time.Time
-}
-
-func (w *work) set(step, detail string, now time.Time) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.step, w.detail, w.updated = step, detail, now
-}
-
-func (w *work) snapshot() status.Work {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return status.Work{ContractID: w.cid, Provisioner: w.typ, Step: w.step, Detail: w.detail, StartedAt: w.started, UpdatedAt: w.updated, Resumed: w.resumed}
-}
-
-// Outcomes of work on a contract, for cool-downs.
-const (
-	outcomeDone    = "done"    // reported (provisioned or failed for good)
-	outcomeRetry   = "retry"   // failed, may succeed later
-	outcomeBusy    = "busy"    // another agent holds the lock
-	outcomeRefused = "refused" // the API refused to start it (cancelled, not ours)
-	outcomeStopped = "stopped" // the agent is stopping or waits for a human
-)
-
-// claim registers work on a contract; false if the agent already works on it.
-func (a *Agent) claim(c dcapi.PendingContract, typ string, step string, resumed bool, attempt int) (*work, bool) {
-	a.workMu.Lock()
-	defer a.workMu.Unlock()
-	if _, busy := a.work[c.ContractID]; busy {
-		return nil, false
-	}
-	now := a.now()
-	w := &work{cid: c.ContractID, c: c, typ: typ, resumed: resumed, attempt: attempt, step: step, started: now, updated: now}
-	a.work[c.ContractID] = w
-	return w, true
-}
-
-// finish ends work on a contract.
-func (a *Agent) finish(cid, outcome string) {
-	a.workMu.Lock()
-	defer a.workMu.Unlock()
-	delete(a.work, cid)
-	now := a.now()
-	a.doneAt[cid] = now
-	t := a.timing()
-	switch outcome {
-	case outcomeDone:
-		delete(a.cooldown, cid)
-	case outcomeRetry, outcomeRefused:
-		cd := a.cooldown[cid]
-		cd.failures++
-		wait := t.RetryCooldown
-		for i := 1; i < cd.failures && wait < t.RetryCooldownMax; i++ {
-			wait *= 2
-		}
-		cd.until = now.Add(min(wait, t.RetryCooldownMax))
-		a.cooldown[cid] = cd
-	case outcomeBusy, outcomeStopped:
-		cd := a.cooldown[cid]
-		cd.until = now.Add(t.RetryCooldown)
-		a.cooldown[cid] = cd
-	}
-	defer a.progressed()
-}
+// runCtxs are the contexts of one Run, handed down (never stored): admit
+// ends at the stop request (no new work starts), work at a hard stop or
+// when the shutdown grace runs out (in-flight provisions stop), loops last
+// (the loops, the outbox and the lock renewals).
+type runCtxs struct{ admit, work, loops context.Context }
 
 func (a *Agent) runningWorkers() int {
 	a.workMu.Lock()
 	defer a.workMu.Unlock()
 	n := 0
-	for _, w := range a.work {
-		if w.snapshot().Step != status.StepReporting {
+	for _, l := range a.leases {
+		if l.snapshot().Step != status.StepReporting {
 			n++
 		}
 	}
 	return n
 }
 
-// startWork runs provision for w in its own goroutine.
-func (a *Agent) startWork(w *work) {
+// startWork runs provision for l in its own goroutine.
+func (a *Agent) startWork(l *lease, rc runCtxs) {
 	a.workers.Add(1)
 	go func() {
 		defer a.workers.Done()
-		a.provision(w)
+		a.provision(l, rc)
 	}()
 }
 
 // provision takes one contract through lock → "provisioning" → backend →
-// sealed report in the outbox. Every step is journaled before the next
-// begins, so a crash at any point is resumed by the next start (see
-// resumeFromDisk); the backend's deterministic naming makes a repeated
-// Provision reuse the instance instead of making a second one.
-func (a *Agent) provision(w *work) {
-	outcome := outcomeStopped
+// sealed report in the outbox, then hands the lease to the outbox, which
+// closes it once the API accepted the report. Every step is journaled
+// before the next begins, so a crash at any point is resumed by the next
+// start (see resumeFromDisk); the backend's deterministic naming makes a
+// repeated Provision reuse the instance instead of making a second one.
+func (a *Agent) provision(l *lease, rc runCtxs) {
+	o, rel := outcomeStopped, lapse
 	handedOff := false
 	defer func() {
 		if !handedOff {
-			a.finish(w.cid, outcome)
+			l.close(o, rel)
 		}
 	}()
 	e := a.acquireEnv()
 	defer a.releaseEnv(e)
-	b := e.backends[w.typ]
+	b := e.backends[l.typ]
 	if b == nil {
-		a.obs.emit(status.EventNotice, status.LevelWarn, "", w.cid, fmt.Sprintf("provisioner %q is no longer configured; the contract waits", w.typ))
+		a.obs.emit(status.EventNotice, status.LevelWarn, "", l.cid, fmt.Sprintf("provisioner %q is no longer configured; the contract waits", l.typ))
 		return
 	}
 	// Slots: per backend first, so a backend at its limit never holds a global slot.
-	pl := a.limiterFor(w.typ)
-	if pl.Acquire(a.admitCtx) != nil {
+	pl := a.limiterFor(l.typ)
+	if pl.Acquire(rc.admit) != nil {
 		return
 	}
 	defer pl.Release()
-	if a.global.Acquire(a.admitCtx) != nil {
+	if a.global.Acquire(rc.admit) != nil {
 		return
 	}
 	defer a.global.Release()
 
-	ctx := a.workCtx
+	ctx := rc.work
 	started := a.now()
-	cid := w.cid
-	w.set(status.StepLocking, "", started)
+	cid := l.cid
+	l.set(status.StepLocking, "")
 
-	held, lockSupported, err := a.lockContract(ctx, e, cid)
+	held, err := l.acquire(ctx, rc.loops, e)
 	switch {
 	case ctx.Err() != nil:
 		return
 	case err != nil:
-		outcome = a.apiFailure(w, "lock", err)
+		o = a.apiFailure(l, "lock", err)
 		return
 	case !held:
 		a.obs.emit(status.EventNotice, status.LevelInfo, "", cid, "contract is locked by another agent; leaving it")
-		if w.resumed {
+		if l.resumed {
 			_ = a.store.DeleteJournal(cid)
 		}
-		outcome = outcomeBusy
+		o = outcomeBusy
 		return
 	}
 	a.crash(CrashLocked)
-	unlock := func() {
-		if lockSupported {
-			a.unlock(e, cid)
-		}
-	}
 
-	entry := JournalEntry{ContractID: cid, Contract: w.c, Provisioner: w.typ, Step: jLocked, Attempt: w.attempt + 1, StartedAt: started, UpdatedAt: started}
+	entry := JournalEntry{ContractID: cid, Contract: l.c, Provisioner: l.typ, Step: jLocked, Attempt: l.attempt + 1, StartedAt: started, UpdatedAt: started}
 	if err := a.store.PutJournal(entry); err != nil {
 		a.obs.emit(status.EventNotice, status.LevelError, "", cid, "cannot write the journal; not starting the contract", "err", err)
-		unlock()
-		outcome = outcomeRetry
+		o, rel = outcomeRetry, release
 		return
 	}
 	a.crash(CrashJournaled)
-	if lockSupported {
-		renewCtx, stopRenew := context.WithCancel(ctx)
-		defer stopRenew()
-		go a.renewLock(renewCtx, e, cid)
-	}
 
-	w.set(status.StepStarting, "", a.now())
+	l.set(status.StepStarting, "")
 	err = a.callAPI(ctx, "report provisioning", cid, func(ctx context.Context) error {
 		return e.client.UpdateProvisioning(ctx, cid, dcapi.ProvisioningUpdate{Status: dcapi.StatusProvisioning})
 	})
@@ -195,29 +116,28 @@ func (a *Agent) provision(w *work) {
 	case ctx.Err() != nil:
 		return
 	case err != nil && (dcapi.IsAuth(err) || dcapi.IsRetryable(err)):
-		outcome = a.apiFailure(w, "report provisioning", err)
+		o = a.apiFailure(l, "report provisioning", err)
 		return
 	case err != nil:
 		// Cancelled, provisioned meanwhile, or not ours: the API has the last
 		// word. Nothing is removed here: reconcile asks the API what to keep.
 		a.obs.emit(status.EventNotice, status.LevelWarn, "", cid, "the API refused to start provisioning; leaving the contract", "err", err)
 		_ = a.store.DeleteJournal(cid)
-		unlock()
-		outcome = outcomeRefused
+		o, rel = outcomeRefused, release
 		return
 	}
+	a.obs.clearProblem(problemProvision)
 	a.crash(CrashStarted)
 	a.progressed()
 
-	req, sealTo, reqErr := a.buildRequest(w, b)
+	req, sealTo, reqErr := a.buildRequest(l, b)
 	entry.Step, entry.UpdatedAt = jProvisioning, a.now()
 	if err := a.store.PutJournal(entry); err != nil {
 		a.obs.emit(status.EventNotice, status.LevelError, "", cid, "cannot write the journal; not calling the provisioner", "err", err)
-		unlock()
-		outcome = outcomeRetry
+		o, rel = outcomeRetry, release
 		return
 	}
-	w.set(status.StepProvisioning, "", a.now())
+	l.set(status.StepProvisioning, "")
 	var inst provisioners.Instance
 	perr := reqErr
 	if reqErr == nil {
@@ -230,40 +150,41 @@ func (a *Agent) provision(w *work) {
 		return
 	}
 	if b.feat.Manual {
-		outcome = a.manualDone(w, perr, unlock)
+		o, rel = a.manualDone(l, perr)
 		return
 	}
 
-	var update dcapi.ProvisioningUpdate
-	var result string
+	report := Report{Kind: ReportProvisioning, ContractID: cid, Unlock: l.lockStatus() != lockUnsupported}
 	if perr != nil {
 		retry := provisioners.RetryPossible(perr)
 		if reqErr == nil {
 			a.removeLeftover(ctx, b, cid)
 		}
-		update = dcapi.FailedUpdate(publicError(perr), retry)
-		result = status.EventProvisionFailed
-		a.obs.emit(status.EventProvisionFailed, status.LevelWarn, "", cid, "provisioning failed: "+publicError(perr), "retry_possible", retry, "provisioner", w.typ)
+		update := dcapi.FailedUpdate(publicError(perr), retry)
+		report.Update, report.Result = &update, ResultFailedPermanent
+		if retry {
+			report.Result = ResultFailedRetryable
+		}
+		a.obs.emit(status.EventProvisionFailed, status.LevelWarn, "", cid, "provisioning failed: "+publicError(perr), "retry_possible", retry, "provisioner", l.typ)
 		a.obs.update(func(o *observer) { o.counts.Failed++ })
 	} else {
 		details := a.instanceDetails(cid, &inst, sealTo)
-		u, err := dcapi.ProvisionedUpdate(details)
+		update, err := dcapi.ProvisionedUpdate(details)
 		if err != nil {
 			a.obs.emit(status.EventNotice, status.LevelError, "", cid, "cannot encode instance details", "err", err)
-			unlock()
-			outcome = outcomeRetry
+			o, rel = outcomeRetry, release
 			return
 		}
-		update = u
-		result = status.EventProvisioned
+		report.Update, report.Result = &update, ResultProvisioned
 		a.obs.emit(status.EventProvisioned, status.LevelInfo, "", cid, fmt.Sprintf("provisioned %s (%s) in %s", details.ExternalID, details.IPAddress, a.now().Sub(started).Round(time.Millisecond)),
-			"provisioner", w.typ, "password_sealed", details.RootPassword != "")
+			"provisioner", l.typ, "password_sealed", details.RootPassword != "")
 		a.obs.update(func(o *observer) { o.counts.Provisioned++ })
 		if a.metrics != nil {
-			a.metrics.provisionSeconds.WithLabelValues(w.typ).Observe(a.now().Sub(started).Seconds())
+			a.metrics.provisionSeconds.WithLabelValues(l.typ).Observe(a.now().Sub(started).Seconds())
 		}
 	}
-	if _, err := a.store.AddReport(Report{Kind: ReportProvisioning, ContractID: cid, Update: &update, Unlock: lockSupported, CreatedAt: a.now()}); err != nil {
+	report.CreatedAt = a.now()
+	if _, err := a.store.AddReport(report); err != nil {
 		// The journal still holds the contract: the next start redoes it.
 		a.obs.emit(status.EventNotice, status.LevelError, "", cid, "cannot queue the report; it is redone at the next start", "err", err)
 		return
@@ -273,22 +194,23 @@ func (a *Agent) provision(w *work) {
 		a.log.Warn("clear journal", "contract", cid, "err", err)
 	}
 	a.crash(CrashJournalCleared)
-	_ = result
+	// The outbox closes the lease once the API accepted the report; the
+	// lock is renewed until then.
 	handedOff = true
-	w.set(status.StepReporting, "", a.now())
+	l.set(status.StepReporting, "")
 	a.wakeOutbox()
 }
 
 // apiFailure handles an API error that stops work on a contract for now.
 // The journal entry (if any) stays: the work resumes at the next start or
 // when the contract is listed again.
-func (a *Agent) apiFailure(w *work, what string, err error) string {
+func (a *Agent) apiFailure(l *lease, what string, err error) outcome {
 	if dcapi.IsAuth(err) {
-		a.obs.setProblem("provision", "the API refused to "+what+": "+err.Error(), dcapi.AuthHint(err))
-		a.obs.emit(status.EventNotice, status.LevelError, "", w.cid, what+" refused: "+err.Error()+"; "+dcapi.AuthHint(err))
+		a.obs.setProblem(problemProvision, "the API refused to "+what+": "+err.Error(), dcapi.AuthHint(err))
+		a.obs.emit(status.EventNotice, status.LevelError, "", l.cid, what+" refused: "+err.Error()+"; "+dcapi.AuthHint(err))
 		return outcomeStopped
 	}
-	a.obs.emit(status.EventNotice, status.LevelWarn, "", w.cid, what+" failed; will retry", "err", err)
+	a.obs.emit(status.EventNotice, status.LevelWarn, "", l.cid, what+" failed; will retry", "err", err)
 	return outcomeRetry
 }
 
@@ -297,66 +219,20 @@ func (a *Agent) apiFailure(w *work, what string, err error) string {
 //
 // When the notification failed the lock is kept, not released: a server
 // takes a released lock on a provisioning contract as a hand-off and never
-// offers it again, so nobody would ever be told. A lock left to expire
-// (it is no longer renewed) puts the contract back on offer, and the
-// notification is retried then.
-func (a *Agent) manualDone(w *work, err error, unlock func()) string {
+// offers it again, so nobody would ever be told. A lock left to lapse
+// puts the contract back on offer, and the notification is retried then.
+func (a *Agent) manualDone(l *lease, err error) (outcome, bool) {
 	if err != nil {
-		a.obs.emit(status.EventNotice, status.LevelWarn, "", w.cid, "could not notify the provider; retrying when the contract's lock expires", "err", err)
-		_ = a.store.DeleteJournal(w.cid)
-		return outcomeRetry
+		a.obs.emit(status.EventNotice, status.LevelWarn, "", l.cid, "could not notify the provider; retrying when the contract's lock expires", "err", err)
+		_ = a.store.DeleteJournal(l.cid)
+		return outcomeRetry, lapse
 	}
-	defer unlock()
-	if err := a.store.MarkManual(w.cid, a.now()); err != nil {
-		a.log.Warn("remember manual notification", "contract", w.cid, "err", err)
+	if err := a.store.MarkManual(l.cid, a.now()); err != nil {
+		a.log.Warn("remember manual notification", "contract", l.cid, "err", err)
 	}
-	_ = a.store.DeleteJournal(w.cid)
-	a.obs.emit(status.EventNotice, status.LevelInfo, "", w.cid, "provider notified; the contract is completed by hand on the dashboard")
-	return outcomeDone
-}
-
-// lockContract takes the contract's provisioning lock. Servers without
-// locks (404) are fine: supported is then false.
-func (a *Agent) lockContract(ctx context.Context, e *env, cid string) (held, supported bool, err error) {
-	var res dcapi.LockResult
-	err = a.callAPI(ctx, "lock", cid, func(ctx context.Context) error {
-		var err error
-		res, err = e.client.LockContract(ctx, cid)
-		return err
-	})
-	if dcapi.IsNotFound(err) {
-		return true, false, nil
-	}
-	if err != nil {
-		return false, true, err
-	}
-	return res.Acquired, true, nil
-}
-
-func (a *Agent) renewLock(ctx context.Context, e *env, cid string) {
-	for {
-		if a.sleep(ctx, a.timing().LockRenew) != nil {
-			return
-		}
-		res, err := e.client.LockContract(ctx, cid)
-		switch {
-		case ctx.Err() != nil:
-			return
-		case err != nil:
-			a.log.Debug("renew lock failed", "contract", cid, "err", err)
-		case !res.Acquired:
-			a.obs.emit(status.EventNotice, status.LevelWarn, "", cid, "lost the contract's lock to another agent while provisioning")
-		}
-	}
-}
-
-// unlock releases a lock, best effort: it expires by itself anyway.
-func (a *Agent) unlock(e *env, cid string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := e.client.UnlockContract(ctx, cid); err != nil && !dcapi.IsNotFound(err) {
-		a.log.Debug("unlock failed (the lock expires by itself)", "contract", cid, "err", err)
-	}
+	_ = a.store.DeleteJournal(l.cid)
+	a.obs.emit(status.EventNotice, status.LevelInfo, "", l.cid, "provider notified; the contract is completed by hand on the dashboard")
+	return outcomeDone, release
 }
 
 // callAPI runs fn, retrying retryable errors with backoff until it
@@ -372,8 +248,8 @@ func (a *Agent) callAPI(ctx context.Context, what, cid string, fn func(context.C
 		if bo.Failures() <= 3 || bo.Failures()%10 == 0 {
 			a.log.Warn(what+" failed, retrying", "contract", cid, "err", err, "retry_in", wait.Round(time.Millisecond))
 		}
-		if a.sleep(ctx, wait) != nil {
-			return ctx.Err()
+		if err := a.wait(ctx, wait, nil); err != nil {
+			return err
 		}
 	}
 }
@@ -390,14 +266,14 @@ func retryAfter(err error) time.Duration {
 // sizes parsed, instance_config (only the keys b's policy lets a contract
 // set) merged over the offering's provisioner_config, and the key the root
 // password will be sealed to (nil: no password at all).
-func (a *Agent) buildRequest(w *work, b *backend) (provisioners.Request, ed25519.PublicKey, error) {
-	c := w.c
+func (a *Agent) buildRequest(l *lease, b *backend) (provisioners.Request, ed25519.PublicKey, error) {
+	c := l.c
 	req := provisioners.Request{
 		ContractID: c.ContractID, OfferingID: c.OfferingID, RequesterSSHPubkey: c.RequesterSSHPubkey,
 		PostProvisionScript: deref(c.PostProvisionScript), ProductType: deref(c.ProductType), DatacenterCity: deref(c.DatacenterCity),
 		Progress: func(step string) {
-			w.set(status.StepProvisioning, step, a.now())
-			a.obs.emit(status.EventProvisionStep, status.LevelInfo, "", w.cid, step)
+			l.set(status.StepProvisioning, step)
+			a.obs.emit(status.EventProvisionStep, status.LevelInfo, "", l.cid, step)
 		},
 	}
 	if c.CPUCores != nil {
@@ -498,16 +374,17 @@ func deref(s *string) string {
 }
 
 // resumeFromDisk picks up what a previous run left: reports to deliver
-// and contracts in flight.
-func (a *Agent) resumeFromDisk() {
+// (their leases renew the lock until the API accepts them) and contracts
+// in flight.
+func (a *Agent) resumeFromDisk(rc runCtxs) {
 	reported := map[string]bool{}
 	for _, r := range a.store.Reports() {
 		if r.Kind != ReportProvisioning {
 			continue
 		}
 		reported[r.ContractID] = true
-		if w, ok := a.claim(dcapi.PendingContract{ContractID: r.ContractID}, "", status.StepReporting, true, 0); ok {
-			_ = w
+		if l, ok := a.claim(dcapi.PendingContract{ContractID: r.ContractID}, "", status.StepReporting, true, 0); ok && r.Unlock {
+			l.hold(rc.loops, time.Time{})
 		}
 	}
 	entries, bad, err := a.store.Journal()
@@ -530,12 +407,12 @@ func (a *Agent) resumeFromDisk() {
 			a.obs.emit(status.EventNotice, status.LevelWarn, "", cid, fmt.Sprintf("journal names provisioner %q, which is not configured; the contract waits", j.Provisioner))
 			continue
 		}
-		w, ok := a.claim(j.Contract, j.Provisioner, status.StepQueued, true, j.Attempt)
+		l, ok := a.claim(j.Contract, j.Provisioner, status.StepQueued, true, j.Attempt)
 		if !ok {
 			continue
 		}
 		a.obs.emit(status.EventContractReceived, status.LevelInfo, "", cid, fmt.Sprintf("resuming contract interrupted at step %q", j.Step))
-		a.startWork(w)
+		a.startWork(l, rc)
 	}
 	if n := len(a.store.Reports()); n > 0 {
 		a.obs.emit(status.EventNotice, status.LevelInfo, "", "", fmt.Sprintf("%d queued report(s) from the previous run will be delivered", n))

@@ -16,32 +16,27 @@ import (
 // creating an instance and reporting it leaves one; so does a contract
 // deleted by hand). Contracts the agent is working on are never touched.
 func (a *Agent) reconcileLoop(ctx context.Context) error {
-	bo := a.newBackoff()
+	r := a.newRetrier(loopReconcile)
 	orphans := map[string]time.Time{} // external id → first seen unknown
 	// The first round waits a little, so resumed work has claimed its contracts.
 	wait := min(a.timing().ReconcileInterval, a.timing().PollInterval)
 	for {
 		a.live.idle(loopReconcile)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
-		case <-a.reconWake:
+		if err := a.wait(ctx, wait, a.reconWake); err != nil {
+			return err
 		}
 		err := a.reconcileOnce(ctx, orphans)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
-			if dcapi.IsAuth(err) {
-				return newAuthStop(err)
+			if err := r.failed(ctx, err, a.reconWake); err != nil {
+				return err
 			}
-			wait = bo.Next(retryAfter(err))
-			a.obs.loopBackoff(loopReconcile, err, wait, bo.Failures())
+			wait = 0
 			continue
 		}
-		bo.Reset()
-		a.obs.loopOK(loopReconcile)
+		r.ok()
 		a.obs.update(func(o *observer) { o.lastReconcile = a.now() })
 		wait = a.timing().ReconcileInterval
 	}
@@ -243,8 +238,8 @@ func (a *Agent) terminate(ctx context.Context, o owned, cid, why string, report 
 func (a *Agent) busyContracts() map[string]bool {
 	a.workMu.Lock()
 	defer a.workMu.Unlock()
-	out := make(map[string]bool, len(a.work))
-	for cid := range a.work {
+	out := make(map[string]bool, len(a.leases))
+	for cid := range a.leases {
 		out[cid] = true
 	}
 	return out

@@ -7,10 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"slices"
-	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -27,12 +24,10 @@ type ServeOptions struct {
 	Stderr     io.Writer
 	Registry   *provisioners.Registry
 	Version    string
-	// TimeScale and CrashAt exist for the test suite and benchmarks only.
-	TimeScale float64
-	CrashAt   string // crash point, optionally ":N" for its N-th pass
-	// HangOnSIGUSR2 (tests only) makes SIGUSR2 hang every loop, so the
-	// systemd watchdog test can see a wedged agent restarted.
-	HangOnSIGUSR2 bool
+	// Hooks adjusts the agent's Options before it starts: the test
+	// binary's shorter Timing, crash points and hung clock (cmd/dc-agent,
+	// built with -tags testhooks). nil in production.
+	Hooks func(*Options) error
 }
 
 // NewLogger builds the agent's logger. Under systemd (JOURNAL_STREAM set)
@@ -70,32 +65,6 @@ func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	}
 }
 
-// ParseCrashAt turns "point" or "point:N" into a CrashPoint hook that
-// SIGKILLs this process (a real kill: no deferred cleanup runs).
-func ParseCrashAt(spec string) (func(string), error) {
-	if spec == "" {
-		return nil, nil
-	}
-	point, nth := spec, 1
-	if p, n, ok := strings.Cut(spec, ":"); ok {
-		v, err := strconv.Atoi(n)
-		if err != nil || v < 1 {
-			return nil, fmt.Errorf("crash point %q: the count after ':' must be a positive number", spec)
-		}
-		point, nth = p, v
-	}
-	if !slices.Contains(CrashPoints, point) {
-		return nil, fmt.Errorf("crash point %q is not one of %s", point, strings.Join(CrashPoints, ", "))
-	}
-	var seen atomic.Int64
-	return func(p string) {
-		if p == point && seen.Add(1) == int64(nth) {
-			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			select {} // the signal is on its way
-		}
-	}, nil
-}
-
 // Serve runs the agent in the foreground until SIGTERM/SIGINT (or ctx
 // ends): SIGHUP reloads the config, a second SIGTERM stops at once.
 func Serve(ctx context.Context, o ServeOptions) error {
@@ -103,10 +72,6 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		o.Stderr = os.Stderr
 	}
 	log, err := NewLogger(o.Stderr, o.LogFormat, o.LogLevel)
-	if err != nil {
-		return &ConfigError{err}
-	}
-	crash, err := ParseCrashAt(o.CrashAt)
 	if err != nil {
 		return &ConfigError{err}
 	}
@@ -121,13 +86,13 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	if os.Getenv("NOTIFY_SOCKET") != "" {
 		notifier = SystemdNotifier{}
 	}
-	var sleep Sleeper
-	if o.HangOnSIGUSR2 {
-		var stopHang func()
-		sleep, stopHang = hangOnSIGUSR2(func(msg string) { log.Warn(msg) })
-		defer stopHang()
+	opts := Options{Registry: o.Registry, Logger: log, Version: o.Version, Notifier: notifier}
+	if o.Hooks != nil {
+		if err := o.Hooks(&opts); err != nil {
+			return &ConfigError{err}
+		}
 	}
-	a, err := New(cfg, Options{Registry: o.Registry, Logger: log, Version: o.Version, Notifier: notifier, TimeScale: o.TimeScale, CrashPoint: crash, Sleep: sleep})
+	a, err := New(cfg, opts)
 	if err != nil {
 		return err
 	}

@@ -64,10 +64,38 @@ type Report struct {
 	Kind       string                    `json:"kind"`
 	ContractID string                    `json:"contractId,omitempty"`
 	Update     *dcapi.ProvisioningUpdate `json:"update,omitempty"`
-	Checks     []dcapi.HealthCheck       `json:"checks,omitempty"`
-	// Unlock: release the contract's lock once the report is accepted.
+	// Result is what a provisioning report says, typed: the outbox acts on
+	// it (the contract's cool-down) without reading Update's wire JSON.
+	Result Result              `json:"result,omitempty"`
+	Checks []dcapi.HealthCheck `json:"checks,omitempty"`
+	// Unlock: the contract's lock is held; it is renewed until the report
+	// is accepted, then released.
 	Unlock    bool      `json:"unlock,omitempty"`
 	CreatedAt time.Time `json:"createdAt"`
+}
+
+// Result is the outcome a provisioning report carries.
+type Result string
+
+// Results.
+const (
+	ResultProvisioned     Result = "provisioned"      // status provisioned, instance details sealed
+	ResultFailedRetryable Result = "failed_retryable" // provisioning_failed, retry_possible: it may succeed later
+	ResultFailedPermanent Result = "failed_permanent" // provisioning_failed for good
+)
+
+// result is r's Result; a record an older agent queued has none, and is
+// read from its typed status (a failure counts as retryable: the cool-down
+// only delays the API's own decision to offer it again).
+func (r Report) result() Result {
+	switch {
+	case r.Result != "":
+		return r.Result
+	case r.Update != nil && r.Update.Status == dcapi.StatusProvisioned:
+		return ResultProvisioned
+	default:
+		return ResultFailedRetryable
+	}
 }
 
 // Store is the on-disk journal and outbox. Methods are safe for concurrent use.
@@ -259,6 +287,11 @@ func (r Report) validate() error {
 	case ReportProvisioning:
 		if r.Update == nil {
 			return errors.New("provisioning report without update")
+		}
+		switch r.Result {
+		case "", ResultProvisioned, ResultFailedRetryable, ResultFailedPermanent:
+		default:
+			return fmt.Errorf("unknown report result %q", r.Result)
 		}
 		return validContractID(r.ContractID)
 	case ReportTerminated:

@@ -6,11 +6,14 @@ import (
 	"time"
 
 	"github.com/decent-stuff/dc-agent/config"
+	"github.com/decent-stuff/dc-agent/provisioners"
 )
 
-// Timing holds every interval the agent uses. It comes from the config;
-// tests and benchmarks scale it down so the agent does in milliseconds what
-// takes minutes in production.
+// Timing holds every duration the agent uses: how often its loops run, how
+// long they wait and how long the backends may take. It comes from the
+// config (TimingFromConfig); tests give the agent a shorter one
+// (Options.Timing) so it does in milliseconds what takes minutes in
+// production. Nothing else changes with it.
 type Timing struct {
 	PollInterval      time.Duration // pending-provision polling without long-poll
 	LongPollWait      time.Duration // waitSeconds asked of long-poll servers
@@ -23,7 +26,7 @@ type Timing struct {
 	HeartbeatMax      time.Duration
 	BackoffBase       time.Duration
 	BackoffMax        time.Duration // the cap of every retry wait (60 s)
-	LockRenew         time.Duration // renew a held contract lock this often
+	LockRenew         time.Duration // the longest wait between two renewals of a held contract lock
 	RetryCooldown     time.Duration // first wait before retrying a failed contract
 	RetryCooldownMax  time.Duration
 	ShutdownGrace     time.Duration // SIGTERM waits this long for provisions
@@ -33,6 +36,11 @@ type Timing struct {
 	ListTime          time.Duration // timeout of one backend List
 	TerminateTime     time.Duration // timeout of one Terminate
 	LivenessSlack     time.Duration // added to every liveness expectation
+	InventoryEvery    time.Duration // refresh of the backend inventory the heartbeat carries
+	InventoryTime     time.Duration // timeout of one inventory call
+	BatchRetry        time.Duration // how long a server without batch health is believed
+	// Backend bounds the backends' own long waits (provisioners.Deps).
+	Backend provisioners.Timeouts
 }
 
 // TimingFromConfig derives the timing from a loaded config.
@@ -50,7 +58,7 @@ func TimingFromConfig(cfg *config.Config) Timing {
 		HeartbeatMax:      240 * time.Second, // stays inside the API's 5 minute online window
 		BackoffBase:       time.Second,
 		BackoffMax:        60 * time.Second,
-		LockRenew:         100 * time.Second, // a third of the API's 5 minute lock TTL
+		LockRenew:         100 * time.Second, // a third of the API's 5 minute lock TTL; shorter locks are renewed sooner
 		RetryCooldown:     30 * time.Second,
 		RetryCooldownMax:  30 * time.Minute,
 		ShutdownGrace:     sec(cfg.Agent.ShutdownGraceSeconds),
@@ -60,6 +68,10 @@ func TimingFromConfig(cfg *config.Config) Timing {
 		ListTime:          2 * time.Minute,
 		TerminateTime:     10 * time.Minute,
 		LivenessSlack:     30 * time.Second,
+		InventoryEvery:    5 * time.Minute,
+		InventoryTime:     10 * time.Second,
+		BatchRetry:        time.Hour,
+		Backend:           provisioners.DefaultTimeouts,
 	}
 	if cfg.Polling.LongPoll != nil && !*cfg.Polling.LongPoll {
 		t.LongPollWait = 0
@@ -67,8 +79,10 @@ func TimingFromConfig(cfg *config.Config) Timing {
 	return t
 }
 
-// Scaled multiplies every interval by f (0 < f), keeping each at least 1 ms.
-// Only tests and benchmarks use it (dc-agent run --time-scale, hidden).
+// Scaled multiplies every interval and the backends' waits by f (0 < f),
+// keeping each at least 1 ms; timeouts of single backend calls stay. The
+// test suite's dc-agent binary uses it (--time-scale, built with -tags
+// testhooks); production binaries never call it.
 func (t Timing) Scaled(f float64) Timing {
 	if f <= 0 || f == 1 {
 		return t
@@ -81,7 +95,8 @@ func (t Timing) Scaled(f float64) Timing {
 	}
 	for _, d := range []*time.Duration{&t.PollInterval, &t.LongPollWait, &t.MinRepoll, &t.HealthInterval, &t.ReconcileInterval,
 		&t.OrphanGrace, &t.HeartbeatDefault, &t.HeartbeatMin, &t.HeartbeatMax, &t.BackoffBase, &t.BackoffMax, &t.LockRenew,
-		&t.RetryCooldown, &t.RetryCooldownMax, &t.ShutdownGrace, &t.OutboxFlush, &t.StatusEvery, &t.LivenessSlack} {
+		&t.RetryCooldown, &t.RetryCooldownMax, &t.ShutdownGrace, &t.OutboxFlush, &t.StatusEvery, &t.LivenessSlack,
+		&t.InventoryEvery, &t.BatchRetry, &t.Backend.Task, &t.Backend.Create, &t.Backend.RetryWait} {
 		s(d)
 	}
 	// Long-poll waits are whole seconds on the wire; a scaled wait below one
@@ -92,23 +107,42 @@ func (t Timing) Scaled(f float64) Timing {
 	return t
 }
 
-// Sleeper waits d or until ctx ends (then it returns ctx's error).
-type Sleeper func(ctx context.Context, d time.Duration) error
+// Clock is the agent's time: every loop reads the time and waits through
+// it, nothing in the package calls time.Now, time.After or time.Sleep, so
+// a test can watch every wait (or hang them all) in one place. Deadlines of
+// single calls (context timeouts) are real time.
+type Clock interface {
+	Now() time.Time
+	// After returns a channel that receives once d has passed.
+	After(d time.Duration) <-chan time.Time
+}
 
-// realSleep is the production Sleeper.
-func realSleep(ctx context.Context, d time.Duration) error {
+// RealClock is the production Clock.
+type RealClock struct{}
+
+// Now is time.Now.
+func (RealClock) Now() time.Time { return time.Now() }
+
+// After is time.After.
+func (RealClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// wait blocks for d on the agent's clock, or until wake fires (nil: never)
+// or ctx ends; then it returns ctx's error.
+func (a *Agent) wait(ctx context.Context, d time.Duration, wake <-chan struct{}) error {
 	if d <= 0 {
 		return ctx.Err()
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-t.C:
+	case <-wake:
+		return nil
+	case <-a.clock.After(d):
 		return nil
 	}
 }
+
+func (a *Agent) now() time.Time { return a.clock.Now() }
 
 // Backoff is jittered exponential backoff: the n-th consecutive failure
 // waits a random duration in [d/2, d] with d = min(Base·2ⁿ, Max). Reset

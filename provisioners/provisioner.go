@@ -234,11 +234,25 @@ type Deps struct {
 	// Config is the whole agent config (for resolving relative paths and
 	// reading *_file secrets).
 	Config *config.Config
-	// TimeScale, when > 0, multiplies the backend's own built-in timeouts
-	// and backoffs (task deadlines, retry waits). Tests and benchmarks only
-	// (dc-agent run --time-scale); settings from the config are not scaled.
-	TimeScale float64
+	// Timeouts bound the backend's own long waits; a zero field keeps
+	// DefaultTimeouts'. The agent passes its Timing's (the test suite's are
+	// shorter); settings from the config come first.
+	Timeouts Timeouts
 }
+
+// Timeouts are the long waits a backend decides on itself.
+type Timeouts struct {
+	// Task bounds one backend task (a Proxmox start, resize, destroy).
+	Task time.Duration
+	// Create bounds making one instance (a Proxmox clone).
+	Create time.Duration
+	// RetryWait is the first wait before retrying a busy backend (a
+	// Proxmox lock timeout), doubling from there.
+	RetryWait time.Duration
+}
+
+// DefaultTimeouts are the production values.
+var DefaultTimeouts = Timeouts{Task: 3 * time.Minute, Create: 15 * time.Minute, RetryWait: 2 * time.Second}
 
 // Factory builds a backend from its config section.
 type Factory func(pc config.ProvisionerConfig, deps Deps) (Provisioner, error)

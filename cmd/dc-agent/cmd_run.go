@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/decent-stuff/dc-agent/agent"
 	"github.com/decent-stuff/dc-agent/internal/buildinfo"
@@ -11,9 +12,8 @@ import (
 )
 
 func newRunCmd(g *globals) *cobra.Command {
-	var logFormat, logLevel, crashAt string
-	var timeScale float64
-	var hang bool
+	var logFormat, logLevel string
+	var hooks func(*agent.Options) error
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the agent in the foreground (the systemd service's ExecStart)",
@@ -29,7 +29,7 @@ the watchdog. See the live state with: dc-agent status`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			err := agent.Serve(cmd.Context(), agent.ServeOptions{
 				ConfigPath: g.configPath, LogFormat: logFormat, LogLevel: logLevel, Stderr: cmd.ErrOrStderr(),
-				Registry: all.Registry(), Version: buildinfo.Version, TimeScale: timeScale, CrashAt: crashAt, HangOnSIGUSR2: hang,
+				Registry: all.Registry(), Version: buildinfo.Version, Hooks: hooks,
 			})
 			var ce *agent.ConfigError
 			if errors.As(err, &ce) {
@@ -41,13 +41,13 @@ the watchdog. See the live state with: dc-agent status`,
 	f := cmd.Flags()
 	f.StringVar(&logFormat, "log-format", envDefault("LOG_FORMAT", "text"), "log format: text or json (env DC_AGENT_LOG_FORMAT)")
 	f.StringVar(&logLevel, "log-level", envDefault("LOG_LEVEL", "info"), "log level: debug, info, warn, error (env DC_AGENT_LOG_LEVEL)")
-	// For the test suite and benchmarks: shrink every interval, and crash
-	// (SIGKILL) at a named step of provisioning.
-	f.Float64Var(&timeScale, "time-scale", 0, "multiply every interval (testing only)")
-	f.StringVar(&crashAt, "crash-at", "", "SIGKILL itself at this provisioning step (testing only)")
-	f.BoolVar(&hang, "debug-hang-on-sigusr2", false, "let SIGUSR2 hang every loop, to test the systemd watchdog (testing only)")
-	_ = f.MarkHidden("time-scale")
-	_ = f.MarkHidden("debug-hang-on-sigusr2")
-	_ = f.MarkHidden("crash-at")
+	if testFlags != nil {
+		hooks = testFlags(f)
+	}
 	return cmd
 }
+
+// testFlags adds the test suite's flags to `dc-agent run` and returns what
+// they do to the agent. It is nil unless the binary is built with -tags
+// testhooks (testhooks.go): production binaries have no such flags.
+var testFlags func(*pflag.FlagSet) func(*agent.Options) error

@@ -19,18 +19,26 @@ var (
 	StaticBuildFlags = []string{"-trimpath"}
 )
 
+// TestBuildTags are the build tags of the binaries tests run: testhooks
+// gives `dc-agent run` the test suite's hidden flags (--time-scale,
+// --crash-at, --debug-hang-on-sigusr2; cmd/dc-agent/testhooks.go), which
+// release binaries lack. Only the packages with tagged files build
+// differently; the rest of the tree is shared with vet and release builds.
+const TestBuildTags = "testhooks"
+
 // BuildBinary compiles the main package pkg (an import path, or a directory
 // like "." or "./cmd/dc-agent" relative to the caller's working directory)
 // into dir and returns the executable's path. It is meant for TestMain (or
 // a sync.Once), so that a package's tests run the real binary, built once
-// per test process, in the StaticBuildEnv configuration.
+// per test process, in the StaticBuildEnv configuration with
+// TestBuildTags.
 func BuildBinary(dir, pkg, name string) (string, error) {
 	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
 	if _, err := os.Stat(goTool); err != nil {
 		goTool = "go"
 	}
 	out := filepath.Join(dir, name)
-	args := append(append([]string{"build"}, StaticBuildFlags...), "-o", out, pkg)
+	args := append(append([]string{"build"}, StaticBuildFlags...), "-tags", TestBuildTags, "-o", out, pkg)
 	cmd := exec.Command(goTool, args...)
 	cmd.Env = append(os.Environ(), StaticBuildEnv...)
 	if b, err := cmd.CombinedOutput(); err != nil {

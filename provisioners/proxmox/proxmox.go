@@ -9,6 +9,7 @@
 package proxmox
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -77,18 +78,6 @@ type Options struct {
 	ProbeTimeout time.Duration
 	Logger       *slog.Logger
 	Now          func() time.Time
-	// TimeScale, when > 0, multiplies the built-in clone and task
-	// timeouts and the retry backoff (tests: dc-agent run --time-scale).
-	// Cleanup keeps its full deadline: it must outlast a node outage.
-	TimeScale float64
-}
-
-// scaled applies TimeScale to a built-in default.
-func (o *Options) scaled(d time.Duration) time.Duration {
-	if o.TimeScale > 0 {
-		return max(time.Duration(float64(d)*o.TimeScale), time.Millisecond)
-	}
-	return d
 }
 
 func (o *Options) defaults(cfg *config.ProxmoxConfig) {
@@ -99,10 +88,10 @@ func (o *Options) defaults(cfg *config.ProxmoxConfig) {
 		}
 	}
 	if o.CloneTimeout <= 0 {
-		o.CloneTimeout = o.scaled(15 * time.Minute)
+		o.CloneTimeout = provisioners.DefaultTimeouts.Create
 	}
 	if o.TaskTimeout <= 0 {
-		o.TaskTimeout = o.scaled(3 * time.Minute)
+		o.TaskTimeout = provisioners.DefaultTimeouts.Task
 	}
 	if o.IPWaitInterval <= 0 {
 		o.IPWaitInterval = time.Duration(max(cfg.IPWaitIntervalSec, 1)) * time.Second
@@ -114,7 +103,7 @@ func (o *Options) defaults(cfg *config.ProxmoxConfig) {
 		o.CloneRetries = 5
 	}
 	if o.RetryBackoff <= 0 {
-		o.RetryBackoff = o.scaled(2 * time.Second)
+		o.RetryBackoff = provisioners.DefaultTimeouts.RetryWait
 	}
 	if o.CleanupTimeout <= 0 {
 		o.CleanupTimeout = 3 * time.Minute
@@ -185,9 +174,11 @@ func NewFactory(opts Options) provisioners.Factory {
 		if opts.Logger == nil {
 			opts.Logger = deps.Logger
 		}
-		if opts.TimeScale == 0 {
-			opts.TimeScale = deps.TimeScale
-		}
+		// The agent's timeouts (Timing.Backend); cleanup keeps its own
+		// deadline: it must outlast a node outage.
+		opts.CloneTimeout = cmp.Or(opts.CloneTimeout, deps.Timeouts.Create)
+		opts.TaskTimeout = cmp.Or(opts.TaskTimeout, deps.Timeouts.Task)
+		opts.RetryBackoff = cmp.Or(opts.RetryBackoff, deps.Timeouts.RetryWait)
 		return New(px, secret, opts)
 	}
 }

@@ -77,7 +77,8 @@ func newLiveWorld(t testing.TB) *liveWorld {
 // ends).
 func (w *liveWorld) startAgent(t testing.TB) (stop func()) {
 	t.Helper()
-	a, err := agent.New(w.cfg, agent.Options{Registry: all.Registry(), Version: "0.0.0-live", TimeScale: 0.01})
+	a, err := agent.New(w.cfg, agent.Options{Registry: all.Registry(), Version: "0.0.0-live",
+		Timing: func(cfg *config.Config) agent.Timing { return agent.TimingFromConfig(cfg).Scaled(0.01) }})
 	if err != nil {
 		t.Fatal(err)
 	}

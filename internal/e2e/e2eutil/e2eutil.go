@@ -74,10 +74,10 @@ func FastTiming() agent.Timing {
 		PollInterval: 20 * time.Millisecond, LongPollWait: time.Second, MinRepoll: 10 * time.Millisecond,
 		HealthInterval: 50 * time.Millisecond, ReconcileInterval: 50 * time.Millisecond, OrphanGrace: 300 * time.Millisecond,
 		HeartbeatDefault: 100 * time.Millisecond, HeartbeatMin: 20 * time.Millisecond, HeartbeatMax: 100 * time.Millisecond,
-		BackoffBase: 5 * time.Millisecond, BackoffMax: 50 * time.Millisecond, LockRenew: 50 * time.Millisecond,
+		BackoffBase: 5 * time.Millisecond, BackoffMax: 50 * time.Millisecond, LockRenew: time.Minute,
 		RetryCooldown: 50 * time.Millisecond, RetryCooldownMax: 200 * time.Millisecond, ShutdownGrace: 30 * time.Second, OutboxFlush: 200 * time.Millisecond,
 		StatusEvery: 20 * time.Millisecond, HealthCheckTime: 10 * time.Second, ListTime: 10 * time.Second, TerminateTime: 30 * time.Second,
-		LivenessSlack: 5 * time.Second,
+		LivenessSlack: 5 * time.Second, InventoryEvery: time.Minute, InventoryTime: 10 * time.Second, BatchRetry: time.Hour,
 	}
 }
 
@@ -92,12 +92,12 @@ type Running struct {
 // StartAgent runs the agent loop with reg until Stop or the end of the test.
 func (e *Env) StartAgent(cfg *config.Config, reg *provisioners.Registry) *Running {
 	e.t.Helper()
-	timing := FastTiming()
 	logger := slog.New(slog.DiscardHandler)
 	if testing.Verbose() {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	a, err := agent.New(cfg, agent.Options{Registry: reg, Logger: logger, Version: "e2e", Timing: &timing})
+	a, err := agent.New(cfg, agent.Options{Registry: reg, Logger: logger, Version: "e2e",
+		Timing: func(*config.Config) agent.Timing { return FastTiming() }})
 	if err != nil {
 		e.t.Fatal(err)
 	}
