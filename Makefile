@@ -33,6 +33,7 @@ test: test-deps vet lint
 # (static, -trimpath): the packages vet compiles are then reused by both.
 vet:
 	CGO_ENABLED=0 $(GO) vet -trimpath ./...
+	CGO_ENABLED=0 $(GO) vet -trimpath -tags testhooks ./cmd/dc-agent/
 
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -80,9 +80,11 @@ func TimingFromConfig(cfg *config.Config) Timing {
 }
 
 // Scaled multiplies every interval and the backends' waits by f (0 < f),
-// keeping each at least 1 ms; timeouts of single backend calls stay. The
-// test suite's dc-agent binary uses it (--time-scale, built with -tags
-// testhooks); production binaries never call it.
+// keeping each at least 1 ms. Deadlines stay: timeouts of single backend
+// calls, and the shutdown grace the config sets (a test that holds a
+// provision across a stop must not race it). The test suite's dc-agent
+// binary uses it (--time-scale, built with -tags testhooks); production
+// binaries never call it.
 func (t Timing) Scaled(f float64) Timing {
 	if f <= 0 || f == 1 {
 		return t
@@ -95,7 +97,7 @@ func (t Timing) Scaled(f float64) Timing {
 	}
 	for _, d := range []*time.Duration{&t.PollInterval, &t.LongPollWait, &t.MinRepoll, &t.HealthInterval, &t.ReconcileInterval,
 		&t.OrphanGrace, &t.HeartbeatDefault, &t.HeartbeatMin, &t.HeartbeatMax, &t.BackoffBase, &t.BackoffMax, &t.LockRenew,
-		&t.RetryCooldown, &t.RetryCooldownMax, &t.ShutdownGrace, &t.OutboxFlush, &t.StatusEvery, &t.LivenessSlack,
+		&t.RetryCooldown, &t.RetryCooldownMax, &t.OutboxFlush, &t.StatusEvery, &t.LivenessSlack,
 		&t.InventoryEvery, &t.BatchRetry, &t.Backend.Task, &t.Backend.Create, &t.Backend.RetryWait} {
 		s(d)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/decent-stuff/dc-agent/dcapi"
+	"github.com/decent-stuff/dc-agent/provisioners"
 )
 
 func TestBackoffGrowsCapsAndResets(t *testing.T) {
@@ -45,7 +46,8 @@ func TestBackoffGrowsCapsAndResets(t *testing.T) {
 }
 
 func TestTimingScaled(t *testing.T) {
-	tm := Timing{PollInterval: 30 * time.Second, BackoffMax: 60 * time.Second, LongPollWait: 30 * time.Second, HealthCheckTime: time.Minute}
+	tm := Timing{PollInterval: 30 * time.Second, BackoffMax: 60 * time.Second, LongPollWait: 30 * time.Second, HealthCheckTime: time.Minute,
+		ShutdownGrace: 20 * time.Second, Backend: provisioners.DefaultTimeouts}
 	s := tm.Scaled(0.01)
 	if s.PollInterval != 300*time.Millisecond || s.BackoffMax != 600*time.Millisecond {
 		t.Fatalf("scaled = %+v", s)
@@ -53,8 +55,11 @@ func TestTimingScaled(t *testing.T) {
 	if s.LongPollWait != time.Second {
 		t.Fatalf("long-poll wait %s: must stay a whole second", s.LongPollWait)
 	}
-	if s.HealthCheckTime != time.Minute {
-		t.Fatal("timeouts of backend calls must not shrink")
+	if s.HealthCheckTime != time.Minute || s.ShutdownGrace != 20*time.Second {
+		t.Fatal("timeouts of backend calls and the shutdown grace must not shrink")
+	}
+	if s.Backend.Task != 1800*time.Millisecond || s.Backend.RetryWait != 20*time.Millisecond {
+		t.Fatalf("backend waits scaled to %+v", s.Backend)
 	}
 }
 
@@ -254,4 +259,17 @@ func FuzzStoreFiles(f *testing.F) {
 			t.Fatalf("journal entry for %q accepted from %s.json", e.ContractID, cid)
 		}
 	})
+}
+
+func TestHangClock(t *testing.T) {
+	c := &HangClock{Clock: RealClock{}}
+	select {
+	case <-c.After(time.Millisecond):
+	case <-time.After(10 * time.Second):
+		t.Fatal("a wait before the hang did not end")
+	}
+	c.Hang()
+	if ch := c.After(time.Nanosecond); ch != nil {
+		t.Fatal("a wait after the hang can end by itself")
+	}
 }

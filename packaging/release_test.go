@@ -790,7 +790,8 @@ timeout_seconds = 60
 		return st.Version
 	}
 	const unit = "dc-agent.service"
-	if r := cli("service", "install", "--user", "--binary", bin, "--run-arg=--time-scale=0.01"); r.code != 0 {
+	// A release binary: production timing (it has no test flags).
+	if r := cli("service", "install", "--user", "--binary", bin); r.code != 0 {
 		t.Fatalf("service install: %s%s", r.stdout, r.stderr)
 	}
 	if v := running(); v != v1 {

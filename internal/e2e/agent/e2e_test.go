@@ -1,9 +1,9 @@
-// Package e2e runs the real dc-agent binary (`dc-agent run`) against the
+// Package agente2e runs the real dc-agent binary (`dc-agent run`) against the
 // reference API server (real HTTP, real SQLite) with the script provisioner
 // driving the demo backend: end-to-end behaviour, crash safety under
 // SIGKILL at every step, API outages, revoked delegations, sd_notify and a
 // real systemd --user unit.
-package e2e
+package agente2e
 
 import (
 	"bufio"
