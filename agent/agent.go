@@ -28,9 +28,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
-	"sort"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -593,7 +594,7 @@ func (a *Agent) State() status.State {
 		}
 	}
 	a.workMu.Unlock()
-	sort.Slice(st.Work, func(i, j int) bool { return st.Work[i].StartedAt.Before(st.Work[j].StartedAt) })
+	slices.SortFunc(st.Work, func(x, y status.Work) int { return x.StartedAt.Compare(y.StartedAt) })
 	st.Counts.Outbox = len(a.store.Reports())
 	for _, typ := range sortedTypes(e.backends) {
 		b := e.backends[typ]
@@ -622,14 +623,7 @@ func (a *Agent) State() status.State {
 	return st
 }
 
-func sortedTypes(m map[string]*backend) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
+func sortedTypes(m map[string]*backend) []string { return slices.Sorted(maps.Keys(m)) }
 
 func featureNames(f provisioners.Features) []string {
 	var out []string

@@ -19,63 +19,45 @@ const doneMemory = time.Hour
 // soon as the last one returns (the server holds it open); otherwise it
 // polls every PollInterval ± 10 %.
 func (a *Agent) contractsLoop(ctx context.Context, rc runCtxs) error {
-	r := a.newRetrier(loopContracts)
-	for {
+	return a.repeat(ctx, loopContracts, func(ctx context.Context) (time.Duration, <-chan struct{}, error) {
 		t := a.timing()
 		e := a.acquireEnv()
 		a.live.expect(loopContracts, t.LongPollWait+2*e.reqTimeout)
 		sent := a.now()
 		prog := a.progressChan()
-		if r.bo.Failures() == 0 {
+		a.obs.update(func(o *observer) {
 			// A long-poll held open by a server that just answered is as
 			// fresh as a poll can be: "last poll" counts from its start.
-			a.obs.update(func(o *observer) {
-				if o.longPoll {
-					o.lastPoll = sent
-				}
-			})
-		}
+			if o.longPoll && o.loops[loopContracts].State != status.LoopBackoff {
+				o.lastPoll = sent
+			}
+		})
 		list, longPoll, err := e.client.PendingContracts(ctx, t.LongPollWait)
 		a.releaseEnv(e)
-		if ctx.Err() != nil {
-			return nil
-		}
 		if err != nil {
-			if err := r.failed(ctx, err, nil); err != nil {
-				return err
-			}
-			continue
+			return 0, nil, err
 		}
-		r.ok()
 		a.obs.update(func(o *observer) {
 			o.lastPoll = a.now()
 			o.longPoll = longPoll
 		})
 		started := a.dispatch(list, sent, rc)
-
-		var wait time.Duration
-		var wake <-chan struct{}
 		switch {
 		case !longPoll || t.LongPollWait == 0:
-			wait = jitter(t.PollInterval, a.rand)
+			return jitter(t.PollInterval, a.rand), nil, nil
 		case started == 0 && len(list) > 0:
 			// Only contracts we already work on: the server answers at once
 			// until they move on. Re-poll as soon as one does (or after
 			// MinRepoll), so a new contract is not kept waiting, and the
 			// server is not hammered.
-			wait, wake = t.MinRepoll-a.now().Sub(sent), prog
+			return t.MinRepoll - a.now().Sub(sent), prog, nil
 		case started == 0:
 			// An empty answer that came back at once: a long-poll that did
 			// not hold. Do not spin.
-			wait = t.MinRepoll - a.now().Sub(sent)
+			return t.MinRepoll - a.now().Sub(sent), nil, nil
 		}
-		if wait > 0 {
-			a.live.expect(loopContracts, wait)
-			if err := a.wait(ctx, wait, wake); err != nil {
-				return err
-			}
-		}
-	}
+		return 0, nil, nil
+	})
 }
 
 // dispatch starts work on the contracts of a poll answer that was

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sync"
+	"time"
 
 	"github.com/decent-stuff/dc-agent/dcapi"
 	"github.com/decent-stuff/dc-agent/provisioners"
@@ -20,26 +21,17 @@ const maxQueuedHealth = 48
 // healthLoop checks every live contract this agent serves each
 // HealthInterval and queues the results for the outbox, which batches them.
 func (a *Agent) healthLoop(ctx context.Context) error {
-	r := a.newRetrier(loopHealth)
-	for {
+	return a.repeat(ctx, loopHealth, func(ctx context.Context) (time.Duration, <-chan struct{}, error) {
 		e := a.acquireEnv()
+		defer a.releaseEnv(e)
 		a.live.expect(loopHealth, 2*e.reqTimeout)
 		list, err := e.client.ActiveContracts(ctx)
-		if ctx.Err() != nil {
-			a.releaseEnv(e)
-			return nil
-		}
 		if err != nil {
-			a.releaseEnv(e)
-			if err := r.failed(ctx, err, nil); err != nil {
-				return err
-			}
-			continue
+			return 0, nil, err
 		}
 		checks, cancelled := a.checkAll(ctx, e, list)
-		a.releaseEnv(e)
 		if ctx.Err() != nil {
-			return nil
+			return 0, nil, ctx.Err()
 		}
 		if len(checks) > 0 {
 			a.trimHealthQueue()
@@ -51,16 +43,11 @@ func (a *Agent) healthLoop(ctx context.Context) error {
 		if cancelled {
 			a.wakeReconcile()
 		}
-		r.ok()
 		a.obs.update(func(o *observer) { o.lastHealth = a.now() })
-		wait := a.timing().HealthInterval
-		a.live.expect(loopHealth, wait)
 		// A contract just provisioned (healthWake) need not wait a whole
 		// interval for its first health check.
-		if err := a.wait(ctx, wait, a.healthWake); err != nil {
-			return err
-		}
-	}
+		return a.timing().HealthInterval, a.healthWake, nil
+	})
 }
 
 // liveStatus reports whether a contract's instance should exist and be running.

@@ -2,7 +2,7 @@ package agent
 
 import (
 	"context"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -15,7 +15,6 @@ import (
 // one every nextHeartbeatSeconds (as the server asks, clamped to stay well
 // inside the 5 minute online window).
 func (a *Agent) heartbeatLoop(ctx context.Context) error {
-	r := a.newRetrier(loopHeartbeat)
 	var (
 		resMu      sync.Mutex
 		res        *dcapi.Resources
@@ -23,7 +22,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 		refreshing bool
 	)
 	first := true
-	for {
+	return a.repeat(ctx, loopHeartbeat, func(ctx context.Context) (time.Duration, <-chan struct{}, error) {
 		t := a.timing()
 		e := a.acquireEnv()
 		resMu.Lock()
@@ -52,16 +51,9 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 		a.live.expect(loopHeartbeat, 2*e.reqTimeout)
 		resp, err := e.client.Heartbeat(ctx, hb)
 		a.releaseEnv(e)
-		if ctx.Err() != nil {
-			return nil
-		}
 		if err != nil {
-			if err := r.failed(ctx, err, nil); err != nil {
-				return err
-			}
-			continue
+			return 0, nil, err
 		}
-		r.ok()
 		a.obs.update(func(o *observer) { o.lastHeartbeat = a.now() })
 		next := t.HeartbeatDefault
 		if resp.NextHeartbeatSeconds > 0 {
@@ -72,11 +64,8 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 			a.obs.emit(status.EventHeartbeat, status.LevelInfo, loopHeartbeat, "", "heartbeat accepted: provider online", "next_in", next)
 			first = false
 		}
-		a.live.expect(loopHeartbeat, next)
-		if err := a.wait(ctx, next, nil); err != nil {
-			return err
-		}
-	}
+		return next, nil, nil
+	})
 }
 
 func (a *Agent) activeCount() int {
@@ -95,14 +84,8 @@ func capabilities(e *env) []string {
 			caps = append(caps, "reconcile")
 		}
 	}
-	sort.Strings(caps)
-	out := caps[:0]
-	for i, c := range caps {
-		if i == 0 || c != caps[i-1] {
-			out = append(out, c)
-		}
-	}
-	return out
+	slices.Sort(caps)
+	return slices.Compact(caps)
 }
 
 // resources asks the default backend for its capacity, if it can tell.

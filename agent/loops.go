@@ -20,9 +20,44 @@ const (
 
 var loopOrder = []string{loopContracts, loopHeartbeat, loopHealth, loopReconcile, loopOutbox}
 
-// retrier is what every loop does after a round: on success reset the
-// backoff and say so; on failure stop for a human (auth) or wait out a
-// jittered, growing backoff, in the observer and in the loop's liveness.
+// repeat runs a loop: round after round until ctx ends or the API refuses
+// the agent (auth: repeat returns the *authStop, runLoop holds the loop
+// until a reload). After a round that worked it waits what the round
+// asked for (wait < 0: no deadline, until wake); after a failed one, the
+// jittered, growing backoff (the server's Retry-After honoured up to its
+// cap). wake (nil: never) cuts either wait short. The loop's state, its
+// liveness deadline and the backoff are kept here, for every loop alike.
+func (a *Agent) repeat(ctx context.Context, name string, round func(context.Context) (wait time.Duration, wake <-chan struct{}, err error)) error {
+	r := a.newRetrier(name)
+	for {
+		wait, wake, err := round(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil && dcapi.IsAuth(err):
+			return newAuthStop(err)
+		case err != nil:
+			wait = r.backoff(err)
+		default:
+			r.ok()
+		}
+		if wait < 0 {
+			a.live.idle(name)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-wake:
+			}
+			continue
+		}
+		a.live.expect(name, wait)
+		if a.wait(ctx, wait, wake) != nil {
+			return nil
+		}
+	}
+}
+
+// retrier is one loop's backoff and its state in the observer.
 type retrier struct {
 	a    *Agent
 	name string
@@ -42,18 +77,6 @@ func (a *Agent) newBackoff() *Backoff {
 func (r *retrier) ok() {
 	r.bo.Reset()
 	r.a.obs.loopOK(r.name)
-}
-
-// failed records a round that failed with err. An auth refusal stops the
-// loop: failed returns it (an *authStop) for the loop to return. Anything
-// else waits out the backoff (the server's Retry-After honoured up to its
-// cap), cut short by wake (nil: never); failed returns ctx's error if ctx
-// ends meanwhile (the loop returns it too), else nil (try again).
-func (r *retrier) failed(ctx context.Context, err error, wake <-chan struct{}) error {
-	if dcapi.IsAuth(err) {
-		return newAuthStop(err)
-	}
-	return r.a.wait(ctx, r.backoff(err), wake)
 }
 
 // backoff records a failed round and returns how long to wait before the

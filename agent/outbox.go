@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/decent-stuff/dc-agent/agent/status"
 	"github.com/decent-stuff/dc-agent/dcapi"
@@ -12,40 +13,23 @@ import (
 // only when the API accepted it or refused it for good; network and server
 // errors keep it at the head of the queue, retried with backoff.
 func (a *Agent) outboxLoop(ctx context.Context) error {
-	r := a.newRetrier(loopOutbox)
-	for {
+	return a.repeat(ctx, loopOutbox, func(ctx context.Context) (time.Duration, <-chan struct{}, error) {
 		reports := a.store.Reports()
 		if len(reports) == 0 {
-			a.live.idle(loopOutbox)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-a.outboxWake:
-			}
-			continue
+			return -1, a.outboxWake, nil
 		}
 		next := pickReport(reports)
 		e := a.acquireEnv()
+		defer a.releaseEnv(e)
 		a.live.expect(loopOutbox, 4*e.reqTimeout)
 		err := a.deliver(ctx, e, next)
-		a.releaseEnv(e)
-		switch {
-		case ctx.Err() != nil:
-			return nil
-		case err == nil:
-			r.ok()
-		default:
-			var wake <-chan struct{}
-			if next.Kind == ReportHealth {
-				// A provisioning report queued meanwhile must not wait
-				// behind a health endpoint that keeps failing.
-				wake = a.outboxWake
-			}
-			if err := r.failed(ctx, err, wake); err != nil {
-				return err
-			}
+		if err != nil && next.Kind == ReportHealth {
+			// A provisioning report queued meanwhile must not wait
+			// behind a health endpoint that keeps failing.
+			return 0, a.outboxWake, err
 		}
-	}
+		return 0, nil, err
+	})
 }
 
 // pickReport chooses the next report: the oldest provisioning or

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -16,30 +17,18 @@ import (
 // creating an instance and reporting it leaves one; so does a contract
 // deleted by hand). Contracts the agent is working on are never touched.
 func (a *Agent) reconcileLoop(ctx context.Context) error {
-	r := a.newRetrier(loopReconcile)
 	orphans := map[string]time.Time{} // external id → first seen unknown
 	// The first round waits a little, so resumed work has claimed its contracts.
-	wait := min(a.timing().ReconcileInterval, a.timing().PollInterval)
-	for {
-		a.live.idle(loopReconcile)
-		if err := a.wait(ctx, wait, a.reconWake); err != nil {
-			return err
-		}
-		err := a.reconcileOnce(ctx, orphans)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil {
-			if err := r.failed(ctx, err, a.reconWake); err != nil {
-				return err
-			}
-			wait = 0
-			continue
-		}
-		r.ok()
-		a.obs.update(func(o *observer) { o.lastReconcile = a.now() })
-		wait = a.timing().ReconcileInterval
+	if a.wait(ctx, min(a.timing().ReconcileInterval, a.timing().PollInterval), a.reconWake) != nil {
+		return nil
 	}
+	return a.repeat(ctx, loopReconcile, func(ctx context.Context) (time.Duration, <-chan struct{}, error) {
+		err := a.reconcileOnce(ctx, orphans)
+		if err == nil {
+			a.obs.update(func(o *observer) { o.lastReconcile = a.now() })
+		}
+		return a.timing().ReconcileInterval, a.reconWake, err
+	})
 }
 
 // owned is an instance a backend listed.
@@ -126,7 +115,7 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 			continue
 		}
 		done[ext] = true
-		a.terminate(ctx, tm.o, tm.cid, "contract "+orDefault(tm.reason, "ended"), true)
+		a.terminate(ctx, tm.o, tm.cid, "contract "+cmp.Or(tm.reason, "ended"), true)
 		delete(orphans, ext)
 	}
 	seen := map[string]bool{}
@@ -140,7 +129,7 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 		if !known {
 			orphans[u.ExternalID] = now
 			a.obs.emit(status.EventOrphan, status.LevelWarn, loopReconcile, o.inst.ContractID,
-				fmt.Sprintf("instance %s is unknown to the API (%s); it is removed after %s unless the API claims it", u.ExternalID, orDefault(u.Message, "no contract"), t.OrphanGrace))
+				fmt.Sprintf("instance %s is unknown to the API (%s); it is removed after %s unless the API claims it", u.ExternalID, cmp.Or(u.Message, "no contract"), t.OrphanGrace))
 			continue
 		}
 		if now.Sub(first) >= t.OrphanGrace {
@@ -243,11 +232,4 @@ func (a *Agent) busyContracts() map[string]bool {
 		out[cid] = true
 	}
 	return out
-}
-
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }

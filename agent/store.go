@@ -403,14 +403,8 @@ func (s *Store) PruneManual(now time.Time, age time.Duration) {
 // validContractID accepts 64 lowercase hex characters: contract ids become
 // file names and URL paths, so nothing else may pass.
 func validContractID(cid string) error {
-	if len(cid) != 64 {
-		return fmt.Errorf("contract id %q is not 64 hex characters", truncate(cid, 80))
-	}
-	for i := 0; i < len(cid); i++ {
-		c := cid[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return fmt.Errorf("contract id %q is not 64 lowercase hex characters", truncate(cid, 80))
-		}
+	if !identity.IsLowerHex64(cid) {
+		return fmt.Errorf("contract id %q is not 64 lowercase hex characters", truncate(cid, 80))
 	}
 	return nil
 }

@@ -110,11 +110,15 @@ func ValidateLabel(label string) error {
 }
 
 func validateKeyHex(what, s string) error {
-	if len(s) != 64 || !isLowerHex(s) {
+	if !IsLowerHex64(s) {
 		return fmt.Errorf("%s key must be 64 lowercase hex characters", what)
 	}
 	return nil
 }
+
+// IsLowerHex64 reports whether s is 64 lowercase hex characters: the form
+// of public keys, contract ids and SHA-256 sums on the wire.
+func IsLowerHex64(s string) bool { return len(s) == 64 && isLowerHex(s) }
 
 func isLowerHex(s string) bool {
 	for _, c := range s {

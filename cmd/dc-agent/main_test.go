@@ -18,20 +18,7 @@ import (
 var dcAgent string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "dc-agent-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	dcAgent, err = testutil.BuildBinary(dir, ".", "dc-agent")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	testutil.RunWithBinaries(m, testutil.Binary{Pkg: ".", Name: "dc-agent", Path: &dcAgent})
 }
 
 // result is one run of the binary.

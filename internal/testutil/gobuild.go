@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"testing"
 )
 
 // The build configuration shared by `make vet`, the binaries tests build
@@ -45,4 +46,32 @@ func BuildBinary(dir, pkg, name string) (string, error) {
 		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
 	}
 	return out, nil
+}
+
+// Binary is a main package a test package runs, and where TestMain puts
+// the path of its build.
+type Binary struct {
+	Pkg, Name string
+	Path      *string
+}
+
+// RunWithBinaries is a TestMain that builds bins (BuildBinary, into a temp
+// directory), runs the package's tests, removes the builds and exits with
+// the tests' code; a failed build exits 1 before any test runs.
+func RunWithBinaries(m *testing.M, bins ...Binary) {
+	dir, err := os.MkdirTemp("", "dc-test-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	for _, b := range bins {
+		if *b.Path, err = BuildBinary(dir, b.Pkg, b.Name); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }

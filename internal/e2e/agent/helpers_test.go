@@ -23,34 +23,15 @@ import (
 )
 
 // dcAgent is the real dc-agent binary and demoBackend the demo machine
-// pool the script provisioner drives, both built once by TestMain.
+// pool the script provisioner drives, both built once by TestMain (without
+// -race: these run as separate processes, many times; the in-process
+// tests cover races).
 var dcAgent, demoBackend string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "dc-agent-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	dcAgent, err = build(dir, "github.com/decent-stuff/dc-agent/cmd/dc-agent", "dc-agent")
-	if err == nil {
-		demoBackend, err = build(dir, "github.com/decent-stuff/dc-agent/internal/demobackend/demo-backend", "demo-backend")
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-// build compiles pkg (without -race: these run as separate processes,
-// many times; the in-process tests cover races), in the build
-// configuration vet and make release share (testutil.BuildBinary).
-func build(dir, pkg, name string) (string, error) {
-	return testutil.BuildBinary(dir, pkg, name)
+	testutil.RunWithBinaries(m,
+		testutil.Binary{Pkg: "github.com/decent-stuff/dc-agent/cmd/dc-agent", Name: "dc-agent", Path: &dcAgent},
+		testutil.Binary{Pkg: "github.com/decent-stuff/dc-agent/internal/demobackend/demo-backend", Name: "demo-backend", Path: &demoBackend})
 }
 
 // timeScale shrinks the agent's intervals: a 30 s poll takes 300 ms, the

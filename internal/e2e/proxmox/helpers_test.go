@@ -4,8 +4,6 @@
 package proxmoxe2e
 
 import (
-	"fmt"
-	"os"
 	"testing"
 
 	"github.com/decent-stuff/dc-agent/internal/sim/pve"
@@ -16,20 +14,7 @@ import (
 var dcAgent string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "dc-agent-pve-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	dcAgent, err = testutil.BuildBinary(dir, "github.com/decent-stuff/dc-agent/cmd/dc-agent", "dc-agent")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	testutil.RunWithBinaries(m, testutil.Binary{Pkg: "github.com/decent-stuff/dc-agent/cmd/dc-agent", Name: "dc-agent", Path: &dcAgent})
 }
 
 // instantTiming finishes every simulated task at its first poll.
