@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/decent-stuff/dc-agent/dcapi"
@@ -20,13 +21,18 @@ const (
 
 var loopOrder = []string{loopContracts, loopHeartbeat, loopHealth, loopReconcile, loopOutbox}
 
+// untilWoken is the wait of a round that has nothing to do until its wake
+// channel fires: no deadline (the loop is idle, not late).
+const untilWoken time.Duration = math.MinInt64
+
 // repeat runs a loop: round after round until ctx ends or the API refuses
 // the agent (auth: repeat returns the *authStop, runLoop holds the loop
 // until a reload). After a round that worked it waits what the round
-// asked for (wait < 0: no deadline, until wake); after a failed one, the
-// jittered, growing backoff (the server's Retry-After honoured up to its
-// cap). wake (nil: never) cuts either wait short. The loop's state, its
-// liveness deadline and the backoff are kept here, for every loop alike.
+// asked for (untilWoken: no deadline; a wait ≤ 0: none); after a failed
+// one, the jittered, growing backoff (the server's Retry-After honoured up
+// to its cap). wake (nil: never) cuts either wait short. The loop's state,
+// its liveness deadline and the backoff are kept here, for every loop
+// alike.
 func (a *Agent) repeat(ctx context.Context, name string, round func(context.Context) (wait time.Duration, wake <-chan struct{}, err error)) error {
 	r := a.newRetrier(name)
 	for {
@@ -41,7 +47,7 @@ func (a *Agent) repeat(ctx context.Context, name string, round func(context.Cont
 		default:
 			r.ok()
 		}
-		if wait < 0 {
+		if wait == untilWoken {
 			a.live.idle(name)
 			select {
 			case <-ctx.Done():
@@ -50,6 +56,7 @@ func (a *Agent) repeat(ctx context.Context, name string, round func(context.Cont
 			}
 			continue
 		}
+		wait = max(wait, 0)
 		a.live.expect(name, wait)
 		if a.wait(ctx, wait, wake) != nil {
 			return nil

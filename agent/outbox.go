@@ -16,7 +16,7 @@ func (a *Agent) outboxLoop(ctx context.Context) error {
 	return a.repeat(ctx, loopOutbox, func(ctx context.Context) (time.Duration, <-chan struct{}, error) {
 		reports := a.store.Reports()
 		if len(reports) == 0 {
-			return -1, a.outboxWake, nil
+			return untilWoken, a.outboxWake, nil
 		}
 		next := pickReport(reports)
 		e := a.acquireEnv()
