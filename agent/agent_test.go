@@ -437,6 +437,40 @@ func TestAuthErrorStopsLoopWithHint(t *testing.T) {
 	eventually(t, "resumed after reload", func() bool { return h.api.count("pending") > n })
 }
 
+// TestRunReturnsStoppedLoops: Run returns nil after a clean stop, and the
+// errors of the loops that were stopped (waiting for a fixed delegation)
+// when it ended.
+func TestRunReturnsStoppedLoops(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	eventually(t, "online", func() bool { return h.a.State().Online })
+	h.stop()
+	if h.runErr != nil {
+		t.Fatalf("clean stop: Run returned %v", h.runErr)
+	}
+	h.api.setFault(func(route string, body []byte) (int, string) {
+		if route == "pending" || route == "heartbeat" {
+			return http.StatusUnauthorized, "agent delegation revoked"
+		}
+		return 0, ""
+	})
+	h.start()
+	eventually(t, "STOPPED", func() bool { return strings.HasPrefix(h.a.State().Line, "STOPPED") })
+	eventually(t, "both loops stopped", func() bool {
+		n := 0
+		for _, l := range h.a.State().Loops {
+			if l.State == status.LoopStopped {
+				n++
+			}
+		}
+		return n == 2
+	})
+	h.stop()
+	if !dcapi.IsAuth(h.runErr) || !strings.Contains(h.runErr.Error(), "contracts loop stopped: ") || !strings.Contains(h.runErr.Error(), "heartbeat loop stopped: ") {
+		t.Fatalf("Run returned %v; want both stopped loops, as auth errors", h.runErr)
+	}
+}
+
 // TestHealthBatchCoversEveryContract: with the batch endpoint, each health
 // round checks every live contract (100 %, not a sample) and reports them
 // in one POST, never one per contract.

@@ -521,6 +521,7 @@ type harness struct {
 	a        *Agent
 	cancel   context.CancelFunc
 	done     chan error
+	runErr   error // what Run returned at the last stop
 	clock    *recClock
 }
 
@@ -598,7 +599,7 @@ func (h *harness) stop() {
 	}
 	h.cancel()
 	select {
-	case <-h.done:
+	case h.runErr = <-h.done:
 	case <-time.After(20 * time.Second):
 		h.t.Fatal("agent did not stop")
 	}

@@ -97,15 +97,17 @@ func (r *retrier) backoff(err error) time.Duration {
 }
 
 // authStop is returned by a loop that must wait for a human: the API
-// refused the agent's key or delegation.
+// refused the agent's key or delegation (err, a dcapi auth error).
 type authStop struct {
-	msg, fix string
+	err error
+	fix string
 }
 
-func (e *authStop) Error() string { return e.msg }
+func (e *authStop) Error() string { return e.err.Error() }
+func (e *authStop) Unwrap() error { return e.err }
 
 func newAuthStop(err error) *authStop {
-	return &authStop{msg: err.Error(), fix: dcapi.AuthHint(err)}
+	return &authStop{err: err, fix: dcapi.AuthHint(err)}
 }
 
 // runLoop runs fn until ctx ends: after an auth refusal it holds the loop
@@ -125,7 +127,7 @@ func (a *Agent) runLoop(ctx context.Context, name string, fn func(context.Contex
 		switch {
 		case errors.As(err, &as):
 			a.live.idle(name)
-			a.obs.loopStopped(name, as.msg, as.fix+"; then reload the agent: systemctl reload dc-agent")
+			a.obs.loopStopped(name, as.Error(), as.fix+"; then reload the agent: systemctl reload dc-agent")
 			select {
 			case <-ctx.Done():
 				return fmt.Errorf("%s loop stopped: %w (%s)", name, err, as.fix)

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/decent-stuff/dc-agent/agent"
+	"github.com/decent-stuff/dc-agent/dcapi"
 	"github.com/decent-stuff/dc-agent/internal/buildinfo"
 	"github.com/decent-stuff/dc-agent/provisioners/all"
 )
@@ -32,8 +33,12 @@ the watchdog. See the live state with: dc-agent status`,
 				Registry: all.Registry(), Version: buildinfo.Version, Hooks: hooks,
 			})
 			var ce *agent.ConfigError
-			if errors.As(err, &ce) {
+			switch {
+			case errors.As(err, &ce):
 				return withExit(exitConfig, err)
+			case dcapi.IsAuth(err):
+				// Stopped while a loop waited for a fixed delegation.
+				return withExit(exitAuth, err)
 			}
 			return err
 		},
