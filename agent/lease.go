@@ -22,6 +22,13 @@ import (
 //
 // A lease's contract is busy: the contracts loop does not start it again
 // and reconcile does not touch its instances.
+//
+// What the lease leaves room for: a start the live server refuses because
+// it was accepted before (crash resume) and local retries of a transient
+// backend failure happen inside one lease (attempt counts them, the report
+// Result says how it ended); adopting a half-made instance after another
+// agent's lock lapsed starts from lockLost/lockNone at claim; pausing a
+// provisioned contract concerns contracts that have no lease any more.
 type lease struct {
 	a       *Agent
 	cid     string
