@@ -153,6 +153,9 @@ type ProxmoxConfig struct {
 	// PostProvisionKeyFile is the private key used to run
 	// post_provision_script over SSH (its public half is added to sshkeys).
 	PostProvisionKeyFile string `toml:"post_provision_key_file,omitempty"`
+	// Cluster placement (docs/proxmox-cluster.md): the nodes contracts
+	// may go to, per-node template copies, overcommit and headroom.
+	ProxmoxPlacement
 }
 
 // HetznerConfig is [provisioner.hetzner].

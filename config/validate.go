@@ -374,8 +374,8 @@ func (px *ProxmoxConfig) validate(s string, warn func(string, ...any)) []string 
 			warn("%s.api_token_secret holds the secret inline; move it to a 0600 file and use api_token_secret_file", s)
 		}
 	}
-	if px.Node == "" {
-		add("%s.node is missing; set the Proxmox node name (see `pvesh get /nodes`)", s)
+	if px.Node == "" && len(px.Nodes) == 0 {
+		add("%s.node is missing; set the Proxmox node name (see `pvesh get /nodes`), or nodes = [...] / \"auto\" for a cluster", s)
 	}
 	if px.TemplateVMID < 100 || px.TemplateVMID > 999999999 {
 		add("%s.template_vmid = %d is not a VMID; set the template's VMID (100..999999999)", s, px.TemplateVMID)
@@ -404,7 +404,7 @@ func (px *ProxmoxConfig) validate(s string, warn func(string, ...any)) []string 
 	if px.TaskPollIntervalMs != 0 && (px.TaskPollIntervalMs < 50 || px.TaskPollIntervalMs > 60000) {
 		add("%s.task_poll_interval_ms = %d is out of range; use 50..60000 (default 1000)", s, px.TaskPollIntervalMs)
 	}
-	return out
+	return append(out, px.ProxmoxPlacement.validate(s, px.Templates)...)
 }
 
 var fpRe = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
@@ -436,8 +436,12 @@ func tomlKeys(v any) []string {
 	t := reflect.TypeOf(v)
 	var out []string
 	for i := 0; i < t.NumField(); i++ {
-		tag := strings.Split(t.Field(i).Tag.Get("toml"), ",")[0]
-		if tag != "" && tag != "-" {
+		f := t.Field(i)
+		tag := strings.Split(f.Tag.Get("toml"), ",")[0]
+		switch {
+		case f.Anonymous && tag == "" && f.Type.Kind() == reflect.Struct:
+			out = append(out, tomlKeys(reflect.Zero(f.Type).Interface())...) // embedded: its keys are the section's
+		case tag != "" && tag != "-":
 			out = append(out, tag)
 		}
 	}

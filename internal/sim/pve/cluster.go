@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strings"
+	"time"
 )
 
 // nodeMemUsed is the host's memory use: 2 GiB for PVE plus what running
@@ -19,34 +21,70 @@ func (st *State) nodeMemUsed(node string) int64 {
 	return used
 }
 
-// NodesData is GET /nodes (and `pvesh get /nodes`): one entry per node
-// with its certificate fingerprint.
-func (st *State) NodesData() []map[string]any {
-	var out []map[string]any
-	for _, name := range st.NodeNames() {
-		n := st.Nodes[name]
-		d := map[string]any{
-			"node": name, "type": "node", "id": "node/" + name, "level": "",
-			"ssl_fingerprint": n.SSLFingerprint,
+// nodeCPU is the node's CPU load: a little for the host plus a little
+// per running guest's vCPU.
+func (st *State) nodeCPU(node string) float64 {
+	n := st.Nodes[node]
+	busy := 0
+	for _, vm := range st.VMs {
+		if vm.Node == node && vm.Status == "running" {
+			busy += vmCPUs(vm)
 		}
-		if st.NodeOnline(name) {
-			var disk int64
-			for _, sid := range st.StorageIDs() {
-				if st.StorageOnNode(sid, name) {
-					disk += st.StorageUsed(sid, name)
-				}
-			}
-			d["status"] = "online"
+	}
+	return 0.031 + 0.05*float64(busy)/float64(max(n.CPUs, 1))
+}
+
+// statsExpiry is how long pmxcfs keeps a silent node's statistics
+// (status.c: rrd entries older than 5 minutes are dropped).
+const statsExpiry = 5 * time.Minute
+
+// statsStale: node went offline, its last statistics still shown.
+// statsGone: they expired.
+func (st *State) nodeStats(node string) (online, stale bool) {
+	if st.NodeOnline(node) {
+		return true, false
+	}
+	n := st.Nodes[node]
+	return false, st.Now().Sub(n.OfflineSince) <= statsExpiry
+}
+
+// nodeEntry is a node as GET /nodes and /cluster/resources list it
+// (API2Tools::extract_node_stats): the statistics only with Sys.Audit on
+// /nodes/{node}; an offline node keeps its sizes while they last.
+func (st *State) nodeEntry(actor, name string) map[string]any {
+	n := st.Nodes[name]
+	d := map[string]any{"node": name, "type": "node", "id": "node/" + name, "status": "unknown"}
+	audit := st.Has(actor, "/nodes/"+name, "Sys.Audit")
+	online, stale := st.nodeStats(name)
+	if online || stale {
+		d["level"] = ""
+		if audit {
 			d["maxcpu"] = n.CPUs
 			d["maxmem"] = n.MemoryBytes
-			d["mem"] = st.nodeMemUsed(name)
-			d["cpu"] = 0.031
-			d["uptime"] = int64(st.Now().Sub(n.BootedAt).Seconds())
 			d["maxdisk"] = int64(100 << 30)
-			d["disk"] = int64(12 << 30)
-		} else {
-			d["status"] = "offline"
 		}
+	}
+	if online {
+		d["status"] = "online"
+		if audit {
+			d["mem"] = st.nodeMemUsed(name)
+			d["cpu"] = st.nodeCPU(name)
+			d["uptime"] = int64(st.Now().Sub(n.BootedAt).Seconds())
+			d["disk"] = int64(12 << 30)
+		}
+	} else {
+		d["status"] = "offline"
+	}
+	return d
+}
+
+// NodesData is GET /nodes (and `pvesh get /nodes`): one entry per node
+// with its certificate fingerprint.
+func (st *State) NodesData(actor string) []map[string]any {
+	var out []map[string]any
+	for _, name := range st.NodeNames() {
+		d := st.nodeEntry(actor, name)
+		d["ssl_fingerprint"] = st.Nodes[name].SSLFingerprint
 		out = append(out, d)
 	}
 	return out
@@ -65,7 +103,7 @@ func (st *State) NodeStatusData(actor, node string) (map[string]any, error) {
 	return map[string]any{
 		"uptime":     int64(st.Now().Sub(n.BootedAt).Seconds()),
 		"loadavg":    []string{"0.12", "0.10", "0.08"},
-		"cpu":        0.031,
+		"cpu":        st.nodeCPU(node),
 		"wait":       0.0004,
 		"idle":       0,
 		"kversion":   "Linux " + st.Kernel + " #1 SMP PREEMPT_DYNAMIC PMX",
@@ -79,73 +117,245 @@ func (st *State) NodeStatusData(actor, node string) (map[string]any, error) {
 	}, nil
 }
 
-// ClusterStatusData is GET /cluster/status (Sys.Audit on /).
-func (st *State) ClusterStatusData(actor string) ([]map[string]any, error) {
+// Quorate: more than half of the nodes are online (corosync votes, one
+// per node). Without quorum the cluster file system is read-only.
+func (st *State) Quorate() bool {
+	online := 0
+	for name := range st.Nodes {
+		if st.NodeOnline(name) {
+			online++
+		}
+	}
+	return 2*online > len(st.Nodes)
+}
+
+// ErrNoQuorum is PVE's answer to a change while the cluster has no
+// quorum (PVE::Cluster::check_cfs_quorum).
+func ErrNoQuorum() *Error { return Fail("cluster not ready - no quorum?") }
+
+// ClusterStatusData is GET /cluster/status (Sys.Audit on /), as answered
+// by node local.
+func (st *State) ClusterStatusData(actor, local string) ([]map[string]any, error) {
 	if err := st.Check(actor, "/", "Sys.Audit"); err != nil {
 		return nil, err
 	}
 	var out []map[string]any
 	if len(st.Nodes) > 1 {
 		out = append(out, map[string]any{"type": "cluster", "id": "cluster", "name": "simcluster",
-			"nodes": len(st.Nodes), "quorate": 1, "version": len(st.Nodes) + 1})
+			"nodes": len(st.Nodes), "quorate": b2i(st.Quorate()), "version": len(st.Nodes) + 1})
 	}
-	for i, name := range st.NodeNames() {
+	for _, name := range st.NodeNames() {
 		n := st.Nodes[name]
-		online := 0
-		if st.NodeOnline(name) {
-			online = 1
-		}
-		local := 0
-		if i == 0 {
-			local = 1
-		}
 		out = append(out, map[string]any{"type": "node", "id": "node/" + name, "name": name, "nodeid": n.NodeID,
-			"ip": n.IP, "online": online, "local": local, "level": ""})
+			"ip": n.IP, "online": b2i(st.NodeOnline(name)), "local": b2i(name == local), "level": ""})
 	}
 	return out, nil
 }
 
-// ClusterResourcesData is GET /cluster/resources (?type=vm|storage|node).
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// haActive: the HA manager runs once a node was put in maintenance; from
+// then on /cluster/resources shows every node's HA state.
+func (st *State) haActive() bool {
+	for _, n := range st.Nodes {
+		if n.Maintenance {
+			return true
+		}
+	}
+	return false
+}
+
+// vmStatsShown reports whether a VM's statistics are in /cluster/resources:
+// pvestatd on its node sent them (Timing.Stats after its creation) and
+// they have not expired since the node went offline.
+func (st *State) vmStatsShown(vm *VM) bool {
+	online, stale := st.nodeStats(vm.Node)
+	if !online && !stale {
+		return false
+	}
+	return vm.CreatedAt.IsZero() || !st.Now().Before(vm.CreatedAt.Add(st.Timing.Stats.D()))
+}
+
+// vmResource is a guest's entry in /cluster/resources
+// (API2Tools::extract_vm_stats plus lock, tags and pool).
+func (st *State) vmResource(actor string, vm *VM) map[string]any {
+	d := map[string]any{"id": fmt.Sprintf("qemu/%d", vm.VMID), "vmid": vm.VMID, "node": vm.Node, "type": "qemu", "status": "unknown"}
+	if st.vmStatsShown(vm) {
+		c := st.vmCommon(vm)
+		for _, k := range []string{"uptime", "name", "status", "maxmem", "mem", "maxdisk", "disk", "netin", "netout", "diskread", "diskwrite", "cpu"} {
+			d[k] = c[k]
+		}
+		d["maxcpu"] = vmCPUs(vm)
+		d["template"] = b2i(vm.IsTemplate())
+		if !st.NodeOnline(vm.Node) && vm.LastStatus != "" {
+			d["status"] = vm.LastStatus
+		}
+	}
+	if l := vm.Lock(); l != "" {
+		d["lock"] = l
+	}
+	if t := vm.Config["tags"]; t != "" {
+		d["tags"] = t
+	}
+	if vm.Pool != "" && st.Has(actor, "/pool/"+vm.Pool, "Pool.Audit") {
+		d["pool"] = vm.Pool
+	}
+	return d
+}
+
+// ClusterResourcesData is GET /cluster/resources (?type=vm|storage|node),
+// as PVE::API2::Cluster answers it: every node (statistics only with
+// Sys.Audit on it), the guests with VM.Audit, one entry per node and
+// storage with Datastore.Audit, pools with Pool.Audit.
 func (st *State) ClusterResourcesData(actor, typ string) []map[string]any {
 	var out []map[string]any
-	if typ == "" || typ == "node" {
-		for _, d := range st.NodesData() {
-			if st.Has(actor, "/nodes/"+d["node"].(string), "Sys.Audit") {
-				d["type"] = "node"
-				out = append(out, d)
+	if typ == "" {
+		var ids []string
+		for id := range st.Pools {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		for _, id := range ids {
+			if st.Has(actor, "/pool/"+id, "Pool.Audit") {
+				out = append(out, map[string]any{"id": "/pool/" + id, "pool": id, "type": "pool"})
 			}
 		}
 	}
 	if typ == "" || typ == "vm" {
 		for _, id := range st.VMIDs() {
-			vm := st.VMs[id]
-			if !st.Has(actor, vmPath(id), "VM.Audit") {
-				continue
+			if st.Has(actor, vmPath(id), "VM.Audit") {
+				out = append(out, st.vmResource(actor, st.VMs[id]))
 			}
-			d := st.vmCommon(vm)
-			d["id"] = fmt.Sprintf("qemu/%d", id)
-			d["type"] = "qemu"
-			d["node"] = vm.Node
-			if vm.Pool != "" {
-				d["pool"] = vm.Pool
+		}
+	}
+	if typ == "" || typ == "node" {
+		ha := st.haActive()
+		for _, name := range st.NodeNames() {
+			d := st.nodeEntry(actor, name)
+			d["cgroup-mode"] = 2
+			if ha {
+				switch {
+				case !st.NodeOnline(name):
+					d["hastate"] = "unknown"
+				case st.Nodes[name].Maintenance:
+					d["hastate"] = "maintenance"
+				default:
+					d["hastate"] = "online"
+				}
 			}
 			out = append(out, d)
 		}
 	}
 	if typ == "" || typ == "storage" {
-		for _, node := range st.NodeNames() {
-			for _, sid := range st.StorageIDs() {
-				if !st.StorageOnNode(sid, node) || !st.HasAny(actor, "/storage/"+sid, "Datastore.Audit", "Datastore.AllocateSpace") {
+		for _, sid := range st.StorageIDs() {
+			if !st.Has(actor, "/storage/"+sid, "Datastore.Audit") {
+				continue
+			}
+			for _, node := range st.NodeNames() {
+				if !st.StorageOnNode(sid, node) {
 					continue
 				}
-				s := st.StorageStatusData(sid, node)
-				out = append(out, map[string]any{"id": "storage/" + node + "/" + sid, "type": "storage", "storage": sid,
-					"node": node, "status": "available", "plugintype": s["type"], "content": s["content"],
-					"maxdisk": s["total"], "disk": s["used"], "shared": s["shared"]})
+				s := st.Storages[sid]
+				d := map[string]any{"id": "storage/" + node + "/" + sid, "type": "storage", "storage": sid, "node": node,
+					"status": "unknown", "plugintype": s.Type, "content": strings.Join(s.Content, ","), "shared": b2i(s.Shared)}
+				if online, stale := st.nodeStats(node); online || stale {
+					d["status"] = "available"
+					d["maxdisk"] = st.StorageTotal(sid, node)
+					d["disk"] = st.StorageUsed(sid, node)
+				}
+				out = append(out, d)
 			}
 		}
 	}
 	return out
+}
+
+// SetNodeOffline takes a node out of the cluster until SetNodeOnline.
+// powerLoss: its running tasks die where they are (a clone leaves its
+// locked temporary VM behind), its guests stop.
+func (st *State) SetNodeOffline(node string, powerLoss bool) error {
+	n := st.Nodes[node]
+	if n == nil {
+		return st.CheckNode(node)
+	}
+	now := st.Now()
+	if st.NodeOnline(node) {
+		n.OfflineSince = now
+		for _, vm := range st.VMs {
+			if vm.Node == node {
+				vm.LastStatus = vm.Status
+			}
+		}
+	}
+	n.Down = true
+	if !powerLoss {
+		return nil
+	}
+	n.PoweredOff = true
+	for _, t := range st.Tasks {
+		if t.Node == node && t.Status == "running" {
+			t.Status = "stopped"
+			t.ExitStatus = "unexpected status"
+			t.EndTime = now.Unix()
+			t.Effect = nil
+			t.PollsLeft = 0
+		}
+	}
+	for _, vm := range st.VMs {
+		if vm.Node == node && vm.Status == "running" {
+			vm.Status = "stopped"
+			vm.PID = 0
+			vm.StartedAt = time.Time{}
+			vm.BootAt = time.Time{}
+		}
+	}
+	return nil
+}
+
+// SetNodeOnline brings a node back. After a power loss it boots: the
+// guests with onboot=1 start (pve-guests.service).
+func (st *State) SetNodeOnline(node string) error {
+	n := st.Nodes[node]
+	if n == nil {
+		return st.CheckNode(node)
+	}
+	now := st.Now()
+	if n.PoweredOff {
+		n.BootedAt = now
+		for _, id := range st.VMIDs() {
+			vm := st.VMs[id]
+			if vm.Node != node || vm.IsTemplate() || vm.Lock() != "" || vm.Config["onboot"] != "1" {
+				continue
+			}
+			vm.Status = "running"
+			vm.StartedAt = now
+			vm.PID = 200000 + int(st.nextSeq()%700000)
+			vm.BootAt = now.Add(st.Timing.Boot.D())
+		}
+	}
+	n.Down, n.PoweredOff = false, false
+	n.OfflineUntil = time.Time{}
+	for _, vm := range st.VMs {
+		if vm.Node == node {
+			vm.LastStatus = ""
+		}
+	}
+	return nil
+}
+
+// SetNodeMaintenance puts a node in or out of HA maintenance mode.
+func (st *State) SetNodeMaintenance(node string, on bool) error {
+	n := st.Nodes[node]
+	if n == nil {
+		return st.CheckNode(node)
+	}
+	n.Maintenance = on
+	return nil
 }
 
 // NodeStorages lists the storages of a node that actor may see (GET

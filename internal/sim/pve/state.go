@@ -67,6 +67,17 @@ type Node struct {
 	// OfflineUntil: the node does not answer before this time (a
 	// simulated outage).
 	OfflineUntil time.Time `json:"offline_until,omitzero"`
+	// Down: the node is offline until SetNodeOnline (a lost node:
+	// powered off, or cut off from the cluster).
+	Down bool `json:"down,omitempty"`
+	// OfflineSince is when the node last went offline; its statistics in
+	// /cluster/resources go stale then and expire 5 minutes later.
+	OfflineSince time.Time `json:"offline_since,omitzero"`
+	// Maintenance: the node is in HA maintenance mode (`ha-manager
+	// crm-command node-maintenance enable`).
+	Maintenance bool `json:"maintenance,omitempty"`
+	// PoweredOff: the node lost power (it boots when it comes back).
+	PoweredOff bool `json:"powered_off,omitempty"`
 }
 
 // Bridge is a Linux bridge on a node with the network behind it: guests
@@ -97,7 +108,9 @@ type Storage struct {
 	Nodes    []string `json:"nodes,omitempty"`
 	Disabled bool     `json:"disabled,omitempty"`
 	// TotalBytes is the capacity (per node for local storage).
-	TotalBytes int64  `json:"total_bytes"`
+	TotalBytes int64 `json:"total_bytes"`
+	// NodeTotalBytes overrides TotalBytes of a local storage on a node.
+	NodeTotalBytes map[string]int64 `json:"node_total_bytes,omitempty"`
 	VGName     string `json:"vgname,omitempty"`
 	ThinPool   string `json:"thinpool,omitempty"`
 	Path       string `json:"path,omitempty"`
@@ -149,6 +162,13 @@ type VM struct {
 	AgentNeverStarts bool `json:"agent_never_starts,omitempty"`
 	// Pool is the pool the VM belongs to ("" none).
 	Pool string `json:"pool,omitempty"`
+	// CreatedAt is when the VM was created: its statistics reach
+	// /cluster/resources with its node's next pvestatd round
+	// (Timing.Stats).
+	CreatedAt time.Time `json:"created_at,omitzero"`
+	// LastStatus is the status the VM had when its node went offline:
+	// what /cluster/resources keeps showing until the statistics expire.
+	LastStatus string `json:"last_status,omitempty"`
 }
 
 // IsTemplate reports whether the VM is a template.
@@ -302,6 +322,10 @@ type Timing struct {
 	TaskPolls int `json:"task_polls"`
 	// Request is added to every API request.
 	Request Duration `json:"request"`
+	// Stats is pvestatd's update period: a new VM shows in
+	// /cluster/resources without statistics (no name, status "unknown")
+	// until that long after its creation (real PVE: 10s).
+	Stats Duration `json:"stats,omitempty"`
 }
 
 // FastTiming is a timing for tests: every task takes a millisecond or two
@@ -317,7 +341,8 @@ func FastTiming() Timing {
 func DemoTiming() Timing {
 	s := Duration(time.Second)
 	return Timing{Clone: 2 * s, Config: s / 5, Resize: s / 2, Start: s / 2, Stop: s / 2, Shutdown: s,
-		Destroy: s / 2, Create: s / 2, Template: s / 2, Boot: 4 * s, TaskPolls: 0, Request: Duration(5 * time.Millisecond)}
+		Destroy: s / 2, Create: s / 2, Template: s / 2, Boot: 4 * s, TaskPolls: 0, Request: Duration(5 * time.Millisecond),
+		Stats: 10 * s}
 }
 
 // Faults are injected failures. Counted faults are consumed as they fire.
@@ -350,12 +375,21 @@ type HTTPError struct {
 	Count        int    `json:"count"`
 }
 
-// Outage makes Node unreachable for Duration when the next task of type
-// OnTask starts on it (the task itself keeps running, as PVE workers do).
+// Outage takes Node offline when the next task of type OnTask starts on
+// it or, for a clone, moves the new VM to it (`target`).
+//
+// With Duration > 0 the node's API is unreachable that long and the node
+// keeps running: its tasks finish (a network blip or a pveproxy restart).
+// With Duration 0 the node is lost until SetNodeOnline: with PowerLoss
+// its running tasks die where they are (a clone's VM stays behind as PVE
+// leaves it: locked "clone", without disks) and its guests stop; the
+// guests with onboot=1 start again when it comes back. Without
+// PowerLoss the node is cut off but keeps running its tasks.
 type Outage struct {
-	Node     string   `json:"node"`
-	OnTask   string   `json:"on_task"`
-	Duration Duration `json:"duration"`
+	Node      string   `json:"node"`
+	OnTask    string   `json:"on_task"`
+	Duration  Duration `json:"duration,omitempty"`
+	PowerLoss bool     `json:"power_loss,omitempty"`
 }
 
 // LockTimeout is the exit status of a task that could not get a VM's
@@ -447,7 +481,7 @@ func (st *State) VMIDs() []int {
 // NodeOnline reports whether node exists and answers now.
 func (st *State) NodeOnline(node string) bool {
 	n := st.Nodes[node]
-	return n != nil && !st.Now().Before(n.OfflineUntil)
+	return n != nil && !n.Down && !st.Now().Before(n.OfflineUntil)
 }
 
 func (st *State) nextSeq() uint64 {

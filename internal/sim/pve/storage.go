@@ -36,23 +36,51 @@ func (st *State) StorageUsed(sid, node string) int64 {
 	return used
 }
 
-// StorageAvail is the free capacity of a storage on a node.
-func (st *State) StorageAvail(sid, node string) int64 {
+// StorageTotal is the capacity of a storage on a node.
+func (st *State) StorageTotal(sid, node string) int64 {
 	s := st.Storages[sid]
 	if s == nil {
 		return 0
 	}
-	return max(0, s.TotalBytes-st.StorageUsed(sid, node))
+	if t, ok := s.NodeTotalBytes[node]; ok && !s.Shared {
+		return t
+	}
+	return s.TotalBytes
 }
 
-// SetStorageCapacity changes a storage's size (a full storage is one whose
-// capacity is used up).
+// StorageAvail is the free capacity of a storage on a node.
+func (st *State) StorageAvail(sid, node string) int64 {
+	return max(0, st.StorageTotal(sid, node)-st.StorageUsed(sid, node))
+}
+
+// SetStorageCapacity changes a storage's size on every node (a full
+// storage is one whose capacity is used up).
 func (st *State) SetStorageCapacity(sid string, totalBytes int64) error {
 	s := st.Storages[sid]
 	if s == nil {
 		return Fail("storage '%s' does not exist", sid)
 	}
 	s.TotalBytes = totalBytes
+	s.NodeTotalBytes = nil
+	return nil
+}
+
+// SetNodeStorageCapacity changes the size of a local storage on one node.
+func (st *State) SetNodeStorageCapacity(sid, node string, totalBytes int64) error {
+	s := st.Storages[sid]
+	if s == nil {
+		return Fail("storage '%s' does not exist", sid)
+	}
+	if s.Shared {
+		return Fail("storage '%s' is shared: its size is the same on every node", sid)
+	}
+	if err := st.CheckNode(node); err != nil {
+		return err
+	}
+	if s.NodeTotalBytes == nil {
+		s.NodeTotalBytes = map[string]int64{}
+	}
+	s.NodeTotalBytes[node] = totalBytes
 	return nil
 }
 
@@ -149,7 +177,7 @@ func (st *State) freeVolume(volid string) error {
 func (st *State) StorageStatusData(sid, node string) map[string]any {
 	s := st.Storages[sid]
 	used := st.StorageUsed(sid, node)
-	total := s.TotalBytes
+	total := st.StorageTotal(sid, node)
 	avail := max(0, total-used)
 	frac := 0.0
 	if total > 0 {

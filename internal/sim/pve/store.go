@@ -52,7 +52,23 @@ type InitOptions struct {
 	AgentToken bool
 	// Timing of tasks (default DemoTiming).
 	Timing *Timing
+	// Nodes is the cluster's size (default 1): nodes pve1..pveN (Node
+	// must then be "" or "pve1"), each with local and local-lvm.
+	Nodes int
+	// SharedStorage adds the RBD storage "ceph-vm" that every node sees
+	// (shared: linked clones and clones to another node work from it).
+	SharedStorage bool
+	// TemplateStorage is where the template's disks go (default
+	// local-lvm; "ceph-vm" with SharedStorage).
+	TemplateStorage string
+	// NodeTemplates copies the template to every other node (VMIDs
+	// Template+1, Template+2, ... on pve2, pve3, ..., same name), as
+	// setup does when the template is on local storage.
+	NodeTemplates bool
 }
+
+// SharedStorageID is the shared storage InitOptions.SharedStorage adds.
+const SharedStorageID = "ceph-vm"
 
 // AgentTokenID is the token InitOptions.AgentToken creates.
 const AgentTokenID = "dcagent@pve!sim"
@@ -303,22 +319,60 @@ func newState(opts InitOptions) (*State, error) {
 		st.Timing = DemoTiming()
 	}
 	now := time.Now()
-	st.Nodes[opts.Node] = &Node{
-		Name: opts.Node, IP: opts.IP, NodeID: 1, CPUs: 16, CPUModel: "AMD EPYC 7302P 16-Core Processor",
-		MemoryBytes: 64 << 30, BootedAt: now.Add(-72 * time.Hour),
-		Bridges: map[string]*Bridge{"vmbr0": {
-			Name: "vmbr0", CIDR: "10.99.0.1/24", DHCPStart: "10.99.0.100", DHCPEnd: "10.99.0.250",
-			IPv6Prefix: "fd00:99::/64",
-		}},
+	if opts.Nodes < 1 {
+		opts.Nodes = 1
+	}
+	if opts.Nodes > 1 && opts.Node != "pve1" {
+		return nil, fmt.Errorf("a simulated cluster's nodes are pve1..pve%d; leave the node name at pve1", opts.Nodes)
+	}
+	if opts.Nodes > 64 {
+		return nil, fmt.Errorf("%d nodes: a simulated cluster has at most 64", opts.Nodes)
+	}
+	// One subnet behind every node's vmbr0; each node's guests get their
+	// addresses from its own part of the DHCP range.
+	span := 151 / opts.Nodes
+	for i := 1; i <= opts.Nodes; i++ {
+		name, ip := opts.Node, opts.IP
+		if i > 1 {
+			name, ip = fmt.Sprintf("pve%d", i), fmt.Sprintf("127.0.0.%d", i)
+		}
+		first := 100 + (i-1)*span
+		last := first + span - 1
+		st.Nodes[name] = &Node{
+			Name: name, IP: ip, NodeID: i, CPUs: 16, CPUModel: "AMD EPYC 7302P 16-Core Processor",
+			MemoryBytes: 64 << 30, BootedAt: now.Add(-72 * time.Hour),
+			Bridges: map[string]*Bridge{"vmbr0": {
+				Name: "vmbr0", CIDR: "10.99.0.1/24", DHCPStart: fmt.Sprintf("10.99.0.%d", first),
+				DHCPEnd: fmt.Sprintf("10.99.0.%d", last), IPv6Prefix: "fd00:99::/64",
+			}},
+		}
 	}
 	st.Storages["local"] = &Storage{ID: "local", Type: "dir", Path: "/var/lib/vz",
 		Content: []string{"backup", "import", "iso", "snippets", "vztmpl"}, TotalBytes: 100 << 30}
 	st.Storages["local-lvm"] = &Storage{ID: "local-lvm", Type: "lvmthin", VGName: "pve", ThinPool: "data",
 		Content: []string{"images", "rootdir"}, TotalBytes: 400 << 30}
+	if opts.SharedStorage {
+		st.Storages[SharedStorageID] = &Storage{ID: SharedStorageID, Type: "rbd", Shared: true,
+			Content: []string{"images", "rootdir"}, TotalBytes: 2 << 40}
+	}
 	st.Users["root@pam"] = &User{ID: "root@pam", Enable: true, Comment: "root"}
+	tplStorage := opts.TemplateStorage
+	if tplStorage == "" {
+		tplStorage = "local-lvm"
+	}
+	if st.Storages[tplStorage] == nil {
+		return nil, fmt.Errorf("template storage %q does not exist (local-lvm, or %s with SharedStorage)", tplStorage, SharedStorageID)
+	}
 	if opts.Template != 0 {
-		if err := st.addDemoTemplate(opts.Node, opts.Template); err != nil {
+		if err := st.addDemoTemplate(opts.Node, opts.Template, tplStorage); err != nil {
 			return nil, err
+		}
+		if opts.NodeTemplates {
+			for i, name := range st.NodeNames()[1:] {
+				if err := st.addDemoTemplate(name, opts.Template+i+1, tplStorage); err != nil {
+					return nil, err
+				}
+			}
 		}
 	}
 	if opts.AgentToken {
@@ -330,9 +384,12 @@ func newState(opts InitOptions) (*State, error) {
 }
 
 // addDemoTemplate builds the cloud-init template setup would have made.
-func (st *State) addDemoTemplate(node string, vmid int) error {
-	disk := st.addVolume(node, "local-lvm", fmt.Sprintf("base-%d-disk-0", vmid), vmid, 3584<<20)
-	ci := st.addVolume(node, "local-lvm", fmt.Sprintf("vm-%d-cloudinit", vmid), vmid, 4<<20)
+func (st *State) addDemoTemplate(node string, vmid int, storage string) error {
+	if st.VMs[vmid] != nil {
+		return fmt.Errorf("template VMID %d is taken", vmid)
+	}
+	disk := st.addVolume(node, storage, fmt.Sprintf("base-%d-disk-0", vmid), vmid, 3584<<20)
+	ci := st.addVolume(node, storage, fmt.Sprintf("vm-%d-cloudinit", vmid), vmid, 4<<20)
 	st.VMs[vmid] = &VM{VMID: vmid, Node: node, Status: "stopped", Config: map[string]string{
 		"name":      "ubuntu-2404-cloudinit",
 		"agent":     "enabled=1",
@@ -377,14 +434,25 @@ func (st *State) addAgentToken() error {
 	if _, err := st.AddToken("root@pam", user, tok, TokenOptions{Privsep: true, Comment: "pve-sim"}); err != nil {
 		return err
 	}
-	for _, path := range []string{"/vms", "/storage/local-lvm", "/sdn/zones/localnetwork/vmbr0"} {
+	paths := []string{"/vms", "/storage/local-lvm", "/sdn/zones/localnetwork/vmbr0"}
+	if st.Storages[SharedStorageID] != nil {
+		paths = append(paths, "/storage/"+SharedStorageID)
+	}
+	for _, path := range paths {
 		if err := st.ModifyACL("root@pam", ACLChange{Path: path, Roles: []string{"DCAgent"},
 			Users: []string{user}, Tokens: []string{user + "!" + tok}, Propagate: true}); err != nil {
 			return err
 		}
 	}
-	return nil
+	// Node load (/cluster/resources, /nodes statistics): Sys.Audit on
+	// /nodes, through the built-in auditor role (NodeAuditRole).
+	return st.ModifyACL("root@pam", ACLChange{Path: "/nodes", Roles: []string{NodeAuditRole},
+		Users: []string{user}, Tokens: []string{user + "!" + tok}, Propagate: true})
 }
+
+// NodeAuditRole is the built-in role granted on /nodes so the agent can
+// read node load: on node paths only its Sys.Audit counts.
+const NodeAuditRole = "PVEAuditor"
 
 // TokenSecret returns the secret of an API token id ("user@realm!name").
 func (st *State) TokenSecret(tokenID string) (string, bool) {

@@ -34,13 +34,6 @@ func (st *State) startTask(node, typ, id, user string, dur Duration, eff *Effect
 			break
 		}
 	}
-	for i, o := range st.Faults.Outages {
-		if o.OnTask == typ && o.Node == node && n != nil {
-			n.OfflineUntil = now.Add(o.Duration.D())
-			st.Faults.Outages = append(st.Faults.Outages[:i], st.Faults.Outages[i+1:]...)
-			break
-		}
-	}
 	grace := max(10*dur.D(), 20*time.Millisecond)
 	t := &Task{
 		UPID: upid, Node: node, PID: pid, PStart: pstart, StartTime: now.Unix(), Type: typ, ID: id, User: user,
@@ -48,13 +41,39 @@ func (st *State) startTask(node, typ, id, user string, dur Duration, eff *Effect
 	}
 	st.Tasks[upid] = t
 	st.pruneTasks()
+	target := ""
+	if eff.Clone != nil {
+		target = eff.Clone.Target
+	}
+	for i, o := range st.Faults.Outages {
+		if o.OnTask != typ || (o.Node != node && o.Node != target) || st.Nodes[o.Node] == nil {
+			continue
+		}
+		st.Faults.Outages = append(st.Faults.Outages[:i], st.Faults.Outages[i+1:]...)
+		if o.Duration > 0 {
+			st.Nodes[o.Node].OfflineUntil = now.Add(o.Duration.D())
+			st.Nodes[o.Node].OfflineSince = now
+		} else {
+			st.SetNodeOffline(o.Node, o.PowerLoss)
+		}
+		break
+	}
 	return t
 }
 
 // finishTask applies a task's effect and marks it stopped.
 func (st *State) finishTask(t *Task) {
 	exit := "OK"
-	if t.Effect != nil {
+	switch {
+	case t.Effect != nil && st.cutOff(t.Node):
+		// The node lost quorum: its cluster file system is read-only, so
+		// the worker cannot write the result. A clone's cleanup cannot
+		// remove its temporary config either: the VM stays locked.
+		exit = ErrNoQuorum().Msg
+		if t.Type == "qmclone" {
+			exit = "clone failed: " + exit
+		}
+	case t.Effect != nil:
 		if err := st.applyEffect(t); err != nil {
 			exit = err.Error()
 		}
@@ -69,6 +88,13 @@ func (st *State) finishTask(t *Task) {
 	}
 	t.Effect = nil
 	t.PollsLeft = 0
+}
+
+// cutOff reports whether node is running but cut off from a cluster
+// (offline in corosync without having lost power): it has no quorum.
+func (st *State) cutOff(node string) bool {
+	n := st.Nodes[node]
+	return n != nil && n.Down && !n.PoweredOff && len(st.Nodes) > 1
 }
 
 // advance finishes every running task that is due and needs no more polls

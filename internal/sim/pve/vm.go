@@ -245,7 +245,7 @@ func (st *State) Clone(actor, node string, vmid int, p CloneParams) (string, err
 	if name == "" {
 		name = "Copy-of-VM-" + src.Name()
 	}
-	st.VMs[p.NewID] = &VM{VMID: p.NewID, Node: node, Status: "stopped", Config: map[string]string{"lock": "clone", "name": name}}
+	st.VMs[p.NewID] = &VM{VMID: p.NewID, Node: node, Status: "stopped", Config: map[string]string{"lock": "clone", "name": name}, CreatedAt: st.Now()}
 	// Clones running on the same storage slow each other down.
 	busy := 0
 	for _, t := range st.Tasks {
@@ -459,7 +459,7 @@ func (st *State) CreateVM(actor, node string, vmid int, params map[string]string
 	if old := st.VMs[vmid]; old != nil {
 		return "", Fail("unable to create VM %d - VM %d already exists on node '%s'", vmid, vmid, old.Node)
 	}
-	st.VMs[vmid] = &VM{VMID: vmid, Node: node, Status: "stopped", Pool: pool, Config: map[string]string{"lock": "create"}}
+	st.VMs[vmid] = &VM{VMID: vmid, Node: node, Status: "stopped", Pool: pool, Config: map[string]string{"lock": "create"}, CreatedAt: st.Now()}
 	t := st.startTask(node, "qmcreate", strconv.Itoa(vmid), actor, st.Timing.Create, &Effect{VMID: vmid, Config: changes})
 	return t.UPID, nil
 }

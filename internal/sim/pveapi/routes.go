@@ -51,7 +51,7 @@ func (s *Server) route(st *pve.State, req *request) (string, any, error) {
 	case len(seg) == 1 && seg[0] == "version" && m == "GET":
 		return "/version", map[string]any{"version": st.Version, "release": st.Release(), "repoid": st.RepoID}, allow(p)
 	case len(seg) == 1 && seg[0] == "nodes" && m == "GET":
-		return "/nodes", st.NodesData(), allow(p)
+		return "/nodes", st.NodesData(req.actor), allow(p)
 	case len(seg) == 1 && seg[0] == "pools" && m == "GET":
 		return "/pools", st.PoolsData(req.actor), allow(p, "type")
 	case len(seg) == 1 && seg[0] == "storage" && m == "GET":
@@ -122,14 +122,14 @@ func (s *Server) routeCluster(st *pve.State, req *request) (string, any, error) 
 		// PVE returns the id as a string; go-proxmox relies on it.
 		return "/cluster/nextid", fmt.Sprint(st.NextID()), nil
 	case req.segs[1] == "status" && req.method == "GET":
-		d, err := st.ClusterStatusData(req.actor)
+		d, err := st.ClusterStatusData(req.actor, s.node)
 		return "/cluster/status", d, err
 	case req.segs[1] == "resources" && req.method == "GET":
 		if err := allow(p, "type"); err != nil {
 			return "/cluster/resources", nil, err
 		}
 		typ := p["type"]
-		if typ != "" && typ != "vm" && typ != "storage" && typ != "node" && typ != "sdn" && typ != "pool" {
+		if typ != "" && typ != "vm" && typ != "storage" && typ != "node" && typ != "sdn" {
 			return "/cluster/resources", nil, pve.ParamError(map[string]string{"type": "value '" + typ + "' does not have a value in the enumeration 'vm, storage, node, sdn'"})
 		}
 		return "/cluster/resources", st.ClusterResourcesData(req.actor, typ), nil

@@ -129,7 +129,14 @@ func (s *Server) handle(r *http.Request) (response, time.Duration) {
 			return nil
 		}
 		if n := s.nodeOf(req); st.Nodes[n] != nil && !st.NodeOnline(n) {
-			resp = response{drop: true}
+			if n == s.node {
+				resp = response{drop: true}
+			} else {
+				// pveproxy forwards requests for another node to it;
+				// AnyEvent::HTTP answers a failed connect with 595 and
+				// no body (pve-http-server proxy_request).
+				resp = response{status: 595, reason: "No route to host"}
+			}
 			return nil
 		}
 		auth := r.Header.Get("Authorization")
@@ -150,6 +157,10 @@ func (s *Server) handle(r *http.Request) (response, time.Duration) {
 		req.actor = actor
 		if perr != nil {
 			resp = errResponse(perr)
+			return nil
+		}
+		if r.Method != http.MethodGet && !st.Quorate() {
+			resp = errResponse(pve.ErrNoQuorum())
 			return nil
 		}
 		route, data, err := s.route(st, req)

@@ -14,6 +14,12 @@ type TestOptions struct {
 	Timing *pve.Timing
 	// Dir is the state directory (default a t.TempDir()).
 	Dir string
+	// Nodes, SharedStorage, TemplateStorage and NodeTemplates make a
+	// cluster (see pve.InitOptions); the API runs on pve1.
+	Nodes           int
+	SharedStorage   bool
+	TemplateStorage string
+	NodeTemplates   bool
 }
 
 // TestSim is a running simulator with template 9000 and the
@@ -24,8 +30,9 @@ type TestSim struct {
 	Secret  string
 }
 
-// StartTest starts a fresh simulated node "pve1" on a free loopback port
-// and stops it when the test ends.
+// StartTest starts a fresh simulated node "pve1" (or cluster
+// pve1..pveN, its API on pve1) on a free loopback port and stops it when
+// the test ends.
 func StartTest(t testing.TB, o TestOptions) *TestSim {
 	t.Helper()
 	if o.Timing == nil {
@@ -35,7 +42,8 @@ func StartTest(t testing.TB, o TestOptions) *TestSim {
 	if o.Dir == "" {
 		o.Dir = t.TempDir()
 	}
-	store, err := pve.OpenOrCreate(o.Dir, pve.InitOptions{Version: o.Version, Template: 9000, AgentToken: true, Timing: o.Timing})
+	store, err := pve.OpenOrCreate(o.Dir, pve.InitOptions{Version: o.Version, Template: 9000, AgentToken: true, Timing: o.Timing,
+		Nodes: o.Nodes, SharedStorage: o.SharedStorage, TemplateStorage: o.TemplateStorage, NodeTemplates: o.NodeTemplates})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,7 @@ func (c *cli) pvesh(argv []string) int {
 	var data any
 	if err := c.store.View(func(st *pve.State) error {
 		var err error
-		data, err = pveshGet(st, path, a.opts)
+		data, err = pveshGet(st, c.env.Node, path, a.opts)
 		return err
 	}); err != nil {
 		return c.fail(err, "")
@@ -47,17 +47,17 @@ func (c *cli) pvesh(argv []string) int {
 	return c.printData(a.opts["output-format"], data)
 }
 
-func pveshGet(st *pve.State, path string, o map[string]string) (any, error) {
+func pveshGet(st *pve.State, node, path string, o map[string]string) (any, error) {
 	seg := strings.Split(strings.Trim(path, "/"), "/")
 	switch {
 	case path == "/version":
 		return map[string]any{"version": st.Version, "release": st.Release(), "repoid": st.RepoID}, nil
 	case path == "/nodes":
-		return st.NodesData(), nil
+		return st.NodesData(pve.Root), nil
 	case path == "/cluster/resources":
 		return st.ClusterResourcesData(pve.Root, o["type"]), nil
 	case path == "/cluster/status":
-		return st.ClusterStatusData(pve.Root)
+		return st.ClusterStatusData(pve.Root, node)
 	case path == "/cluster/nextid":
 		if v := o["vmid"]; v != "" {
 			n, err := strconv.Atoi(v)
