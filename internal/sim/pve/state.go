@@ -111,9 +111,9 @@ type Storage struct {
 	TotalBytes int64 `json:"total_bytes"`
 	// NodeTotalBytes overrides TotalBytes of a local storage on a node.
 	NodeTotalBytes map[string]int64 `json:"node_total_bytes,omitempty"`
-	VGName     string `json:"vgname,omitempty"`
-	ThinPool   string `json:"thinpool,omitempty"`
-	Path       string `json:"path,omitempty"`
+	VGName         string           `json:"vgname,omitempty"`
+	ThinPool       string           `json:"thinpool,omitempty"`
+	Path           string           `json:"path,omitempty"`
 }
 
 // Volume is one disk image.
