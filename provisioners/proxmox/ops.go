@@ -90,17 +90,29 @@ func (p *Provisioner) knownIP(externalID string) string {
 // GetInstance finds a contract's VM by name (nil, nil if none).
 func (p *Provisioner) GetInstance(ctx context.Context, contractID string) (*provisioners.Instance, error) {
 	name := provisioners.InstanceName(contractID)
-	found, err := p.findByName(ctx, name)
-	if err != nil || len(found) == 0 {
+	var found []vmEntry
+	var err error
+	if p.clustered() {
+		var v *clusterView
+		if v, err = p.view(ctx, ""); err == nil {
+			found, err = p.findInCluster(ctx, v, name)
+		}
+	} else {
+		found, err = p.findByName(ctx, name)
+	}
+	if err != nil {
 		return nil, err
 	}
-	e := found[0]
+	e, ok := best(found)
+	if !ok {
+		return nil, nil
+	}
 	inst := &provisioners.Instance{ExternalID: ExternalID(e.node, e.vmid), ContractID: contractID, Name: name,
 		Status: e.status, SSHPort: p.opts.SSHPort, AdditionalDetails: map[string]any{"node": e.node, "vmid": e.vmid}}
 	if e.lock != "" {
 		inst.Status += " (locked: " + e.lock + ")"
 	}
-	if e.status == "running" {
+	if e.status == "running" && e.online {
 		if ifs, err := p.vm(e.node, e.vmid).AgentGetNetworkIFaces(ctx); err == nil {
 			inst.IPAddress, inst.IPv6Address = pickAddrs(ifs)
 		}
@@ -108,8 +120,12 @@ func (p *Provisioner) GetInstance(ctx context.Context, contractID string) (*prov
 	return inst, nil
 }
 
-// List returns every dc-<contract id> VM on the node.
+// List returns every dc-<contract id> VM on the node (in a cluster: on
+// every node, see listCluster).
 func (p *Provisioner) List(ctx context.Context) ([]provisioners.Instance, error) {
+	if p.clustered() {
+		return p.listCluster(ctx)
+	}
 	vms, err := p.node(p.cfg.Node).VirtualMachines(ctx)
 	if err != nil {
 		return nil, apiError("list VMs on "+p.cfg.Node, err)
@@ -128,21 +144,30 @@ func (p *Provisioner) List(ctx context.Context) ([]provisioners.Instance, error)
 	return out, nil
 }
 
-// Resources reports the node's cores and memory (from /nodes, which needs
-// no privilege), its storages and its templates.
+// Resources reports the node's cores and memory (from /nodes: PVE shows
+// them with Sys.Audit on the node), its storages and its templates (in a
+// cluster: the sums of the placement nodes, see resourcesCluster).
 func (p *Provisioner) Resources(ctx context.Context) (provisioners.Resources, error) {
+	if p.clustered() {
+		return p.resourcesCluster(ctx)
+	}
 	var res provisioners.Resources
 	nodes, err := p.c.Nodes(ctx)
 	if err != nil {
 		return res, apiError("list nodes", err)
 	}
+	found := false
 	for _, n := range nodes {
 		res.Nodes = append(res.Nodes, n.Node)
 		if n.Node == p.cfg.Node {
+			found = true
 			res.CPUCores = n.MaxCPU
 			res.MemoryMB = int64(n.MaxMem >> 20)
 			res.MemoryFreeMB = int64((n.MaxMem - min(n.Mem, n.MaxMem)) >> 20)
 		}
+	}
+	if found && res.CPUCores == 0 {
+		p.warnHourly("grant", "the API token cannot read the node's size and load; "+p.grantHint())
 	}
 	node := p.node(p.cfg.Node)
 	storages, err := node.Storages(ctx)
@@ -174,7 +199,7 @@ func (p *Provisioner) Resources(ctx context.Context) (provisioners.Resources, er
 		res.Templates = append(res.Templates, fmt.Sprintf("%s (%d)", label, int(v.VMID)))
 	}
 	sort.Strings(res.Templates)
-	if res.CPUCores == 0 {
+	if !found {
 		return res, errors.New("node " + p.cfg.Node + " is not in the cluster's node list; check [provisioner.proxmox].node")
 	}
 	return res, nil

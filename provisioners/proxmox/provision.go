@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,10 +22,14 @@ import (
 // read once per template and kept.
 type templateInfo struct {
 	vmid     int
+	node     string // the node it is on
 	name     string
 	disk     string // boot disk key ("scsi0")
 	size     int64  // boot disk bytes
 	storage  string // boot disk storage
+	storages []string
+	memMB    int64
+	cores    int64
 	agent    bool
 	template bool
 	// noLink: linked clones failed on this template's storage; use full.
@@ -73,25 +78,47 @@ func (p *Provisioner) templateNames() string {
 	return "known: " + strings.Join(names, ", ")
 }
 
-// templateInfo reads (once) the template's config.
-func (p *Provisioner) templateInfo(ctx context.Context, vmid int) (*templateInfo, error) {
+// templateInfo reads (once) the config of the template on node.
+func (p *Provisioner) templateInfo(ctx context.Context, vmid int, node string) (*templateInfo, error) {
 	// One reader at a time, so a burst of provisions reads it once.
 	p.tplMu.Lock()
 	defer p.tplMu.Unlock()
 	p.mu.Lock()
 	ti := p.templates[vmid]
 	p.mu.Unlock()
-	if ti != nil {
+	if ti != nil && ti.node == node {
 		return ti, nil
 	}
 	var cfg proxmox.VirtualMachineConfig
-	if err := p.c.Get(ctx, fmt.Sprintf("/nodes/%s/qemu/%d/config", p.cfg.Node, vmid), &cfg); err != nil {
+	if err := p.c.Get(ctx, fmt.Sprintf("/nodes/%s/qemu/%d/config", node, vmid), &cfg); err != nil {
 		if strings.Contains(err.Error(), "does not exist") {
-			return nil, provisioners.Permanent(fmt.Errorf("template VM %d does not exist on node %s; build it with `dc-agent setup proxmox` or fix template_vmid", vmid, p.cfg.Node))
+			return nil, provisioners.Permanent(fmt.Errorf("template VM %d does not exist on node %s; build it with `dc-agent setup proxmox` or fix template_vmid", vmid, node))
 		}
 		return nil, apiError(fmt.Sprintf("read template %d", vmid), err)
 	}
-	ti = &templateInfo{vmid: vmid, name: cfg.Name, template: bool(cfg.Template), agent: agentOn(cfg.Agent)}
+	ti = &templateInfo{vmid: vmid, node: node, name: cfg.Name, template: bool(cfg.Template), agent: agentOn(cfg.Agent),
+		memMB: int64(cfg.Memory), cores: 1}
+	if cfg.Cores != nil {
+		ti.cores = int64(*cfg.Cores)
+	}
+	if cfg.Sockets != nil {
+		ti.cores *= int64(max(*cfg.Sockets, 1))
+	}
+	if cfg.Vcpus > 0 {
+		ti.cores = int64(cfg.Vcpus)
+	}
+	if ti.memMB <= 0 {
+		ti.memMB = 512
+	}
+	for _, m := range []map[string]string{cfg.SCSIs, cfg.VirtIOs, cfg.SATAs, cfg.IDEs} {
+		for _, v := range m {
+			file, _, _ := strings.Cut(v, ",")
+			if sid, _, ok := strings.Cut(file, ":"); ok && !slices.Contains(ti.storages, sid) {
+				ti.storages = append(ti.storages, sid)
+			}
+		}
+	}
+	sort.Strings(ti.storages)
 	for _, k := range []string{"scsi0", "virtio0", "sata0", "ide0"} {
 		v := driveValue(&cfg, k)
 		if v == "" || strings.Contains(v, "media=cdrom") {
@@ -196,49 +223,143 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (
 	if err != nil {
 		return provisioners.Instance{}, err
 	}
+	if p.clustered() {
+		return p.provisionCluster(ctx, req, name, keys, wantPassword, tplID)
+	}
 	req.Step("checking for an existing VM of this contract")
 	existing, err := p.findByName(ctx, name)
 	if err != nil {
 		return provisioners.Instance{}, provisioners.Retryable(err)
 	}
-	for _, e := range existing {
-		if inst, ok := p.reuse(ctx, req, e, wantPassword); ok {
-			return inst, nil
-		}
-		req.Step(fmt.Sprintf("removing the unfinished VM %d from an earlier attempt", e.vmid))
-		if err := p.destroy(ctx, e.node, e.vmid, exactly(name)); err != nil {
-			return provisioners.Instance{}, provisioners.Retryable(fmt.Errorf("remove unfinished VM %d of an earlier attempt: %w", e.vmid, err))
-		}
+	if inst, ok, err := p.useExisting(ctx, req, existing, name, wantPassword); ok || err != nil {
+		return inst, err
 	}
-	tpl, err := p.templateInfo(ctx, tplID)
+	tpl, err := p.templateInfo(ctx, tplID, p.cfg.Node)
 	if err != nil {
 		return provisioners.Instance{}, err
 	}
-	if !tpl.template {
-		return provisioners.Instance{}, provisioners.Permanent(fmt.Errorf("VM %d (%s) is not a template; convert it with `qm template %d` or fix template_vmid", tplID, tpl.name, tplID))
+	if err := checkTemplate(tpl); err != nil {
+		return provisioners.Instance{}, err
 	}
-
-	req.Step(fmt.Sprintf("cloning template %d", tplID))
-	vmid, err := p.clone(ctx, tpl, name, req)
+	pl := &plan{node: p.cfg.Node, tpl: tpl, storage: tpl.storage, fullStorage: p.cfg.Storage}
+	inst, vmid, err := p.build(ctx, req, pl, name, keys, wantPassword, nil)
 	if err != nil {
-		if vmid != 0 {
-			if cerr := p.cleanup(vmid, name); cerr != nil {
-				err = fmt.Errorf("%w; removing the half-made VM %d failed too: %v (the next reconcile retries)", err, vmid, cerr)
-			}
-		} else {
-			// Nothing should exist; make sure no VM of this name is left.
-			p.cleanupByName(name)
-		}
-		return provisioners.Instance{}, classify(err)
-	}
-	inst, err := p.finish(ctx, req, tpl, vmid, name, keys, wantPassword)
-	if err != nil {
-		if cerr := p.cleanup(vmid, name); cerr != nil {
-			err = fmt.Errorf("%w; removing the half-made VM %d failed too: %v (the next reconcile retries)", err, vmid, cerr)
-		}
-		return provisioners.Instance{}, classify(err)
+		return provisioners.Instance{}, classify(p.cleanupAfter(pl, vmid, name, err))
 	}
 	return inst, nil
+}
+
+func checkTemplate(tpl *templateInfo) error {
+	if !tpl.template {
+		return provisioners.Permanent(fmt.Errorf("VM %d (%s) is not a template; convert it with `qm template %d` or fix template_vmid", tpl.vmid, tpl.name, tpl.vmid))
+	}
+	return nil
+}
+
+// useExisting reuses a complete VM of an earlier attempt or removes the
+// unfinished ones (those on a node that answers).
+func (p *Provisioner) useExisting(ctx context.Context, req provisioners.Request, existing []vmEntry, name string, wantPassword bool) (provisioners.Instance, bool, error) {
+	for _, e := range existing {
+		if !e.online {
+			continue
+		}
+		if e.replacedBy == 0 {
+			if inst, ok := p.reuse(ctx, req, e, wantPassword); ok {
+				return inst, true, nil
+			}
+		}
+		req.Step(fmt.Sprintf("removing the unfinished VM %d from an earlier attempt", e.vmid))
+		if err := p.destroy(ctx, e.node, e.vmid, exactly(name)); err != nil {
+			return provisioners.Instance{}, false, provisioners.Retryable(fmt.Errorf("remove unfinished VM %d of an earlier attempt: %w", e.vmid, err))
+		}
+	}
+	return provisioners.Instance{}, false, nil
+}
+
+// provisionCluster places the VM on a node of the cluster; a node lost
+// mid-provision is left for another (what it holds is removed once it is
+// back: the new VM's replaces tag records it).
+func (p *Provisioner) provisionCluster(ctx context.Context, req provisioners.Request, name string, keys []string, wantPassword bool, tplID int) (provisioners.Instance, error) {
+	req.Step("checking for an existing VM of this contract")
+	v, err := p.view(ctx, "")
+	if err != nil {
+		return provisioners.Instance{}, provisioners.Retryable(err)
+	}
+	existing, err := p.findInCluster(ctx, v, name)
+	if err != nil {
+		return provisioners.Instance{}, provisioners.Retryable(err)
+	}
+	if inst, ok, err := p.useExisting(ctx, req, existing, name, wantPassword); ok || err != nil {
+		return inst, err
+	}
+	var replaces []int
+	for _, e := range existing {
+		if !e.online {
+			replaces = append(replaces, e.vmid)
+		}
+	}
+	excluded := map[string]string{}
+	for {
+		pl, err := p.place(ctx, v, tplID, req, excluded)
+		if err != nil {
+			return provisioners.Instance{}, classify(err)
+		}
+		if err := checkTemplate(pl.tpl); err != nil {
+			p.release(pl, 0, false)
+			return provisioners.Instance{}, err
+		}
+		if pl.target() != "" {
+			req.Step(fmt.Sprintf("placed on node %s (template %d on %s)", pl.node, pl.tpl.vmid, pl.tpl.node))
+		} else {
+			req.Step(fmt.Sprintf("placed on node %s", pl.node))
+		}
+		inst, vmid, err := p.build(ctx, req, pl, name, keys, wantPassword, replaces)
+		p.release(pl, vmid, err == nil)
+		if err == nil {
+			return inst, nil
+		}
+		lost := p.lostNode(ctx, err, pl.node, pl.tpl.node)
+		if lost == "" {
+			return provisioners.Instance{}, classify(p.cleanupAfter(pl, vmid, name, err))
+		}
+		// Nothing on the lost node can be removed now; the next VM
+		// records it, and List removes it once the node is back.
+		p.log.Warn("node went offline mid-provision; trying another node", "node", lost, "vmid", vmid, "err", err)
+		req.Step(fmt.Sprintf("node %s went offline; trying another node", lost))
+		excluded[lost] = "went offline during this provision"
+		if vmid != 0 {
+			replaces = append(replaces, vmid)
+		}
+		if v, err = p.view(ctx, ""); err != nil {
+			return provisioners.Instance{}, provisioners.Retryable(err)
+		}
+	}
+}
+
+// build clones the template as pl says and finishes the VM. On failure
+// it returns the VMID of a VM that may exist (0 if none can).
+func (p *Provisioner) build(ctx context.Context, req provisioners.Request, pl *plan, name string, keys []string, wantPassword bool, replaces []int) (provisioners.Instance, int, error) {
+	req.Step(fmt.Sprintf("cloning template %d", pl.tpl.vmid))
+	vmid, err := p.clone(ctx, pl, name, req)
+	if err != nil {
+		return provisioners.Instance{}, vmid, err
+	}
+	inst, err := p.finish(ctx, req, pl, vmid, name, keys, wantPassword, replaces)
+	return inst, vmid, err
+}
+
+// cleanupAfter removes what a failed build left: the VM it made, or any
+// VM of the name when it may not have learnt the VMID. It returns the
+// build's error, saying so when the removal failed too.
+func (p *Provisioner) cleanupAfter(pl *plan, vmid int, name string, err error) error {
+	if vmid == 0 {
+		p.cleanupByName(name)
+		return err
+	}
+	if cerr := p.cleanup(pl.node, vmid, name); cerr != nil {
+		return fmt.Errorf("%w; removing the half-made VM %d failed too: %v (the next reconcile retries)", err, vmid, cerr)
+	}
+	return err
 }
 
 // classify keeps an explicit Permanent/Retryable mark; PVE refusing a
@@ -257,14 +378,18 @@ func classify(err error) error {
 }
 
 // finish configures, resizes, starts a fresh clone and waits for its IP.
-func (p *Provisioner) finish(ctx context.Context, req provisioners.Request, tpl *templateInfo, vmid int, name string, keys []string, wantPassword bool) (provisioners.Instance, error) {
-	node := p.cfg.Node
+func (p *Provisioner) finish(ctx context.Context, req provisioners.Request, pl *plan, vmid int, name string, keys []string, wantPassword bool, replaces []int) (provisioners.Instance, error) {
+	node, tpl := pl.node, pl.tpl
 	vm := p.vm(node, vmid)
 	req.Step("configuring VM " + strconv.Itoa(vmid))
+	tags := []string{Tag}
+	for _, id := range replaces {
+		tags = append(tags, replacesTag(id))
+	}
 	opts := []proxmox.VirtualMachineOption{
 		{Name: "ciuser", Value: p.cfg.CIUser},
 		{Name: "ipconfig0", Value: req.ConfigString("ipconfig0", "ip=dhcp")},
-		{Name: "tags", Value: Tag},
+		{Name: "tags", Value: strings.Join(tags, ";")},
 		{Name: "onboot", Value: 1},
 		{Name: "description", Value: fmt.Sprintf("Managed by dc-agent for Decent Cloud contract %s.\ndc-agent finds this VM by its name; do not rename it.", req.ContractID)},
 	}
@@ -371,24 +496,32 @@ func (p *Provisioner) cloneSlot(key string) chan struct{} {
 // clone creates the VM and returns its VMID once the clone task finished.
 // A VMID taken between nextid and the clone, and PVE lock timeouts, are
 // retried. The VMID is returned with an error when a VM may exist.
-func (p *Provisioner) clone(ctx context.Context, tpl *templateInfo, name string, req provisioners.Request) (int, error) {
-	node := p.cfg.Node
-	src := p.vm(node, tpl.vmid)
+func (p *Provisioner) clone(ctx context.Context, pl *plan, name string, req provisioners.Request) (int, error) {
+	tpl := pl.tpl
+	src := p.vm(tpl.node, tpl.vmid)
 	cluster := (&proxmox.Cluster{}).New(p.c)
 	backoff := p.opts.RetryBackoff
 	for attempt := 1; ; attempt++ {
 		linked := p.cfg.LinkedClone && !tpl.noLink && (p.cfg.Storage == "" || p.cfg.Storage == tpl.storage)
 		opts := &proxmox.VirtualMachineCloneOptions{Name: name, Pool: p.cfg.Pool,
-			Description: "dc-agent contract " + req.ContractID}
+			Description: "dc-agent contract " + req.ContractID, Target: pl.target()}
 		target := tpl.storage
 		if linked {
 			opts.Full = false
 		} else {
 			opts.Full = true
-			opts.Storage = p.cfg.Storage
-			target = p.cfg.Storage
+			opts.Storage = pl.fullStorage
+			if pl.fullStorage != "" {
+				target = pl.fullStorage
+			}
 		}
-		slot := p.cloneSlot(node + "/" + target)
+		// PVE locks a storage per clone: a shared storage across the
+		// cluster, a local one on the node the clone runs on.
+		key := tpl.node + "/" + target
+		if pl.res != nil && pl.res.storageKey == target {
+			key = target
+		}
+		slot := p.cloneSlot(key)
 		select {
 		case slot <- struct{}{}:
 		default:
@@ -406,6 +539,7 @@ func (p *Provisioner) clone(ctx context.Context, tpl *templateInfo, name string,
 			return 0, apiError("get next free VMID", err)
 		}
 		opts.NewID = vmid
+		p.holdVMID(pl, vmid)
 		_, task, err := src.Clone(ctx, opts)
 		if err != nil {
 			<-slot
@@ -445,7 +579,7 @@ func (p *Provisioner) clone(ctx context.Context, tpl *templateInfo, name string,
 		if errors.As(err, &te) && isLockTimeout(te.exit) && attempt <= p.opts.CloneRetries {
 			p.log.Info("Proxmox lock timeout in clone task, retrying", "attempt", attempt, "backoff", backoff)
 			// PVE removes a failed clone itself; make sure, then retry.
-			if cerr := p.cleanup(vmid, name); cerr != nil {
+			if cerr := p.cleanup(tpl.node, vmid, name); cerr != nil {
 				return vmid, fmt.Errorf("%w; cleanup: %v", err, cerr)
 			}
 			if err := sleep(ctx, backoff); err != nil {
@@ -490,6 +624,9 @@ func (p *Provisioner) waitTask(ctx context.Context, task *proxmox.Task, what str
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return ctx.Err()
+		case err != nil && p.clustered() && unreachableNode(err) != "" && p.nodesLost(ctx, unreachableNode(err)) != "":
+			// The cluster says the task's node is gone: wait no longer.
+			return &errNodeLost{node: unreachableNode(err), err: fmt.Errorf("%s: %w", what, err)}
 		case err != nil && transient(err) && p.opts.Now().Before(deadline):
 			p.log.Debug("task poll failed, retrying", "task", task.UPID, "err", err)
 		case err != nil && transient(err):
@@ -525,6 +662,8 @@ func (p *Provisioner) waitIP(ctx context.Context, vm *proxmox.VirtualMachine, tp
 			return "", "", ctx.Err()
 		case err != nil && (strings.Contains(err.Error(), "is not running") && !strings.Contains(err.Error(), "agent")):
 			return "", "", fmt.Errorf("VM %d stopped while booting: %v", vm.VMID, err)
+		case err != nil && p.clustered() && unreachableNode(err) != "" && p.nodesLost(ctx, unreachableNode(err)) != "":
+			return "", "", &errNodeLost{node: unreachableNode(err), err: err}
 		case err != nil && strings.Contains(err.Error(), "No QEMU guest agent configured"):
 			return "", "", provisioners.Permanent(fmt.Errorf("VM %d has no guest agent configured; enable it in template %d (qm set %d --agent enabled=1)", vm.VMID, tplID, tplID))
 		case err != nil:
@@ -580,8 +719,15 @@ func pickAddrs(ifs []*proxmox.AgentNetworkIface) (string, string) {
 type vmEntry struct {
 	node   string
 	vmid   int
+	name   string
 	status string
 	lock   string
+	tags   string
+	// online: its node answers.
+	online bool
+	// replacedBy is the VM of the same contract that took over from this
+	// one when its node was lost (0: none).
+	replacedBy int
 }
 
 // findByName lists the node's VMs with this exact name (not templates).
@@ -593,7 +739,7 @@ func (p *Provisioner) findByName(ctx context.Context, name string) ([]vmEntry, e
 	var out []vmEntry
 	for _, v := range vms {
 		if v.Name == name && !bool(v.Template) {
-			out = append(out, vmEntry{node: p.cfg.Node, vmid: int(v.VMID), status: v.Status, lock: v.Lock})
+			out = append(out, vmEntry{node: p.cfg.Node, vmid: int(v.VMID), name: v.Name, status: v.Status, lock: v.Lock, tags: v.Tags, online: true})
 		}
 	}
 	return out, nil
@@ -624,12 +770,19 @@ func (p *Provisioner) reuse(ctx context.Context, req provisioners.Request, e vmE
 // cleanup removes a half-made VM after a failure, on its own deadline
 // (the provision's context may be cancelled), retrying while the node
 // does not answer.
-func (p *Provisioner) cleanup(vmid int, name string) error {
+func (p *Provisioner) cleanup(node string, vmid int, name string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), p.opts.CleanupTimeout)
 	defer cancel()
 	backoff := p.opts.PollInterval
 	for {
-		err := p.destroy(ctx, p.cfg.Node, vmid, exactly(name))
+		if p.clustered() {
+			// A clone to another node is on the template's node until
+			// its task ends.
+			if n, err := p.locate(ctx, vmid); err == nil && n != "" {
+				node = n
+			}
+		}
+		err := p.destroy(ctx, node, vmid, exactly(name))
 		if err == nil {
 			return nil
 		}
@@ -644,16 +797,27 @@ func (p *Provisioner) cleanup(vmid int, name string) error {
 	}
 }
 
-// cleanupByName removes every VM with this name (best effort).
+// cleanupByName removes every VM with this name on a node that answers
+// (best effort).
 func (p *Provisioner) cleanupByName(name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), p.opts.CleanupTimeout)
 	defer cancel()
-	found, err := p.findByName(ctx, name)
+	var found []vmEntry
+	var err error
+	if p.clustered() {
+		var v *clusterView
+		if v, err = p.view(ctx, ""); err == nil {
+			found, err = p.findInCluster(ctx, v, name)
+		}
+	} else {
+		found, err = p.findByName(ctx, name)
+	}
 	if err != nil {
 		return
 	}
+	found = slices.DeleteFunc(found, func(e vmEntry) bool { return !e.online })
 	for _, e := range found {
-		if err := p.cleanup(e.vmid, name); err != nil {
+		if err := p.cleanup(e.node, e.vmid, name); err != nil {
 			p.log.Warn("could not remove VM", "vmid", e.vmid, "err", err)
 		}
 	}

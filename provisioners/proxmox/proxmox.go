@@ -149,6 +149,7 @@ type Provisioner struct {
 	cloneSem  map[string]chan struct{}
 	templates map[int]*templateInfo
 	ips       map[string]string // externalID -> IPv4 (health probes)
+	placing   // cluster placement's reservations (under mu)
 }
 
 // NewFactory returns a registry factory using opts.
@@ -195,8 +196,11 @@ func New(cfg config.ProxmoxConfig, secret string, opts Options) (*Provisioner, e
 	if secret == "" {
 		return nil, errors.New("the Proxmox API token secret is empty; put the secret `pveum user token add` printed in api_token_secret_file")
 	}
-	if cfg.APIURL == "" || cfg.APITokenID == "" || cfg.Node == "" {
-		return nil, errors.New("api_url, api_token_id and node must be set in [provisioner.proxmox]; dc-agent setup proxmox fills them in")
+	if cfg.APIURL == "" || cfg.APITokenID == "" || (cfg.Node == "" && len(cfg.Nodes) == 0) {
+		return nil, errors.New("api_url, api_token_id and node (or nodes) must be set in [provisioner.proxmox]; dc-agent setup proxmox fills them in")
+	}
+	if err := checkNodes(&cfg); err != nil {
+		return nil, err
 	}
 	if cfg.Storage == "" {
 		cfg.Storage = config.DefaultProxmoxStorage
@@ -308,7 +312,11 @@ type countingTransport struct {
 
 func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	c.n.Add(1)
-	return c.rt.RoundTrip(r)
+	resp, err := c.rt.RoundTrip(r)
+	if err != nil {
+		return resp, err
+	}
+	return unanswered(r, resp)
 }
 
 // APICalls is the number of Proxmox API requests made so far.
