@@ -52,7 +52,10 @@ func setMemory(t *testing.T, s *pveapi.TestSim, gib map[string]int64) {
 	})
 }
 
-func nodeOf(inst provisioners.Instance) string { n, _, _ := strings.Cut(inst.ExternalID, "/"); return n }
+func nodeOf(inst provisioners.Instance) string {
+	n, _, _ := strings.Cut(inst.ExternalID, "/")
+	return n
+}
 
 func memRequest(t *testing.T, n int, gib int) provisioners.Request {
 	r := request(t, n)
@@ -401,4 +404,3 @@ func mustView(t *testing.T, p *Provisioner) *clusterView {
 	}
 	return v
 }
-

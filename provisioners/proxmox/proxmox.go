@@ -149,7 +149,7 @@ type Provisioner struct {
 	cloneSem  map[string]chan struct{}
 	templates map[int]*templateInfo
 	ips       map[string]string // externalID -> IPv4 (health probes)
-	placing   // cluster placement's reservations (under mu)
+	placing                     // cluster placement's reservations (under mu)
 }
 
 // NewFactory returns a registry factory using opts.
