@@ -35,10 +35,16 @@ type e2e struct {
 
 func newE2E(t *testing.T, apiOpts ...apitest.Option) *e2e {
 	t.Helper()
+	return newE2EOn(t, pveapi.StartTest(t, pveapi.TestOptions{Timing: instantTiming()}), `node = "pve1"`, apiOpts...)
+}
+
+// newE2EOn wires the agent to sim; where says which node(s) it uses
+// (config lines of [provisioner.proxmox]).
+func newE2EOn(t *testing.T, sim *pveapi.TestSim, where string, apiOpts ...apitest.Option) *e2e {
+	t.Helper()
 	api := apitest.Start(t, apiOpts...)
 	prov := api.NewProvider("Acme")
 	key := api.NewAgent(prov)
-	sim := pveapi.StartTest(t, pveapi.TestOptions{Timing: instantTiming()})
 	dir := t.TempDir()
 	keyPath := filepath.Join(dir, "agent.key")
 	if err := identity.SaveAgentKey(keyPath, key, false); err != nil {
@@ -73,7 +79,7 @@ type = "proxmox"
 api_url = %q
 api_token_id = %q
 api_token_secret_file = %q
-node = "pve1"
+%s
 template_vmid = 9000
 tls_fingerprint = %q
 linked_clone = true
@@ -81,7 +87,7 @@ ip_wait_attempts = 2
 ip_wait_interval_secs = 1
 task_poll_interval_ms = 50
 `, api.URL, prov.Pubkey, keyPath, filepath.Join(dir, "state"), filepath.Join(sockDir, "s.sock"),
-		sim.URL, sim.TokenID, secret, sim.Fingerprint)
+		sim.URL, sim.TokenID, secret, where, sim.Fingerprint)
 	return &e2e{t: t, api: api, prov: prov, sim: sim, cfg: testutil.WriteFile(t, filepath.Join(dir, "dc-agent.toml"), cfg, 0o600)}
 }
 
