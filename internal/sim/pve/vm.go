@@ -246,10 +246,12 @@ func (st *State) Clone(actor, node string, vmid int, p CloneParams) (string, err
 		name = "Copy-of-VM-" + src.Name()
 	}
 	st.VMs[p.NewID] = &VM{VMID: p.NewID, Node: node, Status: "stopped", Config: map[string]string{"lock": "clone", "name": name}, CreatedAt: st.Now()}
-	// Clones running on the same storage slow each other down.
+	// Clones running on the same storage slow each other down (a shared
+	// storage is one for the whole cluster).
+	sharedTarget := st.Storages[targetStorage] != nil && st.Storages[targetStorage].Shared
 	busy := 0
 	for _, t := range st.Tasks {
-		if t.Status == "running" && t.Type == "qmclone" && t.Node == node && t.Effect != nil && t.Effect.Clone != nil &&
+		if t.Status == "running" && t.Type == "qmclone" && (t.Node == node || sharedTarget) && t.Effect != nil && t.Effect.Clone != nil &&
 			t.Effect.Clone.TargetStorage == targetStorage {
 			busy++
 		}
@@ -258,6 +260,9 @@ func (st *State) Clone(actor, node string, vmid int, p CloneParams) (string, err
 		st.PeakClones = map[string]int{}
 	}
 	key := node + "/" + targetStorage
+	if sharedTarget {
+		key = targetStorage
+	}
 	st.PeakClones[key] = max(st.PeakClones[key], busy+1)
 	dur := Duration(float64(st.Timing.Clone) * (1 + st.Timing.CloneContention*float64(busy)))
 	t := st.startTask(node, "qmclone", strconv.Itoa(vmid), actor, dur, &Effect{VMID: p.NewID, Clone: &CloneEffect{
