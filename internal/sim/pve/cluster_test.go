@@ -45,7 +45,7 @@ func TestClusterResourcesShape(t *testing.T) {
 		rs := byID(st.ClusterResourcesData(AgentTokenID, ""))
 		want := map[string][]string{
 			// The fixture's node entry, which also has "cgroup-mode".
-			"node/pve2": {"cgroup-mode", "cpu", "disk", "id", "level", "maxcpu", "maxdisk", "maxmem", "mem", "node", "status", "type", "uptime"},
+			"node/pve2":              {"cgroup-mode", "cpu", "disk", "id", "level", "maxcpu", "maxdisk", "maxmem", "mem", "node", "status", "type", "uptime"},
 			"storage/pve2/local-lvm": {"content", "disk", "id", "maxdisk", "node", "plugintype", "shared", "status", "storage", "type"},
 			"qemu/100": {"cpu", "disk", "diskread", "diskwrite", "id", "maxcpu", "maxdisk", "maxmem", "mem", "name", "netin", "netout",
 				"node", "status", "template", "type", "uptime", "vmid"},
