@@ -2,12 +2,21 @@
 // providers evaluating dc-agent without a Proxmox host and for tooling:
 //
 //	go run ./cmd/pve-sim --listen 127.0.0.1:8006 [--state DIR] [--node pve1] [--pve-version 9.1]
+//	go run ./cmd/pve-sim --nodes 3 [--template-storage ceph-vm | --node-templates] ...
+//	go run ./cmd/pve-sim node offline|online|maintenance|active NODE --state DIR
 //
 // It serves HTTPS under /api2/json with the node's self-signed certificate
 // and prints one JSON line {"url","token_id","token_secret","fingerprint",
-// "node"} on stdout. A new state starts with one node, storage local-lvm,
-// bridge vmbr0, the cloud-init template VM 9000 and a least-privilege API
-// token. The state directory is shared with the simulated host CLI tools.
+// "node","nodes"} on stdout (nodes: "pve1,pve2,..."). A new state starts with one node, storage
+// local-lvm, bridge vmbr0, the cloud-init template VM 9000 and a
+// least-privilege API token. With --nodes N it is a cluster pve1..pveN
+// (the API runs on pve1) with the shared RBD storage ceph-vm, which holds
+// the template; with --node-templates it is on local-lvm of pve1 instead,
+// copied to every node (9001 on pve2, ...). The node
+// command changes a running simulator's state: offline takes the node out
+// of the cluster (--power-loss: its tasks die and its guests stop) until
+// online brings it back. The state directory is shared with the
+// simulated host CLI tools.
 package main
 
 import (
@@ -50,6 +59,9 @@ func versionFlag(v string) (string, error) {
 
 // run serves until ctx ends, after printing the JSON line to out.
 func run(ctx context.Context, args []string, out io.Writer) error {
+	if len(args) > 0 && args[0] == "node" {
+		return nodeCommand(args[1:], out)
+	}
 	fs := flag.NewFlagSet("pve-sim", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:8006", "address to serve HTTPS on")
 	stateDir := fs.String("state", "", "state directory shared with the simulated host tools (default: a temporary one, removed on exit)")
@@ -57,6 +69,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	version := fs.String("pve-version", "9.1", "Proxmox VE version to simulate (8.x or 9.x)")
 	timing := fs.String("timing", "demo", "task timing for a new state: demo (seconds, like a small host) or fast (milliseconds)")
 	verbose := fs.Bool("v", false, "log every request to stderr")
+	nodes := fs.Int("nodes", 1, "cluster size for a new state: nodes pve1..pveN with a shared storage "+pve.SharedStorageID+" (the API runs on pve1)")
+	tplStorage := fs.String("template-storage", "", "storage of the template 9000 in a new state (default local-lvm; "+pve.SharedStorageID+" in a cluster without --node-templates)")
+	nodeTemplates := fs.Bool("node-templates", false, "copy the template to every node of a new cluster (9001 on pve2, ...)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -84,8 +99,22 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		defer os.RemoveAll(dir)
 	}
-	store, err := pve.OpenOrCreate(dir, pve.InitOptions{Node: *node, Version: ver, Template: 9000, AgentToken: true, Timing: &tm})
+	if *nodes < 1 || *nodes > 64 {
+		return fmt.Errorf("--nodes %d: use 1..64", *nodes)
+	}
+	if *nodes > 1 && *node != "pve1" {
+		return errors.New("--node: a simulated cluster's nodes are pve1..pveN; leave --node out with --nodes")
+	}
+	if *tplStorage == "" && *nodes > 1 && !*nodeTemplates {
+		*tplStorage = pve.SharedStorageID // every node can clone it
+	}
+	store, err := pve.OpenOrCreate(dir, pve.InitOptions{Node: *node, Version: ver, Template: 9000, AgentToken: true, Timing: &tm,
+		Nodes: *nodes, SharedStorage: *nodes > 1, TemplateStorage: *tplStorage, NodeTemplates: *nodeTemplates})
 	if err != nil {
+		return err
+	}
+	var names []string
+	if err := store.View(func(st *pve.State) error { names = st.NodeNames(); return nil }); err != nil {
 		return err
 	}
 	level := slog.LevelWarn
@@ -112,6 +141,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	line, err := json.Marshal(map[string]string{
 		"url": sim.URL, "token_id": tokenID, "token_secret": secret, "fingerprint": sim.Fingerprint, "node": *node,
+		"nodes": strings.Join(names, ","),
 	})
 	if err != nil {
 		return err
@@ -121,5 +151,46 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err := sim.Close(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
+	return nil
+}
+
+// nodeCommand changes a node of a simulator's state:
+// node offline|online|maintenance|active NODE --state DIR [--power-loss].
+func nodeCommand(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("pve-sim node", flag.ContinueOnError)
+	stateDir := fs.String("state", "", "the simulator's state directory")
+	powerLoss := fs.Bool("power-loss", false, "offline: the node loses power (its tasks die, its guests stop; onboot guests start when it is back)")
+	usage := "usage: pve-sim node offline|online|maintenance|active NODE --state DIR [--power-loss]"
+	if len(args) < 2 {
+		return errors.New(usage)
+	}
+	verb, name := args[0], args[1]
+	if err := fs.Parse(args[2:]); err != nil {
+		return err
+	}
+	if *stateDir == "" || fs.NArg() > 0 {
+		return errors.New(usage)
+	}
+	store, err := pve.Open(*stateDir)
+	if err != nil {
+		return err
+	}
+	err = store.Update(func(st *pve.State) error {
+		switch verb {
+		case "offline":
+			return st.SetNodeOffline(name, *powerLoss)
+		case "online":
+			return st.SetNodeOnline(name)
+		case "maintenance":
+			return st.SetNodeMaintenance(name, true)
+		case "active":
+			return st.SetNodeMaintenance(name, false)
+		}
+		return fmt.Errorf("unknown node command %q; %s", verb, usage)
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "node %s: %s\n", name, verb)
 	return nil
 }

@@ -72,3 +72,67 @@ func TestPrintsConnectionLineAndServes(t *testing.T) {
 		t.Error("PVE 7 must be refused")
 	}
 }
+
+// --nodes 3 serves a cluster; the node command takes a node offline and
+// brings it back in the running simulator's state.
+func TestClusterAndNodeCommand(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	dir := t.TempDir()
+	go func() {
+		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--state", dir, "--nodes", "3", "--timing", "fast"}, pw)
+		pw.Close()
+	}()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatalf("no line: %v (%v)", err, <-done)
+	}
+	var info map[string]string
+	if err := json.Unmarshal([]byte(line), &info); err != nil {
+		t.Fatal(err)
+	}
+	if info["nodes"] != "pve1,pve2,pve3" {
+		t.Errorf("nodes: %s", line)
+	}
+	get := func(path string) string {
+		hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // test
+		req, _ := http.NewRequest("GET", info["url"]+"/api2/json"+path, nil)
+		req.Header.Set("Authorization", "PVEAPIToken="+info["token_id"]+"="+info["token_secret"])
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.Status + " " + string(body)
+	}
+	if got := get("/cluster/resources?type=storage"); !strings.Contains(got, `"id":"storage/pve3/ceph-vm"`) || !strings.Contains(got, `"shared":1`) {
+		t.Errorf("storages: %s", got)
+	}
+	if got := get("/nodes/pve1/qemu/9000/config"); !strings.Contains(got, "ceph-vm:base-9000-disk-0") {
+		t.Errorf("the template is on the shared storage: %s", got)
+	}
+	var out strings.Builder
+	if err := run(ctx, []string{"node", "offline", "pve2", "--state", dir, "--power-loss"}, &out); err != nil || out.String() != "node pve2: offline\n" {
+		t.Fatalf("node offline: %q %v", out.String(), err)
+	}
+	if got := get("/nodes/pve2/qemu"); !strings.HasPrefix(got, "595 No route to host") {
+		t.Errorf("offline node: %s", got)
+	}
+	if err := run(ctx, []string{"node", "online", "pve2", "--state", dir}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if got := get("/nodes/pve2/qemu"); !strings.HasPrefix(got, "200 OK") {
+		t.Errorf("back online: %s", got)
+	}
+	for _, bad := range [][]string{{"node", "reboot", "pve2", "--state", dir}, {"node", "offline", "pve9", "--state", dir}, {"node", "offline"}} {
+		if err := run(ctx, bad, io.Discard); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
