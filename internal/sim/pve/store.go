@@ -146,33 +146,37 @@ func (s *Store) Update(fn func(st *State) error) error {
 		if err != nil {
 			return fmt.Errorf("read simulator state: %w", err)
 		}
-		st := &State{}
-		if err := json.Unmarshal(data, st); err != nil {
-			return fmt.Errorf("simulator state %s is corrupt: %w", s.statePath(), err)
+		load := func() (*State, error) {
+			st := &State{}
+			if err := json.Unmarshal(data, st); err != nil {
+				return nil, fmt.Errorf("simulator state %s is corrupt: %w", s.statePath(), err)
+			}
+			st.now = s.now
+			st.normalize()
+			st.advance()
+			return st, nil
 		}
-		st.now = s.now
-		st.normalize()
-		st.advance()
-		advanced, err := json.MarshalIndent(st, "", " ")
+		st, err := load()
 		if err != nil {
 			return err
 		}
-		if ferr := fn(st); ferr != nil {
-			if !bytes.Equal(advanced, data) {
-				if err := writeAtomic(s.statePath(), advanced); err != nil {
-					return err
-				}
+		ferr := fn(st)
+		if ferr != nil {
+			// Keep only what time did (tasks that finished), not what fn did.
+			if st, err = load(); err != nil {
+				return err
 			}
-			return ferr
 		}
 		out, err := json.MarshalIndent(st, "", " ")
 		if err != nil {
 			return err
 		}
-		if bytes.Equal(out, data) {
-			return nil
+		if !bytes.Equal(out, data) {
+			if err := writeAtomic(s.statePath(), out); err != nil {
+				return err
+			}
 		}
-		return writeAtomic(s.statePath(), out)
+		return ferr
 	})
 }
 
