@@ -56,7 +56,7 @@ func (n *ProxmoxNodes) UnmarshalTOML(v any) error {
 		*n = ProxmoxNodes{NodesAuto}
 		return nil
 	case []any:
-		out := make(ProxmoxNodes, 0, len(x))
+		var out ProxmoxNodes // nil when empty, as when the key is absent
 		for _, e := range x {
 			s, ok := e.(string)
 			if !ok {
@@ -77,6 +77,9 @@ func (n ProxmoxNodes) MarshalTOML() ([]byte, error) {
 	}
 	q := make([]string, len(n))
 	for i, s := range n {
+		if !ValidNodeName(s) { // names are plain ASCII: quoting is TOML's
+			return nil, fmt.Errorf("nodes: %q is not a node name", s)
+		}
 		q[i] = strconv.Quote(s)
 	}
 	return []byte("[" + strings.Join(q, ", ") + "]"), nil

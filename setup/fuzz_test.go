@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/decent-stuff/dc-agent/config"
 )
 
 // Host output is outside input: a compromised or odd node must not make
@@ -98,3 +100,31 @@ func FuzzAcceptDelegation(f *testing.F) {
 }
 
 var timeZero = time.Unix(1_700_000_000, 0)
+
+func FuzzParseClusterResources(f *testing.F) {
+	for _, s := range []string{
+		`[{"type":"node","node":"pve1","status":"online"},{"type":"node","node":"pve2","status":"offline"},{"type":"storage","node":"pve1","storage":"ceph-vm","shared":1},{"id":"qemu/9000","type":"qemu","vmid":9000,"node":"pve1","name":"t","template":1,"tags":"dc-agent"}]`,
+		`[{"type":"node","node":"-bad","status":"online"}]`, `[{"type":"pool","id":"/pool/x"}]`, `[{"type":"storage","shared":"1"}]`, `{}`, `null`, ``,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := ParseClusterResources(b)
+		if err != nil {
+			return
+		}
+		if len(c.Online) == 0 {
+			t.Fatalf("accepted a cluster without an online node: %q", b)
+		}
+		for _, n := range append(append([]string{}, c.Online...), c.Offline...) {
+			if !config.ValidNodeName(n) {
+				t.Fatalf("node name %q accepted", n)
+			}
+		}
+		for _, v := range c.VMs {
+			if v.VMID < 100 || !config.ValidNodeName(v.Node) {
+				t.Fatalf("VM %+v accepted", v)
+			}
+		}
+	})
+}

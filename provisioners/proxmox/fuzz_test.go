@@ -27,3 +27,39 @@ func FuzzParseInputs(f *testing.F) {
 		_ = agentOn(s)
 	})
 }
+
+// FuzzClusterResources feeds answers of /cluster/resources to the parser
+// and the lookups built on it: nothing may panic, accepted nodes and
+// guests have names that may go into request paths.
+func FuzzClusterResources(f *testing.F) {
+	for _, s := range []string{
+		`[{"type":"node","node":"pve1","status":"online","maxmem":68719476736,"mem":2147483648,"maxcpu":16,"hastate":"maintenance"},{"type":"storage","id":"storage/pve1/ceph-vm","node":"pve1","storage":"ceph-vm","shared":1,"maxdisk":100,"disk":1,"status":"available"},{"type":"qemu","id":"qemu/101","vmid":101,"node":"pve1","name":"dc-` + "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" + `","status":"running","template":0,"tags":"dc-agent;dc-replaces-100","lock":"clone","maxmem":2147483648,"maxcpu":2}]`,
+		`[{"type":"qemu","vmid":5,"node":"../x"}]`, `[{"type":"node","node":"a b"}]`, `[{"type":"storage","shared":true}]`, `[{"template":"1"}]`, `{}`, `null`, ``,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		v, err := parseResources(b)
+		if err != nil {
+			return
+		}
+		for n := range v.nodes {
+			if !nodeNameRe.MatchString(n) {
+				t.Fatalf("node %q accepted", n)
+			}
+		}
+		var es []vmEntry
+		for _, r := range v.vms {
+			if r.VMID < 100 || !nodeNameRe.MatchString(r.Node) {
+				t.Fatalf("guest %+v accepted", r)
+			}
+			es = append(es, vmEntry{node: r.Node, vmid: r.VMID, name: r.Name, tags: r.Tags, status: r.Status, online: v.online(r.Node)})
+		}
+		for _, group := range contractVMs(es) {
+			if e, ok := best(group); ok && e.replacedBy != 0 {
+				t.Fatalf("best picked a replaced VM: %+v", e)
+			}
+		}
+		_ = replaced(string(b))
+	})
+}

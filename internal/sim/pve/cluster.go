@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -471,4 +472,74 @@ func (st *State) PoolsData(actor string) []map[string]any {
 		}
 	}
 	return out
+}
+
+// Migrate moves a stopped VM to another node (`qm migrate VMID TARGET`,
+// POST .../migrate without online): its disks on local storage are
+// copied to the same storage of the target node (PVE::QemuMigrate).
+func (st *State) Migrate(actor, node string, vmid int, target string) (string, error) {
+	vm, err := st.vmOn(node, vmid)
+	if err != nil {
+		return "", err
+	}
+	if err := st.Check(actor, vmPath(vmid), "VM.Migrate"); err != nil {
+		return "", err
+	}
+	if target == node {
+		return "", Fail("target is local node.")
+	}
+	if st.Nodes[target] == nil {
+		return "", Fail("no such cluster node '%s'", target)
+	}
+	if !st.Quorate() {
+		return "", ErrNoQuorum()
+	}
+	if vm.Status == "running" {
+		return "", Fail("can't migrate running VM without --online")
+	}
+	if l := vm.Lock(); l != "" {
+		return "", Fail("VM %d is locked (%s)", vmid, l)
+	}
+	t := st.startTask(node, "qmigrate", strconv.Itoa(vmid), actor, st.Timing.Clone, &Effect{VMID: vmid, Target: target})
+	t.Log = append(t.Log, fmt.Sprintf("starting migration of VM %d to node '%s'", vmid, target))
+	return t.UPID, nil
+}
+
+// finishMigrate copies the VM's local disks to the target and moves its
+// config there.
+func (st *State) finishMigrate(t *Task, e *Effect) error {
+	vm := st.VMs[e.VMID]
+	if vm == nil {
+		return fmt.Errorf("migration aborted: VM %d vanished", e.VMID)
+	}
+	if !st.NodeOnline(e.Target) {
+		return fmt.Errorf("migration aborted (duration 00:00:03): Can't connect to destination address using public key - ssh: connect to host %s port 22: No route to host", st.Nodes[e.Target].IP)
+	}
+	var moved []*Volume
+	for _, v := range st.Volumes {
+		if v.VMID != vm.VMID || v.Node != vm.Node {
+			continue
+		}
+		s := st.Storages[v.Storage]
+		if s == nil || s.Shared {
+			continue
+		}
+		if strings.Contains(v.Name, "/") {
+			return fmt.Errorf("migration aborted: can't migrate local disk '%s': linked clone of a local base volume", v.VolID)
+		}
+		if !st.StorageOnNode(v.Storage, e.Target) {
+			return fmt.Errorf("migration aborted: storage '%s' is not available on node '%s'", v.Storage, e.Target)
+		}
+		if v.AllocBytes > st.StorageAvail(v.Storage, e.Target) {
+			return fmt.Errorf("migration aborted: %v", st.errNoSpace(v.Storage, e.Target, v.Name, v.AllocBytes, "lvcreate"))
+		}
+		moved = append(moved, v)
+	}
+	for _, v := range moved {
+		v.Node = e.Target
+		t.Log = append(t.Log, fmt.Sprintf("copying local disk '%s' to node '%s'", v.VolID, e.Target))
+	}
+	vm.Node = e.Target
+	t.Log = append(t.Log, "migration finished successfully")
+	return nil
 }

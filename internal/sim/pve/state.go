@@ -232,6 +232,9 @@ type Effect struct {
 
 	// qmclone
 	Clone *CloneEffect `json:"clone,omitempty"`
+
+	// qmigrate: the node the VM moves to
+	Target string `json:"target,omitempty"`
 }
 
 // CloneEffect is the work of a qmclone task.

@@ -655,6 +655,9 @@ func (st *State) applyEffect(t *Task) error {
 	if e.Clone != nil {
 		return st.finishClone(t, e)
 	}
+	if t.Type == "qmigrate" && e.Fail == "" {
+		return st.finishMigrate(t, e)
+	}
 	if e.Fail != "" {
 		if t.Type == "qmcreate" {
 			delete(st.VMs, e.VMID)

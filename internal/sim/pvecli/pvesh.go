@@ -194,9 +194,12 @@ func pveshNode(st *pve.State, node string, rest []string, o map[string]string) (
 	return nil, pve.Fail("no such resource '/nodes/%s/%s'", node, p)
 }
 
-// pveshWrite supports the few writes a setup might make through pvesh.
+// pveshWrite supports the few writes a setup might make through pvesh:
+// creating a pool, and on any node of the cluster (pvesh forwards the
+// call to it) converting a VM to a template, setting its config and
+// destroying it.
 func (c *cli) pveshWrite(verb string, argv []string) int {
-	a, err := parseArgs(argv, nil, nil)
+	a, err := parseArgs(argv, map[string]bool{"purge": true, "skiplock": true, "destroy-unreferenced-disks": true}, nil)
 	if err != nil {
 		return c.failUsage(err, pveshUsage)
 	}
@@ -205,12 +208,66 @@ func (c *cli) pveshWrite(verb string, argv []string) int {
 		return exitErr
 	}
 	path := "/" + strings.Trim(a.pos[0], "/")
-	err = c.store.Update(func(st *pve.State) error {
-		switch {
-		case verb == "create" && path == "/pools":
-			return st.AddPool(pve.Root, a.opts["poolid"], a.opts["comment"])
+	seg := strings.Split(strings.Trim(path, "/"), "/")
+	notImpl := &pve.Error{Status: 501, Msg: fmt.Sprintf("Method '%s %s' not implemented", map[string]string{"create": "POST", "set": "PUT", "delete": "DELETE"}[verb], path)}
+	if verb == "create" && path == "/pools" {
+		if err := c.store.Update(func(st *pve.State) error { return st.AddPool(pve.Root, a.opts["poolid"], a.opts["comment"]) }); err != nil {
+			return c.fail(err, "")
 		}
-		return &pve.Error{Status: 501, Msg: fmt.Sprintf("Method '%s %s' not implemented", map[string]string{"create": "POST", "set": "PUT", "delete": "DELETE"}[verb], path)}
+		return 0
+	}
+	if len(seg) < 4 || seg[0] != "nodes" || seg[2] != "qemu" {
+		return c.fail(notImpl, "")
+	}
+	node := seg[1]
+	id, err := strconv.Atoi(seg[3])
+	if err != nil {
+		return c.fail(pve.ParamError(map[string]string{"vmid": fmt.Sprintf("type check ('integer') failed - got '%s'", seg[3])}), "")
+	}
+	reach := func(st *pve.State) error {
+		if err := st.CheckNode(node); err != nil {
+			return err
+		}
+		if !st.NodeOnline(node) {
+			// pvesh forwards the call to the node over SSH.
+			return pve.Fail("proxy handler failed: ssh: connect to host %s port 22: No route to host", st.Nodes[node].IP)
+		}
+		return nil
+	}
+	var op func(st *pve.State) (string, error)
+	rest := strings.Join(seg[4:], "/")
+	switch {
+	case verb == "create" && rest == "template":
+		op = func(st *pve.State) (string, error) { return st.ConvertToTemplate(pve.Root, node, id) }
+	case verb == "set" && rest == "config":
+		params := map[string]string{}
+		for k, v := range a.opts {
+			params[k] = v
+		}
+		// PUT: applied at once, no task.
+		err = c.store.Update(func(st *pve.State) error {
+			if err := reach(st); err != nil {
+				return err
+			}
+			_, err := st.SetConfig(pve.Root, node, id, params, false)
+			return err
+		})
+		if err != nil {
+			return c.fail(err, "")
+		}
+		return 0
+	case verb == "delete" && rest == "":
+		op = func(st *pve.State) (string, error) {
+			return st.Destroy(pve.Root, node, id, boolOpt(a, "purge"), boolOpt(a, "destroy-unreferenced-disks"), boolOpt(a, "skiplock"))
+		}
+	default:
+		return c.fail(notImpl, "")
+	}
+	err = c.runTask(func(st *pve.State) (string, error) {
+		if err := reach(st); err != nil {
+			return "", err
+		}
+		return op(st)
 	})
 	if err != nil {
 		return c.fail(err, "")

@@ -44,6 +44,8 @@ func (c *cli) qm(argv []string) int {
 		return c.qmClone(rest)
 	case "resize":
 		return c.qmResize(rest)
+	case "migrate":
+		return c.qmMigrate(rest)
 	case "help":
 		c.out("%s\n", qmUsage)
 		return 0
@@ -414,4 +416,24 @@ func readCustomizations(path string) []string {
 		}
 	}
 	return out
+}
+
+// qmMigrate migrates a stopped VM to another node (offline only).
+func (c *cli) qmMigrate(argv []string) int {
+	const usage = "qm migrate <vmid> <target> [OPTIONS]"
+	a, id, code := c.withVMID(argv, usage, map[string]bool{"online": true, "with-local-disks": true, "force": true}, map[string]bool{"targetstorage": true, "bwlimit": true, "migration_type": true, "migration_network": true})
+	if code >= 0 {
+		return code
+	}
+	if len(a.pos) < 2 {
+		fmt.Fprintf(c.env.Stderr, "400 not enough arguments\n%s\n", usage)
+		return exitErr
+	}
+	if boolOpt(a, "online") {
+		return c.fail(pve.Fail("online migration is not simulated"), usage)
+	}
+	if err := c.runTask(func(st *pve.State) (string, error) { return st.Migrate(pve.Root, c.env.Node, id, a.pos[1]) }); err != nil {
+		return c.fail(err, usage)
+	}
+	return 0
 }
