@@ -12,23 +12,32 @@ import (
 	"time"
 )
 
-func TestPrintsConnectionLineAndServes(t *testing.T) {
+// serve runs pve-sim with args on a free port and returns its JSON line
+// decoded, the line, a cancel that stops it and its result.
+func serve(t *testing.T, args ...string) (map[string]string, string, context.CancelFunc, chan error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
-	dir := t.TempDir()
 	go func() {
-		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--state", dir, "--node", "pve7", "--pve-version", "8.4", "--timing", "fast"}, pw)
+		done <- run(ctx, append([]string{"--listen", "127.0.0.1:0", "--timing", "fast"}, args...), pw)
 		pw.Close()
 	}()
 	line, err := bufio.NewReader(pr).ReadString('\n')
 	if err != nil {
+		cancel()
 		t.Fatalf("no line: %v (%v)", err, <-done)
 	}
 	var info map[string]string
 	if err := json.Unmarshal([]byte(line), &info); err != nil {
+		cancel()
 		t.Fatal(err)
 	}
+	return info, line, cancel, done
+}
+
+func TestPrintsConnectionLineAndServes(t *testing.T) {
+	info, line, cancel, done := serve(t, "--state", t.TempDir(), "--node", "pve7", "--pve-version", "8.4")
 	for _, k := range []string{"url", "token_id", "token_secret", "fingerprint", "node"} {
 		if info[k] == "" {
 			t.Errorf("%s missing in %s", k, line)
@@ -76,22 +85,9 @@ func TestPrintsConnectionLineAndServes(t *testing.T) {
 // --nodes 3 serves a cluster; the node command takes a node offline and
 // brings it back in the running simulator's state.
 func TestClusterAndNodeCommand(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
 	dir := t.TempDir()
-	go func() {
-		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--state", dir, "--nodes", "3", "--timing", "fast"}, pw)
-		pw.Close()
-	}()
-	line, err := bufio.NewReader(pr).ReadString('\n')
-	if err != nil {
-		t.Fatalf("no line: %v (%v)", err, <-done)
-	}
-	var info map[string]string
-	if err := json.Unmarshal([]byte(line), &info); err != nil {
-		t.Fatal(err)
-	}
+	info, line, cancel, done := serve(t, "--state", dir, "--nodes", "3")
+	ctx := context.Background()
 	if info["nodes"] != "pve1,pve2,pve3" {
 		t.Errorf("nodes: %s", line)
 	}

@@ -1,10 +1,8 @@
 package proxmox
 
 import (
-	"context"
 	"fmt"
 	"sort"
-	"sync"
 	"testing"
 	"time"
 
@@ -40,33 +38,9 @@ func clusterBurst(b *testing.B, n, nodes int) (time.Duration, int64, map[string]
 		}
 		c.NodeTemplates = map[string]map[string]int{"9000": copies}
 	})
-	start := time.Now()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	per := map[string]int{}
-	errs := make(chan error, n)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			req := request(b, 2000+i)
-			req.StorageGB = 10 // 20 of them fit on one node's local-lvm
-			inst, err := p.Provision(context.Background(), req)
-			if err != nil {
-				errs <- err
-				return
-			}
-			mu.Lock()
-			per[nodeOf(inst)]++
-			mu.Unlock()
-		}(i)
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		b.Fatal(err)
-	}
-	return time.Since(start), p.APICalls(), per
+	// 10 GB disks: 20 of them fit on one node's local-lvm.
+	d, per := provisionAll(b, p, n, 2000, 10)
+	return d, p.APICalls(), per
 }
 
 // BenchmarkCluster20 provisions a burst of 20 contracts on one node and on

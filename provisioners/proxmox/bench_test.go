@@ -34,16 +34,33 @@ func burst(b *testing.B, n, limit int) (time.Duration, int64, *pveapi.TestSim) {
 		*o = benchOpts()
 		c.MaxParallelClones = limit
 	})
+	d, _ := provisionAll(b, p, n, 1000, 20)
+	return d, p.APICalls(), s
+}
+
+// provisionAll provisions n contracts (ids from base, disks of storageGB)
+// at once and returns the wall time and the VMs per node.
+func provisionAll(b *testing.B, p *Provisioner, n, base int, storageGB int64) (time.Duration, map[string]int) {
+	b.Helper()
 	start := time.Now()
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	per := map[string]int{}
 	errs := make(chan error, n)
 	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			if _, err := p.Provision(context.Background(), request(b, 1000+i)); err != nil {
+			req := request(b, base+i)
+			req.StorageGB = storageGB
+			inst, err := p.Provision(context.Background(), req)
+			if err != nil {
 				errs <- err
+				return
 			}
+			mu.Lock()
+			per[nodeOf(inst)]++
+			mu.Unlock()
 		}(i)
 	}
 	wg.Wait()
@@ -51,7 +68,7 @@ func burst(b *testing.B, n, limit int) (time.Duration, int64, *pveapi.TestSim) {
 	for err := range errs {
 		b.Fatal(err)
 	}
-	return time.Since(start), p.APICalls(), s
+	return time.Since(start), per
 }
 
 // BenchmarkProvision20 provisions a burst of 20 contracts against the

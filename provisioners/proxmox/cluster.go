@@ -224,6 +224,19 @@ func contractVMs(all []vmEntry) map[string][]vmEntry {
 	return byName
 }
 
+// findAnywhere lists the VMs named name: on the node, or anywhere in the
+// cluster.
+func (p *Provisioner) findAnywhere(ctx context.Context, name string) ([]vmEntry, error) {
+	if !p.clustered() {
+		return p.findByName(ctx, name)
+	}
+	v, err := p.view(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	return p.findInCluster(ctx, v, name)
+}
+
 // findInCluster lists the VMs named name anywhere in the cluster.
 func (p *Provisioner) findInCluster(ctx context.Context, v *clusterView, name string) ([]vmEntry, error) {
 	all, err := p.clusterVMs(ctx, v)

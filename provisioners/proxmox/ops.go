@@ -90,16 +90,7 @@ func (p *Provisioner) knownIP(externalID string) string {
 // GetInstance finds a contract's VM by name (nil, nil if none).
 func (p *Provisioner) GetInstance(ctx context.Context, contractID string) (*provisioners.Instance, error) {
 	name := provisioners.InstanceName(contractID)
-	var found []vmEntry
-	var err error
-	if p.clustered() {
-		var v *clusterView
-		if v, err = p.view(ctx, ""); err == nil {
-			found, err = p.findInCluster(ctx, v, name)
-		}
-	} else {
-		found, err = p.findByName(ctx, name)
-	}
+	found, err := p.findAnywhere(ctx, name)
 	if err != nil {
 		return nil, err
 	}

@@ -802,16 +802,7 @@ func (p *Provisioner) cleanup(node string, vmid int, name string) error {
 func (p *Provisioner) cleanupByName(name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), p.opts.CleanupTimeout)
 	defer cancel()
-	var found []vmEntry
-	var err error
-	if p.clustered() {
-		var v *clusterView
-		if v, err = p.view(ctx, ""); err == nil {
-			found, err = p.findInCluster(ctx, v, name)
-		}
-	} else {
-		found, err = p.findByName(ctx, name)
-	}
+	found, err := p.findAnywhere(ctx, name)
 	if err != nil {
 		return
 	}
