@@ -69,7 +69,7 @@ func BenchmarkThousandContracts(b *testing.B) {
 		}
 		b.ReportMetric(float64(p.APICalls()-calls), "requests/"+what)
 		b.ReportMetric(time.Since(start).Seconds(), "s/"+what)
-		b.ReportMetric(float64((cpuTime()-cpu).Milliseconds()), "cpu-ms/"+what)
+		b.ReportMetric(float64((cpuTime() - cpu).Milliseconds()), "cpu-ms/"+what)
 	}
 	for i := 0; i < b.N; i++ {
 		measure("health-round", func() error {
