@@ -1,4 +1,4 @@
-package main
+package proxmoxe2e
 
 import (
 	"fmt"
