@@ -141,7 +141,7 @@ func (a *Agent) checkOne(parent context.Context, c dcapi.ActiveContract, b *back
 	if err != nil {
 		// The backend could not tell: that is "unknown", not "unhealthy".
 		hc.Status = provisioners.Unknown
-		det = healthDetails{Reason: "health check failed: " + truncate(err.Error(), 300)}
+		det = healthDetails{Reason: "health check failed: " + truncate(provisioners.TenantMessage(err), 300)}
 	}
 	switch hc.Status {
 	case provisioners.Healthy, provisioners.Unhealthy, provisioners.Unknown:

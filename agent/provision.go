@@ -165,7 +165,7 @@ func (a *Agent) provision(l *lease, rc runCtxs) {
 		if retry {
 			report.Result = ResultFailedRetryable
 		}
-		a.obs.emit(status.EventProvisionFailed, status.LevelWarn, "", cid, "provisioning failed: "+publicError(perr), "retry_possible", retry, "provisioner", l.typ)
+		a.obs.emit(status.EventProvisionFailed, status.LevelWarn, "", cid, "provisioning failed: "+strings.Join(strings.Fields(perr.Error()), " "), "retry_possible", retry, "provisioner", l.typ)
 		a.obs.update(func(o *observer) { o.counts.Failed++ })
 	} else {
 		details := a.instanceDetails(cid, &inst, sealTo)
@@ -360,9 +360,9 @@ func (a *Agent) removeLeftover(ctx context.Context, b *backend, cid string) {
 }
 
 // publicError is the failure text sent to the API (the requester sees it):
-// one line, bounded.
+// the backend's tenant message (never its log text), one line, bounded.
 func publicError(err error) string {
-	s := strings.Join(strings.Fields(err.Error()), " ")
+	s := strings.Join(strings.Fields(provisioners.TenantMessage(err)), " ")
 	return truncate(s, 500)
 }
 

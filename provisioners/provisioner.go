@@ -178,9 +178,16 @@ type Closer interface {
 // Error carries whether a failed provision may be retried (a capacity or
 // transient problem) or not (bad contract data). Backends wrap their errors
 // with Retryable or Permanent; an unwrapped error counts as retryable.
+//
+// Error() is the provider's message, for the agent's log: it may name host
+// paths, quote a script's output or a hypervisor's answer. Tenant is what
+// the tenant may read of the same failure (provisioning_failed.error,
+// health details): no host paths, no script stderr, no secrets. Set it with
+// ForTenant wherever the log message could carry any of those.
 type Error struct {
 	Err           error
 	RetryPossible bool
+	Tenant        string
 }
 
 func (e *Error) Error() string { return e.Err.Error() }
@@ -200,6 +207,34 @@ func Permanent(err error) error {
 		return nil
 	}
 	return &Error{Err: err, RetryPossible: false}
+}
+
+// ForTenant returns err carrying msg as the text the tenant is shown in
+// place of err's own; err's retry verdict is kept (unmarked: retryable).
+func ForTenant(err error, msg string) error {
+	if err == nil {
+		return nil
+	}
+	return &Error{Err: err, RetryPossible: RetryPossible(err), Tenant: msg}
+}
+
+// TenantMessage is the text of err that may leave the agent where the
+// tenant reads it: the tenant message of the outermost Error that has one.
+// An error without one is shown as it is, which is right for the
+// contract-data refusals the agent itself makes; a backend whose errors can
+// carry host details must give them a tenant message (ForTenant).
+func TenantMessage(err error) string {
+	for e := err; e != nil; {
+		var pe *Error
+		if !errors.As(e, &pe) {
+			break
+		}
+		if pe.Tenant != "" {
+			return pe.Tenant
+		}
+		e = pe.Err
+	}
+	return err.Error()
 }
 
 // RetryPossible reports whether a provision error may succeed on retry.

@@ -22,7 +22,11 @@
 // group, which is killed as a whole when the timeout expires; stdout beyond
 // max_output_bytes is a failure. Contract data only ever travels on stdin:
 // the executable is started directly, never through a shell, with no
-// arguments. "instance_name" (dc-<contract id>) and "want_password" are
+// arguments, and with a minimal environment (scriptEnv), never the agent's.
+//
+// What the tenant sees of a failure is only the script's own JSON "error"
+// (or a fixed sentence when it wrote none); stderr, exit details and the
+// script's path go to the agent's log only. "instance_name" (dc-<contract id>) and "want_password" are
 // additions scripts may ignore; items of "instances" may carry
 // "contract_id" or "name" so the agent can reconcile them.
 package script
@@ -253,18 +257,27 @@ func quote(b []byte) string {
 }
 
 // RunError is a script that failed: it exited non-zero, timed out, printed
-// too much or reported success:false.
+// too much or reported success:false. run returns it inside a
+// provisioners.Error carrying the retry verdict and the tenant's message.
 type RunError struct {
 	Action   string
 	Path     string
 	ExitCode int // -1 if it did not exit normally
 	Message  string
 	Stderr   string // tail of stderr, for the log only
-	Retry    bool
 }
 
 func (e *RunError) Error() string {
 	return fmt.Sprintf("%s script %s: %s", e.Action, e.Path, e.Message)
+}
+
+// tenantText is a failure of the action's script as the tenant may read it.
+func tenantText(action, what string) string {
+	name := map[string]string{ActionProvision: "provisioning", ActionHealthCheck: "health check", ActionGetInstance: "instance lookup"}[action]
+	if name == "" {
+		name = action
+	}
+	return "the provider's " + name + " script " + what
 }
 
 // run executes the action's script with in on stdin.
@@ -304,33 +317,39 @@ func (p *Provisioner) run(ctx context.Context, action string, in Input) (Output,
 	}
 	p.log.Debug("script finished", "action", action, "path", path, "duration", time.Since(start), "err", runErr)
 
-	fail := func(code int, retry bool, format string, args ...any) (Output, error) {
-		return Output{}, &RunError{Action: action, Path: path, ExitCode: code, Message: fmt.Sprintf(format, args...), Stderr: stderr.String(), Retry: retry}
+	// fail builds the error of a failed run: the log's message (with the
+	// path, and stderr's last line where it explains) and, separately,
+	// the tenant's: the script's own JSON "error", else a fixed sentence.
+	fail := func(code int, retry bool, tenant, format string, args ...any) (Output, error) {
+		re := &RunError{Action: action, Path: path, ExitCode: code, Message: fmt.Sprintf(format, args...), Stderr: stderr.String()}
+		return Output{}, &provisioners.Error{Err: re, RetryPossible: retry, Tenant: tenant}
 	}
 	switch {
 	case stdout.overflow:
-		return fail(-1, false, "printed more than %d bytes on stdout; print one JSON object and send logs to stderr", p.maxOut)
+		return fail(-1, false, tenantText(action, "failed"), "printed more than %d bytes on stdout; print one JSON object and send logs to stderr", p.maxOut)
 	case ctx.Err() != nil:
 		// The agent is stopping (or gave up on this work): not the script's fault.
-		return Output{}, fmt.Errorf("%s script %s: %w", action, path, context.Cause(ctx))
+		return Output{}, provisioners.ForTenant(fmt.Errorf("%s script %s: %w", action, path, context.Cause(ctx)), tenantText(action, "was interrupted"))
 	case errors.Is(runCtx.Err(), context.DeadlineExceeded):
-		return fail(-1, true, "timed out after %s and was killed with its process group; raise timeout_seconds if it needs longer", p.timeout)
+		return fail(-1, true, tenantText(action, "timed out"), "timed out after %s and was killed with its process group; raise timeout_seconds if it needs longer", p.timeout)
 	}
 	exitCode := 0
 	if runErr != nil {
 		var ee *exec.ExitError
 		if !errors.As(runErr, &ee) {
-			return fail(-1, true, "could not run: %v", runErr)
+			return fail(-1, true, tenantText(action, "could not be started"), "could not run: %v", runErr)
 		}
 		exitCode = ee.ExitCode()
 	}
 	out, perr := ParseOutput(stdout.Bytes())
 	if exitCode != 0 {
 		msg := fmt.Sprintf("exited with status %d", exitCode)
+		tenant := tenantText(action, fmt.Sprintf("failed (exit status %d)", exitCode))
 		retry := true
 		if perr == nil {
 			if out.Error != "" {
 				msg += ": " + out.Error
+				tenant = out.Error
 			}
 			if out.RetryPossible != nil {
 				retry = *out.RetryPossible
@@ -338,40 +357,58 @@ func (p *Provisioner) run(ctx context.Context, action string, in Input) (Output,
 		} else if t := lastLine(stderr.String()); t != "" {
 			msg += ": " + t
 		}
-		return fail(exitCode, retry, "%s", msg)
+		return fail(exitCode, retry, tenant, "%s", msg)
 	}
 	if perr != nil {
-		return fail(0, true, "%v", perr)
+		return fail(0, true, tenantText(action, "gave an answer the agent cannot read"), "%v", perr)
 	}
 	if !out.Success {
 		msg := out.Error
+		tenant := out.Error
 		if msg == "" {
 			msg = "reported success:false without an error message"
+			tenant = tenantText(action, "failed without saying why")
 		}
 		retry := true
 		if out.RetryPossible != nil {
 			retry = *out.RetryPossible
 		}
-		return fail(0, retry, "%s", msg)
+		return fail(0, retry, tenant, "%s", msg)
 	}
 	return out, nil
 }
 
-// scriptEnv passes the agent's environment to scripts (they may need the
-// provider's own credentials from the unit's EnvironmentFile), minus the
-// variables that would let a script speak to systemd as the agent.
+// scriptEnv is the environment of a script: what it needs to find programs
+// and read text — PATH (a standard one if the agent has none), HOME, USER,
+// LOGNAME, LANG, LANGUAGE, LC_*, TZ, TMPDIR — and the proxy settings
+// (http_proxy, https_proxy, no_proxy, either case), taken from the agent's
+// environment. Nothing else of the agent's environment reaches the script
+// (tokens, DC_AGENT_* settings, systemd's NOTIFY_SOCKET): a script that
+// needs a credential reads it from a file of its own.
 func scriptEnv(env []string) []string {
-	out := env[:0:0]
+	out := make([]string, 0, 12)
+	hasPath := false
 	for _, kv := range env {
 		k, _, _ := strings.Cut(kv, "=")
-		switch {
-		case k == "NOTIFY_SOCKET", strings.HasPrefix(k, "WATCHDOG_"), strings.HasPrefix(k, "LISTEN_"):
+		if !scriptEnvNames[k] && !strings.HasPrefix(k, "LC_") {
 			continue
 		}
+		hasPath = hasPath || k == "PATH"
 		out = append(out, kv)
+	}
+	if !hasPath {
+		out = append(out, "PATH="+defaultPath)
 	}
 	return out
 }
+
+var scriptEnvNames = map[string]bool{
+	"PATH": true, "HOME": true, "USER": true, "LOGNAME": true, "LANG": true, "LANGUAGE": true, "TZ": true, "TMPDIR": true,
+	"http_proxy": true, "https_proxy": true, "no_proxy": true, "HTTP_PROXY": true, "HTTPS_PROXY": true, "NO_PROXY": true,
+}
+
+// defaultPath is a script's PATH when the agent has none.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 func lastLine(s string) string {
 	s = strings.TrimSpace(s)
@@ -382,18 +419,6 @@ func lastLine(s string) string {
 		s = s[:300] + "…"
 	}
 	return s
-}
-
-// asProvisionError maps a script failure to the provisioners error kinds.
-func asProvisionError(err error) error {
-	var re *RunError
-	if errors.As(err, &re) {
-		if re.Retry {
-			return provisioners.Retryable(err)
-		}
-		return provisioners.Permanent(err)
-	}
-	return err
 }
 
 func strp(s string) *string {
@@ -435,13 +460,13 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (
 		if p.logStderr(err) {
 			p.log.Warn("provision script failed", "contract", req.ContractID, "err", err)
 		}
-		return provisioners.Instance{}, asProvisionError(err)
+		return provisioners.Instance{}, err
 	}
 	if out.Instance == nil {
-		return provisioners.Instance{}, provisioners.Retryable(fmt.Errorf("provision script %s reported success but no \"instance\" object", p.paths[ActionProvision]))
+		return provisioners.Instance{}, provisioners.ForTenant(fmt.Errorf("provision script %s reported success but no \"instance\" object", p.paths[ActionProvision]), tenantText(ActionProvision, "returned no instance"))
 	}
 	if out.Instance.ExternalID == "" {
-		return provisioners.Instance{}, provisioners.Retryable(fmt.Errorf("provision script %s returned an instance without external_id", p.paths[ActionProvision]))
+		return provisioners.Instance{}, provisioners.ForTenant(fmt.Errorf("provision script %s returned an instance without external_id", p.paths[ActionProvision]), tenantText(ActionProvision, "returned an incomplete instance"))
 	}
 	inst := toInstance(out.Instance)
 	inst.ContractID = req.ContractID
@@ -507,7 +532,7 @@ func (p *Provisioner) HealthCheck(ctx context.Context, externalID string) (provi
 		return provisioners.Health{}, err
 	}
 	if out.Health == nil {
-		return provisioners.Health{}, fmt.Errorf("health_check script %s reported success but no \"health\" object", p.paths[ActionHealthCheck])
+		return provisioners.Health{}, provisioners.ForTenant(fmt.Errorf("health_check script %s reported success but no \"health\" object", p.paths[ActionHealthCheck]), tenantText(ActionHealthCheck, "returned no health"))
 	}
 	return provisioners.Health{
 		Status:        out.Health.Status,

@@ -132,21 +132,23 @@ echo '{"success":true,"instance":{"external_id":"x"}}'
 }
 
 func TestFailures(t *testing.T) {
+	// wantMsg is in the log's message; the tenant reads wantTenant only.
 	cases := []struct {
-		name      string
-		body      string
-		wantMsg   string
-		wantRetry bool
+		name       string
+		body       string
+		wantMsg    string
+		wantRetry  bool
+		wantTenant string
 	}{
-		{"nonzero exit with JSON", `echo '{"success":false,"error":"out of capacity","retry_possible":false}'; exit 3`, "exited with status 3: out of capacity", false},
-		{"nonzero exit plain", `echo "boom on stderr" >&2; exit 1`, "exited with status 1: boom on stderr", true},
-		{"success false", `echo '{"success":false,"error":"template missing","retry_possible":true}'`, "template missing", true},
-		{"success false no message", `echo '{"success":false}'`, "without an error message", true},
-		{"garbage", `echo 'hello world'`, "not a JSON object", true},
-		{"empty", `true`, "printed nothing", true},
-		{"two objects", `echo '{"success":true} {"success":true}'`, "more than one JSON value", true},
-		{"no instance", `echo '{"success":true}'`, "no \"instance\"", true},
-		{"no external id", `echo '{"success":true,"instance":{"ip_address":"1.2.3.4"}}'`, "without external_id", true},
+		{"nonzero exit with JSON", `echo '{"success":false,"error":"out of capacity","retry_possible":false}'; exit 3`, "exited with status 3: out of capacity", false, "out of capacity"},
+		{"nonzero exit plain", `echo "boom on stderr" >&2; exit 1`, "exited with status 1: boom on stderr", true, "the provider's provisioning script failed (exit status 1)"},
+		{"success false", `echo '{"success":false,"error":"template missing","retry_possible":true}'`, "template missing", true, "template missing"},
+		{"success false no message", `echo '{"success":false}'`, "without an error message", true, "the provider's provisioning script failed without saying why"},
+		{"garbage", `echo 'hello world'`, "not a JSON object", true, "the provider's provisioning script gave an answer the agent cannot read"},
+		{"empty", `true`, "printed nothing", true, "the provider's provisioning script gave an answer the agent cannot read"},
+		{"two objects", `echo '{"success":true} {"success":true}'`, "more than one JSON value", true, "the provider's provisioning script gave an answer the agent cannot read"},
+		{"no instance", `echo '{"success":true}'`, "no \"instance\"", true, "the provider's provisioning script returned no instance"},
+		{"no external id", `echo '{"success":true,"instance":{"ip_address":"1.2.3.4"}}'`, "without external_id", true, "the provider's provisioning script returned an incomplete instance"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -161,6 +163,9 @@ func TestFailures(t *testing.T) {
 			}
 			if got := provisioners.RetryPossible(err); got != tc.wantRetry {
 				t.Fatalf("retry possible = %v, want %v", got, tc.wantRetry)
+			}
+			if got := provisioners.TenantMessage(err); got != tc.wantTenant {
+				t.Fatalf("tenant message = %q, want %q", got, tc.wantTenant)
 			}
 		})
 	}
@@ -265,23 +270,60 @@ esac
 	}
 }
 
-func TestNotifySocketNotPassed(t *testing.T) {
+// Finding 3 of issue 15: a script got the agent's whole environment (its
+// tokens and settings, systemd's NOTIFY_SOCKET). It gets a minimal one:
+// PATH, HOME, locale, TZ, TMPDIR and proxies, nothing else.
+func TestScriptGetsMinimalEnvironment(t *testing.T) {
 	dir := t.TempDir()
 	envFile := filepath.Join(dir, "env")
 	sc, _ := allScripts(t, `env > `+envFile+`
 echo '{"success":true,"health":{"status":"unknown"}}'`)
 	t.Setenv("NOTIFY_SOCKET", "/run/systemd/notify")
-	t.Setenv("DC_TEST_PASSED", "yes")
+	t.Setenv("DC_AGENT_SETUP_TOKEN", "secret-token")
+	t.Setenv("HCLOUD_TOKEN", "secret-hcloud")
+	t.Setenv("LANG", "C.UTF-8")
+	t.Setenv("LC_TIME", "C")
+	t.Setenv("https_proxy", "http://proxy.internal:3128")
+	t.Setenv("PATH", "/usr/bin:/bin")
 	p := newProv(t, sc)
 	if _, err := p.HealthCheck(context.Background(), "x"); err != nil {
 		t.Fatal(err)
 	}
-	b, _ := os.ReadFile(envFile)
-	if strings.Contains(string(b), "NOTIFY_SOCKET") {
-		t.Error("NOTIFY_SOCKET reached the script")
+	b, err := os.ReadFile(envFile)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !strings.Contains(string(b), "DC_TEST_PASSED=yes") {
-		t.Error("the provider's environment did not reach the script")
+	got := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		got[k] = v
+	}
+	for _, k := range []string{"NOTIFY_SOCKET", "DC_AGENT_SETUP_TOKEN", "HCLOUD_TOKEN"} {
+		if _, ok := got[k]; ok {
+			t.Errorf("%s reached the script", k)
+		}
+	}
+	for k, v := range map[string]string{"LANG": "C.UTF-8", "LC_TIME": "C", "https_proxy": "http://proxy.internal:3128", "PATH": "/usr/bin:/bin"} {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+	// sh itself sets PWD, SHLVL and _; anything else came from the agent.
+	for k := range got {
+		switch k {
+		case "PWD", "SHLVL", "_", "OLDPWD", "LANG", "LC_TIME", "https_proxy", "PATH", "HOME", "USER", "LOGNAME", "TZ", "TMPDIR", "LANGUAGE":
+		default:
+			if !strings.HasPrefix(k, "LC_") && !strings.HasSuffix(strings.ToLower(k), "_proxy") {
+				t.Errorf("%s reached the script", k)
+			}
+		}
+	}
+}
+
+func TestScriptEnvDefaultsPath(t *testing.T) {
+	env := scriptEnv([]string{"HOME=/var/lib/dc-agent", "SECRET=x"})
+	if strings.Join(env, " ") != "HOME=/var/lib/dc-agent PATH="+defaultPath {
+		t.Fatalf("env = %q", env)
 	}
 }
 
