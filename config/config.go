@@ -248,6 +248,9 @@ func Load(path string) (*Config, error) {
 		}
 		return nil, err
 	}
+	if err := checkInlineSecretsMode(path, cfg); err != nil {
+		return nil, err
+	}
 	cfg.Path = path
 	return cfg, nil
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/decent-stuff/dc-agent/identity"
+	"github.com/decent-stuff/dc-agent/internal/safeurl"
 )
 
 // Defaults.
@@ -157,6 +158,8 @@ func (c *Config) Validate() []string {
 	default:
 		if u, err := url.Parse(c.API.Endpoint); err != nil || u.Scheme != "https" && u.Scheme != "http" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 			add("api.endpoint %q is not an API URL; use e.g. endpoint = %q", c.API.Endpoint, DefaultEndpoint)
+		} else if safeurl.Check(u) != nil {
+			add("api.endpoint %q uses plain http to another machine, which anyone on the path could read and answer; use https:// (http:// only for a loopback address such as http://127.0.0.1:8080)", c.API.Endpoint)
 		}
 	}
 	if c.API.ProviderPubkey == "" {
@@ -292,6 +295,8 @@ func (p *ProvisionerConfig) validate(where string, warn func(string, ...any)) []
 			}
 			if u, err := url.Parse(h.Endpoint); h.Endpoint != "" && (err != nil || u.Scheme != "https" && u.Scheme != "http" || u.Host == "") {
 				add("%s.endpoint %q is not a URL; remove it to use the Hetzner Cloud API, or set e.g. \"https://api.hetzner.cloud/v1\"", s, h.Endpoint)
+			} else if h.Endpoint != "" && safeurl.Check(u) != nil {
+				add("%s.endpoint %q would send the API token over plain http; use https:// (http:// only for a loopback address)", s, h.Endpoint)
 			}
 		}
 	case TypeDigitalOcean:

@@ -19,6 +19,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/decent-stuff/dc-agent/identity"
+	"github.com/decent-stuff/dc-agent/internal/safeurl"
 )
 
 // DefaultMaxResponseBytes bounds how much of a response body is read.
@@ -100,6 +101,13 @@ func New(endpoint, provider string, key ed25519.PrivateKey, opts ...Option) (*Cl
 	for _, o := range opts {
 		o(c)
 	}
+	// Signed headers must never be re-sent to wherever a redirect points
+	// (Go's client would, to any host): the redirect comes back as the
+	// answer and DoRaw turns it into an error. A copy, so an injected
+	// client is left as it was.
+	hc := *c.hc
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	c.hc = &hc
 	return c, nil
 }
 
@@ -110,10 +118,13 @@ func ParseEndpoint(endpoint string) (*url.URL, error) {
 		return nil, fmt.Errorf("API endpoint %q: %w", endpoint, err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("API endpoint %q must start with https:// (or http:// for a local server)", endpoint)
+		return nil, fmt.Errorf("API endpoint %q must start with https:// (or http:// for a server on this machine)", endpoint)
 	}
 	if u.Host == "" {
 		return nil, fmt.Errorf("API endpoint %q has no host", endpoint)
+	}
+	if err := safeurl.Check(u); err != nil {
+		return nil, fmt.Errorf("API endpoint %q uses plain http to another machine, where anyone on the path could read and answer the agent's requests; use https:// (http:// only for a loopback address such as http://127.0.0.1:8080)", endpoint)
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
 		return nil, fmt.Errorf("API endpoint %q must not have a query or fragment", endpoint)
@@ -199,6 +210,16 @@ func (c *Client) DoRaw(ctx context.Context, method, path string, query url.Value
 		return nil, &Error{Method: method, Path: path, Kind: KindRetryable, Err: err}
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode >= 300 && resp.StatusCode <= 399 {
+		// Not followed (New): say where it pointed and what to change. Retryable,
+		// so nothing queued is dropped while the endpoint is being fixed.
+		where := "elsewhere"
+		if loc, err := resp.Location(); err == nil {
+			where = "to " + safeurl.Redact(loc)
+		}
+		return &Response{StatusCode: resp.StatusCode, Header: resp.Header}, &Error{Method: method, Path: path, StatusCode: resp.StatusCode, Kind: KindRetryable,
+			Message: fmt.Sprintf("the API redirects %s; signed requests are never sent on to a redirect's target: set api.endpoint to the address the API answers on itself", where)}
+	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, c.maxResponse+1))
 	c.log.Debug("api request", "method", method, "path", path, "status", resp.StatusCode, "duration", time.Since(start))
 	r := &Response{StatusCode: resp.StatusCode, Header: resp.Header}

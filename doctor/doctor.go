@@ -170,8 +170,11 @@ func checkConfig(path string) (*config.Config, []Finding) {
 		return nil, []Finding{{Check: "config", Status: Fail, Message: err.Error(), Fix: fix}}
 	}
 	out := []Finding{{Check: "config", Status: OK, Message: path + " is valid"}}
-	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
-		out = append(out, Finding{Check: "config", Status: Warn, Message: fmt.Sprintf("%s has mode %04o; it names secret files", path, st.Mode().Perm()), Fix: "chmod 600 " + path})
+	// The service reads its config through its group (root:dc-agent 0640);
+	// others must not read it, and nobody but its owner may change it
+	// (a root upgrade job reads it). Inline secrets are refused by Load.
+	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o026 != 0 {
+		out = append(out, Finding{Check: "config", Status: Warn, Message: fmt.Sprintf("%s has mode %04o; other users may read it or change the agent's settings", path, st.Mode().Perm()), Fix: "chmod 640 " + path + " (sudo dc-agent service install sets root:dc-agent 0640)"})
 	}
 	for _, w := range cfg.Warnings {
 		msg, fix := splitFix(w)
