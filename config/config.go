@@ -151,7 +151,8 @@ type ProxmoxConfig struct {
 	// SSHProbe adds a TCP probe of port 22 to health checks.
 	SSHProbe *bool `toml:"ssh_probe,omitempty"`
 	// PostProvisionKeyFile is the private key used to run
-	// post_provision_script over SSH (its public half is added to sshkeys).
+	// post_provision_script over SSH (its public half goes into sshkeys of
+	// a VM whose contract has a script, and out of the guest after it).
 	PostProvisionKeyFile string `toml:"post_provision_key_file,omitempty"`
 	// Cluster placement (docs/proxmox-cluster.md): the nodes contracts
 	// may go to, per-node template copies, overcommit and headroom.

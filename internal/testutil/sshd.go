@@ -34,6 +34,10 @@ type SSHDOptions struct {
 	// (default 22 there).
 	NetNS      *NetNS
 	ListenHost string
+	// HomeKeys keeps authorized_keys where cloud-init writes it for a VM's
+	// user, in the sessions' $HOME/.ssh (AuthorizedKeys), so a session can
+	// change who may log in.
+	HomeKeys bool
 }
 
 // SSHD is a real OpenSSH server on 127.0.0.1 with its own host key,
@@ -49,8 +53,10 @@ type SSHD struct {
 	Port          int
 	User          string
 	ClientKeyFile string // OpenSSH private key accepted by the server (0600)
-	ClientSigner  ssh.Signer
-	HostKey       ssh.PublicKey
+	// AuthorizedKeys is the file sshd reads the accepted keys from.
+	AuthorizedKeys string
+	ClientSigner   ssh.Signer
+	HostKey        ssh.PublicKey
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -96,11 +102,26 @@ func StartSSHD(t testing.TB, opts SSHDOptions) *SSHD {
 	if err != nil {
 		t.Fatal(err)
 	}
-	WriteFile(t, filepath.Join(s.Dir, "authorized_keys"), string(ssh.MarshalAuthorizedKey(sshPub)), 0o600)
+	s.AuthorizedKeys = filepath.Join(s.Dir, "authorized_keys")
+	if opts.HomeKeys {
+		s.AuthorizedKeys = filepath.Join(s.home(), ".ssh", "authorized_keys")
+		if err := os.MkdirAll(filepath.Dir(s.AuthorizedKeys), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	WriteFile(t, s.AuthorizedKeys, string(ssh.MarshalAuthorizedKey(sshPub)), 0o600)
 	s.newHostKey()
 	s.start()
 	t.Cleanup(s.Stop)
 	return s
+}
+
+// home is the sessions' $HOME unless Env sets one.
+func (s *SSHD) home() string {
+	if h := s.opts.Env["HOME"]; h != "" {
+		return h
+	}
+	return filepath.Join(s.Dir, "home")
 }
 
 // Addr is host:port.
@@ -145,14 +166,14 @@ func (s *SSHD) config() string {
 	fmt.Fprintf(&b, "ListenAddress %s\n", s.Addr())
 	fmt.Fprintf(&b, "HostKey %s\n", filepath.Join(s.Dir, "host_key"))
 	fmt.Fprintf(&b, "PidFile %s\n", filepath.Join(s.Dir, "sshd.pid"))
-	fmt.Fprintf(&b, "AuthorizedKeysFile %s\n", filepath.Join(s.Dir, "authorized_keys"))
+	fmt.Fprintf(&b, "AuthorizedKeysFile %s\n", s.AuthorizedKeys)
 	b.WriteString("UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n")
 	b.WriteString("PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n")
 	b.WriteString("PrintMotd no\nPrintLastLog no\nLogLevel VERBOSE\nMaxSessions 64\nMaxStartups 64\n")
 	env := map[string]string{
 		// A clean home: the machine's own shell profile (pyenv, cargo, ...)
 		// would otherwise run in every session and cost seconds per command.
-		"HOME": filepath.Join(s.Dir, "home"),
+		"HOME": s.home(),
 	}
 	for k, v := range s.opts.Env {
 		env[k] = v

@@ -216,8 +216,10 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (
 	if req.PostProvisionScript != "" && p.postKey == nil {
 		return provisioners.Instance{}, provisioners.Permanent(errors.New("the offering has a post_provision_script but [provisioner.proxmox] has no post_provision_key_file to run it with"))
 	}
-	if p.postKey != nil {
-		keys = append(keys, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(p.postKey.PublicKey())))+" dc-agent-post-provision")
+	if req.PostProvisionScript != "" {
+		// Only for the script's run: runPostProvision takes it out of the
+		// guest again as soon as the script is done.
+		keys = append(keys, postKeyLine(p.postKey))
 	}
 	tplID, err := p.templateFor(req)
 	if err != nil {

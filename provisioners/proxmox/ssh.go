@@ -3,6 +3,7 @@ package proxmox
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -37,10 +38,37 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// postKeyComment ends the post-provision key's line in a VM's sshkeys.
+const postKeyComment = "dc-agent-post-provision"
+
+// postKeyLine is the authorized_keys line of the post-provision key.
+func postKeyLine(key ssh.Signer) string {
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key.PublicKey()))) + " " + postKeyComment
+}
+
+// removeKeyCmd takes the key whose base64 blob arrives on stdin out of the
+// login user's authorized_keys (rewritten in place: owner and mode stay)
+// and fails unless it is gone. The key never appears on the command line.
+const removeKeyCmd = `k=$(cat); f="$HOME/.ssh/authorized_keys"
+[ -n "$k" ] || exit 2
+if [ -f "$f" ] && grep -qF -- "$k" "$f"; then
+	grep -vF -- "$k" "$f" > "$f.dc-agent" || [ $? -eq 1 ] || exit 3
+	cat "$f.dc-agent" > "$f" && rm -f "$f.dc-agent" || exit 4
+fi
+! grep -qF -- "$k" "$f" 2>/dev/null`
+
 // runPostProvision runs the offering's script on the new VM over SSH as
 // the cloud-init user, with the script on stdin (`sh -s`), so no contract
 // data is ever interpolated into a command line. The VM is brand new, so
 // its host key is trusted on first use and returned for pinning.
+//
+// The provider's post-provision key opens the VM only for the script: once
+// it has run, the key is taken out of the user's authorized_keys over the
+// same connection, and a failure to do so fails the provision. The VM's
+// sshkeys setting keeps the line: changing cloud-init settings after the
+// first boot gives the VM a new cloud-init instance-id, and at its next
+// boot cloud-init would make new host keys and set the initial password
+// again (the key it lists is not re-added while the instance-id stays).
 func (p *Provisioner) runPostProvision(ctx context.Context, ip, script string) (string, error) {
 	if ip == "" {
 		return "", errors.New("post_provision_script: the VM has no IP address to connect to")
@@ -115,5 +143,24 @@ func (p *Provisioner) runPostProvision(ctx context.Context, ip, script string) (
 		}
 		return hostKey, fmt.Errorf("post_provision_script: %w", err)
 	}
+	if err := removeKey(client, p.postKey.PublicKey()); err != nil {
+		return hostKey, fmt.Errorf("remove the post-provision key from the VM after its script: %w", err)
+	}
 	return hostKey, nil
+}
+
+// removeKey runs removeKeyCmd for key in a new session of client.
+func removeKey(client *ssh.Client, key ssh.PublicKey) error {
+	sess, err := client.NewSession()
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	var out limitedBuffer
+	sess.Stdout, sess.Stderr = &out, &out
+	sess.Stdin = strings.NewReader(base64.StdEncoding.EncodeToString(key.Marshal()))
+	if err := sess.Run(removeKeyCmd); err != nil {
+		return fmt.Errorf("%v: %s", err, tail(out.b.String(), 5))
+	}
+	return nil
 }
