@@ -185,6 +185,9 @@ type DockerConfig struct {
 	PublicHost        string `toml:"public_host,omitempty"`
 	RestartPolicy     string `toml:"restart_policy,omitempty"`
 	PullTimeoutSecond int    `toml:"pull_timeout_seconds,omitempty"`
+	// PidsLimit caps the processes of one container (0: the backend's
+	// default, 1024), so a fork bomb stays inside its tenant.
+	PidsLimit int `toml:"pids_limit,omitempty"`
 }
 
 // ScriptConfig is [provisioner.script].

@@ -323,6 +323,9 @@ func (p *ProvisionerConfig) validate(where string, warn func(string, ...any)) []
 			default:
 				add("%s.restart_policy %q is not one of no, always, unless-stopped, on-failure", s, d.RestartPolicy)
 			}
+			if d.PidsLimit < 0 {
+				add("%s.pids_limit = %d must not be negative; remove it for the default (1024) or set e.g. 1024", s, d.PidsLimit)
+			}
 		}
 	case TypeScript:
 		if sc := p.Script; sc != nil {

@@ -22,9 +22,12 @@ import (
 )
 
 // Dockerd is a real Docker daemon started for one test package: its own
-// --data-root, --exec-root, unix socket and pid file in a temp dir, no
-// iptables, no bridge, vfs storage (DESIGN.md). Containers it runs have no
-// network (--bridge=none): port bindings are recorded but not wired up.
+// --data-root, --exec-root, unix socket and pid file in a temp dir, vfs
+// storage (DESIGN.md), and its own network namespace, so the networks it
+// makes never touch the machine's interfaces, routes or rules. By default
+// it has no iptables and no default bridge: a container on the default
+// network has none, and port bindings are recorded but not reachable from
+// the test.
 type Dockerd struct {
 	Dir    string
 	Socket string
@@ -54,9 +57,21 @@ type DockerEnv struct {
 }
 
 // StartDockerEnv starts a daemon, recording (not returning) failure.
-func StartDockerEnv() *DockerEnv {
-	d, err := StartDockerd()
+func StartDockerEnv() *DockerEnv { return StartDockerEnvWith(DockerdOptions{}) }
+
+// StartDockerEnvWith is StartDockerEnv with options.
+func StartDockerEnvWith(o DockerdOptions) *DockerEnv {
+	d, err := StartDockerdWith(o)
 	return &DockerEnv{D: d, Err: err}
+}
+
+// DockerdOptions shape a test daemon.
+type DockerdOptions struct {
+	// Network makes the daemon's networking what a production host has,
+	// inside its namespace: iptables rules (network isolation, ICC) and
+	// the default bridge, so containers reach each other as they would
+	// on a real host.
+	Network bool
 }
 
 // Require returns the daemon, or fails/skips the test if there is none.
@@ -95,10 +110,17 @@ func findDockerd() (string, error) {
 }
 
 // StartDockerd starts a daemon and waits until it answers /_ping.
-func StartDockerd() (*Dockerd, error) {
+func StartDockerd() (*Dockerd, error) { return StartDockerdWith(DockerdOptions{}) }
+
+// StartDockerdWith is StartDockerd with options.
+func StartDockerdWith(o DockerdOptions) (*Dockerd, error) {
 	bin, err := findDockerd()
 	if err != nil {
 		return nil, err
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		return nil, errors.New("unshare is not installed (util-linux): the test daemon runs in its own network namespace")
 	}
 	if os.Geteuid() != 0 {
 		return nil, errors.New("dockerd needs root (run the tests as root, as CI does)")
@@ -121,15 +143,25 @@ func StartDockerd() (*Dockerd, error) {
 		return nil, err
 	}
 	defer logf.Close()
-	d.cmd = exec.Command(bin,
+	ip, err := exec.LookPath("ip")
+	if err != nil {
+		return nil, errors.New("ip is not installed (iproute2): the test daemon's network namespace needs its loopback up")
+	}
+	// In a new network namespace (unshare), with its loopback up (published
+	// ports bind 127.0.0.1 there), the shell execs dockerd: one process.
+	args := []string{"--net", "/bin/sh", "-c", `"$0" link set lo up && exec "$@"`, ip, bin,
 		"--data-root", filepath.Join(dir, "data"),
 		"--exec-root", filepath.Join(dir, "exec"),
 		"--pidfile", filepath.Join(dir, "docker.pid"),
 		"-H", d.Host,
-		"--iptables=false", "--bridge=none", "--storage-driver=vfs",
+		"--storage-driver=vfs",
 		// Keep the daemon's config and any system containerd out of it.
 		"--config-file", filepath.Join(dir, "daemon.json"),
-	)
+	}
+	if !o.Network {
+		args = append(args, "--iptables=false", "--bridge=none")
+	}
+	d.cmd = exec.Command(unshare, args...)
 	if err := os.WriteFile(filepath.Join(dir, "daemon.json"), []byte("{}\n"), 0o600); err != nil {
 		return nil, err
 	}
@@ -374,7 +406,7 @@ func BusyboxRootfs() ([]byte, error) {
 	if err := file("bin/busybox", 0o755, data); err != nil {
 		return nil, err
 	}
-	for _, applet := range []string{"sh", "sleep", "cat", "ls", "echo", "id", "true", "false", "mkdir", "kill", "ps", "env", "grep", "hostname", "wc", "sed", "mkpasswd", "printf"} {
+	for _, applet := range []string{"sh", "sleep", "cat", "ls", "echo", "id", "true", "false", "mkdir", "kill", "ps", "env", "grep", "hostname", "wc", "sed", "mkpasswd", "printf", "nc", "httpd", "wget"} {
 		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + applet, Linkname: "busybox", Mode: 0o777, ModTime: now}); err != nil {
 			return nil, err
 		}

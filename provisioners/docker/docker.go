@@ -6,9 +6,16 @@
 //
 // The image must run sshd itself; the agent only installs the requester's
 // key as /root/.ssh/authorized_keys (or sets a root password with chpasswd
-// when the contract has no key) before handing it over. Disk size is not
-// enforced: Docker can only limit it on overlay2-over-xfs with project
-// quotas; it is recorded in a label.
+// when the contract has no key) before handing it over.
+//
+// Tenants share the host's kernel, so this backend is for tenants who
+// accept that; within it, each container is held apart from the others and
+// from the host: a process limit (pids_limit), only the capabilities an
+// SSH server and a root login need (no NET_RAW, MKNOD, SETFCAP, SETPCAP),
+// no-new-privileges, a bridge network of its own (unless [docker] network
+// names one), and a disk limit of the contract's storage where the storage
+// driver can enforce one (overlay2 on xfs with pquota, btrfs, zfs; said in
+// the log once where it cannot).
 package docker
 
 import (
@@ -29,6 +36,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -59,7 +67,16 @@ const (
 const (
 	DefaultCPUCores = 1
 	DefaultMemoryMB = 1024
+	// DefaultPidsLimit caps a container's processes unless pids_limit
+	// says otherwise.
+	DefaultPidsLimit = 1024
 )
+
+// tenantCaps are the only capabilities a tenant's container keeps: what
+// sshd (privilege separation, chroot, login) and root administering its
+// own files need. Docker's default set also has NET_RAW (raw sockets:
+// spoofing on the host's networks), MKNOD, SETFCAP and SETPCAP.
+var tenantCaps = []string{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "NET_BIND_SERVICE", "SYS_CHROOT", "AUDIT_WRITE"}
 
 var sshPort = network.MustParsePort("22/tcp")
 
@@ -88,6 +105,9 @@ type Provisioner struct {
 	portMu   sync.Mutex
 	reserved map[int]bool      // ports chosen for containers being created
 	bad      map[int]time.Time // ports that failed at start, avoided until then
+
+	// noDiskLimit is set once the daemon's storage driver refused a size.
+	noDiskLimit atomic.Bool
 }
 
 // NewFactory returns a registry factory using opts.
@@ -132,6 +152,9 @@ func New(cfg config.DockerConfig, opts Options) (*Provisioner, error) {
 	}
 	if cfg.PullTimeoutSecond <= 0 {
 		cfg.PullTimeoutSecond = 600
+	}
+	if cfg.PidsLimit <= 0 {
+		cfg.PidsLimit = DefaultPidsLimit
 	}
 	if opts.StopTimeout <= 0 {
 		opts.StopTimeout = 10 * time.Second
@@ -293,19 +316,33 @@ func (p *Provisioner) create(ctx context.Context, req provisioners.Request, name
 	if req.OfferingID != "" {
 		labels[LabelOffering] = req.OfferingID
 	}
+	pids := int64(p.cfg.PidsLimit)
 	hc := &container.HostConfig{
 		Resources: container.Resources{
-			NanoCPUs: int64(cores) * 1e9,
-			Memory:   memMB << 20,
+			NanoCPUs:  int64(cores) * 1e9,
+			Memory:    memMB << 20,
+			PidsLimit: &pids,
 		},
 		PortBindings:  network.PortMap{sshPort: {{HostIP: p.publishIP, HostPort: strconv.Itoa(port)}}},
 		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyMode(p.cfg.RestartPolicy)},
+		CapDrop:       []string{"ALL"},
+		CapAdd:        tenantCaps,
+		SecurityOpt:   []string{"no-new-privileges:true"},
+	}
+	if req.StorageGB > 0 && !p.noDiskLimit.Load() {
+		hc.StorageOpt = map[string]string{"size": strconv.FormatInt(req.StorageGB, 10) + "G"}
 	}
 	if p.cfg.Network != "" {
 		hc.NetworkMode = container.NetworkMode(p.cfg.Network)
+	} else {
+		req.Step("creating the contract's network")
+		if err := p.ensureNetwork(ctx, req.ContractID); err != nil {
+			return inst, false, err
+		}
+		hc.NetworkMode = container.NetworkMode(ContainerName(req.ContractID))
 	}
 	req.Step(fmt.Sprintf("creating container %s (SSH on port %d)", name, port))
-	res, err := p.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+	opts := client.ContainerCreateOptions{
 		Name: name,
 		Config: &container.Config{
 			Image:        p.cfg.Image,
@@ -314,7 +351,15 @@ func (p *Provisioner) create(ctx context.Context, req provisioners.Request, name
 			ExposedPorts: network.PortSet{sshPort: {}},
 		},
 		HostConfig: hc,
-	})
+	}
+	res, err := p.cli.ContainerCreate(ctx, opts)
+	if err != nil && hc.StorageOpt != nil && isNoDiskLimit(err) {
+		if !p.noDiskLimit.Swap(true) {
+			p.log.Warn("the docker storage driver cannot limit a container's disk (it can on overlay2 over xfs with pquota, btrfs, zfs); contracts' storage sizes are recorded but not enforced", "err", err)
+		}
+		hc.StorageOpt = nil
+		res, err = p.cli.ContainerCreate(ctx, opts)
+	}
 	if err != nil {
 		if cerrdefs.IsConflict(err) {
 			// Created meanwhile under our name: an earlier attempt.
@@ -323,13 +368,14 @@ func (p *Provisioner) create(ctx context.Context, req provisioners.Request, name
 				return inst, !ok && err == nil, err
 			}
 		}
+		p.removeNetwork(ctx, req.ContractID)
 		return inst, false, p.classify("create container "+name, err)
 	}
 	id := res.ID
 
 	inst, err = p.setUp(ctx, req, id)
 	if err != nil {
-		p.remove(ctx, id)
+		p.remove(ctx, id, req.ContractID)
 		if isPortTaken(err) {
 			p.markBad(port)
 			return provisioners.Instance{}, true, provisioners.Retryable(fmt.Errorf("start container %s: host port %d is taken: %w", name, port, err))
@@ -394,7 +440,7 @@ func (p *Provisioner) resume(ctx context.Context, req provisioners.Request, ct *
 	p.log.Info("found existing container for contract", "contract", req.ContractID, "container", ct.ID, "status", status)
 	startOver := func(why string) (provisioners.Instance, bool, error) {
 		p.log.Warn("removing the interrupted attempt's container to start over", "contract", req.ContractID, "container", ct.ID, "why", why)
-		p.remove(ctx, ct.ID)
+		p.remove(ctx, ct.ID, req.ContractID)
 		return provisioners.Instance{}, false, nil
 	}
 	if ct.State == nil || !ct.State.Running || ct.State.Restarting {
@@ -691,16 +737,17 @@ func (p *Provisioner) inspect(ctx context.Context, idOrName string) (*container.
 	return &res.Container, nil
 }
 
-// remove stops and removes a container with its volumes, even if ctx is done.
-func (p *Provisioner) remove(ctx context.Context, id string) {
+// remove stops and removes a container with its volumes and the
+// contract's network, even if ctx is done.
+func (p *Provisioner) remove(ctx context.Context, id, cid string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.StopTimeout+30*time.Second)
 	defer cancel()
-	if err := p.stopRemove(ctx, id); err != nil {
+	if err := p.stopRemove(ctx, id, cid); err != nil {
 		p.log.Error("could not remove the container of a failed provision; reconcile will report it", "container", id, "err", err)
 	}
 }
 
-func (p *Provisioner) stopRemove(ctx context.Context, id string) error {
+func (p *Provisioner) stopRemove(ctx context.Context, id, cid string) error {
 	secs := int(p.opts.StopTimeout.Seconds())
 	if _, err := p.cli.ContainerStop(ctx, id, client.ContainerStopOptions{Timeout: &secs}); err != nil && !cerrdefs.IsNotFound(err) {
 		p.log.Warn("stop failed; removing with force", "container", id, "err", err)
@@ -708,7 +755,54 @@ func (p *Provisioner) stopRemove(ctx context.Context, id string) error {
 	if _, err := p.cli.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("remove container %s: %w", id, err)
 	}
+	p.removeNetwork(ctx, cid)
 	return nil
+}
+
+// ensureNetwork makes the contract's own bridge network (named like its
+// container) unless it exists: a tenant's container shares no network with
+// another tenant's, so it reaches the others only where anyone could, on
+// their published ports. Docker's rules drop traffic between networks.
+func (p *Provisioner) ensureNetwork(ctx context.Context, cid string) error {
+	name := ContainerName(cid)
+	res, err := p.cli.NetworkInspect(ctx, name, client.NetworkInspectOptions{})
+	switch {
+	case err == nil:
+		if res.Network.Labels[LabelContract] != cid || res.Network.Labels[LabelManaged] != "true" {
+			return provisioners.Permanent(fmt.Errorf("a docker network named %s exists but is not labelled as this contract's; remove it (docker network rm %s)", name, name))
+		}
+		return nil
+	case !cerrdefs.IsNotFound(err):
+		return p.classify("inspect network "+name, err)
+	}
+	_, err = p.cli.NetworkCreate(ctx, name, client.NetworkCreateOptions{
+		Driver: "bridge",
+		Labels: map[string]string{LabelManaged: "true", LabelContract: cid},
+	})
+	if err != nil && strings.Contains(err.Error(), "address pool") {
+		return provisioners.Retryable(fmt.Errorf("create network %s: %w; every contract gets a network of its own: give the daemon more address pools (/etc/docker/daemon.json: \"default-address-pools\": [{\"base\": \"10.200.0.0/16\", \"size\": 28}]) or set network in [provisioner.docker]", name, err))
+	}
+	if err != nil && !cerrdefs.IsConflict(err) {
+		return p.classify("create network "+name, err)
+	}
+	return nil
+}
+
+// removeNetwork removes the contract's network, if the backend made one.
+func (p *Provisioner) removeNetwork(ctx context.Context, cid string) {
+	if p.cfg.Network != "" || !isContractID(cid) {
+		return
+	}
+	name := ContainerName(cid)
+	if _, err := p.cli.NetworkRemove(ctx, name, client.NetworkRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+		p.log.Warn("could not remove the contract's network", "network", name, "err", err)
+	}
+}
+
+// isNoDiskLimit recognises a storage driver refusing a size limit.
+func isNoDiskLimit(err error) bool {
+	s := strings.ToLower(err.Error())
+	return strings.Contains(s, "quota") || strings.Contains(s, "storage-opt") || strings.Contains(s, "storage opt")
 }
 
 // Terminate implements provisioners.Provisioner: stop, then remove with
@@ -728,7 +822,7 @@ func (p *Provisioner) Terminate(ctx context.Context, externalID string) error {
 	if ct.Config == nil || ct.Config.Labels[LabelManaged] != "true" {
 		return provisioners.Permanent(fmt.Errorf("container %s (%s) has no %s=true label, so dc-agent did not create it; refusing to remove it", id, strings.TrimPrefix(ct.Name, "/"), LabelManaged))
 	}
-	if err := p.stopRemove(ctx, ct.ID); err != nil {
+	if err := p.stopRemove(ctx, ct.ID, ct.Config.Labels[LabelContract]); err != nil {
 		return p.classify("terminate", err)
 	}
 	return nil

@@ -57,6 +57,9 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	dockerEnv.Stop()
+	if netDocker.env != nil {
+		netDocker.env.Stop()
+	}
 	os.Exit(code)
 }
 
