@@ -87,9 +87,11 @@ bench-gateway:
 	sh bench/gateway.sh
 
 # Reproducible release artifacts in dist/ (layout: docs/release.md):
-# binaries for linux amd64+arm64, install.sh, deb+rpm (nfpm), SHA256SUMS.
+# binaries for linux amd64+arm64, install.sh, deb+rpm (nfpm), SHA256SUMS(.sig).
+# Signed with RELEASE_KEY (a private key file kept outside the repository);
+# the binaries trust the keys in RELEASE_KEYS (default packaging/release-keys.pub).
 release:
-	VERSION='$(VERSION)' COMMIT='$(COMMIT)' GO='$(GO)' DIST='$(DIST)' sh scripts/release.sh
+	VERSION='$(VERSION)' COMMIT='$(COMMIT)' GO='$(GO)' DIST='$(DIST)' RELEASE_KEY='$(RELEASE_KEY)' RELEASE_KEYS='$(RELEASE_KEYS)' sh scripts/release.sh
 
 clean:
 	rm -rf bin dist

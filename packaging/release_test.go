@@ -9,8 +9,12 @@ package packaging
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -47,12 +51,19 @@ var rel struct {
 	once sync.Once
 	dir  string // the dist tree: v1 (full make release), v2 (amd64), vBroken
 	err  error
+	// key is the throwaway release key (keyFile, 0600) the tree is signed
+	// with; keysFile lists its public half, the key the binaries trust.
+	key               ed25519.PrivateKey
+	keyFile, keysFile string
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if rel.dir != "" {
 		os.RemoveAll(rel.dir)
+	}
+	if rel.keyFile != "" {
+		os.RemoveAll(filepath.Dir(rel.keyFile))
 	}
 	os.Exit(code)
 }
@@ -66,11 +77,12 @@ func repoRoot(t testing.TB) string {
 	return root
 }
 
-// buildRelease runs `make release` into dist with the given version.
+// buildRelease runs `make release` into dist with the given version,
+// signed with the test release key.
 func buildRelease(root, dist, version string, env ...string) error {
 	cmd := exec.Command("make", "-s", "release", "VERSION="+version, "COMMIT=0123456789abcdef", "DIST="+dist)
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(), append([]string{"SOURCE_DATE_EPOCH=" + epoch}, env...)...)
+	cmd.Env = append(os.Environ(), append([]string{"SOURCE_DATE_EPOCH=" + epoch, "RELEASE_KEY=" + rel.keyFile, "RELEASE_KEYS=" + rel.keysFile}, env...)...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("make release %s: %v\n%s", version, err, out)
@@ -89,6 +101,9 @@ func releaseTree(t *testing.T) string {
 			return
 		}
 		rel.dir = dir
+		if rel.err = makeReleaseKey(); rel.err != nil {
+			return
+		}
 		root := repoRoot(t)
 		if rel.err = buildRelease(root, dir, v1); rel.err != nil {
 			return
@@ -108,8 +123,44 @@ func releaseTree(t *testing.T) string {
 	return rel.dir
 }
 
+// makeReleaseKey makes the throwaway release key and the trusted-keys file
+// naming its public half (in a directory of its own, outside any tree a
+// test serves), as `openssl genpkey -algorithm ed25519` and
+// `openssl pkey -pubout` write them.
+func makeReleaseKey() error {
+	dir, err := os.MkdirTemp("", "dc-agent-release-key-")
+	if err != nil {
+		return err
+	}
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		return err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return err
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return err
+	}
+	rel.key, rel.keyFile, rel.keysFile = priv, filepath.Join(dir, "release.key"), filepath.Join(dir, "release-keys.pub")
+	if err := os.WriteFile(rel.keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(rel.keysFile, []byte("# test release key\n"+base64.StdEncoding.EncodeToString(pubDER)+"\n"), 0o644)
+}
+
+// writeSums writes SHA256SUMS and its signature by the test release key.
+func writeSums(dir, sums string) error {
+	if err := os.WriteFile(filepath.Join(dir, "SHA256SUMS"), []byte(sums), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "SHA256SUMS.sig"), ed25519.Sign(rel.key, []byte(sums)), 0o644)
+}
+
 // makeBrokenRelease publishes vBroken: the arm64 binary named as amd64,
-// with a correct SHA256SUMS (it is not in latest/).
+// with a correct, signed SHA256SUMS (it is not in latest/).
 func makeBrokenRelease(dist string) error {
 	b, err := os.ReadFile(filepath.Join(dist, v1, "dc-agent_linux_arm64"))
 	if err != nil {
@@ -122,7 +173,7 @@ func makeBrokenRelease(dist string) error {
 	if err := os.WriteFile(filepath.Join(dir, "dc-agent_linux_amd64"), b, 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "SHA256SUMS"), []byte(hexSum(b)+"  dc-agent_linux_amd64\n"), 0o644); err != nil {
+	if err := writeSums(dir, hexSum(b)+"  dc-agent_linux_amd64\n"); err != nil {
 		return err
 	}
 	noStart := []byte("#!/bin/sh\ncase \"$*\" in *--version*) echo 'dc-agent " + vNoStart + " (commit x, go, linux/amd64)' ;; *) echo 'cannot start' >&2; exit 1 ;; esac\n")
@@ -133,7 +184,7 @@ func makeBrokenRelease(dist string) error {
 	if err := os.WriteFile(filepath.Join(dir, "dc-agent_linux_amd64"), noStart, 0o755); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, "SHA256SUMS"), []byte(hexSum(noStart)+"  dc-agent_linux_amd64\n"), 0o644)
+	return writeSums(dir, hexSum(noStart)+"  dc-agent_linux_amd64\n")
 }
 
 func hexSum(b []byte) string {
@@ -151,8 +202,8 @@ func fileSum(t *testing.T, p string) string {
 }
 
 // server serves the release tree on loopback: /rel/ as built, /tampered/
-// the same but with a different amd64 binary than SHA256SUMS names. It
-// counts requests.
+// the same but with a different amd64 binary than SHA256SUMS names, and
+// /tampered-sums/, /wrong-sig/, /unsigned/ (see below). It counts requests.
 type server struct {
 	URL  string
 	mu   sync.Mutex
@@ -178,6 +229,42 @@ func serveRelease(t *testing.T, dist string) *server {
 			return
 		}
 		http.StripPrefix("/tampered", files).ServeHTTP(w, r)
+	})
+	// SHA256SUMS changed after it was signed: it names another binary,
+	// which is served, so the checksums agree and only the signature does not.
+	mux.HandleFunc("/tampered-sums/", func(w http.ResponseWriter, r *http.Request) {
+		other := filepath.Join(dist, v1, "dc-agent_linux_amd64")
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/SHA256SUMS"):
+			b, _ := os.ReadFile(other)
+			fmt.Fprintf(w, "%s  dc-agent_linux_amd64\n", hexSum(b))
+		case strings.HasSuffix(r.URL.Path, "/dc-agent_linux_amd64"):
+			http.ServeFile(w, r, other)
+		default:
+			http.StripPrefix("/tampered-sums", files).ServeHTTP(w, r)
+		}
+	})
+	// The release as built, signed by a key nobody trusts.
+	_, stranger, _ := ed25519.GenerateKey(nil)
+	mux.HandleFunc("/wrong-sig/", func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/SHA256SUMS.sig") {
+			sums, err := os.ReadFile(filepath.Join(dist, strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/wrong-sig/"), ".sig")))
+			if err != nil {
+				http.NotFound(w, r)
+				return
+			}
+			_, _ = w.Write(ed25519.Sign(stranger, sums))
+			return
+		}
+		http.StripPrefix("/wrong-sig", files).ServeHTTP(w, r)
+	})
+	// The release as built, without its signature.
+	mux.HandleFunc("/unsigned/", func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/SHA256SUMS.sig") {
+			http.NotFound(w, r)
+			return
+		}
+		http.StripPrefix("/unsigned", files).ServeHTTP(w, r)
 	})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
@@ -461,25 +548,17 @@ func TestInstallScriptWithWget(t *testing.T) {
 	t.Parallel()
 	dist := releaseTree(t)
 	srv := serveRelease(t, dist)
-	wget := testutil.RequireBinary(t, "wget")
-	// A PATH with wget and the basic tools, but no curl.
-	shim := t.TempDir()
-	for _, tool := range []string{"sh", "uname", "mktemp", "head", "tr", "awk", "cut", "sha256sum", "chmod", "cp", "mv", "rm", "mkdir", "id", "cat", "sed"} {
-		p, err := exec.LookPath(tool)
-		if err != nil {
-			t.Fatalf("%s: %v", tool, err)
-		}
-		if err := os.Symlink(p, filepath.Join(shim, tool)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Symlink(wget, filepath.Join(shim, "wget")); err != nil {
-		t.Fatal(err)
-	}
+	testutil.RequireBinary(t, "wget")
+	// A PATH with wget and the basic tools, but no curl and no openssl.
+	shim := toolShim(t, "wget")
 	prefix := t.TempDir()
-	r := shell(t, testutil.RequireBinary(t, "dash"), installScript(t), []string{"PATH=" + shim, "DC_AGENT_BASE_URL=" + srv.URL + "/rel", "DC_AGENT_PREFIX=" + prefix})
+	r := shell(t, testutil.RequireBinary(t, "dash"), releasedInstallScript(t, dist), []string{"PATH=" + shim, "DC_AGENT_BASE_URL=" + srv.URL + "/rel", "DC_AGENT_PREFIX=" + prefix})
 	if r.code != 0 {
 		t.Fatalf("install with wget: exit %d\n%s", r.code, r.stderr)
+	}
+	// Without openssl the signature cannot be checked, and it says so.
+	if !strings.Contains(r.stderr, "openssl is not installed, so only the SHA-256 checksum is checked, not the release's signature") {
+		t.Fatalf("no word about the unchecked signature:\n%s", r.stderr)
 	}
 	if !strings.Contains(binVersion(t, filepath.Join(prefix, "usr/local/bin/dc-agent")), v2) {
 		t.Fatal("wget install did not install the latest")

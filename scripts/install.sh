@@ -2,11 +2,13 @@
 # dc-agent installer:  curl -fsSL https://github.com/decent-stuff/dc-agent/releases/latest/download/install.sh | sh
 #
 # Downloads the dc-agent binary for this machine (linux amd64 or arm64),
-# verifies it against the release's SHA256SUMS, and installs it atomically as
-# /usr/local/bin/dc-agent. Re-running upgrades in place (restarting the
-# service only if it is running); an unchanged binary is left alone. It never
-# asks anything: stdin is this script. The whole body is in main(), called on
-# the last line, so a truncated download runs nothing.
+# checks the release's SHA256SUMS against its Ed25519 signature (with
+# openssl, when it is installed) and the binary against SHA256SUMS, and
+# installs it atomically as /usr/local/bin/dc-agent. Re-running upgrades in
+# place (restarting the service only if it is running); an unchanged binary
+# is left alone. It never asks anything: stdin is this script. The whole
+# body is in main(), called on the last line, so a truncated download runs
+# nothing. Downloads follow redirects to https only.
 #
 #   sh install.sh               install or upgrade to the latest release
 #   sh install.sh --uninstall   remove the service and the binary (config and
@@ -25,6 +27,10 @@
 set -u
 
 DEFAULT_BASE_URL="https://github.com/decent-stuff/dc-agent/releases"
+
+# The release keys (base64 Ed25519 public keys, comma-separated) whose
+# signature on SHA256SUMS this installer accepts; make release fills them in.
+RELEASE_KEYS=""
 
 say() { printf 'dc-agent install: %s\n' "$*" >&2; }
 die() {
@@ -48,14 +54,109 @@ detect_platform() {
 }
 
 # fetch URL FILE downloads with curl or wget; it fails on HTTP errors.
+# From https it follows redirects only to https (a release host may hand
+# off to its CDN; a hop to plain http would let anyone on the path answer);
+# from a plain-http loopback base it follows none.
 fetch() {
 	if command -v curl >/dev/null 2>&1; then
-		curl -fsSL --retry 3 --connect-timeout 20 -o "$2" "$1"
+		case $1 in
+		https://*) curl -fsSL --proto '=https' --proto-redir '=https' --retry 3 --connect-timeout 20 -o "$2" "$1" ;;
+		*) curl -fsSL --proto '=http' --max-redirs 0 --retry 3 --connect-timeout 20 -o "$2" "$1" ;;
+		esac
 	elif command -v wget >/dev/null 2>&1; then
-		wget -q -T 20 -t 3 -O "$2" "$1"
+		wget_fetch "$1" "$2"
 	else
 		die "neither curl nor wget is installed; install one (apt-get install curl) and re-run"
 	fi
+}
+
+# wget_fetch URL FILE is fetch with wget, which has no switch to keep
+# redirects on https: it follows them itself, one at a time.
+wget_fetch() {
+	url=$1
+	hops=0
+	while :; do
+		if headers=$(wget -q -S --max-redirect=0 -T 20 -t 3 -O "$2" "$url" 2>&1); then
+			return 0
+		fi
+		next=$(printf '%s\n' "$headers" | sed -n 's/^ *[Ll]ocation: *//p' | tail -n 1 | tr -d '\r')
+		[ -n "$next" ] || return 1
+		case $next in
+		/*) next="${url%%://*}://$(url_authority "$url")$next" ;;
+		esac
+		case $url in
+		https://*) ;;
+		*) say "refusing the redirect from $url: a plain-http base follows none"; return 1 ;;
+		esac
+		case $next in
+		https://*) ;;
+		*) say "refusing the redirect from $url to $next: it leaves https"; return 1 ;;
+		esac
+		hops=$((hops + 1))
+		[ "$hops" -le 10 ] || return 1
+		url=$next
+	done
+}
+
+# url_authority URL prints the host[:port] part of an http(s) URL.
+url_authority() {
+	rest=${1#*://}
+	printf '%s\n' "${rest%%[/?#]*}"
+}
+
+# is_loopback_url URL succeeds for an http(s) URL whose host is this
+# machine: localhost, 127.x.y.z or [::1]. The host is parsed, not matched
+# as a prefix: a URL with user info is refused (http://127.0.0.1@evil.example
+# is evil.example).
+is_loopback_url() {
+	auth=$(url_authority "$1")
+	case $auth in *@*) return 1 ;; esac
+	case $auth in
+	"[::1]" | "[::1]:"*) return 0 ;;
+	\[*) return 1 ;;
+	esac
+	host=${auth%%:*}
+	case $host in
+	localhost) return 0 ;;
+	127.*) ;;
+	*) return 1 ;;
+	esac
+	octets=${host#127.}
+	case $octets in
+	*[!0-9.]* | *..* | .* | *.) return 1 ;;
+	esac
+	[ "$(printf '%s' "$octets" | tr -cd . | wc -c)" -eq 2 ]
+}
+
+# verify_signature DIR checks DIR/SHA256SUMS against DIR/SHA256SUMS.sig with
+# the release keys, using openssl; where that cannot be done it says so
+# plainly and only the checksums are checked.
+verify_signature() {
+	if [ -z "$RELEASE_KEYS" ]; then
+		say "warning: this install.sh carries no release keys (it was not made by make release): only the SHA-256 checksum is checked, not who made the release"
+		return 0
+	fi
+	if ! command -v openssl >/dev/null 2>&1; then
+		say "warning: openssl is not installed, so only the SHA-256 checksum is checked, not the release's signature (install openssl and re-run to check it)"
+		return 0
+	fi
+	if ! openssl pkeyutl -help 2>&1 | grep -q -- -rawin; then
+		say "warning: $(openssl version 2>/dev/null || echo openssl) cannot check Ed25519 signatures (OpenSSL 3 can), so only the SHA-256 checksum is checked"
+		return 0
+	fi
+	[ -s "$1/SHA256SUMS.sig" ] || die "the release has no SHA256SUMS.sig: refusing an unsigned release; nothing was installed"
+	old_ifs=$IFS
+	IFS=,
+	for k in $RELEASE_KEYS; do
+		IFS=$old_ifs
+		printf '%s\n' "-----BEGIN PUBLIC KEY-----" "$k" "-----END PUBLIC KEY-----" >"$1/release-key.pem"
+		if openssl pkeyutl -verify -pubin -inkey "$1/release-key.pem" -rawin -in "$1/SHA256SUMS" -sigfile "$1/SHA256SUMS.sig" >/dev/null 2>&1; then
+			say "SHA256SUMS is signed by a dc-agent release key"
+			return 0
+		fi
+	done
+	IFS=$old_ifs
+	die "SHA256SUMS is not signed by a dc-agent release key: the release was changed or made by someone else; nothing was installed"
 }
 
 # sha256 FILE prints the file's SHA-256.
@@ -151,12 +252,11 @@ install_release() {
 	arch=$ARCH
 	base=${DC_AGENT_BASE_URL:-$DEFAULT_BASE_URL}
 	base=${base%/}
-	# The checksums come from the same server: without TLS they prove
-	# nothing, so plain http is for a local test server only.
+	# Plain http is for a server on this machine only (tests).
 	case $base in
 	https://?*) ;;
-	http://127.* | http://localhost[:/]* | http://localhost | "http://[::1]"*) ;;
-	*) die "DC_AGENT_BASE_URL must be an https:// URL (http:// only for localhost): $base" ;;
+	http://?*) is_loopback_url "$base" || die "DC_AGENT_BASE_URL must be an https:// URL (http:// only for a loopback address: 127.0.0.1, [::1], localhost): $base" ;;
+	*) die "DC_AGENT_BASE_URL must be an https:// URL (http:// only for a loopback address: 127.0.0.1, [::1], localhost): $base" ;;
 	esac
 	version=${DC_AGENT_VERSION:-}
 	tmp=$(mktemp -d 2>/dev/null) || die "cannot create a temporary directory"
@@ -170,6 +270,8 @@ install_release() {
 	asset="dc-agent_linux_$arch"
 	say "downloading dc-agent $version for linux/$arch from $base"
 	fetch "$(asset_url "$base" "$version" SHA256SUMS)" "$tmp/SHA256SUMS" || die "cannot download SHA256SUMS of $version (does the version exist?)"
+	fetch "$(asset_url "$base" "$version" SHA256SUMS.sig)" "$tmp/SHA256SUMS.sig" || rm -f "$tmp/SHA256SUMS.sig"
+	verify_signature "$tmp"
 	fetch "$(asset_url "$base" "$version" "$asset")" "$tmp/$asset" || die "cannot download $asset of $version"
 
 	want=$(awk -v f="$asset" '($2 == f || $2 == "*" f) { print $1; exit }' "$tmp/SHA256SUMS")
@@ -217,7 +319,7 @@ main() {
 	case "${1:-}" in
 	"") install_release ;;
 	--uninstall) uninstall "${2:-}" ;;
-	-h | --help) sed -n '2,22p' "$0" 2>/dev/null || echo "usage: install.sh [--uninstall [--purge]]" ;;
+	-h | --help) sed -n '2,25p' "$0" 2>/dev/null || echo "usage: install.sh [--uninstall [--purge]]" ;;
 	*) die "unknown argument '$1' (use --uninstall, or no argument to install)" ;;
 	esac
 }

@@ -8,6 +8,7 @@
 #   $DIST/install.sh                     the one-liner installer
 #   $DIST/<version>/VERSION
 #   $DIST/<version>/SHA256SUMS           sha256sum of every file below
+#   $DIST/<version>/SHA256SUMS.sig       Ed25519 signature of SHA256SUMS (64 bytes)
 #   $DIST/<version>/dc-agent_linux_amd64
 #   $DIST/<version>/dc-agent_linux_arm64
 #   $DIST/<version>/install.sh
@@ -17,9 +18,16 @@
 # no VCS stamp, and every timestamp (binary stamp, package entries, file
 # mtimes) taken from SOURCE_DATE_EPOCH (default: the commit time).
 #
-# Environment: VERSION (required), COMMIT, DIST (default dist), GO (default
-# go), ARCHES (default "amd64 arm64"), PACKAGES (default "deb rpm"; empty for
-# none), SOURCE_DATE_EPOCH, NFPM (the nfpm command).
+# Signed: RELEASE_KEY is the Ed25519 private key (PKCS#8 PEM, mode 0600, kept
+# outside the repository) that signs SHA256SUMS; RELEASE_KEYS (default
+# packaging/release-keys.pub) lists the public keys the release's binaries
+# and install.sh trust, which must include RELEASE_KEY's (list the next key
+# there one release before it signs: that is a key rotation).
+#
+# Environment: VERSION (required), RELEASE_KEY (required), RELEASE_KEYS,
+# COMMIT, DIST (default dist), GO (default go), ARCHES (default "amd64
+# arm64"), PACKAGES (default "deb rpm"; empty for none), SOURCE_DATE_EPOCH,
+# NFPM (the nfpm command).
 set -eu
 
 NFPM_MODULE="github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2"
@@ -52,6 +60,9 @@ main() {
 	case $version in
 	*[!A-Za-z0-9._+-]* | [!A-Za-z0-9]*) die "VERSION '$version' may hold only letters, digits and . _ + - and must start with a letter or digit" ;;
 	esac
+	key=${RELEASE_KEY:-}
+	[ -n "$key" ] || die "RELEASE_KEY is not set: the path of the Ed25519 private key that signs SHA256SUMS (make one outside the repository with: openssl genpkey -algorithm ed25519 -out release.key && chmod 600 release.key, and add the middle line of 'openssl pkey -in release.key -pubout' to packaging/release-keys.pub)"
+	keys=${RELEASE_KEYS:-packaging/release-keys.pub}
 	commit=${COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 	dist=${DIST:-dist}
 	go=${GO:-go}
@@ -70,16 +81,24 @@ main() {
 	stage=$(mktemp -d)
 	trap 'rm -rf "$stage"' EXIT INT TERM
 
+	# The signer checks the key and the trusted list first (nothing is
+	# built for a release it could not sign) and prints the list as one
+	# comma-separated line for the binaries and install.sh.
+	CGO_ENABLED=0 $go build -trimpath -o "$stage/bin/release-sign" ./internal/releasesig/sign
+	trusted=$("$stage/bin/release-sign" -list -keys "$keys" -key "$key") || die "the release key or $keys is not usable (see above)"
+
 	pkg="github.com/decent-stuff/dc-agent/internal/buildinfo"
-	ldflags="-s -w -buildid= -X $pkg.Version=$version -X $pkg.Commit=$commit -X $pkg.Date=$date"
+	ldflags="-s -w -buildid= -X $pkg.Version=$version -X $pkg.Commit=$commit -X $pkg.Date=$date -X $pkg.ReleaseKeys=$trusted"
 	for arch in $arches; do
 		case $arch in amd64 | arm64) ;; *) die "unsupported arch '$arch' (amd64, arm64)" ;; esac
 		echo "release: dc-agent $version linux/$arch" >&2
 		CGO_ENABLED=0 GOOS=linux GOARCH=$arch $go build -trimpath -buildvcs=false \
 			-ldflags "$ldflags" -o "$out/dc-agent_linux_$arch" ./cmd/dc-agent
 	done
-	cp scripts/install.sh "$out/install.sh"
-	cp scripts/install.sh "$dist/install.sh"
+	# install.sh carries the trusted keys too (base64 has no '|').
+	sed "s|^RELEASE_KEYS=\"\"\$|RELEASE_KEYS=\"$trusted\"|" scripts/install.sh >"$out/install.sh"
+	grep -q "^RELEASE_KEYS=\"$trusted\"\$" "$out/install.sh" || die "scripts/install.sh has no RELEASE_KEYS=\"\" line to fill in"
+	cp "$out/install.sh" "$dist/install.sh"
 	chmod 0755 "$out/install.sh" "$dist/install.sh"
 
 	if [ -n "$packages" ]; then
@@ -118,6 +137,7 @@ main() {
 	(cd "$out" && find . -maxdepth 1 -type f ! -name SHA256SUMS ! -name VERSION | sed 's|^\./||' |
 		LC_ALL=C sort | xargs sha256sum) >"$stage/SHA256SUMS"
 	mv "$stage/SHA256SUMS" "$out/SHA256SUMS"
+	"$stage/bin/release-sign" -key "$key" -keys "$keys" "$out/SHA256SUMS" >/dev/null || die "signing SHA256SUMS failed"
 	find "$dist/latest" "$dist/install.sh" "$out" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 	echo "release: $out" >&2
 	cat "$out/SHA256SUMS"

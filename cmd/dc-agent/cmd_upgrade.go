@@ -11,6 +11,7 @@ import (
 
 	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/internal/buildinfo"
+	"github.com/decent-stuff/dc-agent/internal/releasesig"
 	"github.com/decent-stuff/dc-agent/setup/service"
 	"github.com/decent-stuff/dc-agent/setup/upgrade"
 )
@@ -23,10 +24,12 @@ func newUpgradeCmd(g *globals) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "upgrade",
-		Short: "Install a newer dc-agent release (checksum-verified, rolled back if it does not run)",
+		Short: "Install a newer dc-agent release (signature- and checksum-verified, rolled back if it does not run)",
 		Long: `Download a dc-agent release from agent.release_url (default: the GitHub
-releases), verify it against the release's SHA256SUMS, and replace this
-binary atomically, keeping the old one as <binary>.previous. If the new binary
+releases), check the release's SHA256SUMS against its signature by a release
+key built into this binary and the download against SHA256SUMS (redirects are
+followed to https only), and replace this binary atomically, keeping the old
+one as <binary>.previous. If the new binary
 does not run (--version), the old one is put back. Then the service is
 restarted into the new version, but only once no provision is in flight (it
 waits up to --idle-wait, asking the agent's status socket); if the new version
@@ -45,7 +48,16 @@ and never downgrades.`,
 			var cfg *config.Config
 			cfgErr := fmt.Errorf("%s does not exist", g.configPath)
 			if _, err := os.Stat(g.configPath); err == nil {
-				cfg, cfgErr = config.Load(g.configPath)
+				cfgErr = nil
+				if os.Geteuid() == 0 {
+					// Root acts on these settings: only if nobody else could have written them.
+					if err := upgrade.CheckRootOwned(g.configPath); err != nil {
+						cfgErr = fmt.Errorf("not using the settings in %s as root: %v; make it root's with: sudo dc-agent service install (root:dc-agent 0640)", g.configPath, err)
+					}
+				}
+				if cfgErr == nil {
+					cfg, cfgErr = config.Load(g.configPath)
+				}
 				if cfgErr != nil {
 					fmt.Fprintf(ew, "warning: %v; using the default release URL and status socket\n", cfgErr)
 				}
@@ -73,6 +85,9 @@ and never downgrades.`,
 			src, err := upgrade.NewSource(releaseURL)
 			if err != nil {
 				return withExit(exitConfig, err)
+			}
+			if src.Keys, err = releasesig.ParseKeys(buildinfo.ReleaseKeys); err != nil {
+				return fmt.Errorf("the release keys built into this binary: %w", err)
 			}
 			if binary == "" {
 				exe, err := os.Executable()

@@ -12,6 +12,10 @@ var (
 	Version = "dev"
 	Commit  = ""
 	Date    = ""
+	// ReleaseKeys are the public keys whose signature on a release's
+	// SHA256SUMS `dc-agent upgrade` accepts, comma-separated in the form of
+	// internal/releasesig; `make release` sets them from its keys file.
+	ReleaseKeys = ""
 )
 
 // CommitOrVCS returns the stamped commit, or the VCS revision Go recorded.

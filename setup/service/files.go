@@ -62,11 +62,19 @@ func ensureModeOwner(path string, st fs.FileInfo, mode fs.FileMode, own *owner) 
 	return changed, nil
 }
 
+// configFile is how the config itself is kept: its name in the config
+// directory, its mode and owner.
+type configFile struct {
+	name string
+	mode fs.FileMode
+	own  *owner
+}
+
 // secureConfigFiles makes the files directly in the config directory
-// readable by the service account and nobody else: the config and every
-// secret file 0600, public keys and examples 0644, all owned by own.
-// It returns the files it changed.
-func secureConfigFiles(dir string, own *owner) (changed []string, err error) {
+// readable by the service account and nobody else: the config as cfg
+// says, every other (secret) file 0600, public keys and examples 0644,
+// owned by own. It returns the files it changed.
+func secureConfigFiles(dir string, cfg configFile, own *owner) (changed []string, err error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", dir, err)
@@ -80,11 +88,14 @@ func secureConfigFiles(dir string, own *owner) (changed []string, err error) {
 		if err != nil {
 			return changed, err
 		}
-		mode := fs.FileMode(0o600)
-		if isPublicFile(e.Name()) {
+		mode, o := fs.FileMode(0o600), own
+		switch {
+		case e.Name() == cfg.name:
+			mode, o = cfg.mode, cfg.own
+		case isPublicFile(e.Name()):
 			mode = 0o644
 		}
-		c, err := ensureModeOwner(path, st, mode, own)
+		c, err := ensureModeOwner(path, st, mode, o)
 		if err != nil {
 			return changed, err
 		}

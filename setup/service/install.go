@@ -47,6 +47,10 @@ func Install(ctx context.Context, o Options) (Result, error) {
 	if err != nil {
 		return res, err
 	}
+	if !o.User && len(settings.inlineSecrets) > 0 {
+		// The service reads its config through its group: no secret may be in it.
+		return res, fmt.Errorf("%s holds secrets inline (%s); the system service reads its config through the %s group (root:%s 0640), so move each into a 0600 file of its own first (agent_secret_key = \"/etc/dc-agent/agent.key\", api_token_secret_file, api_token_file), then re-run", o.hostPath(o.ConfigPath), strings.Join(settings.inlineSecrets, ", "), o.RunAs, o.RunAs)
+	}
 	if !settings.exists {
 		if o.Root == "" && !o.NoStart {
 			return res, fmt.Errorf("config %s does not exist, so the service could not start: create it first (sudo dc-agent, or dc-agent setup proxmox), or pass --no-start", o.ConfigPath)
@@ -100,12 +104,19 @@ func Install(ctx context.Context, o Options) (Result, error) {
 		return res, err
 	}
 	o.emit("config directory", mark(changed), "%s (mode %04o)", configDir, configMode)
-	files, err := secureConfigFiles(configDir, own)
+	// The system service's config is root's, read through the group: the
+	// root upgrade job acts on its settings, so the service account must
+	// not be able to change them. Secrets stay the account's, 0600.
+	cfgFile := configFile{name: filepath.Base(o.ConfigPath), mode: 0o600, own: own}
+	if !o.User {
+		cfgFile.mode, cfgFile.own = 0o640, configDirOwner
+	}
+	files, err := secureConfigFiles(configDir, cfgFile, own)
 	if err != nil {
 		return res, err
 	}
 	if mark(len(files) > 0) {
-		o.emit("config files", true, "secured %s (owner %s, secrets 0600)", strings.Join(files, ", "), o.RunAs)
+		o.emit("config files", true, "secured %s (%s %04o; secrets owned by %s, 0600)", strings.Join(files, ", "), cfgFile.name, cfgFile.mode, o.RunAs)
 	}
 	stateDir := o.hostPath(settings.stateDir)
 	changed, err = ensureDir(stateDir, 0o700, own)

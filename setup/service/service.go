@@ -192,11 +192,12 @@ func (o Options) paths() (paths, error) {
 
 // agentSettings are the parts of dc-agent.toml that shape the unit.
 type agentSettings struct {
-	exists       bool
-	graceSeconds int
-	stateDir     string
-	statusSocket string
-	autoUpdate   bool
+	exists        bool
+	graceSeconds  int
+	stateDir      string
+	statusSocket  string
+	autoUpdate    bool
+	inlineSecrets []string
 }
 
 // loadSettings reads the config if present; a missing config yields the
@@ -220,6 +221,7 @@ func (o Options) loadSettings() (agentSettings, error) {
 	s.stateDir = cfg.Agent.StateDir
 	s.statusSocket = cfg.Agent.StatusSocket
 	s.autoUpdate = cfg.Agent.AutoUpdate
+	s.inlineSecrets = cfg.InlineSecrets()
 	return s, nil
 }
 

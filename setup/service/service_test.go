@@ -84,7 +84,7 @@ func TestInstallRootWritesUnitAndIsIdempotent(t *testing.T) {
 	}
 	for p, want := range map[string]os.FileMode{
 		"etc/dc-agent": 0o750, "var/lib/dc-agent": 0o700, "etc/systemd/system/dc-agent.service": 0o644,
-		"etc/dc-agent/agent.key": 0o600, "etc/dc-agent/dc-agent.toml": 0o600, "etc/dc-agent/agent.pub": 0o644,
+		"etc/dc-agent/agent.key": 0o600, "etc/dc-agent/dc-agent.toml": 0o640, "etc/dc-agent/agent.pub": 0o644,
 	} {
 		if got := mode(t, filepath.Join(root, p)); got != want {
 			t.Errorf("%s: mode %04o, want %04o", p, got, want)
@@ -295,22 +295,30 @@ func TestSecureConfigFilesSetsOwnerAndModes(t *testing.T) {
 	dir := t.TempDir()
 	key := testutil.WriteFile(t, filepath.Join(dir, "agent.key"), "k\n", 0o644)
 	pub := testutil.WriteFile(t, filepath.Join(dir, "agent.pub"), "p\n", 0o600)
+	cfg := testutil.WriteFile(t, filepath.Join(dir, "dc-agent.toml"), "c\n", 0o600)
+	if err := os.Chown(cfg, 4242, 4343); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	own := &owner{uid: 4242, gid: 4343}
-	changed, err := secureConfigFiles(dir, own)
-	if err != nil || len(changed) != 2 {
+	cf := configFile{name: "dc-agent.toml", mode: 0o640, own: &owner{uid: 0, gid: 4343}}
+	changed, err := secureConfigFiles(dir, cf, own)
+	if err != nil || len(changed) != 3 {
 		t.Fatalf("changed %v, err %v", changed, err)
 	}
-	for p, want := range map[string]os.FileMode{key: 0o600, pub: 0o644} {
+	for p, want := range map[string]struct {
+		mode     os.FileMode
+		uid, gid uint32
+	}{key: {0o600, 4242, 4343}, pub: {0o644, 4242, 4343}, cfg: {0o640, 0, 4343}} {
 		st, _ := os.Stat(p)
 		sys := st.Sys().(*syscall.Stat_t)
-		if st.Mode().Perm() != want || sys.Uid != 4242 || sys.Gid != 4343 {
-			t.Errorf("%s: mode %04o owner %d:%d", p, st.Mode().Perm(), sys.Uid, sys.Gid)
+		if st.Mode().Perm() != want.mode || sys.Uid != want.uid || sys.Gid != want.gid {
+			t.Errorf("%s: mode %04o owner %d:%d, want %04o %d:%d", p, st.Mode().Perm(), sys.Uid, sys.Gid, want.mode, want.uid, want.gid)
 		}
 	}
-	if changed, _ := secureConfigFiles(dir, own); len(changed) != 0 {
+	if changed, _ := secureConfigFiles(dir, cf, own); len(changed) != 0 {
 		t.Fatalf("second pass changed %v", changed)
 	}
 }

@@ -1,30 +1,35 @@
 // Package upgrade replaces the installed dc-agent binary with a release:
 // it reads the release layout (docs/release.md) that `make release` writes
-// and install.sh reads, verifies the download against SHA256SUMS, swaps the
-// binary atomically keeping the previous one, rolls back if the new binary
-// does not run, and restarts the service only when no provision is in
-// flight.
+// and install.sh reads, checks SHA256SUMS against its Ed25519 signature
+// (SHA256SUMS.sig, by a key built into this binary) and the download
+// against SHA256SUMS, swaps the binary atomically keeping the previous one,
+// rolls back if the new binary does not run, and restarts the service only
+// when no provision is in flight.
 package upgrade
 
 import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/decent-stuff/dc-agent/internal/releasesig"
+	"github.com/decent-stuff/dc-agent/internal/safeurl"
 )
 
 // The release layout under a base URL B:
 //
 //	B/latest/VERSION           one line: the newest version
 //	B/<version>/SHA256SUMS     sha256sum output for every file of the release
+//	B/<version>/SHA256SUMS.sig Ed25519 signature of SHA256SUMS (64 bytes)
 //	B/<version>/dc-agent_linux_<arch>
 //	B/<version>/install.sh, packages, VERSION
 //
@@ -35,41 +40,39 @@ import (
 const (
 	maxVersionBytes   = 256
 	maxChecksumsBytes = 1 << 20
+	maxSigBytes       = 1 << 10
 	maxBinaryBytes    = 512 << 20
 )
 
-// Source is a release location.
+// Source is a release location and the keys its releases must be signed
+// with.
 type Source struct {
 	// Base is the release base URL (agent.release_url).
 	Base string
-	// HTTP is the client (default: one with a 10-minute timeout).
+	// Keys are the release keys a SHA256SUMS must be signed by (the ones
+	// built into the binary: buildinfo.ReleaseKeys). None: every
+	// download is refused.
+	Keys []ed25519.PublicKey
+	// HTTP is the client (default: one with a 10-minute timeout). Its
+	// redirects are always held to safeurl.NoDowngrade.
 	HTTP *http.Client
 }
 
 // NewSource checks base and returns a Source for it. Plain http is only
-// accepted for loopback addresses: the checksums come from the same
-// server, so on an open network they would prove nothing.
+// accepted for loopback addresses.
 func NewSource(base string) (Source, error) {
 	base = strings.TrimRight(strings.TrimSpace(base), "/")
 	u, err := url.Parse(base)
 	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
 		return Source{}, fmt.Errorf("release URL %q is not an http(s) URL; set agent.release_url to e.g. https://github.com/decent-stuff/dc-agent/releases", base)
 	}
-	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
-		return Source{}, fmt.Errorf("release URL %q uses plain http; use https (http is only accepted for localhost)", base)
+	if err := safeurl.Check(u); err != nil {
+		return Source{}, fmt.Errorf("release URL %q uses plain http; use https (http is only accepted for a loopback address)", base)
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
 		return Source{}, fmt.Errorf("release URL %q must not have a query or fragment", base)
 	}
 	return Source{Base: base}, nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func (s Source) github() bool {
@@ -93,11 +96,15 @@ func (s Source) AssetURL(version, name string) string {
 	return s.Base + "/" + url.PathEscape(version) + "/" + url.PathEscape(name)
 }
 
+// client follows a redirect only to https (or loopback http from a
+// loopback server), never from https to http.
 func (s Source) client() *http.Client {
+	c := http.Client{Timeout: 10 * time.Minute}
 	if s.HTTP != nil {
-		return s.HTTP
+		c = *s.HTTP
 	}
-	return &http.Client{Timeout: 10 * time.Minute}
+	c.CheckRedirect = safeurl.NoDowngrade
+	return &c
 }
 
 // get fetches url and returns the open body; non-200 is an error.
@@ -151,11 +158,22 @@ func (s Source) Latest(ctx context.Context) (string, error) {
 	return v, nil
 }
 
-// Checksums returns the release's SHA256SUMS as file name → hex digest.
+// Checksums returns the release's SHA256SUMS as file name → hex digest,
+// once its signature checks out against s.Keys.
 func (s Source) Checksums(ctx context.Context, version string) (map[string]string, error) {
+	if len(s.Keys) == 0 {
+		return nil, releasesig.ErrNoKeys
+	}
 	b, err := s.readSmall(ctx, s.AssetURL(version, "SHA256SUMS"), maxChecksumsBytes)
 	if err != nil {
 		return nil, err
+	}
+	sig, err := s.readSmall(ctx, s.AssetURL(version, releasesig.SigName), maxSigBytes)
+	if err != nil {
+		return nil, fmt.Errorf("the release's signature: %w; refusing an unsigned release", err)
+	}
+	if err := releasesig.Verify(s.Keys, b, sig); err != nil {
+		return nil, fmt.Errorf("SHA256SUMS of %s is %w; it was changed or made by someone else, nothing was installed", version, err)
 	}
 	sums, err := ParseChecksums(b)
 	if err != nil {

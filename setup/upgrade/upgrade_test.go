@@ -1,7 +1,9 @@
 package upgrade
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -14,9 +16,16 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/decent-stuff/dc-agent/internal/releasesig"
 )
 
-// release serves a release tree over real HTTP: files[version][name].
+// releaseKey signs the test releases; the Sources of serve trust it.
+var releaseKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, 32))
+
+// release serves a release tree over real HTTP: files[version][name]. A
+// version's SHA256SUMS.sig, unless files sets one, is releaseKey's
+// signature of its SHA256SUMS as served (the release as signed).
 type release struct {
 	latest string
 	files  map[string]map[string]string
@@ -38,6 +47,9 @@ func (r *release) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	body, ok := r.files[parts[0]][parts[1]]
+	if sums, signed := r.files[parts[0]]["SHA256SUMS"]; !ok && signed && parts[1] == releasesig.SigName {
+		body, ok = string(ed25519.Sign(releaseKey, []byte(sums))), true
+	}
 	if !ok {
 		http.NotFound(w, req)
 		return
@@ -75,6 +87,7 @@ func serve(t *testing.T, r *release) Source {
 	if err != nil {
 		t.Fatal(err)
 	}
+	src.Keys = []ed25519.PublicKey{releaseKey.Public().(ed25519.PublicKey)}
 	return src
 }
 
