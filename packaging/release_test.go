@@ -289,6 +289,12 @@ func shell(t *testing.T, sh string, script []byte, env []string, args ...string)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, sh, append([]string{"-s", "--"}, args...)...)
 	cmd.Stdin = bytes.NewReader(script)
+	return runCmd(t, cmd, env)
+}
+
+// runCmd runs cmd with env added to this process's environment.
+func runCmd(t *testing.T, cmd *exec.Cmd, env []string) run {
+	t.Helper()
 	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -297,7 +303,7 @@ func shell(t *testing.T, sh string, script []byte, env []string, args ...string)
 	if ee, ok := err.(*exec.ExitError); ok {
 		r.code = ee.ExitCode()
 	} else if err != nil {
-		t.Fatalf("%s: %v", sh, err)
+		t.Fatalf("%s: %v", cmd.Path, err)
 	}
 	return r
 }
@@ -632,17 +638,7 @@ func TestUpgradeCommand(t *testing.T) {
 	noConfig := filepath.Join(prefix, "none.toml")
 	upgrade := func(base string, args ...string) run {
 		t.Helper()
-		cmd := exec.Command(bin, append([]string{"--config", noConfig, "upgrade", "--no-restart", "--release-url", base}, args...)...)
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		res := run{stdout: stdout.String(), stderr: stderr.String()}
-		if ee, ok := err.(*exec.ExitError); ok {
-			res.code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		return res
+		return runCmd(t, exec.Command(bin, append([]string{"--config", noConfig, "upgrade", "--no-restart", "--release-url", base}, args...)...), nil)
 	}
 	rel := srv.URL + "/rel"
 

@@ -148,6 +148,9 @@ func TestInstallScriptRefusesUnsignedTamperedOrRedirectedRelease(t *testing.T) {
 			refuse("redirect to http", front.URL+"/to-http", "cannot download SHA256SUMS")
 			refuse("loopback look-alike", "http://127.0.0.1@evil.example/rel", "must be an https:// URL")
 			refuse("loopback-named host", "http://127.0.0.1.evil.example/rel", "must be an https:// URL")
+			refuse("localhost-named host", "http://localhost.evil.example/rel", "must be an https:// URL")
+			refuse("user info with a port", "http://127.0.0.1:80@evil.example/rel", "must be an https:// URL")
+			refuse("not ::1", "http://[::2]:80/rel", "must be an https:// URL")
 		})
 	}
 	t.Run("wget", func(t *testing.T) {
@@ -205,18 +208,7 @@ func TestUpgradeRefusesUnsignedTamperedOrRedirectedRelease(t *testing.T) {
 	}
 	upgrade := func(base string) run {
 		t.Helper()
-		cmd := exec.Command(bin, "--config", filepath.Join(prefix, "none.toml"), "upgrade", "--no-restart", "--release-url", base, "--version", v2)
-		cmd.Env = append(os.Environ(), front.trustEnv(t)...)
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		res := run{stdout: stdout.String(), stderr: stderr.String()}
-		if ee, ok := err.(*exec.ExitError); ok {
-			res.code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		return res
+		return runCmd(t, exec.Command(bin, "--config", filepath.Join(prefix, "none.toml"), "upgrade", "--no-restart", "--release-url", base, "--version", v2), front.trustEnv(t))
 	}
 	for _, tc := range []struct{ name, base, want string }{
 		{"tampered SHA256SUMS", srv.URL + "/tampered-sums", "SHA256SUMS of " + v2 + " is not signed by a dc-agent release key"},

@@ -10,9 +10,6 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/decent-stuff/dc-agent/config"
-	"github.com/decent-stuff/dc-agent/internal/sim/pve"
-	"github.com/decent-stuff/dc-agent/internal/sim/pveapi"
 	"github.com/decent-stuff/dc-agent/internal/testutil"
 )
 
@@ -24,18 +21,7 @@ import (
 func TestPostProvisionKeyOnlyForScriptAndRemovedAfter(t *testing.T) {
 	// The "guest" is a real sshd that reads authorized_keys from the login
 	// user's ~/.ssh, where cloud-init puts sshkeys.
-	sshd := testutil.StartSSHD(t, testutil.SSHDOptions{HomeKeys: true})
-	s := pveapi.StartTest(t, pveapi.TestOptions{})
-	s.Update(t, func(st *pve.State) error {
-		br := st.Nodes["pve1"].Bridges["vmbr0"]
-		br.DHCPStart, br.DHCPEnd = "127.0.0.1", "127.0.0.1"
-		return nil
-	})
-	p := newProv(t, s, func(c *config.ProxmoxConfig, o *Options) {
-		c.PostProvisionKeyFile = sshd.ClientKeyFile
-		c.CIUser = sshd.User
-		o.SSHPort = sshd.Port
-	})
+	sshd, s, p := sshGuest(t, testutil.SSHDOptions{HomeKeys: true}, nil)
 	postBlob := strings.Fields(string(ssh.MarshalAuthorizedKey(sshd.ClientSigner.PublicKey())))[1]
 	vmKeys := func(name string) string {
 		t.Helper()

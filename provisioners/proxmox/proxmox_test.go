@@ -538,10 +538,11 @@ func TestTerminateRefusesForeignVMs(t *testing.T) {
 	}
 }
 
-// post_provision_script runs over real SSH: the simulator hands every
-// guest 127.0.0.1, where a real sshd accepts the post-provision key.
-func TestPostProvisionScriptOverSSH(t *testing.T) {
-	sshd := testutil.StartSSHD(t, testutil.SSHDOptions{})
+// sshGuest is a simulated node whose guests all get 127.0.0.1, where a
+// real sshd (the "guest") accepts the provisioner's post-provision key.
+func sshGuest(t *testing.T, opts testutil.SSHDOptions, mod func(*config.ProxmoxConfig, *Options)) (*testutil.SSHD, *pveapi.TestSim, *Provisioner) {
+	t.Helper()
+	sshd := testutil.StartSSHD(t, opts)
 	s := pveapi.StartTest(t, pveapi.TestOptions{})
 	s.Update(t, func(st *pve.State) error {
 		br := st.Nodes["pve1"].Bridges["vmbr0"]
@@ -551,9 +552,20 @@ func TestPostProvisionScriptOverSSH(t *testing.T) {
 	p := newProv(t, s, func(c *config.ProxmoxConfig, o *Options) {
 		c.PostProvisionKeyFile = sshd.ClientKeyFile
 		c.CIUser = sshd.User
+		o.SSHPort = sshd.Port
+		if mod != nil {
+			mod(c, o)
+		}
+	})
+	return sshd, s, p
+}
+
+// post_provision_script runs over real SSH: the simulator hands every
+// guest 127.0.0.1, where a real sshd accepts the post-provision key.
+func TestPostProvisionScriptOverSSH(t *testing.T) {
+	sshd, s, p := sshGuest(t, testutil.SSHDOptions{}, func(c *config.ProxmoxConfig, o *Options) {
 		on := true
 		c.SSHProbe = &on
-		o.SSHPort = sshd.Port
 	})
 	marker := filepath.Join(t.TempDir(), "ran")
 	req := request(t, 8)
@@ -596,18 +608,7 @@ func TestPostProvisionScriptOverSSH(t *testing.T) {
 // the post-provision script runs from stdin, and a value PVE would refuse
 // is refused for good, leaving nothing behind.
 func TestContractFieldsCannotInject(t *testing.T) {
-	sshd := testutil.StartSSHD(t, testutil.SSHDOptions{})
-	s := pveapi.StartTest(t, pveapi.TestOptions{})
-	s.Update(t, func(st *pve.State) error {
-		br := st.Nodes["pve1"].Bridges["vmbr0"]
-		br.DHCPStart, br.DHCPEnd = "127.0.0.1", "127.0.0.1"
-		return nil
-	})
-	p := newProv(t, s, func(c *config.ProxmoxConfig, o *Options) {
-		c.PostProvisionKeyFile = sshd.ClientKeyFile
-		c.CIUser = sshd.User
-		o.SSHPort = sshd.Port
-	})
+	sshd, s, p := sshGuest(t, testutil.SSHDOptions{}, nil)
 	marker := filepath.Join(t.TempDir(), "pwned")
 	evil := "$(touch " + marker + ") `touch " + marker + "`; touch " + marker + " '\"|&>"
 	key := strings.SplitN(testPubKey(t), " ", 3)
