@@ -235,8 +235,23 @@ func (e *LoadError) Error() string {
 	return b.String()
 }
 
-// Load reads, strictly decodes, defaults and validates a config file.
+// Load reads, strictly decodes, defaults and validates a config file, and
+// refuses one that holds secrets inline while others may read it
+// (CheckInlineSecretsMode).
 func Load(path string) (*Config, error) {
+	cfg, err := Read(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.CheckInlineSecretsMode(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// Read is Load without the file-mode rule, for the tool that rewrites the
+// file (config migrate writes it 0600).
+func Read(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -250,9 +265,6 @@ func Load(path string) (*Config, error) {
 		if errors.As(err, &le) {
 			le.Path = path
 		}
-		return nil, err
-	}
-	if err := checkInlineSecretsMode(path, cfg); err != nil {
 		return nil, err
 	}
 	cfg.Path = path

@@ -32,13 +32,14 @@ func (c *Config) InlineSecrets() []string {
 	return out
 }
 
-// checkInlineSecretsMode holds a config with inline secrets to the rule of
-// a key file: nobody but its owner may read or write it.
-func checkInlineSecretsMode(path string, c *Config) error {
+// CheckInlineSecretsMode holds a config file (c.Path) with inline secrets
+// to the rule of a key file: nobody but its owner may read or write it.
+func (c *Config) CheckInlineSecretsMode() error {
 	names := c.InlineSecrets()
-	if len(names) == 0 {
+	if len(names) == 0 || c.Path == "" {
 		return nil
 	}
+	path := c.Path
 	err := identity.CheckSecretFileMode(path)
 	if err == nil {
 		return nil

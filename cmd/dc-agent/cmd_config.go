@@ -33,15 +33,19 @@ would not load, or when the file has no old keys. See docs/config.md for what
 happens to each key of the old format.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := config.Load(g.configPath)
+			cfg, err := config.Read(g.configPath)
 			if err != nil {
 				return withExit(exitConfig, err)
+			}
+			stderr := cmd.ErrOrStderr()
+			if err := cfg.CheckInlineSecretsMode(); err != nil {
+				// The agent refuses this file; migrating is how it gets fixed.
+				fmt.Fprintf(stderr, "warning: %v (dc-agent run refuses it as it is; --write makes it 0600)\n", err)
 			}
 			m, err := config.MigrateFile(cfg, write)
 			if err != nil {
 				return err
 			}
-			stderr := cmd.ErrOrStderr()
 			for _, w := range m.Loaded.Warnings {
 				fmt.Fprintln(stderr, "warning:", w)
 			}
