@@ -1,9 +1,7 @@
 package docker
 
 import (
-	"bufio"
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -88,31 +86,30 @@ func run(t *testing.T, p *Provisioner, id string, cmd string) (string, int) {
 	return out, code
 }
 
-// pidsCgroup is the pids cgroup directory of a container's init process.
-func pidsCgroup(t *testing.T, pid int) string {
+// pidsCgroup is the pids cgroup directory of a container, as a process
+// in it reports it (with the host's cgroup namespace, the host's path).
+func pidsCgroup(t *testing.T, p *Provisioner, id string) string {
 	t.Helper()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil {
-		t.Fatal(err)
+	out, code := run(t, p, id, "cat /proc/self/cgroup")
+	if code != 0 {
+		t.Fatalf("cat /proc/self/cgroup: exit %d %s", code, out)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
+	for _, line := range strings.Split(out, "\n") {
 		// v1 "4:pids:/docker/<id>", v2 "0::/<path>"
-		parts := strings.SplitN(sc.Text(), ":", 3)
+		parts := strings.SplitN(strings.TrimSpace(line), ":", 3)
 		if len(parts) != 3 {
 			continue
 		}
 		switch {
-		case parts[1] == "pids":
+		case parts[1] == "pids" && strings.Contains(parts[2], id):
 			return filepath.Join("/sys/fs/cgroup/pids", parts[2])
-		case parts[0] == "0" && parts[1] == "":
+		case parts[0] == "0" && parts[1] == "" && strings.Contains(parts[2], id):
 			if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
 				return filepath.Join("/sys/fs/cgroup", parts[2])
 			}
 		}
 	}
-	t.Fatalf("no pids cgroup for process %d", pid)
+	t.Fatalf("no pids cgroup of container %s in:\n%s", id, out)
 	return ""
 }
 
@@ -138,7 +135,7 @@ func TestDockerForkBombStaysInsidePidsLimit(t *testing.T) {
 		// Without a limit the bomb below would take the test machine down.
 		t.Fatalf("the container has no process limit (PidsLimit %v, want %d); not running the fork bomb", ct.HostConfig.PidsLimit, limit)
 	}
-	cg := pidsCgroup(t, ct.State.Pid)
+	cg := pidsCgroup(t, p, ct.ID)
 	if got := readCgroup(t, cg, "pids.max"); got != strconv.Itoa(limit) {
 		t.Fatalf("%s/pids.max = %s, want %d", cg, got, limit)
 	}
