@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"net/url"
+
+	"github.com/decent-stuff/dc-agent/internal/safeurl"
 )
 
 // DigitalOcean and Vultr provisioner types.
@@ -150,6 +152,8 @@ func checkCloudCommon(s, provider, example, endpoint string, timeout, pollMs int
 	var out []string
 	if u, err := url.Parse(endpoint); endpoint != "" && (err != nil || u.Scheme != "https" && u.Scheme != "http" || u.Host == "") {
 		out = append(out, fmt.Sprintf("%s.endpoint %q is not a URL; remove it to use the %s API, or set e.g. %q", s, endpoint, provider, example))
+	} else if endpoint != "" && safeurl.Check(u) != nil {
+		out = append(out, fmt.Sprintf("%s.endpoint %q would send the API token over plain http; use https:// (http:// only for a loopback address)", s, endpoint))
 	}
 	if timeout < 1 || timeout > 3600 {
 		out = append(out, fmt.Sprintf("%s.action_timeout_seconds = %d is out of range; use 1..3600 (default %d)", s, timeout, DefaultCloudActionTimeout))

@@ -28,6 +28,9 @@ func (c *Config) InlineSecrets() []string {
 		if p.Hetzner != nil && p.Hetzner.APIToken != "" {
 			out = append(out, where+".hetzner.api_token")
 		}
+		if p.DigitalOcean != nil && p.DigitalOcean.APIToken != "" {
+			out = append(out, where+".digitalocean.api_token")
+		}
 	}
 	return out
 }

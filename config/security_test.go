@@ -23,6 +23,7 @@ func TestInlineSecretsNeedPrivateConfig(t *testing.T) {
 		{"inline key, 0640", inlineKey, 0o640, "mode 0640"},
 		{"inline key, 0604", inlineKey, 0o604, "mode 0604"},
 		{"inline token, 0644", inlineToken, 0o644, "(additional_provisioners[0].hetzner.api_token)"},
+		{"inline DigitalOcean token, 0640", minimal + "\n[[additional_provisioners]]\ntype = \"digitalocean\"\n[additional_provisioners.digitalocean]\napi_token = \"dop_v1_secret\"\n", 0o640, "(additional_provisioners[0].digitalocean.api_token)"},
 		{"inline key, 0600", inlineKey, 0o600, ""},
 		{"inline key, 0400", inlineKey, 0o400, ""},
 		{"no inline secret, 0644", minimal, 0o644, ""},
@@ -67,6 +68,7 @@ func TestPlainHTTPEndpointOnlyForLoopback(t *testing.T) {
 		{"userinfo trick", set("http://127.0.0.1@evil.example"), "use https://"},
 		{"hetzner loopback", hetzner("http://127.0.0.1:9/v1"), ""},
 		{"hetzner other host", hetzner("http://hetzner.internal/v1"), `endpoint "http://hetzner.internal/v1" would send the API token over plain http; use https://`},
+		{"vultr other host", minimal + "\n[[additional_provisioners]]\ntype = \"vultr\"\n[additional_provisioners.vultr]\napi_token_file = \"t\"\nendpoint = \"http://vultr.internal\"\n", `endpoint "http://vultr.internal" would send the API token over plain http; use https://`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.text))
