@@ -2,7 +2,6 @@ package setup
 
 import (
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"net"
@@ -13,7 +12,6 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/decent-stuff/dc-agent/config"
-	"github.com/decent-stuff/dc-agent/dcapi"
 )
 
 // ProxmoxAnswers are every answer of a Proxmox setup, whether they come
@@ -39,8 +37,8 @@ type ProxmoxAnswers struct {
 	VMIDBase      int
 	RotateToken   bool
 
-	// Delegation is the signed delegation (dcds1:...) to register; empty
-	// means the plan ends after writing the config.
+	// Delegation is the signed delegation (dcds1:...) to register without
+	// asking (the flow's registration step).
 	Delegation string
 	// UserAgent for the Decent Cloud API.
 	UserAgent string
@@ -141,21 +139,21 @@ type ProxmoxRun struct {
 	Plan   Plan
 	Result *ProxmoxResult
 	Key    *KeyStatus
+	// Answers are what the config step writes, read when it runs: a step
+	// before it may complete them (a registration that learns the
+	// provider from the API).
+	Answers *ProxmoxAnswers
 }
 
-// NewProxmoxPlan builds the whole setup plan for a connected, discovered
-// node: the agent key, the templates, the pool, user, role, token, ACLs
-// and their check, the config, and (with a delegation) the registration.
+// NewProxmoxPlan builds the node plan for a connected, discovered node:
+// the agent key, the templates, the pool, user, role, token, ACLs and
+// their check, and the config.
 func NewProxmoxPlan(a ProxmoxAnswers, h *Host, d *Discovery) (*ProxmoxRun, error) {
-	if a.ConfigPath == "" || a.ProviderPubkey == "" || a.APIEndpoint == "" || a.KeyPath == "" || a.TokenFile == "" {
-		return nil, errors.New("incomplete answers: call FillDefaults and set the config path and provider key")
+	if a.ConfigPath == "" || a.APIEndpoint == "" || a.KeyPath == "" || a.TokenFile == "" {
+		return nil, errors.New("incomplete answers: call FillDefaults and set the config path")
 	}
 	if len(a.Templates) == 0 {
 		return nil, Fixf("choose at least one of "+fmt.Sprint(ImageNames()), "no templates chosen")
-	}
-	now := a.Now
-	if now == nil {
-		now = time.Now
 	}
 	res := &ProxmoxResult{}
 	po := &ProxmoxOptions{Host: h, Discovery: d, Storage: a.Storage, Bridge: a.Bridge, Templates: a.Templates,
@@ -164,24 +162,22 @@ func NewProxmoxPlan(a ProxmoxAnswers, h *Host, d *Discovery) (*ProxmoxRun, error
 	if err != nil {
 		return nil, err
 	}
-	key := &KeyStatus{}
-	steps := []Step{KeyStep(a.KeyPath, key)}
-	steps = append(steps, pxSteps...)
-	steps = append(steps, ConfigStep(ConfigAnswers{Path: a.ConfigPath, APIEndpoint: a.APIEndpoint, ProviderPubkey: a.ProviderPubkey,
-		AgentKeyPath: a.KeyPath, StateDir: a.StateDir}, func() ProxmoxSettings {
-		return ProxmoxSettings{APIURL: a.ProxmoxAPIURL, TokenID: res.TokenID, TokenFile: a.TokenFile, Node: d.Node,
-			Storage: a.Storage, Bridge: a.Bridge, Pool: PVEPool, TLSFingerprint: d.TLSFingerprint, Templates: res.Templates, Default: a.Templates[0]}
-	}))
-	if a.Delegation != "" {
-		ua := a.UserAgent
-		if ua == "" {
-			ua = "dc-agent"
+	run := &ProxmoxRun{Result: res, Key: &KeyStatus{}, Answers: &a}
+	cfg := ConfigStep(ConfigAnswers{Path: a.ConfigPath}, nil)
+	cfg.Run = func(ctx context.Context, r *Reporter) error {
+		a := *run.Answers
+		if a.ProviderPubkey == "" {
+			return errors.New("incomplete answers: no provider public key")
 		}
-		steps = append(steps, RegisterStep(a.Delegation, key, a.ProviderPubkey, func(k ed25519.PrivateKey) (*dcapi.Client, error) {
-			return dcapi.New(a.APIEndpoint, a.ProviderPubkey, k, dcapi.WithUserAgent(ua))
-		}, now))
+		return ConfigStep(ConfigAnswers{Path: a.ConfigPath, APIEndpoint: a.APIEndpoint, ProviderPubkey: a.ProviderPubkey,
+			AgentKeyPath: a.KeyPath, StateDir: a.StateDir}, func() ProxmoxSettings {
+			return ProxmoxSettings{APIURL: a.ProxmoxAPIURL, TokenID: res.TokenID, TokenFile: a.TokenFile, Node: d.Node,
+				Storage: a.Storage, Bridge: a.Bridge, Pool: PVEPool, TLSFingerprint: d.TLSFingerprint, Templates: res.Templates, Default: a.Templates[0]}
+		}).Run(ctx, r)
 	}
-	return &ProxmoxRun{Plan: Plan{Steps: steps, Now: a.Now}, Result: res, Key: key}, nil
+	steps := append([]Step{KeyStep(a.KeyPath, run.Key)}, pxSteps...)
+	run.Plan = Plan{Steps: append(steps, cfg), Now: a.Now}
+	return run, nil
 }
 
 // HostKeyInfo is what a host presents before anything is trusted.
@@ -190,9 +186,11 @@ type HostKeyInfo struct {
 	Fingerprint string // SHA256:...
 	Type        string // ssh-ed25519, ...
 	// Pinned: the key is the pinned one. Changed: a different key is
-	// pinned (the wizard must stop, as Connect would).
-	Pinned  bool
-	Changed bool
+	// pinned (the flow stops, as Connect would); PinnedFingerprints are
+	// the pinned ones.
+	Pinned             bool
+	Changed            bool
+	PinnedFingerprints []string
 }
 
 var errScanned = errors.New("host key scanned")
@@ -217,6 +215,9 @@ func ScanHostKey(ctx context.Context, host string, port int, pins HostKeyStore) 
 			if len(pinned) > 0 {
 				info.Changed = pol.check(addr, nil, key) != nil
 				info.Pinned = !info.Changed
+			}
+			for _, k := range pinned {
+				info.PinnedFingerprints = append(info.PinnedFingerprints, ssh.FingerprintSHA256(k))
 			}
 			return errScanned
 		}}

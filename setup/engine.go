@@ -8,16 +8,10 @@
 // a plan again is always safe: each step looks at the current state first
 // and changes only what differs.
 //
-// The wizard and `setup proxmox --no-tui` go through the same phases:
-//
-//	info, _ := setup.ScanHostKey(ctx, host, port, pins)      // show info.Fingerprint, confirm
-//	h, _ := setup.Connect(ctx, setup.SSHOptions{..., HostKeyFingerprint: info.Fingerprint})
-//	disc, _ := setup.Discover(ctx, h, r, node)                 // storages, bridges, version
-//	answers.FillDefaults(existingConfig, host)                 // then the user's choices
-//	run, _ := setup.NewProxmoxPlan(answers, h, disc)
-//	run.Plan.Run(ctx, setup.ChanSink(events))                   // render events as they come
-//	d, code, _ := setup.DelegationRequest(run.Key.Pubkey, ...)  // show, then paste:
-//	sd, warnings, err := setup.AcceptDelegation(pasted, run.Key.Pubkey, provider, now)
+// The wizard, its accessible mode and `setup proxmox --no-tui` all run one
+// Flow (flow.go), which owns the order (scan the host key, connect,
+// discover, choose, the node plan, registration, service), the checks and
+// what is already done, and asks its UI only the questions.
 //
 // A failed step's error carries a one-line fix (FixOf); re-running the
 // plan is the retry.
@@ -48,7 +42,9 @@ const (
 
 // Event is one progress report of a plan.
 type Event struct {
-	Kind    EventKind     `json:"kind"`
+	Kind EventKind `json:"kind"`
+	// Phase is the part of the setup flow the plan is ("" outside a Flow).
+	Phase   Phase         `json:"phase,omitempty"`
 	Step    string        `json:"step"`
 	Title   string        `json:"title"`
 	Index   int           `json:"index"` // 1-based position of the step

@@ -71,6 +71,7 @@ type HostKeyChangedError struct {
 	Addr   string
 	Pinned []string // fingerprints
 	Got    string
+	Type   string // of the key presented now (ssh-ed25519, ...)
 	File   string
 }
 
@@ -94,6 +95,13 @@ type HostKeyUnknownError struct {
 
 func (e *HostKeyUnknownError) Error() string {
 	return fmt.Sprintf("%s presents host key %s, which is not pinned yet and cannot be confirmed without a terminal", e.Addr, e.Got)
+}
+
+// UnknownHostKey is the error for a key seen for the first time where no
+// one can confirm it.
+func UnknownHostKey(addr, fingerprint string) error {
+	return WithFix(&HostKeyUnknownError{Addr: addr, Got: fingerprint},
+		"verify it on the host (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) and pass --host-key-fingerprint "+fingerprint)
 }
 
 // FingerprintMismatchError is a host whose key is not the one the provider
@@ -169,7 +177,7 @@ func (p *hostKeyPolicy) check(addr string, _ net.Addr, key ssh.PublicKey) error 
 			}
 			fps = append(fps, ssh.FingerprintSHA256(k))
 		}
-		e := &HostKeyChangedError{Addr: addr, Pinned: fps, Got: got, File: p.store.Path}
+		e := &HostKeyChangedError{Addr: addr, Pinned: fps, Got: got, Type: key.Type(), File: p.store.Path}
 		return WithFix(e, e.Fix())
 	}
 	switch {
@@ -188,8 +196,7 @@ func (p *hostKeyPolicy) check(addr string, _ net.Addr, key ssh.PublicKey) error 
 				"host key %s of %s was not accepted", got, addr)
 		}
 	default:
-		return WithFix(&HostKeyUnknownError{Addr: addr, Got: got},
-			"verify it on the host (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) and pass --host-key-fingerprint "+got)
+		return UnknownHostKey(addr, got)
 	}
 	p.accepted = key
 	p.newlyPins = true

@@ -173,11 +173,15 @@ func Registered(ctx context.Context, c *dcapi.Client, sd identity.SignedDelegati
 var ErrCannotList = errors.New("the API does not show delegations to the agent key")
 
 // RegisteredDelegation reads what the API holds for agentPubkey: the
-// reference server's own-delegation endpoint, else the list.
+// reference server's own-delegation endpoint (which any agent key may ask
+// about itself: 404 means none), else the list.
 func RegisteredDelegation(ctx context.Context, c *dcapi.Client, agentPubkey string) (dcapi.DelegationInfo, bool, error) {
 	d, err := c.GetDelegation(ctx, agentPubkey)
-	if err == nil {
+	switch {
+	case err == nil:
 		return d, true, nil
+	case dcapi.IsNotFound(err):
+		return dcapi.DelegationInfo{}, false, nil
 	}
 	list, lerr := c.ListDelegations(ctx)
 	if lerr != nil {

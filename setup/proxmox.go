@@ -77,19 +77,14 @@ func ProxmoxSteps(o *ProxmoxOptions, res *ProxmoxResult) ([]Step, error) {
 	if o.ImageDir == "" {
 		o.ImageDir = DefaultImageDir
 	}
-	if !path.IsAbs(o.ImageDir) {
-		return nil, Fixf("pass an absolute --image-dir", "image dir %q is not an absolute path", o.ImageDir)
-	}
-	if strings.ContainsAny(o.ImageDir, ",=\n") {
-		// The image path goes into a PVE property string (import-from=...),
-		// which has no way to quote these.
-		return nil, Fixf("pass an --image-dir without commas, '=' or newlines", "image dir %q cannot be used in a Proxmox disk option", o.ImageDir)
+	if err := checkImageDir(o.ImageDir); err != nil {
+		return nil, err
 	}
 	if o.VMIDBase == 0 {
 		o.VMIDBase = DefaultVMIDBase
 	}
-	if o.VMIDBase < 100 || o.VMIDBase > 999999000 {
-		return nil, Fixf("pass --template-vmid-base between 100 and 999999000", "template VMID base %d is out of range", o.VMIDBase)
+	if err := checkVMIDBase(o.VMIDBase); err != nil {
+		return nil, err
 	}
 	if o.DownloadTimeout == 0 {
 		o.DownloadTimeout = time.Hour

@@ -18,6 +18,8 @@ import (
 	"github.com/melbahja/goph"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
+
+	"github.com/decent-stuff/dc-agent/internal/termtext"
 )
 
 // SSHOptions say how to reach and trust a host.
@@ -306,7 +308,7 @@ func (h *Host) Run(ctx context.Context, r *Reporter, c Cmd) (CmdResult, error) {
 			if l != "" {
 				buf.WriteString(l)
 				if show && r != nil {
-					r.Output(stream, printable(strings.TrimRight(l, "\r\n")))
+					r.Output(stream, termtext.Clean(strings.TrimRight(l, "\r\n")))
 				}
 			}
 			if err != nil {
@@ -422,25 +424,11 @@ func lastLines(s string, n int) string {
 	var ls []string
 	for _, l := range strings.Split(s, "\n") {
 		if l = strings.TrimSpace(l); l != "" {
-			ls = append(ls, printable(l))
+			ls = append(ls, termtext.Clean(l))
 		}
 	}
 	if len(ls) > n {
 		ls = ls[len(ls)-n:]
 	}
 	return strings.Join(ls, " / ")
-}
-
-// printable strips terminal control characters from remote output, so a
-// host cannot drive the provider's terminal.
-func printable(s string) string {
-	if len(s) > 4096 {
-		s = s[:4096] + "…"
-	}
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 && r != '\t' || r == 0x7f || r >= 0x80 && r < 0xa0 {
-			return -1
-		}
-		return r
-	}, s)
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +22,7 @@ import (
 	"github.com/decent-stuff/dc-agent/dcapi"
 	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/setup"
+	"github.com/decent-stuff/dc-agent/setup/service"
 )
 
 func newSetupCmd(g *globals) *cobra.Command {
@@ -74,7 +74,7 @@ Every step checks first and changes only what differs: running it again is
 safe and changes nothing that is already right. Every remote command is
 quoted, has a timeout, and is shown with --verbose.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error { return runSetupProxmox(cmd, g, f) },
+		RunE: func(cmd *cobra.Command, args []string) error { return runSetupProxmox(cmd, g, f, nil) },
 	}
 	f.bind(cmd.Flags())
 	return cmd
@@ -115,27 +115,107 @@ func (f *setupProxmoxFlags) bind(fl *pflag.FlagSet) {
 	bindEnv(fl)
 }
 
-// baseAnswers are the flags as setup answers, before FillDefaults: the
-// wizard starts from exactly these, so both write the same config.
-func (f *setupProxmoxFlags) baseAnswers(g *globals) setup.ProxmoxAnswers {
-	return setup.ProxmoxAnswers{ConfigPath: g.configPath, StateDir: f.stateDir, KeyPath: f.keyPath, TokenFile: f.tokenFile,
+// flowOptions are the flags as the setup flow's prefill: --no-tui, the
+// wizard and its accessible mode start from exactly these, so the same
+// answers write the same config.
+func (f *setupProxmoxFlags) flowOptions(g *globals) (setup.FlowOptions, error) {
+	ans := setup.ProxmoxAnswers{ConfigPath: g.configPath, StateDir: f.stateDir, KeyPath: f.keyPath, TokenFile: f.tokenFile,
 		APIEndpoint: f.apiEndpoint, ProviderPubkey: f.providerPubkey, ProxmoxAPIURL: f.proxmoxAPIURL,
-		ImageMirror: f.imageMirror, ImageDir: f.imageDir, VMIDBase: f.vmidBase, RotateToken: f.rotateToken, UserAgent: userAgent()}
+		ImageMirror: f.imageMirror, ImageDir: f.imageDir, VMIDBase: f.vmidBase, RotateToken: f.rotateToken,
+		Storage: f.storage, Bridge: f.bridge, UserAgent: userAgent()}
+	if f.templates != "" {
+		ts, err := setup.ParseTemplateList(f.templates)
+		if err != nil {
+			return setup.FlowOptions{}, usagef("--templates: %v", err)
+		}
+		ans.Templates = ts
+	}
+	return setup.FlowOptions{Answers: ans, HostKeyFingerprint: f.hostKeyFP, Node: f.node,
+		SSH:     setup.SSHAnswer{Host: f.host, Port: f.port, User: f.user, IdentityFile: f.identityFile, PasswordFile: f.passwordFile},
+		Request: setup.DelegationAnswers{Permissions: f.permissions, Expires: f.expires, Label: f.label}}, nil
 }
 
-// prompter asks questions on the terminal, and only there.
-type prompter struct {
-	interactive bool
+// runSetupProxmox runs the setup flow from flags (and, on a terminal
+// without --no-tui, prompts for what they lack); svc installs the service
+// at the end (bare dc-agent --no-tui).
+func runSetupProxmox(cmd *cobra.Command, g *globals, f *setupProxmoxFlags, svc *service.Options) error {
+	out := cmd.OutOrStdout()
+	ui := &cliUI{f: f, in: bufio.NewReader(os.Stdin), out: out, ew: cmd.ErrOrStderr(), config: g.configPath,
+		interactive: !g.noTUI && stdinIsTerminal(), sink: eventSink(out, f.asJSON, f.verbose)}
+	// A script with a missing answer fails at once, the host first.
+	if f.host == "" && !ui.interactive {
+		return usagef("--host is required (env %s)", envName("host"))
+	}
+	o, err := f.flowOptions(g)
+	if err != nil {
+		return err
+	}
+	if f.delegation != "" {
+		if o.Answers.Delegation, err = readValue(f.delegation, cmd.InOrStdin()); err != nil {
+			return usagef("--delegation: %v", err)
+		}
+	}
+	o.Service = svc
+	ctx, cancel := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	ctx, cancelT := context.WithTimeout(ctx, f.timeout)
+	defer cancelT()
+	flow := setup.NewFlow(o, ui)
+	if err := flow.Run(ctx); err != nil {
+		return setupError(err)
+	}
+	if f.asJSON {
+		return nil
+	}
+	switch flow.Stage() {
+	case setup.StageInstalled:
+		fmt.Fprintf(out, "Service installed: %s\nWatch it with: dc-agent --config %s\n", flow.Summary().Service.UnitPath, g.configPath)
+	case setup.StageRegistered:
+		fmt.Fprintln(out, "The agent is registered. Next: dc-agent doctor --verify-api, then dc-agent service install")
+	}
+	return nil
+}
+
+// setupError maps a flow error to its exit code: a refused answer is a
+// usage error naming the flag.
+func setupError(err error) error {
+	var ae *setup.AnswerError
+	var ce *setup.CheckError
+	var unk *setup.HostKeyUnknownError
+	switch {
+	case isUsageError(err):
+		return err
+	case errors.As(err, &ae):
+		return withFix(exitUsage, fmt.Errorf("--%w", ae))
+	case errors.As(err, &ce) && ce.Err != nil:
+		return withFix(exitConfig, ce.Err)
+	case errors.As(err, &ce):
+		return withExit(exitUsage, fmt.Errorf("%w\nfix: %s", ce, ce.Fix()))
+	case errors.As(err, &unk):
+		return withFix(exitUsage, err)
+	case dcapi.IsAuth(err):
+		return withFix(exitAuth, err)
+	}
+	return withFix(exitFailure, err)
+}
+
+// cliUI answers the flow from the flags; on a terminal it asks for what
+// they lack. Prompts go to stderr, progress to stdout.
+type cliUI struct {
+	f           *setupProxmoxFlags
 	in          *bufio.Reader
-	out         io.Writer
+	out, ew     io.Writer
+	config      string
+	interactive bool
+	sink        setup.Sink
 }
 
-func (p *prompter) ask(question, flag string) (string, error) {
-	if !p.interactive {
+func (u *cliUI) ask(question, flag string) (string, error) {
+	if !u.interactive {
 		return "", usagef("--%s is required (env %s)", flag, envName(flag))
 	}
-	fmt.Fprintf(p.out, "%s: ", question)
-	line, err := p.in.ReadString('\n')
+	fmt.Fprintf(u.ew, "%s: ", question)
+	line, err := u.in.ReadString('\n')
 	line = strings.TrimSpace(line)
 	if line == "" {
 		if err != nil {
@@ -146,291 +226,161 @@ func (p *prompter) ask(question, flag string) (string, error) {
 	return line, nil
 }
 
-func (p *prompter) confirm(question string) (bool, error) {
-	if !p.interactive {
+func (u *cliUI) confirm(question string) (bool, error) {
+	if !u.interactive {
 		return false, usagef("cannot ask %q without a terminal", question)
 	}
-	fmt.Fprintf(p.out, "%s [y/N] ", question)
-	line, _ := p.in.ReadString('\n')
+	fmt.Fprintf(u.ew, "%s [y/N] ", question)
+	line, _ := u.in.ReadString('\n')
 	a := strings.ToLower(strings.TrimSpace(line))
 	return a == "y" || a == "yes", nil
 }
 
-func (p *prompter) password(prompt string) (string, error) {
-	if !p.interactive {
+func (u *cliUI) Prerequisites(context.Context, []setup.Check) (bool, error) { return false, nil }
+
+func (u *cliUI) API(_ context.Context, q setup.APIQuestion) (setup.APIAnswer, error) {
+	a := q.Answer
+	if q.Err != nil {
+		return a, q.Err
+	}
+	var err error
+	if a.Provider == "" {
+		a.Provider, err = u.ask("Your provider public key (64 hex, from the Decent Cloud dashboard)", "provider-pubkey")
+	}
+	return a, err
+}
+
+func (u *cliUI) SSH(_ context.Context, q setup.SSHQuestion) (setup.SSHAnswer, error) {
+	a := q.Answer
+	if q.Err != nil {
+		return a, q.Err
+	}
+	var err error
+	if a.Host == "" {
+		a.Host, err = u.ask("Proxmox VE host (name or address)", "host")
+	}
+	return a, err
+}
+
+func (u *cliUI) Password(_ context.Context, user, host string) (string, error) {
+	if !u.interactive {
 		return "", usagef("--identity-file or --password-file is required without a terminal")
 	}
-	fmt.Fprint(p.out, prompt)
+	fmt.Fprintf(u.ew, "SSH password for %s@%s: ", user, host)
 	b, err := term.ReadPassword(int(os.Stdin.Fd()))
-	fmt.Fprintln(p.out)
+	fmt.Fprintln(u.ew)
 	return string(b), err
 }
 
-func runSetupProxmox(cmd *cobra.Command, g *globals, f *setupProxmoxFlags) error {
-	out := cmd.OutOrStdout()
-	ew := cmd.ErrOrStderr()
-	pr := &prompter{interactive: !g.noTUI && stdinIsTerminal(), in: bufio.NewReader(os.Stdin), out: ew}
+func (u *cliUI) ConfirmHostKey(_ context.Context, q setup.HostKeyQuestion) (bool, error) {
+	i := q.Info
+	if !u.interactive {
+		return false, setup.UnknownHostKey(i.Addr, i.Fingerprint)
+	}
+	fmt.Fprintf(u.ew, "The host %s presents %s key %s.\nCheck it on the host with: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub\n", i.Addr, i.Type, i.Fingerprint)
+	return u.confirm("Is this the right key? It will be pinned")
+}
 
-	// Everything that can be checked without the node, first: a script
-	// with a missing answer fails at once.
-	existing, _, err := setup.LoadForUpdate(g.configPath)
-	if err != nil {
-		return withFix(exitConfig, err)
+func (u *cliUI) Choose(_ context.Context, q setup.ChoiceQuestion) (setup.Choices, error) {
+	c, d := q.Choices, q.Discovery
+	if q.Err != nil {
+		return c, q.Err
 	}
-	var oldPx *config.ProxmoxConfig
-	for _, p := range existing.AllProvisioners() {
-		if p.Type == config.TypeProxmox && p.Proxmox != nil {
-			oldPx = p.Proxmox
+	var err error
+	if c.Storage == "" {
+		if c.Storage, err = u.pick("storage", len(d.Storages), func(i int) (string, string) {
+			s := d.Storages[i]
+			return s.ID, fmt.Sprintf("%s (%s, %d GiB free)", s.ID, s.Type, s.Avail>>30)
+		}); err != nil {
+			return c, err
 		}
 	}
-	if f.host == "" {
-		if f.host, err = pr.ask("Proxmox VE host (name or address)", "host"); err != nil {
-			return err
+	if c.Bridge == "" {
+		if c.Bridge, err = u.pick("bridge", len(d.Bridges), func(i int) (string, string) {
+			return d.Bridges[i].Name, d.Bridges[i].Name + " " + d.Bridges[i].CIDR
+		}); err != nil {
+			return c, err
 		}
 	}
-	ans := f.baseAnswers(g)
-	ans.FillDefaults(existing, f.host)
-	if ans.ProviderPubkey == "" {
-		if ans.ProviderPubkey, err = pr.ask("Your provider public key (64 hex, from the Decent Cloud dashboard)", "provider-pubkey"); err != nil {
-			return err
-		}
-	}
-	if ans.ProviderPubkey, err = identity.NormalizePublicKeyHex(ans.ProviderPubkey); err != nil {
-		return usagef("--provider-pubkey: %v", err)
-	}
-	if _, err := dcapi.ParseEndpoint(ans.APIEndpoint); err != nil {
-		return usagef("--api-endpoint: %v", err)
-	}
-	if ans.Templates, err = setup.ParseTemplateList(f.templates); err != nil {
-		return usagef("--templates: %v", err)
-	}
-	if f.hostKeyFP != "" {
-		if _, err := setup.NormalizeSSHFingerprint(f.hostKeyFP); err != nil {
-			return usagef("--host-key-fingerprint: %v", err)
-		}
-	}
-	if _, err := setup.ParseExpiry(f.expires, time.Now()); err != nil {
-		return usagef("--expires: %v", err)
-	}
-	if err := identity.ValidateLabel(f.label); err != nil {
-		return usagef("--label: %v", err)
-	}
-	if _, err := identity.ParsePermissions(f.permissions); err != nil {
-		return usagef("--permissions: %v", err)
-	}
-	if f.delegation != "" {
-		if ans.Delegation, err = readValue(f.delegation, cmd.InOrStdin()); err != nil {
-			return usagef("--delegation: %v", err)
-		}
-	}
-	sshOpts := setup.SSHOptions{Host: f.host, Port: f.port, User: f.user, HostKeyFingerprint: f.hostKeyFP,
-		Pins: setup.HostKeyStore{Path: ans.PinsPath()}}
-	switch {
-	case f.identityFile != "":
-		sshOpts.IdentityFile = f.identityFile
-	case f.passwordFile != "":
-		pw, err := identity.ReadSecretFile(f.passwordFile)
+	if u.interactive && !u.f.yes {
+		fmt.Fprintf(u.ew, "\nOn node %s (Proxmox VE %s): templates %s on storage %s, bridge %s; user %s with token %s.\n",
+			d.Node, d.Version.Version, strings.Join(c.Templates, ", "), c.Storage, c.Bridge, setup.PVEUser, setup.PVETokenID)
+		ok, err := u.confirm("Go ahead?")
 		if err != nil {
-			return usagef("--password-file: %v", err)
-		}
-		sshOpts.Password = pw
-	case os.Getenv("SSH_AUTH_SOCK") != "":
-		sshOpts.UseAgent = true
-	default:
-		if keys := setup.DefaultIdentityFiles(); len(keys) > 0 {
-			sshOpts.IdentityFile = keys[0]
-		} else {
-			pw, err := pr.password(fmt.Sprintf("SSH password for %s@%s: ", f.user, f.host))
-			if err != nil {
-				return err
-			}
-			sshOpts.Password = pw
-		}
-	}
-	if pr.interactive {
-		sshOpts.ConfirmHostKey = func(addr, fp, typ string) (bool, error) {
-			fmt.Fprintf(ew, "The host %s presents %s key %s.\nCheck it on the host with: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub\n", addr, typ, fp)
-			return pr.confirm("Is this the right key? It will be pinned")
-		}
-	}
-
-	ctx, cancel := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, f.timeout)
-	defer cancelT()
-
-	sink, finish := eventSink(out, f.asJSON, f.verbose)
-	host, err := setup.Connect(ctx, sshOpts)
-	if err != nil {
-		var unk *setup.HostKeyUnknownError
-		if errors.As(err, &unk) {
-			return withFix(exitUsage, err)
-		}
-		return withFix(exitFailure, err)
-	}
-	defer host.Close()
-	if host.NewlyPinned {
-		fmt.Fprintf(ew, "Pinned the SSH host key %s of %s in %s\n", host.Fingerprint, host.Addr, sshOpts.Pins.Path)
-	}
-
-	// Discovery changes nothing; its answers shape the plan.
-	var disc *setup.Discovery
-	discover := setup.Plan{Steps: []setup.Step{{ID: "discover", Title: "Discover " + f.host, Run: func(ctx context.Context, r *setup.Reporter) error {
-		var err error
-		disc, err = setup.Discover(ctx, host, r, f.node)
-		return err
-	}}}}
-	if _, err := discover.Run(ctx, sink); err != nil {
-		finish()
-		return withFix(exitFailure, err)
-	}
-	if ans.Storage, err = chooseStorage(pr, disc, f.storage, oldPx); err != nil {
-		return err
-	}
-	if ans.Bridge, err = chooseBridge(pr, disc, f.bridge, oldPx); err != nil {
-		return err
-	}
-	if !f.yes && pr.interactive {
-		fmt.Fprintf(ew, "\nOn node %s (Proxmox VE %s): templates %s on storage %s, bridge %s; user %s with token %s.\n",
-			disc.Node, disc.Version.Version, strings.Join(ans.Templates, ", "), ans.Storage, ans.Bridge, setup.PVEUser, setup.PVETokenID)
-		ok, err := pr.confirm("Go ahead?")
-		if err != nil {
-			return err
+			return c, err
 		}
 		if !ok {
-			return withExit(exitFailure, errors.New("stopped; nothing was changed on the node"))
+			return c, withExit(exitFailure, errors.New("stopped; nothing was changed on the node"))
 		}
 	}
-	run, err := setup.NewProxmoxPlan(ans, host, disc)
-	if err != nil {
-		return withFix(exitUsage, err)
-	}
-	_, err = run.Plan.Run(ctx, sink)
-	finish()
-	if err != nil {
-		code := exitFailure
-		if dcapi.IsAuth(err) {
-			code = exitAuth
-		}
-		return withFix(code, err)
-	}
-	key := run.Key
-	if f.asJSON {
-		return nil
-	}
-	fmt.Fprintf(out, "\nThe node is ready; config written to %s.\n", g.configPath)
-	if ans.Delegation == "" {
-		d, code, err := setup.DelegationRequest(key.Pubkey, setup.DelegationAnswers{Provider: ans.ProviderPubkey, Permissions: f.permissions, Expires: f.expires, Label: f.label}, time.Now())
-		if err != nil {
-			return withFix(exitUsage, err)
-		}
-		fmt.Fprintf(out, "\nNext, delegate this agent key. The delegation request:\n%s\n  %s\n\n", d.Summary(), code)
-		fmt.Fprintln(out, "On the machine that holds your provider key, run:")
-		fmt.Fprintf(out, "  dc-agent delegation sign --identity ~/.dcc/identity/<name>/private.pem '%s'\n", code)
-		fmt.Fprintln(out, "then here: dc-agent register --delegation 'dcds1:...'")
-		if !pr.interactive {
-			return nil
-		}
-		// On a terminal the signed code can be pasted right away.
-		for {
-			fmt.Fprint(ew, "\nPaste the signed delegation (dcds1:...), or press Enter to register later: ")
-			line, _ := pr.in.ReadString('\n')
-			pasted := strings.TrimSpace(line)
-			if pasted == "" {
-				return nil
-			}
-			if _, _, err := setup.AcceptDelegation(pasted, key.Pubkey, ans.ProviderPubkey, time.Now()); err != nil {
-				fmt.Fprintf(ew, "%v\nfix: %s\n", err, setup.FixOf(err))
-				continue
-			}
-			reg := setup.Plan{Steps: []setup.Step{setup.RegisterStep(pasted, key, ans.ProviderPubkey, func(k ed25519.PrivateKey) (*dcapi.Client, error) {
-				return dcapi.New(ans.APIEndpoint, ans.ProviderPubkey, k, dcapi.WithUserAgent(userAgent()))
-			}, time.Now)}}
-			if _, err := reg.Run(ctx, sink); err != nil {
-				return withFix(exitFailure, err)
-			}
-			break
-		}
-		fmt.Fprintln(out, "The agent is registered. Next: dc-agent doctor --verify-api, then dc-agent service install")
-	} else {
-		fmt.Fprintln(out, "The agent is registered. Next: dc-agent doctor --verify-api, then dc-agent service install")
-	}
-	return nil
+	return c, nil
 }
 
-// eventSink prints plan events as plain lines or JSON lines.
-func eventSink(w io.Writer, asJSON, verbose bool) (setup.Sink, func()) {
-	if asJSON {
-		enc := json.NewEncoder(w)
-		return func(e setup.Event) {
-			if e.Kind == setup.EventOutput && !verbose {
-				return
-			}
-			_ = enc.Encode(e)
-		}, func() {}
+// pick asks to choose one of n (or names the flag without a terminal).
+func (u *cliUI) pick(flag string, n int, item func(int) (id, label string)) (string, error) {
+	ids := make([]string, n)
+	for i := range n {
+		ids[i], _ = item(i)
 	}
-	p := setup.NewPrinter(w, verbose)
-	return p.Sink(), func() {}
-}
-
-func chooseStorage(pr *prompter, d *setup.Discovery, want string, old *config.ProxmoxConfig) (string, error) {
-	var ids []string
-	for _, s := range d.Storages {
-		ids = append(ids, s.ID)
-	}
-	if want != "" {
-		if _, ok := d.Storage(want); !ok {
-			return "", usagef("--storage %q: node %s has no such storage for VM disks (it has: %s)", want, d.Node, strings.Join(ids, ", "))
-		}
-		return want, nil
-	}
-	if id, ok := d.PreferredStorage(old); ok {
-		return id, nil
-	}
-	if len(ids) == 0 {
-		return "", withExit(exitFailure, fmt.Errorf("node %s has no storage that can hold VM disks; add one (content: images) and re-run", d.Node))
-	}
-	return pick(pr, "storage", ids, func(i int) string {
-		s := d.Storages[i]
-		return fmt.Sprintf("%s (%s, %d GiB free)", s.ID, s.Type, s.Avail>>30)
-	})
-}
-
-func chooseBridge(pr *prompter, d *setup.Discovery, want string, old *config.ProxmoxConfig) (string, error) {
-	var names []string
-	for _, b := range d.Bridges {
-		names = append(names, b.Name)
-	}
-	if want != "" {
-		if _, ok := d.Bridge(want); !ok {
-			return "", usagef("--bridge %q: node %s has no such bridge (it has: %s)", want, d.Node, strings.Join(names, ", "))
-		}
-		return want, nil
-	}
-	if name, ok := d.PreferredBridge(old); ok {
-		return name, nil
-	}
-	if len(names) == 0 {
-		return "", withExit(exitFailure, fmt.Errorf("node %s has no network bridge; create one (e.g. vmbr0) and re-run", d.Node))
-	}
-	return pick(pr, "bridge", names, func(i int) string { return names[i] + " " + d.Bridges[i].CIDR })
-}
-
-// pick asks to choose one of several (or names the flag without a terminal).
-func pick(pr *prompter, flag string, ids []string, label func(int) string) (string, error) {
-	if !pr.interactive {
+	if !u.interactive {
 		return "", usagef("--%s is required: the node has several (%s)", flag, strings.Join(ids, ", "))
 	}
-	for i := range ids {
-		fmt.Fprintf(pr.out, "  %d) %s\n", i+1, label(i))
+	for i := range n {
+		_, label := item(i)
+		fmt.Fprintf(u.ew, "  %d) %s\n", i+1, label)
 	}
-	a, err := pr.ask("Choose the "+flag+" (number)", flag)
+	a, err := u.ask("Choose the "+flag+" (number)", flag)
 	if err != nil {
 		return "", err
 	}
-	n, err := strconv.Atoi(a)
-	if err != nil || n < 1 || n > len(ids) {
-		return "", usagef("%q is not one of 1..%d", a, len(ids))
+	k, err := strconv.Atoi(a)
+	if err != nil || k < 1 || k > n {
+		return "", usagef("%q is not one of 1..%d", a, n)
 	}
-	return ids[n-1], nil
+	return ids[k-1], nil
+}
+
+func (u *cliUI) Delegate(_ context.Context, q setup.DelegationQuestion) (string, error) {
+	if u.f.asJSON {
+		return "", nil
+	}
+	if q.Err != nil {
+		fmt.Fprintf(u.ew, "%v\nfix: %s\n", q.Err, setup.FixOf(q.Err))
+	} else {
+		fmt.Fprintf(u.out, "\nNext, delegate this agent key. The delegation request:\n%s\n  %s\n\n", q.Request.Summary(), q.Code)
+		fmt.Fprintf(u.out, "On the machine that holds your provider key, run:\n  %s\n", setup.SignCommand(q.Code))
+		fmt.Fprintln(u.out, "then here: dc-agent register --delegation 'dcds1:...'")
+	}
+	if !u.interactive {
+		return "", nil
+	}
+	// On a terminal the signed code can be pasted right away.
+	fmt.Fprint(u.ew, "\nPaste the signed delegation (dcds1:...), or press Enter to register later: ")
+	line, _ := u.in.ReadString('\n')
+	return strings.TrimSpace(line), nil
+}
+
+func (u *cliUI) Started(setup.Phase, []setup.Step) {}
+
+func (u *cliUI) Event(e setup.Event) { u.sink(e) }
+
+func (u *cliUI) Ended(_ context.Context, phase setup.Phase, err error) (bool, error) {
+	if err == nil && phase == setup.PhaseNode && !u.f.asJSON {
+		fmt.Fprintf(u.out, "\nThe node is ready; config written to %s.\n", u.config)
+	}
+	return false, err
+}
+
+// eventSink prints plan events as plain lines or JSON lines.
+func eventSink(w io.Writer, asJSON, verbose bool) setup.Sink {
+	if !asJSON {
+		return setup.NewPrinter(w, verbose).Sink()
+	}
+	enc := json.NewEncoder(w)
+	return func(e setup.Event) {
+		if e.Kind == setup.EventOutput && !verbose {
+			return
+		}
+		_ = enc.Encode(e)
+	}
 }

@@ -14,8 +14,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/decent-stuff/dc-agent/config"
-	"github.com/decent-stuff/dc-agent/identity"
-	"github.com/decent-stuff/dc-agent/setup"
 	"github.com/decent-stuff/dc-agent/setup/service"
 	"github.com/decent-stuff/dc-agent/tui/monitor"
 	"github.com/decent-stuff/dc-agent/tui/wizard"
@@ -83,57 +81,22 @@ func openMonitor(cmd *cobra.Command, g *globals) error {
 	return monitor.Run(cmd.Context(), monitor.Options{ConfigPath: g.configPath})
 }
 
-// runNoTUI runs the same steps as the wizard from flags alone: the node
-// setup (and registration with --delegation), then the service.
+// runNoTUI runs the same flow as the wizard from flags alone: the node
+// setup, registration (with --delegation, or found done), the service.
 func runNoTUI(cmd *cobra.Command, g *globals, f *setupProxmoxFlags, t *tuiFlags) error {
-	if err := runSetupProxmox(cmd, g, f); err != nil {
-		return err
-	}
-	if f.delegation == "" {
-		return nil
-	}
-	return installAfterSetup(cmd, g, t)
-}
-
-// installAfterSetup installs the service once the agent is registered.
-func installAfterSetup(cmd *cobra.Command, g *globals, t *tuiFlags) error {
-	cfg, err := config.Load(g.configPath)
-	if err != nil {
-		return withExit(exitConfig, err)
-	}
-	if _, err := setup.LoadDelegation(identity.DelegationPath(cfg.AgentKeyPath())); err != nil {
-		return nil // not registered yet: setup proxmox said how to go on
-	}
-	ctx, cancel := signalContext(cmd)
-	defer cancel()
-	opts := t.serviceOptions(g)
-	opts.Progress = printEvent(cmd.ErrOrStderr())
-	res, err := service.Install(ctx, opts)
-	if err != nil {
-		return withFix(exitFailure, serviceError(err))
-	}
-	fmt.Fprintf(cmd.OutOrStdout(), "Service installed: %s\nWatch it with: dc-agent --config %s\n", res.UnitPath, g.configPath)
-	return nil
+	svc := t.serviceOptions(g)
+	return runSetupProxmox(cmd, g, f, &svc)
 }
 
 // wizardOptions are the flags as the wizard's prefill.
 func wizardOptions(g *globals, f *setupProxmoxFlags, t *tuiFlags) (wizard.Options, error) {
-	ans := f.baseAnswers(g)
-	if f.templates != "" {
-		ts, err := setup.ParseTemplateList(f.templates)
-		if err != nil {
-			return wizard.Options{}, usagef("--templates: %v", err)
-		}
-		ans.Templates = ts
+	o, err := f.flowOptions(g)
+	if err != nil {
+		return wizard.Options{}, err
 	}
-	return wizard.Options{
-		Answers: ans,
-		SSH:     wizard.SSHAnswers{Host: f.host, Port: f.port, User: f.user, IdentityFile: f.identityFile, PasswordFile: f.passwordFile},
-		Node:    f.node, Storage: f.storage, Bridge: f.bridge,
-		Request: setup.DelegationAnswers{Permissions: f.permissions, Expires: f.expires, Label: f.label},
-		Service: t.serviceOptions(g),
-		Monitor: func() tea.Model { return monitor.New(monitor.Options{ConfigPath: g.configPath}) },
-	}, nil
+	svc := t.serviceOptions(g)
+	o.Service = &svc
+	return wizard.Options{Flow: o, Monitor: func() tea.Model { return monitor.New(monitor.Options{ConfigPath: g.configPath}) }}, nil
 }
 
 // runWizard opens the setup wizard, prefilled from the flags.

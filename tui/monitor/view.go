@@ -12,6 +12,7 @@ import (
 
 	"github.com/decent-stuff/dc-agent/agent/status"
 	"github.com/decent-stuff/dc-agent/doctor"
+	"github.com/decent-stuff/dc-agent/internal/termtext"
 )
 
 // View implements tea.Model: the screen, never taller or wider than the
@@ -582,33 +583,8 @@ func oneLine(s string) string {
 }
 
 // clean makes outside text (event messages, backend errors, journal lines)
-// safe to draw: control characters, including ESC that would start a
-// terminal escape sequence, become visible "?"; tabs become spaces.
-// Invalid UTF-8 becomes U+FFFD.
-func clean(s string) string {
-	ok := true
-	for _, r := range s {
-		if r < 0x20 || (r >= 0x7f && r < 0xa0) || r == utf8.RuneError {
-			ok = false
-			break
-		}
-	}
-	if ok {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		switch {
-		case r == '\t':
-			b.WriteString("    ")
-		case r < 0x20 || (r >= 0x7f && r < 0xa0):
-			b.WriteByte('?')
-		default:
-			b.WriteRune(r) // RuneError is written as U+FFFD
-		}
-	}
-	return b.String()
-}
+// safe to draw.
+func clean(s string) string { return termtext.Clean(s) }
 
 // version is "v1.2.3" for a release, the word itself for "dev" builds.
 func version(v string) string {

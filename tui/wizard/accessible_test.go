@@ -61,12 +61,11 @@ func TestAccessibleWalk(t *testing.T) {
 	prov := srv.NewProvider("Acme")
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "dc-agent.toml")
-	o := Options{
+	o := Options{Flow: setup.FlowOptions{
 		Answers: setup.ProxmoxAnswers{ConfigPath: cfg, StateDir: filepath.Join(dir, "state"), ImageMirror: images.URL, ImageDir: filepath.Join(h.Dir, "images")},
 		Request: setup.DelegationAnswers{Label: "dumb-terminal"},
-		Service: service.Options{Root: filepath.Join(dir, "root")},
-		Prereqs: func() []Check { return fixedChecks },
-	}
+		Service: &service.Options{Root: filepath.Join(dir, "root")},
+	}}
 	var out bytes.Buffer
 	in := &lineReader{answers: lines(srv.URL, "not-a-key", prov.Pubkey, h.Host, strconv.Itoa(h.Port), h.User, h.ClientKeyFile,
 		"y", "", "", "0", "y", "dcds1:bad")}
@@ -140,7 +139,7 @@ func mustKey(t *testing.T, path string) []byte {
 // TestAccessibleInputEnds: when stdin ends, the wizard stops with what it
 // was asking, never takes the default as an answer, never hangs.
 func TestAccessibleInputEnds(t *testing.T) {
-	o := Options{Answers: setup.ProxmoxAnswers{ConfigPath: filepath.Join(t.TempDir(), "dc-agent.toml")}, Prereqs: func() []Check { return fixedChecks }}
+	o := Options{Flow: setup.FlowOptions{Answers: setup.ProxmoxAnswers{ConfigPath: filepath.Join(t.TempDir(), "dc-agent.toml")}}}
 	var out bytes.Buffer
 	hint, err := RunAccessible(context.Background(), o, strings.NewReader("https://api.example.org\n"), &out)
 	if err == nil || !strings.Contains(err.Error(), "no answer for Your provider public key") {

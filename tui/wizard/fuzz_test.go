@@ -18,11 +18,9 @@ func FuzzProgressView(f *testing.F) {
 		f.Add(s, s)
 	}
 	f.Fuzz(func(t *testing.T, text, fix string) {
-		m := New(Options{Answers: setup.ProxmoxAnswers{ConfigPath: "/nonexistent/dc-agent.toml"}, Now: func() time.Time { return t0 }, StatusEvery: -1})
-		m.screen = scrProgress
-		m.gen++
-		m.progress.reset(m.gen, &setup.Plan{Steps: []setup.Step{{Title: "Step " + text}, {Title: "Next"}}}, m.now)
-		m.progress.showOutput = true
+		m := New(Options{Flow: setup.FlowOptions{Answers: setup.ProxmoxAnswers{ConfigPath: "/nonexistent/dc-agent.toml"}, Now: func() time.Time { return t0 }}, StatusEvery: -1})
+		m.Update(startedMsg{phase: setup.PhaseNode, steps: titled("Step "+text, "Next")})
+		m.Update(key("o"))
 		for _, e := range []setup.Event{
 			{Kind: setup.EventStarted, Index: 1},
 			{Kind: setup.EventCommand, Index: 1, Text: text},
@@ -30,9 +28,10 @@ func FuzzProgressView(f *testing.F) {
 			{Kind: setup.EventWarning, Index: 1, Text: text, Fix: fix},
 			{Kind: setup.EventFailed, Index: 1, Text: text, Fix: fix},
 		} {
-			m.progress.apply(e)
+			e.Phase = setup.PhaseNode
+			m.Update(eventMsg{e})
 		}
-		m.Update(planDoneMsg{gen: m.gen, err: setup.Fixf(fix, "%s", text)})
+		m.Update(askMsg{q: endedQ{phase: setup.PhaseNode, err: setup.Fixf(fix, "%s", text)}, reply: make(chan answerMsg, 1)})
 		v := m.View()
 		if strings.ContainsAny(v, "\x1b\x07\r\u009b") {
 			t.Fatalf("control characters on screen: %q", v)

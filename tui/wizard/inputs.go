@@ -101,23 +101,23 @@ func (f *form) firstError() int {
 }
 
 // view renders label, input and (live) error of each field.
-func (f *form) view(m *Model, w int) string {
+func (f *form) view() string {
 	lw := f.labelWidth()
 	var b strings.Builder
 	for i := range f.fields {
 		fl := &f.fields[i]
 		cur := "  "
 		if i == f.focus {
-			cur = m.st.sel.Render("> ")
+			cur = st.sel.Render("> ")
 		}
 		b.WriteString(cur + padRight(fl.label, lw) + "  " + fl.input.View() + "\n")
 		err := fl.err()
 		show := err != nil && (f.tried || (i == f.focus && fl.value() != "") || (i != f.focus && fl.value() != ""))
 		switch {
 		case show:
-			b.WriteString(strings.Repeat(" ", lw+4) + m.st.bad.Render(markBad+" ") + err.Error() + "\n")
+			b.WriteString(strings.Repeat(" ", lw+4) + st.bad.Render(markBad+" ") + err.Error() + "\n")
 		case i == f.focus && fl.help != "":
-			b.WriteString(strings.Repeat(" ", lw+4) + m.st.dim.Render(fl.help) + "\n")
+			b.WriteString(strings.Repeat(" ", lw+4) + st.dim.Render(fl.help) + "\n")
 		}
 	}
 	return b.String()

@@ -1,7 +1,6 @@
 package wizard
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -9,23 +8,13 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/x/ansi"
 
+	"github.com/decent-stuff/dc-agent/internal/termtext"
 	"github.com/decent-stuff/dc-agent/setup"
 )
 
-// A plan runs in its own goroutine; its events come back one message at a
-// time through a channel read by a tea.Cmd, so nothing is dropped and the
-// plan waits when the screen falls behind.
-
-type planEventMsg struct {
-	gen int
-	ev  setup.Event
-	ch  <-chan tea.Msg
-}
-
-type planDoneMsg struct {
-	gen int
-	err error
-}
+// A plan runs in the flow's goroutine; its events come one message at a
+// time (startedMsg, eventMsg, then the flow's endedQ asking what next), so
+// nothing is dropped and the plan waits when the screen falls behind.
 
 type tickMsg struct{ gen int }
 
@@ -39,105 +28,124 @@ type stepRow struct {
 	elapsed time.Duration
 }
 
+// progressKind is what a plan screen says and does after its plan.
+type progressKind struct {
+	// note is said under a plan that succeeded.
+	note func(p *progressScreen) string
+	// next is what enter does then.
+	next string
+	// back: esc after a failure goes back to the question before.
+	back bool
+}
+
+var (
+	nodeDone = &progressKind{next: "continue", back: true, note: func(p *progressScreen) string {
+		return fmt.Sprintf("\n%s The node is ready and the config is written to %s.\nNext: the agent's delegation.\n",
+			st.ok.Render(markOK), p.env.o.Flow.Answers.ConfigPath)
+	}}
+	registerDone = &progressKind{next: "install the service", back: true, note: func(p *progressScreen) string {
+		return fmt.Sprintf("\n%s The API at %s accepts this agent for your provider.\nNext: install and start the dc-agent service.\n",
+			st.ok.Render(markOK), p.ans.APIEndpoint)
+	}}
+	serviceDone = &progressKind{next: "finish", note: func(p *progressScreen) string {
+		s := fmt.Sprintf("\n%s %s\n", st.ok.Render(markOK), p.rows[0].text)
+		if svc := p.env.o.Flow.Service; svc != nil && svc.Root != "" {
+			s += "The files are written under " + svc.Root + "; systemctl was not run.\n"
+		}
+		return s
+	}}
+)
+
 // progressScreen shows a running plan: a spinner on the current step,
 // elapsed times, output on demand, and on failure the error with its fix.
 type progressScreen struct {
+	env        *env
+	ans        setup.ProxmoxAnswers // the plan runs with
+	kind       *progressKind // nil: a part of another screen
 	title      string
 	gen        int
 	rows       []stepRow
 	output     []string
 	showOutput bool
 	running    bool
+	stopping   bool
 	done       bool
 	err        error
 	failed     int // index of the failed row, -1 none
 	started    time.Time
 	ended      time.Time
-	cancelFn   context.CancelFunc
 }
 
 const maxOutput = 200
 
-func newProgressScreen(title string) progressScreen {
-	return progressScreen{title: title, failed: -1}
+func newProgressScreen(e *env, title string, kind *progressKind) *progressScreen {
+	return &progressScreen{env: e, title: title, kind: kind, failed: -1}
 }
 
-func (p *progressScreen) cancel() {
-	if p.cancelFn != nil {
-		p.cancelFn()
-	}
-}
+func (p *progressScreen) focus() tea.Cmd { return nil }
 
-// start runs plan in the background and returns the commands that feed
-// its events to Update.
-// gen numbers the run so a message from an older run is ignored.
-func (p *progressScreen) start(ctx context.Context, gen int, plan *setup.Plan, now func() time.Time) tea.Cmd {
-	p.reset(gen, plan, now)
-	ctx, cancel := context.WithCancel(ctx)
-	p.cancelFn = cancel
-	plan.Now = now
-	ch := make(chan tea.Msg, 64)
-	go func() {
-		defer cancel()
-		_, err := plan.Run(ctx, func(e setup.Event) { ch <- planEventMsg{gen: gen, ev: e, ch: ch} })
-		ch <- planDoneMsg{gen: gen, err: err}
-		close(ch)
-	}()
-	return tea.Batch(waitFor(ch), tick(gen))
-}
-
-// reset shows plan's steps as pending, running.
-func (p *progressScreen) reset(gen int, plan *setup.Plan, now func() time.Time) {
-	rows := make([]stepRow, len(plan.Steps))
-	for i, s := range plan.Steps {
+// reset shows steps as pending, running.
+func (p *progressScreen) reset(steps []setup.Step) {
+	rows := make([]stepRow, len(steps))
+	for i, s := range steps {
 		rows[i] = stepRow{title: clean(s.Title)}
 	}
-	*p = progressScreen{title: p.title, gen: gen, rows: rows, showOutput: p.showOutput, running: true, failed: -1, started: now()}
-}
-
-func waitFor(ch <-chan tea.Msg) tea.Cmd {
-	return func() tea.Msg {
-		msg, ok := <-ch
-		if !ok {
-			return nil
-		}
-		return msg
-	}
+	*p = progressScreen{env: p.env, kind: p.kind, title: p.title, gen: p.gen + 1, rows: rows, showOutput: p.showOutput,
+		running: true, stopping: p.stopping, failed: -1, started: p.env.now()}
 }
 
 func tick(gen int) tea.Cmd {
 	return tea.Tick(100*time.Millisecond, func(time.Time) tea.Msg { return tickMsg{gen: gen} })
 }
 
-// update applies plan messages; finished is true when the plan ended with
-// this message.
-func (p *progressScreen) update(msg tea.Msg, now func() time.Time) (cmd tea.Cmd, finished bool) {
+// update applies the plan's messages and, once it ended, the keys that
+// answer the flow: retry, back, go on.
+func (p *progressScreen) update(msg tea.Msg) tea.Cmd {
 	switch msg := msg.(type) {
-	case planEventMsg:
-		if msg.gen != p.gen {
-			return nil, false
-		}
+	case startedMsg:
+		p.reset(msg.steps)
+		p.ans = msg.ans
+		return tick(p.gen)
+	case eventMsg:
 		p.apply(msg.ev)
-		return waitFor(msg.ch), false
-	case planDoneMsg:
-		if msg.gen != p.gen {
-			return nil, false
-		}
+	case endedQ:
 		p.running = false
-		p.ended = now()
+		p.ended = p.env.now()
 		p.err = msg.err
 		p.done = msg.err == nil
-		return nil, true
 	case tickMsg:
 		if msg.gen == p.gen && p.running {
-			return tick(p.gen), false
+			return tick(p.gen)
 		}
+	case stoppingMsg:
+		p.stopping = true
 	case tea.KeyMsg:
-		if msg.String() == "o" {
+		k := msg.String()
+		switch {
+		case k == "o":
 			p.showOutput = !p.showOutput
+		case p.running || p.kind == nil:
+		case k == "r" && p.err != nil:
+			return answer(true, nil)
+		case k == "esc" && p.err != nil && p.kind.back:
+			return answer(false, setup.ErrBack)
+		case k == "enter" && p.done:
+			return answer(false, nil)
 		}
 	}
-	return nil, false
+	return nil
+}
+
+func (p *progressScreen) view(w, h int) (string, string) {
+	body := p.plan(w, h)
+	if p.done && p.kind != nil {
+		body += p.kind.note(p)
+	}
+	next := ""
+	if p.kind != nil {
+		next = p.kind.next
+	}
+	return body, p.keys(next)
 }
 
 // apply records one event (tests feed events directly).
@@ -174,21 +182,8 @@ func (p *progressScreen) addOutput(l string) {
 }
 
 // clean keeps text from outside (remote output, API messages) from
-// driving the terminal: control characters go, tabs become spaces.
-func clean(s string) string {
-	if len(s) > 4096 {
-		s = s[:4096] + "…"
-	}
-	return strings.Map(func(r rune) rune {
-		switch {
-		case r == '\t':
-			return ' '
-		case r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0:
-			return -1
-		}
-		return r
-	}, s)
-}
+// driving the terminal.
+func clean(s string) string { return termtext.Clean(s) }
 
 var spinnerFrames = []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}
 
@@ -209,10 +204,10 @@ func fmtDur(d time.Duration) string {
 	}
 }
 
-// view renders the step list, and output or the failure below it, in
+// plan renders the step list, and output or the failure below it, in
 // width w and at most h lines.
-func (p *progressScreen) view(m *Model, w, h int) string {
-	now := m.now()
+func (p *progressScreen) plan(w, h int) string {
+	now := p.env.now()
 	var b strings.Builder
 	el := now.Sub(p.started)
 	if !p.running && !p.ended.IsZero() {
@@ -221,13 +216,13 @@ func (p *progressScreen) view(m *Model, w, h int) string {
 	state := "running"
 	switch {
 	case p.done:
-		state = m.st.ok.Render("done")
-	case p.err != nil && m.stopping:
-		state = m.st.warn.Render("stopped")
+		state = st.ok.Render("done")
+	case p.err != nil && p.stopping:
+		state = st.warn.Render("stopped")
 	case p.err != nil:
-		state = m.st.bad.Render("failed")
-	case m.stopping:
-		state = m.st.warn.Render("stopping…")
+		state = st.bad.Render("failed")
+	case p.stopping:
+		state = st.warn.Render("stopping…")
 	}
 	fmt.Fprintf(&b, "%s · %s · elapsed %s\n", p.title, state, fmtDur(el))
 	titleW := 0
@@ -236,7 +231,7 @@ func (p *progressScreen) view(m *Model, w, h int) string {
 	}
 	titleW = min(titleW, 30)
 	for _, r := range p.rows {
-		mark, text, dur := m.st.dim.Render(markTodo), "", ""
+		mark, text, dur := st.dim.Render(markTodo), "", ""
 		switch r.status {
 		case setup.EventStarted:
 			mark = spin(now)
@@ -245,50 +240,50 @@ func (p *progressScreen) view(m *Model, w, h int) string {
 			}
 			text = "…"
 		case setup.EventDone:
-			mark, text, dur = m.st.ok.Render(markOK), r.text, fmtDur(r.elapsed)
+			mark, text, dur = st.ok.Render(markOK), r.text, fmtDur(r.elapsed)
 		case setup.EventSkipped:
-			mark, text, dur = m.st.dim.Render(markSkip), "unchanged: "+r.text, fmtDur(r.elapsed)
+			mark, text, dur = st.dim.Render(markSkip), "unchanged: "+r.text, fmtDur(r.elapsed)
 		case setup.EventFailed:
-			mark, text, dur = m.st.bad.Render(markBad), "failed", fmtDur(r.elapsed)
+			mark, text, dur = st.bad.Render(markBad), "failed", fmtDur(r.elapsed)
 		}
 		if len(r.warns) > 0 && r.status != setup.EventFailed {
-			mark = m.st.warn.Render(markWarn)
+			mark = st.warn.Render(markWarn)
 		}
 		title := ansi.Truncate(r.title, titleW, "…")
 		line := fmt.Sprintf("%s %-*s %s", mark, titleW, title, text)
 		room := w - 1 - ansi.StringWidth(dur)
 		line = ansi.Truncate(line, room, "…")
 		pad := room - ansi.StringWidth(line)
-		b.WriteString(line + strings.Repeat(" ", max(pad, 0)+1) + m.st.dim.Render(dur) + "\n")
+		b.WriteString(line + strings.Repeat(" ", max(pad, 0)+1) + st.dim.Render(dur) + "\n")
 	}
 	used := len(p.rows) + 1
 	if p.failed >= 0 && p.err != nil {
 		r := p.rows[p.failed]
-		b.WriteString("\n" + m.st.bad.Render(markBad+" "+r.title+" failed: ") + r.text + "\n")
+		b.WriteString("\n" + st.bad.Render(markBad+" "+r.title+" failed: ") + r.text + "\n")
 		if r.fix != "" {
-			b.WriteString(m.st.key.Render("Fix: ") + r.fix + "\n")
+			b.WriteString(st.key.Render("Fix: ") + r.fix + "\n")
 		}
 		used += 4
 	} else if p.err != nil {
-		b.WriteString("\n" + m.st.bad.Render(markBad+" ") + p.err.Error() + "\n")
+		b.WriteString("\n" + st.bad.Render(markBad+" ") + p.err.Error() + "\n")
 		used += 2
 	}
 	for _, r := range p.rows {
 		for _, wn := range r.warns {
-			b.WriteString(m.st.warn.Render(markWarn+" warning: ") + wn + "\n")
+			b.WriteString(st.warn.Render(markWarn+" warning: ") + wn + "\n")
 			used++
 		}
 	}
-	if p.showOutput || (p.err != nil && !m.stopping && len(p.output) > 0) {
+	if p.showOutput || (p.err != nil && !p.stopping && len(p.output) > 0) {
 		room := h - used - 2
 		if room > 0 {
-			b.WriteString(m.st.dim.Render("output (last lines):") + "\n")
+			b.WriteString(st.dim.Render("output (last lines):") + "\n")
 			out := p.output
 			if len(out) > room {
 				out = out[len(out)-room:]
 			}
 			for _, l := range out {
-				b.WriteString(m.st.dim.Render(ansi.Truncate("  | "+l, w, "…")) + "\n")
+				b.WriteString(st.dim.Render(ansi.Truncate("  | "+l, w, "…")) + "\n")
 			}
 		}
 	}

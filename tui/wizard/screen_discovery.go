@@ -2,62 +2,55 @@ package wizard
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	tea "github.com/charmbracelet/bubbletea"
 
-	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/setup"
 )
 
 // discoveryScreen shows what the node has and takes the choices: storage,
 // bridge, templates. Nothing has been changed on the node yet.
 type discoveryScreen struct {
+	env     *env
+	d       *setup.Discovery
 	section int // 0 storage, 1 bridge, 2 templates
 	cursor  [3]int
 	storage int // chosen index, -1 none
 	bridge  int
 	tmpl    []bool
-	err     string
+	err     error
 }
 
-func newDiscoveryScreen(d *setup.Discovery, a setup.ProxmoxAnswers, o Options, old *config.ProxmoxConfig) discoveryScreen {
-	s := discoveryScreen{storage: -1, bridge: -1, tmpl: make([]bool, len(setup.Images))}
-	want := o.Storage
-	if want == "" {
-		want, _ = d.PreferredStorage(old)
-	}
+func (s *discoveryScreen) focus() tea.Cmd { return nil }
+
+// ask shows the flow's question: the node and the preselection.
+func (s *discoveryScreen) ask(q setup.ChoiceQuestion) {
+	d := q.Discovery
+	*s = discoveryScreen{env: s.env, d: d, storage: -1, bridge: -1, tmpl: make([]bool, len(setup.Images)), err: q.Err}
 	for i, st := range d.Storages {
-		if st.ID == want {
+		if st.ID == q.Choices.Storage {
 			s.storage = i
 		}
 	}
-	want = o.Bridge
-	if want == "" {
-		want, _ = d.PreferredBridge(old)
-	}
 	for i, b := range d.Bridges {
-		if b.Name == want {
+		if b.Name == q.Choices.Bridge {
 			s.bridge = i
 		}
 	}
 	for i, img := range setup.Images {
-		for _, t := range a.Templates {
-			if t == img.Name {
-				s.tmpl[i] = true
-			}
-		}
+		s.tmpl[i] = slices.Contains(q.Choices.Templates, img.Name)
 	}
 	s.cursor = [3]int{max(s.storage, 0), max(s.bridge, 0), 0}
-	return s
 }
 
-func (s *discoveryScreen) sectionLen(d *setup.Discovery, i int) int {
+func (s *discoveryScreen) sectionLen(i int) int {
 	switch i {
 	case 0:
-		return len(d.Storages)
+		return len(s.d.Storages)
 	case 1:
-		return len(d.Bridges)
+		return len(s.d.Bridges)
 	}
 	return len(setup.Images)
 }
@@ -72,34 +65,32 @@ func (s *discoveryScreen) templates() []string {
 	return t
 }
 
-// choose applies the choices to the answers, or says what is missing.
-func (m *Model) choose() error {
-	s, d := &m.discScr, m.disc
+// choices are the answer, or what is missing.
+func (s *discoveryScreen) choices() (setup.Choices, error) {
+	d := s.d
 	switch {
-	case len(d.Storages) == 0:
-		return fmt.Errorf("node %s has no storage that can hold VM disks; add one (content: images) and press r to look again", d.Node)
-	case len(d.Bridges) == 0:
-		return fmt.Errorf("node %s has no network bridge; create one (e.g. vmbr0) and press r to look again", d.Node)
+	case len(d.Storages) == 0 || len(d.Bridges) == 0:
+		return setup.Choices{}, s.err // the flow said what the node lacks
 	case s.storage < 0:
-		return fmt.Errorf("choose the storage (↑/↓, space)")
+		return setup.Choices{}, fmt.Errorf("choose the storage (↑/↓, space)")
 	case s.bridge < 0:
-		return fmt.Errorf("choose the bridge (↑/↓, space)")
+		return setup.Choices{}, fmt.Errorf("choose the bridge (↑/↓, space)")
 	case len(s.templates()) == 0:
-		return fmt.Errorf("choose at least one template (space)")
+		return setup.Choices{}, fmt.Errorf("choose at least one template (space)")
 	}
-	m.answers.Storage = d.Storages[s.storage].ID
-	m.answers.Bridge = d.Bridges[s.bridge].Name
-	m.answers.Templates = s.templates()
-	return nil
+	return setup.Choices{Storage: d.Storages[s.storage].ID, Bridge: d.Bridges[s.bridge].Name, Templates: s.templates()}, nil
 }
 
-func (m *Model) updateDiscovery(msg tea.Msg) tea.Cmd {
-	s, d := &m.discScr, m.disc
-	k, ok := msg.(tea.KeyMsg)
-	if !ok {
+func (s *discoveryScreen) update(msg tea.Msg) tea.Cmd {
+	if q, ok := msg.(setup.ChoiceQuestion); ok {
+		s.ask(q)
 		return nil
 	}
-	n := s.sectionLen(d, s.section)
+	k, ok := msg.(tea.KeyMsg)
+	if !ok || s.d == nil {
+		return nil
+	}
+	n := s.sectionLen(s.section)
 	switch k.String() {
 	case "tab":
 		s.section = (s.section + 1) % 3
@@ -110,7 +101,7 @@ func (m *Model) updateDiscovery(msg tea.Msg) tea.Cmd {
 			s.cursor[s.section]--
 		} else if s.section > 0 {
 			s.section--
-			s.cursor[s.section] = max(s.sectionLen(d, s.section)-1, 0)
+			s.cursor[s.section] = max(s.sectionLen(s.section)-1, 0)
 		}
 	case "down", "j":
 		if s.cursor[s.section] < n-1 {
@@ -130,35 +121,36 @@ func (m *Model) updateDiscovery(msg tea.Msg) tea.Cmd {
 		default:
 			s.tmpl[c] = !s.tmpl[c]
 		}
-		s.err = ""
+		s.err = nil
 	case "r":
-		m.hostScr.state = hostEdit
-		m.screen = scrHost
-		return m.connectCmd()
+		return answer(setup.Choices{Rediscover: true}, nil)
 	case "esc":
-		m.hostScr.state = hostEdit
-		return m.goTo(scrHost)
+		return answer(nil, setup.ErrBack)
 	case "enter":
-		if err := m.choose(); err != nil {
-			s.err = err.Error()
+		c, err := s.choices()
+		if err != nil {
+			s.err = err
 			return nil
 		}
-		return m.startNodePlan()
+		return answer(c, nil)
 	}
 	return nil
 }
 
-func (m *Model) viewDiscovery() string {
-	s, d := &m.discScr, m.disc
+func (s *discoveryScreen) view(int, int) (string, string) {
+	d := s.d
+	if d == nil {
+		return "", ""
+	}
 	var b strings.Builder
 	vc := "no (templates get the guest agent on first boot)"
 	if d.VirtCustomize {
 		vc = "yes"
 	}
-	fmt.Fprintf(&b, "Node %s · Proxmox VE %s · virt-customize: %s\n", m.st.key.Render(clean(d.Node)), clean(d.Version.Version), vc)
+	fmt.Fprintf(&b, "Node %s · Proxmox VE %s · virt-customize: %s\n", st.key.Render(clean(d.Node)), clean(d.Version.Version), vc)
 	head := func(i int, t string) {
 		if s.section == i {
-			b.WriteString(m.st.sel.Render("▸ "+t) + "\n")
+			b.WriteString(st.sel.Render("▸ "+t) + "\n")
 		} else {
 			b.WriteString("  " + t + "\n")
 		}
@@ -166,7 +158,7 @@ func (m *Model) viewDiscovery() string {
 	row := func(sec, i int, chosen bool, radio bool, text string) {
 		cur := "   "
 		if s.section == sec && s.cursor[sec] == i {
-			cur = m.st.sel.Render("  >")
+			cur = st.sel.Render("  >")
 		}
 		box := "( )"
 		if chosen {
@@ -182,14 +174,14 @@ func (m *Model) viewDiscovery() string {
 	}
 	head(0, "Storage for templates and VM disks")
 	if len(d.Storages) == 0 {
-		b.WriteString(m.st.bad.Render("    "+markBad+" none can hold VM disks") + "\n")
+		b.WriteString(st.bad.Render("    "+markBad+" none can hold VM disks") + "\n")
 	}
-	for i, st := range d.Storages {
-		row(0, i, s.storage == i, true, fmt.Sprintf("%-12s %-9s %5d GiB free", clean(st.ID), clean(st.Type), st.Avail>>30))
+	for i, sto := range d.Storages {
+		row(0, i, s.storage == i, true, fmt.Sprintf("%-12s %-9s %5d GiB free", clean(sto.ID), clean(sto.Type), sto.Avail>>30))
 	}
 	head(1, "Bridge for VM networks")
 	if len(d.Bridges) == 0 {
-		b.WriteString(m.st.bad.Render("    "+markBad+" no bridge") + "\n")
+		b.WriteString(st.bad.Render("    "+markBad+" no bridge") + "\n")
 	}
 	for i, br := range d.Bridges {
 		row(1, i, s.bridge == i, true, fmt.Sprintf("%-12s %s", clean(br.Name), clean(br.CIDR)))
@@ -203,21 +195,24 @@ func (m *Model) viewDiscovery() string {
 				break
 			}
 		}
-		row(2, i, s.tmpl[i], false, fmt.Sprintf("%-13s %-26s %s", img.Name, img.Title, m.st.dim.Render(note)))
+		row(2, i, s.tmpl[i], false, fmt.Sprintf("%-13s %-26s %s", img.Name, img.Title, st.dim.Render(note)))
 	}
 	b.WriteString("\n")
-	if s.err != "" {
-		b.WriteString(m.st.bad.Render(markBad+" ") + s.err + "\n")
+	if s.err != nil {
+		b.WriteString(st.bad.Render(markBad+" ") + clean(s.err.Error()) + "\n")
+		if fix := setup.FixOf(s.err); fix != "" {
+			b.WriteString("Fix: " + clean(fix) + " (r looks again)\n")
+		}
 	} else {
-		st, br := "?", "?"
+		sto, br := "?", "?"
 		if s.storage >= 0 && s.storage < len(d.Storages) {
-			st = clean(d.Storages[s.storage].ID)
+			sto = clean(d.Storages[s.storage].ID)
 		}
 		if s.bridge >= 0 && s.bridge < len(d.Bridges) {
 			br = clean(d.Bridges[s.bridge].Name)
 		}
 		fmt.Fprintf(&b, "Enter changes the node: templates %s on %s, bridge %s; pool %s, user %s, role %s and its API token.\n",
-			strings.Join(s.templates(), ", "), st, br, setup.PVEPool, setup.PVEUser, setup.PVERole)
+			strings.Join(s.templates(), ", "), sto, br, setup.PVEPool, setup.PVEUser, setup.PVERole)
 	}
-	return m.frame(b.String(), keyHelp("tab", "next list", "↑/↓", "move", "space", "choose", "enter", "set up the node", "esc", "back"))
+	return b.String(), keyHelp("tab", "next list", "↑/↓", "move", "space", "choose", "enter", "set up the node", "esc", "back")
 }

@@ -1,7 +1,6 @@
 package wizard
 
 import (
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"strings"
@@ -11,7 +10,7 @@ import (
 	"github.com/charmbracelet/bubbles/textinput"
 	tea "github.com/charmbracelet/bubbletea"
 
-	"github.com/decent-stuff/dc-agent/dcapi"
+	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/setup"
 )
 
@@ -19,17 +18,24 @@ import (
 // malformed, for another agent, from another provider, expired — each
 // explained with its fix before anything is sent anywhere.
 type pasteScreen struct {
+	env   *env
 	input textinput.Model
+	code  string // the request this paste answers
+	check func(string) (identity.SignedDelegation, []string, error)
+	ok    bool
+	lines []string
 }
 
-func newPasteScreen() pasteScreen {
+func newPasteScreen(e *env) *pasteScreen {
 	ti := textinput.New()
 	ti.Prompt = "> "
 	ti.Placeholder = "dcds1:…"
 	ti.CharLimit = 8192
 	ti.Cursor.SetMode(cursor.CursorStatic)
-	return pasteScreen{input: ti}
+	return &pasteScreen{env: e, input: ti}
 }
+
+func (p *pasteScreen) focus() tea.Cmd { return p.input.Focus() }
 
 var reasonTitles = map[string]string{
 	"malformed":      "Not a signed delegation",
@@ -38,13 +44,14 @@ var reasonTitles = map[string]string{
 	"expired":        "Expired",
 }
 
-// check validates what is pasted so far.
-func (m *Model) checkPasted() (ok bool, lines []string) {
-	v := strings.TrimSpace(m.paste.input.Value())
-	if v == "" {
-		return false, nil
+// recheck validates what is pasted so far.
+func (p *pasteScreen) recheck() {
+	p.ok, p.lines = false, nil
+	v := strings.TrimSpace(p.input.Value())
+	if v == "" || p.check == nil {
+		return
 	}
-	sd, warns, err := setup.AcceptDelegation(v, m.key.Pubkey, m.answers.ProviderPubkey, m.now())
+	sd, warns, err := p.check(v)
 	if err != nil {
 		title := "Not usable"
 		var ae *setup.AcceptError
@@ -53,70 +60,63 @@ func (m *Model) checkPasted() (ok bool, lines []string) {
 				title = t
 			}
 		}
-		lines = append(lines, m.st.bad.Render(markBad+" "+title+": ")+clean(err.Error()))
+		p.lines = append(p.lines, st.bad.Render(markBad+" "+title+": ")+clean(err.Error()))
 		if fix := setup.FixOf(err); fix != "" {
-			lines = append(lines, "Fix: "+clean(fix))
+			p.lines = append(p.lines, "Fix: "+clean(fix))
 		}
-		return false, lines
+		return
 	}
 	exp := "never expires"
 	if sd.ExpiresAtNs != nil {
 		exp = "expires " + sd.ExpiresAt().UTC().Format(time.RFC3339)
 	}
-	lines = append(lines, m.st.ok.Render(markOK+" Valid: ")+fmt.Sprintf("signed by provider %s for this agent; %s; %s",
+	p.lines = append(p.lines, st.ok.Render(markOK+" Valid: ")+fmt.Sprintf("signed by provider %s for this agent; %s; %s",
 		short(sd.ProviderPubkey), strings.Join(sd.Permissions, ", "), exp))
 	for _, w := range warns {
-		lines = append(lines, m.st.warn.Render(markWarn+" ")+w)
+		p.lines = append(p.lines, st.warn.Render(markWarn+" ")+w)
 	}
-	return true, lines
+	p.ok = true
 }
 
-func (m *Model) updatePaste(msg tea.Msg) tea.Cmd {
-	if k, ok := msg.(tea.KeyMsg); ok {
-		switch k.String() {
+func (p *pasteScreen) update(msg tea.Msg) tea.Cmd {
+	switch msg := msg.(type) {
+	case setup.DelegationQuestion:
+		if msg.Code != p.code {
+			p.input.SetValue("")
+		}
+		p.code, p.check = msg.Code, msg.Check
+		p.recheck()
+		return nil
+	case tea.WindowSizeMsg:
+		p.input.Width = max(10, msg.Width-4)
+		return nil
+	case tea.KeyMsg:
+		switch msg.String() {
 		case "esc":
-			return m.goTo(scrRequest)
+			return send(goMsg{scrRequest})
 		case "enter":
-			if ok, _ := m.checkPasted(); ok {
-				return m.startRegister()
+			if p.ok {
+				return answer(strings.TrimSpace(p.input.Value()), nil)
 			}
 			return nil
 		}
 	}
 	var cmd tea.Cmd
-	m.paste.input, cmd = m.paste.input.Update(msg)
+	p.input, cmd = p.input.Update(msg)
+	p.recheck()
 	return cmd
 }
 
-func (m *Model) viewPaste() string {
+func (p *pasteScreen) view(int, int) (string, string) {
 	var b strings.Builder
 	b.WriteString("Paste the signed delegation that dc-agent delegation sign printed (dcds1:…).\n")
 	b.WriteString("It is checked as you paste; nothing is sent until you press enter.\n\n")
-	b.WriteString(m.paste.input.View() + "\n\n")
-	_, lines := m.checkPasted()
-	for _, l := range lines {
+	b.WriteString(p.input.View() + "\n\n")
+	for _, l := range p.lines {
 		b.WriteString(l + "\n")
 	}
-	if len(lines) == 0 {
-		b.WriteString(m.st.dim.Render("To register later instead: ctrl+c, then dc-agent register --delegation 'dcds1:…'") + "\n")
+	if len(p.lines) == 0 {
+		b.WriteString(st.dim.Render("To register later instead: ctrl+c, then dc-agent register --delegation 'dcds1:…'") + "\n")
 	}
-	return m.frame(b.String(), keyHelp("enter", "register", "esc", "back to the request", "ctrl+c", "stop here"))
-}
-
-// startRegister registers the pasted delegation with the API (the same
-// step as dc-agent register and setup proxmox --delegation).
-func (m *Model) startRegister() tea.Cmd {
-	m.signed = strings.TrimSpace(m.paste.input.Value())
-	m.answers.Delegation = m.signed
-	a := m.answers
-	ua := a.UserAgent
-	if ua == "" {
-		ua = "dc-agent"
-	}
-	plan := &setup.Plan{Steps: []setup.Step{setup.RegisterStep(m.signed, m.key, a.ProviderPubkey, func(k ed25519.PrivateKey) (*dcapi.Client, error) {
-		return dcapi.New(a.APIEndpoint, a.ProviderPubkey, k, dcapi.WithUserAgent(ua))
-	}, m.now)}}
-	m.screen = scrRegister
-	m.gen++
-	return m.reg.start(m.ctx, m.gen, plan, m.now)
+	return b.String(), keyHelp("enter", "register", "esc", "back to the request", "ctrl+c", "stop here")
 }

@@ -7,32 +7,36 @@ import (
 
 	tea "github.com/charmbracelet/bubbletea"
 	qrcode "github.com/skip2/go-qrcode"
+
+	"github.com/decent-stuff/dc-agent/setup"
 )
 
 // requestScreen shows the delegation request for the provider's offline
 // machine: its fields, the dcdr1: code, the exact sign command, and a QR
 // code of the code when the terminal has room for it.
 type requestScreen struct {
-	err error
+	q setup.DelegationQuestion
 }
 
-func (m *Model) updateRequest(msg tea.Msg) tea.Cmd {
-	if k, ok := msg.(tea.KeyMsg); ok {
-		switch k.String() {
+func (r *requestScreen) focus() tea.Cmd { return nil }
+
+func (r *requestScreen) update(msg tea.Msg) tea.Cmd {
+	switch msg := msg.(type) {
+	case setup.DelegationQuestion:
+		r.q = msg
+	case tea.KeyMsg:
+		switch msg.String() {
 		case "enter", "p":
-			if m.req.err == nil {
-				return m.goTo(scrPaste)
-			}
+			return send(goMsg{scrPaste})
 		case "q":
-			return m.quit()
+			return send(quitMsg{})
 		}
 	}
 	return nil
 }
 
-func (m *Model) requestText() string {
-	d := m.request
-	w := m.width
+func (r *requestScreen) text(w int) string {
+	d := r.q.Request
 	var b strings.Builder
 	b.WriteString("Delegate this agent key with your provider key, on the machine that holds it:\n")
 	exp := "never"
@@ -45,35 +49,30 @@ func (m *Model) requestText() string {
 	}
 	fmt.Fprintf(&b, "  agent key    %s\n  provider     %s\n  permissions  %s\n  expires      %s   label  %s\n",
 		d.AgentPubkey, d.ProviderPubkey, strings.Join(d.Permissions, ", "), exp, label)
-	if m.reqFile != "" {
-		b.WriteString(m.st.key.Render("Request") + ", also in " + m.reqFile + "\n")
+	if r.q.File != "" {
+		b.WriteString(st.key.Render("Request") + ", also in " + r.q.File + "\n")
 	} else {
-		b.WriteString(m.st.key.Render("Request") + ":\n")
+		b.WriteString(st.key.Render("Request") + ":\n")
 	}
-	b.WriteString(m.st.code.Render(strings.TrimRight(hardWrap(m.reqCode, w, "  "), "\n")) + "\n")
-	b.WriteString(m.st.key.Render("Sign it there with") + " (one line):\n")
-	b.WriteString(m.st.code.Render(strings.TrimRight(hardWrap(signCommand(m.reqCode), w, "  "), "\n")) + "\n")
+	b.WriteString(st.code.Render(strings.TrimRight(hardWrap(r.q.Code, w, "  "), "\n")) + "\n")
+	b.WriteString(st.key.Render("Sign it there with") + " (one line):\n")
+	b.WriteString(st.code.Render(strings.TrimRight(hardWrap(setup.SignCommand(r.q.Code), w, "  "), "\n")) + "\n")
 	return b.String()
 }
 
-func (m *Model) viewRequest() string {
-	if m.req.err != nil {
-		body := m.st.bad.Render(markBad+" ") + "cannot build the delegation request: " + m.req.err.Error() +
-			"\nFix: correct the answer (--expires, --label, --permissions) and run dc-agent again; the node setup is kept.\n"
-		return m.frame(body, keyHelp("q", "quit"))
-	}
-	body := m.requestText()
-	used := len(wrapLines(body, m.width)) + 3
-	if qr := renderQR(m.reqCode); qr != "" {
+func (r *requestScreen) view(w, h int) (string, string) {
+	body := r.text(w)
+	used := len(wrapLines(body, w))
+	if qr := renderQR(r.q.Code); qr != "" {
 		qw, qh := qrSize(qr)
 		switch {
-		case m.height-used-1 >= qh && m.width >= qw:
+		case h-used-1 >= qh && w >= qw:
 			body += "\n" + qr
-		case m.height-used >= 1:
-			body += m.st.dim.Render(fmt.Sprintf("(a QR code of the request shows in a terminal of %dx%d or more)", max(m.width, qw), used+qh+1)) + "\n"
+		case h-used >= 1:
+			body += st.dim.Render(fmt.Sprintf("(a QR code of the request shows in a terminal of %dx%d or more)", max(w, qw), used+qh+4)) + "\n"
 		}
 	}
-	return m.frame(body, keyHelp("enter", "paste the signed delegation", "q", "stop here (it says how to go on)"))
+	return body, keyHelp("enter", "paste the signed delegation", "q", "stop here (it says how to go on)")
 }
 
 // renderQR draws the code as a QR code with half blocks: light modules

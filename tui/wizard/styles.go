@@ -14,6 +14,8 @@ type styles struct {
 	title, dim, ok, warn, bad, key, sel, code lipgloss.Style
 }
 
+var st = newStyles()
+
 func newStyles() styles {
 	return styles{
 		title: lipgloss.NewStyle().Bold(true).Foreground(lipgloss.AdaptiveColor{Light: "#5A3FC0", Dark: "#B7A6FF"}),
@@ -37,22 +39,21 @@ const (
 
 // frame lays a screen out: a title line, the body cut to the height, and
 // the key help at the bottom. Lines never exceed the width.
-func (m *Model) frame(body, keys string) string {
-	w, h := m.width, m.height
+func frame(s screenID, body, keys string, w, h int) string {
 	if w < 20 {
 		w = 20
 	}
 	if h < 6 {
 		h = 6
 	}
-	pos := fmt.Sprintf("%d/%d", int(m.screen)+1, int(numScreens))
-	head := m.st.title.Render("dc-agent setup") + m.st.dim.Render(" · "+pos+" ") + m.st.title.Render(screenTitles[m.screen])
+	pos := fmt.Sprintf("%d/%d", int(s)+1, int(numScreens))
+	head := st.title.Render("dc-agent setup") + st.dim.Render(" · "+pos+" ") + st.title.Render(screenTitles[s])
 	lines := wrapLines(body, w)
 	avail := h - 3
 	if len(lines) > avail {
-		lines = append(lines[:avail-1], m.st.dim.Render(fmt.Sprintf("… %d more lines: enlarge the terminal", len(lines)-avail+1)))
+		lines = append(lines[:avail-1], st.dim.Render(fmt.Sprintf("… %d more lines: enlarge the terminal", len(lines)-avail+1)))
 	}
-	foot := m.st.dim.Render(ansi.Truncate(keys, w, "…"))
+	foot := st.dim.Render(ansi.Truncate(keys, w, "…"))
 	var b strings.Builder
 	b.WriteString(ansi.Truncate(head, w, "…"))
 	b.WriteString("\n\n")

@@ -1,55 +1,32 @@
-// Package wizard is the setup wizard `dc-agent` opens on a fresh host: a
-// small state machine over screens (welcome, API, Proxmox host, discovery,
-// setup progress, delegation request, paste, register, service, summary),
-// each its own model in its own file.
+// Package wizard is the setup wizard `dc-agent` opens on a fresh host, and
+// its accessible twin (line prompts, accessible.go).
 //
-// The wizard asks; the setup package does. Every answer ends up in a
-// setup.ProxmoxAnswers, the same struct `dc-agent setup proxmox --no-tui`
-// fills from flags, and the work runs as setup plans in tea.Cmds that
-// stream their events back as messages, so Update stays fast and View
-// renders from state only.
+// The wizard asks; setup.Flow does. The flow runs in its own goroutine and
+// owns the order, the checks and what is already done; the wizard is its
+// UI: each question the flow asks arrives as a message and opens the
+// screen that answers it, each plan event arrives as a message and is
+// drawn, so Update stays fast and View renders from state only. Screens
+// share one small interface held by the root model and talk back only by
+// messages (an answer, go to another screen, quit).
 package wizard
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"strings"
+	"errors"
+	"sync"
 	"time"
 
 	tea "github.com/charmbracelet/bubbletea"
 
-	"github.com/decent-stuff/dc-agent/config"
-	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/setup"
-	"github.com/decent-stuff/dc-agent/setup/service"
 )
 
-// SSHAnswers say how to reach the Proxmox node.
-type SSHAnswers struct {
-	Host         string
-	Port         int
-	User         string
-	IdentityFile string
-	// PasswordFile holds the SSH password (read when connecting).
-	PasswordFile string
-}
-
-// Options configure the wizard. Everything is a prefill: the flags and
-// DC_AGENT_* variables of --no-tui, so both paths start from the same
-// answers.
+// Options configure the wizard.
 type Options struct {
-	// Answers: ConfigPath is required; the rest is prefilled.
-	Answers setup.ProxmoxAnswers
-	SSH     SSHAnswers
-	// Node, Storage and Bridge preselect discovery choices.
-	Node, Storage, Bridge string
-	// Request shapes the delegation request (Provider comes from Answers).
-	Request setup.DelegationAnswers
-	// Service installs the service (ConfigPath is set by the wizard).
-	Service service.Options
-	// Now is the clock for elapsed times and expiry checks (nil: time.Now).
-	Now func() time.Time
+	// Flow is the prefill (the flags and DC_AGENT_* variables of --no-tui,
+	// so both start from the same answers); Flow.Answers.ConfigPath is
+	// required.
+	Flow setup.FlowOptions
 	// Monitor opens the live monitor after the summary (nil: the summary
 	// says how to open it).
 	Monitor func() tea.Model
@@ -58,8 +35,6 @@ type Options struct {
 	StatusEvery time.Duration
 	// Context bounds all work (nil: Background).
 	Context context.Context
-	// Prereqs overrides the welcome screen's checks (tests: a fixed list).
-	Prereqs func() []Check
 }
 
 type screenID int
@@ -82,127 +57,131 @@ const (
 var screenTitles = [...]string{"Welcome", "Decent Cloud API", "Proxmox host", "Node and choices", "Setting up the node",
 	"Delegation request", "Signed delegation", "Register", "Service", "Done", "Monitor"}
 
-// stage is how far the wizard got, for what to say on Ctrl-C.
-type stage int
+// screen is one page of the wizard. It gets the flow's questions and
+// events, and keys, as messages; it answers by messages only.
+type screen interface {
+	update(msg tea.Msg) tea.Cmd
+	// view renders the body and the key help for a body of w×h cells.
+	view(w, h int) (body, keys string)
+	// focus is called when the screen is shown.
+	focus() tea.Cmd
+}
 
-const (
-	stageNothing    stage = iota // nothing changed yet
-	stagePinned                  // host key pinned, nothing else
-	stagePlan                    // the node plan is running or failed
-	stageNodeReady               // node set up, config written
-	stageRegistered              // delegation registered
-	stageInstalled               // service installed
+// Messages from screens to the root model.
+type (
+	// answerMsg answers the question the flow asked.
+	answerMsg struct {
+		v   any
+		err error
+	}
+	goMsg      struct{ to screenID }
+	quitMsg    struct{}
+	monitorMsg struct{}
+	// stoppingMsg tells a screen running a plan that Ctrl-C stops it.
+	stoppingMsg struct{}
 )
+
+func answer(v any, err error) tea.Cmd {
+	return func() tea.Msg { return answerMsg{v: v, err: err} }
+}
+
+func send(msg tea.Msg) tea.Cmd { return func() tea.Msg { return msg } }
+
+// env is what every screen reads: the context, the clock, the options.
+type env struct {
+	ctx context.Context
+	now func() time.Time
+	o   *Options
+}
 
 // Model is the wizard's root model.
 type Model struct {
 	o      Options
-	now    func() time.Time
+	env    *env
+	flow   *setup.Flow
+	br     *bridge
 	ctx    context.Context
-	width  int
-	height int
-	screen screenID
-	st     styles
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the flow's goroutine ended
+	// goneOnce closes br.gone: the model no longer listens.
+	goneOnce sync.Once
 
-	existing *config.Config
-	oldPx    *config.ProxmoxConfig
-	loadErr  error
+	width, height int
+	screen        screenID
+	screens       [numScreens]screen
+	summary       *summaryScreen
+	monitor       tea.Model
 
-	// answers are rebuilt from the prefill whenever the host changes.
-	answers setup.ProxmoxAnswers
-	sshOpts setup.SSHOptions
-	host    *setup.Host
-	disc    *setup.Discovery
-	run     *setup.ProxmoxRun
-	key     *setup.KeyStatus
-	request identity.Delegation
-	reqCode string
-	reqFile string
-	signed  string
-	svcRes  service.Result
-
-	stage    stage
+	pending  chan<- answerMsg // the open question's reply
+	running  bool             // a plan runs
+	started  bool             // the flow runs (Init)
 	stopping bool
 	quitting bool
-	hint     string
 	finished bool
-	gen      int
-
-	// newPlan builds the node plan (tests replace it with their own steps).
-	newPlan func() (*setup.ProxmoxRun, error)
-
-	welcome  welcomeScreen
-	api      apiScreen
-	hostScr  hostScreen
-	discScr  discoveryScreen
-	progress progressScreen
-	req      requestScreen
-	paste    pasteScreen
-	reg      progressScreen
-	svc      progressScreen
-	summary  summaryScreen
-	monitor  tea.Model
+	fatal    error
+	hint     string
 }
 
 // New returns the wizard for o.
 func New(o Options) *Model {
-	if o.Now == nil {
-		o.Now = time.Now
-	}
-	if o.Context == nil {
-		o.Context = context.Background()
+	if o.Flow.Now == nil {
+		o.Flow.Now = time.Now
 	}
 	if o.StatusEvery == 0 {
 		o.StatusEvery = 2 * time.Second
 	}
-	if o.SSH.User == "" {
-		o.SSH.User = "root"
+	ctx := o.Context
+	if ctx == nil {
+		ctx = context.Background()
 	}
-	if o.SSH.Port == 0 {
-		o.SSH.Port = 22
+	m := &Model{o: o, width: 80, height: 24, done: make(chan struct{})}
+	m.ctx, m.cancel = context.WithCancel(ctx)
+	m.br = &bridge{msgs: make(chan tea.Msg), gone: make(chan struct{})}
+	m.flow = setup.NewFlow(o.Flow, m.br)
+	m.br.flow = m.flow
+	m.env = &env{ctx: m.ctx, now: o.Flow.Now, o: &m.o}
+	m.summary = &summaryScreen{env: m.env}
+	m.screens = [numScreens]screen{
+		scrWelcome:   &welcomeScreen{env: m.env},
+		scrAPI:       newAPIScreen(),
+		scrHost:      newHostScreen(m.env),
+		scrDiscovery: &discoveryScreen{env: m.env},
+		scrProgress:  newProgressScreen(m.env, "Setting up the node", nodeDone),
+		scrRequest:   &requestScreen{},
+		scrPaste:     newPasteScreen(m.env),
+		scrRegister:  newProgressScreen(m.env, "Registering the agent", registerDone),
+		scrService:   newProgressScreen(m.env, "Installing the service", serviceDone),
+		scrSummary:   m.summary,
 	}
-	if o.Request.Expires == "" {
-		o.Request.Expires = "never"
-	}
-	m := &Model{o: o, now: o.Now, ctx: o.Context, width: 80, height: 24, st: newStyles()}
-	m.existing, _, m.loadErr = setup.LoadForUpdate(o.Answers.ConfigPath)
-	if m.existing != nil {
-		for _, p := range m.existing.AllProvisioners() {
-			if p.Type == config.TypeProxmox && p.Proxmox != nil {
-				m.oldPx = p.Proxmox
-			}
-		}
-	}
-	pre := o.Answers
-	pre.FillDefaults(m.existing, "")
-	m.welcome = newWelcome()
-	m.api = newAPIScreen(pre.APIEndpoint, pre.ProviderPubkey)
-	m.hostScr = newHostScreen(o.SSH)
-	m.progress = newProgressScreen("Setting up the node")
-	m.reg = newProgressScreen("Registering the agent")
-	m.svc = newProgressScreen("Installing the service")
-	m.newPlan = func() (*setup.ProxmoxRun, error) { return setup.NewProxmoxPlan(m.answers, m.host, m.disc) }
-	m.layout()
+	m.resize()
 	return m
 }
 
-// layout sizes the inputs to the terminal.
-func (m *Model) layout() {
-	m.api.layout(m.width)
-	m.hostScr.layout(m.width)
-	m.paste.input.Width = max(10, m.width-4)
+// Init starts the flow.
+func (m *Model) Init() tea.Cmd {
+	m.started = true
+	go func() {
+		defer close(m.done)
+		err := m.flow.Run(m.ctx)
+		m.br.send(flowDoneMsg{err: err, stage: m.flow.Stage(), summary: m.flow.Summary(), hint: m.flow.Hint()})
+	}()
+	return m.listen()
 }
 
-// Init starts the prerequisite checks.
-func (m *Model) Init() tea.Cmd {
-	return m.checkPrereqs()
+// listen waits for the flow's next message.
+func (m *Model) listen() tea.Cmd {
+	if !m.started {
+		return nil
+	}
+	ch := m.br.msgs
+	return func() tea.Msg { return <-ch }
 }
 
 // Hint is what to tell the provider after the wizard ends: what to
 // re-run, or what was done.
 func (m *Model) Hint() string {
 	if m.hint == "" {
-		return m.resumeHint() // ended from outside (SIGTERM)
+		return m.flow.Hint() // ended from outside (SIGTERM)
 	}
 	return m.hint
 }
@@ -210,191 +189,201 @@ func (m *Model) Hint() string {
 // Finished reports whether the wizard walked to its end.
 func (m *Model) Finished() bool { return m.finished }
 
-// Answers returns the answers the wizard collected so far (what it passed
-// to setup.NewProxmoxPlan).
-func (m *Model) Answers() setup.ProxmoxAnswers { return m.answers }
-
-// Close releases the SSH connection and stops the embedded monitor (the
-// service is not touched).
+// Close stops the flow (and waits for it to close the SSH connection) and
+// the embedded monitor; the service is not touched.
 func (m *Model) Close() {
 	if c, ok := m.monitor.(interface{ Close() }); ok {
 		c.Close()
 	}
-	if m.host != nil {
-		m.host.Close()
-		m.host = nil
+	m.stop()
+	if m.started {
+		<-m.done
 	}
+}
+
+// stop cancels the flow and stops listening to it.
+func (m *Model) stop() {
+	m.cancel()
+	m.goneOnce.Do(func() { close(m.br.gone) })
 }
 
 // Screen names the current screen (tests, artifacts).
 func (m *Model) Screen() string { return screenTitles[m.screen] }
 
-func (m *Model) goTo(s screenID) tea.Cmd {
+func (m *Model) show(s screenID) tea.Cmd {
 	m.screen = s
-	switch s {
-	case scrAPI:
-		return m.api.focusCmd()
-	case scrHost:
-		return m.hostScr.focusCmd()
-	case scrPaste:
-		return m.paste.input.Focus()
+	if s == scrMonitor {
+		return nil
 	}
-	return nil
+	return m.screens[s].focus()
 }
 
-// Update routes messages: window size and Ctrl-C here, the rest to the
+func (m *Model) resize() tea.Cmd {
+	var cmds []tea.Cmd
+	size := tea.WindowSizeMsg{Width: m.width, Height: m.height}
+	for _, s := range m.screens {
+		cmds = append(cmds, s.update(size))
+	}
+	return tea.Batch(cmds...)
+}
+
+// Update routes messages: the flow's to the screen that shows them, the
+// screens' to the flow, window size and Ctrl-C here, the rest to the
 // current screen.
 func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	switch msg := msg.(type) {
 	case tea.WindowSizeMsg:
 		m.width, m.height = msg.Width, msg.Height
-		m.layout()
 		if m.screen == scrMonitor && m.monitor != nil {
 			var cmd tea.Cmd
 			m.monitor, cmd = m.monitor.Update(msg)
 			return m, cmd
 		}
-		return m, nil
+		return m, m.resize()
 	case tea.KeyMsg:
 		if msg.Type == tea.KeyCtrlC && m.screen != scrMonitor {
 			return m, m.interrupt()
 		}
+		if m.fatal != nil {
+			if k := msg.String(); k == "q" || k == "esc" || k == "enter" {
+				return m, m.quit()
+			}
+			return m, nil
+		}
+	case askMsg:
+		return m, tea.Batch(m.ask(msg), m.listen())
+	case startedMsg:
+		m.running = true
+		s := phaseScreen[msg.phase]
+		return m, tea.Batch(m.show(s), m.screens[s].update(msg), m.listen())
+	case eventMsg:
+		return m, tea.Batch(m.screens[phaseScreen[msg.ev.Phase]].update(msg), m.listen())
+	case flowDoneMsg:
+		return m, m.flowDone(msg)
+	case answerMsg:
+		if m.pending != nil {
+			m.pending <- msg
+			m.pending = nil
+		}
+		return m, nil
+	case goMsg:
+		return m, m.show(msg.to)
+	case quitMsg:
+		return m, m.quit()
+	case monitorMsg:
+		return m, m.openMonitor()
 	}
-	var cmd tea.Cmd
-	switch m.screen {
-	case scrWelcome:
-		cmd = m.updateWelcome(msg)
-	case scrAPI:
-		cmd = m.updateAPI(msg)
-	case scrHost:
-		cmd = m.updateHost(msg)
-	case scrDiscovery:
-		cmd = m.updateDiscovery(msg)
-	case scrProgress:
-		cmd = m.updateProgress(msg)
-	case scrRequest:
-		cmd = m.updateRequest(msg)
-	case scrPaste:
-		cmd = m.updatePaste(msg)
-	case scrRegister:
-		cmd = m.updateRegister(msg)
-	case scrService:
-		cmd = m.updateService(msg)
-	case scrSummary:
-		cmd = m.updateSummary(msg)
-	case scrMonitor:
+	if m.screen == scrMonitor {
+		var cmd tea.Cmd
 		if m.monitor != nil {
 			m.monitor, cmd = m.monitor.Update(msg)
 		}
+		return m, cmd
 	}
-	return m, cmd
+	return m, m.screens[m.screen].update(msg)
 }
 
-// View renders the current screen.
-func (m *Model) View() string {
-	if m.quitting {
-		return ""
+var phaseScreen = map[setup.Phase]screenID{
+	setup.PhaseConnect: scrHost, setup.PhaseNode: scrProgress, setup.PhaseRegister: scrRegister, setup.PhaseService: scrService,
+}
+
+// ask opens the screen for the flow's question and hands it the question.
+func (m *Model) ask(a askMsg) tea.Cmd {
+	m.pending = a.reply
+	var s screenID
+	switch q := a.q.(type) {
+	case prereqQ:
+		s = scrWelcome
+	case setup.APIQuestion:
+		s = scrAPI
+	case setup.SSHQuestion, setup.HostKeyQuestion, passwordQ:
+		s = scrHost
+	case setup.ChoiceQuestion:
+		s = scrDiscovery
+	case setup.DelegationQuestion:
+		s = scrRequest
+		if m.screens[scrPaste].(*pasteScreen).code == q.Code {
+			s = scrPaste // asked again (back from a failed registration)
+		}
+		return tea.Batch(m.screens[scrRequest].update(q), m.screens[scrPaste].update(q), m.show(s))
+	case endedQ:
+		m.running = false
+		if m.stopping {
+			return m.quit()
+		}
+		return m.screens[phaseScreen[q.phase]].update(q)
 	}
-	switch m.screen {
-	case scrWelcome:
-		return m.viewWelcome()
-	case scrAPI:
-		return m.viewAPI()
-	case scrHost:
-		return m.viewHost()
-	case scrDiscovery:
-		return m.viewDiscovery()
-	case scrProgress:
-		return m.viewProgress()
-	case scrRequest:
-		return m.viewRequest()
-	case scrPaste:
-		return m.viewPaste()
-	case scrRegister:
-		return m.viewRegister()
-	case scrService:
-		return m.viewService()
-	case scrSummary:
-		return m.viewSummary()
-	case scrMonitor:
+	return tea.Batch(m.show(s), m.screens[s].update(a.q))
+}
+
+// flowDone shows the summary after a flow that went all the way, the
+// error of one that failed, or quits.
+func (m *Model) flowDone(d flowDoneMsg) tea.Cmd {
+	m.running = false
+	m.hint = d.hint
+	switch {
+	case m.stopping || m.quitting || errors.Is(d.err, context.Canceled):
+		return m.quit()
+	case d.err != nil:
+		m.fatal = d.err
+		return nil
+	case d.stage < setup.StageInstalled:
+		return m.quit()
+	}
+	m.finished = true
+	return tea.Batch(m.show(scrSummary), m.summary.start(d.summary))
+}
+
+func (m *Model) openMonitor() tea.Cmd {
+	if m.o.Monitor == nil {
+		return m.quit()
+	}
+	m.monitor = m.o.Monitor()
+	m.screen = scrMonitor
+	w, h := m.width, m.height
+	return tea.Batch(m.monitor.Init(), func() tea.Msg { return tea.WindowSizeMsg{Width: w, Height: h} })
+}
+
+// View renders the current screen in its frame.
+func (m *Model) View() string {
+	switch {
+	case m.quitting:
+		return ""
+	case m.screen == scrMonitor:
 		if m.monitor != nil {
 			return m.monitor.View()
 		}
-	}
-	return ""
-}
-
-// running reports whether a plan is running on the current screen.
-func (m *Model) running() *progressScreen {
-	for _, p := range []*progressScreen{&m.progress, &m.reg, &m.svc, &m.hostScr.conn} {
-		if p.running {
-			return p
+		return ""
+	case m.fatal != nil:
+		body := st.bad.Render(markBad+" ") + clean(m.fatal.Error()) + "\n"
+		if fix := setup.FixOf(m.fatal); fix != "" {
+			body += st.key.Render("Fix: ") + clean(fix) + "\n"
 		}
+		return frame(m.screen, body, keyHelp("q", "quit (it says how to go on)"), m.width, m.height)
 	}
-	return nil
+	body, keys := m.screens[m.screen].view(m.width, m.height-3)
+	return frame(m.screen, body, keys, m.width, m.height)
 }
 
-// interrupt handles Ctrl-C: running work is cancelled first (the plan
-// stops between steps or inside the remote command, and every step is
-// idempotent), then the wizard quits with what to re-run.
+// interrupt handles Ctrl-C: a running plan is stopped first (between
+// steps or inside the remote command; every step is idempotent), then the
+// wizard quits with what to re-run.
 func (m *Model) interrupt() tea.Cmd {
-	if p := m.running(); p != nil {
-		if m.stopping { // a second Ctrl-C: do not wait any longer
-			return m.quit()
-		}
+	if m.running && !m.stopping {
 		m.stopping = true
-		p.cancel()
-		return nil
+		m.cancel()
+		return m.screens[m.screen].update(stoppingMsg{})
 	}
 	return m.quit()
 }
 
 func (m *Model) quit() tea.Cmd {
+	m.stop()
 	if m.hint == "" {
-		m.hint = m.resumeHint()
+		m.hint = m.flow.Hint()
 	}
 	m.quitting = true
 	return tea.Quit
-}
-
-// resumeHint says exactly what was done and what to run to go on.
-func (m *Model) resumeHint() string {
-	cfg := m.o.Answers.ConfigPath
-	switch m.stage {
-	case stageNothing:
-		return "Stopped; nothing was changed. Run dc-agent again to set up."
-	case stagePinned:
-		return fmt.Sprintf("Stopped; nothing was changed on the node (its SSH host key is pinned in %s). Run dc-agent again to continue.", m.answers.PinsPath())
-	case stagePlan:
-		return "Stopped during the node setup. Every step checks first and changes only what differs, so nothing is left half-done:\n" +
-			"run dc-agent again (or dc-agent setup proxmox with the same answers) to continue where it stopped."
-	case stageNodeReady:
-		var b strings.Builder
-		fmt.Fprintf(&b, "The node is set up and the config is written (%s), but the agent is not registered yet.\n", cfg)
-		if m.reqFile != "" {
-			fmt.Fprintf(&b, "The delegation request is in %s. Sign it on the machine with your provider key:\n", m.reqFile)
-		} else {
-			b.WriteString("Sign the delegation request (dc-agent delegation request prints it) on the machine with your provider key:\n")
-		}
-		fmt.Fprintf(&b, "  %s\n", signCommand(m.reqCode))
-		fmt.Fprintf(&b, "then here: dc-agent --config %s register --delegation 'dcds1:...'\n", cfg)
-		fmt.Fprintf(&b, "and: dc-agent --config %s service install", cfg)
-		return b.String()
-	case stageRegistered:
-		return fmt.Sprintf("The agent is registered, but the service is not installed. Finish with: dc-agent --config %s service install", cfg)
-	}
-	if m.finished {
-		return fmt.Sprintf("dc-agent is set up and its service is installed. Watch it with: dc-agent --config %s   (or: dc-agent status)", cfg)
-	}
-	return fmt.Sprintf("The service is installed. Watch it with: dc-agent --config %s", cfg)
-}
-
-// signCommand is what the provider runs on the machine holding the main key.
-func signCommand(code string) string {
-	if code == "" {
-		code = "dcdr1:..."
-	}
-	return "dc-agent delegation sign --identity ~/.dcc/identity/<name>/private.pem '" + code + "'"
 }
 
 // Run runs the wizard on the terminal and returns the final model (its
@@ -407,11 +396,102 @@ func Run(o Options, progOpts ...tea.ProgramOption) (*Model, error) {
 	return m, err
 }
 
-// reqFilePath is where the delegation request is kept for the provider.
-func reqFilePath(configPath string) string {
-	return strings.TrimSuffix(configPath, ".toml") + ".delegation-request"
+// The bridge is the wizard as the flow's UI: each call becomes a message
+// to the model (read by listen), and a question waits for the screen's
+// answer or the end of the flow's context (Ctrl-C). Nothing is dropped
+// while the model listens, and nothing waits once it quit.
+
+type (
+	askMsg struct {
+		q     any
+		reply chan<- answerMsg
+	}
+	startedMsg struct {
+		phase setup.Phase
+		steps []setup.Step
+		// ans are the answers the plan runs with.
+		ans setup.ProxmoxAnswers
+	}
+	eventMsg    struct{ ev setup.Event }
+	flowDoneMsg struct {
+		err     error
+		stage   setup.Stage
+		summary setup.Summary
+		hint    string
+	}
+
+	prereqQ   struct{ checks []setup.Check }
+	passwordQ struct{ user, host string }
+	endedQ    struct {
+		phase setup.Phase
+		err   error
+	}
+)
+
+type bridge struct {
+	msgs chan tea.Msg
+	gone chan struct{} // closed when the model quit
+	flow *setup.Flow
 }
 
-func writeRequestFile(path, code string) error {
-	return os.WriteFile(path, []byte(code+"\n"), 0o600)
+func (b *bridge) send(msg tea.Msg) bool {
+	select {
+	case b.msgs <- msg:
+		return true
+	case <-b.gone:
+		return false
+	}
+}
+
+func askFor[T any](ctx context.Context, b *bridge, q any) (T, error) {
+	var zero T
+	reply := make(chan answerMsg, 1)
+	if !b.send(askMsg{q: q, reply: reply}) {
+		return zero, context.Canceled
+	}
+	select {
+	case a := <-reply:
+		v, _ := a.v.(T)
+		return v, a.err
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	}
+}
+
+func (b *bridge) Prerequisites(ctx context.Context, checks []setup.Check) (bool, error) {
+	return askFor[bool](ctx, b, prereqQ{checks})
+}
+
+func (b *bridge) API(ctx context.Context, q setup.APIQuestion) (setup.APIAnswer, error) {
+	return askFor[setup.APIAnswer](ctx, b, q)
+}
+
+func (b *bridge) SSH(ctx context.Context, q setup.SSHQuestion) (setup.SSHAnswer, error) {
+	return askFor[setup.SSHAnswer](ctx, b, q)
+}
+
+func (b *bridge) Password(ctx context.Context, user, host string) (string, error) {
+	return askFor[string](ctx, b, passwordQ{user, host})
+}
+
+func (b *bridge) ConfirmHostKey(ctx context.Context, q setup.HostKeyQuestion) (bool, error) {
+	return askFor[bool](ctx, b, q)
+}
+
+func (b *bridge) Choose(ctx context.Context, q setup.ChoiceQuestion) (setup.Choices, error) {
+	return askFor[setup.Choices](ctx, b, q)
+}
+
+func (b *bridge) Delegate(ctx context.Context, q setup.DelegationQuestion) (string, error) {
+	return askFor[string](ctx, b, q)
+}
+
+func (b *bridge) Started(phase setup.Phase, steps []setup.Step) {
+	b.send(startedMsg{phase, steps, b.flow.Summary().Answers})
+}
+
+func (b *bridge) Event(e setup.Event) { b.send(eventMsg{e}) }
+
+func (b *bridge) Ended(ctx context.Context, phase setup.Phase, err error) (bool, error) {
+	return askFor[bool](ctx, b, endedQ{phase, err})
 }

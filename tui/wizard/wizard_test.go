@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,6 +22,11 @@ import (
 	"github.com/decent-stuff/dc-agent/setup"
 	"github.com/decent-stuff/dc-agent/setup/service"
 )
+
+// The model tests play the flow: they send its questions and plan events
+// as messages and check the screens and the answers. The flow itself is
+// tested in setup; the two together in TestWizardFlow* and end to end in
+// cmd/dc-agent (tmux).
 
 func TestMain(m *testing.M) {
 	// Goldens are plain text: a fixed profile without colors.
@@ -58,14 +64,16 @@ var (
 	agentHex    = identity.PublicHex(agentKey)
 )
 
-var fixedChecks = []Check{
+var fixedChecks = []setup.Check{
 	{Name: "config", OK: true, Text: fixedDir + "/dc-agent.toml will be written"},
 	{Name: "service", OK: true, Text: "systemd found: the dc-agent service will be installed and started"},
 	{Name: "ssh", OK: true, Text: "SSH key " + fixedDir + "/id_ed25519"},
 }
 
+var pinsPath = filepath.Join(fixedDir, "state", setup.KnownHostsFile)
+
 // newTestModel is a wizard on a fresh host with a frozen clock and no
-// API polling.
+// API polling; its flow is not started (the test plays it).
 func newTestModel(t *testing.T) *Model {
 	t.Helper()
 	if err := os.MkdirAll(fixedDir, 0o700); err != nil {
@@ -75,15 +83,13 @@ func newTestModel(t *testing.T) *Model {
 	if err := os.WriteFile(filepath.Join(fixedDir, "id_ed25519"), []byte("key\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	o := Options{
+	m := New(Options{Flow: setup.FlowOptions{
 		Answers: setup.ProxmoxAnswers{ConfigPath: filepath.Join(fixedDir, "dc-agent.toml"), StateDir: filepath.Join(fixedDir, "state"), UserAgent: "dc-agent/test"},
-		SSH:     SSHAnswers{IdentityFile: filepath.Join(fixedDir, "id_ed25519")},
+		SSH:     setup.SSHAnswer{IdentityFile: filepath.Join(fixedDir, "id_ed25519")},
 		Request: setup.DelegationAnswers{Label: "pve-agent"},
-		Service: service.Options{Root: filepath.Join(fixedDir, "root")},
-		Now:     frozen, StatusEvery: -1,
-		Prereqs: func() []Check { return fixedChecks },
-	}
-	m := New(o)
+		Service: &service.Options{Root: filepath.Join(fixedDir, "root")},
+		Now:     frozen,
+	}, StatusEvery: -1})
 	m.Update(tea.WindowSizeMsg{Width: 80, Height: 24})
 	return m
 }
@@ -113,45 +119,49 @@ func key(k string) tea.KeyMsg {
 	return tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(k)}
 }
 
-// press sends keys and returns the last command.
-func press(m *Model, keys ...string) tea.Cmd {
-	var cmd tea.Cmd
+// deliver sends msg and everything its commands lead to.
+func deliver(t *testing.T, m *Model, msg tea.Msg) {
+	t.Helper()
+	_, cmd := m.Update(msg)
+	pump(t, m, cmd)
+}
+
+// press sends keys, one at a time.
+func press(t *testing.T, m *Model, keys ...string) {
+	t.Helper()
 	for _, k := range keys {
-		_, cmd = m.Update(key(k))
+		deliver(t, m, key(k))
 	}
-	return cmd
 }
 
 // typeText types s one key at a time.
-func typeText(m *Model, s string) {
+func typeText(t *testing.T, m *Model, s string) {
+	t.Helper()
 	for _, r := range s {
-		m.Update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune{r}})
+		deliver(t, m, tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune{r}})
 	}
 }
 
-// pump runs cmd and everything it leads to (but not the ticks' next
-// ticks), feeding the messages to m, until nothing is left.
+func pasteText(t *testing.T, m *Model, s string) {
+	t.Helper()
+	deliver(t, m, tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(s), Paste: true})
+}
+
+// pump runs cmd and everything it leads to (but no timers), feeding the
+// messages to m, until nothing is left.
 func pump(t *testing.T, m *Model, cmd tea.Cmd) {
 	t.Helper()
 	queue := []tea.Cmd{cmd}
-	deadline := time.Now().Add(20 * time.Second)
 	for len(queue) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("commands did not settle")
-		}
 		c := queue[0]
 		queue = queue[1:]
 		if c == nil {
 			continue
 		}
-		msg := c()
-		switch msg := msg.(type) {
-		case nil:
+		switch msg := c().(type) {
+		case nil, tickMsg, tea.QuitMsg:
 		case tea.BatchMsg:
 			queue = append(queue, msg...)
-		case tickMsg:
-			m.Update(msg)
-		case tea.QuitMsg:
 		default:
 			_, next := m.Update(msg)
 			queue = append(queue, next)
@@ -159,46 +169,90 @@ func pump(t *testing.T, m *Model, cmd tea.Cmd) {
 	}
 }
 
-func isQuit(cmd tea.Cmd) bool {
-	if cmd == nil {
-		return false
-	}
-	_, ok := cmd().(tea.QuitMsg)
-	return ok
+// ask is the flow asking q; the answer comes on the returned channel.
+func ask(t *testing.T, m *Model, q any) chan answerMsg {
+	t.Helper()
+	ch := make(chan answerMsg, 1)
+	deliver(t, m, askMsg{q: q, reply: ch})
+	return ch
 }
 
-// Walk helpers: each takes the model one screen further by keys.
-
-func toAPI(t *testing.T, m *Model) {
+// answered is the model's answer (the test fails without one).
+func answered(t *testing.T, ch chan answerMsg) answerMsg {
 	t.Helper()
-	m.Update(prereqMsg{checks: fixedChecks})
-	press(m, "enter")
-	if m.screen != scrAPI {
-		t.Fatalf("welcome: enter led to %s", m.Screen())
+	select {
+	case a := <-ch:
+		return a
+	default:
+		t.Fatal("the model did not answer")
+		return answerMsg{}
 	}
 }
 
-func toHost(t *testing.T, m *Model) {
+func notAnswered(t *testing.T, ch chan answerMsg, what string) {
 	t.Helper()
-	toAPI(t, m)
-	press(m, "tab")
-	typeText(m, providerHex)
-	press(m, "enter")
-	if m.screen != scrHost {
-		t.Fatalf("api: enter led to %s\n%s", m.Screen(), m.View())
+	select {
+	case a := <-ch:
+		t.Fatalf("%s answered %+v", what, a)
+	default:
 	}
+}
+
+// runPlan plays a plan of phase: started, each step's events, then the
+// flow's question what next.
+func runPlan(t *testing.T, m *Model, phase setup.Phase, ans setup.ProxmoxAnswers, steps []setup.Step, events []setup.Event, err error) chan answerMsg {
+	t.Helper()
+	deliver(t, m, startedMsg{phase: phase, steps: steps, ans: ans})
+	for _, e := range events {
+		e.Phase, e.Total, e.Time = phase, len(steps), t0
+		deliver(t, m, eventMsg{e})
+	}
+	return ask(t, m, endedQ{phase: phase, err: err})
+}
+
+func titled(titles ...string) []setup.Step {
+	var s []setup.Step
+	for _, t := range titles {
+		s = append(s, setup.Step{Title: t})
+	}
+	return s
+}
+
+// Walk helpers: each takes the model one screen further.
+
+func toAPI(t *testing.T, m *Model) chan answerMsg {
+	t.Helper()
+	ch := ask(t, m, prereqQ{checks: fixedChecks})
+	press(t, m, "enter")
+	if a := answered(t, ch); a.err != nil || a.v != false {
+		t.Fatalf("welcome: %+v", a)
+	}
+	return ask(t, m, setup.APIQuestion{Answer: setup.APIAnswer{Endpoint: "https://api.decent-cloud.org"}, Methods: []setup.RegistrationMethod{setup.MethodDelegation}})
+}
+
+func toHost(t *testing.T, m *Model) chan answerMsg {
+	t.Helper()
+	ch := toAPI(t, m)
+	press(t, m, "tab")
+	typeText(t, m, providerHex)
+	press(t, m, "enter")
+	if a := answered(t, ch); a.err != nil {
+		t.Fatalf("api: %+v\n%s", a, m.View())
+	}
+	return ask(t, m, setup.SSHQuestion{Answer: setup.SSHAnswer{Port: 22, User: "root", IdentityFile: filepath.Join(fixedDir, "id_ed25519")}})
 }
 
 var testHostKey = setup.HostKeyInfo{Addr: "pve.example.com:22", Type: "ssh-ed25519", Fingerprint: "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"}
 
-func toHostKey(t *testing.T, m *Model, info setup.HostKeyInfo) {
+func toHostKey(t *testing.T, m *Model) chan answerMsg {
 	t.Helper()
-	toHost(t, m)
-	typeText(m, "pve.example.com")
-	if cmd := press(m, "enter"); cmd == nil || m.hostScr.state != hostScanning {
-		t.Fatalf("host: enter did not scan the host key (state %d)\n%s", m.hostScr.state, m.View())
+	ch := toHost(t, m)
+	typeText(t, m, "pve.example.com")
+	press(t, m, "enter")
+	if a := answered(t, ch); a.err != nil {
+		t.Fatalf("host: %+v\n%s", a, m.View())
 	}
-	m.Update(hostKeyMsg{info: info})
+	return ask(t, m, setup.HostKeyQuestion{Info: testHostKey, PinsPath: pinsPath})
 }
 
 func testDiscovery() *setup.Discovery {
@@ -208,47 +262,70 @@ func testDiscovery() *setup.Discovery {
 		VMs:      []setup.VMInfo{{VMID: 9001, Template: true, Tags: []string{setup.TagOS("debian-12")}}}}
 }
 
-func toDiscovery(t *testing.T, m *Model) {
+// testQuestion is what the flow asks on testDiscovery: neither local-lvm
+// nor a single storage, so the storage must be chosen.
+var testQuestion = setup.ChoiceQuestion{Discovery: testDiscovery(), Choices: setup.Choices{Bridge: "vmbr0", Templates: []string{"ubuntu-24.04"}}}
+
+func toDiscovery(t *testing.T, m *Model) chan answerMsg {
 	t.Helper()
-	toHostKey(t, m, testHostKey)
-	m.discovered(testDiscovery())
+	ch := toHostKey(t, m)
+	press(t, m, "y")
+	if a := answered(t, ch); a.err != nil || a.v != true {
+		t.Fatalf("host key: %+v", a)
+	}
+	ended := runPlan(t, m, setup.PhaseConnect, testAnswers(), titled("Connect to root@pve.example.com", "Discover the node"), nil, nil)
+	if a := answered(t, ended); a.err != nil || a.v != false {
+		t.Fatalf("a connect plan that worked did not go on: %+v", a)
+	}
+	ch = ask(t, m, testQuestion)
 	if m.screen != scrDiscovery {
 		t.Fatal("not on the discovery screen")
 	}
+	return ch
 }
 
-// testRun is a node plan of test steps on the real engine.
-func testRun(steps ...setup.Step) *setup.ProxmoxRun {
-	return &setup.ProxmoxRun{Plan: setup.Plan{Steps: steps}, Result: &setup.ProxmoxResult{Templates: map[string]int{"ubuntu-24.04": 9000}},
-		Key: &setup.KeyStatus{Path: filepath.Join(fixedDir, "agent.key"), Pubkey: agentHex, Key: agentKey}}
-}
-
-func okStep(id, title, summary string) setup.Step {
-	return setup.Step{ID: id, Title: title, Run: func(ctx context.Context, r *setup.Reporter) error {
-		r.Notef("working on %s", id)
-		r.Changed("%s", summary)
-		return nil
-	}}
+// testAnswers are the answers the flow builds for pve.example.com.
+func testAnswers() setup.ProxmoxAnswers {
+	a := setup.ProxmoxAnswers{ConfigPath: filepath.Join(fixedDir, "dc-agent.toml"), StateDir: filepath.Join(fixedDir, "state"),
+		APIEndpoint: "https://api.example.org", ProviderPubkey: providerHex, Storage: "fast", Bridge: "vmbr0", Templates: []string{"ubuntu-24.04"}}
+	a.FillDefaults(nil, "pve.example.com")
+	return a
 }
 
 // chooseAll picks the first storage and bridge and keeps the default template.
-func chooseAll(m *Model) {
-	press(m, " ", "tab", " ")
+func chooseAll(t *testing.T, m *Model) {
+	press(t, m, " ", "tab", " ")
 }
 
-func toRequest(t *testing.T, m *Model) {
+func request(t *testing.T) setup.DelegationQuestion {
 	t.Helper()
-	toDiscovery(t, m)
-	chooseAll(m)
-	m.newPlan = func() (*setup.ProxmoxRun, error) { return testRun(okStep("agent-key", "Agent key", "created")), nil }
-	pump(t, m, press(m, "enter"))
-	if !m.progress.done {
-		t.Fatalf("the plan did not finish:\n%s", m.View())
+	d, code, err := setup.DelegationRequest(agentHex, setup.DelegationAnswers{Provider: providerHex, Label: "pve-agent"}, t0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	press(m, "enter")
+	return setup.DelegationQuestion{Request: d, Code: code, File: filepath.Join(fixedDir, "dc-agent.delegation-request"),
+		Check: func(s string) (identity.SignedDelegation, []string, error) {
+			return setup.AcceptDelegation(s, agentHex, providerHex, t0)
+		}}
+}
+
+func toRequest(t *testing.T, m *Model) chan answerMsg {
+	t.Helper()
+	ch := toDiscovery(t, m)
+	chooseAll(t, m)
+	press(t, m, "enter")
+	answered(t, ch)
+	ended := runPlan(t, m, setup.PhaseNode, testAnswers(), titled("Agent key"), []setup.Event{
+		{Kind: setup.EventStarted, Index: 1}, {Kind: setup.EventDone, Index: 1, Text: "created"}}, nil)
+	press(t, m, "enter")
+	if a := answered(t, ended); a.err != nil || a.v != false {
+		t.Fatalf("progress: %+v", a)
+	}
+	ch = ask(t, m, request(t))
 	if m.screen != scrRequest {
-		t.Fatalf("progress: enter led to %s", m.Screen())
+		t.Fatalf("on %s", m.Screen())
 	}
+	return ch
 }
 
 func sign(t *testing.T, main ed25519.PrivateKey, agent string, expires *int64) string {
@@ -267,249 +344,293 @@ func sign(t *testing.T, main ed25519.PrivateKey, agent string, expires *int64) s
 
 func TestWelcomeWaitsForChecksAndBlocksOnFailure(t *testing.T) {
 	m := newTestModel(t)
-	press(m, "enter")
-	if m.screen != scrWelcome {
+	press(t, m, "enter")
+	if m.screen != scrWelcome || !strings.Contains(m.View(), "checking…") {
 		t.Fatal("enter before the checks ran left the welcome screen")
 	}
-	m.Update(prereqMsg{checks: []Check{{Name: "permissions", Text: "cannot write /etc/dc-agent", Fix: "run as root (sudo dc-agent)"}}})
-	press(m, "enter")
+	ch := ask(t, m, prereqQ{checks: []setup.Check{{Name: "permissions", Text: "cannot write /etc/dc-agent", Fix: "run as root (sudo dc-agent)"}}})
+	press(t, m, "enter")
+	notAnswered(t, ch, "enter on a failed check")
 	if m.screen != scrWelcome || !strings.Contains(m.View(), "fix: run as root") {
 		t.Fatalf("a failed check did not block:\n%s", m.View())
 	}
-	m.Update(prereqMsg{checks: fixedChecks})
-	press(m, "enter")
-	if m.screen != scrAPI {
-		t.Fatalf("passed checks: enter led to %s", m.Screen())
+	press(t, m, "r")
+	if a := answered(t, ch); a.v != true {
+		t.Fatalf("r did not ask for the checks again: %+v", a)
+	}
+	ch = ask(t, m, prereqQ{checks: fixedChecks})
+	press(t, m, "enter")
+	if a := answered(t, ch); a.v != false || a.err != nil {
+		t.Fatalf("passed checks: %+v", a)
 	}
 }
 
 func TestAPIScreenChecksAsTyped(t *testing.T) {
 	m := newTestModel(t)
-	toAPI(t, m)
-	press(m, "tab")
-	typeText(m, "abc")
+	ch := toAPI(t, m)
+	press(t, m, "tab")
+	typeText(t, m, "abc")
 	if !strings.Contains(m.View(), "64 hex") {
 		t.Fatalf("a bad provider key is not explained as typed:\n%s", m.View())
 	}
-	press(m, "enter")
-	if m.screen != scrAPI {
-		t.Fatal("enter with a bad provider key went on")
+	press(t, m, "enter")
+	notAnswered(t, ch, "enter with a bad provider key")
+	press(t, m, "shift+tab", "ctrl+u")
+	typeText(t, m, "ftp://nope")
+	press(t, m, "tab", "ctrl+u")
+	typeText(t, m, strings.ToUpper(providerHex))
+	press(t, m, "enter")
+	notAnswered(t, ch, "a bad endpoint")
+	if !strings.Contains(m.View(), "ftp://nope") {
+		t.Fatalf("a bad endpoint is not shown:\n%s", m.View())
 	}
-	press(m, "shift+tab", "ctrl+u")
-	typeText(m, "ftp://nope")
-	press(m, "tab", "ctrl+u")
-	typeText(m, strings.ToUpper(providerHex))
-	press(m, "enter")
-	if m.screen != scrAPI || !strings.Contains(m.View(), "ftp://nope") {
-		t.Fatalf("a bad endpoint went through:\n%s", m.View())
-	}
-	if m.api.focus != 0 {
+	if m.screens[scrAPI].(*apiScreen).form.focus != 0 {
 		t.Fatal("enter did not show the field that needs an answer")
 	}
-	press(m, "ctrl+u")
-	typeText(m, "https://api.example.org")
-	press(m, "enter")
-	if m.screen != scrHost {
-		t.Fatalf("valid answers: on %s\n%s", m.Screen(), m.View())
+	press(t, m, "ctrl+u")
+	typeText(t, m, "https://api.example.org")
+	press(t, m, "enter")
+	a := answered(t, ch)
+	if got, ok := a.v.(setup.APIAnswer); !ok || got.Endpoint != "https://api.example.org" || got.Provider != providerHex {
+		t.Fatalf("answers: %+v", a)
 	}
-	if m.api.endpoint() != "https://api.example.org" || m.api.provider() != providerHex {
-		t.Fatalf("answers: %q %q", m.api.endpoint(), m.api.provider())
+	// The flow refuses an answer: shown with its fix, asked again.
+	ch = ask(t, m, setup.APIQuestion{Answer: a.v.(setup.APIAnswer), Err: setup.Fixf("check the endpoint", "the API is not there")})
+	if !strings.Contains(m.View(), "the API is not there") || !strings.Contains(m.View(), "Fix: check the endpoint") {
+		t.Fatalf("a refusal is not shown:\n%s", m.View())
 	}
-	press(m, "esc")
-	if m.screen != scrAPI {
+	press(t, m, "esc")
+	if a := answered(t, ch); !errors.Is(a.err, setup.ErrBack) {
+		t.Fatalf("esc did not go back: %+v", a)
+	}
+	ch = ask(t, m, setup.SSHQuestion{})
+	press(t, m, "esc")
+	if a := answered(t, ch); !errors.Is(a.err, setup.ErrBack) {
 		t.Fatal("esc on the host screen did not go back")
 	}
 }
 
 func TestHostScreenConfirmsTheHostKey(t *testing.T) {
 	m := newTestModel(t)
-	toHost(t, m)
-	typeText(m, "pve;rm -rf /")
-	press(m, "enter")
-	if m.hostScr.state != hostEdit || !strings.Contains(m.View(), "not a host name") {
-		t.Fatalf("a hostile host name was accepted:\n%s", m.View())
+	ch := toHost(t, m)
+	typeText(t, m, "pve;rm -rf /")
+	press(t, m, "enter")
+	notAnswered(t, ch, "a hostile host name")
+	if !strings.Contains(m.View(), "not a host name") {
+		t.Fatalf("a hostile host name is not explained:\n%s", m.View())
 	}
-	press(m, "ctrl+u")
-	typeText(m, "pve.example.com")
-	press(m, "enter")
-	if m.hostScr.state != hostScanning {
-		t.Fatal("enter did not read the host key")
+	press(t, m, "ctrl+u")
+	typeText(t, m, "pve.example.com")
+	press(t, m, "enter")
+	a := answered(t, ch)
+	if got := a.v.(setup.SSHAnswer); got.Host != "pve.example.com" || got.Port != 22 || got.User != "root" || got.IdentityFile != filepath.Join(fixedDir, "id_ed25519") {
+		t.Fatalf("answer: %+v", got)
 	}
-	// The answers are the --no-tui ones: FillDefaults with the host.
-	if m.answers.ProxmoxAPIURL != "https://pve.example.com:8006" || m.answers.ProviderPubkey != providerHex ||
-		m.answers.KeyPath != filepath.Join(fixedDir, "agent.key") || m.answers.TokenFile != filepath.Join(fixedDir, "proxmox-token") {
-		t.Fatalf("answers: %+v", m.answers)
+	if !strings.Contains(m.View(), "reading the host key of pve.example.com") {
+		t.Fatalf("no sign of the scan:\n%s", m.View())
 	}
-	m.Update(hostKeyMsg{err: setup.Fixf("check the host name and port", "connect to pve.example.com:22: connection refused")})
-	if m.hostScr.state != hostEdit || !strings.Contains(m.View(), "Fix: check the host name") {
+	ch = ask(t, m, setup.SSHQuestion{Answer: a.v.(setup.SSHAnswer), Err: setup.Fixf("check the host name and port", "connect to pve.example.com:22: connection refused")})
+	if !strings.Contains(m.View(), "Fix: check the host name") {
 		t.Fatalf("a scan error is not explained:\n%s", m.View())
 	}
-	press(m, "enter")
-	m.Update(hostKeyMsg{info: testHostKey})
+	press(t, m, "enter")
+	answered(t, ch)
+	ch = ask(t, m, setup.HostKeyQuestion{Info: testHostKey, PinsPath: pinsPath})
 	v := m.View()
-	if m.hostScr.state != hostConfirm || !strings.Contains(v, testHostKey.Fingerprint) || !strings.Contains(v, "ssh-keygen -lf") {
+	if !strings.Contains(v, testHostKey.Fingerprint) || !strings.Contains(v, "ssh-keygen -lf") || !strings.Contains(v, pinsPath) {
 		t.Fatalf("the host key is not shown to confirm:\n%s", v)
 	}
-	press(m, "n")
-	if m.hostScr.state != hostEdit {
-		t.Fatal("n did not go back")
+	press(t, m, "n")
+	if a := answered(t, ch); a.v == true || !errors.Is(a.err, setup.ErrBack) {
+		t.Fatalf("n: %+v", a)
 	}
-	// A changed key cannot be accepted.
-	press(m, "enter")
-	changed := testHostKey
-	changed.Changed = true
-	m.Update(hostKeyMsg{info: changed})
-	if cmd := press(m, "y"); cmd != nil || m.hostScr.state != hostConfirm || !strings.Contains(m.View(), "HOST KEY CHANGED") {
-		t.Fatalf("a changed host key could be accepted:\n%s", m.View())
+	// A changed key comes as the reason to ask again: shown, and nothing
+	// accepts it.
+	e := &setup.HostKeyChangedError{Addr: testHostKey.Addr, Got: testHostKey.Fingerprint, Type: testHostKey.Type, File: pinsPath}
+	ch = ask(t, m, setup.SSHQuestion{Answer: a.v.(setup.SSHAnswer), Err: setup.WithFix(e, e.Fix())})
+	press(t, m, "y", "enter")
+	notAnswered(t, ch, "a changed host key")
+	if !strings.Contains(m.View(), "HOST KEY CHANGED") {
+		t.Fatalf("a changed host key is not shown:\n%s", m.View())
+	}
+	press(t, m, "esc")
+	if !strings.Contains(m.View(), "how does it log in") {
+		t.Fatalf("esc did not go back to the answers:\n%s", m.View())
 	}
 }
 
-func TestSSHOptionsFromTheAnswers(t *testing.T) {
+func TestHostScreenAnswersWhatIsTyped(t *testing.T) {
 	m := newTestModel(t)
-	toHostKey(t, m, testHostKey)
-	o, err := m.sshOptions()
-	if err != nil {
-		t.Fatal(err)
+	ch := toHost(t, m)
+	typeText(t, m, "pve.example.com")
+	press(t, m, "tab", "tab", "tab", "tab")
+	typeText(t, m, "s3cret")
+	press(t, m, "enter")
+	if a := answered(t, ch).v.(setup.SSHAnswer); a.Password != "s3cret" || a.IdentityFile != filepath.Join(fixedDir, "id_ed25519") {
+		t.Fatalf("a typed password is not answered with the key: %+v", a)
 	}
-	if o.Host != "pve.example.com" || o.Port != 22 || o.User != "root" || o.IdentityFile != filepath.Join(fixedDir, "id_ed25519") ||
-		o.HostKeyFingerprint != testHostKey.Fingerprint || o.Pins.Path != filepath.Join(fixedDir, "state", setup.KnownHostsFile) {
-		t.Fatalf("ssh options: %+v", o)
+	// A password file from --password-file shows as file:PATH.
+	ch = ask(t, m, setup.SSHQuestion{Answer: setup.SSHAnswer{Host: "pve.example.com", PasswordFile: "/etc/pw"}})
+	press(t, m, "enter")
+	if a := answered(t, ch).v.(setup.SSHAnswer); a.PasswordFile != "/etc/pw" || a.Password != "" {
+		t.Fatalf("password file: %+v", a)
 	}
-	m.hostScr.fields[4].input.SetValue("s3cret")
-	if o, _ := m.sshOptions(); o.Password != "s3cret" || o.IdentityFile != "" {
-		t.Fatalf("a typed password is not used: %+v", o)
+	// A key file that is not there is said as typed (looked for in a Cmd).
+	ch = ask(t, m, setup.SSHQuestion{Answer: setup.SSHAnswer{Host: "pve.example.com"}})
+	press(t, m, "tab", "tab", "tab")
+	typeText(t, m, "/nonexistent/key")
+	if !strings.Contains(m.View(), "no key file at /nonexistent/key") {
+		t.Fatalf("a missing key file is not said:\n%s", m.View())
+	}
+	press(t, m, "enter")
+	notAnswered(t, ch, "a missing key file")
+	// No way to log in: the flow asks for a password, the screen says what to enter.
+	ch = ask(t, m, passwordQ{user: "root", host: "pve.example.com"})
+	if a := answered(t, ch); a.err == nil || setup.FixOf(a.err) != "enter an SSH key file or the password" {
+		t.Fatalf("password question: %+v", a)
 	}
 }
 
 func TestDiscoveryChoices(t *testing.T) {
 	m := newTestModel(t)
-	toDiscovery(t, m)
-	// Neither local-lvm nor vmbr0-only: the provider must choose storage.
-	if m.discScr.storage != -1 || m.discScr.bridge != 0 {
-		t.Fatalf("preselection: storage %d bridge %d", m.discScr.storage, m.discScr.bridge)
+	ch := toDiscovery(t, m)
+	s := m.screens[scrDiscovery].(*discoveryScreen)
+	// The flow preselected the bridge, not the storage.
+	if s.storage != -1 || s.bridge != 0 {
+		t.Fatalf("preselection: storage %d bridge %d", s.storage, s.bridge)
 	}
-	press(m, "enter")
-	if m.screen != scrDiscovery || !strings.Contains(m.View(), "choose the storage") {
+	press(t, m, "enter")
+	notAnswered(t, ch, "no storage")
+	if !strings.Contains(m.View(), "choose the storage") {
 		t.Fatalf("enter without a storage went on:\n%s", m.View())
 	}
-	press(m, "down", " ")                     // bulk
-	press(m, "tab", "down", " ")              // vmbr1
-	press(m, "tab", " ", "down", "down", " ") // ubuntu-24.04 off, debian-12 on
+	press(t, m, "down", " ")                     // bulk
+	press(t, m, "tab", "down", " ")              // vmbr1
+	press(t, m, "tab", " ", "down", "down", " ") // ubuntu-24.04 off, debian-12 on
 	if !strings.Contains(m.View(), "exists (VMID 9001): reused") {
 		t.Fatalf("an existing template is not shown:\n%s", m.View())
 	}
-	if err := m.choose(); err != nil {
-		t.Fatal(err)
+	press(t, m, " ")
+	press(t, m, "enter")
+	notAnswered(t, ch, "no template")
+	if !strings.Contains(m.View(), "at least one template") {
+		t.Fatalf("no template:\n%s", m.View())
 	}
-	if m.answers.Storage != "bulk" || m.answers.Bridge != "vmbr1" || strings.Join(m.answers.Templates, ",") != "debian-12" {
-		t.Fatalf("choices: %s %s %v", m.answers.Storage, m.answers.Bridge, m.answers.Templates)
+	press(t, m, " ", "enter")
+	c := answered(t, ch).v.(setup.Choices)
+	if c.Storage != "bulk" || c.Bridge != "vmbr1" || strings.Join(c.Templates, ",") != "debian-12" {
+		t.Fatalf("choices: %+v", c)
 	}
-	press(m, " ")
-	if err := m.choose(); err == nil || !strings.Contains(err.Error(), "at least one template") {
-		t.Fatalf("no template: %v", err)
+	// r looks at the node again; esc goes back to the host.
+	ch = ask(t, m, testQuestion)
+	press(t, m, "r")
+	if a := answered(t, ch); !a.v.(setup.Choices).Rediscover {
+		t.Fatalf("r: %+v", a)
+	}
+	ch = ask(t, m, testQuestion)
+	press(t, m, "esc")
+	if a := answered(t, ch); !errors.Is(a.err, setup.ErrBack) {
+		t.Fatalf("esc: %+v", a)
+	}
+	// A node without storage: the flow's reason, with its fix.
+	d := testDiscovery()
+	d.Storages = nil
+	ch = ask(t, m, setup.ChoiceQuestion{Discovery: d, Err: setup.Fixf("add one (content: images) on the node, then look again", "node pve1 has no storage that can hold VM disks")})
+	press(t, m, "enter")
+	notAnswered(t, ch, "a node without storage")
+	if v := m.View(); !strings.Contains(v, "no storage that can hold VM disks") || !strings.Contains(v, "r looks again") {
+		t.Fatalf("no storage:\n%s", v)
 	}
 }
 
 func TestProgressFailureShowsFixAndRetries(t *testing.T) {
 	m := newTestModel(t)
-	toDiscovery(t, m)
-	chooseAll(m)
-	attempts := 0
-	m.newPlan = func() (*setup.ProxmoxRun, error) {
-		return testRun(okStep("agent-key", "Agent key", "created"), setup.Step{ID: "template", Title: "Template ubuntu-24.04", Run: func(ctx context.Context, r *setup.Reporter) error {
-			attempts++
-			r.Output("stderr", "qemu-img: write failed")
-			if attempts == 1 {
-				return setup.Fixf("free space on storage bulk, then retry", "import the disk: no space left on device")
-			}
-			r.Changed("built template 9000")
-			return nil
-		}}), nil
-	}
-	pump(t, m, press(m, "enter"))
+	ch := toDiscovery(t, m)
+	chooseAll(t, m)
+	press(t, m, "enter")
+	answered(t, ch)
+	steps := titled("Agent key", "Template ubuntu-24.04")
+	ok := []setup.Event{{Kind: setup.EventStarted, Index: 1}, {Kind: setup.EventOutput, Index: 1, Text: "working on agent-key"},
+		{Kind: setup.EventDone, Index: 1, Text: "created"}, {Kind: setup.EventStarted, Index: 2}}
+	fail := append(ok, setup.Event{Kind: setup.EventOutput, Index: 2, Stream: "stderr", Text: "qemu-img: write failed"},
+		setup.Event{Kind: setup.EventFailed, Index: 2, Text: "import the disk: no space left on device", Fix: "free space on storage bulk, then retry"})
+	ended := runPlan(t, m, setup.PhaseNode, testAnswers(), steps, fail, &setup.StepError{Step: "template", Title: "Template ubuntu-24.04"})
 	v := m.View()
-	if m.progress.err == nil || !strings.Contains(v, "no space left") || !strings.Contains(v, "Fix: free space on storage bulk") ||
-		!strings.Contains(v, "qemu-img: write failed") {
+	if !strings.Contains(v, "no space left") || !strings.Contains(v, "Fix: free space on storage bulk") || !strings.Contains(v, "qemu-img: write failed") {
 		t.Fatalf("the failure is not explained with its fix and output:\n%s", v)
 	}
-	if m.stage != stagePlan {
-		t.Fatalf("stage %d", m.stage)
+	press(t, m, "enter")
+	notAnswered(t, ended, "enter after a failure")
+	press(t, m, "r")
+	if a := answered(t, ended); a.v != true {
+		t.Fatalf("r did not retry: %+v", a)
 	}
-	pump(t, m, press(m, "r"))
-	if !m.progress.done || attempts != 2 {
-		t.Fatalf("retry: done %v attempts %d\n%s", m.progress.done, attempts, m.View())
+	ended = runPlan(t, m, setup.PhaseNode, testAnswers(), steps, append(ok, setup.Event{Kind: setup.EventDone, Index: 2, Text: "built template 9000"}), nil)
+	if !strings.Contains(m.View(), "The node is ready") {
+		t.Fatalf("done:\n%s", m.View())
 	}
-	press(m, "o")
+	press(t, m, "o")
 	if !strings.Contains(m.View(), "working on agent-key") {
 		t.Fatalf("o does not show the output:\n%s", m.View())
 	}
-	if m.stage != stageNodeReady || m.reqCode == "" {
-		t.Fatal("the node plan's end did not build the request")
+	press(t, m, "enter")
+	if a := answered(t, ended); a.v != false || a.err != nil {
+		t.Fatalf("enter: %+v", a)
+	}
+	// esc after a failure goes back to the choices.
+	ended = runPlan(t, m, setup.PhaseNode, testAnswers(), steps, fail, errors.New("failed"))
+	press(t, m, "esc")
+	if a := answered(t, ended); !errors.Is(a.err, setup.ErrBack) {
+		t.Fatalf("esc: %+v", a)
 	}
 }
 
-func TestCtrlCDuringThePlanStopsItAndSaysWhatToRerun(t *testing.T) {
+func TestCtrlCDuringAPlanStopsItFirst(t *testing.T) {
 	m := newTestModel(t)
-	toDiscovery(t, m)
-	chooseAll(m)
-	started := make(chan struct{})
-	m.newPlan = func() (*setup.ProxmoxRun, error) {
-		return testRun(setup.Step{ID: "template", Title: "Template ubuntu-24.04", Run: func(ctx context.Context, r *setup.Reporter) error {
-			close(started)
-			<-ctx.Done()
-			return ctx.Err()
-		}}, okStep("pool", "Pool dc-agent", "created")), nil
-	}
-	cmd := press(m, "enter")
-	<-started
-	if c := press(m, "ctrl+c"); c != nil || !m.stopping {
-		t.Fatal("the first ctrl+c did not just stop the plan")
+	ch := toDiscovery(t, m)
+	chooseAll(t, m)
+	press(t, m, "enter")
+	answered(t, ch)
+	deliver(t, m, startedMsg{phase: setup.PhaseNode, steps: titled("Template ubuntu-24.04", "Pool dc-agent")})
+	deliver(t, m, eventMsg{setup.Event{Kind: setup.EventStarted, Phase: setup.PhaseNode, Index: 1, Total: 2, Time: t0}})
+	press(t, m, "ctrl+c")
+	if m.quitting || !m.stopping || m.ctx.Err() == nil {
+		t.Fatalf("the first ctrl+c did not just stop the flow: quitting %v stopping %v", m.quitting, m.stopping)
 	}
 	if !strings.Contains(m.View(), "stopping") {
 		t.Fatalf("no stopping state:\n%s", m.View())
 	}
-	pump(t, m, cmd)
-	if !m.quitting || !strings.Contains(m.Hint(), "Stopped during the node setup") || !strings.Contains(m.Hint(), "run dc-agent again") {
+	// The plan ends (cancelled): the wizard quits with what to re-run.
+	deliver(t, m, flowDoneMsg{err: context.Canceled, stage: setup.StagePlan, hint: "Stopped during the node setup."})
+	if !m.quitting || m.Hint() != "Stopped during the node setup." {
 		t.Fatalf("quitting %v, hint %q", m.quitting, m.Hint())
-	}
-	if m.progress.rows[1].status != "" {
-		t.Fatal("a step after the interrupted one ran")
 	}
 }
 
 func TestCtrlCHints(t *testing.T) {
 	m := newTestModel(t)
 	toAPI(t, m)
-	if cmd := press(m, "ctrl+c"); !isQuit(cmd) || !strings.Contains(m.Hint(), "nothing was changed") {
+	press(t, m, "ctrl+c")
+	if !m.quitting || !strings.Contains(m.Hint(), "nothing was changed") {
 		t.Fatalf("ctrl+c on the API screen: %q", m.Hint())
 	}
 	m = newTestModel(t)
 	toRequest(t, m)
-	if cmd := press(m, "ctrl+c"); !isQuit(cmd) {
-		t.Fatal("ctrl+c on the request screen did not quit")
-	}
-	for _, want := range []string{"not registered yet", m.reqCode, "dc-agent delegation sign --identity", "register --delegation", "service install"} {
-		if !strings.Contains(m.Hint(), want) {
-			t.Errorf("the hint after the node setup lacks %q:\n%s", want, m.Hint())
-		}
-	}
-	if b, err := os.ReadFile(m.reqFile); err != nil || strings.TrimSpace(string(b)) != m.reqCode {
-		t.Errorf("the request file: %v %q", err, b)
+	press(t, m, "q")
+	if !m.quitting {
+		t.Fatal("q on the request screen did not quit")
 	}
 }
 
 func TestRequestScreenShowsEverythingToSign(t *testing.T) {
 	m := newTestModel(t)
 	toRequest(t, m)
+	q := request(t)
 	flat := strings.ReplaceAll(strings.ReplaceAll(m.View(), "\n", ""), " ", "")
-	for _, want := range []string{agentHex, providerHex, "pve-agent", m.reqCode, "dc-agentdelegationsign--identity~/.dcc/identity/<name>/private.pem'" + m.reqCode + "'"} {
+	for _, want := range []string{agentHex, providerHex, "pve-agent", q.Code, "dc-agentdelegationsign--identity~/.dcc/identity/<name>/private.pem'" + q.Code + "'"} {
 		if !strings.Contains(flat, want) {
 			t.Errorf("the request screen lacks %q:\n%s", want, m.View())
 		}
-	}
-	d, err := identity.DecodeRequest(m.reqCode)
-	if err != nil || d.AgentPubkey != agentHex || d.ProviderPubkey != providerHex || d.Label != "pve-agent" || d.ExpiresAtNs != nil {
-		t.Fatalf("the request: %+v %v", d, err)
 	}
 	if strings.Contains(m.View(), "█") {
 		t.Error("a QR code at 80x24 (it cannot fit)")
@@ -541,12 +662,12 @@ func TestPasteIsCheckedLive(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			m := newTestModel(t)
-			toRequest(t, m)
-			press(m, "enter")
+			ch := toRequest(t, m)
+			press(t, m, "enter")
 			if m.screen != scrPaste {
 				t.Fatalf("request: enter led to %s", m.Screen())
 			}
-			m.Update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(c.code), Paste: true})
+			pasteText(t, m, c.code)
 			v := m.View()
 			if !strings.Contains(v, c.want) {
 				t.Fatalf("want %q:\n%s", c.want, v)
@@ -554,15 +675,13 @@ func TestPasteIsCheckedLive(t *testing.T) {
 			if !c.ok && !strings.Contains(v, "Fix: ") {
 				t.Errorf("no fix:\n%s", v)
 			}
-			ok, _ := m.checkPasted()
-			if ok != c.ok {
-				t.Fatalf("accepted %v", ok)
-			}
+			press(t, m, "enter")
 			if !c.ok {
-				press(m, "enter")
-				if m.screen != scrPaste {
-					t.Fatal("enter registered a bad delegation")
-				}
+				notAnswered(t, ch, "a bad delegation")
+				return
+			}
+			if a := answered(t, ch); a.v != c.code {
+				t.Fatalf("answer: %+v", a)
 			}
 		})
 	}
@@ -570,47 +689,75 @@ func TestPasteIsCheckedLive(t *testing.T) {
 
 func TestRegisterServiceSummary(t *testing.T) {
 	m := newTestModel(t)
-	toRequest(t, m)
-	press(m, "enter")
-	m.Update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(sign(t, providerKey, agentHex, nil)), Paste: true})
-	// The endpoint answers nothing: registering fails with a fix, and
-	// esc goes back to the paste.
-	m.answers.APIEndpoint = "http://127.0.0.1:1"
-	pump(t, m, press(m, "enter"))
-	if m.screen != scrRegister || m.reg.err == nil || !strings.Contains(m.View(), "Fix:") {
+	ch := toRequest(t, m)
+	press(t, m, "enter")
+	code := sign(t, providerKey, agentHex, nil)
+	pasteText(t, m, code)
+	press(t, m, "enter")
+	answered(t, ch)
+	// The registration fails with a fix; esc goes back to the paste.
+	ended := runPlan(t, m, setup.PhaseRegister, testAnswers(), titled("Register the delegation"), []setup.Event{
+		{Kind: setup.EventStarted, Index: 1},
+		{Kind: setup.EventFailed, Index: 1, Text: "the API is unreachable", Fix: "check the network and api.endpoint"}}, errors.New("unreachable"))
+	if m.screen != scrRegister || !strings.Contains(m.View(), "Fix:") {
 		t.Fatalf("register against nothing:\n%s", m.View())
 	}
-	if m.stage != stageNodeReady {
-		t.Fatalf("stage %d after a failed registration", m.stage)
+	press(t, m, "esc")
+	if a := answered(t, ended); !errors.Is(a.err, setup.ErrBack) {
+		t.Fatalf("esc: %+v", a)
 	}
-	// The delegation was kept beside the key even so.
-	if _, err := setup.LoadDelegation(identity.DelegationPath(filepath.Join(fixedDir, "agent.key"))); err != nil {
-		t.Fatal(err)
+	ch = ask(t, m, request(t))
+	if m.screen != scrPaste || !strings.Contains(m.View(), "Valid:") {
+		t.Fatalf("asked again: on %s\n%s", m.Screen(), m.View())
 	}
-	// Pretend the registration went through, and install into the root.
-	m.stage = stageRegistered
-	if err := os.RemoveAll(filepath.Join(fixedDir, "root")); err != nil {
-		t.Fatal(err)
+	press(t, m, "enter")
+	if a := answered(t, ch); a.v != code {
+		t.Fatalf("the same delegation again: %+v", a)
 	}
-	pump(t, m, m.startService())
-	if !m.svc.done {
-		t.Fatalf("service install into the root:\n%s", m.View())
+	ended = runPlan(t, m, setup.PhaseRegister, testAnswers(), titled("Register the delegation"), []setup.Event{
+		{Kind: setup.EventStarted, Index: 1}, {Kind: setup.EventDone, Index: 1, Text: "registered agent"}}, nil)
+	if !strings.Contains(m.View(), "The API at https://api.example.org accepts this agent") {
+		t.Fatalf("registered:\n%s", m.View())
 	}
-	if _, err := os.Stat(filepath.Join(fixedDir, "root/etc/systemd/system/dc-agent.service")); err != nil {
-		t.Fatal(err)
+	press(t, m, "enter")
+	answered(t, ended)
+	ended = runPlan(t, m, setup.PhaseService, testAnswers(), titled("Install the dc-agent service files"), []setup.Event{
+		{Kind: setup.EventStarted, Index: 1}, {Kind: setup.EventDone, Index: 1, Text: "wrote " + fixedDir + "/root/etc/systemd/system/dc-agent.service"}}, nil)
+	if v := m.View(); m.screen != scrService || !strings.Contains(v, "Installing the service · done") || !strings.Contains(strings.ReplaceAll(v, "\n", " "), "systemctl was not run") {
+		t.Fatalf("service:\n%s", v)
 	}
-	press(m, "enter")
+	press(t, m, "esc")
+	notAnswered(t, ended, "esc on the service screen")
+	press(t, m, "enter")
+	answered(t, ended)
+	deliver(t, m, flowDoneMsg{stage: setup.StageInstalled, hint: "dc-agent is set up and its service is installed.",
+		summary: setup.Summary{Answers: testAnswers(), Key: &setup.KeyStatus{Pubkey: agentHex, Key: agentKey}, Discovery: testDiscovery(),
+			Templates: map[string]int{"ubuntu-24.04": 9000}, Service: service.Result{UnitPath: "/etc/systemd/system/dc-agent.service"}}})
 	if m.screen != scrSummary || !m.Finished() {
-		t.Fatalf("service: enter led to %s", m.Screen())
+		t.Fatalf("flow done: on %s", m.Screen())
 	}
 	hb := t0.Add(-3 * time.Second).UnixNano()
-	m.Update(agentStatusMsg{st: dcapi.AgentStatus{Online: true, LastHeartbeatNs: &hb}, at: t0})
-	if !strings.Contains(m.View(), "online, last heartbeat 3s ago") {
+	deliver(t, m, agentStatusMsg{st: dcapi.AgentStatus{Online: true, LastHeartbeatNs: &hb}, at: t0})
+	if !strings.Contains(m.View(), "online, last heartbeat 3s ago") || !strings.Contains(m.View(), "ubuntu-24.04 (VMID 9000)") {
 		t.Fatalf("summary:\n%s", m.View())
 	}
 	// No monitor wired: enter quits with how to watch the service.
-	if cmd := press(m, "enter"); !isQuit(cmd) || !strings.Contains(m.Hint(), "service is installed") {
+	press(t, m, "enter")
+	if !m.quitting || !strings.Contains(m.Hint(), "service is installed") {
 		t.Fatalf("summary enter: hint %q", m.Hint())
+	}
+}
+
+func TestAFailedFlowShowsItsErrorAndQuits(t *testing.T) {
+	m := newTestModel(t)
+	toAPI(t, m)
+	deliver(t, m, flowDoneMsg{err: setup.Fixf("correct --expires", "expires: \"soon\" is not never or a duration"), hint: "Stopped; nothing was changed."})
+	if v := m.View(); !strings.Contains(v, "is not never or a duration") || !strings.Contains(v, "Fix: correct --expires") {
+		t.Fatalf("the flow's error is not shown:\n%s", v)
+	}
+	press(t, m, "q")
+	if !m.quitting || m.Hint() != "Stopped; nothing was changed." {
+		t.Fatalf("q: quitting %v hint %q", m.quitting, m.Hint())
 	}
 }
 
@@ -634,12 +781,11 @@ func TestSummaryHandsOffToTheMonitor(t *testing.T) {
 	m := newTestModel(t)
 	mon := &stubMonitor{}
 	m.o.Monitor = func() tea.Model { return mon }
-	m.screen = scrSummary
-	cmd := press(m, "enter")
+	deliver(t, m, flowDoneMsg{stage: setup.StageInstalled, summary: setup.Summary{Answers: testAnswers()}})
+	press(t, m, "enter")
 	if m.screen != scrMonitor || m.View() != "monitor" {
 		t.Fatalf("enter on the summary: %s", m.Screen())
 	}
-	pump(t, m, cmd)
 	if mon.size.Width != 80 || mon.size.Height != 24 {
 		t.Fatalf("the monitor did not get the size: %+v", mon.size)
 	}
@@ -673,24 +819,23 @@ func TestEveryScreenFitsAndResizes(t *testing.T) {
 		check()
 		toAPI(t, m)
 		check()
-		press(m, "tab")
-		typeText(m, providerHex)
-		press(m, "enter")
+		press(t, m, "tab")
+		typeText(t, m, providerHex)
+		press(t, m, "enter")
+		ask(t, m, setup.SSHQuestion{})
 		check()
-		typeText(m, "pve.example.com")
-		press(m, "enter")
-		m.Update(hostKeyMsg{info: testHostKey})
+		typeText(t, m, "pve.example.com")
+		press(t, m, "enter")
+		ask(t, m, setup.HostKeyQuestion{Info: testHostKey, PinsPath: pinsPath})
 		check()
-		m.discovered(testDiscovery())
+		ask(t, m, testQuestion)
 		check()
-		chooseAll(m)
-		m.newPlan = func() (*setup.ProxmoxRun, error) { return testRun(okStep("agent-key", "Agent key", "created")), nil }
-		pump(t, m, press(m, "enter"))
+		runPlan(t, m, setup.PhaseNode, testAnswers(), titled("Agent key"), []setup.Event{{Kind: setup.EventStarted, Index: 1}, {Kind: setup.EventDone, Index: 1, Text: "created"}}, nil)
 		check()
-		press(m, "enter")
+		ask(t, m, request(t))
 		check()
-		press(m, "enter")
-		m.Update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("dcds1:x"), Paste: true})
+		press(t, m, "enter")
+		pasteText(t, m, "dcds1:x")
 		check()
 	}
 }

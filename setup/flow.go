@@ -1,0 +1,840 @@
+package setup
+
+import (
+	"cmp"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/decent-stuff/dc-agent/config"
+	"github.com/decent-stuff/dc-agent/dcapi"
+	"github.com/decent-stuff/dc-agent/identity"
+	"github.com/decent-stuff/dc-agent/setup/service"
+)
+
+// The Proxmox setup flow: one order, one set of checks, for every front
+// end. A Flow runs
+//
+//	prerequisites → API → SSH → host key → connect + discover → choices →
+//	node plan (key, templates, token, config) → registration → service
+//
+// and asks its UI only what it cannot know: `setup proxmox --no-tui`
+// answers from flags, the wizard from its screens, the accessible mode from
+// line prompts. Every answer is checked here; a refused one is asked again
+// with the reason (Question.Err), and a front end that cannot ask again
+// (no terminal) returns that reason as its error. The flow knows what is
+// already done: a host key already pinned is not asked about, and an agent
+// the API already knows is reported as registered instead of being sent
+// back to offline signing.
+
+// Phase names a part of the flow whose steps run as one plan.
+type Phase string
+
+// Phases, in order.
+const (
+	PhaseConnect  Phase = "connect"  // log in and discover the node
+	PhaseNode     Phase = "node"     // agent key, templates, API token, config
+	PhaseRegister Phase = "register" // make the API accept the agent key
+	PhaseService  Phase = "service"  // install and start the service
+)
+
+// Stage is how far the flow got: what is done when it stops.
+type Stage int
+
+// Stages.
+const (
+	StageNothing    Stage = iota // nothing changed yet
+	StagePinned                  // host key pinned, nothing else
+	StagePlan                    // the node plan is running or failed
+	StageNodeReady               // node set up, config written
+	StageRegistered              // the API accepts the agent
+	StageInstalled               // service installed
+)
+
+// ErrBack is what a UI returns to go back to the previous question.
+var ErrBack = errors.New("back")
+
+// UI is a front end of the flow. The flow calls it from one goroutine, one
+// call at a time. A question method returns the answer, ErrBack, or an
+// error that stops the flow (no terminal to ask on, ctx cancelled).
+type UI interface {
+	// Prerequisites shows the checks of this machine; recheck asks for them
+	// again. A failed check stops the flow unless the UI asks again.
+	Prerequisites(ctx context.Context, checks []Check) (recheck bool, err error)
+	// API asks where the API is and how the agent registers.
+	API(ctx context.Context, q APIQuestion) (APIAnswer, error)
+	// SSH asks for the node and how to log in to it.
+	SSH(ctx context.Context, q SSHQuestion) (SSHAnswer, error)
+	// Password asks for the SSH password when there is no other way to
+	// log in. An error sends the flow back to SSH with it as the reason.
+	Password(ctx context.Context, user, host string) (string, error)
+	// ConfirmHostKey shows a host key seen for the first time.
+	ConfirmHostKey(ctx context.Context, q HostKeyQuestion) (bool, error)
+	// Choose asks for the storage, bridge and templates (and, where a
+	// front end asks it, whether to go ahead: the next step changes the node).
+	Choose(ctx context.Context, q ChoiceQuestion) (Choices, error)
+	// Delegate shows the delegation request and returns the signed
+	// delegation the provider pastes, or "" to register later.
+	Delegate(ctx context.Context, q DelegationQuestion) (string, error)
+	// Started, Event and Ended frame a plan: its steps, their events as
+	// they come, and its end (err nil: it succeeded). Ended returns what
+	// next: retry, go on (nil), ErrBack, or an error that stops the flow.
+	Started(phase Phase, steps []Step)
+	Event(e Event)
+	Ended(ctx context.Context, phase Phase, err error) (retry bool, _ error)
+}
+
+// RegistrationMethod is how the agent key becomes known to the API.
+type RegistrationMethod string
+
+// Registration methods. An offline-signed delegation: the agent prints a
+// dcdr1: request, the provider signs it on the machine with the main key,
+// the agent registers the dcds1: answer. (A setup token from the dashboard
+// is the other method: see registration.go.)
+const MethodDelegation RegistrationMethod = "delegation"
+
+// APIQuestion asks for the API endpoint and the registration method.
+type APIQuestion struct {
+	// Prefill: from flags, the existing config, the defaults.
+	Answer APIAnswer
+	// Methods offered, the first is the default.
+	Methods []RegistrationMethod
+	Err     error
+}
+
+// APIAnswer is where the API is and how the agent registers there.
+type APIAnswer struct {
+	Endpoint string
+	Method   RegistrationMethod // "": the first offered
+	// Provider is the provider's public key (MethodDelegation).
+	Provider string
+}
+
+// SSHAnswer is the node and how to log in to it.
+type SSHAnswer struct {
+	Host string
+	Port int    // 0: 22
+	User string // "": root
+	// IdentityFile is an OpenSSH private key ("~/" is the home dir).
+	IdentityFile string
+	// Password, or PasswordFile holding it (read when connecting).
+	Password     string
+	PasswordFile string
+}
+
+// SSHQuestion asks for the node.
+type SSHQuestion struct {
+	Answer SSHAnswer // prefill
+	Err    error
+}
+
+// HostKeyQuestion shows a key the host presents and that is not pinned yet.
+type HostKeyQuestion struct {
+	Info     HostKeyInfo
+	PinsPath string
+}
+
+// Choices are what the node gets.
+type Choices struct {
+	Storage   string
+	Bridge    string
+	Templates []string
+	// Rediscover asks to look at the node again (after the provider
+	// changed something on it) instead of answering.
+	Rediscover bool
+}
+
+// ChoiceQuestion asks for the choices on a discovered node. Choices holds
+// the preselection: the prefill, the old config's, the usual default, or
+// the only one there is; "" where someone has to choose.
+type ChoiceQuestion struct {
+	Discovery *Discovery
+	Choices   Choices
+	Err       error
+}
+
+// DelegationQuestion shows the delegation request for the agent key.
+type DelegationQuestion struct {
+	Request identity.Delegation
+	Code    string // dcdr1:...
+	// File keeps Code for the provider ("" if it could not be written).
+	File string
+	// Check validates a pasted signed delegation for this agent and
+	// provider (for checking it as it is typed).
+	Check func(code string) (identity.SignedDelegation, []string, error)
+	Err   error
+}
+
+// AnswerError is an answer the flow refuses. Field is the answer's flag
+// name (host, storage, provider-pubkey, ...), Value the refused value
+// where naming it helps.
+type AnswerError struct {
+	Field string
+	Value string
+	Err   error
+}
+
+func (e *AnswerError) Error() string {
+	if e.Value != "" {
+		return fmt.Sprintf("%s %q: %v", e.Field, e.Value, e.Err)
+	}
+	return fmt.Sprintf("%s: %v", e.Field, e.Err)
+}
+
+func (e *AnswerError) Unwrap() error { return e.Err }
+
+func answerErr(field string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &AnswerError{Field: field, Err: err}
+}
+
+// FlowOptions are what a front end knows before the flow asks anything:
+// the prefill (flags, DC_AGENT_* variables) and what to do at the end.
+type FlowOptions struct {
+	// Answers: ConfigPath is required; the rest prefills (completed by
+	// FillDefaults from the existing config). Storage, Bridge and
+	// Templates preselect the choices; Delegation registers a signed
+	// delegation without asking.
+	Answers ProxmoxAnswers
+	// SSH prefills the SSH question.
+	SSH SSHAnswer
+	// HostKeyFingerprint is the expected host key on first contact: with
+	// it, no one is asked.
+	HostKeyFingerprint string
+	// Node picks the node in a cluster.
+	Node string
+	// Request shapes the delegation request (Provider comes from the API answer).
+	Request DelegationAnswers
+	// Service installs the service once the agent is registered (nil: not).
+	Service *service.Options
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+}
+
+// Summary is what the flow established.
+type Summary struct {
+	Answers   ProxmoxAnswers
+	Key       *KeyStatus
+	Discovery *Discovery
+	// Templates maps image names to template VMIDs.
+	Templates map[string]int
+	Service   service.Result
+}
+
+// Flow is one run of the Proxmox setup.
+type Flow struct {
+	o   FlowOptions
+	ui  UI
+	now func() time.Time
+
+	existing *config.Config
+	loadErr  error
+
+	// Touched only by the flow's goroutine.
+	api   APIAnswer
+	ssh   SSHAnswer
+	login SSHOptions
+	host  *Host
+	reg   registration
+
+	// mu guards what the front end reads while the flow runs.
+	mu      sync.Mutex
+	stage   Stage
+	ans     ProxmoxAnswers
+	disc    *Discovery
+	run     *ProxmoxRun
+	reqCode string
+	reqFile string
+	svc     service.Result
+}
+
+// NewFlow prepares a flow for ui.
+func NewFlow(o FlowOptions, ui UI) *Flow {
+	f := &Flow{o: o, ui: ui, now: o.Now}
+	if f.now == nil {
+		f.now = time.Now
+	}
+	f.existing, _, f.loadErr = LoadForUpdate(o.Answers.ConfigPath)
+	pre := o.Answers
+	pre.FillDefaults(f.existing, o.SSH.Host)
+	pre.Now = f.now
+	f.ans = pre
+	f.api = APIAnswer{Endpoint: pre.APIEndpoint, Provider: pre.ProviderPubkey}
+	f.ssh = o.SSH
+	if f.ssh.IdentityFile == "" && f.ssh.Password == "" && f.ssh.PasswordFile == "" && os.Getenv("SSH_AUTH_SOCK") == "" {
+		if keys := DefaultIdentityFiles(); len(keys) > 0 {
+			f.ssh.IdentityFile = keys[0]
+		}
+	}
+	return f
+}
+
+// errLater ends the flow before registering: the provider registers later.
+var errLater = errors.New("register later")
+
+// Run walks the flow to its end, or until the UI stops it. It returns nil
+// also when the provider chose to register later (Stage says how far it got).
+func (f *Flow) Run(ctx context.Context) error {
+	defer func() {
+		if f.host != nil {
+			f.host.Close()
+		}
+	}()
+	if err := f.checkPrefill(); err != nil {
+		return err
+	}
+	stages := []func(context.Context) error{f.prerequisites, f.askAPI, f.connect, f.choose, f.setUpNode, f.register, f.installService}
+	for i := 0; i < len(stages); {
+		err := stages[i](ctx)
+		switch {
+		case errors.Is(err, ErrBack):
+			i = max(i-1, 0)
+		case errors.Is(err, errLater):
+			return nil
+		case err != nil:
+			return err
+		default:
+			i++
+		}
+	}
+	return nil
+}
+
+// checkPrefill refuses answers that are wrong before anything is asked.
+func (f *Flow) checkPrefill() error {
+	a := f.o.Answers
+	if a.ConfigPath == "" {
+		return errors.New("no config path")
+	}
+	for _, t := range a.Templates {
+		if _, ok := LookupImage(t); !ok {
+			return &AnswerError{Field: "templates", Err: fmt.Errorf("unknown template %q; choose from %s", t, strings.Join(ImageNames(), ", "))}
+		}
+	}
+	if fp := f.o.HostKeyFingerprint; fp != "" {
+		if _, err := NormalizeSSHFingerprint(fp); err != nil {
+			return answerErr("host-key-fingerprint", err)
+		}
+	}
+	if err := checkImageDir(f.ans.ImageDir); err != nil {
+		return answerErr("image-dir", err)
+	}
+	if err := checkVMIDBase(f.ans.VMIDBase); err != nil {
+		return answerErr("template-vmid-base", err)
+	}
+	r := f.o.Request
+	if _, err := ParseExpiry(r.Expires, f.now()); err != nil {
+		return answerErr("expires", err)
+	}
+	if err := identity.ValidateLabel(r.Label); err != nil {
+		return answerErr("label", err)
+	}
+	if r.Permissions != "" {
+		if _, err := identity.ParsePermissions(r.Permissions); err != nil {
+			return answerErr("permissions", err)
+		}
+	}
+	return nil
+}
+
+func (f *Flow) prerequisites(ctx context.Context) error {
+	for {
+		checks := Prereqs(PrereqOptions{ConfigPath: f.o.Answers.ConfigPath, Existing: f.existing, LoadErr: f.loadErr, SSH: f.o.SSH, Service: f.o.Service})
+		recheck, err := f.ui.Prerequisites(ctx, checks)
+		if err != nil || recheck {
+			if err != nil {
+				return err
+			}
+			f.existing, _, f.loadErr = LoadForUpdate(f.o.Answers.ConfigPath)
+			continue
+		}
+		for _, c := range checks {
+			if !c.OK && !c.Warn {
+				return &CheckError{Check: c, Err: f.loadErr}
+			}
+		}
+		return nil
+	}
+}
+
+// CheckError is a prerequisite that failed; Err is the cause where there
+// is one (the config that does not load).
+type CheckError struct {
+	Check Check
+	Err   error
+}
+
+func (e *CheckError) Error() string { return e.Check.Text }
+func (e *CheckError) Unwrap() error { return e.Err }
+
+// Fix says how to clear the check.
+func (e *CheckError) Fix() string { return e.Check.Fix }
+
+func (f *Flow) askAPI(ctx context.Context) error {
+	var qerr error
+	for {
+		a, err := f.ui.API(ctx, APIQuestion{Answer: f.api, Methods: []RegistrationMethod{MethodDelegation}, Err: qerr})
+		if err != nil {
+			return err
+		}
+		a.Method = cmp.Or(a.Method, MethodDelegation)
+		f.api = a
+		if qerr = f.checkAPI(&a); qerr != nil {
+			continue
+		}
+		f.api = a
+		f.reg = newRegistration(a)
+		return nil
+	}
+}
+
+func (f *Flow) checkAPI(a *APIAnswer) error {
+	a.Endpoint = strings.TrimSpace(a.Endpoint)
+	if err := CheckEndpoint(a.Endpoint); err != nil {
+		return answerErr("api-endpoint", err)
+	}
+	switch a.Method {
+	case MethodDelegation:
+		p, err := identity.NormalizePublicKeyHex(a.Provider)
+		if err != nil {
+			return answerErr("provider-pubkey", err)
+		}
+		a.Provider = p
+	default:
+		return &AnswerError{Field: "registration", Value: string(a.Method), Err: errors.New("is not a registration method")}
+	}
+	return nil
+}
+
+// connect asks for the node until the flow is logged in and has looked at it.
+func (f *Flow) connect(ctx context.Context) error {
+	var qerr error
+	for {
+		a, err := f.ui.SSH(ctx, SSHQuestion{Answer: f.ssh, Err: qerr})
+		if err != nil {
+			return err
+		}
+		a.Host = strings.TrimSpace(a.Host)
+		a.Port, a.User = cmp.Or(a.Port, 22), cmp.Or(a.User, "root")
+		f.ssh = a
+		if qerr = CheckHost(a.Host); qerr != nil {
+			qerr = &AnswerError{Field: "host", Value: a.Host, Err: qerr}
+			continue
+		}
+		if qerr = CheckPort(a.Port); qerr != nil {
+			qerr = answerErr("port", qerr)
+			continue
+		}
+		f.prepareAnswers()
+		if f.login, qerr = f.loginOptions(ctx, a); qerr != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			continue
+		}
+		if qerr = f.checkHostKey(ctx); qerr != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			var stop *stopError
+			if errors.As(qerr, &stop) {
+				return stop.err
+			}
+			continue
+		}
+		if err := f.connectAndDiscover(ctx); !errors.Is(err, ErrBack) {
+			return err
+		}
+		qerr = nil
+	}
+}
+
+// prepareAnswers rebuilds the answers for the chosen host from the
+// prefill: FillDefaults, then the API answer.
+func (f *Flow) prepareAnswers() {
+	a := f.o.Answers
+	a.APIEndpoint, a.ProviderPubkey, a.Now = f.api.Endpoint, f.api.Provider, f.now
+	a.FillDefaults(f.existing, f.ssh.Host)
+	f.mu.Lock()
+	f.ans = a
+	f.mu.Unlock()
+}
+
+// loginOptions decides how to log in, in the order OpenSSH tries: the key
+// file, ssh-agent, then the password (all that are given are offered).
+// With none of them, the user's usual key, else a password typed now.
+func (f *Flow) loginOptions(ctx context.Context, a SSHAnswer) (SSHOptions, error) {
+	ans := f.answers()
+	o := SSHOptions{Host: a.Host, Port: a.Port, User: a.User, Pins: HostKeyStore{Path: ans.PinsPath()},
+		IdentityFile: ExpandHome(a.IdentityFile), Password: a.Password, UseAgent: os.Getenv("SSH_AUTH_SOCK") != ""}
+	if a.PasswordFile != "" {
+		pw, err := identity.ReadSecretFile(a.PasswordFile)
+		if err != nil {
+			return o, &AnswerError{Field: "password-file", Err: WithFix(err, "check the password file (0600), or type the password")}
+		}
+		o.Password = pw
+	}
+	if o.IdentityFile != "" || o.Password != "" || o.UseAgent {
+		return o, nil
+	}
+	if keys := DefaultIdentityFiles(); len(keys) > 0 {
+		o.IdentityFile = keys[0]
+		return o, nil
+	}
+	pw, err := f.ui.Password(ctx, a.User, a.Host)
+	if err != nil {
+		return o, err
+	}
+	if pw == "" {
+		return o, Fixf("enter an SSH key file or the password", "no way to log in: no key, no ssh-agent, no password")
+	}
+	o.Password = pw
+	return o, nil
+}
+
+// stopError is a refusal no other answer to the same question can change.
+type stopError struct{ err error }
+
+func (e *stopError) Error() string { return e.err.Error() }
+
+// checkHostKey looks at the host's key before logging in: a changed key
+// stops, a pinned one is trusted, a new one must match the expected
+// fingerprint or be confirmed.
+func (f *Flow) checkHostKey(ctx context.Context) error {
+	info, err := ScanHostKey(ctx, f.login.Host, f.login.Port, f.login.Pins)
+	if err != nil {
+		return err
+	}
+	if info.Changed {
+		e := &HostKeyChangedError{Addr: info.Addr, Pinned: info.PinnedFingerprints, Got: info.Fingerprint, Type: info.Type, File: f.login.Pins.Path}
+		return WithFix(e, e.Fix())
+	}
+	f.login.HostKeyFingerprint = f.o.HostKeyFingerprint
+	if info.Pinned || f.o.HostKeyFingerprint != "" {
+		return nil // Connect checks the key against the pin or the expected one
+	}
+	ok, err := f.ui.ConfirmHostKey(ctx, HostKeyQuestion{Info: info, PinsPath: f.login.Pins.Path})
+	switch {
+	case err != nil && !errors.Is(err, ErrBack):
+		return &stopError{err}
+	case err != nil || !ok:
+		return Fixf("compare the fingerprint with ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the host, then accept it",
+			"host key %s of %s was not accepted; nothing was changed", info.Fingerprint, info.Addr)
+	}
+	f.login.HostKeyFingerprint = info.Fingerprint
+	return nil
+}
+
+// connectAndDiscover logs in and looks at the node (nothing is changed
+// but the host key pin).
+func (f *Flow) connectAndDiscover(ctx context.Context) error {
+	opts, node := f.login, f.o.Node
+	return f.runPlan(ctx, PhaseConnect, func() (*Plan, error) {
+		return &Plan{Steps: []Step{
+			{ID: "connect", Title: fmt.Sprintf("Connect to %s@%s", opts.User, opts.Host), Run: func(ctx context.Context, r *Reporter) error {
+				h, err := Connect(ctx, opts)
+				if err != nil {
+					return err
+				}
+				if f.host != nil {
+					f.host.Close()
+				}
+				f.host = h
+				f.reach(StagePinned)
+				if h.NewlyPinned {
+					r.Changed("logged in; pinned host key %s in %s", h.Fingerprint, opts.Pins.Path)
+				} else {
+					r.Skip("logged in; host key %s", h.Fingerprint)
+				}
+				return nil
+			}},
+			{ID: "discover", Title: "Discover the node", Run: func(ctx context.Context, r *Reporter) error {
+				d, err := Discover(ctx, f.host, r, node)
+				if err != nil {
+					return err
+				}
+				f.mu.Lock()
+				f.disc = d
+				f.mu.Unlock()
+				r.Summarize("node %s, Proxmox VE %s", d.Node, d.Version.Version)
+				return nil
+			}},
+		}}, nil
+	})
+}
+
+// choose asks for the storage, bridge and templates on the discovered node.
+func (f *Flow) choose(ctx context.Context) error {
+	pre, qerr := f.preselect()
+	for {
+		c, err := f.ui.Choose(ctx, ChoiceQuestion{Discovery: f.discovery(), Choices: pre, Err: qerr})
+		if err != nil {
+			return err
+		}
+		if c.Rediscover {
+			if err := f.connectAndDiscover(ctx); err != nil {
+				return err
+			}
+			pre, qerr = f.preselect()
+			continue
+		}
+		pre = c
+		if qerr = CheckChoices(f.discovery(), c); qerr != nil {
+			continue
+		}
+		f.mu.Lock()
+		f.ans.Storage, f.ans.Bridge, f.ans.Templates = c.Storage, c.Bridge, c.Templates
+		f.mu.Unlock()
+		return nil
+	}
+}
+
+// preselect fills what need not be asked: the prefill if the node has it,
+// else the old config's, the usual default, or the only one. A prefill the
+// node lacks is the question's error.
+func (f *Flow) preselect() (Choices, error) {
+	d, a := f.discovery(), f.o.Answers
+	old := oldProxmox(f.existing)
+	c := Choices{Templates: f.answers().Templates}
+	var errs []error
+	if a.Storage != "" {
+		if _, ok := d.Storage(a.Storage); ok {
+			c.Storage = a.Storage
+		} else {
+			errs = append(errs, &AnswerError{Field: "storage", Value: a.Storage,
+				Err: fmt.Errorf("node %s has no such storage for VM disks (it has: %s)", d.Node, storageNames(d))})
+		}
+	} else {
+		c.Storage, _ = d.PreferredStorage(old)
+	}
+	if a.Bridge != "" {
+		if _, ok := d.Bridge(a.Bridge); ok {
+			c.Bridge = a.Bridge
+		} else {
+			errs = append(errs, &AnswerError{Field: "bridge", Value: a.Bridge,
+				Err: fmt.Errorf("node %s has no such bridge (it has: %s)", d.Node, bridgeNames(d))})
+		}
+	} else {
+		c.Bridge, _ = d.PreferredBridge(old)
+	}
+	switch {
+	case len(d.Storages) == 0:
+		errs = append(errs, Fixf("add one (content: images) on the node, then look again",
+			"node %s has no storage that can hold VM disks", d.Node))
+	case len(d.Bridges) == 0:
+		errs = append(errs, Fixf("create one (e.g. vmbr0) on the node, then look again", "node %s has no network bridge", d.Node))
+	}
+	if len(errs) > 0 {
+		return c, errs[0]
+	}
+	return c, nil
+}
+
+// CheckChoices checks the choices against the node.
+func CheckChoices(d *Discovery, c Choices) error {
+	switch {
+	case c.Storage == "":
+		return &AnswerError{Field: "storage", Err: fmt.Errorf("choose one (the node has: %s)", storageNames(d))}
+	case c.Bridge == "":
+		return &AnswerError{Field: "bridge", Err: fmt.Errorf("choose one (the node has: %s)", bridgeNames(d))}
+	case len(c.Templates) == 0:
+		return &AnswerError{Field: "templates", Err: Fixf("choose at least one template", "no templates chosen; nothing was changed on the node")}
+	}
+	if _, ok := d.Storage(c.Storage); !ok {
+		return &AnswerError{Field: "storage", Value: c.Storage, Err: fmt.Errorf("node %s has no such storage for VM disks (it has: %s)", d.Node, storageNames(d))}
+	}
+	if _, ok := d.Bridge(c.Bridge); !ok {
+		return &AnswerError{Field: "bridge", Value: c.Bridge, Err: fmt.Errorf("node %s has no such bridge (it has: %s)", d.Node, bridgeNames(d))}
+	}
+	for _, t := range c.Templates {
+		if _, ok := LookupImage(t); !ok {
+			return &AnswerError{Field: "templates", Value: t, Err: fmt.Errorf("is not one of %s", strings.Join(ImageNames(), ", "))}
+		}
+	}
+	return nil
+}
+
+// setUpNode runs the node plan: agent key, templates, pool, user, role,
+// token, ACLs and their check, the config.
+func (f *Flow) setUpNode(ctx context.Context) error {
+	return f.runPlan(ctx, PhaseNode, func() (*Plan, error) {
+		run, err := NewProxmoxPlan(f.answers(), f.host, f.discovery())
+		if err != nil {
+			return nil, err
+		}
+		run.Plan.Steps = slices.Insert(run.Plan.Steps, 1, f.reg.keySteps(f, run)...)
+		f.mu.Lock()
+		f.run = run
+		f.mu.Unlock()
+		f.reach(StagePlan)
+		return &run.Plan, nil
+	}, func() { f.reach(StageNodeReady) })
+}
+
+// register makes the API accept the agent key, by the chosen method.
+func (f *Flow) register(ctx context.Context) error {
+	if err := f.reg.register(ctx, f); err != nil {
+		return err
+	}
+	f.reach(StageRegistered)
+	return nil
+}
+
+// installService installs and starts the service (where the front end
+// asked for it).
+func (f *Flow) installService(ctx context.Context) error {
+	if f.o.Service == nil {
+		return nil
+	}
+	opts := *f.o.Service
+	opts.ConfigPath = f.answers().ConfigPath
+	title := "Install the dc-agent service"
+	if opts.Root != "" {
+		title = "Install the dc-agent service files"
+	}
+	step := Step{ID: "service", Title: title, Run: func(ctx context.Context, r *Reporter) error {
+		o := opts
+		o.Progress = func(e service.Event) {
+			mark := "ok     "
+			if e.Changed {
+				mark = "changed"
+			}
+			r.Notef("%s %-17s %s", mark, e.Step, e.Detail)
+		}
+		got, err := service.Install(ctx, o)
+		if err != nil {
+			return WithFix(err, "fix what it says, then retry (or later: dc-agent service install)")
+		}
+		f.mu.Lock()
+		f.svc = got
+		f.mu.Unlock()
+		switch {
+		case o.Root != "":
+			r.Changed("wrote %s", got.UnitPath)
+		case got.Changed:
+			r.Changed("%s: active (running)", got.UnitPath)
+		default:
+			r.Skip("%s: already installed and running", got.UnitPath)
+		}
+		return nil
+	}}
+	return f.runPlan(ctx, PhaseService, func() (*Plan, error) { return &Plan{Steps: []Step{step}}, nil },
+		func() { f.reach(StageInstalled) })
+}
+
+// runPlan runs the plan build makes as phase, shows it to the UI, and asks
+// the UI what next when it ends: run it again, go back, stop, or go on
+// (then done runs, if given).
+func (f *Flow) runPlan(ctx context.Context, phase Phase, build func() (*Plan, error), done ...func()) error {
+	for {
+		p, err := build()
+		if err != nil {
+			return err
+		}
+		p.Now = f.now
+		f.ui.Started(phase, p.Steps)
+		_, err = p.Run(ctx, func(e Event) {
+			e.Phase = phase
+			f.ui.Event(e)
+		})
+		if err == nil {
+			for _, d := range done {
+				d()
+			}
+		}
+		retry, uerr := f.ui.Ended(ctx, phase, err)
+		switch {
+		case uerr != nil:
+			return uerr
+		case retry:
+			continue
+		}
+		return err
+	}
+}
+
+// Client is the agent's API client for these answers, signing with key.
+func (a ProxmoxAnswers) Client(key ed25519.PrivateKey) (*dcapi.Client, error) {
+	return dcapi.New(a.APIEndpoint, a.ProviderPubkey, key, dcapi.WithUserAgent(cmp.Or(a.UserAgent, "dc-agent")))
+}
+
+func (f *Flow) reach(s Stage) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stage = max(f.stage, s)
+}
+
+// Stage is how far the flow got.
+func (f *Flow) Stage() Stage {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.stage
+}
+
+func (f *Flow) answers() ProxmoxAnswers {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ans
+}
+
+func (f *Flow) discovery() *Discovery {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.disc
+}
+
+// Summary is what the flow established so far.
+func (f *Flow) Summary() Summary {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := Summary{Answers: f.ans, Discovery: f.disc, Service: f.svc}
+	if f.run != nil {
+		s.Key, s.Templates = f.run.Key, f.run.Result.Templates
+	}
+	return s
+}
+
+// Hint says what was done and what to run to go on: for the end of the
+// flow, or wherever it stopped.
+func (f *Flow) Hint() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cfg := f.ans.ConfigPath
+	switch f.stage {
+	case StageNothing:
+		return "Stopped; nothing was changed. Run dc-agent again to set up."
+	case StagePinned:
+		return fmt.Sprintf("Stopped; nothing was changed on the node (its SSH host key is pinned in %s). Run dc-agent again to continue.", f.ans.PinsPath())
+	case StagePlan:
+		return "Stopped during the node setup. Every step checks first and changes only what differs, so nothing is left half-done:\n" +
+			"run dc-agent again (or dc-agent setup proxmox with the same answers) to continue where it stopped."
+	case StageNodeReady:
+		var b strings.Builder
+		fmt.Fprintf(&b, "The node is set up and the config is written (%s), but the agent is not registered yet.\n", cfg)
+		if f.reqFile != "" {
+			fmt.Fprintf(&b, "The delegation request is in %s. Sign it on the machine with your provider key:\n", f.reqFile)
+		} else {
+			b.WriteString("Sign the delegation request (dc-agent delegation request prints it) on the machine with your provider key:\n")
+		}
+		fmt.Fprintf(&b, "  %s\n", SignCommand(f.reqCode))
+		fmt.Fprintf(&b, "then here: dc-agent --config %s register --delegation 'dcds1:...'\n", cfg)
+		fmt.Fprintf(&b, "and: dc-agent --config %s service install", cfg)
+		return b.String()
+	case StageRegistered:
+		return fmt.Sprintf("The agent is registered, but the service is not installed. Finish with: dc-agent --config %s service install", cfg)
+	}
+	return fmt.Sprintf("dc-agent is set up and its service is installed. Watch it with: dc-agent --config %s   (or: dc-agent status)", cfg)
+}
+
+// SignCommand is what the provider runs on the machine holding the main key.
+func SignCommand(code string) string {
+	return "dc-agent delegation sign --identity ~/.dcc/identity/<name>/private.pem '" + cmp.Or(code, "dcdr1:...") + "'"
+}
