@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/charmbracelet/x/exp/golden"
+
 	"github.com/decent-stuff/dc-agent/apiserver/apitest"
 	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/identity"
@@ -293,6 +295,16 @@ func TestSetupRegisterDoctorEndToEnd(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("setup: %d\n%s\n%s", r.code, r.out, r.err)
 	}
+	// The config is the one setup has always written for these answers
+	// (testdata/TestSetupRegisterDoctorEndToEnd.golden, first written by
+	// the setup before the flow was one: byte for byte, but for the
+	// places and keys of this run).
+	written, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden.RequireEqual(t, []byte(strings.NewReplacer(dir, "$DIR", h.Dir, "$HOSTDIR", srv.URL, "$API", api.URL, "$PVEAPI",
+		prov.Pubkey, "$PROVIDER", api.Fingerprint, "$TLSFP").Replace(string(written))))
 	// --verbose shows every remote command and its output, but never the
 	// token secret pveum prints once.
 	secret, err := identity.ReadSecretFile(filepath.Join(dir, "proxmox-token"))
@@ -332,6 +344,18 @@ func TestSetupRegisterDoctorEndToEnd(t *testing.T) {
 		if !strings.Contains(doc.stdout, check) {
 			t.Errorf("doctor did not run %s", check)
 		}
+	}
+
+	// Setup again after register, without the delegation: the API holds
+	// it, so the agent is reported registered, and not sent back to
+	// offline signing with a new request.
+	r = runSetup(t, dcAgent, nil, args...)
+	if r.code != 0 {
+		t.Fatalf("re-run after register: %d\n%s\n%s", r.code, r.out, r.err)
+	}
+	if !strings.Contains(r.out, "already registered with "+srv.URL) || !strings.Contains(r.out, "The agent is registered") ||
+		strings.Contains(r.out, "dcdr1:") || strings.Contains(r.out, "delegate this agent key") {
+		t.Errorf("a re-run after register does not report the agent registered:\n%s", r.out)
 	}
 
 	// Everything again, now with the delegation: nothing changes.
