@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -194,12 +195,17 @@ func Prereqs(o PrereqOptions) []Check {
 
 // Blocked reports whether a check failed.
 func Blocked(checks []Check) bool {
-	for _, c := range checks {
-		if !c.OK && !c.Warn {
-			return true
-		}
+	_, ok := failed(checks)
+	return ok
+}
+
+// failed is the first check that blocks.
+func failed(checks []Check) (Check, bool) {
+	i := slices.IndexFunc(checks, func(c Check) bool { return !c.OK && !c.Warn })
+	if i < 0 {
+		return Check{}, false
 	}
-	return false
+	return checks[i], true
 }
 
 // writableDir checks that dir (or its nearest existing parent, where it

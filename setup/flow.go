@@ -258,23 +258,29 @@ type Flow struct {
 
 // NewFlow prepares a flow for ui.
 func NewFlow(o FlowOptions, ui UI) *Flow {
-	f := &Flow{o: o, ui: ui, now: o.Now}
+	f := &Flow{o: o, ui: ui, now: o.Now, ans: o.Answers}
 	if f.now == nil {
 		f.now = time.Now
 	}
-	f.existing, _, f.loadErr = LoadForUpdate(o.Answers.ConfigPath)
-	pre := o.Answers
-	pre.FillDefaults(f.existing, o.SSH.Host)
+	return f
+}
+
+// prepare reads the existing config and completes the prefill from it.
+func (f *Flow) prepare() {
+	f.existing, _, f.loadErr = LoadForUpdate(f.o.Answers.ConfigPath)
+	pre := f.o.Answers
+	pre.FillDefaults(f.existing, f.o.SSH.Host)
 	pre.Now = f.now
+	f.mu.Lock()
 	f.ans = pre
+	f.mu.Unlock()
 	f.api = APIAnswer{Endpoint: pre.APIEndpoint, Provider: pre.ProviderPubkey}
-	f.ssh = o.SSH
+	f.ssh = f.o.SSH
 	if f.ssh.IdentityFile == "" && f.ssh.Password == "" && f.ssh.PasswordFile == "" && os.Getenv("SSH_AUTH_SOCK") == "" {
 		if keys := DefaultIdentityFiles(); len(keys) > 0 {
 			f.ssh.IdentityFile = keys[0]
 		}
 	}
-	return f
 }
 
 // errLater ends the flow before registering: the provider registers later.
@@ -288,6 +294,10 @@ func (f *Flow) Run(ctx context.Context) error {
 			f.host.Close()
 		}
 	}()
+	if f.o.Answers.ConfigPath == "" {
+		return errors.New("no config path")
+	}
+	f.prepare()
 	if err := f.checkPrefill(); err != nil {
 		return err
 	}
@@ -310,11 +320,7 @@ func (f *Flow) Run(ctx context.Context) error {
 
 // checkPrefill refuses answers that are wrong before anything is asked.
 func (f *Flow) checkPrefill() error {
-	a := f.o.Answers
-	if a.ConfigPath == "" {
-		return errors.New("no config path")
-	}
-	for _, t := range a.Templates {
+	for _, t := range f.o.Answers.Templates {
 		if _, ok := LookupImage(t); !ok {
 			return &AnswerError{Field: "templates", Err: fmt.Errorf("unknown template %q; choose from %s", t, strings.Join(ImageNames(), ", "))}
 		}
@@ -349,17 +355,15 @@ func (f *Flow) prerequisites(ctx context.Context) error {
 	for {
 		checks := Prereqs(PrereqOptions{ConfigPath: f.o.Answers.ConfigPath, Existing: f.existing, LoadErr: f.loadErr, SSH: f.o.SSH, Service: f.o.Service})
 		recheck, err := f.ui.Prerequisites(ctx, checks)
-		if err != nil || recheck {
-			if err != nil {
-				return err
-			}
-			f.existing, _, f.loadErr = LoadForUpdate(f.o.Answers.ConfigPath)
+		switch {
+		case err != nil:
+			return err
+		case recheck:
+			f.prepare()
 			continue
 		}
-		for _, c := range checks {
-			if !c.OK && !c.Warn {
-				return &CheckError{Check: c, Err: f.loadErr}
-			}
+		if c, ok := failed(checks); ok {
+			return &CheckError{Check: c, Err: f.loadErr}
 		}
 		return nil
 	}

@@ -1,6 +1,7 @@
 package setup
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"strings"
@@ -55,10 +56,10 @@ func (p *Printer) Print(e Event) {
 			fmt.Fprintf(p.w, "    fix: %s\n", e.Fix)
 		}
 	case EventDone:
-		fmt.Fprintf(p.w, "%s %s: %s (%s)\n", pos, e.Title, orDefault(e.Text, "done"), roundDur(e.Elapsed))
+		fmt.Fprintf(p.w, "%s %s: %s (%s)\n", pos, e.Title, cmp.Or(strings.TrimSpace(e.Text), "done"), roundDur(e.Elapsed))
 		delete(p.tail, e.Step)
 	case EventSkipped:
-		fmt.Fprintf(p.w, "%s %s: unchanged, %s\n", pos, e.Title, orDefault(e.Text, "already done"))
+		fmt.Fprintf(p.w, "%s %s: unchanged, %s\n", pos, e.Title, cmp.Or(strings.TrimSpace(e.Text), "already done"))
 		delete(p.tail, e.Step)
 	case EventFailed:
 		fmt.Fprintf(p.w, "%s %s: FAILED: %s\n", pos, e.Title, e.Text)
@@ -73,13 +74,6 @@ func (p *Printer) Print(e Event) {
 		}
 		delete(p.tail, e.Step)
 	}
-}
-
-func orDefault(s, def string) string {
-	if strings.TrimSpace(s) == "" {
-		return def
-	}
-	return s
 }
 
 func roundDur(d time.Duration) time.Duration {

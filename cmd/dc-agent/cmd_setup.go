@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,20 +8,19 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"golang.org/x/term"
 
 	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/dcapi"
 	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/setup"
 	"github.com/decent-stuff/dc-agent/setup/service"
+	"github.com/decent-stuff/dc-agent/tui/wizard"
 )
 
 func newSetupCmd(g *globals) *cobra.Command {
@@ -140,10 +138,12 @@ func (f *setupProxmoxFlags) flowOptions(g *globals) (setup.FlowOptions, error) {
 // at the end (bare dc-agent --no-tui).
 func runSetupProxmox(cmd *cobra.Command, g *globals, f *setupProxmoxFlags, svc *service.Options) error {
 	out := cmd.OutOrStdout()
-	ui := &cliUI{f: f, in: bufio.NewReader(os.Stdin), out: out, ew: cmd.ErrOrStderr(), config: g.configPath,
-		interactive: !g.noTUI && stdinIsTerminal(), sink: eventSink(out, f.asJSON, f.verbose)}
+	ui := &cliUI{f: f, out: out, config: g.configPath, sink: eventSink(out, f.asJSON, f.verbose)}
+	if !g.noTUI && stdinIsTerminal() {
+		ui.prompts = wizard.NewPrompts(os.Stdin, cmd.ErrOrStderr())
+	}
 	// A script with a missing answer fails at once, the host first.
-	if f.host == "" && !ui.interactive {
+	if f.host == "" && ui.prompts == nil {
 		return usagef("--host is required (env %s)", envName("host"))
 	}
 	o, err := f.flowOptions(g)
@@ -199,145 +199,78 @@ func setupError(err error) error {
 	return withFix(exitFailure, err)
 }
 
-// cliUI answers the flow from the flags; on a terminal it asks for what
-// they lack. Prompts go to stderr, progress to stdout.
+// cliUI answers the flow from the flags. On a terminal (without
+// --no-tui) what they lack is asked by the wizard's line prompts, on
+// stderr; without one the missing flag is named.
 type cliUI struct {
-	f           *setupProxmoxFlags
-	in          *bufio.Reader
-	out, ew     io.Writer
-	config      string
-	interactive bool
-	sink        setup.Sink
-}
-
-func (u *cliUI) ask(question, flag string) (string, error) {
-	if !u.interactive {
-		return "", usagef("--%s is required (env %s)", flag, envName(flag))
-	}
-	fmt.Fprintf(u.ew, "%s: ", question)
-	line, err := u.in.ReadString('\n')
-	line = strings.TrimSpace(line)
-	if line == "" {
-		if err != nil {
-			return "", fmt.Errorf("no answer for --%s", flag)
-		}
-		return "", usagef("--%s is required", flag)
-	}
-	return line, nil
-}
-
-func (u *cliUI) confirm(question string) (bool, error) {
-	if !u.interactive {
-		return false, usagef("cannot ask %q without a terminal", question)
-	}
-	fmt.Fprintf(u.ew, "%s [y/N] ", question)
-	line, _ := u.in.ReadString('\n')
-	a := strings.ToLower(strings.TrimSpace(line))
-	return a == "y" || a == "yes", nil
+	f       *setupProxmoxFlags
+	out     io.Writer
+	config  string
+	prompts *wizard.Prompts // nil: no terminal
+	sink    setup.Sink
 }
 
 func (u *cliUI) Prerequisites(context.Context, []setup.Check) (bool, error) { return false, nil }
 
-func (u *cliUI) API(_ context.Context, q setup.APIQuestion) (setup.APIAnswer, error) {
-	a := q.Answer
-	if q.Err != nil {
-		return a, q.Err
+func (u *cliUI) API(ctx context.Context, q setup.APIQuestion) (setup.APIAnswer, error) {
+	switch {
+	case q.Err != nil || q.Answer.Provider != "":
+		return q.Answer, q.Err
+	case u.prompts == nil:
+		return q.Answer, usagef("--provider-pubkey is required (env %s)", envName("provider-pubkey"))
 	}
-	var err error
-	if a.Provider == "" {
-		a.Provider, err = u.ask("Your provider public key (64 hex, from the Decent Cloud dashboard)", "provider-pubkey")
-	}
-	return a, err
+	return u.prompts.API(ctx, q)
 }
 
-func (u *cliUI) SSH(_ context.Context, q setup.SSHQuestion) (setup.SSHAnswer, error) {
-	a := q.Answer
-	if q.Err != nil {
-		return a, q.Err
+func (u *cliUI) SSH(ctx context.Context, q setup.SSHQuestion) (setup.SSHAnswer, error) {
+	if q.Err != nil || q.Answer.Host != "" || u.prompts == nil {
+		return q.Answer, q.Err // the host was checked before the flow started
 	}
-	var err error
-	if a.Host == "" {
-		a.Host, err = u.ask("Proxmox VE host (name or address)", "host")
-	}
-	return a, err
+	return u.prompts.SSH(ctx, q)
 }
 
-func (u *cliUI) Password(_ context.Context, user, host string) (string, error) {
-	if !u.interactive {
+func (u *cliUI) Password(ctx context.Context, user, host string) (string, error) {
+	if u.prompts == nil {
 		return "", usagef("--identity-file or --password-file is required without a terminal")
 	}
-	fmt.Fprintf(u.ew, "SSH password for %s@%s: ", user, host)
-	b, err := term.ReadPassword(int(os.Stdin.Fd()))
-	fmt.Fprintln(u.ew)
-	return string(b), err
+	return u.prompts.Password(ctx, user, host)
 }
 
-func (u *cliUI) ConfirmHostKey(_ context.Context, q setup.HostKeyQuestion) (bool, error) {
-	i := q.Info
-	if !u.interactive {
-		return false, setup.UnknownHostKey(i.Addr, i.Fingerprint)
+func (u *cliUI) ConfirmHostKey(ctx context.Context, q setup.HostKeyQuestion) (bool, error) {
+	if u.prompts == nil {
+		return false, setup.UnknownHostKey(q.Info.Addr, q.Info.Fingerprint)
 	}
-	fmt.Fprintf(u.ew, "The host %s presents %s key %s.\nCheck it on the host with: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub\n", i.Addr, i.Type, i.Fingerprint)
-	return u.confirm("Is this the right key? It will be pinned")
+	return u.prompts.ConfirmHostKey(ctx, q)
 }
 
-func (u *cliUI) Choose(_ context.Context, q setup.ChoiceQuestion) (setup.Choices, error) {
+func (u *cliUI) Choose(ctx context.Context, q setup.ChoiceQuestion) (setup.Choices, error) {
 	c, d := q.Choices, q.Discovery
-	if q.Err != nil {
+	switch {
+	case q.Err != nil:
 		return c, q.Err
-	}
-	var err error
-	if c.Storage == "" {
-		if c.Storage, err = u.pick("storage", len(d.Storages), func(i int) (string, string) {
-			s := d.Storages[i]
-			return s.ID, fmt.Sprintf("%s (%s, %d GiB free)", s.ID, s.Type, s.Avail>>30)
-		}); err != nil {
-			return c, err
-		}
-	}
-	if c.Bridge == "" {
-		if c.Bridge, err = u.pick("bridge", len(d.Bridges), func(i int) (string, string) {
-			return d.Bridges[i].Name, d.Bridges[i].Name + " " + d.Bridges[i].CIDR
-		}); err != nil {
-			return c, err
-		}
-	}
-	if u.interactive && !u.f.yes {
-		fmt.Fprintf(u.ew, "\nOn node %s (Proxmox VE %s): templates %s on storage %s, bridge %s; user %s with token %s.\n",
-			d.Node, d.Version.Version, strings.Join(c.Templates, ", "), c.Storage, c.Bridge, setup.PVEUser, setup.PVETokenID)
-		ok, err := u.confirm("Go ahead?")
-		if err != nil {
-			return c, err
-		}
-		if !ok {
-			return c, withExit(exitFailure, errors.New("stopped; nothing was changed on the node"))
-		}
+	case u.prompts != nil && (!u.f.yes || c.Storage == "" || c.Bridge == ""):
+		// On a terminal: the choices and "go ahead?" before the node changes.
+		return u.prompts.Choose(ctx, q)
+	case c.Storage == "":
+		return c, usagef("--storage is required: the node has several (%s)", strings.Join(storageIDs(d), ", "))
+	case c.Bridge == "":
+		return c, usagef("--bridge is required: the node has several (%s)", strings.Join(bridgeNames(d), ", "))
 	}
 	return c, nil
 }
 
-// pick asks to choose one of n (or names the flag without a terminal).
-func (u *cliUI) pick(flag string, n int, item func(int) (id, label string)) (string, error) {
-	ids := make([]string, n)
-	for i := range n {
-		ids[i], _ = item(i)
+func storageIDs(d *setup.Discovery) (ids []string) {
+	for _, s := range d.Storages {
+		ids = append(ids, s.ID)
 	}
-	if !u.interactive {
-		return "", usagef("--%s is required: the node has several (%s)", flag, strings.Join(ids, ", "))
+	return ids
+}
+
+func bridgeNames(d *setup.Discovery) (names []string) {
+	for _, b := range d.Bridges {
+		names = append(names, b.Name)
 	}
-	for i := range n {
-		_, label := item(i)
-		fmt.Fprintf(u.ew, "  %d) %s\n", i+1, label)
-	}
-	a, err := u.ask("Choose the "+flag+" (number)", flag)
-	if err != nil {
-		return "", err
-	}
-	k, err := strconv.Atoi(a)
-	if err != nil || k < 1 || k > n {
-		return "", usagef("%q is not one of 1..%d", a, n)
-	}
-	return ids[k-1], nil
+	return names
 }
 
 func (u *cliUI) Delegate(_ context.Context, q setup.DelegationQuestion) (string, error) {
@@ -345,19 +278,16 @@ func (u *cliUI) Delegate(_ context.Context, q setup.DelegationQuestion) (string,
 		return "", nil
 	}
 	if q.Err != nil {
-		fmt.Fprintf(u.ew, "%v\nfix: %s\n", q.Err, setup.FixOf(q.Err))
-	} else {
-		fmt.Fprintf(u.out, "\nNext, delegate this agent key. The delegation request:\n%s\n  %s\n\n", q.Request.Summary(), q.Code)
-		fmt.Fprintf(u.out, "On the machine that holds your provider key, run:\n  %s\n", setup.SignCommand(q.Code))
-		fmt.Fprintln(u.out, "then here: dc-agent register --delegation 'dcds1:...'")
+		return "", q.Err
 	}
-	if !u.interactive {
+	fmt.Fprintf(u.out, "\nNext, delegate this agent key. The delegation request:\n%s\n  %s\n\n", q.Request.Summary(), q.Code)
+	fmt.Fprintf(u.out, "On the machine that holds your provider key, run:\n  %s\n", setup.SignCommand(q.Code))
+	fmt.Fprintln(u.out, "then here: dc-agent register --delegation 'dcds1:...'")
+	if u.prompts == nil {
 		return "", nil
 	}
 	// On a terminal the signed code can be pasted right away.
-	fmt.Fprint(u.ew, "\nPaste the signed delegation (dcds1:...), or press Enter to register later: ")
-	line, _ := u.in.ReadString('\n')
-	return strings.TrimSpace(line), nil
+	return u.prompts.Paste(q)
 }
 
 func (u *cliUI) Started(setup.Phase, []setup.Step) {}

@@ -25,7 +25,8 @@ import (
 func RunAccessible(ctx context.Context, o Options, in io.Reader, out io.Writer) (hint string, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	a := &accessible{in: &eofReader{r: in}, out: out, printer: setup.NewPrinter(out, false), cancel: cancel, config: o.Flow.Answers.ConfigPath}
+	a := NewPrompts(in, out)
+	a.cancel, a.config = cancel, o.Flow.Answers.ConfigPath
 	f := setup.NewFlow(o.Flow, a)
 	err = f.Run(ctx)
 	if err == nil && f.Stage() == setup.StageInstalled {
@@ -35,16 +36,23 @@ func RunAccessible(ctx context.Context, o Options, in io.Reader, out io.Writer) 
 	return f.Hint(), err
 }
 
-// accessible is the flow's UI as line prompts.
-type accessible struct {
-	config  string
+// Prompts is the flow's UI as plain line prompts (huh's accessible mode):
+// the wizard for TERM=dumb and screen readers, and what `setup proxmox`
+// asks on a terminal for the answers its flags lack.
+type Prompts struct {
 	in      *eofReader
 	out     io.Writer
+	config  string
 	printer *setup.Printer
 	// cancel stops the flow on Ctrl-C while a plan runs (at a prompt,
 	// Ctrl-C ends the program as usual).
 	cancel      context.CancelFunc
 	stopSignals func()
+}
+
+// NewPrompts asks on out and reads the answers from in.
+func NewPrompts(in io.Reader, out io.Writer) *Prompts {
+	return &Prompts{in: &eofReader{r: in}, out: out, printer: setup.NewPrinter(out, false), cancel: func() {}}
 }
 
 // eofReader notes the end of input: huh's prompts answer their default
@@ -62,7 +70,7 @@ func (e *eofReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (a *accessible) ask(f huh.Field, what string) error {
+func (a *Prompts) ask(f huh.Field, what string) error {
 	if err := f.RunAccessible(a.out, a.in); err != nil {
 		return err
 	}
@@ -72,7 +80,7 @@ func (a *accessible) ask(f huh.Field, what string) error {
 	return nil
 }
 
-func (a *accessible) input(title, def string, check func(string) error) (string, error) {
+func (a *Prompts) input(title, def string, check func(string) error) (string, error) {
 	v := def
 	f := huh.NewInput().Title(title).Value(&v).Validate(func(s string) error {
 		if err := check(cmp.Or(strings.TrimSpace(s), def)); err != nil {
@@ -90,7 +98,7 @@ func (a *accessible) input(title, def string, check func(string) error) (string,
 	return strings.TrimSpace(v), nil
 }
 
-func (a *accessible) confirm(title string) (bool, error) {
+func (a *Prompts) confirm(title string) (bool, error) {
 	var ok bool
 	if err := a.ask(huh.NewConfirm().Title(title).Value(&ok), title); err != nil {
 		return false, err
@@ -98,11 +106,11 @@ func (a *accessible) confirm(title string) (bool, error) {
 	return ok, nil
 }
 
-func (a *accessible) printf(format string, args ...any) { fmt.Fprintf(a.out, format, args...) }
+func (a *Prompts) printf(format string, args ...any) { fmt.Fprintf(a.out, format, args...) }
 
 func noCheck(string) error { return nil }
 
-func (a *accessible) Prerequisites(_ context.Context, checks []setup.Check) (bool, error) {
+func (a *Prompts) Prerequisites(_ context.Context, checks []setup.Check) (bool, error) {
 	a.printf("dc-agent setup: this makes this machine the Decent Cloud agent of a Proxmox VE node.\n")
 	a.printf("Each step checks first and changes only what differs: stop (Ctrl-C) and re-run any time.\n\nPrerequisites:\n")
 	for _, c := range checks {
@@ -125,7 +133,7 @@ func (a *accessible) Prerequisites(_ context.Context, checks []setup.Check) (boo
 // The questions: a refusal (Err) the prompts' own checks did not catch
 // ends the run with it, as --no-tui does.
 
-func (a *accessible) API(_ context.Context, q setup.APIQuestion) (setup.APIAnswer, error) {
+func (a *Prompts) API(_ context.Context, q setup.APIQuestion) (setup.APIAnswer, error) {
 	if q.Err != nil {
 		return q.Answer, q.Err
 	}
@@ -140,7 +148,7 @@ func (a *accessible) API(_ context.Context, q setup.APIQuestion) (setup.APIAnswe
 	return setup.APIAnswer{Endpoint: endpoint, Provider: provider}, err
 }
 
-func (a *accessible) SSH(_ context.Context, q setup.SSHQuestion) (setup.SSHAnswer, error) {
+func (a *Prompts) SSH(_ context.Context, q setup.SSHQuestion) (setup.SSHAnswer, error) {
 	ans := q.Answer
 	if q.Err != nil {
 		return ans, q.Err
@@ -161,7 +169,7 @@ func (a *accessible) SSH(_ context.Context, q setup.SSHQuestion) (setup.SSHAnswe
 	return ans, err
 }
 
-func (a *accessible) Password(_ context.Context, user, host string) (string, error) {
+func (a *Prompts) Password(_ context.Context, user, host string) (string, error) {
 	if _, ok := a.in.r.(interface{ Fd() uintptr }); !ok {
 		return "", setup.Fixf("pass --identity-file or --password-file", "no SSH key, no ssh-agent, and no terminal to type a password on")
 	}
@@ -170,13 +178,13 @@ func (a *accessible) Password(_ context.Context, user, host string) (string, err
 	return pw, err
 }
 
-func (a *accessible) ConfirmHostKey(_ context.Context, q setup.HostKeyQuestion) (bool, error) {
+func (a *Prompts) ConfirmHostKey(_ context.Context, q setup.HostKeyQuestion) (bool, error) {
 	i := q.Info
 	a.printf("\n%s presents this %s host key:\n    %s\nCheck it on the node: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub\n", i.Addr, i.Type, i.Fingerprint)
 	return a.confirm("Is this the right key? It will be pinned")
 }
 
-func (a *accessible) Choose(_ context.Context, q setup.ChoiceQuestion) (setup.Choices, error) {
+func (a *Prompts) Choose(_ context.Context, q setup.ChoiceQuestion) (setup.Choices, error) {
 	c, d := q.Choices, q.Discovery
 	if q.Err != nil {
 		return c, q.Err
@@ -215,14 +223,23 @@ func (a *accessible) Choose(_ context.Context, q setup.ChoiceQuestion) (setup.Ch
 	return c, err
 }
 
-func (a *accessible) Delegate(_ context.Context, q setup.DelegationQuestion) (string, error) {
+func (a *Prompts) Delegate(_ context.Context, q setup.DelegationQuestion) (string, error) {
 	if q.Err != nil {
 		return "", q.Err
 	}
 	a.printf("\nDelegate the agent key with your provider key. The request:\n%s\n  %s\n\n", q.Request.Summary(), q.Code)
 	a.printf("On the machine that holds your provider key, run:\n  %s\n\n", setup.SignCommand(q.Code))
+	return a.Paste(q)
+}
+
+// Paste asks for the signed delegation, checked as it is given; empty
+// registers later.
+func (a *Prompts) Paste(q setup.DelegationQuestion) (string, error) {
 	var pasted string
-	paste := huh.NewInput().Title("Paste the signed delegation (dcds1:...):").Value(&pasted).Validate(func(s string) error {
+	paste := huh.NewInput().Title("Paste the signed delegation (dcds1:...), or press Enter to register later:").Value(&pasted).Validate(func(s string) error {
+		if strings.TrimSpace(s) == "" {
+			return nil
+		}
 		if _, _, err := q.Check(s); err != nil {
 			return fmt.Errorf("  %v\n  fix: %s", err, setup.FixOf(err))
 		}
@@ -234,7 +251,7 @@ func (a *accessible) Delegate(_ context.Context, q setup.DelegationQuestion) (st
 
 // Started catches Ctrl-C while a plan runs, so the plan stops between
 // steps (or inside the remote command) and says so.
-func (a *accessible) Started(setup.Phase, []setup.Step) {
+func (a *Prompts) Started(setup.Phase, []setup.Step) {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, os.Interrupt)
 	done := make(chan struct{})
@@ -248,9 +265,9 @@ func (a *accessible) Started(setup.Phase, []setup.Step) {
 	a.stopSignals = func() { signal.Stop(ch); close(done) }
 }
 
-func (a *accessible) Event(e setup.Event) { a.printer.Print(e) }
+func (a *Prompts) Event(e setup.Event) { a.printer.Print(e) }
 
-func (a *accessible) Ended(_ context.Context, phase setup.Phase, err error) (bool, error) {
+func (a *Prompts) Ended(_ context.Context, phase setup.Phase, err error) (bool, error) {
 	if a.stopSignals != nil {
 		a.stopSignals()
 		a.stopSignals = nil
