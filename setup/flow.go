@@ -605,58 +605,42 @@ func (f *Flow) choose(ctx context.Context) error {
 // else the old config's, the usual default, or the only one. A prefill the
 // node lacks is the question's error.
 func (f *Flow) preselect() (Choices, error) {
-	d, a := f.discovery(), f.o.Answers
-	old := oldProxmox(f.existing)
-	c := Choices{Templates: f.answers().Templates}
-	var errs []error
-	if a.Storage != "" {
-		if _, ok := d.Storage(a.Storage); ok {
-			c.Storage = a.Storage
-		} else {
-			errs = append(errs, &AnswerError{Field: "storage", Value: a.Storage,
-				Err: fmt.Errorf("node %s has no such storage for VM disks (it has: %s)", d.Node, storageNames(d))})
-		}
-	} else {
-		c.Storage, _ = d.PreferredStorage(old)
-	}
-	if a.Bridge != "" {
-		if _, ok := d.Bridge(a.Bridge); ok {
-			c.Bridge = a.Bridge
-		} else {
-			errs = append(errs, &AnswerError{Field: "bridge", Value: a.Bridge,
-				Err: fmt.Errorf("node %s has no such bridge (it has: %s)", d.Node, bridgeNames(d))})
-		}
-	} else {
-		c.Bridge, _ = d.PreferredBridge(old)
-	}
+	d, a, old := f.discovery(), f.o.Answers, oldProxmox(f.existing)
 	switch {
 	case len(d.Storages) == 0:
-		errs = append(errs, Fixf("add one (content: images) on the node, then look again",
-			"node %s has no storage that can hold VM disks", d.Node))
+		return Choices{}, Fixf("add one (content: images) on the node, then look again", "node %s has no storage that can hold VM disks", d.Node)
 	case len(d.Bridges) == 0:
-		errs = append(errs, Fixf("create one (e.g. vmbr0) on the node, then look again", "node %s has no network bridge", d.Node))
+		return Choices{}, Fixf("create one (e.g. vmbr0) on the node, then look again", "node %s has no network bridge", d.Node)
 	}
-	if len(errs) > 0 {
-		return c, errs[0]
+	c := Choices{Templates: f.answers().Templates}
+	c.Storage, _ = d.PreferredStorage(old)
+	c.Bridge, _ = d.PreferredBridge(old)
+	var serr, berr error
+	if a.Storage != "" {
+		if c.Storage, serr = a.Storage, storageOnNode(d, a.Storage); serr != nil {
+			c.Storage = ""
+		}
 	}
-	return c, nil
+	if a.Bridge != "" {
+		if c.Bridge, berr = a.Bridge, bridgeOnNode(d, a.Bridge); berr != nil {
+			c.Bridge = ""
+		}
+	}
+	return c, cmp.Or(serr, berr)
 }
 
 // CheckChoices checks the choices against the node.
 func CheckChoices(d *Discovery, c Choices) error {
 	switch {
 	case c.Storage == "":
-		return &AnswerError{Field: "storage", Err: fmt.Errorf("choose one (the node has: %s)", storageNames(d))}
+		return &AnswerError{Field: "storage", Err: fmt.Errorf("required: node %s has several (%s)", d.Node, storageNames(d))}
 	case c.Bridge == "":
-		return &AnswerError{Field: "bridge", Err: fmt.Errorf("choose one (the node has: %s)", bridgeNames(d))}
+		return &AnswerError{Field: "bridge", Err: fmt.Errorf("required: node %s has several (%s)", d.Node, bridgeNames(d))}
 	case len(c.Templates) == 0:
 		return &AnswerError{Field: "templates", Err: Fixf("choose at least one template", "no templates chosen; nothing was changed on the node")}
 	}
-	if _, ok := d.Storage(c.Storage); !ok {
-		return &AnswerError{Field: "storage", Value: c.Storage, Err: fmt.Errorf("node %s has no such storage for VM disks (it has: %s)", d.Node, storageNames(d))}
-	}
-	if _, ok := d.Bridge(c.Bridge); !ok {
-		return &AnswerError{Field: "bridge", Value: c.Bridge, Err: fmt.Errorf("node %s has no such bridge (it has: %s)", d.Node, bridgeNames(d))}
+	if err := cmp.Or(storageOnNode(d, c.Storage), bridgeOnNode(d, c.Bridge)); err != nil {
+		return err
 	}
 	for _, t := range c.Templates {
 		if _, ok := LookupImage(t); !ok {
@@ -664,6 +648,20 @@ func CheckChoices(d *Discovery, c Choices) error {
 		}
 	}
 	return nil
+}
+
+func storageOnNode(d *Discovery, id string) error {
+	if _, ok := d.Storage(id); ok {
+		return nil
+	}
+	return &AnswerError{Field: "storage", Value: id, Err: fmt.Errorf("node %s has no such storage for VM disks (it has: %s)", d.Node, storageNames(d))}
+}
+
+func bridgeOnNode(d *Discovery, name string) error {
+	if _, ok := d.Bridge(name); ok {
+		return nil
+	}
+	return &AnswerError{Field: "bridge", Value: name, Err: fmt.Errorf("node %s has no such bridge (it has: %s)", d.Node, bridgeNames(d))}
 }
 
 // setUpNode runs the node plan: agent key, templates, pool, user, role,

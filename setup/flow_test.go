@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/decent-stuff/dc-agent/apiserver/apitest"
-	"github.com/decent-stuff/dc-agent/identity"
 )
 
 // scriptUI plays a front end: each question is answered by its function
@@ -143,24 +142,6 @@ func (f *fixture) flowOptions(endpoint, provider string) FlowOptions {
 	}
 }
 
-// signRequest is the provider signing the request on its own machine.
-func signRequest(t *testing.T, prov *apitest.Provider, code string) string {
-	t.Helper()
-	d, err := identity.DecodeRequest(code)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sd, err := d.Sign(prov.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := sd.Encode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 // TestFlowKnowsWhatIsDone: a first run asks everything and registers the
 // pasted delegation; a second run asks neither about the (pinned) host key
 // nor for a delegation: the API holds it, and the flow says so.
@@ -171,7 +152,7 @@ func TestFlowKnowsWhatIsDone(t *testing.T) {
 	prov := srv.NewProvider("Acme")
 	o := f.flowOptions(srv.URL, prov.Pubkey)
 
-	ui := &scriptUI{delegate: func(q DelegationQuestion) (string, error) { return signRequest(t, prov, q.Code), nil }}
+	ui := &scriptUI{delegate: func(q DelegationQuestion) (string, error) { return srv.SignDelegation(prov, q.Request.AgentPubkey).Encode() }}
 	flow := NewFlow(o, ui)
 	if err := flow.Run(context.Background()); err != nil {
 		t.Fatalf("%v\nasked %v", err, ui.asked)

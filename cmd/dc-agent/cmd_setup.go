@@ -244,33 +244,12 @@ func (u *cliUI) ConfirmHostKey(ctx context.Context, q setup.HostKeyQuestion) (bo
 }
 
 func (u *cliUI) Choose(ctx context.Context, q setup.ChoiceQuestion) (setup.Choices, error) {
-	c, d := q.Choices, q.Discovery
-	switch {
-	case q.Err != nil:
-		return c, q.Err
-	case u.prompts != nil && (!u.f.yes || c.Storage == "" || c.Bridge == ""):
+	c := q.Choices
+	if q.Err == nil && u.prompts != nil && (!u.f.yes || c.Storage == "" || c.Bridge == "") {
 		// On a terminal: the choices and "go ahead?" before the node changes.
 		return u.prompts.Choose(ctx, q)
-	case c.Storage == "":
-		return c, usagef("--storage is required: the node has several (%s)", strings.Join(storageIDs(d), ", "))
-	case c.Bridge == "":
-		return c, usagef("--bridge is required: the node has several (%s)", strings.Join(bridgeNames(d), ", "))
 	}
-	return c, nil
-}
-
-func storageIDs(d *setup.Discovery) (ids []string) {
-	for _, s := range d.Storages {
-		ids = append(ids, s.ID)
-	}
-	return ids
-}
-
-func bridgeNames(d *setup.Discovery) (names []string) {
-	for _, b := range d.Bridges {
-		names = append(names, b.Name)
-	}
-	return names
+	return c, q.Err // the flow names what is missing
 }
 
 func (u *cliUI) Delegate(_ context.Context, q setup.DelegationQuestion) (string, error) {

@@ -46,17 +46,7 @@ func lines(s ...string) []func() string {
 // are explained and asked again, and it ends registered, with the service
 // files in a root and the same kind of config the screens write.
 func TestAccessibleWalk(t *testing.T) {
-	testutil.RequireBinary(t, "sshd")
-	sim, err := pvehost.Build(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := pvehost.Start(t, pvehost.Options{Binary: sim, Version: "8.3.2"})
-	var specs []pvehost.ImageSpec
-	for _, img := range setup.Images {
-		specs = append(specs, pvehost.ImageSpec{Path: img.Path, Sums: img.Sums, Algo: img.Algo})
-	}
-	images := pvehost.StartImageServer(t, specs)
+	h, images := startNode(t, "8.3.2")
 	srv := apitest.Start(t)
 	prov := srv.NewProvider("Acme")
 	dir := t.TempDir()
@@ -125,6 +115,22 @@ func TestAccessibleWalk(t *testing.T) {
 	if t.Failed() {
 		t.Log(text)
 	}
+}
+
+// startNode is a simulated Proxmox node of version over real sshd, and a
+// mirror of the cloud images.
+func startNode(t *testing.T, version string) (*pvehost.Host, *pvehost.ImageServer) {
+	t.Helper()
+	testutil.RequireBinary(t, "sshd")
+	sim, err := pvehost.Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var specs []pvehost.ImageSpec
+	for _, img := range setup.Images {
+		specs = append(specs, pvehost.ImageSpec{Path: img.Path, Sums: img.Sums, Algo: img.Algo})
+	}
+	return pvehost.Start(t, pvehost.Options{Binary: sim, Version: version}), pvehost.StartImageServer(t, specs)
 }
 
 func mustKey(t *testing.T, path string) []byte {

@@ -13,8 +13,6 @@ import (
 
 	"github.com/decent-stuff/dc-agent/internal/sim/pve"
 	"github.com/decent-stuff/dc-agent/internal/sim/pvecli"
-	"github.com/decent-stuff/dc-agent/internal/testutil"
-	"github.com/decent-stuff/dc-agent/internal/testutil/pvehost"
 	"github.com/decent-stuff/dc-agent/setup"
 	"github.com/decent-stuff/dc-agent/setup/service"
 )
@@ -24,17 +22,7 @@ import (
 // the node plan hangs in the disk import, and Ctrl-C stops it there (the
 // remote command ends with the session), quits, and says what to re-run.
 func TestWizardFlowStopsAPlanOnCtrlC(t *testing.T) {
-	testutil.RequireBinary(t, "sshd")
-	sim, err := pvehost.Build(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := pvehost.Start(t, pvehost.Options{Binary: sim, Version: "9.1.1"})
-	var specs []pvehost.ImageSpec
-	for _, img := range setup.Images {
-		specs = append(specs, pvehost.ImageSpec{Path: img.Path, Sums: img.Sums, Algo: img.Algo})
-	}
-	images := pvehost.StartImageServer(t, specs)
+	h, images := startNode(t, "9.1.1")
 	h.SetFaults(t, pvecli.Faults{Rules: []pvecli.FaultRule{{Match: []string{"qm set", "import-from"}, Action: "hang", Count: 1}}})
 	dir := t.TempDir()
 	m := New(Options{Flow: setup.FlowOptions{

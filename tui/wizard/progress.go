@@ -61,7 +61,7 @@ var (
 type progressScreen struct {
 	env        *env
 	ans        setup.ProxmoxAnswers // the plan runs with
-	kind       *progressKind // nil: a part of another screen
+	kind       *progressKind        // nil: a part of another screen
 	title      string
 	gen        int
 	rows       []stepRow
