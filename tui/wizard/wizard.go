@@ -173,8 +173,15 @@ func (m *Model) listen() tea.Cmd {
 	if !m.started {
 		return nil
 	}
-	ch := m.br.msgs
-	return func() tea.Msg { return <-ch }
+	ch, gone := m.br.msgs, m.br.gone
+	return func() tea.Msg {
+		select {
+		case msg := <-ch:
+			return msg
+		case <-gone:
+			return nil
+		}
+	}
 }
 
 // Hint is what to tell the provider after the wizard ends: what to
