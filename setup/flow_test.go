@@ -152,7 +152,9 @@ func TestFlowKnowsWhatIsDone(t *testing.T) {
 	prov := srv.NewProvider("Acme")
 	o := f.flowOptions(srv.URL, prov.Pubkey)
 
-	ui := &scriptUI{delegate: func(q DelegationQuestion) (string, error) { return srv.SignDelegation(prov, q.Request.AgentPubkey).Encode() }}
+	ui := &scriptUI{delegate: func(q DelegationQuestion) (string, error) {
+		return srv.SignDelegation(prov, q.Request.AgentPubkey).Encode()
+	}}
 	flow := NewFlow(o, ui)
 	if err := flow.Run(context.Background()); err != nil {
 		t.Fatalf("%v\nasked %v", err, ui.asked)
