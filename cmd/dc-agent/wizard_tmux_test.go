@@ -129,7 +129,9 @@ func TestWizardEndToEndInTmux(t *testing.T) {
 		dcAgent, "--config", cfg, "--service-root", root}
 	cmdline = append(cmdline, notAsked...)
 	exitFile := filepath.Join(dir, "exit")
-	shell := strings.Join(quoteAll(cmdline), " ") + "; echo $? > " + exitFile + "; sleep 600"
+	// The exit code appears at once (written aside, then renamed): a read
+	// never sees the file empty.
+	shell := strings.Join(quoteAll(cmdline), " ") + "; echo $? > " + exitFile + ".tmp; mv " + exitFile + ".tmp " + exitFile + "; sleep 600"
 	x.tmux("-f", "/dev/null", "new-session", "-d", "-s", "w", "-x", "80", "-y", "24", "sh", "-c", shell)
 	t.Cleanup(func() { _ = exec.Command(tmuxBin, "-S", x.sock, "kill-server").Run() })
 
