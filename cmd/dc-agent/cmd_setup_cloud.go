@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/provisioners"
 	"github.com/decent-stuff/dc-agent/setup"
+	"github.com/decent-stuff/dc-agent/tui/wizard"
 )
 
 // setupCloudFlags are the answers of `setup digitalocean|vultr`; every one
@@ -75,7 +75,6 @@ Running it again is safe: what is already right stays unchanged.`,
 
 func runSetupCloud(cmd *cobra.Command, g *globals, typ string, f *setupCloudFlags) error {
 	out := cmd.OutOrStdout()
-	pr := &prompter{interactive: !g.noTUI && stdinIsTerminal(), in: bufio.NewReader(os.Stdin), out: cmd.ErrOrStderr()}
 	if f.tokenFile == "" {
 		return usagef("--token-file is required (env %s): a file (chmod 600) holding the %s API token", envName("token-file"), cloudNames[typ])
 	}
@@ -107,9 +106,15 @@ func runSetupCloud(cmd *cobra.Command, g *globals, typ string, f *setupCloudFlag
 		return withFix(exitUsage, fmt.Errorf("--region: %w", err))
 	}
 	if a.ProviderPubkey == "" {
-		if a.ProviderPubkey, err = pr.ask("Your provider public key (64 hex, from the Decent Cloud dashboard)", "provider-pubkey"); err != nil {
+		if g.noTUI || !stdinIsTerminal() {
+			return usagef("--provider-pubkey is required (env %s)", envName("provider-pubkey"))
+		}
+		// On a terminal: the setup flow's line prompt for the API answers.
+		api, err := wizard.NewPrompts(os.Stdin, cmd.ErrOrStderr()).API(ctx, setup.APIQuestion{Answer: setup.APIAnswer{Endpoint: a.APIEndpoint}})
+		if err != nil {
 			return err
 		}
+		a.APIEndpoint, a.ProviderPubkey = api.Endpoint, api.Provider
 	}
 	if a.ProviderPubkey, err = identity.NormalizePublicKeyHex(a.ProviderPubkey); err != nil {
 		return usagef("--provider-pubkey: %v", err)
@@ -126,9 +131,7 @@ func runSetupCloud(cmd *cobra.Command, g *globals, typ string, f *setupCloudFlag
 	if err != nil {
 		return withFix(exitUsage, err)
 	}
-	sink, finish := eventSink(out, f.asJSON, f.verbose)
-	_, err = plan.Run(ctx, sink)
-	finish()
+	_, err = plan.Run(ctx, eventSink(out, f.asJSON, f.verbose))
 	if err != nil {
 		code := exitFailure
 		if dcapi.IsAuth(err) {
