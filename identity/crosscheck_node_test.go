@@ -109,6 +109,7 @@ type nodeDelegationCase struct {
 	ProviderPubkey string   `json:"provider_pubkey"`
 	Permissions    []string `json:"permissions"`
 	ExpiresAtNs    *string  `json:"expires_at_ns"`
+	IssuedAtNs     *string  `json:"issued_at_ns"`
 	Label          string   `json:"label"`
 	SignedCode     string   `json:"signed_code"`
 
@@ -186,6 +187,12 @@ func TestCrossCheckNodeLive(t *testing.T) {
 			d.ExpiresAtNs = &exp
 			s := strconv.FormatInt(exp, 10)
 			c.ExpiresAtNs = &s
+		}
+		if randN(t, 2) == 1 {
+			issued := time.Now().UnixNano() - int64(randN(t, 1<<50))
+			d.IssuedAtNs = &issued
+			s := strconv.FormatInt(issued, 10)
+			c.IssuedAtNs = &s
 		}
 		sd, err := d.Sign(main)
 		if err != nil {

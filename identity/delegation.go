@@ -44,7 +44,12 @@ type Delegation struct {
 	ProviderPubkey string   // lowercase hex
 	Permissions    []string // sorted, unique, known
 	ExpiresAtNs    *int64   // nil = never
-	Label          string
+	// IssuedAtNs is when the provider signed it (`dc-agent delegation sign`
+	// stamps it). nil: a code of the older form, without the line; it
+	// still verifies, but cannot replace a delegation issued later
+	// (PROTOCOL.md §3).
+	IssuedAtNs *int64
+	Label      string
 }
 
 // SignedDelegation is a Delegation with the provider's signature over its
@@ -143,6 +148,9 @@ func (d Delegation) Validate() error {
 	if d.ExpiresAtNs != nil && *d.ExpiresAtNs <= 0 {
 		return errors.New("expires_at_ns must be a positive number of nanoseconds")
 	}
+	if d.IssuedAtNs != nil && *d.IssuedAtNs <= 0 {
+		return errors.New("issued_at_ns must be a positive number of nanoseconds")
+	}
 	return ValidateLabel(d.Label)
 }
 
@@ -161,6 +169,9 @@ func (d Delegation) CanonicalText() ([]byte, error) {
 	b.WriteString("provider: " + d.ProviderPubkey + "\n")
 	b.WriteString("permissions: " + strings.Join(d.Permissions, ",") + "\n")
 	b.WriteString("expires_at_ns: " + exp + "\n")
+	if d.IssuedAtNs != nil {
+		b.WriteString("issued_at_ns: " + strconv.FormatInt(*d.IssuedAtNs, 10) + "\n")
+	}
 	b.WriteString("label: " + d.Label + "\n")
 	return []byte(b.String()), nil
 }
@@ -178,6 +189,15 @@ func (d Delegation) ExpiresAt() time.Time {
 	return time.Unix(0, *d.ExpiresAtNs)
 }
 
+// Issued is IssuedAtNs, or 0 for a code of the older form without it:
+// older than any stamped one.
+func (d Delegation) Issued() int64 {
+	if d.IssuedAtNs == nil {
+		return 0
+	}
+	return *d.IssuedAtNs
+}
+
 // Has reports whether the delegation grants perm.
 func (d Delegation) Has(perm string) bool { return slices.Contains(d.Permissions, perm) }
 
@@ -187,12 +207,16 @@ func (d Delegation) Summary() string {
 	if d.ExpiresAtNs != nil {
 		exp = d.ExpiresAt().UTC().Format(time.RFC3339) + " (" + strconv.FormatInt(*d.ExpiresAtNs, 10) + " ns)"
 	}
+	issued := "(not stamped: an older code)"
+	if d.IssuedAtNs != nil {
+		issued = time.Unix(0, *d.IssuedAtNs).UTC().Format(time.RFC3339) + " (" + strconv.FormatInt(*d.IssuedAtNs, 10) + " ns)"
+	}
 	label := d.Label
 	if label == "" {
 		label = "(none)"
 	}
-	return fmt.Sprintf("  agent key:    %s\n  provider key: %s\n  permissions:  %s\n  expires:      %s\n  label:        %s\n",
-		d.AgentPubkey, d.ProviderPubkey, strings.Join(d.Permissions, ", "), exp, label)
+	return fmt.Sprintf("  agent key:    %s\n  provider key: %s\n  permissions:  %s\n  expires:      %s\n  issued:       %s\n  label:        %s\n",
+		d.AgentPubkey, d.ProviderPubkey, strings.Join(d.Permissions, ", "), exp, issued, label)
 }
 
 // ParseCanonicalText parses canonical delegation text strictly: anything that
@@ -210,36 +234,58 @@ func ParseCanonicalText(text []byte) (Delegation, error) {
 		return d, errors.New("delegation text must end with a newline")
 	}
 	lines := strings.Split(strings.TrimSuffix(s, "\n"), "\n")
-	if len(lines) != 6 {
-		return d, fmt.Errorf("delegation text has %d lines, want 6", len(lines))
+	if len(lines) != 6 && len(lines) != 7 {
+		return d, fmt.Errorf("delegation text has %d lines, want 6 (or 7 with issued_at_ns)", len(lines))
 	}
 	if lines[0] != delegationHeader {
 		return d, fmt.Errorf("delegation text must start with %q", delegationHeader)
 	}
 	fields := []string{"agent", "provider", "permissions", "expires_at_ns", "label"}
-	vals := make([]string, len(fields))
+	if len(lines) == 7 {
+		fields = []string{"agent", "provider", "permissions", "expires_at_ns", "issued_at_ns", "label"}
+	}
+	vals := make(map[string]string, len(fields))
 	for i, f := range fields {
 		v, ok := strings.CutPrefix(lines[i+1], f+": ")
 		if !ok {
+			if f == "issued_at_ns" {
+				return d, fmt.Errorf("line %d must start with %q (a text of 7 lines has issued_at_ns after expires_at_ns)", i+2, f+": ")
+			}
 			return d, fmt.Errorf("line %d must start with %q", i+2, f+": ")
 		}
-		vals[i] = v
+		vals[f] = v
 	}
-	d.AgentPubkey, d.ProviderPubkey, d.Label = vals[0], vals[1], vals[4]
-	if vals[2] != "" {
-		d.Permissions = strings.Split(vals[2], ",")
+	d.AgentPubkey, d.ProviderPubkey, d.Label = vals["agent"], vals["provider"], vals["label"]
+	if vals["permissions"] != "" {
+		d.Permissions = strings.Split(vals["permissions"], ",")
 	}
-	if vals[3] != delegationNever {
-		n, err := strconv.ParseInt(vals[3], 10, 64)
-		if err != nil || strconv.FormatInt(n, 10) != vals[3] {
-			return d, fmt.Errorf("expires_at_ns %q is neither a decimal number nor %q", vals[3], delegationNever)
+	if v := vals["expires_at_ns"]; v != delegationNever {
+		n, err := parseCanonicalInt(v)
+		if err != nil {
+			return d, fmt.Errorf("expires_at_ns %q is neither a decimal number nor %q", v, delegationNever)
 		}
 		d.ExpiresAtNs = &n
+	}
+	if v, ok := vals["issued_at_ns"]; ok {
+		n, err := parseCanonicalInt(v)
+		if err != nil {
+			return d, fmt.Errorf("issued_at_ns %q is not a decimal number", v)
+		}
+		d.IssuedAtNs = &n
 	}
 	if err := d.Validate(); err != nil {
 		return Delegation{}, err
 	}
 	return d, nil
+}
+
+// parseCanonicalInt parses a decimal int64 in its one canonical spelling.
+func parseCanonicalInt(v string) (int64, error) {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || strconv.FormatInt(n, 10) != v {
+		return 0, errors.New("not canonical")
+	}
+	return n, nil
 }
 
 // EncodeRequest returns the dcdr1: code the agent host shows the provider.
@@ -257,8 +303,12 @@ func DecodeRequest(code string) (Delegation, error) {
 	if err != nil {
 		return Delegation{}, err
 	}
+	const truncated = "delegation request is truncated; copy the whole dcdr1: code again"
 	if n := bytes.Count(text, []byte("\n")); n < 6 || n == 6 && !bytes.HasSuffix(text, []byte("\n")) {
-		return Delegation{}, errors.New("delegation request is truncated; copy the whole dcdr1: code again")
+		return Delegation{}, errors.New(truncated)
+	}
+	if lines := strings.Split(string(text), "\n"); len(lines) == 7 && strings.HasPrefix(lines[5], "issued_at_ns: ") {
+		return Delegation{}, errors.New(truncated) // the label line is missing
 	}
 	d, err := ParseCanonicalText(text)
 	if err != nil {
@@ -351,19 +401,24 @@ func DecodeSigned(code string) (SignedDelegation, error) {
 	const truncated = "signed delegation is truncated"
 	const again = "; copy the whole dcds1: code again"
 	s := string(payload)
-	// Seven lines: the six of the canonical text, then the signature.
+	// The canonical text's six lines (seven when its sixth is
+	// issued_at_ns), then the signature.
 	lines := strings.SplitAfter(s, "\n")
 	if last := lines[len(lines)-1]; last == "" {
 		lines = lines[:len(lines)-1]
 	}
+	want := 7
+	if len(lines) >= 6 && strings.HasPrefix(lines[5], "issued_at_ns: ") {
+		want = 8
+	}
 	switch {
-	case len(lines) < 7 || len(lines) == 7 && !strings.HasSuffix(s, "\n"):
+	case len(lines) < want || len(lines) == want && !strings.HasSuffix(s, "\n"):
 		return SignedDelegation{}, errors.New(truncated + again)
-	case len(lines) > 7 || !strings.HasSuffix(s, "\n"):
+	case len(lines) > want || !strings.HasSuffix(s, "\n"):
 		return SignedDelegation{}, errors.New("signed delegation has extra content after the signature line" + again)
 	}
-	sigHex := strings.TrimSuffix(lines[6], "\n")
-	text := strings.Join(lines[:6], "")
+	sigHex := strings.TrimSuffix(lines[want-1], "\n")
+	text := strings.Join(lines[:want-1], "")
 	if !isLowerHex(sigHex) {
 		return SignedDelegation{}, errors.New("signed delegation: the signature line is not lowercase hex" + again)
 	}

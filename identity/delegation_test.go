@@ -59,9 +59,17 @@ func TestParseCanonicalTextStrict(t *testing.T) {
 	}
 	cases := []struct{ name, text, want string }{
 		{"no final newline", strings.TrimSuffix(g, "\n"), "end with a newline"},
-		{"extra line", g + "extra: 1\n", "7 lines, want 6"},
-		{"blank line", g + "\n", "7 lines, want 6"},
+		{"extra line", g + "extra: 1\n", `line 6 must start with "issued_at_ns: "`},
+		{"blank line", g + "\n", `line 6 must start with "issued_at_ns: "`},
+		{"two extra lines", g + "extra: 1\nextra: 2\n", "8 lines, want 6 (or 7 with issued_at_ns)"},
 		{"missing line", replace("label: rack-1\n", ""), "5 lines, want 6"},
+		{"issued after label", g + "issued_at_ns: 5\n", `line 6 must start with "issued_at_ns: "`},
+		{"issued before expiry", replace("expires_at_ns: ", "issued_at_ns: 5\nexpires_at_ns: "), `line 5 must start with "expires_at_ns: "`},
+		{"issued leading zero", replace("label: ", "issued_at_ns: 05\nlabel: "), "issued_at_ns \"05\" is not a decimal number"},
+		{"issued zero", replace("label: ", "issued_at_ns: 0\nlabel: "), "issued_at_ns must be a positive"},
+		{"issued negative", replace("label: ", "issued_at_ns: -1\nlabel: "), "issued_at_ns must be a positive"},
+		{"issued never", replace("label: ", "issued_at_ns: never\nlabel: "), "is not a decimal number"},
+		{"issued empty", replace("label: ", "issued_at_ns: \nlabel: "), "is not a decimal number"},
 		{"wrong header", replace("delegation v1", "delegation v2"), "must start with"},
 		{"CRLF", strings.ReplaceAll(g, "\n", "\r\n"), ""},
 		{"field order", replace("agent: ", "agentx: "), `line 2 must start with "agent: "`},
@@ -243,5 +251,80 @@ func TestExpiry(t *testing.T) {
 	}
 	if s := d.Summary(); !strings.Contains(s, "expires:      never") || !strings.Contains(s, d.AgentPubkey) {
 		t.Fatalf("summary:\n%s", s)
+	}
+}
+
+// The issued_at_ns line (PROTOCOL.md §3): written after expires_at_ns when
+// set, parsed back, covered by the signature; a code without it (the older
+// form) still verifies.
+func TestCanonicalTextIssuedAt(t *testing.T) {
+	d, main := testDelegation(t)
+	old, _ := d.CanonicalText()
+	oldSigned, err := d.Sign(main)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued := int64(1767225600123456789)
+	d.IssuedAtNs = &issued
+	text, err := d.CanonicalText()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.Replace(string(old), "label: ", "issued_at_ns: 1767225600123456789\nlabel: ", 1)
+	if string(text) != want {
+		t.Fatalf("text\n%q\nwant\n%q", text, want)
+	}
+	back, err := ParseCanonicalText(text)
+	if err != nil || back.IssuedAtNs == nil || *back.IssuedAtNs != issued || back.Issued() != issued {
+		t.Fatalf("parse: %+v, %v", back, err)
+	}
+	if !strings.Contains(d.Summary(), "issued:       2026-01-01T00:00:00Z (1767225600123456789 ns)") {
+		t.Fatalf("summary does not show the issue time:\n%s", d.Summary())
+	}
+	sd, err := d.Sign(main)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, _ := sd.Encode()
+	got, err := DecodeSigned(code)
+	if err != nil || got.Issued() != issued || !bytes.Equal(got.Signature, sd.Signature) {
+		t.Fatalf("decode stamped code: %+v, %v", got, err)
+	}
+	req, _ := d.EncodeRequest()
+	if r, err := DecodeRequest(req); err != nil || r.Issued() != issued {
+		t.Fatalf("decode stamped request: %+v, %v", r, err)
+	}
+	// The old code: verifies, and Issued() is 0 (older than any stamp).
+	oldCode, _ := oldSigned.Encode()
+	if o, err := DecodeSigned(oldCode); err != nil || o.IssuedAtNs != nil || o.Issued() != 0 {
+		t.Fatalf("old code: %+v, %v", o, err)
+	}
+	// The stamp is signed: moving it, dropping it or changing it breaks the
+	// signature.
+	payload, _ := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(code, SignedPrefix))
+	reencode := func(p string) string { return SignedPrefix + base64.RawURLEncoding.EncodeToString([]byte(p)) }
+	for name, p := range map[string]string{
+		"changed": strings.Replace(string(payload), "1767225600123456789", "1767225600123456790", 1),
+		"dropped": strings.Replace(string(payload), "issued_at_ns: 1767225600123456789\n", "", 1),
+	} {
+		if _, err := DecodeSigned(reencode(p)); err == nil || !strings.Contains(err.Error(), "does not verify") {
+			t.Errorf("%s stamp: %v, want a verification failure", name, err)
+		}
+	}
+	// A stamped code truncated anywhere says so.
+	for n := len(SignedPrefix) + 1; n < len(code); n++ {
+		if err := decSigned(code[:n]); err == nil || !strings.Contains(err.Error(), "copy the whole") {
+			t.Fatalf("stamped code truncated to %d chars: %v", n, err)
+		}
+	}
+	for n := len(RequestPrefix) + 1; n < len(req); n++ {
+		if err := decRequest(req[:n]); err == nil || !strings.Contains(err.Error(), "copy the whole") && !strings.Contains(err.Error(), "corrupted") {
+			t.Fatalf("stamped request truncated to %d chars: %v", n, err)
+		}
+	}
+	zero := int64(0)
+	d.IssuedAtNs = &zero
+	if _, err := d.Sign(main); err == nil || !strings.Contains(err.Error(), "issued_at_ns must be a positive") {
+		t.Fatalf("sign with issued_at_ns 0: %v", err)
 	}
 }

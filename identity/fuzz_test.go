@@ -18,6 +18,8 @@ func FuzzParseCanonicalText(f *testing.F) {
 	d, _ := testDelegation(f)
 	text, _ := d.CanonicalText()
 	f.Add(text)
+	text, _ = stamped(d).CanonicalText()
+	f.Add(text)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		d, err := ParseCanonicalText(data)
 		if err != nil {
@@ -36,6 +38,8 @@ func FuzzParseCanonicalText(f *testing.F) {
 func FuzzDecodeRequest(f *testing.F) {
 	d, _ := testDelegation(f)
 	code, _ := d.EncodeRequest()
+	f.Add(code)
+	code, _ = stamped(d).EncodeRequest()
 	f.Add(code)
 	f.Fuzz(func(t *testing.T, code string) {
 		d, err := DecodeRequest(code)
@@ -61,6 +65,9 @@ func FuzzDecodeSigned(f *testing.F) {
 	sd, _ := d.Sign(main)
 	code, _ := sd.Encode()
 	f.Add(code)
+	sd, _ = stamped(d).Sign(main)
+	code, _ = sd.Encode()
+	f.Add(code)
 	f.Fuzz(func(t *testing.T, code string) {
 		sd, err := DecodeSigned(code)
 		if err != nil {
@@ -81,6 +88,13 @@ func FuzzDecodeSigned(f *testing.F) {
 			t.Fatalf("round trip of %q failed: %v", again, err)
 		}
 	})
+}
+
+// stamped is d with an issued_at_ns line.
+func stamped(d Delegation) Delegation {
+	issued := int64(1767225600123456789)
+	d.IssuedAtNs = &issued
+	return d
 }
 
 // fuzzSealKey is the recipient of the sealed credentials in the corpus.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -26,6 +27,7 @@ type vectors struct {
 		ProviderPubkey string   `json:"provider_pubkey"`
 		Permissions    []string `json:"permissions"`
 		ExpiresAtNs    *string  `json:"expires_at_ns"`
+		IssuedAtNs     *string  `json:"issued_at_ns"`
 		Label          string   `json:"label"`
 		Text           string   `json:"text"`
 		RequestCode    string   `json:"request_code"`
@@ -156,6 +158,12 @@ func TestVectorsQueryExcluded(t *testing.T) {
 
 func TestVectorsDelegations(t *testing.T) {
 	v := loadVectors(t)
+	stampedVectors := 0
+	defer func() {
+		if stampedVectors == 0 && !t.Failed() {
+			t.Error("no delegation vector has the issued_at_ns line; regenerate with testdata/js/gen-vectors.mjs")
+		}
+	}()
 	for i, c := range v.Delegations {
 		d := Delegation{AgentPubkey: c.AgentPubkey, ProviderPubkey: c.ProviderPubkey, Permissions: c.Permissions, Label: c.Label}
 		if c.ExpiresAtNs != nil {
@@ -164,6 +172,14 @@ func TestVectorsDelegations(t *testing.T) {
 				t.Fatal(err)
 			}
 			d.ExpiresAtNs = &exp
+		}
+		if c.IssuedAtNs != nil {
+			issued, err := strconv.ParseInt(*c.IssuedAtNs, 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d.IssuedAtNs = &issued
+			stampedVectors++
 		}
 		text, err := d.CanonicalText()
 		if err != nil {
@@ -219,6 +235,9 @@ func parseDecimalNs(s string) (int64, error) {
 
 func sameDelegation(a, b Delegation) bool {
 	if (a.ExpiresAtNs == nil) != (b.ExpiresAtNs == nil) || a.ExpiresAtNs != nil && *a.ExpiresAtNs != *b.ExpiresAtNs {
+		return false
+	}
+	if (a.IssuedAtNs == nil) != (b.IssuedAtNs == nil) || a.IssuedAtNs != nil && *a.IssuedAtNs != *b.IssuedAtNs {
 		return false
 	}
 	return a.AgentPubkey == b.AgentPubkey && a.ProviderPubkey == b.ProviderPubkey &&

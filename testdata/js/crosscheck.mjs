@@ -32,6 +32,7 @@ out.delegations = (input.delegations ?? []).map((c) => {
     provider: c.provider_pubkey,
     permissions: c.permissions,
     expires_at_ns: c.expires_at_ns,
+    issued_at_ns: c.issued_at_ns ?? null,
     label: c.label,
   });
   const decoded = dc.decodeSignedCode(c.signed_code);

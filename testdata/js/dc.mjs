@@ -45,16 +45,19 @@ export function requestMessage(ts, nonce, method, path, body) {
   return concatBytes(utf8ToBytes(ts + nonce + method.toUpperCase() + p), body);
 }
 
-// §3: canonical delegation text.
-export function canonicalText({ agent, provider, permissions, expires_at_ns, label }) {
+// §3: canonical delegation text. issued_at_ns (decimal ns) is optional:
+// without it, the older six-line form.
+export function canonicalText({ agent, provider, permissions, expires_at_ns, issued_at_ns, label }) {
   const perms = [...permissions].sort();
   const exp = expires_at_ns === null ? 'never' : String(expires_at_ns);
+  const issued = issued_at_ns === null || issued_at_ns === undefined ? '' : `issued_at_ns: ${issued_at_ns}\n`;
   return (
     'decent-cloud agent delegation v1\n' +
     `agent: ${agent}\n` +
     `provider: ${provider}\n` +
     `permissions: ${perms.join(',')}\n` +
     `expires_at_ns: ${exp}\n` +
+    issued +
     `label: ${label}\n`
   );
 }

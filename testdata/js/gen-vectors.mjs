@@ -67,6 +67,9 @@ const delegationCases = [
   { permissions: ['fetch_contracts', 'provision'], expires_at_ns: '1', label: 'Zürich rack 3 — ☁ 東京' },
   { permissions: ['health_check', 'heartbeat'], expires_at_ns: '9223372036854775807', label: 'x'.repeat(64) },
   { permissions: ALL, expires_at_ns: '1767225600000000000', label: 'label: with colon, commas, and "quotes"' },
+  // With the issued_at_ns line (PROTOCOL.md §3).
+  { permissions: ['fetch_contracts', 'heartbeat'], expires_at_ns: null, issued_at_ns: '1767225600123456789', label: 'stamped' },
+  { permissions: ['provision'], expires_at_ns: '1798761600000000000', issued_at_ns: '1', label: '' },
 ];
 const delegations = delegationCases.map((c, i) => {
   const provider_seed = seedOf(`delegation-provider-${i}`);
@@ -75,6 +78,7 @@ const delegations = delegationCases.map((c, i) => {
     provider: dc.pubkeyHex(provider_seed),
     permissions: [...c.permissions].sort(),
     expires_at_ns: c.expires_at_ns,
+    issued_at_ns: c.issued_at_ns ?? null,
     label: c.label,
   };
   const text = dc.canonicalText(d);
@@ -85,6 +89,7 @@ const delegations = delegationCases.map((c, i) => {
     provider_pubkey: d.provider,
     permissions: d.permissions,
     expires_at_ns: d.expires_at_ns,
+    issued_at_ns: d.issued_at_ns,
     label: d.label,
     text,
     request_code: dc.requestCode(text),
