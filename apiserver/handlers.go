@@ -309,7 +309,7 @@ func (s *Server) createDelegation(w http.ResponseWriter, r *http.Request, c *cal
 	perms := slices.Clone(req.Permissions)
 	slices.Sort(perms)
 	perms = slices.Compact(perms)
-	d := identity.Delegation{AgentPubkey: agent, ProviderPubkey: c.provider, Permissions: perms, ExpiresAtNs: req.ExpiresAtNs}
+	d := identity.Delegation{AgentPubkey: agent, ProviderPubkey: c.provider, Permissions: perms, ExpiresAtNs: req.ExpiresAtNs, IssuedAtNs: req.IssuedAtNs}
 	if req.Label != nil {
 		d.Label = *req.Label
 	}
@@ -337,6 +337,7 @@ func (s *Server) createDelegation(w http.ResponseWriter, r *http.Request, c *cal
 	writeJSON(w, status, dcapi.DelegationInfo{
 		AgentPubkey: stored.AgentPubkey, ProviderPubkey: stored.ProviderPubkey, Permissions: stored.Permissions,
 		ExpiresAtNs: stored.ExpiresAtNs, Label: stored.Label, CreatedAtNs: stored.CreatedAtNs, Active: true,
+		IssuedAtNs: stored.IssuedAtNs, PoolID: stored.PoolID,
 	})
 	return nil
 }

@@ -382,6 +382,9 @@ func (s *Server) liveListDelegations(w http.ResponseWriter, r *http.Request, c *
 	if err != nil {
 		return err
 	}
+	for i := range list {
+		list[i].IssuedAtNs = nil // dc-api's extension (docs/dc-api.md)
+	}
 	writeJSON(w, http.StatusOK, list)
 	return nil
 }

@@ -491,7 +491,7 @@ func profileRules() []rule {
 			req: func(t *testing.T, e *env) signedReq {
 				sd := e.srv.SignDelegation(e.prov, newKeyHex(t))
 				return signedReq{method: "POST", path: e.path("/providers/{pk}/agent-delegations"), key: e.prov.Key, provider: true,
-					body: mustJSON(t, dcapi.CreateDelegationRequest{AgentPubkey: sd.AgentPubkey, Permissions: sd.Permissions, Label: &sd.Label, Signature: sd.SignatureHex()})}
+					body: mustJSON(t, dcapi.DelegationRequestBody(sd))}
 			},
 			def:  expect{status: 201, success: true},
 			live: expect{status: 405, text: "method not allowed"},

@@ -500,6 +500,7 @@ func DelegationRequestBody(sd identity.SignedDelegation) CreateDelegationRequest
 		AgentPubkey: sd.AgentPubkey,
 		Permissions: sd.Permissions,
 		ExpiresAtNs: sd.ExpiresAtNs,
+		IssuedAtNs:  sd.IssuedAtNs,
 		Label:       label,
 		Signature:   sd.SignatureHex(),
 	}

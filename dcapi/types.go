@@ -268,8 +268,11 @@ type CreateDelegationRequest struct {
 	AgentPubkey string   `json:"agentPubkey"`
 	Permissions []string `json:"permissions"`
 	ExpiresAtNs *int64   `json:"expiresAtNs"`
-	Label       *string  `json:"label"`
-	Signature   string   `json:"signature"`
+	// IssuedAtNs is the canonical text's issued_at_ns line (absent in
+	// codes of the older form).
+	IssuedAtNs *int64  `json:"issuedAtNs,omitempty"`
+	Label      *string `json:"label"`
+	Signature  string  `json:"signature"`
 }
 
 // DelegationInfo is one entry of the delegation list.
@@ -285,6 +288,10 @@ type DelegationInfo struct {
 	Version         *string  `json:"version"`
 	LastHeartbeatNs *int64   `json:"lastHeartbeatNs"`
 	RevokedAtNs     *int64   `json:"revokedAtNs,omitempty"`
+	// IssuedAtNs is when the provider signed the stored delegation (its
+	// issued_at_ns line; for a setup-token registration, when it
+	// happened); absent for a code of the older form.
+	IssuedAtNs *int64 `json:"issuedAtNs,omitempty"`
 	// PoolID is the agent's pool (registered by setup token), null for an
 	// offline-signed delegation.
 	PoolID *string `json:"poolId"`

@@ -55,8 +55,10 @@ type Server struct {
 	t      testing.TB
 	offset atomic.Int64 // clock skew, ns
 	frozen atomic.Int64 // a stopped clock's time, ns (0: running)
-	faults faultSet
-	reqs   requestLog
+	// lastIssued is the last issued_at_ns SignDelegation stamped.
+	lastIssued atomic.Int64
+	faults     faultSet
+	reqs       requestLog
 
 	mu      sync.Mutex
 	running bool
@@ -287,12 +289,23 @@ func ExpiresAt(t time.Time) DelegationOption {
 // Label sets the delegation's label.
 func Label(l string) DelegationOption { return func(d *identity.Delegation) { d.Label = l } }
 
+// IssuedAt stamps the delegation's issued_at_ns with t (default: the
+// server's now, later than any earlier stamp of this Server).
+func IssuedAt(t time.Time) DelegationOption {
+	return func(d *identity.Delegation) { ns := t.UnixNano(); d.IssuedAtNs = &ns }
+}
+
+// Unstamped leaves out issued_at_ns: a code of the older form.
+func Unstamped() DelegationOption { return func(d *identity.Delegation) { d.IssuedAtNs = nil } }
+
 // SignDelegation signs a delegation of agentPubkey (hex) with the
 // provider's main key without registering it: what `dc-agent delegation
-// sign` produces, for tests of registration.
+// sign` produces (stamped with the time it was signed), for tests of
+// registration.
 func (s *Server) SignDelegation(p *Provider, agentPubkey string, opts ...DelegationOption) identity.SignedDelegation {
 	s.t.Helper()
-	d := identity.Delegation{AgentPubkey: agentPubkey, ProviderPubkey: p.Pubkey, Permissions: identity.AllPermissions, Label: "apitest"}
+	issued := s.issueTime()
+	d := identity.Delegation{AgentPubkey: agentPubkey, ProviderPubkey: p.Pubkey, Permissions: identity.AllPermissions, Label: "apitest", IssuedAtNs: &issued}
 	for _, o := range opts {
 		o(&d)
 	}
@@ -302,6 +315,19 @@ func (s *Server) SignDelegation(p *Provider, agentPubkey string, opts ...Delegat
 		s.t.Fatalf("apitest: sign delegation: %v", err)
 	}
 	return sd
+}
+
+// issueTime is the server's now, but always later than the last one it
+// gave: delegations signed one after the other are ordered even on a
+// frozen clock.
+func (s *Server) issueTime() int64 {
+	for {
+		last := s.lastIssued.Load()
+		ns := max(s.nowNs(), last+1)
+		if s.lastIssued.CompareAndSwap(last, ns) {
+			return ns
+		}
+	}
 }
 
 // Delegate signs and registers a delegation of agentPubkey (hex), as if the

@@ -28,6 +28,9 @@ type Delegation struct {
 	// PoolID is the agent's pool when a setup token registered it; nil
 	// for an offline-signed delegation.
 	PoolID *string
+	// IssuedAtNs is the delegation's issued_at_ns (when a setup token
+	// registered the agent: that time); nil for a code of the older form.
+	IssuedAtNs *int64
 }
 
 // Expired reports whether the delegation has expired at nowNs.
@@ -41,35 +44,43 @@ func (d *Delegation) Active(nowNs int64) bool { return d.RevokedAtNs == nil && !
 // Has reports whether the delegation grants perm.
 func (d *Delegation) Has(perm string) bool { return slices.Contains(d.Permissions, perm) }
 
-const delegationCols = `provider_pubkey, agent_pubkey, permissions, expires_at_ns, label, signature, created_at_ns, revoked_at_ns, pool_id`
+const delegationCols = `provider_pubkey, agent_pubkey, permissions, expires_at_ns, label, signature, created_at_ns, revoked_at_ns, pool_id, issued_at_ns`
 
 func scanDelegation(sc interface{ Scan(...any) error }) (*Delegation, error) {
 	var d Delegation
 	var perms string
-	var exp, rev sql.NullInt64
+	var exp, rev, issued sql.NullInt64
 	var label, pool sql.NullString
-	if err := sc.Scan(&d.ProviderPubkey, &d.AgentPubkey, &perms, &exp, &label, &d.Signature, &d.CreatedAtNs, &rev, &pool); err != nil {
+	if err := sc.Scan(&d.ProviderPubkey, &d.AgentPubkey, &perms, &exp, &label, &d.Signature, &d.CreatedAtNs, &rev, &pool, &issued); err != nil {
 		return nil, err
 	}
 	if err := json.Unmarshal([]byte(perms), &d.Permissions); err != nil {
 		return nil, fmt.Errorf("stored permissions of agent %s: %w", d.AgentPubkey, err)
 	}
-	d.ExpiresAtNs, d.RevokedAtNs, d.Label, d.PoolID = int64Ptr(exp), int64Ptr(rev), strPtr(label), strPtr(pool)
+	d.ExpiresAtNs, d.RevokedAtNs, d.Label, d.PoolID, d.IssuedAtNs = int64Ptr(exp), int64Ptr(rev), strPtr(label), strPtr(pool), int64Ptr(issued)
 	return &d, nil
 }
 
 // PutDelegation stores a signed delegation whose signature the caller has
 // verified, replacing the provider's earlier delegation of the same agent
 // key. byAgent says the request was signed by the agent key itself (not the
-// provider's main key): such a request may not bring back a delegation the
-// provider revoked, since the agent would simply re-post the old signed
-// text. It returns the stored delegation and whether it is new.
+// provider's main key): the agent keeps every code it was ever given, so
+// such a request may create a delegation but never roll one back — it may
+// not bring back a delegation the provider revoked, nor replace one issued
+// later than its own (issued_at_ns; a code of the older form counts as
+// issued before any stamped one); re-posting the very delegation stored is
+// accepted and changes nothing. It returns the stored delegation and
+// whether it is new.
 func (s *Store) PutDelegation(ctx context.Context, sd identity.SignedDelegation, byAgent bool, nowNs int64) (*Delegation, bool, error) {
 	if err := sd.Validate(); err != nil {
 		return nil, false, invalidf("delegation: %v", err)
 	}
 	if sd.Expired(timeFromNs(nowNs)) {
 		return nil, false, invalidf("delegation expired at %s; sign a new one with a later expiry", fmtNs(*sd.ExpiresAtNs))
+	}
+	if sd.Issued() > nowNs+maxIssuedAheadNs {
+		// A stamp from the future would outrank every later delegation.
+		return nil, false, invalidf("delegation issued_at_ns %s is in the future; check the clock of the machine that signed it and sign again", fmtNs(sd.Issued()))
 	}
 	perms, _ := json.Marshal(sd.Permissions)
 	var label *string
@@ -78,7 +89,9 @@ func (s *Store) PutDelegation(ctx context.Context, sd identity.SignedDelegation,
 		label = &l
 	}
 	var created bool
+	var stored *Delegation // set when nothing changed
 	err := s.tx(ctx, func(tx *sql.Tx) error {
+		stored = nil
 		if err := s.providerExists(ctx, tx, sd.ProviderPubkey); err != nil {
 			return err
 		}
@@ -88,19 +101,25 @@ func (s *Store) PutDelegation(ctx context.Context, sd identity.SignedDelegation,
 		case errors.Is(err, sql.ErrNoRows):
 			created = true
 			_, err = tx.ExecContext(ctx, s.q(`INSERT INTO provider_agent_delegations
-				(provider_pubkey, agent_pubkey, permissions, expires_at_ns, label, signature, created_at_ns, revoked_at_ns)
-				VALUES (?, ?, ?, ?, ?, ?, ?, NULL)`),
-				sd.ProviderPubkey, sd.AgentPubkey, string(perms), nullInt64(sd.ExpiresAtNs), nullStr(label), sd.SignatureHex(), nowNs)
+				(provider_pubkey, agent_pubkey, permissions, expires_at_ns, label, signature, created_at_ns, revoked_at_ns, issued_at_ns)
+				VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)`),
+				sd.ProviderPubkey, sd.AgentPubkey, string(perms), nullInt64(sd.ExpiresAtNs), nullStr(label), sd.SignatureHex(), nowNs, nullInt64(sd.IssuedAtNs))
 			return err
 		case err != nil:
 			return err
 		case byAgent && old.RevokedAtNs != nil:
 			return forbiddenf("the provider revoked this agent key's delegation at %s; only the provider's main key can re-enable it (or delegate a new agent key)", fmtNs(*old.RevokedAtNs))
+		case byAgent && old.Signature == sd.SignatureHex():
+			stored = old // the same signed delegation again: nothing to do
+			return nil
+		case byAgent && sd.Issued() <= derefOr(old.IssuedAtNs, 0):
+			return forbiddenf("the stored delegation of this agent key was issued %s, this one %s: an agent key may only register a delegation issued later than the stored one (ask the provider to sign a new one, or to post it with the main key)",
+				issuedWhen(old.IssuedAtNs), issuedWhen(sd.IssuedAtNs))
 		}
 		_, err = tx.ExecContext(ctx, s.q(`UPDATE provider_agent_delegations
-			SET permissions = ?, expires_at_ns = ?, label = ?, signature = ?, created_at_ns = ?, revoked_at_ns = NULL, pool_id = NULL
+			SET permissions = ?, expires_at_ns = ?, label = ?, signature = ?, created_at_ns = ?, revoked_at_ns = NULL, pool_id = NULL, issued_at_ns = ?
 			WHERE provider_pubkey = ? AND agent_pubkey = ?`),
-			string(perms), nullInt64(sd.ExpiresAtNs), nullStr(label), sd.SignatureHex(), nowNs, sd.ProviderPubkey, sd.AgentPubkey)
+			string(perms), nullInt64(sd.ExpiresAtNs), nullStr(label), sd.SignatureHex(), nowNs, nullInt64(sd.IssuedAtNs), sd.ProviderPubkey, sd.AgentPubkey)
 		if err != nil {
 			return err
 		}
@@ -113,12 +132,28 @@ func (s *Store) PutDelegation(ctx context.Context, sd identity.SignedDelegation,
 		}
 		return nil, false, fmt.Errorf("store delegation: %w", err)
 	}
+	if stored != nil {
+		return stored, false, nil
+	}
 	d := &Delegation{
 		ProviderPubkey: sd.ProviderPubkey, AgentPubkey: sd.AgentPubkey, Permissions: sd.Permissions,
 		ExpiresAtNs: sd.ExpiresAtNs, Label: label, Signature: hex.EncodeToString(sd.Signature), CreatedAtNs: nowNs,
+		IssuedAtNs: sd.IssuedAtNs,
 	}
 	return d, created, nil
 }
+
+// issuedWhen renders an issued_at_ns for a refusal.
+func issuedWhen(ns *int64) string {
+	if ns == nil {
+		return "without an issued_at_ns line (an older code)"
+	}
+	return "at " + time.Unix(0, *ns).UTC().Format(time.RFC3339Nano)
+}
+
+// maxIssuedAheadNs tolerates the signing machine's clock running ahead, as
+// the request window does (±5 minutes).
+const maxIssuedAheadNs = int64(5 * time.Minute)
 
 // GetDelegation returns the provider's delegation of agent (revoked or not),
 // or a KindNotFound error. Every signed agent request asks, so answers are
@@ -259,7 +294,7 @@ func (s *Store) ListDelegations(ctx context.Context, provider string, nowNs int6
 		return nil, err
 	}
 	rows, err := s.r.QueryContext(ctx, s.q(`SELECT d.provider_pubkey, d.agent_pubkey, d.permissions, d.expires_at_ns, d.label, d.signature, d.created_at_ns, d.revoked_at_ns,
-			d.pool_id, a.version, COALESCE(h.last_heartbeat_ns, a.updated_at_ns)
+			d.pool_id, d.issued_at_ns, a.version, COALESCE(h.last_heartbeat_ns, a.updated_at_ns)
 		FROM provider_agent_delegations d
 		LEFT JOIN provider_agent_status a ON a.provider_pubkey = d.provider_pubkey AND a.agent_pubkey = d.agent_pubkey
 		LEFT JOIN agent_heartbeats h ON h.agent_id = a.id
@@ -275,9 +310,9 @@ func (s *Store) ListDelegations(ctx context.Context, provider string, nowNs int6
 		var hb sql.NullInt64
 		var d Delegation
 		var perms string
-		var exp, rev sql.NullInt64
+		var exp, rev, issued sql.NullInt64
 		var label, pool sql.NullString
-		if err := rows.Scan(&d.ProviderPubkey, &d.AgentPubkey, &perms, &exp, &label, &d.Signature, &d.CreatedAtNs, &rev, &pool, &version, &hb); err != nil {
+		if err := rows.Scan(&d.ProviderPubkey, &d.AgentPubkey, &perms, &exp, &label, &d.Signature, &d.CreatedAtNs, &rev, &pool, &issued, &version, &hb); err != nil {
 			return nil, err
 		}
 		if err := json.Unmarshal([]byte(perms), &d.Permissions); err != nil {
@@ -296,6 +331,7 @@ func (s *Store) ListDelegations(ctx context.Context, provider string, nowNs int6
 			Version:         strPtr(version),
 			LastHeartbeatNs: int64Ptr(hb),
 			RevokedAtNs:     d.RevokedAtNs,
+			IssuedAtNs:      int64Ptr(issued),
 			PoolID:          strPtr(pool),
 		})
 	}

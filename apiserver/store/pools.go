@@ -393,13 +393,13 @@ func (s *Store) UseSetupToken(ctx context.Context, token, agent string, nowNs in
 		}
 		res.Pool, res.Label = *p, strPtr(label)
 		_, err = tx.ExecContext(ctx, s.q(`INSERT INTO provider_agent_delegations
-			(provider_pubkey, agent_pubkey, permissions, expires_at_ns, label, signature, created_at_ns, revoked_at_ns, pool_id)
-			VALUES (?, ?, ?, NULL, ?, ?, ?, NULL, ?)
+			(provider_pubkey, agent_pubkey, permissions, expires_at_ns, label, signature, created_at_ns, revoked_at_ns, pool_id, issued_at_ns)
+			VALUES (?, ?, ?, NULL, ?, ?, ?, NULL, ?, ?)
 			ON CONFLICT (provider_pubkey, agent_pubkey) DO UPDATE SET
 				permissions = excluded.permissions, expires_at_ns = NULL, label = excluded.label,
 				signature = excluded.signature, created_at_ns = excluded.created_at_ns, revoked_at_ns = NULL,
-				pool_id = excluded.pool_id`),
-			p.ProviderPubkey, agent, string(perms), nullStr(res.Label), ZeroSignature, nowNs, p.PoolID)
+				pool_id = excluded.pool_id, issued_at_ns = excluded.issued_at_ns`),
+			p.ProviderPubkey, agent, string(perms), nullStr(res.Label), ZeroSignature, nowNs, p.PoolID, nowNs)
 		if err != nil {
 			return err
 		}

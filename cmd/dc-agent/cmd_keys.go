@@ -197,7 +197,9 @@ func newDelegationSignCmd() *cobra.Command {
 that holds the key, not on the agent host. The key is read from --identity: a
 PKCS#8 PEM file (~/.dcc/identity/<name>/private.pem), a BIP-39 mnemonic file, or
 a 64-hex seed file; never from the command line. The request's fields are shown
-and must be confirmed unless --yes.`,
+and must be confirmed unless --yes. The signed delegation is stamped with the
+signing time (issued_at_ns): an agent cannot use an older delegation to replace
+one you sign later.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if identityFile == "" {
@@ -218,6 +220,11 @@ and must be confirmed unless --yes.`,
 			if err != nil {
 				return err
 			}
+			// Stamped with the signing time, whatever the request says: the
+			// server orders delegations by it, and a request's stamp would be
+			// the agent host's word (PROTOCOL.md §3).
+			issued := time.Now().UnixNano()
+			d.IssuedAtNs = &issued
 			main, form, err := identity.LoadMainKey(identityFile)
 			if err != nil {
 				return withExit(exitConfig, err)
@@ -308,6 +315,7 @@ func delegationJSON(d identity.Delegation, code string, sd *identity.SignedDeleg
 		"provider_pubkey": d.ProviderPubkey,
 		"permissions":     d.Permissions,
 		"expires_at_ns":   d.ExpiresAtNs,
+		"issued_at_ns":    d.IssuedAtNs,
 		"label":           d.Label,
 		"signed":          sd != nil,
 	}

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cosmos/go-bip39"
 	"golang.org/x/crypto/ssh"
@@ -126,13 +127,31 @@ func TestDelegationRoundTrip(t *testing.T) {
 			if !strings.Contains(r.stderr, "Signing with the "+form+" key "+id.pub) {
 				t.Errorf("sign does not say which key signs:\n%s", r.stderr)
 			}
-			// The request can also come from a file or stdin, with the same result
-			// (Ed25519 is deterministic).
+			// Stamped with the signing time (PROTOCOL.md §3).
+			sd, err := identity.DecodeSigned(signed)
+			if err != nil || sd.IssuedAtNs == nil || time.Since(time.Unix(0, *sd.IssuedAtNs)).Abs() > time.Minute {
+				t.Fatalf("signed delegation is not stamped with the signing time: %+v, %v", sd, err)
+			}
+			if !strings.Contains(r.stderr, "issued:       "+time.Unix(0, *sd.IssuedAtNs).UTC().Format(time.RFC3339)) {
+				t.Errorf("sign does not show the issue time it stamps:\n%s", r.stderr)
+			}
+			// The request can also come from a file or stdin, with the same
+			// delegation (only the stamp differs).
+			sameButStamp := func(code string) bool {
+				other, err := identity.DecodeSigned(code)
+				if err != nil || other.IssuedAtNs == nil || *other.IssuedAtNs < *sd.IssuedAtNs {
+					return false
+				}
+				other.IssuedAtNs = sd.IssuedAtNs
+				a, _ := other.CanonicalText()
+				b, _ := sd.CanonicalText()
+				return string(a) == string(b)
+			}
 			reqFile := writeFile(t, filepath.Join(t.TempDir(), "req.txt"), request+"\n", 0o644)
-			if r := runAgent(t, runOpts{}, "delegation", "sign", "--identity", id.file, "--yes", "--request", "file:"+reqFile); strings.TrimSpace(r.stdout) != signed {
+			if r := runAgent(t, runOpts{}, "delegation", "sign", "--identity", id.file, "--yes", "--request", "file:"+reqFile); !sameButStamp(strings.TrimSpace(r.stdout)) {
 				t.Errorf("sign from file:\n%s", r)
 			}
-			if r := runAgent(t, runOpts{stdin: request + "\n"}, "delegation", "sign", "--identity", id.file, "--yes", "-"); strings.TrimSpace(r.stdout) != signed {
+			if r := runAgent(t, runOpts{stdin: request + "\n"}, "delegation", "sign", "--identity", id.file, "--yes", "-"); !sameButStamp(strings.TrimSpace(r.stdout)) {
 				t.Errorf("sign from stdin:\n%s", r)
 			}
 
@@ -177,13 +196,13 @@ func assertTamperingFails(t *testing.T, signed string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lines := strings.Split(string(payload), "\n") // header, 5 fields, signature, ""
-	if len(lines) != 8 {
+	lines := strings.Split(string(payload), "\n") // header, 6 fields (with issued_at_ns), signature, ""
+	if len(lines) != 9 {
 		t.Fatalf("payload has %d lines", len(lines))
 	}
 	_, other, _ := ed25519.GenerateKey(rand.Reader)
 	otherHex := identity.PublicHex(other)
-	sig := []byte(lines[6])
+	sig := []byte(lines[7])
 	if sig[0] == 'a' {
 		sig[0] = 'b'
 	} else {
@@ -194,10 +213,11 @@ func assertTamperingFails(t *testing.T, signed string) {
 		"provider":    {"2", "provider: " + otherHex},
 		"permissions": {"3", "permissions: fetch_contracts,health_check,heartbeat,provision"},
 		"expiry":      {"4", "expires_at_ns: never"},
-		"label":       {"5", "label: rack 8 — Zürich"},
-		"signature":   {"6", string(sig)},
+		"issued":      {"5", "issued_at_ns: 9000000000000000000"},
+		"label":       {"6", "label: rack 8 — Zürich"},
+		"signature":   {"7", string(sig)},
 	}
-	idx := map[string]int{"1": 1, "2": 2, "3": 3, "4": 4, "5": 5, "6": 6}
+	idx := map[string]int{"1": 1, "2": 2, "3": 3, "4": 4, "5": 5, "6": 6, "7": 7}
 	for field, e := range edits {
 		l := append([]string(nil), lines...)
 		l[idx[e[0]]] = e[1]
