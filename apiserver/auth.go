@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/decent-stuff/dc-agent/apiserver/store"
 	"github.com/decent-stuff/dc-agent/dcapi"
@@ -22,6 +23,8 @@ type caller struct {
 	deleg    *store.Delegation
 	body     []byte // the exact signed bytes
 	nowNs    int64
+	tsNs     int64      // X-Timestamp
+	nonce    string     // X-Nonce
 	ck       *cachedKey // the signing key's cache entry
 }
 
@@ -60,11 +63,17 @@ type authedHandler func(w http.ResponseWriter, r *http.Request, c *caller) error
 
 // signed wraps h with PROTOCOL.md §2 verification and the endpoint's
 // authorization. Nothing is parsed or written before the signature verifies.
+// The nonce is recorded once the key may act (issue 15, finding 1): after
+// authorization, or for an agent's self-registration in the handler, once
+// the body's delegation verifies.
 func (s *Server) signed(ep endpoint, h authedHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c, err := s.authenticate(r)
 		if err == nil {
 			err = s.authorize(r, ep, c)
+		}
+		if err == nil && (ep.access != registration || !c.agent) {
+			err = s.spendNonce(c)
 		}
 		if err == nil {
 			err = h(w, r, c)
@@ -75,7 +84,11 @@ func (s *Server) signed(ep endpoint, h authedHandler) http.HandlerFunc {
 	}
 }
 
-// authenticate runs steps 1–5 of PROTOCOL.md §2 plus the per-key rate limit.
+// authenticate runs steps 1–4 of PROTOCOL.md §2 plus the limits: before
+// the body is read, a key the server does not know (no active delegation,
+// not a registered provider) takes a token of the global unknown-key limit
+// and may send only a small body (issue 15, findings 1 and 8); a known key,
+// once its signature verifies, takes one of its own rate limit.
 func (s *Server) authenticate(r *http.Request) (*caller, error) {
 	h := r.Header
 	ts, nonce, sigHex := h.Get(dcapi.HeaderTimestamp), h.Get(dcapi.HeaderNonce), h.Get(dcapi.HeaderSignature)
@@ -128,9 +141,23 @@ func (s *Server) authenticate(r *http.Request) (*caller, error) {
 	}
 
 	// 3. Time window.
-	nowNs := s.now().UnixNano()
+	now := s.now()
+	nowNs := now.UnixNano()
 	if d := nowNs - tsNs; d > dcapi.TimestampWindowNs || d < -dcapi.TimestampWindowNs {
 		return nil, errorf(http.StatusUnauthorized, "request timestamp outside the 5 minute window (server time %d, request %d); check the clock", nowNs, tsNs)
+	}
+
+	// The key: known, or limited before anything costly.
+	known := cached
+	if !known {
+		if known, err = s.knownKey(r.Context(), ck.hex, agentKey != "", nowNs); err != nil {
+			return nil, err
+		}
+		if !known {
+			if err := s.admitUnknown(r, now); err != nil {
+				return nil, err
+			}
+		}
 	}
 
 	// 4. Signature, over the exact bytes received.
@@ -146,28 +173,73 @@ func (s *Server) authenticate(r *http.Request) (*caller, error) {
 		return nil, errorf(http.StatusUnauthorized, "invalid signature: the request was altered or not signed by %s (signed message: %s ‖ %s ‖ METHOD ‖ PATH without query ‖ BODY, Ed25519ph with context %q)",
 			header, dcapi.HeaderTimestamp, dcapi.HeaderNonce, identity.SignatureContext)
 	}
-	if !cached {
+	if known && !cached {
 		s.keys.put(keyHex, ck)
 	}
 	key := ck.hex
 	info(r.Context()).key = key
 
-	// Rate limit per authenticated key (before the nonce is spent, so a
-	// limited client may simply retry).
-	if s.limiter != nil {
-		if wait, ok := s.limiter.allow(key, s.now()); !ok {
+	// Rate limit per known key (before the nonce is spent, so a limited
+	// client may simply retry). Unknown keys share the global limit.
+	if known && s.limiter != nil {
+		if wait, ok := s.limiter.allow(key, now); !ok {
 			return nil, &apiError{status: http.StatusTooManyRequests, msg: "rate limit exceeded for this key; slow down", retryAfter: wait}
 		}
 	}
+	return &caller{key: key, agent: agentKey != "", body: body, nowNs: nowNs, tsNs: tsNs, nonce: nonce, ck: ck}, nil
+}
 
-	// 5. Replay.
-	switch s.nonces.add(key, nonce, s.now()) {
+// spendNonce is step 5, the replay check, for a request whose key may act.
+func (s *Server) spendNonce(c *caller) error {
+	switch s.nonces.add(c.key, c.nonce, c.tsNs, c.nowNs) {
 	case nonceReplayed:
-		return nil, errorf(http.StatusUnauthorized, "replayed request: nonce %q was already used by this key", clip(nonce))
-	case nonceFull:
-		return nil, &apiError{status: http.StatusServiceUnavailable, msg: "replay cache is full; retry shortly", retryAfter: 1}
+		return errorf(http.StatusUnauthorized, "replayed request: nonce %q was already used by this key", clip(c.nonce))
+	case nonceStale:
+		return errorf(http.StatusUnauthorized, "replayed or stale request: signed at %s, no later than a request of this key the server no longer remembers one by one; sign it again (a fresh timestamp and nonce)", fmtNs(c.tsNs))
 	}
-	return &caller{key: key, agent: agentKey != "", body: body, nowNs: nowNs, ck: ck}, nil
+	return nil
+}
+
+// knownKey reports whether the server knows key: an agent key some
+// provider delegates to (actively), or a registered provider's key.
+func (s *Server) knownKey(ctx context.Context, key string, agent bool, nowNs int64) (bool, error) {
+	if agent {
+		return s.st.AgentHasActiveDelegation(ctx, key, nowNs)
+	}
+	_, err := s.st.GetProvider(ctx, key)
+	if store.IsNotFound(err) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// maxUnknownBody bounds the body of a request from a key the server does
+// not know, and of the unsigned setup request: what such a request may do
+// (register a delegation, create a pool, use a setup token) takes well
+// under a kilobyte.
+const maxUnknownBody = 16 << 10
+
+// admitUnknown applies the global limit of unknown keys (and unsigned
+// setup requests) to r and bounds its body, before it is read.
+func (s *Server) admitUnknown(r *http.Request, now time.Time) error {
+	if s.unknownLimit != nil {
+		if wait, ok := s.unknownLimit.allow("unknown", now); !ok {
+			if s.live {
+				return &plainError{status: http.StatusTooManyRequests, msg: "Rate limit exceeded. Please try again later.",
+					header: http.Header{"Retry-After": {strconv.Itoa(wait)}}}
+			}
+			return &apiError{status: http.StatusTooManyRequests, retryAfter: wait,
+				msg: "too many requests from keys this server does not know (no active delegation, not a registered provider); retry later"}
+		}
+	}
+	if r.ContentLength > maxUnknownBody {
+		if s.live {
+			return plainf(http.StatusRequestEntityTooLarge, "payload too large")
+		}
+		return errorf(http.StatusRequestEntityTooLarge, "request body is %d bytes; a key this server does not know may send at most %d", r.ContentLength, maxUnknownBody)
+	}
+	r.Body = http.MaxBytesReader(nil, r.Body, maxUnknownBody)
+	return nil
 }
 
 // authorize runs step 6: which key may call this endpoint for which provider.

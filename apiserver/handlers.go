@@ -324,6 +324,13 @@ func (s *Server) createDelegation(w http.ResponseWriter, r *http.Request, c *cal
 	if err := sd.Verify(); err != nil {
 		return errorf(http.StatusUnprocessableEntity, "delegation %v (it must be signed by provider %s over the canonical text of PROTOCOL.md §3)", err, short(c.provider))
 	}
+	if c.agent {
+		// The provider vouches for this key: now its nonce is worth
+		// remembering (signed has not, for an agent's registration).
+		if err := s.spendNonce(c); err != nil {
+			return err
+		}
+	}
 	stored, created, err := s.st.PutDelegation(r.Context(), sd, c.agent, c.nowNs)
 	if err != nil {
 		return err

@@ -1,140 +1,115 @@
 package apiserver
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
-	"fmt"
 	"math/rand/v2"
-	"net/http"
-	"net/http/httptest"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
-
-	"github.com/google/uuid"
-
-	"github.com/decent-stuff/dc-agent/dcapi"
-	"github.com/decent-stuff/dc-agent/identity"
 )
 
 // TestNonceCacheAgainstModel drives the replay cache through random
-// traffic with time moving on (the ring buffers grow, wrap and are swept)
-// and compares every answer with a plain map: a nonce is refused exactly
-// while it was seen less than the TTL ago, per key.
+// traffic with time moving on (entries expire, shards are swept) and
+// compares every answer with a plain map: a nonce is refused exactly while
+// the request that used it could still pass the time window, per key; a
+// request outside the window is refused as stale.
 func TestNonceCacheAgainstModel(t *testing.T) {
-	const ttl = time.Second
-	c := newNonceCache(1<<20, ttl) // never full here
-	model := map[string]time.Time{}
+	const window = int64(time.Second)
+	c := newNonceCache(1<<20, window) // never under pressure here
+	c.perKey = 1 << 20                // nor any key at its share
+	model := map[string]int64{}       // key\x00nonce -> the first request's timestamp
 	r := rand.New(rand.NewPCG(1, 2))
-	now := time.Unix(1_700_000_000, 0)
+	now := int64(1_700_000_000e9)
 	keys := []string{"k1", "k2", "k3"}
 	for i := 0; i < 50_000; i++ {
-		now = now.Add(time.Duration(r.IntN(200)) * time.Microsecond)
+		now += int64(r.IntN(200)) * int64(time.Microsecond)
 		key, nonce := keys[r.IntN(len(keys))], strconv.Itoa(r.IntN(3000))
+		ts := now - int64(r.IntN(int(2*window))) + window/2 // sometimes outside the window
 		id := key + "\x00" + nonce
 		want := nonceNew
-		if seen, ok := model[id]; ok && now.Sub(seen) < ttl {
+		switch first, ok := model[id]; {
+		case ts < now-window:
+			want = nonceStale
+		case ok && first >= now-window:
 			want = nonceReplayed
 		}
-		if got := c.add(key, nonce, now); got != want {
-			t.Fatalf("op %d: add(%s, %s) = %d, want %d", i, key, nonce, got, want)
+		if got := c.add(key, nonce, ts, now); got != want {
+			t.Fatalf("op %d: add(%s, %s, ts %d) at %d = %d, want %d", i, key, nonce, ts, now, got, want)
 		}
 		if want == nonceNew {
-			model[id] = now
+			model[id] = ts
 		}
 	}
 	live := 0
-	for _, seen := range model {
-		if now.Sub(seen) < ttl {
+	for _, ts := range model {
+		if ts >= now-window {
 			live++
 		}
 	}
-	// Sweeping is lazy (per shard, on the next add there): never fewer
-	// entries than live ones, never more than ever accepted.
+	// Expiry is lazy (per key on its next request, per shard on a sweep):
+	// never fewer entries than live ones, never more than ever accepted.
 	if n := c.len(); n < live || n > len(model) {
 		t.Fatalf("cache holds %d entries; %d are live, %d were ever accepted", n, live, len(model))
 	}
 }
 
-// TestNonceCacheBounded: memory stays within the configured size; when a
-// shard is full the cache says so instead of forgetting a nonce early;
-// space comes back once entries expire.
-func TestNonceCacheBounded(t *testing.T) {
-	const ttl = 10 * time.Minute
-	c := newNonceCache(64*16, ttl) // 16 per shard
-	now := time.Unix(1_700_000_000, 0)
-	var accepted []string
-	full := 0
-	for i := 0; i < 5000; i++ {
-		n := fmt.Sprintf("n-%d", i)
-		switch c.add("key", n, now) {
-		case nonceNew:
-			accepted = append(accepted, n)
-		case nonceFull:
-			full++
-		default:
-			t.Fatalf("fresh nonce %s reported as replayed", n)
+// TestNonceCacheBoundedWithoutRefusals (issue 15, finding 1): however many
+// keys send however much, memory stays bounded, a key's fresh requests
+// (signed later than its earlier ones) are always accepted, and no earlier
+// request is ever accepted twice.
+func TestNonceCacheBoundedWithoutRefusals(t *testing.T) {
+	const window = int64(5 * time.Minute)
+	const max, keys = 512, 200
+	c := newNonceCache(max, window)
+	c.perKey = 32
+	r := rand.New(rand.NewPCG(3, 4))
+	now := int64(1_700_000_000e9)
+	type sent struct {
+		key, nonce string
+		ts         int64
+	}
+	var history []sent
+	clock := make([]int64, keys) // each key's own clock, a little off the server's
+	for k := range clock {
+		clock[k] = now - int64(r.IntN(int(time.Minute)))
+	}
+	for i := 0; i < 100_000; i++ {
+		step := int64(r.IntN(int(time.Millisecond)))
+		now += step
+		k := r.IntN(keys)
+		if k%10 == 0 { // a tenth of the keys send ten times as much
+			k = r.IntN(keys/10) * 10
+		}
+		clock[k] += step + 1
+		key := "key-" + strconv.Itoa(k)
+		nonce := strconv.Itoa(i)
+		if got := c.add(key, nonce, clock[k], now); got != nonceNew {
+			t.Fatalf("op %d: a fresh request of %s was refused (%d) with %d entries held", i, key, got, c.len())
+		}
+		history = append(history, sent{key, nonce, clock[k]})
+		if n := c.len(); n > max+nonceMinShare*keys {
+			t.Fatalf("op %d: %d entries held; bound %d", i, n, max+nonceMinShare*keys)
+		}
+		// Replay an earlier request now and then: always refused.
+		if i%7 == 0 {
+			old := history[r.IntN(len(history))]
+			if old.ts >= now-window {
+				if got := c.add(old.key, old.nonce, old.ts, now); got == nonceNew {
+					t.Fatalf("op %d: the replay of %+v was accepted", i, old)
+				}
+			}
 		}
 	}
-	if len(accepted) != 64*16 || c.len() != 64*16 || full != 5000-64*16 {
-		t.Fatalf("accepted %d, holds %d, refused %d as full; want exactly 1024 held", len(accepted), c.len(), full)
+	// Out of order within the share: two requests signed t1 < t2 that
+	// arrive t2 first are both accepted.
+	now += int64(time.Hour)
+	if c.add("late", "b", now-10, now) != nonceNew || c.add("late", "a", now-20, now) != nonceNew {
+		t.Fatal("two requests arriving out of order were refused")
 	}
-	// Full, yet nothing forgotten: every accepted nonce is still a replay.
-	for _, n := range accepted {
-		if got := c.add("key", n, now.Add(ttl-time.Nanosecond)); got != nonceReplayed {
-			t.Fatalf("nonce %s forgotten before its time (add = %d)", n, got)
-		}
+	// After the window, everything from before is forgotten.
+	for range nonceSweepEvery {
+		c.add("late", strconv.Itoa(r.Int()), now, now)
 	}
-	// After the TTL the entries expire and the cache takes new ones again.
-	later := now.Add(ttl)
-	for i := 0; i < 64*16; i++ {
-		if got := c.add("key", fmt.Sprintf("m-%d", i), later); got == nonceReplayed {
-			t.Fatalf("fresh nonce refused as a replay after expiry")
-		}
-	}
-	if got := c.add("key", accepted[0], later.Add(time.Second)); got == nonceReplayed {
-		t.Fatal("an expired nonce is still refused")
-	}
-	if c.len() > 64*16 {
-		t.Fatalf("cache holds %d entries, bound is 1024", c.len())
-	}
-}
-
-// TestReplayCacheFullAnswers503: a full replay cache makes the server
-// answer 503 with Retry-After and a clear message, and nothing is stored.
-func TestReplayCacheFullAnswers503(t *testing.T) {
-	e := newFuzzEnv(t)
-	e.srv.nonces = newNonceCache(0, 2*time.Duration(dcapi.TimestampWindowNs)) // 16 per shard
-	agentHex := identity.PublicHex(e.agent)
-	for held, i := 0, 0; held < 64*16; i++ {
-		if e.srv.nonces.add(agentHex, fmt.Sprintf("filler-%d", i), time.Now()) == nonceNew {
-			held++
-		}
-	}
-	path := dcapi.APIPrefix + "/providers/" + e.provider + "/heartbeat"
-	body := []byte(`{"version":"1.0.0","provisionerType":"script","capabilities":null,"activeContracts":0}`)
-	ts := strconv.FormatInt(time.Now().UnixNano(), 10)
-	nonce := uuid.NewString()
-	req := httptest.NewRequest("POST", path, bytes.NewReader(body))
-	req.Header.Set(dcapi.HeaderTimestamp, ts)
-	req.Header.Set(dcapi.HeaderNonce, nonce)
-	req.Header.Set(dcapi.HeaderAgentPubkey, agentHex)
-	req.Header.Set(dcapi.HeaderSignature, identity.SignRequest(e.agent, ts, nonce, "POST", path, body))
-	req.Header.Set("Content-Type", "application/json")
-	rec := httptest.NewRecorder()
-	e.srv.ServeHTTP(rec, req)
-	var env dcapi.Envelope[json.RawMessage]
-	_ = json.Unmarshal(rec.Body.Bytes(), &env)
-	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" || env.Success || !strings.Contains(env.Error, "replay cache is full") {
-		t.Fatalf("full replay cache: %d Retry-After=%q %s", rec.Code, rec.Header().Get("Retry-After"), rec.Body.String())
-	}
-	st, err := e.srv.st.AgentStatus(context.Background(), e.provider, time.Now().UnixNano())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.LastHeartbeatNs != nil {
-		t.Fatalf("a refused heartbeat was stored: %+v", st)
+	if n := c.len(); n > c.perKey {
+		t.Fatalf("%d entries left an hour later", n)
 	}
 }

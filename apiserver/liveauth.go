@@ -96,6 +96,24 @@ func (s *Server) authenticateLive(r *http.Request, kind liveAuth) (*caller, erro
 		}
 	}
 	ts, nonce, sigHex := h.Get(dcapi.HeaderTimestamp), h.Get(dcapi.HeaderNonce), h.Get(dcapi.HeaderSignature)
+	// Before the body is read (not in live, which reads it first): a key
+	// the server does not know takes a token of the global unknown-key
+	// limit and may send only a small body (issue 15, findings 1 and 8).
+	ck := s.keys.get(keyHex)
+	cached := ck != nil
+	known := cached
+	if !known {
+		if pub, err := hex.DecodeString(keyHex); err == nil && len(pub) == 32 {
+			if known, err = s.knownKey(r.Context(), hex.EncodeToString(pub), agent, s.now().UnixNano()); err != nil {
+				return nil, err
+			}
+		}
+		if !known {
+			if err := s.admitUnknown(r, s.now()); err != nil {
+				return nil, err
+			}
+		}
+	}
 	body, err := readBody(r)
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -104,8 +122,6 @@ func (s *Server) authenticateLive(r *http.Request, kind liveAuth) (*caller, erro
 		}
 		return nil, plainf(http.StatusBadRequest, "reading request body: %v", err)
 	}
-	ck := s.keys.get(keyHex)
-	cached := ck != nil
 	if !cached {
 		pub, err := hex.DecodeString(keyHex)
 		if err != nil {
@@ -141,7 +157,7 @@ func (s *Server) authenticateLive(r *http.Request, kind liveAuth) (*caller, erro
 	if ck.v == nil || !ck.v.VerifyRequest(ts, nonce, r.Method, signedPath(r), body, sig) {
 		return nil, plainf(http.StatusUnauthorized, "Invalid signature: Signature verification failed: signature error")
 	}
-	if !cached {
+	if known && !cached {
 		s.keys.put(keyHex, ck)
 	}
 	info(r.Context()).key = ck.hex

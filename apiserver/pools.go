@@ -66,9 +66,13 @@ func (s *Server) setup(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) doSetup(w http.ResponseWriter, r *http.Request) error {
+	// Unsigned: under the global limit of unknown keys, with a small body.
+	if err := s.admitUnknown(r, s.now()); err != nil {
+		return err
+	}
 	body, err := readBody(r)
 	if err != nil {
-		return bodyReadError(err)
+		return s.bodyReadError(err)
 	}
 	var req dcapi.AgentSetupRequest
 	if err := s.decode(r, body, schemaSetup, &req); err != nil {
@@ -96,9 +100,12 @@ func (s *Server) doSetup(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func bodyReadError(err error) error {
+func (s *Server) bodyReadError(err error) error {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
+		if s.live {
+			return plainf(http.StatusRequestEntityTooLarge, "payload too large") // as authenticateLive
+		}
 		return errorf(http.StatusRequestEntityTooLarge, "request body is larger than %d bytes", mbe.Limit)
 	}
 	return errorf(http.StatusBadRequest, "reading request body: %v", err)

@@ -38,10 +38,17 @@ type Config struct {
 	// RateLimit disables limiting (benchmarks).
 	RateLimit float64
 	RateBurst int
-	// NonceCacheSize bounds the replay cache (default 1,000,000 entries,
-	// about 80 MB when full; when full, new requests get 503 rather than
-	// risking a replay).
+	// NonceCacheSize is the replay cache's size (default 1,000,000
+	// entries of 24 bytes): past it, each known key keeps at most the
+	// entries it has (at least 8), dropping its oldest as it goes; no
+	// request is refused because the cache is full (nonces.go).
 	NonceCacheSize int
+	// UnknownKeyRate is the requests per second allowed, all together,
+	// from keys the server does not know (no active delegation, not a
+	// registered provider) and to the unsigned setup endpoint (default
+	// 20; burst UnknownKeyBurst, default 100). Negative: unlimited.
+	UnknownKeyRate  float64
+	UnknownKeyBurst int
 	// WatchInterval is how often the SQLite watcher looks for contracts
 	// created by other processes (default 150 ms).
 	WatchInterval time.Duration
@@ -77,11 +84,13 @@ type Server struct {
 	nonces  *nonceCache
 	keys    *keyCache
 	limiter *rateLimiter
-	ipLimit *ipLimiter // the live profile's per-IP limit
-	live    bool
-	mux     *http.ServeMux
-	handler http.Handler
-	hbAck   []byte // the (constant) heartbeat answer, encoded once
+	// unknownLimit is the global limit of unknown keys and setup requests.
+	unknownLimit *rateLimiter
+	ipLimit      *ipLimiter // the live profile's per-IP limit
+	live         bool
+	mux          *http.ServeMux
+	handler      http.Handler
+	hbAck        []byte // the (constant) heartbeat answer, encoded once
 }
 
 // New builds a Server.
@@ -107,6 +116,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.NonceCacheSize <= 0 {
 		cfg.NonceCacheSize = 1_000_000
 	}
+	if cfg.UnknownKeyRate == 0 {
+		cfg.UnknownKeyRate = 20
+	}
+	if cfg.UnknownKeyBurst <= 0 {
+		cfg.UnknownKeyBurst = 100
+	}
 	if cfg.NextHeartbeatSeconds <= 0 {
 		cfg.NextHeartbeatSeconds = 60
 	}
@@ -129,7 +144,7 @@ func New(cfg Config) (*Server, error) {
 		log:    cfg.Logger,
 		now:    cfg.Clock,
 		hub:    newHub(),
-		nonces: newNonceCache(cfg.NonceCacheSize, 2*time.Duration(dcapi.TimestampWindowNs)),
+		nonces: newNonceCache(cfg.NonceCacheSize, dcapi.TimestampWindowNs),
 		keys:   newKeyCache(defaultKeyCacheSize),
 		live:   cfg.Profile == ProfileLive,
 	}
@@ -139,6 +154,9 @@ func New(cfg Config) (*Server, error) {
 		s.ipLimit = newIPLimiter()
 	default:
 		s.limiter = newRateLimiter(cfg.RateLimit, cfg.RateBurst)
+	}
+	if cfg.UnknownKeyRate > 0 {
+		s.unknownLimit = newRateLimiter(cfg.UnknownKeyRate, cfg.UnknownKeyBurst)
 	}
 	s.hbAck, _ = json.Marshal(envelope{Success: true, Data: dcapi.HeartbeatResponse{Acknowledged: true, NextHeartbeatSeconds: cfg.NextHeartbeatSeconds}})
 	s.routes()

@@ -71,6 +71,8 @@ type config struct {
 	policy    store.Policy
 	rate      float64
 	burst     int
+	unknown   float64
+	unkBurst  int
 	heartbeat int
 	logger    *slog.Logger
 	profile   string
@@ -99,6 +101,13 @@ func WithRateLimit(rate float64, burst int) Option {
 	return func(c *config) { c.rate, c.burst = rate, burst }
 }
 
+// WithUnknownKeyLimit sets the global limit of requests from unknown keys
+// and to the setup endpoint (requests/s and burst); the default here is
+// unlimited.
+func WithUnknownKeyLimit(rate float64, burst int) Option {
+	return func(c *config) { c.unknown, c.unkBurst = rate, burst }
+}
+
 // WithNextHeartbeat sets the nextHeartbeatSeconds the server answers.
 func WithNextHeartbeat(seconds int) Option { return func(c *config) { c.heartbeat = seconds } }
 
@@ -114,8 +123,9 @@ func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l }
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
 	cfg := config{
-		policy: store.Policy{LockTTL: 5 * time.Minute, RetryCooldown: 50 * time.Millisecond, MaxAttempts: 3},
-		rate:   -1,
+		policy:  store.Policy{LockTTL: 5 * time.Minute, RetryCooldown: 50 * time.Millisecond, MaxAttempts: 3},
+		rate:    -1,
+		unknown: -1,
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -140,6 +150,8 @@ func Start(t testing.TB, opts ...Option) *Server {
 		Clock:                s.Now,
 		RateLimit:            cfg.rate,
 		RateBurst:            cfg.burst,
+		UnknownKeyRate:       cfg.unknown,
+		UnknownKeyBurst:      cfg.unkBurst,
 		NextHeartbeatSeconds: cfg.heartbeat,
 		WatchInterval:        20 * time.Millisecond,
 		Version:              "apitest",

@@ -22,6 +22,8 @@ type serveFlags struct {
 	maxBody       int64
 	rateLimit     float64
 	rateBurst     int
+	unknownRate   float64
+	unknownBurst  int
 	lockTTL       time.Duration
 	retryCooldown time.Duration
 	maxAttempts   int
@@ -52,6 +54,8 @@ gracefully: long-polls answer at once, in-flight requests get --shutdown-grace.`
 	fl.Int64Var(&f.maxBody, "max-body-bytes", 2<<20, "largest request body accepted")
 	fl.Float64Var(&f.rateLimit, "rate-limit", 50, "requests per second allowed per key (negative: unlimited; in the live profile: no per-IP limit either)")
 	fl.IntVar(&f.rateBurst, "rate-burst", 200, "burst allowed per key")
+	fl.Float64Var(&f.unknownRate, "unknown-key-rate", 20, "requests per second allowed, all together, from keys this server does not know (no active delegation, not a registered provider) and to the unsigned setup endpoint (negative: unlimited)")
+	fl.IntVar(&f.unknownBurst, "unknown-key-burst", 100, "burst allowed for unknown keys and setup requests, all together")
 	fl.DurationVar(&f.lockTTL, "lock-ttl", store.DefaultPolicy.LockTTL, "provisioning lock lifetime (renewable by its holder)")
 	fl.DurationVar(&f.retryCooldown, "retry-cooldown", store.DefaultPolicy.RetryCooldown, "wait before a retryable failed contract is offered again")
 	fl.IntVar(&f.maxAttempts, "max-attempts", store.DefaultPolicy.MaxAttempts, "provisioning attempts per contract")
@@ -101,6 +105,7 @@ func serve(cmd *cobra.Command, g *globals, f *serveFlags) error {
 	defer st.Close()
 	srv, err := apiserver.New(apiserver.Config{
 		Store: st, Logger: log, MaxBodyBytes: f.maxBody, RateLimit: f.rateLimit, RateBurst: f.rateBurst,
+		UnknownKeyRate: f.unknownRate, UnknownKeyBurst: f.unknownBurst,
 		Version: buildinfo.Version, DashboardRefresh: f.refresh, Profile: f.profile,
 	})
 	if err != nil {
