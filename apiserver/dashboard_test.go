@@ -58,8 +58,12 @@ func seedDashboard(t *testing.T, srv *apitest.Server) (online, offline, never *a
 				checks = append(checks, dcapi.HealthCheck{ContractID: id, CheckedAt: at.UnixNano(), Status: st, LatencyMs: apitest.Ptr(20 + h%7)})
 			}
 		}
-		if _, err := srv.Store.InsertHealthChecks(ctx, p.Pubkey, agent, checks, now.UnixNano()); err != nil {
-			t.Fatal(err)
+		// Each round reported as it happened (checks are not backdated).
+		for j := 0; j < len(checks); j += len(ids) {
+			round := checks[j : j+len(ids)]
+			if _, err := srv.Store.InsertHealthChecks(ctx, p.Pubkey, agent, round, round[0].CheckedAt); err != nil {
+				t.Fatal(err)
+			}
 		}
 		hbAt := now.Add(-12 * time.Second)
 		if i == 1 {

@@ -14,9 +14,15 @@ import (
 const (
 	hourNs = int64(time.Hour)
 	dayNs  = 24 * hourNs
-	// maxCheckAgeNs: an agent's outbox may deliver checks late after an
-	// outage; older than this they no longer matter for any summary.
-	maxCheckAgeNs = 90 * dayNs
+	// MaxCheckAge bounds how late a check may be reported: the clock skew
+	// the request window allows plus the agent's retries. Public uptime
+	// is built from these reports; a check dated further back would let a
+	// provider fill in history it did not report as it happened (issue
+	// 15: checks backdated 90 days padded uptime). An agent whose API was
+	// unreachable for longer loses those checks: that time has no data,
+	// which counts neither for nor against it.
+	MaxCheckAge   = 15 * time.Minute
+	maxCheckAgeNs = int64(MaxCheckAge)
 	// maxCheckAheadNs tolerates the agent's clock running ahead.
 	maxCheckAheadNs = 5 * int64(time.Minute)
 	maxCheckDetails = 4096
@@ -37,7 +43,8 @@ func ValidateHealthCheck(h *dcapi.HealthCheck, nowNs int64) error {
 	case h.CheckedAt > nowNs+maxCheckAheadNs:
 		return invalidf("checkedAt %s is in the future; check the agent's clock", fmtNs(h.CheckedAt))
 	case h.CheckedAt < nowNs-maxCheckAgeNs:
-		return invalidf("checkedAt %s is more than 90 days old", fmtNs(h.CheckedAt))
+		return invalidf("checkedAt %s is more than %d minutes old: checks are recorded as they happen, not backdated (check the agent's clock)",
+			fmtNs(h.CheckedAt), maxCheckAgeNs/int64(time.Minute))
 	}
 	if h.LatencyMs != nil && (*h.LatencyMs < 0 || *h.LatencyMs > 24*3600*1000) {
 		return invalidf("latencyMs %d out of range", *h.LatencyMs)
