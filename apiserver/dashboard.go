@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"html/template"
 	"math"
+	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/decent-stuff/dc-agent/apiserver/store"
@@ -38,11 +41,15 @@ type dashPage struct {
 	Profile     string
 	GeneratedAt string
 	Refresh     int
-	Providers   []dashProvider
+	Providers   []dashProvider // this page's
+	Count       int            // all providers
 	Online      int
 	Active      int
 	Pending     int
 	Uptime      string
+	Page, Pages int
+	First, Last int // 1-based positions of this page's providers
+	Prev, Next  string
 }
 
 type dashProvider struct {
@@ -53,7 +60,6 @@ type dashProvider struct {
 	StateLabel  string
 	LastSeen    string
 	LastSeenISO string
-	Version     string
 	Provisioner string
 	Agents      int
 	AgentsOn    int
@@ -80,137 +86,207 @@ type dashBar struct {
 	Title      string
 }
 
+// dashContract is a contract as the public page shows it: a short id, no
+// instance id.
 type dashContract struct {
-	ID       string
-	Short    string
-	Status   string
-	Created  string
-	Instance string
-	Health   string
+	Short   string
+	Status  string
+	Created string
+	Health  string
 }
 
-// dashboard serves GET /: every provider with its agent state, uptime and
-// health history, rendered on the server (no script, no build step).
+// The public dashboard is rendered from a snapshot of the database taken
+// at most every DashboardSnapshotAge (one build, whatever the number of
+// visitors), DashboardPerPage providers a page; each client address may
+// fetch dashBurst pages at once, then one every dashEvery.
+const (
+	DashboardSnapshotAge = 5 * time.Second
+	DashboardPerPage     = 50
+	dashBurst            = 30
+	dashEvery            = time.Second
+	dashLatest           = 6 // contracts listed per provider
+)
+
+// dashSnapshot is the data of every page, and the pages rendered so far.
+type dashSnapshot struct {
+	at    time.Time
+	all   []dashProvider
+	page  dashPage // the totals; Providers empty
+	pages map[int][]byte
+}
+
+// dashCache holds the current snapshot; mu also makes builds single-flight.
+type dashCache struct {
+	mu   sync.Mutex
+	snap *dashSnapshot
+}
+
+// dashboard serves GET /[?page=N]: every provider with its agent state,
+// uptime and health history, rendered on the server (no script, no build
+// step) from the snapshot.
 func (s *Server) dashboard(w http.ResponseWriter, r *http.Request) {
-	page, err := s.dashboardData(r.Context())
-	if err != nil {
-		s.log.ErrorContext(r.Context(), "dashboard", "request_id", requestID(r.Context()), "err", err)
-		http.Error(w, "dashboard unavailable: the database could not be read (request id "+requestID(r.Context())+")", http.StatusServiceUnavailable)
+	if wait, ok := s.dashLimit.allow(clientAddr(r), s.now()); !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(wait))
+		setErr(r.Context(), "dashboard rate limit")
+		http.Error(w, fmt.Sprintf("too many requests for the dashboard from your address; retry in %d s", wait), http.StatusTooManyRequests)
 		return
 	}
-	var b bytes.Buffer
-	if err := dashboardTmpl.Execute(&b, page); err != nil {
-		s.log.ErrorContext(r.Context(), "dashboard template", "err", err)
-		http.Error(w, "dashboard unavailable", http.StatusInternalServerError)
+	n := 1
+	if v := r.URL.Query().Get("page"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 {
+			http.Error(w, fmt.Sprintf("page must be a whole number from 1, got %q", clip(v)), http.StatusBadRequest)
+			return
+		}
+	}
+	b, err := s.dashboardPage(n)
+	switch {
+	case errors.Is(err, errNoPage):
+		http.Error(w, fmt.Sprintf("no page %d: %v", n, err), http.StatusNotFound)
+		return
+	case err != nil:
+		s.log.ErrorContext(r.Context(), "dashboard", "request_id", requestID(r.Context()), "err", err)
+		http.Error(w, "dashboard unavailable: the database could not be read (request id "+requestID(r.Context())+")", http.StatusServiceUnavailable)
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:")
-	_, _ = w.Write(b.Bytes())
+	_, _ = w.Write(b)
 }
 
-func (s *Server) dashboardData(ctx context.Context) (*dashPage, error) {
+var errNoPage = errors.New("past the last page")
+
+// dashboardPage returns page n of the current snapshot, building the
+// snapshot when it is older than DashboardSnapshotAge (by the server's
+// clock) and rendering the page once per snapshot.
+func (s *Server) dashboardPage(n int) ([]byte, error) {
+	s.dash.mu.Lock()
+	defer s.dash.mu.Unlock()
+	now := s.now()
+	if s.dash.snap == nil || now.Sub(s.dash.snap.at) >= DashboardSnapshotAge || now.Before(s.dash.snap.at) {
+		// Not the visitor's context: a build serves every visitor.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		snap, err := s.dashboardData(ctx)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		s.dash.snap = snap
+	}
+	snap := s.dash.snap
+	if b, ok := snap.pages[n]; ok {
+		return b, nil
+	}
+	page := snap.page
+	page.Pages = max(1, (len(snap.all)+DashboardPerPage-1)/DashboardPerPage)
+	if n > page.Pages {
+		return nil, fmt.Errorf("%w (%d)", errNoPage, page.Pages)
+	}
+	page.Page = n
+	from, to := (n-1)*DashboardPerPage, min(n*DashboardPerPage, len(snap.all))
+	page.Providers = snap.all[from:to]
+	page.First, page.Last = from+1, to
+	if n > 1 {
+		page.Prev = "?page=" + strconv.Itoa(n-1)
+	}
+	if n < page.Pages {
+		page.Next = "?page=" + strconv.Itoa(n+1)
+	}
+	var b bytes.Buffer
+	if err := dashboardTmpl.Execute(&b, &page); err != nil {
+		return nil, fmt.Errorf("dashboard template: %w", err)
+	}
+	snap.pages[n] = b.Bytes()
+	return b.Bytes(), nil
+}
+
+// clientAddr is the request's client address for the dashboard's limit:
+// the IP, an IPv6 one by its /64 (one host's share).
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
+		return ip.Mask(net.CIDRMask(64, 128)).String()
+	}
+	return host
+}
+
+// dashboardData builds a snapshot from one read of the store (five queries
+// whatever the number of providers).
+func (s *Server) dashboardData(ctx context.Context) (*dashSnapshot, error) {
 	now := s.now()
 	nowNs := now.UnixNano()
-	page := &dashPage{
+	snap := &dashSnapshot{at: now, pages: map[int][]byte{}, page: dashPage{
 		Title: "Decent Cloud providers", Version: s.cfg.Version, Profile: s.cfg.Profile,
 		GeneratedAt: now.UTC().Format("2006-01-02 15:04:05 UTC"), Refresh: int(s.cfg.DashboardRefresh / time.Second),
-	}
-	providers, err := s.st.ListProviders(ctx)
+	}}
+	providers, err := s.st.Dashboard(ctx, nowNs, 30, chartDays, dashLatest)
 	if err != nil {
 		return nil, err
 	}
+	page := &snap.page
+	page.Count = len(providers)
 	var totalChecks, totalHealthy int64
 	for _, p := range providers {
 		dp := dashProvider{Pubkey: p.Pubkey, Short: p.Pubkey[:8] + "…" + p.Pubkey[56:], Name: p.Name, State: "never",
-			StateLabel: "No agent", LastSeen: "never", Version: "—", Provisioner: "—", ChartW: chartW, ChartH: chartH}
+			StateLabel: "No agent", LastSeen: "never", Provisioner: "—", ChartW: chartW, ChartH: chartH,
+			Agents: p.Agents, AgentsOn: p.AgentsOnline}
 		if dp.Name == "" {
 			dp.Name = "Provider " + p.Pubkey[:8]
 		}
-		agents, err := s.st.Agents(ctx, p.Pubkey)
-		if err != nil {
-			return nil, err
-		}
-		dp.Agents = len(agents)
-		for i, a := range agents {
-			if a.Online(nowNs) {
-				dp.AgentsOn++
+		if p.LastHeartbeatNs != nil {
+			last := time.Unix(0, *p.LastHeartbeatNs)
+			dp.State, dp.StateLabel = "offline", "Offline"
+			if nowNs-*p.LastHeartbeatNs < dcapi.OnlineWindowNs {
+				dp.State, dp.StateLabel = "online", "Online"
+				page.Online++
 			}
-			if i == 0 {
-				dp.State, dp.StateLabel = "offline", "Offline"
-				if a.Online(nowNs) {
-					dp.State, dp.StateLabel = "online", "Online"
-				}
-				dp.LastSeen = ago(now, time.Unix(0, a.LastHeartbeatNs))
-				dp.LastSeenISO = time.Unix(0, a.LastHeartbeatNs).UTC().Format(time.RFC3339)
-				dp.Version = a.Version
-				if a.ProvisionerType != "" {
-					dp.Provisioner = a.ProvisionerType
-				}
+			dp.LastSeen = ago(now, last)
+			dp.LastSeenISO = last.UTC().Format(time.RFC3339)
+			if p.ProvisionerType != "" {
+				dp.Provisioner = p.ProvisionerType
 			}
 		}
-		if dp.State == "online" {
-			page.Online++
-		}
-		contracts, err := s.st.ListContracts(ctx, store.ContractFilter{Provider: p.Pubkey, Limit: 500})
-		if err != nil {
-			return nil, err
-		}
-		for i, c := range contracts {
-			switch c.Status {
-			case dcapi.StatusProvisioned, dcapi.StatusActive:
-				dp.Active++
-			case dcapi.StatusAccepted, dcapi.StatusProvisioning:
-				dp.Pending++
-			case dcapi.StatusProvisioningFailed:
-				dp.Failed++
-			case dcapi.StatusPaused:
-				dp.Paused++
-			case dcapi.StatusExpired:
-				dp.Expired++
+		cs := p.Contracts
+		dp.Active = cs[dcapi.StatusProvisioned] + cs[dcapi.StatusActive]
+		dp.Pending = cs[dcapi.StatusAccepted] + cs[dcapi.StatusProvisioning]
+		dp.Failed = cs[dcapi.StatusProvisioningFailed]
+		dp.Paused = cs[dcapi.StatusPaused]
+		dp.Expired = cs[dcapi.StatusExpired]
+		for _, c := range p.Latest {
+			dc := dashContract{Short: c.ContractID[:8], Status: c.Status, Created: ago(now, time.Unix(0, c.CreatedAtNs)), Health: "—"}
+			if c.LastHealthStatus != nil {
+				dc.Health = *c.LastHealthStatus
 			}
-			if i < 6 {
-				dc := dashContract{ID: c.ContractID, Short: c.ContractID[:12], Status: c.Status, Created: ago(now, time.Unix(0, c.CreatedAtNs)), Instance: "—", Health: "—"}
-				if c.ExternalInstanceID != nil {
-					dc.Instance = *c.ExternalInstanceID
-				}
-				if c.LastHealthStatus != nil {
-					dc.Health = *c.LastHealthStatus
-				}
-				dp.Contracts = append(dp.Contracts, dc)
-			}
+			dp.Contracts = append(dp.Contracts, dc)
 		}
 		page.Active += dp.Active
 		page.Pending += dp.Pending
-		sum, err := s.st.HealthSummary(ctx, p.Pubkey, 30, nowNs)
-		if err != nil {
-			return nil, err
-		}
-		dp.Checks = sum.TotalChecks
-		if sum.TotalChecks > 0 {
+		sum := p.Summary
+		dp.Checks = sum.Total
+		if sum.Total > 0 {
+			u := float64(sum.Healthy) * 100 / float64(sum.Total)
 			dp.HasUptime = true
-			dp.Uptime = fmtPercent(sum.UptimePercent)
-			dp.UptimeRaw = strconv.FormatFloat(sum.UptimePercent, 'f', 2, 64)
-			dp.UptimeLow = sum.UptimePercent < UptimeWarnBelow
-			totalChecks += sum.TotalChecks
-			totalHealthy += sum.HealthyChecks
+			dp.Uptime = fmtPercent(u)
+			dp.UptimeRaw = strconv.FormatFloat(u, 'f', 2, 64)
+			dp.UptimeLow = u < UptimeWarnBelow
+			totalChecks += sum.Total
+			totalHealthy += sum.Healthy
 		}
-		if sum.AvgLatencyMs != nil {
-			dp.Latency = strconv.FormatFloat(*sum.AvgLatencyMs, 'f', 0, 64) + " ms"
+		if p.LatN > 0 {
+			dp.Latency = strconv.FormatFloat(float64(p.LatSum)/float64(p.LatN), 'f', 0, 64) + " ms"
 		}
-		hist, err := s.st.HealthHistory(ctx, p.Pubkey, nowNs, int64(24*time.Hour), chartDays)
-		if err != nil {
-			return nil, err
-		}
-		dp.Bars = bars(hist)
-		page.Providers = append(page.Providers, dp)
+		dp.Bars = bars(p.Days)
+		snap.all = append(snap.all, dp)
 	}
 	page.Uptime = "—"
 	if totalChecks > 0 {
 		page.Uptime = fmtPercent(float64(totalHealthy) * 100 / float64(totalChecks))
 	}
-	return page, nil
+	return snap, nil
 }
 
 // bars turns daily buckets into SVG bar geometry: height is the day's

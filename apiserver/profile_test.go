@@ -1078,6 +1078,7 @@ func TestDashboardShowsPausedAndExpired(t *testing.T) {
 	if _, err := e.srv.Store.ExpireContract(ctx, e.cid, now); err != nil {
 		t.Fatal(err)
 	}
+	e.srv.SetClockOffset(apiserver.DashboardSnapshotAge) // the next snapshot
 	a = call(t, e.srv.URL, signedReq{method: "GET", path: "/"})
 	if !strings.Contains(a.body, `data-role="paused">0 · 1<`) || !strings.Contains(a.body, `<span class="pill expired">expired</span>`) {
 		t.Fatalf("dashboard does not show the expired contract:\n%s", a.body)

@@ -86,6 +86,8 @@ type Server struct {
 	limiter *rateLimiter
 	// unknownLimit is the global limit of unknown keys and setup requests.
 	unknownLimit *rateLimiter
+	dashLimit    *rateLimiter // per client address
+	dash         dashCache
 	ipLimit      *ipLimiter // the live profile's per-IP limit
 	live         bool
 	mux          *http.ServeMux
@@ -146,7 +148,9 @@ func New(cfg Config) (*Server, error) {
 		hub:    newHub(),
 		nonces: newNonceCache(cfg.NonceCacheSize, dcapi.TimestampWindowNs),
 		keys:   newKeyCache(defaultKeyCacheSize),
-		live:   cfg.Profile == ProfileLive,
+		// The dashboard's limit holds in every case (it is not the API's).
+		dashLimit: newRateLimiter(1/dashEvery.Seconds(), dashBurst),
+		live:      cfg.Profile == ProfileLive,
 	}
 	switch {
 	case cfg.RateLimit < 0:

@@ -89,7 +89,7 @@ func TestServeProcess(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	if code, page := get("/"); code != 200 || !strings.Contains(page, "Serve Hosting") || !strings.Contains(page, cid[:12]) {
+	if code, page := get("/"); code != 200 || !strings.Contains(page, "Serve Hosting") || !strings.Contains(page, cid[:8]) {
 		t.Fatalf("dashboard: %d, provider or contract missing:\n%.2000s", code, page)
 	}
 	code, body := get(dcapi.APIPrefix + "/providers/" + provHex + "/agent-status")

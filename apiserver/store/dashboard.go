@@ -1,0 +1,183 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/decent-stuff/dc-agent/dcapi"
+)
+
+// DashboardProvider is what the public dashboard shows of one provider.
+type DashboardProvider struct {
+	Provider
+	Agents       int
+	AgentsOnline int
+	// LastHeartbeatNs and ProvisionerType are those of the agent that sent
+	// the most recent heartbeat (nil and "" without agents).
+	LastHeartbeatNs *int64
+	ProvisionerType string
+	// Contracts counts the provider's contracts by status.
+	Contracts map[string]int
+	// Latest are its newest contracts, newest first.
+	Latest []DashboardContract
+	// Summary is the health summary over the period (HealthSummary
+	// without ContractsMonitored), Days the daily history (HealthHistory).
+	Summary HealthBucket
+	LatSum  int64
+	LatN    int64
+	Days    []HealthBucket
+}
+
+// DashboardContract is a contract as the dashboard lists it.
+type DashboardContract struct {
+	ContractID       string
+	Status           string
+	CreatedAtNs      int64
+	LastHealthStatus *string
+}
+
+// Dashboard reads everything the public dashboard shows, for every
+// provider, in five queries whatever their number: providers, agents,
+// contract counts, the latest contracts (latest per provider), and the
+// hourly health roll-up from which the summary over days (from
+// SummaryPeriodStart) and chartDays daily buckets (as HealthHistory) are
+// summed.
+func (s *Store) Dashboard(ctx context.Context, nowNs int64, days, chartDays, latest int) ([]DashboardProvider, error) {
+	provs, err := s.ListProviders(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]DashboardProvider, len(provs))
+	idx := make(map[string]*DashboardProvider, len(provs))
+	summaryStart := SummaryPeriodStart(nowNs, days)
+	lastDay := nowNs / dayNs * dayNs
+	firstDay := lastDay - int64(chartDays-1)*dayNs
+	for i, p := range provs {
+		out[i] = DashboardProvider{Provider: p, Contracts: map[string]int{}, Days: make([]HealthBucket, chartDays)}
+		for d := range out[i].Days {
+			out[i].Days[d].StartNs = firstDay + int64(d)*dayNs
+		}
+		idx[p.Pubkey] = &out[i]
+	}
+	// Agents, most recent heartbeat first within each provider.
+	rows, err := s.r.QueryContext(ctx, `SELECT a.provider_pubkey, COALESCE(h.last_heartbeat_ns, a.updated_at_ns), a.provisioner_type
+		FROM provider_agent_status a LEFT JOIN agent_heartbeats h ON h.agent_id = a.id
+		ORDER BY a.provider_pubkey, 2 DESC, a.agent_pubkey`)
+	if err != nil {
+		return nil, fmt.Errorf("dashboard agents: %w", err)
+	}
+	err = scanAll(rows, func() error {
+		var prov, ptype string
+		var hb int64
+		if err := rows.Scan(&prov, &hb, &ptype); err != nil {
+			return err
+		}
+		if p := idx[prov]; p != nil {
+			if p.Agents == 0 {
+				p.LastHeartbeatNs, p.ProvisionerType = &hb, ptype
+			}
+			p.Agents++
+			if nowNs-hb < dcapi.OnlineWindowNs {
+				p.AgentsOnline++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dashboard agents: %w", err)
+	}
+
+	rows, err = s.r.QueryContext(ctx, `SELECT provider_pubkey, status, COUNT(*) FROM contracts GROUP BY provider_pubkey, status`)
+	if err != nil {
+		return nil, fmt.Errorf("dashboard contract counts: %w", err)
+	}
+	err = scanAll(rows, func() error {
+		var prov, status string
+		var n int
+		if err := rows.Scan(&prov, &status, &n); err != nil {
+			return err
+		}
+		if p := idx[prov]; p != nil {
+			p.Contracts[status] = n
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dashboard contract counts: %w", err)
+	}
+
+	rows, err = s.r.QueryContext(ctx, s.q(`SELECT provider_pubkey, contract_id, status, created_at_ns, last_health_status FROM (
+			SELECT provider_pubkey, contract_id, status, created_at_ns, last_health_status,
+				ROW_NUMBER() OVER (PARTITION BY provider_pubkey ORDER BY created_at_ns DESC, contract_id) AS n
+			FROM contracts) latest
+		WHERE n <= ? ORDER BY provider_pubkey, n`), latest)
+	if err != nil {
+		return nil, fmt.Errorf("dashboard latest contracts: %w", err)
+	}
+	err = scanAll(rows, func() error {
+		var prov string
+		var c DashboardContract
+		var health sql.NullString
+		if err := rows.Scan(&prov, &c.ContractID, &c.Status, &c.CreatedAtNs, &health); err != nil {
+			return err
+		}
+		c.LastHealthStatus = strPtr(health)
+		if p := idx[prov]; p != nil {
+			p.Latest = append(p.Latest, c)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dashboard latest contracts: %w", err)
+	}
+
+	rows, err = s.r.QueryContext(ctx, s.q(`SELECT provider_pubkey, hour_start_ns, total, healthy, unhealthy, unknown, latency_sum, latency_count
+		FROM provider_health_hourly WHERE hour_start_ns >= ?`), min(summaryStart, firstDay))
+	if err != nil {
+		return nil, fmt.Errorf("dashboard health: %w", err)
+	}
+	err = scanAll(rows, func() error {
+		var prov string
+		var h HealthBucket
+		var latSum, latN int64
+		if err := rows.Scan(&prov, &h.StartNs, &h.Total, &h.Healthy, &h.Unhealthy, &h.Unknown, &latSum, &latN); err != nil {
+			return err
+		}
+		p := idx[prov]
+		if p == nil {
+			return nil
+		}
+		if h.StartNs >= summaryStart {
+			p.Summary.add(h)
+			p.LatSum += latSum
+			p.LatN += latN
+		}
+		if d := (h.StartNs - firstDay) / dayNs; h.StartNs >= firstDay && d < int64(chartDays) {
+			p.Days[d].add(h)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dashboard health: %w", err)
+	}
+	return out, nil
+}
+
+func (b *HealthBucket) add(h HealthBucket) {
+	b.Total += h.Total
+	b.Healthy += h.Healthy
+	b.Unhealthy += h.Unhealthy
+	b.Unknown += h.Unknown
+}
+
+// scanAll calls scan for each row and closes rows.
+func scanAll(rows *sql.Rows, scan func() error) error {
+	defer rows.Close()
+	for rows.Next() {
+		if err := scan(); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
