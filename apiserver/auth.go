@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"io"
@@ -73,7 +74,7 @@ func (s *Server) signed(ep endpoint, h authedHandler) http.HandlerFunc {
 			err = s.authorize(r, ep, c)
 		}
 		if err == nil && (ep.access != registration || !c.agent) {
-			err = s.spendNonce(c)
+			err = s.spendNonce(r.Context(), c)
 		}
 		if err == nil {
 			err = h(w, r, c)
@@ -189,13 +190,33 @@ func (s *Server) authenticate(r *http.Request) (*caller, error) {
 	return &caller{key: key, agent: agentKey != "", body: body, nowNs: nowNs, tsNs: tsNs, nonce: nonce, ck: ck}, nil
 }
 
-// spendNonce is step 5, the replay check, for a request whose key may act.
-func (s *Server) spendNonce(c *caller) error {
+// spendNonce is step 5, the replay check, for a request whose key may act:
+// in this process's cache, then (--replay-cache database) in the one every
+// dc-api on the database shares.
+func (s *Server) spendNonce(ctx context.Context, c *caller) error {
+	replayed := errorf(http.StatusUnauthorized, "replayed request: nonce %q was already used by this key", clip(c.nonce))
 	switch s.nonces.add(c.key, c.nonce, c.tsNs, c.nowNs) {
 	case nonceReplayed:
-		return errorf(http.StatusUnauthorized, "replayed request: nonce %q was already used by this key", clip(c.nonce))
+		return replayed
 	case nonceStale:
 		return errorf(http.StatusUnauthorized, "replayed or stale request: signed at %s, no later than a request of this key the server no longer remembers one by one; sign it again (a fresh timestamp and nonce)", fmtNs(c.tsNs))
+	}
+	if !s.sharedNonces {
+		return nil
+	}
+	if last := s.lastExpire.Load(); c.nowNs-last > int64(time.Minute) && s.lastExpire.CompareAndSwap(last, c.nowNs) {
+		if _, err := s.st.ExpireNonces(ctx, c.nowNs-dcapi.TimestampWindowNs); err != nil {
+			s.log.WarnContext(ctx, "expire shared nonces", "err", err)
+		}
+	}
+	sum := sha256.Sum256([]byte(c.nonce))
+	fresh, err := s.st.RecordNonce(ctx, c.key, hex.EncodeToString(sum[:16]), c.tsNs)
+	if err != nil {
+		s.log.ErrorContext(ctx, "shared replay cache", "request_id", requestID(ctx), "err", err)
+		return &apiError{status: http.StatusServiceUnavailable, msg: "the replay cache (database) is unavailable; retry shortly", retryAfter: 1}
+	}
+	if !fresh {
+		return replayed
 	}
 	return nil
 }

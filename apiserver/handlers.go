@@ -327,7 +327,7 @@ func (s *Server) createDelegation(w http.ResponseWriter, r *http.Request, c *cal
 	if c.agent {
 		// The provider vouches for this key: now its nonce is worth
 		// remembering (signed has not, for an agent's registration).
-		if err := s.spendNonce(c); err != nil {
+		if err := s.spendNonce(r.Context(), c); err != nil {
 			return err
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/decent-stuff/dc-agent/apiserver/store"
@@ -49,6 +50,11 @@ type Config struct {
 	// 20; burst UnknownKeyBurst, default 100). Negative: unlimited.
 	UnknownKeyRate  float64
 	UnknownKeyBurst int
+	// ReplayCache is ReplayCacheMemory ("" too): the replay cache lives in
+	// this process; or ReplayCacheDatabase: every nonce is also recorded
+	// in the database, so that several dc-api instances on one database
+	// refuse each other's replays (default profile; docs/dc-api.md).
+	ReplayCache string
 	// WatchInterval is how often the SQLite watcher looks for contracts
 	// created by other processes (default 150 ms).
 	WatchInterval time.Duration
@@ -62,6 +68,12 @@ type Config struct {
 	// server speaks (docs/dc-api.md).
 	Profile string
 }
+
+// Replay caches (dc-api serve --replay-cache).
+const (
+	ReplayCacheMemory   = "memory"
+	ReplayCacheDatabase = "database"
+)
 
 // Profiles (dc-api serve --profile).
 const (
@@ -88,6 +100,10 @@ type Server struct {
 	unknownLimit *rateLimiter
 	dashLimit    *rateLimiter // per client address
 	dash         dashCache
+	// sharedNonces: every nonce is also recorded in the database
+	// (ReplayCacheDatabase); lastExpire is when old ones were last deleted.
+	sharedNonces bool
+	lastExpire   atomic.Int64
 	ipLimit      *ipLimiter // the live profile's per-IP limit
 	live         bool
 	mux          *http.ServeMux
@@ -140,6 +156,17 @@ func New(cfg Config) (*Server, error) {
 	default:
 		return nil, fmt.Errorf("apiserver: profile %q: use %s or %s", cfg.Profile, ProfileDefault, ProfileLive)
 	}
+	switch cfg.ReplayCache {
+	case "":
+		cfg.ReplayCache = ReplayCacheMemory
+	case ReplayCacheMemory:
+	case ReplayCacheDatabase:
+		if cfg.Profile == ProfileLive {
+			return nil, fmt.Errorf("apiserver: replay cache %q: the live profile has no replay cache (as the live API); use the default profile", cfg.ReplayCache)
+		}
+	default:
+		return nil, fmt.Errorf("apiserver: replay cache %q: use %s or %s", cfg.ReplayCache, ReplayCacheMemory, ReplayCacheDatabase)
+	}
 	s := &Server{
 		cfg:    cfg,
 		st:     cfg.Store,
@@ -151,6 +178,8 @@ func New(cfg Config) (*Server, error) {
 		// The dashboard's limit holds in every case (it is not the API's).
 		dashLimit: newRateLimiter(1/dashEvery.Seconds(), dashBurst),
 		live:      cfg.Profile == ProfileLive,
+		// The shared cache, when asked for.
+		sharedNonces: cfg.ReplayCache == ReplayCacheDatabase,
 	}
 	switch {
 	case cfg.RateLimit < 0:

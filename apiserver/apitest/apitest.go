@@ -73,6 +73,7 @@ type config struct {
 	burst     int
 	unknown   float64
 	unkBurst  int
+	replay    string
 	heartbeat int
 	logger    *slog.Logger
 	profile   string
@@ -107,6 +108,11 @@ func WithRateLimit(rate float64, burst int) Option {
 func WithUnknownKeyLimit(rate float64, burst int) Option {
 	return func(c *config) { c.unknown, c.unkBurst = rate, burst }
 }
+
+// WithReplayCache chooses the replay cache (apiserver.ReplayCacheMemory,
+// the default, or apiserver.ReplayCacheDatabase: shared by every server on
+// the database).
+func WithReplayCache(mode string) Option { return func(c *config) { c.replay = mode } }
 
 // WithNextHeartbeat sets the nextHeartbeatSeconds the server answers.
 func WithNextHeartbeat(seconds int) Option { return func(c *config) { c.heartbeat = seconds } }
@@ -152,6 +158,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 		RateBurst:            cfg.burst,
 		UnknownKeyRate:       cfg.unknown,
 		UnknownKeyBurst:      cfg.unkBurst,
+		ReplayCache:          cfg.replay,
 		NextHeartbeatSeconds: cfg.heartbeat,
 		WatchInterval:        20 * time.Millisecond,
 		Version:              "apitest",

@@ -62,6 +62,7 @@ func main() {
 	checks := flag.Int("checks", 1_000_000, "health checks stored for the summary benchmark")
 	dbs := flag.String("db", "sqlite,postgres", "databases to measure")
 	verifyFor := flag.Duration("verify-time", 3*time.Second, "how long to measure bare verification")
+	flag.StringVar(&replayCache, "replay-cache", apiserver.ReplayCacheMemory, "dc-api's replay cache: memory or database (shared by every dc-api on the database)")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the timed heartbeat phase here (one file per database: PATH.sqlite, PATH.postgres)")
 	flag.BoolVar(&varyDetails, "vary-details", false, "every heartbeat of an agent reports a different activeContracts, so the server rewrites the agent's whole status row each time (worst case); by default each agent reports the same details all run, as a real agent does between contract changes")
 	mode := flag.String("loadgen-mode", "process", "where the load generator runs: process (a child process, so that the server's CPU is measured alone) or inprocess (goroutines of the server's process, as before: only the combined CPU is known)")
@@ -82,6 +83,9 @@ func main() {
 
 // cpuProfile is where -cpuprofile writes.
 var cpuProfile string
+
+// replayCache is -replay-cache.
+var replayCache string
 
 // varyDetails is -vary-details.
 var varyDetails bool
@@ -246,7 +250,7 @@ func benchDB(name, dsn string, nAgents, nProviders, nReq, conc, nChecks int, ver
 		return nil, err
 	}
 	defer st.Close()
-	srv, err := apiserver.New(apiserver.Config{Store: st, RateLimit: -1, Logger: slog.New(slog.DiscardHandler)})
+	srv, err := apiserver.New(apiserver.Config{Store: st, RateLimit: -1, Logger: slog.New(slog.DiscardHandler), ReplayCache: replayCache})
 	if err != nil {
 		return nil, err
 	}

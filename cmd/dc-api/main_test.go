@@ -202,6 +202,8 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"contract", "cancel", "xyz"}, 1, "64 lowercase hex"},
 		{[]string{"--db", "mysql://x", "migrate"}, 1, "sqlite:PATH or postgres://"},
 		{[]string{"serve", "--log-format", "xml"}, 2, "--log-format"},
+		{[]string{"serve", "--replay-cache", "disk"}, 2, "--replay-cache \"disk\": use memory or database"},
+		{[]string{"serve", "--profile", "live", "--replay-cache", "database"}, 2, "the live profile has no replay cache"},
 		{[]string{"nope"}, 2, "unknown command"},
 	}
 	for _, tc := range cases {

@@ -24,6 +24,7 @@ type serveFlags struct {
 	rateBurst     int
 	unknownRate   float64
 	unknownBurst  int
+	replayCache   string
 	lockTTL       time.Duration
 	retryCooldown time.Duration
 	maxAttempts   int
@@ -56,6 +57,7 @@ gracefully: long-polls answer at once, in-flight requests get --shutdown-grace.`
 	fl.IntVar(&f.rateBurst, "rate-burst", 200, "burst allowed per key")
 	fl.Float64Var(&f.unknownRate, "unknown-key-rate", 20, "requests per second allowed, all together, from keys this server does not know (no active delegation, not a registered provider) and to the unsigned setup endpoint (negative: unlimited)")
 	fl.IntVar(&f.unknownBurst, "unknown-key-burst", 100, "burst allowed for unknown keys and setup requests, all together")
+	fl.StringVar(&f.replayCache, "replay-cache", apiserver.ReplayCacheMemory, "where nonces are remembered: memory (this process) or database (shared by every dc-api on the database; default profile)")
 	fl.DurationVar(&f.lockTTL, "lock-ttl", store.DefaultPolicy.LockTTL, "provisioning lock lifetime (renewable by its holder)")
 	fl.DurationVar(&f.retryCooldown, "retry-cooldown", store.DefaultPolicy.RetryCooldown, "wait before a retryable failed contract is offered again")
 	fl.IntVar(&f.maxAttempts, "max-attempts", store.DefaultPolicy.MaxAttempts, "provisioning attempts per contract")
@@ -93,6 +95,12 @@ func serve(cmd *cobra.Command, g *globals, f *serveFlags) error {
 	if f.profile != apiserver.ProfileDefault && f.profile != apiserver.ProfileLive {
 		return usagef("--profile %q: use %s or %s", f.profile, apiserver.ProfileDefault, apiserver.ProfileLive)
 	}
+	switch {
+	case f.replayCache != apiserver.ReplayCacheMemory && f.replayCache != apiserver.ReplayCacheDatabase:
+		return usagef("--replay-cache %q: use %s or %s", f.replayCache, apiserver.ReplayCacheMemory, apiserver.ReplayCacheDatabase)
+	case f.replayCache == apiserver.ReplayCacheDatabase && f.profile == apiserver.ProfileLive:
+		return usagef("--replay-cache database: the live profile has no replay cache (as the live API)")
+	}
 	if f.provTimeout < time.Second {
 		return usagef("--provisioning-timeout must be at least 1s")
 	}
@@ -105,7 +113,7 @@ func serve(cmd *cobra.Command, g *globals, f *serveFlags) error {
 	defer st.Close()
 	srv, err := apiserver.New(apiserver.Config{
 		Store: st, Logger: log, MaxBodyBytes: f.maxBody, RateLimit: f.rateLimit, RateBurst: f.rateBurst,
-		UnknownKeyRate: f.unknownRate, UnknownKeyBurst: f.unknownBurst,
+		UnknownKeyRate: f.unknownRate, UnknownKeyBurst: f.unknownBurst, ReplayCache: f.replayCache,
 		Version: buildinfo.Version, DashboardRefresh: f.refresh, Profile: f.profile,
 	})
 	if err != nil {
