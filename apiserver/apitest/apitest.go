@@ -356,8 +356,12 @@ func (s *Server) Delegate(p *Provider, agentPubkey string, opts ...DelegationOpt
 	sd := s.SignDelegation(p, agentPubkey, opts...)
 	now := s.nowNs()
 	if sd.ExpiresAtNs != nil && *sd.ExpiresAtNs <= now {
-		// Seed an expired delegation as if registered before it expired.
+		// Seed an expired delegation as if signed and registered before
+		// it expired.
 		now = *sd.ExpiresAtNs - int64(time.Second)
+		if sd.Issued() > now {
+			sd = s.SignDelegation(p, agentPubkey, append(opts, IssuedAt(time.Unix(0, now)))...)
+		}
 	}
 	if _, _, err := s.Store.PutDelegation(context.Background(), sd, false, now); err != nil {
 		s.t.Fatalf("apitest: store delegation: %v", err)
