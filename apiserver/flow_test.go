@@ -291,20 +291,7 @@ func TestDelegationLifecycleOverHTTP(t *testing.T) {
 		if _, err := ac.Heartbeat(ctx, dcapi.Heartbeat{Version: "1.2.3", ProvisionerType: "script"}); err != nil {
 			t.Fatal(err)
 		}
-		get := func() dcapi.DelegationInfo {
-			t.Helper()
-			list, err := pc.ListDelegations(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, d := range list {
-				if d.AgentPubkey == agentHex {
-					return d
-				}
-			}
-			t.Fatalf("delegation of %s not listed: %+v", agentHex, list)
-			return dcapi.DelegationInfo{}
-		}
+		get := func() dcapi.DelegationInfo { t.Helper(); return listedDelegation(t, pc, agentHex) }
 		d := get()
 		if d.ProviderPubkey != p.Pubkey || len(d.Permissions) != 2 || d.Permissions[0] != identity.PermFetchContracts || d.Permissions[1] != identity.PermHeartbeat ||
 			d.ExpiresAtNs == nil || *d.ExpiresAtNs != exp || d.Label == nil || *d.Label != "rack 7" || d.CreatedAtNs == 0 ||
@@ -333,4 +320,20 @@ func TestDelegationLifecycleOverHTTP(t *testing.T) {
 			t.Fatalf("heartbeat after un-revoking: %v", err)
 		}
 	})
+}
+
+// listedDelegation is agentHex's entry in the provider's delegation list.
+func listedDelegation(t *testing.T, pc *dcapi.Client, agentHex string) dcapi.DelegationInfo {
+	t.Helper()
+	list, err := pc.ListDelegations(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range list {
+		if d.AgentPubkey == agentHex {
+			return d
+		}
+	}
+	t.Fatalf("delegation of %s not listed: %+v", agentHex, list)
+	return dcapi.DelegationInfo{}
 }

@@ -27,7 +27,11 @@ type fuzzEnv struct {
 	contract string
 }
 
-func newFuzzEnv(t testing.TB) *fuzzEnv {
+func newFuzzEnv(t testing.TB) *fuzzEnv { return newProfileEnv(t, ProfileDefault) }
+
+// newProfileEnv is a server of profile with a provider, its delegated
+// agent and a contract.
+func newProfileEnv(t testing.TB, profile string) *fuzzEnv {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "fuzz.db"), store.Options{})
@@ -35,7 +39,7 @@ func newFuzzEnv(t testing.TB) *fuzzEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	srv, err := New(Config{Store: st, RateLimit: -1})
+	srv, err := New(Config{Store: st, RateLimit: -1, Profile: profile})
 	if err != nil {
 		t.Fatal(err)
 	}

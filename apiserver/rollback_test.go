@@ -26,20 +26,7 @@ func TestDelegationRollback(t *testing.T) {
 		agent, _ := identity.GenerateKey()
 		agentHex := identity.PublicHex(agent)
 		ac := srv.Client(p, agent)
-		stored := func() dcapi.DelegationInfo {
-			t.Helper()
-			list, err := pc.ListDelegations(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, d := range list {
-				if d.AgentPubkey == agentHex {
-					return d
-				}
-			}
-			t.Fatalf("no delegation of %s listed", agentHex)
-			return dcapi.DelegationInfo{}
-		}
+		stored := func() dcapi.DelegationInfo { t.Helper(); return listedDelegation(t, pc, agentHex) }
 		narrow := func(d dcapi.DelegationInfo, what string) {
 			t.Helper()
 			if strings.Join(d.Permissions, ",") != identity.PermHeartbeat || d.ExpiresAtNs == nil || !d.Active {

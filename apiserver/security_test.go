@@ -2,13 +2,11 @@ package apiserver
 
 import (
 	"bytes"
-	"context"
 	"crypto/ed25519"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,45 +14,9 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/decent-stuff/dc-agent/apiserver/store"
 	"github.com/decent-stuff/dc-agent/dcapi"
 	"github.com/decent-stuff/dc-agent/identity"
 )
-
-// secEnv is a server of one profile with a provider and a delegated agent.
-type secEnv struct {
-	srv      *Server
-	provKey  ed25519.PrivateKey
-	provider string
-	agent    ed25519.PrivateKey
-}
-
-func newSecEnv(t *testing.T, profile string) *secEnv {
-	t.Helper()
-	ctx := context.Background()
-	st, err := store.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "sec.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	srv, err := New(Config{Store: st, RateLimit: -1, Profile: profile})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &secEnv{srv: srv}
-	e.provKey, _ = identity.GenerateKey()
-	e.agent, _ = identity.GenerateKey()
-	e.provider = identity.PublicHex(e.provKey)
-	now := time.Now().UnixNano()
-	if _, err := st.AddProvider(ctx, e.provider, "sec", now); err != nil {
-		t.Fatal(err)
-	}
-	sd, _ := identity.Delegation{AgentPubkey: identity.PublicHex(e.agent), ProviderPubkey: e.provider, Permissions: identity.AllPermissions}.Sign(e.provKey)
-	if _, _, err := st.PutDelegation(ctx, sd, false, now); err != nil {
-		t.Fatal(err)
-	}
-	return e
-}
 
 // countingReader counts the bytes the server reads of a body.
 type countingReader struct {
@@ -71,7 +33,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // request signs method path body with key (agent header unless provider)
 // and serves it; the body is read through a countingReader. chunked sends
 // it without a Content-Length.
-func (e *secEnv) request(t *testing.T, key ed25519.PrivateKey, provider bool, method, path string, body []byte, chunked bool) (*httptest.ResponseRecorder, *countingReader) {
+func (e *fuzzEnv) request(t *testing.T, key ed25519.PrivateKey, provider bool, method, path string, body []byte, chunked bool) (*httptest.ResponseRecorder, *countingReader) {
 	t.Helper()
 	ts, nonce := strconv.FormatInt(time.Now().UnixNano(), 10), uuid.NewString()
 	cr := &countingReader{r: bytes.NewReader(body)}
@@ -102,7 +64,7 @@ func (e *secEnv) request(t *testing.T, key ed25519.PrivateKey, provider bool, me
 func TestBodyReadBeforeKeyKnown(t *testing.T) {
 	for _, profile := range []string{ProfileDefault, ProfileLive} {
 		t.Run(profile, func(t *testing.T) {
-			e := newSecEnv(t, profile)
+			e := newProfileEnv(t, profile)
 			stranger, _ := identity.GenerateKey()
 			path := dcapi.APIPrefix + "/providers/" + e.provider + "/heartbeat"
 			big := append([]byte(`{"version":"1.0.0","provisionerType":"script","activeContracts":0,"pad":"`), bytes.Repeat([]byte("x"), 1<<20)...)
@@ -142,7 +104,7 @@ func TestBodyReadBeforeKeyKnown(t *testing.T) {
 // registering itself with a delegation that does not verify; a
 // registration records it once its delegation checks out.
 func TestReplayCacheOnlyKnownKeys(t *testing.T) {
-	e := newSecEnv(t, ProfileDefault)
+	e := newFuzzEnv(t)
 	hb := []byte(`{"version":"1.0.0","provisionerType":"script","capabilities":null,"activeContracts":0}`)
 	path := dcapi.APIPrefix + "/providers/" + e.provider + "/heartbeat"
 	for range 50 {
