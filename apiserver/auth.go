@@ -433,18 +433,7 @@ func pathKey(r *http.Request, name, what string) (string, error) {
 	return v, nil
 }
 
-func isHex64(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
+func isHex64(s string) bool { return identity.IsLowerHex64(s) }
 
 // short abbreviates a key for messages.
 func short(k string) string {

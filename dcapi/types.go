@@ -5,6 +5,8 @@ package dcapi
 import (
 	"encoding/json"
 	"fmt"
+
+	"github.com/decent-stuff/dc-agent/identity"
 )
 
 // APIPrefix is the path prefix of every endpoint.
@@ -387,13 +389,8 @@ func (r GatewayRegistration) String() string {
 // lowercase hex characters (a SHA-256). Ids end up in file names and
 // generated config, so anything else is refused.
 func CheckContractID(cid string) error {
-	if len(cid) != 64 {
-		return fmt.Errorf("contract id %q is not 64 hex characters", truncateID(cid))
-	}
-	for i := 0; i < len(cid); i++ {
-		if c := cid[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return fmt.Errorf("contract id %q is not 64 lowercase hex characters", truncateID(cid))
-		}
+	if !identity.IsLowerHex64(cid) {
+		return fmt.Errorf("contract id %q is not 64 lowercase hex characters", truncateID(cid))
 	}
 	return nil
 }

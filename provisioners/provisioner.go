@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/decent-stuff/dc-agent/config"
+	"github.com/decent-stuff/dc-agent/identity"
 )
 
 // Request is everything a backend needs to provision one contract. Sizes are
@@ -252,13 +253,8 @@ func InstanceName(contractID string) string { return "dc-" + strings.ToLower(con
 // ContractIDFromName is the inverse of InstanceName ("" if name is not one).
 func ContractIDFromName(name string) string {
 	id, ok := strings.CutPrefix(name, "dc-")
-	if !ok || len(id) != 64 {
+	if !ok || !identity.IsLowerHex64(id) {
 		return ""
-	}
-	for _, c := range id {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return ""
-		}
 	}
 	return id
 }

@@ -21,6 +21,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/decent-stuff/dc-agent/identity"
+
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	_ "modernc.org/sqlite"             // registers the "sqlite" driver
 )
@@ -403,15 +405,4 @@ func intPtr(ni sql.NullInt64) *int {
 
 // isLowerHex64 reports whether s is 64 lowercase hex characters (a key or a
 // contract id on the wire).
-func isLowerHex64(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
+func isLowerHex64(s string) bool { return identity.IsLowerHex64(s) }
