@@ -114,10 +114,11 @@ health_check_interval_seconds = 10
 state_dir = %q
 status_socket = %q
 max_concurrent_provisions = 2
-# TimeoutStopSec = 50 s: the provision in flight at stop is held only until
-# systemd is stopping the agent. (On this cgroup-v1 host systemd --user has
-# been seen to wait for TimeoutStopSec after the agent exited.)
-shutdown_grace_seconds = 20
+# TimeoutStopSec = 90 s: the provision in flight at stop is held only until
+# systemd is stopping the agent, which the test must see within the grace
+# even on a loaded machine. (On this cgroup-v1 host systemd --user has been
+# seen to wait for TimeoutStopSec after the agent exited.)
+shutdown_grace_seconds = 60
 
 [provisioner]
 type = "script"
@@ -243,7 +244,7 @@ func TestInstalledUnitUnderSystemdUser(t *testing.T) {
 	})
 	stopped := make(chan error, 1)
 	go func() { _, err := w.m.Systemctl("stop", unit); stopped <- err }()
-	w.m.WaitFor(t, unit, 20*time.Second, "the agent told to stop", func(p map[string]string) bool {
+	w.m.WaitFor(t, unit, 50*time.Second, "the agent told to stop", func(p map[string]string) bool {
 		return p["ActiveState"] == "deactivating"
 	})
 	select {
