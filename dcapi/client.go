@@ -86,11 +86,15 @@ func New(endpoint, provider string, key ed25519.PrivateKey, opts ...Option) (*Cl
 	if len(key) != ed25519.PrivateKeySize {
 		return nil, errors.New("signing key is missing or malformed")
 	}
+	c := unsignedClient(u, opts)
+	c.provider, c.key, c.keyHex = p, key, identity.PublicHex(key)
+	return c, nil
+}
+
+// unsignedClient is a client for u with opts applied, not yet signing.
+func unsignedClient(u *url.URL, opts []Option) *Client {
 	c := &Client{
 		base:        u,
-		provider:    p,
-		key:         key,
-		keyHex:      identity.PublicHex(key),
 		hc:          &http.Client{Transport: http.DefaultTransport},
 		timeout:     DefaultTimeout,
 		userAgent:   "dc-agent",
@@ -108,7 +112,7 @@ func New(endpoint, provider string, key ed25519.PrivateKey, opts ...Option) (*Cl
 	hc := *c.hc
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	c.hc = &hc
-	return c, nil
+	return c
 }
 
 // ParseEndpoint validates an API endpoint URL.
@@ -200,6 +204,16 @@ func (c *Client) DoRaw(ctx context.Context, method, path string, query url.Value
 	if raw != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	r, data, err := c.roundTrip(req, method, path)
+	if err != nil {
+		return r, err
+	}
+	return r, decodeResponse(method, path, r.StatusCode, r.Header, data, out, c.now)
+}
+
+// roundTrip sends req and reads the answer's body, within the size limit;
+// a transport failure, a redirect or an oversized body is an *Error.
+func (c *Client) roundTrip(req *http.Request, method, path string) (*Response, []byte, error) {
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", c.userAgent)
 
@@ -207,9 +221,10 @@ func (c *Client) DoRaw(ctx context.Context, method, path string, query url.Value
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		c.log.Debug("api request failed", "method", method, "path", path, "err", err, "duration", time.Since(start))
-		return nil, &Error{Method: method, Path: path, Kind: KindRetryable, Err: err}
+		return nil, nil, &Error{Method: method, Path: path, Kind: KindRetryable, Err: err}
 	}
 	defer resp.Body.Close()
+	r := &Response{StatusCode: resp.StatusCode, Header: resp.Header}
 	if resp.StatusCode >= 300 && resp.StatusCode <= 399 {
 		// Not followed (New): say where it pointed and what to change. Retryable,
 		// so nothing queued is dropped while the endpoint is being fixed.
@@ -217,20 +232,19 @@ func (c *Client) DoRaw(ctx context.Context, method, path string, query url.Value
 		if loc, err := resp.Location(); err == nil {
 			where = "to " + safeurl.Redact(loc)
 		}
-		return &Response{StatusCode: resp.StatusCode, Header: resp.Header}, &Error{Method: method, Path: path, StatusCode: resp.StatusCode, Kind: KindRetryable,
+		return r, nil, &Error{Method: method, Path: path, StatusCode: resp.StatusCode, Kind: KindRetryable,
 			Message: fmt.Sprintf("the API redirects %s; signed requests are never sent on to a redirect's target: set api.endpoint to the address the API answers on itself", where)}
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, c.maxResponse+1))
 	c.log.Debug("api request", "method", method, "path", path, "status", resp.StatusCode, "duration", time.Since(start))
-	r := &Response{StatusCode: resp.StatusCode, Header: resp.Header}
 	if err != nil {
-		return r, &Error{Method: method, Path: path, StatusCode: resp.StatusCode, Kind: KindRetryable, Err: fmt.Errorf("read response: %w", err)}
+		return r, nil, &Error{Method: method, Path: path, StatusCode: resp.StatusCode, Kind: KindRetryable, Err: fmt.Errorf("read response: %w", err)}
 	}
 	if int64(len(data)) > c.maxResponse {
-		return r, &Error{Method: method, Path: path, StatusCode: resp.StatusCode, Kind: KindPermanent,
+		return r, nil, &Error{Method: method, Path: path, StatusCode: resp.StatusCode, Kind: KindPermanent,
 			Message: fmt.Sprintf("response larger than %d bytes; refusing to read it", c.maxResponse)}
 	}
-	return r, decodeResponse(method, path, resp.StatusCode, resp.Header, data, out, c.now)
+	return r, data, nil
 }
 
 // checkPath refuses path segments that would change which endpoint is
