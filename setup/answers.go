@@ -26,6 +26,9 @@ type ProxmoxAnswers struct {
 
 	APIEndpoint    string
 	ProviderPubkey string
+	// Pool is the agent pool a setup token registered the agent into
+	// (from the registration, or the config for the same provider).
+	Pool Pool
 
 	// ProxmoxAPIURL is the node's API as the agent reaches it.
 	ProxmoxAPIURL string
@@ -60,6 +63,9 @@ func (a *ProxmoxAnswers) FillDefaults(existing *config.Config, host string) {
 	}
 	if a.ProviderPubkey == "" {
 		a.ProviderPubkey = existing.API.ProviderPubkey
+	}
+	if a.Pool == (Pool{}) && a.ProviderPubkey == existing.API.ProviderPubkey {
+		a.Pool = Pool{ID: existing.API.PoolID, Name: existing.API.PoolName, Location: existing.API.PoolLocation}
 	}
 	if a.StateDir == "" {
 		a.StateDir = existing.Agent.StateDir
@@ -157,7 +163,7 @@ func NewProxmoxPlan(a ProxmoxAnswers, h *Host, d *Discovery) (*ProxmoxRun, error
 	}
 	res := &ProxmoxResult{}
 	po := &ProxmoxOptions{Host: h, Discovery: d, Storage: a.Storage, Bridge: a.Bridge, Templates: a.Templates,
-		ImageMirror: a.ImageMirror, ImageDir: a.ImageDir, VMIDBase: a.VMIDBase, TokenFile: a.TokenFile, RotateToken: a.RotateToken, OwnerRef: a.ConfigPath}
+		ImageMirror: a.ImageMirror, ImageDir: a.ImageDir, VMIDBase: a.VMIDBase, TokenFile: a.TokenFile, RotateToken: a.RotateToken, OwnerRef: a.KeyPath}
 	pxSteps, err := ProxmoxSteps(po, res)
 	if err != nil {
 		return nil, err
@@ -170,7 +176,7 @@ func NewProxmoxPlan(a ProxmoxAnswers, h *Host, d *Discovery) (*ProxmoxRun, error
 			return errors.New("incomplete answers: no provider public key")
 		}
 		return ConfigStep(ConfigAnswers{Path: a.ConfigPath, APIEndpoint: a.APIEndpoint, ProviderPubkey: a.ProviderPubkey,
-			AgentKeyPath: a.KeyPath, StateDir: a.StateDir}, func() ProxmoxSettings {
+			AgentKeyPath: a.KeyPath, StateDir: a.StateDir, Pool: &a.Pool}, func() ProxmoxSettings {
 			return ProxmoxSettings{APIURL: a.ProxmoxAPIURL, TokenID: res.TokenID, TokenFile: a.TokenFile, Node: d.Node,
 				Storage: a.Storage, Bridge: a.Bridge, Pool: PVEPool, TLSFingerprint: d.TLSFingerprint, Templates: res.Templates, Default: a.Templates[0]}
 		}).Run(ctx, r)

@@ -215,7 +215,7 @@ func NewCloudPlan(a CloudAnswers, cat provisioners.Catalog) (Plan, *KeyStatus, e
 	key := &KeyStatus{}
 	steps := []Step{
 		KeyStep(a.KeyPath, key),
-		tokenFileStep(a.TokenFile, a.Token, a.ConfigPath),
+		tokenFileStep(a.TokenFile, a.Token, a.KeyPath),
 		ConfigStepWith(ConfigAnswers{Path: a.ConfigPath, APIEndpoint: a.APIEndpoint, ProviderPubkey: a.ProviderPubkey,
 			AgentKeyPath: a.KeyPath, StateDir: a.StateDir}, func(cfg *config.Config) string { return applyCloud(cfg, a) }),
 	}
@@ -231,8 +231,9 @@ func NewCloudPlan(a CloudAnswers, cat provisioners.Catalog) (Plan, *KeyStatus, e
 	return Plan{Steps: steps, Now: a.Now}, key, nil
 }
 
-// tokenFileStep keeps the token in path (0600, owned like the config).
-func tokenFileStep(path, token, configPath string) Step {
+// tokenFileStep keeps the token in path (0600, a new file owned like the
+// agent key ref: the service account once the service is installed).
+func tokenFileStep(path, token, ref string) Step {
 	return Step{ID: "token", Title: "API token file", Run: func(ctx context.Context, r *Reporter) error {
 		want := []byte(token + "\n")
 		if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, want) {
@@ -244,7 +245,7 @@ func tokenFileStep(path, token, configPath string) Step {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return fmt.Errorf("create %s: %w", filepath.Dir(path), err)
 		}
-		if err := writeOwned(path, want, 0o600, configPath); err != nil {
+		if err := writeOwned(path, want, 0o600, ref); err != nil {
 			return WithFix(fmt.Errorf("write %s: %w", path, err), "run setup as a user that may write "+filepath.Dir(path))
 		}
 		r.Changed("wrote the token to %s (0600)", path)

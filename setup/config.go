@@ -23,6 +23,10 @@ type ConfigAnswers struct {
 	AgentKeyPath   string
 	// StateDir is written to agent.state_dir when set.
 	StateDir string
+	// Pool is the agent pool of a setup-token registration: written as
+	// api.pool_id, pool_name and pool_location when set (an empty Pool
+	// clears them: the agent is registered otherwise); nil keeps them.
+	Pool *Pool
 }
 
 // ProxmoxSettings are the [provisioner.proxmox] values setup found.
@@ -72,9 +76,10 @@ func LoadForUpdate(path string) (*config.Config, []byte, error) {
 	return &cfg, data, nil
 }
 
-// ConfigStep writes the complete dc-agent.toml (0600), updating an
-// existing one in place: only the keys setup owns change. px is called
-// when the step runs, after the Proxmox steps filled in the values.
+// ConfigStep writes the complete dc-agent.toml (a new one 0600; see
+// writeConfig), updating an existing one in place: only the keys setup
+// owns change. px is called when the step runs, after the Proxmox steps
+// filled in the values.
 func ConfigStep(a ConfigAnswers, px func() ProxmoxSettings) Step {
 	return ConfigStepWith(a, func(cfg *config.Config) string {
 		if px == nil {
@@ -96,6 +101,9 @@ func ConfigStepWith(a ConfigAnswers, apply func(*config.Config) string) Step {
 		cfg.API.Endpoint = a.APIEndpoint
 		cfg.API.ProviderPubkey = a.ProviderPubkey
 		cfg.API.AgentSecretKey = a.AgentKeyPath
+		if a.Pool != nil {
+			setPool(cfg, *a.Pool)
+		}
 		if a.StateDir != "" {
 			cfg.Agent.StateDir = a.StateDir
 		}
@@ -110,34 +118,54 @@ func ConfigStepWith(a ConfigAnswers, apply func(*config.Config) string) Step {
 		if err != nil {
 			return WithFix(fmt.Errorf("the config setup would write is invalid: %w", err), "correct the answers named above and re-run")
 		}
-		data, err := config.Marshal(final)
-		if err != nil {
-			return err
+		msg, changed, err := writeConfig(a.Path, old, final)
+		if changed {
+			r.Changed("%s", msg)
+		} else if err == nil {
+			r.Skip("%s", msg)
 		}
-		if bytes.Equal(data, old) {
-			if st, err := os.Stat(a.Path); err == nil && st.Mode().Perm() != 0o600 {
-				if err := os.Chmod(a.Path, 0o600); err != nil {
-					return err
-				}
-				r.Changed("%s unchanged; mode set to 0600", a.Path)
-				return nil
-			}
-			r.Skip("%s is up to date", a.Path)
-			return nil
-		}
-		if err := os.MkdirAll(filepath.Dir(a.Path), 0o755); err != nil {
-			return fmt.Errorf("create config dir: %w", err)
-		}
-		if err := writeOwned(a.Path, data, 0o600, ""); err != nil {
-			return WithFix(fmt.Errorf("write %s: %w", a.Path, err), "run setup as a user that may write "+filepath.Dir(a.Path))
-		}
-		if old == nil {
-			r.Changed("wrote %s", a.Path)
-		} else {
-			r.Changed("updated %s", a.Path)
-		}
-		return nil
+		return err
 	}}
+}
+
+func setPool(cfg *config.Config, p Pool) {
+	cfg.API.PoolID, cfg.API.PoolName, cfg.API.PoolLocation = p.ID, p.Name, p.Location
+}
+
+// writeConfig writes cfg to path unless the file already holds it (old),
+// atomically, keeping the file's owner. The mode agrees with `service
+// install` (setup/service), which makes the system service's config
+// root:dc-agent 0640: a config keeps the group's read access it has, and
+// nothing more (a new one, or one holding a secret inline, is 0600), so a
+// re-run of setup never locks the service out of its config.
+func writeConfig(path string, old []byte, cfg *config.Config) (summary string, changed bool, err error) {
+	data, err := config.Marshal(cfg)
+	if err != nil {
+		return "", false, err
+	}
+	mode := os.FileMode(0o600)
+	if st, err := os.Stat(path); err == nil && len(cfg.InlineSecrets()) == 0 {
+		mode = st.Mode().Perm()&0o640 | 0o600
+	}
+	if bytes.Equal(data, old) {
+		if st, err := os.Stat(path); err == nil && st.Mode().Perm() != mode {
+			if err := os.Chmod(path, mode); err != nil {
+				return "", false, err
+			}
+			return fmt.Sprintf("%s unchanged; mode set to %04o", path, mode), true, nil
+		}
+		return path + " is up to date", false, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return "", false, fmt.Errorf("create config dir: %w", err)
+	}
+	if err := writeOwned(path, data, mode, ""); err != nil {
+		return "", false, WithFix(fmt.Errorf("write %s: %w", path, err), "run setup as a user that may write "+filepath.Dir(path))
+	}
+	if old == nil {
+		return "wrote " + path, true, nil
+	}
+	return "updated " + path, true, nil
 }
 
 // applyProxmox puts the settings into the config's Proxmox provisioner.

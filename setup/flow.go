@@ -93,11 +93,15 @@ type UI interface {
 // RegistrationMethod is how the agent key becomes known to the API.
 type RegistrationMethod string
 
-// Registration methods. An offline-signed delegation: the agent prints a
-// dcdr1: request, the provider signs it on the machine with the main key,
-// the agent registers the dcds1: answer. (A setup token from the dashboard
-// is the other method: see registration.go.)
-const MethodDelegation RegistrationMethod = "delegation"
+// Registration methods. A setup token from the Decent Cloud dashboard (the
+// live API's only way, token.go): the agent registers itself with it. An
+// offline-signed delegation: the agent prints a dcdr1: request, the
+// provider signs it on the machine with the main key, the agent registers
+// the dcds1: answer (servers that still take them, like dc-api).
+const (
+	MethodSetupToken RegistrationMethod = "setup-token"
+	MethodDelegation RegistrationMethod = "delegation"
+)
 
 // APIQuestion asks for the API endpoint and the registration method.
 type APIQuestion struct {
@@ -105,7 +109,10 @@ type APIQuestion struct {
 	Answer APIAnswer
 	// Methods offered, the first is the default.
 	Methods []RegistrationMethod
-	Err     error
+	// Kept is the pool the config already registers this agent in (by
+	// setup token): the token may then be left empty.
+	Kept *Pool
+	Err  error
 }
 
 // APIAnswer is where the API is and how the agent registers there.
@@ -114,6 +121,10 @@ type APIAnswer struct {
 	Method   RegistrationMethod // "": the first offered
 	// Provider is the provider's public key (MethodDelegation).
 	Provider string
+	// SetupToken is the one-time token (MethodSetupToken); "" keeps the
+	// registration the config holds (APIQuestion.Kept). A secret: front
+	// ends never show it once entered, and the flow never logs it.
+	SetupToken string
 }
 
 // SSHAnswer is the node and how to log in to it.
@@ -213,6 +224,8 @@ type FlowOptions struct {
 	Node string
 	// Request shapes the delegation request (Provider comes from the API answer).
 	Request DelegationAnswers
+	// SetupToken registers the agent with this setup token without asking.
+	SetupToken string
 	// Service installs the service once the agent is registered (nil: not).
 	Service *service.Options
 	// Now is the clock (nil: time.Now).
@@ -240,6 +253,8 @@ type Flow struct {
 
 	// Touched only by the flow's goroutine.
 	api   APIAnswer
+	// planErr is the last plan's error (what Ended was asked about).
+	planErr error
 	ssh   SSHAnswer
 	login SSHOptions
 	host  *Host
@@ -274,13 +289,32 @@ func (f *Flow) prepare() {
 	f.mu.Lock()
 	f.ans = pre
 	f.mu.Unlock()
-	f.api = APIAnswer{Endpoint: pre.APIEndpoint, Provider: pre.ProviderPubkey}
+	f.api = APIAnswer{Endpoint: pre.APIEndpoint, Provider: pre.ProviderPubkey, SetupToken: f.o.SetupToken, Method: f.defaultMethod()}
 	f.ssh = f.o.SSH
 	if f.ssh.IdentityFile == "" && f.ssh.Password == "" && f.ssh.PasswordFile == "" && os.Getenv("SSH_AUTH_SOCK") == "" {
 		if keys := DefaultIdentityFiles(); len(keys) > 0 {
 			f.ssh.IdentityFile = keys[0]
 		}
 	}
+}
+
+// defaultMethod is the registration the prefill points at: a setup token
+// given, else a delegation given; else the config's own (a pool means a
+// setup token, a provider without one a delegation) unless a provider flag
+// names another provider; else the setup token, the live API's way.
+func (f *Flow) defaultMethod() RegistrationMethod {
+	a, old := f.o.Answers, f.existing
+	switch {
+	case f.o.SetupToken != "":
+		return MethodSetupToken
+	case a.Delegation != "":
+		return MethodDelegation
+	case old != nil && old.API.PoolID != "" && (a.ProviderPubkey == "" || a.ProviderPubkey == old.API.ProviderPubkey):
+		return MethodSetupToken
+	case a.ProviderPubkey != "" || old != nil && old.API.ProviderPubkey != "":
+		return MethodDelegation
+	}
+	return MethodSetupToken
 }
 
 // errLater ends the flow before registering: the provider registers later.
@@ -336,6 +370,11 @@ func (f *Flow) checkPrefill() error {
 	if err := checkVMIDBase(f.ans.VMIDBase); err != nil {
 		return answerErr("template-vmid-base", err)
 	}
+	if f.o.SetupToken != "" {
+		if err := CheckSetupToken(f.o.SetupToken); err != nil {
+			return answerErr("setup-token", err)
+		}
+	}
 	r := f.o.Request
 	if _, err := ParseExpiry(r.Expires, f.now()); err != nil {
 		return answerErr("expires", err)
@@ -382,14 +421,21 @@ func (e *CheckError) Unwrap() error { return e.Err }
 // Fix says how to clear the check.
 func (e *CheckError) Fix() string { return e.Check.Fix }
 
-func (f *Flow) askAPI(ctx context.Context) error {
-	var qerr error
+func (f *Flow) askAPI(ctx context.Context) error { return f.askAPIWith(ctx, nil) }
+
+// askAPIWith asks for the API with qerr as the reason to ask (nil: the
+// first time).
+func (f *Flow) askAPIWith(ctx context.Context, qerr error) error {
 	for {
-		a, err := f.ui.API(ctx, APIQuestion{Answer: f.api, Methods: []RegistrationMethod{MethodDelegation}, Err: qerr})
+		q := APIQuestion{Answer: f.api, Methods: []RegistrationMethod{MethodSetupToken, MethodDelegation}, Err: qerr}
+		if kept, ok := KeptRegistration(f.o.Answers.ConfigPath, f.answers().KeyPath, f.api.Endpoint); ok {
+			q.Kept = &kept.Pool
+		}
+		a, err := f.ui.API(ctx, q)
 		if err != nil {
 			return err
 		}
-		a.Method = cmp.Or(a.Method, MethodDelegation)
+		a.Method = cmp.Or(a.Method, MethodSetupToken)
 		f.api = a
 		if qerr = f.checkAPI(&a); qerr != nil {
 			continue
@@ -406,6 +452,16 @@ func (f *Flow) checkAPI(a *APIAnswer) error {
 		return answerErr("api-endpoint", err)
 	}
 	switch a.Method {
+	case MethodSetupToken:
+		a.SetupToken = strings.TrimSpace(a.SetupToken)
+		if a.SetupToken == "" {
+			if _, ok := KeptRegistration(f.o.Answers.ConfigPath, f.answers().KeyPath, a.Endpoint); ok {
+				return nil
+			}
+		}
+		if err := CheckSetupToken(a.SetupToken); err != nil {
+			return answerErr("setup-token", err)
+		}
 	case MethodDelegation:
 		p, err := identity.NormalizePublicKeyHex(a.Provider)
 		if err != nil {
@@ -666,7 +722,29 @@ func bridgeOnNode(d *Discovery, name string) error {
 
 // setUpNode runs the node plan: agent key, templates, pool, user, role,
 // token, ACLs and their check, the config.
+//
+// A setup token the API refuses (used, expired, unknown) is asked for
+// again, with the reason, when the UI goes back from the failed plan.
 func (f *Flow) setUpNode(ctx context.Context) error {
+	for {
+		err := f.runNodePlan(ctx)
+		var te *TokenError
+		if !errors.Is(err, ErrBack) || !errors.As(f.planErr, &te) {
+			return err
+		}
+		if err := f.askAPIWith(ctx, answerErr("setup-token", f.planErr)); err != nil {
+			return err
+		}
+		f.mu.Lock()
+		f.ans.APIEndpoint = f.api.Endpoint
+		if f.api.Method == MethodDelegation {
+			f.ans.ProviderPubkey = f.api.Provider
+		}
+		f.mu.Unlock()
+	}
+}
+
+func (f *Flow) runNodePlan(ctx context.Context) error {
 	return f.runPlan(ctx, PhaseNode, func() (*Plan, error) {
 		run, err := NewProxmoxPlan(f.answers(), f.host, f.discovery())
 		if err != nil {
@@ -747,6 +825,7 @@ func (f *Flow) runPlan(ctx context.Context, phase Phase, build func() (*Plan, er
 			e.Phase = phase
 			f.ui.Event(e)
 		})
+		f.planErr = err
 		if err == nil {
 			for _, d := range done {
 				d()
@@ -816,6 +895,10 @@ func (f *Flow) Hint() string {
 	case StagePinned:
 		return fmt.Sprintf("Stopped; nothing was changed on the node (its SSH host key is pinned in %s). Run dc-agent again to continue.", f.ans.PinsPath())
 	case StagePlan:
+		var te *TokenError
+		if errors.As(f.planErr, &te) {
+			return fmt.Sprintf("Stopped: %v.\nNothing is registered; %s, then run dc-agent again with it (--setup-token file:PATH, or DC_AGENT_SETUP_TOKEN).", f.planErr, TokenFix)
+		}
 		return "Stopped during the node setup. Every step checks first and changes only what differs, so nothing is left half-done:\n" +
 			"run dc-agent again (or dc-agent setup proxmox with the same answers) to continue where it stopped."
 	case StageNodeReady:

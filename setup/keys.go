@@ -229,6 +229,11 @@ func Register(ctx context.Context, c *dcapi.Client, sd identity.SignedDelegation
 	}
 	msg := strings.ToLower(e.Message)
 	switch {
+	case e.StatusCode == http.StatusMethodNotAllowed:
+		// The live API removed the route (2025-12-21): agents register by
+		// setup token only (api/src/openapi/agents.rs).
+		return RegisterResult{}, Fixf("register with a setup token instead: make one on "+TokenSource+", then dc-agent register --setup-token file:PATH",
+			"the API at %s does not take offline-signed delegations (POST %s answered 405 Method Not Allowed)", c.Endpoint(), e.Path)
 	case e.StatusCode == http.StatusConflict || strings.Contains(msg, "already"):
 		return RegisterResult{Already: true}, nil
 	case strings.Contains(msg, "expired"):

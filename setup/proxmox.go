@@ -54,7 +54,8 @@ type ProxmoxOptions struct {
 	TokenFile string
 	// RotateToken replaces the token even if its secret is still here.
 	RotateToken bool
-	// OwnerRef is a file whose owner a new token file gets (the config).
+	// OwnerRef is a file whose owner a new token file gets: the agent key,
+	// which `service install` gives to the service account, as every secret.
 	OwnerRef string
 	// Timeouts for the long commands (0: defaults).
 	DownloadTimeout, CustomizeTimeout, ImportTimeout time.Duration

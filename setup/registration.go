@@ -12,11 +12,11 @@ import (
 )
 
 // registration is one way to make the API accept the agent key; the API
-// answer's Method picks it (newRegistration). Adding a method (the setup
-// token of the Decent Cloud dashboard: POST /api/v1/agents/setup {token,
-// agentPubkey}) is one more implementation, its constant, its fields in
-// APIAnswer and its check in Flow.checkAPI; the front ends ask for those
-// fields and show the same plan events as for this one.
+// answer's Method picks it (newRegistration): the setup token of the
+// Decent Cloud dashboard (setupToken) or an offline-signed delegation
+// (delegation). Each has its constant, its fields in APIAnswer and its
+// check in Flow.checkAPI; the front ends ask for those fields and show the
+// plan events.
 type registration interface {
 	// keySteps run in the node plan right after the agent key step and
 	// before the config step, which reads run.Answers when it runs: a
@@ -31,11 +31,39 @@ type registration interface {
 
 func newRegistration(a APIAnswer) registration {
 	switch a.Method {
-	// case MethodSetupToken: return setupToken{token: a.SetupToken}
+	case MethodSetupToken:
+		return setupToken{token: a.SetupToken}
 	default:
 		return delegation{}
 	}
 }
+
+// setupToken registers with a one-time setup token (token.go) in the node
+// plan, right after the agent key: the API answers with the provider and
+// the pool, which the config step then writes.
+type setupToken struct{ token string }
+
+func (s setupToken) keySteps(f *Flow, run *ProxmoxRun) []Step {
+	a := *run.Answers
+	var reg TokenRegistration
+	step := TokenStep(TokenStepOptions{ConfigPath: a.ConfigPath, KeyPath: a.KeyPath, Endpoint: a.APIEndpoint, Token: s.token,
+		UserAgent: a.UserAgent, Key: run.Key, Result: &reg})
+	register := step.Run
+	step.Run = func(ctx context.Context, r *Reporter) error {
+		if err := register(ctx, r); err != nil {
+			return err
+		}
+		run.Answers.ProviderPubkey, run.Answers.Pool = reg.ProviderPubkey, reg.Pool
+		f.mu.Lock()
+		f.ans.ProviderPubkey, f.ans.Pool = reg.ProviderPubkey, reg.Pool
+		f.mu.Unlock()
+		return nil
+	}
+	return []Step{step}
+}
+
+// register: the node plan registered the agent already.
+func (setupToken) register(context.Context, *Flow) error { return nil }
 
 // delegation registers an offline-signed delegation: the flow shows the
 // dcdr1: request, the provider signs it with the main key and pastes the
