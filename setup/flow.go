@@ -252,13 +252,13 @@ type Flow struct {
 	loadErr  error
 
 	// Touched only by the flow's goroutine.
-	api   APIAnswer
+	api APIAnswer
 	// planErr is the last plan's error (what Ended was asked about).
 	planErr error
-	ssh   SSHAnswer
-	login SSHOptions
-	host  *Host
-	reg   registration
+	ssh     SSHAnswer
+	login   SSHOptions
+	host    *Host
+	reg     registration
 
 	// mu guards what the front end reads while the flow runs.
 	mu      sync.Mutex

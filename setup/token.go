@@ -244,5 +244,4 @@ func SaveRegistration(path, keyPath string, reg TokenRegistration) (bool, error)
 	return changed, err
 }
 
-
 func isHexKey(s string) bool { _, err := identity.ParsePublicKeyHex(s); return err == nil }
