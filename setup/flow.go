@@ -732,6 +732,7 @@ func (f *Flow) setUpNode(ctx context.Context) error {
 		if !errors.Is(err, ErrBack) || !errors.As(f.planErr, &te) {
 			return err
 		}
+		f.api.SetupToken = "" // refused: never offered again
 		if err := f.askAPIWith(ctx, answerErr("setup-token", f.planErr)); err != nil {
 			return err
 		}

@@ -2,10 +2,13 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,19 +22,46 @@ import (
 )
 
 func newRegisterCmd(g *globals) *cobra.Command {
-	var delegation string
+	var delegation, setupToken, endpoint string
 	var timeout time.Duration
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "register [--delegation dcds1:CODE|file:PATH|-]",
-		Short: "Register the signed delegation with the Decent Cloud API",
-		Long: `Register the agent's signed delegation (dcds1:..., printed by 'dc-agent
-delegation sign' on the machine with your provider key) with the Decent Cloud
-API. The request is signed by the agent key the delegation names; the main key
-is never needed here. The delegation is kept beside the agent key, so running
+		Use:   "register --setup-token file:PATH | --delegation dcds1:CODE|file:PATH|-",
+		Short: "Register the agent key with the Decent Cloud API (setup token, or an offline-signed delegation)",
+		Long: `Register this host's agent key with the Decent Cloud API, one of two ways.
+
+With a setup token (the live Decent Cloud API's way): make one on
+` + setup.TokenSource + `, keep it in a
+file only you can read, and run
+    dc-agent register --setup-token file:/root/dc-setup-token
+(or set DC_AGENT_SETUP_TOKEN; - reads it from stdin). The agent key is created
+if there is none, the token is sent with its public key, and the provider and
+the pool the token belongs to are written into the config's [api]. A token
+works once, within 24 hours. A token given as itself on the command line is
+visible to every user of this machine until it is used: prefer file:PATH.
+
+With an offline-signed delegation (dcds1:..., printed by 'dc-agent delegation
+sign' on the machine with your provider key), for servers that take them: the
+request is signed by the agent key the delegation names; the main key is never
+needed here. The delegation is kept beside the agent key, so running
 'dc-agent register' again without --delegation registers the kept one again.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if setupToken != "" {
+				if delegation != "" {
+					return usagef("--setup-token and --delegation are two ways to register; pass one")
+				}
+				if cmd.Flags().Changed("setup-token") {
+					warnTokenInArgv(cmd, setupToken)
+				}
+				tok, err := setup.ReadSetupToken(setupToken, cmd.InOrStdin())
+				if err != nil {
+					return withFix(exitUsage, fmt.Errorf("--setup-token: %w", err))
+				}
+				ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+				defer cancel()
+				return registerSetupToken(ctx, cmd, g, endpoint, tok, asJSON)
+			}
 			cfg, err := g.loadConfig()
 			if err != nil {
 				return err
@@ -53,11 +83,78 @@ is never needed here. The delegation is kept beside the agent key, so running
 			return registerDelegation(ctx, cmd, cfg, key, keyPath, code, asJSON)
 		},
 	}
+	cmd.Flags().StringVar(&setupToken, "setup-token", "", "the setup token from "+setup.TokenSource+": file:PATH (0600), - for stdin, or the token itself (visible in the process list)")
+	cmd.Flags().StringVar(&endpoint, "api-endpoint", "", "Decent Cloud API, with --setup-token (default: from the config, else "+config.DefaultEndpoint+")")
 	cmd.Flags().StringVar(&delegation, "delegation", "", "the signed delegation: dcds1:CODE, file:PATH or - for stdin (default: the one kept beside the agent key)")
 	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "give up after this long")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	bindEnv(cmd.Flags())
 	return cmd
+}
+
+// warnTokenInArgv says once that a token typed on the command line is
+// readable by every user of the machine (ps) while the command runs.
+func warnTokenInArgv(cmd *cobra.Command, v string) {
+	if v == "-" || strings.HasPrefix(v, "file:") {
+		return
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "warning: a setup token on the command line is visible to every user of this machine until it is used; next time keep it in a 0600 file (--setup-token file:PATH) or in %s\n", envName("setup-token"))
+}
+
+// registerSetupToken registers the agent key (created if missing) with a
+// setup token and writes the provider and pool into the config: the same
+// two steps the setup flow runs.
+func registerSetupToken(ctx context.Context, cmd *cobra.Command, g *globals, endpoint, token string, asJSON bool) error {
+	cfg, _, err := setup.LoadForUpdate(g.configPath)
+	if err != nil {
+		return withFix(exitConfig, err)
+	}
+	cfg.Path = g.configPath
+	keyPath := cfg.AgentKeyPath()
+	if keyPath == "" {
+		keyPath = g.defaultKeyPath()
+	}
+	if abs, err := filepath.Abs(keyPath); err == nil {
+		keyPath = abs
+	}
+	endpoint = cmp.Or(endpoint, cfg.API.Endpoint, config.DefaultEndpoint)
+	if err := setup.CheckEndpoint(endpoint); err != nil {
+		return usagef("--api-endpoint: %v", err)
+	}
+	key := &setup.KeyStatus{}
+	var reg setup.TokenRegistration
+	plan := setup.Plan{Steps: []setup.Step{setup.KeyStep(keyPath, key),
+		setup.TokenStep(setup.TokenStepOptions{ConfigPath: g.configPath, KeyPath: keyPath, Endpoint: endpoint, Token: token,
+			UserAgent: userAgent(), Key: key, Result: &reg})}}
+	var sink setup.Sink
+	if !asJSON {
+		sink = setup.NewPrinter(cmd.ErrOrStderr(), false).Sink()
+	}
+	if _, err := plan.Run(ctx, sink); err != nil {
+		var te *setup.TokenError
+		switch {
+		case errors.As(err, &te) && te.Reason == "malformed":
+			return withFix(exitUsage, err)
+		case errors.As(err, &te):
+			return withFix(exitAuth, err)
+		}
+		return withFix(exitFailure, err)
+	}
+	if asJSON {
+		return printJSON(cmd.OutOrStdout(), map[string]any{"registered": true, "agent_pubkey": key.Pubkey, "provider_pubkey": reg.ProviderPubkey,
+			"pool_id": reg.Pool.ID, "pool_name": reg.Pool.Name, "pool_location": reg.Pool.Location, "endpoint": reg.Endpoint, "config": g.configPath})
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "Registered with %s: agent %s in pool %s of provider %s\n", reg.Endpoint, key.Pubkey, reg.Pool, reg.ProviderPubkey)
+	if cfg.Provisioner.Type == "" {
+		next := "dc-agent setup proxmox"
+		if t := reg.ProvisionerType; t != "" && t != config.TypeProxmox && slices.Contains(setup.CloudTypes, t) {
+			next = "dc-agent setup " + t
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "Next: set up the backend (%s; see dc-agent setup --help), then dc-agent service install\n", next)
+	} else {
+		fmt.Fprintln(cmd.ErrOrStderr(), "Next: dc-agent doctor --verify-api, then start the agent (dc-agent service install)")
+	}
+	return nil
 }
 
 // delegationCode finds the signed delegation: the flag, the kept file, or

@@ -47,6 +47,7 @@ type setupProxmoxFlags struct {
 	stateDir, keyPath, tokenFile                      string
 	rotateToken                                       bool
 	delegation, expires, label, permissions           string
+	setupToken                                        string
 	verbose, yes, asJSON                              bool
 	timeout                                           time.Duration
 }
@@ -65,8 +66,10 @@ func newSetupProxmoxCmd(g *globals) *cobra.Command {
   - create the user dc-agent@pve, the role DCAgent with exactly the privileges
     the provisioner needs on this PVE version, a privilege-separated API token,
     and ACLs on the pool, templates, storage and bridge; then check them
-  - create the agent key if there is none, write the complete config (0600)
-    and the token secret file; with --delegation, register the agent
+  - create the agent key if there is none; register it with --setup-token
+    (from ` + setup.TokenSource + `) right after,
+    or with --delegation at the end; write the complete config (0600) and the
+    token secret file
 
 Every step checks first and changes only what differs: running it again is
 safe and changes nothing that is already right. Every remote command is
@@ -101,6 +104,7 @@ func (f *setupProxmoxFlags) bind(fl *pflag.FlagSet) {
 	fl.StringVar(&f.keyPath, "key", "", "agent key file (default: from the config, else agent.key beside it)")
 	fl.StringVar(&f.tokenFile, "token-file", "", "where to write the Proxmox token secret (default: proxmox-token beside the config)")
 	fl.BoolVar(&f.rotateToken, "rotate-token", false, "replace the Proxmox API token even if its secret is still here")
+	fl.StringVar(&f.setupToken, "setup-token", "", "register with this setup token from "+setup.TokenSource+": file:PATH (0600) or - (stdin); the token itself shows in the process list")
 	fl.StringVar(&f.delegation, "delegation", "", "the signed delegation to register: dcds1:CODE, file:PATH or - (stdin)")
 	fl.StringVar(&f.expires, "expires", "never", "expiry of the delegation request: never, a duration (8760h, 365d) or an RFC 3339 time")
 	host, _ := os.Hostname()
@@ -116,7 +120,7 @@ func (f *setupProxmoxFlags) bind(fl *pflag.FlagSet) {
 // flowOptions are the flags as the setup flow's prefill: --no-tui, the
 // wizard and its accessible mode start from exactly these, so the same
 // answers write the same config.
-func (f *setupProxmoxFlags) flowOptions(g *globals) (setup.FlowOptions, error) {
+func (f *setupProxmoxFlags) flowOptions(g *globals, stdin io.Reader) (setup.FlowOptions, error) {
 	ans := setup.ProxmoxAnswers{ConfigPath: g.configPath, StateDir: f.stateDir, KeyPath: f.keyPath, TokenFile: f.tokenFile,
 		APIEndpoint: f.apiEndpoint, ProviderPubkey: f.providerPubkey, ProxmoxAPIURL: f.proxmoxAPIURL,
 		ImageMirror: f.imageMirror, ImageDir: f.imageDir, VMIDBase: f.vmidBase, RotateToken: f.rotateToken,
@@ -128,9 +132,20 @@ func (f *setupProxmoxFlags) flowOptions(g *globals) (setup.FlowOptions, error) {
 		}
 		ans.Templates = ts
 	}
-	return setup.FlowOptions{Answers: ans, HostKeyFingerprint: f.hostKeyFP, Node: f.node,
+	o := setup.FlowOptions{Answers: ans, HostKeyFingerprint: f.hostKeyFP, Node: f.node,
 		SSH:     setup.SSHAnswer{Host: f.host, Port: f.port, User: f.user, IdentityFile: f.identityFile, PasswordFile: f.passwordFile},
-		Request: setup.DelegationAnswers{Permissions: f.permissions, Expires: f.expires, Label: f.label}}, nil
+		Request: setup.DelegationAnswers{Permissions: f.permissions, Expires: f.expires, Label: f.label}}
+	if f.setupToken != "" {
+		if f.delegation != "" {
+			return o, usagef("--setup-token and --delegation are two ways to register; pass one")
+		}
+		tok, err := setup.ReadSetupToken(f.setupToken, stdin)
+		if err != nil {
+			return o, withFix(exitUsage, fmt.Errorf("--setup-token: %w", err))
+		}
+		o.SetupToken = tok
+	}
+	return o, nil
 }
 
 // runSetupProxmox runs the setup flow from flags (and, on a terminal
@@ -146,7 +161,10 @@ func runSetupProxmox(cmd *cobra.Command, g *globals, f *setupProxmoxFlags, svc *
 	if f.host == "" && ui.prompts == nil {
 		return usagef("--host is required (env %s)", envName("host"))
 	}
-	o, err := f.flowOptions(g)
+	if cmd.Flags().Changed("setup-token") {
+		warnTokenInArgv(cmd, f.setupToken)
+	}
+	o, err := f.flowOptions(g, cmd.InOrStdin())
 	if err != nil {
 		return err
 	}
@@ -182,6 +200,7 @@ func setupError(err error) error {
 	var ae *setup.AnswerError
 	var ce *setup.CheckError
 	var unk *setup.HostKeyUnknownError
+	var te *setup.TokenError
 	switch {
 	case isUsageError(err):
 		return err
@@ -193,7 +212,7 @@ func setupError(err error) error {
 		return withExit(exitUsage, fmt.Errorf("%w\nfix: %s", ce, ce.Fix()))
 	case errors.As(err, &unk):
 		return withFix(exitUsage, err)
-	case dcapi.IsAuth(err):
+	case dcapi.IsAuth(err) || errors.As(err, &te):
 		return withFix(exitAuth, err)
 	}
 	return withFix(exitFailure, err)
@@ -213,11 +232,16 @@ type cliUI struct {
 func (u *cliUI) Prerequisites(context.Context, []setup.Check) (bool, error) { return false, nil }
 
 func (u *cliUI) API(ctx context.Context, q setup.APIQuestion) (setup.APIAnswer, error) {
+	a := q.Answer
 	switch {
-	case q.Err != nil || q.Answer.Provider != "":
-		return q.Answer, q.Err
+	case q.Err != nil:
+		return a, q.Err
+	case a.Method == setup.MethodSetupToken && (a.SetupToken != "" || q.Kept != nil),
+		a.Method == setup.MethodDelegation && a.Provider != "":
+		return a, nil
 	case u.prompts == nil:
-		return q.Answer, usagef("--provider-pubkey is required (env %s)", envName("provider-pubkey"))
+		return a, usagef("--setup-token is required: the setup token from %s, as file:PATH or in %s (or, with an API that takes offline-signed delegations, --provider-pubkey and --delegation)",
+			setup.TokenSource, envName("setup-token"))
 	}
 	return u.prompts.API(ctx, q)
 }

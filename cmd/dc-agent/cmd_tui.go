@@ -39,7 +39,7 @@ func (t *tuiFlags) serviceOptions(g *globals) service.Options {
 // noTerminalHelp is what a bare dc-agent says where no one can answer.
 const noTerminalHelp = `dc-agent opens its setup wizard only on a terminal, and there is none here.
   On a terminal:  dc-agent            (over SSH: ssh -t HOST dc-agent)
-  Scripted:       dc-agent --no-tui --host NODE --provider-pubkey KEY --host-key-fingerprint SHA256:...
+  Scripted:       dc-agent --no-tui --host NODE --setup-token file:PATH --host-key-fingerprint SHA256:...
                   (every answer is a flag and a DC_AGENT_* variable: dc-agent setup proxmox --help)`
 
 func stdoutIsTerminal() bool { return term.IsTerminal(int(os.Stdout.Fd())) }
@@ -82,15 +82,22 @@ func openMonitor(cmd *cobra.Command, g *globals) error {
 }
 
 // runNoTUI runs the same flow as the wizard from flags alone: the node
-// setup, registration (with --delegation, or found done), the service.
+// setup, registration (with --setup-token, --delegation, or found done),
+// the service.
 func runNoTUI(cmd *cobra.Command, g *globals, f *setupProxmoxFlags, t *tuiFlags) error {
 	svc := t.serviceOptions(g)
 	return runSetupProxmox(cmd, g, f, &svc)
 }
 
 // wizardOptions are the flags as the wizard's prefill.
-func wizardOptions(g *globals, f *setupProxmoxFlags, t *tuiFlags) (wizard.Options, error) {
-	o, err := f.flowOptions(g)
+func wizardOptions(cmd *cobra.Command, g *globals, f *setupProxmoxFlags, t *tuiFlags) (wizard.Options, error) {
+	if f.setupToken == "-" {
+		return wizard.Options{}, usagef("--setup-token -: stdin is the wizard's terminal; pass file:PATH or %s, or paste the token into the wizard", envName("setup-token"))
+	}
+	if cmd.Flags().Changed("setup-token") {
+		warnTokenInArgv(cmd, f.setupToken)
+	}
+	o, err := f.flowOptions(g, cmd.InOrStdin())
 	if err != nil {
 		return wizard.Options{}, err
 	}
@@ -104,7 +111,7 @@ func runWizard(cmd *cobra.Command, g *globals, f *setupProxmoxFlags, t *tuiFlags
 	if os.Getenv("NO_COLOR") != "" {
 		lipgloss.SetColorProfile(termenv.Ascii)
 	}
-	o, err := wizardOptions(g, f, t)
+	o, err := wizardOptions(cmd, g, f, t)
 	if err != nil {
 		return err
 	}
@@ -126,7 +133,7 @@ func runWizard(cmd *cobra.Command, g *globals, f *setupProxmoxFlags, t *tuiFlags
 
 // runAccessible is the wizard as line prompts (TERM=dumb).
 func runAccessible(cmd *cobra.Command, g *globals, f *setupProxmoxFlags, t *tuiFlags) error {
-	o, err := wizardOptions(g, f, t)
+	o, err := wizardOptions(cmd, g, f, t)
 	if err != nil {
 		return err
 	}

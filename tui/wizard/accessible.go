@@ -134,18 +134,61 @@ func (a *Prompts) Prerequisites(_ context.Context, checks []setup.Check) (bool, 
 // ends the run with it, as --no-tui does.
 
 func (a *Prompts) API(_ context.Context, q setup.APIQuestion) (setup.APIAnswer, error) {
+	ans := q.Answer
 	if q.Err != nil {
-		return q.Answer, q.Err
+		return ans, q.Err
 	}
-	endpoint, err := a.input("Decent Cloud API endpoint", q.Answer.Endpoint, setup.CheckEndpoint)
-	if err != nil {
-		return q.Answer, err
+	var err error
+	if ans.Endpoint, err = a.input("Decent Cloud API endpoint", ans.Endpoint, setup.CheckEndpoint); err != nil {
+		return ans, err
 	}
-	provider, err := a.input("Your provider public key (64 hex, from the Decent Cloud dashboard)", q.Answer.Provider, func(s string) error {
-		_, err := identity.NormalizePublicKeyHex(s)
-		return err
+	ans.Method = cmp.Or(ans.Method, q.Methods[0])
+	if len(q.Methods) > 1 {
+		var opts []huh.Option[setup.RegistrationMethod]
+		for _, m := range q.Methods {
+			opts = append(opts, huh.NewOption(methodTitle(m), m))
+		}
+		if err := a.ask(huh.NewSelect[setup.RegistrationMethod]().Title("Register the agent with").Options(opts...).Value(&ans.Method), "the registration"); err != nil {
+			return ans, err
+		}
+	}
+	if ans.Method == setup.MethodDelegation {
+		ans.Provider, err = a.input("Your provider public key (64 hex, from the Decent Cloud dashboard)", ans.Provider, func(s string) error {
+			_, err := identity.NormalizePublicKeyHex(s)
+			return err
+		})
+		return ans, err
+	}
+	title := "Setup token (from " + setup.TokenSource + ")"
+	if q.Kept != nil {
+		title = "Setup token (empty: keep the registration in pool " + q.Kept.String() + ")"
+	}
+	if ans.SetupToken != "" {
+		title += " [the one given]"
+	}
+	tok := ""
+	f := huh.NewInput().Title(title).Value(&tok).Validate(func(s string) error {
+		if strings.TrimSpace(s) == "" && (q.Kept != nil || ans.SetupToken != "") {
+			return nil
+		}
+		if err := setup.CheckSetupToken(s); err != nil {
+			return fmt.Errorf("  %v\n  fix: %s", err, setup.FixOf(err))
+		}
+		return nil
 	})
-	return setup.APIAnswer{Endpoint: endpoint, Provider: provider}, err
+	if err := a.ask(f, "the setup token"); err != nil {
+		return ans, err
+	}
+	ans.SetupToken = cmp.Or(strings.TrimSpace(tok), ans.SetupToken)
+	return ans, nil
+}
+
+// methodTitle is how a registration method is offered.
+func methodTitle(m setup.RegistrationMethod) string {
+	if m == setup.MethodSetupToken {
+		return "a setup token from the Decent Cloud dashboard"
+	}
+	return "an offline-signed delegation (your provider key signs on another machine)"
 }
 
 func (a *Prompts) SSH(_ context.Context, q setup.SSHQuestion) (setup.SSHAnswer, error) {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/decent-stuff/dc-agent/apiserver/apitest"
 	"github.com/decent-stuff/dc-agent/config"
@@ -57,7 +58,7 @@ func TestAccessibleWalk(t *testing.T) {
 		Service: &service.Options{Root: filepath.Join(dir, "root")},
 	}}
 	var out bytes.Buffer
-	in := &lineReader{answers: lines(srv.URL, "not-a-key", prov.Pubkey, h.Host, strconv.Itoa(h.Port), h.User, h.ClientKeyFile,
+	in := &lineReader{answers: lines(srv.URL, "2", "not-a-key", prov.Pubkey, h.Host, strconv.Itoa(h.Port), h.User, h.ClientKeyFile,
 		"y", "", "", "0", "y", "dcds1:bad")}
 	in.answers = append(in.answers, func() string {
 		for _, f := range strings.Fields(out.String()) {
@@ -148,10 +149,57 @@ func TestAccessibleInputEnds(t *testing.T) {
 	o := Options{Flow: setup.FlowOptions{Answers: setup.ProxmoxAnswers{ConfigPath: filepath.Join(t.TempDir(), "dc-agent.toml")}}}
 	var out bytes.Buffer
 	hint, err := RunAccessible(context.Background(), o, strings.NewReader("https://api.example.org\n"), &out)
-	if err == nil || !strings.Contains(err.Error(), "no answer for Your provider public key") {
+	if err == nil || !strings.Contains(err.Error(), "no answer for the registration") {
 		t.Fatalf("err %v\n%s", err, out.String())
 	}
 	if !strings.Contains(hint, "nothing was changed") {
 		t.Fatalf("hint %q", hint)
+	}
+}
+
+// TestAccessibleSetupToken: the line prompts with a setup token against the
+// live profile: the token is asked for (a malformed one explained), the
+// node plan registers the agent, and nothing is signed offline.
+func TestAccessibleSetupToken(t *testing.T) {
+	h, images := startNode(t, "9.1.1")
+	srv := apitest.Start(t, apitest.WithProfile("live"))
+	prov := srv.NewProvider("Acme")
+	pool := srv.NewPool(prov, "eu-proxmox", "europe", "proxmox")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "dc-agent.toml")
+	o := Options{Flow: setup.FlowOptions{
+		Answers: setup.ProxmoxAnswers{ConfigPath: cfg, StateDir: filepath.Join(dir, "state"), ImageMirror: images.URL, ImageDir: filepath.Join(h.Dir, "images")},
+		Service: &service.Options{Root: filepath.Join(dir, "root")},
+	}}
+	var out bytes.Buffer
+	in := &lineReader{answers: lines(srv.URL, "1", prov.Pubkey, srv.SetupToken(pool, time.Hour), h.Host, strconv.Itoa(h.Port), h.User, h.ClientKeyFile,
+		"y", "", "", "0", "y")}
+	hint, err := RunAccessible(context.Background(), o, in, &out)
+	text := out.String()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, text)
+	}
+	for _, want := range []string{"1. a setup token from the Decent Cloud dashboard", "this is a 64-hex key, not a setup token",
+		"Register with the setup token: registered agent", "in pool eu-proxmox (" + pool.PoolID + ", europe) of provider " + prov.Pubkey,
+		"Install the dc-agent service", "dc-agent is set up"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the output lacks %q", want)
+		}
+	}
+	if strings.Contains(text, "dcdr1:") || strings.Contains(text, "delegation sign") {
+		t.Errorf("the token walk shows offline signing:\n%s", text)
+	}
+	if !strings.Contains(hint, "service is installed") {
+		t.Errorf("hint: %q", hint)
+	}
+	c, err := config.Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.API.ProviderPubkey != prov.Pubkey || c.API.PoolID != pool.PoolID {
+		t.Fatalf("config [api]: %+v", c.API)
+	}
+	if t.Failed() {
+		t.Log(text)
 	}
 }

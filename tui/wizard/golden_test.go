@@ -91,6 +91,27 @@ func TestGolden(t *testing.T) {
 		typeText(t, m, providerHex[:20])
 		goldenScreen(t, m)
 	})
+	t.Run("api-setup-token", func(t *testing.T) {
+		m := newTestModel(t)
+		toAPIBoth(t, m, setup.APIAnswer{Endpoint: "https://api.decent-cloud.org"}, nil)
+		press(t, m, "tab", "tab")
+		typeText(t, m, "apt_europe_0123")
+		goldenScreen(t, m)
+	})
+	t.Run("api-setup-token-used", func(t *testing.T) {
+		m := newTestModel(t)
+		err := &setup.TokenError{Reason: "used", Err: setup.Fixf(setup.TokenFix, "the setup token was already used: each token registers one agent, once")}
+		toAPIBoth(t, m, setup.APIAnswer{Endpoint: "https://api.decent-cloud.org", Method: setup.MethodSetupToken},
+			&setup.AnswerError{Field: "setup-token", Err: err})
+		goldenScreen(t, m)
+	})
+	t.Run("api-delegation", func(t *testing.T) {
+		m := newTestModel(t)
+		toAPIBoth(t, m, setup.APIAnswer{Endpoint: "https://api.decent-cloud.org"}, nil)
+		press(t, m, "tab", "right", "tab")
+		typeText(t, m, providerHex[:20])
+		goldenScreen(t, m)
+	})
 	t.Run("host", func(t *testing.T) {
 		m := newTestModel(t)
 		toHost(t, m)
@@ -145,6 +166,12 @@ func TestGolden(t *testing.T) {
 		progressFixture(t, m, -1, 8)
 		goldenScreen(t, m)
 	})
+	t.Run("progress-done-token", func(t *testing.T) {
+		m := newTestModel(t)
+		m.env.method = setup.MethodSetupToken
+		progressFixture(t, m, -1, 8)
+		goldenScreen(t, m)
+	})
 	t.Run("request", func(t *testing.T) {
 		m := newTestModel(t)
 		toRequest(t, m)
@@ -188,6 +215,7 @@ func TestGolden(t *testing.T) {
 		m := newTestModel(t)
 		a := testAnswers()
 		a.Storage = "fast"
+		a.Pool = setup.Pool{ID: "eu-8eba3c90", Name: "eu-proxmox", Location: "europe"}
 		hb := t0.Add(-4 * time.Second).UnixNano()
 		goldenScreen(t, m, flowDoneMsg{stage: setup.StageInstalled, summary: setup.Summary{Answers: a, Key: &setup.KeyStatus{Pubkey: agentHex, Key: agentKey},
 			Discovery: testDiscovery(), Templates: map[string]int{"ubuntu-24.04": 9000}, Service: service.Result{UnitPath: "/etc/systemd/system/dc-agent.service"}}},

@@ -8,12 +8,18 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 )
 
-// field is a labelled text input with a live check.
+// field is a labelled text input with a live check, or (with options) a
+// choice of one option, switched with ←/→ or space.
 type field struct {
 	label string
 	help  string
 	input textinput.Model
 	check func(string) error
+	// options make the field a choice; choice is the chosen one.
+	options []string
+	choice  int
+	// hidden fields are neither shown, focused nor checked.
+	hidden bool
 }
 
 func newField(label, value, placeholder, help string, check func(string) error) field {
@@ -28,10 +34,19 @@ func newField(label, value, placeholder, help string, check func(string) error) 
 	return field{label: label, help: help, input: ti, check: check}
 }
 
-func (f *field) value() string { return strings.TrimSpace(f.input.Value()) }
+func newChoice(label, help string, options ...string) field {
+	return field{label: label, help: help, options: options}
+}
+
+func (f *field) value() string {
+	if f.options != nil {
+		return f.options[f.choice]
+	}
+	return strings.TrimSpace(f.input.Value())
+}
 
 func (f *field) err() error {
-	if f.check == nil {
+	if f.check == nil || f.hidden {
 		return nil
 	}
 	return f.check(f.value())
@@ -47,9 +62,11 @@ type form struct {
 
 func (f *form) focusCmd() tea.Cmd {
 	for i := range f.fields {
-		if i == f.focus {
+		switch {
+		case f.fields[i].options != nil:
+		case i == f.focus:
 			f.fields[i].input.Focus()
-		} else {
+		default:
 			f.fields[i].input.Blur()
 		}
 	}
@@ -57,7 +74,12 @@ func (f *form) focusCmd() tea.Cmd {
 }
 
 func (f *form) move(d int) {
-	f.focus = (f.focus + d + len(f.fields)) % len(f.fields)
+	for range f.fields {
+		f.focus = (f.focus + d + len(f.fields)) % len(f.fields)
+		if !f.fields[f.focus].hidden {
+			break
+		}
+	}
 	f.focusCmd()
 }
 
@@ -87,6 +109,17 @@ func (f *form) update(msg tea.Msg) (cmd tea.Cmd, submit bool) {
 	if len(f.fields) == 0 {
 		return nil, false
 	}
+	if fl := &f.fields[f.focus]; fl.options != nil {
+		if k, ok := msg.(tea.KeyMsg); ok {
+			switch k.String() {
+			case "right", "l", " ":
+				fl.choice = (fl.choice + 1) % len(fl.options)
+			case "left", "h":
+				fl.choice = (fl.choice + len(fl.options) - 1) % len(fl.options)
+			}
+		}
+		return nil, false
+	}
 	f.fields[f.focus].input, cmd = f.fields[f.focus].input.Update(msg)
 	return cmd, false
 }
@@ -106,11 +139,26 @@ func (f *form) view() string {
 	var b strings.Builder
 	for i := range f.fields {
 		fl := &f.fields[i]
+		if fl.hidden {
+			continue
+		}
 		cur := "  "
 		if i == f.focus {
 			cur = st.sel.Render("> ")
 		}
-		b.WriteString(cur + padRight(fl.label, lw) + "  " + fl.input.View() + "\n")
+		in := fl.input.View()
+		if fl.options != nil {
+			var opts []string
+			for j, o := range fl.options {
+				mark := "( ) "
+				if j == fl.choice {
+					mark = st.sel.Render("(•) ")
+				}
+				opts = append(opts, mark+o)
+			}
+			in = strings.Join(opts, "  ")
+		}
+		b.WriteString(cur + padRight(fl.label, lw) + "  " + in + "\n")
 		err := fl.err()
 		show := err != nil && (f.tried || (i == f.focus && fl.value() != "") || (i != f.focus && fl.value() != ""))
 		switch {

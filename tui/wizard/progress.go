@@ -40,8 +40,12 @@ type progressKind struct {
 
 var (
 	nodeDone = &progressKind{next: "continue", back: true, note: func(p *progressScreen) string {
-		return fmt.Sprintf("\n%s The node is ready and the config is written to %s.\nNext: the agent's delegation.\n",
-			st.ok.Render(markOK), p.env.o.Flow.Answers.ConfigPath)
+		next := "Next: the agent's delegation."
+		if p.env.method == setup.MethodSetupToken {
+			next = "The agent is registered. Next: install and start the dc-agent service."
+		}
+		return fmt.Sprintf("\n%s The node is ready and the config is written to %s.\n%s\n",
+			st.ok.Render(markOK), p.env.o.Flow.Answers.ConfigPath, next)
 	}}
 	registerDone = &progressKind{next: "install the service", back: true, note: func(p *progressScreen) string {
 		return fmt.Sprintf("\n%s The API at %s accepts this agent for your provider.\nNext: install and start the dc-agent service.\n",

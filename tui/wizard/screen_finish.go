@@ -108,6 +108,9 @@ func (s *summaryScreen) view(int, int) (string, string) {
 		row("templates", strings.Join(a.Templates, ", "))
 	}
 	row("API", a.APIEndpoint+" · provider "+short(a.ProviderPubkey))
+	if a.Pool.ID != "" {
+		row("pool", clean(a.Pool.String()))
+	}
 	svc := s.s.Service.UnitPath
 	if o := s.env.o.Flow.Service; (o == nil || o.Root == "") && svc != "" {
 		svc += " (active)"

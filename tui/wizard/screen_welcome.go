@@ -45,8 +45,9 @@ func (w *welcomeScreen) view(int, int) (string, string) {
 	b.WriteString("This wizard makes this machine the Decent Cloud agent of a Proxmox VE node:\n")
 	b.WriteString("  1. it logs in to the node over SSH and looks at what is there\n")
 	b.WriteString("  2. builds cloud-init templates and a least-privilege API token on it\n")
-	b.WriteString("  3. creates the agent key, which you delegate offline with your provider key\n")
-	b.WriteString("  4. registers the agent, then installs and starts the dc-agent service\n")
+	b.WriteString("  3. creates the agent key and registers it with a setup token from the\n")
+	b.WriteString("     dashboard (or a delegation you sign offline with your provider key)\n")
+	b.WriteString("  4. installs and starts the dc-agent service\n")
 	b.WriteString("Each step checks first and changes only what differs: stop and re-run any time.\n\n")
 	b.WriteString(st.key.Render("Prerequisites") + "\n")
 	if !w.checked {

@@ -92,6 +92,8 @@ type env struct {
 	ctx context.Context
 	now func() time.Time
 	o   *Options
+	// method is how the agent registers (the API screen's answer).
+	method setup.RegistrationMethod
 }
 
 // Model is the wizard's root model.
@@ -143,7 +145,7 @@ func New(o Options) *Model {
 	m.summary = &summaryScreen{env: m.env}
 	m.screens = [numScreens]screen{
 		scrWelcome:   &welcomeScreen{env: m.env},
-		scrAPI:       newAPIScreen(),
+		scrAPI:       newAPIScreen(m.env),
 		scrHost:      newHostScreen(m.env),
 		scrDiscovery: &discoveryScreen{env: m.env},
 		scrProgress:  newProgressScreen(m.env, "Setting up the node", nodeDone),

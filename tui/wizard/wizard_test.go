@@ -230,6 +230,77 @@ func toAPI(t *testing.T, m *Model) chan answerMsg {
 	return ask(t, m, setup.APIQuestion{Answer: setup.APIAnswer{Endpoint: "https://api.decent-cloud.org"}, Methods: []setup.RegistrationMethod{setup.MethodDelegation}})
 }
 
+// toAPIBoth is the API question as the flow asks it: both methods, the
+// setup token first.
+func toAPIBoth(t *testing.T, m *Model, a setup.APIAnswer, qerr error) chan answerMsg {
+	t.Helper()
+	ch := ask(t, m, prereqQ{checks: fixedChecks})
+	press(t, m, "enter")
+	answered(t, ch)
+	return ask(t, m, setup.APIQuestion{Answer: a, Methods: []setup.RegistrationMethod{setup.MethodSetupToken, setup.MethodDelegation}, Err: qerr})
+}
+
+// TestAPIScreenMethods: the setup token is offered first and asked for
+// (masked, checked as typed); the other method asks for the provider key;
+// a kept registration lets the token be empty; a refused token focuses
+// the token field with the reason.
+func TestAPIScreenMethods(t *testing.T) {
+	m := newTestModel(t)
+	ch := toAPIBoth(t, m, setup.APIAnswer{Endpoint: "https://api.decent-cloud.org"}, nil)
+	press(t, m, "tab", "tab")
+	typeText(t, m, providerHex)
+	if v := m.View(); !strings.Contains(v, "not a setup token") || strings.Contains(v, providerHex[:16]) {
+		t.Fatalf("a key in the token field is not refused as typed, or is shown:\n%s", v)
+	}
+	press(t, m, "enter")
+	notAnswered(t, ch, "a key as the token")
+	press(t, m, "ctrl+u")
+	typeText(t, m, "apt_europe_0123456789abcdef")
+	press(t, m, "enter")
+	a := answered(t, ch)
+	if got, ok := a.v.(setup.APIAnswer); !ok || got.Method != setup.MethodSetupToken || got.SetupToken != "apt_europe_0123456789abcdef" || got.Provider != "" {
+		t.Fatalf("token answer: %+v", a)
+	}
+	if m.env.method != setup.MethodSetupToken {
+		t.Fatal("the wizard does not know the method")
+	}
+
+	// The other method: the provider key.
+	ch = ask(t, m, setup.APIQuestion{Answer: setup.APIAnswer{Endpoint: "https://api.decent-cloud.org"}, Methods: []setup.RegistrationMethod{setup.MethodSetupToken, setup.MethodDelegation}})
+	press(t, m, "tab", " ")
+	if v := m.View(); strings.Contains(v, "Setup token") || !strings.Contains(v, "Provider key") {
+		t.Fatalf("the delegation method does not ask for the provider key:\n%s", v)
+	}
+	press(t, m, "tab")
+	typeText(t, m, providerHex)
+	press(t, m, "enter")
+	a = answered(t, ch)
+	if got, ok := a.v.(setup.APIAnswer); !ok || got.Method != setup.MethodDelegation || got.Provider != providerHex || got.SetupToken != "" {
+		t.Fatalf("delegation answer: %+v", a)
+	}
+
+	// Registered already: the token may stay empty.
+	kept := &setup.Pool{ID: "eu-1", Name: "eu-proxmox", Location: "europe"}
+	ch = ask(t, m, setup.APIQuestion{Answer: setup.APIAnswer{Endpoint: "https://api.decent-cloud.org", Method: setup.MethodSetupToken},
+		Methods: []setup.RegistrationMethod{setup.MethodSetupToken, setup.MethodDelegation}, Kept: kept})
+	if !strings.Contains(m.View(), "keep pool eu-proxmox") {
+		t.Fatalf("the kept registration is not offered:\n%s", m.View())
+	}
+	press(t, m, "enter")
+	if got, ok := answered(t, ch).v.(setup.APIAnswer); !ok || got.Method != setup.MethodSetupToken || got.SetupToken != "" {
+		t.Fatalf("kept answer: %+v", got)
+	}
+
+	// Refused by the API: the reason, the fix, the token field focused.
+	refused := &setup.AnswerError{Field: "setup-token", Err: &setup.TokenError{Reason: "expired", Err: setup.Fixf(setup.TokenFix, "the setup token has expired")}}
+	ask(t, m, setup.APIQuestion{Answer: setup.APIAnswer{Endpoint: "https://api.decent-cloud.org", Method: setup.MethodSetupToken, SetupToken: "apt_x_1"},
+		Methods: []setup.RegistrationMethod{setup.MethodSetupToken, setup.MethodDelegation}, Err: refused})
+	v := m.View()
+	if !strings.Contains(v, "has expired") || !strings.Contains(v, "Agents > your pool > Add Agent") || m.screens[scrAPI].(*apiScreen).form.focus != apiToken {
+		t.Fatalf("a refused token:\n%s", v)
+	}
+}
+
 func toHost(t *testing.T, m *Model) chan answerMsg {
 	t.Helper()
 	ch := toAPI(t, m)
