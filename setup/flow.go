@@ -733,7 +733,7 @@ func (f *Flow) setUpNode(ctx context.Context) error {
 			return err
 		}
 		f.api.SetupToken = "" // refused: never offered again
-		if err := f.askAPIWith(ctx, answerErr("setup-token", f.planErr)); err != nil {
+		if err := f.askAPIWith(ctx, answerErr("setup-token", te)); err != nil {
 			return err
 		}
 		f.mu.Lock()

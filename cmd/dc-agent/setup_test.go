@@ -112,8 +112,8 @@ func TestSetupProxmoxCLI(t *testing.T) {
 			t.Fatalf("no host: code %d, stderr %q", r.code, r.err)
 		}
 		r = runSetup(t, agent, []string{"DC_AGENT_HOST=127.0.0.1"}, "--no-tui", "--config", cfg, "setup", "proxmox")
-		if r.code != exitUsage || !strings.Contains(r.err, "--provider-pubkey is required") {
-			t.Fatalf("no provider: code %d, stderr %q", r.code, r.err)
+		if r.code != exitUsage || !strings.Contains(r.err, "--setup-token is required") || !strings.Contains(r.err, "DC_AGENT_SETUP_TOKEN") {
+			t.Fatalf("no registration: code %d, stderr %q", r.code, r.err)
 		}
 		// Without a terminal, even without --no-tui, nothing is asked.
 		r = runSetup(t, agent, []string{"DC_AGENT_PROVIDER_PUBKEY=" + provider}, "--config", cfg, "setup", "proxmox")
@@ -399,7 +399,7 @@ type nodeWorld struct {
 	mainKey string
 }
 
-func startNodeWorld(t *testing.T, pveVersion string) nodeWorld {
+func startNodeWorld(t *testing.T, pveVersion string, apiOpts ...apitest.Option) nodeWorld {
 	t.Helper()
 	sim, err := pvehost.Build(t.TempDir())
 	if err != nil {
@@ -411,7 +411,7 @@ func startNodeWorld(t *testing.T, pveVersion string) nodeWorld {
 	}
 	t.Cleanup(func() { w.pveAPI.Close() })
 	w.images = pvehost.StartImageServer(t, imageSpecs())
-	w.api = apitest.Start(t)
+	w.api = apitest.Start(t, apiOpts...)
 	w.prov = w.api.NewProvider("Acme")
 	w.mainKey = filepath.Join(t.TempDir(), "main.key")
 	if err := os.WriteFile(w.mainKey, []byte(identity.SeedHex(w.prov.Key)+"\n"), 0o600); err != nil {

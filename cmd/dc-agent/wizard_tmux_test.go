@@ -11,6 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/decent-stuff/dc-agent/apiserver"
+	"github.com/decent-stuff/dc-agent/apiserver/apitest"
+	"github.com/decent-stuff/dc-agent/config"
+	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/internal/testutil"
 )
 
@@ -110,14 +114,7 @@ func TestWizardEndToEndInTmux(t *testing.T) {
 	// (short, out of the long temp dir).
 	initial := fmt.Sprintf("[agent]\nstatus_socket = %q\n", filepath.Join(sockDir, "s.sock"))
 	testutil.WriteFile(t, cfg, initial, 0o600)
-	artifacts := os.Getenv("DC_TEST_ARTIFACTS")
-	if artifacts == "" {
-		artifacts = filepath.Join(os.TempDir(), "dc-agent-artifacts")
-	}
-	artifacts = filepath.Join(artifacts, "wizard")
-	if err := os.MkdirAll(artifacts, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	artifacts := artifactDir(t, "wizard")
 
 	// Settings that are not wizard questions come as flags, as a provider
 	// with a local image mirror would pass them.
@@ -128,20 +125,18 @@ func TestWizardEndToEndInTmux(t *testing.T) {
 	cmdline := []string{"env", "-i", "PATH=" + os.Getenv("PATH"), "HOME=" + home, "TERM=xterm-256color", "NO_COLOR=1", "LANG=C.UTF-8",
 		dcAgent, "--config", cfg, "--service-root", root}
 	cmdline = append(cmdline, notAsked...)
-	exitFile := filepath.Join(dir, "exit")
-	// The exit code appears at once (written aside, then renamed): a read
-	// never sees the file empty.
-	shell := strings.Join(quoteAll(cmdline), " ") + "; echo $? > " + exitFile + ".tmp; mv " + exitFile + ".tmp " + exitFile + "; sleep 600"
-	x.tmux("-f", "/dev/null", "new-session", "-d", "-s", "w", "-x", "80", "-y", "24", "sh", "-c", shell)
-	t.Cleanup(func() { _ = exec.Command(tmuxBin, "-S", x.sock, "kill-server").Run() })
+	exitFile := x.start(cmdline, filepath.Join(dir, "exit"))
 
 	x.waitFor(10*time.Second, "1/10 Welcome", "Prerequisites", "will be written", "enter start")
 	x.snap("welcome")
 	x.key("Enter")
 
-	x.waitFor(5*time.Second, "2/10 Decent Cloud API", "Provider key")
+	x.waitFor(5*time.Second, "2/10 Decent Cloud API", "(•) setup token", "Setup token")
 	x.key("C-u")
 	x.typeText(srv.URL)
+	x.key("Tab")
+	x.key("Right") // the other method: an offline-signed delegation
+	x.waitFor(5*time.Second, "(•) signed delegation", "Provider key")
 	x.key("Tab")
 	x.typeText(prov.Pubkey[:10])
 	x.waitFor(5*time.Second, "must be 64 hex") // checked as typed
@@ -242,18 +237,7 @@ func TestWizardEndToEndInTmux(t *testing.T) {
 	x.waitFor(20*time.Second, "dc-agent monitor", "ONLINE", "the API sees the provider online", "q quit")
 	x.snap("monitor")
 	x.key("q")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if b, err := os.ReadFile(exitFile); err == nil && strings.TrimSpace(string(b)) == "0" {
-			break
-		} else if err == nil {
-			t.Fatalf("the wizard exited with %s", b)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the wizard did not exit on q:\n%s", x.capture())
-		}
-		time.Sleep(30 * time.Millisecond)
-	}
+	x.waitExit(exitFile, 0)
 	x.waitFor(5*time.Second, "dc-agent is set up and its service is installed")
 	if st := srv.AgentStatus(prov); !st.Online {
 		t.Errorf("the API does not show the agent online: %+v", st)
@@ -287,7 +271,7 @@ func TestWizardEndToEndInTmux(t *testing.T) {
 	// Re-running dc-agent on the configured host goes straight to the
 	// monitor.
 	x.tmux("new-session", "-d", "-s", "again", "-x", "80", "-y", "24", strings.Join(quoteAll(cmdline[:len(cmdline)-len(notAsked)]), " ")+"; sleep 600")
-	deadline = time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		screen := x.tmux("capture-pane", "-p", "-t", "again")
 		if strings.Contains(screen, "dc-agent monitor") {
@@ -299,6 +283,171 @@ func TestWizardEndToEndInTmux(t *testing.T) {
 		time.Sleep(30 * time.Millisecond)
 	}
 	t.Logf("screens kept in %s", artifacts)
+}
+
+// artifactDir is where the screens of a tmux test are kept
+// ($DC_TEST_ARTIFACTS/name).
+func artifactDir(t *testing.T, name string) string {
+	t.Helper()
+	artifacts := os.Getenv("DC_TEST_ARTIFACTS")
+	if artifacts == "" {
+		artifacts = filepath.Join(os.TempDir(), "dc-agent-artifacts")
+	}
+	artifacts = filepath.Join(artifacts, name)
+	if err := os.MkdirAll(artifacts, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return artifacts
+}
+
+// start runs cmdline in an 80x24 pane of its own tmux server; its exit
+// code appears in exitFile at once (written aside, then renamed: a read
+// never sees the file empty).
+func (x *tmuxTerm) start(cmdline []string, exitFile string) string {
+	x.t.Helper()
+	shell := strings.Join(quoteAll(cmdline), " ") + "; echo $? > " + exitFile + ".tmp; mv " + exitFile + ".tmp " + exitFile + "; sleep 600"
+	x.tmux("-f", "/dev/null", "new-session", "-d", "-s", "w", "-x", "80", "-y", "24", "sh", "-c", shell)
+	x.t.Cleanup(func() { _ = exec.Command(x.bin, "-S", x.sock, "kill-server").Run() })
+	return exitFile
+}
+
+// waitExit waits for the program in the pane to exit with code.
+func (x *tmuxTerm) waitExit(exitFile string, code int) {
+	x.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if b, err := os.ReadFile(exitFile); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(code) {
+			return
+		} else if err == nil {
+			x.t.Fatalf("the wizard exited with %s", b)
+		}
+		if time.Now().After(deadline) {
+			x.t.Fatalf("the wizard did not exit:\n%s", x.capture())
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+}
+
+// TestWizardSetupTokenInTmux walks the wizard with a setup token against
+// dc-api's live profile, in a real terminal: the token is pasted on the
+// API screen; one already used by another agent fails the node plan's
+// registration step, esc goes back to the API screen with the reason and
+// the fix, a fresh token registers the agent in the pool, and the wizard
+// goes from the node straight to the service: no delegation request, no
+// paste, no signing.
+func TestWizardSetupTokenInTmux(t *testing.T) {
+	t.Parallel()
+	tmuxBin := testutil.RequireBinary(t, "tmux")
+	testutil.RequireBinary(t, "sshd")
+	w := startNodeWorld(t, "9.1.1", apitest.WithProfile(apiserver.ProfileLive))
+	h, srv, prov := w.host, w.api, w.prov
+	pool := srv.NewPool(prov, "eu-proxmox", "europe", "proxmox")
+	used, fresh := srv.SetupToken(pool, time.Hour), srv.SetupToken(pool, time.Hour)
+	if r := runAgent(t, runOpts{env: []string{"DC_AGENT_SETUP_TOKEN=" + tokenFile(t, used)}}, "--config", filepath.Join(t.TempDir(), "other.toml"),
+		"register", "--api-endpoint", srv.URL); r.code != 0 {
+		t.Fatalf("another agent takes the first token: %s", r)
+	}
+
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "dc-agent.toml")
+	root := filepath.Join(dir, "root")
+	sockDir, err := os.MkdirTemp("", "dcw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	x := &tmuxTerm{t: t, bin: tmuxBin, sock: filepath.Join(sockDir, "tmux"), artifacts: artifactDir(t, "wizard-setup-token")}
+	home := t.TempDir()
+	cmdline := []string{"env", "-i", "PATH=" + os.Getenv("PATH"), "HOME=" + home, "TERM=xterm-256color", "NO_COLOR=1", "LANG=C.UTF-8",
+		dcAgent, "--config", cfg, "--service-root", root, "--proxmox-api-url", w.pveAPI.URL, "--image-mirror", w.images.URL,
+		"--image-dir", filepath.Join(h.Dir, "images"), "--state-dir", filepath.Join(dir, "state")}
+	exitFile := x.start(cmdline, filepath.Join(dir, "exit"))
+
+	x.waitFor(10*time.Second, "1/10 Welcome", "registers it with a setup token", "enter start")
+	x.key("Enter")
+	x.waitFor(5*time.Second, "2/10 Decent Cloud API", "(•) setup token", "Agents > your pool > Add Agent")
+	x.key("C-u")
+	x.typeText(srv.URL)
+	x.key("Tab")
+	x.key("Tab")
+	x.typeText(prov.Pubkey)
+	x.waitFor(5*time.Second, "this is a 64-hex key, not a setup token") // checked as typed
+	x.key("C-u")
+	x.paste(used)
+	x.waitFor(5*time.Second, strings.Repeat("*", len(used)))
+	x.snap("api-token")
+	if strings.Contains(x.capture(), used) {
+		t.Error("the token is shown")
+	}
+	x.key("Enter")
+
+	x.waitFor(5*time.Second, "3/10 Proxmox host", "SSH key")
+	x.typeText(h.Host)
+	x.key("Tab")
+	x.key("C-u")
+	x.typeText(strconv.Itoa(h.Port))
+	x.key("Tab")
+	x.key("C-u")
+	x.typeText(h.User)
+	x.key("Tab")
+	x.typeText(h.ClientKeyFile)
+	x.key("Enter")
+	x.waitFor(10*time.Second, h.HostKeyFingerprint(), "pin and connect")
+	x.key("y")
+	x.waitFor(30*time.Second, "4/10 Node and choices", "set up the node")
+	x.key("Enter")
+
+	// The used token: the registration step fails, with the fix.
+	x.waitFor(60*time.Second, "5/10 Setting up the node", "failed", "already used", "Fix: make a new setup token")
+	x.snap("token-used")
+	x.key("Escape")
+	x.waitFor(5*time.Second, "2/10 Decent Cloud API", "already used", "Fix: make a new setup token")
+	x.snap("api-token-used")
+	x.paste(fresh)
+	x.waitFor(5*time.Second, strings.Repeat("*", len(fresh)))
+	x.key("Enter")
+
+	x.waitFor(90*time.Second, "5/10 Setting up the node", "The node is ready", "The agent is registered", "registered agent")
+	x.snap("progress")
+	x.key("Enter")
+	x.waitFor(30*time.Second, "9/10 Service", "Installing the service · done")
+	x.snap("service")
+	x.key("Enter")
+	x.waitFor(10*time.Second, "10/10 Done", "dc-agent is set up", "eu-proxmox ("+pool.PoolID+", europe)", "provider "+prov.Pubkey[:8])
+	x.snap("summary")
+	x.key("q")
+	x.waitExit(exitFile, 0)
+
+	for _, shot := range mustGlob(t, filepath.Join(x.artifacts, "*.txt")) {
+		b, _ := os.ReadFile(shot)
+		if strings.Contains(string(b), "Delegation request") || strings.Contains(string(b), "dcdr1:") || strings.Contains(string(b), fresh) {
+			t.Errorf("%s shows offline signing or the token:\n%s", shot, b)
+		}
+	}
+	c, err := config.Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.API.ProviderPubkey != prov.Pubkey || c.API.PoolID != pool.PoolID || c.API.PoolName != "eu-proxmox" {
+		t.Fatalf("config [api]: %+v", c.API)
+	}
+	key, err := c.LoadAgentKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := srv.Delegation(prov, identity.PublicHex(key)); d == nil || d.PoolID == nil || *d.PoolID != pool.PoolID {
+		t.Fatalf("the API holds %+v", d)
+	}
+	t.Logf("screens kept in %s", x.artifacts)
+}
+
+func mustGlob(t *testing.T, pattern string) []string {
+	t.Helper()
+	m, err := filepath.Glob(pattern)
+	if err != nil || len(m) == 0 {
+		t.Fatalf("no files %s: %v", pattern, err)
+	}
+	return m
 }
 
 func quoteAll(args []string) []string {
@@ -323,7 +472,7 @@ func TestBareWithoutTerminal(t *testing.T) {
 		t.Fatalf("--no-tui without answers: %s", r)
 	}
 	r = runAgent(t, runOpts{env: []string{"DC_AGENT_NO_TUI=1", "DC_AGENT_HOST=127.0.0.1"}}, "--config", cfg)
-	if r.code != exitUsage || !strings.Contains(r.stderr, "--provider-pubkey is required") {
+	if r.code != exitUsage || !strings.Contains(r.stderr, "--setup-token is required") {
 		t.Fatalf("DC_AGENT_NO_TUI with a host only: %s", r)
 	}
 	if _, err := os.Stat(cfg); !os.IsNotExist(err) {

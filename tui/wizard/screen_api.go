@@ -99,7 +99,7 @@ func (a *apiScreen) update(msg tea.Msg) tea.Cmd {
 		}
 		a.fields[apiProvider].input.SetValue(msg.Answer.Provider)
 		a.showMethod()
-		a.form.focus = apiEndpoint
+		a.form.focus, a.form.tried = apiEndpoint, false
 		var ae *setup.AnswerError
 		if errors.As(msg.Err, &ae) {
 			switch ae.Field {

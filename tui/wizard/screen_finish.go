@@ -119,6 +119,9 @@ func (s *summaryScreen) view(int, int) (string, string) {
 	switch stat := s.status; {
 	case stat == nil:
 		row("agent", spin(s.env.now())+" asking the API…")
+	case stat.err != nil && strings.Contains(strings.ToLower(stat.err.Error()), "no agent status"):
+		// The live API knows no status before the first heartbeat.
+		row("agent", spin(s.env.now())+" waiting for the agent's first heartbeat…")
 	case stat.err != nil:
 		row("agent", st.warn.Render(markWarn+" ")+"the API did not answer: "+clean(stat.err.Error()))
 	case stat.st.Online:
