@@ -212,4 +212,3 @@ func TestNoTUISetupToken(t *testing.T) {
 		})
 	}
 }
-
