@@ -266,7 +266,7 @@ tls_fingerprint = "` + strings.Repeat("ab", 32) + `"
 		{"endpoint no host", set(`"https://api.decent-cloud.org"`, `"https://"`), "is not an API URL"},
 		{"missing provider", set(`provider_pubkey = "197f6b23e16c8532c6abc838facd5ea789be0c76b2920334039bfa8b3d368d61"`, ""), "api.provider_pubkey is missing; set it to your provider public key"},
 		{"bad provider", set(`"197f6b23e16c8532c6abc838facd5ea789be0c76b2920334039bfa8b3d368d61"`, `"197f"`), "api.provider_pubkey: public key must be 64 hex characters, got 4; copy the 64-hex provider public key"},
-		{"missing agent key", set(`agent_secret_key = "agent.key"`, ""), "api.agent_secret_key is missing; run `dc-agent init`"},
+		{"missing agent key", set(`agent_secret_key = "agent.key"`, ""), "api.agent_secret_key is missing; register with a setup token (dc-agent register --setup-token file:PATH creates the key and sets it)"},
 		{"legacy main key", add("[api]", `provider_secret_key = "x"`), "must not live on the agent host; remove it"},
 		{"negative timeout", add("[api]", "timeout_seconds = -1"), "api.timeout_seconds = -1 must not be negative"},
 		{"interval", add("[polling]", "interval_seconds = 7200"), "polling.interval_seconds = 7200 is out of range; use 1..3600 (default 30)"},

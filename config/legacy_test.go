@@ -317,7 +317,7 @@ func TestRustConfigsRefused(t *testing.T) {
 			"provisioner.proxmox.api_token_secret is a placeholder",
 		}, nil},
 		{"setup proxmox without [api]", readRust(t, "setup-proxmox-incomplete.toml"), []string{
-			"api.endpoint is missing", "api.provider_pubkey is missing", "api.agent_secret_key is missing",
+			"[api] is missing: register this agent with a setup token from the Decent Cloud dashboard (Agents > your pool > Add Agent): dc-agent register --setup-token file:PATH",
 		}, nil},
 		{"flat proxmox without a pinned certificate", strings.Replace(readRust(t, "test-additional-flat.toml"), "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", realTokenSecret, 1), []string{
 			"provisioner.proxmox.tls_fingerprint is missing; pin the node certificate",

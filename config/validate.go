@@ -152,7 +152,10 @@ func (c *Config) Validate() []string {
 	warn := func(format string, args ...any) { c.Warnings = append(c.Warnings, fmt.Sprintf(format, args...)) }
 
 	// [api]
+	noAPI := strings.TrimSpace(c.API.Endpoint) == "" && c.API.ProviderPubkey == "" && c.API.AgentSecretKey == "" && c.API.ProviderSecretKey == ""
 	switch {
+	case noAPI:
+		add("[api] is missing: register this agent with a setup token from the Decent Cloud dashboard (Agents > your pool > Add Agent): dc-agent register --setup-token file:PATH creates the agent key and writes endpoint, provider_pubkey, agent_secret_key and pool_id here")
 	case strings.TrimSpace(c.API.Endpoint) == "":
 		add("api.endpoint is missing; set it to the Decent Cloud API URL, e.g. endpoint = %q", DefaultEndpoint)
 	default:
@@ -162,16 +165,21 @@ func (c *Config) Validate() []string {
 			add("api.endpoint %q uses plain http to another machine, which anyone on the path could read and answer; use https:// (http:// only for a loopback address such as http://127.0.0.1:8080)", c.API.Endpoint)
 		}
 	}
-	if c.API.ProviderPubkey == "" {
-		add("api.provider_pubkey is missing; set it to your provider public key (64 hex characters, shown on the Decent Cloud dashboard)")
-	} else if _, err := identity.ParsePublicKeyHex(c.API.ProviderPubkey); err != nil {
-		add("api.provider_pubkey: %v; copy the 64-hex provider public key from the Decent Cloud dashboard", err)
+	switch {
+	case noAPI:
+	case c.API.ProviderPubkey == "":
+		add("api.provider_pubkey is missing; set it to your provider public key (64 hex characters, shown on the Decent Cloud dashboard), or register with a setup token (dc-agent register --setup-token file:PATH), which writes it")
+	default:
+		if _, err := identity.ParsePublicKeyHex(c.API.ProviderPubkey); err != nil {
+			add("api.provider_pubkey: %v; copy the 64-hex provider public key from the Decent Cloud dashboard", err)
+		}
 	}
 	switch {
+	case noAPI:
 	case c.API.ProviderSecretKey != "":
 		add("api.provider_secret_key is the provider's main key and must not live on the agent host; remove it and register an agent key with a setup token from the Decent Cloud dashboard (dc-agent register --setup-token TOKEN), or run `dc-agent init` and delegate the agent key (dc-agent delegation request)")
 	case c.API.AgentSecretKey == "":
-		add("api.agent_secret_key is missing; run `dc-agent init` and set agent_secret_key = \"/etc/dc-agent/agent.key\"")
+		add("api.agent_secret_key is missing; register with a setup token (dc-agent register --setup-token file:PATH creates the key and sets it), or run `dc-agent init` and set agent_secret_key = \"/etc/dc-agent/agent.key\"")
 	case isInlineHexKey(c.API.AgentSecretKey):
 		warn("api.agent_secret_key holds the key inline; move it to a 0600 file (dc-agent init writes one) and set agent_secret_key to its path")
 	}

@@ -209,9 +209,9 @@ func checkKey(cfg *config.Config) ([]byte, Finding) {
 	case errors.Is(err, identity.ErrKeyPermissions):
 		return nil, Finding{Check: "agent-key", Status: Fail, Message: fmt.Sprintf("%s is readable by other users", path), Fix: "chmod 600 " + path}
 	case errors.Is(err, os.ErrNotExist) || strings.Contains(err.Error(), "does not exist"):
-		return nil, Finding{Check: "agent-key", Status: Fail, Message: fmt.Sprintf("agent key %s does not exist", path), Fix: "dc-agent init (then delegate the new key: dc-agent delegation request)"}
+		return nil, Finding{Check: "agent-key", Status: Fail, Message: fmt.Sprintf("agent key %s does not exist", path), Fix: "register a new key with a setup token from the Decent Cloud dashboard: dc-agent register --setup-token file:PATH (it creates the key)"}
 	default:
-		return nil, Finding{Check: "agent-key", Status: Fail, Message: err.Error(), Fix: "restore the key file or create a new key with dc-agent init --force (then delegate it again)"}
+		return nil, Finding{Check: "agent-key", Status: Fail, Message: err.Error(), Fix: "restore the key file, or move it away and register a new key: dc-agent register --setup-token file:PATH"}
 	}
 }
 
