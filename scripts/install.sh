@@ -11,9 +11,20 @@
 # nothing. Downloads follow redirects to https only.
 #
 #   sh install.sh               install or upgrade to the latest release
+#   sh install.sh --token file:PATH
+#                               then set this host up with the setup token
+#                               (from the Decent Cloud dashboard: Agents >
+#                               your pool > Add Agent) kept in PATH (0600):
+#                               the wizard on a terminal, else dc-agent
+#                               --no-tui with the DC_AGENT_* answers
 #   sh install.sh --uninstall   remove the service and the binary (config and
 #                               keys in /etc/dc-agent stay; add --purge to
 #                               remove them too)
+#
+# The token reaches dc-agent as a 0600 file named in DC_AGENT_SETUP_TOKEN,
+# never as an argument. Given as itself (--token apt_...), it is visible in
+# the process list while this script runs: prefer file:PATH, or
+# DC_AGENT_SETUP_TOKEN in the environment (curl ... | DC_AGENT_SETUP_TOKEN=file:PATH sh).
 #
 # Environment:
 #   DC_AGENT_VERSION   install this version (e.g. v1.4.0) instead of the latest
@@ -23,6 +34,7 @@
 #                      <base>/download/<version>/<file>)
 #   DC_AGENT_PREFIX    install under this directory instead of / (packaging, tests)
 #   DC_AGENT_SYSTEMCTL the systemctl command (tests: "systemctl --user")
+#   DC_AGENT_SETUP_TOKEN  the setup token, or file:PATH (as --token)
 
 set -u
 
@@ -306,6 +318,10 @@ install_release() {
 			as_root ${DC_AGENT_SYSTEMCTL:-systemctl} restart dc-agent.service || die "restarting dc-agent.service failed; see: systemctl status dc-agent"
 		fi
 	fi
+	if [ -n "$TOKEN" ]; then
+		set_up "$bin"
+		return
+	fi
 	if [ -n "${DC_AGENT_PREFIX:-}" ]; then
 		echo "Next: sudo $bin"
 	else
@@ -313,14 +329,65 @@ install_release() {
 	fi
 }
 
+# set_up BIN hands the setup token on to dc-agent in a 0600 file named by
+# DC_AGENT_SETUP_TOKEN (never as an argument): the wizard on a terminal,
+# else the scripted setup (dc-agent --no-tui, answered by the DC_AGENT_*
+# variables). The file is removed afterwards; one the provider named
+# (file:PATH) is left alone.
+set_up() {
+	agent=$1
+	case $TOKEN in
+	file:*)
+		[ -r "${TOKEN#file:}" ] || die "cannot read the setup token file ${TOKEN#file:}; dc-agent $version is installed, run: sudo dc-agent --setup-token $TOKEN"
+		ref=$TOKEN
+		;;
+	*)
+		dir=$(umask 077 && mktemp -d 2>/dev/null) || die "cannot create a private temporary directory for the setup token"
+		trap 'rm -rf "$tmp" "$dir"' EXIT INT TERM HUP
+		(umask 077 && printf '%s\n' "$TOKEN" >"$dir/setup-token") || die "cannot write the setup token to $dir"
+		ref="file:$dir/setup-token"
+		;;
+	esac
+	# Every DC_AGENT_* answer goes on (sudo would drop them), the token as
+	# the file's name only.
+	set -- env
+	for name in $(env | sed -n 's/^\(DC_AGENT_[A-Z0-9_]*\)=.*/\1/p'); do
+		case $name in
+		DC_AGENT_SETUP_TOKEN | DC_AGENT_VERSION | DC_AGENT_BASE_URL | DC_AGENT_PREFIX | DC_AGENT_SYSTEMCTL) continue ;;
+		esac
+		value=""
+		eval "value=\${$name}"
+		set -- "$@" "$name=$value"
+	done
+	set -- "$@" "DC_AGENT_SETUP_TOKEN=$ref"
+	pick_sudo "$BINDIR"
+	if [ -t 1 ] && (: </dev/tty) 2>/dev/null; then
+		say "opening the setup wizard with your setup token"
+		as_root "$@" "$agent" </dev/tty >/dev/tty
+	else
+		say "no terminal: setting up with dc-agent --no-tui (answers from the DC_AGENT_* variables)"
+		as_root "$@" "$agent" --no-tui </dev/null
+	fi
+}
+
 main() {
 	SUDO=""
 	BINDIR="${DC_AGENT_PREFIX:-}/usr/local/bin"
+	TOKEN=${DC_AGENT_SETUP_TOKEN:-}
 	case "${1:-}" in
 	"") install_release ;;
+	--token)
+		[ -n "${2:-}" ] || die "--token needs the setup token from the Decent Cloud dashboard (Agents > your pool > Add Agent): --token file:PATH"
+		TOKEN=$2
+		case $TOKEN in
+		file:*) ;;
+		*) say "warning: a setup token given as itself is visible in the process list while this script runs; next time use --token file:PATH or DC_AGENT_SETUP_TOKEN" ;;
+		esac
+		install_release
+		;;
 	--uninstall) uninstall "${2:-}" ;;
-	-h | --help) sed -n '2,25p' "$0" 2>/dev/null || echo "usage: install.sh [--uninstall [--purge]]" ;;
-	*) die "unknown argument '$1' (use --uninstall, or no argument to install)" ;;
+	-h | --help) sed -n '2,37p' "$0" 2>/dev/null || echo "usage: install.sh [--token file:PATH | --uninstall [--purge]]" ;;
+	*) die "unknown argument '$1' (use --token file:PATH, --uninstall, or no argument to install)" ;;
 	esac
 }
 

@@ -106,8 +106,8 @@ is also a flag (and a DC_AGENT_* environment variable) for --no-tui use.
 	root.SetVersionTemplate(buildinfo.String("dc-agent") + "\n")
 	root.PersistentFlags().StringVarP(&g.configPath, "config", "c", envDefault("CONFIG", config.DefaultPath), "config file (env DC_AGENT_CONFIG)")
 	root.PersistentFlags().BoolVar(&g.noTUI, "no-tui", envDefault("NO_TUI", "") != "", "never open the terminal UI; take every answer from flags and environment")
+	t.bind(root) // before f.bind, which binds every flag to its DC_AGENT_* variable
 	f.bind(root.Flags())
-	t.bind(root)
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return usageError{err.Error() + "; see '" + cmd.CommandPath() + " --help' for the flags"}
 	})
