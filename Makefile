@@ -59,6 +59,7 @@ fuzz:
 # demo stopped cleanly, so make would report an error).
 demo:
 	@$(GO) build -o bin/dc-demo ./cmd/dc-demo
+	@$(GO) build -o bin/dc-agent ./cmd/dc-agent
 	./bin/dc-demo
 
 bench:

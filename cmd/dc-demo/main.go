@@ -18,13 +18,14 @@
 //	DEMO_PORT=8780     API/dashboard port on 127.0.0.1 (busy: any free port)
 //	DEMO_PROFILE=live  run dc-api as the live Decent Cloud API (default:
 //	                   "default"): the provider makes a pool and a one-time
-//	                   setup token, the agent's key is registered with it
-//	                   (POST /api/v1/agents/setup) and the contracts are the
-//	                   pool's; no long-poll
+//	                   setup token, `dc-agent register --setup-token
+//	                   file:…` registers the agent with it and the contracts
+//	                   are the pool's; no long-poll
+//	DEMO_AGENT=path    the dc-agent binary that registers (default: the one
+//	                   beside dc-demo, as make demo builds it, else on PATH)
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -33,8 +34,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"sort"
@@ -56,6 +57,7 @@ import (
 	"github.com/decent-stuff/dc-agent/internal/buildinfo"
 	"github.com/decent-stuff/dc-agent/internal/demobackend"
 	"github.com/decent-stuff/dc-agent/provisioners/all"
+	"github.com/decent-stuff/dc-agent/setup"
 )
 
 // marker marks a directory as the demo's own, so only that is ever wiped.
@@ -75,6 +77,7 @@ type settings struct {
 	dir       string
 	port      int
 	profile   string
+	agentBin  string // dc-agent, for registering by setup token
 }
 
 func readSettings() (settings, error) {
@@ -122,6 +125,15 @@ func readSettings() (settings, error) {
 	}
 	if v := os.Getenv("DEMO_DIR"); v != "" {
 		s.dir = v
+	}
+	s.agentBin = os.Getenv("DEMO_AGENT")
+	if s.agentBin == "" {
+		s.agentBin = "dc-agent"
+		if self, err := os.Executable(); err == nil {
+			if beside := filepath.Join(filepath.Dir(self), "dc-agent"); fileExists(beside) {
+				s.agentBin = beside
+			}
+		}
 	}
 	if v := os.Getenv("DEMO_PORT"); v != "" {
 		p, err := strconv.Atoi(v)
@@ -352,17 +364,13 @@ func (d *demo) seed(ctx context.Context) (ed25519.PrivateKey, error) {
 }
 
 // seedPool is registration as the live API has it: the provider makes a
-// pool and a one-time setup token, and the agent's key is registered with
-// the token over HTTP (POST /api/v1/agents/setup, unsigned), as the live
-// Rust agent's "dc-agent setup token" does. It returns the key and a line
-// saying so.
+// pool and a one-time setup token, and `dc-agent register --setup-token
+// file:…` creates the agent key and registers it with the token (POST
+// /api/v1/agents/setup, unsigned), writing the provider and pool into the
+// config. It returns the key and a line saying so.
 func (d *demo) seedPool(ctx context.Context, url, ptype string) (ed25519.PrivateKey, string, error) {
 	var err error
 	if d.provider, err = identity.GenerateKey(); err != nil {
-		return nil, "", err
-	}
-	agentKey, err := identity.GenerateKey()
-	if err != nil {
 		return nil, "", err
 	}
 	now := time.Now().UnixNano()
@@ -377,19 +385,29 @@ func (d *demo) seedPool(ctx context.Context, url, ptype string) (ed25519.Private
 	if err != nil {
 		return nil, "", fmt.Errorf("create setup token: %w", err)
 	}
-	body, _ := json.Marshal(dcapi.AgentSetupRequest{Token: tok.Token, AgentPubkey: identity.PublicHex(agentKey)})
-	resp, err := http.Post(url+dcapi.APIPrefix+"/agents/setup", "application/json", bytes.NewReader(body))
+	tokFile, cfgPath := filepath.Join(d.dir, "setup-token"), filepath.Join(d.dir, "dc-agent.toml")
+	if err := os.WriteFile(tokFile, []byte(tok.Token+"\n"), 0o600); err != nil {
+		return nil, "", err
+	}
+	cmd := exec.CommandContext(ctx, d.s.agentBin, "--config", cfgPath, "register", "--setup-token", "file:"+tokFile, "--api-endpoint", url)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + d.dir}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, "", fmt.Errorf("dc-agent register --setup-token (%s; build it with make demo, or set DEMO_AGENT): %v\n%s", d.s.agentBin, err, out)
+	}
+	cfg, _, err := setup.LoadForUpdate(cfgPath)
 	if err != nil {
-		return nil, "", fmt.Errorf("register the agent with its setup token: %w", err)
+		return nil, "", err
 	}
-	defer resp.Body.Close()
-	var env dcapi.Envelope[dcapi.AgentSetupResponse]
-	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil || !env.Success {
-		return nil, "", fmt.Errorf("register the agent with its setup token: HTTP %d %s %v", resp.StatusCode, env.Error, err)
+	cfg.Path = cfgPath
+	agentKey, err := cfg.LoadAgentKey()
+	if err != nil {
+		return nil, "", err
 	}
-	d.setup = &env.Data
-	return agentKey, fmt.Sprintf("registered with setup token %s… into pool %s (%s)", tok.Token[:len(tok.Token)-12], env.Data.PoolID, env.Data.PoolLocation), nil
+	d.setup = &dcapi.AgentSetupResponse{ProviderPubkey: cfg.API.ProviderPubkey, PoolID: cfg.API.PoolID, PoolName: cfg.API.PoolName, PoolLocation: cfg.API.PoolLocation}
+	return agentKey, fmt.Sprintf("registered by dc-agent register --setup-token (%s…) into pool %s (%s)", tok.Token[:len(tok.Token)-12], cfg.API.PoolID, cfg.API.PoolLocation), nil
 }
+
+func fileExists(p string) bool { st, err := os.Stat(p); return err == nil && !st.IsDir() }
 
 func (d *demo) startAgent(url string, agentKey ed25519.PrivateKey, pc config.ProvisionerConfig) (string, error) {
 	keyPath := filepath.Join(d.dir, "agent.key")

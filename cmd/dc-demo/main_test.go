@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -93,13 +94,17 @@ func TestDemoProxmox(t *testing.T) {
 }
 
 // TestDemoLiveSeed is the registration DEMO_PROFILE=live does: a pool, a
-// one-time setup token, the agent's key registered with it over HTTP by
-// the live profile's POST /api/v1/agents/setup, and the contracts in the
-// pool. (The agent itself does not yet speak the live rules: the full live
-// demo waits for it.)
+// one-time setup token, `dc-agent register --setup-token file:…` (the real
+// binary) registering the agent with it on the live profile, and the
+// contracts in the pool.
 func TestDemoLiveSeed(t *testing.T) {
 	t.Setenv("DEMO_PROFILE", "live")
 	t.Setenv("DEMO_PORT", "0")
+	bin := filepath.Join(t.TempDir(), "dc-agent")
+	if out, err := exec.Command("go", "build", "-o", bin, "../dc-agent").CombinedOutput(); err != nil {
+		t.Fatalf("build dc-agent: %v\n%s", err, out)
+	}
+	t.Setenv("DEMO_AGENT", bin)
 	s, err := readSettings()
 	if err != nil || s.profile != "live" {
 		t.Fatalf("settings %+v, %v", s, err)
@@ -122,7 +127,7 @@ func TestDemoLiveSeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	dl, err := d.st.GetDelegation(t.Context(), identity.PublicHex(d.provider), identity.PublicHex(key))
-	if err != nil || dl.PoolID == nil || *dl.PoolID != d.pool.PoolID || !strings.Contains(line, "registered with setup token apt_europe_") ||
+	if err != nil || dl.PoolID == nil || *dl.PoolID != d.pool.PoolID || !strings.Contains(line, "registered by dc-agent register --setup-token (apt_europe_") ||
 		d.setup == nil || d.setup.PoolID != d.pool.PoolID || d.setup.PoolLocation != "europe" {
 		t.Fatalf("delegation %+v, %v; %q; setup answer %+v", dl, err, line, d.setup)
 	}
