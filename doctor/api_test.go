@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -30,7 +31,14 @@ type world struct {
 
 func newWorld(t *testing.T, delegation ...apitest.DelegationOption) *world {
 	t.Helper()
-	w := &world{t: t, api: apitest.Start(t), pve: pveapi.StartTest(t, pveapi.TestOptions{})}
+	return newWorldOn(t, pveapi.TestOptions{}, delegation...)
+}
+
+// newWorldOn is newWorld on a simulated node or cluster o; a cluster's
+// config places on every node (nodes = "auto").
+func newWorldOn(t *testing.T, o pveapi.TestOptions, delegation ...apitest.DelegationOption) *world {
+	t.Helper()
+	w := &world{t: t, api: apitest.Start(t), pve: pveapi.StartTest(t, o)}
 	w.prov = w.api.NewProvider("Acme")
 	dir := t.TempDir()
 	keyPath := filepath.Join(dir, "agent.key")
@@ -53,6 +61,9 @@ func newWorld(t *testing.T, delegation ...apitest.DelegationOption) *world {
 			TemplateVMID: 9000, Templates: map[string]int{"ubuntu-24.04": 9000}, Storage: "local-lvm", Bridge: "vmbr0",
 			TLSFingerprint: w.pve.Fingerprint,
 		}},
+	}
+	if o.Nodes > 1 {
+		c.Provisioner.Proxmox.Nodes = config.ProxmoxNodes{config.NodesAuto}
 	}
 	w.cfg = filepath.Join(dir, "dc-agent.toml")
 	if err := config.Save(w.cfg, c); err != nil {
@@ -170,4 +181,22 @@ func TestDoctorNamesEachBrokenPiece(t *testing.T) {
 		setup.SaveDelegation(identity.DelegationPath(c.AgentKeyPath()), sd)
 		failure(t, w.doctor(nil), "api", "refused", "dc-agent register")
 	})
+}
+
+// TestDoctorNodeLoad: on a cluster the token must read every node's size
+// and load (Sys.Audit on /nodes), which placement needs; without the
+// grant doctor names the nodes and the grant.
+func TestDoctorNodeLoad(t *testing.T) {
+	w := newWorldOn(t, pveapi.TestOptions{Nodes: 3, SharedStorage: true})
+	r := w.doctor(nil)
+	if r.ExitCode() != 0 || !strings.Contains(dump(r), "ok proxmox: the token reads the load of node pve1, pve2, pve3") {
+		t.Fatalf("good cluster: exit %d\n%s", r.ExitCode(), dump(r))
+	}
+	w.pve.Update(t, func(st *pve.State) error {
+		st.ACL = slices.DeleteFunc(st.ACL, func(e pve.ACLEntry) bool { return e.Path == "/nodes" })
+		return nil
+	})
+	r = w.doctor(nil)
+	failure(t, r, "proxmox", "cannot read the load of node pve1, pve2, pve3", "pveum acl modify /nodes --roles PVEAuditor")
+	failure(t, r, "proxmox", "lacks Sys.Audit on /nodes", "dc-agent setup proxmox")
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -108,7 +109,7 @@ func CheckProxmox(ctx context.Context, cfg *config.Config, px *config.ProxmoxCon
 
 	// Effective privileges, path by path.
 	tpls := templateIDs(px)
-	lay := setup.Layout{Pool: px.Pool, Storage: px.Storage, Bridge: px.Bridge, Templates: tpls}
+	lay := setup.Layout{Pool: px.Pool, Storage: px.Storage, Bridge: px.Bridge, Templates: append(slices.Clone(tpls), copyIDs(px)...)}
 	var lacking []string
 	for _, g := range lay.Grants(major) {
 		perms, err := c.Permissions(ctx, &proxmox.PermissionsOptions{Path: g.Path})
@@ -132,6 +133,8 @@ func CheckProxmox(ctx context.Context, cfg *config.Config, px *config.ProxmoxCon
 	} else {
 		out = append(out, Finding{Check: check, Status: OK, Message: "the token holds every privilege the provisioner needs"})
 	}
+
+	out = append(out, nodeLoad(ctx, c, px, rerun))
 
 	node, err := c.Node(ctx, px.Node)
 	if err != nil {
@@ -168,6 +171,61 @@ func CheckProxmox(ctx context.Context, cfg *config.Config, px *config.ProxmoxCon
 		out = append(out, f)
 	}
 	return out
+}
+
+// nodeLoad checks that the token sees the size and load of the nodes
+// contracts go to: /cluster/resources leaves maxmem out of a node entry
+// without Sys.Audit on /nodes/{node} (PVE::API2Tools::extract_node_stats),
+// and placement and the heartbeat's inventory read them there.
+func nodeLoad(ctx context.Context, c *proxmox.Client, px *config.ProxmoxConfig, rerun string) Finding {
+	const check = "proxmox"
+	var nodes []struct {
+		Node   string `json:"node"`
+		Status string `json:"status"`
+		MaxMem int64  `json:"maxmem"`
+	}
+	if err := c.Get(ctx, "/cluster/resources?type=node", &nodes); err != nil {
+		return Finding{Check: check, Status: Fail, Message: "reading node load from /cluster/resources: " + err.Error(), Fix: rerun}
+	}
+	want := map[string]bool{px.Node: true}
+	for _, n := range px.Nodes {
+		if n != config.NodesAuto {
+			want[n] = true
+		}
+	}
+	var seen, hidden []string
+	for _, n := range nodes {
+		if n.Status != "online" || !want[n.Node] && !px.Nodes.Auto() {
+			continue
+		}
+		seen = append(seen, n.Node)
+		if n.MaxMem == 0 {
+			hidden = append(hidden, n.Node)
+		}
+	}
+	sort.Strings(seen)
+	sort.Strings(hidden)
+	user, _, _ := strings.Cut(px.APITokenID, "!")
+	switch {
+	case len(hidden) > 0:
+		return Finding{Check: check, Status: Fail, Message: fmt.Sprintf("token %s cannot read the load of node %s (placement and the inventory need it)", px.APITokenID, strings.Join(hidden, ", ")),
+			Fix: rerun + ", or on a node: pveum acl modify /nodes --roles PVEAuditor --users " + user + " --tokens '" + px.APITokenID + "'"}
+	case len(seen) == 0:
+		return Finding{Check: check, Status: Warn, Message: "no node contracts go to is online", Fix: "check the cluster with: pvecm status"}
+	}
+	return Finding{Check: check, Status: OK, Message: "the token reads the load of node " + strings.Join(seen, ", ")}
+}
+
+// copyIDs are the VMIDs of the templates' copies on other nodes
+// (node_templates).
+func copyIDs(px *config.ProxmoxConfig) []int {
+	var ids []int
+	for _, copies := range px.NodeTemplates {
+		for _, id := range copies {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 func templateIDs(px *config.ProxmoxConfig) []int {

@@ -39,6 +39,9 @@ type ProxmoxAnswers struct {
 	ImageDir      string
 	VMIDBase      int
 	RotateToken   bool
+	// TokenID is the Proxmox API token the config names (FillDefaults):
+	// the agent keeps it; a new agent gets a token of its own.
+	TokenID string
 
 	// Delegation is the signed delegation (dcds1:...) to register without
 	// asking (the flow's registration step).
@@ -87,6 +90,9 @@ func (a *ProxmoxAnswers) FillDefaults(existing *config.Config, host string) {
 	}
 	if len(a.Templates) == 0 {
 		a.Templates = append([]string(nil), DefaultTemplates...)
+	}
+	if old := oldProxmox(existing); a.TokenID == "" && old != nil {
+		a.TokenID = old.APITokenID
 	}
 	if a.ImageDir == "" {
 		a.ImageDir = DefaultImageDir
@@ -162,13 +168,15 @@ func NewProxmoxPlan(a ProxmoxAnswers, h *Host, d *Discovery) (*ProxmoxRun, error
 		return nil, Fixf("choose at least one of "+fmt.Sprint(ImageNames()), "no templates chosen")
 	}
 	res := &ProxmoxResult{}
+	key := &KeyStatus{}
 	po := &ProxmoxOptions{Host: h, Discovery: d, Storage: a.Storage, Bridge: a.Bridge, Templates: a.Templates,
-		ImageMirror: a.ImageMirror, ImageDir: a.ImageDir, VMIDBase: a.VMIDBase, TokenFile: a.TokenFile, RotateToken: a.RotateToken, OwnerRef: a.KeyPath}
+		ImageMirror: a.ImageMirror, ImageDir: a.ImageDir, VMIDBase: a.VMIDBase, TokenFile: a.TokenFile, RotateToken: a.RotateToken, OwnerRef: a.KeyPath,
+		Key: key, TokenID: a.TokenID}
 	pxSteps, err := ProxmoxSteps(po, res)
 	if err != nil {
 		return nil, err
 	}
-	run := &ProxmoxRun{Result: res, Key: &KeyStatus{}, Answers: &a}
+	run := &ProxmoxRun{Result: res, Key: key, Answers: &a}
 	cfg := ConfigStep(ConfigAnswers{Path: a.ConfigPath}, nil)
 	cfg.Run = func(ctx context.Context, r *Reporter) error {
 		a := *run.Answers
@@ -178,7 +186,8 @@ func NewProxmoxPlan(a ProxmoxAnswers, h *Host, d *Discovery) (*ProxmoxRun, error
 		return ConfigStep(ConfigAnswers{Path: a.ConfigPath, APIEndpoint: a.APIEndpoint, ProviderPubkey: a.ProviderPubkey,
 			AgentKeyPath: a.KeyPath, StateDir: a.StateDir, Pool: &a.Pool}, func() ProxmoxSettings {
 			return ProxmoxSettings{APIURL: a.ProxmoxAPIURL, TokenID: res.TokenID, TokenFile: a.TokenFile, Node: d.Node,
-				Storage: a.Storage, Bridge: a.Bridge, Pool: PVEPool, TLSFingerprint: d.TLSFingerprint, Templates: res.Templates, Default: a.Templates[0]}
+				Storage: a.Storage, Bridge: a.Bridge, Pool: PVEPool, TLSFingerprint: d.TLSFingerprint, Templates: res.Templates, Default: a.Templates[0],
+				Cluster: res.Cluster, NodeTemplates: res.NodeTemplates}
 		}).Run(ctx, r)
 	}
 	steps := append([]Step{KeyStep(a.KeyPath, run.Key)}, pxSteps...)

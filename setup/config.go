@@ -43,6 +43,11 @@ type ProxmoxSettings struct {
 	// template_vmid points at.
 	Templates map[string]int
 	Default   string
+	// Cluster: contracts go to every node (nodes = "auto");
+	// NodeTemplates are the templates' copies on the other nodes
+	// (node_templates, by image name).
+	Cluster       bool
+	NodeTemplates map[string]map[string]int
 }
 
 // LoadForUpdate reads an existing config to update it in place: a valid
@@ -199,6 +204,19 @@ func applyProxmox(cfg *config.Config, s ProxmoxSettings) string {
 		p.TemplateVMID = id
 	} else if len(names) > 0 {
 		p.TemplateVMID = s.Templates[names[0]]
+	}
+	if s.Cluster {
+		p.Nodes = config.ProxmoxNodes{config.NodesAuto}
+	}
+	for name, copies := range s.NodeTemplates {
+		if len(copies) == 0 {
+			delete(p.NodeTemplates, name)
+			continue
+		}
+		if p.NodeTemplates == nil {
+			p.NodeTemplates = map[string]map[string]int{}
+		}
+		p.NodeTemplates[name] = copies
 	}
 	return note
 }

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -57,6 +59,12 @@ type ProxmoxOptions struct {
 	// OwnerRef is a file whose owner a new token file gets: the agent key,
 	// which `service install` gives to the service account, as every secret.
 	OwnerRef string
+	// Key is the agent key (the key step fills it before these steps
+	// run): each agent gets its own token, its comment naming the key.
+	Key *KeyStatus
+	// TokenID is the token the existing config names ("" if none): an
+	// agent set up before keeps it.
+	TokenID string
 	// Timeouts for the long commands (0: defaults).
 	DownloadTimeout, CustomizeTimeout, ImportTimeout time.Duration
 }
@@ -66,6 +74,12 @@ type ProxmoxResult struct {
 	// Templates maps image names to template VMIDs.
 	Templates map[string]int
 	TokenID   string
+	// Cluster: the node is one of several; contracts go to every node
+	// (nodes = "auto"). NodeTemplates maps image names to the copies of
+	// their template on the other nodes (node → VMID), for a template on
+	// local storage.
+	Cluster       bool
+	NodeTemplates map[string]map[string]int
 }
 
 // ProxmoxSteps returns the steps that prepare the node: one per template,
@@ -116,11 +130,14 @@ func ProxmoxSteps(o *ProxmoxOptions, res *ProxmoxResult) ([]Step, error) {
 			return p.template(ctx, r, img)
 		}})
 	}
+	if len(o.Discovery.Nodes) > 1 {
+		steps = append(steps, Step{ID: "pve-cluster", Title: "Templates on every node", Run: p.cluster})
+	}
 	steps = append(steps,
 		Step{ID: "pve-pool", Title: "Pool " + PVEPool, Run: p.pool},
 		Step{ID: "pve-user", Title: "User " + PVEUser, Run: p.user},
 		Step{ID: "pve-role", Title: "Role " + PVERole, Run: p.role},
-		Step{ID: "pve-token", Title: "API token " + PVETokenID, Run: p.token},
+		Step{ID: "pve-token", Title: "API token of the agent", Run: p.token},
 		Step{ID: "pve-acl", Title: "Permissions", Run: p.acl},
 		Step{ID: "pve-verify", Title: "Check the token's permissions", Run: p.verify},
 	)
@@ -146,7 +163,14 @@ func bridgeNames(d *Discovery) string {
 type pveSetup struct {
 	o   *ProxmoxOptions
 	res *ProxmoxResult
+	// tokenName is the agent's token (p.token chooses it); others: the
+	// user has tokens of other agents too.
+	tokenName string
+	others    bool
 }
+
+// tokenID is the agent's token as the API names it.
+func (p *pveSetup) tokenID() string { return PVEUser + "!" + p.tokenName }
 
 func (p *pveSetup) run(ctx context.Context, r *Reporter, args ...string) (CmdResult, error) {
 	return p.o.Host.Run(ctx, r, Cmd{Args: args})
@@ -473,18 +497,52 @@ func (p *pveSetup) role(ctx context.Context, r *Reporter) error {
 	return nil
 }
 
-func (p *pveSetup) token(ctx context.Context, r *Reporter) error {
-	p.res.TokenID = PVETokenID
-	var toks []struct {
-		TokenID string  `json:"tokenid"`
-		Privsep flexInt `json:"privsep"`
+// tokenComment names the agent a token belongs to, so the next run of
+// setup (on this host or another) tells its own token from another
+// agent's.
+func tokenComment(pubkey string) string { return "dc-agent provisioning for agent " + pubkey }
+
+// chooseToken picks the agent's token among the user's tokens: the one
+// whose comment names this agent's key, else the one the config names,
+// else PVETokenName if no agent has it, else one named after the key. So
+// each agent on a node (or a cluster) gets a token of its own, and a
+// re-run never takes over another agent's.
+func (p *pveSetup) chooseToken(toks []pveToken) string {
+	pub := ""
+	if p.o.Key != nil {
+		pub = p.o.Key.Pubkey
 	}
+	for _, t := range toks {
+		if pub != "" && t.Comment == tokenComment(pub) {
+			return t.TokenID
+		}
+	}
+	if user, name, ok := strings.Cut(p.o.TokenID, "!"); ok && user == PVEUser && name != "" {
+		return name
+	}
+	if !slices.ContainsFunc(toks, func(t pveToken) bool { return t.TokenID == PVETokenName }) || pub == "" {
+		return PVETokenName
+	}
+	return PVETokenName + "-" + pub[:8]
+}
+
+type pveToken struct {
+	TokenID string  `json:"tokenid"`
+	Privsep flexInt `json:"privsep"`
+	Comment string  `json:"comment"`
+}
+
+func (p *pveSetup) token(ctx context.Context, r *Reporter) error {
+	var toks []pveToken
 	if err := p.listJSON(ctx, r, &toks, "pveum", "user", "token", "list", PVEUser, "--output-format", "json"); err != nil {
 		return err
 	}
+	p.tokenName = p.chooseToken(toks)
+	p.res.TokenID = p.tokenID()
+	p.others = slices.ContainsFunc(toks, func(t pveToken) bool { return t.TokenID != p.tokenName })
 	exists, privsep := false, false
 	for _, t := range toks {
-		if t.TokenID == PVETokenName {
+		if t.TokenID == p.tokenName {
 			exists, privsep = true, t.Privsep != 0
 		}
 	}
@@ -493,7 +551,7 @@ func (p *pveSetup) token(ctx context.Context, r *Reporter) error {
 		secretHere = true
 	}
 	if exists && secretHere && privsep && !p.o.RotateToken {
-		r.Skip("token %s exists and its secret is in %s", PVETokenID, p.o.TokenFile)
+		r.Skip("token %s exists and its secret is in %s", p.tokenID(), p.o.TokenFile)
 		return nil
 	}
 	if exists {
@@ -504,13 +562,17 @@ func (p *pveSetup) token(ctx context.Context, r *Reporter) error {
 		case !privsep:
 			why = "it is not privilege-separated"
 		}
-		r.Notef("replacing token %s: %s", PVETokenID, why)
-		if _, err := p.run(ctx, r, "pveum", "user", "token", "remove", PVEUser, PVETokenName); err != nil {
+		r.Notef("replacing token %s: %s", p.tokenID(), why)
+		if _, err := p.run(ctx, r, "pveum", "user", "token", "remove", PVEUser, p.tokenName); err != nil {
 			return err
 		}
 	}
-	res, err := p.o.Host.Run(ctx, r, Cmd{Args: []string{"pveum", "user", "token", "add", PVEUser, PVETokenName,
-		"--privsep", "1", "--comment", "dc-agent provisioning", "--output-format", "json"}, Secret: true})
+	comment := "dc-agent provisioning"
+	if p.o.Key != nil && p.o.Key.Pubkey != "" {
+		comment = tokenComment(p.o.Key.Pubkey)
+	}
+	res, err := p.o.Host.Run(ctx, r, Cmd{Args: []string{"pveum", "user", "token", "add", PVEUser, p.tokenName,
+		"--privsep", "1", "--comment", comment, "--output-format", "json"}, Secret: true})
 	if err != nil {
 		return err
 	}
@@ -519,11 +581,11 @@ func (p *pveSetup) token(ctx context.Context, r *Reporter) error {
 		Value       string `json:"value"`
 	}
 	if err := json.Unmarshal(res.Stdout, &tok); err != nil || tok.Value == "" {
-		return Fixf("remove the token on the node (pveum user token remove "+PVEUser+" "+PVETokenName+") and re-run",
+		return Fixf("remove the token on the node (pveum user token remove "+PVEUser+" "+p.tokenName+") and re-run",
 			"pveum user token add did not print the token JSON")
 	}
-	if tok.FullTokenID != "" && tok.FullTokenID != PVETokenID {
-		return fmt.Errorf("pveum created token %q, expected %s", tok.FullTokenID, PVETokenID)
+	if tok.FullTokenID != "" && tok.FullTokenID != p.tokenID() {
+		return fmt.Errorf("pveum created token %q, expected %s", tok.FullTokenID, p.tokenID())
 	}
 	// The secret is shown once: keep it before anything else can fail.
 	if err := os.MkdirAll(filepath.Dir(p.o.TokenFile), 0o700); err != nil {
@@ -533,11 +595,79 @@ func (p *pveSetup) token(ctx context.Context, r *Reporter) error {
 		return WithFix(fmt.Errorf("write the token secret to %s: %w", p.o.TokenFile, err), "make the directory writable and re-run (the token is replaced)")
 	}
 	if exists {
-		r.Changed("replaced token %s; secret in %s", PVETokenID, p.o.TokenFile)
+		r.Changed("replaced token %s; secret in %s", p.tokenID(), p.o.TokenFile)
 	} else {
-		r.Changed("created token %s (privilege-separated); secret in %s", PVETokenID, p.o.TokenFile)
+		r.Changed("created token %s (privilege-separated); secret in %s", p.tokenID(), p.o.TokenFile)
 	}
 	return nil
+}
+
+// cluster makes every node able to clone the templates: on local storage,
+// a copy of each on every other online node (CopyTemplate); on shared
+// storage nothing (the clone targets the node). The config then places
+// contracts on every node (nodes = "auto").
+func (p *pveSetup) cluster(ctx context.Context, r *Reporter) error {
+	read := func(ctx context.Context, args ...string) ([]byte, error) {
+		res, err := p.o.Host.Run(ctx, r, Cmd{Args: args, Quiet: true})
+		return res.Stdout, err
+	}
+	c, err := ReadCluster(ctx, read)
+	if err != nil {
+		return err
+	}
+	p.res.Cluster = true
+	for _, n := range c.Offline {
+		r.Warn("node "+n+" is offline: it gets no template copies and no contracts until it is back",
+			"re-run dc-agent setup proxmox once "+n+" is online")
+	}
+	nodes := len(c.Online) + len(c.Offline)
+	if c.Shared[p.o.Storage] {
+		r.Skip("cluster of %d nodes; the templates are on shared storage %s, which every node clones from", nodes, p.o.Storage)
+		return nil
+	}
+	changed := false
+	run := func(ctx context.Context, args ...string) ([]byte, error) {
+		changed = true
+		res, err := p.o.Host.Run(ctx, r, Cmd{Args: args})
+		return res.Stdout, err
+	}
+	if p.res.NodeTemplates == nil {
+		p.res.NodeTemplates = map[string]map[string]int{}
+	}
+	names := slices.Sorted(maps.Keys(p.res.Templates))
+	var summary []string
+	for _, name := range names {
+		copies, err := CopyTemplate(ctx, run, c, p.res.Templates[name], p.o.VMIDBase)
+		if err != nil {
+			return err
+		}
+		p.res.NodeTemplates[name] = copies
+		var on []string
+		for _, n := range slices.Sorted(maps.Keys(copies)) {
+			on = append(on, fmt.Sprintf("%s %d", n, copies[n]))
+		}
+		summary = append(summary, fmt.Sprintf("%s %d (copies: %s)", name, p.res.Templates[name], orNone(on)))
+		if changed {
+			// The next template's copies need fresh VMIDs.
+			if c, err = ReadCluster(ctx, read); err != nil {
+				return err
+			}
+		}
+	}
+	msg := fmt.Sprintf("cluster of %d nodes; %s on local storage %s: %s", nodes, plural(len(names), "template", "templates"), p.o.Storage, strings.Join(summary, "; "))
+	if changed {
+		r.Changed("%s", msg)
+	} else {
+		r.Skip("%s", msg)
+	}
+	return nil
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 func (p *pveSetup) layout() Layout {
@@ -545,12 +675,19 @@ func (p *pveSetup) layout() Layout {
 	for _, id := range p.res.Templates {
 		ids = append(ids, id)
 	}
+	for _, copies := range p.res.NodeTemplates {
+		for _, id := range copies {
+			ids = append(ids, id)
+		}
+	}
 	return Layout{Pool: PVEPool, Storage: p.o.Storage, Bridge: p.o.Bridge, Templates: ids}
 }
 
-// ourRoles are the roles setup grants; entries of them for our user or
-// token on paths we no longer use are removed.
-var ourRoles = map[string]bool{PVERole: true, RoleTemplateUser: true, RoleDatastoreUser: true, RoleSDNUser: true}
+// ourRoles are the roles setup grants; entries of them for the agent's
+// token on paths it no longer uses are removed (and for the user, while
+// it has no other agent's token: what the user is granted bounds every
+// token of it).
+var ourRoles = map[string]bool{PVERole: true, RoleTemplateUser: true, RoleDatastoreUser: true, RoleSDNUser: true, NodeAuditGrant.Role: true}
 
 func (p *pveSetup) acl(ctx context.Context, r *Reporter) error {
 	var entries []struct {
@@ -570,19 +707,19 @@ func (p *pveSetup) acl(ctx context.Context, r *Reporter) error {
 	want := map[key]bool{}
 	var added, removed []string
 	for _, g := range p.layout().Grants(p.o.Discovery.Version.Major) {
-		uk, tk := key{g.Path, "user", PVEUser, g.Role}, key{g.Path, "token", PVETokenID, g.Role}
+		uk, tk := key{g.Path, "user", PVEUser, g.Role}, key{g.Path, "token", p.tokenID(), g.Role}
 		want[uk], want[tk] = true, true
 		if have[uk] && have[tk] {
 			continue
 		}
-		if _, err := p.run(ctx, r, "pveum", "acl", "modify", g.Path, "--roles", g.Role, "--users", PVEUser, "--tokens", PVETokenID, "--propagate", "1"); err != nil {
+		if _, err := p.run(ctx, r, "pveum", "acl", "modify", g.Path, "--roles", g.Role, "--users", PVEUser, "--tokens", p.tokenID(), "--propagate", "1"); err != nil {
 			return err
 		}
 		added = append(added, g.Role+" on "+g.Path)
 	}
 	for _, e := range entries {
 		k := key{e.Path, e.Type, e.UGID, e.RoleID}
-		if want[k] || !ourRoles[e.RoleID] || !(e.Type == "user" && e.UGID == PVEUser || e.Type == "token" && e.UGID == PVETokenID) {
+		if want[k] || !ourRoles[e.RoleID] || !(e.Type == "user" && e.UGID == PVEUser && !p.others || e.Type == "token" && e.UGID == p.tokenID()) {
 			continue
 		}
 		flag := "--users"
@@ -621,7 +758,7 @@ func (p *pveSetup) verify(ctx context.Context, r *Reporter) error {
 	// One call lists every path the token has an ACL on, which each
 	// grant path has.
 	var perms map[string]map[string]any
-	if err := p.listJSON(ctx, r, &perms, "pveum", "user", "token", "permissions", PVEUser, PVETokenName, "--output-format", "json"); err != nil {
+	if err := p.listJSON(ctx, r, &perms, "pveum", "user", "token", "permissions", PVEUser, p.tokenName, "--output-format", "json"); err != nil {
 		return err
 	}
 	for _, g := range grants {

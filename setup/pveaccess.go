@@ -65,8 +65,11 @@ type Layout struct {
 // Grants lists the ACL paths the token is granted the role on, with what
 // each must effectively allow: the pool holds the VMs it clones (clone
 // checks VM.Allocate on the pool; members inherit the pool's rights), each
-// template is cloned from, the storage holds the disks, the bridge carries
-// the network (SDN.Use on the local zone's vnet).
+// template is cloned from (its copies on other nodes of a cluster too),
+// the storage holds the disks (an ACL on /storage/ID holds on every node,
+// a shared storage's one grant covers it cluster-wide), the bridge carries
+// the network (SDN.Use on the local zone's vnet), and /nodes shows node
+// size and load (NodeAuditGrant: placement and the inventory read them).
 func (l Layout) Grants(major int) []Grant {
 	var g []Grant
 	if l.Pool != "" {
@@ -85,7 +88,7 @@ func (l Layout) Grants(major int) []Grant {
 	if l.Bridge != "" {
 		g = append(g, Grant{Path: "/sdn/zones/localnetwork/" + l.Bridge, Role: RoleSDNUser, Need: []string{"SDN.Use"}})
 	}
-	return g
+	return append(g, NodeAuditGrant)
 }
 
 // Missing returns the privileges of need that have lacks.

@@ -12,13 +12,14 @@ import (
 	"github.com/decent-stuff/dc-agent/config"
 )
 
-// Steps for a Proxmox cluster (docs/proxmox-cluster.md). They are not yet
-// part of the setup flow; each runs as root on the node setup is
-// connected to, through run, and is idempotent:
+// Steps for a Proxmox cluster (docs/proxmox-cluster.md). The node plan
+// runs them (pveSetup.cluster, and NodeAuditGrant among Layout.Grants) as
+// root on the node setup is connected to, through run; each is idempotent:
 //
 //   - ReadCluster reads the nodes, which storages are shared and the VMs;
-//   - GrantNodeAudit grants the token Sys.Audit on /nodes, which placement
-//     needs to read node load from /cluster/resources;
+//   - NodeAuditGrant (one of Layout.Grants) gives the token Sys.Audit on
+//     /nodes, which placement needs to read node load from
+//     /cluster/resources;
 //   - CopyTemplate copies a template on local storage to every other
 //     online node (full clone, offline migration, template), so each node
 //     can clone it; the result is the node_templates entry for the config.
@@ -99,17 +100,6 @@ func ReadCluster(ctx context.Context, run PVERun) (*ClusterInfo, error) {
 // /nodes/{node} (PVE::API2Tools::extract_node_stats). The built-in
 // PVEAuditor role grants nothing else on node paths.
 var NodeAuditGrant = Grant{Path: "/nodes", Role: "PVEAuditor", Need: []string{"Sys.Audit"}}
-
-// GrantNodeAudit grants NodeAuditGrant to the user and (privilege
-// separated, so both are needed) its token.
-func GrantNodeAudit(ctx context.Context, run PVERun, user, tokenID string) error {
-	if _, err := run(ctx, "pveum", "acl", "modify", NodeAuditGrant.Path, "--roles", NodeAuditGrant.Role,
-		"--users", user, "--tokens", tokenID); err != nil {
-		return WithFix(fmt.Errorf("grant Sys.Audit on %s: %w", NodeAuditGrant.Path, err),
-			fmt.Sprintf("run on a node: pveum acl modify /nodes --roles PVEAuditor --users %s --tokens '%s'", user, tokenID))
-	}
-	return nil
-}
 
 // CopyTemplate makes sure every online node has a copy of template tpl
 // (a template on local storage): a node that has a template of the same

@@ -134,29 +134,3 @@ func TestCopyTemplateRecovers(t *testing.T) {
 	}
 }
 
-func TestGrantNodeAudit(t *testing.T) {
-	store, run, _ := simCluster(t)
-	if err := store.Update(func(st *pve.State) error {
-		st.ACL = slices.DeleteFunc(st.ACL, func(e pve.ACLEntry) bool { return e.Path == "/nodes" })
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 2; i++ { // idempotent
-		if err := GrantNodeAudit(context.Background(), run, "dcagent@pve", pve.AgentTokenID); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := store.View(func(st *pve.State) error {
-		if !st.Has(pve.AgentTokenID, "/nodes/pve3", "Sys.Audit") || st.Has(pve.AgentTokenID, "/nodes/pve3", "Sys.Modify") || st.Has(pve.AgentTokenID, "/", "Sys.Audit") {
-			t.Error("the token must have Sys.Audit on the nodes and nothing more")
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	err := GrantNodeAudit(context.Background(), run, "nobody@pve", "nobody@pve!x")
-	if err == nil || !strings.Contains(FixOf(err), "pveum acl modify /nodes --roles PVEAuditor") {
-		t.Errorf("a failed grant says how to do it by hand: %v (%s)", err, FixOf(err))
-	}
-}

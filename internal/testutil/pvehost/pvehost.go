@@ -43,6 +43,11 @@ type Options struct {
 	// NoTools leaves the Proxmox tools off the session's PATH (a host
 	// that is not a Proxmox node).
 	NoTools bool
+	// Nodes makes the host pve1 of a cluster of pve1..pveN (Node must be
+	// "" or pve1); SharedStorage adds the RBD storage every node sees
+	// (pve.InitOptions).
+	Nodes         int
+	SharedStorage bool
 }
 
 // Host is a simulated Proxmox VE node: real sshd on loopback whose
@@ -69,7 +74,7 @@ func Start(t testing.TB, o Options) *Host {
 	h := &Host{StateDir: filepath.Join(dir, "state"), BinDir: filepath.Join(dir, "bin"), Node: o.Node}
 	timing := pve.FastTiming()
 	var err error
-	if h.Store, err = pve.Create(h.StateDir, pve.InitOptions{Node: o.Node, Version: o.Version, Timing: &timing}); err != nil {
+	if h.Store, err = pve.Create(h.StateDir, pve.InitOptions{Node: o.Node, Version: o.Version, Timing: &timing, Nodes: o.Nodes, SharedStorage: o.SharedStorage}); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.MkdirAll(h.BinDir, 0o755); err != nil {
