@@ -126,7 +126,9 @@ func TestSetupClusterSharedStorage(t *testing.T) {
 	o.Answers.Templates, o.Answers.Storage, o.Node = []string{"ubuntu-24.04"}, pve.SharedStorageID, "pve1"
 	ui := runFlow(t, o)
 	skipped := ui.texts(PhaseNode, EventSkipped)
-	if !slices.ContainsFunc(skipped, func(s string) bool { return strings.Contains(s, "shared storage ceph-vm, which every node clones from") }) {
+	if !slices.ContainsFunc(skipped, func(s string) bool {
+		return strings.Contains(s, "shared storage ceph-vm, which every node clones from")
+	}) {
 		t.Errorf("skipped: %q", skipped)
 	}
 	px := proxmoxOf(t, o.Answers.ConfigPath)

@@ -133,4 +133,3 @@ func TestCopyTemplateRecovers(t *testing.T) {
 		t.Errorf("unknown template: %v", err)
 	}
 }
-
