@@ -54,6 +54,10 @@ type CloudAnswers struct {
 	// default).
 	Region string
 
+	// Pool is the agent pool of a setup-token registration, written as
+	// [api] pool_*; nil keeps the config's.
+	Pool *Pool
+
 	// Delegation is the signed delegation (dcds1:...) to register; empty
 	// means the plan ends after writing the config.
 	Delegation string
@@ -199,36 +203,59 @@ func CheckRegion(cat provisioners.Catalog, region string) error {
 // config, and (with a delegation) the registration. cat is what
 // DiscoverCloud found; the region must be in it.
 func NewCloudPlan(a CloudAnswers, cat provisioners.Catalog) (Plan, *KeyStatus, error) {
-	if a.ConfigPath == "" || a.ProviderPubkey == "" || a.APIEndpoint == "" || a.KeyPath == "" || a.TokenFile == "" || a.Token == "" {
-		return Plan{}, nil, errors.New("incomplete answers: call FillDefaults and set the config path, provider key and token")
+	if a.ProviderPubkey == "" {
+		return Plan{}, nil, errors.New("incomplete answers: set the provider key")
 	}
-	if _, err := a.cataloger(); err != nil {
+	run, err := NewCloudRun(a, cat)
+	if err != nil {
 		return Plan{}, nil, err
-	}
-	if err := CheckRegion(cat, a.Region); err != nil {
-		return Plan{}, nil, err
-	}
-	now := a.Now
-	if now == nil {
-		now = time.Now
-	}
-	key := &KeyStatus{}
-	steps := []Step{
-		KeyStep(a.KeyPath, key),
-		tokenFileStep(a.TokenFile, a.Token, a.KeyPath),
-		ConfigStepWith(ConfigAnswers{Path: a.ConfigPath, APIEndpoint: a.APIEndpoint, ProviderPubkey: a.ProviderPubkey,
-			AgentKeyPath: a.KeyPath, StateDir: a.StateDir}, func(cfg *config.Config) string { return applyCloud(cfg, a) }),
 	}
 	if a.Delegation != "" {
+		now := a.Now
+		if now == nil {
+			now = time.Now
+		}
 		ua := a.UserAgent
 		if ua == "" {
 			ua = "dc-agent"
 		}
-		steps = append(steps, RegisterStep(a.Delegation, key, a.ProviderPubkey, func(k ed25519.PrivateKey) (*dcapi.Client, error) {
+		run.Plan.Steps = append(run.Plan.Steps, RegisterStep(a.Delegation, run.Key, a.ProviderPubkey, func(k ed25519.PrivateKey) (*dcapi.Client, error) {
 			return dcapi.New(a.APIEndpoint, a.ProviderPubkey, k, dcapi.WithUserAgent(ua))
 		}, now))
 	}
-	return Plan{Steps: steps, Now: a.Now}, key, nil
+	return run.Plan, run.Key, nil
+}
+
+// CloudRun is a cloud backend's setup plan (key, token file, config) whose
+// config step writes Answers as they are when it runs: a registration
+// step inserted before it (the setup flow's setup token) completes the
+// provider and pool.
+type CloudRun struct {
+	Plan    Plan
+	Key     *KeyStatus
+	Answers *CloudAnswers
+}
+
+// NewCloudRun builds the plan of NewCloudPlan without the registration.
+func NewCloudRun(a CloudAnswers, cat provisioners.Catalog) (*CloudRun, error) {
+	if a.ConfigPath == "" || a.APIEndpoint == "" || a.KeyPath == "" || a.TokenFile == "" || a.Token == "" {
+		return nil, errors.New("incomplete answers: call FillDefaults and set the config path and token")
+	}
+	if _, err := a.cataloger(); err != nil {
+		return nil, err
+	}
+	if err := CheckRegion(cat, a.Region); err != nil {
+		return nil, err
+	}
+	run := &CloudRun{Key: &KeyStatus{}, Answers: &a}
+	cfg := ConfigStepWith(ConfigAnswers{Path: a.ConfigPath}, nil)
+	cfg.Run = func(ctx context.Context, r *Reporter) error {
+		a := *run.Answers
+		return ConfigStepWith(ConfigAnswers{Path: a.ConfigPath, APIEndpoint: a.APIEndpoint, ProviderPubkey: a.ProviderPubkey,
+			AgentKeyPath: a.KeyPath, StateDir: a.StateDir, Pool: a.Pool}, func(cfg *config.Config) string { return applyCloud(cfg, a) }).Run(ctx, r)
+	}
+	run.Plan = Plan{Steps: []Step{KeyStep(a.KeyPath, run.Key), tokenFileStep(a.TokenFile, a.Token, a.KeyPath), cfg}, Now: a.Now}
+	return run, nil
 }
 
 // tokenFileStep keeps the token in path (0600, a new file owned like the

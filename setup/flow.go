@@ -15,6 +15,7 @@ import (
 	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/dcapi"
 	"github.com/decent-stuff/dc-agent/identity"
+	"github.com/decent-stuff/dc-agent/provisioners"
 	"github.com/decent-stuff/dc-agent/setup/service"
 )
 
@@ -228,6 +229,13 @@ type FlowOptions struct {
 	SetupToken string
 	// Service installs the service once the agent is registered (nil: not).
 	Service *service.Options
+	// Backend is what the agent drives (config.TypeProxmox,
+	// TypeDigitalOcean or TypeVultr). "": a BackendUI is asked (unless
+	// SSH names a node), any other UI sets up Proxmox.
+	Backend string
+	// Cloud prefills a cloud backend's answers: Endpoint (the cloud
+	// API's URL, "" the real one) and Region.
+	Cloud CloudAnswers
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
 }
@@ -240,6 +248,9 @@ type Summary struct {
 	// Templates maps image names to template VMIDs.
 	Templates map[string]int
 	Service   service.Result
+	// Cloud is the cloud backend set up (nil: a Proxmox node), its
+	// token blanked.
+	Cloud *CloudAnswers
 }
 
 // Flow is one run of the Proxmox setup.
@@ -259,6 +270,11 @@ type Flow struct {
 	login   SSHOptions
 	host    *Host
 	reg     registration
+	backend string
+	// The cloud backend's token (read from the file the UI named) and
+	// what its account offers (nil: not checked yet).
+	cloudToken, cloudTokenFile string
+	cloudCat                   *provisioners.Catalog
 
 	// mu guards what the front end reads while the flow runs.
 	mu      sync.Mutex
@@ -266,6 +282,7 @@ type Flow struct {
 	ans     ProxmoxAnswers
 	disc    *Discovery
 	run     *ProxmoxRun
+	cloud   *CloudRun
 	reqCode string
 	reqFile string
 	svc     service.Result
@@ -291,6 +308,7 @@ func (f *Flow) prepare() {
 	f.mu.Unlock()
 	f.api = APIAnswer{Endpoint: pre.APIEndpoint, Provider: pre.ProviderPubkey, SetupToken: f.o.SetupToken, Method: f.defaultMethod()}
 	f.ssh = f.o.SSH
+	f.backend = cmp.Or(f.o.Backend, config.TypeProxmox)
 	if f.ssh.IdentityFile == "" && f.ssh.Password == "" && f.ssh.PasswordFile == "" && os.Getenv("SSH_AUTH_SOCK") == "" {
 		if keys := DefaultIdentityFiles(); len(keys) > 0 {
 			f.ssh.IdentityFile = keys[0]
@@ -335,12 +353,25 @@ func (f *Flow) Run(ctx context.Context) error {
 	if err := f.checkPrefill(); err != nil {
 		return err
 	}
-	stages := []func(context.Context) error{f.prerequisites, f.askAPI, f.connect, f.choose, f.setUpNode, f.register, f.installService}
+	always := func() bool { return true }
+	px := func() bool { return f.backend == config.TypeProxmox }
+	cloud := func() bool { return !px() }
+	stages := []struct {
+		run func(context.Context) error
+		on  func() bool
+	}{{f.prerequisites, always}, {f.askAPI, always}, {f.askBackend, f.AsksBackend},
+		{f.connect, px}, {f.choose, px}, {f.setUpNode, px}, {f.askCloud, cloud}, {f.setUpCloud, cloud},
+		{f.register, always}, {f.installService, always}}
 	for i := 0; i < len(stages); {
-		err := stages[i](ctx)
+		if !stages[i].on() {
+			i++
+			continue
+		}
+		err := stages[i].run(ctx)
 		switch {
 		case errors.Is(err, ErrBack):
-			i = max(i-1, 0)
+			for i = max(i-1, 0); i > 0 && !stages[i].on(); i-- {
+			}
 		case errors.Is(err, errLater):
 			return nil
 		case err != nil:
@@ -725,9 +756,13 @@ func bridgeOnNode(d *Discovery, name string) error {
 //
 // A setup token the API refuses (used, expired, unknown) is asked for
 // again, with the reason, when the UI goes back from the failed plan.
-func (f *Flow) setUpNode(ctx context.Context) error {
+func (f *Flow) setUpNode(ctx context.Context) error { return f.askTokenAgain(ctx, f.runNodePlan) }
+
+// askTokenAgain runs the backend's plan, asking for another setup token
+// while the API refuses the one given.
+func (f *Flow) askTokenAgain(ctx context.Context, runPlan func(context.Context) error) error {
 	for {
-		err := f.runNodePlan(ctx)
+		err := runPlan(ctx)
 		var te *TokenError
 		if !errors.Is(err, ErrBack) || !errors.As(f.planErr, &te) {
 			return err
@@ -751,7 +786,11 @@ func (f *Flow) runNodePlan(ctx context.Context) error {
 		if err != nil {
 			return nil, err
 		}
-		run.Plan.Steps = slices.Insert(run.Plan.Steps, 1, f.reg.keySteps(f, run)...)
+		a := *run.Answers
+		run.Plan.Steps = slices.Insert(run.Plan.Steps, 1, f.reg.keySteps(f, keyTarget{ConfigPath: a.ConfigPath, KeyPath: a.KeyPath,
+			Endpoint: a.APIEndpoint, UserAgent: a.UserAgent, Key: run.Key, learned: func(provider string, pool Pool) {
+				run.Answers.ProviderPubkey, run.Answers.Pool = provider, pool
+			}})...)
 		f.mu.Lock()
 		f.run = run
 		f.mu.Unlock()
@@ -881,6 +920,11 @@ func (f *Flow) Summary() Summary {
 	if f.run != nil {
 		s.Key, s.Templates = f.run.Key, f.run.Result.Templates
 	}
+	if f.cloud != nil {
+		c := *f.cloud.Answers
+		c.Token = ""
+		s.Key, s.Cloud = f.cloud.Key, &c
+	}
 	return s
 }
 
@@ -890,6 +934,10 @@ func (f *Flow) Hint() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	cfg := f.ans.ConfigPath
+	what := "node"
+	if name, ok := CloudNames[f.backend]; ok {
+		what = name + " backend"
+	}
 	switch f.stage {
 	case StageNothing:
 		return "Stopped; nothing was changed. Run dc-agent again to set up."
@@ -900,11 +948,11 @@ func (f *Flow) Hint() string {
 		if errors.As(f.planErr, &te) {
 			return fmt.Sprintf("Stopped: %v.\nNothing is registered; %s, then run dc-agent again with it (--setup-token file:PATH, or DC_AGENT_SETUP_TOKEN).", f.planErr, TokenFix)
 		}
-		return "Stopped during the node setup. Every step checks first and changes only what differs, so nothing is left half-done:\n" +
-			"run dc-agent again (or dc-agent setup proxmox with the same answers) to continue where it stopped."
+		return "Stopped during the " + what + " setup. Every step checks first and changes only what differs, so nothing is left half-done:\n" +
+			"run dc-agent again (or dc-agent setup " + f.backend + " with the same answers) to continue where it stopped."
 	case StageNodeReady:
 		var b strings.Builder
-		fmt.Fprintf(&b, "The node is set up and the config is written (%s), but the agent is not registered yet.\n", cfg)
+		fmt.Fprintf(&b, "The %s is set up and the config is written (%s), but the agent is not registered yet.\n", what, cfg)
 		if f.reqFile != "" {
 			fmt.Fprintf(&b, "The delegation request is in %s. Sign it on the machine with your provider key:\n", f.reqFile)
 		} else {

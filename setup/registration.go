@@ -18,11 +18,11 @@ import (
 // check in Flow.checkAPI; the front ends ask for those fields and show the
 // plan events.
 type registration interface {
-	// keySteps run in the node plan right after the agent key step and
-	// before the config step, which reads run.Answers when it runs: a
+	// keySteps run in the backend's plan right after the agent key step
+	// and before the config step, which reads the answers when it runs: a
 	// method that learns the provider (and pool) from the API registers
-	// here and completes run.Answers, so the config names them.
-	keySteps(f *Flow, run *ProxmoxRun) []Step
+	// here and hands them to t.learned, so the config names them.
+	keySteps(f *Flow, t keyTarget) []Step
 	// register runs after the node plan (PhaseRegister): it asks what it
 	// needs, registers, and returns errLater if the provider registers
 	// later.
@@ -43,17 +43,25 @@ func newRegistration(a APIAnswer) registration {
 // the pool, which the config step then writes.
 type setupToken struct{ token string }
 
-func (s setupToken) keySteps(f *Flow, run *ProxmoxRun) []Step {
-	a := *run.Answers
+// keyTarget is where a registration in the plan registers: the agent key
+// (filled by the key step), the config and the API; learned completes
+// the plan's answers with what the API answered.
+type keyTarget struct {
+	ConfigPath, KeyPath, Endpoint, UserAgent string
+	Key                                      *KeyStatus
+	learned                                  func(provider string, pool Pool)
+}
+
+func (s setupToken) keySteps(f *Flow, t keyTarget) []Step {
 	var reg TokenRegistration
-	step := TokenStep(TokenStepOptions{ConfigPath: a.ConfigPath, KeyPath: a.KeyPath, Endpoint: a.APIEndpoint, Token: s.token,
-		UserAgent: a.UserAgent, Key: run.Key, Result: &reg})
+	step := TokenStep(TokenStepOptions{ConfigPath: t.ConfigPath, KeyPath: t.KeyPath, Endpoint: t.Endpoint, Token: s.token,
+		UserAgent: t.UserAgent, Key: t.Key, Result: &reg})
 	register := step.Run
 	step.Run = func(ctx context.Context, r *Reporter) error {
 		if err := register(ctx, r); err != nil {
 			return err
 		}
-		run.Answers.ProviderPubkey, run.Answers.Pool = reg.ProviderPubkey, reg.Pool
+		t.learned(reg.ProviderPubkey, reg.Pool)
 		f.mu.Lock()
 		f.ans.ProviderPubkey, f.ans.Pool = reg.ProviderPubkey, reg.Pool
 		f.mu.Unlock()
@@ -70,7 +78,7 @@ func (setupToken) register(context.Context, *Flow) error { return nil }
 // dcds1: answer (or passes it as --delegation).
 type delegation struct{}
 
-func (delegation) keySteps(*Flow, *ProxmoxRun) []Step { return nil }
+func (delegation) keySteps(*Flow, keyTarget) []Step { return nil }
 
 func (delegation) register(ctx context.Context, f *Flow) error {
 	a, key := f.answers(), f.Summary().Key

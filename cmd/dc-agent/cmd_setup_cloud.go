@@ -32,7 +32,7 @@ type setupCloudFlags struct {
 	timeout                          time.Duration
 }
 
-var cloudNames = map[string]string{config.TypeDigitalOcean: "DigitalOcean", config.TypeVultr: "Vultr"}
+var cloudNames = setup.CloudNames
 
 func newSetupCloudCmd(g *globals, typ string) *cobra.Command {
 	f := &setupCloudFlags{}

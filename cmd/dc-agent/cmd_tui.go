@@ -21,8 +21,9 @@ import (
 
 // tuiFlags are the bare dc-agent's own flags beside the setup answers.
 type tuiFlags struct {
-	serviceRoot string
-	serviceUser bool
+	serviceRoot   string
+	serviceUser   bool
+	cloudEndpoint string
 }
 
 func (t *tuiFlags) bind(cmd *cobra.Command) {
@@ -30,6 +31,7 @@ func (t *tuiFlags) bind(cmd *cobra.Command) {
 	fl.StringVar(&t.serviceRoot, "service-root", "", "install the service files under DIR and skip systemctl (packaging, tests)")
 	fl.BoolVar(&t.serviceUser, "service-user", false, "install the service into your own systemd --user manager (development)")
 	_ = fl.MarkHidden("service-user")
+	fl.StringVar(&t.cloudEndpoint, "cloud-endpoint", "", "the DigitalOcean or Vultr API URL when the wizard sets up a cloud backend (default: the real one)")
 }
 
 func (t *tuiFlags) serviceOptions(g *globals) service.Options {
@@ -103,6 +105,7 @@ func wizardOptions(cmd *cobra.Command, g *globals, f *setupProxmoxFlags, t *tuiF
 	}
 	svc := t.serviceOptions(g)
 	o.Service = &svc
+	o.Cloud.Endpoint = t.cloudEndpoint
 	return wizard.Options{Flow: o, Monitor: func() tea.Model { return monitor.New(monitor.Options{ConfigPath: g.configPath}) }}, nil
 }
 

@@ -127,11 +127,11 @@ func TestWizardEndToEndInTmux(t *testing.T) {
 	cmdline = append(cmdline, notAsked...)
 	exitFile := x.start(cmdline, filepath.Join(dir, "exit"))
 
-	x.waitFor(10*time.Second, "1/10 Welcome", "Prerequisites", "will be written", "enter start")
+	x.waitFor(10*time.Second, "1/11 Welcome", "Prerequisites", "will be written", "enter start")
 	x.snap("welcome")
 	x.key("Enter")
 
-	x.waitFor(5*time.Second, "2/10 Decent Cloud API", "(•) setup token", "Setup token")
+	x.waitFor(5*time.Second, "2/11 Decent Cloud API", "(•) setup token", "Setup token")
 	x.key("C-u")
 	x.typeText(srv.URL)
 	x.key("Tab")
@@ -146,7 +146,9 @@ func TestWizardEndToEndInTmux(t *testing.T) {
 	x.snap("api")
 	x.key("Enter")
 
-	x.waitFor(5*time.Second, "3/10 Proxmox host", "SSH key")
+	x.waitFor(5*time.Second, "3/11 Backend", "(•) Proxmox VE", "DigitalOcean", "Vultr")
+	x.key("Enter")
+	x.waitFor(5*time.Second, "4/11 Proxmox host", "SSH key")
 	x.typeText(h.Host)
 	x.key("Tab")
 	x.key("C-u")
@@ -163,15 +165,15 @@ func TestWizardEndToEndInTmux(t *testing.T) {
 	x.snap("host-key")
 	x.key("y")
 
-	x.waitFor(30*time.Second, "4/10 Node and choices", "Storage for templates", "ubuntu-24.04", "set up the node")
+	x.waitFor(30*time.Second, "5/11 Node and choices", "Storage for templates", "ubuntu-24.04", "set up the node")
 	x.snap("discovery")
 	x.key("Enter")
 
-	x.waitFor(90*time.Second, "5/10 Setting up the node", "The node is ready")
+	x.waitFor(90*time.Second, "6/11 Setting up the node", "The node is ready")
 	x.snap("progress")
 	x.key("Enter")
 
-	screen := x.waitFor(5*time.Second, "6/10 Delegation request", "dcdr1:", "dc-agent delegation sign --identity")
+	screen := x.waitFor(5*time.Second, "7/11 Delegation request", "dcdr1:", "dc-agent delegation sign --identity")
 	x.snap("request")
 	if !strings.Contains(screen, "e2e") || !strings.Contains(screen, prov.Pubkey) {
 		t.Errorf("the request screen does not show the fields:\n%s", screen)
@@ -192,7 +194,7 @@ func TestWizardEndToEndInTmux(t *testing.T) {
 	code := strings.TrimSpace(signed.stdout)
 	x.key("Enter")
 
-	x.waitFor(5*time.Second, "7/10 Signed delegation")
+	x.waitFor(5*time.Second, "8/11 Signed delegation")
 	x.typeText("dcds1:oops")
 	x.waitFor(5*time.Second, "Not a signed delegation", "Fix:")
 	x.snap("paste-malformed")
@@ -202,18 +204,18 @@ func TestWizardEndToEndInTmux(t *testing.T) {
 	x.snap("paste-valid")
 	x.key("Enter")
 
-	x.waitFor(30*time.Second, "8/10 Register", "accepts this agent")
+	x.waitFor(30*time.Second, "9/11 Register", "accepts this agent")
 	x.snap("register")
 	x.key("Enter")
 
-	x.waitFor(30*time.Second, "9/10 Service", "Installing the service · done", "systemctl was not run")
+	x.waitFor(30*time.Second, "10/11 Service", "Installing the service · done", "systemctl was not run")
 	x.snap("service")
 	if _, err := os.Stat(filepath.Join(root, "etc/systemd/system/dc-agent.service")); err != nil {
 		t.Errorf("no unit in the test root: %v", err)
 	}
 	x.key("Enter")
 
-	x.waitFor(10*time.Second, "10/10 Done", "dc-agent is set up")
+	x.waitFor(10*time.Second, "11/11 Done", "dc-agent is set up")
 	x.snap("summary")
 	// The installed service starts its agent (here by hand: --root skips
 	// systemctl), and the summary sees it come online through the API.
@@ -363,9 +365,9 @@ func TestWizardSetupTokenInTmux(t *testing.T) {
 		"--image-dir", filepath.Join(h.Dir, "images"), "--state-dir", filepath.Join(dir, "state")}
 	exitFile := x.start(cmdline, filepath.Join(dir, "exit"))
 
-	x.waitFor(10*time.Second, "1/10 Welcome", "registers it with a setup token", "enter start")
+	x.waitFor(10*time.Second, "1/11 Welcome", "registers it with a setup token", "enter start")
 	x.key("Enter")
-	x.waitFor(5*time.Second, "2/10 Decent Cloud API", "(•) setup token", "Agents > your pool > Add Agent")
+	x.waitFor(5*time.Second, "2/11 Decent Cloud API", "(•) setup token", "Agents > your pool > Add Agent")
 	x.key("C-u")
 	x.typeText(srv.URL)
 	x.key("Tab")
@@ -381,7 +383,9 @@ func TestWizardSetupTokenInTmux(t *testing.T) {
 	}
 	x.key("Enter")
 
-	x.waitFor(5*time.Second, "3/10 Proxmox host", "SSH key")
+	x.waitFor(5*time.Second, "3/11 Backend", "(•) Proxmox VE", "DigitalOcean", "Vultr")
+	x.key("Enter")
+	x.waitFor(5*time.Second, "4/11 Proxmox host", "SSH key")
 	x.typeText(h.Host)
 	x.key("Tab")
 	x.key("C-u")
@@ -394,26 +398,26 @@ func TestWizardSetupTokenInTmux(t *testing.T) {
 	x.key("Enter")
 	x.waitFor(10*time.Second, h.HostKeyFingerprint(), "pin and connect")
 	x.key("y")
-	x.waitFor(30*time.Second, "4/10 Node and choices", "set up the node")
+	x.waitFor(30*time.Second, "5/11 Node and choices", "set up the node")
 	x.key("Enter")
 
 	// The used token: the registration step fails, with the fix.
-	x.waitFor(60*time.Second, "5/10 Setting up the node", "failed", "already used", "Fix: make a new setup token")
+	x.waitFor(60*time.Second, "6/11 Setting up the node", "failed", "already used", "Fix: make a new setup token")
 	x.snap("token-used")
 	x.key("Escape")
-	x.waitFor(5*time.Second, "2/10 Decent Cloud API", "already used", "Fix: make a new setup token")
+	x.waitFor(5*time.Second, "2/11 Decent Cloud API", "already used", "Fix: make a new setup token")
 	x.snap("api-token-used")
 	x.paste(fresh)
 	x.waitFor(5*time.Second, strings.Repeat("*", len(fresh)))
 	x.key("Enter")
 
-	x.waitFor(90*time.Second, "5/10 Setting up the node", "The node is ready", "The agent is registered", "registered agent")
+	x.waitFor(90*time.Second, "6/11 Setting up the node", "The node is ready", "The agent is registered", "registered agent")
 	x.snap("progress")
 	x.key("Enter")
-	x.waitFor(30*time.Second, "9/10 Service", "Installing the service · done")
+	x.waitFor(30*time.Second, "10/11 Service", "Installing the service · done")
 	x.snap("service")
 	x.key("Enter")
-	x.waitFor(10*time.Second, "10/10 Done", "dc-agent is set up", "eu-proxmox ("+pool.PoolID+", europe)", "provider "+prov.Pubkey[:8])
+	x.waitFor(10*time.Second, "11/11 Done", "dc-agent is set up", "eu-proxmox ("+pool.PoolID+", europe)", "provider "+prov.Pubkey[:8])
 	x.snap("summary")
 	x.key("q")
 	x.waitExit(exitFile, 0)
@@ -499,7 +503,7 @@ func TestWizardNoColor(t *testing.T) {
 		cmdline := append(env, dcAgent, "--config", filepath.Join(t.TempDir(), "dc-agent.toml"), "--service-root", t.TempDir())
 		x.tmux("-f", "/dev/null", "new-session", "-d", "-s", "w", "-x", "80", "-y", "24", strings.Join(quoteAll(cmdline), " ")+"; sleep 600")
 		t.Cleanup(func() { _ = exec.Command(tmuxBin, "-S", x.sock, "kill-server").Run() })
-		x.waitFor(10*time.Second, "1/10 Welcome", "enter start")
+		x.waitFor(10*time.Second, "1/11 Welcome", "enter start")
 		styled := x.tmux("capture-pane", "-p", "-e", "-t", "w")
 		// SGR foreground colors: 30-37, 90-97, 38;5;N, 38;2;R;G;B.
 		colored := false

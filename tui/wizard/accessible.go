@@ -15,6 +15,7 @@ import (
 	"github.com/charmbracelet/huh"
 
 	"github.com/decent-stuff/dc-agent/identity"
+	"github.com/decent-stuff/dc-agent/provisioners"
 	"github.com/decent-stuff/dc-agent/setup"
 )
 
@@ -31,7 +32,13 @@ func RunAccessible(ctx context.Context, o Options, in io.Reader, out io.Writer) 
 	err = f.Run(ctx)
 	if err == nil && f.Stage() == setup.StageInstalled {
 		s := f.Summary()
-		a.printf("\ndc-agent is set up: config %s, agent key %s, node %s.\n", s.Answers.ConfigPath, s.Key.Pubkey, s.Discovery.Node)
+		on := "node "
+		if s.Cloud != nil {
+			on = setup.CloudNames[s.Cloud.Type] + ", region " + s.Cloud.Region
+		} else if s.Discovery != nil {
+			on += s.Discovery.Node
+		}
+		a.printf("\ndc-agent is set up: config %s, agent key %s, %s.\n", s.Answers.ConfigPath, s.Key.Pubkey, on)
 	}
 	return f.Hint(), err
 }
@@ -225,6 +232,46 @@ func (a *Prompts) ConfirmHostKey(_ context.Context, q setup.HostKeyQuestion) (bo
 	i := q.Info
 	a.printf("\n%s presents this %s host key:\n    %s\nCheck it on the node: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub\n", i.Addr, i.Type, i.Fingerprint)
 	return a.confirm("Is this the right key? It will be pinned")
+}
+
+// Backend asks what the agent provisions on.
+func (a *Prompts) Backend(_ context.Context, q setup.BackendQuestion) (string, error) {
+	v := q.Answer
+	var opts []huh.Option[string]
+	for _, b := range q.Backends {
+		opts = append(opts, huh.NewOption(strings.Join(strings.Fields(backendTitles[b]), " "), b))
+	}
+	err := a.ask(huh.NewSelect[string]().Title("What does this agent provision machines on?").Options(opts...).Value(&v), "the backend")
+	return v, err
+}
+
+// Cloud asks for the token file, then (the token accepted) the region.
+func (a *Prompts) Cloud(_ context.Context, q setup.CloudQuestion) (setup.CloudChoice, error) {
+	c := q.Answer
+	name := setup.CloudNames[q.Type]
+	if q.Err != nil {
+		return c, q.Err
+	}
+	if q.Catalog == nil {
+		var err error
+		c.TokenFile, err = a.input(name+" API token file (chmod 600, the token only)", c.TokenFile, func(s string) error {
+			if s == "" {
+				return errors.New("enter the token file")
+			}
+			return nil
+		})
+		return c, err
+	}
+	a.printf("%s account %s: %d regions, %d sizes.\n", name, q.Catalog.Account, len(q.Catalog.Regions), len(q.Catalog.Sizes))
+	var opts []huh.Option[string]
+	for _, r := range q.Catalog.Regions {
+		opts = append(opts, huh.NewOption(r.ID+" "+r.Name, r.ID))
+	}
+	if !slices.ContainsFunc(q.Catalog.Regions, func(r provisioners.CatalogRegion) bool { return r.ID == c.Region }) && len(opts) > 0 {
+		c.Region = q.Catalog.Regions[0].ID
+	}
+	err := a.ask(huh.NewSelect[string]().Title("Default region for new servers").Options(opts...).Value(&c.Region), "the region")
+	return c, err
 }
 
 func (a *Prompts) Choose(_ context.Context, q setup.ChoiceQuestion) (setup.Choices, error) {

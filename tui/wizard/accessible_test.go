@@ -58,7 +58,7 @@ func TestAccessibleWalk(t *testing.T) {
 		Service: &service.Options{Root: filepath.Join(dir, "root")},
 	}}
 	var out bytes.Buffer
-	in := &lineReader{answers: lines(srv.URL, "2", "not-a-key", prov.Pubkey, h.Host, strconv.Itoa(h.Port), h.User, h.ClientKeyFile,
+	in := &lineReader{answers: lines(srv.URL, "2", "not-a-key", prov.Pubkey, "1", h.Host, strconv.Itoa(h.Port), h.User, h.ClientKeyFile,
 		"y", "", "", "0", "y", "dcds1:bad")}
 	in.answers = append(in.answers, func() string {
 		for _, f := range strings.Fields(out.String()) {
@@ -172,7 +172,7 @@ func TestAccessibleSetupToken(t *testing.T) {
 		Service: &service.Options{Root: filepath.Join(dir, "root")},
 	}}
 	var out bytes.Buffer
-	in := &lineReader{answers: lines(srv.URL, "1", prov.Pubkey, srv.SetupToken(pool, time.Hour), h.Host, strconv.Itoa(h.Port), h.User, h.ClientKeyFile,
+	in := &lineReader{answers: lines(srv.URL, "1", prov.Pubkey, srv.SetupToken(pool, time.Hour), "1", h.Host, strconv.Itoa(h.Port), h.User, h.ClientKeyFile,
 		"y", "", "", "0", "y")}
 	hint, err := RunAccessible(context.Background(), o, in, &out)
 	text := out.String()

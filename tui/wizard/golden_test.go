@@ -1,6 +1,7 @@
 package wizard
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -9,7 +10,9 @@ import (
 	"github.com/charmbracelet/lipgloss"
 	"github.com/charmbracelet/x/exp/golden"
 
+	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/dcapi"
+	"github.com/decent-stuff/dc-agent/provisioners"
 	"github.com/decent-stuff/dc-agent/setup"
 	"github.com/decent-stuff/dc-agent/setup/service"
 )
@@ -111,6 +114,24 @@ func TestGolden(t *testing.T) {
 		press(t, m, "tab", "right", "tab")
 		typeText(t, m, providerHex[:20])
 		goldenScreen(t, m)
+	})
+	t.Run("backend", func(t *testing.T) {
+		m := newTestModel(t)
+		goldenScreen(t, m, askMsg{q: setup.BackendQuestion{Backends: setup.Backends, Answer: config.TypeProxmox}, reply: make(chan answerMsg, 1)}, key("down"))
+	})
+	t.Run("cloud-token-rejected", func(t *testing.T) {
+		m := newTestModel(t)
+		toCloud(t, m)
+		err := setup.WithFix(errors.New("DigitalOcean rejected the API token (401 Unable to authenticate you)"),
+			"check the token (read and write access) and that this host reaches the API")
+		goldenScreen(t, m, askMsg{q: setup.CloudQuestion{Type: config.TypeDigitalOcean, Answer: setup.CloudChoice{TokenFile: "/root/do-token"},
+			Err: &setup.AnswerError{Field: "token-file", Err: err}}, reply: make(chan answerMsg, 1)})
+	})
+	t.Run("cloud-region", func(t *testing.T) {
+		m := newTestModel(t)
+		toCloud(t, m)
+		goldenScreen(t, m, askMsg{q: setup.CloudQuestion{Type: config.TypeDigitalOcean, Answer: setup.CloudChoice{TokenFile: "/root/do-token", Region: "fra1"},
+			Catalog: testCatalog()}, reply: make(chan answerMsg, 1)}, key("down"))
 	})
 	t.Run("host", func(t *testing.T) {
 		m := newTestModel(t)
@@ -224,3 +245,19 @@ func TestGolden(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// toCloud answers the backend screen with DigitalOcean.
+func toCloud(t *testing.T, m *Model) {
+	t.Helper()
+	ch := ask(t, m, setup.BackendQuestion{Backends: setup.Backends, Answer: config.TypeProxmox})
+	press(t, m, "down", "enter")
+	if a := answered(t, ch); a.v != config.TypeDigitalOcean || a.err != nil {
+		t.Fatalf("backend answer %+v", a)
+	}
+}
+
+func testCatalog() *provisioners.Catalog {
+	return &provisioners.Catalog{Account: "provider@example.invalid",
+		Regions: []provisioners.CatalogRegion{{ID: "ams3", Name: "Amsterdam 3"}, {ID: "fra1", Name: "Frankfurt 1"}, {ID: "nyc3", Name: "New York 3"}},
+		Sizes:   []provisioners.CatalogSize{{ID: "s-1vcpu-1gb"}, {ID: "s-2vcpu-2gb"}}}
+}

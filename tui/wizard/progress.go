@@ -44,8 +44,12 @@ var (
 		if p.env.method == setup.MethodSetupToken {
 			next = "The agent is registered. Next: install and start the dc-agent service."
 		}
-		return fmt.Sprintf("\n%s The node is ready and the config is written to %s.\n%s\n",
-			st.ok.Render(markOK), p.env.o.Flow.Answers.ConfigPath, next)
+		what := "node is ready"
+		if name, ok := setup.CloudNames[p.env.backend]; ok {
+			what = name + " backend is ready"
+		}
+		return fmt.Sprintf("\n%s The %s and the config is written to %s.\n%s\n",
+			st.ok.Render(markOK), what, p.env.o.Flow.Answers.ConfigPath, next)
 	}}
 	registerDone = &progressKind{next: "install the service", back: true, note: func(p *progressScreen) string {
 		return fmt.Sprintf("\n%s The API at %s accepts this agent for your provider.\nNext: install and start the dc-agent service.\n",
@@ -228,7 +232,7 @@ func (p *progressScreen) plan(w, h int) string {
 	case p.stopping:
 		state = st.warn.Render("stopping…")
 	}
-	fmt.Fprintf(&b, "%s · %s · elapsed %s\n", p.title, state, fmtDur(el))
+	fmt.Fprintf(&b, "%s · %s · elapsed %s\n", p.env.title(p.title), state, fmtDur(el))
 	titleW := 0
 	for _, r := range p.rows {
 		titleW = max(titleW, ansi.StringWidth(r.title))

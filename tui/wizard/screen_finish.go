@@ -8,6 +8,7 @@ import (
 
 	tea "github.com/charmbracelet/bubbletea"
 
+	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/dcapi"
 	"github.com/decent-stuff/dc-agent/setup"
 )
@@ -95,8 +96,14 @@ func (s *summaryScreen) view(int, int) (string, string) {
 	if d := s.s.Discovery; d != nil {
 		row("node", fmt.Sprintf("%s (Proxmox VE %s) via %s", clean(d.Node), clean(d.Version.Version), a.ProxmoxAPIURL))
 	}
-	row("resources", fmt.Sprintf("storage %s, bridge %s", clean(a.Storage), clean(a.Bridge)))
-	if len(s.s.Templates) > 0 {
+	if c := s.s.Cloud; c != nil {
+		row("backend", fmt.Sprintf("%s, default region %s; token in %s", setup.CloudNames[c.Type], clean(c.Region), c.TokenFile))
+	} else {
+		row("resources", fmt.Sprintf("storage %s, bridge %s", clean(a.Storage), clean(a.Bridge)))
+	}
+	switch {
+	case s.s.Cloud != nil:
+	case len(s.s.Templates) > 0:
 		var ts []string
 		for _, name := range a.Templates {
 			if id, ok := s.s.Templates[name]; ok {
@@ -104,7 +111,7 @@ func (s *summaryScreen) view(int, int) (string, string) {
 			}
 		}
 		row("templates", strings.Join(ts, ", "))
-	} else {
+	default:
 		row("templates", strings.Join(a.Templates, ", "))
 	}
 	row("API", a.APIEndpoint+" · provider "+short(a.ProviderPubkey))
@@ -138,7 +145,11 @@ func (s *summaryScreen) view(int, int) (string, string) {
 		row("agent", spin(s.env.now())+" waiting for the agent's first heartbeat…")
 	}
 	b.WriteString("\nWatch it any time: dc-agent (the live monitor), or systemctl status dc-agent.\n")
-	b.WriteString("Change the setup later with dc-agent setup proxmox: it changes only what differs.\n")
+	backend := config.TypeProxmox
+	if s.s.Cloud != nil {
+		backend = s.s.Cloud.Type
+	}
+	b.WriteString("Change the setup later with dc-agent setup " + backend + ": it changes only what differs.\n")
 	keys := keyHelp("q", "quit (the service keeps running)")
 	if s.env.o.Monitor != nil {
 		keys = keyHelp("enter", "open the live monitor", "q", "quit (the service keeps running)")

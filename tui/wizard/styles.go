@@ -39,15 +39,14 @@ const (
 
 // frame lays a screen out: a title line, the body cut to the height, and
 // the key help at the bottom. Lines never exceed the width.
-func frame(s screenID, body, keys string, w, h int) string {
+func frame(title, pos, body, keys string, w, h int) string {
 	if w < 20 {
 		w = 20
 	}
 	if h < 6 {
 		h = 6
 	}
-	pos := fmt.Sprintf("%d/%d", int(s)+1, int(numScreens))
-	head := st.title.Render("dc-agent setup") + st.dim.Render(" · "+pos+" ") + st.title.Render(screenTitles[s])
+	head := st.title.Render("dc-agent setup") + st.dim.Render(" · "+pos+" ") + st.title.Render(title)
 	lines := wrapLines(body, w)
 	avail := h - 3
 	if len(lines) > avail {

@@ -11,13 +11,17 @@
 package wizard
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	tea "github.com/charmbracelet/bubbletea"
 
+	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/setup"
 )
 
@@ -42,6 +46,8 @@ type screenID int
 const (
 	scrWelcome screenID = iota
 	scrAPI
+	scrBackend
+	scrCloud
 	scrHost
 	scrDiscovery
 	scrProgress
@@ -54,7 +60,7 @@ const (
 	numScreens = scrMonitor
 )
 
-var screenTitles = [...]string{"Welcome", "Decent Cloud API", "Proxmox host", "Node and choices", "Setting up the node",
+var screenTitles = [...]string{"Welcome", "Decent Cloud API", "Backend", "Cloud account", "Proxmox host", "Node and choices", "Setting up the node",
 	"Delegation request", "Signed delegation", "Register", "Service", "Done", "Monitor"}
 
 // screen is one page of the wizard. It gets the flow's questions and
@@ -94,6 +100,17 @@ type env struct {
 	o   *Options
 	// method is how the agent registers (the API screen's answer).
 	method setup.RegistrationMethod
+	// backend is the backend screen's answer (config.TypeProxmox before).
+	backend string
+}
+
+// title is how a screen or plan titled t is named on the chosen backend:
+// a cloud backend sets up the agent, not a node.
+func (e *env) title(t string) string {
+	if e.backend != config.TypeProxmox {
+		return strings.Replace(t, "the node", "the agent", 1)
+	}
+	return t
 }
 
 // Model is the wizard's root model.
@@ -141,11 +158,13 @@ func New(o Options) *Model {
 	m.br = &bridge{msgs: make(chan tea.Msg), gone: make(chan struct{})}
 	m.flow = setup.NewFlow(o.Flow, m.br)
 	m.br.flow = m.flow
-	m.env = &env{ctx: m.ctx, now: o.Flow.Now, o: &m.o}
+	m.env = &env{ctx: m.ctx, now: o.Flow.Now, o: &m.o, backend: cmp.Or(o.Flow.Backend, config.TypeProxmox)}
 	m.summary = &summaryScreen{env: m.env}
 	m.screens = [numScreens]screen{
 		scrWelcome:   &welcomeScreen{env: m.env},
 		scrAPI:       newAPIScreen(m.env),
+		scrBackend:   &backendScreen{env: m.env},
+		scrCloud:     newCloudScreen(m.env),
 		scrHost:      newHostScreen(m.env),
 		scrDiscovery: &discoveryScreen{env: m.env},
 		scrProgress:  newProgressScreen(m.env, "Setting up the node", nodeDone),
@@ -305,6 +324,10 @@ func (m *Model) ask(a askMsg) tea.Cmd {
 		s = scrWelcome
 	case setup.APIQuestion:
 		s = scrAPI
+	case setup.BackendQuestion:
+		s = scrBackend
+	case setup.CloudQuestion:
+		s = scrCloud
 	case setup.SSHQuestion, setup.HostKeyQuestion, passwordQ:
 		s = scrHost
 	case setup.ChoiceQuestion:
@@ -368,10 +391,32 @@ func (m *Model) View() string {
 		if fix := setup.FixOf(m.fatal); fix != "" {
 			body += st.key.Render("Fix: ") + clean(fix) + "\n"
 		}
-		return frame(m.screen, body, keyHelp("q", "quit (it says how to go on)"), m.width, m.height)
+		return frame(m.env.title(screenTitles[m.screen]), m.position(), body, keyHelp("q", "quit (it says how to go on)"), m.width, m.height)
 	}
 	body, keys := m.screens[m.screen].view(m.width, m.height-3)
-	return frame(m.screen, body, keys, m.width, m.height)
+	return frame(m.env.title(screenTitles[m.screen]), m.position(), body, keys, m.width, m.height)
+}
+
+// position is "n/total" of the current screen on the path the provider
+// walks: the backend question only where the flow asks it, a cloud
+// account instead of the Proxmox host and node.
+func (m *Model) position() string {
+	n, pos := 0, 0
+	for s := range numScreens {
+		switch {
+		case s == scrBackend && !m.flow.AsksBackend():
+			continue
+		case s == scrCloud && m.env.backend == config.TypeProxmox:
+			continue
+		case (s == scrHost || s == scrDiscovery) && m.env.backend != config.TypeProxmox:
+			continue
+		}
+		n++
+		if s == m.screen {
+			pos = n
+		}
+	}
+	return fmt.Sprintf("%d/%d", pos, n)
 }
 
 // interrupt handles Ctrl-C: a running plan is stopped first (between
@@ -473,6 +518,14 @@ func (b *bridge) Prerequisites(ctx context.Context, checks []setup.Check) (bool,
 
 func (b *bridge) API(ctx context.Context, q setup.APIQuestion) (setup.APIAnswer, error) {
 	return askFor[setup.APIAnswer](ctx, b, q)
+}
+
+func (b *bridge) Backend(ctx context.Context, q setup.BackendQuestion) (string, error) {
+	return askFor[string](ctx, b, q)
+}
+
+func (b *bridge) Cloud(ctx context.Context, q setup.CloudQuestion) (setup.CloudChoice, error) {
+	return askFor[setup.CloudChoice](ctx, b, q)
 }
 
 func (b *bridge) SSH(ctx context.Context, q setup.SSHQuestion) (setup.SSHAnswer, error) {

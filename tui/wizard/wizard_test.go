@@ -17,6 +17,7 @@ import (
 	"github.com/charmbracelet/lipgloss"
 	"github.com/muesli/termenv"
 
+	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/dcapi"
 	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/setup"
@@ -908,5 +909,40 @@ func TestEveryScreenFitsAndResizes(t *testing.T) {
 		press(t, m, "enter")
 		pasteText(t, m, "dcds1:x")
 		check()
+	}
+}
+
+// TestCloudScreensAnswer: the backend screen answers the chosen backend;
+// the cloud screen answers the typed token file, then the region under
+// the cursor; esc goes back.
+func TestCloudScreensAnswer(t *testing.T) {
+	m := newTestModel(t)
+	toCloud(t, m)
+	if m.Screen() != "Backend" || m.position() != "3/10" {
+		t.Errorf("screen %s at %s", m.Screen(), m.position())
+	}
+	ch := ask(t, m, setup.CloudQuestion{Type: config.TypeDigitalOcean})
+	press(t, m, "enter")
+	notAnswered(t, ch, "an empty token file")
+	typeText(t, m, "/root/do-token")
+	press(t, m, "enter")
+	if a := answered(t, ch); a.err != nil || a.v.(setup.CloudChoice).TokenFile != "/root/do-token" {
+		t.Fatalf("token answer %+v", a)
+	}
+	if !strings.Contains(m.View(), "checking the token with the DigitalOcean API") {
+		t.Errorf("no progress while the token is checked:\n%s", m.View())
+	}
+	ch = ask(t, m, setup.CloudQuestion{Type: config.TypeDigitalOcean, Answer: setup.CloudChoice{TokenFile: "/root/do-token", Region: "ams3"}, Catalog: testCatalog()})
+	press(t, m, "down", "enter")
+	if a := answered(t, ch); a.err != nil || a.v.(setup.CloudChoice).Region != "fra1" {
+		t.Fatalf("region answer %+v", a)
+	}
+	ch = ask(t, m, setup.CloudQuestion{Type: config.TypeDigitalOcean, Catalog: testCatalog()})
+	press(t, m, "esc")
+	if a := answered(t, ch); !errors.Is(a.err, setup.ErrBack) {
+		t.Fatalf("esc: %+v", a)
+	}
+	if m.Screen() != "Cloud account" || m.position() != "4/10" {
+		t.Errorf("screen %s at %s", m.Screen(), m.position())
 	}
 }
