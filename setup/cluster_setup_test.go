@@ -153,10 +153,23 @@ func TestSecondAgentGetsItsOwnToken(t *testing.T) {
 	f := newFixture(t, "9.1.1")
 	first := f.flowOptions("http://127.0.0.1:9", f.prov)
 	first.Answers.Templates = []string{"ubuntu-24.04"}
-	runFlow(t, first)
+	before := func(ui *scriptUI) []string { // discovery's note on the agents set up before
+		var out []string
+		for _, o := range ui.texts(PhaseConnect, EventOutput) {
+			if strings.HasPrefix(o, "agents set up before") {
+				out = append(out, o)
+			}
+		}
+		return out
+	}
+	if got := before(runFlow(t, first)); len(got) != 0 {
+		t.Errorf("a fresh node: %q", got)
+	}
 	second := first
 	second.Answers.ConfigPath, second.Answers.StateDir = filepath.Join(t.TempDir(), "dc-agent.toml"), filepath.Join(t.TempDir(), "state")
-	runFlow(t, second)
+	if got := before(runFlow(t, second)); !slices.Equal(got, []string{"agents set up before: " + PVETokenID + " (each keeps its own token)"}) {
+		t.Errorf("the second agent is not told about the first: %q", got)
+	}
 
 	px1, px2 := proxmoxOf(t, first.Answers.ConfigPath), proxmoxOf(t, second.Answers.ConfigPath)
 	key2, err := identity.LoadAgentKey(filepath.Join(filepath.Dir(second.Answers.ConfigPath), "agent.key"))

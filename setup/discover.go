@@ -115,6 +115,42 @@ type Discovery struct {
 	VMs            []VMInfo // all VMs of the cluster
 	// VirtCustomize is true when virt-customize is installed.
 	VirtCustomize bool
+	// AgentTokens are the API tokens of PVEUser already on the node: the
+	// agents set up before (each has its own; a new agent gets another).
+	AgentTokens []AgentToken
+}
+
+// AgentToken is one API token of PVEUser.
+type AgentToken struct {
+	Name    string `json:"tokenid"`
+	Comment string `json:"comment"`
+}
+
+// tokenNameRe is PVE's token name (pve-tokenid's name part).
+var tokenNameRe = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9._-]+$`)
+
+// ParseAgentTokens reads PVEUser's tokens from `pvesh get /access/users
+// --full 1 --output-format json` (none: the user does not exist yet).
+func ParseAgentTokens(out []byte) ([]AgentToken, error) {
+	var users []struct {
+		UserID string       `json:"userid"`
+		Tokens []AgentToken `json:"tokens"`
+	}
+	if err := json.Unmarshal(out, &users); err != nil {
+		return nil, fmt.Errorf("users: not the JSON list pvesh prints: %w", err)
+	}
+	for _, u := range users {
+		if u.UserID == PVEUser {
+			for _, t := range u.Tokens {
+				if !tokenNameRe.MatchString(t.Name) {
+					return nil, fmt.Errorf("users: %q is not a token name", truncate(t.Name, 40))
+				}
+			}
+			sort.Slice(u.Tokens, func(i, j int) bool { return u.Tokens[i].Name < u.Tokens[j].Name })
+			return u.Tokens, nil
+		}
+	}
+	return nil, nil
 }
 
 // Storage returns the storage named id.
@@ -344,6 +380,19 @@ func Discover(ctx context.Context, h *Host, r *Reporter, node string) (*Discover
 		bn = append(bn, b.Name)
 	}
 	r.Notef("storages for VM disks: %s; bridges: %s; %d VMs", orNone(sn), orNone(bn), len(d.VMs))
+	if res, err = h.Run(ctx, r, Cmd{Args: []string{"pvesh", "get", "/access/users", "--full", "1", "--output-format", "json"}, Quiet: true}); err != nil {
+		return nil, fmt.Errorf("list users: %w", err)
+	}
+	if d.AgentTokens, err = ParseAgentTokens(res.Stdout); err != nil {
+		return nil, err
+	}
+	if len(d.AgentTokens) > 0 {
+		var names []string
+		for _, t := range d.AgentTokens {
+			names = append(names, PVEUser+"!"+t.Name)
+		}
+		r.Notef("agents set up before: %s (each keeps its own token)", strings.Join(names, ", "))
+	}
 	vc, err := h.Run(ctx, r, Cmd{Args: []string{"sh", "-c", "command -v virt-customize"}, Quiet: true, OK: []int{1, 127}})
 	if err != nil {
 		return nil, err

@@ -46,6 +46,7 @@ func FuzzParseHostJSON(f *testing.F) {
 		`[{"storage":"local-lvm","type":"lvmthin","content":"images,rootdir","active":1,"enabled":1,"avail":429496729600,"total":1e12}]`,
 		`[{"iface":"vmbr0","type":"bridge","active":"1","cidr":"10.0.0.1/24"}]`,
 		`[{"vmid":9000,"name":"t","node":"pve1","type":"qemu","template":1,"tags":"dc-agent;dc-template"}]`,
+		`[{"userid":"dc-agent@pve","enable":1,"tokens":[{"tokenid":"agent","comment":"dc-agent provisioning","privsep":1}]},{"userid":"root@pam"}]`,
 		`{"data":[]}`, `[{"vmid":"x"}]`, `null`, ``,
 	} {
 		f.Add([]byte(s))
@@ -55,6 +56,13 @@ func FuzzParseHostJSON(f *testing.F) {
 			for _, n := range nodes {
 				if n.Node == "" {
 					t.Fatal("node without name accepted")
+				}
+			}
+		}
+		if toks, err := ParseAgentTokens(b); err == nil {
+			for _, tk := range toks {
+				if !tokenNameRe.MatchString(tk.Name) {
+					t.Fatalf("token name %q accepted", tk.Name)
 				}
 			}
 		}

@@ -279,6 +279,9 @@ func (a *Prompts) Choose(_ context.Context, q setup.ChoiceQuestion) (setup.Choic
 	if q.Err != nil {
 		return c, q.Err
 	}
+	if len(d.AgentTokens) > 0 {
+		a.printf("%s\n", strings.ReplaceAll(agentsBefore(d), "\n", " "))
+	}
 	c.Storage = cmp.Or(c.Storage, d.Storages[0].ID)
 	var sopts []huh.Option[string]
 	for _, s := range d.Storages {

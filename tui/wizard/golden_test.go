@@ -167,6 +167,13 @@ func TestGolden(t *testing.T) {
 		toDiscovery(t, m)
 		goldenScreen(t, m, key("down"), key(" "))
 	})
+	t.Run("discovery-second-agent", func(t *testing.T) {
+		m := newTestModel(t)
+		d := testDiscovery()
+		d.AgentTokens = []setup.AgentToken{{Name: "agent", Comment: "dc-agent provisioning"}}
+		goldenScreen(t, m, askMsg{q: setup.ChoiceQuestion{Discovery: d, Choices: setup.Choices{Storage: "fast", Bridge: "vmbr0", Templates: []string{"ubuntu-24.04"}}},
+			reply: make(chan answerMsg, 1)})
+	})
 	t.Run("progress-running", func(t *testing.T) {
 		m := newTestModel(t)
 		progressFixture(t, m, -1, 1)

@@ -148,6 +148,9 @@ func (s *discoveryScreen) view(int, int) (string, string) {
 		vc = "yes"
 	}
 	fmt.Fprintf(&b, "Node %s · Proxmox VE %s · virt-customize: %s\n", st.key.Render(clean(d.Node)), clean(d.Version.Version), vc)
+	if len(d.AgentTokens) > 0 {
+		b.WriteString(agentsBefore(d) + "\n")
+	}
 	head := func(i int, t string) {
 		if s.section == i {
 			b.WriteString(st.sel.Render("▸ "+t) + "\n")
@@ -215,4 +218,14 @@ func (s *discoveryScreen) view(int, int) (string, string) {
 			strings.Join(s.templates(), ", "), sto, br, setup.PVEPool, setup.PVEUser, setup.PVERole)
 	}
 	return b.String(), keyHelp("tab", "next list", "↑/↓", "move", "space", "choose", "enter", "set up the node", "esc", "back")
+}
+
+// agentsBefore names the agents already set up on the node: each has its
+// own API token, which setting up this agent leaves valid.
+func agentsBefore(d *setup.Discovery) string {
+	var names []string
+	for _, t := range d.AgentTokens {
+		names = append(names, clean(t.Name))
+	}
+	return fmt.Sprintf("Agents set up here before: token %s. This agent keeps or gets its\nown token; theirs stay valid.", strings.Join(names, ", "))
 }

@@ -2,6 +2,8 @@ package pvecli
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -99,8 +101,20 @@ func pveshGet(st *pve.State, node, path string, o map[string]string) (any, error
 			ids = append(ids, id)
 		}
 		sort.Strings(ids)
+		full := boolOpt(args{opts: o}, "full")
 		for _, id := range ids {
-			out = append(out, map[string]any{"userid": id, "enable": b2i(st.Users[id].Enable), "expire": st.Users[id].Expire})
+			u := st.Users[id]
+			e := map[string]any{"userid": id, "enable": b2i(u.Enable), "expire": u.Expire}
+			if full {
+				// PVE::API2::User index: with full=1, each user's tokens.
+				toks := []map[string]any{}
+				for _, name := range slices.Sorted(maps.Keys(u.Tokens)) {
+					tk := u.Tokens[name]
+					toks = append(toks, map[string]any{"tokenid": name, "comment": tk.Comment, "expire": tk.Expire, "privsep": b2i(tk.Privsep)})
+				}
+				e["tokens"] = toks
+			}
+			out = append(out, e)
 		}
 		return out, nil
 	case path == "/access/roles":
