@@ -16,6 +16,7 @@ import (
 	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/internal/testutil"
+	"github.com/decent-stuff/dc-agent/internal/testutil/pvehost"
 )
 
 // tmuxTerm drives the real binary in a tmux pane of its own server, one
@@ -146,18 +147,7 @@ func TestWizardEndToEndInTmux(t *testing.T) {
 	x.snap("api")
 	x.key("Enter")
 
-	x.waitFor(5*time.Second, "3/11 Backend", "(•) Proxmox VE", "DigitalOcean", "Vultr")
-	x.key("Enter")
-	x.waitFor(5*time.Second, "4/11 Proxmox host", "SSH key")
-	x.typeText(h.Host)
-	x.key("Tab")
-	x.key("C-u")
-	x.typeText(strconv.Itoa(h.Port))
-	x.key("Tab")
-	x.key("C-u")
-	x.typeText(h.User)
-	x.key("Tab")
-	x.typeText(h.ClientKeyFile)
+	x.proxmoxHost(h)
 	x.snap("host")
 	x.key("Enter")
 
@@ -302,6 +292,24 @@ func artifactDir(t *testing.T, name string) string {
 	return artifacts
 }
 
+// proxmoxHost keeps Proxmox on the backend screen and types the node's
+// SSH answers on the host screen (not submitted).
+func (x *tmuxTerm) proxmoxHost(h *pvehost.Host) {
+	x.t.Helper()
+	x.waitFor(5*time.Second, "3/11 Backend", "(•) Proxmox VE", "DigitalOcean", "Vultr")
+	x.key("Enter")
+	x.waitFor(5*time.Second, "4/11 Proxmox host", "SSH key")
+	x.typeText(h.Host)
+	x.key("Tab")
+	x.key("C-u")
+	x.typeText(strconv.Itoa(h.Port))
+	x.key("Tab")
+	x.key("C-u")
+	x.typeText(h.User)
+	x.key("Tab")
+	x.typeText(h.ClientKeyFile)
+}
+
 // start runs cmdline in an 80x24 pane of its own tmux server; its exit
 // code appears in exitFile at once (written aside, then renamed: a read
 // never sees the file empty).
@@ -383,18 +391,7 @@ func TestWizardSetupTokenInTmux(t *testing.T) {
 	}
 	x.key("Enter")
 
-	x.waitFor(5*time.Second, "3/11 Backend", "(•) Proxmox VE", "DigitalOcean", "Vultr")
-	x.key("Enter")
-	x.waitFor(5*time.Second, "4/11 Proxmox host", "SSH key")
-	x.typeText(h.Host)
-	x.key("Tab")
-	x.key("C-u")
-	x.typeText(strconv.Itoa(h.Port))
-	x.key("Tab")
-	x.key("C-u")
-	x.typeText(h.User)
-	x.key("Tab")
-	x.typeText(h.ClientKeyFile)
+	x.proxmoxHost(h)
 	x.key("Enter")
 	x.waitFor(10*time.Second, h.HostKeyFingerprint(), "pin and connect")
 	x.key("y")
