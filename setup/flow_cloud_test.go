@@ -22,14 +22,18 @@ import (
 // cloud answers the token and region questions.
 type cloudUI struct {
 	scriptUI
-	backend string
+	backend   string
+	backendFn func() string // each answer in turn (instead of backend)
 	cloud   func(q CloudQuestion) (CloudChoice, error)
 }
 
 func (u *cloudUI) Backend(_ context.Context, q BackendQuestion) (string, error) {
 	u.note("backend", nil)
-	if !slices.Equal(q.Backends, Backends) || q.Answer != config.TypeProxmox {
+	if !slices.Equal(q.Backends, Backends) {
 		return "", errors.New("unexpected backend question")
+	}
+	if u.backendFn != nil {
+		return u.backendFn(), nil
 	}
 	return u.backend, nil
 }
@@ -171,5 +175,28 @@ func TestFlowCloudBackend(t *testing.T) {
 				t.Errorf("re-run changed the config:\n%s", after)
 			}
 		})
+	}
+}
+
+// TestFlowCloudBack: esc on the cloud account goes back to the backend
+// question (not to a Proxmox question the cloud path skipped), and
+// Proxmox chosen there goes on to the SSH question.
+func TestFlowCloudBack(t *testing.T) {
+	backends := []string{config.TypeDigitalOcean, config.TypeProxmox}
+	ui := &cloudUI{cloud: func(CloudQuestion) (CloudChoice, error) { return CloudChoice{}, ErrBack }}
+	stop := errors.New("stop here")
+	ui.ssh = func(SSHQuestion) (SSHAnswer, error) { return SSHAnswer{}, stop }
+	ui.api = func(q APIQuestion) (APIAnswer, error) {
+		a := q.Answer
+		a.Endpoint, a.Method, a.SetupToken = "https://api.example.org", MethodSetupToken, "apt_europe_0123456789abcdef"
+		return a, nil
+	}
+	ui.backendFn = func() string { b := backends[0]; backends = backends[1:]; return b }
+	o := FlowOptions{Answers: ProxmoxAnswers{ConfigPath: filepath.Join(t.TempDir(), "dc-agent.toml")}}
+	if err := NewFlow(o, ui).Run(context.Background()); !errors.Is(err, stop) {
+		t.Fatalf("err %v", err)
+	}
+	if want := []string{"prereqs", "api", "backend", "cloud-token", "backend", "ssh"}; !slices.Equal(ui.asked, want) {
+		t.Fatalf("asked %v, want %v", ui.asked, want)
 	}
 }
