@@ -24,7 +24,7 @@ type cloudUI struct {
 	scriptUI
 	backend   string
 	backendFn func() string // each answer in turn (instead of backend)
-	cloud   func(q CloudQuestion) (CloudChoice, error)
+	cloud     func(q CloudQuestion) (CloudChoice, error)
 }
 
 func (u *cloudUI) Backend(_ context.Context, q BackendQuestion) (string, error) {
