@@ -2,11 +2,13 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/decent-stuff/dc-agent/agent/status"
 	"github.com/decent-stuff/dc-agent/dcapi"
+	"github.com/decent-stuff/dc-agent/provisioners"
 )
 
 // A lease is the agent's ownership of one contract: created when a worker
@@ -43,9 +45,10 @@ type lease struct {
 	started  time.Time
 	updated  time.Time
 	lock     lockState
-	expires  time.Time          // the held lock's expiry, as the server set it
-	stop     context.CancelFunc // ends the renewal
-	renewing chan struct{}      // closed when the renewal has ended
+	expires  time.Time               // the held lock's expiry, as the server set it
+	stop     context.CancelFunc      // ends the renewal
+	abandonW context.CancelCauseFunc // ends the provision when the lock is gone (workCtx)
+	renewing chan struct{}           // closed when the renewal has ended
 	closed   bool
 }
 
@@ -166,6 +169,34 @@ func (l *lease) lockStatus() lockState {
 	return l.lock
 }
 
+// workCtx is the context of the lease's provision, derived from parent:
+// the renewal cancels it, with provisioners.ErrAbandoned as the cause,
+// once the lock is gone (abandon). stop releases it.
+func (l *lease) workCtx(parent context.Context) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancelCause(parent)
+	l.mu.Lock()
+	l.abandonW = cancel
+	l.mu.Unlock()
+	return ctx, func() { cancel(nil) }
+}
+
+// abandon stops the lease's provision (if one runs) because the lock is
+// gone: another agent may be finishing the contract with what this one
+// made, so this one stops touching it and removes nothing.
+func (l *lease) abandon(why string) {
+	l.mu.Lock()
+	cancel := l.abandonW
+	l.mu.Unlock()
+	if cancel != nil {
+		cancel(fmt.Errorf("%w: %s", provisioners.ErrAbandoned, why))
+	}
+}
+
+// lapseMargin is how long before a lock that cannot be renewed runs out
+// the agent stops working on the contract: a sixth of the lock's life, so
+// the provision has stopped before another agent can take the lock.
+func lapseMargin(life time.Duration) time.Duration { return life / 6 }
+
 // renew keeps the lock: each renewal is due at a third of the lock's
 // remaining life (at most Timing.LockRenew, which also bounds the harm of
 // an agent clock behind the server's), so two more attempts fit before it
@@ -174,10 +205,17 @@ func (l *lease) lockStatus() lockState {
 // lease closes, when another agent holds the lock (ours lapsed: it is not
 // taken back), or when the server refuses to lock the contract any more
 // (its report was accepted, or it was cancelled).
+//
+// The provision stops (abandon) when another agent holds the lock, and
+// when renewals keep failing until the lock is within lapseMargin of
+// running out (the API is unreachable): after that, another agent may
+// take the contract at any moment. A report already queued stays queued
+// and renewal goes on: the API refuses it if another agent took over.
 func (l *lease) renew(ctx context.Context, expires time.Time) {
 	a := l.a
 	bo := a.newBackoff()
-	failed := false
+	failed, abandoned := false, false
+	margin := lapseMargin(expires.Sub(a.now()))
 	for {
 		t := a.timing()
 		wait := min(expires.Sub(a.now())/3, t.LockRenew)
@@ -185,9 +223,19 @@ func (l *lease) renew(ctx context.Context, expires time.Time) {
 			if next := bo.Next(0); wait <= 0 || next < wait {
 				wait = next
 			}
+			if stopAt := expires.Add(-margin).Sub(a.now()); !expires.IsZero() && !abandoned && stopAt < wait {
+				wait = stopAt
+			}
 		}
 		if a.wait(ctx, max(wait, t.BackoffBase/4), nil) != nil {
 			return
+		}
+		if failed && !abandoned && !expires.IsZero() && !a.now().Before(expires.Add(-margin)) {
+			abandoned = true
+			if l.snapshot().Step != status.StepReporting {
+				a.obs.emit(status.EventNotice, status.LevelWarn, "", l.cid, "the contract's lock runs out and the API cannot be reached to renew it; stopping work on the contract so that another agent can take it over")
+			}
+			l.abandon("the lock ran out while the API was unreachable")
 		}
 		e := a.acquireEnv()
 		res, err := e.client.LockContract(ctx, l.cid)
@@ -209,12 +257,14 @@ func (l *lease) renew(ctx context.Context, expires time.Time) {
 			return
 		case !res.Acquired:
 			l.setLock(lockLost, time.Time{})
-			a.obs.emit(status.EventNotice, status.LevelWarn, "", l.cid, "lost the contract's lock to another agent: ours lapsed before it could be renewed")
+			a.obs.emit(status.EventNotice, status.LevelWarn, "", l.cid, "lost the contract's lock to another agent (ours lapsed before it could be renewed); stopping work on the contract and leaving what it made to that agent")
+			l.abandon("another agent holds the lock")
 			return
 		default:
 			failed = false
 			bo.Reset()
 			expires = time.Unix(0, res.ExpiresAtNs)
+			margin = lapseMargin(expires.Sub(a.now()))
 			l.setLock(lockHeld, expires)
 		}
 	}

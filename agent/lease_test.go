@@ -87,3 +87,47 @@ func TestProvisionProblemClears(t *testing.T) {
 		t.Fatalf("the problem outlived its cause: %q, problems %+v", st.Line, st.Problems)
 	}
 }
+
+// TestUnrenewableLockStopsProvision: agent A is provisioning when the API
+// stops answering its lock renewals. Before the lock runs out A stops the
+// provision (its context ends with provisioners.ErrAbandoned), reports
+// nothing, removes nothing and forgets its journal entry; once the lock
+// has expired agent B takes the contract and provisions it, once.
+func TestUnrenewableLockStopsProvision(t *testing.T) {
+	const ttl = 1500 * time.Millisecond
+	srv := apitest.Start(t, apitest.WithLockTTL(ttl))
+	p := srv.NewProvider("Two Agents Hosting")
+	a, b := newHarness(t), newHarness(t)
+	a.useReferenceServer(srv, p, srv.NewAgent(p))
+	keyB := srv.NewAgent(p)
+	b.useReferenceServer(srv, p, keyB)
+	a.prov.block = make(chan struct{}) // A's provision never ends by itself
+	cid := srv.CreateContract(p, apitest.ContractSpec{})
+	a.start()
+	eventually(t, "agent A provisioning", func() bool { return a.prov.callsFor(cid) == 1 })
+
+	srv.FailNext("POST", "/contracts/"+cid+"/lock", -1, http.StatusServiceUnavailable)
+	eventually(t, "A to stop its provision", func() bool {
+		a.prov.mu.Lock()
+		defer a.prov.mu.Unlock()
+		return a.prov.running == 0 && len(a.a.State().Work) == 0
+	})
+	c := srv.Contract(cid)
+	if c.Status != dcapi.StatusProvisioning || c.LockExpiresAtNs == nil || *c.LockExpiresAtNs <= srv.Now().UnixNano() {
+		t.Fatalf("A stopped only after its lock ran out (status %s): another agent could have taken the contract meanwhile", c.Status)
+	}
+	if entries, _, _ := a.a.store.Journal(); len(entries) != 0 || len(a.a.store.Reports()) != 0 {
+		t.Fatalf("A kept %d journal entries and %d reports of a contract it no longer owns", len(entries), len(a.a.store.Reports()))
+	}
+	a.stop()
+
+	srv.ClearFaults()
+	b.start()
+	srv.WaitForStatus(cid, dcapi.StatusProvisioned, 20*time.Second)
+	if got := srv.Contract(cid).ProvisioningAgent; got == nil || *got != identity.PublicHex(keyB) {
+		t.Fatalf("provisioned by %v, want agent B", got)
+	}
+	if a.prov.callsFor(cid) != 1 || b.prov.callsFor(cid) != 1 || a.prov.numInstances() != 0 || b.prov.numInstances() != 1 {
+		t.Fatalf("calls A %d B %d, instances A %d B %d", a.prov.callsFor(cid), b.prov.callsFor(cid), a.prov.numInstances(), b.prov.numInstances())
+	}
+}

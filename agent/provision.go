@@ -55,10 +55,21 @@ func (a *Agent) startWork(l *lease, rc runCtxs) {
 func (a *Agent) provision(l *lease, rc runCtxs) {
 	o, rel := outcomeStopped, lapse
 	handedOff := false
+	ctx, endWork := l.workCtx(rc.work)
+	defer endWork()
 	defer func() {
-		if !handedOff {
-			l.close(o, rel)
+		if handedOff {
+			return
 		}
+		if provisioners.Abandoned(ctx) {
+			// Another agent may hold the lock now: what this one made is
+			// that agent's to adopt or replace, and the journal is not
+			// resumed at the next start.
+			a.obs.emit(status.EventNotice, status.LevelWarn, "", l.cid, "stopped working on the contract: "+context.Cause(ctx).Error())
+			_ = a.store.DeleteJournal(l.cid)
+			o, rel = outcomeBusy, lapse
+		}
+		l.close(o, rel)
 	}()
 	e := a.acquireEnv()
 	defer a.releaseEnv(e)
@@ -78,7 +89,6 @@ func (a *Agent) provision(l *lease, rc runCtxs) {
 	}
 	defer a.global.Release()
 
-	ctx := rc.work
 	started := a.now()
 	cid := l.cid
 	l.set(status.StepLocking, "")

@@ -114,7 +114,8 @@ type Provisioner interface {
 	// Provision creates the instance for req and waits until it is usable.
 	// It must be idempotent by contract id: if an instance for the contract
 	// already exists (a crash mid-provision) it is reused or replaced,
-	// never duplicated. On failure it removes what it created.
+	// never duplicated. On failure it removes what it created, except
+	// when ctx was cancelled with ErrAbandoned (see Abandoned).
 	Provision(ctx context.Context, req Request) (Instance, error)
 	// Terminate removes an instance; a missing instance is success.
 	Terminate(ctx context.Context, externalID string) error
@@ -336,3 +337,13 @@ func (r *Registry) New(pc config.ProvisionerConfig, deps Deps) (Provisioner, err
 	}
 	return p, nil
 }
+
+// ErrAbandoned is the cause of a Provision context the agent cancels
+// because its lock on the contract is gone (another agent took it, or it
+// ran out while the API was unreachable): another agent may be finishing
+// the contract with what this one made, so the backend stops at once and
+// removes nothing (the new owner adopts or replaces it).
+var ErrAbandoned = errors.New("the contract's lock is gone: another agent may own it now")
+
+// Abandoned reports whether ctx was cancelled with ErrAbandoned.
+func Abandoned(ctx context.Context) bool { return errors.Is(context.Cause(ctx), ErrAbandoned) }

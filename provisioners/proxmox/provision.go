@@ -246,7 +246,7 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (
 	pl := &plan{node: p.cfg.Node, tpl: tpl, storage: tpl.storage, fullStorage: p.cfg.Storage}
 	inst, vmid, err := p.build(ctx, req, pl, name, keys, wantPassword, nil)
 	if err != nil {
-		return provisioners.Instance{}, classify(p.cleanupAfter(pl, vmid, name, err))
+		return provisioners.Instance{}, classify(p.cleanupAfter(ctx, pl, vmid, name, err))
 	}
 	return inst, nil
 }
@@ -322,7 +322,7 @@ func (p *Provisioner) provisionCluster(ctx context.Context, req provisioners.Req
 		}
 		lost := p.lostNode(ctx, err, pl.node, pl.tpl.node)
 		if lost == "" {
-			return provisioners.Instance{}, classify(p.cleanupAfter(pl, vmid, name, err))
+			return provisioners.Instance{}, classify(p.cleanupAfter(ctx, pl, vmid, name, err))
 		}
 		// Nothing on the lost node can be removed now; the next VM
 		// records it, and List removes it once the node is back.
@@ -352,8 +352,14 @@ func (p *Provisioner) build(ctx context.Context, req provisioners.Request, pl *p
 
 // cleanupAfter removes what a failed build left: the VM it made, or any
 // VM of the name when it may not have learnt the VMID. It returns the
-// build's error, saying so when the removal failed too.
-func (p *Provisioner) cleanupAfter(pl *plan, vmid int, name string, err error) error {
+// build's error, saying so when the removal failed too. An abandoned
+// provision (the agent lost the contract's lock) removes nothing: the
+// agent that holds the lock now adopts or replaces the VM.
+func (p *Provisioner) cleanupAfter(ctx context.Context, pl *plan, vmid int, name string, err error) error {
+	if provisioners.Abandoned(ctx) {
+		p.log.Info("provision abandoned (the contract's lock is gone); leaving the VM to the agent that holds it", "vmid", vmid)
+		return err
+	}
 	if vmid == 0 {
 		p.cleanupByName(name)
 		return err
