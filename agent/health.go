@@ -59,11 +59,7 @@ func liveStatus(s string) bool {
 // It also records the active count and says whether any listed contract
 // is cancelled (reconcile should run).
 func (a *Agent) checkAll(ctx context.Context, e *env, list []dcapi.ActiveContract) ([]dcapi.HealthCheck, bool) {
-	type job struct {
-		c dcapi.ActiveContract
-		b *backend
-	}
-	var jobs []job
+	var jobs []healthJob
 	active, cancelled := 0, false
 	for _, c := range list {
 		if c.Status == dcapi.StatusCancelled {
@@ -81,7 +77,7 @@ func (a *Agent) checkAll(ctx context.Context, e *env, list []dcapi.ActiveContrac
 		if b == nil || !b.feat.Health || validContractID(c.ContractID) != nil {
 			continue
 		}
-		jobs = append(jobs, job{c, b})
+		jobs = append(jobs, healthJob{c, b})
 	}
 	a.workMu.Lock()
 	a.active = active
@@ -89,9 +85,13 @@ func (a *Agent) checkAll(ctx context.Context, e *env, list []dcapi.ActiveContrac
 
 	results := make([]dcapi.HealthCheck, len(jobs))
 	ok := make([]bool, len(jobs))
+	a.healthInBatches(ctx, jobs, results, ok)
 	sem := make(chan struct{}, healthConcurrency)
 	var wg sync.WaitGroup
 	for i, j := range jobs {
+		if ok[i] {
+			continue
+		}
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
@@ -111,6 +111,44 @@ func (a *Agent) checkAll(ctx context.Context, e *env, list []dcapi.ActiveContrac
 		}
 	}
 	return out, cancelled
+}
+
+// healthJob is one contract to health-check, on backend b.
+type healthJob struct {
+	c dcapi.ActiveContract
+	b *backend
+}
+
+// healthInBatches asks each backend that can observe many instances at once
+// (provisioners.HealthBatcher) about all of its jobs with known instance
+// ids in one call, and fills in results/ok for those it answered; the
+// rest are checked one by one. A failed batch only means one by one.
+func (a *Agent) healthInBatches(ctx context.Context, jobs []healthJob, results []dcapi.HealthCheck, ok []bool) {
+	byBackend := map[*backend][]int{}
+	for i, j := range jobs {
+		if _, can := j.b.p.(provisioners.HealthBatcher); can && deref(j.c.ExternalInstanceID) != "" {
+			byBackend[j.b] = append(byBackend[j.b], i)
+		}
+	}
+	for b, idx := range byBackend {
+		ids := make([]string, len(idx))
+		for k, i := range idx {
+			ids[k] = deref(jobs[i].c.ExternalInstanceID)
+		}
+		a.live.expect(loopHealth, a.timing().HealthCheckTime)
+		bctx, cancel := context.WithTimeout(ctx, a.timing().HealthCheckTime)
+		got, err := b.p.(provisioners.HealthBatcher).HealthCheckMany(bctx, ids)
+		cancel()
+		if err != nil {
+			a.log.Debug("batch health check failed; checking one by one", "provisioner", b.p.Type(), "err", err)
+			continue
+		}
+		for k, i := range idx {
+			if h, found := got[ids[k]]; found {
+				results[i], ok[i] = a.healthRecord(jobs[i].c.ContractID, h, nil), true
+			}
+		}
+	}
 }
 
 // healthDetails is the JSON put in a health check's details.
@@ -136,7 +174,13 @@ func (a *Agent) checkOne(parent context.Context, c dcapi.ActiveContract, b *back
 	if parent.Err() != nil {
 		return dcapi.HealthCheck{}, false // stopping: no verdict
 	}
-	hc := dcapi.HealthCheck{ContractID: c.ContractID, CheckedAt: a.now().UnixNano(), Status: h.Status, LatencyMs: h.LatencyMs}
+	return a.healthRecord(c.ContractID, h, err), true
+}
+
+// healthRecord is the check reported for what the backend said (err: it
+// could not tell).
+func (a *Agent) healthRecord(cid string, h provisioners.Health, err error) dcapi.HealthCheck {
+	hc := dcapi.HealthCheck{ContractID: cid, CheckedAt: a.now().UnixNano(), Status: h.Status, LatencyMs: h.LatencyMs}
 	det := healthDetails{UptimeSeconds: h.UptimeSeconds, Reason: h.Reason}
 	if err != nil {
 		// The backend could not tell: that is "unknown", not "unhealthy".
@@ -152,7 +196,7 @@ func (a *Agent) checkOne(parent context.Context, c dcapi.ActiveContract, b *back
 		b, _ := json.Marshal(det)
 		hc.Details = string(b)
 	}
-	return hc, true
+	return hc
 }
 
 // trimHealthQueue drops the oldest queued health batches beyond the cap.

@@ -127,6 +127,15 @@ type Provisioner interface {
 	List(ctx context.Context) ([]Instance, error)
 }
 
+// HealthBatcher is implemented by backends that can observe many
+// instances with one request, so a health round of a thousand contracts
+// costs one backend call, not a thousand. The result holds what the batch
+// could tell (by external id); the agent checks the rest one by one with
+// HealthCheck. A nil map (and no error) means "check them one by one".
+type HealthBatcher interface {
+	HealthCheckMany(ctx context.Context, externalIDs []string) (map[string]Health, error)
+}
+
 // Pauser is implemented by backends that can stop an instance without
 // destroying it and start it again: the API pauses a contract during a
 // payment dispute (reconcile's pause) and resumes it afterwards.

@@ -50,6 +50,7 @@ type resource struct {
 	Mem      int64    `json:"mem"`
 	MaxDisk  int64    `json:"maxdisk"`
 	Disk     int64    `json:"disk"`
+	Uptime   int64    `json:"uptime"`
 }
 
 // flexBool is PVE's 0/1 (also true/false or "1").

@@ -2,6 +2,7 @@ package proxmox
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sort"
@@ -403,4 +404,52 @@ func mustView(t *testing.T, p *Provisioner) *clusterView {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// TestAbandonedProvisionLeavesTheVM: the agent abandons a provision whose
+// clone is still running (its lock is gone: provisioners.ErrAbandoned):
+// Provision returns at once and removes nothing; the VM is left for the
+// agent that holds the lock now.
+func TestAbandonedProvisionLeavesTheVM(t *testing.T) {
+	s := startCluster(t, true)
+	p := newClusterProv(t, s, nil)
+	s.Update(t, func(st *pve.State) error { st.Faults.HeldTasks = []string{"qmclone"}; return nil })
+	ctx, cancel := context.WithCancelCause(context.Background())
+	req := memRequest(t, 1, 2)
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.Provision(ctx, req)
+		done <- err
+	}()
+	cloning := func() bool {
+		found := false
+		s.Update(t, func(st *pve.State) error {
+			for _, vm := range st.VMs {
+				found = found || (vm.Name() == provisioners.InstanceName(req.ContractID) && vm.Lock() == "clone")
+			}
+			return nil
+		})
+		return found
+	}
+	for !cloning() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel(fmt.Errorf("%w: test", provisioners.ErrAbandoned))
+	// The clone may finish now: a cleanup would then remove the VM.
+	s.Update(t, func(st *pve.State) error { st.Faults.HeldTasks = nil; return nil })
+	if err := <-done; err == nil {
+		t.Fatal("an abandoned provision succeeded")
+	}
+	left := 0
+	s.Update(t, func(st *pve.State) error {
+		for _, vm := range st.VMs {
+			if vm.Name() == provisioners.InstanceName(req.ContractID) {
+				left++
+			}
+		}
+		return nil
+	})
+	if left != 1 {
+		t.Fatalf("the abandoned provision left %d VMs, want its one; calls:\n%s", left, s.Server.CallsReport())
+	}
 }

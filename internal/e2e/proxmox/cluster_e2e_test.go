@@ -44,7 +44,7 @@ func (e *e2e) nodeOfContract(cid string) string {
 // waitFor polls cond until it holds (a deadline only against hangs).
 func (e *e2e) waitFor(what string, cond func() bool) {
 	e.t.Helper()
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.Now().Add(3 * time.Minute)
 	for !cond() {
 		if time.Now().After(deadline) {
 			e.t.Fatalf("timed out waiting for %s; VMs: %v", what, e.vms())

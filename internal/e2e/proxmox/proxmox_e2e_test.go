@@ -2,6 +2,7 @@ package proxmoxe2e
 
 import (
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"fmt"
@@ -31,6 +32,8 @@ type e2e struct {
 	prov *apitest.Provider
 	sim  *pveapi.TestSim
 	cfg  string
+	// where: the config lines that say which node(s) agents use.
+	where string
 }
 
 func newE2E(t *testing.T, apiOpts ...apitest.Option) *e2e {
@@ -43,8 +46,17 @@ func newE2E(t *testing.T, apiOpts ...apitest.Option) *e2e {
 func newE2EOn(t *testing.T, sim *pveapi.TestSim, where string, apiOpts ...apitest.Option) *e2e {
 	t.Helper()
 	api := apitest.Start(t, apiOpts...)
-	prov := api.NewProvider("Acme")
-	key := api.NewAgent(prov)
+	e := &e2e{t: t, api: api, prov: api.NewProvider("Acme"), sim: sim, where: where}
+	e.cfg, _ = e.agentConfig(api.NewAgent(e.prov), api.URL)
+	return e
+}
+
+// agentConfig writes the config of an agent of e's provider with key that
+// reaches the API at endpoint, in a directory of its own; it returns the
+// config's path and the agent's status socket.
+func (e *e2e) agentConfig(key ed25519.PrivateKey, endpoint string) (cfgPath, socket string) {
+	t := e.t
+	t.Helper()
 	dir := t.TempDir()
 	keyPath := filepath.Join(dir, "agent.key")
 	if err := identity.SaveAgentKey(keyPath, key, false); err != nil {
@@ -56,7 +68,8 @@ func newE2EOn(t *testing.T, sim *pveapi.TestSim, where string, apiOpts ...apites
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	secret := testutil.WriteFile(t, filepath.Join(dir, "pve-token"), sim.Secret, 0o600)
+	socket = filepath.Join(sockDir, "s.sock")
+	secret := testutil.WriteFile(t, filepath.Join(dir, "pve-token"), e.sim.Secret, 0o600)
 	cfg := fmt.Sprintf(`[api]
 endpoint = %q
 provider_pubkey = %q
@@ -86,9 +99,9 @@ linked_clone = true
 ip_wait_attempts = 2
 ip_wait_interval_secs = 1
 task_poll_interval_ms = 50
-`, api.URL, prov.Pubkey, keyPath, filepath.Join(dir, "state"), filepath.Join(sockDir, "s.sock"),
-		sim.URL, sim.TokenID, secret, where, sim.Fingerprint)
-	return &e2e{t: t, api: api, prov: prov, sim: sim, cfg: testutil.WriteFile(t, filepath.Join(dir, "dc-agent.toml"), cfg, 0o600)}
+`, endpoint, e.prov.Pubkey, keyPath, filepath.Join(dir, "state"), socket,
+		e.sim.URL, e.sim.TokenID, secret, e.where, e.sim.Fingerprint)
+	return testutil.WriteFile(t, filepath.Join(dir, "dc-agent.toml"), cfg, 0o600), socket
 }
 
 // agentProc is a running `dc-agent run`.
@@ -101,7 +114,13 @@ type agentProc struct {
 // run starts the agent with every interval scaled down 50x.
 func (e *e2e) run(extra ...string) *agentProc {
 	e.t.Helper()
-	args := append([]string{"run", "-c", e.cfg, "--time-scale", "0.02", "--log-level", "debug"}, extra...)
+	return e.runConfig(e.cfg, extra...)
+}
+
+// runConfig starts an agent with config cfg (see run).
+func (e *e2e) runConfig(cfg string, extra ...string) *agentProc {
+	e.t.Helper()
+	args := append([]string{"run", "-c", cfg, "--time-scale", "0.02", "--log-level", "debug"}, extra...)
 	cmd := exec.Command(dcAgent, args...)
 	cmd.Env = []string{"HOME=" + e.t.TempDir(), "PATH=" + os.Getenv("PATH"), "LANG=C.UTF-8"}
 	out := &testutil.SyncBuffer{}

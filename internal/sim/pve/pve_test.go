@@ -740,3 +740,32 @@ func TestImageOriginDecidesGuestBehaviour(t *testing.T) {
 		return nil
 	})
 }
+
+// TestHeldTaskRunsUntilReleased: a clone held by Faults.HeldTasks answers
+// "running" however long and often it is polled, its VM locked "clone";
+// taken off the list, it finishes at the next poll.
+func TestHeldTaskRunsUntilReleased(t *testing.T) {
+	s, c := cloneSetup(t)
+	tok := AgentTokenID
+	var upid string
+	update(t, s, func(st *State) error {
+		st.Faults.HeldTasks = []string{"qmclone"}
+		var err error
+		upid, err = st.Clone(tok, "pve1", 9000, CloneParams{NewID: 140, Name: "dc-held"})
+		return err
+	})
+	c.add(time.Hour)
+	for i := 0; i < 5; i++ {
+		update(t, s, func(st *State) error {
+			tk, err := st.TaskStatus(tok, "pve1", upid)
+			if err == nil && (tk.Status != "running" || st.VMs[140].Lock() != "clone") {
+				t.Errorf("held clone: %s, lock %q", tk.Status, st.VMs[140].Lock())
+			}
+			return err
+		})
+	}
+	update(t, s, func(st *State) error { st.Faults.HeldTasks = nil; return nil })
+	if task := pollUntilDone(t, s, c, tok, upid); task.ExitStatus != "OK" {
+		t.Fatalf("released clone: %s", task.ExitStatus)
+	}
+}

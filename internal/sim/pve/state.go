@@ -358,6 +358,10 @@ type Faults struct {
 	HTTPErrors []HTTPError `json:"http_errors,omitempty"`
 	// Outages take a node offline when a task of a type starts on it.
 	Outages []Outage `json:"outages,omitempty"`
+	// HeldTasks: tasks of these types ("qmclone") keep running, however
+	// often they are polled, until their type is taken off the list (a
+	// slow storage, to catch an agent mid-task).
+	HeldTasks []string `json:"held_tasks,omitempty"`
 }
 
 // TaskFailure makes the next Count tasks of Type end with ExitStatus.

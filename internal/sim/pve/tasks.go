@@ -2,6 +2,7 @@ package pve
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 )
@@ -90,6 +91,9 @@ func (st *State) finishTask(t *Task) {
 	t.PollsLeft = 0
 }
 
+// held reports whether t is held running (Faults.HeldTasks).
+func (st *State) held(t *Task) bool { return slices.Contains(st.Faults.HeldTasks, t.Type) }
+
 // cutOff reports whether node is running but cut off from a cluster
 // (offline in corosync without having lost power): it has no quorum.
 func (st *State) cutOff(node string) bool {
@@ -103,7 +107,7 @@ func (st *State) advance() {
 	now := st.Now()
 	var due []*Task
 	for _, t := range st.Tasks {
-		if t.Status == "running" && !now.Before(t.DueAt) && (t.PollsLeft <= 0 || !now.Before(t.FinishBy)) {
+		if t.Status == "running" && !now.Before(t.DueAt) && (t.PollsLeft <= 0 || !now.Before(t.FinishBy)) && !st.held(t) {
 			due = append(due, t)
 		}
 	}
@@ -148,7 +152,7 @@ func (st *State) TaskStatus(actor, node, upid string) (*Task, error) {
 			return nil, err
 		}
 	}
-	if t.Status == "running" {
+	if t.Status == "running" && !st.held(t) {
 		if t.PollsLeft > 0 {
 			t.PollsLeft--
 		} else if !st.Now().Before(t.DueAt) {
