@@ -504,6 +504,68 @@ func TestHealthBatchCoversEveryContract(t *testing.T) {
 	}
 }
 
+// batchProv is a memProv that also answers health checks in batches
+// (provisioners.HealthBatcher), leaving out the instance skip.
+type batchProv struct {
+	*memProv
+	skip             string
+	bmu              sync.Mutex
+	batches, singles int
+}
+
+func (b *batchProv) HealthCheckMany(ctx context.Context, ids []string) (map[string]provisioners.Health, error) {
+	b.bmu.Lock()
+	b.batches++
+	b.bmu.Unlock()
+	out := map[string]provisioners.Health{}
+	for _, id := range ids {
+		if id != b.skip {
+			out[id] = provisioners.Health{Status: provisioners.Healthy, UptimeSeconds: 9}
+		}
+	}
+	return out, nil
+}
+
+func (b *batchProv) HealthCheck(ctx context.Context, ext string) (provisioners.Health, error) {
+	b.bmu.Lock()
+	b.singles++
+	b.bmu.Unlock()
+	return b.memProv.HealthCheck(ctx, ext)
+}
+
+func (b *batchProv) counts() (batches, singles int) {
+	b.bmu.Lock()
+	defer b.bmu.Unlock()
+	return b.batches, b.singles
+}
+
+// TestHealthAsksABatchingBackendOnce: a backend that can check many
+// instances in one call (provisioners.HealthBatcher) is asked once per
+// round for all of them; only the instance the batch left out is checked
+// on its own.
+func TestHealthAsksABatchingBackendOnce(t *testing.T) {
+	h := newHarness(t)
+	var cids []string
+	for i := 0; i < 4; i++ {
+		cids = append(cids, randomCID(t))
+		h.prov.addInstance(provisioners.Instance{ExternalID: fmt.Sprintf("mem-%d", i), ContractID: cids[i]})
+		h.api.addContract(dcapi.PendingContract{ContractID: cids[i]})
+		h.api.mu.Lock()
+		h.api.contracts[cids[i]].status, h.api.contracts[cids[i]].external = dcapi.StatusProvisioned, fmt.Sprintf("mem-%d", i)
+		h.api.mu.Unlock()
+	}
+	bp := &batchProv{memProv: h.prov, skip: "mem-3"}
+	reg := provisioners.NewRegistry()
+	reg.Register(config.TypeScript, func(config.ProvisionerConfig, provisioners.Deps) (provisioners.Provisioner, error) { return bp, nil })
+	h.start(func(o *Options) { o.Registry = reg })
+	eventually(t, "three health rounds", func() bool { b, _ := bp.counts(); return b >= 3 })
+	h.stop()
+	batches, singles := bp.counts()
+	if singles == 0 || singles > batches {
+		t.Fatalf("%d single checks over %d batch rounds; want only the one left out, once per round", singles, batches)
+	}
+}
+
 func TestHealthFallsBackToPerContract(t *testing.T) {
 	h := newHarness(t)
 	h.api.batchHealth = false

@@ -453,3 +453,66 @@ func TestAbandonedProvisionLeavesTheVM(t *testing.T) {
 		t.Fatalf("the abandoned provision left %d VMs, want its one; calls:\n%s", left, s.Server.CallsReport())
 	}
 }
+
+// TestHealthCheckManyReadsTheClusterOnce: one read of /cluster/resources
+// answers for running and stopped VMs, and agrees with HealthCheck; VMs it
+// cannot vouch for (on a node that is down, a wrong node in the id, gone)
+// are left out for HealthCheck to judge.
+func TestHealthCheckManyReadsTheClusterOnce(t *testing.T) {
+	s := startCluster(t, true)
+	p := newClusterProv(t, s, nil)
+	s.Update(t, func(st *pve.State) error {
+		for i, node := range []string{"pve1", "pve2", "pve3", "pve1"} {
+			vmid := 500 + i
+			st.VMs[vmid] = &pve.VM{VMID: vmid, Node: node, Status: "running", PID: 7000 + i, StartedAt: time.Now().Add(-time.Hour),
+				Config: map[string]string{"name": provisioners.InstanceName(contractID(i)), "memory": "1024", "tags": Tag}}
+		}
+		st.VMs[503].Status, st.VMs[503].PID = "stopped", 0
+		return st.SetNodeOffline("pve3", false)
+	})
+	ids := []string{"pve1/500", "pve2/501", "pve3/502", "pve1/503", "pve2/500", "pve1/599"}
+	before := s.Server.Requests()
+	got, err := p.HealthCheckMany(context.Background(), ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Server.Requests() - before; n != 1 {
+		t.Errorf("%d requests for %d VMs, want 1", n, len(ids))
+	}
+	if h := got["pve1/500"]; h.Status != provisioners.Healthy || h.UptimeSeconds < 3600 {
+		t.Errorf("running VM: %+v", h)
+	}
+	if h := got["pve2/501"]; h.Status != provisioners.Healthy {
+		t.Errorf("running VM on pve2: %+v", h)
+	}
+	if h := got["pve1/503"]; h.Status != provisioners.Unhealthy || !strings.Contains(h.Reason, "stopped") {
+		t.Errorf("stopped VM: %+v", h)
+	}
+	for _, id := range []string{"pve3/502", "pve2/500", "pve1/599"} {
+		if h, ok := got[id]; ok {
+			t.Errorf("%s: vouched for %+v; HealthCheck should judge it", id, h)
+		}
+	}
+	for _, id := range []string{"pve1/500", "pve1/503"} {
+		one, err := p.HealthCheck(context.Background(), id)
+		if err != nil || one.Status != got[id].Status {
+			t.Errorf("%s: HealthCheck %+v %v, batch %+v", id, one, err, got[id])
+		}
+	}
+}
+
+// A single node with the least-privilege agent token is answered by the
+// batch too (its node entry shows online).
+func TestHealthCheckManySingleNode(t *testing.T) {
+	s := pveapi.StartTest(t, pveapi.TestOptions{})
+	p := newProv(t, s, nil)
+	s.Update(t, func(st *pve.State) error {
+		st.VMs[500] = &pve.VM{VMID: 500, Node: "pve1", Status: "running", PID: 7000, StartedAt: time.Now(),
+			Config: map[string]string{"name": provisioners.InstanceName(contractID(0)), "memory": "1024", "tags": Tag}}
+		return nil
+	})
+	got, err := p.HealthCheckMany(context.Background(), []string{"pve1/500"})
+	if err != nil || got["pve1/500"].Status != provisioners.Healthy {
+		t.Fatalf("%+v %v", got, err)
+	}
+}

@@ -29,15 +29,16 @@ func (p *Provisioner) Terminate(ctx context.Context, externalID string) error {
 // is on, connects to the SSH port and reports the latency.
 // HealthCheckMany implements provisioners.HealthBatcher: one read of
 // /cluster/resources answers for every VM that is running or stopped.
-// VMs it cannot vouch for (on a node that does not answer: status
-// "unknown"; too new for pvestatd's statistics; on another node than the
-// id says; not listed) are left to HealthCheck, as is everything when the
+// VMs it cannot vouch for (on a node that is not online: PVE shows their
+// last status for a while, or "unknown"; too new for pvestatd's
+// statistics; on another node than the id says; not listed) are left to
+// HealthCheck, as is everything when the
 // SSH probe is on (it needs each guest).
 func (p *Provisioner) HealthCheckMany(ctx context.Context, externalIDs []string) (map[string]provisioners.Health, error) {
 	if p.cfg.SSHProbe != nil && *p.cfg.SSHProbe {
 		return nil, nil
 	}
-	v, err := p.view(ctx, "vm")
+	v, err := p.view(ctx, "")
 	if err != nil {
 		return nil, err
 	}
@@ -48,8 +49,8 @@ func (p *Provisioner) HealthCheckMany(ctx context.Context, externalIDs []string)
 			continue
 		}
 		r, ok := v.byVMID[vmid]
-		if !ok || r.Node != node || bool(r.Template) {
-			continue
+		if !ok || r.Node != node || bool(r.Template) || !v.online(node) {
+			continue // a node that is down shows its guests' last status
 		}
 		switch r.Status {
 		case "running":
