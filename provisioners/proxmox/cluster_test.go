@@ -406,51 +406,58 @@ func mustView(t *testing.T, p *Provisioner) *clusterView {
 	return v
 }
 
-// TestAbandonedProvisionLeavesTheVM: the agent abandons a provision whose
-// clone is still running (its lock is gone: provisioners.ErrAbandoned):
-// Provision returns at once and removes nothing; the VM is left for the
-// agent that holds the lock now.
+// TestAbandonedProvisionLeavesTheVM: the agent abandons a provision (its
+// lock is gone: provisioners.ErrAbandoned) while the clone still runs, or
+// while the provision, its clone timed out, waits to remove the VM:
+// Provision returns and removes nothing; the VM is left for the agent
+// that holds the lock now.
 func TestAbandonedProvisionLeavesTheVM(t *testing.T) {
-	s := startCluster(t, true)
-	p := newClusterProv(t, s, nil)
-	s.Update(t, func(st *pve.State) error { st.Faults.HeldTasks = []string{"qmclone"}; return nil })
-	ctx, cancel := context.WithCancelCause(context.Background())
-	req := memRequest(t, 1, 2)
-	done := make(chan error, 1)
-	go func() {
-		_, err := p.Provision(ctx, req)
-		done <- err
-	}()
-	cloning := func() bool {
-		found := false
-		s.Update(t, func(st *pve.State) error {
-			for _, vm := range st.VMs {
-				found = found || (vm.Name() == provisioners.InstanceName(req.ContractID) && vm.Lock() == "clone")
+	for _, tc := range []struct {
+		name         string
+		cloneTimeout time.Duration
+		// abandonWhen holds once the provision is where it is abandoned.
+		abandonWhen func(s *pveapi.TestSim, cloning bool) bool
+	}{
+		{"mid-clone", 5 * time.Second, func(_ *pveapi.TestSim, cloning bool) bool { return cloning }},
+		{"mid-cleanup", 50 * time.Millisecond, func(s *pveapi.TestSim, cloning bool) bool {
+			return cloning && s.Server.Calls()["GET /nodes/{node}/qemu/{vmid}/status/current"] > 0
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startCluster(t, true)
+			p := newClusterProv(t, s, func(_ *config.ProxmoxConfig, o *Options) { o.CloneTimeout = tc.cloneTimeout })
+			s.Update(t, func(st *pve.State) error { st.Faults.HeldTasks = []string{"qmclone"}; return nil })
+			ctx, cancel := context.WithCancelCause(context.Background())
+			req := memRequest(t, 1, 2)
+			done := make(chan error, 1)
+			go func() {
+				_, err := p.Provision(ctx, req)
+				done <- err
+			}()
+			named := func(locked bool) (n int) {
+				s.Update(t, func(st *pve.State) error {
+					for _, vm := range st.VMs {
+						if vm.Name() == provisioners.InstanceName(req.ContractID) && (!locked || vm.Lock() == "clone") {
+							n++
+						}
+					}
+					return nil
+				})
+				return n
 			}
-			return nil
+			for !tc.abandonWhen(s, named(true) == 1) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			cancel(fmt.Errorf("%w: test", provisioners.ErrAbandoned))
+			// The clone may finish now: a cleanup would then remove the VM.
+			s.Update(t, func(st *pve.State) error { st.Faults.HeldTasks = nil; return nil })
+			if err := <-done; err == nil {
+				t.Fatal("an abandoned provision succeeded")
+			}
+			if n := named(false); n != 1 {
+				t.Fatalf("the abandoned provision left %d VMs, want its one; calls:\n%s", n, s.Server.CallsReport())
+			}
 		})
-		return found
-	}
-	for !cloning() {
-		time.Sleep(5 * time.Millisecond)
-	}
-	cancel(fmt.Errorf("%w: test", provisioners.ErrAbandoned))
-	// The clone may finish now: a cleanup would then remove the VM.
-	s.Update(t, func(st *pve.State) error { st.Faults.HeldTasks = nil; return nil })
-	if err := <-done; err == nil {
-		t.Fatal("an abandoned provision succeeded")
-	}
-	left := 0
-	s.Update(t, func(st *pve.State) error {
-		for _, vm := range st.VMs {
-			if vm.Name() == provisioners.InstanceName(req.ContractID) {
-				left++
-			}
-		}
-		return nil
-	})
-	if left != 1 {
-		t.Fatalf("the abandoned provision left %d VMs, want its one; calls:\n%s", left, s.Server.CallsReport())
 	}
 }
 

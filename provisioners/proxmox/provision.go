@@ -361,10 +361,10 @@ func (p *Provisioner) cleanupAfter(ctx context.Context, pl *plan, vmid int, name
 		return err
 	}
 	if vmid == 0 {
-		p.cleanupByName(name)
+		p.cleanupByName(ctx, name)
 		return err
 	}
-	if cerr := p.cleanup(pl.node, vmid, name); cerr != nil {
+	if cerr := p.cleanup(ctx, pl.node, vmid, name); cerr != nil {
 		return fmt.Errorf("%w; removing the half-made VM %d failed too: %v (the next reconcile retries)", err, vmid, cerr)
 	}
 	return err
@@ -587,7 +587,7 @@ func (p *Provisioner) clone(ctx context.Context, pl *plan, name string, req prov
 		if errors.As(err, &te) && isLockTimeout(te.exit) && attempt <= p.opts.CloneRetries {
 			p.log.Info("Proxmox lock timeout in clone task, retrying", "attempt", attempt, "backoff", backoff)
 			// PVE removes a failed clone itself; make sure, then retry.
-			if cerr := p.cleanup(tpl.node, vmid, name); cerr != nil {
+			if cerr := p.cleanup(ctx, tpl.node, vmid, name); cerr != nil {
 				return vmid, fmt.Errorf("%w; cleanup: %v", err, cerr)
 			}
 			if err := sleep(ctx, backoff); err != nil {
@@ -776,10 +776,11 @@ func (p *Provisioner) reuse(ctx context.Context, req provisioners.Request, e vmE
 }
 
 // cleanup removes a half-made VM after a failure, on its own deadline
-// (the provision's context may be cancelled), retrying while the node
-// does not answer.
-func (p *Provisioner) cleanup(node string, vmid int, name string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), p.opts.CleanupTimeout)
+// (the provision's context, parent, may be cancelled), retrying while the
+// node does not answer. It gives up at once when the provision is
+// abandoned (provisioners.Abandoned): the VM is the new lock holder's.
+func (p *Provisioner) cleanup(parent context.Context, node string, vmid int, name string) error {
+	ctx, cancel := cleanupCtx(parent, p.opts.CleanupTimeout)
 	defer cancel()
 	backoff := p.opts.PollInterval
 	for {
@@ -807,8 +808,8 @@ func (p *Provisioner) cleanup(node string, vmid int, name string) error {
 
 // cleanupByName removes every VM with this name on a node that answers
 // (best effort).
-func (p *Provisioner) cleanupByName(name string) {
-	ctx, cancel := context.WithTimeout(context.Background(), p.opts.CleanupTimeout)
+func (p *Provisioner) cleanupByName(parent context.Context, name string) {
+	ctx, cancel := cleanupCtx(parent, p.opts.CleanupTimeout)
 	defer cancel()
 	found, err := p.findAnywhere(ctx, name)
 	if err != nil {
@@ -816,10 +817,23 @@ func (p *Provisioner) cleanupByName(name string) {
 	}
 	found = slices.DeleteFunc(found, func(e vmEntry) bool { return !e.online })
 	for _, e := range found {
-		if err := p.cleanup(e.node, e.vmid, name); err != nil {
+		if err := p.cleanup(ctx, e.node, e.vmid, name); err != nil {
 			p.log.Warn("could not remove VM", "vmid", e.vmid, "err", err)
 		}
 	}
+}
+
+// cleanupCtx outlives parent's cancellation (a failed or stopped
+// provision still removes what it made) for up to d, but ends as soon as
+// parent is abandoned.
+func cleanupCtx(parent context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), d)
+	stop := context.AfterFunc(parent, func() {
+		if provisioners.Abandoned(parent) {
+			cancel()
+		}
+	})
+	return ctx, func() { stop(); cancel() }
 }
 
 // nameCheck guards destroy against deleting a VM that is not ours.
