@@ -78,6 +78,7 @@ type dashProvider struct {
 	ChartW      int
 	ChartH      int
 	Contracts   []dashContract
+	AgentRows   []dashAgent
 }
 
 type dashBar struct {
@@ -88,6 +89,16 @@ type dashBar struct {
 
 // dashContract is a contract as the public page shows it: a short id, no
 // instance id.
+// dashAgent is one row of a provider's agent table (a short key and no
+// version: the page is public).
+type dashAgent struct {
+	Short       string
+	State       string // online | offline
+	LastSeen    string
+	Provisioner string
+	Active      int64
+}
+
 type dashContract struct {
 	Short   string
 	Status  string
@@ -256,6 +267,14 @@ func (s *Server) dashboardData(ctx context.Context) (*dashSnapshot, error) {
 		dp.Failed = cs[dcapi.StatusProvisioningFailed]
 		dp.Paused = cs[dcapi.StatusPaused]
 		dp.Expired = cs[dcapi.StatusExpired]
+		for _, ag := range p.AgentList {
+			da := dashAgent{Short: ag.Pubkey[:min(8, len(ag.Pubkey))], State: "offline",
+				LastSeen: ago(now, time.Unix(0, ag.LastHeartbeatNs)), Provisioner: ag.ProvisionerType, Active: ag.ActiveContracts}
+			if nowNs-ag.LastHeartbeatNs < dcapi.OnlineWindowNs {
+				da.State = "online"
+			}
+			dp.AgentRows = append(dp.AgentRows, da)
+		}
 		for _, c := range p.Latest {
 			dc := dashContract{Short: c.ContractID[:8], Status: c.Status, Created: ago(now, time.Unix(0, c.CreatedAtNs)), Health: "—"}
 			if c.LastHealthStatus != nil {

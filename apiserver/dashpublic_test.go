@@ -144,3 +144,37 @@ func TestPublicDashboardCostAndDisclosure(t *testing.T) {
 		})
 	}
 }
+
+// TestDashboardListsEveryAgent (issue 18): a provider with several agents
+// shows one row per agent, online or not, with its provisioner and active
+// contracts; the card's count agrees.
+func TestDashboardListsEveryAgent(t *testing.T) {
+	ctx := context.Background()
+	srv := apitest.Start(t)
+	p := srv.NewProvider("Three Agent Hosting")
+	now := srv.Now()
+	want := map[string]string{}
+	for i, ago := range []time.Duration{5 * time.Second, 20 * time.Second, 17 * time.Minute} {
+		agent := identity.PublicHex(srv.NewAgent(p))
+		hb := dcapi.Heartbeat{Version: "1.0", ProvisionerType: "proxmox", ActiveContracts: 10 + i}
+		if err := srv.Store.RecordHeartbeat(ctx, p.Pubkey, agent, hb, now.Add(-ago).UnixNano()); err != nil {
+			t.Fatal(err)
+		}
+		want[agent[:8]] = map[bool]string{true: "online", false: "offline"}[ago < 5*time.Minute]
+	}
+	_, body, _ := getPage(t, srv, "127.0.0.1", "/")
+	if !strings.Contains(body, "2 / 3") {
+		t.Errorf("the card does not count 2 of 3 agents online")
+	}
+	for short, state := range want {
+		i := strings.Index(body, `data-agent="`+short+`"`)
+		if i < 0 {
+			t.Errorf("agent %s is not listed", short)
+			continue
+		}
+		row := body[i : i+strings.Index(body[i:], "</tr>")]
+		if !strings.Contains(row, `class="pill `+state+`"`) || !strings.Contains(row, "proxmox") {
+			t.Errorf("agent %s: row %q, want %s", short, row, state)
+		}
+	}
+}

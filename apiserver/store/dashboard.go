@@ -17,6 +17,8 @@ type DashboardProvider struct {
 	// the most recent heartbeat (nil and "" without agents).
 	LastHeartbeatNs *int64
 	ProvisionerType string
+	// AgentList is every agent of the provider, most recent heartbeat first.
+	AgentList []DashboardAgent
 	// Contracts counts the provider's contracts by status.
 	Contracts map[string]int
 	// Latest are its newest contracts, newest first.
@@ -27,6 +29,14 @@ type DashboardProvider struct {
 	LatSum  int64
 	LatN    int64
 	Days    []HealthBucket
+}
+
+// DashboardAgent is one agent of a provider as the dashboard lists it.
+type DashboardAgent struct {
+	Pubkey          string
+	LastHeartbeatNs int64
+	ProvisionerType string
+	ActiveContracts int64
 }
 
 // DashboardContract is a contract as the dashboard lists it.
@@ -61,7 +71,8 @@ func (s *Store) Dashboard(ctx context.Context, nowNs int64, days, chartDays, lat
 		idx[p.Pubkey] = &out[i]
 	}
 	// Agents, most recent heartbeat first within each provider.
-	rows, err := s.r.QueryContext(ctx, `SELECT a.provider_pubkey, COALESCE(h.last_heartbeat_ns, a.updated_at_ns), a.provisioner_type
+	rows, err := s.r.QueryContext(ctx, `SELECT a.provider_pubkey, COALESCE(h.last_heartbeat_ns, a.updated_at_ns), a.provisioner_type,
+		a.agent_pubkey, a.active_contracts
 		FROM provider_agent_status a LEFT JOIN agent_heartbeats h ON h.agent_id = a.id
 		ORDER BY a.provider_pubkey, 2 DESC, a.agent_pubkey`)
 	if err != nil {
@@ -70,13 +81,16 @@ func (s *Store) Dashboard(ctx context.Context, nowNs int64, days, chartDays, lat
 	err = scanAll(rows, func() error {
 		var prov, ptype string
 		var hb int64
-		if err := rows.Scan(&prov, &hb, &ptype); err != nil {
+		var ag DashboardAgent
+		if err := rows.Scan(&prov, &hb, &ptype, &ag.Pubkey, &ag.ActiveContracts); err != nil {
 			return err
 		}
 		if p := idx[prov]; p != nil {
 			if p.Agents == 0 {
 				p.LastHeartbeatNs, p.ProvisionerType = &hb, ptype
 			}
+			ag.LastHeartbeatNs, ag.ProvisionerType = hb, ptype
+			p.AgentList = append(p.AgentList, ag)
 			p.Agents++
 			if nowNs-hb < dcapi.OnlineWindowNs {
 				p.AgentsOnline++
