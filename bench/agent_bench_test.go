@@ -325,24 +325,43 @@ func BenchmarkIdle(b *testing.B) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		time.Sleep(5 * time.Second) // warm-up: first health/reconcile rounds
-		cpu0, err := cpuTicks(pid)
-		if err != nil {
-			b.Fatal(err)
-		}
-		t0 := time.Now()
-		time.Sleep(window)
-		cpu1, _ := cpuTicks(pid)
-		elapsed := time.Since(t0)
-		rss, hwm, err := rssKiB(pid)
-		if err != nil {
-			b.Fatal(err)
-		}
-		const hz = 100 // USER_HZ on Linux
-		cpuPct := float64(cpu1-cpu0) / hz / elapsed.Seconds() * 100
+		w := watchProcess(b, pid, window, nil)
+		elapsed, rss, hwm := w.elapsed, w.rssKiB, w.hwmKiB
+		cpuPct := w.cpu.Seconds() / elapsed.Seconds() * 100
 		b.ReportMetric(float64(rss)/1024, "RSS-MiB")
 		b.ReportMetric(cpuPct, "CPU-%")
 		fmt.Printf("idle dc-agent over %s: RSS %.1f MiB (peak %.1f MiB), CPU %.3f %% of one core\n", elapsed.Round(time.Second), float64(rss)/1024, float64(hwm)/1024, cpuPct)
 	}
+}
+
+// watched is what watchProcess measured of a process over its window.
+type watched struct {
+	elapsed        time.Duration
+	cpu            time.Duration // user+system CPU time used in the window
+	rssKiB, hwmKiB int64         // at the end of the window
+}
+
+// watchProcess measures pid over window; before, if set, runs right at
+// the window's start (to read counters alongside).
+func watchProcess(b *testing.B, pid int, window time.Duration, before func()) watched {
+	b.Helper()
+	if before != nil {
+		before()
+	}
+	cpu0, err := cpuTicks(pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	t0 := time.Now()
+	time.Sleep(window)
+	cpu1, _ := cpuTicks(pid)
+	w := watched{elapsed: time.Since(t0)}
+	const hz = 100 // USER_HZ on Linux
+	w.cpu = time.Duration(cpu1-cpu0) * time.Second / hz
+	if w.rssKiB, w.hwmKiB, err = rssKiB(pid); err != nil {
+		b.Fatal(err)
+	}
+	return w
 }
 
 // cpuTicks is utime+stime of pid in clock ticks (/proc/pid/stat).
