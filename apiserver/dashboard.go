@@ -79,6 +79,8 @@ type dashProvider struct {
 	ChartH      int
 	Contracts   []dashContract
 	AgentRows   []dashAgent
+	// Requests: tenant requests (tenant.go), RequestsTitle the latest failure.
+	Requests, RequestsTitle string
 }
 
 type dashBar struct {
@@ -281,6 +283,9 @@ func (s *Server) dashboardData(ctx context.Context) (*dashSnapshot, error) {
 				dc.Health = *c.LastHealthStatus
 			}
 			dp.Contracts = append(dp.Contracts, dc)
+		}
+		if dp.Requests, dp.RequestsTitle, err = s.tenantSummary(ctx, p.Pubkey); err != nil {
+			return nil, err
 		}
 		page.Active += dp.Active
 		page.Pending += dp.Pending
