@@ -142,6 +142,7 @@ type Agent struct {
 
 	statusSrv *statusServer
 	metrics   *metrics
+	tenant    *tenantWork // tenant requests (tenant.go)
 }
 
 // env is everything a config reload replaces.
@@ -200,6 +201,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		progress:   make(chan struct{}),
 		resume:     make(chan struct{}),
 		hardStop:   make(chan struct{}),
+		tenant:     newTenantWork(),
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
@@ -460,6 +462,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	start(&loops, loopHealth, loopCtx, a.healthLoop)
 	start(&loops, loopReconcile, loopCtx, a.reconcileLoop)
 	start(&loops, loopOutbox, loopCtx, a.outboxLoop)
+	start(&loops, loopTenant, loopCtx, a.tenantLoop)
 	loops.Add(1)
 	go func() {
 		defer loops.Done()
