@@ -45,7 +45,7 @@ type Timing struct {
 	// the tenant is told, how long a request the API keeps listing after
 	// a reported failure waits before it is tried again (doubling, at most
 	// a day), the timeout of one backend call, and how long the event
-	// stream may stay silent.
+	// stream may stay silent (not scaled: the server's keep-alive is not).
 	TenantPoll, TenantPollStreamed, TenantRetry, TenantCooldown, TenantCallTime, StreamIdle time.Duration
 	// Backend bounds the backends' own long waits (provisioners.Deps).
 	Backend provisioners.Timeouts
@@ -110,7 +110,7 @@ func (t Timing) Scaled(f float64) Timing {
 		&t.OrphanGrace, &t.HeartbeatDefault, &t.HeartbeatMin, &t.HeartbeatMax, &t.BackoffBase, &t.BackoffMax, &t.LockRenew,
 		&t.RetryCooldown, &t.RetryCooldownMax, &t.OutboxFlush, &t.StatusEvery, &t.LivenessSlack,
 		&t.InventoryEvery, &t.BatchRetry, &t.Backend.Task, &t.Backend.Create, &t.Backend.RetryWait,
-		&t.TenantPoll, &t.TenantPollStreamed, &t.TenantRetry, &t.TenantCooldown, &t.StreamIdle} {
+		&t.TenantPoll, &t.TenantPollStreamed, &t.TenantRetry, &t.TenantCooldown} {
 		s(d)
 	}
 	// Long-poll waits are whole seconds on the wire; a scaled wait below one

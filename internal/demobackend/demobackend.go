@@ -15,10 +15,14 @@
 //	kill-parent  if present, removed, and the caller (the agent) is
 //	             SIGKILLed after the instance is created, before the answer
 //	calls.log    written: one JSON line per call {time, action, contract_id}
+//
+// It also serves the tenant actions reset_password and rotate_ssh_key,
+// recording the password's hash and the added keys in the instance.
 package demobackend
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -26,6 +30,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -46,6 +51,17 @@ type Instance struct {
 	MemoryMB   int64     `json:"memory_mb,omitempty"`
 	StorageGB  int64     `json:"storage_gb,omitempty"`
 	CreatedAt  time.Time `json:"created_at"`
+	// Tenant requests: the login password's SHA-256 (hex) and how often
+	// reset_password set one; the keys rotate_ssh_key added, in order.
+	PasswordHash   string   `json:"password_hash,omitempty"`
+	PasswordSets   int      `json:"password_sets,omitempty"`
+	AuthorizedKeys []string `json:"authorized_keys,omitempty"`
+}
+
+// PasswordHash is how the demo backend keeps a password.
+func PasswordHash(pw string) string {
+	h := sha256.Sum256([]byte(pw))
+	return hex.EncodeToString(h[:])
 }
 
 // Call is one line of calls.log.
@@ -86,6 +102,8 @@ type input struct {
 	InstanceName *string        `json:"instance_name"`
 	WantPassword *bool          `json:"want_password"`
 	Config       map[string]any `json:"instance_config"`
+	Password     *string        `json:"password"`
+	SSHPubkey    *string        `json:"requester_ssh_pubkey"`
 }
 
 type output struct {
@@ -158,6 +176,8 @@ func (b *Backend) handle(stdin io.Reader) output {
 		return output{Success: true}
 	case "list":
 		return output{Success: true, Instances: b.list()}
+	case "reset_password", "rotate_ssh_key":
+		return b.tenantRequest(in)
 	}
 	return fail(fmt.Sprintf("unknown action %q", in.Action), false)
 }
@@ -215,6 +235,44 @@ func (b *Backend) provision(in input) output {
 		pw = "pw-" + randHex(12) // a reused instance gets a fresh password, as after a reset
 	}
 	return output{Success: true, Instance: instanceJSON(inst, pw)}
+}
+
+// tenantRequest sets the password (reset_password) or adds the key
+// (rotate_ssh_key, once) of an instance; a missing instance is a failure.
+func (b *Backend) tenantRequest(in input) output {
+	id := deref(in.ExternalID)
+	var found bool
+	err := b.locked(func() error {
+		for _, inst := range b.list() {
+			if inst.ExternalID != id {
+				continue
+			}
+			found = true
+			if in.Action == "reset_password" {
+				inst.PasswordHash = PasswordHash(deref(in.Password))
+				inst.PasswordSets++
+			} else if k := deref(in.SSHPubkey); !slices.Contains(inst.AuthorizedKeys, k) {
+				inst.AuthorizedKeys = append(inst.AuthorizedKeys, k)
+			}
+			data, err := json.Marshal(inst)
+			if err != nil {
+				return err
+			}
+			tmp := b.path(inst.Name) + ".tmp"
+			if err := os.WriteFile(tmp, data, 0o644); err != nil {
+				return err
+			}
+			return os.Rename(tmp, b.path(inst.Name))
+		}
+		return nil
+	})
+	switch {
+	case err != nil:
+		return fail(err.Error(), true)
+	case !found:
+		return fail("instance "+id+" does not exist", false)
+	}
+	return output{Success: true}
 }
 
 func instanceJSON(inst Instance, password string) map[string]any {
