@@ -233,7 +233,9 @@ func TestPasswordResetEventStream(t *testing.T) {
 			events := make(chan dcapi.PasswordResetEvent, 10)
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
-			go func() { done <- c.PasswordResetEvents(ctx, time.Minute, func(ev dcapi.PasswordResetEvent) { events <- ev }) }()
+			go func() {
+				done <- c.PasswordResetEvents(ctx, time.Minute, func(ev dcapi.PasswordResetEvent) { events <- ev })
+			}()
 			next := func(count int) {
 				t.Helper()
 				select {

@@ -371,4 +371,3 @@ timeout_seconds = 30
 		})
 	}
 }
-
