@@ -63,8 +63,9 @@ func pending(t *testing.T, e *env, kind string) int {
 	return len(l)
 }
 
-// tenantRules are the tenant request endpoints, as profileRules: each
-// request with both profiles' exact answers (live: api/src/openapi/providers.rs).
+// tenantRules are the tenant request endpoints, rows of TestProfileRules:
+// each request with both profiles' exact answers (live:
+// api/src/openapi/providers.rs).
 func tenantRules() []rule {
 	sealed := func(e *env, pw string) string {
 		s, _ := identity.Seal([]byte(pw), e.requester.Public().(ed25519.PublicKey), e.cid)
@@ -192,31 +193,6 @@ func tenantRules() []rule {
 				}
 			}},
 		},
-	}
-}
-
-func TestTenantProfileRules(t *testing.T) {
-	for _, r := range tenantRules() {
-		for _, profile := range []string{apiserver.ProfileDefault, apiserver.ProfileLive} {
-			t.Run(r.name+"/"+profile, func(t *testing.T) {
-				t.Parallel()
-				e := newEnv(t, profile)
-				if r.before != nil {
-					r.before(t, e)
-				}
-				a := call(t, e.srv.URL, r.req(t, e))
-				want := r.def
-				if e.live {
-					want = r.live
-				}
-				sub := strings.NewReplacer("{pk}", e.prov.Pubkey, "{cid}", e.cid)
-				want.err, want.text = sub.Replace(want.err), sub.Replace(want.text)
-				want.check(t, e, a)
-				if r.after != nil {
-					r.after(t, e)
-				}
-			})
-		}
 	}
 }
 

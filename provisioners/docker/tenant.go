@@ -2,13 +2,11 @@ package docker
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
@@ -87,24 +85,7 @@ func (p *Provisioner) RotateSSHKey(ctx context.Context, _, externalID, pubkey st
 	if !changed {
 		return nil
 	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	now := time.Now()
-	for _, h := range []*tar.Header{
-		{Typeflag: tar.TypeDir, Name: "root/.ssh/", Mode: 0o700, ModTime: now},
-		{Typeflag: tar.TypeReg, Name: "root/.ssh/authorized_keys", Mode: 0o600, Size: int64(len(body)), ModTime: now},
-	} {
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-	}
-	if _, err := tw.Write(body); err != nil {
-		return err
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	if _, err := p.cli.CopyToContainer(ctx, ct.ID, client.CopyToContainerOptions{DestinationPath: "/", Content: &buf}); err != nil {
+	if err := p.putAuthorizedKeys(ctx, ct.ID, body, "root/.ssh/"); err != nil {
 		return provisioners.ForTenant(p.classify("copy authorized_keys into container "+ct.ID, err), "the provider's container host did not take the key; the rotation is retried")
 	}
 	return nil

@@ -159,9 +159,8 @@ func AgentTenantPriv(major int) string {
 	return ""
 }
 
-// guestFor checks what qemu-server checks before it talks to the agent
-// (assert_agent_available): the privilege, an agent in the config, a
-// running VM, an agent that answers.
+// guestFor checks what qemu-server checks before it talks to the agent:
+// the privilege, then agentUp.
 func (st *State) guestFor(actor, node string, vmid int, cmd string) (*VM, error) {
 	vm, err := st.vmOn(node, vmid)
 	if err != nil {
@@ -170,19 +169,27 @@ func (st *State) guestFor(actor, node string, vmid int, cmd string) (*VM, error)
 	if err := st.CheckAny(actor, vmPath(vmid), agentPrivs(st.Major(), cmd)...); err != nil {
 		return nil, err
 	}
-	if !AgentEnabled(vm.Config["agent"]) {
-		return nil, Fail("No QEMU guest agent configured")
-	}
-	if vm.Status != "running" {
-		return nil, Fail("VM %d is not running", vmid)
-	}
-	if vm.AgentNeverStarts || st.Now().Before(vm.BootAt) {
-		return nil, Fail("QEMU guest agent is not running")
+	if err := st.agentUp(vm); err != nil {
+		return nil, err
 	}
 	if vm.Guest == nil {
 		vm.Guest = bootGuest(vm)
 	}
 	return vm, nil
+}
+
+// agentUp is assert_agent_available (PVE/QemuServer/Agent.pm): an agent
+// in the config, a running VM, an agent that answers.
+func (st *State) agentUp(vm *VM) error {
+	switch {
+	case !AgentEnabled(vm.Config["agent"]):
+		return Fail("No QEMU guest agent configured")
+	case vm.Status != "running":
+		return Fail("VM %d is not running", vm.VMID)
+	case vm.AgentNeverStarts || st.Now().Before(vm.BootAt):
+		return Fail("QEMU guest agent is not running")
+	}
+	return nil
 }
 
 // agentError is a failed guest command as PVE reports it (check_agent_error).

@@ -622,14 +622,8 @@ func (st *State) Agent(actor, node string, vmid int, cmd string) (any, error) {
 	if err := st.CheckAny(actor, vmPath(vmid), privs...); err != nil {
 		return nil, err
 	}
-	if !AgentEnabled(vm.Config["agent"]) {
-		return nil, Fail("No QEMU guest agent configured")
-	}
-	if vm.Status != "running" {
-		return nil, Fail("VM %d is not running", vmid)
-	}
-	if vm.AgentNeverStarts || st.Now().Before(vm.BootAt) {
-		return nil, Fail("QEMU guest agent is not running")
+	if err := st.agentUp(vm); err != nil {
+		return nil, err
 	}
 	switch cmd {
 	case "network-get-interfaces":
