@@ -633,7 +633,8 @@ func featureNames(f provisioners.Features) []string {
 	for _, x := range []struct {
 		on   bool
 		name string
-	}{{f.Terminate, "terminate"}, {f.List, "list"}, {f.Health, "health"}, {f.GetByID, "get"}, {f.Inventory, "inventory"}, {f.Manual, "manual"}} {
+	}{{f.Terminate, "terminate"}, {f.List, "list"}, {f.Health, "health"}, {f.GetByID, "get"}, {f.Inventory, "inventory"}, {f.Manual, "manual"},
+		{f.ResetPassword, "reset_password"}, {f.RotateSSHKey, "rotate_ssh_key"}} {
 		if x.on {
 			out = append(out, x.name)
 		}

@@ -307,3 +307,22 @@ func TestParseTenantJob(t *testing.T) {
 		}
 	}
 }
+
+// FuzzTenantJob: a tenant journal file (the state directory is the
+// agent's, but a file may be damaged) never panics the parser, and an
+// accepted one names its file's request and can be resumed.
+func FuzzTenantJob(f *testing.F) {
+	cid := strings.Repeat("a", 64)
+	f.Add("reset-"+cid, `{"kind":"reset","contractId":"`+cid+`","step":"taken","password":"x"}`)
+	f.Add("rotate-"+cid, `{"kind":"rotate","contractId":"`+cid+`","step":"failed","error":"e"}`)
+	f.Add("reset-"+cid, `{"kind":"reset","contractId":"`+cid+`","step":"applied","report":"{}"}`)
+	f.Fuzz(func(t *testing.T, name, data string) {
+		j, err := parseTenantJob(name, []byte(data))
+		if err != nil {
+			return
+		}
+		if j.key() != name || validContractID(j.ContractID) != nil || j.Step == stepTaken && j.Password == "" && j.SSHPubkey == "" {
+			t.Fatalf("accepted %q as %+v", name, j)
+		}
+	})
+}

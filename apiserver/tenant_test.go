@@ -273,3 +273,26 @@ func TestRequestRules(t *testing.T) {
 		t.Fatalf("pending %+v", l)
 	}
 }
+
+// The dashboard shows each provider's tenant requests: pending, failed,
+// and the latest failure as a tooltip.
+func TestDashboardTenantRequests(t *testing.T) {
+	e := newEnv(t, apiserver.ProfileDefault)
+	requestReset(t, e)
+	page := func() string {
+		a := call(t, e.srv.URL, signedReq{method: "GET", path: "/"})
+		if a.status != 200 {
+			t.Fatalf("dashboard: %d", a.status)
+		}
+		return a.body
+	}
+	if b := page(); !strings.Contains(b, `data-role="tenant-requests">1 pending</div>`) {
+		t.Fatalf("dashboard without the pending reset:\n%s", b)
+	}
+	if err := e.srv.Store.FailTenantRequest(context.Background(), e.prov.Pubkey, e.cid, store.RequestPasswordReset, "no guest agent", time.Now().UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	if b := page(); !strings.Contains(b, `title="latest failure (password reset of `+e.cid[:12]+`): no guest agent">0 pending · 1 failed</div>`) {
+		t.Fatalf("dashboard without the failure:\n%s", b)
+	}
+}
