@@ -165,17 +165,26 @@ func tenantTiming(t Timing) Timing {
 // an earlier run are resumed first.
 func (a *Agent) tenantLoop(ctx context.Context) error {
 	w := a.tenant
-	defer w.jobs.Wait()
 	if err := os.MkdirAll(filepath.Join(a.store.Dir(), tenantDir), 0o700); err != nil {
 		a.obs.emit(status.EventNotice, status.LevelError, loopTenant, "", "cannot create the tenant request journal; tenant requests are not served", "err", err)
 		return nil
 	}
-	go a.passwordStream(ctx)
+	// The stream and the jobs end with this loop (at the stop, or while it
+	// waits for a fixed delegation); jobs resume from the journal when it
+	// runs again.
+	jctx, stop := context.WithCancel(ctx)
+	defer w.jobs.Wait()
+	defer stop()
+	w.jobs.Add(1)
+	go func() {
+		defer w.jobs.Done()
+		a.passwordStream(jctx)
+	}()
 	lastResets := time.Time{}
 	return a.repeat(ctx, loopTenant, func(ctx context.Context) (time.Duration, <-chan struct{}, error) {
 		t := tenantTiming(a.timing())
 		a.live.expect(loopTenant, 4*a.reqTimeout())
-		a.resumeTenantJobs(ctx)
+		a.resumeTenantJobs(jctx)
 		sent := a.now()
 		// With the event stream up, resets are read when it says so (it
 		// wakes this loop) and, as a safety net, every TenantPollStreamed.
@@ -202,7 +211,7 @@ func (a *Agent) tenantLoop(ctx context.Context) error {
 		listed = map[string]bool{}
 		for _, j := range jobs {
 			listed[j.key()] = true
-			a.startTenantJob(ctx, j, sent)
+			a.startTenantJob(jctx, j, sent)
 		}
 		a.pruneHandedOff(listed, resets)
 		a.pruneTenantMemory()
