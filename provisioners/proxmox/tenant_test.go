@@ -99,9 +99,18 @@ func TestRotateCreatesAuthorizedKeys(t *testing.T) {
 }
 
 // Every refusal is one clear message for the tenant, the provider's
-// detail in the log text, and nothing changed in the guest.
+// detail in the log text, and nothing changed in the guest. The missing
+// privilege is each major's own: VM.Monitor on PVE 8, where every guest
+// agent call needs it, VM.GuestAgent.Unrestricted on PVE 9, which
+// set-user-password and exec need (qemu-server 9.x Agent.pm).
 func TestTenantRequestFailures(t *testing.T) {
-	s := pveapi.StartTest(t, pveapi.TestOptions{})
+	for version, priv := range map[string]string{"8.4.1": "VM.Monitor", "9.1.1": "VM.GuestAgent.Unrestricted"} {
+		t.Run(version, func(t *testing.T) { tenantRequestFailures(t, version, priv) })
+	}
+}
+
+func tenantRequestFailures(t *testing.T, version, priv string) {
+	s := pveapi.StartTest(t, pveapi.TestOptions{Version: version})
 	p := newProv(t, s, nil)
 	req, inst := provisioned(t, s, p, 4)
 	ctx := context.Background()
@@ -119,8 +128,8 @@ func TestTenantRequestFailures(t *testing.T) {
 			"guest agent does not answer", "guest agent is not running", true},
 		{"missing privilege", func(st *pve.State) {
 			r := st.Roles["DCAgent"]
-			r.Privs = slices.DeleteFunc(slices.Clone(r.Privs), func(p string) bool { return p == "VM.GuestAgent.Unrestricted" })
-		}, "does not allow it yet", "VM.GuestAgent.Unrestricted on /vms/100", false},
+			r.Privs = slices.DeleteFunc(slices.Clone(r.Privs), func(p string) bool { return p == priv })
+		}, "does not allow it yet", priv + " on /vms/100", false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -127,13 +127,13 @@ func (vm *VM) File(p string) *GuestFile {
 	return vm.Guest.Files[p]
 }
 
-// agentPrivs are the privileges PVE checks before it forwards a guest
+// AgentCommandPrivs are the privileges PVE checks before it forwards a guest
 // agent command with parameters, on /vms/{vmid}: any one of them will do.
 // PVE 8 checks VM.Monitor for all of them; PVE 9 (qemu-server 9.x,
 // Agent.pm) split it: set-user-password and exec need
 // VM.GuestAgent.Unrestricted, file-read and file-write their own
 // privilege or Unrestricted.
-func agentPrivs(major int, cmd string) []string {
+func AgentCommandPrivs(major int, cmd string) []string {
 	if major < 9 {
 		return []string{"VM.Monitor"}
 	}
@@ -166,7 +166,7 @@ func (st *State) guestFor(actor, node string, vmid int, cmd string) (*VM, error)
 	if err != nil {
 		return nil, err
 	}
-	if err := st.CheckAny(actor, vmPath(vmid), agentPrivs(st.Major(), cmd)...); err != nil {
+	if err := st.CheckAny(actor, vmPath(vmid), AgentCommandPrivs(st.Major(), cmd)...); err != nil {
 		return nil, err
 	}
 	if err := st.agentUp(vm); err != nil {
