@@ -11,6 +11,7 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,7 +82,9 @@ type world struct {
 	keyPath   string
 	dir       string
 	requester ed25519.PrivateKey
-	proc      *agentProc // the agent running now
+	proc      *agentProc   // the agent running now
+	procs     []*agentProc // every agent started, for noLeak
+	serverLog *testutil.SyncBuffer
 }
 
 // alive fails the test if the running agent has exited.
@@ -103,8 +106,11 @@ func newWorld(t *testing.T, profile string) *world {
 	t.Helper()
 	dir := t.TempDir()
 	dsn := "sqlite:" + filepath.Join(dir, "dc-api.db")
-	api := apitest.Start(t, apitest.WithProfile(profile), apitest.WithDB(dsn))
-	w := &world{t: t, api: api, dsn: dsn, prov: api.NewProvider("Tenant Hosting"), live: profile == apiserver.ProfileLive, dir: dir}
+	serverLog := &testutil.SyncBuffer{}
+	api := apitest.Start(t, apitest.WithProfile(profile), apitest.WithDB(dsn),
+		apitest.WithLogger(slog.New(slog.NewTextHandler(serverLog, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	w := &world{t: t, api: api, dsn: dsn, prov: api.NewProvider("Tenant Hosting"), live: profile == apiserver.ProfileLive, dir: dir,
+		serverLog: serverLog}
 	var key ed25519.PrivateKey
 	if w.live {
 		// The live API hands contracts to agents of a pool only.
@@ -278,6 +284,7 @@ func (w *world) run(cfg string, extra ...string) *agentProc {
 	}
 	p := &agentProc{cmd: cmd, out: out, done: make(chan struct{})}
 	w.proc = p
+	w.procs = append(w.procs, p)
 	go func() {
 		_ = cmd.Wait()
 		close(p.done)
@@ -312,10 +319,18 @@ func (w *world) killed(p *agentProc) {
 	}
 }
 
-// logHasNo fails if the agent's log shows secret.
-func (p *agentProc) logHasNo(t *testing.T, secret string) {
-	t.Helper()
-	if strings.Contains(p.out.String(), secret) {
-		t.Fatal("the agent's log shows the new password")
+// noLeak fails if the log of any agent run of the test or dc-api's
+// (debug level, both) shows the password pw.
+func (w *world) noLeak(pw string) {
+	w.t.Helper()
+	for i, p := range w.procs {
+		if strings.Contains(p.out.String(), pw) {
+			w.t.Fatalf("the log of agent run %d shows the new password", i+1)
+		}
+	}
+	if l := w.serverLog.String(); l == "" {
+		w.t.Fatal("dc-api logged nothing: the check would prove nothing")
+	} else if strings.Contains(l, pw) {
+		w.t.Fatal("dc-api's log shows the new password")
 	}
 }
