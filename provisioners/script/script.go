@@ -647,10 +647,31 @@ func (p *Provisioner) ResetPassword(ctx context.Context, contractID, externalID,
 		return "", provisioners.NotSupported(Type, "a password reset")
 	}
 	if _, err := p.run(ctx, ActionResetPassword, p.tenantInput(contractID, externalID, Input{Password: &password})); err != nil {
+		err = hidePassword(err, password)
 		p.logStderr(err)
 		return "", err
 	}
 	return password, nil
+}
+
+// hidePassword takes the password out of a failed reset_password run's
+// error, its stderr and the tenant's message: a script that echoes its
+// input must not put the password in the agent's log or a health check.
+func hidePassword(err error, password string) error {
+	hide := func(s string) string { return strings.ReplaceAll(s, password, "[the new password]") }
+	var re *RunError
+	if errors.As(err, &re) {
+		re.Message, re.Stderr = hide(re.Message), hide(re.Stderr)
+	}
+	var pe *provisioners.Error
+	if errors.As(err, &pe) {
+		pe.Tenant = hide(pe.Tenant)
+	}
+	if strings.Contains(err.Error(), password) {
+		return &provisioners.Error{Err: fmt.Errorf("%s script failed (its message held the password and was dropped)", ActionResetPassword),
+			Tenant: tenantText(ActionResetPassword, "failed"), RetryPossible: provisioners.RetryPossible(err)}
+	}
+	return err
 }
 
 // RotateSSHKey implements provisioners.KeyRotator with the rotate_ssh_key

@@ -3,6 +3,7 @@ package script
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,5 +76,37 @@ func TestTenantActionFails(t *testing.T) {
 	_, err := p.ResetPassword(context.Background(), cid, "vm-1", "pw")
 	if err == nil || provisioners.TenantMessage(err) != "the VM is off" || provisioners.RetryPossible(err) {
 		t.Fatalf("%v (tenant %q)", err, provisioners.TenantMessage(err))
+	}
+}
+
+// A reset_password script that echoes its input (stdin, hence the
+// password) on stderr, in its error and on a bad stdout: the password is
+// in none of what is logged or told to the tenant.
+func TestTenantResetHidesThePassword(t *testing.T) {
+	const pw = "Zq8-secret-Pw-4711"
+	for name, body := range map[string]string{
+		"error":  `pw=$(sed 's/.*"password":"\([^"]*\)".*/\1/'); printf '{"success":false,"error":"rejected %s"}' "$pw"; exit 1`,
+		"stderr": `in=$(cat); echo "got $in" >&2; exit 3`,
+		"stdout": `cat`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			sc, dir := allScripts(t, `echo '{"success":true}'`)
+			sc.ResetPassword = writeScript(t, dir, "reset.sh", body)
+			p := newProv(t, config.ScriptConfig(sc))
+			_, err := p.ResetPassword(context.Background(), cid, "vm-1", pw)
+			if err == nil {
+				t.Fatal("the reset succeeded")
+			}
+			var re *RunError
+			stderr := ""
+			if errors.As(err, &re) {
+				stderr = re.Stderr
+			}
+			for what, s := range map[string]string{"error": err.Error(), "tenant message": provisioners.TenantMessage(err), "stderr": stderr} {
+				if strings.Contains(s, pw) {
+					t.Errorf("the %s shows the password: %q", what, s)
+				}
+			}
+		})
 	}
 }
