@@ -1,7 +1,6 @@
 package apiserver
 
 import (
-	"context"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -309,32 +308,4 @@ func (s *Server) passwordResetEvents(w http.ResponseWriter, r *http.Request, c *
 		}
 		done()
 	}
-}
-
-// tenantSummary is what the dashboard shows of a provider's tenant
-// requests: pending, and the latest failure (its message as a tooltip).
-func (s *Server) tenantSummary(ctx context.Context, provider string) (text, title string, err error) {
-	list, err := s.st.ProviderTenantRequests(ctx, provider)
-	if err != nil {
-		return "", "", err
-	}
-	pending, failed := 0, 0
-	var latest *store.TenantRequest
-	for i, t := range list {
-		switch {
-		case t.DoneAtNs == nil:
-			pending++
-		case t.Error != nil:
-			failed++
-			if latest == nil || *t.DoneAtNs > *latest.DoneAtNs {
-				latest = &list[i]
-			}
-		}
-	}
-	text = fmt.Sprintf("%d pending", pending)
-	if failed > 0 {
-		text += fmt.Sprintf(" · %d failed", failed)
-		title = fmt.Sprintf("latest failure (%s of %s): %s", strings.ReplaceAll(latest.Kind, "_", " "), latest.ContractID[:12], *latest.Error)
-	}
-	return text, title, nil
 }
