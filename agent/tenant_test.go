@@ -83,7 +83,7 @@ type tenantWorld struct {
 	reqKey ed25519.PrivateKey
 }
 
-func newTenantWorld(t *testing.T, b provisioners.Provisioner, profile string) *tenantWorld {
+func newTenantWorld(t *testing.T, b provisioners.Provisioner, profile string, mods ...func(*apitest.Server, *Options)) *tenantWorld {
 	t.Helper()
 	srv := apitest.Start(t, apitest.WithProfile(profile))
 	p := srv.NewProvider("Tenant Hosting")
@@ -103,7 +103,12 @@ func newTenantWorld(t *testing.T, b provisioners.Provisioner, profile string) *t
 	cid := srv.CreateContract(p, spec)
 	reg := provisioners.NewRegistry()
 	reg.Register(config.TypeScript, func(config.ProvisionerConfig, provisioners.Deps) (provisioners.Provisioner, error) { return b, nil })
-	h.start(func(o *Options) { o.Registry = reg })
+	h.start(func(o *Options) {
+		o.Registry = reg
+		for _, m := range mods {
+			m(srv, o)
+		}
+	})
 	srv.WaitForContract(cid, 20*time.Second, func(c *store.Contract) bool {
 		return c.Status == dcapi.StatusProvisioned || c.Status == dcapi.StatusActive
 	}, "provisioned")
@@ -325,4 +330,55 @@ func FuzzTenantJob(f *testing.F) {
 			t.Fatalf("accepted %q as %+v", name, j)
 		}
 	})
+}
+
+// With the pending lists read only once an hour, a reset requested after
+// the first read is carried out because the password-reset event stream
+// announces it (both profiles); a server without the stream (404) leaves
+// the agent polling, at TenantPoll.
+func TestTenantResetByEventStream(t *testing.T) {
+	for _, profile := range []string{apiserver.ProfileDefault, apiserver.ProfileLive} {
+		for _, stream := range []bool{true, false} {
+			name := profile + "/stream"
+			if !stream {
+				name = profile + "/no-stream"
+			}
+			t.Run(name, func(t *testing.T) {
+				tt := fastTiming()
+				tt.TenantPoll, tt.TenantPollStreamed = time.Hour, time.Hour
+				if !stream {
+					tt.TenantPoll = 20 * time.Millisecond
+				}
+				b := newTenantProv()
+				w := newTenantWorld(t, b, profile, func(srv *apitest.Server, o *Options) {
+					o.Timing = fixedTiming(tt)
+					if !stream {
+						srv.FailNext("GET", "/password-reset-events", -1, 404)
+					}
+				})
+				srvRef := w.srv
+				// The first read of the list is done, and the stream is up (or
+				// was refused).
+				eventually(t, "the first read of the pending resets", func() bool {
+					return srvRef.CountRequests("GET", "/pending-password-reset", 200) > 0
+				})
+				if stream {
+					eventually(t, "the event stream up", func() bool { return w.h.a.tenant.streamUp.Load() })
+				} else {
+					eventually(t, "the event stream refused", func() bool { return srvRef.CountRequests("GET", "/password-reset-events", 404) > 0 })
+				}
+				reads := srvRef.CountRequests("GET", "/pending-password-reset", 0)
+				if _, err := srvRef.Store.RequestPasswordReset(context.Background(), w.cid, srvRef.Now().UnixNano()); err != nil {
+					t.Fatal(err)
+				}
+				eventually(t, "the reset reported", func() bool { r := w.request(t, store.RequestPasswordReset); return r != nil && r.DoneAtNs != nil })
+				if pws, _ := b.set(w.cid); len(pws) != 1 || w.rootPassword(t) != pws[0] {
+					t.Fatalf("passwords set %q", pws)
+				}
+				if stream && srvRef.CountRequests("GET", "/pending-password-reset", 0) != reads+1 {
+					t.Fatalf("the list was read %d times after the request, want once (on the stream's word)", srvRef.CountRequests("GET", "/pending-password-reset", 0)-reads)
+				}
+			})
+		}
+	}
 }
