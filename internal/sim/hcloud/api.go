@@ -101,6 +101,16 @@ func page[T any](w http.ResponseWriter, q url.Values, items []T) ([]T, *meta, bo
 	return items[lo:hi], m, true
 }
 
+// writePage answers a list request: the page of items the query asks for
+// under key, and the pagination meta (as schema.*ListResponse plus "meta").
+func writePage[T any](w http.ResponseWriter, q url.Values, key string, items []T) {
+	items, m, ok := page(w, q, items)
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{key: nonNil(items), "meta": m})
+}
+
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	b, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {
@@ -183,14 +193,7 @@ func (s *Sim) listServerTypes(w http.ResponseWriter, q url.Values) {
 		}
 		items = append(items, st)
 	}
-	items, m, ok := page(w, q, items)
-	if !ok {
-		return
-	}
-	writeJSON(w, http.StatusOK, struct {
-		schema.ServerTypeListResponse
-		Meta *meta `json:"meta"`
-	}{schema.ServerTypeListResponse{ServerTypes: nonNil(items)}, m})
+	writePage(w, q, "server_types", items)
 }
 
 func (s *Sim) listLocations(w http.ResponseWriter, q url.Values) {
@@ -201,14 +204,7 @@ func (s *Sim) listLocations(w http.ResponseWriter, q url.Values) {
 		}
 		items = append(items, l)
 	}
-	items, m, ok := page(w, q, items)
-	if !ok {
-		return
-	}
-	writeJSON(w, http.StatusOK, struct {
-		schema.LocationListResponse
-		Meta *meta `json:"meta"`
-	}{schema.LocationListResponse{Locations: nonNil(items)}, m})
+	writePage(w, q, "locations", items)
 }
 
 func (s *Sim) listImages(w http.ResponseWriter, q url.Values) {
@@ -222,14 +218,7 @@ func (s *Sim) listImages(w http.ResponseWriter, q url.Values) {
 		}
 		items = append(items, img)
 	}
-	items, m, ok := page(w, q, items)
-	if !ok {
-		return
-	}
-	writeJSON(w, http.StatusOK, struct {
-		schema.ImageListResponse
-		Meta *meta `json:"meta"`
-	}{schema.ImageListResponse{Images: nonNil(items)}, m})
+	writePage(w, q, "images", items)
 }
 
 func nonNil[T any](s []T) []T {
@@ -284,14 +273,7 @@ func (s *Sim) listSSHKeys(w http.ResponseWriter, q url.Values) {
 		}
 		items = append(items, k)
 	}
-	items, m, ok := page(w, q, items)
-	if !ok {
-		return
-	}
-	writeJSON(w, http.StatusOK, struct {
-		schema.SSHKeyListResponse
-		Meta *meta `json:"meta"`
-	}{schema.SSHKeyListResponse{SSHKeys: nonNil(items)}, m})
+	writePage(w, q, "ssh_keys", items)
 }
 
 func (s *Sim) createSSHKey(w http.ResponseWriter, r *http.Request) {
@@ -388,14 +370,7 @@ func (s *Sim) listServers(w http.ResponseWriter, q url.Values) {
 		}
 		items = append(items, cloneServer(sv))
 	}
-	items, m, ok := page(w, q, items)
-	if !ok {
-		return
-	}
-	writeJSON(w, http.StatusOK, struct {
-		schema.ServerListResponse
-		Meta *meta `json:"meta"`
-	}{schema.ServerListResponse{Servers: nonNil(items)}, m})
+	writePage(w, q, "servers", items)
 }
 
 func (s *Sim) findServerType(v schema.IDOrName) (schema.ServerType, bool) {
@@ -626,14 +601,7 @@ func (s *Sim) listActions(w http.ResponseWriter, q url.Values) {
 	items := s.sortedActions(func(a *simAction) bool {
 		return ids[a.a.ID] && (len(q["status"]) == 0 || contains(q["status"], a.a.Status))
 	}, false)
-	items, m, ok := page(w, q, items)
-	if !ok {
-		return
-	}
-	writeJSON(w, http.StatusOK, struct {
-		schema.ActionListResponse
-		Meta *meta `json:"meta"`
-	}{schema.ActionListResponse{Actions: nonNil(items)}, m})
+	writePage(w, q, "actions", items)
 }
 
 func (s *Sim) serverActions(w http.ResponseWriter, q url.Values, id int64) {
@@ -645,12 +613,5 @@ func (s *Sim) serverActions(w http.ResponseWriter, q url.Values, id int64) {
 	items := s.sortedActions(func(a *simAction) bool {
 		return a.a.Resources[0].ID == id && (len(q["status"]) == 0 || contains(q["status"], a.a.Status))
 	}, desc)
-	items, m, ok := page(w, q, items)
-	if !ok {
-		return
-	}
-	writeJSON(w, http.StatusOK, struct {
-		schema.ActionListResponse
-		Meta *meta `json:"meta"`
-	}{schema.ActionListResponse{Actions: nonNil(items)}, m})
+	writePage(w, q, "actions", items)
 }
