@@ -2,12 +2,7 @@ package digitalocean
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
-	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -21,22 +16,13 @@ import (
 	dosim "github.com/decent-stuff/dc-agent/internal/sim/digitalocean"
 	"github.com/decent-stuff/dc-agent/provisioners"
 	"github.com/decent-stuff/dc-agent/provisioners/internal/cloudkit"
+	"github.com/decent-stuff/dc-agent/provisioners/internal/cloudtest"
 )
 
-func cid(n int) string {
-	s := sha256.Sum256([]byte(fmt.Sprint("contract", n)))
-	return hex.EncodeToString(s[:])
-}
-
-func sshKey(t testing.TB) string {
-	t.Helper()
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp, _ := ssh.NewPublicKey(pub)
-	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp)))
-}
+var (
+	cid    = cloudtest.ContractID
+	sshKey = cloudtest.SSHKey
+)
 
 type fixture struct {
 	sim *dosim.Sim
@@ -64,9 +50,7 @@ func newFixture(t *testing.T, mod func(*config.DigitalOceanConfig), simOpts ...f
 	return &fixture{sim: sim, p: p, url: url}
 }
 
-func (f *fixture) request(n int) provisioners.Request {
-	return provisioners.Request{ContractID: cid(n), OfferingID: "off-small", CPUCores: 2, MemoryMB: 4096, StorageGB: 40}
-}
+func (f *fixture) request(n int) provisioners.Request { return cloudtest.Request(n) }
 
 // assertEmpty checks that nothing the agent creates is left in the account.
 func (f *fixture) assertEmpty(t *testing.T) {
@@ -132,39 +116,7 @@ func TestProvisionLifecycle(t *testing.T) {
 		t.Errorf("user data:\n%s", ud)
 	}
 
-	h, err := f.p.HealthCheck(ctx, inst.ExternalID)
-	if err != nil || h.Status != provisioners.Healthy || h.UptimeSeconds < 0 {
-		t.Fatalf("health %+v %v", h, err)
-	}
-	got, err := f.p.GetInstance(ctx, cid(1))
-	if err != nil || got == nil || got.ExternalID != inst.ExternalID || got.IPv6Address != inst.IPv6Address {
-		t.Fatalf("get instance %+v %v", got, err)
-	}
-	if none, err := f.p.GetInstance(ctx, cid(2)); err != nil || none != nil {
-		t.Fatalf("other contract: %+v %v", none, err)
-	}
-	list, err := f.p.List(ctx)
-	if err != nil || len(list) != 1 || list[0].ContractID != cid(1) {
-		t.Fatalf("list %+v %v", list, err)
-	}
-
-	// Idempotent: provisioning the same contract again finds the droplet.
-	again, err := f.p.Provision(ctx, req)
-	if err != nil || again.ExternalID != inst.ExternalID || len(f.sim.Droplets()) != 1 {
-		t.Fatalf("second provision: %+v %v (%d droplets)", again, err, len(f.sim.Droplets()))
-	}
-
-	if err := f.p.Terminate(ctx, inst.ExternalID); err != nil {
-		t.Fatal(err)
-	}
-	f.assertEmpty(t)
-	h, err = f.p.HealthCheck(ctx, inst.ExternalID)
-	if err != nil || h.Status != provisioners.Unhealthy || !strings.Contains(h.Reason, "no longer exists") {
-		t.Fatalf("health after terminate: %+v %v", h, err)
-	}
-	if err := f.p.Terminate(ctx, inst.ExternalID); err != nil {
-		t.Fatalf("terminating a gone droplet: %v", err)
-	}
+	cloudtest.Lifecycle(t, f.p, req, inst, "droplet", func() int { return len(f.sim.Droplets()) }, f.assertEmpty)
 }
 
 func TestPauseResume(t *testing.T) {
@@ -230,30 +182,7 @@ func TestPauseResume(t *testing.T) {
 func TestSSHKeySharedAndProviderKeysKept(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx := context.Background()
-	key := sshKey(t)
-	var ids []string
-	for i := 1; i <= 2; i++ {
-		req := f.request(i)
-		req.RequesterSSHPubkey = key
-		inst, err := f.p.Provision(ctx, req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, inst.ExternalID)
-	}
-	if n := len(f.sim.Keys()); n != 1 {
-		t.Fatalf("one key object expected for one public key, got %d", n)
-	}
-	if err := f.p.Terminate(ctx, ids[0]); err != nil {
-		t.Fatal(err)
-	}
-	if n := len(f.sim.Keys()); n != 1 {
-		t.Fatal("key deleted while a droplet still uses it")
-	}
-	if err := f.p.Terminate(ctx, ids[1]); err != nil {
-		t.Fatal(err)
-	}
-	f.assertEmpty(t)
+	cloudtest.SharedKey(t, f.p, f.request, func() int { return len(f.sim.Keys()) }, f.assertEmpty)
 
 	// A key the provider uploaded himself is reused and never deleted.
 	own := sshKey(t)
@@ -426,18 +355,7 @@ func TestFailuresLeaveNothingBehind(t *testing.T) {
 			req := f.request(i)
 			req.RequesterSSHPubkey = sshKey(t)
 			_, err := f.p.Provision(context.Background(), req)
-			if err == nil {
-				t.Fatal("provision succeeded")
-			}
-			t.Log(err)
-			for _, w := range c.wantErr {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not mention %q", err, w)
-				}
-			}
-			if provisioners.RetryPossible(err) != c.retryable {
-				t.Errorf("retryable = %v", provisioners.RetryPossible(err))
-			}
+			cloudtest.WantFailure(t, err, c.wantErr, c.retryable)
 			f.sim.RateLimitNext(0)
 			f.assertEmpty(t)
 		})

@@ -2,13 +2,8 @@ package vultr
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -21,22 +16,13 @@ import (
 	vultrsim "github.com/decent-stuff/dc-agent/internal/sim/vultr"
 	"github.com/decent-stuff/dc-agent/provisioners"
 	"github.com/decent-stuff/dc-agent/provisioners/internal/cloudkit"
+	"github.com/decent-stuff/dc-agent/provisioners/internal/cloudtest"
 )
 
-func cid(n int) string {
-	s := sha256.Sum256([]byte(fmt.Sprint("contract", n)))
-	return hex.EncodeToString(s[:])
-}
-
-func sshKey(t testing.TB) string {
-	t.Helper()
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp, _ := ssh.NewPublicKey(pub)
-	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp)))
-}
+var (
+	cid    = cloudtest.ContractID
+	sshKey = cloudtest.SSHKey
+)
 
 type fixture struct {
 	sim *vultrsim.Sim
@@ -65,9 +51,7 @@ func newFixture(t *testing.T, mod func(*config.VultrConfig), simOpts ...func(*vu
 	return &fixture{sim: sim, p: p, url: url}
 }
 
-func (f *fixture) request(n int) provisioners.Request {
-	return provisioners.Request{ContractID: cid(n), OfferingID: "off-small", CPUCores: 2, MemoryMB: 4096, StorageGB: 40}
-}
+func (f *fixture) request(n int) provisioners.Request { return cloudtest.Request(n) }
 
 func (f *fixture) assertEmpty(t *testing.T) {
 	t.Helper()
@@ -125,36 +109,7 @@ func TestProvisionLifecycle(t *testing.T) {
 		t.Errorf("user data:\n%s", ud)
 	}
 
-	h, err := f.p.HealthCheck(ctx, inst.ExternalID)
-	if err != nil || h.Status != provisioners.Healthy {
-		t.Fatalf("health %+v %v", h, err)
-	}
-	got, err := f.p.GetInstance(ctx, cid(1))
-	if err != nil || got == nil || got.ExternalID != inst.ExternalID {
-		t.Fatalf("get instance %+v %v", got, err)
-	}
-	if none, err := f.p.GetInstance(ctx, cid(2)); err != nil || none != nil {
-		t.Fatalf("other contract: %+v %v", none, err)
-	}
-	all, err := f.p.List(ctx)
-	if err != nil || len(all) != 1 || all[0].ContractID != cid(1) {
-		t.Fatalf("list %+v %v", all, err)
-	}
-	again, err := f.p.Provision(ctx, req)
-	if err != nil || again.ExternalID != inst.ExternalID || len(f.sim.Instances()) != 1 {
-		t.Fatalf("second provision: %+v %v", again, err)
-	}
-	if err := f.p.Terminate(ctx, inst.ExternalID); err != nil {
-		t.Fatal(err)
-	}
-	f.assertEmpty(t)
-	h, err = f.p.HealthCheck(ctx, inst.ExternalID)
-	if err != nil || h.Status != provisioners.Unhealthy || !strings.Contains(h.Reason, "no longer exists") {
-		t.Fatalf("health after terminate: %+v %v", h, err)
-	}
-	if err := f.p.Terminate(ctx, inst.ExternalID); err != nil {
-		t.Fatalf("terminating a gone instance: %v", err)
-	}
+	cloudtest.Lifecycle(t, f.p, req, inst, "instance", func() int { return len(f.sim.Instances()) }, f.assertEmpty)
 }
 
 func TestPauseResume(t *testing.T) {
@@ -214,30 +169,7 @@ func TestPauseResume(t *testing.T) {
 func TestSSHKeySharedAndProviderKeysKept(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx := context.Background()
-	key := sshKey(t)
-	var ids []string
-	for i := 1; i <= 2; i++ {
-		req := f.request(i)
-		req.RequesterSSHPubkey = key
-		inst, err := f.p.Provision(ctx, req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, inst.ExternalID)
-	}
-	if n := len(f.sim.Keys()); n != 1 {
-		t.Fatalf("one key object expected for one public key, got %d", n)
-	}
-	if err := f.p.Terminate(ctx, ids[0]); err != nil {
-		t.Fatal(err)
-	}
-	if n := len(f.sim.Keys()); n != 1 {
-		t.Fatal("key deleted while an instance still uses it")
-	}
-	if err := f.p.Terminate(ctx, ids[1]); err != nil {
-		t.Fatal(err)
-	}
-	f.assertEmpty(t)
+	cloudtest.SharedKey(t, f.p, f.request, func() int { return len(f.sim.Keys()) }, f.assertEmpty)
 
 	own := sshKey(t)
 	k, _, err := f.p.c.SSHKey.Create(ctx, &govultr.SSHKeyReq{Name: "provider-key", SSHKey: own + " me@laptop"})
@@ -380,18 +312,7 @@ func TestFailuresLeaveNothingBehind(t *testing.T) {
 			req := f.request(i)
 			req.RequesterSSHPubkey = sshKey(t)
 			_, err := f.p.Provision(context.Background(), req)
-			if err == nil {
-				t.Fatal("provision succeeded")
-			}
-			t.Log(err)
-			for _, w := range c.wantErr {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not mention %q", err, w)
-				}
-			}
-			if provisioners.RetryPossible(err) != c.retryable {
-				t.Errorf("retryable = %v", provisioners.RetryPossible(err))
-			}
+			cloudtest.WantFailure(t, err, c.wantErr, c.retryable)
 			f.sim.RateLimitNext(0)
 			f.assertEmpty(t)
 		})
