@@ -16,12 +16,12 @@ import (
 	dosim "github.com/decent-stuff/dc-agent/internal/sim/digitalocean"
 	"github.com/decent-stuff/dc-agent/provisioners"
 	"github.com/decent-stuff/dc-agent/provisioners/internal/cloudkit"
-	"github.com/decent-stuff/dc-agent/provisioners/internal/cloudtest"
+	"github.com/decent-stuff/dc-agent/provisioners/internal/cloudkit/cloudkittest"
 )
 
 var (
-	cid    = cloudtest.ContractID
-	sshKey = cloudtest.SSHKey
+	cid    = cloudkittest.ContractID
+	sshKey = cloudkittest.SSHKey
 )
 
 type fixture struct {
@@ -50,7 +50,7 @@ func newFixture(t *testing.T, mod func(*config.DigitalOceanConfig), simOpts ...f
 	return &fixture{sim: sim, p: p, url: url}
 }
 
-func (f *fixture) request(n int) provisioners.Request { return cloudtest.Request(n) }
+func (f *fixture) request(n int) provisioners.Request { return cloudkittest.Request(n) }
 
 // assertEmpty checks that nothing the agent creates is left in the account.
 func (f *fixture) assertEmpty(t *testing.T) {
@@ -116,7 +116,7 @@ func TestProvisionLifecycle(t *testing.T) {
 		t.Errorf("user data:\n%s", ud)
 	}
 
-	cloudtest.Lifecycle(t, f.p, req, inst, "droplet", func() int { return len(f.sim.Droplets()) }, f.assertEmpty)
+	cloudkittest.Lifecycle(t, f.p, req, inst, "droplet", func() int { return len(f.sim.Droplets()) }, f.assertEmpty)
 }
 
 func TestPauseResume(t *testing.T) {
@@ -182,7 +182,7 @@ func TestPauseResume(t *testing.T) {
 func TestSSHKeySharedAndProviderKeysKept(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx := context.Background()
-	cloudtest.SharedKey(t, f.p, f.request, func() int { return len(f.sim.Keys()) }, f.assertEmpty)
+	cloudkittest.SharedKey(t, f.p, f.request, func() int { return len(f.sim.Keys()) }, f.assertEmpty)
 
 	// A key the provider uploaded himself is reused and never deleted.
 	own := sshKey(t)
@@ -355,7 +355,7 @@ func TestFailuresLeaveNothingBehind(t *testing.T) {
 			req := f.request(i)
 			req.RequesterSSHPubkey = sshKey(t)
 			_, err := f.p.Provision(context.Background(), req)
-			cloudtest.WantFailure(t, err, c.wantErr, c.retryable)
+			cloudkittest.WantFailure(t, err, c.wantErr, c.retryable)
 			f.sim.RateLimitNext(0)
 			f.assertEmpty(t)
 		})

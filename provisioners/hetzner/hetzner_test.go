@@ -16,12 +16,12 @@ import (
 	hcloudsim "github.com/decent-stuff/dc-agent/internal/sim/hcloud"
 	"github.com/decent-stuff/dc-agent/provisioners"
 	"github.com/decent-stuff/dc-agent/provisioners/internal/cloudkit"
-	"github.com/decent-stuff/dc-agent/provisioners/internal/cloudtest"
+	"github.com/decent-stuff/dc-agent/provisioners/internal/cloudkit/cloudkittest"
 )
 
 var (
-	cid    = cloudtest.ContractID
-	sshKey = cloudtest.SSHKey
+	cid    = cloudkittest.ContractID
+	sshKey = cloudkittest.SSHKey
 )
 
 type fixture struct {
@@ -45,7 +45,7 @@ func newFixture(t *testing.T, mod func(*config.HetznerConfig)) *fixture {
 	return &fixture{sim: sim, p: p, url: url}
 }
 
-func (f *fixture) request(n int) provisioners.Request { return cloudtest.Request(n) }
+func (f *fixture) request(n int) provisioners.Request { return cloudkittest.Request(n) }
 
 // assertEmpty checks that nothing the agent creates is left in the project.
 func (f *fixture) assertEmpty(t *testing.T) {
@@ -113,13 +113,13 @@ func TestProvisionLifecycle(t *testing.T) {
 		t.Errorf("user data:\n%s", ud)
 	}
 
-	cloudtest.Lifecycle(t, f.p, req, inst, "server", func() int { return len(f.sim.Servers()) }, f.assertEmpty)
+	cloudkittest.Lifecycle(t, f.p, req, inst, "server", func() int { return len(f.sim.Servers()) }, f.assertEmpty)
 }
 
 func TestSSHKeySharedAndProviderKeysKept(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx := context.Background()
-	cloudtest.SharedKey(t, f.p, f.request, func() int { return len(f.sim.SSHKeys()) }, f.assertEmpty)
+	cloudkittest.SharedKey(t, f.p, f.request, func() int { return len(f.sim.SSHKeys()) }, f.assertEmpty)
 
 	// A key the provider uploaded himself is reused and never deleted.
 	own := sshKey(t)
@@ -269,7 +269,7 @@ func TestFailuresLeaveNothingBehind(t *testing.T) {
 			req := f.request(i)
 			req.RequesterSSHPubkey = sshKey(t)
 			_, err := f.p.Provision(context.Background(), req)
-			cloudtest.WantFailure(t, err, c.wantErr, c.retryable)
+			cloudkittest.WantFailure(t, err, c.wantErr, c.retryable)
 			f.sim.RateLimitNext(0)
 			f.assertEmpty(t)
 		})

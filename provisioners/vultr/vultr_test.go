@@ -16,12 +16,12 @@ import (
 	vultrsim "github.com/decent-stuff/dc-agent/internal/sim/vultr"
 	"github.com/decent-stuff/dc-agent/provisioners"
 	"github.com/decent-stuff/dc-agent/provisioners/internal/cloudkit"
-	"github.com/decent-stuff/dc-agent/provisioners/internal/cloudtest"
+	"github.com/decent-stuff/dc-agent/provisioners/internal/cloudkit/cloudkittest"
 )
 
 var (
-	cid    = cloudtest.ContractID
-	sshKey = cloudtest.SSHKey
+	cid    = cloudkittest.ContractID
+	sshKey = cloudkittest.SSHKey
 )
 
 type fixture struct {
@@ -51,7 +51,7 @@ func newFixture(t *testing.T, mod func(*config.VultrConfig), simOpts ...func(*vu
 	return &fixture{sim: sim, p: p, url: url}
 }
 
-func (f *fixture) request(n int) provisioners.Request { return cloudtest.Request(n) }
+func (f *fixture) request(n int) provisioners.Request { return cloudkittest.Request(n) }
 
 func (f *fixture) assertEmpty(t *testing.T) {
 	t.Helper()
@@ -109,7 +109,7 @@ func TestProvisionLifecycle(t *testing.T) {
 		t.Errorf("user data:\n%s", ud)
 	}
 
-	cloudtest.Lifecycle(t, f.p, req, inst, "instance", func() int { return len(f.sim.Instances()) }, f.assertEmpty)
+	cloudkittest.Lifecycle(t, f.p, req, inst, "instance", func() int { return len(f.sim.Instances()) }, f.assertEmpty)
 }
 
 func TestPauseResume(t *testing.T) {
@@ -169,7 +169,7 @@ func TestPauseResume(t *testing.T) {
 func TestSSHKeySharedAndProviderKeysKept(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx := context.Background()
-	cloudtest.SharedKey(t, f.p, f.request, func() int { return len(f.sim.Keys()) }, f.assertEmpty)
+	cloudkittest.SharedKey(t, f.p, f.request, func() int { return len(f.sim.Keys()) }, f.assertEmpty)
 
 	own := sshKey(t)
 	k, _, err := f.p.c.SSHKey.Create(ctx, &govultr.SSHKeyReq{Name: "provider-key", SSHKey: own + " me@laptop"})
@@ -312,7 +312,7 @@ func TestFailuresLeaveNothingBehind(t *testing.T) {
 			req := f.request(i)
 			req.RequesterSSHPubkey = sshKey(t)
 			_, err := f.p.Provision(context.Background(), req)
-			cloudtest.WantFailure(t, err, c.wantErr, c.retryable)
+			cloudkittest.WantFailure(t, err, c.wantErr, c.retryable)
 			f.sim.RateLimitNext(0)
 			f.assertEmpty(t)
 		})

@@ -1,21 +1,18 @@
-// Package cloudkittest runs the provisioning benchmark of the cloud
-// backends against their simulators (make bench-cloud).
+// Package cloudkittest holds what the tests of the cloud backends
+// (DigitalOcean, Hetzner, Vultr) share: the checks of checks.go and the
+// provisioning benchmark against their simulators (make bench-cloud). Only
+// tests import it.
 package cloudkittest
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"golang.org/x/crypto/ssh"
 
 	"github.com/decent-stuff/dc-agent/provisioners"
 )
@@ -97,12 +94,7 @@ func (bb Bench) Run(b *testing.B) {
 }
 
 func request(b *testing.B, i int) provisioners.Request {
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	sp, _ := ssh.NewPublicKey(pub)
 	sum := sha256.Sum256(fmt.Appendf(nil, "bench-%d-%d", time.Now().UnixNano(), i))
 	return provisioners.Request{ContractID: hex.EncodeToString(sum[:]), OfferingID: "bench", CPUCores: 2, MemoryMB: 4096, StorageGB: 40,
-		RequesterSSHPubkey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp)))}
+		RequesterSSHPubkey: SSHKey(b)}
 }

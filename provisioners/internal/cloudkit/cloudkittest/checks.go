@@ -1,6 +1,4 @@
-// Package cloudtest holds the checks the tests of the cloud provisioners
-// (DigitalOcean, Hetzner, Vultr) share. Only tests import it.
-package cloudtest
+package cloudkittest
 
 import (
 	"context"
