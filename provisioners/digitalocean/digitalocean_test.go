@@ -3,7 +3,6 @@ package digitalocean
 import (
 	"context"
 	"encoding/base64"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -464,84 +463,46 @@ func TestForeignDropletsRefused(t *testing.T) {
 func TestHealthStates(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx := context.Background()
-	now := time.Now()
-	f.p.now = func() time.Time { return now }
 	id := f.sim.AddDroplet(DropletName(cid(7)), []string{TagManaged, contractTag(cid(7))})
 	ext := strconv.Itoa(id)
-	h, err := f.p.HealthCheck(ctx, ext)
-	if err != nil || h.Status != provisioners.Healthy || h.UptimeSeconds < 3500 {
-		t.Fatalf("%+v %v (created an hour ago)", h, err)
-	}
-	f.p.now = func() time.Time { return now.Add(90 * time.Second) }
-	h2, _ := f.p.HealthCheck(ctx, ext)
-	if h2.UptimeSeconds-h.UptimeSeconds != 90 {
-		t.Fatalf("uptime %d then %d", h.UptimeSeconds, h2.UptimeSeconds)
-	}
+	cloudkittest.Uptime(t, f.p, ext, func(now time.Time) { f.p.now = func() time.Time { return now } }, 3500)
 	f.sim.PowerOff(id)
-	h, err = f.p.HealthCheck(ctx, ext)
+	h, err := f.p.HealthCheck(ctx, ext)
 	if err != nil || h.Status != provisioners.Unhealthy || h.Reason != "droplet is off" {
 		t.Fatalf("%+v %v", h, err)
 	}
 }
 
 func TestNewRejectsBadTokens(t *testing.T) {
-	for _, tok := range []string{"", "  ", "a b"} {
-		if _, err := New(config.DigitalOceanConfig{}, tok, Options{}); err == nil {
-			t.Errorf("token %q accepted", tok)
-		}
-	}
 	f := newFixture(t, nil)
-	p, err := New(config.DigitalOceanConfig{Endpoint: f.url, ActionTimeoutSeconds: 5, PollIntervalMs: 1}, "wrong-token", TestOptions())
+	wrong, err := New(config.DigitalOceanConfig{Endpoint: f.url, ActionTimeoutSeconds: 5, PollIntervalMs: 1}, "wrong-token", TestOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = p.Provision(context.Background(), provisioners.Request{ContractID: cid(1), WantPassword: true})
-	if err == nil || !strings.Contains(err.Error(), "rejected the API token") {
-		t.Fatalf("err %v", err)
-	}
+	cloudkittest.BadTokens(t, func(tok string) error {
+		_, err := New(config.DigitalOceanConfig{}, tok, Options{})
+		return err
+	}, wrong, "rejected the API token")
 }
 
 // A short burst of 429s is absorbed by the transport's retries.
 func TestTransientRateLimitRecovers(t *testing.T) {
 	f := newFixture(t, nil)
 	f.sim.RateLimitNext(2)
-	req := f.request(1)
-	req.RequesterSSHPubkey = sshKey(t)
-	if _, err := f.p.Provision(context.Background(), req); err != nil {
-		t.Fatal(err)
-	}
-	if n := len(f.sim.Droplets()); n != 1 {
-		t.Fatalf("%d droplets", n)
-	}
+	cloudkittest.ProvisionOne(t, f.p, f.request(1), func() int { return len(f.sim.Droplets()) })
 }
 
 func TestFactoryReadsTokenFile(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.WriteFile(dir+"/token", []byte("tok123\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dir+"/loose", []byte("tok123\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir+"/loose", 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg := &config.Config{Path: dir + "/dc-agent.toml"}
-	pc := config.ProvisionerConfig{Type: Type, DigitalOcean: &config.DigitalOceanConfig{APITokenFile: "token"}}
-	p, err := Factory(pc, provisioners.Deps{Config: cfg})
-	if err != nil || p.Type() != Type {
-		t.Fatalf("%v %v", p, err)
-	}
-	pc.DigitalOcean.APITokenFile = "loose"
-	if _, err := Factory(pc, provisioners.Deps{Config: cfg}); err == nil {
-		t.Fatal("world-readable token file accepted")
-	}
+	cloudkittest.TokenFile(t, Type, "tok123", func(cfg *config.Config, file *string) (provisioners.Provisioner, error) {
+		pc := config.ProvisionerConfig{Type: Type}
+		if file != nil {
+			pc.DigitalOcean = &config.DigitalOceanConfig{APITokenFile: *file}
+		}
+		return Factory(pc, provisioners.Deps{Config: cfg})
+	})
 	// The earlier agent's inline token still works (config warns about it).
-	pc.DigitalOcean = &config.DigitalOceanConfig{APIToken: "dop_v1_inline"}
-	if _, err := Factory(pc, provisioners.Deps{Config: cfg}); err != nil {
+	pc := config.ProvisionerConfig{Type: Type, DigitalOcean: &config.DigitalOceanConfig{APIToken: "dop_v1_inline"}}
+	if _, err := Factory(pc, provisioners.Deps{Config: &config.Config{Path: t.TempDir() + "/dc-agent.toml"}}); err != nil {
 		t.Fatal(err)
-	}
-	if _, err := Factory(config.ProvisionerConfig{Type: Type}, provisioners.Deps{}); err == nil {
-		t.Fatal("missing section accepted")
 	}
 }

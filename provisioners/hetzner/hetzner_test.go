@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -345,41 +344,26 @@ func TestTerminateRefusesForeignServers(t *testing.T) {
 func TestHealthStates(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx := context.Background()
-	now := time.Now()
-	f.p.now = func() time.Time { return now }
 	id := f.sim.AddServer(ServerName(cid(7)), contractLabels(cid(7)))
 	ext := strconv.FormatInt(id, 10)
-	h, err := f.p.HealthCheck(ctx, ext)
-	if err != nil || h.Status != provisioners.Healthy {
-		t.Fatalf("%+v %v", h, err)
-	}
-	f.p.now = func() time.Time { return now.Add(90 * time.Second) }
-	h2, _ := f.p.HealthCheck(ctx, ext)
-	if h2.UptimeSeconds-h.UptimeSeconds != 90 {
-		t.Fatalf("uptime %d then %d", h.UptimeSeconds, h2.UptimeSeconds)
-	}
+	cloudkittest.Uptime(t, f.p, ext, func(now time.Time) { f.p.now = func() time.Time { return now } }, 0)
 	f.sim.PowerOff(id)
-	h, err = f.p.HealthCheck(ctx, ext)
+	h, err := f.p.HealthCheck(ctx, ext)
 	if err != nil || h.Status != provisioners.Unhealthy || h.Reason != "server is off" {
 		t.Fatalf("%+v %v", h, err)
 	}
 }
 
 func TestNewRejectsBadTokens(t *testing.T) {
-	for _, tok := range []string{"", "  ", "a b"} {
-		if _, err := New(config.HetznerConfig{}, tok, Options{}); err == nil {
-			t.Errorf("token %q accepted", tok)
-		}
-	}
 	f := newFixture(t, nil)
-	p, err := New(config.HetznerConfig{Endpoint: f.url, ActionTimeoutSecond: 5}, "wrong-token", TestOptions())
+	wrong, err := New(config.HetznerConfig{Endpoint: f.url, ActionTimeoutSecond: 5}, "wrong-token", TestOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = p.Provision(context.Background(), provisioners.Request{ContractID: cid(1), WantPassword: true})
-	if err == nil || !strings.Contains(err.Error(), "rejected the API token") {
-		t.Fatalf("err %v", err)
-	}
+	cloudkittest.BadTokens(t, func(tok string) error {
+		_, err := New(config.HetznerConfig{}, tok, Options{})
+		return err
+	}, wrong, "rejected the API token")
 }
 
 func TestPickServerType(t *testing.T) {
@@ -481,42 +465,17 @@ func FuzzChooseLocation(f *testing.F) {
 func TestTransientRateLimitRecovers(t *testing.T) {
 	f := newFixture(t, nil)
 	f.sim.RateLimitNext(2)
-	req := f.request(1)
-	req.RequesterSSHPubkey = sshKey(t)
-	if _, err := f.p.Provision(context.Background(), req); err != nil {
-		t.Fatal(err)
-	}
-	if n := len(f.sim.Servers()); n != 1 {
-		t.Fatalf("%d servers", n)
-	}
+	cloudkittest.ProvisionOne(t, f.p, f.request(1), func() int { return len(f.sim.Servers()) })
 }
 
 func TestFactoryReadsTokenFile(t *testing.T) {
-	dir := t.TempDir()
-	good := dir + "/token"
-	if err := os.WriteFile(good, []byte("tok123\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	loose := dir + "/loose"
-	if err := os.WriteFile(loose, []byte("tok123\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(loose, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg := &config.Config{Path: dir + "/dc-agent.toml"}
-	pc := config.ProvisionerConfig{Type: Type, Hetzner: &config.HetznerConfig{APITokenFile: "token"}}
-	p, err := Factory(pc, provisioners.Deps{Config: cfg})
-	if err != nil || p.Type() != Type {
-		t.Fatalf("%v %v", p, err)
-	}
-	pc.Hetzner.APITokenFile = "loose"
-	if _, err := Factory(pc, provisioners.Deps{Config: cfg}); err == nil {
-		t.Fatal("world-readable token file accepted")
-	}
-	if _, err := Factory(config.ProvisionerConfig{Type: Type}, provisioners.Deps{}); err == nil {
-		t.Fatal("missing section accepted")
-	}
+	cloudkittest.TokenFile(t, Type, "tok123", func(cfg *config.Config, file *string) (provisioners.Provisioner, error) {
+		pc := config.ProvisionerConfig{Type: Type}
+		if file != nil {
+			pc.Hetzner = &config.HetznerConfig{APITokenFile: *file}
+		}
+		return Factory(pc, provisioners.Deps{Config: cfg})
+	})
 }
 
 // The IPv6 network comes from the API.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -369,18 +368,8 @@ func TestForeignInstancesRefused(t *testing.T) {
 func TestHealthStates(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx := context.Background()
-	now := time.Now()
-	f.p.now = func() time.Time { return now }
 	id := f.sim.AddInstance(InstanceLabel(cid(7)), []string{TagManaged, cloudkit.ContractTag(cid(7))})
-	h, err := f.p.HealthCheck(ctx, id)
-	if err != nil || h.Status != provisioners.Healthy || h.UptimeSeconds < 3500 {
-		t.Fatalf("%+v %v", h, err)
-	}
-	f.p.now = func() time.Time { return now.Add(90 * time.Second) }
-	h2, _ := f.p.HealthCheck(ctx, id)
-	if h2.UptimeSeconds-h.UptimeSeconds != 90 {
-		t.Fatalf("uptime %d then %d", h.UptimeSeconds, h2.UptimeSeconds)
-	}
+	cloudkittest.Uptime(t, f.p, id, func(now time.Time) { f.p.now = func() time.Time { return now } }, 3500)
 	f.sim.Halt(id)
 	if h, err := f.p.HealthCheck(ctx, id); err != nil || h.Status != provisioners.Unhealthy || h.Reason != "instance is stopped" {
 		t.Fatalf("%+v %v", h, err)
@@ -388,20 +377,15 @@ func TestHealthStates(t *testing.T) {
 }
 
 func TestNewRejectsBadTokens(t *testing.T) {
-	for _, tok := range []string{"", "  ", "a b"} {
-		if _, err := New(config.VultrConfig{}, tok, Options{}); err == nil {
-			t.Errorf("token %q accepted", tok)
-		}
-	}
 	f := newFixture(t, nil)
-	p, err := New(config.VultrConfig{Endpoint: f.url, ActionTimeoutSeconds: 5, PollIntervalMs: 1}, "wrong-token", TestOptions())
+	wrong, err := New(config.VultrConfig{Endpoint: f.url, ActionTimeoutSeconds: 5, PollIntervalMs: 1}, "wrong-token", TestOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = p.Provision(context.Background(), provisioners.Request{ContractID: cid(1), WantPassword: true})
-	if err == nil || !strings.Contains(err.Error(), "rejected the API key") || !strings.Contains(err.Error(), "Invalid API token") {
-		t.Fatalf("err %v", err)
-	}
+	cloudkittest.BadTokens(t, func(tok string) error {
+		_, err := New(config.VultrConfig{}, tok, Options{})
+		return err
+	}, wrong, "rejected the API key", "Invalid API token")
 }
 
 // A short burst of 429s is absorbed by the transport's retries, and the
@@ -409,40 +393,17 @@ func TestNewRejectsBadTokens(t *testing.T) {
 func TestRateLimits(t *testing.T) {
 	f := newFixture(t, func(c *config.VultrConfig) { c.RequestsPerSecond = 25 }, func(o *vultrsim.Options) { o.PerSecond = 30 })
 	f.sim.RateLimitNext(2)
-	req := f.request(1)
-	req.RequesterSSHPubkey = sshKey(t)
-	if _, err := f.p.Provision(context.Background(), req); err != nil {
-		t.Fatal(err)
-	}
-	if n := len(f.sim.Instances()); n != 1 {
-		t.Fatalf("%d instances", n)
-	}
+	cloudkittest.ProvisionOne(t, f.p, f.request(1), func() int { return len(f.sim.Instances()) })
 }
 
 func TestFactoryReadsTokenFile(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.WriteFile(dir+"/token", []byte("VULTRKEY\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dir+"/loose", []byte("VULTRKEY\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir+"/loose", 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg := &config.Config{Path: dir + "/dc-agent.toml"}
-	pc := config.ProvisionerConfig{Type: Type, Vultr: &config.VultrConfig{APITokenFile: "token"}}
-	p, err := Factory(pc, provisioners.Deps{Config: cfg})
-	if err != nil || p.Type() != Type {
-		t.Fatalf("%v %v", p, err)
-	}
-	pc.Vultr.APITokenFile = "loose"
-	if _, err := Factory(pc, provisioners.Deps{Config: cfg}); err == nil {
-		t.Fatal("world-readable token file accepted")
-	}
-	if _, err := Factory(config.ProvisionerConfig{Type: Type}, provisioners.Deps{}); err == nil {
-		t.Fatal("missing section accepted")
-	}
+	cloudkittest.TokenFile(t, Type, "VULTRKEY", func(cfg *config.Config, file *string) (provisioners.Provisioner, error) {
+		pc := config.ProvisionerConfig{Type: Type}
+		if file != nil {
+			pc.Vultr = &config.VultrConfig{APITokenFile: *file}
+		}
+		return Factory(pc, provisioners.Deps{Config: cfg})
+	})
 }
 
 // govultr's error strings come from the network.

@@ -7,11 +7,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/provisioners"
 )
 
@@ -132,4 +135,89 @@ func SharedKey(t *testing.T, p provisioners.Provisioner, request func(int) provi
 		t.Fatal(err)
 	}
 	empty(t)
+}
+
+// ProvisionOne provisions req with a new SSH key and checks that count, the
+// number of machines in the account, is then 1.
+func ProvisionOne(t *testing.T, p provisioners.Provisioner, req provisioners.Request, count func() int) {
+	t.Helper()
+	req.RequesterSSHPubkey = SSHKey(t)
+	if _, err := p.Provision(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("%d machines", n)
+	}
+}
+
+// Uptime checks that machine ext is healthy with at least minUptime
+// seconds of uptime, and that 90 s later on the provisioner's clock (set
+// by setNow) its uptime is 90 s more.
+func Uptime(t *testing.T, p provisioners.Provisioner, ext string, setNow func(time.Time), minUptime int64) {
+	t.Helper()
+	ctx := context.Background()
+	now := time.Now()
+	setNow(now)
+	h, err := p.HealthCheck(ctx, ext)
+	if err != nil || h.Status != provisioners.Healthy || h.UptimeSeconds < minUptime {
+		t.Fatalf("%+v %v (uptime at least %d s expected)", h, err, minUptime)
+	}
+	setNow(now.Add(90 * time.Second))
+	h2, _ := p.HealthCheck(ctx, ext)
+	if h2.UptimeSeconds-h.UptimeSeconds != 90 {
+		t.Fatalf("uptime %d then %d", h.UptimeSeconds, h2.UptimeSeconds)
+	}
+}
+
+// BadTokens checks that newWith (the backend's New with this token)
+// refuses an empty, blank or spaced token, and that wrong, a provisioner
+// whose token the API rejects, fails to provision with an error naming
+// every one of wants.
+func BadTokens(t *testing.T, newWith func(token string) error, wrong provisioners.Provisioner, wants ...string) {
+	t.Helper()
+	for _, tok := range []string{"", "  ", "a b"} {
+		if err := newWith(tok); err == nil {
+			t.Errorf("token %q accepted", tok)
+		}
+	}
+	_, err := wrong.Provision(context.Background(), provisioners.Request{ContractID: ContractID(1), WantPassword: true})
+	if err == nil {
+		t.Fatal("provisioned with a rejected token")
+	}
+	for _, w := range wants {
+		if !strings.Contains(err.Error(), w) {
+			t.Fatalf("err %v does not mention %q", err, w)
+		}
+	}
+}
+
+// TokenFile checks a backend's Factory: build makes the provisioner from a
+// config file in a directory holding file, the name its section gives as
+// api_token_file (nil: no section). A 0600 token file is read, a
+// world-readable one refused, a missing section (build(nil, nil)) refused.
+func TokenFile(t *testing.T, typ, token string, build func(cfg *config.Config, file *string) (provisioners.Provisioner, error)) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/token", []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir+"/loose", []byte(token+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir+"/loose", 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{Path: dir + "/dc-agent.toml"}
+	file := "token"
+	p, err := build(cfg, &file)
+	if err != nil || p.Type() != typ {
+		t.Fatalf("%v %v", p, err)
+	}
+	file = "loose"
+	if _, err := build(cfg, &file); err == nil {
+		t.Fatal("world-readable token file accepted")
+	}
+	if _, err := build(nil, nil); err == nil {
+		t.Fatal("missing section accepted")
+	}
 }
