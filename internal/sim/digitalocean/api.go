@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 	"github.com/digitalocean/godo"
 )
 
@@ -104,7 +105,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.requests = append(s.requests, r.Method+" "+r.URL.RequestURI())
+	s.Record(r)
 	if r.Header.Get("Authorization") != "Bearer "+s.opts.Token {
 		writeError(w, http.StatusUnauthorized, "Unauthorized", "Unable to authenticate you")
 		return
@@ -285,7 +286,7 @@ func (s *Sim) createKey(w http.ResponseWriter, r *http.Request) {
 		unprocessable(w, "Name can't be blank")
 		return
 	}
-	fp := Fingerprint(req.PublicKey)
+	fp := simkit.Fingerprint(req.PublicKey)
 	if fp == "" {
 		unprocessable(w, "Key invalid type, we support 'ssh-rsa', 'ssh-ed25519', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', or 'ecdsa-sha2-nistp521'")
 		return
@@ -392,7 +393,7 @@ func (s *Sim) createDroplet(w http.ResponseWriter, r *http.Request) {
 		unprocessable(w, "You specified an invalid size for Droplet creation.")
 		return
 	}
-	if !contains(size.Regions, region.Slug) || !size.Available || s.placementFail[size.Slug+"/"+region.Slug] {
+	if !contains(size.Regions, region.Slug) || !size.Available || s.PlacementFails(size.Slug, region.Slug) {
 		unprocessable(w, "Size is not available in this region.")
 		return
 	}

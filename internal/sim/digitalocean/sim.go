@@ -27,21 +27,21 @@
 //     meta.total.
 //
 // Faults can be injected: a failing action (by type), 429s, a size that is
-// not available in a region (in the size list, or only at creation), an
+// not available in a region (in the size list, or only at creation:
+// FailPlacement, answered 422 "Size is not available in this region."), an
 // address that never comes (IPDelay), a hook at creation (OnCreate).
 package dosim
 
 import (
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 	"github.com/digitalocean/godo"
-	"golang.org/x/crypto/ssh"
 )
 
 // Options configure a simulator.
@@ -86,6 +86,8 @@ type Sim struct {
 	opts Options
 	url  string
 
+	simkit.Faults
+
 	mu          sync.Mutex
 	nextDroplet int
 	nextKey     int
@@ -99,10 +101,7 @@ type Sim struct {
 	regions     []godo.Region
 	images      []godo.Image
 
-	rateLimited    int
 	actionFaults   map[string][]string
-	placementFail  map[string]bool
-	requests       []string
 	hourly, minute []time.Time
 }
 
@@ -157,31 +156,29 @@ func New(opts Options) *Sim {
 		opts.Now = time.Now
 	}
 	return &Sim{
-		opts:          opts,
-		nextDroplet:   510000000,
-		nextKey:       4100000,
-		nextAction:    2300000000,
-		droplets:      map[int]*droplet{},
-		keys:          map[int]*godo.Key{},
-		tags:          map[string]bool{},
-		actions:       map[int]*action{},
-		sizes:         DefaultSizes(),
-		regions:       DefaultRegions(),
-		images:        DefaultImages(),
-		actionFaults:  map[string][]string{},
-		placementFail: map[string]bool{},
+		opts:         opts,
+		nextDroplet:  510000000,
+		nextKey:      4100000,
+		nextAction:   2300000000,
+		droplets:     map[int]*droplet{},
+		keys:         map[int]*godo.Key{},
+		tags:         map[string]bool{},
+		actions:      map[int]*action{},
+		sizes:        DefaultSizes(),
+		regions:      DefaultRegions(),
+		images:       DefaultImages(),
+		actionFaults: map[string][]string{},
 	}
 }
 
 // Start serves the simulator on a loopback httptest server, closed at the
 // end of the test. The returned URL is what godo.SetBaseURL takes.
 func (s *Sim) Start(t interface{ Cleanup(func()) }) string {
-	ts := httptest.NewServer(s)
-	t.Cleanup(ts.Close)
+	url := simkit.Serve(t, s)
 	s.mu.Lock()
-	s.url = ts.URL
+	s.url = url
 	s.mu.Unlock()
-	return ts.URL
+	return url
 }
 
 // Token is the bearer token the simulator accepts.
@@ -193,13 +190,6 @@ func (s *Sim) FailNextAction(typ string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.actionFaults[typ] = append(s.actionFaults[typ], typ)
-}
-
-// RateLimitNext answers the next n authenticated requests with 429.
-func (s *Sim) RateLimitNext(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.rateLimited = n
 }
 
 // SetSizeAvailable adds or removes a region from a size's regions (the
@@ -223,14 +213,6 @@ func (s *Sim) SetSizeAvailable(size, region string, available bool) {
 		}
 		s.sizes[i].Regions = rs
 	}
-}
-
-// FailPlacement makes creation of a size in a region fail with 422 although
-// the size list still offers it there (capacity ran out in between).
-func (s *Sim) FailPlacement(size, region string, fail bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.placementFail[size+"/"+region] = fail
 }
 
 // Droplets returns a snapshot of all droplets (deleting ones included),
@@ -288,13 +270,6 @@ func (s *Sim) DropletKeys(id int) []int {
 		return append([]int(nil), d.keyIDs...)
 	}
 	return nil
-}
-
-// Requests returns "METHOD /path?query" of every request so far.
-func (s *Sim) Requests() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.requests...)
 }
 
 // PowerOff turns a droplet off out of band (as a user would in the console).
@@ -437,16 +412,6 @@ func (s *Sim) sortedDroplets() []*droplet {
 	return out
 }
 
-// Fingerprint is the MD5 fingerprint the API reports for an authorized_keys
-// line ("aa:bb:..."), or "" if it does not parse.
-func Fingerprint(publicKey string) string {
-	pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(publicKey))
-	if err != nil {
-		return ""
-	}
-	return ssh.FingerprintLegacyMD5(pk)
-}
-
 // rateLimit applies the hourly and burst limits to a request at now: it
 // returns the headers to send and, if the request is refused, Retry-After.
 func (s *Sim) rateLimit(h http.Header, now time.Time) (refused bool, retryAfter time.Duration) {
@@ -463,8 +428,7 @@ func (s *Sim) rateLimit(h http.Header, now time.Time) (refused bool, retryAfter 
 		reset = s.hourly[0].Add(time.Hour)
 	}
 	switch {
-	case s.rateLimited > 0:
-		s.rateLimited--
+	case s.TakeRateLimited():
 		refused, retryAfter = true, s.opts.RetryAfter
 	case limit > 0 && len(s.hourly) >= limit:
 		refused, retryAfter = true, reset.Sub(now)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 	"github.com/digitalocean/godo"
 	"golang.org/x/crypto/ssh"
 )
@@ -76,7 +77,7 @@ func TestLifecycleWithRealClient(t *testing.T) {
 
 	pk := pubKey(t)
 	key, _, err := c.Keys.Create(ctx, &godo.KeyCreateRequest{Name: "dc-key-1", PublicKey: pk})
-	if err != nil || key.Fingerprint != Fingerprint(pk) || !strings.Contains(key.Fingerprint, ":") {
+	if err != nil || key.Fingerprint != simkit.Fingerprint(pk) || !strings.Contains(key.Fingerprint, ":") {
 		t.Fatalf("key %+v %v", key, err)
 	}
 	if _, _, err := c.Keys.Create(ctx, &godo.KeyCreateRequest{Name: "again", PublicKey: pk}); errStatus(err) != 422 {

@@ -1,7 +1,6 @@
 package hcloudsim
 
 import (
-	"crypto/md5" //nolint:gosec // Hetzner fingerprints are MD5, as ssh-keygen -l -E md5
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,8 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/crypto/ssh"
-
+	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 	"github.com/hetznercloud/hcloud-go/v2/hcloud/schema"
 )
 
@@ -230,21 +228,6 @@ func nonNil[T any](s []T) []T {
 
 // --- SSH keys ---------------------------------------------------------------
 
-// Fingerprint is the MD5 fingerprint the API reports for an authorized_keys
-// line ("aa:bb:..."), or "" if it does not parse.
-func Fingerprint(publicKey string) string {
-	pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(publicKey))
-	if err != nil {
-		return ""
-	}
-	sum := md5.Sum(pk.Marshal()) //nolint:gosec // format mandated by the API
-	parts := make([]string, len(sum))
-	for i, b := range sum {
-		parts[i] = fmt.Sprintf("%02x", b)
-	}
-	return strings.Join(parts, ":")
-}
-
 func (s *Sim) sortedKeys() []schema.SSHKey {
 	out := make([]schema.SSHKey, 0, len(s.keys))
 	for _, k := range s.keys {
@@ -285,7 +268,7 @@ func (s *Sim) createSSHKey(w http.ResponseWriter, r *http.Request) {
 		invalidField(w, "name", "is required")
 		return
 	}
-	fp := Fingerprint(req.PublicKey)
+	fp := simkit.Fingerprint(req.PublicKey)
 	if fp == "" {
 		invalidField(w, "public_key", "invalid public key")
 		return
@@ -459,7 +442,7 @@ func (s *Sim) createServer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_input", "unsupported location for server type", nil)
 		return
 	}
-	if !tl.Available || s.placementFail[st.Name+"/"+loc.Name] {
+	if !tl.Available || s.PlacementFails(st.Name, loc.Name) {
 		writeError(w, http.StatusPreconditionFailed, "resource_unavailable", "error during placement", nil)
 		return
 	}

@@ -11,7 +11,9 @@
 // DELETE /servers/{id} returns an action, lists carry meta.pagination.
 //
 // Faults can be injected: a failing action (by command), 429 rate limiting,
-// a server type that cannot be placed in a location.
+// a server type that cannot be placed in a location (FailPlacement: 412
+// resource_unavailable "error during placement" although the server type
+// list still reports it available).
 package hcloudsim
 
 import (
@@ -19,12 +21,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 	"github.com/hetznercloud/hcloud-go/v2/hcloud/schema"
 )
 
@@ -44,6 +46,8 @@ type Options struct {
 type Sim struct {
 	opts Options
 
+	simkit.Faults
+
 	mu          sync.Mutex
 	nextServer  int64
 	nextKey     int64
@@ -62,10 +66,7 @@ type Sim struct {
 	rootPasswords map[int64]string
 	resets        map[int64]int
 
-	rateLimited   int
 	actionFaults  map[string][]schema.ActionError
-	placementFail map[string]bool
-	requests      []string
 	rateRemaining int
 }
 
@@ -105,7 +106,6 @@ func New(opts Options) *Sim {
 		rootPasswords: map[int64]string{},
 		resets:        map[int64]int{},
 		actionFaults:  map[string][]schema.ActionError{},
-		placementFail: map[string]bool{},
 		rateRemaining: 3600,
 	}
 }
@@ -113,9 +113,8 @@ func New(opts Options) *Sim {
 // Start serves the simulator on a loopback httptest server, closed at the
 // end of the test. The returned URL is what hcloud.WithEndpoint takes.
 func (s *Sim) Start(t interface{ Cleanup(func()) }) string {
-	ts := httptest.NewServer(s)
-	t.Cleanup(ts.Close)
-	return ts.URL + "/v1"
+	url := simkit.Serve(t, s)
+	return url + "/v1"
 }
 
 // Token is the bearer token the simulator accepts.
@@ -138,14 +137,6 @@ func (s *Sim) RootPassword(id int64) (string, int) {
 	return s.rootPasswords[id], s.resets[id]
 }
 
-// RateLimitNext answers the next n authenticated requests with 429
-// rate_limit_exceeded.
-func (s *Sim) RateLimitNext(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.rateLimited = n
-}
-
 // SetAvailable changes whether a server type is available in a location, in
 // the server type list and for server creation (412 resource_unavailable).
 func (s *Sim) SetAvailable(serverType, location string, available bool) {
@@ -161,16 +152,6 @@ func (s *Sim) SetAvailable(serverType, location string, available bool) {
 			}
 		}
 	}
-}
-
-// FailPlacement makes server creation of a type in a location fail with 412
-// resource_unavailable "error during placement" although the server type
-// list still reports it available (capacity ran out between list and create,
-// as happens on the real API).
-func (s *Sim) FailPlacement(serverType, location string, fail bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.placementFail[serverType+"/"+location] = fail
 }
 
 // Servers returns a snapshot of all servers, sorted by ID.
@@ -203,13 +184,6 @@ func (s *Sim) UserData(serverID int64) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.userData[serverID]
-}
-
-// Requests returns "METHOD /path?query" of every request so far.
-func (s *Sim) Requests() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.requests...)
 }
 
 // PowerOff turns a server off out of band (as a user would in the console).
@@ -361,7 +335,7 @@ func randomPassword() string {
 func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.requests = append(s.requests, r.Method+" "+r.URL.RequestURI())
+	s.Record(r)
 
 	s.rateRemaining--
 	if s.rateRemaining < 1 {
@@ -374,8 +348,7 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "unauthorized", "unable to authenticate", nil)
 		return
 	}
-	if s.rateLimited > 0 {
-		s.rateLimited--
+	if s.TakeRateLimited() {
 		h.Set("RateLimit-Remaining", "0")
 		// The window resets at the start of the current second, so
 		// clients honouring RateLimit-Reset do not stall tests.

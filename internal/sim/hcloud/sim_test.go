@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 	"github.com/hetznercloud/hcloud-go/v2/hcloud"
 	"github.com/hetznercloud/hcloud-go/v2/hcloud/exp/kit/sshutil"
 )
@@ -43,7 +44,7 @@ func TestLifecycleWithRealClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if key.ID == 0 || key.Fingerprint != Fingerprint(pk) || !strings.Contains(key.Fingerprint, ":") {
+	if key.ID == 0 || key.Fingerprint != simkit.Fingerprint(pk) || !strings.Contains(key.Fingerprint, ":") {
 		t.Fatalf("key %+v", key)
 	}
 	if _, _, err := c.SSHKey.Create(ctx, hcloud.SSHKeyCreateOpts{Name: "k2", PublicKey: pk}); !hcloud.IsError(err, hcloud.ErrorCodeUniquenessError) {

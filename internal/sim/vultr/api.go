@@ -89,14 +89,13 @@ func nonNil[T any](s []T) []T {
 func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.requests = append(s.requests, r.Method+" "+r.URL.RequestURI())
+	s.Record(r)
 	if r.Header.Get("Authorization") != "Bearer "+s.opts.Token {
 		writeError(w, http.StatusUnauthorized, "Invalid API token.")
 		return
 	}
 	now := s.now()
-	if s.rateLimited > 0 {
-		s.rateLimited--
+	if s.TakeRateLimited() {
 		writeError(w, http.StatusTooManyRequests, "Rate limit exceeded.")
 		return
 	}
@@ -302,7 +301,7 @@ func (s *Sim) createInstance(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "Invalid region.")
 		return
 	}
-	if !contains(plan.Locations, region) || !s.inStock(plan.ID, region) || s.placementFail[plan.ID+"/"+region] {
+	if !contains(plan.Locations, region) || !s.inStock(plan.ID, region) || s.PlacementFails(plan.ID, region) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("Plan %s is not available in region %s.", plan.ID, region))
 		return
 	}

@@ -24,16 +24,17 @@
 //
 // Faults can be injected: an install that fails (the instance halts), a
 // failing start or halt (500), 429s, a plan out of stock in a region (in
-// the availability list, or only at creation), a hook at creation.
+// the availability list, or only at creation: FailPlacement, answered 400
+// "Plan ... is not available in region ..."), a hook at creation.
 package vultrsim
 
 import (
 	"fmt"
-	"net/http/httptest"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 	"github.com/google/uuid"
 	"github.com/vultr/govultr/v3"
 )
@@ -74,6 +75,8 @@ func DocumentedTimings() Options {
 type Sim struct {
 	opts Options
 
+	simkit.Faults
+
 	mu        sync.Mutex
 	instances map[string]*instance
 	keys      map[string]*govultr.SSHKey
@@ -83,11 +86,8 @@ type Sim struct {
 	stock     map[string]bool // plan/region out of stock when false
 	ipCounter int
 
-	rateLimited   int
 	installFaults int
 	opFaults      map[string][]string
-	placementFail map[string]bool
-	requests      []string
 	lastSecond    []time.Time
 }
 
@@ -133,16 +133,15 @@ func New(opts Options) *Sim {
 	return &Sim{
 		opts: opts, instances: map[string]*instance{}, keys: map[string]*govultr.SSHKey{},
 		plans: DefaultPlans(), regions: DefaultRegions(), oses: DefaultOS(), stock: map[string]bool{},
-		opFaults: map[string][]string{}, placementFail: map[string]bool{},
+		opFaults: map[string][]string{},
 	}
 }
 
 // Start serves the simulator on a loopback httptest server, closed at the
 // end of the test. The returned URL is what govultr's SetBaseURL takes.
 func (s *Sim) Start(t interface{ Cleanup(func()) }) string {
-	ts := httptest.NewServer(s)
-	t.Cleanup(ts.Close)
-	return ts.URL
+	url := simkit.Serve(t, s)
+	return url
 }
 
 // Token is the bearer token the simulator accepts.
@@ -163,27 +162,12 @@ func (s *Sim) FailNext(op, message string) {
 	s.opFaults[op] = append(s.opFaults[op], message)
 }
 
-// RateLimitNext answers the next n authenticated requests with 429.
-func (s *Sim) RateLimitNext(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.rateLimited = n
-}
-
 // SetAvailable puts a plan in or out of stock in a region (the
 // availability list and creation both follow it).
 func (s *Sim) SetAvailable(plan, region string, available bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stock[plan+"/"+region] = available
-}
-
-// FailPlacement makes creation of a plan in a region fail although the
-// availability list still shows it (stock ran out in between).
-func (s *Sim) FailPlacement(plan, region string, fail bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.placementFail[plan+"/"+region] = fail
 }
 
 // Instances returns a snapshot of all instances (deleting ones included),
@@ -229,13 +213,6 @@ func (s *Sim) InstanceKeys(id string) []string {
 		return append([]string(nil), in.keyIDs...)
 	}
 	return nil
-}
-
-// Requests returns "METHOD /path?query" of every request so far.
-func (s *Sim) Requests() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.requests...)
 }
 
 // Halt stops an instance out of band (as a user would in the portal).

@@ -1,0 +1,94 @@
+// Package simkit holds what the cloud API simulators (DigitalOcean,
+// Hetzner Cloud, Vultr) share: the request log, injected 429s and
+// placement failures, serving on loopback, and the MD5 key fingerprint
+// both DigitalOcean and Hetzner report.
+package simkit
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"sync"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// Faults is the request log and the faults a test injects into a
+// simulator, which embeds it. Its methods are safe for concurrent use.
+type Faults struct {
+	mu          sync.Mutex
+	requests    []string
+	rateLimited int
+	placement   map[string]bool
+}
+
+// Record adds r to the request log.
+func (f *Faults) Record(r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.requests = append(f.requests, r.Method+" "+r.URL.RequestURI())
+}
+
+// Requests returns "METHOD /path?query" of every request so far.
+func (f *Faults) Requests() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.requests...)
+}
+
+// RateLimitNext answers the next n authenticated requests with 429.
+func (f *Faults) RateLimitNext(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rateLimited = n
+}
+
+// TakeRateLimited reports whether this request is one RateLimitNext asked
+// to refuse, and counts it.
+func (f *Faults) TakeRateLimited() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.rateLimited > 0 {
+		f.rateLimited--
+		return true
+	}
+	return false
+}
+
+// FailPlacement makes creation of a machine type (size, server type, plan)
+// in a location fail although the catalogue still offers it there
+// (capacity ran out between list and create, as happens on the real APIs).
+// Each simulator's package doc says how it answers.
+func (f *Faults) FailPlacement(machineType, location string, fail bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.placement == nil {
+		f.placement = map[string]bool{}
+	}
+	f.placement[machineType+"/"+location] = fail
+}
+
+// PlacementFails reports whether FailPlacement is on for this type and
+// location.
+func (f *Faults) PlacementFails(machineType, location string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.placement[machineType+"/"+location]
+}
+
+// Serve serves h on a loopback httptest server, closed at the end of the
+// test, and returns its URL.
+func Serve(t interface{ Cleanup(func()) }, h http.Handler) string {
+	ts := httptest.NewServer(h)
+	t.Cleanup(ts.Close)
+	return ts.URL
+}
+
+// Fingerprint is the MD5 fingerprint the APIs report for an
+// authorized_keys line ("aa:bb:..."), or "" if it does not parse.
+func Fingerprint(publicKey string) string {
+	pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(publicKey))
+	if err != nil {
+		return ""
+	}
+	return ssh.FingerprintLegacyMD5(pk)
+}
