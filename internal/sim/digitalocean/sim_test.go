@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -70,8 +69,8 @@ func errStatus(err error) int {
 // The whole lifecycle through the real godo client: this is what the
 // simulator exists for, so it checks the wire shapes the library relies on.
 func TestLifecycleWithRealClient(t *testing.T) {
-	clk := &clock{t: time.Unix(1_800_000_000, 0)}
-	s := New(Options{CreateDuration: 40 * time.Second, IPDelay: 60 * time.Second, Now: clk.now})
+	clk := simkit.NewClock(time.Unix(1_800_000_000, 0))
+	s := New(Options{CreateDuration: 40 * time.Second, IPDelay: 60 * time.Second, Now: clk.Now})
 	c := client(t, s, s.Start(t))
 	ctx := context.Background()
 
@@ -108,7 +107,7 @@ func TestLifecycleWithRealClient(t *testing.T) {
 	if _, _, err := c.DropletActions.PowerOff(ctx, d.ID); errStatus(err) != 422 || !strings.Contains(err.Error(), "pending event") {
 		t.Fatalf("power off while creating: %v", err)
 	}
-	clk.add(41 * time.Second)
+	clk.Add(41 * time.Second)
 	if a, _, _ := c.Actions.Get(ctx, resp.Links.Actions[0].ID); a.Status != godo.ActionCompleted || a.CompletedAt == nil {
 		t.Fatalf("action %+v", a)
 	}
@@ -116,7 +115,7 @@ func TestLifecycleWithRealClient(t *testing.T) {
 	if ip, _ := got.PublicIPv4(); got.Status != "active" || ip != "" {
 		t.Fatalf("active droplet before its address: %s %q", got.Status, ip)
 	}
-	clk.add(20 * time.Second)
+	clk.Add(20 * time.Second)
 	got, _, _ = c.Droplets.Get(ctx, d.ID)
 	ip4, _ := got.PublicIPv4()
 	ip6, _ := got.PublicIPv6()
@@ -158,7 +157,7 @@ func TestLifecycleWithRealClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk.add(time.Minute)
+	clk.Add(time.Minute)
 	if a, _, _ := c.DropletActions.Get(ctx, d.ID, a.ID); a.Status != godo.ActionCompleted {
 		t.Fatalf("power off %+v", a)
 	}
@@ -176,7 +175,7 @@ func TestLifecycleWithRealClient(t *testing.T) {
 	if got, _, err := c.Droplets.Get(ctx, d.ID); err != nil || !got.Locked {
 		t.Fatalf("right after delete: %+v %v", got, err)
 	}
-	clk.add(time.Minute)
+	clk.Add(time.Minute)
 	if _, _, err := c.Droplets.Get(ctx, d.ID); errStatus(err) != 404 {
 		t.Fatalf("deleted droplet: %v", err)
 	}
@@ -257,22 +256,4 @@ func TestFaultsAndLimits(t *testing.T) {
 	if _, _, err := bad.Account.Get(ctx); errStatus(err) != 401 {
 		t.Fatalf("no token: %v", err)
 	}
-}
-
-// clock is a simulator clock the test moves forward.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }

@@ -6,9 +6,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 )
 
-func clusterStore(t *testing.T, opts InitOptions) (*Store, *clock) {
+func clusterStore(t *testing.T, opts InitOptions) (*Store, *simkit.Clock) {
 	t.Helper()
 	opts.Nodes, opts.Template, opts.AgentToken = 3, 9000, true
 	s := newStore(t, opts)
@@ -108,7 +110,7 @@ func TestOfflineNodeStatisticsGoStaleThenExpire(t *testing.T) {
 		}
 		return nil
 	})
-	c.add(statsExpiry + time.Second)
+	c.Add(statsExpiry + time.Second)
 	update(t, s, func(st *State) error {
 		rs := byID(st.ClusterResourcesData(Root, ""))
 		if n := rs["node/pve3"]; n["status"] != "offline" || n["maxmem"] != nil {
@@ -136,7 +138,7 @@ func TestNewGuestStatisticsLag(t *testing.T) {
 		}
 		return err
 	})
-	c.add(11 * time.Second)
+	c.Add(11 * time.Second)
 	update(t, s, func(st *State) error {
 		if v := byID(st.ClusterResourcesData(Root, "vm"))["qemu/100"]; v["name"] != "web" {
 			t.Errorf("after a round: %v", v)
@@ -161,7 +163,7 @@ func TestNodeLossAndReturn(t *testing.T) {
 			upid, err = st.Clone(AgentTokenID, "pve2", 9001, CloneParams{NewID: 100, Name: "web"})
 			return err
 		})
-		c.add(time.Second)
+		c.Add(time.Second)
 		update(t, s, func(st *State) error {
 			st.advanceAll()
 			status, err := st.ClusterStatusData(Root, "pve1")

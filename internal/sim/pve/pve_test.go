@@ -3,6 +3,7 @@ package pve
 import (
 	"errors"
 	"fmt"
+	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 	"net/url"
 	"os"
 	"strings"
@@ -26,22 +27,9 @@ func newStore(t *testing.T, opts InitOptions) *Store {
 	return s
 }
 
-// clock is a manual clock for tests.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-func withClock(s *Store) *clock {
-	c := &clock{t: time.Now()}
-	s.SetClock(c.now)
+func withClock(s *Store) *simkit.Clock {
+	c := simkit.NewClock(time.Now())
+	s.SetClock(c.Now)
 	return c
 }
 
@@ -53,7 +41,7 @@ func update(t *testing.T, s *Store, fn func(st *State) error) {
 }
 
 // pollUntilDone polls a task like a client would, advancing the clock.
-func pollUntilDone(t *testing.T, s *Store, c *clock, actor, upid string) *Task {
+func pollUntilDone(t *testing.T, s *Store, c *simkit.Clock, actor, upid string) *Task {
 	t.Helper()
 	node := strings.Split(upid, ":")[1]
 	for i := 0; i < 50; i++ {
@@ -69,7 +57,7 @@ func pollUntilDone(t *testing.T, s *Store, c *clock, actor, upid string) *Task {
 		if task.Status == "stopped" {
 			return &task
 		}
-		c.add(50 * time.Millisecond)
+		c.Add(50 * time.Millisecond)
 	}
 	t.Fatalf("task %s never finished", upid)
 	return nil
@@ -277,7 +265,7 @@ func TestPermissionSemantics(t *testing.T) {
 }
 
 // cloneSetup returns a store with template 9000 and the agent token.
-func cloneSetup(t *testing.T) (*Store, *clock) {
+func cloneSetup(t *testing.T) (*Store, *simkit.Clock) {
 	s := newStore(t, InitOptions{Template: 9000, AgentToken: true})
 	return s, withClock(s)
 }
@@ -435,7 +423,7 @@ func TestInjectedTaskFailureAndOutage(t *testing.T) {
 		}
 		return err
 	})
-	c.add(2 * time.Second)
+	c.Add(2 * time.Second)
 	task := pollUntilDone(t, s, c, tok, upid)
 	if task.ExitStatus != "can't lock file '/var/lock/qemu-server/lock-9000.conf' - got timeout" {
 		t.Fatalf("exit %q", task.ExitStatus)
@@ -567,7 +555,7 @@ func TestStartAgentResizeDestroy(t *testing.T) {
 		}
 		return nil
 	})
-	c.add(2 * time.Minute)
+	c.Add(2 * time.Minute)
 	update(t, s, func(st *State) error {
 		res, err := st.Agent(tok, "pve1", 101, "network-get-interfaces")
 		if err != nil {
@@ -711,7 +699,7 @@ func TestImageOriginDecidesGuestBehaviour(t *testing.T) {
 		})
 		run(func(st *State) (string, error) { return st.Start(tok, "pve1", id) })
 	}
-	c.add(time.Minute)
+	c.Add(time.Minute)
 	update(t, s, func(st *State) error {
 		if _, err := st.Agent(tok, "pve1", 101, "network-get-interfaces"); err == nil || err.Error() != "QEMU guest agent is not running" {
 			t.Errorf("agent of an image without qemu-guest-agent: %v", err)
@@ -754,7 +742,7 @@ func TestHeldTaskRunsUntilReleased(t *testing.T) {
 		upid, err = st.Clone(tok, "pve1", 9000, CloneParams{NewID: 140, Name: "dc-held"})
 		return err
 	})
-	c.add(time.Hour)
+	c.Add(time.Hour)
 	for i := 0; i < 5; i++ {
 		update(t, s, func(st *State) error {
 			tk, err := st.TaskStatus(tok, "pve1", upid)

@@ -8,10 +8,10 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 	"github.com/vultr/govultr/v3"
 	"golang.org/x/crypto/ssh"
 )
@@ -43,8 +43,8 @@ func pubKey(t *testing.T) string {
 
 // The whole lifecycle through the real govultr client.
 func TestLifecycleWithRealClient(t *testing.T) {
-	clk := &clock{t: time.Unix(1_800_000_000, 0)}
-	s := New(Options{CreateDuration: 60 * time.Second, IPDelay: 10 * time.Second, PowerDuration: 5 * time.Second, DeleteDuration: 5 * time.Second, Now: clk.now})
+	clk := simkit.NewClock(time.Unix(1_800_000_000, 0))
+	s := New(Options{CreateDuration: 60 * time.Second, IPDelay: 10 * time.Second, PowerDuration: 5 * time.Second, DeleteDuration: 5 * time.Second, Now: clk.Now})
 	c := client(t, s.Token(), s.Start(t))
 	ctx := context.Background()
 
@@ -79,15 +79,15 @@ func TestLifecycleWithRealClient(t *testing.T) {
 	if g := get(); g.DefaultPassword != "" {
 		t.Fatal("GET shows the default password")
 	}
-	clk.add(11 * time.Second)
+	clk.Add(11 * time.Second)
 	if g := get(); g.MainIP == "0.0.0.0" || g.V6MainIP == "" || g.Status != "pending" {
 		t.Fatalf("after 11s %+v", g)
 	}
-	clk.add(30 * time.Second)
+	clk.Add(30 * time.Second)
 	if g := get(); g.Status != "active" || g.ServerStatus != "installingbooting" {
 		t.Fatalf("after 41s %+v", g)
 	}
-	clk.add(20 * time.Second)
+	clk.Add(20 * time.Second)
 	if g := get(); g.ServerStatus != "ok" || s.UserData(in.ID) != "#cloud-config\n" {
 		t.Fatalf("after 61s %+v", g)
 	}
@@ -124,7 +124,7 @@ func TestLifecycleWithRealClient(t *testing.T) {
 	if err := c.Instance.Halt(ctx, in.ID); err != nil {
 		t.Fatal(err)
 	}
-	clk.add(6 * time.Second)
+	clk.Add(6 * time.Second)
 	if g := get(); g.PowerStatus != "stopped" {
 		t.Fatalf("halted %+v", g)
 	}
@@ -134,7 +134,7 @@ func TestLifecycleWithRealClient(t *testing.T) {
 	if g := get(); g.ServerStatus != "installingbooting" {
 		t.Fatalf("starting %+v", g)
 	}
-	clk.add(6 * time.Second)
+	clk.Add(6 * time.Second)
 	if g := get(); g.PowerStatus != "running" || g.ServerStatus != "ok" {
 		t.Fatalf("started %+v", g)
 	}
@@ -145,7 +145,7 @@ func TestLifecycleWithRealClient(t *testing.T) {
 	if g := get(); g.ServerStatus != "locked" {
 		t.Fatalf("deleting %+v", g)
 	}
-	clk.add(6 * time.Second)
+	clk.Add(6 * time.Second)
 	if _, _, err := c.Instance.Get(ctx, in.ID); err == nil || !strings.Contains(err.Error(), "not found") {
 		t.Fatalf("deleted: %v", err)
 	}
@@ -155,8 +155,8 @@ func TestLifecycleWithRealClient(t *testing.T) {
 }
 
 func TestFaults(t *testing.T) {
-	clk := &clock{t: time.Unix(1_800_000_000, 0)}
-	s := New(Options{CreateDuration: time.Second, PerSecond: 20, Now: clk.now})
+	clk := simkit.NewClock(time.Unix(1_800_000_000, 0))
+	s := New(Options{CreateDuration: time.Second, PerSecond: 20, Now: clk.Now})
 	c := client(t, s.Token(), s.Start(t))
 	ctx := context.Background()
 	create := func(plan, region string) (*govultr.Instance, error) {
@@ -168,7 +168,7 @@ func TestFaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk.add(2 * time.Second)
+	clk.Add(2 * time.Second)
 	if g, _, _ := c.Instance.Get(ctx, in.ID); g.PowerStatus != "stopped" || g.ServerStatus != "none" {
 		t.Fatalf("failed install %+v", g)
 	}
@@ -213,22 +213,4 @@ func TestFaults(t *testing.T) {
 	if _, _, err := client(t, "wrong", "http://"+strings.TrimPrefix(strings.TrimPrefix(c.BaseURL.String(), "http://"), "/")).Account.Get(ctx); err == nil || !strings.Contains(err.Error(), "Invalid API token") {
 		t.Fatalf("bad token: %v", err)
 	}
-}
-
-// clock is a simulator clock the test moves forward.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }
