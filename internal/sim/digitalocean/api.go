@@ -10,8 +10,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 	"github.com/digitalocean/godo"
+
+	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 )
 
 // Limits and formats of the API.

@@ -40,8 +40,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 	"github.com/digitalocean/godo"
+
+	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 )
 
 // Options configure a simulator.

@@ -11,9 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 	"github.com/digitalocean/godo"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 )
 
 func client(t *testing.T, s *Sim, url string) *godo.Client {

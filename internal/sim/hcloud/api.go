@@ -10,8 +10,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 	"github.com/hetznercloud/hcloud-go/v2/hcloud/schema"
+
+	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 )
 
 // maxUserData is the API's limit on user_data.

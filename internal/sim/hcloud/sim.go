@@ -26,8 +26,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 	"github.com/hetznercloud/hcloud-go/v2/hcloud/schema"
+
+	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 )
 
 // Options configure a simulator.

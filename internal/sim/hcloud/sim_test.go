@@ -9,9 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 	"github.com/hetznercloud/hcloud-go/v2/hcloud"
 	"github.com/hetznercloud/hcloud-go/v2/hcloud/exp/kit/sshutil"
+
+	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 )
 
 func client(t *testing.T, s *Sim, url string) *hcloud.Client {

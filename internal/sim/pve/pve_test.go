@@ -3,13 +3,14 @@ package pve
 import (
 	"errors"
 	"fmt"
-	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 	"net/url"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 )
 
 const testKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHqB5wY1tmlVkGCOcO0E0qsx6YY4rYbl8wEgr9bSmw5B user@host"

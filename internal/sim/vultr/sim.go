@@ -34,9 +34,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 	"github.com/google/uuid"
 	"github.com/vultr/govultr/v3"
+
+	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 )
 
 // Options configure a simulator.

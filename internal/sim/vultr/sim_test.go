@@ -11,9 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 	"github.com/vultr/govultr/v3"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 )
 
 type bearer struct{ token string }
