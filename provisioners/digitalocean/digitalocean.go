@@ -34,26 +34,11 @@ const maxUserData = 64 * 1024
 // DefaultEndpoint is the DigitalOcean API.
 const DefaultEndpoint = "https://api.digitalocean.com/"
 
-// Options tune the HTTP client; zero values are production defaults. The
-// waits (action timeout, poll interval) come from the config section.
-type Options struct {
-	// MaxRetries of a request answered 429 (or a GET answered 502/503/504)
-	// (default 4).
-	MaxRetries int
-	// MaxRateLimitWait caps one wait for a rate limit (default 1 min).
-	MaxRateLimitWait time.Duration
-	// BackoffMin is the first retry backoff without Retry-After (default 1s).
-	BackoffMin time.Duration
-	// HTTPClient is the base client (its Transport is wrapped).
-	HTTPClient *http.Client
-	Now        func() time.Time
-	Logger     *slog.Logger
-}
+// Options tune the HTTP client; zero values are production defaults.
+type Options = cloudkit.Options
 
 // TestOptions are Options for tests and benchmarks against the simulator.
-func TestOptions() Options {
-	return Options{MaxRetries: 3, MaxRateLimitWait: 50 * time.Millisecond, BackoffMin: time.Millisecond}
-}
+func TestOptions() Options { return cloudkit.TestOptions() }
 
 // Provisioner is the DigitalOcean backend.
 type Provisioner struct {
@@ -113,29 +98,7 @@ func New(cfg config.DigitalOceanConfig, token string, opts Options) (*Provisione
 	if cfg.PollIntervalMs <= 0 {
 		cfg.PollIntervalMs = config.DefaultCloudPollIntervalMs
 	}
-	if opts.MaxRetries == 0 {
-		opts.MaxRetries = 4
-	}
-	if opts.MaxRateLimitWait <= 0 {
-		opts.MaxRateLimitWait = time.Minute
-	}
-	if opts.BackoffMin <= 0 {
-		opts.BackoffMin = time.Second
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	base := opts.HTTPClient
-	if base == nil {
-		base = &http.Client{Timeout: 60 * time.Second}
-	}
-	tr := &cloudkit.Transport{Base: base.Transport, Token: token, Retries: opts.MaxRetries, MaxWait: opts.MaxRateLimitWait,
-		BackoffMin: opts.BackoffMin, Now: opts.Now}
-	hc := *base
-	hc.Transport = tr
+	hc, tr := opts.Client(token, nil)
 	endpoint := cfg.Endpoint
 	if endpoint == "" {
 		endpoint = DefaultEndpoint
@@ -143,7 +106,7 @@ func New(cfg config.DigitalOceanConfig, token string, opts Options) (*Provisione
 	if !strings.HasSuffix(endpoint, "/") {
 		endpoint += "/" // godo resolves "v2/..." against it
 	}
-	c, err := godo.New(&hc, godo.SetBaseURL(endpoint), godo.SetUserAgent("dc-agent/"+buildinfo.Version))
+	c, err := godo.New(hc, godo.SetBaseURL(endpoint), godo.SetUserAgent("dc-agent/"+buildinfo.Version))
 	if err != nil {
 		return nil, fmt.Errorf("digitalocean endpoint %q: %w", endpoint, err)
 	}

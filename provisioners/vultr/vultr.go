@@ -36,27 +36,11 @@ const maxUserData = 64 * 1024
 const DefaultEndpoint = "https://api.vultr.com"
 
 // Options tune the HTTP client; zero values are production defaults. The
-// waits (action timeout, poll interval) and the request pace come from the
-// config section.
-type Options struct {
-	// MaxRetries of a request answered 429 (or a GET answered 502/503/504)
-	// (default 4).
-	MaxRetries int
-	// MaxRateLimitWait caps one wait before a retry (default 1 min).
-	MaxRateLimitWait time.Duration
-	// BackoffMin is the first retry backoff (default 1s; Vultr sends no
-	// Retry-After, and asks for exponential backoff).
-	BackoffMin time.Duration
-	// HTTPClient is the base client (its Transport is wrapped).
-	HTTPClient *http.Client
-	Now        func() time.Time
-	Logger     *slog.Logger
-}
+// request pace comes from the config section.
+type Options = cloudkit.Options
 
 // TestOptions are Options for tests and benchmarks against the simulator.
-func TestOptions() Options {
-	return Options{MaxRetries: 3, MaxRateLimitWait: 50 * time.Millisecond, BackoffMin: time.Millisecond}
-}
+func TestOptions() Options { return cloudkit.TestOptions() }
 
 // Provisioner is the Vultr backend.
 type Provisioner struct {
@@ -118,29 +102,8 @@ func New(cfg config.VultrConfig, token string, opts Options) (*Provisioner, erro
 	if cfg.RequestsPerSecond <= 0 {
 		cfg.RequestsPerSecond = config.DefaultVultrRequestsPerSecond
 	}
-	if opts.MaxRetries == 0 {
-		opts.MaxRetries = 4
-	}
-	if opts.MaxRateLimitWait <= 0 {
-		opts.MaxRateLimitWait = time.Minute
-	}
-	if opts.BackoffMin <= 0 {
-		opts.BackoffMin = time.Second
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	base := opts.HTTPClient
-	if base == nil {
-		base = &http.Client{Timeout: 60 * time.Second}
-	}
-	hc := *base
-	hc.Transport = &cloudkit.Transport{Base: base.Transport, Token: token, Retries: opts.MaxRetries, MaxWait: opts.MaxRateLimitWait,
-		BackoffMin: opts.BackoffMin, Now: opts.Now, Limiter: rate.NewLimiter(rate.Limit(cfg.RequestsPerSecond), cfg.RequestsPerSecond)}
-	c := govultr.NewClient(&hc)
+	hc, _ := opts.Client(token, rate.NewLimiter(rate.Limit(cfg.RequestsPerSecond), cfg.RequestsPerSecond))
+	c := govultr.NewClient(hc)
 	// Retries are the transport's: govultr's own would repeat a POST that
 	// failed with a 5xx, and a create may have happened.
 	c.SetRetryLimit(0)
