@@ -264,10 +264,10 @@ func (p *Provisioner) chooseSize(ctx context.Context, req provisioners.Request, 
 	if s := p.cfg.Sizes[req.OfferingID]; s != "" {
 		return checkNamedSize(sizes, s, "sizes table entry for offering "+strconv.Quote(req.OfferingID), region)
 	}
-	n := need{cores: max(req.CPUCores, 1), memMB: req.MemoryMB, diskGB: req.StorageGB}
+	n := cloudkit.NeedOf(req)
 	if s := p.cfg.DefaultSize; s != "" {
 		sz, err := checkNamedSize(sizes, s, "default_size", region)
-		if err != nil || n.fits(sz) {
+		if err != nil || fits(n, sz) {
 			return sz, err
 		}
 		p.log.Warn("default_size is smaller than the offering; picking the smallest size that fits", "default_size", s, "offering", req.OfferingID, "needs", n.String())

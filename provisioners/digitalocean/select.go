@@ -32,19 +32,9 @@ func chooseRegion(req provisioners.Request, table map[string]string, def string)
 	return cloudkit.ChooseRegion(req, "region", table, builtinCities, def)
 }
 
-// need is what an offering asks for.
-type need struct {
-	cores  int
-	memMB  int64
-	diskGB int64
-}
-
-func (n need) String() string {
-	return fmt.Sprintf("%d vCPUs, %d MB memory, %d GB disk", n.cores, n.memMB, n.diskGB)
-}
-
-func (n need) fits(s godo.Size) bool {
-	return s.GPUInfo == nil && s.Vcpus >= n.cores && int64(s.Memory) >= n.memMB && int64(s.Disk) >= n.diskGB
+// fits reports whether size s, one without a GPU, meets n.
+func fits(n cloudkit.Need, s godo.Size) bool {
+	return s.GPUInfo == nil && n.Fits(s.Vcpus, int64(s.Memory), int64(s.Disk))
 }
 
 func inRegion(s godo.Size, region string) bool {
@@ -64,11 +54,11 @@ func inRegion(s godo.Size, region string) bool {
 // families differ in price more than in size. Fitting sizes that exist
 // only elsewhere make a retryable error (DigitalOcean lists a size in the
 // regions where it can be created now), no fitting size a permanent one.
-func pickSize(sizes []godo.Size, n need, region string) (godo.Size, error) {
+func pickSize(sizes []godo.Size, n cloudkit.Need, region string) (godo.Size, error) {
 	var fit []godo.Size
 	var elsewhere []string
 	for _, s := range sizes {
-		if !n.fits(s) {
+		if !fits(n, s) {
 			continue
 		}
 		if inRegion(s, region) {

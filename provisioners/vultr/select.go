@@ -46,19 +46,9 @@ func chooseRegion(req provisioners.Request, table map[string]string, def string)
 	return cloudkit.ChooseRegion(req, "region", table, builtinCities, def)
 }
 
-// need is what an offering asks for.
-type need struct {
-	cores  int
-	memMB  int64
-	diskGB int64
-}
-
-func (n need) String() string {
-	return fmt.Sprintf("%d vCPUs, %d MB memory, %d GB disk", n.cores, n.memMB, n.diskGB)
-}
-
-func (n need) fits(p govultr.Plan) bool {
-	return p.GPUType == "" && p.VCPUCount >= n.cores && int64(p.RAM) >= n.memMB && int64(p.Disk) >= n.diskGB
+// fits reports whether plan p, one without a GPU, meets n.
+func fits(n cloudkit.Need, p govultr.Plan) bool {
+	return p.GPUType == "" && n.Fits(p.VCPUCount, int64(p.RAM), int64(p.Disk))
 }
 
 func offeredIn(p govultr.Plan, region string) bool {
@@ -74,11 +64,11 @@ func offeredIn(p govultr.Plan, region string) bool {
 // by id) that fits n, is offered in region and in stock there (inStock).
 // Fitting plans offered there but out of stock make a retryable error, no
 // fitting plan offered there a permanent one.
-func pickPlan(plans []govultr.Plan, inStock map[string]bool, n need, planType, region string) (govultr.Plan, error) {
+func pickPlan(plans []govultr.Plan, inStock map[string]bool, n cloudkit.Need, planType, region string) (govultr.Plan, error) {
 	var fit []govultr.Plan
 	var sold []string
 	for _, p := range plans {
-		if p.Type != planType || !n.fits(p) || !offeredIn(p, region) {
+		if p.Type != planType || !fits(n, p) || !offeredIn(p, region) {
 			continue
 		}
 		if inStock[p.ID] {

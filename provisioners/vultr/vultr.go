@@ -334,7 +334,7 @@ func (p *Provisioner) choosePlan(ctx context.Context, req provisioners.Request, 
 	if id := p.cfg.Plans[req.OfferingID]; id != "" {
 		return checkNamedPlan(plans, inStock, id, "plans table entry for offering "+strconv.Quote(req.OfferingID), region)
 	}
-	return pickPlan(plans, inStock, need{cores: max(req.CPUCores, 1), memMB: req.MemoryMB, diskGB: req.StorageGB}, p.cfg.PlanType, region)
+	return pickPlan(plans, inStock, cloudkit.NeedOf(req), p.cfg.PlanType, region)
 }
 
 // resume brings an instance found for the contract to running.

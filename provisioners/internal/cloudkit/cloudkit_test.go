@@ -282,3 +282,19 @@ func FuzzContractIDFromTags(f *testing.F) {
 		}
 	})
 }
+
+func TestNeed(t *testing.T) {
+	n := NeedOf(provisioners.Request{MemoryMB: 2048, StorageGB: 50})
+	if n != (Need{Cores: 1, MemMB: 2048, DiskGB: 50}) || n.String() != "1 vCPUs, 2048 MB memory, 50 GB disk" {
+		t.Fatalf("%+v %q", n, n)
+	}
+	for _, c := range []struct {
+		cores       int
+		memMB, disk int64
+		fits        bool
+	}{{1, 2048, 50, true}, {4, 8192, 160, true}, {0, 2048, 50, false}, {1, 2047, 50, false}, {1, 2048, 49, false}} {
+		if got := n.Fits(c.cores, c.memMB, c.disk); got != c.fits {
+			t.Errorf("Fits(%d, %d, %d) = %v", c.cores, c.memMB, c.disk, got)
+		}
+	}
+}
