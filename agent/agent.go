@@ -39,6 +39,7 @@ import (
 	"github.com/decent-stuff/dc-agent/agent/status"
 	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/dcapi"
+	"github.com/decent-stuff/dc-agent/gateway"
 	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/provisioners"
 )
@@ -143,6 +144,9 @@ type Agent struct {
 	statusSrv *statusServer
 	metrics   *metrics
 	tenant    *tenantWork // tenant requests (tenant.go)
+	// gw is [gateway] (nil without one); opened by New, kept across
+	// reloads (a changed [gateway] needs a restart).
+	gw *gateway.Manager
 }
 
 // env is everything a config reload replaces.
@@ -230,7 +234,13 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a.store = st
+	if err := a.openGateway(); err != nil {
+		st.Close()
+		a.closeEnv(e)
+		return nil, &ConfigError{err}
+	}
 	if a.statusSrv, err = a.startStatusServer(cfg.Agent.StatusSocket); err != nil {
+		a.closeGateway()
 		st.Close()
 		a.closeEnv(e)
 		return nil, err
@@ -238,6 +248,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 	if cfg.Agent.MetricsListen != "" {
 		if a.metrics, err = a.startMetrics(cfg.Agent.MetricsListen); err != nil {
 			a.statusSrv.close()
+			a.closeGateway()
 			st.Close()
 			a.closeEnv(e)
 			return nil, err
@@ -367,6 +378,7 @@ func (a *Agent) Reload(cfg *config.Config) error {
 		{"agent.state_dir", old.cfg.Agent.StateDir, cfg.Agent.StateDir},
 		{"agent.status_socket", old.cfg.Agent.StatusSocket, cfg.Agent.StatusSocket},
 		{"agent.metrics_listen", old.cfg.Agent.MetricsListen, cfg.Agent.MetricsListen},
+		{"[gateway]", gatewayKey(old.cfg.Gateway), gatewayKey(cfg.Gateway)},
 	} {
 		if w.old != w.new {
 			a.obs.emit(status.EventNotice, status.LevelWarn, "", "", w.name+" changed; it takes effect at the next restart (systemctl restart dc-agent)")
@@ -426,6 +438,7 @@ func (a *Agent) notify(state string) {
 // joined.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.store.Close()
+	defer a.closeGateway()
 	defer a.statusSrv.close()
 	if a.metrics != nil {
 		defer a.metrics.close()

@@ -47,6 +47,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) error {
 			Capabilities:    capabilities(e),
 			ActiveContracts: a.activeCount(),
 			Resources:       cur,
+			BandwidthStats:  a.gatewayStats(),
 		}
 		a.live.expect(loopHeartbeat, 2*e.reqTimeout)
 		resp, err := e.client.Heartbeat(ctx, hb)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/decent-stuff/dc-agent/agent/status"
 	"github.com/decent-stuff/dc-agent/dcapi"
+	"github.com/decent-stuff/dc-agent/gateway"
 	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/provisioners"
 )
@@ -163,11 +164,26 @@ func (a *Agent) provision(l *lease, rc runCtxs) {
 		o, rel = a.manualDone(l, perr)
 		return
 	}
+	// The gateway, while the journal still holds the contract: a crash
+	// from here to the queued report resumes the provision, and Assign
+	// completes the same slug and ports.
+	var gwd *gateway.Details
+	if perr == nil {
+		gwd, perr = a.assignGateway(ctx, cid, inst.IPAddress)
+		if perr != nil && ctx.Err() != nil {
+			return
+		}
+		if gwd != nil {
+			a.crash(CrashGatewayAssigned)
+		}
+	}
 
 	report := Report{Kind: ReportProvisioning, ContractID: cid, Unlock: l.lockStatus() != lockUnsupported}
 	if perr != nil {
 		retry := provisioners.RetryPossible(perr)
 		if reqErr == nil {
+			// A gateway of this or an earlier attempt goes before the VM.
+			a.releaseGateway(ctx, cid, "")
 			a.removeLeftover(ctx, b, cid)
 		}
 		update := dcapi.FailedUpdate(publicError(perr), retry)
@@ -179,6 +195,7 @@ func (a *Agent) provision(l *lease, rc runCtxs) {
 		a.obs.update(func(o *observer) { o.counts.Failed++ })
 	} else {
 		details := a.instanceDetails(cid, &inst, sealTo)
+		withGateway(&details, gwd)
 		update, err := dcapi.ProvisionedUpdate(details)
 		if err != nil {
 			a.obs.emit(status.EventNotice, status.LevelError, "", cid, "cannot encode instance details", "err", err)

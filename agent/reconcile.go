@@ -41,10 +41,12 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 	e := a.acquireEnv()
 	defer a.releaseEnv(e)
 	t := a.timing()
+	began := a.now()
 	busy := a.busyContracts()
 
 	instances := map[string]owned{}
 	var running []dcapi.ReconcileInstance
+	var allInstances []provisioners.Instance
 	listed := 0
 	for _, typ := range sortedTypes(e.backends) {
 		b := e.backends[typ]
@@ -65,6 +67,7 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 			continue
 		}
 		listed++
+		allInstances = append(allInstances, insts...)
 		for _, inst := range insts {
 			if inst.ExternalID == "" || busy[inst.ContractID] {
 				continue
@@ -76,6 +79,8 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 
 	var terminate []target
 	var unknown []dcapi.ReconcileUnknown
+	var active []dcapi.ActiveContract
+	activeKnown := false
 	if listed > 0 && !a.reconcile404.Load() {
 		a.live.expect(loopReconcile, 2*e.reqTimeout)
 		resp, err := e.client.Reconcile(ctx, running)
@@ -98,10 +103,11 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 		// Either the server cannot reconcile, or some backends cannot list:
 		// the active contract list tells which contracts are cancelled.
 		a.live.expect(loopReconcile, 2*e.reqTimeout)
-		active, err := e.client.ActiveContracts(ctx)
-		if err != nil {
+		var err error
+		if active, err = e.client.ActiveContracts(ctx); err != nil {
 			return err
 		}
+		activeKnown = true
 		t2, u2 := classifyByActive(e, instances, active, a.reconcile404.Load())
 		terminate = append(terminate, t2...)
 		unknown = append(unknown, u2...)
@@ -142,7 +148,42 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 			delete(orphans, ext) // claimed by the API meanwhile, or gone
 		}
 	}
+	if a.gw != nil {
+		live, ok := gatewayLive(e, listed, allInstances, active, activeKnown)
+		if !ok {
+			a.live.expect(loopReconcile, 2*e.reqTimeout)
+			var err error
+			if active, err = e.client.ActiveContracts(ctx); err != nil {
+				return err
+			}
+			live, _ = gatewayLive(e, listed, allInstances, active, true)
+		}
+		a.reconcileGateway(ctx, live, began)
+	}
 	return nil
+}
+
+// gatewayLive lists the contracts whose gateway stays: those with an
+// instance when every backend could be listed, else those the API lists
+// as not cancelled (ok false: that list is needed and was not fetched).
+// Terminated instances were released above already.
+func gatewayLive(e *env, listed int, instances []provisioners.Instance, active []dcapi.ActiveContract, activeKnown bool) (map[string]bool, bool) {
+	live := map[string]bool{}
+	if listed == len(e.backends) {
+		for _, inst := range instances {
+			live[inst.ContractID] = true
+		}
+		return live, true
+	}
+	if !activeKnown {
+		return nil, false
+	}
+	for _, c := range active {
+		if c.Status != dcapi.StatusCancelled {
+			live[c.ContractID] = true
+		}
+	}
+	return live, true
 }
 
 func countListers(e *env) int {
@@ -209,6 +250,9 @@ func (a *Agent) terminate(ctx context.Context, o owned, cid, why string, report 
 	tctx, cancel := context.WithTimeout(ctx, a.timing().TerminateTime)
 	defer cancel()
 	a.live.expect(loopReconcile, a.timing().TerminateTime)
+	// The gateway goes first: the VM's address must not stay forwarded
+	// once the backend may give it to another VM.
+	a.releaseGateway(tctx, cid, loopReconcile)
 	if err := o.b.p.Terminate(tctx, o.inst.ExternalID); err != nil {
 		a.obs.emit(status.EventNotice, status.LevelWarn, loopReconcile, cid, "terminate "+o.inst.ExternalID+" failed; retrying next round", "err", err)
 		return

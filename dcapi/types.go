@@ -109,6 +109,15 @@ type InstanceDetails struct {
 	SSHPort           int             `json:"ssh_port,omitempty"`
 	RootPassword      string          `json:"root_password,omitempty"`
 	AdditionalDetails json.RawMessage `json:"additional_details,omitempty"`
+	// The gateway's fields, for a VM on a private bridge reached through
+	// the host's public address (dc-agent/src/provisioner/mod.rs Instance):
+	// SSH is GatewaySSHPort on PublicIP, HTTPS is GatewaySubdomain.
+	PublicIP              string `json:"public_ip,omitempty"`
+	GatewaySlug           string `json:"gateway_slug,omitempty"`
+	GatewaySubdomain      string `json:"gateway_subdomain,omitempty"`
+	GatewaySSHPort        int    `json:"gateway_ssh_port,omitempty"`
+	GatewayPortRangeStart int    `json:"gateway_port_range_start,omitempty"`
+	GatewayPortRangeEnd   int    `json:"gateway_port_range_end,omitempty"`
 }
 
 // FailureDetails is JSON-encoded into ProvisioningUpdate.InstanceDetails on failure.

@@ -74,6 +74,9 @@ type UnitParams struct {
 	Environment []string
 	// RunArgs are extra arguments of `dc-agent run` (e.g. --log-format=json).
 	RunArgs []string
+	// Gateway grants what [gateway] needs (System only): CAP_NET_ADMIN and
+	// netlink sockets for nftables. Its directories go in ReadWritePaths.
+	Gateway bool
 }
 
 func (p UnitParams) withDefaults() UnitParams {

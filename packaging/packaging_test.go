@@ -232,3 +232,39 @@ func TestUnitSecurityExposure(t *testing.T) {
 	}
 	t.Log(last)
 }
+
+// [gateway] needs nftables (netlink, CAP_NET_ADMIN); without it the unit
+// keeps both closed. The gateway variant must verify too.
+func TestRenderUnitGateway(t *testing.T) {
+	dir := t.TempDir()
+	bin := fakeBinary(t, filepath.Join(dir, "dc-agent"))
+	p := UnitParams{Binary: bin, ConfigPath: "/etc/dc-agent/dc-agent.toml", System: true, ReadWritePaths: []string{"/etc/caddy/sites"}}
+	plain, err := RenderUnit(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Gateway = true
+	gw, err := RenderUnit(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		unit      string
+		want, not []string
+	}{
+		{string(plain), []string{"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n", "CapabilityBoundingSet=\n", "AmbientCapabilities=\n"}, []string{"AF_NETLINK", "CAP_NET_ADMIN"}},
+		{string(gw), []string{"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK\n", "CapabilityBoundingSet=CAP_NET_ADMIN\n", "AmbientCapabilities=CAP_NET_ADMIN\n", "ReadWritePaths=-/etc/caddy/sites\n"}, nil},
+	} {
+		for _, w := range c.want {
+			if !strings.Contains(c.unit, w) {
+				t.Errorf("unit lacks %q:\n%s", w, c.unit)
+			}
+		}
+		for _, n := range c.not {
+			if strings.Contains(c.unit, n) {
+				t.Errorf("unit has %q:\n%s", n, c.unit)
+			}
+		}
+	}
+	verify(t, nil, testutil.WriteFile(t, filepath.Join(dir, "units", "dc-agent.service"), string(gw), 0o644))
+}

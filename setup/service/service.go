@@ -198,6 +198,7 @@ type agentSettings struct {
 	statusSocket  string
 	autoUpdate    bool
 	inlineSecrets []string
+	gateway       *config.GatewayConfig
 }
 
 // loadSettings reads the config if present; a missing config yields the
@@ -222,6 +223,7 @@ func (o Options) loadSettings() (agentSettings, error) {
 	s.statusSocket = cfg.Agent.StatusSocket
 	s.autoUpdate = cfg.Agent.AutoUpdate
 	s.inlineSecrets = cfg.InlineSecrets()
+	s.gateway = cfg.Gateway
 	return s, nil
 }
 
@@ -239,6 +241,14 @@ func (o Options) unitParams(s agentSettings) packaging.UnitParams {
 	}
 	if d := filepath.Dir(s.statusSocket); d != filepath.Dir(config.DefaultStatusSocket) && d != s.stateDir {
 		p.ReadWritePaths = append(p.ReadWritePaths, d)
+	}
+	if g := s.gateway; g != nil {
+		// nftables, the Caddy site files and the port allocations.
+		p.Gateway = true
+		p.ReadWritePaths = append(p.ReadWritePaths, g.CaddySitesDir)
+		if d := filepath.Dir(g.PortAllocationsPath); d != s.stateDir && d != config.DefaultStateDir {
+			p.ReadWritePaths = append(p.ReadWritePaths, d)
+		}
 	}
 	return p
 }

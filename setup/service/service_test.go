@@ -387,3 +387,33 @@ func TestInstallUserReportsWhyNotActive(t *testing.T) {
 		t.Fatalf("unit still known after uninstall: %s", out)
 	}
 }
+
+// With [gateway] the unit may speak netlink with CAP_NET_ADMIN and write
+// the Caddy sites and the port allocations; without, it may not.
+func TestInstallGatewayUnit(t *testing.T) {
+	root := t.TempDir()
+	cfg := writeConfig(t, root)
+	testutil.WriteFile(t, filepath.Join(root, "etc/dc-agent/agent.key"), strings.Repeat("ab", 32)+"\n", 0o600)
+	o := Options{Root: root, Binary: "/usr/bin/dc-agent"}
+	if _, err := Install(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	unitPath := filepath.Join(root, "etc/systemd/system/dc-agent.service")
+	unit, _ := os.ReadFile(unitPath)
+	if strings.Contains(string(unit), "CAP_NET_ADMIN") || strings.Contains(string(unit), "AF_NETLINK") {
+		t.Fatalf("unit without [gateway] grants netfilter:\n%s", unit)
+	}
+	b, _ := os.ReadFile(cfg)
+	gw := "\n[gateway]\ndc_id = \"dc-lk\"\npublic_ip = \"198.51.100.7\"\ncaddy_sites_dir = \"/srv/caddy/sites\"\nport_allocations_path = \"/srv/dc-gw/ports.json\"\n"
+	testutil.WriteFile(t, cfg, string(b)+gw, 0o640)
+	if _, err := Install(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	unit, _ = os.ReadFile(unitPath)
+	for _, want := range []string{"AmbientCapabilities=CAP_NET_ADMIN\n", "CapabilityBoundingSet=CAP_NET_ADMIN\n",
+		"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK\n", "ReadWritePaths=-/srv/caddy/sites\n", "ReadWritePaths=-/srv/dc-gw\n"} {
+		if !strings.Contains(string(unit), want) {
+			t.Errorf("gateway unit lacks %q:\n%s", want, unit)
+		}
+	}
+}
