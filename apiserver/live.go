@@ -212,11 +212,11 @@ func (s *Server) liveProvisioning(w http.ResponseWriter, r *http.Request, c *cal
 // liveHeartbeatRequest is HeartbeatRequest (api/src/openapi/agents.rs),
 // checked by schemaHeartbeat before it is decoded.
 type liveHeartbeatRequest struct {
-	Version         *string         `json:"version"`
-	ProvisionerType *string         `json:"provisionerType"`
-	Capabilities    []string        `json:"capabilities"`
-	ActiveContracts int64           `json:"activeContracts"`
-	Resources       json.RawMessage `json:"resources"`
+	Version         *string                   `json:"version"`
+	ProvisionerType *string                   `json:"provisionerType"`
+	Capabilities    []string                  `json:"capabilities"`
+	ActiveContracts int64                     `json:"activeContracts"`
+	Resources       json.RawMessage           `json:"resources"`
 	BandwidthStats  []dcapi.VMBandwidthReport `json:"bandwidthStats"`
 }
 
