@@ -99,9 +99,10 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 			unknown = resp.Unknown
 		}
 	}
-	if a.reconcile404.Load() || listed < countListers(e) {
-		// Either the server cannot reconcile, or some backends cannot list:
-		// the active contract list tells which contracts are cancelled.
+	if a.reconcile404.Load() || listed < countListers(e) || unlistedTerminators(e) {
+		// Either the server cannot reconcile, or some backends could not be
+		// listed or cannot list at all (the script backend): the active
+		// contract list tells which contracts are cancelled.
 		a.live.expect(loopReconcile, 2*e.reqTimeout)
 		var err error
 		if active, err = e.client.ActiveContracts(ctx); err != nil {
@@ -194,6 +195,17 @@ func countListers(e *env) int {
 		}
 	}
 	return n
+}
+
+// unlistedTerminators says whether a backend can terminate but not list:
+// its cancelled contracts are found only in the active contract list.
+func unlistedTerminators(e *env) bool {
+	for _, b := range e.backends {
+		if b.feat.Terminate && !b.feat.List {
+			return true
+		}
+	}
+	return false
 }
 
 // target is an instance to terminate.
