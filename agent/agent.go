@@ -611,6 +611,7 @@ func (a *Agent) State() status.State {
 	}
 	a.workMu.Unlock()
 	slices.SortFunc(st.Work, func(x, y status.Work) int { return x.StartedAt.Compare(y.StartedAt) })
+	st.Gateways = a.gatewayStatus()
 	st.Counts.Outbox = len(a.store.Reports())
 	for _, typ := range sortedTypes(e.backends) {
 		b := e.backends[typ]

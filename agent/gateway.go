@@ -174,3 +174,16 @@ func gatewayKey(g *config.GatewayConfig) string {
 	}
 	return fmt.Sprintf("%+v", *g)
 }
+
+// gatewayStatus lists the gateways for status and the monitor.
+func (a *Agent) gatewayStatus() []status.Gateway {
+	if a.gw == nil {
+		return nil
+	}
+	var out []status.Gateway
+	for _, g := range a.gw.Assignments() {
+		out = append(out, status.Gateway{ContractID: g.ContractID, Subdomain: g.Subdomain, PublicIP: g.PublicIP, SSHPort: g.SSHPort(),
+			PortStart: g.PortStart, PortEnd: g.PortEnd, InternalIP: g.InternalIP, State: g.State})
+	}
+	return out
+}

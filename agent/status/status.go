@@ -67,6 +67,9 @@ type State struct {
 	Provisioners []Provisioner `json:"provisioners"`
 	// Work lists the contracts being provisioned or reported, oldest first.
 	Work []Work `json:"work"`
+	// Gateways are the VMs reached through [gateway], by port (none
+	// without a gateway).
+	Gateways []Gateway `json:"gateways,omitempty"`
 	// Problems are what a human should fix, each with the command that does.
 	Problems []Problem `json:"problems,omitempty"`
 	// Line is the one-line summary also sent to systemd as STATUS=.
@@ -103,6 +106,19 @@ type Provisioner struct {
 	MaxConcurrent int      `json:"maxConcurrent"`
 	InFlight      int      `json:"inFlight"`
 	Features      []string `json:"features"`
+}
+
+// Gateway is one VM's gateway: where tenants reach it.
+type Gateway struct {
+	ContractID string `json:"contractId"`
+	Subdomain  string `json:"subdomain,omitempty"`
+	PublicIP   string `json:"publicIp"`
+	SSHPort    int    `json:"sshPort"`
+	PortStart  int    `json:"portStart"`
+	PortEnd    int    `json:"portEnd"`
+	InternalIP string `json:"internalIp,omitempty"`
+	// State is the allocation's: allocated, dns, active or releasing.
+	State string `json:"state"`
 }
 
 // Work is one contract the agent is working on.

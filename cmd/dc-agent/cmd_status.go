@@ -145,6 +145,12 @@ func printState(w io.Writer, st status.State) {
 			fmt.Fprintf(w, "  %s %-8s %s%s for %s%s\n", shortID(wk.ContractID), wk.Provisioner, wk.Step, detail, st.Now.Sub(wk.StartedAt).Round(time.Second), resumed)
 		}
 	}
+	if len(st.Gateways) > 0 {
+		fmt.Fprintln(w, "\ngateway:")
+		for _, g := range st.Gateways {
+			fmt.Fprintf(w, "  %s %s  ssh -p %d %s  ports %d-%d → %s (%s)\n", shortID(g.ContractID), orDash(g.Subdomain), g.SSHPort, g.PublicIP, g.PortStart, g.PortEnd, orDash(g.InternalIP), g.State)
+		}
+	}
 	if len(st.Problems) > 0 {
 		fmt.Fprintln(w, "\nproblems:")
 		for _, p := range st.Problems {
@@ -164,4 +170,11 @@ func printJSONLine(w io.Writer, v any) error {
 	}
 	_, err = fmt.Fprintf(w, "%s\n", b)
 	return err
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return s
 }

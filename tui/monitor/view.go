@@ -49,6 +49,7 @@ func (m *Model) mainView() string {
 		wrap(s.warn.Render("Config      ") + oneLine(m.cfgProblem))
 	}
 	add(m.workLines()...)
+	add(m.gatewayLines()...)
 	wrap(m.problemLines()...)
 	add(m.resultLines()...)
 
@@ -272,6 +273,32 @@ func (m *Model) workLines() []string {
 			step += " (resumed)"
 		}
 		out = append(out, "  "+pad(abbrevID(w.ContractID), 15)+pad(w.Provisioner, 9)+pad(ansi.Truncate(step, 30, "…"), 31)+age(m.now.Sub(w.StartedAt)))
+	}
+	return out
+}
+
+// gatewayLines lists the VMs reached through the gateway: name and SSH.
+func (m *Model) gatewayLines() []string {
+	if m.state == nil || m.stateErr != nil || len(m.state.Gateways) == 0 {
+		return nil
+	}
+	s := m.st
+	gws := m.state.Gateways
+	out := []string{"", s.label.Render(fmt.Sprintf("Gateway (%d)", len(gws)))}
+	for i, g := range gws {
+		if i == 5 {
+			out = append(out, s.dim.Render(fmt.Sprintf("  … and %d more (dc-agent status)", len(gws)-5)))
+			break
+		}
+		name := g.Subdomain
+		if name == "" {
+			name = "—"
+		}
+		line := "  " + pad(abbrevID(g.ContractID), 15) + pad(ansi.Truncate(name, 44, "…"), 45) + fmt.Sprintf("ssh -p %d %s", g.SSHPort, g.PublicIP)
+		if g.State != "active" {
+			line += s.warn.Render(" (" + g.State + ")")
+		}
+		out = append(out, line)
 	}
 	return out
 }

@@ -305,6 +305,11 @@ func TestGatewayContractEndToEnd(t *testing.T) {
 	if z := e.zone(); len(z) != 1 || z[0].FQDN != d.GatewaySubdomain || z[0].PublicIP != publicIP {
 		t.Fatalf("DNS zone %+v", z)
 	}
+	// `dc-agent status` shows the VM's name and SSH command.
+	st, err := exec.Command(agentBin.path, "--config", e.cfgPath, "status").CombinedOutput()
+	if want := d.GatewaySubdomain + "  ssh -p 20000 " + publicIP + "  ports 20000-20009 → " + vmIP + " (active)"; err != nil || !strings.Contains(string(st), want) {
+		t.Fatalf("dc-agent status: %v\n%s\nwant a line with %q", err, st, want)
+	}
 
 	out, err := e.ssh(d.GatewaySSHPort, "ip -4 -o addr show dev v0; echo from $SSH_CLIENT")
 	if err != nil || !strings.Contains(out, vmIP+"/24") || !strings.Contains(out, "from "+clientIP+" ") {
