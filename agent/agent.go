@@ -140,6 +140,7 @@ type Agent struct {
 	batchHealth  atomic.Int32
 	batchRetryAt atomic.Int64
 	reconcile404 atomic.Bool
+	noActiveList atomic.Bool // the server has no GET …/contracts/active
 
 	statusSrv *statusServer
 	metrics   *metrics

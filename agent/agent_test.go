@@ -1078,3 +1078,49 @@ func (l *lockedBuf) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// A backend that can terminate but not list (the script backend): the
+// cancelled contract is found in the active contract list and terminated.
+// A server without that list (the live API) leaves reconcile healthy and
+// terminates nothing.
+func TestReconcileBackendThatCannotList(t *testing.T) {
+	h := newHarness(t)
+	h.prov.feat.List = false
+	cid := randomCID(t)
+	h.api.addContract(dcapi.PendingContract{ContractID: cid})
+	h.start()
+	eventually(t, "provisioned", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
+	h.api.setStatus(cid, dcapi.StatusCancelled)
+	eventually(t, "cancelled instance terminated and reported", func() bool {
+		inst, _ := h.prov.GetInstance(context.Background(), cid)
+		return inst == nil && slices.Contains(h.api.contract(cid).history, "terminated")
+	})
+	h.stop()
+
+	h2 := newHarness(t)
+	h2.prov.feat.List = false
+	h2.api.setFault(func(route string, body []byte) (int, string) {
+		if route == "active" {
+			return http.StatusNotFound, "not found"
+		}
+		return 0, ""
+	})
+	cid2 := randomCID(t)
+	h2.api.addContract(dcapi.PendingContract{ContractID: cid2})
+	h2.start()
+	eventually(t, "provisioned", func() bool { return h2.api.contract(cid2).status == dcapi.StatusProvisioned })
+	h2.api.setStatus(cid2, dcapi.StatusCancelled)
+	eventually(t, "a reconcile round that found no active list", func() bool {
+		return h2.a.State().LastReconcile != nil && h2.a.noActiveList.Load()
+	})
+	before := *h2.a.State().LastReconcile
+	eventually(t, "another successful reconcile round", func() bool { return h2.a.State().LastReconcile.After(before) })
+	for _, l := range h2.a.State().Loops {
+		if l.Name == loopReconcile && l.Failures > 0 {
+			t.Fatalf("reconcile loop failing: %+v", l)
+		}
+	}
+	if inst, _ := h2.prov.GetInstance(context.Background(), cid2); inst == nil {
+		t.Fatal("terminated without knowing the contract was cancelled")
+	}
+}

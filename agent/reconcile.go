@@ -3,6 +3,8 @@ package agent
 import (
 	"cmp"
 	"context"
+	"errors"
+	"net/http"
 	"fmt"
 	"time"
 
@@ -103,15 +105,15 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 		// Either the server cannot reconcile, or some backends could not be
 		// listed or cannot list at all (the script backend): the active
 		// contract list tells which contracts are cancelled.
-		a.live.expect(loopReconcile, 2*e.reqTimeout)
 		var err error
-		if active, err = e.client.ActiveContracts(ctx); err != nil {
+		if active, activeKnown, err = a.activeContracts(ctx, e); err != nil {
 			return err
 		}
-		activeKnown = true
-		t2, u2 := classifyByActive(e, instances, active, a.reconcile404.Load())
-		terminate = append(terminate, t2...)
-		unknown = append(unknown, u2...)
+		if activeKnown {
+			t2, u2 := classifyByActive(e, instances, active, a.reconcile404.Load())
+			terminate = append(terminate, t2...)
+			unknown = append(unknown, u2...)
+		}
 	}
 
 	now := a.now()
@@ -151,15 +153,16 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 	}
 	if a.gw != nil {
 		live, ok := gatewayLive(e, listed, allInstances, active, activeKnown)
-		if !ok {
-			a.live.expect(loopReconcile, 2*e.reqTimeout)
+		if !ok && !a.noActiveList.Load() {
 			var err error
-			if active, err = e.client.ActiveContracts(ctx); err != nil {
+			if active, activeKnown, err = a.activeContracts(ctx, e); err != nil {
 				return err
 			}
-			live, _ = gatewayLive(e, listed, allInstances, active, true)
+			live, ok = gatewayLive(e, listed, allInstances, active, activeKnown)
 		}
-		a.reconcileGateway(ctx, live, began)
+		if ok {
+			a.reconcileGateway(ctx, live, began)
+		}
 	}
 	return nil
 }
@@ -195,6 +198,28 @@ func countListers(e *env) int {
 		}
 	}
 	return n
+}
+
+// activeContracts fetches the active contract list; ok is false when the
+// server has none (the live API: GET …/contracts/active is 404), which is
+// remembered: the cancelled contracts of backends that cannot list are
+// then not found, and the gateway is reconciled only with listing backends.
+func (a *Agent) activeContracts(ctx context.Context, e *env) ([]dcapi.ActiveContract, bool, error) {
+	if a.noActiveList.Load() {
+		return nil, false, nil
+	}
+	a.live.expect(loopReconcile, 2*e.reqTimeout)
+	active, err := e.client.ActiveContracts(ctx)
+	var de *dcapi.Error
+	if dcapi.IsNotFound(err) || errors.As(err, &de) && de.StatusCode == http.StatusMethodNotAllowed {
+		a.noActiveList.Store(true)
+		a.log.Info("the API has no active contract list; contracts of backends that cannot list instances are not reconciled")
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return active, true, nil
 }
 
 // unlistedTerminators says whether a backend can terminate but not list:
