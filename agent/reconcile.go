@@ -4,8 +4,8 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"net/http"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/decent-stuff/dc-agent/agent/status"
