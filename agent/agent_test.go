@@ -99,7 +99,7 @@ func TestRequestSizesAndConfigMerge(t *testing.T) {
 		RequesterPubkey: identity.PublicHex(h.agentKey)}}
 	*w.c.CPUCores = 4
 	h.start()
-	got, sealTo, err := h.a.buildRequest(w, h.a.env.backends[config.TypeScript])
+	got, cred, err := h.a.buildRequest(w, h.a.env.backends[config.TypeScript], h.a.env)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,17 +110,30 @@ func TestRequestSizesAndConfigMerge(t *testing.T) {
 	if got.Config["template"] != "debian" || net["bridge"] != "vmbr0" || net["vlan"] != 7.0 {
 		t.Fatalf("config = %v", got.Config)
 	}
-	if !got.WantPassword || sealTo == nil {
+	if !got.WantPassword || cred.sealTo == nil || cred.plain {
 		t.Fatal("a requester_pubkey must allow a sealed password")
 	}
-	// No key to seal to: no password at all.
+	// No requester_pubkey (the live API never sends one): the password goes
+	// in clear for the server to encrypt, here over loopback http.
 	w.c.RequesterPubkey, w.c.RequesterSSHPubkey = "", "ssh-rsa AAAAB3NzaC1yc2E"
-	got, sealTo, err = h.a.buildRequest(w, h.a.env.backends[config.TypeScript])
-	if err != nil || got.WantPassword || sealTo != nil {
-		t.Fatalf("without an ed25519 key: want=%v sealTo=%v err=%v", got.WantPassword, sealTo, err)
+	got, cred, err = h.a.buildRequest(w, h.a.env.backends[config.TypeScript], h.a.env)
+	if err != nil || !got.WantPassword || !cred.plain || cred.sealTo != nil {
+		t.Fatalf("without requester_pubkey: want=%v cred=%+v err=%v", got.WantPassword, cred, err)
+	}
+	// A server that wants sealed passwords, and no Ed25519 key: none at all.
+	h.a.sealOnly.Store(true)
+	got, cred, err = h.a.buildRequest(w, h.a.env.backends[config.TypeScript], h.a.env)
+	if err != nil || got.WantPassword || cred.plain || cred.sealTo != nil {
+		t.Fatalf("sealed only, no ed25519 key: want=%v cred=%+v err=%v", got.WantPassword, cred, err)
+	}
+	for endpoint, ok := range map[string]bool{"https://api.decent-cloud.org": true, "http://127.0.0.1:8080": true, "http://localhost:1": true,
+		"http://[::1]:80": true, "http://10.0.0.5:8080": false, "http://api.example": false, "http://127.0.0.1@evil.example": false} {
+		if privateTransport(endpoint) != ok {
+			t.Errorf("privateTransport(%q) = %v", endpoint, !ok)
+		}
 	}
 	w.c.MemoryAmount = strp("lots")
-	if _, _, err := h.a.buildRequest(w, h.a.env.backends[config.TypeScript]); err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "memory_amount") {
+	if _, _, err := h.a.buildRequest(w, h.a.env.backends[config.TypeScript], h.a.env); err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "memory_amount") {
 		t.Fatalf("bad size: %v", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -263,11 +264,17 @@ func (f *fakeAPI) provisioning(w http.ResponseWriter, r *http.Request, body []by
 	if !ok {
 		return nil, http.StatusConflict, fmt.Sprintf("cannot move contract from %s to %s", c.status, u.Status)
 	}
+	var d dcapi.InstanceDetails
+	if u.Status == dcapi.StatusProvisioned {
+		_ = json.Unmarshal([]byte(u.InstanceDetails), &d)
+		// Like dc-api's default profile: a password must be sealed.
+		if d.RootPassword != "" && !strings.HasPrefix(d.RootPassword, "{") {
+			return nil, http.StatusUnprocessableEntity, "instanceDetails.root_password must be a sealed credential, never a plaintext password"
+		}
+	}
 	c.status, c.details = u.Status, u.InstanceDetails
 	c.history = append(c.history, u.Status)
 	if u.Status == dcapi.StatusProvisioned {
-		var d dcapi.InstanceDetails
-		_ = json.Unmarshal([]byte(u.InstanceDetails), &d)
 		c.external = d.ExternalID
 	}
 	return "ok", 0, ""

@@ -37,7 +37,8 @@ type lease struct {
 	c       dcapi.PendingContract
 	typ     string
 	resumed bool
-	attempt int // previous attempts (from the journal)
+	attempt int       // previous attempts (from the journal)
+	since   time.Time // the first attempt's start (from the journal; zero: now)
 
 	mu       sync.Mutex
 	step     string

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/decent-stuff/dc-agent/agent/status"
@@ -41,6 +42,7 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 	e := a.acquireEnv()
 	defer a.releaseEnv(e)
 	t := a.timing()
+	round := a.now()
 	busy := a.busyContracts()
 
 	instances := map[string]owned{}
@@ -76,9 +78,12 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 
 	var terminate []target
 	var unknown []dcapi.ReconcileUnknown
+	var resp dcapi.ReconcileResponse
+	answered := false
 	if listed > 0 && !a.reconcile404.Load() {
 		a.live.expect(loopReconcile, 2*e.reqTimeout)
-		resp, err := e.client.Reconcile(ctx, running)
+		var err error
+		resp, err = e.client.Reconcile(ctx, running)
 		switch {
 		case dcapi.IsNotFound(err):
 			a.reconcile404.Store(true)
@@ -86,6 +91,7 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 		case err != nil:
 			return err
 		default:
+			answered = true
 			for _, tm := range resp.Terminate {
 				if o, ok := instances[tm.ExternalID]; ok {
 					terminate = append(terminate, target{o: o, cid: tm.ContractID, reason: tm.Reason})
@@ -99,12 +105,20 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 		// the active contract list tells which contracts are cancelled.
 		a.live.expect(loopReconcile, 2*e.reqTimeout)
 		active, err := e.client.ActiveContracts(ctx)
-		if err != nil {
+		switch {
+		case dcapi.IsNotFound(err) && !a.reconcile404.Load():
+			// The live API has no such list (a listing backend failed
+			// this round); reconcile's own answer has to do.
+		case err != nil:
 			return err
+		default:
+			t2, u2 := classifyByActive(e, instances, active, a.reconcile404.Load())
+			terminate = append(terminate, t2...)
+			unknown = append(unknown, u2...)
 		}
-		t2, u2 := classifyByActive(e, instances, active, a.reconcile404.Load())
-		terminate = append(terminate, t2...)
-		unknown = append(unknown, u2...)
+	}
+	if answered {
+		a.applyKeepPause(ctx, e, round, instances, resp, listed == countListers(e))
 	}
 
 	now := a.now()
@@ -115,7 +129,7 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 			continue
 		}
 		done[ext] = true
-		a.terminate(ctx, tm.o, tm.cid, "contract "+cmp.Or(tm.reason, "ended"), true)
+		a.terminate(ctx, tm.o, tm.cid, cmp.Or(tm.reason, "ended"), true)
 		delete(orphans, ext)
 	}
 	seen := map[string]bool{}
@@ -143,6 +157,43 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 		}
 	}
 	return nil
+}
+
+// applyKeepPause acts on reconcile's keep and pause lists: kept instances
+// are the fleet (health checks, activeContracts, their end times) and one
+// the agent stopped for a pause is started again; paused ones are stopped,
+// never destroyed. complete: every listing backend was listed this round
+// (else the fleet only gains members).
+func (a *Agent) applyKeepPause(ctx context.Context, e *env, round time.Time, instances map[string]owned, resp dcapi.ReconcileResponse, complete bool) {
+	seen := map[string]member{}
+	for _, k := range resp.Keep {
+		o, ok := instances[k.ExternalID]
+		if !ok || validContractID(k.ContractID) != nil {
+			continue
+		}
+		m := member{ext: k.ExternalID, typ: o.b.typ, added: round}
+		if k.EndsAt > 0 {
+			m.endsAt = time.Unix(0, k.EndsAt)
+		}
+		seen[k.ContractID] = m
+		_ = a.resumeInstance(ctx, e, k.ContractID, loopReconcile)
+	}
+	for _, p := range resp.Pause {
+		o, ok := instances[p.ExternalID]
+		if !ok || validContractID(p.ContractID) != nil {
+			continue
+		}
+		seen[p.ContractID] = member{ext: p.ExternalID, typ: o.b.typ, paused: true, added: round}
+		a.pauseInstance(ctx, o.b, p.ContractID, p.ExternalID, cmp.Or(p.Reason, "paused"))
+	}
+	if complete {
+		a.fleet.set(round, seen)
+	} else {
+		for cid, m := range seen {
+			a.fleet.add(cid, m)
+		}
+	}
+	a.wakeHealth()
 }
 
 func countListers(e *env) int {
@@ -204,7 +255,10 @@ func classifyByActive(e *env, instances map[string]owned, active []dcapi.ActiveC
 }
 
 // terminate removes an instance and, for a known contract, queues the
-// "terminated" report.
+// "terminated" report — only where the server takes it: the live API
+// marks cancelled contracts only (mark_contract_terminated,
+// api/src/openapi/providers.rs) and answers success:false for an expired
+// one, so after the first such refusal only cancellations are reported.
 func (a *Agent) terminate(ctx context.Context, o owned, cid, why string, report bool) {
 	tctx, cancel := context.WithTimeout(ctx, a.timing().TerminateTime)
 	defer cancel()
@@ -215,12 +269,25 @@ func (a *Agent) terminate(ctx context.Context, o owned, cid, why string, report 
 	}
 	a.obs.emit(status.EventTerminated, status.LevelInfo, loopReconcile, cid, "terminated "+o.inst.ExternalID+" ("+why+")")
 	a.obs.update(func(ob *observer) { ob.counts.Terminated++ })
-	if report && validContractID(cid) == nil {
-		if _, err := a.store.AddReport(Report{Kind: ReportTerminated, ContractID: cid, CreatedAt: a.now()}); err != nil {
+	if validContractID(cid) != nil {
+		return
+	}
+	a.fleet.remove(cid)
+	if _, ok := a.store.Paused(cid); ok {
+		_ = a.store.DeletePaused(cid)
+	}
+	if report && (cancelled(why) || !a.termOnlyCancelled.Load()) {
+		if _, err := a.store.AddReport(Report{Kind: ReportTerminated, ContractID: cid, Reason: why, CreatedAt: a.now()}); err != nil {
 			a.log.Error("queue terminated report", "contract", cid, "err", err)
 		}
 		a.wakeOutbox()
 	}
+}
+
+// cancelled reports whether a terminate reason is a cancellation (live:
+// "cancelled"; dc-api: "contract cancelled at …").
+func cancelled(reason string) bool {
+	return strings.Contains(strings.ToLower(reason), "cancel")
 }
 
 // busyContracts are the contracts the agent is working on.
