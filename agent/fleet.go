@@ -135,15 +135,21 @@ func (a *Agent) pauseInstance(ctx context.Context, b *backend, cid, ext, reason 
 		})
 		return
 	}
+	// Recorded first: a health check that sees the instance stopping is
+	// dropped (it is not unhealthy, it is paused), and a crash between
+	// the two leaves a record whose resume starts a running instance: a
+	// no-op.
+	if err := a.store.PutPaused(PausedRecord{ContractID: cid, ExternalID: ext, Provisioner: b.typ, Reason: reason, Since: a.now()}); err != nil {
+		a.log.Error("remember paused instance", "contract", cid, "err", err)
+		return
+	}
 	ctx, cancel := context.WithTimeout(ctx, a.timing().TerminateTime)
 	defer cancel()
 	a.live.expect(loopReconcile, a.timing().TerminateTime)
 	if err := p.Pause(ctx, ext); err != nil {
+		_ = a.store.DeletePaused(cid)
 		a.obs.emit(status.EventNotice, status.LevelWarn, loopReconcile, cid, "stopping "+ext+" for the paused contract failed; retrying next round", "err", err)
 		return
-	}
-	if err := a.store.PutPaused(PausedRecord{ContractID: cid, ExternalID: ext, Provisioner: b.typ, Reason: reason, Since: a.now()}); err != nil {
-		a.log.Error("remember paused instance", "contract", cid, "err", err)
 	}
 	a.obs.emit(status.EventPaused, status.LevelInfo, loopReconcile, cid, "stopped "+ext+" (contract paused: "+reason+"); it is kept and started again when the contract resumes")
 }

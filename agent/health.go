@@ -241,6 +241,9 @@ func (a *Agent) checkOne(parent context.Context, j healthJob) (dcapi.HealthCheck
 	if parent.Err() != nil {
 		return dcapi.HealthCheck{}, false // stopping: no verdict
 	}
+	if _, paused := a.store.Paused(j.cid); paused {
+		return dcapi.HealthCheck{}, false // stopped on purpose meanwhile: not unhealthy
+	}
 	return a.healthRecord(j.cid, h, err), true
 }
 

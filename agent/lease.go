@@ -287,7 +287,11 @@ func (l *lease) close(o outcome, releaseLock bool) {
 		stop()
 		<-renewing
 	}
-	if releaseLock && l.lockStatus() == lockHeld {
+	// A lock the server stopped renewing (lockEnded: the contract moved on)
+	// may still be recorded under this agent: the live API keeps it on a
+	// provisioned contract, which it no longer locks but still releases
+	// (release_provisioning_lock, api/src/database/contracts/provisioning.rs).
+	if st := l.lockStatus(); releaseLock && (st == lockHeld || st == lockEnded) {
 		l.a.unlock(l.cid)
 	}
 	l.a.finish(l.cid, o)

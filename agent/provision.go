@@ -398,7 +398,7 @@ func (c credentials) describe(set bool) string {
 	case !set:
 		return "none (SSH key only)"
 	case c.plain:
-		return "in clear over TLS, encrypted by the API"
+		return "in clear (https or loopback), encrypted by the API"
 	}
 	return "sealed by the agent"
 }

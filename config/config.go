@@ -206,6 +206,11 @@ type ScriptConfig struct {
 	HealthCheck    string `toml:"health_check"`
 	GetInstance    string `toml:"get_instance,omitempty"`
 	List           string `toml:"list,omitempty"`
+	// Pause and Resume (optional, both or neither) stop and start an
+	// instance without destroying it: reconcile's pause of a disputed
+	// contract, and its resumption.
+	Pause          string `toml:"pause,omitempty"`
+	Resume         string `toml:"resume,omitempty"`
 	TimeoutSeconds int    `toml:"timeout_seconds"`
 	MaxOutputBytes int    `toml:"max_output_bytes,omitempty"`
 }

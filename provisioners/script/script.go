@@ -59,6 +59,8 @@ const (
 	ActionHealthCheck = "health_check"
 	ActionGetInstance = "get_instance"
 	ActionList        = "list"
+	ActionPause       = "pause"
+	ActionResume      = "resume"
 )
 
 // stderrTail is how much of a script's stderr is kept for error messages.
@@ -108,7 +110,7 @@ func New(pc config.ProvisionerConfig, deps provisioners.Deps) (provisioners.Prov
 	}
 	for action, path := range map[string]string{
 		ActionProvision: sc.Provision, ActionTerminate: sc.Terminate, ActionHealthCheck: sc.HealthCheck,
-		ActionGetInstance: sc.GetInstance, ActionList: sc.List,
+		ActionGetInstance: sc.GetInstance, ActionList: sc.List, ActionPause: sc.Pause, ActionResume: sc.Resume,
 	} {
 		if path == "" {
 			continue
@@ -118,6 +120,9 @@ func New(pc config.ProvisionerConfig, deps provisioners.Deps) (provisioners.Prov
 			return nil, fmt.Errorf("%s script: %w", action, err)
 		}
 		p.paths[action] = path
+	}
+	if (p.paths[ActionPause] == "") != (p.paths[ActionResume] == "") {
+		return nil, errors.New("pause and resume scripts go together: set both in the [script] section (or neither: a paused contract's instance then keeps running)")
 	}
 	for _, required := range []string{ActionProvision, ActionTerminate, ActionHealthCheck} {
 		if p.paths[required] == "" {
@@ -154,6 +159,7 @@ func (p *Provisioner) Features() provisioners.Features {
 		Health:    true,
 		GetByID:   p.paths[ActionGetInstance] != "",
 		List:      p.paths[ActionList] != "",
+		Pause:     p.paths[ActionPause] != "",
 	}
 }
 

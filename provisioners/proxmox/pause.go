@@ -1,0 +1,69 @@
+package proxmox
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/decent-stuff/dc-agent/provisioners"
+)
+
+// Pause implements provisioners.Pauser: the contract is paused (a payment
+// dispute), so the VM is stopped and kept. A clean ACPI shutdown first
+// (POST …/status/shutdown), a hard stop if the guest does not go down
+// within the task timeout; a VM that is stopped already is success. Only
+// dc-<contract id> VMs are touched.
+func (p *Provisioner) Pause(ctx context.Context, externalID string) error {
+	node, vmid, err := p.parseExternalID(externalID)
+	if err != nil {
+		return err
+	}
+	vm := p.vm(node, vmid)
+	if err := p.c.Get(ctx, fmt.Sprintf("/nodes/%s/qemu/%d/status/current", node, vmid), vm); err != nil {
+		return apiError(fmt.Sprintf("read VM %d", vmid), err)
+	}
+	if provisioners.ContractIDFromName(vm.Name) == "" {
+		return fmt.Errorf("VM %d on %s is named %q, which is not a dc-agent VM; refusing to stop it", vmid, node, vm.Name)
+	}
+	if vm.Status == "stopped" {
+		return nil
+	}
+	task, err := vm.Shutdown(ctx)
+	if err == nil {
+		err = p.waitTask(ctx, task, fmt.Sprintf("shut down VM %d", vmid), p.opts.TaskTimeout)
+	}
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	p.log.Info("the guest did not shut down; stopping the VM", "vmid", vmid, "err", err)
+	task, err = vm.Stop(ctx)
+	if err != nil {
+		return apiError(fmt.Sprintf("stop VM %d", vmid), err)
+	}
+	return p.waitTask(ctx, task, fmt.Sprintf("stop VM %d", vmid), p.opts.TaskTimeout)
+}
+
+// Resume implements provisioners.Pauser: the VM of a resumed contract is
+// started again; a running one is success.
+func (p *Provisioner) Resume(ctx context.Context, externalID string) error {
+	node, vmid, err := p.parseExternalID(externalID)
+	if err != nil {
+		return err
+	}
+	vm := p.vm(node, vmid)
+	if err := p.c.Get(ctx, fmt.Sprintf("/nodes/%s/qemu/%d/status/current", node, vmid), vm); err != nil {
+		return apiError(fmt.Sprintf("read VM %d", vmid), err)
+	}
+	if vm.Status == "running" {
+		return nil
+	}
+	task, err := vm.Start(ctx)
+	if err != nil {
+		return apiError(fmt.Sprintf("start VM %d", vmid), err)
+	}
+	return p.waitTask(ctx, task, fmt.Sprintf("start VM %d", vmid), p.opts.TaskTimeout)
+}
+
+var _ provisioners.Pauser = (*Provisioner)(nil)
