@@ -201,11 +201,11 @@ type DockerConfig struct {
 
 // ScriptConfig is [provisioner.script].
 type ScriptConfig struct {
-	Provision      string `toml:"provision"`
-	Terminate      string `toml:"terminate"`
-	HealthCheck    string `toml:"health_check"`
-	GetInstance    string `toml:"get_instance,omitempty"`
-	List           string `toml:"list,omitempty"`
+	Provision   string `toml:"provision"`
+	Terminate   string `toml:"terminate"`
+	HealthCheck string `toml:"health_check"`
+	GetInstance string `toml:"get_instance,omitempty"`
+	List        string `toml:"list,omitempty"`
 	// Pause and Resume (optional, both or neither) stop and start an
 	// instance without destroying it: reconcile's pause of a disputed
 	// contract, and its resumption.
