@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/decent-stuff/dc-agent/agent/status"
 	"github.com/decent-stuff/dc-agent/dcapi"
 	"github.com/decent-stuff/dc-agent/identity"
+	"github.com/decent-stuff/dc-agent/internal/safeurl"
 	"github.com/decent-stuff/dc-agent/provisioners"
 )
 
@@ -442,18 +442,12 @@ func (a *Agent) credentialsFor(c dcapi.PendingContract, e *env) credentials {
 }
 
 // privateTransport reports whether a password may travel to endpoint:
-// https, or plain http to this machine (a local server).
+// https, or plain http to this machine (safeurl's one rule; dcapi.New
+// refuses other endpoints already, this keeps the password's own rule
+// explicit where it is sent).
 func privateTransport(endpoint string) bool {
 	u, err := url.Parse(endpoint)
-	if err != nil {
-		return false
-	}
-	if u.Scheme == "https" {
-		return true
-	}
-	h := u.Hostname()
-	ip := net.ParseIP(h)
-	return u.Scheme == "http" && (strings.EqualFold(h, "localhost") || ip != nil && ip.IsLoopback())
+	return err == nil && safeurl.Check(u) == nil
 }
 
 // instanceDetails builds the report of a provisioned instance. The root
