@@ -164,9 +164,9 @@ type Agent struct {
 	// healthPace spaces health checks sent one request each (servers
 	// without the batch endpoint) to Timing.HealthWritesPerMinute.
 	healthPace *rate.Limiter
-	// sealOnly: the server refused a plaintext root password (dc-api's
-	// default profile): passwords of contracts without requester_pubkey are
-	// sealed to the requester's SSH key from then on.
+	// sealOnly: the server is dc-api with its extensions (it long-polls)
+	// or refused a plaintext root password: passwords of contracts without
+	// requester_pubkey are sealed to the requester's SSH key.
 	sealOnly atomic.Bool
 }
 

@@ -98,6 +98,7 @@ func TestRequestSizesAndConfigMerge(t *testing.T) {
 		ProvisionerConfig: strp(`{"template":"ubuntu","net":{"bridge":"vmbr0","vlan":1}}`), InstanceConfig: strp(`{"template":"debian","net":{"vlan":7}}`),
 		RequesterPubkey: identity.PublicHex(h.agentKey)}}
 	*w.c.CPUCores = 4
+	h.api.longPoll = false // a server without dc-api's extensions, as the live API
 	h.start()
 	got, cred, err := h.a.buildRequest(w, h.a.env.backends[config.TypeScript], h.a.env)
 	if err != nil {

@@ -39,6 +39,7 @@ type lease struct {
 	resumed bool
 	attempt int       // previous attempts (from the journal)
 	since   time.Time // the first attempt's start (from the journal; zero: now)
+	pwMode  string    // the password's way out decided before a restart (from the journal)
 
 	mu       sync.Mutex
 	step     string

@@ -152,7 +152,7 @@ func (a *Agent) provision(l *lease, rc runCtxs) {
 	a.progressed()
 
 	req, cred, reqErr := a.buildRequest(l, b, e)
-	entry.Step, entry.UpdatedAt = jProvisioning, a.now()
+	entry.Step, entry.UpdatedAt, entry.Password = jProvisioning, a.now(), cred.mode()
 	if err := a.store.PutJournal(entry); err != nil {
 		a.obs.emit(status.EventNotice, status.LevelError, "", cid, "cannot write the journal; not calling the provisioner", "err", err)
 		o, rel = outcomeRetry, release
@@ -379,7 +379,7 @@ func (a *Agent) buildRequest(l *lease, b *backend, e *env) (provisioners.Request
 		return req, credentials{}, err
 	}
 	req.Config = cfg
-	cred := a.credentialsFor(c, e)
+	cred := a.credentialsFor(c, e, l.pwMode)
 	req.WantPassword = cred.plain || cred.sealTo != nil
 	return req, cred, nil
 }
@@ -391,6 +391,23 @@ type credentials struct {
 	// plain: in clear, for the server to encrypt to the requester's key it
 	// holds (the live API).
 	plain bool
+}
+
+// Password modes as the journal keeps them.
+const (
+	pwNone   = "none"
+	pwSealed = "sealed"
+	pwPlain  = "plain"
+)
+
+func (c credentials) mode() string {
+	switch {
+	case c.plain:
+		return pwPlain
+	case c.sealTo != nil:
+		return pwSealed
+	}
+	return pwNone
 }
 
 func (c credentials) describe(set bool) string {
@@ -416,11 +433,27 @@ func (c credentials) describe(set bool) string {
 //     key instead would reach the tenant encrypted twice and unusable. A
 //     plaintext password only goes over https, or plain http to a server
 //     on this machine; otherwise none is set (SSH key access only);
-//   - once the server refused a plaintext password (dc-api's default
-//     profile wants only sealed ones), sealed to the requester's Ed25519
-//     SSH key, as PROTOCOL.md §7 says when no requester_pubkey exists.
-func (a *Agent) credentialsFor(c dcapi.PendingContract, e *env) credentials {
-	if strings.TrimSpace(c.RequesterPubkey) != "" || a.sealOnly.Load() {
+//   - where the server is dc-api with its extensions (it held a
+//     pending-provision request: X-Long-Poll-Wait), or once the server
+//     refused a plaintext password (dc-api refuses them), sealed to the
+//     requester's Ed25519 SSH key, as PROTOCOL.md §7 says when no
+//     requester_pubkey exists; none when there is no such key.
+//
+// A contract resumed after a restart keeps the way decided at its first
+// attempt (mode, from the journal): the restarted agent may not know the
+// server yet, and a backend reuses an instance only when no new password
+// is asked of it.
+func (a *Agent) credentialsFor(c dcapi.PendingContract, e *env, mode string) credentials {
+	switch mode {
+	case pwNone:
+		return credentials{}
+	case pwPlain:
+		if privateTransport(e.client.Endpoint()) {
+			return credentials{plain: true}
+		}
+		return credentials{}
+	}
+	if strings.TrimSpace(c.RequesterPubkey) != "" || a.sealOnly.Load() || mode == pwSealed {
 		pub, ok, err := identity.SealRecipient(c.RequesterPubkey, c.RequesterSSHPubkey)
 		if err != nil {
 			a.obs.emit(status.EventNotice, status.LevelWarn, "", c.ContractID, "requester key unusable for sealing; no root password will be set (SSH key access only)", "err", err)
@@ -587,7 +620,7 @@ func (a *Agent) resumeFromDisk(rc runCtxs) {
 		if !ok {
 			continue
 		}
-		l.since = j.StartedAt
+		l.since, l.pwMode = j.StartedAt, j.Password
 		a.obs.emit(status.EventContractReceived, status.LevelInfo, "", cid, fmt.Sprintf("resuming contract interrupted at step %q", j.Step))
 		a.startWork(l, rc)
 	}

@@ -49,8 +49,11 @@ type JournalEntry struct {
 	Provisioner string                `json:"provisioner"`
 	Step        string                `json:"step"`
 	Attempt     int                   `json:"attempt"` // how many times the agent (re)started this contract
-	StartedAt   time.Time             `json:"startedAt"`
-	UpdatedAt   time.Time             `json:"updatedAt"`
+	// Password is how the contract's root password is reported, decided at
+	// the first attempt and kept when it is resumed (credentials.mode).
+	Password  string    `json:"password,omitempty"`
+	StartedAt time.Time `json:"startedAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
 }
 
 // Report kinds.

@@ -88,7 +88,7 @@ type PollingConfig struct {
 	// MaxReadsPerMinute bounds all the agent's GET requests together (the
 	// live API allows 120 per minute per client IP; the default takes
 	// half, leaving room for other machines behind the same address).
-	MaxReadsPerMinute int `toml:"max_reads_per_minute,omitempty"`
+	MaxReadsPerMinute int `toml:"max_reads_per_minute,omitzero"`
 }
 
 // AgentConfig is [agent].

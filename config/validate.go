@@ -64,13 +64,6 @@ func (c *Config) applyDefaults() {
 	if c.Agent.ReleaseURL == "" {
 		c.Agent.ReleaseURL = DefaultReleaseURL
 	}
-	if c.Agent.ProvisionRetrySeconds == nil {
-		n := DefaultProvisionRetrySeconds
-		c.Agent.ProvisionRetrySeconds = &n
-	}
-	if c.Polling.MaxReadsPerMinute == 0 {
-		c.Polling.MaxReadsPerMinute = DefaultMaxReadsPerMinute
-	}
 	c.Provisioner.applyDefaults()
 	for i := range c.AdditionalProvisioners {
 		c.AdditionalProvisioners[i].applyDefaults()
