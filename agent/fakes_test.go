@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -47,7 +48,10 @@ type fakeAPI struct {
 	requests    map[string]int // "METHOD route" → count
 	fault       func(route string, body []byte) (int, string)
 	wake        chan struct{}
-	nextHB      int // nextHeartbeatSeconds answered (0: 60)
+	nextHB      int    // nextHeartbeatSeconds answered (0: 60)
+	upgradeTo   string // upgradeToVersion answered
+	faultAs200  bool   // faults answer HTTP 200 success:false, as the live API does
+	pool        string // poolId and poolName answered
 }
 
 type fakeContract struct {
@@ -102,6 +106,14 @@ func (f *fakeAPI) h(route string, fn handler) http.HandlerFunc {
 		}
 		if fault != nil {
 			if code, msg := fault(route, body); code != 0 {
+				f.mu.Lock()
+				as200 := f.faultAs200
+				f.mu.Unlock()
+				if as200 {
+					w.Header().Set("Content-Type", "application/json")
+					_ = json.NewEncoder(w).Encode(map[string]any{"success": false, "error": msg})
+					return
+				}
 				writeEnv(w, nil, code, msg)
 				return
 			}
@@ -292,7 +304,14 @@ func (f *fakeAPI) heartbeat(w http.ResponseWriter, r *http.Request, body []byte)
 	if next == 0 {
 		next = 60
 	}
-	return dcapi.HeartbeatResponse{Acknowledged: true, NextHeartbeatSeconds: next}, 0, ""
+	resp := dcapi.HeartbeatResponse{Acknowledged: true, NextHeartbeatSeconds: next}
+	if f.upgradeTo != "" {
+		resp.UpgradeToVersion = &f.upgradeTo
+	}
+	if f.pool != "" {
+		resp.PoolID, resp.PoolName = &f.pool, &f.pool
+	}
+	return resp, 0, ""
 }
 
 func (f *fakeAPI) healthOne(w http.ResponseWriter, r *http.Request, body []byte) (any, int, string) {
@@ -394,6 +413,17 @@ type memProv struct {
 	seq       int
 	keys      []provisioners.RequesterKey // instance_config keys a contract may set
 	lastReq   map[string]provisioners.Request
+	inventory *provisioners.Resources // what Resources answers (nil: an error)
+}
+
+// Resources implements provisioners.Inventory.
+func (m *memProv) Resources(context.Context) (provisioners.Resources, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.inventory == nil {
+		return provisioners.Resources{}, errors.New("no inventory")
+	}
+	return *m.inventory, nil
 }
 
 func newMemProv() *memProv {

@@ -71,6 +71,15 @@ and never downgrades.`,
 					fmt.Fprintln(ew, "auto-update is off (agent.auto_update = false); nothing to do")
 					return nil
 				}
+				// The version the API asked the running agent for (its
+				// heartbeat's upgradeToVersion), if any: installed only if
+				// newer, and a signed release like any other.
+				if req, ok, err := upgrade.TakeRequest(cfg.Agent.StateDir); err != nil {
+					fmt.Fprintf(ew, "warning: %v\n", err)
+				} else if ok && version == "" {
+					fmt.Fprintf(ew, "the API asked for dc-agent %s\n", req)
+					version = req
+				}
 			}
 			socket := config.DefaultStatusSocket
 			if cfg != nil {
