@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"slices"
 	"sync"
 	"time"
 
@@ -24,7 +25,15 @@ const maxQueuedHealth = 48
 // Which contracts are live comes from GET …/contracts/active where the
 // server has it, else from the fleet (the backends' instances that
 // reconcile keeps, and the ones just reported provisioned).
+//
+// A round woken before the next full one (a contract was just provisioned,
+// or reconcile found new ones) checks only the contracts not checked yet:
+// on a server that takes one request per check (the live API, 60 writes a
+// minute per IP) a full round per new contract would cost the square of
+// the fleet.
 func (a *Agent) healthLoop(ctx context.Context) error {
+	checked := map[string]bool{}
+	var fullDue time.Time
 	return a.repeat(ctx, loopHealth, func(ctx context.Context) (time.Duration, <-chan struct{}, error) {
 		e := a.acquireEnv()
 		defer a.releaseEnv(e)
@@ -37,6 +46,17 @@ func (a *Agent) healthLoop(ctx context.Context) error {
 			// No list yet: the first reconcile round fills the fleet and
 			// wakes this loop.
 			return untilWoken, a.healthWake, nil
+		}
+		now := a.now()
+		full := !now.Before(fullDue)
+		if full {
+			checked = map[string]bool{}
+			fullDue = now.Add(a.timing().HealthInterval)
+		} else {
+			jobs = slices.DeleteFunc(jobs, func(j healthJob) bool { return checked[j.cid] })
+		}
+		for _, j := range jobs {
+			checked[j.cid] = true
 		}
 		checks := a.checkAll(ctx, jobs)
 		if ctx.Err() != nil {
@@ -55,7 +75,7 @@ func (a *Agent) healthLoop(ctx context.Context) error {
 		a.obs.update(func(o *observer) { o.lastHealth = a.now() })
 		// A contract just provisioned (healthWake) need not wait a whole
 		// interval for its first health check.
-		return a.timing().HealthInterval, a.healthWake, nil
+		return fullDue.Sub(a.now()), a.healthWake, nil
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/decent-stuff/dc-agent/agent/status"
 	"github.com/decent-stuff/dc-agent/config"
@@ -187,3 +188,46 @@ func TestHealthFromReconcileWithoutActiveList(t *testing.T) {
 }
 
 var _ = config.TypeScript
+
+// A contract just provisioned gets its first health check at once, and
+// only it: the others wait for the next full round (one request per check
+// on the live API, 60 writes a minute).
+func TestNewContractCheckedAlone(t *testing.T) {
+	h := newHarness(t)
+	h.api.setFault(func(route string, body []byte) (int, string) {
+		if route == "healthBatch" {
+			return http.StatusNotFound, "not found"
+		}
+		return 0, ""
+	})
+	tm := fastTiming()
+	tm.HealthInterval = time.Hour
+	var cids []string
+	h.start(func(o *Options) { o.Timing = fixedTiming(tm) })
+	for range 4 {
+		cid := randomCID(t)
+		cids = append(cids, cid)
+		h.api.addContract(dcapi.PendingContract{ContractID: cid})
+		eventually(t, "its first health check", func() bool {
+			h.api.mu.Lock()
+			defer h.api.mu.Unlock()
+			for _, hc := range h.api.health {
+				if hc.ContractID == cid {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	h.api.mu.Lock()
+	defer h.api.mu.Unlock()
+	per := map[string]int{}
+	for _, hc := range h.api.health {
+		per[hc.ContractID]++
+	}
+	for _, cid := range cids {
+		if per[cid] != 1 {
+			t.Fatalf("health checks per contract %v, want 1 each within the hour", per)
+		}
+	}
+}

@@ -2,8 +2,11 @@
 // the figures (make bench). Each benchmark runs once (-benchtime 1x): they
 // are experiments with real time in them, not micro-benchmarks.
 //
-//	BenchmarkPickupLatency   contract created → provisioner called, long-poll
-//	                         vs 30 s polling, p50/p99 over 50 contracts
+//	BenchmarkPickupLatency   contract created → provisioner called with
+//	                         long-poll, p50/p99 over 50 contracts
+//	BenchmarkPickupNoLongPoll  the same against dc-api --profile live (no
+//	                         long-poll): dc-agent next to the Rust agent's
+//	                         30 s polling, with the reads per minute of each
 //	BenchmarkConcurrency     20 contracts on a backend taking 5 s each,
 //	                         max_concurrent_provisions 4 vs 1
 //	BenchmarkIdle            RSS and CPU of an idle `dc-agent run` over 60 s
@@ -196,7 +199,6 @@ func BenchmarkPickupLatency(b *testing.B) {
 		meanGap  time.Duration
 	}{
 		{"long-poll", true, 30, 150 * time.Millisecond},
-		{"poll-30s", false, 30, 2500 * time.Millisecond},
 	} {
 		b.Run(mode.name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
