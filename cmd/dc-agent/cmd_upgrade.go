@@ -36,8 +36,9 @@ waits up to --idle-wait, asking the agent's status socket); if the new version
 does not start, the old one is put back and started.
 
 --check only says whether a newer release exists. --auto is what the
-dc-agent-upgrade.timer runs: it does nothing unless agent.auto_update = true,
-and never downgrades.`,
+dc-agent-upgrade.timer (daily) and dc-agent-upgrade.path (when the agent
+passes on a version the API asks for) run: it does nothing unless
+agent.auto_update = true, and never downgrades.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := signalContext(cmd)

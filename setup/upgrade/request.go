@@ -8,15 +8,17 @@ import (
 	"strings"
 
 	"github.com/decent-stuff/dc-agent/identity"
+	"github.com/decent-stuff/dc-agent/packaging"
 )
 
 // RequestFile is where the running agent leaves the version the API asked
 // it to run (a heartbeat's upgradeToVersion, with agent.auto_update on),
 // in its state directory: the agent runs unprivileged and cannot replace
-// its binary; the root upgrade job (`dc-agent upgrade --auto`, the
-// dc-agent-upgrade timer) takes the request and installs that version —
-// a signed release, only if it is newer than the installed one.
-const RequestFile = "upgrade-request"
+// its binary; the root upgrade job (`dc-agent upgrade --auto`, started at
+// once by dc-agent-upgrade.path, else by the daily timer) takes the
+// request and installs that version — a signed release, only if it is
+// newer than the installed one.
+const RequestFile = packaging.UpgradeRequestFile
 
 // WriteRequest records version in stateDir (atomically, 0600).
 func WriteRequest(stateDir, version string) error {
