@@ -257,12 +257,15 @@ type healthDetails struct {
 func (a *Agent) checkOne(parent context.Context, j healthJob) (dcapi.HealthCheck, bool) {
 	ctx, cancel := context.WithTimeout(parent, a.timing().HealthCheckTime)
 	defer cancel()
+	_, pausedBefore := a.store.Paused(j.cid)
 	h, err := j.b.p.HealthCheck(ctx, j.ext)
 	if parent.Err() != nil {
 		return dcapi.HealthCheck{}, false // stopping: no verdict
 	}
-	if _, paused := a.store.Paused(j.cid); paused {
-		return dcapi.HealthCheck{}, false // stopped on purpose meanwhile: not unhealthy
+	// Stopped on purpose when the check began (it may be starting again
+	// now: the record goes once it runs) or meanwhile: not unhealthy.
+	if _, paused := a.store.Paused(j.cid); paused || pausedBefore {
+		return dcapi.HealthCheck{}, false
 	}
 	return a.healthRecord(j.cid, h, err), true
 }

@@ -231,3 +231,42 @@ func TestNewContractCheckedAlone(t *testing.T) {
 		}
 	}
 }
+
+// blockingHealth holds a health check until released, reporting the
+// instance down (it is stopped).
+type blockingHealth struct {
+	*memProv
+	started, release chan struct{}
+}
+
+func (b *blockingHealth) HealthCheck(ctx context.Context, ext string) (provisioners.Health, error) {
+	close(b.started)
+	<-b.release
+	return provisioners.Health{Status: provisioners.Unhealthy, Reason: "stopped"}, nil
+}
+
+// A health check begun while the instance was stopped for a paused
+// contract, and finished after it was started again (the pause record
+// gone), is not reported: it saw the pause, not a fault.
+func TestCheckAcrossResumeDropped(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	cid := randomCID(t)
+	if err := h.a.store.PutPaused(PausedRecord{ContractID: cid, ExternalID: "mem-1", Provisioner: config.TypeScript, Reason: "dispute", Since: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	bp := &blockingHealth{memProv: newMemProv(), started: make(chan struct{}), release: make(chan struct{})}
+	reported := make(chan bool)
+	go func() {
+		_, ok := h.a.checkOne(context.Background(), healthJob{cid: cid, ext: "mem-1", b: &backend{typ: config.TypeScript, p: bp}})
+		reported <- ok
+	}()
+	<-bp.started
+	if err := h.a.store.DeletePaused(cid); err != nil { // resumed meanwhile
+		t.Fatal(err)
+	}
+	close(bp.release)
+	if <-reported {
+		t.Fatal("a check that began while the instance was paused was reported")
+	}
+}

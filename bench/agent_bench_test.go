@@ -177,6 +177,25 @@ func (r *recorder) get(cid string) (time.Time, bool) {
 	return t, ok
 }
 
+// latencies waits (until deadline) for each contract of order to reach
+// the provisioner and returns how long each took from created.
+func (r *recorder) latencies(order []string, created map[string]time.Time, deadline time.Time) ([]time.Duration, error) {
+	var lat []time.Duration
+	for _, cid := range order {
+		for {
+			if t, ok := r.get(cid); ok {
+				lat = append(lat, t.Sub(created[cid]))
+				break
+			}
+			if time.Now().After(deadline) {
+				return lat, fmt.Errorf("contract %s never reached the provisioner", cid)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	return lat, nil
+}
+
 func percentile(ds []time.Duration, p float64) time.Duration {
 	s := append([]time.Duration(nil), ds...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
@@ -218,19 +237,9 @@ func BenchmarkPickupLatency(b *testing.B) {
 					created[cid] = at
 					order = append(order, cid)
 				}
-				var lat []time.Duration
-				deadline := time.Now().Add(time.Duration(mode.interval)*time.Second*2 + 30*time.Second)
-				for _, cid := range order {
-					for {
-						if t, ok := rec.get(cid); ok {
-							lat = append(lat, t.Sub(created[cid]))
-							break
-						}
-						if time.Now().After(deadline) {
-							b.Fatalf("contract %s never reached the provisioner", cid)
-						}
-						time.Sleep(5 * time.Millisecond)
-					}
+				lat, err := rec.latencies(order, created, time.Now().Add(time.Duration(mode.interval)*time.Second*2+30*time.Second))
+				if err != nil {
+					b.Fatal(err)
 				}
 				p50, p99 := percentile(lat, 0.5), percentile(lat, 0.99)
 				b.ReportMetric(float64(p50)/1e6, "p50-ms")

@@ -147,19 +147,9 @@ func runPickup(b *testing.B, name string, gaps []time.Duration) pickup {
 		cid := acc.CreateContract(srv, apitest.ContractSpec{})
 		created[cid], order = at, append(order, cid)
 	}
-	var lat []time.Duration
-	deadline := time.Now().Add(2 * time.Minute)
-	for _, cid := range order {
-		for {
-			if t, ok := seen.get(cid); ok {
-				lat = append(lat, t.Sub(created[cid]))
-				break
-			}
-			if time.Now().After(deadline) {
-				return pickup{err: fmt.Errorf("%s: contract %s was never picked up", name, cid)}
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+	lat, err := seen.latencies(order, created, time.Now().Add(2*time.Minute))
+	if err != nil {
+		return pickup{err: fmt.Errorf("%s: %w", name, err)}
 	}
 	window := time.Since(start)
 	reads := srv.CountRequests("GET", dcapi.APIPrefix, 0) - reads0
