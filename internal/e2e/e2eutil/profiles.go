@@ -1,10 +1,8 @@
 package e2eutil
 
 import (
-	"bytes"
+	"context"
 	"crypto/ed25519"
-	"encoding/json"
-	"net/http"
 	"testing"
 	"time"
 
@@ -36,8 +34,8 @@ func (p Profile) Options() []apitest.Option {
 
 // Account is a provider with one agent registered as the profile's server
 // registers agents: a delegation signed by the provider (default), or a
-// pool and a one-time setup token redeemed over HTTP, unsigned, as
-// `dc-agent register --setup-token` does (live: POST /api/v1/agents/setup,
+// pool and a one-time setup token redeemed over HTTP, unsigned, with
+// dcapi.SetupAgent as `dc-agent register --setup-token` does (live: POST /api/v1/agents/setup,
 // api/src/openapi/agents.rs).
 type Account struct {
 	Provider *apitest.Provider
@@ -61,33 +59,14 @@ func (p Profile) Enroll(t testing.TB, srv *apitest.Server, provisionerType strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := RedeemSetupToken(srv.URL, srv.SetupToken(pool, time.Hour), identity.PublicHex(key))
+	res, err := dcapi.SetupAgent(context.Background(), srv.URL, dcapi.AgentSetupRequest{Token: srv.SetupToken(pool, time.Hour), AgentPubkey: identity.PublicHex(key)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.ProviderPubkey != prov.Pubkey || res.PoolID != pool.PoolID {
 		t.Fatalf("setup answered %+v for provider %s pool %s", res, prov.Pubkey, pool.PoolID)
 	}
-	return &Account{Provider: prov, AgentKey: key, Pool: pool, Setup: res}
-}
-
-// RedeemSetupToken registers agentPubkey with a setup token: POST
-// /api/v1/agents/setup {token, agentPubkey}, unsigned.
-func RedeemSetupToken(endpoint, token, agentPubkey string) (*dcapi.AgentSetupResponse, error) {
-	body, _ := json.Marshal(dcapi.AgentSetupRequest{Token: token, AgentPubkey: agentPubkey})
-	resp, err := http.Post(endpoint+dcapi.APIPrefix+"/agents/setup", "application/json", bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var env dcapi.Envelope[dcapi.AgentSetupResponse]
-	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil {
-		return nil, err
-	}
-	if !env.Success {
-		return nil, &dcapi.Error{Method: http.MethodPost, Path: "/agents/setup", StatusCode: resp.StatusCode, Message: env.Error}
-	}
-	return &env.Data, nil
+	return &Account{Provider: prov, AgentKey: key, Pool: pool, Setup: &res}
 }
 
 // CreateContract creates a contract of the account's provider that its
