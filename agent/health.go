@@ -229,8 +229,10 @@ func (a *Agent) healthInBatches(ctx context.Context, jobs []healthJob, results [
 	}
 	for b, idx := range byBackend {
 		ids := make([]string, len(idx))
+		pausedBefore := make([]bool, len(idx))
 		for k, i := range idx {
 			ids[k] = jobs[i].ext
+			_, pausedBefore[k] = a.store.Paused(jobs[i].cid)
 		}
 		a.live.expect(loopHealth, a.timing().HealthCheckTime)
 		bctx, cancel := context.WithTimeout(ctx, a.timing().HealthCheckTime)
@@ -241,6 +243,12 @@ func (a *Agent) healthInBatches(ctx context.Context, jobs []healthJob, results [
 			continue
 		}
 		for k, i := range idx {
+			// An instance stopped for a pause when the batch began, or
+			// meanwhile, is left to checkOne (which drops what a pause
+			// explains).
+			if _, paused := a.store.Paused(jobs[i].cid); paused || pausedBefore[k] {
+				continue
+			}
 			if h, found := got[ids[k]]; found {
 				results[i], ok[i] = a.healthRecord(jobs[i].cid, h, nil), true
 			}
