@@ -168,6 +168,7 @@ type Agent struct {
 	// or refused a plaintext root password: passwords of contracts without
 	// requester_pubkey are sealed to the requester's SSH key.
 	sealOnly atomic.Bool
+	tenant   *tenantWork // tenant requests (tenant.go)
 }
 
 // env is everything a config reload replaces.
@@ -226,6 +227,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		progress:   make(chan struct{}),
 		resume:     make(chan struct{}),
 		hardStop:   make(chan struct{}),
+		tenant:     newTenantWork(),
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
@@ -495,6 +497,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	start(&loops, loopHealth, loopCtx, a.healthLoop)
 	start(&loops, loopReconcile, loopCtx, a.reconcileLoop)
 	start(&loops, loopOutbox, loopCtx, a.outboxLoop)
+	start(&loops, loopTenant, loopCtx, a.tenantLoop)
 	loops.Add(1)
 	go func() {
 		defer loops.Done()
@@ -689,7 +692,8 @@ func featureNames(f provisioners.Features) []string {
 	for _, x := range []struct {
 		on   bool
 		name string
-	}{{f.Terminate, "terminate"}, {f.List, "list"}, {f.Health, "health"}, {f.GetByID, "get"}, {f.Inventory, "inventory"}, {f.Manual, "manual"}} {
+	}{{f.Terminate, "terminate"}, {f.List, "list"}, {f.Health, "health"}, {f.GetByID, "get"}, {f.Inventory, "inventory"}, {f.Manual, "manual"},
+		{f.ResetPassword, "reset_password"}, {f.RotateSSHKey, "rotate_ssh_key"}} {
 		if x.on {
 			out = append(out, x.name)
 		}

@@ -31,8 +31,8 @@ func ParseCrashAt(spec string) (func(string), error) {
 		}
 		point, nth = p, v
 	}
-	if !slices.Contains(CrashPoints, point) {
-		return nil, fmt.Errorf("crash point %q is not one of %s", point, strings.Join(CrashPoints, ", "))
+	if all := append(slices.Clone(CrashPoints), TenantCrashPoints...); !slices.Contains(all, point) {
+		return nil, fmt.Errorf("crash point %q is not one of %s", point, strings.Join(all, ", "))
 	}
 	var seen atomic.Int64
 	return func(p string) {

@@ -17,9 +17,10 @@ const (
 	loopHealth    = "health"
 	loopReconcile = "reconcile"
 	loopOutbox    = "outbox"
+	loopTenant    = "tenant"
 )
 
-var loopOrder = []string{loopContracts, loopHeartbeat, loopHealth, loopReconcile, loopOutbox}
+var loopOrder = []string{loopContracts, loopHeartbeat, loopHealth, loopReconcile, loopOutbox, loopTenant}
 
 // untilWoken is the wait of a round that has nothing to do until its wake
 // channel fires: no deadline (the loop is idle, not late).

@@ -54,6 +54,14 @@ type Timing struct {
 	// (in ReadMinute): half the live API's per-IP write limit; ≤ 5: not
 	// spaced.
 	HealthWritesPerMinute int
+	// Tenant requests (tenant.go): how often the pending lists are read
+	// (the reset list only every TenantPollStreamed while the event stream
+	// runs), how long a request's transient failures are retried before
+	// the tenant is told, how long a request the API keeps listing after
+	// a reported failure waits before it is tried again (doubling, at most
+	// a day), the timeout of one backend call, and how long the event
+	// stream may stay silent (not scaled: the server's keep-alive is not).
+	TenantPoll, TenantPollStreamed, TenantRetry, TenantCooldown, TenantCallTime, StreamIdle time.Duration
 	// Backend bounds the backends' own long waits (provisioners.Deps).
 	Backend provisioners.Timeouts
 }
@@ -107,6 +115,9 @@ func TimingFromConfig(cfg *config.Config) Timing {
 		ReadMinute:         time.Minute,
 
 		HealthWritesPerMinute: 30,
+		// 2 reads a minute at most, of the live API's 120 per IP.
+		TenantPoll: time.Minute, TenantPollStreamed: 5 * time.Minute, TenantRetry: 10 * time.Minute,
+		TenantCooldown: time.Hour, TenantCallTime: 5 * time.Minute, StreamIdle: 90 * time.Second,
 	}
 	if cfg.Polling.LongPoll != nil && !*cfg.Polling.LongPoll {
 		t.LongPollWait = 0
@@ -134,7 +145,8 @@ func (t Timing) Scaled(f float64) Timing {
 		&t.OrphanGrace, &t.HeartbeatDefault, &t.HeartbeatMin, &t.HeartbeatMax, &t.BackoffBase, &t.BackoffMax, &t.LockRenew,
 		&t.RetryCooldown, &t.RetryCooldownMax, &t.OutboxFlush, &t.StatusEvery, &t.LivenessSlack,
 		&t.InventoryEvery, &t.BatchRetry, &t.Backend.Task, &t.Backend.Create, &t.Backend.RetryWait,
-		&t.ProvisionRetry, &t.ProvisionRetryBase, &t.ProvisionRetryMax, &t.ReadMinute} {
+		&t.ProvisionRetry, &t.ProvisionRetryBase, &t.ProvisionRetryMax, &t.ReadMinute,
+		&t.TenantPoll, &t.TenantPollStreamed, &t.TenantRetry, &t.TenantCooldown} {
 		s(d)
 	}
 	// Long-poll waits are whole seconds on the wire; a scaled wait below one

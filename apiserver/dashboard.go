@@ -79,6 +79,9 @@ type dashProvider struct {
 	ChartH      int
 	Contracts   []dashContract
 	AgentRows   []dashAgent
+	// Requests: the provider's tenant requests, pending and failed (the
+	// page is public: counts only, never a tenant's failure message).
+	Requests string
 }
 
 type dashBar struct {
@@ -225,7 +228,7 @@ func clientAddr(r *http.Request) string {
 	return host
 }
 
-// dashboardData builds a snapshot from one read of the store (five queries
+// dashboardData builds a snapshot from one read of the store (six queries
 // whatever the number of providers).
 func (s *Server) dashboardData(ctx context.Context) (*dashSnapshot, error) {
 	now := s.now()
@@ -281,6 +284,10 @@ func (s *Server) dashboardData(ctx context.Context) (*dashSnapshot, error) {
 				dc.Health = *c.LastHealthStatus
 			}
 			dp.Contracts = append(dp.Contracts, dc)
+		}
+		dp.Requests = fmt.Sprintf("%d pending", p.TenantPending)
+		if p.TenantFailed > 0 {
+			dp.Requests += fmt.Sprintf(" · %d failed", p.TenantFailed)
 		}
 		page.Active += dp.Active
 		page.Pending += dp.Pending

@@ -45,6 +45,7 @@ func (s *Server) routes() {
 	m.HandleFunc("DELETE "+p+"/providers/{pubkey}/agent-delegations/{agentPubkey}", s.signed(endpoint{access: providerOnly}, s.revokeDelegation))
 
 	poolRoutes(m, func(h authedHandler) http.HandlerFunc { return s.signed(endpoint{access: providerOnly}, h) }, s)
+	tenantRoutes(m, s)
 
 	m.HandleFunc("GET "+p+"/providers/{pubkey}/agent-status", s.public(s.agentStatus))
 	m.HandleFunc("GET "+p+"/providers/{pubkey}/health-summary", s.public(s.healthSummary))

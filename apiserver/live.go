@@ -29,8 +29,6 @@ func (s *Server) liveRoutes() *http.ServeMux {
 
 	// api/src/openapi/providers.rs
 	m.HandleFunc("GET "+p+"/providers/{pubkey}/contracts/pending-provision", agent(s.livePending))
-	m.HandleFunc("GET "+p+"/providers/{pubkey}/contracts/pending-password-reset", s.signedLive(liveEither, s.liveNoRequests))
-	m.HandleFunc("GET "+p+"/providers/{pubkey}/contracts/pending-ssh-key-rotation", agent(s.liveNoRequests))
 	m.HandleFunc("PUT "+p+"/provider/rental-requests/{cid}/provisioning", s.signedLive(liveEither, s.liveProvisioning))
 	m.HandleFunc("POST "+p+"/providers/{pubkey}/reconcile", agent(s.liveReconcile))
 	m.HandleFunc("PUT "+p+"/providers/{pubkey}/contracts/{cid}/terminated", agent(s.liveTerminated))
@@ -38,6 +36,7 @@ func (s *Server) liveRoutes() *http.ServeMux {
 	m.HandleFunc("POST "+p+"/providers/{pubkey}/contracts/{cid}/lock", agent(s.liveLock))
 	m.HandleFunc("DELETE "+p+"/providers/{pubkey}/contracts/{cid}/lock", agent(s.liveUnlock))
 	poolRoutes(m, provider, s)
+	tenantRoutes(m, s) // pending-password-reset, …/password, the event stream (tenant.go)
 	// api/src/openapi/agents.rs
 	m.HandleFunc("POST "+p+"/providers/{pubkey}/heartbeat", agent(s.liveHeartbeat))
 	m.HandleFunc("POST "+p+"/contracts/{cid}/health", agent(s.liveHealth))
@@ -124,17 +123,6 @@ func (s *Server) livePending(w http.ResponseWriter, r *http.Request, c *caller) 
 			ProvisionerType: p.ProvisionerType, ProvisionerConfig: p.ProvisionerConfig, PostProvisionScript: p.PostProvisionScript}
 	}
 	writeJSON(w, http.StatusOK, out)
-	return nil
-}
-
-// liveNoRequests answers pending-password-reset and
-// pending-ssh-key-rotation: dc-api has no tenants to ask for either, so the
-// list is always empty.
-func (s *Server) liveNoRequests(w http.ResponseWriter, r *http.Request, c *caller) error {
-	if _, err := livePath(r, c, "Unauthorized: can only access your own provider's contracts"); err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, []struct{}{})
 	return nil
 }
 

@@ -901,7 +901,7 @@ func tokenData(t *testing.T, e *env, d json.RawMessage) {
 // request and the exact answer of both profiles (PostgreSQL runs the
 // pool and token rules too: TestSetupTokenOverHTTP).
 func TestProfileRules(t *testing.T) {
-	for _, r := range profileRules() {
+	for _, r := range append(profileRules(), tenantRules()...) {
 		for _, profile := range []string{apiserver.ProfileDefault, apiserver.ProfileLive} {
 			t.Run(r.name+"/"+profile, func(t *testing.T) {
 				t.Parallel()

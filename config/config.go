@@ -213,6 +213,9 @@ type ScriptConfig struct {
 	Resume         string `toml:"resume,omitempty"`
 	TimeoutSeconds int    `toml:"timeout_seconds"`
 	MaxOutputBytes int    `toml:"max_output_bytes,omitempty"`
+	// ResetPassword and RotateSSHKey serve tenant requests (optional).
+	ResetPassword string `toml:"reset_password,omitempty"`
+	RotateSSHKey  string `toml:"rotate_ssh_key,omitempty"`
 }
 
 // ManualConfig is [provisioner.manual].

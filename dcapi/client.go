@@ -197,16 +197,7 @@ func (c *Client) DoRaw(ctx context.Context, method, path string, query url.Value
 	if err != nil {
 		return nil, fmt.Errorf("build %s %s: %w", method, path, err)
 	}
-	ts := strconv.FormatInt(c.now().UnixNano(), 10)
-	nonce := uuid.NewString()
-	req.Header.Set(HeaderTimestamp, ts)
-	req.Header.Set(HeaderNonce, nonce)
-	if c.providerMode {
-		req.Header.Set(HeaderPublicKey, c.keyHex)
-	} else {
-		req.Header.Set(HeaderAgentPubkey, c.keyHex)
-	}
-	req.Header.Set(HeaderSignature, identity.SignRequest(c.key, ts, nonce, method, signedPath, raw))
+	c.sign(req.Header, method, signedPath, raw)
 	if raw != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -255,6 +246,21 @@ func (c *Client) roundTrip(req *http.Request, method, path string) (*Response, [
 			Message: fmt.Sprintf("response larger than %d bytes; refusing to read it", c.maxResponse)}
 	}
 	return r, data, nil
+}
+
+// sign sets the signed-request headers (PROTOCOL.md §2) for method,
+// signedPath (the escaped path as sent, with the API prefix) and body raw.
+func (c *Client) sign(h http.Header, method, signedPath string, raw []byte) {
+	ts := strconv.FormatInt(c.now().UnixNano(), 10)
+	nonce := uuid.NewString()
+	h.Set(HeaderTimestamp, ts)
+	h.Set(HeaderNonce, nonce)
+	if c.providerMode {
+		h.Set(HeaderPublicKey, c.keyHex)
+	} else {
+		h.Set(HeaderAgentPubkey, c.keyHex)
+	}
+	h.Set(HeaderSignature, identity.SignRequest(c.key, ts, nonce, method, signedPath, raw))
 }
 
 // checkPath refuses path segments that would change which endpoint is

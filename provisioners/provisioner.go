@@ -150,13 +150,22 @@ type Pauser interface {
 // instance's root password through their own control channel (guest agent,
 // cloud API, container exec) — never by logging in to the tenant's machine.
 type PasswordResetter interface {
-	ResetPassword(ctx context.Context, externalID, password string) error
+	// ResetPassword sets the login user's password of contractID's instance
+	// externalID to password and returns
+	// the password now in force: password itself, or one the backend's
+	// API chose (Hetzner's reset_password picks its own). Setting the same
+	// password again must be harmless: after a crash the agent repeats the
+	// call with the password it journaled.
+	ResetPassword(ctx context.Context, contractID, externalID, password string) (string, error)
 }
 
-// KeyRotator is implemented by backends that can replace the tenant's SSH
-// key of a running instance through their own control channel.
+// KeyRotator is implemented by backends that can add the tenant's new SSH
+// key to a running instance through their own control channel.
 type KeyRotator interface {
-	RotateSSHKey(ctx context.Context, externalID, pubkey string) error
+	// RotateSSHKey adds pubkey (one line from CheckSSHKeyLine) to the login
+	// user's authorized_keys, with the owner and mode sshd accepts; a key
+	// already there is not added twice (AddAuthorizedKey).
+	RotateSSHKey(ctx context.Context, contractID, externalID, pubkey string) error
 }
 
 // Resources is a backend's capacity, reported with the heartbeat (the

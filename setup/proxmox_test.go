@@ -212,6 +212,13 @@ func (f *fixture) checkNode(major, templates int) {
 			!st.Has(PVETokenID, "/sdn/zones/localnetwork/vmbr0", "SDN.Use") || st.Has(PVETokenID, "/", "Sys.Audit") {
 			t.Error("token rights are not exactly what the provisioner needs")
 		}
+		// Tenant requests: the token may make every guest agent call they
+		// need, by the simulator's own rule of each PVE major.
+		for _, cmd := range []string{"set-user-password", "file-read", "file-write", "exec"} {
+			if need := pve.AgentCommandPrivs(major, cmd); !st.HasAny(PVETokenID, "/pool/"+PVEPool, need...) {
+				t.Errorf("PVE %d: the token may not call the guest agent's %s (needs one of %v)", major, cmd, need)
+			}
+		}
 	})
 }
 

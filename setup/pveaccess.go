@@ -26,15 +26,31 @@ func AgentAuditPriv(major int) string {
 	return "VM.Monitor"
 }
 
+// AgentTenantPriv is what tenant password resets and SSH key rotations
+// through the guest agent need beyond the agent reads: nothing on PVE 8
+// (VM.Monitor covers every agent command), VM.GuestAgent.Unrestricted on
+// PVE 9, where set-user-password and exec demand it (qemu-server 9.x,
+// PVE/API2/Qemu/Agent.pm; it also allows file-read and file-write).
+func AgentTenantPriv(major int) string {
+	if major >= 9 {
+		return "VM.GuestAgent.Unrestricted"
+	}
+	return ""
+}
+
 // AgentPrivileges is the privilege list of the role DCAgent for PVE major
 // version major: exactly what the Proxmox provisioner does to the VMs it
 // creates (allocate by cloning into the pool, configure, resize, power,
-// read the guest agent, destroy), sorted. Templates, storage and bridge
+// read the guest agent, set a tenant's password or key through it,
+// destroy), sorted. Templates, storage and bridge
 // get PVE's built-in read/use roles instead (see Layout.Grants), so the
 // token can neither change nor delete a template.
 func AgentPrivileges(major int) []string {
 	p := []string{"VM.Allocate", "VM.Audit", "VM.Config.CPU", "VM.Config.Cloudinit", "VM.Config.Disk",
 		"VM.Config.Memory", "VM.Config.Network", "VM.Config.Options", "VM.PowerMgmt", AgentAuditPriv(major)}
+	if t := AgentTenantPriv(major); t != "" {
+		p = append(p, t)
+	}
 	sort.Strings(p)
 	return slices.Compact(p)
 }

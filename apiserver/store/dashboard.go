@@ -29,6 +29,9 @@ type DashboardProvider struct {
 	LatSum  int64
 	LatN    int64
 	Days    []HealthBucket
+	// TenantPending and TenantFailed count the latest tenant requests of
+	// its contracts (tenant_requests) not yet carried out and failed.
+	TenantPending, TenantFailed int
 }
 
 // DashboardAgent is one agent of a provider as the dashboard lists it.
@@ -48,11 +51,11 @@ type DashboardContract struct {
 }
 
 // Dashboard reads everything the public dashboard shows, for every
-// provider, in five queries whatever their number: providers, agents,
-// contract counts, the latest contracts (latest per provider), and the
-// hourly health roll-up from which the summary over days (from
-// SummaryPeriodStart) and chartDays daily buckets (as HealthHistory) are
-// summed.
+// provider, in six queries whatever their number: providers, agents,
+// contract counts, the latest contracts (latest per provider), tenant
+// request counts, and the hourly health roll-up from which the summary
+// over days (from SummaryPeriodStart) and chartDays daily buckets (as
+// HealthHistory) are summed.
 func (s *Store) Dashboard(ctx context.Context, nowNs int64, days, chartDays, latest int) ([]DashboardProvider, error) {
 	provs, err := s.ListProviders(ctx)
 	if err != nil {
@@ -144,6 +147,28 @@ func (s *Store) Dashboard(ctx context.Context, nowNs int64, days, chartDays, lat
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dashboard latest contracts: %w", err)
+	}
+
+	rows, err = s.r.QueryContext(ctx, `SELECT c.provider_pubkey,
+			SUM(CASE WHEN r.done_at_ns IS NULL THEN 1 ELSE 0 END),
+			SUM(CASE WHEN r.done_at_ns IS NOT NULL AND r.error IS NOT NULL THEN 1 ELSE 0 END)
+		FROM tenant_requests r JOIN contracts c ON c.contract_id = r.contract_id GROUP BY c.provider_pubkey`)
+	if err != nil {
+		return nil, fmt.Errorf("dashboard tenant requests: %w", err)
+	}
+	err = scanAll(rows, func() error {
+		var prov string
+		var pending, failed int
+		if err := rows.Scan(&prov, &pending, &failed); err != nil {
+			return err
+		}
+		if p := idx[prov]; p != nil {
+			p.TenantPending, p.TenantFailed = pending, failed
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dashboard tenant requests: %w", err)
 	}
 
 	rows, err = s.r.QueryContext(ctx, s.q(`SELECT provider_pubkey, hour_start_ns, total, healthy, unhealthy, unknown, latency_sum, latency_count

@@ -40,6 +40,21 @@ func TestDashboardMatchesPerProviderReads(t *testing.T) {
 				if _, err := s.UpdateProvisioning(f.ctx, f.pub, id, f.agent, provisioned(fmt.Sprint("vm", c)), f.now); err != nil {
 					t.Fatal(err)
 				}
+				// Tenant requests: a pending reset, a failed rotation, or
+				// (c%4 == 3) both.
+				if c%2 == 1 {
+					if _, err := s.RequestPasswordReset(f.ctx, id, now); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if c%4 >= 2 {
+					if _, err := s.RequestKeyRotation(f.ctx, id, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA k", now); err != nil {
+						t.Fatal(err)
+					}
+					if err := s.FailTenantRequest(f.ctx, f.pub, id, RequestKeyRotation, "no guest agent", now); err != nil {
+						t.Fatal(err)
+					}
+				}
 				for d := range 40 { // a check a day, some unhealthy, as they happen
 					at := now - int64(d)*dayNs - int64(r.IntN(int(time.Hour)))
 					st := dcapi.HealthHealthy
@@ -95,6 +110,18 @@ func TestDashboardMatchesPerProviderReads(t *testing.T) {
 			if d.Summary.Total != sum.TotalChecks || d.Summary.Healthy != sum.HealthyChecks || d.Summary.Unhealthy != sum.UnhealthyChecks ||
 				(sum.AvgLatencyMs == nil) != (d.LatN == 0) || d.LatN > 0 && float64(d.LatSum)/float64(d.LatN) != *sum.AvgLatencyMs {
 				t.Errorf("%s: summary %+v lat %d/%d, want %+v", d.Name, d.Summary, d.LatSum, d.LatN, sum)
+			}
+			reqs, _ := s.ProviderTenantRequests(provs[0].ctx, d.Pubkey)
+			pending, failed := 0, 0
+			for _, r := range reqs {
+				if r.DoneAtNs == nil {
+					pending++
+				} else if r.Error != nil {
+					failed++
+				}
+			}
+			if d.TenantPending != pending || d.TenantFailed != failed {
+				t.Errorf("%s: tenant requests %d pending %d failed, want %d and %d", d.Name, d.TenantPending, d.TenantFailed, pending, failed)
 			}
 			hist, _ := s.HealthHistory(provs[0].ctx, d.Pubkey, now, dayNs, 30)
 			if fmt.Sprint(hist) != fmt.Sprint(d.Days) {

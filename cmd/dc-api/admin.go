@@ -90,9 +90,10 @@ type createFlags struct {
 }
 
 func newContractCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "contract", Short: "Create, list, show, cancel, pause, resume and expire contracts"}
+	cmd := &cobra.Command{Use: "contract", Short: "Create, list, show, cancel, pause, resume and expire contracts; tenant requests"}
 	cmd.AddCommand(newContractCreateCmd(g), newContractListCmd(g), newContractShowCmd(g), newContractCancelCmd(g))
 	cmd.AddCommand(newContractStateCmds(g)...)
+	cmd.AddCommand(newTenantRequestCmds(g)...)
 	return cmd
 }
 

@@ -213,8 +213,9 @@ func TestCLIErrors(t *testing.T) {
 			t.Errorf("dc-api %s: exit %d, stderr %q; want exit %d mentioning %q", strings.Join(tc.args, " "), code, errs, tc.code, tc.want)
 		}
 	}
-	if out := mustCLI(t, "--db", dsn, "migrate"); !regexp.MustCompile(`schema version (\d+) \(latest (\d+)\)`).MatchString(out) ||
-		regexp.MustCompile(`schema version (\d+)`).FindStringSubmatch(out)[1] != regexp.MustCompile(`latest (\d+)`).FindStringSubmatch(out)[1] {
+	// Migrated to the latest schema, whatever its number.
+	out := mustCLI(t, "--db", dsn, "migrate")
+	if m := regexp.MustCompile(`schema version (\d+) \(latest (\d+)\)`).FindStringSubmatch(out); m == nil || m[1] != m[2] {
 		t.Errorf("migrate = %q", out)
 	}
 }

@@ -16,10 +16,14 @@
 //	kill-parent  if present, removed, and the caller (the agent) is
 //	             SIGKILLed after the instance is created, before the answer
 //	calls.log    written: one JSON line per call {time, action, contract_id}
+//
+// It also serves the tenant actions reset_password and rotate_ssh_key,
+// recording the password's hash and the added keys in the instance.
 package demobackend
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -27,6 +31,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -50,6 +55,17 @@ type Instance struct {
 	CreatedAt  time.Time `json:"created_at"`
 	// Stopped: paused (the pause action); resume starts it again.
 	Stopped bool `json:"stopped,omitempty"`
+	// Tenant requests: the login password's SHA-256 (hex) and how often
+	// reset_password set one; the keys rotate_ssh_key added, in order.
+	PasswordHash   string   `json:"password_hash,omitempty"`
+	PasswordSets   int      `json:"password_sets,omitempty"`
+	AuthorizedKeys []string `json:"authorized_keys,omitempty"`
+}
+
+// PasswordHash is how the demo backend keeps a password.
+func PasswordHash(pw string) string {
+	h := sha256.Sum256([]byte(pw))
+	return hex.EncodeToString(h[:])
 }
 
 // Call is one line of calls.log.
@@ -90,6 +106,8 @@ type input struct {
 	InstanceName *string        `json:"instance_name"`
 	WantPassword *bool          `json:"want_password"`
 	Config       map[string]any `json:"instance_config"`
+	Password     *string        `json:"password"`
+	SSHPubkey    *string        `json:"requester_ssh_pubkey"`
 }
 
 type output struct {
@@ -185,6 +203,8 @@ func (b *Backend) handle(stdin io.Reader) output {
 		return output{Success: true}
 	case "list":
 		return output{Success: true, Instances: b.list()}
+	case "reset_password", "rotate_ssh_key":
+		return b.tenantRequest(in)
 	}
 	return fail(fmt.Sprintf("unknown action %q", in.Action), false)
 }
@@ -274,6 +294,36 @@ func (b *Backend) failTimes() (string, bool) {
 		return os.WriteFile(p, []byte(fmt.Sprintf("%d:%s", left-1, text)), 0o644)
 	})
 	return msg, fails
+}
+
+// tenantRequest sets the password (reset_password) or adds the key
+// (rotate_ssh_key, once) of an instance; a missing instance is a failure.
+func (b *Backend) tenantRequest(in input) output {
+	id := deref(in.ExternalID)
+	var found bool
+	err := b.locked(func() error {
+		for _, inst := range b.list() {
+			if inst.ExternalID != id {
+				continue
+			}
+			found = true
+			if in.Action == "reset_password" {
+				inst.PasswordHash = PasswordHash(deref(in.Password))
+				inst.PasswordSets++
+			} else if k := deref(in.SSHPubkey); !slices.Contains(inst.AuthorizedKeys, k) {
+				inst.AuthorizedKeys = append(inst.AuthorizedKeys, k)
+			}
+			return b.write(inst)
+		}
+		return nil
+	})
+	switch {
+	case err != nil:
+		return fail(err.Error(), true)
+	case !found:
+		return fail("instance "+id+" does not exist", false)
+	}
+	return output{Success: true}
 }
 
 func instanceJSON(inst Instance, password string) map[string]any {

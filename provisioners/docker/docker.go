@@ -214,7 +214,7 @@ func (p *Provisioner) Type() string { return Type }
 
 // Features implements provisioners.Provisioner.
 func (p *Provisioner) Features() provisioners.Features {
-	return provisioners.Features{Terminate: true, List: true, Health: true, GetByID: true, Inventory: true, Pause: true}
+	return provisioners.Features{Terminate: true, List: true, Health: true, GetByID: true, Inventory: true, Pause: true, ResetPassword: true, RotateSSHKey: true}
 }
 
 // Close releases the client.
@@ -543,15 +543,24 @@ func tail(s string) string {
 
 // copyAuthorizedKeys puts the key into /root/.ssh of a created container.
 func (p *Provisioner) copyAuthorizedKeys(ctx context.Context, id, keyLine string) error {
+	if err := p.putAuthorizedKeys(ctx, id, []byte(keyLine+"\n"), "root/", "root/.ssh/"); err != nil {
+		return p.classify("install SSH key in container", err)
+	}
+	return nil
+}
+
+// putAuthorizedKeys copies body in as /root/.ssh/authorized_keys, root:root
+// 0600, with the directories dirs (root/…/, made or set 0700) before it.
+func (p *Provisioner) putAuthorizedKeys(ctx context.Context, id string, body []byte, dirs ...string) error {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	now := time.Now()
-	body := []byte(keyLine + "\n")
-	for _, h := range []*tar.Header{
-		{Typeflag: tar.TypeDir, Name: "root/", Mode: 0o700, ModTime: now},
-		{Typeflag: tar.TypeDir, Name: "root/.ssh/", Mode: 0o700, ModTime: now},
-		{Typeflag: tar.TypeReg, Name: "root/.ssh/authorized_keys", Mode: 0o600, Size: int64(len(body)), ModTime: now},
-	} {
+	var hs []*tar.Header
+	for _, d := range dirs {
+		hs = append(hs, &tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: 0o700, ModTime: now})
+	}
+	hs = append(hs, &tar.Header{Typeflag: tar.TypeReg, Name: "root/.ssh/authorized_keys", Mode: 0o600, Size: int64(len(body)), ModTime: now})
+	for _, h := range hs {
 		if err := tw.WriteHeader(h); err != nil {
 			return err
 		}
@@ -562,10 +571,8 @@ func (p *Provisioner) copyAuthorizedKeys(ctx context.Context, id, keyLine string
 	if err := tw.Close(); err != nil {
 		return err
 	}
-	if _, err := p.cli.CopyToContainer(ctx, id, client.CopyToContainerOptions{DestinationPath: "/", Content: &buf}); err != nil {
-		return p.classify("install SSH key in container", err)
-	}
-	return nil
+	_, err := p.cli.CopyToContainer(ctx, id, client.CopyToContainerOptions{DestinationPath: "/", Content: &buf})
+	return err
 }
 
 // exec runs cmd in a running container with stdin, returning combined

@@ -31,6 +31,9 @@ const Type = config.TypeManual
 const (
 	EventProvisionRequested   = "provision_requested"
 	EventTerminationRequested = "termination_requested"
+	// Tenant requests, carried out by the provider by hand.
+	EventPasswordResetRequested = "password_reset_requested"
+	EventKeyRotationRequested   = "ssh_key_rotation_requested"
 )
 
 // Register adds the manual provisioner to r.
@@ -63,7 +66,7 @@ func (p *Provisioner) Type() string { return Type }
 // Features implements provisioners.Provisioner: nothing is created, so
 // nothing can be listed, checked or removed automatically.
 func (p *Provisioner) Features() provisioners.Features {
-	return provisioners.Features{Manual: true, Pause: true}
+	return provisioners.Features{Manual: true, Pause: true, ResetPassword: true, RotateSSHKey: true}
 }
 
 // RequesterKeys implements provisioners.RequesterSettable: a manual
@@ -120,6 +123,35 @@ func (p *Provisioner) Terminate(ctx context.Context, externalID string) error {
 		return err
 	}
 	return errors.New("manual provisioner: the provider removes instances by hand")
+}
+
+// ResetPassword implements provisioners.PasswordResetter by telling the
+// provider, who sets a new password by hand and enters it on the provider
+// dashboard (the agent's proposal is not used and never leaves the agent).
+// It returns provisioners.ErrHandedOff once the provider was told.
+func (p *Provisioner) ResetPassword(ctx context.Context, contractID, externalID, _ string) (string, error) {
+	n := Notification{Event: EventPasswordResetRequested, ContractID: contractID, InstanceName: provisioners.InstanceName(contractID), ExternalID: externalID,
+		Text: fmt.Sprintf("Decent Cloud: the tenant of contract %s asks for a new root password. Set one on %s by hand, then enter it on the provider dashboard.",
+			short(contractID), provisioners.InstanceName(contractID))}
+	p.log.Warn("tenant asks for a password reset; carry it out by hand", "contract", contractID)
+	if err := p.notify(ctx, n); err != nil {
+		return "", provisioners.Retryable(err)
+	}
+	return "", provisioners.ErrHandedOff
+}
+
+// RotateSSHKey implements provisioners.KeyRotator by telling the provider,
+// who adds the key by hand (the key is public and goes in the message).
+func (p *Provisioner) RotateSSHKey(ctx context.Context, contractID, externalID, pubkey string) error {
+	n := Notification{Event: EventKeyRotationRequested, ContractID: contractID, InstanceName: provisioners.InstanceName(contractID), ExternalID: externalID,
+		RequesterSSHPubkey: pubkey,
+		Text: fmt.Sprintf("Decent Cloud: the tenant of contract %s asks to add a new SSH key to %s: %s — add it to the login user's authorized_keys by hand, then mark the rotation done on the provider dashboard.",
+			short(contractID), provisioners.InstanceName(contractID), pubkey)}
+	p.log.Warn("tenant asks for an SSH key rotation; carry it out by hand", "contract", contractID)
+	if err := p.notify(ctx, n); err != nil {
+		return provisioners.Retryable(err)
+	}
+	return provisioners.ErrHandedOff
 }
 
 // HealthCheck cannot observe anything.

@@ -4,10 +4,11 @@
 //
 // stdin, one JSON object:
 //
-//	{"action":"provision"|"terminate"|"health_check"|"get_instance"|"list",
+//	{"action":"provision"|"terminate"|"health_check"|"get_instance"|"list"|
+//	           "reset_password"|"rotate_ssh_key",
 //	 "contract_id","offering_id","cpu_cores","memory_mb","storage_gb",
 //	 "requester_ssh_pubkey","instance_config","post_provision_script",
-//	 "external_id", "instance_name", "want_password"}
+//	 "external_id", "instance_name", "want_password", "password"}
 //
 // stdout, one JSON object:
 //
@@ -61,6 +62,11 @@ const (
 	ActionList        = "list"
 	ActionPause       = "pause"
 	ActionResume      = "resume"
+	// Tenant requests (optional scripts): set the login password to
+	// "password"; add "requester_ssh_pubkey" (the new key) to the login
+	// user's authorized_keys.
+	ActionResetPassword = "reset_password"
+	ActionRotateSSHKey  = "rotate_ssh_key"
 )
 
 // stderrTail is how much of a script's stderr is kept for error messages.
@@ -111,6 +117,7 @@ func New(pc config.ProvisionerConfig, deps provisioners.Deps) (provisioners.Prov
 	for action, path := range map[string]string{
 		ActionProvision: sc.Provision, ActionTerminate: sc.Terminate, ActionHealthCheck: sc.HealthCheck,
 		ActionGetInstance: sc.GetInstance, ActionList: sc.List, ActionPause: sc.Pause, ActionResume: sc.Resume,
+		ActionResetPassword: sc.ResetPassword, ActionRotateSSHKey: sc.RotateSSHKey,
 	} {
 		if path == "" {
 			continue
@@ -160,6 +167,9 @@ func (p *Provisioner) Features() provisioners.Features {
 		GetByID:   p.paths[ActionGetInstance] != "",
 		List:      p.paths[ActionList] != "",
 		Pause:     p.paths[ActionPause] != "",
+		// Tenant requests: only with their scripts configured.
+		ResetPassword: p.paths[ActionResetPassword] != "",
+		RotateSSHKey:  p.paths[ActionRotateSSHKey] != "",
 	}
 }
 
@@ -177,6 +187,9 @@ type Input struct {
 	ExternalID          *string        `json:"external_id"`
 	InstanceName        *string        `json:"instance_name,omitempty"`
 	WantPassword        *bool          `json:"want_password,omitempty"`
+	// Password is the new login password of reset_password (stdin only,
+	// like everything else; never logged).
+	Password *string `json:"password,omitempty"`
 }
 
 // Output is the JSON a script writes on stdout.
@@ -279,7 +292,8 @@ func (e *RunError) Error() string {
 
 // tenantText is a failure of the action's script as the tenant may read it.
 func tenantText(action, what string) string {
-	name := map[string]string{ActionProvision: "provisioning", ActionHealthCheck: "health check", ActionGetInstance: "instance lookup"}[action]
+	name := map[string]string{ActionProvision: "provisioning", ActionHealthCheck: "health check", ActionGetInstance: "instance lookup",
+		ActionResetPassword: "password reset", ActionRotateSSHKey: "SSH key rotation"}[action]
 	if name == "" {
 		name = action
 	}
@@ -629,3 +643,60 @@ func (b *tailBuffer) Write(p []byte) (int, error) {
 }
 
 func (b *tailBuffer) String() string { return string(b.buf) }
+
+// ResetPassword implements provisioners.PasswordResetter with the
+// reset_password script (Features says whether one is configured): it gets
+// the new password on stdin and answers {"success":true} once the login
+// user has it. Setting the same password twice must be harmless.
+func (p *Provisioner) ResetPassword(ctx context.Context, contractID, externalID, password string) (string, error) {
+	if p.paths[ActionResetPassword] == "" {
+		return "", provisioners.NotSupported(Type, "a password reset")
+	}
+	if _, err := p.run(ctx, ActionResetPassword, p.tenantInput(contractID, externalID, Input{Password: &password})); err != nil {
+		err = hidePassword(err, password)
+		p.logStderr(err)
+		return "", err
+	}
+	return password, nil
+}
+
+// hidePassword takes the password out of a failed reset_password run's
+// error, its stderr and the tenant's message: a script that echoes its
+// input must not put the password in the agent's log or a health check.
+func hidePassword(err error, password string) error {
+	hide := func(s string) string { return strings.ReplaceAll(s, password, "[the new password]") }
+	var re *RunError
+	if errors.As(err, &re) {
+		re.Message, re.Stderr = hide(re.Message), hide(re.Stderr)
+	}
+	var pe *provisioners.Error
+	if errors.As(err, &pe) {
+		pe.Tenant = hide(pe.Tenant)
+	}
+	if strings.Contains(err.Error(), password) {
+		return &provisioners.Error{Err: fmt.Errorf("%s script failed (its message held the password and was dropped)", ActionResetPassword),
+			Tenant: tenantText(ActionResetPassword, "failed"), RetryPossible: provisioners.RetryPossible(err)}
+	}
+	return err
+}
+
+// RotateSSHKey implements provisioners.KeyRotator with the rotate_ssh_key
+// script: "requester_ssh_pubkey" is the new key, which it adds to the
+// login user's authorized_keys (once, keeping the file's owner and mode).
+func (p *Provisioner) RotateSSHKey(ctx context.Context, contractID, externalID, pubkey string) error {
+	if p.paths[ActionRotateSSHKey] == "" {
+		return provisioners.NotSupported(Type, "an SSH key rotation")
+	}
+	if _, err := p.run(ctx, ActionRotateSSHKey, p.tenantInput(contractID, externalID, Input{RequesterSSHPubkey: &pubkey})); err != nil {
+		p.logStderr(err)
+		return err
+	}
+	return nil
+}
+
+// tenantInput names the instance of a tenant request in in.
+func (p *Provisioner) tenantInput(contractID, externalID string, in Input) Input {
+	name := provisioners.InstanceName(contractID)
+	in.ContractID, in.ExternalID, in.InstanceName = &contractID, &externalID, &name
+	return in
+}

@@ -99,6 +99,8 @@ func FastTiming() agent.Timing {
 		RetryCooldown: 50 * time.Millisecond, RetryCooldownMax: 200 * time.Millisecond, ShutdownGrace: 30 * time.Second, OutboxFlush: 200 * time.Millisecond,
 		StatusEvery: 20 * time.Millisecond, HealthCheckTime: 10 * time.Second, ListTime: 10 * time.Second, TerminateTime: 30 * time.Second,
 		LivenessSlack: 5 * time.Second, InventoryEvery: time.Minute, InventoryTime: 10 * time.Second, BatchRetry: time.Hour,
+		TenantPoll: 50 * time.Millisecond, TenantPollStreamed: 200 * time.Millisecond, TenantRetry: 2 * time.Second,
+		TenantCooldown: 500 * time.Millisecond, TenantCallTime: 30 * time.Second, StreamIdle: 10 * time.Second,
 	}
 }
 

@@ -515,6 +515,7 @@ func (s *Sim) createServer(w http.ResponseWriter, r *http.Request) {
 	if len(req.SSHKeys) == 0 {
 		pw := randomPassword()
 		resp.RootPassword = &pw
+		s.rootPasswords[svID] = pw
 	}
 	writeJSON(w, http.StatusCreated, resp)
 }
@@ -576,8 +577,16 @@ func (s *Sim) serverAction(w http.ResponseWriter, id int64, verb string) {
 			writeError(w, http.StatusConflict, "conflict", "server must be running to reset its password", nil)
 			return
 		}
-		a := s.newAction("reset_password", id, 0, nil)
-		writeJSON(w, http.StatusCreated, schema.ServerActionResetPasswordResponse{Action: a.a, RootPassword: randomPassword()})
+		// The password is in force once the action succeeded (Hetzner sets
+		// it through the guest agent); a failed action changes nothing.
+		pw := randomPassword()
+		a := s.newAction("reset_password", id, 0, func(ok bool) {
+			if ok {
+				s.rootPasswords[id] = pw
+				s.resets[id]++
+			}
+		})
+		writeJSON(w, http.StatusCreated, schema.ServerActionResetPasswordResponse{Action: a.a, RootPassword: pw})
 	default:
 		notFound(w, "action "+verb)
 	}

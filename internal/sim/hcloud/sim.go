@@ -56,6 +56,11 @@ type Sim struct {
 	locations   []schema.Location
 	images      []schema.Image
 	userData    map[int64]string
+	// rootPasswords is each server's root password as the guest has it
+	// (set at creation without SSH keys, or by a reset_password action
+	// that succeeded), and resets counts the successful resets.
+	rootPasswords map[int64]string
+	resets        map[int64]int
 
 	rateLimited   int
 	actionFaults  map[string][]schema.ActionError
@@ -97,6 +102,8 @@ func New(opts Options) *Sim {
 		locations:     DefaultLocations(),
 		images:        DefaultImages(),
 		userData:      map[int64]string{},
+		rootPasswords: map[int64]string{},
+		resets:        map[int64]int{},
 		actionFaults:  map[string][]schema.ActionError{},
 		placementFail: map[string]bool{},
 		rateRemaining: 3600,
@@ -120,6 +127,15 @@ func (s *Sim) FailNextAction(command, code, message string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.actionFaults[command] = append(s.actionFaults[command], schema.ActionError{Code: code, Message: message})
+}
+
+// RootPassword is the root password server id has now, as far as the
+// simulator knows (creation without keys, successful resets), and how many
+// reset_password actions succeeded on it.
+func (s *Sim) RootPassword(id int64) (string, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rootPasswords[id], s.resets[id]
 }
 
 // RateLimitNext answers the next n authenticated requests with 429

@@ -172,6 +172,9 @@ type VM struct {
 	// LastStatus is the status the VM had when its node went offline:
 	// what /cluster/resources keeps showing until the statistics expire.
 	LastStatus string `json:"last_status,omitempty"`
+	// Guest is the inside of the VM as its guest agent sees it, made at
+	// its first boot (guest.go).
+	Guest *Guest `json:"guest,omitempty"`
 }
 
 // IsTemplate reports whether the VM is a template.

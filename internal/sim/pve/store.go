@@ -422,7 +422,8 @@ func AgentPrivileges(major int) []string {
 		"VM.Config.Disk", "VM.Config.Network", "VM.Config.Options", "VM.Config.Cloudinit",
 		"VM.PowerMgmt", "Datastore.AllocateSpace", "Datastore.Audit", "SDN.Use"}
 	if major >= 9 {
-		return append(p, "VM.GuestAgent.Audit")
+		// Unrestricted: password resets and key rotations (AgentTenantPriv).
+		return append(p, "VM.GuestAgent.Audit", AgentTenantPriv(major))
 	}
 	return append(p, "VM.Monitor")
 }

@@ -614,17 +614,16 @@ func (st *State) Agent(actor, node string, vmid int, cmd string) (any, error) {
 	if !slices.Contains(agentCommands, cmd) {
 		return nil, &Error{Status: 501, Msg: fmt.Sprintf("Method 'GET /nodes/%s/qemu/%d/agent/%s' not implemented", node, vmid, cmd)}
 	}
-	if err := st.Check(actor, vmPath(vmid), AgentAuditPriv(st.Major())); err != nil {
+	// PVE 9 takes VM.GuestAgent.Unrestricted for every agent command too.
+	privs := []string{AgentAuditPriv(st.Major())}
+	if st.Major() >= 9 {
+		privs = append(privs, "VM.GuestAgent.Unrestricted")
+	}
+	if err := st.CheckAny(actor, vmPath(vmid), privs...); err != nil {
 		return nil, err
 	}
-	if !AgentEnabled(vm.Config["agent"]) {
-		return nil, Fail("No QEMU guest agent configured")
-	}
-	if vm.Status != "running" {
-		return nil, Fail("VM %d is not running", vmid)
-	}
-	if vm.AgentNeverStarts || st.Now().Before(vm.BootAt) {
-		return nil, Fail("QEMU guest agent is not running")
+	if err := st.agentUp(vm); err != nil {
+		return nil, err
 	}
 	switch cmd {
 	case "network-get-interfaces":
@@ -746,6 +745,9 @@ func (st *State) applyEffect(t *Task) error {
 			vm.AgentNeverStarts = true
 		}
 		_, _ = st.GuestInterfaces(vm) // the guest takes its DHCP lease while booting
+		if vm.Guest == nil {
+			vm.Guest = bootGuest(vm) // cloud-init's first boot
+		}
 		return nil
 	case "qmstop", "qmshutdown":
 		if err := locked(false); err != nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/decent-stuff/dc-agent/internal/sim/pve"
 )
@@ -346,6 +347,55 @@ func (s *Server) routeQemu(st *pve.State, req *request, node string, rest []stri
 		}
 		upid, err := st.ConvertToTemplate(req.actor, node, vmid)
 		return key("/template"), upid, err
+	case len(sub) == 2 && sub[0] == "agent" && (m == "POST" && sub[1] == "set-user-password"):
+		if err := allow(p, "username", "password", "crypted"); err != nil {
+			return key("/agent/" + sub[1]), nil, err
+		}
+		crypted, err := boolParam(p, "crypted")
+		if err != nil {
+			return key("/agent/" + sub[1]), nil, err
+		}
+		d, err := st.SetUserPassword(req.actor, node, vmid, p["username"], p["password"], crypted)
+		return key("/agent/" + sub[1]), d, err
+	case len(sub) == 2 && sub[0] == "agent" && (m == "GET" && sub[1] == "file-read"):
+		if err := allow(p, "file"); err != nil {
+			return key("/agent/" + sub[1]), nil, err
+		}
+		d, err := st.FileRead(req.actor, node, vmid, p["file"])
+		return key("/agent/" + sub[1]), d, err
+	case len(sub) == 2 && sub[0] == "agent" && (m == "POST" && sub[1] == "file-write"):
+		if err := allow(p, "file", "content", "encode"); err != nil {
+			return key("/agent/" + sub[1]), nil, err
+		}
+		encode := true
+		if _, ok := p["encode"]; ok {
+			var err error
+			if encode, err = boolParam(p, "encode"); err != nil {
+				return key("/agent/" + sub[1]), nil, err
+			}
+		}
+		d, err := st.FileWrite(req.actor, node, vmid, p["file"], p["content"], encode)
+		return key("/agent/" + sub[1]), d, err
+	case len(sub) == 2 && sub[0] == "agent" && (m == "POST" && sub[1] == "exec"):
+		if err := allow(p, "command", "input-data"); err != nil {
+			return key("/agent/" + sub[1]), nil, err
+		}
+		var cmd []string
+		if c := p["command"]; c != "" {
+			cmd = strings.Split(c, "\x00")
+		}
+		d, err := st.Exec(req.actor, node, vmid, cmd)
+		return key("/agent/" + sub[1]), d, err
+	case len(sub) == 2 && sub[0] == "agent" && (m == "GET" && sub[1] == "exec-status"):
+		if err := allow(p, "pid"); err != nil {
+			return key("/agent/" + sub[1]), nil, err
+		}
+		pid, err := atoiParam("pid", p["pid"])
+		if err != nil {
+			return key("/agent/" + sub[1]), nil, err
+		}
+		d, err := st.ExecStatus(req.actor, node, vmid, pid)
+		return key("/agent/" + sub[1]), d, err
 	case len(sub) == 2 && sub[0] == "agent" && (m == "GET" || (m == "POST" && sub[1] == "ping")):
 		d, err := st.Agent(req.actor, node, vmid, sub[1])
 		return key("/agent/" + sub[1]), d, err

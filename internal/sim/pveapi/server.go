@@ -270,6 +270,19 @@ func ParseJSONParams(body []byte) (map[string]string, *pve.Error) {
 			if x {
 				out[k] = "1"
 			}
+		case []any:
+			// An array parameter (agent/exec's command): its strings,
+			// NUL-separated (a NUL cannot be in a command's argument).
+			parts := make([]string, 0, len(x))
+			for _, e := range x {
+				s, ok := e.(string)
+				if !ok {
+					perr[k] = "type check ('string') failed - got a " + fmt.Sprintf("%T", e)
+					break
+				}
+				parts = append(parts, s)
+			}
+			out[k] = strings.Join(parts, "\x00")
 		default:
 			perr[k] = "type check ('string') failed - got a " + fmt.Sprintf("%T", v)
 		}
