@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/decent-stuff/dc-agent/agent/status"
@@ -43,7 +44,7 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 	e := a.acquireEnv()
 	defer a.releaseEnv(e)
 	t := a.timing()
-	began := a.now()
+	round := a.now()
 	busy := a.busyContracts()
 
 	instances := map[string]owned{}
@@ -81,11 +82,14 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 
 	var terminate []target
 	var unknown []dcapi.ReconcileUnknown
+	var resp dcapi.ReconcileResponse
+	answered := false
 	var active []dcapi.ActiveContract
 	activeKnown := false
 	if listed > 0 && !a.reconcile404.Load() {
 		a.live.expect(loopReconcile, 2*e.reqTimeout)
-		resp, err := e.client.Reconcile(ctx, running)
+		var err error
+		resp, err = e.client.Reconcile(ctx, running)
 		switch {
 		case dcapi.IsNotFound(err):
 			a.reconcile404.Store(true)
@@ -93,6 +97,7 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 		case err != nil:
 			return err
 		default:
+			answered = true
 			for _, tm := range resp.Terminate {
 				if o, ok := instances[tm.ExternalID]; ok {
 					terminate = append(terminate, target{o: o, cid: tm.ContractID, reason: tm.Reason})
@@ -104,7 +109,8 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 	if a.reconcile404.Load() || listed < countListers(e) || unlistedTerminators(e) {
 		// Either the server cannot reconcile, or some backends could not be
 		// listed or cannot list at all (the script backend): the active
-		// contract list tells which contracts are cancelled.
+		// contract list tells which contracts are cancelled. The live API
+		// has none: reconcile's own answer has to do.
 		var err error
 		if active, activeKnown, err = a.activeContracts(ctx, e); err != nil {
 			return err
@@ -115,6 +121,9 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 			unknown = append(unknown, u2...)
 		}
 	}
+	if answered {
+		a.applyKeepPause(ctx, e, round, instances, resp, listed == countListers(e))
+	}
 
 	now := a.now()
 	done := map[string]bool{}
@@ -124,7 +133,7 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 			continue
 		}
 		done[ext] = true
-		a.terminate(ctx, tm.o, tm.cid, "contract "+cmp.Or(tm.reason, "ended"), true)
+		a.terminate(ctx, tm.o, tm.cid, cmp.Or(tm.reason, "ended"), true)
 		delete(orphans, ext)
 	}
 	seen := map[string]bool{}
@@ -153,7 +162,7 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 	}
 	if a.gw != nil {
 		live, ok := gatewayLive(e, listed, allInstances, active, activeKnown)
-		if !ok && !a.noActiveList.Load() {
+		if !ok && a.useActiveList() {
 			var err error
 			if active, activeKnown, err = a.activeContracts(ctx, e); err != nil {
 				return err
@@ -161,10 +170,47 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 			live, ok = gatewayLive(e, listed, allInstances, active, activeKnown)
 		}
 		if ok {
-			a.reconcileGateway(ctx, live, began)
+			a.reconcileGateway(ctx, live, round)
 		}
 	}
 	return nil
+}
+
+// applyKeepPause acts on reconcile's keep and pause lists: kept instances
+// are the fleet (health checks, activeContracts, their end times) and one
+// the agent stopped for a pause is started again; paused ones are stopped,
+// never destroyed. complete: every listing backend was listed this round
+// (else the fleet only gains members).
+func (a *Agent) applyKeepPause(ctx context.Context, e *env, round time.Time, instances map[string]owned, resp dcapi.ReconcileResponse, complete bool) {
+	seen := map[string]member{}
+	for _, k := range resp.Keep {
+		o, ok := instances[k.ExternalID]
+		if !ok || validContractID(k.ContractID) != nil {
+			continue
+		}
+		m := member{ext: k.ExternalID, typ: o.b.typ, added: round}
+		if k.EndsAt > 0 {
+			m.endsAt = time.Unix(0, k.EndsAt)
+		}
+		seen[k.ContractID] = m
+		_ = a.resumeInstance(ctx, e, k.ContractID, loopReconcile)
+	}
+	for _, p := range resp.Pause {
+		o, ok := instances[p.ExternalID]
+		if !ok || validContractID(p.ContractID) != nil {
+			continue
+		}
+		seen[p.ContractID] = member{ext: p.ExternalID, typ: o.b.typ, paused: true, added: round}
+		a.pauseInstance(ctx, o.b, p.ContractID, p.ExternalID, cmp.Or(p.Reason, "paused"))
+	}
+	if complete {
+		a.fleet.set(round, seen)
+	} else {
+		for cid, m := range seen {
+			a.fleet.add(cid, m)
+		}
+	}
+	a.wakeHealth()
 }
 
 // gatewayLive lists the contracts whose gateway stays: those with an
@@ -202,23 +248,23 @@ func countListers(e *env) int {
 
 // activeContracts fetches the active contract list; ok is false when the
 // server has none (the live API: GET …/contracts/active is 404), which is
-// remembered: the cancelled contracts of backends that cannot list are
+// remembered (noActiveList): the cancelled contracts of backends that cannot list are
 // then not found, and the gateway is reconciled only with listing backends.
 func (a *Agent) activeContracts(ctx context.Context, e *env) ([]dcapi.ActiveContract, bool, error) {
-	if a.noActiveList.Load() {
+	if !a.useActiveList() {
 		return nil, false, nil
 	}
 	a.live.expect(loopReconcile, 2*e.reqTimeout)
 	active, err := e.client.ActiveContracts(ctx)
 	var de *dcapi.Error
 	if dcapi.IsNotFound(err) || errors.As(err, &de) && de.StatusCode == http.StatusMethodNotAllowed {
-		a.noActiveList.Store(true)
-		a.log.Info("the API has no active contract list; contracts of backends that cannot list instances are not reconciled")
+		a.noActiveList()
 		return nil, false, nil
 	}
 	if err != nil {
 		return nil, false, err
 	}
+	a.activeList.Store(1)
 	return active, true, nil
 }
 
@@ -282,7 +328,10 @@ func classifyByActive(e *env, instances map[string]owned, active []dcapi.ActiveC
 }
 
 // terminate removes an instance and, for a known contract, queues the
-// "terminated" report.
+// "terminated" report — only where the server takes it: the live API
+// marks cancelled contracts only (mark_contract_terminated,
+// api/src/openapi/providers.rs) and answers success:false for an expired
+// one, so after the first such refusal only cancellations are reported.
 func (a *Agent) terminate(ctx context.Context, o owned, cid, why string, report bool) {
 	tctx, cancel := context.WithTimeout(ctx, a.timing().TerminateTime)
 	defer cancel()
@@ -296,12 +345,25 @@ func (a *Agent) terminate(ctx context.Context, o owned, cid, why string, report 
 	}
 	a.obs.emit(status.EventTerminated, status.LevelInfo, loopReconcile, cid, "terminated "+o.inst.ExternalID+" ("+why+")")
 	a.obs.update(func(ob *observer) { ob.counts.Terminated++ })
-	if report && validContractID(cid) == nil {
-		if _, err := a.store.AddReport(Report{Kind: ReportTerminated, ContractID: cid, CreatedAt: a.now()}); err != nil {
+	if validContractID(cid) != nil {
+		return
+	}
+	a.fleet.remove(cid)
+	if _, ok := a.store.Paused(cid); ok {
+		_ = a.store.DeletePaused(cid)
+	}
+	if report && (cancelled(why) || !a.termOnlyCancelled.Load()) {
+		if _, err := a.store.AddReport(Report{Kind: ReportTerminated, ContractID: cid, Reason: why, CreatedAt: a.now()}); err != nil {
 			a.log.Error("queue terminated report", "contract", cid, "err", err)
 		}
 		a.wakeOutbox()
 	}
+}
+
+// cancelled reports whether a terminate reason is a cancellation (live:
+// "cancelled"; dc-api: "contract cancelled at …").
+func cancelled(reason string) bool {
+	return strings.Contains(strings.ToLower(reason), "cancel")
 }
 
 // busyContracts are the contracts the agent is working on.

@@ -156,6 +156,7 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 	units := filepath.Join(dir, "units")
 	for name, f := range map[string]func(UnitParams) ([]byte, error){
 		"dc-agent.service": RenderUnit, "dc-agent-upgrade.service": RenderUpgradeService, "dc-agent-upgrade.timer": RenderUpgradeTimer,
+		"dc-agent-upgrade.path": RenderUpgradePath,
 	} {
 		b, err := f(p)
 		if err != nil {
@@ -163,7 +164,8 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 		}
 		testutil.WriteFile(t, filepath.Join(units, name), string(b), 0o644)
 	}
-	verify(t, nil, filepath.Join(units, "dc-agent.service"), filepath.Join(units, "dc-agent-upgrade.service"), filepath.Join(units, "dc-agent-upgrade.timer"))
+	verify(t, nil, filepath.Join(units, "dc-agent.service"), filepath.Join(units, "dc-agent-upgrade.service"), filepath.Join(units, "dc-agent-upgrade.timer"),
+		filepath.Join(units, "dc-agent-upgrade.path"))
 
 	p.System = false
 	b, err := RenderUnit(p)

@@ -175,7 +175,7 @@ func (o Options) unitDir() (string, error) {
 
 // paths are the files one install manages.
 type paths struct {
-	unit, upgradeService, upgradeTimer string
+	unit, upgradeService, upgradeTimer, upgradePath string
 }
 
 func (o Options) paths() (paths, error) {
@@ -187,6 +187,7 @@ func (o Options) paths() (paths, error) {
 		unit:           filepath.Join(dir, o.unitName()),
 		upgradeService: filepath.Join(dir, o.Name+"-upgrade.service"),
 		upgradeTimer:   filepath.Join(dir, o.Name+"-upgrade.timer"),
+		upgradePath:    filepath.Join(dir, o.Name+"-upgrade.path"),
 	}, nil
 }
 
@@ -232,6 +233,7 @@ func (o Options) unitParams(s agentSettings) packaging.UnitParams {
 	p := packaging.UnitParams{
 		Name: o.Name, Binary: o.Binary, ConfigPath: o.ConfigPath, System: !o.User,
 		User: o.RunAs, Watchdog: o.Watchdog, GraceSeconds: s.graceSeconds, Environment: o.Env, RunArgs: o.RunArgs,
+		StateDir: s.stateDir,
 	}
 	// The sandbox makes everything read-only except the unit's own state
 	// and runtime directories; a state_dir or socket elsewhere needs its

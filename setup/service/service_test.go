@@ -158,13 +158,14 @@ func TestInstallRefusesBadOptions(t *testing.T) {
 
 func TestAutoUpdateTimerFollowsConfig(t *testing.T) {
 	root := t.TempDir()
-	writeConfig(t, root, "auto_update = true")
+	writeConfig(t, root, "auto_update = true", `state_dir = "/srv/dc-state"`)
 	o := Options{Root: root, Binary: "/usr/local/bin/dc-agent"}
 	if _, err := Install(context.Background(), o); err != nil {
 		t.Fatal(err)
 	}
 	timer := filepath.Join(root, "etc/systemd/system/dc-agent-upgrade.timer")
 	svc := filepath.Join(root, "etc/systemd/system/dc-agent-upgrade.service")
+	watch := filepath.Join(root, "etc/systemd/system/dc-agent-upgrade.path")
 	b, err := os.ReadFile(svc)
 	if err != nil {
 		t.Fatal("auto_update = true wrote no upgrade service")
@@ -175,11 +176,17 @@ func TestAutoUpdateTimerFollowsConfig(t *testing.T) {
 	if _, err := os.Stat(timer); err != nil {
 		t.Fatal("auto_update = true wrote no timer")
 	}
+	// The path unit starts the upgrade at once when the agent leaves the
+	// version the API asked for in its state directory.
+	if b, err := os.ReadFile(watch); err != nil || !strings.Contains(string(b), "PathChanged=/srv/dc-state/upgrade-request\n") ||
+		!strings.Contains(string(b), "Unit=dc-agent-upgrade.service\n") {
+		t.Fatalf("upgrade path unit (%v):\n%s", err, b)
+	}
 	writeConfig(t, root, "auto_update = false")
 	if _, err := Install(context.Background(), o); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{timer, svc} {
+	for _, p := range []string{timer, svc, watch} {
 		if _, err := os.Stat(p); err == nil {
 			t.Errorf("%s kept after auto_update was turned off", p)
 		}
