@@ -36,9 +36,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/decent-stuff/dc-agent/agent/status"
 	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/dcapi"
+	"github.com/decent-stuff/dc-agent/gateway"
 	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/provisioners"
 )
@@ -63,6 +66,10 @@ type Options struct {
 	// Faults breaks the agent on purpose for the test suite; nil in
 	// production (only a binary built with -tags testhooks sets it).
 	Faults *Faults
+	// Upgrade starts the upgrade path to version (the API's
+	// upgradeToVersion, with agent.auto_update on); nil: the agent cannot,
+	// and shows the request instead.
+	Upgrade func(ctx context.Context, version string) error
 }
 
 // Faults are the test suite's fault injection, in one place.
@@ -139,10 +146,30 @@ type Agent struct {
 	batchHealth  atomic.Int32
 	batchRetryAt atomic.Int64
 	reconcile404 atomic.Bool
+	// activeList: 0 unknown, 1 the server has GET …/contracts/active, 2 it
+	// does not (until activeRetryAt; the live API).
+	activeList    atomic.Int32
+	activeRetryAt atomic.Int64
+	// termOnlyCancelled: the server refused a terminated report for a
+	// contract that was not cancelled (live: mark_contract_terminated takes
+	// cancelled contracts only); only cancelled ones are reported since.
+	termOnlyCancelled atomic.Bool
+	fleet             fleet
 
 	statusSrv *statusServer
 	metrics   *metrics
-	tenant    *tenantWork // tenant requests (tenant.go)
+	pacer     *dcapi.Pacer
+	// healthPace spaces health checks sent one request each (servers
+	// without the batch endpoint) to Timing.HealthWritesPerMinute.
+	healthPace *rate.Limiter
+	// sealOnly: the server is dc-api with its extensions (it long-polls)
+	// or refused a plaintext root password: passwords of contracts without
+	// requester_pubkey are sealed to the requester's SSH key.
+	sealOnly atomic.Bool
+	tenant   *tenantWork // tenant requests (tenant.go)
+	// gw is [gateway] (nil without one); opened by New, kept across
+	// reloads (a changed [gateway] needs a restart).
+	gw *gateway.Manager
 }
 
 // env is everything a config reload replaces.
@@ -230,7 +257,13 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a.store = st
+	if err := a.openGateway(); err != nil {
+		st.Close()
+		a.closeEnv(e)
+		return nil, &ConfigError{err}
+	}
 	if a.statusSrv, err = a.startStatusServer(cfg.Agent.StatusSocket); err != nil {
+		a.closeGateway()
 		st.Close()
 		a.closeEnv(e)
 		return nil, err
@@ -238,6 +271,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 	if cfg.Agent.MetricsListen != "" {
 		if a.metrics, err = a.startMetrics(cfg.Agent.MetricsListen); err != nil {
 			a.statusSrv.close()
+			a.closeGateway()
 			st.Close()
 			a.closeEnv(e)
 			return nil, err
@@ -252,7 +286,19 @@ func (a *Agent) buildEnv(cfg *config.Config) (*env, error) {
 	if err != nil {
 		return nil, &ConfigError{fmt.Errorf("agent key: %w (create it with: dc-agent init)", err)}
 	}
-	copts := []dcapi.Option{dcapi.WithUserAgent("dc-agent/" + a.version), dcapi.WithLogger(a.log)}
+	timingOf := a.opts.Timing
+	if timingOf == nil {
+		timingOf = TimingFromConfig
+	}
+	t := timingOf(cfg)
+	// One pacer for the agent's whole life: the read budget holds across
+	// reloads (Reload applies a new one), and a 429 holds every loop's
+	// requests.
+	if a.pacer == nil {
+		a.pacer = dcapi.NewPacer(t.ReadsPerMinute, t.ReadMinute)
+		a.healthPace = rate.NewLimiter(healthRate(t), healthBurst)
+	}
+	copts := []dcapi.Option{dcapi.WithUserAgent("dc-agent/" + a.version), dcapi.WithLogger(a.log), dcapi.WithPacer(a.pacer)}
 	if cfg.API.TimeoutSeconds > 0 {
 		copts = append(copts, dcapi.WithTimeout(time.Duration(cfg.API.TimeoutSeconds)*time.Second))
 	}
@@ -263,11 +309,6 @@ func (a *Agent) buildEnv(cfg *config.Config) (*env, error) {
 	if err != nil {
 		return nil, &ConfigError{err}
 	}
-	timingOf := a.opts.Timing
-	if timingOf == nil {
-		timingOf = TimingFromConfig
-	}
-	t := timingOf(cfg)
 	e := &env{cfg: cfg, client: client, timing: t, backends: map[string]*backend{}, defType: cfg.Provisioner.Type,
 		agentPub: identity.PublicHex(key), reqTimeout: dcapi.DefaultTimeout}
 	if cfg.API.TimeoutSeconds > 0 {
@@ -363,10 +404,13 @@ func (a *Agent) Reload(cfg *config.Config) error {
 	a.env = e
 	a.envMu.Unlock()
 	a.applyLimits(e)
+	a.pacer.SetReadBudget(e.timing.ReadsPerMinute, e.timing.ReadMinute)
+	a.healthPace.SetLimit(healthRate(e.timing))
 	for _, w := range []struct{ name, old, new string }{
 		{"agent.state_dir", old.cfg.Agent.StateDir, cfg.Agent.StateDir},
 		{"agent.status_socket", old.cfg.Agent.StatusSocket, cfg.Agent.StatusSocket},
 		{"agent.metrics_listen", old.cfg.Agent.MetricsListen, cfg.Agent.MetricsListen},
+		{"[gateway]", gatewayKey(old.cfg.Gateway), gatewayKey(cfg.Gateway)},
 	} {
 		if w.old != w.new {
 			a.obs.emit(status.EventNotice, status.LevelWarn, "", "", w.name+" changed; it takes effect at the next restart (systemctl restart dc-agent)")
@@ -426,6 +470,7 @@ func (a *Agent) notify(state string) {
 // joined.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.store.Close()
+	defer a.closeGateway()
 	defer a.statusSrv.close()
 	if a.metrics != nil {
 		defer a.metrics.close()
@@ -598,7 +643,17 @@ func (a *Agent) State() status.State {
 	}
 	a.workMu.Unlock()
 	slices.SortFunc(st.Work, func(x, y status.Work) int { return x.StartedAt.Compare(y.StartedAt) })
+	st.Gateways = a.gatewayStatus()
 	st.Counts.Outbox = len(a.store.Reports())
+	for _, p := range a.store.AllPaused() {
+		st.Paused = append(st.Paused, status.PausedInstance{ContractID: p.ContractID, ExternalID: p.ExternalID, Reason: p.Reason, Since: p.Since})
+	}
+	if members, _ := a.fleet.snapshot(); len(members) > 0 {
+		st.Ending = ending(members)
+		if len(st.Ending) > maxEnding {
+			st.Ending = st.Ending[:maxEnding]
+		}
+	}
 	for _, typ := range sortedTypes(e.backends) {
 		b := e.backends[typ]
 		st.Provisioners = append(st.Provisioners, status.Provisioner{
@@ -625,6 +680,21 @@ func (a *Agent) State() status.State {
 	st.Line = statusLine(st.Phase, st.Online, offline, st.Counts.Active, st.Counts.Queued, st.Counts.Provisioning, st.Counts.Outbox, lastPoll, st.Now, problem)
 	return st
 }
+
+// healthBurst is how many per-contract health checks go at once.
+const healthBurst = 5
+
+// healthRate is Timing.HealthWritesPerMinute as a rate (keeping the burst
+// inside the minute's budget).
+func healthRate(t Timing) rate.Limit {
+	if t.HealthWritesPerMinute <= healthBurst {
+		return rate.Inf
+	}
+	return rate.Limit(float64(t.HealthWritesPerMinute-healthBurst) / t.ReadMinute.Seconds())
+}
+
+// maxEnding bounds the contracts State lists with their end times.
+const maxEnding = 50
 
 func sortedTypes(m map[string]*backend) []string { return slices.Sorted(maps.Keys(m)) }
 

@@ -98,8 +98,9 @@ func TestRequestSizesAndConfigMerge(t *testing.T) {
 		ProvisionerConfig: strp(`{"template":"ubuntu","net":{"bridge":"vmbr0","vlan":1}}`), InstanceConfig: strp(`{"template":"debian","net":{"vlan":7}}`),
 		RequesterPubkey: identity.PublicHex(h.agentKey)}}
 	*w.c.CPUCores = 4
+	h.api.longPoll = false // a server without dc-api's extensions, as the live API
 	h.start()
-	got, sealTo, err := h.a.buildRequest(w, h.a.env.backends[config.TypeScript])
+	got, cred, err := h.a.buildRequest(w, h.a.env.backends[config.TypeScript], h.a.env)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,17 +111,30 @@ func TestRequestSizesAndConfigMerge(t *testing.T) {
 	if got.Config["template"] != "debian" || net["bridge"] != "vmbr0" || net["vlan"] != 7.0 {
 		t.Fatalf("config = %v", got.Config)
 	}
-	if !got.WantPassword || sealTo == nil {
+	if !got.WantPassword || cred.sealTo == nil || cred.plain {
 		t.Fatal("a requester_pubkey must allow a sealed password")
 	}
-	// No key to seal to: no password at all.
+	// No requester_pubkey (the live API never sends one): the password goes
+	// in clear for the server to encrypt, here over loopback http.
 	w.c.RequesterPubkey, w.c.RequesterSSHPubkey = "", "ssh-rsa AAAAB3NzaC1yc2E"
-	got, sealTo, err = h.a.buildRequest(w, h.a.env.backends[config.TypeScript])
-	if err != nil || got.WantPassword || sealTo != nil {
-		t.Fatalf("without an ed25519 key: want=%v sealTo=%v err=%v", got.WantPassword, sealTo, err)
+	got, cred, err = h.a.buildRequest(w, h.a.env.backends[config.TypeScript], h.a.env)
+	if err != nil || !got.WantPassword || !cred.plain || cred.sealTo != nil {
+		t.Fatalf("without requester_pubkey: want=%v cred=%+v err=%v", got.WantPassword, cred, err)
+	}
+	// A server that wants sealed passwords, and no Ed25519 key: none at all.
+	h.a.sealOnly.Store(true)
+	got, cred, err = h.a.buildRequest(w, h.a.env.backends[config.TypeScript], h.a.env)
+	if err != nil || got.WantPassword || cred.plain || cred.sealTo != nil {
+		t.Fatalf("sealed only, no ed25519 key: want=%v cred=%+v err=%v", got.WantPassword, cred, err)
+	}
+	for endpoint, ok := range map[string]bool{"https://api.decent-cloud.org": true, "http://127.0.0.1:8080": true, "http://localhost:1": true,
+		"http://[::1]:80": true, "http://10.0.0.5:8080": false, "http://api.example": false, "http://127.0.0.1@evil.example": false} {
+		if privateTransport(endpoint) != ok {
+			t.Errorf("privateTransport(%q) = %v", endpoint, !ok)
+		}
 	}
 	w.c.MemoryAmount = strp("lots")
-	if _, _, err := h.a.buildRequest(w, h.a.env.backends[config.TypeScript]); err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "memory_amount") {
+	if _, _, err := h.a.buildRequest(w, h.a.env.backends[config.TypeScript], h.a.env); err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "memory_amount") {
 		t.Fatalf("bad size: %v", err)
 	}
 }
@@ -1077,4 +1091,50 @@ func (l *lockedBuf) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// A backend that can terminate but not list (the script backend): the
+// cancelled contract is found in the active contract list and terminated.
+// A server without that list (the live API) leaves reconcile healthy and
+// terminates nothing.
+func TestReconcileBackendThatCannotList(t *testing.T) {
+	h := newHarness(t)
+	h.prov.feat.List = false
+	cid := randomCID(t)
+	h.api.addContract(dcapi.PendingContract{ContractID: cid})
+	h.start()
+	eventually(t, "provisioned", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
+	h.api.setStatus(cid, dcapi.StatusCancelled)
+	eventually(t, "cancelled instance terminated and reported", func() bool {
+		inst, _ := h.prov.GetInstance(context.Background(), cid)
+		return inst == nil && slices.Contains(h.api.contract(cid).history, "terminated")
+	})
+	h.stop()
+
+	h2 := newHarness(t)
+	h2.prov.feat.List = false
+	h2.api.setFault(func(route string, body []byte) (int, string) {
+		if route == "active" {
+			return http.StatusNotFound, "not found"
+		}
+		return 0, ""
+	})
+	cid2 := randomCID(t)
+	h2.api.addContract(dcapi.PendingContract{ContractID: cid2})
+	h2.start()
+	eventually(t, "provisioned", func() bool { return h2.api.contract(cid2).status == dcapi.StatusProvisioned })
+	h2.api.setStatus(cid2, dcapi.StatusCancelled)
+	eventually(t, "a reconcile round that found no active list", func() bool {
+		return h2.a.State().LastReconcile != nil && h2.a.activeList.Load() == 2
+	})
+	before := *h2.a.State().LastReconcile
+	eventually(t, "another successful reconcile round", func() bool { return h2.a.State().LastReconcile.After(before) })
+	for _, l := range h2.a.State().Loops {
+		if l.Name == loopReconcile && l.Failures > 0 {
+			t.Fatalf("reconcile loop failing: %+v", l)
+		}
+	}
+	if inst, _ := h2.prov.GetInstance(context.Background(), cid2); inst == nil {
+		t.Fatal("terminated without knowing the contract was cancelled")
+	}
 }

@@ -41,6 +41,12 @@ func (a *Agent) contractsLoop(ctx context.Context, rc runCtxs) error {
 			o.lastPoll = a.now()
 			o.longPoll = longPoll
 		})
+		if longPoll {
+			// Only dc-api holds the request (X-Long-Poll-Wait): a server
+			// with its extensions takes passwords sealed by the agent
+			// (PROTOCOL.md §7), and refuses them in clear.
+			a.sealOnly.Store(true)
+		}
 		started := a.dispatch(list, sent, rc)
 		switch {
 		case !longPoll || t.LongPollWait == 0:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -46,7 +48,10 @@ type fakeAPI struct {
 	requests    map[string]int // "METHOD route" → count
 	fault       func(route string, body []byte) (int, string)
 	wake        chan struct{}
-	nextHB      int // nextHeartbeatSeconds answered (0: 60)
+	nextHB      int    // nextHeartbeatSeconds answered (0: 60)
+	upgradeTo   string // upgradeToVersion answered
+	faultAs200  bool   // faults answer HTTP 200 success:false, as the live API does
+	pool        string // poolId and poolName answered
 }
 
 type fakeContract struct {
@@ -101,6 +106,14 @@ func (f *fakeAPI) h(route string, fn handler) http.HandlerFunc {
 		}
 		if fault != nil {
 			if code, msg := fault(route, body); code != 0 {
+				f.mu.Lock()
+				as200 := f.faultAs200
+				f.mu.Unlock()
+				if as200 {
+					w.Header().Set("Content-Type", "application/json")
+					_ = json.NewEncoder(w).Encode(map[string]any{"success": false, "error": msg})
+					return
+				}
 				writeEnv(w, nil, code, msg)
 				return
 			}
@@ -263,11 +276,17 @@ func (f *fakeAPI) provisioning(w http.ResponseWriter, r *http.Request, body []by
 	if !ok {
 		return nil, http.StatusConflict, fmt.Sprintf("cannot move contract from %s to %s", c.status, u.Status)
 	}
+	var d dcapi.InstanceDetails
+	if u.Status == dcapi.StatusProvisioned {
+		_ = json.Unmarshal([]byte(u.InstanceDetails), &d)
+		// Like dc-api's default profile: a password must be sealed.
+		if d.RootPassword != "" && !strings.HasPrefix(d.RootPassword, "{") {
+			return nil, http.StatusUnprocessableEntity, "instanceDetails.root_password must be a sealed credential, never a plaintext password"
+		}
+	}
 	c.status, c.details = u.Status, u.InstanceDetails
 	c.history = append(c.history, u.Status)
 	if u.Status == dcapi.StatusProvisioned {
-		var d dcapi.InstanceDetails
-		_ = json.Unmarshal([]byte(u.InstanceDetails), &d)
 		c.external = d.ExternalID
 	}
 	return "ok", 0, ""
@@ -285,7 +304,14 @@ func (f *fakeAPI) heartbeat(w http.ResponseWriter, r *http.Request, body []byte)
 	if next == 0 {
 		next = 60
 	}
-	return dcapi.HeartbeatResponse{Acknowledged: true, NextHeartbeatSeconds: next}, 0, ""
+	resp := dcapi.HeartbeatResponse{Acknowledged: true, NextHeartbeatSeconds: next}
+	if f.upgradeTo != "" {
+		resp.UpgradeToVersion = &f.upgradeTo
+	}
+	if f.pool != "" {
+		resp.PoolID, resp.PoolName = &f.pool, &f.pool
+	}
+	return resp, 0, ""
 }
 
 func (f *fakeAPI) healthOne(w http.ResponseWriter, r *http.Request, body []byte) (any, int, string) {
@@ -387,6 +413,17 @@ type memProv struct {
 	seq       int
 	keys      []provisioners.RequesterKey // instance_config keys a contract may set
 	lastReq   map[string]provisioners.Request
+	inventory *provisioners.Resources // what Resources answers (nil: an error)
+}
+
+// Resources implements provisioners.Inventory.
+func (m *memProv) Resources(context.Context) (provisioners.Resources, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.inventory == nil {
+		return provisioners.Resources{}, errors.New("no inventory")
+	}
+	return *m.inventory, nil
 }
 
 func newMemProv() *memProv {

@@ -31,7 +31,7 @@ func ParseCrashAt(spec string) (func(string), error) {
 		}
 		point, nth = p, v
 	}
-	if all := append(slices.Clone(CrashPoints), TenantCrashPoints...); !slices.Contains(all, point) {
+	if all := slices.Concat(CrashPoints, TenantCrashPoints, GatewayCrashPoints); !slices.Contains(all, point) {
 		return nil, fmt.Errorf("crash point %q is not one of %s", point, strings.Join(all, ", "))
 	}
 	var seen atomic.Int64

@@ -37,7 +37,9 @@ type lease struct {
 	c       dcapi.PendingContract
 	typ     string
 	resumed bool
-	attempt int // previous attempts (from the journal)
+	attempt int       // previous attempts (from the journal)
+	since   time.Time // the first attempt's start (from the journal; zero: now)
+	pwMode  string    // the password's way out decided before a restart (from the journal)
 
 	mu       sync.Mutex
 	step     string
@@ -286,7 +288,11 @@ func (l *lease) close(o outcome, releaseLock bool) {
 		stop()
 		<-renewing
 	}
-	if releaseLock && l.lockStatus() == lockHeld {
+	// A lock the server stopped renewing (lockEnded: the contract moved on)
+	// may still be recorded under this agent: the live API keeps it on a
+	// provisioned contract, which it no longer locks but still releases
+	// (release_provisioning_lock, api/src/database/contracts/provisioning.rs).
+	if st := l.lockStatus(); releaseLock && (st == lockHeld || st == lockEnded) {
 		l.a.unlock(l.cid)
 	}
 	l.a.finish(l.cid, o)

@@ -29,6 +29,8 @@ type observer struct {
 	lastHealth    time.Time
 	lastReconcile time.Time
 	problems      map[string]status.Problem // by loop ("" for agent-wide)
+	pool          status.Pool
+	upgrade       *status.Upgrade
 	seq           uint64
 	history       []status.Event
 	subs          map[chan status.Event]struct{}
@@ -192,6 +194,14 @@ func (o *observer) setProblem(key, msg, fix string) {
 	o.touchLocked()
 }
 
+// hasProblem reports whether the problem key is set with msg.
+func (o *observer) hasProblem(key, msg string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	p, ok := o.problems[key]
+	return ok && p.Message == msg
+}
+
 func (o *observer) clearProblem(key string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -223,6 +233,14 @@ func (o *observer) snapshot(st *status.State, onlineWindow time.Duration) {
 	st.Online = !o.lastHeartbeat.IsZero() && now.Sub(o.lastHeartbeat) < onlineWindow
 	st.LongPoll = o.longPoll
 	st.Counts = o.counts
+	if o.pool.ID != "" {
+		p := o.pool
+		st.Pool = &p
+	}
+	if o.upgrade != nil {
+		u := *o.upgrade
+		st.Upgrade = &u
+	}
 	for _, n := range loopOrder {
 		st.Loops = append(st.Loops, *o.loops[n])
 	}

@@ -52,6 +52,12 @@ func (a *Agent) deliver(ctx context.Context, e *env, r Report) error {
 		if err != nil && (dcapi.IsRetryable(err) || dcapi.IsAuth(err) || ctx.Err() != nil) {
 			return err
 		}
+		if err != nil && r.Plaintext {
+			// A server that does not encrypt passwords itself (dc-api's
+			// default profile refuses a plaintext one): seal it and send
+			// the report again.
+			return a.resealReport(r, err)
+		}
 		if err == nil {
 			a.crash(CrashReportSent)
 		}
@@ -81,6 +87,9 @@ func (a *Agent) deliver(ctx context.Context, e *env, r Report) error {
 		}
 		a.obs.emit(status.EventReportSent, status.LevelInfo, loopOutbox, r.ContractID, "reported "+r.Update.Status)
 		if r.Update.Status == dcapi.StatusProvisioned {
+			if r.ExternalID != "" && r.Provisioner != "" {
+				a.fleet.add(r.ContractID, member{ext: r.ExternalID, typ: r.Provisioner, added: a.now()})
+			}
 			a.wakeHealth()
 		}
 		return nil
@@ -93,7 +102,17 @@ func (a *Agent) deliver(ctx context.Context, e *env, r Report) error {
 		if derr := a.store.DeleteReport(r.Seq); derr != nil {
 			return derr
 		}
-		if err != nil {
+		switch {
+		case err != nil && r.Reason != "" && !cancelled(r.Reason):
+			// The live API records terminations of cancelled contracts
+			// only (mark_contract_terminated): say so once, report only
+			// those from now on.
+			if !a.termOnlyCancelled.Swap(true) {
+				a.obs.emit(status.EventNotice, status.LevelInfo, loopOutbox, r.ContractID,
+					"the API records the termination of cancelled contracts only ("+r.Reason+" refused); only cancellations are reported from now on", "err", err)
+			}
+			return nil
+		case err != nil:
 			a.obs.emit(status.EventReportDropped, status.LevelWarn, loopOutbox, r.ContractID, "the API refused the terminated report; dropped", "err", err)
 			return nil
 		}
@@ -148,7 +167,21 @@ func (a *Agent) deliverHealth(ctx context.Context, e *env, r Report) error {
 			return a.store.DeleteReport(r.Seq)
 		}
 	}
+	// One request per contract (the live API: POST /contracts/{cid}/health
+	// only, api/src/openapi/agents.rs), paced to half the live API's
+	// per-IP write limit (60 a minute, api/src/rate_limit.rs) and a few
+	// per round, so a provisioning report queued meanwhile goes first.
 	for i, c := range r.Checks {
+		if i == healthPerRound {
+			r.Checks = r.Checks[i:]
+			if sent > 0 {
+				a.obs.emit(status.EventHealthReported, status.LevelInfo, loopOutbox, "", plural(sent, "health check"))
+			}
+			return a.store.ReplaceReport(r)
+		}
+		if err := a.healthPace.Wait(ctx); err != nil {
+			return err
+		}
 		err := e.client.ReportHealth(ctx, c.ContractID, c)
 		if err != nil && (dcapi.IsRetryable(err) || dcapi.IsAuth(err) || ctx.Err() != nil) {
 			r.Checks = r.Checks[i:]
@@ -163,9 +196,15 @@ func (a *Agent) deliverHealth(ctx context.Context, e *env, r Report) error {
 		}
 		sent++
 	}
-	a.obs.emit(status.EventHealthReported, status.LevelInfo, loopOutbox, "", plural(sent, "health check"))
+	if sent > 0 {
+		a.obs.emit(status.EventHealthReported, status.LevelInfo, loopOutbox, "", plural(sent, "health check"))
+	}
 	return a.store.DeleteReport(r.Seq)
 }
+
+// healthPerRound is how many health checks one outbox round sends one by
+// one before it looks for other reports.
+const healthPerRound = 10
 
 // useBatch reports whether to try the batch endpoint.
 func (a *Agent) useBatch() bool {

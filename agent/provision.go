@@ -6,12 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
 	"github.com/decent-stuff/dc-agent/agent/status"
 	"github.com/decent-stuff/dc-agent/dcapi"
+	"github.com/decent-stuff/dc-agent/gateway"
 	"github.com/decent-stuff/dc-agent/identity"
+	"github.com/decent-stuff/dc-agent/internal/safeurl"
 	"github.com/decent-stuff/dc-agent/provisioners"
 )
 
@@ -110,7 +113,11 @@ func (a *Agent) provision(l *lease, rc runCtxs) {
 	}
 	a.crash(CrashLocked)
 
-	entry := JournalEntry{ContractID: cid, Contract: l.c, Provisioner: l.typ, Step: jLocked, Attempt: l.attempt + 1, StartedAt: started, UpdatedAt: started}
+	first := started
+	if !l.since.IsZero() {
+		first = l.since // resumed: the retry budget counts from the first attempt
+	}
+	entry := JournalEntry{ContractID: cid, Contract: l.c, Provisioner: l.typ, Step: jLocked, Attempt: l.attempt + 1, StartedAt: first, UpdatedAt: started}
 	if err := a.store.PutJournal(entry); err != nil {
 		a.obs.emit(status.EventNotice, status.LevelError, "", cid, "cannot write the journal; not starting the contract", "err", err)
 		o, rel = outcomeRetry, release
@@ -128,6 +135,11 @@ func (a *Agent) provision(l *lease, rc runCtxs) {
 	case err != nil && (dcapi.IsAuth(err) || dcapi.IsRetryable(err)):
 		o = a.apiFailure(l, "report provisioning", err)
 		return
+	case alreadyStarted(err):
+		// The live API refuses a second "provisioning" (ContractStatus::
+		// can_transition_to, common/src/contract_status.rs): it was
+		// accepted before, by this agent's earlier run (the lock is ours).
+		a.obs.emit(status.EventNotice, status.LevelInfo, "", cid, "the API already has the contract as provisioning (started before a restart); carrying on")
 	case err != nil:
 		// Cancelled, provisioned meanwhile, or not ours: the API has the last
 		// word. Nothing is removed here: reconcile asks the API what to keep.
@@ -140,8 +152,8 @@ func (a *Agent) provision(l *lease, rc runCtxs) {
 	a.crash(CrashStarted)
 	a.progressed()
 
-	req, sealTo, reqErr := a.buildRequest(l, b)
-	entry.Step, entry.UpdatedAt = jProvisioning, a.now()
+	req, cred, reqErr := a.buildRequest(l, b, e)
+	entry.Step, entry.UpdatedAt, entry.Password = jProvisioning, a.now(), cred.mode()
 	if err := a.store.PutJournal(entry); err != nil {
 		a.obs.emit(status.EventNotice, status.LevelError, "", cid, "cannot write the journal; not calling the provisioner", "err", err)
 		o, rel = outcomeRetry, release
@@ -151,9 +163,10 @@ func (a *Agent) provision(l *lease, rc runCtxs) {
 	var inst provisioners.Instance
 	perr := reqErr
 	if reqErr == nil {
-		a.crash(CrashProvisionerCalled)
-		inst, perr = b.p.Provision(ctx, req)
-		a.crash(CrashProvisionerReturned)
+		if err := a.resumeInstance(ctx, e, cid, ""); err != nil {
+			a.log.Warn("the contract was paused and is offered again; starting its stopped instance failed, provisioning it again", "contract", cid, "err", err)
+		}
+		inst, perr = a.callProvisioner(ctx, l, b, req, &entry)
 	}
 	if perr != nil && ctx.Err() != nil {
 		// Hard stop: the journal keeps the contract for the next start.
@@ -163,11 +176,26 @@ func (a *Agent) provision(l *lease, rc runCtxs) {
 		o, rel = a.manualDone(l, perr)
 		return
 	}
+	// The gateway, while the journal still holds the contract: a crash
+	// from here to the queued report resumes the provision, and Assign
+	// completes the same slug and ports.
+	var gwd *gateway.Details
+	if perr == nil {
+		gwd, perr = a.assignGateway(ctx, cid, inst.IPAddress)
+		if perr != nil && ctx.Err() != nil {
+			return
+		}
+		if gwd != nil {
+			a.crash(CrashGatewayAssigned)
+		}
+	}
 
-	report := Report{Kind: ReportProvisioning, ContractID: cid, Unlock: l.lockStatus() != lockUnsupported}
+	report := Report{Kind: ReportProvisioning, ContractID: cid, Unlock: l.lockStatus() != lockUnsupported, Provisioner: l.typ}
 	if perr != nil {
 		retry := provisioners.RetryPossible(perr)
 		if reqErr == nil {
+			// A gateway of this or an earlier attempt goes before the VM.
+			a.releaseGateway(ctx, cid, "")
 			a.removeLeftover(ctx, b, cid)
 		}
 		update := dcapi.FailedUpdate(publicError(perr), retry)
@@ -178,7 +206,12 @@ func (a *Agent) provision(l *lease, rc runCtxs) {
 		a.obs.emit(status.EventProvisionFailed, status.LevelWarn, "", cid, "provisioning failed: "+strings.Join(strings.Fields(perr.Error()), " "), "retry_possible", retry, "provisioner", l.typ)
 		a.obs.update(func(o *observer) { o.counts.Failed++ })
 	} else {
-		details := a.instanceDetails(cid, &inst, sealTo)
+		details := a.instanceDetails(cid, &inst, cred)
+		withGateway(&details, gwd)
+		report.ExternalID = details.ExternalID
+		if cred.plain && details.RootPassword != "" {
+			report.Plaintext, report.SealFallback = true, l.c.RequesterSSHPubkey
+		}
 		update, err := dcapi.ProvisionedUpdate(details)
 		if err != nil {
 			a.obs.emit(status.EventNotice, status.LevelError, "", cid, "cannot encode instance details", "err", err)
@@ -187,7 +220,7 @@ func (a *Agent) provision(l *lease, rc runCtxs) {
 		}
 		report.Update, report.Result = &update, ResultProvisioned
 		a.obs.emit(status.EventProvisioned, status.LevelInfo, "", cid, fmt.Sprintf("provisioned %s (%s) in %s", details.ExternalID, details.IPAddress, a.now().Sub(started).Round(time.Millisecond)),
-			"provisioner", l.typ, "password_sealed", details.RootPassword != "")
+			"provisioner", l.typ, "password", cred.describe(details.RootPassword != ""))
 		a.obs.update(func(o *observer) { o.counts.Provisioned++ })
 		if a.metrics != nil {
 			a.metrics.provisionSeconds.WithLabelValues(l.typ).Observe(a.now().Sub(started).Seconds())
@@ -209,6 +242,58 @@ func (a *Agent) provision(l *lease, rc runCtxs) {
 	handedOff = true
 	l.set(status.StepReporting, "")
 	a.wakeOutbox()
+}
+
+// callProvisioner runs the backend's Provision. A transient failure
+// (provisioners.RetryPossible) is retried here, with a growing wait,
+// while the contract's retry budget lasts (agent.provision_retry_seconds,
+// counted from its first attempt, across restarts): on the live API a
+// reported provisioning_failed is final and refunds the tenant
+// (mark_provisioning_failed, api/src/database/contracts/timeouts.rs), so
+// a backend hiccup must not cost the sale. The lock is renewed all the
+// while (the lease). A permanent failure returns at once.
+func (a *Agent) callProvisioner(ctx context.Context, l *lease, b *backend, req provisioners.Request, entry *JournalEntry) (provisioners.Instance, error) {
+	t := a.timing()
+	wait := t.ProvisionRetryBase
+	for try := 1; ; try++ {
+		a.crash(CrashProvisionerCalled)
+		inst, err := b.p.Provision(ctx, req)
+		a.crash(CrashProvisionerReturned)
+		if err == nil || ctx.Err() != nil || !provisioners.RetryPossible(err) {
+			return inst, err
+		}
+		left := entry.StartedAt.Add(t.ProvisionRetry).Sub(a.now())
+		if left < wait {
+			if t.ProvisionRetry > 0 {
+				a.obs.emit(status.EventNotice, status.LevelWarn, "", l.cid, fmt.Sprintf("provisioning failed (try %d); the retry budget (agent.provision_retry_seconds) is spent: reporting the failure", try), "err", err)
+			}
+			return inst, err
+		}
+		a.obs.emit(status.EventNotice, status.LevelWarn, "", l.cid, fmt.Sprintf("provisioning failed (transient); retrying in %s (try %d, %s of the retry budget left)", wait.Round(time.Millisecond), try+1, left.Round(time.Second)), "err", err)
+		l.set(status.StepProvisioning, "retrying after: "+truncate(publicError(err), 120))
+		entry.Attempt++
+		entry.UpdatedAt = a.now()
+		if err := a.store.PutJournal(*entry); err != nil {
+			a.log.Warn("journal the retry", "contract", l.cid, "err", err)
+		}
+		if a.wait(ctx, wait, nil) != nil {
+			return inst, ctx.Err()
+		}
+		wait = min(2*wait, t.ProvisionRetryMax)
+	}
+}
+
+// alreadyStarted reports whether the API refused "provisioning" because
+// the contract is provisioning already: the live API's refusal of a
+// repeated transition ("Invalid status transition: provisioning ->
+// provisioning", common/src/contract_status.rs). dc-api accepts the
+// repeat (idempotent) instead.
+func alreadyStarted(err error) bool {
+	if !dcapi.IsPermanent(err) {
+		return false
+	}
+	m := strings.ToLower(err.Error())
+	return strings.Contains(m, "invalid status transition") && strings.Contains(m, "provisioning -> provisioning")
 }
 
 // apiFailure handles an API error that stops work on a contract for now.
@@ -276,7 +361,7 @@ func retryAfter(err error) time.Duration {
 // sizes parsed, instance_config (only the keys b's policy lets a contract
 // set) merged over the offering's provisioner_config, and the key the root
 // password will be sealed to (nil: no password at all).
-func (a *Agent) buildRequest(l *lease, b *backend) (provisioners.Request, ed25519.PublicKey, error) {
+func (a *Agent) buildRequest(l *lease, b *backend, e *env) (provisioners.Request, credentials, error) {
 	c := l.c
 	req := provisioners.Request{
 		ContractID: c.ContractID, OfferingID: c.OfferingID, RequesterSSHPubkey: c.RequesterSSHPubkey,
@@ -288,53 +373,148 @@ func (a *Agent) buildRequest(l *lease, b *backend) (provisioners.Request, ed2551
 	}
 	if c.CPUCores != nil {
 		if *c.CPUCores < 0 || *c.CPUCores > 4096 {
-			return req, nil, provisioners.Permanent(fmt.Errorf("contract cpu_cores %d is out of range", *c.CPUCores))
+			return req, credentials{}, provisioners.Permanent(fmt.Errorf("contract cpu_cores %d is out of range", *c.CPUCores))
 		}
 		req.CPUCores = *c.CPUCores
 	}
 	if s := strings.TrimSpace(deref(c.MemoryAmount)); s != "" {
 		mb, err := dcapi.ParseSizeMB(s)
 		if err != nil {
-			return req, nil, provisioners.Permanent(fmt.Errorf("offering memory_amount: %w", err))
+			return req, credentials{}, provisioners.Permanent(fmt.Errorf("offering memory_amount: %w", err))
 		}
 		req.MemoryMB = mb
 	}
 	if s := strings.TrimSpace(deref(c.StorageCapacity)); s != "" {
 		gb, err := dcapi.ParseSizeGB(s)
 		if err != nil {
-			return req, nil, provisioners.Permanent(fmt.Errorf("offering storage_capacity: %w", err))
+			return req, credentials{}, provisioners.Permanent(fmt.Errorf("offering storage_capacity: %w", err))
 		}
 		req.StorageGB = gb
 	}
 	cfg, err := provisioners.MergeConfig(deref(c.ProvisionerConfig), deref(c.InstanceConfig), b.policy)
 	if err != nil {
-		return req, nil, err
+		return req, credentials{}, err
 	}
 	req.Config = cfg
-	pub, ok, err := identity.SealRecipient(c.RequesterPubkey, c.RequesterSSHPubkey)
-	if err != nil {
-		a.obs.emit(status.EventNotice, status.LevelWarn, "", c.ContractID, "requester key unusable for sealing; no root password will be set (SSH key access only)", "err", err)
-		ok = false
+	cred := a.credentialsFor(c, e, l.pwMode)
+	req.WantPassword = cred.plain || cred.sealTo != nil
+	return req, cred, nil
+}
+
+// credentials says how a contract's root password leaves the agent.
+type credentials struct {
+	// sealTo: sealed to this key by the agent (PROTOCOL.md §7).
+	sealTo ed25519.PublicKey
+	// plain: in clear, for the server to encrypt to the requester's key it
+	// holds (the live API).
+	plain bool
+}
+
+// Password modes as the journal keeps them.
+const (
+	pwNone   = "none"
+	pwSealed = "sealed"
+	pwPlain  = "plain"
+)
+
+func (c credentials) mode() string {
+	switch {
+	case c.plain:
+		return pwPlain
+	case c.sealTo != nil:
+		return pwSealed
 	}
-	req.WantPassword = ok
-	if !ok {
-		pub = nil
+	return pwNone
+}
+
+func (c credentials) describe(set bool) string {
+	switch {
+	case !set:
+		return "none (SSH key only)"
+	case c.plain:
+		return "in clear (https or loopback), encrypted by the API"
 	}
-	return req, pub, nil
+	return "sealed by the agent"
+}
+
+// credentialsFor decides, from what the server handed over, how the root
+// password is reported:
+//
+//   - the contract carries requester_pubkey (dc-api): sealed to it by the
+//     agent, as PROTOCOL.md §7 says;
+//   - it does not (the live API never sends one: ContractWithSpecs,
+//     api/src/database/contracts/mod.rs): in clear, which the live API
+//     encrypts to the requester key it holds, the one the tenant's
+//     dashboard opens (add_provisioning_details,
+//     api/src/database/contracts/provisioning.rs). Sealing it to the SSH
+//     key instead would reach the tenant encrypted twice and unusable. A
+//     plaintext password only goes over https, or plain http to a server
+//     on this machine; otherwise none is set (SSH key access only);
+//   - where the server is dc-api with its extensions (it held a
+//     pending-provision request: X-Long-Poll-Wait), or once the server
+//     refused a plaintext password (dc-api refuses them), sealed to the
+//     requester's Ed25519 SSH key, as PROTOCOL.md §7 says when no
+//     requester_pubkey exists; none when there is no such key.
+//
+// A contract resumed after a restart keeps the way decided at its first
+// attempt (mode, from the journal): the restarted agent may not know the
+// server yet, and a backend reuses an instance only when no new password
+// is asked of it.
+func (a *Agent) credentialsFor(c dcapi.PendingContract, e *env, mode string) credentials {
+	switch mode {
+	case pwNone:
+		return credentials{}
+	case pwPlain:
+		if privateTransport(e.client.Endpoint()) {
+			return credentials{plain: true}
+		}
+		return credentials{}
+	}
+	if strings.TrimSpace(c.RequesterPubkey) != "" || a.sealOnly.Load() || mode == pwSealed {
+		pub, ok, err := identity.SealRecipient(c.RequesterPubkey, c.RequesterSSHPubkey)
+		if err != nil {
+			a.obs.emit(status.EventNotice, status.LevelWarn, "", c.ContractID, "requester key unusable for sealing; no root password will be set (SSH key access only)", "err", err)
+			return credentials{}
+		}
+		if !ok {
+			return credentials{}
+		}
+		return credentials{sealTo: pub}
+	}
+	if !privateTransport(e.client.Endpoint()) {
+		a.warnOnce("plaintext-transport", time.Hour, func() {
+			a.obs.emit(status.EventNotice, status.LevelWarn, "", c.ContractID,
+				"the API endpoint is plain http to another machine: no root password is set (SSH key access only); use https:// in api.endpoint")
+		})
+		return credentials{}
+	}
+	return credentials{plain: true}
+}
+
+// privateTransport reports whether a password may travel to endpoint:
+// https, or plain http to this machine (safeurl's one rule; dcapi.New
+// refuses other endpoints already, this keeps the password's own rule
+// explicit where it is sent).
+func privateTransport(endpoint string) bool {
+	u, err := url.Parse(endpoint)
+	return err == nil && safeurl.Check(u) == nil
 }
 
 // instanceDetails builds the report of a provisioned instance. The root
-// password leaves this function sealed for the requester or not at all;
-// the plaintext is dropped from inst.
-func (a *Agent) instanceDetails(cid string, inst *provisioners.Instance, sealTo ed25519.PublicKey) dcapi.InstanceDetails {
+// password leaves this function sealed for the requester, in clear for a
+// server that encrypts it itself (cred.plain), or not at all; the
+// plaintext is dropped from inst.
+func (a *Agent) instanceDetails(cid string, inst *provisioners.Instance, cred credentials) dcapi.InstanceDetails {
 	d := dcapi.InstanceDetails{ExternalID: inst.ExternalID, IPAddress: inst.IPAddress, IPv6Address: inst.IPv6Address, SSHPort: inst.SSHPort}
 	if pw := inst.RootPassword; pw != "" {
 		inst.RootPassword = ""
 		switch {
-		case sealTo == nil:
+		case cred.plain:
+			d.RootPassword = pw
+		case cred.sealTo == nil:
 			a.obs.emit(status.EventNotice, status.LevelWarn, "", cid, "the provisioner set a root password although there is no requester key to seal it to; it is not reported (SSH key access only)")
 		default:
-			sealed, err := identity.Seal([]byte(pw), sealTo, cid)
+			sealed, err := identity.Seal([]byte(pw), cred.sealTo, cid)
 			if err != nil {
 				a.obs.emit(status.EventNotice, status.LevelError, "", cid, "sealing the root password failed; it is not reported", "err", err)
 			} else {
@@ -348,6 +528,42 @@ func (a *Agent) instanceDetails(cid string, inst *provisioners.Instance, sealTo 
 		}
 	}
 	return d
+}
+
+// resealReport handles a provisioned report with a plaintext password
+// that the server refused: a server that wants passwords sealed by the
+// agent (dc-api's default profile). The password is sealed to the
+// requester's SSH key (PROTOCOL.md §7), or dropped when there is none to
+// seal to, the report rewritten in place and sent again; from now on
+// passwords are sealed from the start (sealOnly).
+func (a *Agent) resealReport(r Report, refusal error) error {
+	var d dcapi.InstanceDetails
+	if err := json.Unmarshal([]byte(r.Update.InstanceDetails), &d); err != nil {
+		return a.store.DeleteReport(r.Seq) // cannot happen: the agent wrote it
+	}
+	how := "sealed to the requester's SSH key"
+	if pub, ok, _ := identity.SealRecipient("", r.SealFallback); ok && d.RootPassword != "" {
+		sealed, err := identity.Seal([]byte(d.RootPassword), pub, r.ContractID)
+		if err != nil {
+			return err
+		}
+		d.RootPassword = sealed
+	} else {
+		d.RootPassword, how = "", "left out (no Ed25519 key to seal it to: SSH key access only)"
+	}
+	u, err := dcapi.ProvisionedUpdate(d)
+	if err != nil {
+		return err
+	}
+	r.Update, r.Plaintext, r.SealFallback = &u, false, ""
+	if err := a.store.ReplaceReport(r); err != nil {
+		return err
+	}
+	if !a.sealOnly.Swap(true) {
+		a.obs.emit(status.EventNotice, status.LevelInfo, loopOutbox, r.ContractID,
+			"the API refused a root password in clear (it wants passwords sealed by the agent); sending it "+how+"; passwords are sealed from now on", "err", refusal)
+	}
+	return nil
 }
 
 // removeLeftover removes what a failed attempt may have left behind, in
@@ -421,6 +637,7 @@ func (a *Agent) resumeFromDisk(rc runCtxs) {
 		if !ok {
 			continue
 		}
+		l.since, l.pwMode = j.StartedAt, j.Password
 		a.obs.emit(status.EventContractReceived, status.LevelInfo, "", cid, fmt.Sprintf("resuming contract interrupted at step %q", j.Step))
 		a.startWork(l, rc)
 	}

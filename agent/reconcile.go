@@ -3,7 +3,10 @@ package agent
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 	"time"
 
 	"github.com/decent-stuff/dc-agent/agent/status"
@@ -41,10 +44,12 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 	e := a.acquireEnv()
 	defer a.releaseEnv(e)
 	t := a.timing()
+	round := a.now()
 	busy := a.busyContracts()
 
 	instances := map[string]owned{}
 	var running []dcapi.ReconcileInstance
+	var allInstances []provisioners.Instance
 	listed := 0
 	for _, typ := range sortedTypes(e.backends) {
 		b := e.backends[typ]
@@ -65,6 +70,7 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 			continue
 		}
 		listed++
+		allInstances = append(allInstances, insts...)
 		for _, inst := range insts {
 			if inst.ExternalID == "" || busy[inst.ContractID] {
 				continue
@@ -76,9 +82,14 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 
 	var terminate []target
 	var unknown []dcapi.ReconcileUnknown
+	var resp dcapi.ReconcileResponse
+	answered := false
+	var active []dcapi.ActiveContract
+	activeKnown := false
 	if listed > 0 && !a.reconcile404.Load() {
 		a.live.expect(loopReconcile, 2*e.reqTimeout)
-		resp, err := e.client.Reconcile(ctx, running)
+		var err error
+		resp, err = e.client.Reconcile(ctx, running)
 		switch {
 		case dcapi.IsNotFound(err):
 			a.reconcile404.Store(true)
@@ -86,6 +97,7 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 		case err != nil:
 			return err
 		default:
+			answered = true
 			for _, tm := range resp.Terminate {
 				if o, ok := instances[tm.ExternalID]; ok {
 					terminate = append(terminate, target{o: o, cid: tm.ContractID, reason: tm.Reason})
@@ -94,17 +106,23 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 			unknown = resp.Unknown
 		}
 	}
-	if a.reconcile404.Load() || listed < countListers(e) {
-		// Either the server cannot reconcile, or some backends cannot list:
-		// the active contract list tells which contracts are cancelled.
-		a.live.expect(loopReconcile, 2*e.reqTimeout)
-		active, err := e.client.ActiveContracts(ctx)
-		if err != nil {
+	if a.reconcile404.Load() || listed < countListers(e) || unlistedTerminators(e) {
+		// Either the server cannot reconcile, or some backends could not be
+		// listed or cannot list at all (the script backend): the active
+		// contract list tells which contracts are cancelled. The live API
+		// has none: reconcile's own answer has to do.
+		var err error
+		if active, activeKnown, err = a.activeContracts(ctx, e); err != nil {
 			return err
 		}
-		t2, u2 := classifyByActive(e, instances, active, a.reconcile404.Load())
-		terminate = append(terminate, t2...)
-		unknown = append(unknown, u2...)
+		if activeKnown {
+			t2, u2 := classifyByActive(e, instances, active, a.reconcile404.Load())
+			terminate = append(terminate, t2...)
+			unknown = append(unknown, u2...)
+		}
+	}
+	if answered {
+		a.applyKeepPause(ctx, e, round, instances, resp, listed == countListers(e))
 	}
 
 	now := a.now()
@@ -115,7 +133,7 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 			continue
 		}
 		done[ext] = true
-		a.terminate(ctx, tm.o, tm.cid, "contract "+cmp.Or(tm.reason, "ended"), true)
+		a.terminate(ctx, tm.o, tm.cid, cmp.Or(tm.reason, "ended"), true)
 		delete(orphans, ext)
 	}
 	seen := map[string]bool{}
@@ -142,7 +160,80 @@ func (a *Agent) reconcileOnce(ctx context.Context, orphans map[string]time.Time)
 			delete(orphans, ext) // claimed by the API meanwhile, or gone
 		}
 	}
+	if a.gw != nil {
+		live, ok := gatewayLive(e, listed, allInstances, active, activeKnown)
+		if !ok && a.useActiveList() {
+			var err error
+			if active, activeKnown, err = a.activeContracts(ctx, e); err != nil {
+				return err
+			}
+			live, ok = gatewayLive(e, listed, allInstances, active, activeKnown)
+		}
+		if ok {
+			a.reconcileGateway(ctx, live, round)
+		}
+	}
 	return nil
+}
+
+// applyKeepPause acts on reconcile's keep and pause lists: kept instances
+// are the fleet (health checks, activeContracts, their end times) and one
+// the agent stopped for a pause is started again; paused ones are stopped,
+// never destroyed. complete: every listing backend was listed this round
+// (else the fleet only gains members).
+func (a *Agent) applyKeepPause(ctx context.Context, e *env, round time.Time, instances map[string]owned, resp dcapi.ReconcileResponse, complete bool) {
+	seen := map[string]member{}
+	for _, k := range resp.Keep {
+		o, ok := instances[k.ExternalID]
+		if !ok || validContractID(k.ContractID) != nil {
+			continue
+		}
+		m := member{ext: k.ExternalID, typ: o.b.typ, added: round}
+		if k.EndsAt > 0 {
+			m.endsAt = time.Unix(0, k.EndsAt)
+		}
+		seen[k.ContractID] = m
+		_ = a.resumeInstance(ctx, e, k.ContractID, loopReconcile)
+	}
+	for _, p := range resp.Pause {
+		o, ok := instances[p.ExternalID]
+		if !ok || validContractID(p.ContractID) != nil {
+			continue
+		}
+		seen[p.ContractID] = member{ext: p.ExternalID, typ: o.b.typ, paused: true, added: round}
+		a.pauseInstance(ctx, o.b, p.ContractID, p.ExternalID, cmp.Or(p.Reason, "paused"))
+	}
+	if complete {
+		a.fleet.set(round, seen)
+	} else {
+		for cid, m := range seen {
+			a.fleet.add(cid, m)
+		}
+	}
+	a.wakeHealth()
+}
+
+// gatewayLive lists the contracts whose gateway stays: those with an
+// instance when every backend could be listed, else those the API lists
+// as not cancelled (ok false: that list is needed and was not fetched).
+// Terminated instances were released above already.
+func gatewayLive(e *env, listed int, instances []provisioners.Instance, active []dcapi.ActiveContract, activeKnown bool) (map[string]bool, bool) {
+	live := map[string]bool{}
+	if listed == len(e.backends) {
+		for _, inst := range instances {
+			live[inst.ContractID] = true
+		}
+		return live, true
+	}
+	if !activeKnown {
+		return nil, false
+	}
+	for _, c := range active {
+		if c.Status != dcapi.StatusCancelled {
+			live[c.ContractID] = true
+		}
+	}
+	return live, true
 }
 
 func countListers(e *env) int {
@@ -153,6 +244,39 @@ func countListers(e *env) int {
 		}
 	}
 	return n
+}
+
+// activeContracts fetches the active contract list; ok is false when the
+// server has none (the live API: GET …/contracts/active is 404), which is
+// remembered (noActiveList): the cancelled contracts of backends that cannot list are
+// then not found, and the gateway is reconciled only with listing backends.
+func (a *Agent) activeContracts(ctx context.Context, e *env) ([]dcapi.ActiveContract, bool, error) {
+	if !a.useActiveList() {
+		return nil, false, nil
+	}
+	a.live.expect(loopReconcile, 2*e.reqTimeout)
+	active, err := e.client.ActiveContracts(ctx)
+	var de *dcapi.Error
+	if dcapi.IsNotFound(err) || errors.As(err, &de) && de.StatusCode == http.StatusMethodNotAllowed {
+		a.noActiveList()
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	a.activeList.Store(1)
+	return active, true, nil
+}
+
+// unlistedTerminators says whether a backend can terminate but not list:
+// its cancelled contracts are found only in the active contract list.
+func unlistedTerminators(e *env) bool {
+	for _, b := range e.backends {
+		if b.feat.Terminate && !b.feat.List {
+			return true
+		}
+	}
+	return false
 }
 
 // target is an instance to terminate.
@@ -204,23 +328,42 @@ func classifyByActive(e *env, instances map[string]owned, active []dcapi.ActiveC
 }
 
 // terminate removes an instance and, for a known contract, queues the
-// "terminated" report.
+// "terminated" report — only where the server takes it: the live API
+// marks cancelled contracts only (mark_contract_terminated,
+// api/src/openapi/providers.rs) and answers success:false for an expired
+// one, so after the first such refusal only cancellations are reported.
 func (a *Agent) terminate(ctx context.Context, o owned, cid, why string, report bool) {
 	tctx, cancel := context.WithTimeout(ctx, a.timing().TerminateTime)
 	defer cancel()
 	a.live.expect(loopReconcile, a.timing().TerminateTime)
+	// The gateway goes first: the VM's address must not stay forwarded
+	// once the backend may give it to another VM.
+	a.releaseGateway(tctx, cid, loopReconcile)
 	if err := o.b.p.Terminate(tctx, o.inst.ExternalID); err != nil {
 		a.obs.emit(status.EventNotice, status.LevelWarn, loopReconcile, cid, "terminate "+o.inst.ExternalID+" failed; retrying next round", "err", err)
 		return
 	}
 	a.obs.emit(status.EventTerminated, status.LevelInfo, loopReconcile, cid, "terminated "+o.inst.ExternalID+" ("+why+")")
 	a.obs.update(func(ob *observer) { ob.counts.Terminated++ })
-	if report && validContractID(cid) == nil {
-		if _, err := a.store.AddReport(Report{Kind: ReportTerminated, ContractID: cid, CreatedAt: a.now()}); err != nil {
+	if validContractID(cid) != nil {
+		return
+	}
+	a.fleet.remove(cid)
+	if _, ok := a.store.Paused(cid); ok {
+		_ = a.store.DeletePaused(cid)
+	}
+	if report && (cancelled(why) || !a.termOnlyCancelled.Load()) {
+		if _, err := a.store.AddReport(Report{Kind: ReportTerminated, ContractID: cid, Reason: why, CreatedAt: a.now()}); err != nil {
 			a.log.Error("queue terminated report", "contract", cid, "err", err)
 		}
 		a.wakeOutbox()
 	}
+}
+
+// cancelled reports whether a terminate reason is a cancellation (live:
+// "cancelled"; dc-api: "contract cancelled at …").
+func cancelled(reason string) bool {
+	return strings.Contains(strings.ToLower(reason), "cancel")
 }
 
 // busyContracts are the contracts the agent is working on.

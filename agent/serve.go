@@ -14,6 +14,7 @@ import (
 
 	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/provisioners"
+	"github.com/decent-stuff/dc-agent/setup/upgrade"
 )
 
 // ServeOptions are what `dc-agent run` passes in.
@@ -87,6 +88,12 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		notifier = SystemdNotifier{}
 	}
 	opts := Options{Registry: o.Registry, Logger: log, Version: o.Version, Notifier: notifier}
+	// The agent runs unprivileged: it leaves the requested version in its
+	// state directory for the root upgrade job (dc-agent upgrade --auto),
+	// which installs it, verified, and restarts the service when idle.
+	opts.Upgrade = func(_ context.Context, version string) error {
+		return upgrade.WriteRequest(cfg.Agent.StateDir, version)
+	}
 	if o.Hooks != nil {
 		if err := o.Hooks(&opts); err != nil {
 			return &ConfigError{err}

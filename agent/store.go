@@ -23,6 +23,7 @@ import (
 //	journal/<cid>.json    a contract being provisioned, with the step reached
 //	outbox/<seq>.json     a report the API has not accepted yet
 //	manual/<cid>.json     a contract a manual backend was told about
+//	paused/<cid>.json     an instance the agent stopped for a paused contract
 //
 // Every file is written atomically (temp file, fsync, rename, fsync of the
 // directory), so a crash leaves either the old or the new version.
@@ -30,6 +31,7 @@ const (
 	journalDir = "journal"
 	outboxDir  = "outbox"
 	manualDir  = "manual"
+	pausedDir  = "paused"
 )
 
 // Journal steps, in order. A journal entry exists from the moment the
@@ -47,8 +49,11 @@ type JournalEntry struct {
 	Provisioner string                `json:"provisioner"`
 	Step        string                `json:"step"`
 	Attempt     int                   `json:"attempt"` // how many times the agent (re)started this contract
-	StartedAt   time.Time             `json:"startedAt"`
-	UpdatedAt   time.Time             `json:"updatedAt"`
+	// Password is how the contract's root password is reported, decided at
+	// the first attempt and kept when it is resumed (credentials.mode).
+	Password  string    `json:"password,omitempty"`
+	StartedAt time.Time `json:"startedAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
 }
 
 // Report kinds.
@@ -70,7 +75,23 @@ type Report struct {
 	Checks []dcapi.HealthCheck `json:"checks,omitempty"`
 	// Unlock: the contract's lock is held; it is renewed until the report
 	// is accepted, then released.
-	Unlock    bool      `json:"unlock,omitempty"`
+	Unlock bool `json:"unlock,omitempty"`
+	// Provisioner and ExternalID name the instance a provisioned report
+	// is about, so the agent serves (health-checks) it from the moment the
+	// API accepts the report.
+	Provisioner string `json:"provisioner,omitempty"`
+	ExternalID  string `json:"externalId,omitempty"`
+	// Plaintext: Update carries the root password in clear, for a server
+	// that encrypts it itself (the live API). The file is 0600 like every
+	// state file and is removed once the report is delivered.
+	// SealFallback is the requester's SSH key: if the server refuses a
+	// plaintext password (dc-api's default profile), the report is sent
+	// again with the password sealed to it, or without one.
+	Plaintext    bool   `json:"plaintext,omitempty"`
+	SealFallback string `json:"sealFallback,omitempty"`
+	// Reason is why a terminated report's instance was removed
+	// (reconcile's terminate reason).
+	Reason    string    `json:"reason,omitempty"`
 	CreatedAt time.Time `json:"createdAt"`
 }
 
@@ -111,7 +132,7 @@ type Store struct {
 // OpenStore opens (creating) the state directory and takes its lock, so two
 // agents never share one journal.
 func OpenStore(dir string) (*Store, error) {
-	for _, d := range []string{dir, filepath.Join(dir, journalDir), filepath.Join(dir, outboxDir), filepath.Join(dir, manualDir)} {
+	for _, d := range []string{dir, filepath.Join(dir, journalDir), filepath.Join(dir, outboxDir), filepath.Join(dir, manualDir), filepath.Join(dir, pausedDir)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("state directory: %w (set agent.state_dir to a writable directory; the service unit's StateDirectory= creates /var/lib/dc-agent)", err)
 		}
@@ -398,6 +419,64 @@ func (s *Store) PruneManual(now time.Time, age time.Duration) {
 			_ = os.Remove(s.path(manualDir, de.Name()))
 		}
 	}
+}
+
+// PausedRecord is an instance the agent stopped because its contract is
+// paused (reconcile's pause list); the agent starts it again when the
+// contract is back (keep, offered again, or listed active), and only
+// then: an instance stopped by anyone else is never started by the agent.
+type PausedRecord struct {
+	ContractID  string    `json:"contractId"`
+	ExternalID  string    `json:"externalId"`
+	Provisioner string    `json:"provisioner"`
+	Reason      string    `json:"reason,omitempty"`
+	Since       time.Time `json:"since"`
+}
+
+// PutPaused records a paused instance.
+func (s *Store) PutPaused(r PausedRecord) error {
+	if err := validContractID(r.ContractID); err != nil {
+		return err
+	}
+	return writeJSON(s.path(pausedDir, r.ContractID+".json"), r)
+}
+
+// DeletePaused forgets a paused instance.
+func (s *Store) DeletePaused(cid string) error {
+	if err := validContractID(cid); err != nil {
+		return err
+	}
+	return removeDurable(s.path(pausedDir, cid+".json"))
+}
+
+// Paused returns the record of cid, if the agent paused its instance.
+func (s *Store) Paused(cid string) (PausedRecord, bool) {
+	var r PausedRecord
+	if validContractID(cid) != nil {
+		return r, false
+	}
+	b, err := os.ReadFile(s.path(pausedDir, cid+".json"))
+	if err != nil || json.Unmarshal(b, &r) != nil || r.ContractID != cid || r.ExternalID == "" {
+		return r, false
+	}
+	return r, true
+}
+
+// AllPaused returns every paused instance, oldest first.
+func (s *Store) AllPaused() []PausedRecord {
+	des, _ := os.ReadDir(filepath.Join(s.dir, pausedDir))
+	var out []PausedRecord
+	for _, de := range des {
+		cid, ok := strings.CutSuffix(de.Name(), ".json")
+		if !ok {
+			continue
+		}
+		if r, ok := s.Paused(cid); ok {
+			out = append(out, r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Since.Before(out[j].Since) })
+	return out
 }
 
 // validContractID accepts 64 lowercase hex characters: contract ids become

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"math/rand/v2"
 	"time"
@@ -15,7 +16,7 @@ import (
 // (Options.Timing) so it does in milliseconds what takes minutes in
 // production. Nothing else changes with it.
 type Timing struct {
-	PollInterval      time.Duration // pending-provision polling without long-poll
+	PollInterval      time.Duration // pending-provision polling without long-poll (at most ShortPoll)
 	LongPollWait      time.Duration // waitSeconds asked of long-poll servers
 	MinRepoll         time.Duration // least time between two polls that found nothing new
 	HealthInterval    time.Duration
@@ -38,7 +39,21 @@ type Timing struct {
 	LivenessSlack     time.Duration // added to every liveness expectation
 	InventoryEvery    time.Duration // refresh of the backend inventory the heartbeat carries
 	InventoryTime     time.Duration // timeout of one inventory call
-	BatchRetry        time.Duration // how long a server without batch health is believed
+	BatchRetry        time.Duration // how long a server without batch health (or an active list) is believed
+	// ProvisionRetry is the budget for retrying a transient backend
+	// failure locally (from the contract's first attempt), ProvisionRetryBase
+	// the first wait between tries (doubling, at most ProvisionRetryMax).
+	ProvisionRetry     time.Duration
+	ProvisionRetryBase time.Duration
+	ProvisionRetryMax  time.Duration
+	// ReadsPerMinute bounds the agent's GET requests in any ReadMinute (a
+	// minute; scaled in tests): 0 does not pace them.
+	ReadsPerMinute int
+	ReadMinute     time.Duration
+	// HealthWritesPerMinute spaces health checks sent one request each
+	// (in ReadMinute): half the live API's per-IP write limit; ≤ 5: not
+	// spaced.
+	HealthWritesPerMinute int
 	// Tenant requests (tenant.go): how often the pending lists are read
 	// (the reset list only every TenantPollStreamed while the event stream
 	// runs), how long a request's transient failures are retried before
@@ -51,11 +66,23 @@ type Timing struct {
 	Backend provisioners.Timeouts
 }
 
+// ShortPoll is the longest wait between two polls of a server that does
+// not hold the request (the live API has no long-poll): a new contract is
+// picked up within it (p50 half of it, a second), for 30 reads a minute —
+// a quarter of the live API's per-IP read limit (api/src/rate_limit.rs).
+// The Rust agent polls every 30 s (p50 15 s). A smaller
+// polling.interval_seconds polls more often, within max_reads_per_minute.
+const ShortPoll = 2 * time.Second
+
 // TimingFromConfig derives the timing from a loaded config.
 func TimingFromConfig(cfg *config.Config) Timing {
 	sec := func(n int) time.Duration { return time.Duration(n) * time.Second }
+	retry := config.DefaultProvisionRetrySeconds
+	if cfg.Agent.ProvisionRetrySeconds != nil {
+		retry = *cfg.Agent.ProvisionRetrySeconds
+	}
 	t := Timing{
-		PollInterval:      sec(cfg.Polling.IntervalSeconds),
+		PollInterval:      min(sec(cfg.Polling.IntervalSeconds), ShortPoll),
 		LongPollWait:      30 * time.Second,
 		MinRepoll:         time.Second,
 		HealthInterval:    sec(cfg.Polling.HealthCheckIntervalSeconds),
@@ -80,6 +107,14 @@ func TimingFromConfig(cfg *config.Config) Timing {
 		InventoryTime:     10 * time.Second,
 		BatchRetry:        time.Hour,
 		Backend:           provisioners.DefaultTimeouts,
+
+		ProvisionRetry:     sec(retry),
+		ProvisionRetryBase: 15 * time.Second,
+		ProvisionRetryMax:  2 * time.Minute,
+		ReadsPerMinute:     cmp.Or(cfg.Polling.MaxReadsPerMinute, config.DefaultMaxReadsPerMinute),
+		ReadMinute:         time.Minute,
+
+		HealthWritesPerMinute: 30,
 		// 2 reads a minute at most, of the live API's 120 per IP.
 		TenantPoll: time.Minute, TenantPollStreamed: 5 * time.Minute, TenantRetry: 10 * time.Minute,
 		TenantCooldown: time.Hour, TenantCallTime: 5 * time.Minute, StreamIdle: 90 * time.Second,
@@ -110,6 +145,7 @@ func (t Timing) Scaled(f float64) Timing {
 		&t.OrphanGrace, &t.HeartbeatDefault, &t.HeartbeatMin, &t.HeartbeatMax, &t.BackoffBase, &t.BackoffMax, &t.LockRenew,
 		&t.RetryCooldown, &t.RetryCooldownMax, &t.OutboxFlush, &t.StatusEvery, &t.LivenessSlack,
 		&t.InventoryEvery, &t.BatchRetry, &t.Backend.Task, &t.Backend.Create, &t.Backend.RetryWait,
+		&t.ProvisionRetry, &t.ProvisionRetryBase, &t.ProvisionRetryMax, &t.ReadMinute,
 		&t.TenantPoll, &t.TenantPollStreamed, &t.TenantRetry, &t.TenantCooldown} {
 		s(d)
 	}

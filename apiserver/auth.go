@@ -51,6 +51,7 @@ type providerSource int
 const (
 	fromPath     providerSource = iota // {pubkey}
 	fromContract                       // the provider of contract {cid}
+	fromAgent                          // the provider delegating the agent key (no provider in the path)
 )
 
 type endpoint struct {
@@ -293,6 +294,18 @@ func (s *Server) authorize(r *http.Request, ep endpoint, c *caller) error {
 			return err
 		}
 		c.provider = ct.ProviderPubkey
+	case fromAgent:
+		if !c.agent {
+			return errorf(http.StatusForbidden, "this endpoint takes a delegated agent key (%s)", dcapi.HeaderAgentPubkey)
+		}
+		d, err := s.st.ActiveDelegation(ctx, c.key, c.nowNs)
+		if store.IsNotFound(err) {
+			return s.delegationError(ctx, "", c)
+		}
+		if err != nil {
+			return err
+		}
+		c.provider = d.ProviderPubkey
 	}
 
 	switch ep.access {

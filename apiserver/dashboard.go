@@ -107,6 +107,9 @@ type dashContract struct {
 	Status  string
 	Created string
 	Health  string
+	// Gateway is "<subdomain> · ssh <public_ip>:<port>" for a VM behind
+	// the provider's gateway, else "".
+	Gateway string
 }
 
 // The public dashboard is rendered from a snapshot of the database taken
@@ -280,6 +283,9 @@ func (s *Server) dashboardData(ctx context.Context) (*dashSnapshot, error) {
 		}
 		for _, c := range p.Latest {
 			dc := dashContract{Short: c.ContractID[:8], Status: c.Status, Created: ago(now, time.Unix(0, c.CreatedAtNs)), Health: "—"}
+			if g := c.Gateway; g != nil {
+				dc.Gateway = fmt.Sprintf("%s · ssh %s:%d", g.Subdomain, g.PublicIP, g.SSHPort)
+			}
 			if c.LastHealthStatus != nil {
 				dc.Health = *c.LastHealthStatus
 			}

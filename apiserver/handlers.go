@@ -46,6 +46,9 @@ func (s *Server) routes() {
 
 	poolRoutes(m, func(h authedHandler) http.HandlerFunc { return s.signed(endpoint{access: providerOnly}, h) }, s)
 	tenantRoutes(m, s)
+	gatewayRoutes(m, s, func(h authedHandler) http.HandlerFunc {
+		return s.signed(endpoint{access: agentOnly, perm: identity.PermProvision, source: fromAgent}, h)
+	})
 
 	m.HandleFunc("GET "+p+"/providers/{pubkey}/agent-status", s.public(s.agentStatus))
 	m.HandleFunc("GET "+p+"/providers/{pubkey}/health-summary", s.public(s.healthSummary))
@@ -200,6 +203,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, c *caller) er
 	if err := s.st.RecordHeartbeat(r.Context(), c.provider, c.key, hb, c.nowNs); err != nil {
 		return err
 	}
+	s.recordBandwidth(r.Context(), c, hb.BandwidthStats)
 	if c.deleg.PoolID != nil {
 		writeJSON(w, http.StatusOK, s.heartbeatAck(r.Context(), c))
 		return nil

@@ -43,6 +43,7 @@ func (s *Server) liveRoutes() *http.ServeMux {
 	m.HandleFunc("GET "+p+"/providers/{pubkey}/agent-delegations", provider(s.liveListDelegations))
 	m.HandleFunc("DELETE "+p+"/providers/{pubkey}/agent-delegations/{agentPubkey}", provider(s.liveRevoke))
 	m.HandleFunc("GET "+p+"/providers/{pubkey}/agent-status", s.liveAgentStatus)
+	gatewayRoutes(m, s, agent)
 	return m
 }
 
@@ -211,15 +212,17 @@ func (s *Server) liveProvisioning(w http.ResponseWriter, r *http.Request, c *cal
 // liveHeartbeatRequest is HeartbeatRequest (api/src/openapi/agents.rs),
 // checked by schemaHeartbeat before it is decoded.
 type liveHeartbeatRequest struct {
-	Version         *string         `json:"version"`
-	ProvisionerType *string         `json:"provisionerType"`
-	Capabilities    []string        `json:"capabilities"`
-	ActiveContracts int64           `json:"activeContracts"`
-	Resources       json.RawMessage `json:"resources"`
+	Version         *string                   `json:"version"`
+	ProvisionerType *string                   `json:"provisionerType"`
+	Capabilities    []string                  `json:"capabilities"`
+	ActiveContracts int64                     `json:"activeContracts"`
+	Resources       json.RawMessage           `json:"resources"`
+	BandwidthStats  []dcapi.VMBandwidthReport `json:"bandwidthStats"`
 }
 
-// liveHeartbeat is send_heartbeat (agents.rs). Bandwidth stats are checked
-// and not kept (dc-api has no gateway accounting).
+// liveHeartbeat is send_heartbeat (agents.rs). Bandwidth stats are kept
+// as snapshots (bandwidth.rs record_bandwidth); recording them never
+// fails the heartbeat.
 func (s *Server) liveHeartbeat(w http.ResponseWriter, r *http.Request, c *caller) error {
 	var req liveHeartbeatRequest
 	if err := s.decode(r, c.body, schemaHeartbeat, &req); err != nil {
@@ -248,6 +251,7 @@ func (s *Server) liveHeartbeat(w http.ResponseWriter, r *http.Request, c *caller
 	if err := s.st.RecordLiveHeartbeat(r.Context(), provider, c.key, hb, res, c.nowNs); err != nil {
 		return err
 	}
+	s.recordBandwidth(r.Context(), c, req.BandwidthStats)
 	writeJSON(w, http.StatusOK, s.heartbeatAck(r.Context(), c))
 	return nil
 }

@@ -106,6 +106,10 @@ var (
 	schemaCreatePool = object("CreatePoolRequest",
 		req("name", sString), req("location", sString), req("provisionerType", sString))
 	schemaCreateToken = object("CreateSetupTokenRequest", opt("label", sString), opt("expiresInHours", sU32))
+	// api/src/openapi/agents.rs GatewayDnsRequest, GatewayRegisterRequest.
+	schemaGatewayDNS = object("GatewayDnsRequest",
+		req("action", sString), req("slug", sString), req("dcId", sString), opt("publicIp", sString))
+	schemaGatewayRegister = object("GatewayRegisterRequest", req("dcId", sString))
 	// api/src/openapi/agents.rs AgentSetupRequest.
 	schemaSetup = object("AgentSetupRequest", req("token", sString), req("agentPubkey", sString))
 )

@@ -67,6 +67,14 @@ type Config struct {
 	// Profile is ProfileDefault ("" too) or ProfileLive: which API the
 	// server speaks (docs/dc-api.md).
 	Profile string
+	// GatewayDomain and GatewayPrefix name the gateway's DNS records
+	// <slug>.<dc_id>.<prefix>.<domain> (defaults DefaultGatewayDomain,
+	// DefaultGatewayPrefix: the live server's CF_DOMAIN and CF_GW_PREFIX).
+	GatewayDomain, GatewayPrefix string
+	// PublicURL is the server's public base URL (the live API_PUBLIC_URL):
+	// gateway/register answers its acme-dns URL from it, and refuses
+	// without one.
+	PublicURL string
 }
 
 // Replay caches (dc-api serve --replay-cache).
@@ -142,6 +150,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.NextHeartbeatSeconds <= 0 {
 		cfg.NextHeartbeatSeconds = 60
+	}
+	if cfg.GatewayDomain == "" {
+		cfg.GatewayDomain = DefaultGatewayDomain
+	}
+	if cfg.GatewayPrefix == "" {
+		cfg.GatewayPrefix = DefaultGatewayPrefix
 	}
 	if cfg.DashboardRefresh <= 0 {
 		cfg.DashboardRefresh = 10 * time.Second

@@ -85,6 +85,10 @@ type PollingConfig struct {
 	// OrphanGracePeriodSeconds: an instance the API does not know is only
 	// reported after this long (legacy key).
 	OrphanGracePeriodSeconds int `toml:"orphan_grace_period_seconds,omitempty"`
+	// MaxReadsPerMinute bounds all the agent's GET requests together (the
+	// live API allows 120 per minute per client IP; the default takes
+	// half, leaving room for other machines behind the same address).
+	MaxReadsPerMinute int `toml:"max_reads_per_minute,omitzero"`
 }
 
 // AgentConfig is [agent].
@@ -97,6 +101,11 @@ type AgentConfig struct {
 	ShutdownGraceSeconds int    `toml:"shutdown_grace_seconds,omitempty"`
 	ReleaseURL           string `toml:"release_url,omitempty"`
 	AutoUpdate           bool   `toml:"auto_update,omitempty"`
+	// ProvisionRetrySeconds is how long a provision that fails with a
+	// transient backend error is retried locally before provisioning_failed
+	// is reported (the live API refunds the tenant at once and never offers
+	// the contract again). nil: the default; 0: report at once.
+	ProvisionRetrySeconds *int `toml:"provision_retry_seconds,omitempty"`
 }
 
 // ProvisionerConfig is [provisioner] and each [[additional_provisioners]].
@@ -192,11 +201,16 @@ type DockerConfig struct {
 
 // ScriptConfig is [provisioner.script].
 type ScriptConfig struct {
-	Provision      string `toml:"provision"`
-	Terminate      string `toml:"terminate"`
-	HealthCheck    string `toml:"health_check"`
-	GetInstance    string `toml:"get_instance,omitempty"`
-	List           string `toml:"list,omitempty"`
+	Provision   string `toml:"provision"`
+	Terminate   string `toml:"terminate"`
+	HealthCheck string `toml:"health_check"`
+	GetInstance string `toml:"get_instance,omitempty"`
+	List        string `toml:"list,omitempty"`
+	// Pause and Resume (optional, both or neither) stop and start an
+	// instance without destroying it: reconcile's pause of a disputed
+	// contract, and its resumption.
+	Pause          string `toml:"pause,omitempty"`
+	Resume         string `toml:"resume,omitempty"`
 	TimeoutSeconds int    `toml:"timeout_seconds"`
 	MaxOutputBytes int    `toml:"max_output_bytes,omitempty"`
 	// ResetPassword and RotateSSHKey serve tenant requests (optional).

@@ -23,6 +23,9 @@ const (
 	DefaultStatusSocket               = "/run/dc-agent/status.sock"
 	DefaultMaxConcurrentProvisions    = 4
 	DefaultShutdownGraceSeconds       = 300
+	DefaultProvisionRetrySeconds      = 600
+	MaxProvisionRetrySeconds          = 1800 // well inside the live API's 1 h provisioning timeout
+	DefaultMaxReadsPerMinute          = 60   // half the live API's per-IP read limit
 	DefaultScriptTimeoutSeconds       = 300
 	DefaultProxmoxStorage             = "local-lvm"
 	DefaultProxmoxBridge              = "vmbr0"
@@ -207,6 +210,12 @@ func (c *Config) Validate() []string {
 	}
 	if c.Agent.ShutdownGraceSeconds < 0 {
 		add("agent.shutdown_grace_seconds = %d must not be negative; remove it for the default (%d)", c.Agent.ShutdownGraceSeconds, DefaultShutdownGraceSeconds)
+	}
+	if r := c.Agent.ProvisionRetrySeconds; r != nil && (*r < 0 || *r > MaxProvisionRetrySeconds) {
+		add("agent.provision_retry_seconds = %d is out of range; use 0 (report a failure at once) ..%d (the live API fails a contract still provisioning after an hour; default %d)", *r, MaxProvisionRetrySeconds, DefaultProvisionRetrySeconds)
+	}
+	if n := c.Polling.MaxReadsPerMinute; n < 0 || n > 1200 {
+		add("polling.max_reads_per_minute = %d is out of range; use 1..1200 (the live API allows 120 per client IP; default %d)", n, DefaultMaxReadsPerMinute)
 	}
 	if c.Agent.MetricsListen != "" {
 		if _, _, err := net.SplitHostPort(c.Agent.MetricsListen); err != nil {

@@ -43,6 +43,7 @@ type Client struct {
 	now          func() time.Time
 	log          *slog.Logger
 	maxResponse  int64
+	pacer        *Pacer
 }
 
 // Option configures a Client.
@@ -175,6 +176,11 @@ func (c *Client) DoRaw(ctx context.Context, method, path string, query url.Value
 	if err := checkPath(path); err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
+	if c.pacer != nil {
+		if err := c.pacer.wait(ctx, method); err != nil {
+			return nil, &Error{Method: method, Path: path, Kind: KindRetryable, Err: fmt.Errorf("waiting for the request budget: %w", err)}
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
@@ -228,6 +234,10 @@ func (c *Client) roundTrip(req *http.Request, method, path string) (*Response, [
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, c.maxResponse+1))
 	c.log.Debug("api request", "method", method, "path", path, "status", resp.StatusCode, "duration", time.Since(start))
+	if resp.StatusCode == http.StatusTooManyRequests && c.pacer != nil {
+		// Every request of this tier waits, not only the loop that got it.
+		c.pacer.hold(method, retryAfter(resp.Header.Get("Retry-After"), c.now))
+	}
 	if err != nil {
 		return r, nil, &Error{Method: method, Path: path, StatusCode: resp.StatusCode, Kind: KindRetryable, Err: fmt.Errorf("read response: %w", err)}
 	}
@@ -352,11 +362,19 @@ func retryAfter(v string, now func() time.Time) time.Duration {
 }
 
 // classifyMessage guesses the kind of a success:false error from the live
-// service, which answers handler errors with HTTP 200.
+// service, which answers handler errors with HTTP 200 — permission and
+// ownership refusals too (require_permission in api/src/auth.rs, the
+// provider checks of api/src/openapi/*.rs), and "Agent must belong to a
+// pool" for a delegation without a pool (providers.rs): those are auth
+// problems, fixed by a human, not refusals of one request.
 func classifyMessage(msg string) Kind {
 	m := strings.ToLower(msg)
 	switch {
-	case strings.Contains(m, "unauthorized") || strings.Contains(m, "delegation") && (strings.Contains(m, "revoked") || strings.Contains(m, "expired") || strings.Contains(m, "no active")):
+	case strings.Contains(m, "unauthorized"),
+		strings.Contains(m, "delegation") && (strings.Contains(m, "revoked") || strings.Contains(m, "expired") || strings.Contains(m, "no active")),
+		strings.Contains(m, "does not have '") && strings.Contains(m, "permission"),
+		strings.Contains(m, "must belong to a pool"),
+		strings.Contains(m, "not delegated by this provider"):
 		return KindAuth
 	case strings.Contains(m, "not found"):
 		return KindNotFound

@@ -255,6 +255,12 @@ func TestClientErrorKinds(t *testing.T) {
 		"200 not an envelope":          {200, nil, `[1,2,3]`, false, KindPermanent, "not a JSON envelope", 0},
 		"200 wrong data type":          {200, nil, `{"success":true,"data":"yes"}`, true, KindPermanent, "unexpected response data", 0},
 		"409 envelope":                 {409, nil, `{"success":false,"error":"locked by another agent"}`, true, KindPermanent, "locked by another agent", 0},
+		// The live API's permission and pool refusals are HTTP 200 (api/src/auth.rs, providers.rs).
+		"live 200 permission":      {200, nil, `{"success":false,"error":"Agent does not have 'provision' permission"}`, true, KindAuth, "does not have 'provision' permission", 0},
+		"live 200 no pool":         {200, nil, `{"success":false,"error":"Agent must belong to a pool. Re-register using a setup token."}`, true, KindAuth, "must belong to a pool", 0},
+		"live 200 other provider":  {200, nil, `{"success":false,"error":"Agent is not delegated by this provider"}`, true, KindAuth, "not delegated", 0},
+		"live 200 wrong contracts": {200, nil, `{"success":false,"error":"Unauthorized: can only access your delegated provider's contracts"}`, true, KindAuth, "Unauthorized", 0},
+		"live 200 transition":      {200, nil, `{"success":false,"error":"Invalid status transition: provisioning -> provisioning. Valid transitions from 'provisioning': [Provisioned, ProvisioningFailed, Cancelled]"}`, true, KindPermanent, "Invalid status transition", 0},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -306,6 +312,13 @@ func TestAuthHints(t *testing.T) {
 	}
 	if h := AuthHint(&Error{StatusCode: 403, Kind: KindAuth, Message: "forbidden"}); !strings.Contains(h, "--permissions") {
 		t.Errorf("403 hint %q", h)
+	}
+	// The live API's refusals as HTTP 200 point at a setup token.
+	for _, msg := range []string{"Agent must belong to a pool. Re-register using a setup token.", "Agent does not have 'heartbeat' permission",
+		"Agent is not delegated by this provider"} {
+		if h := AuthHint(&Error{StatusCode: 200, Kind: KindAuth, Message: msg}); !strings.Contains(h, "dc-agent register --setup-token") || strings.Contains(h, "--permissions") {
+			t.Errorf("%q: hint %q", msg, h)
+		}
 	}
 	if AuthHint(errors.New("x")) != "" || StatusCode(errors.New("x")) != 0 {
 		t.Error("non-API errors")
@@ -467,5 +480,92 @@ func TestNoContent(t *testing.T) {
 	srv, _ := verifyingServer(t, func(w http.ResponseWriter, r *http.Request, s seen) { w.WriteHeader(http.StatusNoContent) })
 	if err := newClient(t, srv.URL).UnlockContract(context.Background(), contractID); err != nil {
 		t.Fatalf("204: %v", err)
+	}
+}
+
+// TestPacerHonours429 checks that a 429 holds every request of its tier
+// (reads or writes) for the server's Retry-After, not only the caller's.
+func TestPacerHonours429(t *testing.T) {
+	var mu sync.Mutex
+	var at []time.Time
+	limited := true
+	srv, _ := verifyingServer(t, func(w http.ResponseWriter, r *http.Request, s seen) {
+		mu.Lock()
+		defer mu.Unlock()
+		if r.Method != http.MethodGet {
+			_, _ = io.WriteString(w, `{"success":true,"data":{"acquired":true,"expiresAtNs":1}}`)
+			return
+		}
+		at = append(at, time.Now())
+		if limited {
+			limited = false
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			_, _ = io.WriteString(w, "Rate limit exceeded. Please try again later.")
+			return
+		}
+		_, _ = io.WriteString(w, `{"success":true,"data":[]}`)
+	})
+	p := NewPacer(0, 0)
+	cl := newClient(t, srv.URL, WithPacer(p))
+	cl.now = time.Now
+	_, _, err := cl.PendingContracts(context.Background(), 0)
+	if StatusCode(err) != http.StatusTooManyRequests || !IsRetryable(err) {
+		t.Fatalf("first read: %v", err)
+	}
+	// A write is not held by a read's 429 (live counts them apart)...
+	if _, err := cl.LockContract(context.Background(), contractID); err != nil {
+		t.Fatalf("write after a read's 429: %v", err)
+	}
+	// ...a read is, until Retry-After passed.
+	if _, _, err := cl.PendingContracts(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(at) != 2 || at[1].Sub(at[0]) < time.Second {
+		t.Fatalf("second read %v after the 429, want ≥ 1s (Retry-After)", at[1].Sub(at[0]))
+	}
+	// A cancelled wait is a retryable error, not a request.
+	p.hold(http.MethodGet, time.Hour)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := cl.PendingContracts(ctx, 0); !IsRetryable(err) || len(at) != 2 {
+		t.Fatalf("read while held: %v (%d requests)", err, len(at))
+	}
+}
+
+// TestPacerReadBudget checks that reads never exceed the budget in any
+// window of one (scaled) minute, however fast the callers ask. Times are
+// taken when each wait returns, so a late wake-up can only make a window
+// look fuller by the one read it delayed: hence budget+1.
+func TestPacerReadBudget(t *testing.T) {
+	const budget = 12
+	minute := 300 * time.Millisecond
+	p := NewPacer(budget, minute)
+	var sent []time.Time
+	for range 3 * budget {
+		if err := p.wait(context.Background(), http.MethodGet); err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, time.Now())
+	}
+	for i := range sent {
+		n := 0
+		for j := i; j < len(sent) && sent[j].Sub(sent[i]) < minute; j++ {
+			n++
+		}
+		if n > budget+1 {
+			t.Fatalf("%d reads within one minute starting at read %d, budget %d", n, i, budget)
+		}
+	}
+	// Writes are never paced: a write does not even wait for a done context.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := p.wait(ctx, http.MethodPost); err != nil {
+		t.Fatalf("a write waited: %v", err)
+	}
+	if err := p.wait(ctx, http.MethodGet); err == nil {
+		t.Fatal("a read after the budget was spent did not wait")
 	}
 }

@@ -95,8 +95,12 @@ func StatusCode(err error) int {
 	return 0
 }
 
-// AuthHint explains a 401/403 in terms of the delegation, with the command
-// that fixes it. It returns "" for other errors.
+// SetupTokenFix is how an agent is (re)registered on the live API, which
+// registers agents by setup token only (api/src/openapi/agents.rs).
+const SetupTokenFix = "re-register the agent with a setup token from the Decent Cloud dashboard (your agent pool → setup token): dc-agent register --setup-token TOKEN"
+
+// AuthHint explains an auth refusal in terms of the delegation, with the
+// command that fixes it. It returns "" for other errors.
 func AuthHint(err error) string {
 	var e *Error
 	if !errors.As(err, &e) || e.Kind != KindAuth {
@@ -104,16 +108,24 @@ func AuthHint(err error) string {
 	}
 	msg := strings.ToLower(e.Message)
 	switch {
+	case strings.Contains(msg, "must belong to a pool"):
+		// Live: a delegation without a pool gets no contracts (providers.rs).
+		return "the API serves contracts only to agents registered into an agent pool; " + SetupTokenFix
 	case strings.Contains(msg, "revoked"):
-		return "the agent's delegation was revoked by the provider; create a new one: dc-agent delegation request, sign it offline, then dc-agent register"
+		return "the agent's delegation was revoked by the provider; " + SetupTokenFix + " (or, where the API takes them, an offline-signed delegation: dc-agent delegation request, sign it offline, then dc-agent register)"
 	case strings.Contains(msg, "expired"):
-		return "the agent's delegation has expired; create a new one: dc-agent delegation request, sign it offline, then dc-agent register"
+		return "the agent's delegation has expired; " + SetupTokenFix + " (or, where the API takes them, a new offline-signed delegation: dc-agent delegation request, sign it offline, then dc-agent register)"
 	case strings.Contains(msg, "timestamp"):
 		return "this machine's clock is off by more than 5 minutes; fix time sync (timedatectl set-ntp true) and restart"
+	case e.StatusCode == http.StatusOK && (strings.Contains(msg, "permission") || strings.Contains(msg, "delegat") || strings.Contains(msg, "unauthorized")):
+		// Live answers permission and ownership refusals as HTTP 200
+		// success:false (require_permission, api/src/auth.rs); a setup
+		// token grants every permission.
+		return "the API refused this agent's delegation for the action; " + SetupTokenFix
 	case e.StatusCode == http.StatusForbidden || strings.Contains(msg, "permission"):
-		return "the agent's delegation lacks a permission this action needs; re-delegate with all permissions: dc-agent delegation request --permissions provision,health_check,heartbeat,fetch_contracts"
+		return "the agent's delegation lacks a permission this action needs; " + SetupTokenFix + " (or re-delegate with all permissions: dc-agent delegation request --permissions provision,health_check,heartbeat,fetch_contracts)"
 	case strings.Contains(msg, "delegation"):
-		return "the API knows no delegation for this agent key; register it: dc-agent register --delegation file:PATH (check with dc-agent doctor --verify-api)"
+		return "the API knows no delegation for this agent key; " + SetupTokenFix + " (or, where the API takes them: dc-agent register --delegation file:PATH; check with dc-agent doctor --verify-api)"
 	default:
 		return "the API refused the agent's signature; check the key and provider in the config with: dc-agent doctor --verify-api"
 	}

@@ -109,6 +109,15 @@ type InstanceDetails struct {
 	SSHPort           int             `json:"ssh_port,omitempty"`
 	RootPassword      string          `json:"root_password,omitempty"`
 	AdditionalDetails json.RawMessage `json:"additional_details,omitempty"`
+	// The gateway's fields, for a VM on a private bridge reached through
+	// the host's public address (dc-agent/src/provisioner/mod.rs Instance):
+	// SSH is GatewaySSHPort on PublicIP, HTTPS is GatewaySubdomain.
+	PublicIP              string `json:"public_ip,omitempty"`
+	GatewaySlug           string `json:"gateway_slug,omitempty"`
+	GatewaySubdomain      string `json:"gateway_subdomain,omitempty"`
+	GatewaySSHPort        int    `json:"gateway_ssh_port,omitempty"`
+	GatewayPortRangeStart int    `json:"gateway_port_range_start,omitempty"`
+	GatewayPortRangeEnd   int    `json:"gateway_port_range_end,omitempty"`
 }
 
 // FailureDetails is JSON-encoded into ProvisioningUpdate.InstanceDetails on failure.
@@ -119,31 +128,68 @@ type FailureDetails struct {
 
 // Heartbeat is the body of POST .../heartbeat.
 type Heartbeat struct {
-	Version         string     `json:"version"`
-	ProvisionerType string     `json:"provisionerType"`
-	Capabilities    []string   `json:"capabilities"`
+	Version         string     `json:"version,omitempty"`
+	ProvisionerType string     `json:"provisionerType,omitempty"`
+	Capabilities    []string   `json:"capabilities,omitempty"`
 	ActiveContracts int        `json:"activeContracts"`
 	Resources       *Resources `json:"resources,omitempty"`
 	// BandwidthStats is per-VM gateway traffic (only with [gateway]).
 	BandwidthStats []VMBandwidthReport `json:"bandwidthStats,omitempty"`
 }
 
-// Resources is the inventory an agent reports with its heartbeat.
+// Resources is the inventory an agent reports with its heartbeat, in the
+// live API's ResourceInventory shape (common/src/api_types.rs): every field
+// without omitempty is required there (poem-openapi refuses the whole
+// heartbeat with a 400 when one is missing, also the three lists), so the
+// lists are sent as [] when empty (MarshalJSON).
 type Resources struct {
-	CPUCores       int           `json:"cpuCores,omitempty"`
-	MemoryMB       int64         `json:"memoryMb,omitempty"`
-	MemoryFreeMB   int64         `json:"memoryFreeMb,omitempty"`
-	StoragePools   []StoragePool `json:"storagePools,omitempty"`
-	Templates      []string      `json:"templates,omitempty"`
-	InstancesTotal int           `json:"instancesTotal,omitempty"`
-	Nodes          []string      `json:"nodes,omitempty"`
+	CPUModel          *string       `json:"cpuModel,omitempty"`
+	CPUCores          uint32        `json:"cpuCores"`   // physical cores
+	CPUThreads        uint32        `json:"cpuThreads"` // logical CPUs
+	CPUMhz            *uint32       `json:"cpuMhz,omitempty"`
+	MemoryTotalMB     uint64        `json:"memoryTotalMb"`
+	MemoryAvailableMB uint64        `json:"memoryAvailableMb"` // not committed to instances
+	StoragePools      []StoragePool `json:"storagePools"`
+	GPUDevices        []GPUDevice   `json:"gpuDevices"`
+	Templates         []Template    `json:"templates"`
 }
 
-// StoragePool is one storage in Resources.
+// MarshalJSON writes nil lists as [] (the live API requires them).
+func (r Resources) MarshalJSON() ([]byte, error) {
+	type plain Resources
+	p := plain(r)
+	if p.StoragePools == nil {
+		p.StoragePools = []StoragePool{}
+	}
+	if p.GPUDevices == nil {
+		p.GPUDevices = []GPUDevice{}
+	}
+	if p.Templates == nil {
+		p.Templates = []Template{}
+	}
+	return json.Marshal(p)
+}
+
+// StoragePool is one storage in Resources (StoragePoolInfo).
 type StoragePool struct {
-	Name    string `json:"name"`
-	TotalGB int64  `json:"totalGb"`
-	AvailGB int64  `json:"availGb"`
+	Name        string `json:"name"`
+	TotalGB     uint64 `json:"totalGb"`
+	AvailableGB uint64 `json:"availableGb"`
+	StorageType string `json:"storageType"` // "lvmthin", "zfspool", "dir", "overlay2", … ("unknown" if the backend cannot tell)
+}
+
+// GPUDevice is one GPU the backend can pass through (GpuDeviceInfo).
+type GPUDevice struct {
+	PCIID    string  `json:"pciId"` // "0000:01:00.0"
+	Name     string  `json:"name"`
+	Vendor   string  `json:"vendor"`
+	MemoryMB *uint32 `json:"memoryMb,omitempty"`
+}
+
+// Template is one VM template (TemplateInfo).
+type Template struct {
+	VMID uint32 `json:"vmid"`
+	Name string `json:"name"`
 }
 
 // HeartbeatResponse answers a heartbeat. The pool fields are set for an

@@ -16,6 +16,7 @@ import (
 
 	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/dcapi"
+	"github.com/decent-stuff/dc-agent/gateway"
 	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/setup"
 )
@@ -137,6 +138,12 @@ func Run(ctx context.Context, o Options) Report {
 			add(o.Proxmox(cctx, cfg, p.Proxmox)...)
 			cancel()
 		}
+	}
+	if cfg.Gateway != nil {
+		cctx, cancel := context.WithTimeout(ctx, o.Timeout)
+		host, err := gateway.LocalHost(cctx)
+		add(checkGateway(cctx, cfg, host, err)...)
+		cancel()
 	}
 	if o.VerifyAPI {
 		if key == nil {

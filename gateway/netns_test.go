@@ -3,8 +3,6 @@ package gateway
 import (
 	"bufio"
 	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -111,97 +109,18 @@ func (n *testNet) startCaddy() {
 		t.Fatal(err)
 	}
 	testutil.WriteFile(t, n.cfg.Caddyfile, string(Caddyfile(n.cfg, TLSInternal, data)), 0o644)
-	logf, err := os.Create(filepath.Join(n.dir, "caddy.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd := n.host.Command("caddy", "run", "--config", n.cfg.Caddyfile, "--adapter", "caddyfile")
-	cmd.Dir = n.dir
-	cmd.Env = append(os.Environ(), "HOME="+n.dir, "XDG_DATA_HOME="+filepath.Join(n.dir, "xdg-data"), "XDG_CONFIG_HOME="+filepath.Join(n.dir, "xdg-config"))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start caddy: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-exited
-	})
 	// Ready when the wildcard certificate of Caddy's internal CA is served.
-	n.caRoots = filepath.Join(data, "pki", "authorities", "local", "root.crt")
-	n.waitFor("Caddy to serve the wildcard certificate", 60*time.Second, exited, func() error {
-		pem, err := os.ReadFile(n.caRoots)
-		if err != nil {
-			return err
-		}
-		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM(pem)
-		c, err := n.host.Dial("tcp", publicIP+":443", time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		tc := tls.Client(c, &tls.Config{ServerName: "probe." + n.cfg.Zone(), RootCAs: pool})
-		_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
-		return tc.Handshake()
-	}, func() string { b, _ := os.ReadFile(filepath.Join(n.dir, "caddy.log")); return string(b) })
+	n.caRoots = testutil.StartCaddy(t, n.host, n.dir, n.cfg.Caddyfile, data, publicIP+":443", "probe."+n.cfg.Zone()).RootCA
 }
 
 // startWeb runs busybox httpd in the VM on :80 with an index naming this
 // test and a 1 MiB file for the traffic counters.
 func (n *testNet) startWeb() {
-	t := n.t
 	www := filepath.Join(n.dir, "www")
 	n.index = "hello from the VM " + randHex(8) + "\n"
-	testutil.WriteFile(t, filepath.Join(www, "index.html"), n.index, 0o644)
-	testutil.WriteFile(t, filepath.Join(www, "big.bin"), strings.Repeat("x", 1<<20), 0o644)
-	cmd := n.vm.Command("busybox", "httpd", "-f", "-p", vmIP+":80", "-h", www)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start httpd: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); <-exited })
-	n.waitFor("the VM's web server", 20*time.Second, exited, func() error {
-		c, err := n.vm.Dial("tcp", vmIP+":80", time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err
-	}, nil)
-}
-
-// waitFor polls cond until it succeeds; the deadline only bounds a
-// failure (nothing is assumed to be ready after some time).
-func (n *testNet) waitFor(what string, limit time.Duration, exited <-chan struct{}, cond func() error, log func() string) {
-	n.t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		select {
-		case <-exited:
-			n.t.Fatalf("waiting for %s: the process exited (%v)\n%s", what, err, logOf(log))
-		default:
-		}
-		if time.Now().After(deadline) {
-			n.t.Fatalf("waiting for %s: %v\n%s", what, err, logOf(log))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func logOf(f func() string) string {
-	if f == nil {
-		return ""
-	}
-	return f()
+	testutil.WriteFile(n.t, filepath.Join(www, "index.html"), n.index, 0o644)
+	testutil.WriteFile(n.t, filepath.Join(www, "big.bin"), strings.Repeat("x", 1<<20), 0o644)
+	testutil.StartHTTPD(n.t, n.vm, vmIP+":80", www)
 }
 
 func randHex(n int) string {

@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-//go:embed dc-agent.service dc-agent-upgrade.service dc-agent-upgrade.timer
+//go:embed dc-agent.service dc-agent-upgrade.service dc-agent-upgrade.timer dc-agent-upgrade.path
 var templates embed.FS
 
 var (
@@ -37,6 +37,10 @@ const (
 	DefaultWatchdog = 60 * time.Second
 	// DefaultRestartDelay is RestartSec=.
 	DefaultRestartDelay = 5 * time.Second
+	// UpgradeRequestFile is the file in the agent's state directory where
+	// the running agent leaves the version the API asked for
+	// (setup/upgrade); the upgrade path unit watches it.
+	UpgradeRequestFile = "upgrade-request"
 	// StopMargin is added to agent.shutdown_grace_seconds for
 	// TimeoutStopSec=: the grace bounds the provisions, the margin covers
 	// reporting their results and closing down.
@@ -74,6 +78,12 @@ type UnitParams struct {
 	Environment []string
 	// RunArgs are extra arguments of `dc-agent run` (e.g. --log-format=json).
 	RunArgs []string
+	// Gateway grants what [gateway] needs (System only): CAP_NET_ADMIN and
+	// netlink sockets for nftables. Its directories go in ReadWritePaths.
+	Gateway bool
+	// StateDir is agent.state_dir (default /var/lib/<Name>): the upgrade
+	// path unit watches its UpgradeRequestFile.
+	StateDir string
 }
 
 func (p UnitParams) withDefaults() UnitParams {
@@ -88,6 +98,9 @@ func (p UnitParams) withDefaults() UnitParams {
 	}
 	if p.RestartDelay == 0 {
 		p.RestartDelay = DefaultRestartDelay
+	}
+	if p.StateDir == "" {
+		p.StateDir = "/var/lib/" + p.Name
 	}
 	return p
 }
@@ -122,6 +135,9 @@ func (p UnitParams) Validate() error {
 	if p.GraceSeconds < 0 {
 		return fmt.Errorf("shutdown grace %ds must not be negative", p.GraceSeconds)
 	}
+	if !filepath.IsAbs(p.StateDir) || hasControl(p.StateDir) || strings.ContainsAny(p.StateDir, " \t\"'\\") {
+		return fmt.Errorf("state directory %q must be absolute, without spaces or quotes", p.StateDir)
+	}
 	for _, rw := range p.ReadWritePaths {
 		if !filepath.IsAbs(rw) || hasControl(rw) || strings.ContainsAny(rw, " \t\"'\\") {
 			return fmt.Errorf("writable path %q must be absolute, without spaces or quotes", rw)
@@ -153,6 +169,7 @@ type unitData struct {
 	RestartSec     string
 	TimeoutStopSec string
 	BinaryDir      string
+	UpgradeRequest string
 }
 
 func (p UnitParams) data() (unitData, error) {
@@ -179,6 +196,7 @@ func (p UnitParams) data() (unitData, error) {
 		TimeoutStopSec: systemdDuration(time.Duration(p.GraceSeconds)*time.Second + StopMargin),
 		UpgradeExec:    strings.Join([]string{quoteArg(p.Binary), "--config", quoteArg(p.ConfigPath), "upgrade", "--auto"}, " "),
 		BinaryDir:      quotePath(filepath.Dir(p.Binary)),
+		UpgradeRequest: escapeSpecifiers(filepath.Join(p.StateDir, UpgradeRequestFile)),
 	}, nil
 }
 
@@ -201,6 +219,10 @@ func RenderUpgradeService(p UnitParams) ([]byte, error) {
 
 // RenderUpgradeTimer renders dc-agent-upgrade.timer.
 func RenderUpgradeTimer(p UnitParams) ([]byte, error) { return render("dc-agent-upgrade.timer", p) }
+
+// RenderUpgradePath renders dc-agent-upgrade.path, which starts the
+// upgrade unit as soon as the running agent asks for a version.
+func RenderUpgradePath(p UnitParams) ([]byte, error) { return render("dc-agent-upgrade.path", p) }
 
 func render(name string, p UnitParams) ([]byte, error) {
 	d, err := p.data()

@@ -156,6 +156,7 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 	units := filepath.Join(dir, "units")
 	for name, f := range map[string]func(UnitParams) ([]byte, error){
 		"dc-agent.service": RenderUnit, "dc-agent-upgrade.service": RenderUpgradeService, "dc-agent-upgrade.timer": RenderUpgradeTimer,
+		"dc-agent-upgrade.path": RenderUpgradePath,
 	} {
 		b, err := f(p)
 		if err != nil {
@@ -163,7 +164,8 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 		}
 		testutil.WriteFile(t, filepath.Join(units, name), string(b), 0o644)
 	}
-	verify(t, nil, filepath.Join(units, "dc-agent.service"), filepath.Join(units, "dc-agent-upgrade.service"), filepath.Join(units, "dc-agent-upgrade.timer"))
+	verify(t, nil, filepath.Join(units, "dc-agent.service"), filepath.Join(units, "dc-agent-upgrade.service"), filepath.Join(units, "dc-agent-upgrade.timer"),
+		filepath.Join(units, "dc-agent-upgrade.path"))
 
 	p.System = false
 	b, err := RenderUnit(p)
@@ -231,4 +233,40 @@ func TestUnitSecurityExposure(t *testing.T) {
 		t.Fatalf("exposure above 2.0: %v\n%s", err, out)
 	}
 	t.Log(last)
+}
+
+// [gateway] needs nftables (netlink, CAP_NET_ADMIN); without it the unit
+// keeps both closed. The gateway variant must verify too.
+func TestRenderUnitGateway(t *testing.T) {
+	dir := t.TempDir()
+	bin := fakeBinary(t, filepath.Join(dir, "dc-agent"))
+	p := UnitParams{Binary: bin, ConfigPath: "/etc/dc-agent/dc-agent.toml", System: true, ReadWritePaths: []string{"/etc/caddy/sites"}}
+	plain, err := RenderUnit(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Gateway = true
+	gw, err := RenderUnit(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		unit      string
+		want, not []string
+	}{
+		{string(plain), []string{"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n", "CapabilityBoundingSet=\n", "AmbientCapabilities=\n"}, []string{"AF_NETLINK", "CAP_NET_ADMIN"}},
+		{string(gw), []string{"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK\n", "CapabilityBoundingSet=CAP_NET_ADMIN\n", "AmbientCapabilities=CAP_NET_ADMIN\n", "ReadWritePaths=-/etc/caddy/sites\n"}, nil},
+	} {
+		for _, w := range c.want {
+			if !strings.Contains(c.unit, w) {
+				t.Errorf("unit lacks %q:\n%s", w, c.unit)
+			}
+		}
+		for _, n := range c.not {
+			if strings.Contains(c.unit, n) {
+				t.Errorf("unit has %q:\n%s", n, c.unit)
+			}
+		}
+	}
+	verify(t, nil, testutil.WriteFile(t, filepath.Join(dir, "units", "dc-agent.service"), string(gw), 0o644))
 }

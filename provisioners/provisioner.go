@@ -168,21 +168,45 @@ type KeyRotator interface {
 	RotateSSHKey(ctx context.Context, contractID, externalID, pubkey string) error
 }
 
-// Resources is a backend's capacity, reported with the heartbeat.
+// Resources is a backend's capacity, reported with the heartbeat (the
+// agent turns it into the live API's ResourceInventory). A backend fills
+// what it can see; zero values mean "cannot tell".
 type Resources struct {
-	CPUCores     int
+	CPUModel     string
+	CPUCores     int // physical cores (0: unknown; the agent then reports CPUThreads)
+	CPUThreads   int // logical CPUs
+	CPUMhz       int
 	MemoryMB     int64
-	MemoryFreeMB int64
+	MemoryFreeMB int64 // not committed to instances
 	StoragePools []StoragePool
-	Templates    []string
-	Nodes        []string
+	// GPUs are the devices the backend can pass through to an instance;
+	// nil where it cannot see any (or has no passthrough).
+	GPUs      []GPU
+	Templates []Template
+	Nodes     []string
 }
 
 // StoragePool is one storage of Resources.
 type StoragePool struct {
 	Name    string
+	Type    string // "lvmthin", "zfspool", "dir", "overlay2", …
 	TotalGB int64
 	AvailGB int64
+}
+
+// GPU is one PCI display or accelerator device.
+type GPU struct {
+	PCIID    string // "0000:01:00.0"
+	Name     string
+	Vendor   string
+	MemoryMB int // 0: unknown
+}
+
+// Template is one image an instance can be made from: a VM template's
+// VMID and name.
+type Template struct {
+	VMID int
+	Name string
 }
 
 // Inventory is implemented by backends that can report capacity.

@@ -965,7 +965,7 @@ func (f *Flow) Hint() string {
 	case StageRegistered:
 		return fmt.Sprintf("The agent is registered, but the service is not installed. Finish with: dc-agent --config %s service install", cfg)
 	}
-	return fmt.Sprintf("dc-agent is set up and its service is installed. Watch it with: dc-agent --config %s   (or: dc-agent status)", cfg)
+	return fmt.Sprintf("dc-agent is set up and its service is installed. Watch it with: dc-agent --config %s   (or: dc-agent status)", cfg) + f.gatewayHint()
 }
 
 // SignCommand is what the provider runs on the machine holding the main key.

@@ -67,10 +67,59 @@ type State struct {
 	Provisioners []Provisioner `json:"provisioners"`
 	// Work lists the contracts being provisioned or reported, oldest first.
 	Work []Work `json:"work"`
+	// Gateways are the VMs reached through [gateway], by port (none
+	// without a gateway).
+	Gateways []Gateway `json:"gateways,omitempty"`
+	// Pool is the agent pool the API says this agent belongs to (live:
+	// registered by setup token), from the last heartbeat's answer.
+	Pool *Pool `json:"pool,omitempty"`
+	// Upgrade is a newer version the API asked this agent to run.
+	Upgrade *Upgrade `json:"upgrade,omitempty"`
+	// Paused lists the instances stopped because their contract is paused
+	// (a payment dispute); they are started again when it resumes.
+	Paused []PausedInstance `json:"paused,omitempty"`
+	// Ending lists the live contracts with the time they end, soonest
+	// first (reconcile's keep list).
+	Ending []Contract `json:"ending,omitempty"`
 	// Problems are what a human should fix, each with the command that does.
 	Problems []Problem `json:"problems,omitempty"`
 	// Line is the one-line summary also sent to systemd as STATUS=.
 	Line string `json:"line"`
+}
+
+// Pool is an agent pool.
+type Pool struct {
+	ID   string `json:"id"`
+	Name string `json:"name,omitempty"`
+}
+
+// Upgrade states.
+const (
+	UpgradeOffered = "offered" // shown; auto_update is off (or the agent cannot start it)
+	UpgradeStarted = "started" // the upgrade path runs
+	UpgradeFailed  = "failed"  // it could not be started
+)
+
+// Upgrade is a version the API asked for (upgradeToVersion).
+type Upgrade struct {
+	Version string `json:"version"`
+	State   string `json:"state"`
+	Note    string `json:"note,omitempty"` // what to do, or why it failed
+}
+
+// PausedInstance is an instance stopped for a paused contract.
+type PausedInstance struct {
+	ContractID string    `json:"contractId"`
+	ExternalID string    `json:"externalId"`
+	Reason     string    `json:"reason,omitempty"`
+	Since      time.Time `json:"since"`
+}
+
+// Contract is a live contract the agent serves.
+type Contract struct {
+	ContractID string     `json:"contractId"`
+	ExternalID string     `json:"externalId,omitempty"`
+	EndsAt     *time.Time `json:"endsAt,omitempty"`
 }
 
 // Counts are the headline numbers.
@@ -103,6 +152,19 @@ type Provisioner struct {
 	MaxConcurrent int      `json:"maxConcurrent"`
 	InFlight      int      `json:"inFlight"`
 	Features      []string `json:"features"`
+}
+
+// Gateway is one VM's gateway: where tenants reach it.
+type Gateway struct {
+	ContractID string `json:"contractId"`
+	Subdomain  string `json:"subdomain,omitempty"`
+	PublicIP   string `json:"publicIp"`
+	SSHPort    int    `json:"sshPort"`
+	PortStart  int    `json:"portStart"`
+	PortEnd    int    `json:"portEnd"`
+	InternalIP string `json:"internalIp,omitempty"`
+	// State is the allocation's: allocated, dns, active or releasing.
+	State string `json:"state"`
 }
 
 // Work is one contract the agent is working on.
@@ -146,6 +208,8 @@ const (
 	EventHeartbeat        = "heartbeat"
 	EventHealthReported   = "health_reported"
 	EventTerminated       = "terminated"
+	EventPaused           = "paused"  // an instance stopped for a paused contract
+	EventResumed          = "resumed" // and started again
 	EventOrphan           = "orphan"
 	EventLoopBackoff      = "loop_backoff"
 	EventLoopRecovered    = "loop_recovered"

@@ -59,6 +59,7 @@ type Server struct {
 	lastIssued atomic.Int64
 	faults     faultSet
 	reqs       requestLog
+	listen     func(network, addr string) (net.Listener, error)
 
 	mu      sync.Mutex
 	running bool
@@ -77,6 +78,8 @@ type config struct {
 	heartbeat int
 	logger    *slog.Logger
 	profile   string
+	publicURL string
+	listen    func(network, addr string) (net.Listener, error)
 }
 
 // Option configures Start.
@@ -121,6 +124,16 @@ func WithNextHeartbeat(seconds int) Option { return func(c *config) { c.heartbea
 // live Decent Cloud API; default: PROTOCOL.md with dc-api's extensions).
 func WithProfile(profile string) Option { return func(c *config) { c.profile = profile } }
 
+// WithPublicURL sets the server's public URL (gateway/register needs one).
+func WithPublicURL(u string) Option { return func(c *config) { c.publicURL = u } }
+
+// WithListen opens the server's listener with listen instead of net.Listen
+// (e.g. testutil.NetNS.Listen: serve inside a network namespace, where the
+// URL's 127.0.0.1 is that namespace's loopback).
+func WithListen(listen func(network, addr string) (net.Listener, error)) Option {
+	return func(c *config) { c.listen = listen }
+}
+
 // WithLogger sends the server's log to l.
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
 
@@ -163,12 +176,17 @@ func Start(t testing.TB, opts ...Option) *Server {
 		WatchInterval:        20 * time.Millisecond,
 		Version:              "apitest",
 		Profile:              cfg.profile,
+		PublicURL:            cfg.publicURL,
 	})
 	if err != nil {
 		t.Fatalf("apitest: %v", err)
 	}
 	s.API = api
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if cfg.listen == nil {
+		cfg.listen = net.Listen
+	}
+	s.listen = cfg.listen
+	ln, err := cfg.listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("apitest: listen: %v", err)
 	}
@@ -224,7 +242,7 @@ func (s *Server) Restart() {
 	var ln net.Listener
 	var err error
 	for i := 0; i < 100; i++ {
-		if ln, err = net.Listen("tcp", s.Addr); err == nil {
+		if ln, err = s.listen("tcp", s.Addr); err == nil {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 
 	"github.com/decent-stuff/dc-agent/dcapi"
@@ -48,6 +49,30 @@ type DashboardContract struct {
 	Status           string
 	CreatedAtNs      int64
 	LastHealthStatus *string
+	// Gateway is where the tenant reaches a VM behind the provider's
+	// gateway (nil: no gateway), from the instance details.
+	Gateway *GatewayAccess
+}
+
+// GatewayAccess are the gateway fields of a contract's instance details
+// (dc-agent/src/provisioner/mod.rs Instance).
+type GatewayAccess struct {
+	Slug      string `json:"gateway_slug"`
+	Subdomain string `json:"gateway_subdomain"`
+	SSHPort   int    `json:"gateway_ssh_port"`
+	PortStart int    `json:"gateway_port_range_start"`
+	PortEnd   int    `json:"gateway_port_range_end"`
+	PublicIP  string `json:"public_ip"`
+}
+
+// ParseGatewayAccess returns the gateway fields of instance details, or
+// nil when they have none.
+func ParseGatewayAccess(details string) *GatewayAccess {
+	var g GatewayAccess
+	if json.Unmarshal([]byte(details), &g) != nil || g.Slug == "" {
+		return nil
+	}
+	return &g
 }
 
 // Dashboard reads everything the public dashboard shows, for every
@@ -124,8 +149,8 @@ func (s *Store) Dashboard(ctx context.Context, nowNs int64, days, chartDays, lat
 		return nil, fmt.Errorf("dashboard contract counts: %w", err)
 	}
 
-	rows, err = s.r.QueryContext(ctx, s.q(`SELECT provider_pubkey, contract_id, status, created_at_ns, last_health_status FROM (
-			SELECT provider_pubkey, contract_id, status, created_at_ns, last_health_status,
+	rows, err = s.r.QueryContext(ctx, s.q(`SELECT provider_pubkey, contract_id, status, created_at_ns, last_health_status, instance_details FROM (
+			SELECT provider_pubkey, contract_id, status, created_at_ns, last_health_status, instance_details,
 				ROW_NUMBER() OVER (PARTITION BY provider_pubkey ORDER BY created_at_ns DESC, contract_id) AS n
 			FROM contracts) latest
 		WHERE n <= ? ORDER BY provider_pubkey, n`), latest)
@@ -135,11 +160,14 @@ func (s *Store) Dashboard(ctx context.Context, nowNs int64, days, chartDays, lat
 	err = scanAll(rows, func() error {
 		var prov string
 		var c DashboardContract
-		var health sql.NullString
-		if err := rows.Scan(&prov, &c.ContractID, &c.Status, &c.CreatedAtNs, &health); err != nil {
+		var health, details sql.NullString
+		if err := rows.Scan(&prov, &c.ContractID, &c.Status, &c.CreatedAtNs, &health, &details); err != nil {
 			return err
 		}
 		c.LastHealthStatus = strPtr(health)
+		if details.Valid && (c.Status == dcapi.StatusProvisioned || c.Status == dcapi.StatusActive) {
+			c.Gateway = ParseGatewayAccess(details.String)
+		}
 		if p := idx[prov]; p != nil {
 			p.Latest = append(p.Latest, c)
 		}

@@ -53,7 +53,7 @@ func parseInstanceDetails(details, contractID string) (*instanceInfo, error) {
 	if err := validText("instanceDetails.external_id", ext, 256); err != nil {
 		return nil, err
 	}
-	for _, key := range []string{"ip_address", "ipv6_address"} {
+	for _, key := range []string{"ip_address", "ipv6_address", "public_ip"} {
 		v, err := str(key)
 		if err != nil {
 			return nil, err
@@ -64,11 +64,24 @@ func parseInstanceDetails(details, contractID string) (*instanceInfo, error) {
 			}
 		}
 	}
-	if v, ok := raw["ssh_port"]; ok && string(v) != "null" {
-		var port int
-		if err := json.Unmarshal(v, &port); err != nil || port < 0 || port > 65535 {
-			return nil, invalidf("instanceDetails.ssh_port must be an integer 1..65535")
+	for _, key := range []string{"ssh_port", "gateway_ssh_port", "gateway_port_range_start", "gateway_port_range_end"} {
+		if v, ok := raw[key]; ok && string(v) != "null" {
+			var port int
+			if err := json.Unmarshal(v, &port); err != nil || port < 0 || port > 65535 {
+				return nil, invalidf("instanceDetails.%s must be an integer 1..65535", key)
+			}
 		}
+	}
+	// The gateway's names (dc-agent/src/provisioner/mod.rs Instance).
+	if v, err := str("gateway_slug"); err != nil {
+		return nil, err
+	} else if v != "" && CheckGatewaySlug(v) != nil {
+		return nil, invalidf("instanceDetails.gateway_slug %q is not 6 lowercase letters or digits", clip(v))
+	}
+	if v, err := str("gateway_subdomain"); err != nil {
+		return nil, err
+	} else if err := validText("instanceDetails.gateway_subdomain", v, 253); err != nil {
+		return nil, err
 	}
 	pw, err := str("root_password")
 	if err != nil {

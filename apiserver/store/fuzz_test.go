@@ -1,11 +1,15 @@
 package store
 
 import (
+	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/decent-stuff/dc-agent/dcapi"
 	"github.com/decent-stuff/dc-agent/identity"
 )
 
@@ -18,6 +22,7 @@ func FuzzInstanceDetails(f *testing.F) {
 	f.Add(`{"external_id":"vm-1","root_password":"{\"version\":2,\"ephemeral_pubkey\":\"\",\"nonce\":\"\",\"ciphertext\":\"\",\"aad\":\"\"}"}`)
 	f.Add(`{"error":"no capacity","retry_possible":true}`)
 	f.Add(`null`)
+	f.Add(`{"external_id":"vm-1","ip_address":"10.77.0.2","public_ip":"203.0.113.1","gateway_slug":"k7m2p4","gateway_subdomain":"k7m2p4.dc-lk.gw.decent-cloud.org","gateway_ssh_port":20000,"gateway_port_range_start":20000,"gateway_port_range_end":20009}`)
 	const cid = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 	f.Fuzz(func(t *testing.T, details string) {
 		info, err := parseInstanceDetails(details, cid)
@@ -28,6 +33,9 @@ func FuzzInstanceDetails(f *testing.F) {
 			var raw map[string]any
 			if json.Unmarshal([]byte(details), &raw) != nil {
 				t.Fatalf("accepted details that are not a JSON object: %q", details)
+			}
+			if g := ParseGatewayAccess(details); g != nil && (CheckGatewaySlug(g.Slug) != nil || g.SSHPort < 0 || g.SSHPort > 65535) {
+				t.Fatalf("accepted a gateway with slug %q, ssh port %d", g.Slug, g.SSHPort)
 			}
 			if pw, ok := raw["root_password"].(string); ok && pw != "" {
 				var sc map[string]any
@@ -107,6 +115,33 @@ func FuzzSealDetails(f *testing.F) {
 		}
 		if plain, err := identity.Open(got, requester); err != nil || string(plain) != pw {
 			t.Fatalf("the requester opens %q, %v; want %q", plain, err, pw)
+		}
+	})
+}
+
+// FuzzRecordBandwidth: whatever bandwidthStats a heartbeat carries, the
+// store keeps them only when every entry names a contract and a slug and
+// its counts fit, and then the latest snapshot is exactly what was sent.
+func FuzzRecordBandwidth(f *testing.F) {
+	f.Add("k7m2p4", "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", uint64(1), uint64(2))
+	f.Add("K7M2P4", "nope", uint64(1)<<63, uint64(0))
+	s, err := Open(context.Background(), "sqlite:"+filepath.Join(f.TempDir(), "fuzz.db"), Options{Policy: testPolicy})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { s.Close() })
+	f.Fuzz(func(t *testing.T, slug, cid string, in, out uint64) {
+		r := dcapi.VMBandwidthReport{GatewaySlug: slug, ContractID: cid, BytesIn: in, BytesOut: out}
+		err := s.RecordBandwidth(context.Background(), "fuzz-provider", []dcapi.VMBandwidthReport{r}, time.Now().UnixNano())
+		if err != nil {
+			if KindOf(err) != KindInvalid {
+				t.Fatalf("refusal of kind %d: %v", KindOf(err), err)
+			}
+			return
+		}
+		got, err := s.LatestBandwidth(context.Background(), "fuzz-provider")
+		if err != nil || got[cid].VMBandwidthReport != r {
+			t.Fatalf("stored %+v, sent %+v (%v)", got[cid], r, err)
 		}
 	})
 }

@@ -371,7 +371,7 @@ func TestHeartbeatAndAgentStatus(t *testing.T) {
 			t.Fatalf("status without heartbeat = %+v, %v", st, err)
 		}
 		hb := dcapi.Heartbeat{Version: "0.4.21", ProvisionerType: "docker", Capabilities: []string{"vm"}, ActiveContracts: 3,
-			Resources: &dcapi.Resources{CPUCores: 8, MemoryMB: 32768}}
+			Resources: &dcapi.Resources{CPUCores: 8, MemoryTotalMB: 32768}}
 		if err := s.RecordHeartbeat(f.ctx, f.pub, f.agent, hb, f.now); err != nil {
 			t.Fatal(err)
 		}

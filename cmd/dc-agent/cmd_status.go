@@ -107,6 +107,12 @@ func printState(w io.Writer, st status.State) {
 	fmt.Fprintln(w, st.Line)
 	fmt.Fprintf(w, "\ndc-agent %s, pid %d, %s since %s\n", st.Version, st.PID, st.Phase, st.StartedAt.Local().Format(time.RFC3339))
 	fmt.Fprintf(w, "API       %s\nprovider  %s\nagent key %s\n", st.Endpoint, st.Provider, st.AgentPubkey)
+	if st.Pool != nil {
+		fmt.Fprintf(w, "pool      %s\n", poolText(st.Pool))
+	}
+	if u := st.Upgrade; u != nil {
+		fmt.Fprintf(w, "upgrade   %s\n", upgradeText(u))
+	}
 	fmt.Fprintf(w, "contracts %d active, %d provisioning, %d queued, %d reports pending; since start: %d provisioned, %d failed, %d terminated, %d health checks\n",
 		st.Counts.Active, st.Counts.Provisioning, st.Counts.Queued, st.Counts.Outbox, st.Counts.Provisioned, st.Counts.Failed, st.Counts.Terminated, st.Counts.HealthChecks)
 	fmt.Fprintln(w, "\nloops:")
@@ -145,6 +151,24 @@ func printState(w io.Writer, st status.State) {
 			fmt.Fprintf(w, "  %s %-8s %s%s for %s%s\n", shortID(wk.ContractID), wk.Provisioner, wk.Step, detail, st.Now.Sub(wk.StartedAt).Round(time.Second), resumed)
 		}
 	}
+	if len(st.Gateways) > 0 {
+		fmt.Fprintln(w, "\ngateway:")
+		for _, g := range st.Gateways {
+			fmt.Fprintf(w, "  %s %s  ssh -p %d %s  ports %d-%d → %s (%s)\n", shortID(g.ContractID), orDash(g.Subdomain), g.SSHPort, g.PublicIP, g.PortStart, g.PortEnd, orDash(g.InternalIP), g.State)
+		}
+	}
+	if len(st.Ending) > 0 {
+		fmt.Fprintln(w, "\ncontracts (ends):")
+		for _, c := range st.Ending {
+			fmt.Fprintf(w, "  %s %-20s %s\n", shortID(c.ContractID), c.ExternalID, endsText(c.EndsAt, st.Now))
+		}
+	}
+	if len(st.Paused) > 0 {
+		fmt.Fprintln(w, "\npaused (stopped, kept; started again when the contract resumes):")
+		for _, p := range st.Paused {
+			fmt.Fprintf(w, "  %s %-20s since %s: %s\n", shortID(p.ContractID), p.ExternalID, p.Since.Local().Format(time.RFC3339), p.Reason)
+		}
+	}
 	if len(st.Problems) > 0 {
 		fmt.Fprintln(w, "\nproblems:")
 		for _, p := range st.Problems {
@@ -156,6 +180,44 @@ func printState(w io.Writer, st status.State) {
 	}
 }
 
+// poolText is "name (id)" or the id.
+func poolText(p *status.Pool) string {
+	if p.Name != "" && p.Name != p.ID {
+		return p.Name + " (" + p.ID + ")"
+	}
+	return p.ID
+}
+
+// upgradeText says what became of a requested upgrade.
+func upgradeText(u *status.Upgrade) string {
+	s := "the API asks for " + u.Version
+	switch u.State {
+	case status.UpgradeStarted:
+		s += ": upgrading"
+	case status.UpgradeFailed:
+		s += ": could not start"
+	}
+	if u.Note != "" {
+		s += " — " + u.Note
+	}
+	return s
+}
+
+// endsText is when a contract ends, relative to now.
+func endsText(t *time.Time, now time.Time) string {
+	if t == nil {
+		return "end not known"
+	}
+	d := t.Sub(now)
+	switch {
+	case d < 0:
+		return "ended " + t.Local().Format("2006-01-02 15:04")
+	case d < 48*time.Hour:
+		return "ends " + t.Local().Format("2006-01-02 15:04") + " (in " + d.Round(time.Minute).String() + ")"
+	}
+	return fmt.Sprintf("ends %s (in %d days)", t.Local().Format("2006-01-02"), int(d.Hours()/24))
+}
+
 // printJSONLine writes v as one compact JSON line (NDJSON).
 func printJSONLine(w io.Writer, v any) error {
 	b, err := json.Marshal(v)
@@ -164,4 +226,11 @@ func printJSONLine(w io.Writer, v any) error {
 	}
 	_, err = fmt.Fprintf(w, "%s\n", b)
 	return err
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return s
 }

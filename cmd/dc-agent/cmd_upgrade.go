@@ -36,8 +36,9 @@ waits up to --idle-wait, asking the agent's status socket); if the new version
 does not start, the old one is put back and started.
 
 --check only says whether a newer release exists. --auto is what the
-dc-agent-upgrade.timer runs: it does nothing unless agent.auto_update = true,
-and never downgrades.`,
+dc-agent-upgrade.timer (daily) and dc-agent-upgrade.path (when the agent
+passes on a version the API asks for) run: it does nothing unless
+agent.auto_update = true, and never downgrades.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := signalContext(cmd)
@@ -70,6 +71,15 @@ and never downgrades.`,
 				case !cfg.Agent.AutoUpdate:
 					fmt.Fprintln(ew, "auto-update is off (agent.auto_update = false); nothing to do")
 					return nil
+				}
+				// The version the API asked the running agent for (its
+				// heartbeat's upgradeToVersion), if any: installed only if
+				// newer, and a signed release like any other.
+				if req, ok, err := upgrade.TakeRequest(cfg.Agent.StateDir); err != nil {
+					fmt.Fprintf(ew, "warning: %v\n", err)
+				} else if ok && version == "" {
+					fmt.Fprintf(ew, "the API asked for dc-agent %s\n", req)
+					version = req
 				}
 			}
 			socket := config.DefaultStatusSocket

@@ -97,7 +97,7 @@ Exit codes: 0 success, 1 failure, 2 usage error.`,
 		def = "sqlite:dc-api.db"
 	}
 	root.PersistentFlags().StringVar(&g.db, "db", def, "database: sqlite:PATH or postgres://USER@HOST:PORT/DB (env DC_API_DB)")
-	root.AddCommand(newServeCmd(g), newMigrateCmd(g), newProviderCmd(g), newPoolCmd(g), newSetupTokenCmd(g), newContractCmd(g), newVersionCmd())
+	root.AddCommand(newServeCmd(g), newMigrateCmd(g), newProviderCmd(g), newPoolCmd(g), newSetupTokenCmd(g), newContractCmd(g), newDNSCmd(g), newVersionCmd())
 	return root
 }
 

@@ -32,6 +32,9 @@ type serveFlags struct {
 	refresh       time.Duration
 	profile       string
 	provTimeout   time.Duration
+	gwDomain      string
+	gwPrefix      string
+	publicURL     string
 }
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -63,6 +66,9 @@ gracefully: long-polls answer at once, in-flight requests get --shutdown-grace.`
 	fl.IntVar(&f.maxAttempts, "max-attempts", store.DefaultPolicy.MaxAttempts, "provisioning attempts per contract")
 	fl.DurationVar(&f.grace, "shutdown-grace", 10*time.Second, "how long a stop waits for in-flight requests")
 	fl.DurationVar(&f.refresh, "dashboard-refresh", 10*time.Second, "dashboard self-refresh period")
+	fl.StringVar(&f.gwDomain, "gateway-domain", apiserver.DefaultGatewayDomain, "domain of the gateway's DNS names <slug>.<dc_id>.<prefix>.<domain> (the live CF_DOMAIN)")
+	fl.StringVar(&f.gwPrefix, "gateway-prefix", apiserver.DefaultGatewayPrefix, "prefix of the gateway's DNS names (the live CF_GW_PREFIX: gw, or dev-gw)")
+	fl.StringVar(&f.publicURL, "public-url", os.Getenv("API_PUBLIC_URL"), "the server's public base URL, for gateway/register's acme-dns URL (env API_PUBLIC_URL; without it gateway/register is refused, as live)")
 	return cmd
 }
 
@@ -115,6 +121,7 @@ func serve(cmd *cobra.Command, g *globals, f *serveFlags) error {
 		Store: st, Logger: log, MaxBodyBytes: f.maxBody, RateLimit: f.rateLimit, RateBurst: f.rateBurst,
 		UnknownKeyRate: f.unknownRate, UnknownKeyBurst: f.unknownBurst, ReplayCache: f.replayCache,
 		Version: buildinfo.Version, DashboardRefresh: f.refresh, Profile: f.profile,
+		GatewayDomain: f.gwDomain, GatewayPrefix: f.gwPrefix, PublicURL: f.publicURL,
 	})
 	if err != nil {
 		return err

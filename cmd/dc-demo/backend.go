@@ -59,7 +59,7 @@ func (b *scriptBackend) Start(ctx context.Context, dir string) (config.Provision
 		return config.ProvisionerConfig{}, err
 	}
 	return config.ProvisionerConfig{Type: config.TypeScript, Script: &config.ScriptConfig{
-		Provision: wrapper, Terminate: wrapper, HealthCheck: wrapper, GetInstance: wrapper, List: wrapper, TimeoutSeconds: 60,
+		Provision: wrapper, Terminate: wrapper, HealthCheck: wrapper, GetInstance: wrapper, List: wrapper, Pause: wrapper, Resume: wrapper, TimeoutSeconds: 60,
 	}}, nil
 }
 

@@ -11,7 +11,8 @@
 // all optional files in the directory:
 //
 //	delay        provision delay, a Go duration ("5s"); default 50ms
-//	fail         if present, provisioning fails with its text
+//	fail         if present, provisioning fails with its text (retryable)
+//	fail-times   "N:text": the next N provisions fail with text (retryable)
 //	kill-parent  if present, removed, and the caller (the agent) is
 //	             SIGKILLed after the instance is created, before the answer
 //	calls.log    written: one JSON line per call {time, action, contract_id}
@@ -32,6 +33,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -51,6 +53,8 @@ type Instance struct {
 	MemoryMB   int64     `json:"memory_mb,omitempty"`
 	StorageGB  int64     `json:"storage_gb,omitempty"`
 	CreatedAt  time.Time `json:"created_at"`
+	// Stopped: paused (the pause action); resume starts it again.
+	Stopped bool `json:"stopped,omitempty"`
 	// Tenant requests: the login password's SHA-256 (hex) and how often
 	// reset_password set one; the keys rotate_ssh_key added, in order.
 	PasswordHash   string   `json:"password_hash,omitempty"`
@@ -161,9 +165,32 @@ func (b *Backend) handle(stdin io.Reader) output {
 			return fail(err.Error(), true)
 		}
 		return output{Success: true}
+	case "pause", "resume":
+		id := deref(in.ExternalID)
+		found := false
+		err := b.locked(func() error {
+			for _, inst := range b.list() {
+				if inst.ExternalID == id {
+					found = true
+					inst.Stopped = in.Action == "pause"
+					return b.write(inst)
+				}
+			}
+			return nil
+		})
+		switch {
+		case err != nil:
+			return fail(err.Error(), true)
+		case !found:
+			return fail("instance "+id+" does not exist", false)
+		}
+		return output{Success: true}
 	case "health_check":
 		id := deref(in.ExternalID)
 		for _, inst := range b.list() {
+			if inst.ExternalID == id && inst.Stopped {
+				return output{Success: true, Health: map[string]any{"status": "unhealthy", "reason": "instance is stopped"}}
+			}
 			if inst.ExternalID == id {
 				return output{Success: true, Health: map[string]any{"status": "healthy", "uptime_seconds": int64(time.Since(inst.CreatedAt) / time.Second)}}
 			}
@@ -188,11 +215,14 @@ func (b *Backend) provision(in input) output {
 	if cid == "" || name == "" {
 		return fail("provision needs contract_id and instance_name", false)
 	}
+	if v, ok := in.Config["fail"].(string); ok && v != "" {
+		return fail(v, false)
+	}
 	if msg, err := os.ReadFile(filepath.Join(b.Dir, "fail")); err == nil {
 		return fail(strings.TrimSpace(string(msg)), true)
 	}
-	if v, ok := in.Config["fail"].(string); ok && v != "" {
-		return fail(v, false)
+	if msg, failNow := b.failTimes(); failNow {
+		return fail(msg, true)
 	}
 	delay := 50 * time.Millisecond
 	if d, err := os.ReadFile(filepath.Join(b.Dir, "delay")); err == nil {
@@ -211,15 +241,7 @@ func (b *Backend) provision(in input) output {
 		n := len(b.list()) + 1
 		inst = Instance{ExternalID: "demo-" + randHex(6), Name: name, ContractID: cid, IPAddress: fmt.Sprintf("10.77.%d.%d", n/250, n%250+2),
 			SSHPort: 22, CPUCores: derefInt(in.CPUCores), MemoryMB: derefInt64(in.MemoryMB), StorageGB: derefInt64(in.StorageGB), CreatedAt: time.Now()}
-		data, err := json.Marshal(inst)
-		if err != nil {
-			return err
-		}
-		tmp := b.path(name) + ".tmp"
-		if err := os.WriteFile(tmp, data, 0o644); err != nil {
-			return err
-		}
-		return os.Rename(tmp, b.path(name))
+		return b.write(inst)
 	})
 	if err != nil {
 		return fail(err.Error(), true)
@@ -235,6 +257,43 @@ func (b *Backend) provision(in input) output {
 		pw = "pw-" + randHex(12) // a reused instance gets a fresh password, as after a reset
 	}
 	return output{Success: true, Instance: instanceJSON(inst, pw)}
+}
+
+// write stores an instance (under the lock).
+func (b *Backend) write(inst Instance) error {
+	data, err := json.Marshal(inst)
+	if err != nil {
+		return err
+	}
+	tmp := b.path(inst.Name) + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, b.path(inst.Name))
+}
+
+// failTimes counts down the fail-times knob ("N:text"): true and the text
+// while N > 0.
+func (b *Backend) failTimes() (string, bool) {
+	msg, fails := "", false
+	_ = b.locked(func() error {
+		p := filepath.Join(b.Dir, "fail-times")
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil
+		}
+		n, text, _ := strings.Cut(strings.TrimSpace(string(data)), ":")
+		left, err := strconv.Atoi(n)
+		if err != nil || left <= 0 {
+			return os.Remove(p)
+		}
+		msg, fails = text, true
+		if left == 1 {
+			return os.Remove(p)
+		}
+		return os.WriteFile(p, []byte(fmt.Sprintf("%d:%s", left-1, text)), 0o644)
+	})
+	return msg, fails
 }
 
 // tenantRequest sets the password (reset_password) or adds the key
@@ -254,15 +313,7 @@ func (b *Backend) tenantRequest(in input) output {
 			} else if k := deref(in.SSHPubkey); !slices.Contains(inst.AuthorizedKeys, k) {
 				inst.AuthorizedKeys = append(inst.AuthorizedKeys, k)
 			}
-			data, err := json.Marshal(inst)
-			if err != nil {
-				return err
-			}
-			tmp := b.path(inst.Name) + ".tmp"
-			if err := os.WriteFile(tmp, data, 0o644); err != nil {
-				return err
-			}
-			return os.Rename(tmp, b.path(inst.Name))
+			return b.write(inst)
 		}
 		return nil
 	})
@@ -278,7 +329,7 @@ func (b *Backend) tenantRequest(in input) output {
 func instanceJSON(inst Instance, password string) map[string]any {
 	m := map[string]any{
 		"external_id": inst.ExternalID, "name": inst.Name, "contract_id": inst.ContractID,
-		"ip_address": inst.IPAddress, "ssh_port": inst.SSHPort,
+		"ip_address": inst.IPAddress, "ssh_port": inst.SSHPort, "status": map[bool]string{false: "running", true: "stopped"}[inst.Stopped],
 		"additional_details": map[string]any{"backend": "demo", "created_at": inst.CreatedAt.UTC().Format(time.RFC3339)},
 	}
 	if password != "" {

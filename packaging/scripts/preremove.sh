@@ -8,7 +8,7 @@ main() {
 	case "${1:-}" in
 	remove | 0)
 		if [ -d /run/systemd/system ]; then
-			systemctl disable --now dc-agent-upgrade.timer >/dev/null 2>&1 || true
+			systemctl disable --now dc-agent-upgrade.timer dc-agent-upgrade.path >/dev/null 2>&1 || true
 			systemctl disable --now dc-agent.service >/dev/null 2>&1 || true
 		fi
 		;;

@@ -21,6 +21,7 @@ package docker
 import (
 	"archive/tar"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -48,6 +49,7 @@ import (
 
 	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/provisioners"
+	"github.com/decent-stuff/dc-agent/provisioners/internal/hostinfo"
 )
 
 // Type is the registry name.
@@ -212,7 +214,7 @@ func (p *Provisioner) Type() string { return Type }
 
 // Features implements provisioners.Provisioner.
 func (p *Provisioner) Features() provisioners.Features {
-	return provisioners.Features{Terminate: true, List: true, Health: true, GetByID: true, Inventory: true, ResetPassword: true, RotateSSHKey: true}
+	return provisioners.Features{Terminate: true, List: true, Health: true, GetByID: true, Inventory: true, Pause: true, ResetPassword: true, RotateSSHKey: true}
 }
 
 // Close releases the client.
@@ -961,18 +963,36 @@ func (p *Provisioner) instanceFromInspect(ct *container.InspectResponse) provisi
 	return inst
 }
 
-// Resources implements provisioners.Inventory from the daemon's info.
+// Resources implements provisioners.Inventory from the daemon's info:
+// logical CPUs (Docker cannot tell physical cores), memory, and — for a
+// daemon on this machine (a unix socket) — the CPU model, the memory not
+// in use and the disk holding Docker's root directory, read as the live
+// Rust agent does (dc-agent/src/provisioner/docker.rs collect_resources).
+// Containers have no VM templates and no GPU passthrough: both lists are
+// empty.
 func (p *Provisioner) Resources(ctx context.Context) (provisioners.Resources, error) {
 	info, err := p.cli.Info(ctx, client.InfoOptions{})
 	if err != nil {
 		return provisioners.Resources{}, p.classify("docker info", err)
 	}
-	return provisioners.Resources{
-		CPUCores:  info.Info.NCPU,
-		MemoryMB:  info.Info.MemTotal >> 20,
-		Templates: []string{p.cfg.Image},
-		Nodes:     []string{info.Info.Name},
-	}, nil
+	in := info.Info
+	res := provisioners.Resources{
+		CPUThreads: in.NCPU,
+		MemoryMB:   in.MemTotal >> 20,
+		Nodes:      []string{in.Name},
+	}
+	res.MemoryFreeMB = res.MemoryMB
+	if local := !strings.Contains(p.cfg.Socket, "://") || strings.HasPrefix(p.cfg.Socket, "unix://"); local {
+		res.CPUModel = hostinfo.CPUModel()
+		if mb, ok := hostinfo.MemAvailableMB(); ok {
+			res.MemoryFreeMB = min(mb, res.MemoryMB)
+		}
+		root := cmp.Or(in.DockerRootDir, "/var/lib/docker")
+		if total, avail, ok := hostinfo.DiskGB(root); ok {
+			res.StoragePools = []provisioners.StoragePool{{Name: root, Type: cmp.Or(in.Driver, "unknown"), TotalGB: total, AvailGB: avail}}
+		}
+	}
+	return res, nil
 }
 
 // classify wraps a daemon error with what was being done and a hint.

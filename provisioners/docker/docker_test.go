@@ -242,7 +242,7 @@ func TestProvisionLifecycle(t *testing.T) {
 		t.Fatalf("list %+v %v", list, err)
 	}
 	res2, err := p.Resources(ctx)
-	if err != nil || res2.CPUCores < 1 || res2.MemoryMB < 1 {
+	if err != nil || res2.CPUThreads < 1 || res2.MemoryMB < 1 || res2.MemoryFreeMB < 1 || res2.MemoryFreeMB > res2.MemoryMB || len(res2.StoragePools) != 1 || res2.StoragePools[0].TotalGB < 1 || len(res2.Templates) != 0 {
 		t.Fatalf("resources %+v %v", res2, err)
 	}
 

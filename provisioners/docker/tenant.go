@@ -3,7 +3,6 @@ package docker
 import (
 	"archive/tar"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -25,23 +24,19 @@ const (
 	maxAuthorizedKeys = 1 << 20
 )
 
-// managed returns the contract's container, refusing one dc-agent did not
-// create.
-func (p *Provisioner) managed(ctx context.Context, externalID string) (ct *container.InspectResponse, err error) {
-	id := strings.TrimSpace(externalID)
-	if id == "" {
-		return nil, provisioners.Permanent(errors.New("empty container id"))
-	}
-	ct, err = p.inspect(ctx, id)
-	if err != nil {
-		return nil, provisioners.ForTenant(p.classify("inspect container "+id, err), "the provider's container host did not answer; the request is retried")
-	}
-	if ct == nil {
+// tenantContainer returns the contract's container for a tenant request,
+// refusing one dc-agent did not create (managed); the tenant reads why it
+// failed.
+func (p *Provisioner) tenantContainer(ctx context.Context, externalID string) (*container.InspectResponse, error) {
+	ct, err := p.managed(ctx, externalID, "change")
+	switch {
+	case err != nil && provisioners.RetryPossible(err):
+		return nil, provisioners.ForTenant(err, "the provider's container host did not answer; the request is retried")
+	case err != nil:
+		return nil, err
+	case ct == nil:
 		msg := "the container of this contract no longer exists"
-		return nil, &provisioners.Error{Err: fmt.Errorf("container %s: %s", id, msg), Tenant: msg}
-	}
-	if ct.Config == nil || ct.Config.Labels[LabelManaged] != "true" {
-		return nil, provisioners.Permanent(fmt.Errorf("container %s has no %s=true label, so dc-agent did not create it; refusing to change it", id, LabelManaged))
+		return nil, &provisioners.Error{Err: fmt.Errorf("container %s: %s", strings.TrimSpace(externalID), msg), Tenant: msg}
 	}
 	return ct, nil
 }
@@ -49,7 +44,7 @@ func (p *Provisioner) managed(ctx context.Context, externalID string) (ct *conta
 // ResetPassword implements provisioners.PasswordResetter: chpasswd in the
 // running container, the password on its stdin (never on a command line).
 func (p *Provisioner) ResetPassword(ctx context.Context, _, externalID, password string) (string, error) {
-	ct, err := p.managed(ctx, externalID)
+	ct, err := p.tenantContainer(ctx, externalID)
 	if err != nil {
 		return "", err
 	}
@@ -73,7 +68,7 @@ func (p *Provisioner) ResetPassword(ctx context.Context, _, externalID, password
 // back as root:root 0600 in /root/.ssh (0700), the modes sshd's StrictModes
 // accepts. It works on a stopped container too.
 func (p *Provisioner) RotateSSHKey(ctx context.Context, _, externalID, pubkey string) error {
-	ct, err := p.managed(ctx, externalID)
+	ct, err := p.tenantContainer(ctx, externalID)
 	if err != nil {
 		return err
 	}

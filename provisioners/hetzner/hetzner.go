@@ -156,7 +156,7 @@ func (p *Provisioner) Type() string { return Type }
 
 // Features implements provisioners.Provisioner.
 func (p *Provisioner) Features() provisioners.Features {
-	return provisioners.Features{Terminate: true, List: true, Health: true, GetByID: true, ResetPassword: true}
+	return provisioners.Features{Terminate: true, List: true, Health: true, GetByID: true, Pause: true, ResetPassword: true}
 }
 
 // RequesterKeys implements provisioners.RequesterSettable: a contract may

@@ -66,7 +66,7 @@ func (p *Provisioner) Type() string { return Type }
 // Features implements provisioners.Provisioner: nothing is created, so
 // nothing can be listed, checked or removed automatically.
 func (p *Provisioner) Features() provisioners.Features {
-	return provisioners.Features{Manual: true, ResetPassword: true, RotateSSHKey: true}
+	return provisioners.Features{Manual: true, Pause: true, ResetPassword: true, RotateSSHKey: true}
 }
 
 // RequesterKeys implements provisioners.RequesterSettable: a manual

@@ -61,7 +61,7 @@ func TestProvisionNotifiesWebhookAndLog(t *testing.T) {
 	if !strings.Contains(logs.String(), "needs manual provisioning") || !strings.Contains(logs.String(), cid) {
 		t.Fatalf("log = %s", logs.String())
 	}
-	if f := p.Features(); !f.Manual || f.Terminate || f.Health || f.List {
+	if f := p.Features(); !f.Manual || f.Terminate || f.Health || f.List || !f.Pause {
 		t.Fatalf("features = %+v", f)
 	}
 }

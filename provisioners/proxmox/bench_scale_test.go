@@ -105,7 +105,7 @@ func BenchmarkThousandContracts(b *testing.B) {
 		})
 		measure("inventory", func() error {
 			res, err := p.Resources(ctx)
-			if err == nil && res.CPUCores != 48 {
+			if err == nil && res.CPUThreads != 48 {
 				err = fmt.Errorf("resources %+v", res)
 			}
 			return err

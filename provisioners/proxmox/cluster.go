@@ -45,12 +45,14 @@ type resource struct {
 	Storage  string   `json:"storage"`
 	Shared   flexBool `json:"shared"`
 	Content  string   `json:"content"`
-	MaxCPU   float64  `json:"maxcpu"`
-	MaxMem   int64    `json:"maxmem"`
-	Mem      int64    `json:"mem"`
-	MaxDisk  int64    `json:"maxdisk"`
-	Disk     int64    `json:"disk"`
-	Uptime   int64    `json:"uptime"`
+	// PluginType is a storage's type (lvmthin, zfspool, rbd, …).
+	PluginType string  `json:"plugintype"`
+	MaxCPU     float64 `json:"maxcpu"`
+	MaxMem     int64   `json:"maxmem"`
+	Mem        int64   `json:"mem"`
+	MaxDisk    int64   `json:"maxdisk"`
+	Disk       int64   `json:"disk"`
+	Uptime     int64   `json:"uptime"`
 }
 
 // flexBool is PVE's 0/1 (also true/false or "1").
@@ -449,7 +451,7 @@ func (p *Provisioner) resourcesCluster(ctx context.Context) (provisioners.Resour
 		if r.MaxMem == 0 {
 			hidden = true
 		}
-		res.CPUCores += int(r.MaxCPU)
+		res.CPUThreads += int(r.MaxCPU)
 		res.MemoryMB += r.MaxMem >> 20
 		res.MemoryFreeMB += max(0, r.MaxMem-r.Mem) >> 20
 		for _, s := range sortedStorages(v, n) {
@@ -464,7 +466,7 @@ func (p *Provisioner) resourcesCluster(ctx context.Context) (provisioners.Resour
 				seenShared[s.Storage] = true
 				name = s.Storage
 			}
-			res.StoragePools = append(res.StoragePools, provisioners.StoragePool{Name: name, TotalGB: s.MaxDisk >> 30, AvailGB: max(0, s.MaxDisk-s.Disk) >> 30})
+			res.StoragePools = append(res.StoragePools, provisioners.StoragePool{Name: name, Type: s.PluginType, TotalGB: s.MaxDisk >> 30, AvailGB: max(0, s.MaxDisk-s.Disk) >> 30})
 		}
 		for _, vm := range v.vms {
 			if vm.Node != n || !bool(vm.Template) {
@@ -474,10 +476,10 @@ func (p *Provisioner) resourcesCluster(ctx context.Context) (provisioners.Resour
 			if l, ok := names[vm.VMID]; ok {
 				label = l
 			}
-			res.Templates = append(res.Templates, fmt.Sprintf("%s (%d on %s)", label, vm.VMID, n))
+			res.Templates = append(res.Templates, provisioners.Template{VMID: vm.VMID, Name: label + " on " + n})
 		}
 	}
-	sort.Strings(res.Templates)
+	sort.Slice(res.Templates, func(i, j int) bool { return res.Templates[i].VMID < res.Templates[j].VMID })
 	if hidden {
 		p.warnHourly("grant", "the API token cannot read node sizes and load; "+p.grantHint())
 	}

@@ -206,7 +206,7 @@ func TestClusterSharedTemplateClonesWithTarget(t *testing.T) {
 	}
 	// The heartbeat sums the three nodes, lists them and the shared storage once.
 	res, err := p.Resources(context.Background())
-	if err != nil || res.CPUCores != 48 || res.MemoryMB != (64+64+128)<<10 || !slices.Equal(res.Nodes, []string{"pve1", "pve2", "pve3"}) {
+	if err != nil || res.CPUThreads != 48 || res.MemoryMB != (64+64+128)<<10 || !slices.Equal(res.Nodes, []string{"pve1", "pve2", "pve3"}) {
 		t.Fatalf("resources %+v %v", res, err)
 	}
 	var pools []string
@@ -217,7 +217,7 @@ func TestClusterSharedTemplateClonesWithTarget(t *testing.T) {
 		t.Errorf("storages %v, templates %v", pools, res.Templates)
 	}
 	s.Update(t, func(st *pve.State) error { return st.SetNodeOffline("pve2", true) })
-	if res, err = p.Resources(context.Background()); err != nil || res.CPUCores != 32 || !slices.Equal(res.Nodes, []string{"pve1", "pve2 (offline)", "pve3"}) {
+	if res, err = p.Resources(context.Background()); err != nil || res.CPUThreads != 32 || !slices.Equal(res.Nodes, []string{"pve1", "pve2 (offline)", "pve3"}) {
 		t.Fatalf("resources with pve2 offline %+v %v", res, err)
 	}
 }

@@ -187,12 +187,12 @@ func (p *Provisioner) Resources(ctx context.Context) (provisioners.Resources, er
 		res.Nodes = append(res.Nodes, n.Node)
 		if n.Node == p.cfg.Node {
 			found = true
-			res.CPUCores = n.MaxCPU
+			res.CPUThreads = n.MaxCPU
 			res.MemoryMB = int64(n.MaxMem >> 20)
 			res.MemoryFreeMB = int64((n.MaxMem - min(n.Mem, n.MaxMem)) >> 20)
 		}
 	}
-	if found && res.CPUCores == 0 {
+	if found && res.CPUThreads == 0 {
 		p.warnHourly("grant", "the API token cannot read the node's size and load; "+p.grantHint())
 	}
 	node := p.node(p.cfg.Node)
@@ -204,7 +204,7 @@ func (p *Provisioner) Resources(ctx context.Context) (provisioners.Resources, er
 		if s.Enabled == 0 || !strings.Contains(s.Content, "images") {
 			continue
 		}
-		res.StoragePools = append(res.StoragePools, provisioners.StoragePool{Name: s.Name, TotalGB: int64(s.Total >> 30), AvailGB: int64(s.Avail >> 30)})
+		res.StoragePools = append(res.StoragePools, provisioners.StoragePool{Name: s.Name, Type: s.Type, TotalGB: int64(s.Total >> 30), AvailGB: int64(s.Avail >> 30)})
 	}
 	vms, err := node.VirtualMachines(ctx)
 	if err != nil {
@@ -222,11 +222,12 @@ func (p *Provisioner) Resources(ctx context.Context) (provisioners.Resources, er
 		if n, ok := names[int(v.VMID)]; ok {
 			label = n
 		}
-		res.Templates = append(res.Templates, fmt.Sprintf("%s (%d)", label, int(v.VMID)))
+		res.Templates = append(res.Templates, provisioners.Template{VMID: int(v.VMID), Name: label})
 	}
-	sort.Strings(res.Templates)
+	sort.Slice(res.Templates, func(i, j int) bool { return res.Templates[i].VMID < res.Templates[j].VMID })
 	if !found {
 		return res, errors.New("node " + p.cfg.Node + " is not in the cluster's node list; check [provisioner.proxmox].node")
 	}
+	p.hostDetails(ctx, p.cfg.Node, &res)
 	return res, nil
 }

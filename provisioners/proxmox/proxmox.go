@@ -327,7 +327,7 @@ func (p *Provisioner) Type() string { return Type }
 
 // Features implements provisioners.Provisioner.
 func (p *Provisioner) Features() provisioners.Features {
-	return provisioners.Features{Terminate: true, List: true, Health: true, GetByID: true, Inventory: true, ResetPassword: true, RotateSSHKey: true}
+	return provisioners.Features{Terminate: true, List: true, Health: true, GetByID: true, Inventory: true, Pause: true, ResetPassword: true, RotateSSHKey: true}
 }
 
 // RequesterKeys implements provisioners.RequesterSettable. A contract may

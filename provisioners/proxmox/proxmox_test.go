@@ -157,7 +157,8 @@ func TestProvisionHealthTerminate(t *testing.T) {
 		t.Fatalf("list: %+v %v", list, err)
 	}
 	res, err := p.Resources(ctx)
-	if err != nil || res.CPUCores != 16 || len(res.StoragePools) != 1 || res.StoragePools[0].Name != "local-lvm" || len(res.Templates) != 1 {
+	if err != nil || res.CPUThreads != 16 || len(res.StoragePools) != 1 || res.StoragePools[0].Name != "local-lvm" || res.StoragePools[0].Type != "lvmthin" ||
+		len(res.Templates) != 1 || res.Templates[0].VMID != 9000 || res.MemoryFreeMB <= 0 || res.MemoryFreeMB > res.MemoryMB {
 		t.Fatalf("resources: %+v %v", res, err)
 	}
 

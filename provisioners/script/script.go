@@ -60,6 +60,8 @@ const (
 	ActionHealthCheck = "health_check"
 	ActionGetInstance = "get_instance"
 	ActionList        = "list"
+	ActionPause       = "pause"
+	ActionResume      = "resume"
 	// Tenant requests (optional scripts): set the login password to
 	// "password"; add "requester_ssh_pubkey" (the new key) to the login
 	// user's authorized_keys.
@@ -114,7 +116,7 @@ func New(pc config.ProvisionerConfig, deps provisioners.Deps) (provisioners.Prov
 	}
 	for action, path := range map[string]string{
 		ActionProvision: sc.Provision, ActionTerminate: sc.Terminate, ActionHealthCheck: sc.HealthCheck,
-		ActionGetInstance: sc.GetInstance, ActionList: sc.List,
+		ActionGetInstance: sc.GetInstance, ActionList: sc.List, ActionPause: sc.Pause, ActionResume: sc.Resume,
 		ActionResetPassword: sc.ResetPassword, ActionRotateSSHKey: sc.RotateSSHKey,
 	} {
 		if path == "" {
@@ -125,6 +127,9 @@ func New(pc config.ProvisionerConfig, deps provisioners.Deps) (provisioners.Prov
 			return nil, fmt.Errorf("%s script: %w", action, err)
 		}
 		p.paths[action] = path
+	}
+	if (p.paths[ActionPause] == "") != (p.paths[ActionResume] == "") {
+		return nil, errors.New("pause and resume scripts go together: set both in the [script] section (or neither: a paused contract's instance then keeps running)")
 	}
 	for _, required := range []string{ActionProvision, ActionTerminate, ActionHealthCheck} {
 		if p.paths[required] == "" {
@@ -161,6 +166,7 @@ func (p *Provisioner) Features() provisioners.Features {
 		Health:    true,
 		GetByID:   p.paths[ActionGetInstance] != "",
 		List:      p.paths[ActionList] != "",
+		Pause:     p.paths[ActionPause] != "",
 		// Tenant requests: only with their scripts configured.
 		ResetPassword: p.paths[ActionResetPassword] != "",
 		RotateSSHKey:  p.paths[ActionRotateSSHKey] != "",

@@ -412,3 +412,35 @@ func FuzzParseOutput(f *testing.F) {
 		}
 	})
 }
+
+// The optional pause and resume scripts get the external id on stdin;
+// one without the other is refused at start.
+func TestPauseResumeScripts(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "calls")
+	s := writeScript(t, dir, "backend.sh", `cat >> `+log+`; echo >> `+log+`
+echo '{"success":true}'
+`)
+	p := newProv(t, config.ScriptConfig{Provision: s, Terminate: s, HealthCheck: s, Pause: s, Resume: s})
+	if !p.Features().Pause {
+		t.Fatal("pause scripts configured but no Pause feature")
+	}
+	if err := p.Pause(context.Background(), "vm-7"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Resume(context.Background(), "vm-7"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(log)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], `"action":"pause"`) || !strings.Contains(lines[0], `"external_id":"vm-7"`) || !strings.Contains(lines[1], `"action":"resume"`) {
+		t.Fatalf("calls: %q", lines)
+	}
+	if p := newProv(t, config.ScriptConfig{Provision: s, Terminate: s, HealthCheck: s}); p.Features().Pause {
+		t.Fatal("Pause feature without pause scripts")
+	}
+	_, err := New(config.ProvisionerConfig{Type: Type, Script: &config.ScriptConfig{Provision: s, Terminate: s, HealthCheck: s, Pause: s, TimeoutSeconds: 5}}, provisioners.Deps{})
+	if err == nil || !strings.Contains(err.Error(), "pause and resume scripts go together") {
+		t.Fatalf("pause without resume: %v", err)
+	}
+}

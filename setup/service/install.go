@@ -149,8 +149,10 @@ func Install(ctx context.Context, o Options) (Result, error) {
 		o.emit("daemon-reload", true, "systemd re-read the unit files")
 	}
 	if settings.autoUpdate && !o.User {
-		if err := o.enableNow(ctx, o.Name+"-upgrade.timer", &res); err != nil {
-			return res, err
+		for _, u := range []string{o.Name + "-upgrade.timer", o.Name + "-upgrade.path"} {
+			if err := o.enableNow(ctx, u, &res); err != nil {
+				return res, err
+			}
 		}
 	}
 	if enabled, _ := sd.run(ctx, "is-enabled", o.unitName()); enabled != "enabled" {
@@ -218,7 +220,9 @@ func (o Options) enableNow(ctx context.Context, unit string, res *Result) error 
 }
 
 // syncUpgradeTimer writes the auto-update units when auto_update is on and
-// removes them (stopping the timer) when it is off.
+// removes them (stopping the timer and the path unit) when it is off: the
+// daily timer, and the path unit that starts the upgrade at once when the
+// running agent leaves a version the API asked for.
 func (o Options) syncUpgradeTimer(ctx context.Context, p paths, params packaging.UnitParams, on bool) (bool, error) {
 	if o.User {
 		return false, nil
@@ -228,15 +232,18 @@ func (o Options) syncUpgradeTimer(ctx context.Context, p paths, params packaging
 			return false, nil
 		}
 		if o.Root == "" {
-			_, _ = o.systemd().run(ctx, "disable", "--now", o.Name+"-upgrade.timer")
+			_, _ = o.systemd().run(ctx, "disable", "--now", o.Name+"-upgrade.timer", o.Name+"-upgrade.path")
 		}
-		a, err := removeIfExists(p.upgradeTimer)
-		if err != nil {
-			return a, err
+		removed := false
+		for _, f := range []string{p.upgradeTimer, p.upgradePath, p.upgradeService} {
+			r, err := removeIfExists(f)
+			removed = removed || r
+			if err != nil {
+				return removed, err
+			}
 		}
-		b, err := removeIfExists(p.upgradeService)
-		o.emit("auto-update", true, "removed the auto-update timer (agent.auto_update is off)")
-		return a || b, err
+		o.emit("auto-update", true, "removed the auto-update units (agent.auto_update is off)")
+		return removed, nil
 	}
 	svc, err := packaging.RenderUpgradeService(params)
 	if err != nil {
@@ -246,16 +253,23 @@ func (o Options) syncUpgradeTimer(ctx context.Context, p paths, params packaging
 	if err != nil {
 		return false, err
 	}
-	a, err := writeIfChanged(p.upgradeService, svc, 0o644)
+	watch, err := packaging.RenderUpgradePath(params)
 	if err != nil {
 		return false, err
 	}
-	b, err := writeIfChanged(p.upgradeTimer, timer, 0o644)
-	if err != nil {
-		return false, err
+	changed := false
+	for _, f := range []struct {
+		path string
+		b    []byte
+	}{{p.upgradeService, svc}, {p.upgradeTimer, timer}, {p.upgradePath, watch}} {
+		c, err := writeIfChanged(f.path, f.b, 0o644)
+		changed = changed || c
+		if err != nil {
+			return changed, err
+		}
 	}
-	o.emit("auto-update units", a || b, "%s", p.upgradeTimer)
-	return a || b, nil
+	o.emit("auto-update units", changed, "%s (daily), %s (at once when the API asks for a version)", p.upgradeTimer, p.upgradePath)
+	return changed, nil
 }
 
 // waitActive polls until the unit is active (running), which for

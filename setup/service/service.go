@@ -175,7 +175,7 @@ func (o Options) unitDir() (string, error) {
 
 // paths are the files one install manages.
 type paths struct {
-	unit, upgradeService, upgradeTimer string
+	unit, upgradeService, upgradeTimer, upgradePath string
 }
 
 func (o Options) paths() (paths, error) {
@@ -187,6 +187,7 @@ func (o Options) paths() (paths, error) {
 		unit:           filepath.Join(dir, o.unitName()),
 		upgradeService: filepath.Join(dir, o.Name+"-upgrade.service"),
 		upgradeTimer:   filepath.Join(dir, o.Name+"-upgrade.timer"),
+		upgradePath:    filepath.Join(dir, o.Name+"-upgrade.path"),
 	}, nil
 }
 
@@ -198,6 +199,7 @@ type agentSettings struct {
 	statusSocket  string
 	autoUpdate    bool
 	inlineSecrets []string
+	gateway       *config.GatewayConfig
 }
 
 // loadSettings reads the config if present; a missing config yields the
@@ -222,6 +224,7 @@ func (o Options) loadSettings() (agentSettings, error) {
 	s.statusSocket = cfg.Agent.StatusSocket
 	s.autoUpdate = cfg.Agent.AutoUpdate
 	s.inlineSecrets = cfg.InlineSecrets()
+	s.gateway = cfg.Gateway
 	return s, nil
 }
 
@@ -230,6 +233,7 @@ func (o Options) unitParams(s agentSettings) packaging.UnitParams {
 	p := packaging.UnitParams{
 		Name: o.Name, Binary: o.Binary, ConfigPath: o.ConfigPath, System: !o.User,
 		User: o.RunAs, Watchdog: o.Watchdog, GraceSeconds: s.graceSeconds, Environment: o.Env, RunArgs: o.RunArgs,
+		StateDir: s.stateDir,
 	}
 	// The sandbox makes everything read-only except the unit's own state
 	// and runtime directories; a state_dir or socket elsewhere needs its
@@ -239,6 +243,14 @@ func (o Options) unitParams(s agentSettings) packaging.UnitParams {
 	}
 	if d := filepath.Dir(s.statusSocket); d != filepath.Dir(config.DefaultStatusSocket) && d != s.stateDir {
 		p.ReadWritePaths = append(p.ReadWritePaths, d)
+	}
+	if g := s.gateway; g != nil {
+		// nftables, the Caddy site files and the port allocations.
+		p.Gateway = true
+		p.ReadWritePaths = append(p.ReadWritePaths, g.CaddySitesDir)
+		if d := filepath.Dir(g.PortAllocationsPath); d != s.stateDir && d != config.DefaultStateDir {
+			p.ReadWritePaths = append(p.ReadWritePaths, d)
+		}
 	}
 	return p
 }

@@ -158,13 +158,14 @@ func TestInstallRefusesBadOptions(t *testing.T) {
 
 func TestAutoUpdateTimerFollowsConfig(t *testing.T) {
 	root := t.TempDir()
-	writeConfig(t, root, "auto_update = true")
+	writeConfig(t, root, "auto_update = true", `state_dir = "/srv/dc-state"`)
 	o := Options{Root: root, Binary: "/usr/local/bin/dc-agent"}
 	if _, err := Install(context.Background(), o); err != nil {
 		t.Fatal(err)
 	}
 	timer := filepath.Join(root, "etc/systemd/system/dc-agent-upgrade.timer")
 	svc := filepath.Join(root, "etc/systemd/system/dc-agent-upgrade.service")
+	watch := filepath.Join(root, "etc/systemd/system/dc-agent-upgrade.path")
 	b, err := os.ReadFile(svc)
 	if err != nil {
 		t.Fatal("auto_update = true wrote no upgrade service")
@@ -175,11 +176,17 @@ func TestAutoUpdateTimerFollowsConfig(t *testing.T) {
 	if _, err := os.Stat(timer); err != nil {
 		t.Fatal("auto_update = true wrote no timer")
 	}
+	// The path unit starts the upgrade at once when the agent leaves the
+	// version the API asked for in its state directory.
+	if b, err := os.ReadFile(watch); err != nil || !strings.Contains(string(b), "PathChanged=/srv/dc-state/upgrade-request\n") ||
+		!strings.Contains(string(b), "Unit=dc-agent-upgrade.service\n") {
+		t.Fatalf("upgrade path unit (%v):\n%s", err, b)
+	}
 	writeConfig(t, root, "auto_update = false")
 	if _, err := Install(context.Background(), o); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{timer, svc} {
+	for _, p := range []string{timer, svc, watch} {
 		if _, err := os.Stat(p); err == nil {
 			t.Errorf("%s kept after auto_update was turned off", p)
 		}
@@ -385,5 +392,35 @@ func TestInstallUserReportsWhyNotActive(t *testing.T) {
 	}
 	if out, _ := exec.Command("systemctl", "--user", "show", "-p", "LoadState", "dc-agent.service").Output(); !strings.Contains(string(out), "not-found") {
 		t.Fatalf("unit still known after uninstall: %s", out)
+	}
+}
+
+// With [gateway] the unit may speak netlink with CAP_NET_ADMIN and write
+// the Caddy sites and the port allocations; without, it may not.
+func TestInstallGatewayUnit(t *testing.T) {
+	root := t.TempDir()
+	cfg := writeConfig(t, root)
+	testutil.WriteFile(t, filepath.Join(root, "etc/dc-agent/agent.key"), strings.Repeat("ab", 32)+"\n", 0o600)
+	o := Options{Root: root, Binary: "/usr/bin/dc-agent"}
+	if _, err := Install(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	unitPath := filepath.Join(root, "etc/systemd/system/dc-agent.service")
+	unit, _ := os.ReadFile(unitPath)
+	if strings.Contains(string(unit), "CAP_NET_ADMIN") || strings.Contains(string(unit), "AF_NETLINK") {
+		t.Fatalf("unit without [gateway] grants netfilter:\n%s", unit)
+	}
+	b, _ := os.ReadFile(cfg)
+	gw := "\n[gateway]\ndc_id = \"dc-lk\"\npublic_ip = \"198.51.100.7\"\ncaddy_sites_dir = \"/srv/caddy/sites\"\nport_allocations_path = \"/srv/dc-gw/ports.json\"\n"
+	testutil.WriteFile(t, cfg, string(b)+gw, 0o640)
+	if _, err := Install(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	unit, _ = os.ReadFile(unitPath)
+	for _, want := range []string{"AmbientCapabilities=CAP_NET_ADMIN\n", "CapabilityBoundingSet=CAP_NET_ADMIN\n",
+		"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK\n", "ReadWritePaths=-/srv/caddy/sites\n", "ReadWritePaths=-/srv/dc-gw\n"} {
+		if !strings.Contains(string(unit), want) {
+			t.Errorf("gateway unit lacks %q:\n%s", want, unit)
+		}
 	}
 }

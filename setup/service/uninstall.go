@@ -28,7 +28,7 @@ func Uninstall(ctx context.Context, o Options) (changed bool, err error) {
 	settings, serr := o.loadSettings()
 	if o.Root == "" {
 		sd := o.systemd()
-		for _, unit := range []string{o.Name + "-upgrade.timer", o.unitName()} {
+		for _, unit := range []string{o.Name + "-upgrade.timer", o.Name + "-upgrade.path", o.unitName()} {
 			props, err := sd.show(ctx, unit)
 			if err != nil {
 				return changed, err
@@ -51,7 +51,7 @@ func Uninstall(ctx context.Context, o Options) (changed bool, err error) {
 			}
 		}
 	}
-	for _, f := range []string{p.unit, p.upgradeService, p.upgradeTimer} {
+	for _, f := range []string{p.unit, p.upgradeService, p.upgradeTimer, p.upgradePath} {
 		removed, err := removeIfExists(f)
 		if err != nil {
 			return changed, err

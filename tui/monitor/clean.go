@@ -33,6 +33,11 @@ func cleanState(st status.State) status.State {
 		w := &st.Work[i]
 		w.ContractID, w.Provisioner, w.Step, w.Detail = oneLine(w.ContractID), oneLine(w.Provisioner), oneLine(w.Step), oneLine(w.Detail)
 	}
+	st.Gateways = append([]status.Gateway(nil), st.Gateways...)
+	for i := range st.Gateways {
+		g := &st.Gateways[i]
+		g.ContractID, g.Subdomain, g.PublicIP, g.InternalIP, g.State = oneLine(g.ContractID), oneLine(g.Subdomain), oneLine(g.PublicIP), oneLine(g.InternalIP), oneLine(g.State)
+	}
 	st.Problems = append([]status.Problem(nil), st.Problems...)
 	for i := range st.Problems {
 		p := &st.Problems[i]

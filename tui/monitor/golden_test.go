@@ -165,3 +165,20 @@ func TestGoldenProblems(t *testing.T) {
 		hs: dcapi.HealthSummary{TotalChecks: 1200, HealthyChecks: 1100, UptimePercent: 91.67, ContractsMonitored: 4}}
 	runGolden(t, o, "API unreachable, retrying", "", "")
 }
+
+// An agent of the live API: its pool, an upgrade the API asks for, a
+// contract's end and a paused contract's stopped instance.
+func TestGoldenLiveAgent(t *testing.T) {
+	o := testOptions(t)
+	st := busyState()
+	st.Work = nil
+	ends := t0.Add(50 * time.Hour)
+	st.Pool = &status.Pool{ID: "eu-proxmox-1a2b3c4d", Name: "eu-proxmox"}
+	st.Upgrade = &status.Upgrade{Version: "0.6.1", State: status.UpgradeOffered, Note: "auto_update is off: install it with sudo dc-agent upgrade --version 0.6.1"}
+	st.Ending = []status.Contract{{ContractID: strings.Repeat("e1", 32), ExternalID: "pve1/101", EndsAt: &ends}, {ContractID: strings.Repeat("e2", 32), ExternalID: "pve1/102"}}
+	st.Paused = []status.PausedInstance{{ContractID: strings.Repeat("d1", 32), ExternalID: "pve1/103", Reason: "stripe_dispute:du_1", Since: t0.Add(-3 * time.Minute)}}
+	o.Status = scripted{state: st}
+	a := onlineAPI()
+	o.API = fixedAPI{st: a.status, hs: a.health}
+	runGolden(t, o, "Paused", "", "")
+}

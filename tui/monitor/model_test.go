@@ -361,3 +361,24 @@ func (c countingAPI) AgentStatus(ctx context.Context) (dcapi.AgentStatus, error)
 	*c.n++
 	return c.fixedAPI.AgentStatus(ctx)
 }
+
+// The VMs behind the gateway show with their name and SSH command; a
+// gateway not yet complete says its state.
+func TestMainScreenShowsGateways(t *testing.T) {
+	m := New(testOptions(t))
+	t.Cleanup(m.Close)
+	st := busyState()
+	st.Work = nil
+	st.Gateways = []status.Gateway{
+		{ContractID: strings.Repeat("d1", 32), Subdomain: "k7m2p4.dc-lk.gw.decent-cloud.org", PublicIP: "198.51.100.7", SSHPort: 20000, PortStart: 20000, PortEnd: 20009, State: "active"},
+		{ContractID: strings.Repeat("e2", 32), PublicIP: "198.51.100.7", SSHPort: 20010, PortStart: 20010, PortEnd: 20019, State: "allocated"},
+	}
+	m = drive(m, tea.WindowSizeMsg{Width: 100, Height: 30}, fromStream{stateMsg{state: st}}, fromStream{streamUpMsg{}}, onlineAPI())
+	v := m.View()
+	checkFits(t, v, 100, 30)
+	for _, want := range []string{"Gateway (2)", "k7m2p4.dc-lk.gw.decent-cloud.org", "ssh -p 20000 198.51.100.7", "ssh -p 20010 198.51.100.7 (allocated)"} {
+		if !strings.Contains(v, want) {
+			t.Errorf("main screen lacks %q:\n%s", want, v)
+		}
+	}
+}

@@ -49,6 +49,7 @@ func (m *Model) mainView() string {
 		wrap(s.warn.Render("Config      ") + oneLine(m.cfgProblem))
 	}
 	add(m.workLines()...)
+	add(m.gatewayLines()...)
 	wrap(m.problemLines()...)
 	add(m.resultLines()...)
 
@@ -211,6 +212,41 @@ func (m *Model) agentLines() []string {
 		out = append(out,
 			s.label.Render("Contracts   ")+fmt.Sprintf("%d active, %d provisioning, %d queued, %d reports pending", c.Active, c.Provisioning, c.Queued, c.Outbox),
 			s.label.Render("Since start ")+fmt.Sprintf("%d provisioned, %d failed, %d terminated, %d health checks", c.Provisioned, c.Failed, c.Terminated, c.HealthChecks))
+		if p := st.Pool; p != nil {
+			name := p.ID
+			if p.Name != "" && p.Name != p.ID {
+				name = p.Name + " (" + p.ID + ")"
+			}
+			out = append(out, s.label.Render("Pool        ")+name)
+		}
+		if u := st.Upgrade; u != nil {
+			line := s.label.Render("Upgrade     ") + s.warn.Render(version(u.Version)) + " requested by the API"
+			switch u.State {
+			case status.UpgradeStarted:
+				line += ": upgrading"
+			case status.UpgradeFailed:
+				line += ": " + s.bad.Render("could not start")
+			}
+			if u.Note != "" {
+				line += " — " + u.Note
+			}
+			out = append(out, line)
+		}
+		if len(st.Ending) > 0 {
+			next := st.Ending[0]
+			line := s.label.Render("Next end    ") + abbrevID(next.ContractID)
+			if next.EndsAt != nil {
+				line += " ends " + next.EndsAt.Local().Format("2006-01-02 15:04") + " (in " + age(next.EndsAt.Sub(m.now)) + ")"
+			}
+			if len(st.Ending) > 1 {
+				line += s.dim.Render(fmt.Sprintf("; %d more live", len(st.Ending)-1))
+			}
+			out = append(out, line)
+		}
+		for _, p := range st.Paused {
+			out = append(out, s.warn.Render("Paused      ")+abbrevID(p.ContractID)+" "+p.ExternalID+" stopped "+m.ago(p.Since)+": "+oneLine(p.Reason)+
+				s.dim.Render(" (kept; started when the contract resumes)"))
+		}
 	}
 	out = append(out, m.uptimeLine())
 	return out
@@ -272,6 +308,32 @@ func (m *Model) workLines() []string {
 			step += " (resumed)"
 		}
 		out = append(out, "  "+pad(abbrevID(w.ContractID), 15)+pad(w.Provisioner, 9)+pad(ansi.Truncate(step, 30, "…"), 31)+age(m.now.Sub(w.StartedAt)))
+	}
+	return out
+}
+
+// gatewayLines lists the VMs reached through the gateway: name and SSH.
+func (m *Model) gatewayLines() []string {
+	if m.state == nil || m.stateErr != nil || len(m.state.Gateways) == 0 {
+		return nil
+	}
+	s := m.st
+	gws := m.state.Gateways
+	out := []string{"", s.label.Render(fmt.Sprintf("Gateway (%d)", len(gws)))}
+	for i, g := range gws {
+		if i == 5 {
+			out = append(out, s.dim.Render(fmt.Sprintf("  … and %d more (dc-agent status)", len(gws)-5)))
+			break
+		}
+		name := g.Subdomain
+		if name == "" {
+			name = "—"
+		}
+		line := "  " + pad(abbrevID(g.ContractID), 15) + pad(ansi.Truncate(name, 44, "…"), 45) + fmt.Sprintf("ssh -p %d %s", g.SSHPort, g.PublicIP)
+		if g.State != "active" {
+			line += s.warn.Render(" (" + g.State + ")")
+		}
+		out = append(out, line)
 	}
 	return out
 }

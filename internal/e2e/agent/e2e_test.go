@@ -8,6 +8,7 @@ package agente2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -21,20 +22,49 @@ import (
 	"github.com/decent-stuff/dc-agent/apiserver/store"
 	"github.com/decent-stuff/dc-agent/dcapi"
 	"github.com/decent-stuff/dc-agent/identity"
+	"github.com/decent-stuff/dc-agent/internal/e2e/e2eutil"
 )
 
+// failureText is a contract's last error: dc-api keeps the error text, the
+// live API the whole failure details JSON.
+func failureText(s string) string {
+	var fd dcapi.FailureDetails
+	if json.Unmarshal([]byte(s), &fd) == nil && fd.Error != "" {
+		return fd.Error
+	}
+	return s
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// TestEndToEnd runs one agent against each dc-api profile: the password
+// reaches only the requester (sealed by the agent where dc-api hands over
+// requester_pubkey, in clear over loopback and encrypted by the server on
+// the live API, which never does), a backend failure and a refused
+// instance_config are reported once, heartbeats keep the provider online,
+// every live contract gets health checks (live: from the backend's list
+// and reconcile, per contract), status agrees, cancel terminates.
 func TestEndToEnd(t *testing.T) {
-	w := newWorld(t)
+	eachProfile(t, testEndToEnd)
+}
+
+func testEndToEnd(t *testing.T, prof e2eutil.Profile) {
+	w := newWorld(t, withProfile(prof))
 	requester, _ := identity.GenerateKey()
-	ok := w.srv.CreateContract(w.prov, apitest.ContractSpec{
+	ok := w.contract(apitest.ContractSpec{
 		RequesterPubkey: apitest.Ptr(identity.PublicHex(requester)),
 		CPUCores:        apitest.Ptr(2), MemoryAmount: apitest.Ptr("4 GB"), StorageCapacity: apitest.Ptr("1 TB"),
 		ProvisionerConfig: apitest.Ptr(`{"template":"ubuntu-24.04"}`), InstanceConfig: apitest.Ptr(`{"hostname":"web1"}`),
 	})
-	bad := w.srv.CreateContract(w.prov, apitest.ContractSpec{InstanceConfig: apitest.Ptr(`{"fail":"template debian-13 does not exist"}`)})
+	bad := w.contract(apitest.ContractSpec{InstanceConfig: apitest.Ptr(`{"fail":"template debian-13 does not exist"}`)})
 	// The requester asks for a static address on the provider's network: a
 	// key neither the script backend nor the provider lets a contract set.
-	refused := w.srv.CreateContract(w.prov, apitest.ContractSpec{InstanceConfig: apitest.Ptr(`{"hostname":"web2","ipconfig0":"ip=10.0.0.5/24"}`)})
+	refused := w.contract(apitest.ContractSpec{InstanceConfig: apitest.Ptr(`{"hostname":"web2","ipconfig0":"ip=10.0.0.5/24"}`)})
 	p := w.startAgent(nil)
 
 	// Provisioned, with a password only the requester can read.
@@ -62,18 +92,24 @@ func TestEndToEnd(t *testing.T) {
 
 	// A backend failure is reported as provisioning_failed, not retried when it cannot help.
 	fc := w.srv.WaitForStatus(bad, dcapi.StatusProvisioningFailed, 20*time.Second)
-	if fc.LastError == nil || !strings.Contains(*fc.LastError, "template debian-13 does not exist") {
+	if fc.LastError == nil || !strings.Contains(failureText(*fc.LastError), "template debian-13 does not exist") {
 		t.Fatalf("failure = %v", fc.LastError)
 	}
 
 	// A refused instance_config fails for good, says why and how the
 	// provider allows it, and never reaches the backend.
 	rc := w.srv.WaitForStatus(refused, dcapi.StatusProvisioningFailed, 20*time.Second)
-	if rc.LastError == nil || !strings.Contains(*rc.LastError, `instance_config sets "ipconfig0", which a contract may not set on this provider's script backend (contracts may set: "fail", "hostname"); the provider can allow it with instance_config_allow = ["ipconfig0"]`) {
+	if rc.LastError == nil || !strings.Contains(failureText(*rc.LastError), `instance_config sets "ipconfig0", which a contract may not set on this provider's script backend (contracts may set: "fail", "hostname"); the provider can allow it with instance_config_allow = ["ipconfig0"]`) {
 		t.Fatalf("refused instance_config: last error %v", rc.LastError)
 	}
-	if rc.OfferAfterNs != nil || rc.InstanceDetails == nil || !strings.Contains(*rc.InstanceDetails, `"retry_possible":false`) {
-		t.Fatalf("refused instance_config is retried: offer_after %v, details %v", rc.OfferAfterNs, rc.InstanceDetails)
+	// dc-api keeps the failure details; live keeps them as the error text.
+	if details := deref(rc.InstanceDetails) + deref(rc.LastError); rc.OfferAfterNs != nil || !strings.Contains(details, `"retry_possible":false`) {
+		t.Fatalf("refused instance_config is retried: offer_after %v, details %s", rc.OfferAfterNs, details)
+	}
+	for _, cid := range []string{bad, refused} {
+		if c := w.srv.Contract(cid); c.FailureCount != 1 {
+			t.Fatalf("contract %s: %d failures reported, want 1", cid, c.FailureCount)
+		}
 	}
 	calls, err := w.backend.Calls()
 	if err != nil {
@@ -85,11 +121,15 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 
-	// Heartbeat: online, with what the agent can do.
+	// Heartbeat: online, with what the agent can do, every one accepted.
 	eventually(t, 10*time.Second, "provider online", func() bool { return w.srv.AgentStatus(w.prov).Online })
 	as := w.srv.AgentStatus(w.prov)
 	if as.ProvisionerType == nil || *as.ProvisionerType != "script" || as.Version == nil {
 		t.Fatalf("agent status = %+v", as)
+	}
+	eventually(t, 10*time.Second, "activeContracts 1 in a heartbeat", func() bool { return w.srv.AgentStatus(w.prov).ActiveContracts == 1 })
+	if all, ok := w.srv.CountRequests("POST", "/heartbeat", 0), w.srv.CountRequests("POST", "/heartbeat", 200); all != ok {
+		t.Fatalf("%d of %d heartbeats refused", all-ok, all)
 	}
 
 	// Health stored for the live contract, and uptime computed from it.
@@ -113,6 +153,12 @@ func TestEndToEnd(t *testing.T) {
 	if !st.Online || st.Counts.Provisioned != 1 || st.Counts.Failed != 2 || !strings.HasPrefix(st.Line, "online · 1 active") {
 		t.Fatalf("state: %s %+v", st.Line, st.Counts)
 	}
+	if len(st.Ending) != 1 || st.Ending[0].ContractID != ok || st.Ending[0].EndsAt == nil || st.Ending[0].EndsAt.Before(time.Now().Add(29*24*time.Hour)) {
+		t.Fatalf("contracts with their end (reconcile's keep): %+v", st.Ending)
+	}
+	if prof.Live && (st.Pool == nil || st.Pool.ID != w.acc.Pool.PoolID || st.Pool.Name != "e2e") {
+		t.Fatalf("pool in status: %+v", st.Pool)
+	}
 
 	// Cancelled: the instance is terminated and reported.
 	w.srv.CancelContract(ok)
@@ -131,21 +177,107 @@ func TestEndToEnd(t *testing.T) {
 	}
 }
 
-func TestRetryableFailureIsRetried(t *testing.T) {
-	w := newWorld(t)
-	if err := w.backend.Set("fail", "no capacity on node pve1"); err != nil {
-		t.Fatal(err)
-	}
-	cid := w.srv.CreateContract(w.prov, apitest.ContractSpec{})
-	w.startAgent(nil)
-	w.srv.WaitForContract(cid, 20*time.Second, func(c *store.Contract) bool { return c.FailureCount >= 1 }, "a failure")
-	if err := w.backend.Set("fail", ""); err != nil {
-		t.Fatal(err)
-	}
-	waitLive(t, w, cid)
-	if n := w.instancesByContract()[cid]; n != 1 {
-		t.Fatalf("%d instances", n)
-	}
+// A transient backend failure is retried by the agent itself, within its
+// budget, and never reported: on the live API a reported failure is final
+// and refunds the tenant.
+func TestTransientFailureRetried(t *testing.T) {
+	eachProfile(t, func(t *testing.T, p e2eutil.Profile) {
+		w := newWorld(t, withProfile(p))
+		if err := w.backend.Set("fail-times", "2:no capacity on node pve1"); err != nil {
+			t.Fatal(err)
+		}
+		cid := w.contract(apitest.ContractSpec{})
+		w.startAgent(nil)
+		waitLive(t, w, cid)
+		if c := w.srv.Contract(cid); c.FailureCount != 0 {
+			t.Fatalf("%d failures reported for a transient problem", c.FailureCount)
+		}
+		if n := w.provisionCalls()[cid]; n != 3 {
+			t.Fatalf("provision called %d times, want 3 (two failures, then success)", n)
+		}
+		checkExactlyOnce(t, w, []string{cid})
+	})
+}
+
+// Once the retry budget is spent, a transient failure is reported, once,
+// as retryable; a permanent one at once, without retries.
+func TestFailureReportedOnceBudgetSpent(t *testing.T) {
+	eachProfile(t, func(t *testing.T, p e2eutil.Profile) {
+		// 100 s of retries = 1 s at this time scale.
+		w := newWorld(t, withProfile(p), func(c *worldConfig) { c.agentExtra = "provision_retry_seconds = 100" })
+		if err := w.backend.Set("fail", "no capacity on node pve1"); err != nil {
+			t.Fatal(err)
+		}
+		transient := w.contract(apitest.ContractSpec{})
+		permanent := w.contract(apitest.ContractSpec{InstanceConfig: apitest.Ptr(`{"fail":"image ubuntu-9 does not exist"}`)})
+		w.startAgent(nil)
+		for _, cid := range []string{transient, permanent} {
+			w.srv.WaitForContract(cid, 30*time.Second, func(c *store.Contract) bool { return c.FailureCount > 0 }, "the failure reported")
+		}
+		calls := w.provisionCalls()
+		if calls[permanent] != 1 || calls[transient] < 2 {
+			t.Fatalf("provision calls: permanent %d (want 1), transient %d (want retries)", calls[permanent], calls[transient])
+		}
+		c := w.srv.Contract(transient)
+		if c.LastError == nil || !strings.Contains(failureText(*c.LastError), "no capacity on node pve1") {
+			t.Fatalf("reported error %v", c.LastError)
+		}
+		if len(w.backend.Instances()) != 0 {
+			t.Fatalf("failed attempts left %+v", w.backend.Instances())
+		}
+		// Reported once: the agent does not take the contract again by itself.
+		n := w.srv.CountRequests("PUT", "/provisioning", 0)
+		m := w.srv.CountRequests("GET", "/pending-provision", 0)
+		eventually(t, 20*time.Second, "more polls", func() bool { return w.srv.CountRequests("GET", "/pending-provision", 0) > m+10 })
+		// dc-api offers a retryable failure again (up to its attempts), live never.
+		if w.srv.Contract(permanent).FailureCount != 1 || p.Live && (w.srv.CountRequests("PUT", "/provisioning", 0) != n || w.srv.Contract(transient).FailureCount != 1) {
+			t.Fatal("a failure was reported again")
+		}
+	})
+}
+
+// A paused contract's instance is stopped, not destroyed, and gets no
+// health checks; resumed, it is started again (script pause/resume
+// actions of the demo backend).
+func TestPauseResume(t *testing.T) {
+	eachProfile(t, func(t *testing.T, p e2eutil.Profile) {
+		w := newWorld(t, withProfile(p))
+		cid := w.contract(apitest.ContractSpec{})
+		w.startAgent(nil)
+		waitLive(t, w, cid)
+		if _, err := w.srv.Store.PauseContract(context.Background(), cid, "stripe_dispute:du_1", w.srv.Now().UnixNano()); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 20*time.Second, "the instance stopped", func() bool {
+			in := w.backend.Instances()
+			return len(in) == 1 && in[0].Stopped
+		})
+		eventually(t, 10*time.Second, "status shows it paused", func() bool {
+			st, err := w.state()
+			return err == nil && len(st.Paused) == 1 && st.Paused[0].ContractID == cid && st.Paused[0].Reason == "stripe_dispute:du_1"
+		})
+		pausedAt := time.Now()
+		if _, err := w.srv.Store.ResumeContract(context.Background(), cid, w.srv.Now().UnixNano()); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 20*time.Second, "the instance started again", func() bool {
+			in := w.backend.Instances()
+			return len(in) == 1 && !in[0].Stopped
+		})
+		eventually(t, 20*time.Second, "healthy again", func() bool {
+			hs := w.srv.HealthChecks(cid)
+			return len(hs) > 0 && hs[len(hs)-1].Status == dcapi.HealthHealthy && time.Unix(0, hs[len(hs)-1].CheckedAt).After(pausedAt)
+		})
+		for _, h := range w.srv.HealthChecks(cid) {
+			if h.Status != dcapi.HealthHealthy {
+				t.Fatalf("a check while paused: %+v", h)
+			}
+		}
+		checkExactlyOnce(t, w, []string{cid})
+		if st, err := w.state(); err != nil || len(st.Paused) != 0 {
+			t.Fatalf("still listed as paused: %+v %v", st.Paused, err)
+		}
+	})
 }
 
 func TestRevokedDelegationStopsRetrying(t *testing.T) {
@@ -189,7 +321,7 @@ func TestAPIDownNoReportLost(t *testing.T) {
 	eventually(t, 10*time.Second, "online", func() bool { return w.srv.AgentStatus(w.prov).Online })
 	var cids []string
 	for i := 0; i < 5; i++ {
-		cids = append(cids, w.srv.CreateContract(w.prov, apitest.ContractSpec{}))
+		cids = append(cids, w.contract(apitest.ContractSpec{}))
 	}
 	// The API goes away while the instances are being made.
 	eventually(t, 10*time.Second, "provisioning under way", func() bool { return len(w.provisionCalls()) == len(cids) })
@@ -246,9 +378,15 @@ func TestAPIDownNoReportLost(t *testing.T) {
 	t.Logf("all %d reports delivered %s after the API came back (longest scheduled backoff %s, cap %s)", len(cids), recovered.Round(time.Millisecond), longest.Round(time.Millisecond), backoffCap)
 }
 
+// Failed and lost answers are retried; against the live API a lost answer
+// to "provisioning" makes the retry look like a repeat, which it refuses.
 func TestAPIErrorsAreRetried(t *testing.T) {
-	w := newWorld(t)
-	cid := w.srv.CreateContract(w.prov, apitest.ContractSpec{})
+	eachProfile(t, testAPIErrorsAreRetried)
+}
+
+func testAPIErrorsAreRetried(t *testing.T, p e2eutil.Profile) {
+	w := newWorld(t, withProfile(p))
+	cid := w.contract(apitest.ContractSpec{})
 	// Every write the agent makes fails a few times first.
 	w.srv.FailNext("PUT", "/provisioning", 3, http.StatusServiceUnavailable)
 	w.srv.FailNext("POST", "/lock", 2, http.StatusTooManyRequests)
@@ -304,7 +442,7 @@ func TestStatusFollowAndJSONLogs(t *testing.T) {
 		}
 	}()
 
-	cid := w.srv.CreateContract(w.prov, apitest.ContractSpec{})
+	cid := w.contract(apitest.ContractSpec{})
 	kinds := map[string]bool{}
 	timeout := time.After(30 * time.Second)
 	for !kinds[status.EventProvisioned] || !kinds[status.EventReportSent] {

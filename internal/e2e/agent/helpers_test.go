@@ -19,6 +19,7 @@ import (
 	"github.com/decent-stuff/dc-agent/apiserver/apitest"
 	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/internal/demobackend"
+	"github.com/decent-stuff/dc-agent/internal/e2e/e2eutil"
 	"github.com/decent-stuff/dc-agent/internal/testutil"
 )
 
@@ -43,6 +44,7 @@ type world struct {
 	t        *testing.T
 	srv      *apitest.Server
 	prov     *apitest.Provider
+	acc      *e2eutil.Account
 	agentKey ed25519.PrivateKey
 	dir      string
 	backend  *demobackend.Backend
@@ -54,21 +56,24 @@ type world struct {
 type worldOpt func(*worldConfig)
 
 type worldConfig struct {
+	profile     e2eutil.Profile
 	apiOpts     []apitest.Option
 	extraConfig string
 	maxConc     int
 	orphanGrace int
+	// agentExtra goes into the [agent] section.
+	agentExtra string
 }
 
 func newWorld(t *testing.T, opts ...worldOpt) *world {
 	t.Helper()
-	wc := worldConfig{maxConc: 4, orphanGrace: 3600}
+	wc := worldConfig{maxConc: 4, orphanGrace: 3600, profile: e2eutil.Profiles[0]}
 	for _, o := range opts {
 		o(&wc)
 	}
-	srv := apitest.Start(t, append([]apitest.Option{apitest.WithNextHeartbeat(60)}, wc.apiOpts...)...)
-	prov := srv.NewProvider("E2E Hosting")
-	key := srv.NewAgent(prov)
+	srv := apitest.Start(t, append(append([]apitest.Option{apitest.WithNextHeartbeat(60)}, wc.profile.Options()...), wc.apiOpts...)...)
+	acc := wc.profile.Enroll(t, srv, "script")
+	prov, key := acc.Provider, acc.AgentKey
 	dir := t.TempDir()
 	w0 := &world{backend: &demobackend.Backend{Dir: filepath.Join(dir, "pool")}}
 	// Registered after TempDir, so it runs before the directory is removed.
@@ -79,7 +84,7 @@ func newWorld(t *testing.T, opts ...worldOpt) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	w := &world{t: t, srv: srv, prov: prov, agentKey: key, dir: dir,
+	w := &world{t: t, srv: srv, prov: prov, acc: acc, agentKey: key, dir: dir,
 		backend: &demobackend.Backend{Dir: filepath.Join(dir, "pool")},
 		cfgPath: filepath.Join(dir, "dc-agent.toml"), socket: filepath.Join(sockDir, "status.sock"), stateDir: filepath.Join(dir, "state")}
 	if err := os.MkdirAll(w.backend.Dir, 0o755); err != nil {
@@ -96,11 +101,15 @@ func newWorld(t *testing.T, opts ...worldOpt) *world {
 	if err := identity.SaveAgentKey(keyPath, key, false); err != nil {
 		t.Fatal(err)
 	}
+	pool := ""
+	if acc.Pool != nil {
+		pool = fmt.Sprintf("pool_id = %q\n", acc.Pool.PoolID)
+	}
 	cfg := fmt.Sprintf(`[api]
 endpoint = %q
 provider_pubkey = %q
 agent_secret_key = %q
-
+%s
 [polling]
 interval_seconds = 30
 health_check_interval_seconds = 10
@@ -112,6 +121,7 @@ state_dir = %q
 status_socket = %q
 max_concurrent_provisions = %d
 shutdown_grace_seconds = 300
+%s
 
 [provisioner]
 type = "script"
@@ -124,12 +134,34 @@ terminate = %q
 health_check = %q
 get_instance = %q
 list = %q
+pause = %q
+resume = %q
 timeout_seconds = 60
-%s`, srv.URL, prov.Pubkey, keyPath, wc.orphanGrace, w.stateDir, w.socket, wc.maxConc, wrapper, wrapper, wrapper, wrapper, wrapper, wc.extraConfig)
+%s`, srv.URL, prov.Pubkey, keyPath, pool, wc.orphanGrace, w.stateDir, w.socket, wc.maxConc, wc.agentExtra, wrapper, wrapper, wrapper, wrapper, wrapper, wrapper, wrapper, wc.extraConfig)
 	if err := os.WriteFile(w.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return w
+}
+
+// withProfile runs the world's server in profile p.
+func withProfile(p e2eutil.Profile) worldOpt { return func(c *worldConfig) { c.profile = p } }
+
+// withAPI adds options of the world's server.
+func withAPI(opts ...apitest.Option) worldOpt {
+	return func(c *worldConfig) { c.apiOpts = append(c.apiOpts, opts...) }
+}
+
+// contract creates a contract the world's agent is offered.
+func (w *world) contract(spec apitest.ContractSpec) string {
+	return w.acc.CreateContract(w.srv, spec)
+}
+
+// eachProfile runs f against a server of each dc-api profile.
+func eachProfile(t *testing.T, f func(t *testing.T, p e2eutil.Profile)) {
+	for _, p := range e2eutil.Profiles {
+		t.Run(p.Name, func(t *testing.T) { f(t, p) })
+	}
 }
 
 // proc is a running `dc-agent run`.

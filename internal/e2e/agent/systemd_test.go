@@ -192,7 +192,7 @@ func TestReloadRefusesBrokenConfig(t *testing.T) {
 	// systemd leaves "reloading" only with READY=1, refused or not.
 	eventually(t, 10*time.Second, "READY=1 after the refused reload", func() bool { return readies() > initial })
 	// Still at work on the old configuration.
-	cid := w.srv.CreateContract(w.prov, apitest.ContractSpec{})
+	cid := w.contract(apitest.ContractSpec{})
 	waitLive(t, w, cid)
 	if !p.running() {
 		t.Fatal("the agent exited after a broken reload")

@@ -2,9 +2,10 @@
 // agent loop (in process, and the dc-agent binary SIGKILLed mid-create) and
 // the real reference API server, against the simulators.
 //
-// Every test is a table over backends × dc-api profiles. Only the default
-// profile exists today; the live profile (dc-api --profile live, the live
-// Decent Cloud API's behaviour of LIVE-API.md) is one more row of profiles.
+// Every test is a table over backends × dc-api profiles: the default one
+// and the live profile (dc-api --profile live, the live Decent Cloud API's
+// behaviour of LIVE-API.md: setup-token registration into a pool, no
+// long-poll, no contracts/active, per-contract health).
 package cloude2e
 
 import (
@@ -33,12 +34,7 @@ import (
 const wait = 30 * time.Second
 
 // profiles are the dc-api profiles every test runs against.
-var profiles = []struct {
-	name string
-	opts []apitest.Option
-}{
-	{"default", nil},
-}
+var profiles = e2eutil.Profiles
 
 // agentBin is the dc-agent binary, built by TestMain.
 var agentBin struct {
@@ -58,10 +54,10 @@ func TestMain(m *testing.M) {
 }
 
 // each runs f for every backend and profile.
-func each(t *testing.T, f func(t *testing.T, b backend, apiOpts []apitest.Option)) {
+func each(t *testing.T, f func(t *testing.T, b backend, p e2eutil.Profile)) {
 	for _, b := range backends {
 		for _, p := range profiles {
-			t.Run(b.typ+"/"+p.name, func(t *testing.T) { f(t, b, p.opts) })
+			t.Run(b.typ+"/"+p.Name, func(t *testing.T) { f(t, b, p) })
 		}
 	}
 }
@@ -73,10 +69,10 @@ type fixture struct {
 	b   backend
 }
 
-func setup(t *testing.T, b backend, so simOpts, timeout int, apiOpts ...apitest.Option) *fixture {
+func setup(t *testing.T, b backend, so simOpts, timeout int, p e2eutil.Profile, apiOpts ...apitest.Option) *fixture {
 	t.Helper()
 	sim := b.newSim(t, so)
-	env := e2eutil.NewEnv(t, apiOpts...)
+	env := e2eutil.NewEnvFor(t, p, b.typ, apiOpts...)
 	tokenFile := filepath.Join(env.Dir, b.typ+".token")
 	if err := identity.WriteFileAtomic(tokenFile, []byte(sim.Token()+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -135,10 +131,10 @@ func healthSeen(f *fixture, cid, status, detail string) func() bool {
 // Contracts become instances with the requester's access, report health,
 // and are removed with everything the agent made when cancelled.
 func TestProvisionHealthTerminate(t *testing.T) {
-	each(t, func(t *testing.T, b backend, apiOpts []apitest.Option) {
-		f := setup(t, b, simOpts{}, 10, apiOpts...)
+	each(t, func(t *testing.T, b backend, p e2eutil.Profile) {
+		f := setup(t, b, simOpts{}, 10, p)
 		requester, _ := identity.GenerateKey()
-		keyed := f.env.API.CreateContract(f.env.Provider, apitest.ContractSpec{
+		keyed := f.env.CreateContract(apitest.ContractSpec{
 			CPUCores: apitest.Ptr(2), MemoryAmount: apitest.Ptr("4 GB"), StorageCapacity: apitest.Ptr("40 GB"),
 			RequesterSSHPubkey: apitest.NewSSHPubkey(t), RequesterPubkey: apitest.Ptr(identity.PublicHex(requester)),
 			PostProvisionScript: apitest.Ptr("apt-get install -y htop"),
@@ -146,7 +142,7 @@ func TestProvisionHealthTerminate(t *testing.T) {
 		// An offering mapped to a size/plan. (Contracts always carry an SSH
 		// key on dc-api, as on the live API: the root password path is
 		// tested at the provisioner level.)
-		big := f.env.API.CreateContract(f.env.Provider, apitest.ContractSpec{OfferingID: "offering-big"})
+		big := f.env.CreateContract(apitest.ContractSpec{OfferingID: "offering-big"})
 		f.env.StartAgent(f.cfg, f.registry())
 
 		d := f.waitLive(t, keyed)
@@ -187,12 +183,12 @@ func TestProvisionHealthTerminate(t *testing.T) {
 // Reconcile removes an instance of the agent's that the API knows nothing
 // about after the grace period, and never touches the provider's own.
 func TestReconcileOrphans(t *testing.T) {
-	each(t, func(t *testing.T, b backend, apiOpts []apitest.Option) {
-		f := setup(t, b, simOpts{}, 10, apiOpts...)
+	each(t, func(t *testing.T, b backend, p e2eutil.Profile) {
+		f := setup(t, b, simOpts{}, 10, p)
 		orphanCID := strings.Repeat("ab", 32)
 		orphan := f.sim.Add("dc-"+orphanCID[:60], []string{"dc-agent", "dc-contract-" + orphanCID})
 		foreign := f.sim.Add("providers-db", []string{"db"})
-		cid := f.env.API.CreateContract(f.env.Provider, apitest.ContractSpec{RequesterSSHPubkey: apitest.NewSSHPubkey(t)})
+		cid := f.env.CreateContract(apitest.ContractSpec{RequesterSSHPubkey: apitest.NewSSHPubkey(t)})
 		f.env.StartAgent(f.cfg, f.registry())
 		d := f.waitLive(t, cid)
 		e2eutil.Eventually(t, wait, "orphan removed", func() bool {
@@ -219,7 +215,7 @@ func TestReconcileOrphans(t *testing.T) {
 // A failure at each step of provisioning ends as provisioning_failed with a
 // reason the requester can read, and leaves nothing behind.
 func TestFailuresLeaveNothingBehind(t *testing.T) {
-	each(t, func(t *testing.T, b backend, apiOpts []apitest.Option) {
+	each(t, func(t *testing.T, b backend, p e2eutil.Profile) {
 		cases := []struct {
 			step   string
 			so     simOpts
@@ -235,9 +231,9 @@ func TestFailuresLeaveNothingBehind(t *testing.T) {
 		for _, c := range cases {
 			t.Run(c.step, func(t *testing.T) {
 				// A long API cool-down keeps the failed contract failed.
-				f := setup(t, b, c.so, 1, append(apiOpts, apitest.WithRetryCooldown(time.Hour))...)
+				f := setup(t, b, c.so, 1, p, apitest.WithRetryCooldown(time.Hour))
 				c.inject(f.sim)
-				cid := f.env.API.CreateContract(f.env.Provider, apitest.ContractSpec{
+				cid := f.env.CreateContract(apitest.ContractSpec{
 					CPUCores: apitest.Ptr(2), MemoryAmount: apitest.Ptr("4 GB"), RequesterSSHPubkey: apitest.NewSSHPubkey(t),
 				})
 				r := f.env.StartAgent(f.cfg, f.registry())
@@ -269,7 +265,7 @@ func TestKilledAgentRefindsInstance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	each(t, func(t *testing.T, b backend, apiOpts []apitest.Option) {
+	each(t, func(t *testing.T, b backend, p e2eutil.Profile) {
 		var mu sync.Mutex
 		var victim *exec.Cmd
 		killed := make(chan struct{})
@@ -281,12 +277,12 @@ func TestKilledAgentRefindsInstance(t *testing.T) {
 				victim = nil
 				close(killed)
 			}
-		}}, 20, apiOpts...)
+		}}, 20, p)
 		cfgPath := filepath.Join(f.env.Dir, "dc-agent.toml")
 		if err := config.Save(cfgPath, f.cfg); err != nil {
 			t.Fatal(err)
 		}
-		cid := f.env.API.CreateContract(f.env.Provider, apitest.ContractSpec{RequesterSSHPubkey: apitest.NewSSHPubkey(t)})
+		cid := f.env.CreateContract(apitest.ContractSpec{RequesterSSHPubkey: apitest.NewSSHPubkey(t)})
 		run := func() (*exec.Cmd, *strings.Builder) {
 			cmd := exec.Command(bin, "--config", cfgPath, "run", "--time-scale", "0.01")
 			log := &strings.Builder{}

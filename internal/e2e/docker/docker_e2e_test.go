@@ -104,17 +104,25 @@ func waitLive(t *testing.T, env *e2eutil.Env, cid string) *store.Contract {
 }
 
 // A contract becomes a running container with the offering's limits,
-// reports healthy, and is removed when the contract is cancelled.
+// reports healthy, is stopped (kept) while the contract is paused and
+// started when it resumes, and is removed when the contract is cancelled:
+// against both dc-api profiles.
 func TestContractToContainer(t *testing.T) {
+	for i, prof := range e2eutil.Profiles {
+		t.Run(prof.Name, func(t *testing.T) { testContractToContainer(t, prof, 45100+100*i) })
+	}
+}
+
+func testContractToContainer(t *testing.T, prof e2eutil.Profile, port int) {
 	d := dockerEnv.Require(t)
 	dc := dockerClient(t, d)
-	env := e2eutil.NewEnv(t)
-	cfg := env.Config(config.ProvisionerConfig{Type: config.TypeDocker, Docker: dockerSection(d, 45100)}, "")
+	env := e2eutil.NewEnvFor(t, prof, config.TypeDocker)
+	cfg := env.Config(config.ProvisionerConfig{Type: config.TypeDocker, Docker: dockerSection(d, port)}, "")
 	reg := provisioners.NewRegistry()
 	reg.Register(config.TypeDocker, docker.NewFactory(docker.TestOptions()))
 
 	key := apitest.NewSSHPubkey(t)
-	cid := env.API.CreateContract(env.Provider, apitest.ContractSpec{
+	cid := env.CreateContract(apitest.ContractSpec{
 		CPUCores: apitest.Ptr(2), MemoryAmount: apitest.Ptr("256 MB"), StorageCapacity: apitest.Ptr("5 GB"), RequesterSSHPubkey: key,
 	})
 	env.StartAgent(cfg, reg)
@@ -134,7 +142,7 @@ func TestContractToContainer(t *testing.T) {
 	if ct.HostConfig.NanoCPUs != 2e9 || ct.HostConfig.Memory != 256<<20 {
 		t.Fatalf("limits: NanoCPUs %d Memory %d", ct.HostConfig.NanoCPUs, ct.HostConfig.Memory)
 	}
-	if det.IPAddress != "198.51.100.20" || det.SSHPort < 45100 || det.SSHPort > 45149 {
+	if det.IPAddress != "198.51.100.20" || det.SSHPort < port || det.SSHPort > port+49 {
 		t.Fatalf("details %+v", det)
 	}
 	b := ct.HostConfig.PortBindings[network.MustParsePort("22/tcp")]
@@ -151,6 +159,25 @@ func TestContractToContainer(t *testing.T) {
 		return false
 	})
 
+	running := func() bool {
+		r, err := dc.ContainerInspect(context.Background(), det.ExternalID, client.ContainerInspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Container.State.Running
+	}
+	if _, err := env.API.Store.PauseContract(context.Background(), cid, "stripe_dispute:du_3", env.API.Now().UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	e2eutil.Eventually(t, wait, "the container stopped", func() bool { return !running() })
+	if _, err := env.API.Store.ResumeContract(context.Background(), cid, env.API.Now().UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	e2eutil.Eventually(t, wait, "the container running again", running)
+	if l := managed(t, dc); len(l) != 1 || l[0].ID != det.ExternalID {
+		t.Fatalf("containers after pause and resume: %+v", l)
+	}
+
 	env.API.CancelContract(cid)
 	env.API.WaitForContract(cid, wait, func(c *store.Contract) bool { return c.TerminatedAtNs != nil }, "terminated")
 	if _, err := dc.ContainerInspect(context.Background(), det.ExternalID, client.ContainerInspectOptions{}); !cerrdefs.IsNotFound(err) {
@@ -162,22 +189,29 @@ func TestContractToContainer(t *testing.T) {
 }
 
 // The dc-agent binary is SIGKILLed right after the container was created,
-// before anything was reported. Restarted, it resumes the contract, finds
-// the container instead of creating a second one, and reports it.
+// before anything was reported. Restarted, it resumes the contract (the
+// live API refuses its second "provisioning": it carries on), finds the
+// container instead of creating a second one, and reports it.
 func TestKilledAgentRefindsContainer(t *testing.T) {
+	for i, prof := range e2eutil.Profiles {
+		t.Run(prof.Name, func(t *testing.T) { testKilledAgentRefindsContainer(t, prof, 45300+100*i) })
+	}
+}
+
+func testKilledAgentRefindsContainer(t *testing.T, prof e2eutil.Profile, port int) {
 	d := dockerEnv.Require(t)
 	dc := dockerClient(t, d)
 	bin, err := agentBin.path, agentBin.err
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := e2eutil.NewEnv(t)
-	cfg := env.Config(config.ProvisionerConfig{Type: config.TypeDocker, Docker: dockerSection(d, 45200)}, "")
+	env := e2eutil.NewEnvFor(t, prof, config.TypeDocker)
+	cfg := env.Config(config.ProvisionerConfig{Type: config.TypeDocker, Docker: dockerSection(d, port)}, "")
 	cfgPath := filepath.Join(env.Dir, "dc-agent.toml")
 	if err := config.Save(cfgPath, cfg); err != nil {
 		t.Fatal(err)
 	}
-	cid := env.API.CreateContract(env.Provider, apitest.ContractSpec{CPUCores: apitest.Ptr(1), MemoryAmount: apitest.Ptr("128 MB")})
+	cid := env.CreateContract(apitest.ContractSpec{CPUCores: apitest.Ptr(1), MemoryAmount: apitest.Ptr("128 MB")})
 
 	run := func(extra ...string) *exec.Cmd {
 		args := append([]string{"--config", cfgPath, "run", "--time-scale", "0.01"}, extra...)

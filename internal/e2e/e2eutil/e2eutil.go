@@ -20,7 +20,7 @@ import (
 	"github.com/decent-stuff/dc-agent/provisioners"
 )
 
-// Env is one API server with one provider and its delegated agent key.
+// Env is one API server with one provider and its agent key.
 type Env struct {
 	t        testing.TB
 	API      *apitest.Server
@@ -28,21 +28,34 @@ type Env struct {
 	AgentKey ed25519.PrivateKey
 	KeyPath  string
 	Dir      string
+	// Profile is the server's profile; Account the agent's registration.
+	Profile Profile
+	Account *Account
 }
 
-// NewEnv starts the API server and delegates a fresh agent key, saved as a
-// 0600 key file.
+// NewEnv starts the API server (default profile unless opts say otherwise)
+// and delegates a fresh agent key, saved as a 0600 key file.
 func NewEnv(t testing.TB, opts ...apitest.Option) *Env {
+	return NewEnvFor(t, Profile{Name: "default"}, "", opts...)
+}
+
+// NewEnvFor starts the API server in profile p and registers an agent of
+// provisionerType the way p's server does (Profile.Enroll).
+func NewEnvFor(t testing.TB, p Profile, provisionerType string, opts ...apitest.Option) *Env {
 	t.Helper()
-	srv := apitest.Start(t, opts...)
-	p := srv.NewProvider("e2e provider")
-	key := srv.NewAgent(p)
+	srv := apitest.Start(t, append(p.Options(), opts...)...)
+	acc := p.Enroll(t, srv, provisionerType)
 	dir := t.TempDir()
 	keyPath := filepath.Join(dir, "agent.key")
-	if err := identity.SaveAgentKey(keyPath, key, false); err != nil {
+	if err := identity.SaveAgentKey(keyPath, acc.AgentKey, false); err != nil {
 		t.Fatal(err)
 	}
-	return &Env{t: t, API: srv, Provider: p, AgentKey: key, KeyPath: keyPath, Dir: dir}
+	return &Env{t: t, API: srv, Provider: acc.Provider, AgentKey: acc.AgentKey, KeyPath: keyPath, Dir: dir, Profile: p, Account: acc}
+}
+
+// CreateContract creates a contract the env's agent is offered.
+func (e *Env) CreateContract(spec apitest.ContractSpec) string {
+	return e.Account.CreateContract(e.API, spec)
 }
 
 // Config is an agent config for this env with pc as the only provisioner.
@@ -59,13 +72,21 @@ func (e *Env) Config(pc config.ProvisionerConfig, stateDir string) *config.Confi
 	}
 	e.t.Cleanup(func() { os.RemoveAll(sockDir) })
 	return &config.Config{
-		API:     config.APIConfig{Endpoint: e.API.URL, ProviderPubkey: e.Provider.Pubkey, AgentSecretKey: e.KeyPath},
+		API:     e.apiConfig(),
 		Polling: config.PollingConfig{IntervalSeconds: 1, HealthCheckIntervalSeconds: 10, ReconcileIntervalSeconds: 10, OrphanGracePeriodSeconds: 1},
 		Agent: config.AgentConfig{StateDir: stateDir, StatusSocket: filepath.Join(sockDir, "s.sock"),
 			MaxConcurrentProvisions: 4, ShutdownGraceSeconds: 30},
 		Provisioner: pc,
 		Path:        filepath.Join(e.Dir, "dc-agent.toml"),
 	}
+}
+
+func (e *Env) apiConfig() config.APIConfig {
+	c := config.APIConfig{Endpoint: e.API.URL, ProviderPubkey: e.Provider.Pubkey, AgentSecretKey: e.KeyPath}
+	if p := e.Account.Pool; p != nil {
+		c.PoolID, c.PoolName, c.PoolLocation = p.PoolID, p.Name, p.Location
+	}
+	return c
 }
 
 // FastTiming makes every loop of the agent run in milliseconds.

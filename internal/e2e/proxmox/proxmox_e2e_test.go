@@ -1,6 +1,7 @@
 package proxmoxe2e
 
 import (
+	"cmp"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -19,6 +20,7 @@ import (
 	"github.com/decent-stuff/dc-agent/apiserver/apitest"
 	"github.com/decent-stuff/dc-agent/dcapi"
 	"github.com/decent-stuff/dc-agent/identity"
+	"github.com/decent-stuff/dc-agent/internal/e2e/e2eutil"
 	"github.com/decent-stuff/dc-agent/internal/sim/pve"
 	"github.com/decent-stuff/dc-agent/internal/sim/pveapi"
 	"github.com/decent-stuff/dc-agent/internal/testutil"
@@ -30,24 +32,45 @@ type e2e struct {
 	t    *testing.T
 	api  *apitest.Server
 	prov *apitest.Provider
+	acc  *e2eutil.Account
 	sim  *pveapi.TestSim
 	cfg  string
-	// where: the config lines that say which node(s) agents use.
+	// where: the config lines that say which node(s) agents use;
+	// agentLines: more keys of their [agent] section.
+	where, agentLines string
+}
+
+// setup is how newE2EWith builds the world.
+type setup struct {
+	profile e2eutil.Profile
+	apiOpts []apitest.Option
+	agent   string // more keys of the [agent] section
+	// sim is the simulator (default: one node, pve1, instant tasks) and
+	// where the config lines of [provisioner.proxmox] saying which node(s)
+	// the agent uses (default: node = "pve1").
+	sim   *pveapi.TestSim
 	where string
 }
 
 func newE2E(t *testing.T, apiOpts ...apitest.Option) *e2e {
-	t.Helper()
-	return newE2EOn(t, pveapi.StartTest(t, pveapi.TestOptions{Timing: instantTiming()}), `node = "pve1"`, apiOpts...)
+	return newE2EWith(t, setup{profile: e2eutil.Profiles[0], apiOpts: apiOpts})
 }
 
-// newE2EOn wires the agent to sim; where says which node(s) it uses
-// (config lines of [provisioner.proxmox]).
+// newE2EOn wires the agent to sim; where says which node(s) it uses.
 func newE2EOn(t *testing.T, sim *pveapi.TestSim, where string, apiOpts ...apitest.Option) *e2e {
+	return newE2EWith(t, setup{profile: e2eutil.Profiles[0], apiOpts: apiOpts, sim: sim, where: where})
+}
+
+func newE2EWith(t *testing.T, s setup) *e2e {
 	t.Helper()
-	api := apitest.Start(t, apiOpts...)
-	e := &e2e{t: t, api: api, prov: api.NewProvider("Acme"), sim: sim, where: where}
-	e.cfg, _ = e.agentConfig(api.NewAgent(e.prov), api.URL)
+	api := apitest.Start(t, append(s.profile.Options(), s.apiOpts...)...)
+	acc := s.profile.Enroll(t, api, "proxmox")
+	sim := s.sim
+	if sim == nil {
+		sim = pveapi.StartTest(t, pveapi.TestOptions{Timing: instantTiming()})
+	}
+	e := &e2e{t: t, api: api, prov: acc.Provider, acc: acc, sim: sim, where: cmp.Or(s.where, `node = "pve1"`), agentLines: s.agent}
+	e.cfg, _ = e.agentConfig(acc.AgentKey, api.URL)
 	return e
 }
 
@@ -70,10 +93,15 @@ func (e *e2e) agentConfig(key ed25519.PrivateKey, endpoint string) (cfgPath, soc
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
 	socket = filepath.Join(sockDir, "s.sock")
 	secret := testutil.WriteFile(t, filepath.Join(dir, "pve-token"), e.sim.Secret, 0o600)
+	pool := ""
+	if e.acc != nil && e.acc.Pool != nil {
+		pool = fmt.Sprintf("pool_id = %q", e.acc.Pool.PoolID)
+	}
 	cfg := fmt.Sprintf(`[api]
 endpoint = %q
 provider_pubkey = %q
 agent_secret_key = %q
+%s
 
 [polling]
 interval_seconds = 30
@@ -84,6 +112,7 @@ reconcile_interval_seconds = 30
 state_dir = %q
 status_socket = %q
 max_concurrent_provisions = 4
+%s
 
 [provisioner]
 type = "proxmox"
@@ -99,10 +128,13 @@ linked_clone = true
 ip_wait_attempts = 2
 ip_wait_interval_secs = 1
 task_poll_interval_ms = 50
-`, endpoint, e.prov.Pubkey, keyPath, filepath.Join(dir, "state"), socket,
+`, endpoint, e.prov.Pubkey, keyPath, pool, filepath.Join(dir, "state"), socket, e.agentLines,
 		e.sim.URL, e.sim.TokenID, secret, e.where, e.sim.Fingerprint)
 	return testutil.WriteFile(t, filepath.Join(dir, "dc-agent.toml"), cfg, 0o600), socket
 }
+
+// contract creates a contract the agent is offered.
+func (e *e2e) contract(spec apitest.ContractSpec) string { return e.acc.CreateContract(e.api, spec) }
 
 // agentProc is a running `dc-agent run`.
 type agentProc struct {
@@ -294,7 +326,9 @@ func ecdsaSSHKey(t *testing.T) string {
 // real binary (its --time-scale shortens the provisioner's task deadlines
 // and lock-timeout backoff too).
 func TestAgentLoopReportsProxmoxFailures(t *testing.T) {
-	e := newE2E(t, apitest.WithRetryCooldown(time.Hour))
+	// Reported at once: the local retry of transient failures is
+	// TestProxmoxTransientFailureRetried's.
+	e := newE2EWith(t, setup{profile: e2eutil.Profiles[0], apiOpts: []apitest.Option{apitest.WithRetryCooldown(time.Hour)}, agent: "provision_retry_seconds = 0"})
 	var capacity int64
 	e.sim.Update(t, func(st *pve.State) error { capacity = st.Storages["local-lvm"].TotalBytes; return nil })
 	a := e.run()

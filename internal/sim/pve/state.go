@@ -35,6 +35,9 @@ type State struct {
 	Roles map[string]*Role `json:"roles"`
 	ACL   []ACLEntry       `json:"acl"`
 	Pools map[string]*Pool `json:"pools"`
+	// GPUs are the display controllers and accelerators of each node's PCI
+	// list (hardware.go), by node.
+	GPUs map[string][]PCIDevice `json:"gpus,omitempty"`
 
 	Timing Timing `json:"timing"`
 	Faults Faults `json:"faults"`

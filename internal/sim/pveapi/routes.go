@@ -185,6 +185,13 @@ func (s *Server) routeNode(st *pve.State, req *request) (string, any, error) {
 			return "/nodes/{node}/tasks/{upid}/log", nil, err
 		}
 		return "/nodes/{node}/tasks/{upid}/log", pve.TaskLogData(t), nil
+	case len(rest) == 2 && rest[0] == "hardware" && rest[1] == "pci" && m == "GET":
+		if err := allow(p, "pci-class-blacklist", "verbose"); err != nil {
+			return "/nodes/{node}/hardware/pci", nil, err
+		}
+		bl, set := p["pci-class-blacklist"]
+		d, err := st.NodePCIData(req.actor, node, bl, !set)
+		return "/nodes/{node}/hardware/pci", d, err
 	case len(rest) >= 1 && rest[0] == "qemu":
 		return s.routeQemu(st, req, node, rest[1:])
 	}
