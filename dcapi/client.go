@@ -577,11 +577,18 @@ func (c *Client) RevokeDelegation(ctx context.Context, agentPubkey string) error
 	return err
 }
 
-// AgentStatus reads the public agent status.
+// AgentStatus reads the public agent status (with dc-api's Agents list
+// when the server gives one; Validate checks it).
 func (c *Client) AgentStatus(ctx context.Context) (AgentStatus, error) {
 	var out AgentStatus
-	_, err := c.Do(ctx, http.MethodGet, c.providerPath("/agent-status"), nil, nil, &out, 0)
-	return out, err
+	p := c.providerPath("/agent-status")
+	if _, err := c.Do(ctx, http.MethodGet, p, nil, nil, &out, 0); err != nil {
+		return out, err
+	}
+	if err := out.Validate(); err != nil {
+		return AgentStatus{}, &Error{Method: http.MethodGet, Path: p, StatusCode: http.StatusOK, Kind: KindPermanent, Message: err.Error()}
+	}
+	return out, nil
 }
 
 // HealthSummary reads the public uptime summary over days.

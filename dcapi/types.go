@@ -355,6 +355,52 @@ type AgentStatus struct {
 	Capabilities    []string   `json:"capabilities"`
 	ActiveContracts int        `json:"activeContracts"`
 	Resources       *Resources `json:"resources"`
+	// Agents is dc-api's extension (its default profile only): each agent
+	// of the provider. The live API answers one status per provider
+	// (api/src/database/agent_delegations.rs AgentStatus) and has no such
+	// field: nil then. The endpoint is public, so no version.
+	Agents []ProviderAgent `json:"agents,omitempty"`
+}
+
+// ProviderAgent is one agent in AgentStatus.Agents.
+type ProviderAgent struct {
+	// KeyPrefix is the first 8 hex characters of the agent's public key.
+	KeyPrefix       string  `json:"keyPrefix"`
+	Online          bool    `json:"online"`
+	LastHeartbeatNs int64   `json:"lastHeartbeatNs"`
+	ProvisionerType *string `json:"provisionerType"`
+	ActiveContracts int     `json:"activeContracts"`
+}
+
+// AgentKeyPrefixLen is how many hex characters of an agent's key
+// ProviderAgent.KeyPrefix carries.
+const AgentKeyPrefixLen = 8
+
+// Validate checks the parts of an agent-status answer that are shown as
+// they come: every agent's keyPrefix is 8 lowercase hex characters and its
+// counts are not negative.
+func (a AgentStatus) Validate() error {
+	for i, g := range a.Agents {
+		if !isHexPrefix(g.KeyPrefix) {
+			return fmt.Errorf("agent-status: agents[%d].keyPrefix %.40q is not %d lowercase hex characters (the API answered something else than an agent key prefix)", i, g.KeyPrefix, AgentKeyPrefixLen)
+		}
+		if g.ActiveContracts < 0 {
+			return fmt.Errorf("agent-status: agents[%d].activeContracts is %d, below 0", i, g.ActiveContracts)
+		}
+	}
+	return nil
+}
+
+func isHexPrefix(s string) bool {
+	if len(s) != AgentKeyPrefixLen {
+		return false
+	}
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // HealthSummary answers GET .../health-summary.
