@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"regexp"
@@ -354,6 +356,39 @@ func profileRules() []rule {
 			},
 			def:  expect{status: 200, success: true, data: ackData},
 			live: expect{status: 200, success: true, data: ackData},
+		},
+		{
+			name: "agent-status: one status per provider; dc-api lists every agent", source: "api/src/openapi/agents.rs get_agent_status, database/agent_delegations.rs AgentStatus",
+			before: func(t *testing.T, e *env) {
+				e.must(t, e.hb(e.agent, `{"version":"1.0.0","provisionerType":"docker","capabilities":[],"activeContracts":2}`))
+				e.must(t, e.hb(e.legacy, `{"version":"1.0.1","provisionerType":"proxmox","capabilities":[],"activeContracts":3}`))
+			},
+			req: func(t *testing.T, e *env) signedReq {
+				return signedReq{method: "GET", path: e.path("/providers/{pk}/agent-status")}
+			},
+			// The default profile adds agents (public: key prefix, no
+			// version); the live profile answers exactly as the live API.
+			def: expect{status: 200, success: true, data: func(t *testing.T, e *env, d json.RawMessage) {
+				wantKeys(t, d, "providerPubkey", "online", "lastHeartbeatNs", "version", "provisionerType", "capabilities", "activeContracts", "resources", "agents")
+				var st struct{ Agents []map[string]any }
+				if err := json.Unmarshal(d, &st); err != nil || len(st.Agents) != 2 {
+					t.Fatalf("agents %s", d)
+				}
+				got := map[string]string{}
+				for _, a := range st.Agents {
+					if _, ok := a["version"]; ok || len(a) != 5 || a["online"] != true {
+						t.Fatalf("agent %v: want keyPrefix, online, lastHeartbeatNs, provisionerType, activeContracts", a)
+					}
+					got[a["keyPrefix"].(string)] = fmt.Sprint(a["provisionerType"], " ", a["activeContracts"])
+				}
+				want := map[string]string{identity.PublicHex(e.agent)[:8]: "docker 2", identity.PublicHex(e.legacy)[:8]: "proxmox 3"}
+				if !maps.Equal(got, want) {
+					t.Fatalf("agents %v, want %v", got, want)
+				}
+			}},
+			live: expect{status: 200, success: true, data: func(t *testing.T, e *env, d json.RawMessage) {
+				wantKeys(t, d, "providerPubkey", "online", "lastHeartbeatNs", "version", "provisionerType", "capabilities", "activeContracts", "resources")
+			}},
 		},
 		{
 			name: "heartbeat: the live Rust agent's own JSON (proxmox, GPU, bandwidth)", source: "dc-agent/src/provisioner/proxmox.rs, runtime/mod.rs",

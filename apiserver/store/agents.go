@@ -515,7 +515,8 @@ func (s *Store) Agents(ctx context.Context, provider string) ([]AgentRow, error)
 
 // AgentStatus answers GET .../agent-status: the provider is online when any
 // of its agents sent a heartbeat within the last 5 minutes (evaluated now);
-// the other fields are those of the most recent heartbeat.
+// the other fields are those of the most recent heartbeat; Agents lists
+// every agent, most recent heartbeat first.
 func (s *Store) AgentStatus(ctx context.Context, provider string, nowNs int64) (dcapi.AgentStatus, error) {
 	st := dcapi.AgentStatus{ProviderPubkey: provider, Capabilities: []string{}}
 	if _, err := s.GetProvider(ctx, provider); err != nil {
@@ -538,5 +539,16 @@ func (s *Store) AgentStatus(ctx context.Context, provider string, nowNs int64) (
 	}
 	st.ActiveContracts = a.ActiveContracts
 	st.Resources = a.Resources
+	// dc-api's extension: every agent of the provider, so that each of its
+	// agents can show the others (the live API has one status per
+	// provider). Public, so a key prefix and no version.
+	for _, g := range agents {
+		pa := dcapi.ProviderAgent{KeyPrefix: g.AgentPubkey[:min(len(g.AgentPubkey), dcapi.AgentKeyPrefixLen)], Online: g.Online(nowNs),
+			LastHeartbeatNs: g.LastHeartbeatNs, ActiveContracts: g.ActiveContracts}
+		if g.ProvisionerType != "" {
+			pa.ProvisionerType = &g.ProvisionerType
+		}
+		st.Agents = append(st.Agents, pa)
+	}
 	return st, nil
 }

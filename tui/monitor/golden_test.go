@@ -62,10 +62,17 @@ func runGolden(t *testing.T, o Options, want string, keys string, after string) 
 	golden.RequireEqual(t, []byte(view+"\n"))
 }
 
-func waitOut(t *testing.T, tm *teatest.TestModel, want string) {
+// waitOut waits until the terminal has shown every one of want.
+func waitOut(t *testing.T, tm *teatest.TestModel, want ...string) {
 	t.Helper()
-	teatest.WaitFor(t, tm.Output(), func(b []byte) bool { return bytes.Contains(b, []byte(want)) },
-		teatest.WithDuration(10*time.Second), teatest.WithCheckInterval(5*time.Millisecond))
+	teatest.WaitFor(t, tm.Output(), func(b []byte) bool {
+		for _, w := range want {
+			if !bytes.Contains(b, []byte(w)) {
+				return false
+			}
+		}
+		return true
+	}, teatest.WithDuration(10*time.Second), teatest.WithCheckInterval(5*time.Millisecond))
 }
 
 func busyOptions(t *testing.T) Options {
@@ -120,7 +127,7 @@ func TestGoldenDoctorView(t *testing.T) {
 
 // The golden files are plain text: no escape sequence may hide in them.
 func TestGoldenFilesArePlain(t *testing.T) {
-	for _, name := range []string{"TestGoldenOnlineWithWorkInFlight", "TestGoldenAgentNotRunning", "TestGoldenLogsView", "TestGoldenDoctorView", "TestGoldenProblems"} {
+	for _, name := range []string{"TestGoldenOnlineWithWorkInFlight", "TestGoldenAgentNotRunning", "TestGoldenLogsView", "TestGoldenDoctorView", "TestGoldenProblems", "TestGoldenSeveralAgents"} {
 		b := readGolden(t, name)
 		if bytes.ContainsRune(b, 0x1b) {
 			t.Errorf("%s.golden has escape sequences", name)
@@ -181,4 +188,27 @@ func TestGoldenLiveAgent(t *testing.T) {
 	a := onlineAPI()
 	o.API = fixedAPI{st: a.status, hs: a.health}
 	runGolden(t, o, "Paused", "", "")
+}
+
+// Several agents of one provider (dc-api's agents list): the monitor lists
+// them, this agent marked. (Without the list, as the live API answers,
+// TestGoldenOnlineWithWorkInFlight shows no such line.)
+func TestGoldenSeveralAgents(t *testing.T) {
+	o := busyOptions(t)
+	a := onlineAPI()
+	a.status.Agents = []dcapi.ProviderAgent{
+		{KeyPrefix: "abababab", Online: true, LastHeartbeatNs: t0.Add(-14 * time.Second).UnixNano(), ProvisionerType: ptr("proxmox"), ActiveContracts: 3},
+		{KeyPrefix: "0123abcd", Online: true, LastHeartbeatNs: t0.Add(-40 * time.Second).UnixNano(), ProvisionerType: ptr("proxmox"), ActiveContracts: 2},
+		{KeyPrefix: "ffee0011", LastHeartbeatNs: t0.Add(-17 * time.Minute).UnixNano(), ProvisionerType: ptr("proxmox\x1b[2J")},
+	}
+	o.API = fixedAPI{st: a.status, hs: a.health}
+	// The socket's state (this agent's key), its last event and the API's
+	// list, which arrive in any order.
+	m := New(o)
+	tm := teatest.NewTestModel(t, m, teatest.WithInitialTermSize(80, 24))
+	waitOut(t, tm, "(this agent)", "heartbeat accepted; next in 30s")
+	tm.Send(key("ctrl+c"))
+	view := tm.FinalModel(t, teatest.WithFinalTimeout(10*time.Second)).(*Model).View()
+	checkFits(t, view, 80, 24)
+	golden.RequireEqual(t, []byte(view+"\n"))
 }

@@ -163,6 +163,13 @@ func (m *Model) agentLines() []string {
 		api += fmt.Sprintf(", %d active", a.ActiveContracts)
 	}
 	out = append(out, api)
+	if m.apiStatus != nil && m.apiErr == nil && len(m.apiStatus.Agents) > 0 {
+		self := ""
+		if m.state != nil {
+			self = m.state.AgentPubkey
+		}
+		out = append(out, s.label.Render("  agents    ")+"of this provider: "+strings.Join(ProviderAgents(m.apiStatus.Agents, self, m.now), "; "))
+	}
 
 	// The local agent's view.
 	local := s.label.Render("  local     ")
