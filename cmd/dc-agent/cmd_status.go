@@ -13,6 +13,8 @@ import (
 
 	"github.com/decent-stuff/dc-agent/agent/status"
 	"github.com/decent-stuff/dc-agent/config"
+	"github.com/decent-stuff/dc-agent/dcapi"
+	"github.com/decent-stuff/dc-agent/tui/monitor"
 )
 
 func newStatusCmd(g *globals) *cobra.Command {
@@ -23,7 +25,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 		Use:   "status",
 		Short: "Show the running agent's live state (from its status socket)",
 		Long: `Show what the running agent is doing: online or not, active contracts,
-provisions in flight, loops and any problem with the command that fixes it.
+provisions in flight, loops and any problem with the command that fixes it,
+then every agent of the provider when the API lists them (dc-api does; the
+live Decent Cloud API gives one status per provider, so nothing is shown).
 --follow streams events as they happen. Reads the status socket named by
 agent.status_socket (default /run/dc-agent/status.sock).`,
 		Args: cobra.NoArgs,
@@ -49,6 +53,7 @@ agent.status_socket (default /run/dc-agent/status.sock).`,
 				return printJSON(cmd.OutOrStdout(), st)
 			}
 			printState(cmd.OutOrStdout(), st)
+			printProviderAgents(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), st)
 			return nil
 		},
 	}
@@ -177,6 +182,30 @@ func printState(w io.Writer, st status.State) {
 				fmt.Fprintf(w, "    fix: %s\n", p.Fix)
 			}
 		}
+	}
+}
+
+// printProviderAgents asks the API's public agent-status for the
+// provider's agents and prints them, this agent marked. The live API gives
+// no list: nothing is printed. An API that does not answer is a note on
+// errW (the socket's state above is the agent's own view either way).
+func printProviderAgents(ctx context.Context, w, errW io.Writer, st status.State) {
+	c, err := monitor.PublicClient(st.Endpoint, st.Provider, time.Now)
+	var as dcapi.AgentStatus
+	if err == nil {
+		as, err = c.AgentStatus(ctx)
+	}
+	if err != nil {
+		fmt.Fprintf(errW, "note: the provider's agents were not read from the API: %v\n", err)
+		return
+	}
+	lines := monitor.ProviderAgents(as.Agents, st.AgentPubkey, time.Now())
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nagents of this provider:")
+	for _, l := range lines {
+		fmt.Fprintf(w, "  %s\n", l)
 	}
 }
 

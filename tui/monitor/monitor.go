@@ -188,20 +188,25 @@ func (o Options) withDefaults() (Options, string) {
 }
 
 // publicClient is an API client for the config's endpoint and provider.
-// agent-status and health-summary are public, so it signs with a throwaway
-// key: the monitor never needs (or reads) the agent's secret key, and runs
-// as any user who may read the socket.
 func publicClient(cfg *config.Config, now func() time.Time) (*dcapi.Client, error) {
-	key, err := identity.GenerateKey()
-	if err != nil {
-		return nil, err
-	}
-	c, err := dcapi.New(cfg.API.Endpoint, cfg.API.ProviderPubkey, ed25519.PrivateKey(key),
-		dcapi.WithUserAgent("dc-agent-monitor"), dcapi.WithClock(now), dcapi.WithTimeout(10*time.Second))
+	c, err := PublicClient(cfg.API.Endpoint, cfg.API.ProviderPubkey, now)
 	if err != nil {
 		return nil, fmt.Errorf("API client from %s: %w", cfg.Path, err)
 	}
 	return c, nil
+}
+
+// PublicClient is an API client for endpoint and provider's public
+// endpoints (agent-status, health-summary). It signs with a throwaway key:
+// the monitor and dc-agent status never need (or read) the agent's secret
+// key, and run as any user who may read the socket.
+func PublicClient(endpoint, provider string, now func() time.Time) (*dcapi.Client, error) {
+	key, err := identity.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	return dcapi.New(endpoint, provider, ed25519.PrivateKey(key),
+		dcapi.WithUserAgent("dc-agent-monitor"), dcapi.WithClock(now), dcapi.WithTimeout(10*time.Second))
 }
 
 // runFPS caps the frame rate: a status screen needs no 60 fps, and fewer
