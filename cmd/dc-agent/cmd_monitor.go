@@ -22,8 +22,8 @@ func newMonitorCmd(g *globals) *cobra.Command {
 		Long: `Open the live status monitor: online or offline (as the Decent Cloud API and
 the local agent each see it), last heartbeat, every agent of the provider
 (when the API lists them: dc-api does, the live API does not), provisioner,
-active contracts, provisions in flight with their current step, recent results, uptime and the
-agent's events as they happen. Keys: r refresh, l logs, d doctor, q quit.
+active contracts, provisions in flight with their current step, recent
+results, uptime and the agent's events as they happen. Keys: r refresh, l logs, d doctor, q quit.
 Quitting closes only the monitor; the service keeps running.
 
 It needs a terminal; in scripts use: dc-agent status (or dc-agent status --follow).`,
