@@ -121,7 +121,7 @@ func (s *screenLog) read() {
 
 func (s *screenLog) wait(want string) {
 	s.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(60 * time.Second) // a hang guard: a loaded machine is slow, never wrong
 	for {
 		s.read()
 		if bytes.Contains(s.buf[s.from:], []byte(want)) {
@@ -163,7 +163,7 @@ func TestLiveAgent(t *testing.T) {
 	term.mark()
 	cid := w.srv.CreateContract(w.prov, apitest.ContractSpec{})
 	term.wait("provisioned vm-101 (10.0.0.7)")
-	w.srv.WaitForStatus(cid, "provisioned", 10*time.Second)
+	w.srv.WaitForStatus(cid, "provisioned", 60*time.Second)
 
 	term.mark()
 	stop()
