@@ -83,6 +83,10 @@ func (a *Agent) deliver(ctx context.Context, e *env, r Report) error {
 		}
 		if err != nil {
 			a.obs.emit(status.EventReportDropped, status.LevelWarn, loopOutbox, r.ContractID, "the API refused the "+r.Update.Status+" report; dropped", "err", err)
+			// The tenant never gets this VM's gateway (another agent took
+			// the contract, or it ended): its ports, route and DNS name
+			// are freed now, not kept while the contract lives.
+			a.releaseGateway(ctx, r.ContractID, loopOutbox)
 			return nil
 		}
 		a.obs.emit(status.EventReportSent, status.LevelInfo, loopOutbox, r.ContractID, "reported "+r.Update.Status)

@@ -69,6 +69,11 @@ func (a *Agent) provision(l *lease, rc runCtxs) {
 			// that agent's to adopt or replace, and the journal is not
 			// resumed at the next start.
 			a.obs.emit(status.EventNotice, status.LevelWarn, "", l.cid, "stopped working on the contract: "+context.Cause(ctx).Error())
+			// A gateway assigned on this host is no use to the agent that
+			// takes over (it assigns its own): free it, the VM stays.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			a.releaseGateway(rctx, l.cid, "")
+			cancel()
 			_ = a.store.DeleteJournal(l.cid)
 			o, rel = outcomeBusy, lapse
 		}

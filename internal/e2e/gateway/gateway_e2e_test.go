@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,13 +60,16 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// backend is the script provisioner: provision answers the address in
-// ip-<contract id> (default the VM's), everything else succeeds.
+// backend is the script provisioner: provision waits while the file hold
+// exists, writes passed-<contract id>, and answers the address in
+// ip-<contract id> (default the VM's); everything else succeeds.
 const backend = `#!/bin/sh
 in=$(cat)
 cid=$(printf '%s' "$in" | sed -n 's/.*"contract_id":"\([0-9a-f]*\)".*/\1/p')
 case "$in" in
 *'"action":"provision"'*)
+  while [ -e "$(dirname "$0")/hold" ]; do sleep 0.05; done
+  : > "$(dirname "$0")/passed-$cid"
   ip=$(cat "$(dirname "$0")/ip-$cid" 2>/dev/null || echo ` + vmIP + `)
   echo "{\"success\":true,\"instance\":{\"external_id\":\"vm-$cid\",\"ip_address\":\"$ip\",\"ssh_port\":22}}" ;;
 *) echo '{"success":true}' ;;
@@ -438,5 +442,46 @@ func TestGatewayKilledBetweenAllocationAndReport(t *testing.T) {
 	}
 	if out, err := e.ssh(20000, "echo still"); err != nil || strings.TrimSpace(out) != "still" {
 		t.Fatalf("the first contract's VM after the release of another: %v %s", err, out)
+	}
+}
+
+// The API refuses a provisioned VM's report for good (dc-api answers 409
+// when another agent of the provider took the contract's lock): the
+// tenant never gets this gateway, so the agent frees it at once — ports,
+// rules, route and DNS name — instead of keeping it while the contract
+// lives.
+func TestGatewayFreedWhenReportRefused(t *testing.T) {
+	e := newTestEnv(t)
+	hold := testutil.WriteFile(t, filepath.Join(e.scriptDir, "hold"), "", 0o644)
+	cid := e.env.API.CreateContract(e.env.Provider, apitest.ContractSpec{})
+	e.startAgent()
+	// The backend is held: "provisioning" is accepted, the VM not made yet.
+	e.env.API.WaitForContract(cid, wait, func(c *store.Contract) bool { return c.Status == dcapi.StatusProvisioning }, "provisioning")
+	e.env.API.FailNext("PUT", "/provisioning", 1, http.StatusConflict)
+	if err := os.Remove(hold); err != nil {
+		t.Fatal(err)
+	}
+	// Once this provision is past the hold, hold again: the API offers the
+	// contract again (nobody holds its lock here), and that second
+	// provision must not assign a gateway before the checks below.
+	e2eutil.Eventually(t, wait, "the backend called", func() bool {
+		_, err := os.Stat(filepath.Join(e.scriptDir, "passed-"+cid))
+		return err == nil
+	})
+	testutil.WriteFile(t, hold, "", 0o644)
+	e2eutil.Eventually(t, wait, "the refused report dropped", func() bool {
+		return strings.Contains(e.agentLog.String(), "provisioned report; dropped")
+	})
+	e2eutil.Eventually(t, wait, "the gateway freed", func() bool {
+		return len(e.allocations()) == 0 && len(e.zone()) == 0
+	})
+	if tab := e.table(); strings.Contains(tab, vmIP) || strings.Contains(tab, "20000") {
+		t.Fatalf("rules left for the VM:\n%s", tab)
+	}
+	if n := e.env.API.CountRequests("PUT", "/provisioning", http.StatusConflict); n != 1 {
+		t.Fatalf("%d refused reports, want 1", n)
+	}
+	if st := e.env.API.ContractStatus(cid); st == dcapi.StatusProvisioned {
+		t.Fatal("the refused report was recorded")
 	}
 }
