@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -133,19 +134,7 @@ func (a *Agent) admissible(cid string, sent, now time.Time) bool {
 func (a *Agent) pruneMemory(now time.Time) {
 	a.workMu.Lock()
 	defer a.workMu.Unlock()
-	for cid, d := range a.doneAt {
-		if now.Sub(d) > doneMemory {
-			delete(a.doneAt, cid)
-		}
-	}
-	for cid, cd := range a.cooldown {
-		if now.Sub(cd.until) > doneMemory {
-			delete(a.cooldown, cid)
-		}
-	}
-	for k, t := range a.warned {
-		if now.Sub(t) > 24*time.Hour {
-			delete(a.warned, k)
-		}
-	}
+	maps.DeleteFunc(a.doneAt, func(_ string, d time.Time) bool { return now.Sub(d) > doneMemory })
+	maps.DeleteFunc(a.cooldown, func(_ string, cd cooldown) bool { return now.Sub(cd.until) > doneMemory })
+	maps.DeleteFunc(a.warned, func(_ string, t time.Time) bool { return now.Sub(t) > 24*time.Hour })
 }

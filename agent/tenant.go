@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -413,16 +414,8 @@ func (a *Agent) pruneTenantMemory() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	now := a.now()
-	for k, d := range w.doneAt {
-		if now.Sub(d) > doneMemory {
-			delete(w.doneAt, k)
-		}
-	}
-	for k, cd := range w.cooldown {
-		if now.Sub(cd.until) > doneMemory {
-			delete(w.cooldown, k)
-		}
-	}
+	maps.DeleteFunc(w.doneAt, func(_ string, d time.Time) bool { return now.Sub(d) > doneMemory })
+	maps.DeleteFunc(w.cooldown, func(_ string, cd cooldown) bool { return now.Sub(cd.until) > doneMemory })
 }
 
 func (a *Agent) tenantPath(key string) string {
