@@ -27,7 +27,8 @@ func newStatusCmd(g *globals) *cobra.Command {
 		Long: `Show what the running agent is doing: online or not, active contracts,
 provisions in flight, loops and any problem with the command that fixes it,
 then every agent of the provider when the API lists them (dc-api does; the
-live Decent Cloud API gives one status per provider, so nothing is shown).
+live Decent Cloud API gives one status per provider, so nothing is shown;
+--json: providerAgents).
 --follow streams events as they happen. Reads the status socket named by
 agent.status_socket (default /run/dc-agent/status.sock).`,
 		Args: cobra.NoArgs,
@@ -49,11 +50,15 @@ agent.status_socket (default /run/dc-agent/status.sock).`,
 			if err != nil {
 				return err
 			}
+			agents := providerAgents(ctx, cmd.ErrOrStderr(), st)
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), st)
+				return printJSON(cmd.OutOrStdout(), struct {
+					status.State
+					ProviderAgents []dcapi.ProviderAgent `json:"providerAgents,omitempty"`
+				}{st, agents})
 			}
 			printState(cmd.OutOrStdout(), st)
-			printProviderAgents(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), st)
+			printProviderAgents(cmd.OutOrStdout(), st, agents)
 			return nil
 		},
 	}
@@ -185,11 +190,10 @@ func printState(w io.Writer, st status.State) {
 	}
 }
 
-// printProviderAgents asks the API's public agent-status for the
-// provider's agents and prints them, this agent marked. The live API gives
-// no list: nothing is printed. An API that does not answer is a note on
-// errW (the socket's state above is the agent's own view either way).
-func printProviderAgents(ctx context.Context, w, errW io.Writer, st status.State) {
+// providerAgents asks the API's public agent-status for the provider's
+// agents. The live API gives no list: nil. An API that does not answer is
+// a note on errW (the socket's state is the agent's own view either way).
+func providerAgents(ctx context.Context, errW io.Writer, st status.State) []dcapi.ProviderAgent {
 	c, err := monitor.PublicClient(st.Endpoint, st.Provider, time.Now)
 	var as dcapi.AgentStatus
 	if err == nil {
@@ -197,9 +201,14 @@ func printProviderAgents(ctx context.Context, w, errW io.Writer, st status.State
 	}
 	if err != nil {
 		fmt.Fprintf(errW, "note: the provider's agents were not read from the API: %v\n", err)
-		return
+		return nil
 	}
-	lines := monitor.ProviderAgents(as.Agents, st.AgentPubkey, time.Now())
+	return as.Agents
+}
+
+// printProviderAgents prints the provider's agents, this agent marked.
+func printProviderAgents(w io.Writer, st status.State, agents []dcapi.ProviderAgent) {
+	lines := monitor.ProviderAgents(agents, st.AgentPubkey, time.Now())
 	if len(lines) == 0 {
 		return
 	}

@@ -3,8 +3,10 @@ package agente2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -31,24 +33,40 @@ func TestStatusListsProviderAgents(t *testing.T) {
 		w.startAgent(nil)
 		eventually(t, 10*time.Second, "online", func() bool { st, err := w.state(); return err == nil && st.Online })
 
-		cmd := exec.Command(dcAgent, "status", "--config", w.cfgPath)
-		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "LANG=C.UTF-8"}
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("dc-agent status: %v\n%s%s", err, stdout.String(), stderr.String())
+		status := func(args ...string) string {
+			cmd := exec.Command(dcAgent, append([]string{"status", "--config", w.cfgPath}, args...)...)
+			cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "LANG=C.UTF-8"}
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("dc-agent status %v: %v\n%s%s", args, err, stdout.String(), stderr.String())
+			}
+			if stderr.Len() > 0 {
+				t.Errorf("stderr: %s", stderr.String())
+			}
+			return stdout.String()
 		}
-		out := stdout.String()
-		if stderr.Len() > 0 {
-			t.Errorf("stderr: %s", stderr.String())
+		out := status()
+		var js struct {
+			Provider       string                `json:"provider"`
+			ProviderAgents []dcapi.ProviderAgent `json:"providerAgents"`
+		}
+		if err := json.Unmarshal([]byte(status("--json")), &js); err != nil || js.Provider != w.prov.Pubkey {
+			t.Fatalf("status --json: %v %+v", err, js)
 		}
 		if p.Live {
-			if strings.Contains(out, "agents of this provider") {
-				t.Fatalf("the live API lists no agents, yet:\n%s", out)
+			if strings.Contains(out, "agents of this provider") || js.ProviderAgents != nil {
+				t.Fatalf("the live API lists no agents, yet:\n%s\n%+v", out, js.ProviderAgents)
 			}
 			return
 		}
 		self := identity.PublicHex(w.agentKey)[:8]
+		if a := js.ProviderAgents; len(a) != 2 || !slices.ContainsFunc(a, func(x dcapi.ProviderAgent) bool { return x.KeyPrefix == self && x.Online }) ||
+			!slices.ContainsFunc(a, func(x dcapi.ProviderAgent) bool {
+				return x.KeyPrefix == other[:8] && !x.Online && x.ActiveContracts == 7
+			}) {
+			t.Fatalf("status --json providerAgents: %+v", a)
+		}
 		i := strings.Index(out, "\nagents of this provider:\n")
 		if i < 0 {
 			t.Fatalf("no agents listed:\n%s", out)
