@@ -29,22 +29,19 @@ func newProviderCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return usagef("provider key: %v", err)
 			}
-			st, err := g.open(cmd.Context(), store.Options{})
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			created, err := st.AddProvider(cmd.Context(), pub, name, time.Now().UnixNano())
-			if err != nil {
-				return err
-			}
-			verb := "registered"
-			if !created {
-				verb = "already registered"
-			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "provider %s %s\n", pub, verb)
-			fmt.Fprintln(cmd.OutOrStdout(), pub)
-			return nil
+			return g.withStore(cmd, func(st *store.Store) error {
+				created, err := st.AddProvider(cmd.Context(), pub, name, time.Now().UnixNano())
+				if err != nil {
+					return err
+				}
+				verb := "registered"
+				if !created {
+					verb = "already registered"
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "provider %s %s\n", pub, verb)
+				fmt.Fprintln(cmd.OutOrStdout(), pub)
+				return nil
+			})
 		},
 	}
 	add.Flags().StringVar(&name, "name", "", "display name (shown on the dashboard)")
@@ -54,27 +51,18 @@ func newProviderCmd(g *globals) *cobra.Command {
 		Short: "List providers",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := g.open(cmd.Context(), store.Options{})
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			ps, err := st.ListProviders(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
+			return g.withStore(cmd, func(st *store.Store) error {
+				ps, err := st.ListProviders(cmd.Context())
+				if err != nil {
+					return err
+				}
 				if ps == nil {
 					ps = []store.Provider{}
 				}
-				return printJSON(cmd.OutOrStdout(), ps)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "PUBKEY\tNAME\tREGISTERED")
-			for _, p := range ps {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", p.Pubkey, p.Name, time.Unix(0, p.CreatedAtNs).UTC().Format(time.RFC3339))
-			}
-			return tw.Flush()
+				return printList(cmd.OutOrStdout(), asJSON, ps, "PUBKEY\tNAME\tREGISTERED", func(p store.Provider) string {
+					return p.Pubkey + "\t" + p.Name + "\t" + rfc3339(p.CreatedAtNs)
+				})
+			})
 		},
 	}
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -114,17 +102,14 @@ stdout.
 			if err != nil {
 				return err
 			}
-			st, err := g.open(cmd.Context(), store.Options{})
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			c, err := st.CreateContract(cmd.Context(), nc, time.Now().UnixNano())
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), c.ContractID)
-			return nil
+			return g.withStore(cmd, func(st *store.Store) error {
+				c, err := st.CreateContract(cmd.Context(), nc, time.Now().UnixNano())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), c.ContractID)
+				return nil
+			})
 		},
 	}
 	fl := cmd.Flags()
@@ -249,28 +234,19 @@ func newContractListCmd(g *globals) *cobra.Command {
 		Short: "List contracts, newest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := g.open(cmd.Context(), store.Options{})
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			cs, err := st.ListContracts(cmd.Context(), store.ContractFilter{Provider: provider, Status: status, Limit: limit})
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), cs)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "CONTRACT\tPROVIDER\tSTATUS\tINSTANCE\tCREATED")
-			for _, c := range cs {
-				inst := "-"
-				if c.ExternalInstanceID != nil {
-					inst = *c.ExternalInstanceID
+			return g.withStore(cmd, func(st *store.Store) error {
+				cs, err := st.ListContracts(cmd.Context(), store.ContractFilter{Provider: provider, Status: status, Limit: limit})
+				if err != nil {
+					return err
 				}
-				fmt.Fprintf(tw, "%s\t%s…\t%s\t%s\t%s\n", c.ContractID, c.ProviderPubkey[:12], c.Status, inst, time.Unix(0, c.CreatedAtNs).UTC().Format(time.RFC3339))
-			}
-			return tw.Flush()
+				return printList(cmd.OutOrStdout(), asJSON, cs, "CONTRACT\tPROVIDER\tSTATUS\tINSTANCE\tCREATED", func(c *store.Contract) string {
+					inst := "-"
+					if c.ExternalInstanceID != nil {
+						inst = *c.ExternalInstanceID
+					}
+					return fmt.Sprintf("%s\t%s…\t%s\t%s\t%s", c.ContractID, c.ProviderPubkey[:12], c.Status, inst, rfc3339(c.CreatedAtNs))
+				})
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -287,19 +263,16 @@ func newContractShowCmd(g *globals) *cobra.Command {
 		Short: "Show a contract (status, instance details, lock, failures)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := g.open(cmd.Context(), store.Options{})
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			c, err := st.GetContract(cmd.Context(), strings.ToLower(strings.TrimSpace(args[0])))
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), c)
-			}
-			return printContract(cmd.OutOrStdout(), c)
+			return g.withStore(cmd, func(st *store.Store) error {
+				c, err := st.GetContract(cmd.Context(), idArg(args))
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), c)
+				}
+				return printContract(cmd.OutOrStdout(), c)
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (contract_id, status, instance_details, …)")
@@ -307,23 +280,29 @@ func newContractShowCmd(g *globals) *cobra.Command {
 }
 
 func newContractCancelCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "cancel CONTRACT_ID",
 		Short: "Cancel a contract; its agent is told to terminate the instance",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := g.open(cmd.Context(), store.Options{})
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			c, err := st.CancelContract(cmd.Context(), strings.ToLower(strings.TrimSpace(args[0])), time.Now().UnixNano())
+	}
+	cmd.RunE = g.contractStateRun(func(st *store.Store, cmd *cobra.Command, id string, nowNs int64) (*store.Contract, error) {
+		return st.CancelContract(cmd.Context(), id, nowNs)
+	})
+	return cmd
+}
+
+// contractStateRun is the RunE of a command that moves the contract named
+// by its argument to another state (op) and prints the new state.
+func (g *globals) contractStateRun(op func(st *store.Store, cmd *cobra.Command, id string, nowNs int64) (*store.Contract, error)) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		return g.withStore(cmd, func(st *store.Store) error {
+			c, err := op(st, cmd, idArg(args), time.Now().UnixNano())
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "contract %s is %s\n", c.ContractID, c.Status)
 			return nil
-		},
+		})
 	}
 }
 
@@ -347,32 +326,15 @@ func newContractStateCmds(g *globals) []*cobra.Command {
 		Short: "End a contract now (expired): its agent terminates the instance",
 		Args:  cobra.ExactArgs(1),
 	}
-	ops := map[*cobra.Command]func(st *store.Store, cmd *cobra.Command, id string, nowNs int64) (*store.Contract, error){
-		pause: func(st *store.Store, cmd *cobra.Command, id string, nowNs int64) (*store.Contract, error) {
-			return st.PauseContract(cmd.Context(), id, reason, nowNs)
-		},
-		resume: func(st *store.Store, cmd *cobra.Command, id string, nowNs int64) (*store.Contract, error) {
-			return st.ResumeContract(cmd.Context(), id, nowNs)
-		},
-		expire: func(st *store.Store, cmd *cobra.Command, id string, nowNs int64) (*store.Contract, error) {
-			return st.ExpireContract(cmd.Context(), id, nowNs)
-		},
-	}
-	for c, op := range ops {
-		c.RunE = func(cmd *cobra.Command, args []string) error {
-			st, err := g.open(cmd.Context(), store.Options{})
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			ct, err := op(st, cmd, strings.ToLower(strings.TrimSpace(args[0])), time.Now().UnixNano())
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "contract %s is %s\n", ct.ContractID, ct.Status)
-			return nil
-		}
-	}
+	pause.RunE = g.contractStateRun(func(st *store.Store, cmd *cobra.Command, id string, nowNs int64) (*store.Contract, error) {
+		return st.PauseContract(cmd.Context(), id, reason, nowNs)
+	})
+	resume.RunE = g.contractStateRun(func(st *store.Store, cmd *cobra.Command, id string, nowNs int64) (*store.Contract, error) {
+		return st.ResumeContract(cmd.Context(), id, nowNs)
+	})
+	expire.RunE = g.contractStateRun(func(st *store.Store, cmd *cobra.Command, id string, nowNs int64) (*store.Contract, error) {
+		return st.ExpireContract(cmd.Context(), id, nowNs)
+	})
 	return []*cobra.Command{pause, resume, expire}
 }
 
@@ -388,7 +350,7 @@ func printContract(w io.Writer, c *store.Contract) error {
 		if ns == nil {
 			return "-"
 		}
-		return time.Unix(0, *ns).UTC().Format(time.RFC3339)
+		return rfc3339(*ns)
 	}
 	s := func(p *string) string {
 		if p == nil || *p == "" {

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"fmt"
-	"text/tabwriter"
-	"time"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -21,24 +19,15 @@ func newDNSCmd(g *globals) *cobra.Command {
 		Short: "List the gateway's DNS records",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := g.open(cmd.Context(), store.Options{})
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			recs, err := st.DNSRecords(cmd.Context(), provider)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), recs)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tTYPE\tADDRESS\tDC_ID\tPROVIDER\tCREATED")
-			for _, r := range recs {
-				fmt.Fprintf(tw, "%s\tA\t%s\t%s\t%s\t%s\n", r.FQDN, r.PublicIP, r.DCID, r.ProviderPubkey[:16]+"…", time.Unix(0, r.CreatedAtNs).UTC().Format(time.RFC3339))
-			}
-			return tw.Flush()
+			return g.withStore(cmd, func(st *store.Store) error {
+				recs, err := st.DNSRecords(cmd.Context(), provider)
+				if err != nil {
+					return err
+				}
+				return printList(cmd.OutOrStdout(), asJSON, recs, "NAME\tTYPE\tADDRESS\tDC_ID\tPROVIDER\tCREATED", func(r store.DNSRecord) string {
+					return strings.Join([]string{r.FQDN, "A", r.PublicIP, r.DCID, r.ProviderPubkey[:16] + "…", rfc3339(r.CreatedAtNs)}, "\t")
+				})
+			})
 		},
 	}
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")

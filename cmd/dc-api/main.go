@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -118,6 +119,36 @@ func (g *globals) open(ctx context.Context, opts store.Options) (*store.Store, e
 	defer cancel()
 	return store.Open(ctx, g.db, opts)
 }
+
+// withStore runs fn on the store named by --db and closes it after.
+func (g *globals) withStore(cmd *cobra.Command, fn func(st *store.Store) error) error {
+	st, err := g.open(cmd.Context(), store.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return fn(st)
+}
+
+// printList prints items as JSON (asJSON) or as a table: the header line,
+// then row's tab-separated line for each item.
+func printList[T any](w io.Writer, asJSON bool, items []T, header string, row func(T) string) error {
+	if asJSON {
+		return printJSON(w, items)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, it := range items {
+		fmt.Fprintln(tw, row(it))
+	}
+	return tw.Flush()
+}
+
+// rfc3339 formats a Unix nanosecond time for the tables.
+func rfc3339(ns int64) string { return time.Unix(0, ns).UTC().Format(time.RFC3339) }
+
+// idArg is a command's first argument as an id: trimmed, lower case.
+func idArg(args []string) string { return strings.ToLower(strings.TrimSpace(args[0])) }
 
 func newMigrateCmd(g *globals) *cobra.Command {
 	return &cobra.Command{

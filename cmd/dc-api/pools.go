@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -38,18 +37,15 @@ offered to the pool's agents. Prints the pool id alone on stdout.`,
 			if strings.TrimSpace(name) == "" {
 				return usagef("--name is required")
 			}
-			st, err := g.open(cmd.Context(), store.Options{})
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			p, err := st.CreatePool(cmd.Context(), pub, name, location, ptype, time.Now().UnixNano())
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "pool %s (%s, %s, %s) created for provider %s\n", p.PoolID, p.Name, p.Location, p.ProvisionerType, short(pub))
-			fmt.Fprintln(cmd.OutOrStdout(), p.PoolID)
-			return nil
+			return g.withStore(cmd, func(st *store.Store) error {
+				p, err := st.CreatePool(cmd.Context(), pub, name, location, ptype, time.Now().UnixNano())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "pool %s (%s, %s, %s) created for provider %s\n", p.PoolID, p.Name, p.Location, p.ProvisionerType, short(pub))
+				fmt.Fprintln(cmd.OutOrStdout(), p.PoolID)
+				return nil
+			})
 		},
 	}
 	fl := create.Flags()
@@ -72,24 +68,15 @@ offered to the pool's agents. Prints the pool id alone on stdout.`,
 			if err != nil {
 				return usagef("--provider: %v", err)
 			}
-			st, err := g.open(cmd.Context(), store.Options{})
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			ps, err := st.ListPools(cmd.Context(), pub, time.Now().UnixNano())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), ps)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "POOL\tNAME\tLOCATION\tPROVISIONER\tAGENTS\tONLINE")
-			for _, p := range ps {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", p.PoolID, p.Name, p.Location, p.ProvisionerType, p.AgentCount, p.OnlineCount)
-			}
-			return tw.Flush()
+			return g.withStore(cmd, func(st *store.Store) error {
+				ps, err := st.ListPools(cmd.Context(), pub, time.Now().UnixNano())
+				if err != nil {
+					return err
+				}
+				return printList(cmd.OutOrStdout(), asJSON, ps, "POOL\tNAME\tLOCATION\tPROVISIONER\tAGENTS\tONLINE", func(p store.PoolStats) string {
+					return fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%d", p.PoolID, p.Name, p.Location, p.ProvisionerType, p.AgentCount, p.OnlineCount)
+				})
+			})
 		},
 	}
 	list.Flags().StringVar(&listProvider, "provider", "", "provider public key (hex)")
@@ -106,16 +93,13 @@ offered to the pool's agents. Prints the pool id alone on stdout.`,
 			if err != nil {
 				return usagef("--provider: %v", err)
 			}
-			st, err := g.open(cmd.Context(), store.Options{})
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			if err := st.DeletePool(cmd.Context(), pub, args[0]); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "pool %s deleted\n", args[0])
-			return nil
+			return g.withStore(cmd, func(st *store.Store) error {
+				if err := st.DeletePool(cmd.Context(), pub, args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "pool %s deleted\n", args[0])
+				return nil
+			})
 		},
 	}
 	del.Flags().StringVar(&delProvider, "provider", "", "provider public key (hex)")
@@ -140,26 +124,23 @@ permission in that pool. A token registers one agent.`,
 			if ttl <= 0 {
 				return usagef("--ttl must be positive, e.g. 24h")
 			}
-			st, err := g.open(cmd.Context(), store.Options{})
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			p, err := st.GetPool(cmd.Context(), pool)
-			if err != nil {
-				return err
-			}
-			var l *string
-			if label != "" {
-				l = &label
-			}
-			tok, err := st.CreateSetupToken(cmd.Context(), p.ProviderPubkey, p.PoolID, l, ttl, time.Now().UnixNano())
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "setup token for pool %s, valid until %s (shown once)\n", p.PoolID, time.Unix(0, tok.ExpiresAtNs).UTC().Format(time.RFC3339))
-			fmt.Fprintln(cmd.OutOrStdout(), tok.Token)
-			return nil
+			return g.withStore(cmd, func(st *store.Store) error {
+				p, err := st.GetPool(cmd.Context(), pool)
+				if err != nil {
+					return err
+				}
+				var l *string
+				if label != "" {
+					l = &label
+				}
+				tok, err := st.CreateSetupToken(cmd.Context(), p.ProviderPubkey, p.PoolID, l, ttl, time.Now().UnixNano())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "setup token for pool %s, valid until %s (shown once)\n", p.PoolID, rfc3339(tok.ExpiresAtNs))
+				fmt.Fprintln(cmd.OutOrStdout(), tok.Token)
+				return nil
+			})
 		},
 	}
 	create.Flags().StringVar(&pool, "pool", "", "pool id (dc-api pool list)")

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -40,17 +39,14 @@ line or file:PATH.`,
 	_ = rotate.MarkFlagRequired("ssh-pubkey")
 	run := func(op func(st *store.Store, cmd *cobra.Command, id string, nowNs int64) (*store.TenantRequest, error), what string) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, args []string) error {
-			st, err := g.open(cmd.Context(), store.Options{})
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			r, err := op(st, cmd, strings.ToLower(strings.TrimSpace(args[0])), time.Now().UnixNano())
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s requested for contract %s; its agent picks it up next\n", what, r.ContractID)
-			return nil
+			return g.withStore(cmd, func(st *store.Store) error {
+				r, err := op(st, cmd, idArg(args), time.Now().UnixNano())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s requested for contract %s; its agent picks it up next\n", what, r.ContractID)
+				return nil
+			})
 		}
 	}
 	reset.RunE = run(func(st *store.Store, cmd *cobra.Command, id string, nowNs int64) (*store.TenantRequest, error) {
@@ -70,35 +66,26 @@ line or file:PATH.`,
 		Short: "Show the contract's latest password reset and SSH key rotation: pending, done, or why it failed",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := g.open(cmd.Context(), store.Options{})
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			id := strings.ToLower(strings.TrimSpace(args[0]))
-			if _, err := st.GetContract(cmd.Context(), id); err != nil {
-				return err
-			}
-			list, err := st.TenantRequests(cmd.Context(), id)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), list)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "REQUEST\tASKED\tSTATE")
-			for _, r := range list {
-				state := "pending"
-				switch {
-				case r.DoneAtNs != nil && r.Error != nil:
-					state = "failed: " + *r.Error
-				case r.DoneAtNs != nil:
-					state = "done " + time.Unix(0, *r.DoneAtNs).UTC().Format(time.RFC3339)
+			return g.withStore(cmd, func(st *store.Store) error {
+				id := idArg(args)
+				if _, err := st.GetContract(cmd.Context(), id); err != nil {
+					return err
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", strings.ReplaceAll(r.Kind, "_", " "), time.Unix(0, r.RequestedAtNs).UTC().Format(time.RFC3339), state)
-			}
-			return tw.Flush()
+				list, err := st.TenantRequests(cmd.Context(), id)
+				if err != nil {
+					return err
+				}
+				return printList(cmd.OutOrStdout(), asJSON, list, "REQUEST\tASKED\tSTATE", func(r store.TenantRequest) string {
+					state := "pending"
+					switch {
+					case r.DoneAtNs != nil && r.Error != nil:
+						state = "failed: " + *r.Error
+					case r.DoneAtNs != nil:
+						state = "done " + rfc3339(*r.DoneAtNs)
+					}
+					return strings.ReplaceAll(r.Kind, "_", " ") + "\t" + rfc3339(r.RequestedAtNs) + "\t" + state
+				})
+			})
 		},
 	}
 	show.Flags().BoolVar(&asJSON, "json", false, "print JSON")
