@@ -77,39 +77,19 @@ type VultrConfig struct {
 }
 
 func (d *DigitalOceanConfig) applyDefaults() {
-	if d.DefaultRegion == "" {
-		d.DefaultRegion = DefaultDORegion
-	}
-	if d.DefaultImage == "" {
-		d.DefaultImage = DefaultDOImage
-	}
-	if d.ActionTimeoutSeconds == 0 {
-		d.ActionTimeoutSeconds = DefaultCloudActionTimeout
-	}
-	if d.PollIntervalMs == 0 {
-		d.PollIntervalMs = DefaultCloudPollIntervalMs
-	}
+	setDefault(&d.DefaultRegion, DefaultDORegion)
+	setDefault(&d.DefaultImage, DefaultDOImage)
+	setDefault(&d.ActionTimeoutSeconds, DefaultCloudActionTimeout)
+	setDefault(&d.PollIntervalMs, DefaultCloudPollIntervalMs)
 }
 
 func (v *VultrConfig) applyDefaults() {
-	if v.DefaultRegion == "" {
-		v.DefaultRegion = DefaultVultrRegion
-	}
-	if v.DefaultOSID == 0 {
-		v.DefaultOSID = DefaultVultrOSID
-	}
-	if v.PlanType == "" {
-		v.PlanType = DefaultVultrPlanType
-	}
-	if v.ActionTimeoutSeconds == 0 {
-		v.ActionTimeoutSeconds = DefaultCloudActionTimeout
-	}
-	if v.PollIntervalMs == 0 {
-		v.PollIntervalMs = DefaultCloudPollIntervalMs
-	}
-	if v.RequestsPerSecond == 0 {
-		v.RequestsPerSecond = DefaultVultrRequestsPerSecond
-	}
+	setDefault(&v.DefaultRegion, DefaultVultrRegion)
+	setDefault(&v.DefaultOSID, DefaultVultrOSID)
+	setDefault(&v.PlanType, DefaultVultrPlanType)
+	setDefault(&v.ActionTimeoutSeconds, DefaultCloudActionTimeout)
+	setDefault(&v.PollIntervalMs, DefaultCloudPollIntervalMs)
+	setDefault(&v.RequestsPerSecond, DefaultVultrRequestsPerSecond)
 }
 
 func (d *DigitalOceanConfig) validate(s string, warn func(string, ...any)) []string {
@@ -150,16 +130,13 @@ func (v *VultrConfig) validate(s string) []string {
 
 func checkCloudCommon(s, provider, example, endpoint string, timeout, pollMs int) []string {
 	var out []string
+	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
 	if u, err := url.Parse(endpoint); endpoint != "" && (err != nil || u.Scheme != "https" && u.Scheme != "http" || u.Host == "") {
-		out = append(out, fmt.Sprintf("%s.endpoint %q is not a URL; remove it to use the %s API, or set e.g. %q", s, endpoint, provider, example))
+		add("%s.endpoint %q is not a URL; remove it to use the %s API, or set e.g. %q", s, endpoint, provider, example)
 	} else if endpoint != "" && safeurl.Check(u) != nil {
-		out = append(out, fmt.Sprintf("%s.endpoint %q would send the API token over plain http; use https:// (http:// only for a loopback address)", s, endpoint))
+		add("%s.endpoint %q would send the API token over plain http; use https:// (http:// only for a loopback address)", s, endpoint)
 	}
-	if timeout < 1 || timeout > 3600 {
-		out = append(out, fmt.Sprintf("%s.action_timeout_seconds = %d is out of range; use 1..3600 (default %d)", s, timeout, DefaultCloudActionTimeout))
-	}
-	if pollMs < 1 || pollMs > 60000 {
-		out = append(out, fmt.Sprintf("%s.poll_interval_ms = %d is out of range; use 1..60000 (default %d)", s, pollMs, DefaultCloudPollIntervalMs))
-	}
+	checkRange(add, s+".action_timeout_seconds", timeout, 1, 3600, DefaultCloudActionTimeout)
+	checkRange(add, s+".poll_interval_ms", pollMs, 1, 60000, DefaultCloudPollIntervalMs)
 	return out
 }

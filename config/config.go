@@ -440,35 +440,16 @@ func findKeyLine(data []byte, k toml.Key) int {
 
 // knownKeys returns the valid key names of a section, from the struct tags.
 func knownKeys(section string) []string {
-	var t any
-	switch section {
-	case "":
-		t = Config{}
-	case "api":
-		t = APIConfig{}
-	case "polling":
-		t = PollingConfig{}
-	case "agent":
-		t = AgentConfig{}
-	case "provisioner", "additional_provisioners":
-		t = ProvisionerConfig{}
-	case "provisioner.proxmox", "additional_provisioners.proxmox":
-		t = ProxmoxConfig{}
-	case "provisioner.hetzner", "additional_provisioners.hetzner":
-		t = HetznerConfig{}
-	case "provisioner.digitalocean", "additional_provisioners.digitalocean":
-		t = DigitalOceanConfig{}
-	case "provisioner.vultr", "additional_provisioners.vultr":
-		t = VultrConfig{}
-	case "provisioner.docker", "additional_provisioners.docker":
-		t = DockerConfig{}
-	case "provisioner.script", "additional_provisioners.script":
-		t = ScriptConfig{}
-	case "provisioner.manual", "additional_provisioners.manual":
-		t = ManualConfig{}
-	case "gateway":
-		t = GatewayConfig{}
-	default:
+	sections := map[string]any{"": Config{}, "api": APIConfig{}, "polling": PollingConfig{}, "agent": AgentConfig{},
+		"provisioner": ProvisionerConfig{}, "additional_provisioners": ProvisionerConfig{}, "gateway": GatewayConfig{}}
+	// A backend's table stands under [provisioner] and each [[additional_provisioners]].
+	backends := map[string]any{"proxmox": ProxmoxConfig{}, "hetzner": HetznerConfig{}, "digitalocean": DigitalOceanConfig{},
+		"vultr": VultrConfig{}, "docker": DockerConfig{}, "script": ScriptConfig{}, "manual": ManualConfig{}}
+	t, ok := sections[section]
+	if parent, backend, sub := strings.Cut(section, "."); sub && (parent == "provisioner" || parent == "additional_provisioners") {
+		t, ok = backends[backend]
+	}
+	if !ok {
 		return nil
 	}
 	return tomlKeys(t)

@@ -67,33 +67,15 @@ func (g *GatewayConfig) Zone() string {
 }
 
 func (g *GatewayConfig) applyDefaults() {
-	if g.Domain == "" {
-		g.Domain = DefaultGatewayDomain
-	}
-	if g.GWPrefix == "" {
-		g.GWPrefix = DefaultGatewayPrefix
-	}
-	if g.PortRangeStart == 0 {
-		g.PortRangeStart = DefaultPortRangeStart
-	}
-	if g.PortRangeEnd == 0 {
-		g.PortRangeEnd = DefaultPortRangeEnd
-	}
-	if g.PortsPerVM == 0 {
-		g.PortsPerVM = DefaultPortsPerVM
-	}
-	if g.CaddySitesDir == "" {
-		g.CaddySitesDir = DefaultCaddySitesDir
-	}
-	if g.PortAllocationsPath == "" {
-		g.PortAllocationsPath = DefaultPortAllocationsPath
-	}
-	if g.Caddyfile == "" {
-		g.Caddyfile = DefaultCaddyfile
-	}
-	if g.CaddyAdmin == "" {
-		g.CaddyAdmin = DefaultCaddyAdmin
-	}
+	setDefault(&g.Domain, DefaultGatewayDomain)
+	setDefault(&g.GWPrefix, DefaultGatewayPrefix)
+	setDefault(&g.PortRangeStart, DefaultPortRangeStart)
+	setDefault(&g.PortRangeEnd, DefaultPortRangeEnd)
+	setDefault(&g.PortsPerVM, DefaultPortsPerVM)
+	setDefault(&g.CaddySitesDir, DefaultCaddySitesDir)
+	setDefault(&g.PortAllocationsPath, DefaultPortAllocationsPath)
+	setDefault(&g.Caddyfile, DefaultCaddyfile)
+	setDefault(&g.CaddyAdmin, DefaultCaddyAdmin)
 }
 
 // ApplyDefaults fills the unset keys of a [gateway] built in code (Load

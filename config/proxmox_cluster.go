@@ -139,8 +139,6 @@ func (pl *ProxmoxPlacement) validate(s string, templates map[string]int) []strin
 	if pl.CPUOvercommit != 0 && (pl.CPUOvercommit < 0.1 || pl.CPUOvercommit > 64) {
 		add("%s.cpu_overcommit = %g is out of range; use 0.1..64 (default %g vCPUs per core)", s, pl.CPUOvercommit, DefaultCPUOvercommit)
 	}
-	if pl.StorageHeadroomPercent < 0 || pl.StorageHeadroomPercent > 90 {
-		add("%s.storage_headroom_percent = %d is out of range; use 0..90 (default %d)", s, pl.StorageHeadroomPercent, DefaultStorageHeadroomPercent)
-	}
+	checkRange(add, s+".storage_headroom_percent", pl.StorageHeadroomPercent, 0, 90, DefaultStorageHeadroomPercent)
 	return out
 }

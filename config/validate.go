@@ -36,34 +36,31 @@ const (
 	DefaultReleaseURL                 = "https://github.com/decent-stuff/dc-agent/releases"
 )
 
+// setDefault sets *p to def when it is unset (the zero value).
+func setDefault[T comparable](p *T, def T) {
+	var zero T
+	if *p == zero {
+		*p = def
+	}
+}
+
+// checkRange adds the problem of an integer key outside lo..hi.
+func checkRange(add func(string, ...any), key string, v, lo, hi, def int) {
+	if v < lo || v > hi {
+		add("%s = %d is out of range; use %d..%d (default %d)", key, v, lo, hi, def)
+	}
+}
+
 func (c *Config) applyDefaults() {
-	if c.Polling.IntervalSeconds == 0 {
-		c.Polling.IntervalSeconds = DefaultIntervalSeconds
-	}
-	if c.Polling.HealthCheckIntervalSeconds == 0 {
-		c.Polling.HealthCheckIntervalSeconds = DefaultHealthCheckIntervalSeconds
-	}
-	if c.Polling.ReconcileIntervalSeconds == 0 {
-		c.Polling.ReconcileIntervalSeconds = DefaultReconcileIntervalSeconds
-	}
-	if c.Polling.OrphanGracePeriodSeconds == 0 {
-		c.Polling.OrphanGracePeriodSeconds = DefaultOrphanGracePeriodSeconds
-	}
-	if c.Agent.StateDir == "" {
-		c.Agent.StateDir = DefaultStateDir
-	}
-	if c.Agent.StatusSocket == "" {
-		c.Agent.StatusSocket = DefaultStatusSocket
-	}
-	if c.Agent.MaxConcurrentProvisions == 0 {
-		c.Agent.MaxConcurrentProvisions = DefaultMaxConcurrentProvisions
-	}
-	if c.Agent.ShutdownGraceSeconds == 0 {
-		c.Agent.ShutdownGraceSeconds = DefaultShutdownGraceSeconds
-	}
-	if c.Agent.ReleaseURL == "" {
-		c.Agent.ReleaseURL = DefaultReleaseURL
-	}
+	setDefault(&c.Polling.IntervalSeconds, DefaultIntervalSeconds)
+	setDefault(&c.Polling.HealthCheckIntervalSeconds, DefaultHealthCheckIntervalSeconds)
+	setDefault(&c.Polling.ReconcileIntervalSeconds, DefaultReconcileIntervalSeconds)
+	setDefault(&c.Polling.OrphanGracePeriodSeconds, DefaultOrphanGracePeriodSeconds)
+	setDefault(&c.Agent.StateDir, DefaultStateDir)
+	setDefault(&c.Agent.StatusSocket, DefaultStatusSocket)
+	setDefault(&c.Agent.MaxConcurrentProvisions, DefaultMaxConcurrentProvisions)
+	setDefault(&c.Agent.ShutdownGraceSeconds, DefaultShutdownGraceSeconds)
+	setDefault(&c.Agent.ReleaseURL, DefaultReleaseURL)
 	c.Provisioner.applyDefaults()
 	for i := range c.AdditionalProvisioners {
 		c.AdditionalProvisioners[i].applyDefaults()
@@ -75,38 +72,20 @@ func (c *Config) applyDefaults() {
 
 func (p *ProvisionerConfig) applyDefaults() {
 	if px := p.Proxmox; px != nil {
-		if px.Storage == "" {
-			px.Storage = DefaultProxmoxStorage
-		}
-		if px.Bridge == "" {
-			px.Bridge = DefaultProxmoxBridge
-		}
-		if px.MaxParallelClones == 0 {
-			px.MaxParallelClones = DefaultMaxParallelClones
-		}
-		if px.IPWaitAttempts == 0 {
-			px.IPWaitAttempts = 30
-		}
-		if px.IPWaitIntervalSec == 0 {
-			px.IPWaitIntervalSec = 5
-		}
-		if px.CIUser == "" {
-			px.CIUser = "root"
-		}
+		setDefault(&px.Storage, DefaultProxmoxStorage)
+		setDefault(&px.Bridge, DefaultProxmoxBridge)
+		setDefault(&px.MaxParallelClones, DefaultMaxParallelClones)
+		setDefault(&px.IPWaitAttempts, 30)
+		setDefault(&px.IPWaitIntervalSec, 5)
+		setDefault(&px.CIUser, "root")
 	}
 	if px := p.Proxmox; px != nil && px.VerifySSL != nil && !*px.VerifySSL {
 		px.InsecureSkipVerify = true // legacy switch; Validate warns about it
 	}
 	if h := p.Hetzner; h != nil {
-		if h.DefaultLocation == "" {
-			h.DefaultLocation = DefaultHetznerLocation
-		}
-		if h.DefaultImage == "" {
-			h.DefaultImage = DefaultHetznerImage
-		}
-		if h.ActionTimeoutSecond == 0 {
-			h.ActionTimeoutSecond = 300
-		}
+		setDefault(&h.DefaultLocation, DefaultHetznerLocation)
+		setDefault(&h.DefaultImage, DefaultHetznerImage)
+		setDefault(&h.ActionTimeoutSecond, 300)
 	}
 	if d := p.DigitalOcean; d != nil {
 		d.applyDefaults()
@@ -115,29 +94,17 @@ func (p *ProvisionerConfig) applyDefaults() {
 		v.applyDefaults()
 	}
 	if d := p.Docker; d != nil {
-		if d.Socket == "" {
-			d.Socket = DefaultDockerSocket
-		}
+		setDefault(&d.Socket, DefaultDockerSocket)
 		if d.SSHPortRangeStart == 0 && d.SSHPortRangeEnd == 0 {
 			d.SSHPortRangeStart, d.SSHPortRangeEnd = 20000, 20999
 		}
-		if d.PublishIP == "" {
-			d.PublishIP = "0.0.0.0"
-		}
-		if d.RestartPolicy == "" {
-			d.RestartPolicy = "unless-stopped"
-		}
-		if d.PullTimeoutSecond == 0 {
-			d.PullTimeoutSecond = 600
-		}
+		setDefault(&d.PublishIP, "0.0.0.0")
+		setDefault(&d.RestartPolicy, "unless-stopped")
+		setDefault(&d.PullTimeoutSecond, 600)
 	}
 	if s := p.Script; s != nil {
-		if s.TimeoutSeconds == 0 {
-			s.TimeoutSeconds = DefaultScriptTimeoutSeconds
-		}
-		if s.MaxOutputBytes == 0 {
-			s.MaxOutputBytes = 1 << 20
-		}
+		setDefault(&s.TimeoutSeconds, DefaultScriptTimeoutSeconds)
+		setDefault(&s.MaxOutputBytes, 1<<20)
 	}
 	if p.Type == TypeManual && p.Manual == nil {
 		p.Manual = &ManualConfig{}
@@ -191,12 +158,8 @@ func (c *Config) Validate() []string {
 	}
 
 	// [polling]
-	if c.Polling.IntervalSeconds < 1 || c.Polling.IntervalSeconds > 3600 {
-		add("polling.interval_seconds = %d is out of range; use 1..3600 (default %d)", c.Polling.IntervalSeconds, DefaultIntervalSeconds)
-	}
-	if c.Polling.HealthCheckIntervalSeconds < 10 || c.Polling.HealthCheckIntervalSeconds > 86400 {
-		add("polling.health_check_interval_seconds = %d is out of range; use 10..86400 (default %d)", c.Polling.HealthCheckIntervalSeconds, DefaultHealthCheckIntervalSeconds)
-	}
+	checkRange(add, "polling.interval_seconds", c.Polling.IntervalSeconds, 1, 3600, DefaultIntervalSeconds)
+	checkRange(add, "polling.health_check_interval_seconds", c.Polling.HealthCheckIntervalSeconds, 10, 86400, DefaultHealthCheckIntervalSeconds)
 	if c.Polling.ReconcileIntervalSeconds < 10 {
 		add("polling.reconcile_interval_seconds = %d is too small; use at least 10 (default %d)", c.Polling.ReconcileIntervalSeconds, DefaultReconcileIntervalSeconds)
 	}
@@ -205,9 +168,7 @@ func (c *Config) Validate() []string {
 	}
 
 	// [agent]
-	if c.Agent.MaxConcurrentProvisions < 1 || c.Agent.MaxConcurrentProvisions > 256 {
-		add("agent.max_concurrent_provisions = %d is out of range; use 1..256 (default %d)", c.Agent.MaxConcurrentProvisions, DefaultMaxConcurrentProvisions)
-	}
+	checkRange(add, "agent.max_concurrent_provisions", c.Agent.MaxConcurrentProvisions, 1, 256, DefaultMaxConcurrentProvisions)
 	if c.Agent.ShutdownGraceSeconds < 0 {
 		add("agent.shutdown_grace_seconds = %d must not be negative; remove it for the default (%d)", c.Agent.ShutdownGraceSeconds, DefaultShutdownGraceSeconds)
 	}
@@ -355,9 +316,7 @@ func (p *ProvisionerConfig) validate(where string, warn func(string, ...any)) []
 			if sc.HealthCheck == "" {
 				add("%s.health_check is missing; set the path of the script that checks an instance", s)
 			}
-			if sc.TimeoutSeconds < 1 || sc.TimeoutSeconds > 86400 {
-				add("%s.timeout_seconds = %d is out of range; use 1..86400 (default %d)", s, sc.TimeoutSeconds, DefaultScriptTimeoutSeconds)
-			}
+			checkRange(add, s+".timeout_seconds", sc.TimeoutSeconds, 1, 86400, DefaultScriptTimeoutSeconds)
 			for _, v := range []string{sc.Provision, sc.Terminate, sc.HealthCheck} {
 				if placeholderRe.MatchString(v) {
 					add("%s: %q looks like a placeholder; set the real script path", s, v)
@@ -420,9 +379,7 @@ func (px *ProxmoxConfig) validate(s string, warn func(string, ...any)) []string 
 	} else if !px.InsecureSkipVerify {
 		add("%s.tls_fingerprint is missing; pin the node certificate (pvesh get /nodes --output-format json shows ssl_fingerprint), or set insecure_skip_verify = true", s)
 	}
-	if px.MaxParallelClones < 1 || px.MaxParallelClones > 32 {
-		add("%s.max_parallel_clones = %d is out of range; use 1..32 (default %d)", s, px.MaxParallelClones, DefaultMaxParallelClones)
-	}
+	checkRange(add, s+".max_parallel_clones", px.MaxParallelClones, 1, 32, DefaultMaxParallelClones)
 	if px.IPWaitAttempts < 1 || px.IPWaitIntervalSec < 1 {
 		add("%s: ip_wait_attempts (%d) and ip_wait_interval_secs (%d) must be positive; remove them for the defaults (30 and 5)", s, px.IPWaitAttempts, px.IPWaitIntervalSec)
 	}
