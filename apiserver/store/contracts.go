@@ -55,7 +55,7 @@ const contractCols = `contract_id, offering_id, requester_ssh_pubkey, requester_
 	external_instance_id, provisioned_at_ns, cancelled_at_ns, terminated_at_ns, last_health_check_ns, last_health_status,
 	agent_pool_id, datacenter_country, paused_at_ns, pause_reason`
 
-func scanContract(sc interface{ Scan(...any) error }) (*Contract, error) {
+func scanContract(sc rowScanner) (*Contract, error) {
 	var c Contract
 	var reqPub, instCfg, mem, stor, ptype, pcfg, script, product, city sql.NullString
 	var cpu, paid, ends, offer, lockExp, prov, canc, term, lastHC sql.NullInt64
@@ -294,16 +294,7 @@ func (s *Store) ListContracts(ctx context.Context, f ContractFilter) ([]*Contrac
 	if err != nil {
 		return nil, fmt.Errorf("list contracts: %w", err)
 	}
-	defer rows.Close()
-	out := []*Contract{}
-	for rows.Next() {
-		c, err := scanContract(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, rows.Err()
+	return collect(rows, scanContract)
 }
 
 // PendingContracts returns the contracts provider's agent may provision now,
@@ -673,16 +664,13 @@ func (s *Store) ActiveContracts(ctx context.Context, provider string, nowNs int6
 	if err != nil {
 		return nil, fmt.Errorf("active contracts: %w", err)
 	}
-	defer rows.Close()
-	out := []dcapi.ActiveContract{}
-	for rows.Next() {
-		c, err := scanContract(rows)
+	return collect(rows, func(sc rowScanner) (dcapi.ActiveContract, error) {
+		c, err := scanContract(sc)
 		if err != nil {
-			return nil, err
+			return dcapi.ActiveContract{}, err
 		}
-		out = append(out, dcapi.ActiveContract{PendingContract: c.PendingContract, Status: c.Status, EndsAtNs: c.EndsAtNs, ExternalInstanceID: c.ExternalInstanceID})
-	}
-	return out, rows.Err()
+		return dcapi.ActiveContract{PendingContract: c.PendingContract, Status: c.Status, EndsAtNs: c.EndsAtNs, ExternalInstanceID: c.ExternalInstanceID}, nil
+	})
 }
 
 // MaxReconcileInstances bounds a reconcile request.

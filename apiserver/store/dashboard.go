@@ -238,6 +238,24 @@ func (b *HealthBucket) add(h HealthBucket) {
 	b.Unknown += h.Unknown
 }
 
+// rowScanner is a *sql.Row or *sql.Rows.
+type rowScanner interface{ Scan(...any) error }
+
+// collect scans each row with scan and closes rows. The list is never nil
+// (JSON [] when empty).
+func collect[T any](rows *sql.Rows, scan func(rowScanner) (T, error)) ([]T, error) {
+	defer rows.Close()
+	out := []T{}
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
 // scanAll calls scan for each row and closes rows.
 func scanAll(rows *sql.Rows, scan func() error) error {
 	defer rows.Close()

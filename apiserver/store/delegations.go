@@ -46,7 +46,7 @@ func (d *Delegation) Has(perm string) bool { return slices.Contains(d.Permission
 
 const delegationCols = `provider_pubkey, agent_pubkey, permissions, expires_at_ns, label, signature, created_at_ns, revoked_at_ns, pool_id, issued_at_ns`
 
-func scanDelegation(sc interface{ Scan(...any) error }) (*Delegation, error) {
+func scanDelegation(sc rowScanner) (*Delegation, error) {
 	var d Delegation
 	var perms string
 	var exp, rev, issued sql.NullInt64

@@ -154,16 +154,10 @@ func (s *Store) DNSRecords(ctx context.Context, provider string) ([]DNSRecord, e
 	if err != nil {
 		return nil, fmt.Errorf("read DNS records: %w", err)
 	}
-	defer rows.Close()
-	out := []DNSRecord{}
-	for rows.Next() {
-		var r DNSRecord
-		if err := rows.Scan(&r.FQDN, &r.DCID, &r.Slug, &r.ProviderPubkey, &r.PublicIP, &r.CreatedAtNs); err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return collect(rows, func(sc rowScanner) (r DNSRecord, err error) {
+		err = sc.Scan(&r.FQDN, &r.DCID, &r.Slug, &r.ProviderPubkey, &r.PublicIP, &r.CreatedAtNs)
+		return r, err
+	})
 }
 
 // maxBandwidthReports bounds one heartbeat's bandwidthStats.

@@ -219,7 +219,7 @@ func (s *Store) InsertHealthChecks(ctx context.Context, provider, agent string, 
 
 const healthCols = `id, contract_id, checked_at_ns, status, latency_ms, details`
 
-func scanHealth(sc interface{ Scan(...any) error }) (dcapi.HealthRecord, error) {
+func scanHealth(sc rowScanner) (dcapi.HealthRecord, error) {
 	var r dcapi.HealthRecord
 	var lat sql.NullInt64
 	var details sql.NullString
@@ -242,17 +242,9 @@ func (s *Store) HealthChecks(ctx context.Context, contractID string, limit int) 
 	if err != nil {
 		return nil, fmt.Errorf("read health checks: %w", err)
 	}
-	defer rows.Close()
-	out := []dcapi.HealthRecord{}
-	for rows.Next() {
-		r, err := scanHealth(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
+	out, err := collect(rows, scanHealth)
 	slices.Reverse(out)
-	return out, rows.Err()
+	return out, err
 }
 
 // SummaryQuery is the statement behind HealthSummary (bench/ prints its plan).

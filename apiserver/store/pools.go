@@ -63,7 +63,7 @@ const (
 
 const poolCols = `pool_id, provider_pubkey, name, location, provisioner_type, created_at_ns`
 
-func scanPool(sc interface{ Scan(...any) error }) (*Pool, error) {
+func scanPool(sc rowScanner) (*Pool, error) {
 	var p Pool
 	if err := sc.Scan(&p.PoolID, &p.ProviderPubkey, &p.Name, &p.Location, &p.ProvisionerType, &p.CreatedAtNs); err != nil {
 		return nil, err
@@ -170,17 +170,12 @@ func (s *Store) ListPools(ctx context.Context, provider string, nowNs int64) ([]
 	if err != nil {
 		return nil, fmt.Errorf("list pools: %w", err)
 	}
-	defer rows.Close()
-	out := []PoolStats{}
-	for rows.Next() {
-		var p PoolStats
-		if err := rows.Scan(&p.PoolID, &p.ProviderPubkey, &p.Name, &p.Location, &p.ProvisionerType, &p.CreatedAtNs,
-			&p.AgentCount, &p.OnlineCount, &p.ActiveContracts); err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := collect(rows, func(sc rowScanner) (p PoolStats, err error) {
+		err = sc.Scan(&p.PoolID, &p.ProviderPubkey, &p.Name, &p.Location, &p.ProvisionerType, &p.CreatedAtNs,
+			&p.AgentCount, &p.OnlineCount, &p.ActiveContracts)
+		return p, err
+	})
+	if err != nil {
 		return nil, err
 	}
 	offerings, err := s.r.QueryContext(ctx, s.q(`SELECT DISTINCT offering_id, agent_pool_id, datacenter_country FROM contracts WHERE provider_pubkey = ?`), provider)
@@ -315,19 +310,14 @@ func (s *Store) ListSetupTokens(ctx context.Context, provider, poolID string, no
 	if err != nil {
 		return nil, fmt.Errorf("list setup tokens: %w", err)
 	}
-	defer rows.Close()
-	out := []SetupToken{}
-	for rows.Next() {
+	return collect(rows, func(sc rowScanner) (SetupToken, error) {
 		var t SetupToken
 		var label, by sql.NullString
 		var used sql.NullInt64
-		if err := rows.Scan(&t.Hint, &t.PoolID, &label, &t.CreatedAtNs, &t.ExpiresAtNs, &used, &by); err != nil {
-			return nil, err
-		}
+		err := sc.Scan(&t.Hint, &t.PoolID, &label, &t.CreatedAtNs, &t.ExpiresAtNs, &used, &by)
 		t.Label, t.UsedAtNs, t.UsedByAgent = strPtr(label), int64Ptr(used), strPtr(by)
-		out = append(out, t)
-	}
-	return out, rows.Err()
+		return t, err
+	})
 }
 
 // DeleteSetupToken deletes a token of provider's pool (to revoke it before

@@ -105,7 +105,7 @@ func (s *Store) request(ctx context.Context, id, kind string, key *string, nowNs
 const tenantCols = `r.contract_id, r.kind, r.requested_at_ns, r.ssh_pubkey, r.done_at_ns, r.error,
 	c.provider_pubkey, c.status, c.offering_id, c.requester_pubkey, c.requester_ssh_pubkey, c.created_at_ns, c.status_updated_at_ns, c.ends_at_ns`
 
-func scanTenantRequest(sc interface{ Scan(...any) error }) (TenantRequest, error) {
+func scanTenantRequest(sc rowScanner) (TenantRequest, error) {
 	var r TenantRequest
 	var key, errMsg, reqPub sql.NullString
 	var done, ends sql.NullInt64
@@ -122,16 +122,7 @@ func (s *Store) tenantRequests(ctx context.Context, where string, args ...any) (
 	if err != nil {
 		return nil, fmt.Errorf("read tenant requests: %w", err)
 	}
-	defer rows.Close()
-	out := []TenantRequest{}
-	for rows.Next() {
-		r, err := scanTenantRequest(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return collect(rows, scanTenantRequest)
 }
 
 // PendingTenantRequests lists provider's pending requests of kind, oldest
