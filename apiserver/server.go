@@ -319,27 +319,29 @@ func setErr(ctx context.Context, msg string) {
 	info(ctx).err = msg
 }
 
-// statusWriter records the status for the access log.
-type statusWriter struct {
+// StatusWriter remembers the status a handler answered (200 once it wrote
+// a body without one; 0 before it wrote anything): for the access log and
+// apitest's request log.
+type StatusWriter struct {
 	http.ResponseWriter
-	status int
+	Status int
 }
 
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
+func (w *StatusWriter) WriteHeader(code int) {
+	if w.Status == 0 {
+		w.Status = code
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
+func (w *StatusWriter) Write(b []byte) (int, error) {
+	if w.Status == 0 {
+		w.Status = http.StatusOK
 	}
 	return w.ResponseWriter.Write(b)
 }
 
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *StatusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // middleware adds the request id, the access log, panic recovery, the body
 // size limit and the JSON answers for unknown routes.
@@ -353,18 +355,18 @@ func (s *Server) serveRequest(w http.ResponseWriter, r *http.Request, next *http
 	ri := &reqInfo{id: incomingRequestID(r)}
 	r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, ri))
 	w.Header().Set(dcapi.HeaderRequestID, ri.id)
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &StatusWriter{ResponseWriter: w}
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
 				panic(p)
 			}
 			s.log.Error("panic in handler", "request_id", ri.id, "path", r.URL.Path, "panic", fmt.Sprint(p))
-			if sw.status == 0 {
+			if sw.Status == 0 {
 				s.writeError(sw, r, &plainError{status: http.StatusInternalServerError, msg: "internal error (request id " + ri.id + ")"})
 			}
 		}
-		st := sw.status
+		st := sw.Status
 		if st == 0 {
 			st = http.StatusOK
 		}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/decent-stuff/dc-agent/apiserver"
 )
 
 // Fault injection. A fault matches requests by method ("" = any) and a
@@ -187,37 +189,16 @@ func (s *Server) CountRequests(method, pathContains string, status int) int {
 	return n
 }
 
-type recorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *recorder) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *recorder) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
 // wrap is the fault-injecting, request-logging layer around the API.
 func (s *Server) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, At: time.Now()}
 		defer func() { s.reqs.add(rec) }()
-		rw := &recorder{ResponseWriter: w}
+		rw := &apiserver.StatusWriter{ResponseWriter: w}
 		f := s.faults.take(r)
 		if f == nil {
 			h.ServeHTTP(rw, r)
-			rec.Status = rw.status
+			rec.Status = rw.Status
 			return
 		}
 		switch f.kind {
@@ -262,7 +243,7 @@ func (s *Server) wrap(h http.Handler) http.Handler {
 			}
 			panic(http.ErrAbortHandler)
 		}
-		rec.Status = rw.status
+		rec.Status = rw.Status
 	})
 }
 
