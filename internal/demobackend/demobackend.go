@@ -166,25 +166,7 @@ func (b *Backend) handle(stdin io.Reader) output {
 		}
 		return output{Success: true}
 	case "pause", "resume":
-		id := deref(in.ExternalID)
-		found := false
-		err := b.locked(func() error {
-			for _, inst := range b.list() {
-				if inst.ExternalID == id {
-					found = true
-					inst.Stopped = in.Action == "pause"
-					return b.write(inst)
-				}
-			}
-			return nil
-		})
-		switch {
-		case err != nil:
-			return fail(err.Error(), true)
-		case !found:
-			return fail("instance "+id+" does not exist", false)
-		}
-		return output{Success: true}
+		return b.update(deref(in.ExternalID), func(inst *Instance) { inst.Stopped = in.Action == "pause" })
 	case "health_check":
 		id := deref(in.ExternalID)
 		for _, inst := range b.list() {
@@ -299,7 +281,19 @@ func (b *Backend) failTimes() (string, bool) {
 // tenantRequest sets the password (reset_password) or adds the key
 // (rotate_ssh_key, once) of an instance; a missing instance is a failure.
 func (b *Backend) tenantRequest(in input) output {
-	id := deref(in.ExternalID)
+	return b.update(deref(in.ExternalID), func(inst *Instance) {
+		if in.Action == "reset_password" {
+			inst.PasswordHash = PasswordHash(deref(in.Password))
+			inst.PasswordSets++
+		} else if k := deref(in.SSHPubkey); !slices.Contains(inst.AuthorizedKeys, k) {
+			inst.AuthorizedKeys = append(inst.AuthorizedKeys, k)
+		}
+	})
+}
+
+// update changes instance id with change and stores it (under the lock); a
+// missing instance is a failure.
+func (b *Backend) update(id string, change func(*Instance)) output {
 	var found bool
 	err := b.locked(func() error {
 		for _, inst := range b.list() {
@@ -307,12 +301,7 @@ func (b *Backend) tenantRequest(in input) output {
 				continue
 			}
 			found = true
-			if in.Action == "reset_password" {
-				inst.PasswordHash = PasswordHash(deref(in.Password))
-				inst.PasswordSets++
-			} else if k := deref(in.SSHPubkey); !slices.Contains(inst.AuthorizedKeys, k) {
-				inst.AuthorizedKeys = append(inst.AuthorizedKeys, k)
-			}
+			change(&inst)
 			return b.write(inst)
 		}
 		return nil
