@@ -21,23 +21,12 @@ func TestMain(m *testing.M) {
 // TestDemoExit is `DEMO_CONTRACTS=2 DEMO_EXIT=1 make demo`: the real API
 // server, the real agent, two contracts provisioned and healthy.
 func TestDemoExit(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "demo")
-	t.Setenv("DEMO_DIR", dir)
-	t.Setenv("DEMO_BACKEND", "script")
-	t.Setenv("DEMO_CONTRACTS", "2")
-	t.Setenv("DEMO_EXIT", "1")
-	t.Setenv("DEMO_PORT", "0")
-	t.Setenv("DEMO_TIMEOUT", "60s")
-	var out bytes.Buffer
-	if code := run(&out); code != 0 {
-		t.Fatalf("exit %d:\n%s", code, out.String())
-	}
-	s := out.String()
+	s := runDemo(t, "DEMO_BACKEND", "script", "DEMO_CONTRACTS", "2")
 	if !strings.Contains(s, "demo: 2/2 contracts provisioned\n") || strings.Count(s, " healthy ") != 2 || !strings.Contains(s, "pw-") {
 		t.Fatalf("output:\n%s", s)
 	}
 	// A second run reuses (recreates) its own directory...
-	out.Reset()
+	var out bytes.Buffer
 	if code := run(&out); code != 0 {
 		t.Fatalf("second run: exit %d:\n%s", code, out.String())
 	}
@@ -52,6 +41,25 @@ func TestDemoExit(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(foreign, "precious")); err != nil {
 		t.Fatal("the demo deleted a directory it did not make")
 	}
+}
+
+// runDemo runs the demo to its end (DEMO_EXIT=1) in a new directory with
+// the DEMO_* settings of env (name, value, ...) and returns its output; a
+// failed run fails the test.
+func runDemo(t *testing.T, env ...string) string {
+	t.Helper()
+	t.Setenv("DEMO_DIR", filepath.Join(t.TempDir(), "demo"))
+	t.Setenv("DEMO_EXIT", "1")
+	t.Setenv("DEMO_PORT", "0")
+	t.Setenv("DEMO_TIMEOUT", "60s")
+	for i := 0; i+1 < len(env); i += 2 {
+		t.Setenv(env[i], env[i+1])
+	}
+	var out bytes.Buffer
+	if code := run(&out); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out.String())
+	}
+	return out.String()
 }
 
 func TestDemoSettingsErrors(t *testing.T) {
@@ -70,18 +78,7 @@ func TestDemoSettingsErrors(t *testing.T) {
 // provisioner (go-proxmox, pinned TLS, least-privilege token) against the
 // simulated node, every VM provisioned, healthy and listed.
 func TestDemoProxmox(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "demo")
-	t.Setenv("DEMO_DIR", dir)
-	t.Setenv("DEMO_CONTRACTS", "3")
-	t.Setenv("DEMO_EXIT", "1")
-	t.Setenv("DEMO_PORT", "0")
-	t.Setenv("DEMO_TIMEOUT", "60s")
-	t.Setenv("DEMO_PVE_TIMING", "fast")
-	var out bytes.Buffer
-	if code := run(&out); code != 0 {
-		t.Fatalf("exit %d:\n%s", code, out.String())
-	}
-	s := out.String()
+	s := runDemo(t, "DEMO_CONTRACTS", "3", "DEMO_PVE_TIMING", "fast")
 	for _, want := range []string{"proxmox provisioner (go-proxmox)", "demo: 3/3 contracts provisioned\n", "pve1/100", "pve1/101", "pve1/102",
 		"backend holds 3 machine(s)", "10.99.0.10", "size=1T"} {
 		if !strings.Contains(s, want) {
