@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/decent-stuff/dc-agent/apiserver"
 	"github.com/decent-stuff/dc-agent/apiserver/apitest"
 	"github.com/decent-stuff/dc-agent/dcapi"
 	"github.com/decent-stuff/dc-agent/identity"
@@ -30,6 +31,13 @@ func eachServer(t *testing.T, fn func(t *testing.T, srv *apitest.Server), opts .
 		t.Parallel()
 		fn(t, apitest.Start(t, append([]apitest.Option{apitest.WithDB(testutil.PostgresDB(t))}, opts...)...))
 	})
+}
+
+// eachProfile runs fn as a subtest for the default and the live profile.
+func eachProfile(t *testing.T, fn func(t *testing.T, profile string)) {
+	for _, profile := range []string{apiserver.ProfileDefault, apiserver.ProfileLive} {
+		t.Run(profile, func(t *testing.T) { fn(t, profile) })
+	}
 }
 
 // TestAgentFlowOverHTTP drives the whole agent protocol with the dcapi

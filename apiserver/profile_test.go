@@ -965,72 +965,70 @@ func TestProfileRules(t *testing.T) {
 // and PostgreSQL, in both profiles: one is registered, the other told the
 // token is used; then an expired token.
 func TestSetupTokenOverHTTP(t *testing.T) {
-	for _, profile := range []string{apiserver.ProfileDefault, apiserver.ProfileLive} {
-		t.Run(profile, func(t *testing.T) {
-			eachServer(t, func(t *testing.T, srv *apitest.Server) {
-				prov := srv.NewProvider("Acme")
-				pool := srv.NewPool(prov, "eu", "europe", "proxmox")
-				tok := srv.SetupToken(pool, time.Hour)
-				url := srv.URL + dcapi.APIPrefix + "/agents/setup"
-				agents := []string{newKeyHex(t), newKeyHex(t)}
-				answers := make(chan answer, 2)
-				start := make(chan struct{})
-				for _, a := range agents {
-					go func() {
-						<-start
-						resp, err := http.Post(url, "application/json", bytes.NewReader(setupBody(tok, a)))
-						if err != nil {
-							answers <- answer{status: -1, body: err.Error()}
-							return
-						}
-						b, _ := io.ReadAll(resp.Body)
-						resp.Body.Close()
-						answers <- answer{status: resp.StatusCode, body: string(b)}
-					}()
-				}
-				close(start)
-				won, lost := 0, 0
-				usedStatus := 409
-				if profile == apiserver.ProfileLive {
-					usedStatus = 200
-				}
-				for range agents {
-					a := <-answers
-					switch {
-					case a.status == 200 && strings.HasPrefix(a.body, `{"success":true`):
-						won++
-					case a.status == usedStatus && a.body == `{"success":false,"error":"Setup token already used"}`:
-						lost++
-					default:
-						t.Fatalf("answer %d %s", a.status, a.body)
+	eachProfile(t, func(t *testing.T, profile string) {
+		eachServer(t, func(t *testing.T, srv *apitest.Server) {
+			prov := srv.NewProvider("Acme")
+			pool := srv.NewPool(prov, "eu", "europe", "proxmox")
+			tok := srv.SetupToken(pool, time.Hour)
+			url := srv.URL + dcapi.APIPrefix + "/agents/setup"
+			agents := []string{newKeyHex(t), newKeyHex(t)}
+			answers := make(chan answer, 2)
+			start := make(chan struct{})
+			for _, a := range agents {
+				go func() {
+					<-start
+					resp, err := http.Post(url, "application/json", bytes.NewReader(setupBody(tok, a)))
+					if err != nil {
+						answers <- answer{status: -1, body: err.Error()}
+						return
 					}
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					answers <- answer{status: resp.StatusCode, body: string(b)}
+				}()
+			}
+			close(start)
+			won, lost := 0, 0
+			usedStatus := 409
+			if profile == apiserver.ProfileLive {
+				usedStatus = 200
+			}
+			for range agents {
+				a := <-answers
+				switch {
+				case a.status == 200 && strings.HasPrefix(a.body, `{"success":true`):
+					won++
+				case a.status == usedStatus && a.body == `{"success":false,"error":"Setup token already used"}`:
+					lost++
+				default:
+					t.Fatalf("answer %d %s", a.status, a.body)
 				}
-				if won != 1 || lost != 1 {
-					t.Fatalf("%d registered, %d refused; want 1 and 1", won, lost)
+			}
+			if won != 1 || lost != 1 {
+				t.Fatalf("%d registered, %d refused; want 1 and 1", won, lost)
+			}
+			registered := 0
+			for _, a := range agents {
+				if d, err := srv.Store.GetDelegation(context.Background(), prov.Pubkey, a); err == nil && d.PoolID != nil && *d.PoolID == pool.PoolID {
+					registered++
 				}
-				registered := 0
-				for _, a := range agents {
-					if d, err := srv.Store.GetDelegation(context.Background(), prov.Pubkey, a); err == nil && d.PoolID != nil && *d.PoolID == pool.PoolID {
-						registered++
-					}
-				}
-				if registered != 1 {
-					t.Fatalf("%d delegations stored", registered)
-				}
-				short := srv.SetupToken(pool, time.Minute)
-				srv.SetClockOffset(time.Minute)
-				resp, err := http.Post(url, "application/json", bytes.NewReader(setupBody(short, newKeyHex(t))))
-				if err != nil {
-					t.Fatal(err)
-				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if want := `{"success":false,"error":"Setup token expired"}`; string(b) != want {
-					t.Fatalf("expired token: %d %s", resp.StatusCode, b)
-				}
-			}, apitest.WithProfile(profile))
-		})
-	}
+			}
+			if registered != 1 {
+				t.Fatalf("%d delegations stored", registered)
+			}
+			short := srv.SetupToken(pool, time.Minute)
+			srv.SetClockOffset(time.Minute)
+			resp, err := http.Post(url, "application/json", bytes.NewReader(setupBody(short, newKeyHex(t))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if want := `{"success":false,"error":"Setup token expired"}`; string(b) != want {
+				t.Fatalf("expired token: %d %s", resp.StatusCode, b)
+			}
+		}, apitest.WithProfile(profile))
+	})
 }
 
 // TestLiveRateLimit: per client IP, 60 writes and 120 reads a minute, then
@@ -1072,29 +1070,27 @@ func TestLiveRateLimit(t *testing.T) {
 // TestProfileOnDashboardOnly: the dashboard names the profile; no API
 // answer does.
 func TestProfileOnDashboardOnly(t *testing.T) {
-	for _, profile := range []string{apiserver.ProfileDefault, apiserver.ProfileLive} {
-		t.Run(profile, func(t *testing.T) {
-			t.Parallel()
-			e := newEnv(t, profile)
-			if got := e.srv.API.Profile(); got != profile {
-				t.Fatalf("Profile() = %q", got)
+	eachProfile(t, func(t *testing.T, profile string) {
+		t.Parallel()
+		e := newEnv(t, profile)
+		if got := e.srv.API.Profile(); got != profile {
+			t.Fatalf("Profile() = %q", got)
+		}
+		a := call(t, e.srv.URL, signedReq{method: "GET", path: "/"})
+		if a.status != 200 || !strings.Contains(a.body, `profile <span id="profile">`+profile+`</span>`) {
+			t.Fatalf("dashboard does not name profile %s", profile)
+		}
+		for _, r := range []signedReq{
+			e.hb(e.agent, hbBody),
+			{method: "GET", path: e.path("/providers/{pk}/contracts/pending-provision"), key: e.agent},
+			{method: "GET", path: e.path("/providers/{pk}/agent-status")},
+			{method: "GET", path: e.path("/providers/{pk}/pools"), key: e.prov.Key, provider: true},
+		} {
+			if a := call(t, e.srv.URL, r); strings.Contains(strings.ToLower(a.body), "profile") {
+				t.Fatalf("%s %s names the profile: %s", r.method, r.path, a.body)
 			}
-			a := call(t, e.srv.URL, signedReq{method: "GET", path: "/"})
-			if a.status != 200 || !strings.Contains(a.body, `profile <span id="profile">`+profile+`</span>`) {
-				t.Fatalf("dashboard does not name profile %s", profile)
-			}
-			for _, r := range []signedReq{
-				e.hb(e.agent, hbBody),
-				{method: "GET", path: e.path("/providers/{pk}/contracts/pending-provision"), key: e.agent},
-				{method: "GET", path: e.path("/providers/{pk}/agent-status")},
-				{method: "GET", path: e.path("/providers/{pk}/pools"), key: e.prov.Key, provider: true},
-			} {
-				if a := call(t, e.srv.URL, r); strings.Contains(strings.ToLower(a.body), "profile") {
-					t.Fatalf("%s %s names the profile: %s", r.method, r.path, a.body)
-				}
-			}
-		})
-	}
+		}
+	})
 }
 
 // TestDashboardShowsPausedAndExpired: the dashboard counts paused and

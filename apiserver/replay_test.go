@@ -183,27 +183,25 @@ func (e *floodEnv) beat(ctx context.Context, rounds int) (failed int, first erro
 // both profiles (the live one has no replay cache; the unknown-key limit
 // applies there too, and must not hurt known agents either).
 func TestReplayCacheExhaustion(t *testing.T) {
-	for _, profile := range []string{apiserver.ProfileDefault, apiserver.ProfileLive} {
-		t.Run(profile, func(t *testing.T) {
-			t.Parallel()
-			ctx := context.Background()
-			e := startFloodEnv(t, profile, 20, 0) // the default limits
-			if failed, err := e.beat(ctx, 1); failed > 0 {
-				t.Fatalf("before the flood: %d heartbeats failed: %v", failed, err)
+	eachProfile(t, func(t *testing.T, profile string) {
+		t.Parallel()
+		ctx := context.Background()
+		e := startFloodEnv(t, profile, 20, 0) // the default limits
+		if failed, err := e.beat(ctx, 1); failed > 0 {
+			t.Fatalf("before the flood: %d heartbeats failed: %v", failed, err)
+		}
+		a := newAttacker(e.url, e.provider, 40, 150)
+		a.run(ctx, 16, 6000)
+		for status := range a.statuses {
+			if status > 0 && status < 400 {
+				t.Errorf("the attacker got %d answers %d", a.statuses[status], status)
 			}
-			a := newAttacker(e.url, e.provider, 40, 150)
-			a.run(ctx, 16, 6000)
-			for status := range a.statuses {
-				if status > 0 && status < 400 {
-					t.Errorf("the attacker got %d answers %d", a.statuses[status], status)
-				}
-			}
-			t.Logf("attacker's answers: %v", a.statuses)
-			if failed, err := e.beat(ctx, 5); failed > 0 {
-				t.Fatalf("after the flood: %d of %d heartbeats of known agents failed: %v", failed, 5*len(e.agents), err)
-			}
-		})
-	}
+		}
+		t.Logf("attacker's answers: %v", a.statuses)
+		if failed, err := e.beat(ctx, 5); failed > 0 {
+			t.Fatalf("after the flood: %d of %d heartbeats of known agents failed: %v", failed, 5*len(e.agents), err)
+		}
+	})
 }
 
 // BenchmarkReplayExhaustion: known agents' success rate while an attacker

@@ -201,52 +201,50 @@ func tenantRules() []rule {
 // `dc-api contract reset-password` in another process does) and the
 // agent's report.
 func TestPasswordResetEventStream(t *testing.T) {
-	for _, profile := range []string{apiserver.ProfileDefault, apiserver.ProfileLive} {
-		t.Run(profile, func(t *testing.T) {
-			e := newEnv(t, profile)
-			e.provision(t)
-			c := e.srv.Client(e.prov, e.agent)
-			events := make(chan dcapi.PasswordResetEvent, 10)
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() {
-				done <- c.PasswordResetEvents(ctx, time.Minute, func(ev dcapi.PasswordResetEvent) { events <- ev })
-			}()
-			next := func(count int) {
-				t.Helper()
-				select {
-				case ev := <-events:
-					if ev.Count != count || len(ev.ContractIDs) != count || count == 1 && ev.ContractIDs[0] != e.cid {
-						t.Fatalf("event %+v, want %d pending", ev, count)
-					}
-				case err := <-done:
-					t.Fatalf("stream ended: %v", err)
-				case <-time.After(30 * time.Second):
-					t.Fatalf("no event with %d pending", count)
+	eachProfile(t, func(t *testing.T, profile string) {
+		e := newEnv(t, profile)
+		e.provision(t)
+		c := e.srv.Client(e.prov, e.agent)
+		events := make(chan dcapi.PasswordResetEvent, 10)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- c.PasswordResetEvents(ctx, time.Minute, func(ev dcapi.PasswordResetEvent) { events <- ev })
+		}()
+		next := func(count int) {
+			t.Helper()
+			select {
+			case ev := <-events:
+				if ev.Count != count || len(ev.ContractIDs) != count || count == 1 && ev.ContractIDs[0] != e.cid {
+					t.Fatalf("event %+v, want %d pending", ev, count)
 				}
+			case err := <-done:
+				t.Fatalf("stream ended: %v", err)
+			case <-time.After(30 * time.Second):
+				t.Fatalf("no event with %d pending", count)
 			}
-			next(0)
-			if _, err := e.srv.Store.RequestPasswordReset(context.Background(), e.cid, time.Now().UnixNano()); err != nil {
-				t.Fatal(err)
-			}
-			next(1)
-			pw, _ := identity.Seal([]byte("new-pw"), e.requester.Public().(ed25519.PublicKey), e.cid)
-			if err := c.ReportPassword(context.Background(), e.cid, dcapi.PasswordUpdate{NewPassword: &pw}); err != nil {
-				t.Fatal(err)
-			}
-			next(0)
-			cancel()
-			if err := <-done; err != nil {
-				t.Fatalf("stream end: %v", err)
-			}
-			// Another provider's stream is refused in plain text.
-			other := e.srv.NewProvider("Other")
-			err := e.srv.Client(other, e.agent).PasswordResetEvents(context.Background(), time.Minute, func(dcapi.PasswordResetEvent) {})
-			if !dcapi.IsAuth(err) {
-				t.Fatalf("other provider's stream: %v", err)
-			}
-		})
-	}
+		}
+		next(0)
+		if _, err := e.srv.Store.RequestPasswordReset(context.Background(), e.cid, time.Now().UnixNano()); err != nil {
+			t.Fatal(err)
+		}
+		next(1)
+		pw, _ := identity.Seal([]byte("new-pw"), e.requester.Public().(ed25519.PublicKey), e.cid)
+		if err := c.ReportPassword(context.Background(), e.cid, dcapi.PasswordUpdate{NewPassword: &pw}); err != nil {
+			t.Fatal(err)
+		}
+		next(0)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("stream end: %v", err)
+		}
+		// Another provider's stream is refused in plain text.
+		other := e.srv.NewProvider("Other")
+		err := e.srv.Client(other, e.agent).PasswordResetEvents(context.Background(), time.Minute, func(dcapi.PasswordResetEvent) {})
+		if !dcapi.IsAuth(err) {
+			t.Fatalf("other provider's stream: %v", err)
+		}
+	})
 }
 
 // The tenant's side: only provisioned and active contracts, a key that
