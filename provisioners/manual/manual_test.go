@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,28 +20,64 @@ import (
 
 const cid = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
-func TestProvisionNotifiesWebhookAndLog(t *testing.T) {
-	var mu sync.Mutex
-	var got []Notification
+// webhook is a notification webhook that keeps the bodies it is sent.
+type webhook struct {
+	url    string
+	mu     sync.Mutex
+	bodies []string
+}
+
+func startWebhook(t *testing.T) *webhook {
+	wh := &webhook{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var n Notification
 		if r.Header.Get("Content-Type") != "application/json" {
 			t.Errorf("content type %q", r.Header.Get("Content-Type"))
 		}
-		if err := json.NewDecoder(r.Body).Decode(&n); err != nil {
-			t.Error(err)
-		}
-		mu.Lock()
-		got = append(got, n)
-		mu.Unlock()
+		b, _ := io.ReadAll(r.Body)
+		wh.mu.Lock()
+		wh.bodies = append(wh.bodies, string(b))
+		wh.mu.Unlock()
 	}))
-	defer srv.Close()
-	var logs bytes.Buffer
-	p, err := New(config.ProvisionerConfig{Type: Type, Manual: &config.ManualConfig{NotificationWebhook: srv.URL + "/hook"}},
-		provisioners.Deps{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	t.Cleanup(srv.Close)
+	wh.url = srv.URL
+	return wh
+}
+
+// sent returns the bodies so far.
+func (wh *webhook) sent() []string {
+	wh.mu.Lock()
+	defer wh.mu.Unlock()
+	return slices.Clone(wh.bodies)
+}
+
+// notifications decodes the bodies so far.
+func (wh *webhook) notifications(t *testing.T) []Notification {
+	t.Helper()
+	var out []Notification
+	for _, b := range wh.sent() {
+		var n Notification
+		if err := json.Unmarshal([]byte(b), &n); err != nil {
+			t.Errorf("notification %q: %v", b, err)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// newManual is a manual backend notifying webhook url.
+func newManual(t *testing.T, url string, deps provisioners.Deps) provisioners.Provisioner {
+	t.Helper()
+	p, err := New(config.ProvisionerConfig{Type: Type, Manual: &config.ManualConfig{NotificationWebhook: url}}, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return p
+}
+
+func TestProvisionNotifiesWebhookAndLog(t *testing.T) {
+	wh := startWebhook(t)
+	var logs bytes.Buffer
+	p := newManual(t, wh.url+"/hook", provisioners.Deps{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	inst, err := p.Provision(context.Background(), provisioners.Request{ContractID: cid, OfferingID: "off-9", CPUCores: 4, MemoryMB: 8192, StorageGB: 100, RequesterSSHPubkey: "ssh-ed25519 AAAA"})
 	if err != nil {
 		t.Fatal(err)
@@ -48,6 +85,7 @@ func TestProvisionNotifiesWebhookAndLog(t *testing.T) {
 	if inst.ExternalID != "" || inst.Name != "dc-"+cid {
 		t.Fatalf("instance = %+v", inst)
 	}
+	got := wh.notifications(t)
 	if len(got) != 1 {
 		t.Fatalf("%d notifications", len(got))
 	}
