@@ -226,10 +226,7 @@ func (s *Store) CreateContract(ctx context.Context, nc NewContract, nowNs int64)
 		return nil
 	})
 	if err != nil {
-		if KindOf(err) != 0 {
-			return nil, err
-		}
-		return nil, fmt.Errorf("create contract: %w", err)
+		return nil, wrapErr(err, "create contract")
 	}
 	return s.GetContract(ctx, nc.ContractID)
 }
@@ -400,10 +397,7 @@ func (s *Store) LockContract(ctx context.Context, provider, id, agent string, no
 		res = dcapi.LockResult{Acquired: true, ExpiresAtNs: exp}
 		return nil
 	})
-	if err != nil && KindOf(err) == 0 {
-		err = fmt.Errorf("lock contract %s: %w", id, err)
-	}
-	return res, err
+	return res, wrapErr(err, "lock contract %s", id)
 }
 
 // UnlockContract releases agent's lock. Releasing a lock the agent does not
@@ -433,10 +427,7 @@ func (s *Store) UnlockContract(ctx context.Context, provider, id, agent string, 
 			nullInt64(offer), id)
 		return err
 	})
-	if err != nil && KindOf(err) == 0 {
-		err = fmt.Errorf("unlock contract %s: %w", id, err)
-	}
-	return err
+	return wrapErr(err, "unlock contract %s", id)
 }
 
 // UpdateResult says what UpdateProvisioning did.
@@ -493,10 +484,7 @@ func (s *Store) UpdateProvisioning(ctx context.Context, provider, id, agent stri
 			return s.failProvisioning(ctx, tx, c, agent, u.InstanceDetails, failure, nowNs, &res)
 		}
 	})
-	if err != nil && KindOf(err) == 0 {
-		err = fmt.Errorf("update contract %s: %w", id, err)
-	}
-	return res, err
+	return res, wrapErr(err, "update contract %s", id)
 }
 
 func (s *Store) startProvisioning(ctx context.Context, tx *sql.Tx, c *Contract, agent string, nowNs int64, res *UpdateResult) error {
@@ -625,13 +613,7 @@ func (s *Store) CancelContract(ctx context.Context, id string, nowNs int64) (*Co
 			dcapi.StatusCancelled, nowNs, nowNs, id)
 		return err
 	})
-	if err != nil {
-		if KindOf(err) != 0 {
-			return nil, err
-		}
-		return nil, fmt.Errorf("cancel contract %s: %w", id, err)
-	}
-	return s.GetContract(ctx, id)
+	return s.afterStateChange(ctx, id, "cancel", err)
 }
 
 // completeEnded moves provider's provisioned/active/paused contracts whose
@@ -778,10 +760,7 @@ func (s *Store) MarkTerminated(ctx context.Context, provider, id string, nowNs i
 			status, nowNs, nowNs, id)
 		return err
 	})
-	if err != nil && KindOf(err) == 0 {
-		err = fmt.Errorf("terminate contract %s: %w", id, err)
-	}
-	return err
+	return wrapErr(err, "terminate contract %s", id)
 }
 
 func strOr(p *string, def string) string {

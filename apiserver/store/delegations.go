@@ -127,10 +127,7 @@ func (s *Store) PutDelegation(ctx context.Context, sd identity.SignedDelegation,
 	})
 	s.deleg.dropProvider(sd.ProviderPubkey)
 	if err != nil {
-		if KindOf(err) != 0 {
-			return nil, false, err
-		}
-		return nil, false, fmt.Errorf("store delegation: %w", err)
+		return nil, false, wrapErr(err, "store delegation")
 	}
 	if stored != nil {
 		return stored, false, nil
@@ -355,8 +352,5 @@ func (s *Store) RevokeDelegation(ctx context.Context, provider, agent string, no
 	// Dropped after the commit: a lookup racing with it cannot cache the old
 	// row (see delegCache).
 	s.deleg.dropProvider(provider)
-	if err != nil && KindOf(err) == 0 {
-		err = fmt.Errorf("revoke delegation: %w", err)
-	}
-	return err
+	return wrapErr(err, "revoke delegation")
 }

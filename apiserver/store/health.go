@@ -209,10 +209,7 @@ func (s *Store) InsertHealthChecks(ctx context.Context, provider, agent string, 
 		return nil
 	})
 	if err != nil {
-		if KindOf(err) != 0 {
-			return nil, err
-		}
-		return nil, fmt.Errorf("store health checks: %w", err)
+		return nil, wrapErr(err, "store health checks")
 	}
 	return out, nil
 }

@@ -149,10 +149,7 @@ func (s *Store) ExpireContract(ctx context.Context, id string, nowNs int64) (*Co
 
 func (s *Store) afterStateChange(ctx context.Context, id, what string, err error) (*Contract, error) {
 	if err != nil {
-		if KindOf(err) != 0 {
-			return nil, err
-		}
-		return nil, fmt.Errorf("%s contract %s: %w", what, id, err)
+		return nil, wrapErr(err, "%s contract %s", what, id)
 	}
 	return s.GetContract(ctx, id)
 }
@@ -230,10 +227,7 @@ func (s *Store) LockLive(ctx context.Context, provider, id, agent string, nowNs 
 		_, err = tx.ExecContext(ctx, s.q(`UPDATE contracts SET lock_agent = ?, lock_expires_at_ns = ? WHERE contract_id = ?`), agent, exp, id)
 		return err
 	})
-	if err != nil && KindOf(err) == 0 {
-		err = fmt.Errorf("lock contract %s: %w", id, err)
-	}
-	return res, err
+	return res, wrapErr(err, "lock contract %s", id)
 }
 
 // ReleaseLive is live's release_provisioning_lock: it clears the lock if
@@ -325,10 +319,7 @@ func (s *Store) UpdateStatusLive(ctx context.Context, provider, id, agent, statu
 		_, err = tx.ExecContext(ctx, s.q(`UPDATE contracts SET `+strings.Join(set, ", ")+` WHERE contract_id = ?`), append(args, id)...)
 		return err
 	})
-	if err != nil && KindOf(err) == 0 {
-		err = fmt.Errorf("update contract %s: %w", id, err)
-	}
-	return MsgStatusUpdated, err
+	return MsgStatusUpdated, wrapErr(err, "update contract %s", id)
 }
 
 // markFailedLive is mark_provisioning_failed (timeouts.rs): only an
@@ -359,10 +350,7 @@ func (s *Store) markFailedLive(ctx context.Context, provider, id, agent, reason 
 			WHERE contract_id = ?`), dcapi.StatusProvisioningFailed, nowNs, agent, reason, id)
 		return err
 	})
-	if err != nil && KindOf(err) == 0 {
-		err = fmt.Errorf("update contract %s: %w", id, err)
-	}
-	return err
+	return wrapErr(err, "update contract %s", id)
 }
 
 // sealDetails returns the details to store for a provisioned contract and

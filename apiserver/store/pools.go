@@ -118,10 +118,7 @@ func (s *Store) CreatePool(ctx context.Context, provider, name, location, ptype 
 		return err
 	})
 	if err != nil {
-		if KindOf(err) != 0 {
-			return nil, err
-		}
-		return nil, fmt.Errorf("create pool: %w", err)
+		return nil, wrapErr(err, "create pool")
 	}
 	return p, nil
 }
@@ -232,10 +229,7 @@ func (s *Store) DeletePool(ctx context.Context, provider, id string) error {
 		}
 		return nil
 	})
-	if err != nil && KindOf(err) == 0 {
-		err = fmt.Errorf("delete pool: %w", err)
-	}
-	return err
+	return wrapErr(err, "delete pool")
 }
 
 // SetupToken is a one-time registration token for a pool. Token is set only
@@ -399,10 +393,7 @@ func (s *Store) UseSetupToken(ctx context.Context, token, agent string, nowNs in
 		s.deleg.dropProvider(res.Pool.ProviderPubkey)
 	}
 	if err != nil {
-		if KindOf(err) != 0 {
-			return nil, err
-		}
-		return nil, fmt.Errorf("register agent by setup token: %w", err)
+		return nil, wrapErr(err, "register agent by setup token")
 	}
 	return res, nil
 }

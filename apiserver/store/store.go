@@ -353,6 +353,15 @@ func KindOf(err error) ErrorKind {
 	return 0
 }
 
+// wrapErr adds what failed (format, args) to an unclassified error; nil and
+// a classified error (KindOf, worded for the caller) stay as they are.
+func wrapErr(err error, format string, args ...any) error {
+	if err == nil || KindOf(err) != 0 {
+		return err
+	}
+	return fmt.Errorf(format+": %w", append(args, err)...)
+}
+
 // IsNotFound reports whether err says the object does not exist.
 func IsNotFound(err error) bool { return KindOf(err) == KindNotFound }
 

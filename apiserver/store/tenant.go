@@ -94,10 +94,7 @@ func (s *Store) request(ctx context.Context, id, kind string, key *string, nowNs
 		return s.signal(ctx, tx, kindContracts, provider, nowNs)
 	})
 	if err != nil {
-		if KindOf(err) != 0 {
-			return nil, err
-		}
-		return nil, fmt.Errorf("request %s for contract %s: %w", kind, id, err)
+		return nil, wrapErr(err, "request %s for contract %s", kind, id)
 	}
 	return &TenantRequest{ContractID: id, Kind: kind, RequestedAtNs: nowNs, SSHPubkey: key, ProviderPubkey: provider}, nil
 }
@@ -214,7 +211,7 @@ func (s *Store) SetPassword(ctx context.Context, provider, id, newPassword strin
 			nowNs, id, RequestPasswordReset)
 		return err
 	})
-	return wrapTenant(err, "store the new password of contract", id)
+	return wrapErr(err, "store the new password of contract %s", id)
 }
 
 // CompleteKeyRotation makes a pending rotation's key the contract's
@@ -243,7 +240,7 @@ func (s *Store) CompleteKeyRotation(ctx context.Context, provider, id string, no
 			nowNs, id, RequestKeyRotation)
 		return err
 	})
-	return key, wrapTenant(err, "complete the key rotation of contract", id)
+	return key, wrapErr(err, "complete the key rotation of contract %s", id)
 }
 
 // FailTenantRequest ends provider's pending request of kind for contract
@@ -271,12 +268,5 @@ func (s *Store) FailTenantRequest(ctx context.Context, provider, id, kind, msg s
 		}
 		return nil
 	})
-	return wrapTenant(err, "record the failed request of contract", id)
-}
-
-func wrapTenant(err error, what, id string) error {
-	if err == nil || KindOf(err) != 0 {
-		return err
-	}
-	return fmt.Errorf("%s %s: %w", what, id, err)
+	return wrapErr(err, "record the failed request of contract %s", id)
 }
