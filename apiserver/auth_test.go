@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -293,14 +292,8 @@ func TestProtocolVector(t *testing.T) {
 	req.Header.Set("X-Agent-Pubkey", prov.Pubkey)
 	req.Header.Set("X-Signature", "6b38a0d970fb82163469bcff6461210741bccb2541b82088f0cc5e26e280ae4a9ab721599c4124188ca144728d4b5062bbf066f8338782973db0de8f4e6ab400")
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(b), `"acknowledged":true`) {
-		t.Fatalf("PROTOCOL.md §9 vector refused: %d %s", resp.StatusCode, b)
+	if a := roundTrip(t, req); a.status != 200 || !strings.Contains(a.body, `"acknowledged":true`) {
+		t.Fatalf("PROTOCOL.md §9 vector refused: %d %s", a.status, a.body)
 	}
 }
 

@@ -3,7 +3,6 @@ package apiserver_test
 import (
 	"encoding/hex"
 	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -85,17 +84,12 @@ func TestRequestsSignedByNoble(t *testing.T) {
 		if r.body != "" {
 			req.Header.Set("Content-Type", "application/json")
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
+		a := roundTrip(t, req)
+		if a.status != r.want {
+			t.Fatalf("noble-signed %s %s: %d %s", r.method, r.path, a.status, a.body)
 		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != r.want {
-			t.Fatalf("noble-signed %s %s: %d %s", r.method, r.path, resp.StatusCode, b)
-		}
-		if i == 2 && !strings.Contains(string(b), cid) {
-			t.Fatalf("pending-provision answer lacks the contract: %s", b)
+		if i == 2 && !strings.Contains(a.body, cid) {
+			t.Fatalf("pending-provision answer lacks the contract: %s", a.body)
 		}
 	}
 	if dl := srv.Delegation(prov, agentHex); !dl.Active(srv.Now().UnixNano()) || *dl.Label != label || len(dl.Permissions) != 4 {

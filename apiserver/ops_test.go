@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net/http"
 	"regexp"
@@ -56,13 +55,8 @@ func TestRequestIDsAndAccessLog(t *testing.T) {
 		if requestID != "" {
 			req.Header.Set(dcapi.HeaderRequestID, requestID)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode, resp.Header.Get(dcapi.HeaderRequestID)
+		a := roundTrip(t, req)
+		return a.status, a.header.Get(dcapi.HeaderRequestID)
 	}
 	generated := regexp.MustCompile(`^[0-9a-f]{16}$`)
 

@@ -73,6 +73,12 @@ func call(t *testing.T, base string, r signedReq) answer {
 		t.Fatal(err)
 	}
 	req.Header = h
+	return roundTrip(t, req)
+}
+
+// roundTrip sends req and reads the whole answer.
+func roundTrip(t *testing.T, req *http.Request) answer {
+	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
