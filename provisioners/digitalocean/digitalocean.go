@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/digitalocean/godo"
@@ -46,14 +45,11 @@ type Provisioner struct {
 	c       *godo.Client
 	tr      *cloudkit.Transport
 	log     *slog.Logger
-	now     func() time.Time
 	poll    time.Duration
 	timeout time.Duration
 
-	// keyMu orders SSH key reuse+droplet creation against the deletion of
-	// a key whose last droplet went away.
-	keyMu  sync.Mutex
-	starts cloudkit.Starts
+	// droplets is the lifecycle shared with Vultr, on droplets.
+	droplets *cloudkit.Machines[godo.Droplet]
 }
 
 // NewFactory returns a registry factory using opts.
@@ -110,11 +106,94 @@ func New(cfg config.DigitalOceanConfig, token string, opts Options) (*Provisione
 	if err != nil {
 		return nil, fmt.Errorf("digitalocean endpoint %q: %w", endpoint, err)
 	}
-	return &Provisioner{
-		cfg: cfg, c: c, tr: tr, log: opts.Logger.With("provisioner", Type), now: opts.Now,
+	p := &Provisioner{
+		cfg: cfg, c: c, tr: tr, log: opts.Logger.With("provisioner", Type),
 		poll:    time.Duration(cfg.PollIntervalMs) * time.Millisecond,
 		timeout: time.Duration(cfg.ActionTimeoutSeconds) * time.Second,
-	}, nil
+	}
+	p.droplets = &cloudkit.Machines[godo.Droplet]{API: p.api(), Noun: "droplet", NameKey: "name",
+		Log: p.log, Now: opts.Now, Poll: p.poll, Timeout: p.timeout}
+	return p, nil
+}
+
+// api is what the shared lifecycle does on DigitalOcean: droplets are
+// found by tag, ids are numbers, a droplet's contract tag and an unused
+// key's tag are deleted with it.
+func (p *Provisioner) api() cloudkit.MachineAPI[godo.Droplet] {
+	return cloudkit.MachineAPI[godo.Droplet]{
+		ID:       func(d *godo.Droplet) string { return strconv.Itoa(d.ID) },
+		Name:     func(d *godo.Droplet) string { return d.Name },
+		Status:   func(d *godo.Droplet) string { return d.Status },
+		Tags:     func(d *godo.Droplet) []string { return d.Tags },
+		Instance: instanceFromDroplet,
+		Older:    func(a, b *godo.Droplet) bool { return a.ID < b.ID },
+		ParseID: func(externalID string) error {
+			_, err := parseID(externalID)
+			return err
+		},
+		Get: func(ctx context.Context, id string) (*godo.Droplet, error) {
+			n, err := parseID(id)
+			if err != nil {
+				return nil, err
+			}
+			d, _, err := p.c.Droplets.Get(ctx, n)
+			if isNotFound(err) {
+				return nil, nil
+			}
+			return d, err
+		},
+		ListTagged: func(ctx context.Context, tag string) ([]godo.Droplet, error) {
+			return all(ctx, func(ctx context.Context, o *godo.ListOptions) ([]godo.Droplet, *godo.Response, error) {
+				return p.c.Droplets.ListByTag(ctx, tag, o)
+			})
+		},
+		Delete: func(ctx context.Context, d *godo.Droplet) error {
+			if _, err := p.c.Droplets.Delete(ctx, d.ID); err != nil && !isNotFound(err) {
+				return err
+			}
+			return nil
+		},
+		Resume: p.resume,
+		EnsureKey: func(ctx context.Context, a cloudkit.Access) (string, error) {
+			k, err := p.ensureKey(ctx, a.Key, a.Line)
+			if err != nil {
+				return "", err
+			}
+			return strconv.Itoa(k.ID), nil
+		},
+		KeyInUse: func(ctx context.Context, keyID string) (bool, error) {
+			users, _, err := p.c.Droplets.ListByTag(ctx, cloudkit.KeyTag(keyID), &godo.ListOptions{PerPage: 1})
+			return len(users) > 0, err
+		},
+		KeyName: func(ctx context.Context, keyID string) (string, error) {
+			id, err := strconv.Atoi(keyID)
+			if err != nil {
+				return "", err
+			}
+			k, _, err := p.c.Keys.GetByID(ctx, id)
+			if err != nil {
+				return "", err
+			}
+			return k.Name, nil
+		},
+		DeleteKey: func(ctx context.Context, keyID string) error {
+			id, err := strconv.Atoi(keyID)
+			if err != nil {
+				return err
+			}
+			if _, err := p.c.Keys.DeleteByID(ctx, id); err != nil && !isNotFound(err) {
+				return err
+			}
+			return nil
+		},
+		AfterRelease: func(ctx context.Context, keyID string) { p.deleteTag(ctx, cloudkit.KeyTag(keyID)) },
+		AfterDestroy: func(ctx context.Context, d *godo.Droplet) {
+			if cid := ContractIDFromTags(d.Tags); cid != "" {
+				p.deleteTag(ctx, contractTag(cid))
+			}
+		},
+		Classify: p.classify,
+	}
 }
 
 // Type implements provisioners.Provisioner.
@@ -125,40 +204,13 @@ func (p *Provisioner) Features() provisioners.Features {
 	return provisioners.Features{Terminate: true, List: true, Health: true, GetByID: true, Pause: true}
 }
 
-// errReplace: a droplet found for the contract cannot be taken over (its
-// root password died with the crashed attempt, or its creation failed); it
-// is removed and a new one created in the same call.
-var errReplace = errors.New("replace the droplet")
-
 // Provision implements provisioners.Provisioner.
 func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (provisioners.Instance, error) {
-	cid, err := cloudkit.ContractID(req.ContractID)
-	if err != nil {
-		return provisioners.Instance{}, err
+	access, inst, done, err := p.droplets.Existing(ctx, &req)
+	if done {
+		return inst, err
 	}
-	req.ContractID = cid
-	access, err := cloudkit.RequestAccess(req)
-	if err != nil {
-		return provisioners.Instance{}, err
-	}
-
-	req.Step("looking for an existing droplet")
-	existing, err := p.findDroplet(ctx, cid)
-	if err != nil {
-		return provisioners.Instance{}, p.classify("look up the contract's droplet", err)
-	}
-	if existing != nil {
-		p.log.Info("found existing droplet for contract, resuming it", "contract", cid, "droplet", existing.ID, "status", existing.Status)
-		inst, err := p.resume(ctx, req, access, existing)
-		if !errors.Is(err, errReplace) {
-			return inst, err
-		}
-		p.log.Info("replacing the droplet of an interrupted attempt", "contract", cid, "droplet", existing.ID, "why", err)
-		req.Step("removing the droplet of an interrupted attempt")
-		if err := p.destroy(ctx, existing); err != nil {
-			return provisioners.Instance{}, err
-		}
-	}
+	cid := req.ContractID
 	name := DropletName(cid)
 	if err := p.refuseForeign(ctx, name); err != nil {
 		return provisioners.Instance{}, err
@@ -190,25 +242,17 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (
 		Name: name, Region: region, Size: size.Slug, Image: dropletImage(image), IPv6: true,
 		UserData: userData, Tags: []string{TagManaged, contractTag(cid)},
 	}
-	p.keyMu.Lock()
-	var key *godo.Key
-	if access.HasKey() {
-		req.Step("uploading the SSH key")
-		key, err = p.ensureKey(ctx, access.Key, access.Line)
-		if err != nil {
-			p.keyMu.Unlock()
-			return provisioners.Instance{}, err
+	var resp *godo.Response
+	d, err := p.droplets.Create(ctx, req, access, name, func(ctx context.Context, keyID string) (d *godo.Droplet, err error) {
+		if keyID != "" {
+			id, _ := strconv.Atoi(keyID)
+			create.SSHKeys = []godo.DropletCreateSSHKey{{ID: id}}
+			create.Tags = append(create.Tags, cloudkit.KeyTag(keyID))
 		}
-		create.SSHKeys = []godo.DropletCreateSSHKey{{ID: key.ID}}
-		create.Tags = append(create.Tags, keyTag(key.ID))
-	}
-	req.Step("creating droplet " + name)
-	d, resp, err := p.c.Droplets.Create(ctx, create)
-	p.keyMu.Unlock()
+		d, resp, err = p.c.Droplets.Create(ctx, create)
+		return d, err
+	})
 	if err != nil {
-		if key != nil {
-			p.releaseKey(context.WithoutCancel(ctx), key.ID)
-		}
 		return provisioners.Instance{}, p.classify(fmt.Sprintf("create droplet (size %s, region %s, image %s)", size.Slug, region, image), err)
 	}
 
@@ -222,11 +266,11 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (
 		ready, err = p.waitReady(ctx, d.ID)
 	}
 	if err != nil {
-		p.cleanup(ctx, d)
+		p.droplets.Cleanup(ctx, d)
 		return provisioners.Instance{}, p.classify("create and start droplet "+name, err)
 	}
-	p.starts.Mark(strconv.Itoa(ready.ID), p.now())
-	inst := instanceFromDroplet(ready)
+	p.droplets.Starts.Mark(strconv.Itoa(ready.ID), p.droplets.Now())
+	inst = instanceFromDroplet(ready)
 	inst.RootPassword = password
 	return inst, nil
 }
@@ -283,14 +327,14 @@ func (p *Provisioner) resume(ctx context.Context, req provisioners.Request, acce
 		// Without a key the password of the first attempt is lost (the
 		// API cannot say it); with a different access, it is the wrong
 		// machine for the tenant.
-		return provisioners.Instance{}, fmt.Errorf("%w: its root password or SSH key cannot be recovered", errReplace)
+		return provisioners.Instance{}, fmt.Errorf("%w: its root password or SSH key cannot be recovered", cloudkit.ErrReplace)
 	}
 	inst, err := p.bringUp(ctx, req, d)
-	if errors.Is(err, errReplace) {
+	if errors.Is(err, cloudkit.ErrReplace) {
 		return provisioners.Instance{}, err
 	}
 	if err != nil {
-		p.cleanup(ctx, d)
+		p.droplets.Cleanup(ctx, d)
 		return provisioners.Instance{}, err
 	}
 	return inst, nil
@@ -309,7 +353,7 @@ func (p *Provisioner) bringUp(ctx context.Context, req provisioners.Request, d *
 			}
 			switch a.Status {
 			case "errored":
-				return provisioners.Instance{}, fmt.Errorf("%w: its creation failed", errReplace)
+				return provisioners.Instance{}, fmt.Errorf("%w: its creation failed", cloudkit.ErrReplace)
 			case godo.ActionInProgress:
 				req.Step("waiting for the existing droplet to be created")
 				if err := p.waitAction(ctx, a.ID); err != nil {
@@ -330,8 +374,8 @@ func (p *Provisioner) bringUp(ctx context.Context, req provisioners.Request, d *
 	if err != nil {
 		return provisioners.Instance{}, p.classify("start droplet "+d.Name, err)
 	}
-	if _, ok := p.starts.Get(strconv.Itoa(ready.ID)); !ok {
-		p.starts.Mark(strconv.Itoa(ready.ID), p.startedAt(ctx, ready))
+	if _, ok := p.droplets.Starts.Get(strconv.Itoa(ready.ID)); !ok {
+		p.droplets.Starts.Mark(strconv.Itoa(ready.ID), p.startedAt(ctx, ready))
 	}
 	return instanceFromDroplet(ready), nil
 }
@@ -472,150 +516,42 @@ func (p *Provisioner) ensureKey(ctx context.Context, pub ssh.PublicKey, line str
 	return k, nil
 }
 
-// releaseKey deletes an SSH key object the agent uploaded (named dc-key-...)
-// once no droplet is tagged with it, and then the tag. Keys the provider
-// uploaded are never deleted. Failures are logged: a leftover key costs
-// nothing and goes with the next droplet that used it.
-func (p *Provisioner) releaseKey(ctx context.Context, keyID int) {
-	p.keyMu.Lock()
-	defer p.keyMu.Unlock()
-	users, _, err := p.c.Droplets.ListByTag(ctx, keyTag(keyID), &godo.ListOptions{PerPage: 1})
-	if err != nil {
-		p.log.Warn("could not check whether the SSH key is still used; keeping it", "key", keyID, "err", err)
-		return
-	}
-	if len(users) > 0 {
-		return
-	}
-	k, _, err := p.c.Keys.GetByID(ctx, keyID)
-	if err == nil && strings.HasPrefix(k.Name, cloudkit.KeyNamePrefix) {
-		if _, err := p.c.Keys.DeleteByID(ctx, keyID); err != nil && !isNotFound(err) {
-			p.log.Warn("could not delete unused SSH key", "key", keyID, "err", err)
-		}
-	}
-	p.deleteTag(ctx, keyTag(keyID))
-}
-
 func (p *Provisioner) deleteTag(ctx context.Context, tag string) {
 	if _, err := p.c.Tags.Delete(ctx, tag); err != nil && !isNotFound(err) {
 		p.log.Warn("could not delete tag", "tag", tag, "err", err)
 	}
 }
 
-// cleanup removes a droplet of a failed provision, even if ctx is done.
-func (p *Provisioner) cleanup(ctx context.Context, d *godo.Droplet) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
-	defer cancel()
-	if err := p.destroy(ctx, d); err != nil {
-		p.log.Error("could not remove the droplet of a failed provision; reconcile will report it", "droplet", d.ID, "name", d.Name, "err", err)
-	}
-}
-
-// destroy deletes a droplet, waits for it to be gone and removes its
-// contract tag and (if unused now) its SSH key.
-func (p *Provisioner) destroy(ctx context.Context, d *godo.Droplet) error {
-	if _, err := p.c.Droplets.Delete(ctx, d.ID); err != nil && !isNotFound(err) {
-		return p.classify(fmt.Sprintf("delete droplet %d", d.ID), err)
-	}
-	if err := p.waitGone(ctx, d.ID); err != nil {
-		return p.classify(fmt.Sprintf("delete droplet %d", d.ID), err)
-	}
-	p.starts.Forget(strconv.Itoa(d.ID))
-	if cid := ContractIDFromTags(d.Tags); cid != "" {
-		p.deleteTag(ctx, contractTag(cid))
-	}
-	if id := keyIDFromTags(d.Tags); id != 0 {
-		p.releaseKey(ctx, id)
-	}
-	return nil
-}
-
-// waitGone polls until a deleted droplet is no longer there.
-func (p *Provisioner) waitGone(ctx context.Context, id int) error {
-	ctx, cancel := context.WithTimeout(ctx, p.timeout)
-	defer cancel()
-	for {
-		_, _, err := p.c.Droplets.Get(ctx, id)
-		if isNotFound(err) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if err := cloudkit.Sleep(ctx, p.poll); err != nil {
-			return fmt.Errorf("droplet %d is still being deleted: %w", id, err)
-		}
-	}
-}
-
-// managed returns a droplet by external id, refusing one the agent did not
-// create (nil, nil: gone).
-func (p *Provisioner) managed(ctx context.Context, externalID, what string) (*godo.Droplet, error) {
-	id, err := parseID(externalID)
-	if err != nil {
-		return nil, provisioners.Permanent(err)
-	}
-	d, _, err := p.c.Droplets.Get(ctx, id)
-	if isNotFound(err) {
-		p.starts.Forget(strconv.Itoa(id))
-		return nil, nil
-	}
-	if err != nil {
-		return nil, p.classify(fmt.Sprintf("look up droplet %d", id), err)
-	}
-	if !hasTag(d.Tags, TagManaged) {
-		return nil, provisioners.Permanent(fmt.Errorf("droplet %d (%s) is not tagged %s, so dc-agent did not create it; refusing to %s it", id, d.Name, TagManaged, what))
-	}
-	return d, nil
-}
-
 // Terminate implements provisioners.Provisioner.
 func (p *Provisioner) Terminate(ctx context.Context, externalID string) error {
-	d, err := p.managed(ctx, externalID, "delete")
-	if err != nil || d == nil {
-		return err
-	}
-	return p.destroy(ctx, d)
+	return p.droplets.Terminate(ctx, externalID)
 }
 
 // Pause implements provisioners.Pauser: power off, disks kept.
 func (p *Provisioner) Pause(ctx context.Context, externalID string) error {
-	d, err := p.managed(ctx, externalID, "power off")
-	if err != nil {
-		return err
-	}
-	if d == nil {
-		return provisioners.Permanent(fmt.Errorf("droplet %s no longer exists", externalID))
-	}
-	p.starts.Forget(externalID)
-	if d.Status == "off" {
-		return nil
-	}
-	if err := p.power(ctx, d.ID, "power_off"); err != nil {
-		return p.classify("power off droplet "+d.Name, err)
-	}
-	return nil
+	return p.droplets.Pause(ctx, externalID, "power off", func(d *godo.Droplet) bool { return d.Status == "off" },
+		func(ctx context.Context, d *godo.Droplet) error {
+			if err := p.power(ctx, d.ID, "power_off"); err != nil {
+				return p.classify("power off droplet "+d.Name, err)
+			}
+			return nil
+		})
 }
 
 // Resume implements provisioners.Pauser: power on and wait until it runs.
 func (p *Provisioner) Resume(ctx context.Context, externalID string) error {
-	d, err := p.managed(ctx, externalID, "power on")
-	if err != nil {
-		return err
-	}
-	if d == nil {
-		return provisioners.Permanent(fmt.Errorf("droplet %s no longer exists", externalID))
-	}
-	if d.Status != "active" {
-		if err := p.power(ctx, d.ID, "power_on"); err != nil {
-			return p.classify("power on droplet "+d.Name, err)
-		}
-		p.starts.Mark(externalID, p.now())
-	}
-	if _, err := p.waitReady(ctx, d.ID); err != nil {
-		return p.classify("start droplet "+d.Name, err)
-	}
-	return nil
+	return p.droplets.Resume(ctx, externalID, "power on", func(d *godo.Droplet) bool { return d.Status == "active" },
+		func(ctx context.Context, d *godo.Droplet) error {
+			if err := p.power(ctx, d.ID, "power_on"); err != nil {
+				return p.classify("power on droplet "+d.Name, err)
+			}
+			return nil
+		},
+		func(ctx context.Context, id string) error {
+			n, _ := strconv.Atoi(id)
+			_, err := p.waitReady(ctx, n)
+			return err
+		})
 }
 
 func parseID(externalID string) (int, error) {
@@ -635,7 +571,7 @@ func (p *Provisioner) HealthCheck(ctx context.Context, externalID string) (provi
 	}
 	d, _, err := p.c.Droplets.Get(ctx, id)
 	if isNotFound(err) {
-		p.starts.Forget(externalID)
+		p.droplets.Starts.Forget(externalID)
 		return provisioners.Health{Status: provisioners.Unhealthy, Reason: fmt.Sprintf("droplet %d no longer exists", id)}, nil
 	}
 	if err != nil {
@@ -643,14 +579,9 @@ func (p *Provisioner) HealthCheck(ctx context.Context, externalID string) (provi
 	}
 	switch d.Status {
 	case "active":
-		since, ok := p.starts.Get(externalID)
-		if !ok {
-			since = p.startedAt(ctx, d)
-			p.starts.Mark(externalID, since)
-		}
-		return provisioners.Health{Status: provisioners.Healthy, UptimeSeconds: int64(max(0, p.now().Sub(since).Seconds()))}, nil
+		return p.droplets.Uptime(externalID, func() time.Time { return p.startedAt(ctx, d) }), nil
 	case "off", "archive":
-		p.starts.Forget(externalID)
+		p.droplets.Starts.Forget(externalID)
 		return provisioners.Health{Status: provisioners.Unhealthy, Reason: "droplet is " + d.Status}, nil
 	default:
 		return provisioners.Health{Status: provisioners.Unknown, Reason: "droplet is " + d.Status}, nil
@@ -674,67 +605,19 @@ func (p *Provisioner) startedAt(ctx context.Context, d *godo.Droplet) time.Time 
 		}
 	}
 	if t.IsZero() {
-		return p.now()
+		return p.droplets.Now()
 	}
 	return t
 }
 
 // GetInstance implements provisioners.Provisioner.
 func (p *Provisioner) GetInstance(ctx context.Context, contractID string) (*provisioners.Instance, error) {
-	cid, err := cloudkit.ContractID(contractID)
-	if err != nil {
-		return nil, err
-	}
-	d, err := p.findDroplet(ctx, cid)
-	if err != nil {
-		return nil, p.classify("look up the contract's droplet", err)
-	}
-	if d == nil {
-		return nil, nil
-	}
-	inst := instanceFromDroplet(d)
-	return &inst, nil
-}
-
-// findDroplet returns the contract's droplet (nil if none); of several
-// (never made by the agent) the oldest.
-func (p *Provisioner) findDroplet(ctx context.Context, cid string) (*godo.Droplet, error) {
-	list, err := all(ctx, func(ctx context.Context, o *godo.ListOptions) ([]godo.Droplet, *godo.Response, error) {
-		return p.c.Droplets.ListByTag(ctx, contractTag(cid), o)
-	})
-	if err != nil {
-		return nil, err
-	}
-	var best *godo.Droplet
-	for i := range list {
-		if ContractIDFromTags(list[i].Tags) != cid {
-			continue
-		}
-		if best == nil || list[i].ID < best.ID {
-			best = &list[i]
-		}
-	}
-	return best, nil
+	return p.droplets.GetInstance(ctx, contractID)
 }
 
 // List implements provisioners.Provisioner: every droplet tagged dc-agent.
 func (p *Provisioner) List(ctx context.Context) ([]provisioners.Instance, error) {
-	list, err := all(ctx, func(ctx context.Context, o *godo.ListOptions) ([]godo.Droplet, *godo.Response, error) {
-		return p.c.Droplets.ListByTag(ctx, TagManaged, o)
-	})
-	if err != nil {
-		return nil, p.classify("list droplets", err)
-	}
-	out := make([]provisioners.Instance, 0, len(list))
-	for i := range list {
-		inst := instanceFromDroplet(&list[i])
-		if inst.ContractID == "" {
-			p.log.Warn("managed droplet has no valid contract tag; skipping it", "droplet", list[i].ID, "name", list[i].Name)
-			continue
-		}
-		out = append(out, inst)
-	}
-	return out, nil
+	return p.droplets.List(ctx)
 }
 
 // all collects every page of a list call.

@@ -465,7 +465,7 @@ func TestHealthStates(t *testing.T) {
 	ctx := context.Background()
 	id := f.sim.AddDroplet(DropletName(cid(7)), []string{TagManaged, contractTag(cid(7))})
 	ext := strconv.Itoa(id)
-	cloudkittest.Uptime(t, f.p, ext, func(now time.Time) { f.p.now = func() time.Time { return now } }, 3500)
+	cloudkittest.Uptime(t, f.p, ext, func(now time.Time) { f.p.droplets.Now = func() time.Time { return now } }, 3500)
 	f.sim.PowerOff(id)
 	h, err := f.p.HealthCheck(ctx, ext)
 	if err != nil || h.Status != provisioners.Unhealthy || h.Reason != "droplet is off" {

@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/vultr/govultr/v3"
@@ -47,12 +46,11 @@ type Provisioner struct {
 	cfg     config.VultrConfig
 	c       *govultr.Client
 	log     *slog.Logger
-	now     func() time.Time
 	poll    time.Duration
 	timeout time.Duration
 
-	keyMu  sync.Mutex
-	starts cloudkit.Starts
+	// instances is the lifecycle shared with DigitalOcean, on instances.
+	instances *cloudkit.Machines[govultr.Instance]
 }
 
 // NewFactory returns a registry factory using opts.
@@ -115,11 +113,87 @@ func New(cfg config.VultrConfig, token string, opts Options) (*Provisioner, erro
 	if err := c.SetBaseURL(endpoint); err != nil {
 		return nil, fmt.Errorf("vultr endpoint %q: %w", endpoint, err)
 	}
-	return &Provisioner{
-		cfg: cfg, c: c, log: opts.Logger.With("provisioner", Type), now: opts.Now,
+	p := &Provisioner{
+		cfg: cfg, c: c, log: opts.Logger.With("provisioner", Type),
 		poll:    time.Duration(cfg.PollIntervalMs) * time.Millisecond,
 		timeout: time.Duration(cfg.ActionTimeoutSeconds) * time.Second,
-	}, nil
+	}
+	p.instances = &cloudkit.Machines[govultr.Instance]{API: p.api(), Noun: "instance", NameKey: "label",
+		Log: p.log, Now: opts.Now, Poll: p.poll, Timeout: p.timeout}
+	return p, nil
+}
+
+// api is what the shared lifecycle does on Vultr: instances are found by
+// tag, ids are UUIDs, every call goes through call (for the HTTP status).
+func (p *Provisioner) api() cloudkit.MachineAPI[govultr.Instance] {
+	return cloudkit.MachineAPI[govultr.Instance]{
+		ID:       func(in *govultr.Instance) string { return in.ID },
+		Name:     func(in *govultr.Instance) string { return in.Label },
+		Status:   func(in *govultr.Instance) string { return in.Status },
+		Tags:     func(in *govultr.Instance) []string { return in.Tags },
+		Instance: instanceFromVultr,
+		Older:    func(a, b *govultr.Instance) bool { return a.DateCreated < b.DateCreated },
+		ParseID: func(externalID string) error {
+			if id := strings.TrimSpace(externalID); id == "" || strings.ContainsAny(id, "/?#% ") {
+				return fmt.Errorf("%q is not a Vultr instance id", externalID)
+			}
+			return nil
+		},
+		Get: func(ctx context.Context, id string) (*govultr.Instance, error) {
+			var in *govultr.Instance
+			err := call(ctx, func(ctx context.Context) (err error) {
+				in, _, err = p.c.Instance.Get(ctx, id)
+				return err
+			})
+			if isNotFound(err) {
+				return nil, nil
+			}
+			return in, err
+		},
+		ListTagged: func(ctx context.Context, tag string) ([]govultr.Instance, error) {
+			return p.allInstances(ctx, &govultr.ListOptions{Tag: tag})
+		},
+		Delete: func(ctx context.Context, in *govultr.Instance) error {
+			if err := call(ctx, func(ctx context.Context) error { return p.c.Instance.Delete(ctx, in.ID) }); err != nil && !isNotFound(err) {
+				return err
+			}
+			return nil
+		},
+		Resume: p.resume,
+		EnsureKey: func(ctx context.Context, a cloudkit.Access) (string, error) {
+			k, err := p.ensureKey(ctx, a)
+			if err != nil {
+				return "", err
+			}
+			return k.ID, nil
+		},
+		KeyInUse: func(ctx context.Context, keyID string) (bool, error) {
+			var users []govultr.Instance
+			err := call(ctx, func(ctx context.Context) (err error) {
+				users, _, _, err = p.c.Instance.List(ctx, &govultr.ListOptions{Tag: cloudkit.KeyTag(keyID), PerPage: 1})
+				return err
+			})
+			return len(users) > 0, err
+		},
+		KeyName: func(ctx context.Context, keyID string) (string, error) {
+			var k *govultr.SSHKey
+			err := call(ctx, func(ctx context.Context) (err error) {
+				k, _, err = p.c.SSHKey.Get(ctx, keyID)
+				return err
+			})
+			if err != nil {
+				return "", err
+			}
+			return k.Name, nil
+		},
+		DeleteKey: func(ctx context.Context, keyID string) error {
+			if err := call(ctx, func(ctx context.Context) error { return p.c.SSHKey.Delete(ctx, keyID) }); err != nil && !isNotFound(err) {
+				return err
+			}
+			return nil
+		},
+		Classify: p.classify,
+	}
 }
 
 // Type implements provisioners.Provisioner.
@@ -181,40 +255,13 @@ func statusOf(err error) int {
 
 func isNotFound(err error) bool { return statusOf(err) == http.StatusNotFound }
 
-// errReplace: an instance found for the contract cannot be taken over (its
-// root password died with the crashed attempt, or its install failed); it
-// is removed and a new one created in the same call.
-var errReplace = errors.New("replace the instance")
-
 // Provision implements provisioners.Provisioner.
 func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (provisioners.Instance, error) {
-	cid, err := cloudkit.ContractID(req.ContractID)
-	if err != nil {
-		return provisioners.Instance{}, err
+	access, inst, done, err := p.instances.Existing(ctx, &req)
+	if done {
+		return inst, err
 	}
-	req.ContractID = cid
-	access, err := cloudkit.RequestAccess(req)
-	if err != nil {
-		return provisioners.Instance{}, err
-	}
-
-	req.Step("looking for an existing instance")
-	existing, err := p.findInstance(ctx, cid)
-	if err != nil {
-		return provisioners.Instance{}, p.classify("look up the contract's instance", err)
-	}
-	if existing != nil {
-		p.log.Info("found existing instance for contract, resuming it", "contract", cid, "instance", existing.ID, "status", existing.Status)
-		inst, err := p.resume(ctx, req, access, existing)
-		if !errors.Is(err, errReplace) {
-			return inst, err
-		}
-		p.log.Info("replacing the instance of an interrupted attempt", "contract", cid, "instance", existing.ID, "why", err)
-		req.Step("removing the instance of an interrupted attempt")
-		if err := p.destroy(ctx, existing); err != nil {
-			return provisioners.Instance{}, err
-		}
-	}
+	cid := req.ContractID
 	label := InstanceLabel(cid)
 	if err := p.refuseForeign(ctx, label); err != nil {
 		return provisioners.Instance{}, err
@@ -241,29 +288,18 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (
 		Region: region, Plan: plan.ID, OsID: osID, Label: label, Hostname: label, EnableIPv6: &yes, ActivationEmail: &no,
 		Backups: "disabled", UserData: base64.StdEncoding.EncodeToString([]byte(userData)), Tags: []string{TagManaged, cloudkit.ContractTag(cid)},
 	}
-	p.keyMu.Lock()
-	var key *govultr.SSHKey
-	if access.HasKey() {
-		req.Step("uploading the SSH key")
-		key, err = p.ensureKey(ctx, access)
-		if err != nil {
-			p.keyMu.Unlock()
-			return provisioners.Instance{}, err
+	in, err := p.instances.Create(ctx, req, access, label, func(ctx context.Context, keyID string) (in *govultr.Instance, err error) {
+		if keyID != "" {
+			create.SSHKeys = []string{keyID}
+			create.Tags = append(create.Tags, cloudkit.KeyTag(keyID))
 		}
-		create.SSHKeys = []string{key.ID}
-		create.Tags = append(create.Tags, cloudkit.KeyTag(key.ID))
-	}
-	req.Step("creating instance " + label)
-	var in *govultr.Instance
-	err = call(ctx, func(ctx context.Context) (err error) {
-		in, _, err = p.c.Instance.Create(ctx, create)
-		return err
+		err = call(ctx, func(ctx context.Context) (err error) {
+			in, _, err = p.c.Instance.Create(ctx, create)
+			return err
+		})
+		return in, err
 	})
-	p.keyMu.Unlock()
 	if err != nil {
-		if key != nil {
-			p.releaseKey(context.WithoutCancel(ctx), key.ID)
-		}
 		return provisioners.Instance{}, p.classify(fmt.Sprintf("create instance (plan %s, region %s, os %d)", plan.ID, region, osID), err)
 	}
 	password := in.DefaultPassword // shown only in this response
@@ -271,11 +307,11 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (
 	req.Step("waiting for the instance to install and boot")
 	ready, err := p.waitReady(ctx, in.ID)
 	if err != nil {
-		p.cleanup(ctx, in)
+		p.instances.Cleanup(ctx, in)
 		return provisioners.Instance{}, p.classify("create and start instance "+label, err)
 	}
-	p.starts.Mark(ready.ID, p.now())
-	inst := instanceFromVultr(ready)
+	p.instances.Starts.Mark(ready.ID, p.instances.Now())
+	inst = instanceFromVultr(ready)
 	if !access.HasKey() {
 		inst.RootPassword = password
 	}
@@ -338,11 +374,11 @@ func (p *Provisioner) choosePlan(ctx context.Context, req provisioners.Request, 
 }
 
 // resume brings an instance found for the contract to running.
-// errReplace: it cannot be used; another error: it was removed.
+// cloudkit.ErrReplace: it cannot be used; another error: it was removed.
 func (p *Provisioner) resume(ctx context.Context, req provisioners.Request, access cloudkit.Access, in *govultr.Instance) (provisioners.Instance, error) {
 	if !access.HasKey() || cloudkit.KeyIDFromTags(in.Tags) == "" {
 		// Vultr shows the root password only in the create response.
-		return provisioners.Instance{}, fmt.Errorf("%w: its root password or SSH key cannot be recovered", errReplace)
+		return provisioners.Instance{}, fmt.Errorf("%w: its root password or SSH key cannot be recovered", cloudkit.ErrReplace)
 	}
 	if in.PowerStatus == "stopped" {
 		req.Step("starting the existing instance")
@@ -351,7 +387,7 @@ func (p *Provisioner) resume(ctx context.Context, req provisioners.Request, acce
 			err = p.waitPower(ctx, in.ID, "running")
 		}
 		if err != nil {
-			p.cleanup(ctx, in)
+			p.instances.Cleanup(ctx, in)
 			return provisioners.Instance{}, p.classify("start instance "+in.Label, err)
 		}
 	}
@@ -359,14 +395,14 @@ func (p *Provisioner) resume(ctx context.Context, req provisioners.Request, acce
 	ready, err := p.waitReady(ctx, in.ID)
 	var stopped *stoppedError
 	if errors.As(err, &stopped) {
-		return provisioners.Instance{}, fmt.Errorf("%w: %v", errReplace, err)
+		return provisioners.Instance{}, fmt.Errorf("%w: %v", cloudkit.ErrReplace, err)
 	}
 	if err != nil {
-		p.cleanup(ctx, in)
+		p.instances.Cleanup(ctx, in)
 		return provisioners.Instance{}, p.classify("start instance "+in.Label, err)
 	}
-	if _, ok := p.starts.Get(ready.ID); !ok {
-		p.starts.Mark(ready.ID, p.startedAt(ready))
+	if _, ok := p.instances.Starts.Get(ready.ID); !ok {
+		p.instances.Starts.Mark(ready.ID, p.startedAt(ready))
 	}
 	return instanceFromVultr(ready), nil
 }
@@ -468,158 +504,41 @@ func (p *Provisioner) ensureKey(ctx context.Context, a cloudkit.Access) (*govult
 	return k, nil
 }
 
-// releaseKey deletes an SSH key object the agent uploaded (named dc-key-...)
-// once no instance is tagged with it. Failures are logged.
-func (p *Provisioner) releaseKey(ctx context.Context, keyID string) {
-	p.keyMu.Lock()
-	defer p.keyMu.Unlock()
-	var users []govultr.Instance
-	err := call(ctx, func(ctx context.Context) (err error) {
-		users, _, _, err = p.c.Instance.List(ctx, &govultr.ListOptions{Tag: cloudkit.KeyTag(keyID), PerPage: 1})
-		return err
-	})
-	if err != nil {
-		p.log.Warn("could not check whether the SSH key is still used; keeping it", "key", keyID, "err", err)
-		return
-	}
-	if len(users) > 0 {
-		return
-	}
-	var k *govultr.SSHKey
-	err = call(ctx, func(ctx context.Context) (err error) {
-		k, _, err = p.c.SSHKey.Get(ctx, keyID)
-		return err
-	})
-	if err != nil || !strings.HasPrefix(k.Name, cloudkit.KeyNamePrefix) {
-		return
-	}
-	if err := call(ctx, func(ctx context.Context) error { return p.c.SSHKey.Delete(ctx, keyID) }); err != nil && !isNotFound(err) {
-		p.log.Warn("could not delete unused SSH key", "key", keyID, "err", err)
-	}
-}
-
-// cleanup removes an instance of a failed provision, even if ctx is done.
-func (p *Provisioner) cleanup(ctx context.Context, in *govultr.Instance) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
-	defer cancel()
-	if err := p.destroy(ctx, in); err != nil {
-		p.log.Error("could not remove the instance of a failed provision; reconcile will report it", "instance", in.ID, "label", in.Label, "err", err)
-	}
-}
-
-// destroy deletes an instance, waits for it to be gone and releases its key.
-func (p *Provisioner) destroy(ctx context.Context, in *govultr.Instance) error {
-	if err := call(ctx, func(ctx context.Context) error { return p.c.Instance.Delete(ctx, in.ID) }); err != nil && !isNotFound(err) {
-		return p.classify("delete instance "+in.ID, err)
-	}
-	if err := p.waitGone(ctx, in.ID); err != nil {
-		return p.classify("delete instance "+in.ID, err)
-	}
-	p.starts.Forget(in.ID)
-	if id := cloudkit.KeyIDFromTags(in.Tags); id != "" {
-		p.releaseKey(ctx, id)
-	}
-	return nil
-}
-
-func (p *Provisioner) waitGone(ctx context.Context, id string) error {
-	ctx, cancel := context.WithTimeout(ctx, p.timeout)
-	defer cancel()
-	for {
-		err := call(ctx, func(ctx context.Context) error {
-			_, _, err := p.c.Instance.Get(ctx, id)
-			return err
-		})
-		if isNotFound(err) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if err := cloudkit.Sleep(ctx, p.poll); err != nil {
-			return fmt.Errorf("instance %s is still being deleted: %w", id, err)
-		}
-	}
-}
-
-// managed returns an instance by id, refusing one the agent did not create
-// (nil, nil: gone).
-func (p *Provisioner) managed(ctx context.Context, externalID, what string) (*govultr.Instance, error) {
-	id := strings.TrimSpace(externalID)
-	if id == "" || strings.ContainsAny(id, "/?#% ") {
-		return nil, provisioners.Permanent(fmt.Errorf("%q is not a Vultr instance id", externalID))
-	}
-	var in *govultr.Instance
-	err := call(ctx, func(ctx context.Context) (err error) {
-		in, _, err = p.c.Instance.Get(ctx, id)
-		return err
-	})
-	if isNotFound(err) {
-		p.starts.Forget(id)
-		return nil, nil
-	}
-	if err != nil {
-		return nil, p.classify("look up instance "+id, err)
-	}
-	if !cloudkit.HasTag(in.Tags, TagManaged) {
-		return nil, provisioners.Permanent(fmt.Errorf("instance %s (%s) is not tagged %s, so dc-agent did not create it; refusing to %s it", id, in.Label, TagManaged, what))
-	}
-	return in, nil
-}
-
 // Terminate implements provisioners.Provisioner.
 func (p *Provisioner) Terminate(ctx context.Context, externalID string) error {
-	in, err := p.managed(ctx, externalID, "delete")
-	if err != nil || in == nil {
-		return err
-	}
-	return p.destroy(ctx, in)
+	return p.instances.Terminate(ctx, externalID)
 }
 
 // Pause implements provisioners.Pauser: halt (power off), disks kept.
 func (p *Provisioner) Pause(ctx context.Context, externalID string) error {
-	in, err := p.managed(ctx, externalID, "halt")
-	if err != nil {
-		return err
-	}
-	if in == nil {
-		return provisioners.Permanent(fmt.Errorf("instance %s no longer exists", externalID))
-	}
-	p.starts.Forget(in.ID)
-	if in.PowerStatus == "stopped" {
-		return nil
-	}
-	if err := call(ctx, func(ctx context.Context) error { return p.c.Instance.Halt(ctx, in.ID) }); err != nil {
-		return p.classify("halt instance "+in.Label, err)
-	}
-	if err := p.waitPower(ctx, in.ID, "stopped"); err != nil {
-		return p.classify("halt instance "+in.Label, err)
-	}
-	return nil
+	return p.instances.Pause(ctx, externalID, "halt", func(in *govultr.Instance) bool { return in.PowerStatus == "stopped" },
+		func(ctx context.Context, in *govultr.Instance) error {
+			if err := call(ctx, func(ctx context.Context) error { return p.c.Instance.Halt(ctx, in.ID) }); err != nil {
+				return p.classify("halt instance "+in.Label, err)
+			}
+			if err := p.waitPower(ctx, in.ID, "stopped"); err != nil {
+				return p.classify("halt instance "+in.Label, err)
+			}
+			return nil
+		})
 }
 
 // Resume implements provisioners.Pauser: start and wait until it runs.
 func (p *Provisioner) Resume(ctx context.Context, externalID string) error {
-	in, err := p.managed(ctx, externalID, "start")
-	if err != nil {
-		return err
-	}
-	if in == nil {
-		return provisioners.Permanent(fmt.Errorf("instance %s no longer exists", externalID))
-	}
-	if in.PowerStatus != "running" {
-		if err := call(ctx, func(ctx context.Context) error { return p.c.Instance.Start(ctx, in.ID) }); err != nil {
-			return p.classify("start instance "+in.Label, err)
-		}
-		if err := p.waitPower(ctx, in.ID, "running"); err != nil {
-			return p.classify("start instance "+in.Label, err)
-		}
-		p.starts.Mark(in.ID, p.now())
-	}
-	if _, err := p.waitReady(ctx, in.ID); err != nil {
-		return p.classify("start instance "+in.Label, err)
-	}
-	return nil
+	return p.instances.Resume(ctx, externalID, "start", func(in *govultr.Instance) bool { return in.PowerStatus == "running" },
+		func(ctx context.Context, in *govultr.Instance) error {
+			if err := call(ctx, func(ctx context.Context) error { return p.c.Instance.Start(ctx, in.ID) }); err != nil {
+				return p.classify("start instance "+in.Label, err)
+			}
+			if err := p.waitPower(ctx, in.ID, "running"); err != nil {
+				return p.classify("start instance "+in.Label, err)
+			}
+			return nil
+		},
+		func(ctx context.Context, id string) error {
+			_, err := p.waitReady(ctx, id)
+			return err
+		})
 }
 
 // waitPower polls until an instance's power_status is want.
@@ -653,7 +572,7 @@ func (p *Provisioner) HealthCheck(ctx context.Context, externalID string) (provi
 		return err
 	})
 	if isNotFound(err) {
-		p.starts.Forget(id)
+		p.instances.Starts.Forget(id)
 		return provisioners.Health{Status: provisioners.Unhealthy, Reason: fmt.Sprintf("instance %s no longer exists", id)}, nil
 	}
 	if err != nil {
@@ -661,17 +580,12 @@ func (p *Provisioner) HealthCheck(ctx context.Context, externalID string) (provi
 	}
 	switch {
 	case in.PowerStatus == "stopped":
-		p.starts.Forget(id)
+		p.instances.Starts.Forget(id)
 		return provisioners.Health{Status: provisioners.Unhealthy, Reason: "instance is stopped"}, nil
 	case in.Status == "suspended":
 		return provisioners.Health{Status: provisioners.Unhealthy, Reason: "instance is suspended (Vultr account)"}, nil
 	case in.Status == "active" && in.ServerStatus == "ok":
-		since, ok := p.starts.Get(id)
-		if !ok {
-			since = p.startedAt(in)
-			p.starts.Mark(id, since)
-		}
-		return provisioners.Health{Status: provisioners.Healthy, UptimeSeconds: int64(max(0, p.now().Sub(since).Seconds()))}, nil
+		return p.instances.Uptime(id, func() time.Time { return p.startedAt(in) }), nil
 	default:
 		return provisioners.Health{Status: provisioners.Unknown, Reason: fmt.Sprintf("instance is %s (server %s)", in.Status, in.ServerStatus)}, nil
 	}
@@ -684,61 +598,17 @@ func (p *Provisioner) startedAt(in *govultr.Instance) time.Time {
 	if t, err := time.Parse(time.RFC3339, in.DateCreated); err == nil {
 		return t
 	}
-	return p.now()
+	return p.instances.Now()
 }
 
 // GetInstance implements provisioners.Provisioner.
 func (p *Provisioner) GetInstance(ctx context.Context, contractID string) (*provisioners.Instance, error) {
-	cid, err := cloudkit.ContractID(contractID)
-	if err != nil {
-		return nil, err
-	}
-	in, err := p.findInstance(ctx, cid)
-	if err != nil {
-		return nil, p.classify("look up the contract's instance", err)
-	}
-	if in == nil {
-		return nil, nil
-	}
-	inst := instanceFromVultr(in)
-	return &inst, nil
-}
-
-// findInstance returns the contract's instance (nil if none); of several
-// (never made by the agent) the first created.
-func (p *Provisioner) findInstance(ctx context.Context, cid string) (*govultr.Instance, error) {
-	list, err := p.allInstances(ctx, &govultr.ListOptions{Tag: cloudkit.ContractTag(cid)})
-	if err != nil {
-		return nil, err
-	}
-	var best *govultr.Instance
-	for i := range list {
-		if cloudkit.ContractIDFromTags(list[i].Tags) != cid {
-			continue
-		}
-		if best == nil || list[i].DateCreated < best.DateCreated {
-			best = &list[i]
-		}
-	}
-	return best, nil
+	return p.instances.GetInstance(ctx, contractID)
 }
 
 // List implements provisioners.Provisioner: every instance tagged dc-agent.
 func (p *Provisioner) List(ctx context.Context) ([]provisioners.Instance, error) {
-	list, err := p.allInstances(ctx, &govultr.ListOptions{Tag: TagManaged})
-	if err != nil {
-		return nil, p.classify("list instances", err)
-	}
-	out := make([]provisioners.Instance, 0, len(list))
-	for i := range list {
-		inst := instanceFromVultr(&list[i])
-		if inst.ContractID == "" {
-			p.log.Warn("managed instance has no valid contract tag; skipping it", "instance", list[i].ID, "label", list[i].Label)
-			continue
-		}
-		out = append(out, inst)
-	}
-	return out, nil
+	return p.instances.List(ctx)
 }
 
 // pages collects every page of a cursor-paginated list call.

@@ -369,7 +369,7 @@ func TestHealthStates(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx := context.Background()
 	id := f.sim.AddInstance(InstanceLabel(cid(7)), []string{TagManaged, cloudkit.ContractTag(cid(7))})
-	cloudkittest.Uptime(t, f.p, id, func(now time.Time) { f.p.now = func() time.Time { return now } }, 3500)
+	cloudkittest.Uptime(t, f.p, id, func(now time.Time) { f.p.instances.Now = func() time.Time { return now } }, 3500)
 	f.sim.Halt(id)
 	if h, err := f.p.HealthCheck(ctx, id); err != nil || h.Status != provisioners.Unhealthy || h.Reason != "instance is stopped" {
 		t.Fatalf("%+v %v", h, err)

@@ -1,0 +1,365 @@
+package cloudkit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/decent-stuff/dc-agent/provisioners"
+)
+
+// Machines is the lifecycle that the backends whose machines carry the
+// contract in tags (DigitalOcean droplets, Vultr instances) share: taking
+// over the machine of an interrupted attempt, creation with the SSH key
+// object held, lookup, listing, deletion with the key object, power off
+// and on, uptime. M is the API library's machine type; the backend gives
+// its API calls in API and its words in Noun and NameKey. Error messages
+// and log lines name the machine as the API does ("droplet 42",
+// "instance 7f3c...").
+type Machines[M any] struct {
+	API     MachineAPI[M]
+	Noun    string // what the API calls a machine: "droplet", "instance"
+	NameKey string // what it calls its name, in log lines: "name", "label"
+	Log     *slog.Logger
+	Now     func() time.Time
+	Poll    time.Duration // interval of polling the API
+	Timeout time.Duration // how long one wait may take (action_timeout_seconds)
+
+	// keyMu orders SSH key reuse+machine creation against the deletion of
+	// a key whose last machine went away.
+	keyMu  sync.Mutex
+	Starts Starts
+}
+
+// MachineAPI is what Machines needs of a backend's API: its calls on
+// machines of type M and on SSH key objects, the fields it reads of a
+// machine, and the backend's classification of API errors. Calls return
+// the API's errors unclassified unless said otherwise.
+type MachineAPI[M any] struct {
+	// ID, Name and Status of a machine (the id as the agent reports it:
+	// the instance's ExternalID).
+	ID, Name, Status func(*M) string
+	Tags             func(*M) []string
+	// Instance converts a machine.
+	Instance func(*M) provisioners.Instance
+	// Older reports whether a was created before b: of several machines
+	// tagged for a contract (never made by the agent) the oldest is its.
+	Older func(a, b *M) bool
+
+	// ParseID checks an external id, the error saying what one looks like.
+	ParseID func(externalID string) error
+	// Get reads a machine by id; nil, nil if the API says it does not
+	// exist.
+	Get func(ctx context.Context, id string) (*M, error)
+	// ListTagged returns every machine tagged tag (all pages).
+	ListTagged func(ctx context.Context, tag string) ([]M, error)
+	// Delete asks the API to delete a machine; not found is no error.
+	Delete func(ctx context.Context, m *M) error
+	// Resume brings a machine of the contract left by an interrupted
+	// attempt to running (classified errors). An error wrapping
+	// ErrReplace: it cannot be taken over and is replaced; another: the
+	// attempt fails.
+	Resume func(ctx context.Context, req provisioners.Request, access Access, m *M) (provisioners.Instance, error)
+
+	// EnsureKey returns the id of the SSH key object holding the
+	// requester's key: one the account has, else a new one named
+	// KeyName(key) (classified errors).
+	EnsureKey func(ctx context.Context, a Access) (keyID string, err error)
+	// KeyInUse reports whether a machine is tagged with SSH key object
+	// keyID; KeyName reads the key object's name; DeleteKey deletes it
+	// (not found is no error) and AfterRelease, if set, runs once a key
+	// object is no longer used.
+	KeyInUse     func(ctx context.Context, keyID string) (bool, error)
+	KeyName      func(ctx context.Context, keyID string) (string, error)
+	DeleteKey    func(ctx context.Context, keyID string) error
+	AfterRelease func(ctx context.Context, keyID string)
+	// AfterDestroy, if set, runs when a machine is gone (before its key
+	// object is released).
+	AfterDestroy func(ctx context.Context, m *M)
+
+	// Classify wraps an API error with what was being done (op), a hint,
+	// and whether a retry can help.
+	Classify func(op string, err error) error
+}
+
+// ErrReplace is wrapped by a MachineAPI.Resume error when the machine found
+// for the contract cannot be taken over (its root password died with the
+// crashed attempt, or its creation failed): it is removed and a new one
+// created in the same call.
+var ErrReplace = errors.New("replace it")
+
+// Existing is the start of a provision: it checks the contract id (which
+// it returns normalised in req) and the requester's access, and takes
+// over the contract's machine left by an interrupted attempt. done: the
+// machine was taken over (inst) or the attempt failed (err); else a new
+// machine is to be created.
+func (c *Machines[M]) Existing(ctx context.Context, req *provisioners.Request) (access Access, inst provisioners.Instance, done bool, err error) {
+	cid, err := ContractID(req.ContractID)
+	if err != nil {
+		return Access{}, provisioners.Instance{}, true, err
+	}
+	req.ContractID = cid
+	if access, err = RequestAccess(*req); err != nil {
+		return Access{}, provisioners.Instance{}, true, err
+	}
+	req.Step("looking for an existing " + c.Noun)
+	existing, err := c.find(ctx, cid)
+	if err != nil {
+		return access, provisioners.Instance{}, true, c.API.Classify("look up the contract's "+c.Noun, err)
+	}
+	if existing == nil {
+		return access, provisioners.Instance{}, false, nil
+	}
+	c.Log.Info("found existing "+c.Noun+" for contract, resuming it", "contract", cid, c.Noun, c.API.ID(existing), "status", c.API.Status(existing))
+	inst, err = c.API.Resume(ctx, *req, access, existing)
+	if !errors.Is(err, ErrReplace) {
+		return access, inst, true, err
+	}
+	c.Log.Info("replacing the "+c.Noun+" of an interrupted attempt", "contract", cid, c.Noun, c.API.ID(existing), "why", err)
+	req.Step("removing the " + c.Noun + " of an interrupted attempt")
+	if err := c.Destroy(ctx, existing); err != nil {
+		return access, provisioners.Instance{}, true, err
+	}
+	return access, provisioners.Instance{}, false, nil
+}
+
+// Create creates a machine named name with create, given the SSH key
+// object of the requester's key ("" without a key), which is kept from
+// deletion meanwhile. If creation fails, a key object no machine uses is
+// deleted again, and create's error returned as it is.
+func (c *Machines[M]) Create(ctx context.Context, req provisioners.Request, access Access, name string,
+	create func(ctx context.Context, keyID string) (*M, error)) (*M, error) {
+	c.keyMu.Lock()
+	keyID := ""
+	if access.HasKey() {
+		req.Step("uploading the SSH key")
+		var err error
+		if keyID, err = c.API.EnsureKey(ctx, access); err != nil {
+			c.keyMu.Unlock()
+			return nil, err
+		}
+	}
+	req.Step("creating " + c.Noun + " " + name)
+	m, err := create(ctx, keyID)
+	c.keyMu.Unlock()
+	if err != nil && keyID != "" {
+		c.ReleaseKey(context.WithoutCancel(ctx), keyID)
+	}
+	return m, err
+}
+
+// ReleaseKey deletes an SSH key object the agent uploaded (named
+// dc-key-...) once no machine is tagged with it. Keys the provider
+// uploaded are never deleted. Failures are logged: a leftover key costs
+// nothing and goes with the next machine that used it.
+func (c *Machines[M]) ReleaseKey(ctx context.Context, keyID string) {
+	c.keyMu.Lock()
+	defer c.keyMu.Unlock()
+	used, err := c.API.KeyInUse(ctx, keyID)
+	if err != nil {
+		c.Log.Warn("could not check whether the SSH key is still used; keeping it", "key", keyID, "err", err)
+		return
+	}
+	if used {
+		return
+	}
+	name, err := c.API.KeyName(ctx, keyID)
+	if err == nil && strings.HasPrefix(name, KeyNamePrefix) {
+		if err := c.API.DeleteKey(ctx, keyID); err != nil {
+			c.Log.Warn("could not delete unused SSH key", "key", keyID, "err", err)
+		}
+	}
+	if c.API.AfterRelease != nil {
+		c.API.AfterRelease(ctx, keyID)
+	}
+}
+
+// Cleanup removes a machine of a failed provision, even if ctx is done.
+func (c *Machines[M]) Cleanup(ctx context.Context, m *M) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.Timeout)
+	defer cancel()
+	if err := c.Destroy(ctx, m); err != nil {
+		c.Log.Error("could not remove the "+c.Noun+" of a failed provision; reconcile will report it", c.Noun, c.API.ID(m), c.NameKey, c.API.Name(m), "err", err)
+	}
+}
+
+// Destroy deletes a machine, waits for it to be gone and releases its SSH
+// key object.
+func (c *Machines[M]) Destroy(ctx context.Context, m *M) error {
+	id := c.API.ID(m)
+	if err := c.API.Delete(ctx, m); err != nil {
+		return c.API.Classify("delete "+c.Noun+" "+id, err)
+	}
+	if err := c.waitGone(ctx, id); err != nil {
+		return c.API.Classify("delete "+c.Noun+" "+id, err)
+	}
+	c.Starts.Forget(id)
+	if c.API.AfterDestroy != nil {
+		c.API.AfterDestroy(ctx, m)
+	}
+	if keyID := KeyIDFromTags(c.API.Tags(m)); keyID != "" {
+		c.ReleaseKey(ctx, keyID)
+	}
+	return nil
+}
+
+// waitGone polls until a deleted machine is no longer there.
+func (c *Machines[M]) waitGone(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+	for {
+		m, err := c.API.Get(ctx, id)
+		if err != nil {
+			return err
+		}
+		if m == nil {
+			return nil
+		}
+		if err := Sleep(ctx, c.Poll); err != nil {
+			return fmt.Errorf("%s %s is still being deleted: %w", c.Noun, id, err)
+		}
+	}
+}
+
+// Managed returns a machine by external id, refusing one the agent did
+// not create, with what it was asked to do (verb) in the error (nil, nil:
+// gone).
+func (c *Machines[M]) Managed(ctx context.Context, externalID, verb string) (*M, error) {
+	if err := c.API.ParseID(externalID); err != nil {
+		return nil, provisioners.Permanent(err)
+	}
+	id := strings.TrimSpace(externalID)
+	m, err := c.API.Get(ctx, id)
+	if err != nil {
+		return nil, c.API.Classify("look up "+c.Noun+" "+id, err)
+	}
+	if m == nil {
+		c.Starts.Forget(id)
+		return nil, nil
+	}
+	if !HasTag(c.API.Tags(m), TagManaged) {
+		return nil, provisioners.Permanent(fmt.Errorf("%s %s (%s) is not tagged %s, so dc-agent did not create it; refusing to %s it", c.Noun, id, c.API.Name(m), TagManaged, verb))
+	}
+	return m, nil
+}
+
+// Terminate implements provisioners.Provisioner.
+func (c *Machines[M]) Terminate(ctx context.Context, externalID string) error {
+	m, err := c.Managed(ctx, externalID, "delete")
+	if err != nil || m == nil {
+		return err
+	}
+	return c.Destroy(ctx, m)
+}
+
+// Pause powers a machine off (verb: the API's word for it, "power off"),
+// unless it is off already; powerOff returns classified errors.
+func (c *Machines[M]) Pause(ctx context.Context, externalID, verb string, off func(*M) bool, powerOff func(ctx context.Context, m *M) error) error {
+	m, err := c.Managed(ctx, externalID, verb)
+	if err != nil {
+		return err
+	}
+	if m == nil {
+		return provisioners.Permanent(fmt.Errorf("%s %s no longer exists", c.Noun, externalID))
+	}
+	c.Starts.Forget(c.API.ID(m))
+	if off(m) {
+		return nil
+	}
+	return powerOff(ctx, m)
+}
+
+// Resume powers a machine on (verb: the API's word for it, "power on")
+// unless it runs, and waits until it is ready; powerOn returns classified
+// errors, waitReady unclassified ones.
+func (c *Machines[M]) Resume(ctx context.Context, externalID, verb string, running func(*M) bool,
+	powerOn func(ctx context.Context, m *M) error, waitReady func(ctx context.Context, id string) error) error {
+	m, err := c.Managed(ctx, externalID, verb)
+	if err != nil {
+		return err
+	}
+	if m == nil {
+		return provisioners.Permanent(fmt.Errorf("%s %s no longer exists", c.Noun, externalID))
+	}
+	id := c.API.ID(m)
+	if !running(m) {
+		if err := powerOn(ctx, m); err != nil {
+			return err
+		}
+		c.Starts.Mark(id, c.Now())
+	}
+	if err := waitReady(ctx, id); err != nil {
+		return c.API.Classify("start "+c.Noun+" "+c.API.Name(m), err)
+	}
+	return nil
+}
+
+// Uptime is the health of a running machine: its uptime since its start,
+// recorded or (first seen running) from startedAt.
+func (c *Machines[M]) Uptime(id string, startedAt func() time.Time) provisioners.Health {
+	since, ok := c.Starts.Get(id)
+	if !ok {
+		since = startedAt()
+		c.Starts.Mark(id, since)
+	}
+	return provisioners.Health{Status: provisioners.Healthy, UptimeSeconds: int64(max(0, c.Now().Sub(since).Seconds()))}
+}
+
+// GetInstance implements provisioners.Provisioner.
+func (c *Machines[M]) GetInstance(ctx context.Context, contractID string) (*provisioners.Instance, error) {
+	cid, err := ContractID(contractID)
+	if err != nil {
+		return nil, err
+	}
+	m, err := c.find(ctx, cid)
+	if err != nil {
+		return nil, c.API.Classify("look up the contract's "+c.Noun, err)
+	}
+	if m == nil {
+		return nil, nil
+	}
+	inst := c.API.Instance(m)
+	return &inst, nil
+}
+
+// find returns the contract's machine (nil if none); of several (never
+// made by the agent) the oldest.
+func (c *Machines[M]) find(ctx context.Context, cid string) (*M, error) {
+	list, err := c.API.ListTagged(ctx, ContractTag(cid))
+	if err != nil {
+		return nil, err
+	}
+	var best *M
+	for i := range list {
+		if ContractIDFromTags(c.API.Tags(&list[i])) != cid {
+			continue
+		}
+		if best == nil || c.API.Older(&list[i], best) {
+			best = &list[i]
+		}
+	}
+	return best, nil
+}
+
+// List implements provisioners.Provisioner: every machine tagged
+// dc-agent.
+func (c *Machines[M]) List(ctx context.Context) ([]provisioners.Instance, error) {
+	list, err := c.API.ListTagged(ctx, TagManaged)
+	if err != nil {
+		return nil, c.API.Classify("list "+c.Noun+"s", err)
+	}
+	out := make([]provisioners.Instance, 0, len(list))
+	for i := range list {
+		inst := c.API.Instance(&list[i])
+		if inst.ContractID == "" {
+			c.Log.Warn("managed "+c.Noun+" has no valid contract tag; skipping it", c.Noun, c.API.ID(&list[i]), c.NameKey, c.API.Name(&list[i]))
+			continue
+		}
+		out = append(out, inst)
+	}
+	return out, nil
+}
