@@ -153,7 +153,8 @@ func (p *Provisioner) api() cloudkit.MachineAPI[godo.Droplet] {
 			}
 			return nil
 		},
-		Resume: p.resume,
+		RefuseForeign: p.refuseForeign,
+		Resume:        p.resume,
 		EnsureKey: func(ctx context.Context, a cloudkit.Access) (string, error) {
 			k, err := p.ensureKey(ctx, a.Key, a.Line)
 			if err != nil {
@@ -206,15 +207,12 @@ func (p *Provisioner) Features() provisioners.Features {
 
 // Provision implements provisioners.Provisioner.
 func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (provisioners.Instance, error) {
-	access, inst, done, err := p.droplets.Existing(ctx, &req)
-	if done {
+	access, inst, done, err := p.droplets.Begin(ctx, &req)
+	if done || err != nil {
 		return inst, err
 	}
 	cid := req.ContractID
 	name := DropletName(cid)
-	if err := p.refuseForeign(ctx, name); err != nil {
-		return provisioners.Instance{}, err
-	}
 
 	region, why := chooseRegion(req, p.cfg.Regions, p.cfg.DefaultRegion)
 	req.Step("choosing a droplet size in " + region)
@@ -437,10 +435,17 @@ func (e *actionError) Error() string {
 // (IPv4, and IPv6 when enabled), within the action timeout. Addresses come
 // after creation, sometimes after the droplet is already active.
 func (p *Provisioner) waitReady(ctx context.Context, id int) (*godo.Droplet, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.timeout)
-	defer cancel()
-	var last *godo.Droplet
-	stuck := func(err error) error {
+	return p.droplets.WaitReady(ctx, strconv.Itoa(id), func(d *godo.Droplet) (bool, error) {
+		v4, _ := d.PublicIPv4()
+		v6, _ := d.PublicIPv6()
+		switch {
+		case d.Status == "active" && v4 != "" && (v6 != "" || !hasTag(d.Features, "ipv6")):
+			return true, nil
+		case d.Status == "off" || d.Status == "archive":
+			return false, provisioners.Retryable(fmt.Errorf("droplet %s is %s instead of starting", d.Name, d.Status))
+		}
+		return false, nil
+	}, func(last *godo.Droplet, err error) error {
 		if last == nil {
 			return fmt.Errorf("waiting for droplet %d to become active: %w", id, err)
 		}
@@ -449,31 +454,7 @@ func (p *Provisioner) waitReady(ctx context.Context, id int) (*godo.Droplet, err
 			what = "for its public address"
 		}
 		return fmt.Errorf("waiting for droplet %s %s (status %s): %w", last.Name, what, last.Status, err)
-	}
-	for {
-		d, _, err := p.c.Droplets.Get(ctx, id)
-		if isNotFound(err) {
-			return nil, provisioners.Retryable(fmt.Errorf("droplet %d disappeared while waiting for it to run", id))
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, stuck(err)
-			}
-			return nil, err
-		}
-		last = d
-		v4, _ := d.PublicIPv4()
-		v6, _ := d.PublicIPv6()
-		switch {
-		case d.Status == "active" && v4 != "" && (v6 != "" || !hasTag(d.Features, "ipv6")):
-			return d, nil
-		case d.Status == "off" || d.Status == "archive":
-			return nil, provisioners.Retryable(fmt.Errorf("droplet %s is %s instead of starting", d.Name, d.Status))
-		}
-		if err := cloudkit.Sleep(ctx, p.poll); err != nil {
-			return nil, stuck(err)
-		}
-	}
+	})
 }
 
 // power runs a power action on a droplet and waits for it.
@@ -681,16 +662,12 @@ func isNotFound(err error) bool { return statusOf(err) == http.StatusNotFound }
 // classify wraps an API error with what was being done, a hint, and
 // whether a retry can help.
 func (p *Provisioner) classify(op string, err error) error {
-	var pe *provisioners.Error
-	if errors.As(err, &pe) {
-		return err
+	if e := cloudkit.Classified(op, err, p.cfg.ActionTimeoutSeconds); e != nil {
+		return e
 	}
 	var ae *actionError
 	if errors.As(err, &ae) {
 		return provisioners.Retryable(fmt.Errorf("%s: %w", op, ae))
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return provisioners.Retryable(fmt.Errorf("%s: timed out (action_timeout_seconds = %d): %w", op, p.cfg.ActionTimeoutSeconds, err))
 	}
 	var er *godo.ErrorResponse
 	if !errors.As(err, &er) || er.Response == nil {

@@ -662,9 +662,8 @@ func ipv6Host(n *net.IPNet) string {
 // classify wraps an API error with what was being done, a hint, and
 // whether a retry can help.
 func (p *Provisioner) classify(op string, err error) error {
-	var pe *provisioners.Error
-	if errors.As(err, &pe) {
-		return err
+	if e := cloudkit.Classified(op, err, p.cfg.ActionTimeoutSecond); e != nil {
+		return e
 	}
 	var ae hcloud.ActionError
 	if errors.As(err, &ae) {
@@ -673,9 +672,6 @@ func (p *Provisioner) classify(op string, err error) error {
 			cmd = a.Command
 		}
 		return provisioners.Retryable(fmt.Errorf("%s: Hetzner %s failed: %s (%s)", op, cmd, ae.Message, ae.Code))
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return provisioners.Retryable(fmt.Errorf("%s: timed out (action_timeout_seconds = %d): %w", op, p.cfg.ActionTimeoutSecond, err))
 	}
 	var he hcloud.Error
 	if !errors.As(err, &he) {

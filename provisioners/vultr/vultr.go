@@ -159,7 +159,8 @@ func (p *Provisioner) api() cloudkit.MachineAPI[govultr.Instance] {
 			}
 			return nil
 		},
-		Resume: p.resume,
+		RefuseForeign: p.refuseForeign,
+		Resume:        p.resume,
 		EnsureKey: func(ctx context.Context, a cloudkit.Access) (string, error) {
 			k, err := p.ensureKey(ctx, a)
 			if err != nil {
@@ -257,15 +258,12 @@ func isNotFound(err error) bool { return statusOf(err) == http.StatusNotFound }
 
 // Provision implements provisioners.Provisioner.
 func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (provisioners.Instance, error) {
-	access, inst, done, err := p.instances.Existing(ctx, &req)
-	if done {
+	access, inst, done, err := p.instances.Begin(ctx, &req)
+	if done || err != nil {
 		return inst, err
 	}
 	cid := req.ContractID
 	label := InstanceLabel(cid)
-	if err := p.refuseForeign(ctx, label); err != nil {
-		return provisioners.Instance{}, err
-	}
 
 	region, why := chooseRegion(req, p.cfg.Regions, p.cfg.DefaultRegion)
 	req.Step("choosing a plan in " + region)
@@ -434,10 +432,15 @@ func (e *stoppedError) Error() string {
 // (server_status "ok") and has its public addresses, within the action
 // timeout. A halt while waiting means the install or start failed.
 func (p *Provisioner) waitReady(ctx context.Context, id string) (*govultr.Instance, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.timeout)
-	defer cancel()
-	var last *govultr.Instance
-	stuck := func(err error) error {
+	return p.instances.WaitReady(ctx, id, func(in *govultr.Instance) (bool, error) {
+		switch {
+		case ready(in):
+			return true, nil
+		case in.PowerStatus == "stopped" && in.ServerStatus != "installingbooting":
+			return false, &stoppedError{label: in.Label}
+		}
+		return false, nil
+	}, func(last *govultr.Instance, err error) error {
 		if last == nil {
 			return fmt.Errorf("waiting for instance %s to start: %w", id, err)
 		}
@@ -446,33 +449,7 @@ func (p *Provisioner) waitReady(ctx context.Context, id string) (*govultr.Instan
 			what = "for its public address"
 		}
 		return fmt.Errorf("waiting for instance %s %s (status %s, power %s, server %s): %w", last.Label, what, last.Status, last.PowerStatus, last.ServerStatus, err)
-	}
-	for {
-		var in *govultr.Instance
-		err := call(ctx, func(ctx context.Context) (err error) {
-			in, _, err = p.c.Instance.Get(ctx, id)
-			return err
-		})
-		if isNotFound(err) {
-			return nil, provisioners.Retryable(fmt.Errorf("instance %s disappeared while waiting for it to run", id))
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, stuck(err)
-			}
-			return nil, err
-		}
-		last = in
-		switch {
-		case ready(in):
-			return in, nil
-		case in.PowerStatus == "stopped" && in.ServerStatus != "installingbooting":
-			return nil, &stoppedError{label: in.Label}
-		}
-		if err := cloudkit.Sleep(ctx, p.poll); err != nil {
-			return nil, stuck(err)
-		}
-	}
+	})
 }
 
 func ready(in *govultr.Instance) bool {
@@ -683,16 +660,12 @@ func instanceFromVultr(in *govultr.Instance) provisioners.Instance {
 // classify wraps an API error with what was being done, a hint, and
 // whether a retry can help.
 func (p *Provisioner) classify(op string, err error) error {
-	var pe *provisioners.Error
-	if errors.As(err, &pe) {
-		return err
+	if e := cloudkit.Classified(op, err, p.cfg.ActionTimeoutSeconds); e != nil {
+		return e
 	}
 	var se *stoppedError
 	if errors.As(err, &se) {
 		return provisioners.Retryable(fmt.Errorf("%s: %w (Vultr halted it); will retry with a new instance", op, se))
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return provisioners.Retryable(fmt.Errorf("%s: timed out (action_timeout_seconds = %d): %w", op, p.cfg.ActionTimeoutSeconds, err))
 	}
 	var ae *apiError
 	if !errors.As(err, &ae) {

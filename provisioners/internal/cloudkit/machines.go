@@ -59,6 +59,9 @@ type MachineAPI[M any] struct {
 	ListTagged func(ctx context.Context, tag string) ([]M, error)
 	// Delete asks the API to delete a machine; not found is no error.
 	Delete func(ctx context.Context, m *M) error
+	// RefuseForeign fails (classified) if a machine the agent did not tag
+	// for the contract holds its name (HostName): it is never adopted.
+	RefuseForeign func(ctx context.Context, name string) error
 	// Resume brings a machine of the contract left by an interrupted
 	// attempt to running (classified errors). An error wrapping
 	// ErrReplace: it cannot be taken over and is replaced; another: the
@@ -92,12 +95,28 @@ type MachineAPI[M any] struct {
 // created in the same call.
 var ErrReplace = errors.New("replace it")
 
-// Existing is the start of a provision: it checks the contract id (which
-// it returns normalised in req) and the requester's access, and takes
-// over the contract's machine left by an interrupted attempt. done: the
-// machine was taken over (inst) or the attempt failed (err); else a new
-// machine is to be created.
-func (c *Machines[M]) Existing(ctx context.Context, req *provisioners.Request) (access Access, inst provisioners.Instance, done bool, err error) {
+// Classified is how every backend classifies an error before it looks
+// for its API's error: err itself if it is classified already, a
+// retryable timeout naming action_timeout_seconds (timeoutSeconds) for a
+// deadline, nil for anything else.
+func Classified(op string, err error, timeoutSeconds int) error {
+	var pe *provisioners.Error
+	if errors.As(err, &pe) {
+		return err
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return provisioners.Retryable(fmt.Errorf("%s: timed out (action_timeout_seconds = %d): %w", op, timeoutSeconds, err))
+	}
+	return nil
+}
+
+// Begin is the start of a provision: it checks the contract id (which it
+// returns normalised in req) and the requester's access, takes over the
+// contract's machine left by an interrupted attempt, and checks that no
+// foreign machine holds the name of a new one. done: the machine was taken
+// over (inst) or the attempt failed (err); else a new machine is to be
+// created.
+func (c *Machines[M]) Begin(ctx context.Context, req *provisioners.Request) (access Access, inst provisioners.Instance, done bool, err error) {
 	cid, err := ContractID(req.ContractID)
 	if err != nil {
 		return Access{}, provisioners.Instance{}, true, err
@@ -112,7 +131,7 @@ func (c *Machines[M]) Existing(ctx context.Context, req *provisioners.Request) (
 		return access, provisioners.Instance{}, true, c.API.Classify("look up the contract's "+c.Noun, err)
 	}
 	if existing == nil {
-		return access, provisioners.Instance{}, false, nil
+		return access, provisioners.Instance{}, false, c.API.RefuseForeign(ctx, HostName(cid))
 	}
 	c.Log.Info("found existing "+c.Noun+" for contract, resuming it", "contract", cid, c.Noun, c.API.ID(existing), "status", c.API.Status(existing))
 	inst, err = c.API.Resume(ctx, *req, access, existing)
@@ -124,7 +143,7 @@ func (c *Machines[M]) Existing(ctx context.Context, req *provisioners.Request) (
 	if err := c.Destroy(ctx, existing); err != nil {
 		return access, provisioners.Instance{}, true, err
 	}
-	return access, provisioners.Instance{}, false, nil
+	return access, provisioners.Instance{}, false, c.API.RefuseForeign(ctx, HostName(cid))
 }
 
 // Create creates a machine named name with create, given the SSH key
@@ -296,6 +315,36 @@ func (c *Machines[M]) Resume(ctx context.Context, externalID, verb string, runni
 		return c.API.Classify("start "+c.Noun+" "+c.API.Name(m), err)
 	}
 	return nil
+}
+
+// WaitReady polls a machine until ready says it is, or fails it, within
+// Timeout. stuck words the error of a wait that timed out, given the last
+// state seen (nil: none).
+func (c *Machines[M]) WaitReady(ctx context.Context, id string, ready func(*M) (bool, error), stuck func(last *M, err error) error) (*M, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+	var last *M
+	for {
+		m, err := c.API.Get(ctx, id)
+		if err == nil && m == nil {
+			return nil, provisioners.Retryable(fmt.Errorf("%s %s disappeared while waiting for it to run", c.Noun, id))
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, stuck(last, err)
+			}
+			return nil, err
+		}
+		last = m
+		if ok, err := ready(m); err != nil {
+			return nil, err
+		} else if ok {
+			return m, nil
+		}
+		if err := Sleep(ctx, c.Poll); err != nil {
+			return nil, stuck(last, err)
+		}
+	}
 }
 
 // Uptime is the health of a running machine: its uptime since its start,
