@@ -6,6 +6,7 @@
 package digitalocean
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -54,20 +55,12 @@ type Provisioner struct {
 
 // NewFactory returns a registry factory using opts.
 func NewFactory(opts Options) provisioners.Factory {
-	return func(pc config.ProvisionerConfig, deps provisioners.Deps) (provisioners.Provisioner, error) {
-		if pc.DigitalOcean == nil {
-			return nil, errors.New("[provisioner.digitalocean] section is missing")
-		}
-		d := pc.DigitalOcean
-		token, err := cloudkit.Token(deps, d.APITokenFile, d.APIToken, "digitalocean api_token_file")
-		if err != nil {
-			return nil, err
-		}
-		if opts.Logger == nil {
-			opts.Logger = deps.Logger
-		}
-		return New(*d, token, opts)
-	}
+	return cloudkit.Factory(Type, func(pc config.ProvisionerConfig) *config.DigitalOceanConfig { return pc.DigitalOcean },
+		func(c *config.DigitalOceanConfig) (string, string) { return c.APITokenFile, c.APIToken },
+		func(cfg config.DigitalOceanConfig, token string, log *slog.Logger) (provisioners.Provisioner, error) {
+			opts.Logger = cmp.Or(opts.Logger, log)
+			return New(cfg, token, opts)
+		})
 }
 
 // Factory is the production factory.

@@ -6,6 +6,7 @@
 package hetzner
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -72,20 +73,12 @@ type Provisioner struct {
 
 // NewFactory returns a registry factory using opts.
 func NewFactory(opts Options) provisioners.Factory {
-	return func(pc config.ProvisionerConfig, deps provisioners.Deps) (provisioners.Provisioner, error) {
-		if pc.Hetzner == nil {
-			return nil, errors.New("[provisioner.hetzner] section is missing")
-		}
-		h := pc.Hetzner
-		token, err := cloudkit.Token(deps, h.APITokenFile, h.APIToken, "hetzner api_token_file")
-		if err != nil {
-			return nil, err
-		}
-		if opts.Logger == nil {
-			opts.Logger = deps.Logger
-		}
-		return New(*h, token, opts)
-	}
+	return cloudkit.Factory(Type, func(pc config.ProvisionerConfig) *config.HetznerConfig { return pc.Hetzner },
+		func(c *config.HetznerConfig) (string, string) { return c.APITokenFile, c.APIToken },
+		func(cfg config.HetznerConfig, token string, log *slog.Logger) (provisioners.Provisioner, error) {
+			opts.Logger = cmp.Or(opts.Logger, log)
+			return New(cfg, token, opts)
+		})
 }
 
 // Factory is the production factory.

@@ -6,6 +6,7 @@
 package vultr
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -55,19 +56,12 @@ type Provisioner struct {
 
 // NewFactory returns a registry factory using opts.
 func NewFactory(opts Options) provisioners.Factory {
-	return func(pc config.ProvisionerConfig, deps provisioners.Deps) (provisioners.Provisioner, error) {
-		if pc.Vultr == nil {
-			return nil, errors.New("[provisioner.vultr] section is missing")
-		}
-		token, err := cloudkit.Token(deps, pc.Vultr.APITokenFile, "", "vultr api_token_file")
-		if err != nil {
-			return nil, err
-		}
-		if opts.Logger == nil {
-			opts.Logger = deps.Logger
-		}
-		return New(*pc.Vultr, token, opts)
-	}
+	return cloudkit.Factory(Type, func(pc config.ProvisionerConfig) *config.VultrConfig { return pc.Vultr },
+		func(c *config.VultrConfig) (string, string) { return c.APITokenFile, "" },
+		func(cfg config.VultrConfig, token string, log *slog.Logger) (provisioners.Provisioner, error) {
+			opts.Logger = cmp.Or(opts.Logger, log)
+			return New(cfg, token, opts)
+		})
 }
 
 // Factory is the production factory.

@@ -11,12 +11,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/provisioners"
 )
@@ -174,4 +176,25 @@ func (s *Starts) Forget(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.m, id)
+}
+
+// Factory is the registry factory of the cloud backend typ: it takes the
+// backend's config section from pc (section; nil: the [provisioner.<typ>]
+// section is missing), reads its API token (tokenOf: the api_token_file
+// and the legacy inline token, see Token) and builds the backend with
+// deps' logger.
+func Factory[C any](typ string, section func(config.ProvisionerConfig) *C, tokenOf func(*C) (file, inline string),
+	build func(cfg C, token string, log *slog.Logger) (provisioners.Provisioner, error)) provisioners.Factory {
+	return func(pc config.ProvisionerConfig, deps provisioners.Deps) (provisioners.Provisioner, error) {
+		c := section(pc)
+		if c == nil {
+			return nil, fmt.Errorf("[provisioner.%s] section is missing", typ)
+		}
+		file, inline := tokenOf(c)
+		token, err := Token(deps, file, inline, typ+" api_token_file")
+		if err != nil {
+			return nil, err
+		}
+		return build(*c, token, deps.Logger)
+	}
 }
