@@ -121,36 +121,11 @@ func TestProvisionLifecycle(t *testing.T) {
 func TestPauseResume(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx := context.Background()
-	req := f.request(1)
-	req.RequesterSSHPubkey = sshKey(t)
-	inst, err := f.p.Provision(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var _ provisioners.Pauser = f.p
-	if !f.p.Features().Pause {
-		t.Fatal("Features().Pause not set")
-	}
-	status := func() string { return f.sim.Droplets()[0].Status }
-	for range 2 { // pausing twice is fine
-		if err := f.p.Pause(ctx, inst.ExternalID); err != nil {
-			t.Fatal(err)
+	inst := cloudkittest.PauseResume(t, f.p, f.request(1), func() string { return f.sim.Droplets()[0].Status }, "off", "active", func(ext string) {
+		if h, _ := f.p.HealthCheck(ctx, ext); h.Status != provisioners.Unhealthy || h.Reason != "droplet is off" {
+			t.Fatalf("health while paused: %+v", h)
 		}
-		if s := status(); s != "off" {
-			t.Fatalf("after pause: %s", s)
-		}
-	}
-	if h, _ := f.p.HealthCheck(ctx, inst.ExternalID); h.Status != provisioners.Unhealthy || h.Reason != "droplet is off" {
-		t.Fatalf("health while paused: %+v", h)
-	}
-	for range 2 {
-		if err := f.p.Resume(ctx, inst.ExternalID); err != nil {
-			t.Fatal(err)
-		}
-		if s := status(); s != "active" {
-			t.Fatalf("after resume: %s", s)
-		}
-	}
+	})
 	if h, _ := f.p.HealthCheck(ctx, inst.ExternalID); h.Status != provisioners.Healthy {
 		t.Fatalf("health after resume: %+v", h)
 	}
@@ -254,52 +229,21 @@ func TestSizeChoice(t *testing.T) {
 		c.Sizes = map[string]string{"off-mapped": "s-4vcpu-8gb", "off-bad": "s-99vcpu", "off-cpu": "c-2"}
 		c.Regions = map[string]string{"Berlin": "fra1"}
 	})
-	ctx := context.Background()
-	cases := []struct {
-		name      string
-		mod       func(*provisioners.Request)
-		wantSize  string
-		wantReg   string
-		wantErr   string
-		retryable bool
-	}{
-		{"smallest fit", func(r *provisioners.Request) { r.CPUCores, r.MemoryMB, r.StorageGB = 1, 1500, 30 }, "s-1vcpu-2gb", "nyc3", "", false},
-		{"default size", func(r *provisioners.Request) { r.CPUCores, r.MemoryMB, r.StorageGB = 0, 0, 0 }, "s-1vcpu-512mb-10gb", "nyc3", "", false},
-		{"mapped offering", func(r *provisioners.Request) { r.OfferingID = "off-mapped" }, "s-4vcpu-8gb", "nyc3", "", false},
-		{"config size wins", func(r *provisioners.Request) {
+	cloudkittest.Choices(t, f.p, f.request, 100, "size", "region", []cloudkittest.Choice{
+		{Name: "smallest fit", Mod: func(r *provisioners.Request) { r.CPUCores, r.MemoryMB, r.StorageGB = 1, 1500, 30 }, WantType: "s-1vcpu-2gb", WantLoc: "nyc3"},
+		{Name: "default size", Mod: func(r *provisioners.Request) { r.CPUCores, r.MemoryMB, r.StorageGB = 0, 0, 0 }, WantType: "s-1vcpu-512mb-10gb", WantLoc: "nyc3"},
+		{Name: "mapped offering", Mod: func(r *provisioners.Request) { r.OfferingID = "off-mapped" }, WantType: "s-4vcpu-8gb", WantLoc: "nyc3"},
+		{Name: "config size wins", Mod: func(r *provisioners.Request) {
 			r.OfferingID = "off-mapped"
 			r.Config = map[string]any{"size": "s-8vcpu-16gb"}
-		}, "s-8vcpu-16gb", "nyc3", "", false},
-		{"configured city table", func(r *provisioners.Request) { r.DatacenterCity = "berlin" }, "s-2vcpu-4gb", "fra1", "", false},
-		{"offering region", func(r *provisioners.Request) { r.Config = map[string]any{"region": "sgp1"} }, "s-2vcpu-4gb", "sgp1", "", false},
-		{"unknown size", func(r *provisioners.Request) { r.OfferingID = "off-bad" }, "", "", `droplet size "s-99vcpu"`, false},
-		{"size not in region", func(r *provisioners.Request) { r.OfferingID = "off-cpu"; r.DatacenterCity = "Singapore" }, "", "", "not available in region sgp1", true},
-		{"too big", func(r *provisioners.Request) { r.CPUCores = 64 }, "", "", "no DigitalOcean droplet size fits", false},
-		{"unknown region", func(r *provisioners.Request) { r.Config = map[string]any{"region": "mars1"} }, "", "", "no droplet size for 2 vCPUs", true},
-	}
-	for i, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			req := f.request(100 + i)
-			req.RequesterSSHPubkey = sshKey(t)
-			c.mod(&req)
-			inst, err := f.p.Provision(ctx, req)
-			if c.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), c.wantErr) || provisioners.RetryPossible(err) != c.retryable {
-					t.Fatalf("err %v (retryable %v)", err, provisioners.RetryPossible(err))
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if inst.AdditionalDetails["size"] != c.wantSize || inst.AdditionalDetails["region"] != c.wantReg {
-				t.Fatalf("got %v in %v", inst.AdditionalDetails["size"], inst.AdditionalDetails["region"])
-			}
-			if err := f.p.Terminate(ctx, inst.ExternalID); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
+		}, WantType: "s-8vcpu-16gb", WantLoc: "nyc3"},
+		{Name: "configured city table", Mod: func(r *provisioners.Request) { r.DatacenterCity = "berlin" }, WantType: "s-2vcpu-4gb", WantLoc: "fra1"},
+		{Name: "offering region", Mod: func(r *provisioners.Request) { r.Config = map[string]any{"region": "sgp1"} }, WantType: "s-2vcpu-4gb", WantLoc: "sgp1"},
+		{Name: "unknown size", Mod: func(r *provisioners.Request) { r.OfferingID = "off-bad" }, WantErr: `droplet size "s-99vcpu"`},
+		{Name: "size not in region", Mod: func(r *provisioners.Request) { r.OfferingID = "off-cpu"; r.DatacenterCity = "Singapore" }, WantErr: "not available in region sgp1", Retryable: true},
+		{Name: "too big", Mod: func(r *provisioners.Request) { r.CPUCores = 64 }, WantErr: "no DigitalOcean droplet size fits"},
+		{Name: "unknown region", Mod: func(r *provisioners.Request) { r.Config = map[string]any{"region": "mars1"} }, WantErr: "no droplet size for 2 vCPUs", Retryable: true},
+	})
 	f.assertEmpty(t)
 }
 
@@ -322,43 +266,28 @@ func TestDefaultSize(t *testing.T) {
 }
 
 func TestFailuresLeaveNothingBehind(t *testing.T) {
-	cases := []struct {
-		name      string
-		inject    func(*dosim.Sim)
-		simOpts   func(*dosim.Options)
-		wantErr   []string
-		retryable bool
-	}{
-		{"create action error", func(s *dosim.Sim) { s.FailNextAction("create") }, nil,
-			[]string{"create action", "errored"}, true},
-		{"rate limited", func(s *dosim.Sim) { s.RateLimitNext(1000) }, nil,
-			[]string{"rate limit exceeded"}, true},
-		{"size unavailable (list)", func(s *dosim.Sim) {
+	cloudkittest.Failures(t, []cloudkittest.Failure[*dosim.Sim, dosim.Options]{
+		{Name: "create action error", Inject: func(s *dosim.Sim) { s.FailNextAction("create") },
+			WantErr: []string{"create action", "errored"}, Retryable: true},
+		{Name: "rate limited", Inject: func(s *dosim.Sim) { s.RateLimitNext(1000) },
+			WantErr: []string{"rate limit exceeded"}, Retryable: true},
+		{Name: "size unavailable (list)", Inject: func(s *dosim.Sim) {
 			for _, sz := range dosim.DefaultSizes() {
 				s.SetSizeAvailable(sz.Slug, "nyc3", false)
 			}
-		}, nil, []string{"available in region nyc3", "s-2vcpu-4gb", "capacity"}, true},
-		{"size unavailable (placement)", func(s *dosim.Sim) { s.FailPlacement("s-2vcpu-4gb", "nyc3", true) }, nil,
-			[]string{"cannot do this now", "not available in this region", "size s-2vcpu-4gb, region nyc3"}, true},
-		{"no address in time", func(s *dosim.Sim) {}, func(o *dosim.Options) { o.IPDelay = time.Hour },
-			[]string{"for its public address", "timed out (action_timeout_seconds = 1)"}, true},
-	}
-	for i, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			var so []func(*dosim.Options)
-			if c.simOpts != nil {
-				so = append(so, c.simOpts)
-			}
-			f := newFixture(t, func(cfg *config.DigitalOceanConfig) { cfg.ActionTimeoutSeconds = 1 }, so...)
-			c.inject(f.sim)
-			req := f.request(i)
-			req.RequesterSSHPubkey = sshKey(t)
-			_, err := f.p.Provision(context.Background(), req)
-			cloudkittest.WantFailure(t, err, c.wantErr, c.retryable)
-			f.sim.RateLimitNext(0)
-			f.assertEmpty(t)
-		})
-	}
+		}, WantErr: []string{"available in region nyc3", "s-2vcpu-4gb", "capacity"}, Retryable: true},
+		{Name: "size unavailable (placement)", Inject: func(s *dosim.Sim) { s.FailPlacement("s-2vcpu-4gb", "nyc3", true) },
+			WantErr: []string{"cannot do this now", "not available in this region", "size s-2vcpu-4gb, region nyc3"}, Retryable: true},
+		{Name: "no address in time", Inject: func(s *dosim.Sim) {}, SimOpts: func(o *dosim.Options) { o.IPDelay = time.Hour },
+			WantErr: []string{"for its public address", "timed out (action_timeout_seconds = 1)"}, Retryable: true},
+	}, func(t *testing.T, simOpts func(*dosim.Options)) (provisioners.Provisioner, *dosim.Sim, func(*testing.T)) {
+		var so []func(*dosim.Options)
+		if simOpts != nil {
+			so = append(so, simOpts)
+		}
+		f := newFixture(t, func(cfg *config.DigitalOceanConfig) { cfg.ActionTimeoutSeconds = 1 }, so...)
+		return f.p, f.sim, f.assertEmpty
+	})
 }
 
 // A droplet of the contract left by an interrupted attempt, in any state,

@@ -189,90 +189,45 @@ func TestServerTypeChoice(t *testing.T) {
 		c.ServerTypes = map[string]string{"off-mapped": "cpx22", "off-bad": "cx999", "off-us": "cx23"}
 		c.Locations = map[string]string{"Frankfurt": "nbg1"}
 	})
-	ctx := context.Background()
-	cases := []struct {
-		name      string
-		mod       func(*provisioners.Request)
-		wantType  string
-		wantLoc   string
-		wantErr   string
-		retryable bool
-	}{
-		{"smallest fit", func(r *provisioners.Request) { r.CPUCores, r.MemoryMB, r.StorageGB = 3, 4096, 40 }, "cx33", "fsn1", "", false},
-		{"tiny in US picks cpx12", func(r *provisioners.Request) {
+	cloudkittest.Choices(t, f.p, f.request, 10, "server_type", "location", []cloudkittest.Choice{
+		{Name: "smallest fit", Mod: func(r *provisioners.Request) { r.CPUCores, r.MemoryMB, r.StorageGB = 3, 4096, 40 }, WantType: "cx33", WantLoc: "fsn1"},
+		{Name: "tiny in US picks cpx12", Mod: func(r *provisioners.Request) {
 			r.CPUCores, r.MemoryMB, r.StorageGB, r.DatacenterCity = 1, 1024, 10, "Ashburn, VA"
-		}, "cpx12", "ash", "", false},
-		{"mapped offering", func(r *provisioners.Request) { r.OfferingID = "off-mapped" }, "cpx22", "fsn1", "", false},
-		{"config server_type wins", func(r *provisioners.Request) {
+		}, WantType: "cpx12", WantLoc: "ash"},
+		{Name: "mapped offering", Mod: func(r *provisioners.Request) { r.OfferingID = "off-mapped" }, WantType: "cpx22", WantLoc: "fsn1"},
+		{Name: "config server_type wins", Mod: func(r *provisioners.Request) {
 			r.OfferingID = "off-mapped"
 			r.Config = map[string]any{"server_type": "ccx13"}
-		}, "ccx13", "fsn1", "", false},
-		{"configured city table", func(r *provisioners.Request) { r.DatacenterCity = "frankfurt" }, "cx23", "nbg1", "", false},
-		{"arm by config", func(r *provisioners.Request) { r.Config = map[string]any{"architecture": "arm"} }, "cax11", "fsn1", "", false},
-		{"unknown city uses default", func(r *provisioners.Request) { r.DatacenterCity = "Atlantis" }, "cx23", "fsn1", "", false},
-		{"unknown mapped type", func(r *provisioners.Request) { r.OfferingID = "off-bad" }, "", "", `server type "cx999"`, false},
-		{"type not offered in location", func(r *provisioners.Request) { r.OfferingID, r.DatacenterCity = "off-us", "Hillsboro" }, "", "", "not offered in location hil", false},
-		{"too big", func(r *provisioners.Request) { r.CPUCores = 96 }, "", "", "no Hetzner server type", false},
-	}
-	for i, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			req := f.request(10 + i)
-			c.mod(&req)
-			req.WantPassword = true
-			inst, err := f.p.Provision(ctx, req)
-			if c.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), c.wantErr) || provisioners.RetryPossible(err) != c.retryable {
-					t.Fatalf("err %v, want %q (retryable %v)", err, c.wantErr, c.retryable)
-				}
-				if g, _ := f.p.GetInstance(ctx, req.ContractID); g != nil {
-					t.Fatal("failed provision left a server")
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if inst.AdditionalDetails["server_type"] != c.wantType || inst.AdditionalDetails["location"] != c.wantLoc {
-				t.Fatalf("got %v/%v, want %s/%s", inst.AdditionalDetails["server_type"], inst.AdditionalDetails["location"], c.wantType, c.wantLoc)
-			}
-		})
-	}
+		}, WantType: "ccx13", WantLoc: "fsn1"},
+		{Name: "configured city table", Mod: func(r *provisioners.Request) { r.DatacenterCity = "frankfurt" }, WantType: "cx23", WantLoc: "nbg1"},
+		{Name: "arm by config", Mod: func(r *provisioners.Request) { r.Config = map[string]any{"architecture": "arm"} }, WantType: "cax11", WantLoc: "fsn1"},
+		{Name: "unknown city uses default", Mod: func(r *provisioners.Request) { r.DatacenterCity = "Atlantis" }, WantType: "cx23", WantLoc: "fsn1"},
+		{Name: "unknown mapped type", Mod: func(r *provisioners.Request) { r.OfferingID = "off-bad" }, WantErr: `server type "cx999"`},
+		{Name: "type not offered in location", Mod: func(r *provisioners.Request) { r.OfferingID, r.DatacenterCity = "off-us", "Hillsboro" }, WantErr: "not offered in location hil"},
+		{Name: "too big", Mod: func(r *provisioners.Request) { r.CPUCores = 96 }, WantErr: "no Hetzner server type"},
+	})
+	f.assertEmpty(t)
 }
 
 func TestFailuresLeaveNothingBehind(t *testing.T) {
-	cases := []struct {
-		name      string
-		inject    func(*hcloudsim.Sim)
-		wantErr   []string
-		retryable bool
-	}{
-		{"create action error", func(s *hcloudsim.Sim) { s.FailNextAction("create_server", "action_failed", "host crashed") },
-			[]string{"Hetzner create_server failed", "host crashed", "action_failed"}, true},
-		{"start action error", func(s *hcloudsim.Sim) { s.FailNextAction("start_server", "action_failed", "cannot boot") },
-			[]string{"Hetzner start_server failed", "cannot boot"}, true},
-		{"rate limited", func(s *hcloudsim.Sim) { s.RateLimitNext(1000) },
-			[]string{"rate limit exceeded"}, true},
-		{"server type unavailable (list)", func(s *hcloudsim.Sim) {
+	cloudkittest.Failures(t, []cloudkittest.Failure[*hcloudsim.Sim, hcloudsim.Options]{
+		{Name: "create action error", Inject: func(s *hcloudsim.Sim) { s.FailNextAction("create_server", "action_failed", "host crashed") },
+			WantErr: []string{"Hetzner create_server failed", "host crashed", "action_failed"}, Retryable: true},
+		{Name: "start action error", Inject: func(s *hcloudsim.Sim) { s.FailNextAction("start_server", "action_failed", "cannot boot") },
+			WantErr: []string{"Hetzner start_server failed", "cannot boot"}, Retryable: true},
+		{Name: "rate limited", Inject: func(s *hcloudsim.Sim) { s.RateLimitNext(1000) },
+			WantErr: []string{"rate limit exceeded"}, Retryable: true},
+		{Name: "server type unavailable (list)", Inject: func(s *hcloudsim.Sim) {
 			for _, st := range []string{"cx23", "cpx22", "ccx13", "cx33", "cpx32", "ccx23", "cx43", "cx53"} {
 				s.SetAvailable(st, "fsn1", false)
 			}
-		},
-			[]string{"available in location fsn1", "cx23", "capacity"}, true},
-		{"server type unavailable (placement)", func(s *hcloudsim.Sim) { s.FailPlacement("cx23", "fsn1", true) },
-			[]string{"cannot place the server", "resource_unavailable", "type cx23, location fsn1"}, true},
-	}
-	for i, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			f := newFixture(t, nil)
-			c.inject(f.sim)
-			req := f.request(i)
-			req.RequesterSSHPubkey = sshKey(t)
-			_, err := f.p.Provision(context.Background(), req)
-			cloudkittest.WantFailure(t, err, c.wantErr, c.retryable)
-			f.sim.RateLimitNext(0)
-			f.assertEmpty(t)
-		})
-	}
+		}, WantErr: []string{"available in location fsn1", "cx23", "capacity"}, Retryable: true},
+		{Name: "server type unavailable (placement)", Inject: func(s *hcloudsim.Sim) { s.FailPlacement("cx23", "fsn1", true) },
+			WantErr: []string{"cannot place the server", "resource_unavailable", "type cx23, location fsn1"}, Retryable: true},
+	}, func(t *testing.T, _ func(*hcloudsim.Options)) (provisioners.Provisioner, *hcloudsim.Sim, func(*testing.T)) {
+		f := newFixture(t, nil)
+		return f.p, f.sim, f.assertEmpty
+	})
 }
 
 func TestActionTimeout(t *testing.T) {
@@ -296,17 +251,11 @@ func TestActionTimeout(t *testing.T) {
 
 func TestResumeAfterCrash(t *testing.T) {
 	f := newFixture(t, nil)
-	ctx := context.Background()
 	// A server of ours left powered off by an earlier attempt.
 	labels := contractLabels(cid(5))
 	id := f.sim.AddServer(ServerName(cid(5)), labels)
 	f.sim.PowerOff(id)
-	req := f.request(5)
-	req.RequesterSSHPubkey = sshKey(t)
-	inst, err := f.p.Provision(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, inst := cloudkittest.Provisioned(t, f.p, f.request(5))
 	if inst.ExternalID != strconv.FormatInt(id, 10) || len(f.sim.Servers()) != 1 || f.sim.Servers()[0].Status != "running" {
 		t.Fatalf("resume: %+v %+v", inst, f.sim.Servers())
 	}

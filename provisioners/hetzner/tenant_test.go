@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/decent-stuff/dc-agent/provisioners"
+	"github.com/decent-stuff/dc-agent/provisioners/internal/cloudkit/cloudkittest"
 )
 
 // A reset is Hetzner's reset_password action: its password is the one in
@@ -16,12 +17,7 @@ import (
 func TestResetPassword(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx := context.Background()
-	req := f.request(1)
-	req.RequesterSSHPubkey = sshKey(t)
-	inst, err := f.p.Provision(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	req, inst := cloudkittest.Provisioned(t, f.p, f.request(1))
 	id, _ := strconv.ParseInt(inst.ExternalID, 10, 64)
 	got, err := f.p.ResetPassword(ctx, req.ContractID, inst.ExternalID, "proposal-not-used")
 	pw, resets := f.sim.RootPassword(id)

@@ -114,36 +114,12 @@ func TestProvisionLifecycle(t *testing.T) {
 func TestPauseResume(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx := context.Background()
-	req := f.request(1)
-	req.RequesterSSHPubkey = sshKey(t)
-	inst, err := f.p.Provision(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var _ provisioners.Pauser = f.p
-	if !f.p.Features().Pause {
-		t.Fatal("Features().Pause not set")
-	}
-	power := func() string { return f.sim.Instances()[0].PowerStatus }
-	for range 2 {
-		if err := f.p.Pause(ctx, inst.ExternalID); err != nil {
-			t.Fatal(err)
+	state := func() string { in := f.sim.Instances()[0]; return in.PowerStatus + "/" + in.ServerStatus }
+	inst := cloudkittest.PauseResume(t, f.p, f.request(1), state, "stopped/none", "running/ok", func(ext string) {
+		if h, _ := f.p.HealthCheck(ctx, ext); h.Status != provisioners.Unhealthy || h.Reason != "instance is stopped" {
+			t.Fatalf("health while paused: %+v", h)
 		}
-		if s := power(); s != "stopped" {
-			t.Fatalf("after pause: %s", s)
-		}
-	}
-	if h, _ := f.p.HealthCheck(ctx, inst.ExternalID); h.Status != provisioners.Unhealthy || h.Reason != "instance is stopped" {
-		t.Fatalf("health while paused: %+v", h)
-	}
-	for range 2 {
-		if err := f.p.Resume(ctx, inst.ExternalID); err != nil {
-			t.Fatal(err)
-		}
-		if in := f.sim.Instances()[0]; in.PowerStatus != "running" || in.ServerStatus != "ok" {
-			t.Fatalf("after resume: %+v", in)
-		}
-	}
+	})
 	if h, _ := f.p.HealthCheck(ctx, inst.ExternalID); h.Status != provisioners.Healthy {
 		t.Fatalf("health after resume: %+v", h)
 	}
@@ -227,95 +203,49 @@ func TestPlanChoice(t *testing.T) {
 		c.Plans = map[string]string{"off-mapped": "vc2-4c-8gb", "off-bad": "vc2-99c", "off-hf": "vhf-2c-4gb"}
 		c.Regions = map[string]string{"Berlin": "fra"}
 	})
-	ctx := context.Background()
-	cases := []struct {
-		name      string
-		mod       func(*provisioners.Request)
-		wantPlan  string
-		wantReg   string
-		wantErr   string
-		retryable bool
-	}{
-		{"cheapest fit", func(r *provisioners.Request) { r.CPUCores, r.MemoryMB, r.StorageGB = 1, 1500, 30 }, "vc2-1c-2gb", "ewr", "", false},
-		{"mapped offering", func(r *provisioners.Request) { r.OfferingID = "off-mapped" }, "vc2-4c-8gb", "ewr", "", false},
-		{"config plan wins", func(r *provisioners.Request) {
+	cloudkittest.Choices(t, f.p, f.request, 100, "plan", "region", []cloudkittest.Choice{
+		{Name: "cheapest fit", Mod: func(r *provisioners.Request) { r.CPUCores, r.MemoryMB, r.StorageGB = 1, 1500, 30 }, WantType: "vc2-1c-2gb", WantLoc: "ewr"},
+		{Name: "mapped offering", Mod: func(r *provisioners.Request) { r.OfferingID = "off-mapped" }, WantType: "vc2-4c-8gb", WantLoc: "ewr"},
+		{Name: "config plan wins", Mod: func(r *provisioners.Request) {
 			r.OfferingID = "off-mapped"
 			r.Config = map[string]any{"plan": "vhf-1c-1gb"}
-		}, "vhf-1c-1gb", "ewr", "", false},
-		{"configured city table", func(r *provisioners.Request) { r.DatacenterCity = "berlin" }, "vc2-2c-4gb", "fra", "", false},
-		{"built-in city table", func(r *provisioners.Request) { r.DatacenterCity = "Tokyo, JP" }, "vc2-2c-4gb", "nrt", "", false},
-		{"os id", func(r *provisioners.Request) { r.Config = map[string]any{"os_id": float64(2136)} }, "vc2-2c-4gb", "ewr", "", false},
-		{"bad os id", func(r *provisioners.Request) { r.Config = map[string]any{"os_id": "ubuntu"} }, "", "", "not an operating system id", false},
-		{"unknown os id", func(r *provisioners.Request) { r.Config = map[string]any{"os_id": 9999} }, "", "", "Invalid operating system", false},
-		{"unknown plan", func(r *provisioners.Request) { r.OfferingID = "off-bad" }, "", "", `plan "vc2-99c"`, false},
-		{"plan not offered in region", func(r *provisioners.Request) { r.OfferingID = "off-hf"; r.DatacenterCity = "Sydney" }, "", "", "not offered in region syd", false},
-		{"too big", func(r *provisioners.Request) { r.CPUCores = 64 }, "", "", "no Vultr vc2 plan offered in region ewr fits", false},
-		{"unknown region", func(r *provisioners.Request) { r.Config = map[string]any{"region": "mars"} }, "", "", `region "mars" is not a Vultr region`, false},
-	}
-	for i, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			req := f.request(100 + i)
-			req.RequesterSSHPubkey = sshKey(t)
-			c.mod(&req)
-			inst, err := f.p.Provision(ctx, req)
-			if c.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), c.wantErr) || provisioners.RetryPossible(err) != c.retryable {
-					t.Fatalf("err %v (retryable %v)", err, provisioners.RetryPossible(err))
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if inst.AdditionalDetails["plan"] != c.wantPlan || inst.AdditionalDetails["region"] != c.wantReg {
-				t.Fatalf("got %v in %v", inst.AdditionalDetails["plan"], inst.AdditionalDetails["region"])
-			}
-			if err := f.p.Terminate(ctx, inst.ExternalID); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
+		}, WantType: "vhf-1c-1gb", WantLoc: "ewr"},
+		{Name: "configured city table", Mod: func(r *provisioners.Request) { r.DatacenterCity = "berlin" }, WantType: "vc2-2c-4gb", WantLoc: "fra"},
+		{Name: "built-in city table", Mod: func(r *provisioners.Request) { r.DatacenterCity = "Tokyo, JP" }, WantType: "vc2-2c-4gb", WantLoc: "nrt"},
+		{Name: "os id", Mod: func(r *provisioners.Request) { r.Config = map[string]any{"os_id": float64(2136)} }, WantType: "vc2-2c-4gb", WantLoc: "ewr"},
+		{Name: "bad os id", Mod: func(r *provisioners.Request) { r.Config = map[string]any{"os_id": "ubuntu"} }, WantErr: "not an operating system id"},
+		{Name: "unknown os id", Mod: func(r *provisioners.Request) { r.Config = map[string]any{"os_id": 9999} }, WantErr: "Invalid operating system"},
+		{Name: "unknown plan", Mod: func(r *provisioners.Request) { r.OfferingID = "off-bad" }, WantErr: `plan "vc2-99c"`},
+		{Name: "plan not offered in region", Mod: func(r *provisioners.Request) { r.OfferingID = "off-hf"; r.DatacenterCity = "Sydney" }, WantErr: "not offered in region syd"},
+		{Name: "too big", Mod: func(r *provisioners.Request) { r.CPUCores = 64 }, WantErr: "no Vultr vc2 plan offered in region ewr fits"},
+		{Name: "unknown region", Mod: func(r *provisioners.Request) { r.Config = map[string]any{"region": "mars"} }, WantErr: `region "mars" is not a Vultr region`},
+	})
 	f.assertEmpty(t)
 }
 
 func TestFailuresLeaveNothingBehind(t *testing.T) {
-	cases := []struct {
-		name      string
-		inject    func(*vultrsim.Sim)
-		simOpts   func(*vultrsim.Options)
-		wantErr   []string
-		retryable bool
-	}{
-		{"install fails", func(s *vultrsim.Sim) { s.FailNextInstall() }, nil,
-			[]string{"stopped while installing", "Vultr halted it"}, true},
-		{"rate limited", func(s *vultrsim.Sim) { s.RateLimitNext(1000) }, nil,
-			[]string{"rate limit exceeded"}, true},
-		{"plan sold out (list)", func(s *vultrsim.Sim) {
+	cloudkittest.Failures(t, []cloudkittest.Failure[*vultrsim.Sim, vultrsim.Options]{
+		{Name: "install fails", Inject: func(s *vultrsim.Sim) { s.FailNextInstall() },
+			WantErr: []string{"stopped while installing", "Vultr halted it"}, Retryable: true},
+		{Name: "rate limited", Inject: func(s *vultrsim.Sim) { s.RateLimitNext(1000) },
+			WantErr: []string{"rate limit exceeded"}, Retryable: true},
+		{Name: "plan sold out (list)", Inject: func(s *vultrsim.Sim) {
 			for _, p := range vultrsim.DefaultPlans() {
 				s.SetAvailable(p.ID, "ewr", false)
 			}
-		}, nil, []string{"in stock in region ewr", "vc2-2c-4gb", "capacity"}, true},
-		{"plan sold out (placement)", func(s *vultrsim.Sim) { s.FailPlacement("vc2-2c-4gb", "ewr", true) }, nil,
-			[]string{"cannot place the instance", "not available in region ewr", "plan vc2-2c-4gb, region ewr"}, true},
-		{"never boots in time", func(s *vultrsim.Sim) {}, func(o *vultrsim.Options) { o.CreateDuration, o.DeleteDuration = time.Hour, time.Millisecond },
-			[]string{"to install and boot", "timed out (action_timeout_seconds = 1)"}, true},
-	}
-	for i, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			var so []func(*vultrsim.Options)
-			if c.simOpts != nil {
-				so = append(so, c.simOpts)
-			}
-			f := newFixture(t, func(cfg *config.VultrConfig) { cfg.ActionTimeoutSeconds = 1 }, so...)
-			c.inject(f.sim)
-			req := f.request(i)
-			req.RequesterSSHPubkey = sshKey(t)
-			_, err := f.p.Provision(context.Background(), req)
-			cloudkittest.WantFailure(t, err, c.wantErr, c.retryable)
-			f.sim.RateLimitNext(0)
-			f.assertEmpty(t)
-		})
-	}
+		}, WantErr: []string{"in stock in region ewr", "vc2-2c-4gb", "capacity"}, Retryable: true},
+		{Name: "plan sold out (placement)", Inject: func(s *vultrsim.Sim) { s.FailPlacement("vc2-2c-4gb", "ewr", true) },
+			WantErr: []string{"cannot place the instance", "not available in region ewr", "plan vc2-2c-4gb, region ewr"}, Retryable: true},
+		{Name: "never boots in time", Inject: func(s *vultrsim.Sim) {}, SimOpts: func(o *vultrsim.Options) { o.CreateDuration, o.DeleteDuration = time.Hour, time.Millisecond },
+			WantErr: []string{"to install and boot", "timed out (action_timeout_seconds = 1)"}, Retryable: true},
+	}, func(t *testing.T, simOpts func(*vultrsim.Options)) (provisioners.Provisioner, *vultrsim.Sim, func(*testing.T)) {
+		var so []func(*vultrsim.Options)
+		if simOpts != nil {
+			so = append(so, simOpts)
+		}
+		f := newFixture(t, func(cfg *config.VultrConfig) { cfg.ActionTimeoutSeconds = 1 }, so...)
+		return f.p, f.sim, f.assertEmpty
+	})
 }
 
 func TestResumeAfterCrash(t *testing.T) {
