@@ -2,7 +2,6 @@ package digitalocean
 
 import (
 	"context"
-	"encoding/base64"
 	"strconv"
 	"strings"
 	"testing"
@@ -29,12 +28,14 @@ type fixture struct {
 	url string
 }
 
-func newFixture(t *testing.T, mod func(*config.DigitalOceanConfig), simOpts ...func(*dosim.Options)) *fixture {
+// newFixture makes a simulator (simOpts changes its options) and a
+// provisioner using it (mod changes its config); nil: no change.
+func newFixture(t *testing.T, mod func(*config.DigitalOceanConfig), simOpts func(*dosim.Options)) *fixture {
 	t.Helper()
 	// Millisecond polling would hit the burst limit (250 a minute): off.
 	so := dosim.Options{CreateDuration: 4 * time.Millisecond, RetryAfter: -1, BurstLimit: -1}
-	for _, m := range simOpts {
-		m(&so)
+	if simOpts != nil {
+		simOpts(&so)
 	}
 	sim := dosim.New(so)
 	url := sim.Start(t)
@@ -70,22 +71,11 @@ func (f *fixture) assertEmpty(t *testing.T) {
 }
 
 func TestProvisionLifecycle(t *testing.T) {
-	f := newFixture(t, nil)
-	ctx := context.Background()
+	f := newFixture(t, nil, nil)
 	req := f.request(1)
-	req.RequesterSSHPubkey = sshKey(t)
 	req.DatacenterCity = "Amsterdam, NL"
 	req.PostProvisionScript = "echo 'hi' > /root/x\n"
-	var steps []string
-	req.Progress = func(s string) { steps = append(steps, s) }
-
-	inst, err := f.p.Provision(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(steps) < 4 {
-		t.Errorf("progress steps: %q", steps)
-	}
+	req, inst := cloudkittest.ProvisionedSteps(t, f.p, req, 4)
 	ds := f.sim.Droplets()
 	if len(ds) != 1 {
 		t.Fatalf("droplets: %d", len(ds))
@@ -109,17 +99,13 @@ func TestProvisionLifecycle(t *testing.T) {
 	if ids := f.sim.DropletKeys(d.ID); len(ids) != 1 || ids[0] != keys[0].ID || !hasTag(d.Tags, keyTag(keys[0].ID)) || ContractIDFromTags(d.Tags) != cid(1) {
 		t.Fatalf("droplet keys %v tags %v", ids, d.Tags)
 	}
-	ud := f.sim.UserData(d.ID)
-	if !strings.HasPrefix(ud, "#cloud-config\n") || !strings.Contains(ud, base64.StdEncoding.EncodeToString([]byte("#!/bin/sh\n"+req.PostProvisionScript))) ||
-		!strings.Contains(ud, "ssh_pwauth: false") || strings.Contains(ud, "chpasswd") {
-		t.Errorf("user data:\n%s", ud)
-	}
+	cloudkittest.CloudConfig(t, f.sim.UserData(d.ID), req)
 
 	cloudkittest.Lifecycle(t, f.p, req, inst, "droplet", func() int { return len(f.sim.Droplets()) }, f.assertEmpty)
 }
 
 func TestPauseResume(t *testing.T) {
-	f := newFixture(t, nil)
+	f := newFixture(t, nil, nil)
 	ctx := context.Background()
 	inst := cloudkittest.PauseResume(t, f.p, f.request(1), func() string { return f.sim.Droplets()[0].Status }, "off", "active", func(ext string) {
 		if h, _ := f.p.HealthCheck(ctx, ext); h.Status != provisioners.Unhealthy || h.Reason != "droplet is off" {
@@ -154,38 +140,28 @@ func TestPauseResume(t *testing.T) {
 }
 
 func TestSSHKeySharedAndProviderKeysKept(t *testing.T) {
-	f := newFixture(t, nil)
-	ctx := context.Background()
+	f := newFixture(t, nil, nil)
 	cloudkittest.SharedKey(t, f.p, f.request, func() int { return len(f.sim.Keys()) }, f.assertEmpty)
-
-	// A key the provider uploaded himself is reused and never deleted.
-	own := sshKey(t)
-	k, _, err := f.p.c.Keys.Create(ctx, &godo.KeyCreateRequest{Name: "provider-key", PublicKey: own})
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := f.request(3)
-	req.RequesterSSHPubkey = own
-	inst, err := f.p.Provision(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if keys := f.sim.Keys(); len(keys) != 1 || keys[0].ID != k.ID {
-		t.Fatalf("keys %+v", keys)
-	}
-	if err := f.p.Terminate(ctx, inst.ExternalID); err != nil {
-		t.Fatal(err)
-	}
-	if keys := f.sim.Keys(); len(keys) != 1 || keys[0].Name != "provider-key" {
-		t.Fatalf("provider key deleted: %+v", keys)
-	}
+	cloudkittest.ProviderKeyKept(t, f.p, func(name, pub string) string {
+		k, _, err := f.p.c.Keys.Create(context.Background(), &godo.KeyCreateRequest{Name: name, PublicKey: pub})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strconv.Itoa(k.ID)
+	}, func() map[string]string {
+		keys := map[string]string{}
+		for _, k := range f.sim.Keys() {
+			keys[strconv.Itoa(k.ID)] = k.Name
+		}
+		return keys
+	})
 	f.assertEmpty(t)
 }
 
 // Without an SSH key the agent makes the password (the API sends none; it
 // would e-mail one to the account owner) and cloud-init sets its hash.
 func TestPasswordOnlyWithoutKey(t *testing.T) {
-	f := newFixture(t, nil)
+	f := newFixture(t, nil, nil)
 	ctx := context.Background()
 	req := f.request(1)
 	req.WantPassword = true
@@ -209,26 +185,14 @@ func TestPasswordOnlyWithoutKey(t *testing.T) {
 	if ds := f.sim.Droplets(); len(ds) != 1 || strconv.Itoa(ds[0].ID) != again.ExternalID {
 		t.Fatalf("droplets after replacement: %+v", ds)
 	}
-
-	req2 := f.request(2)
-	if _, err := f.p.Provision(ctx, req2); err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "no SSH key") {
-		t.Fatalf("no key, no password: %v", err)
-	}
-	req3 := f.request(3)
-	req3.RequesterSSHPubkey = "ssh-rsa not-base64!"
-	if _, err := f.p.Provision(ctx, req3); err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "SSH key") {
-		t.Fatalf("bad key: %v", err)
-	}
-	if len(f.sim.Droplets()) != 1 {
-		t.Fatal("a refused contract created a droplet")
-	}
+	cloudkittest.RefusedAccess(t, f.p, func() int { return len(f.sim.Droplets()) })
 }
 
 func TestSizeChoice(t *testing.T) {
 	f := newFixture(t, func(c *config.DigitalOceanConfig) {
 		c.Sizes = map[string]string{"off-mapped": "s-4vcpu-8gb", "off-bad": "s-99vcpu", "off-cpu": "c-2"}
 		c.Regions = map[string]string{"Berlin": "fra1"}
-	})
+	}, nil)
 	cloudkittest.Choices(t, f.p, f.request, 100, "size", "region", []cloudkittest.Choice{
 		{Name: "smallest fit", Mod: func(r *provisioners.Request) { r.CPUCores, r.MemoryMB, r.StorageGB = 1, 1500, 30 }, WantType: "s-1vcpu-2gb", WantLoc: "nyc3"},
 		{Name: "default size", Mod: func(r *provisioners.Request) { r.CPUCores, r.MemoryMB, r.StorageGB = 0, 0, 0 }, WantType: "s-1vcpu-512mb-10gb", WantLoc: "nyc3"},
@@ -249,7 +213,7 @@ func TestSizeChoice(t *testing.T) {
 
 // default_size (the earlier agent's key) is used only when it covers the offering.
 func TestDefaultSize(t *testing.T) {
-	f := newFixture(t, func(c *config.DigitalOceanConfig) { c.DefaultSize = "s-2vcpu-2gb" })
+	f := newFixture(t, func(c *config.DigitalOceanConfig) { c.DefaultSize = "s-2vcpu-2gb" }, nil)
 	ctx := context.Background()
 	for _, tc := range []struct {
 		mem  int64
@@ -281,11 +245,7 @@ func TestFailuresLeaveNothingBehind(t *testing.T) {
 		{Name: "no address in time", Inject: func(s *dosim.Sim) {}, SimOpts: func(o *dosim.Options) { o.IPDelay = time.Hour },
 			WantErr: []string{"for its public address", "timed out (action_timeout_seconds = 1)"}, Retryable: true},
 	}, func(t *testing.T, simOpts func(*dosim.Options)) (provisioners.Provisioner, *dosim.Sim, func(*testing.T)) {
-		var so []func(*dosim.Options)
-		if simOpts != nil {
-			so = append(so, simOpts)
-		}
-		f := newFixture(t, func(cfg *config.DigitalOceanConfig) { cfg.ActionTimeoutSeconds = 1 }, so...)
+		f := newFixture(t, func(cfg *config.DigitalOceanConfig) { cfg.ActionTimeoutSeconds = 1 }, simOpts)
 		return f.p, f.sim, f.assertEmpty
 	})
 }
@@ -293,7 +253,7 @@ func TestFailuresLeaveNothingBehind(t *testing.T) {
 // A droplet of the contract left by an interrupted attempt, in any state,
 // is taken over: never a second one.
 func TestResumeAfterCrash(t *testing.T) {
-	f := newFixture(t, nil)
+	f := newFixture(t, nil, nil)
 	ctx := context.Background()
 	key := sshKey(t)
 	// Upload the key as the first attempt did.
@@ -342,7 +302,7 @@ func TestResumeAfterCrash(t *testing.T) {
 // The earlier Rust agent tagged its droplets dc-agent and dc-contract-<id>
 // (and named them dc-<64 hex>): they are found, listed and removed.
 func TestRustAgentDropletsManaged(t *testing.T) {
-	f := newFixture(t, nil)
+	f := newFixture(t, nil, nil)
 	ctx := context.Background()
 	id := f.sim.AddDroplet("dc-"+cid(8), []string{"dc-agent", "dc-contract-" + cid(8)})
 	got, err := f.p.GetInstance(ctx, cid(8))
@@ -360,37 +320,14 @@ func TestRustAgentDropletsManaged(t *testing.T) {
 }
 
 func TestForeignDropletsRefused(t *testing.T) {
-	f := newFixture(t, nil)
-	ctx := context.Background()
-	id := f.sim.AddDroplet("providers-db", []string{"db"})
-	err := f.p.Terminate(ctx, strconv.Itoa(id))
-	if err == nil || !strings.Contains(err.Error(), "refusing") || provisioners.RetryPossible(err) {
-		t.Fatalf("err %v", err)
-	}
-	if len(f.sim.Droplets()) != 1 {
-		t.Fatal("foreign droplet deleted")
-	}
-	if err := f.p.Terminate(ctx, "dc-abc"); err == nil || provisioners.RetryPossible(err) {
-		t.Fatalf("bad id: %v", err)
-	}
-	if list, err := f.p.List(ctx); err != nil || len(list) != 0 {
-		t.Fatalf("foreign droplet listed: %v %v", list, err)
-	}
-	// A foreign droplet holding a contract's name is reported, not adopted.
-	f.sim.AddDroplet(DropletName(cid(9)), nil)
-	req := f.request(9)
-	req.RequesterSSHPubkey = sshKey(t)
-	_, err = f.p.Provision(ctx, req)
-	if err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "did not create it for this contract") {
-		t.Fatalf("name clash: %v", err)
-	}
-	if len(f.sim.Droplets()) != 2 || len(f.sim.Keys()) != 0 {
-		t.Fatalf("after the clash: %d droplets, %d keys", len(f.sim.Droplets()), len(f.sim.Keys()))
-	}
+	f := newFixture(t, nil, nil)
+	foreign := strconv.Itoa(f.sim.AddDroplet("providers-db", []string{"db"}))
+	cloudkittest.Foreign(t, f.p, foreign, func() int { return len(f.sim.Droplets()) }, func() int { return len(f.sim.Keys()) },
+		func() { f.sim.AddDroplet(DropletName(cid(9)), nil) }, "did not create it for this contract")
 }
 
 func TestHealthStates(t *testing.T) {
-	f := newFixture(t, nil)
+	f := newFixture(t, nil, nil)
 	ctx := context.Background()
 	id := f.sim.AddDroplet(DropletName(cid(7)), []string{TagManaged, contractTag(cid(7))})
 	ext := strconv.Itoa(id)
@@ -403,31 +340,22 @@ func TestHealthStates(t *testing.T) {
 }
 
 func TestNewRejectsBadTokens(t *testing.T) {
-	f := newFixture(t, nil)
-	wrong, err := New(config.DigitalOceanConfig{Endpoint: f.url, ActionTimeoutSeconds: 5, PollIntervalMs: 1}, "wrong-token", TestOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cloudkittest.BadTokens(t, func(tok string) error {
-		_, err := New(config.DigitalOceanConfig{}, tok, Options{})
-		return err
-	}, wrong, "rejected the API token")
+	f := newFixture(t, nil, nil)
+	cloudkittest.BadTokens(t, func(tok string) (provisioners.Provisioner, error) {
+		return New(config.DigitalOceanConfig{Endpoint: f.url, ActionTimeoutSeconds: 5, PollIntervalMs: 1}, tok, TestOptions())
+	}, "rejected the API token")
 }
 
 // A short burst of 429s is absorbed by the transport's retries.
 func TestTransientRateLimitRecovers(t *testing.T) {
-	f := newFixture(t, nil)
+	f := newFixture(t, nil, nil)
 	f.sim.RateLimitNext(2)
 	cloudkittest.ProvisionOne(t, f.p, f.request(1), func() int { return len(f.sim.Droplets()) })
 }
 
 func TestFactoryReadsTokenFile(t *testing.T) {
-	cloudkittest.TokenFile(t, Type, "tok123", func(cfg *config.Config, file *string) (provisioners.Provisioner, error) {
-		pc := config.ProvisionerConfig{Type: Type}
-		if file != nil {
-			pc.DigitalOcean = &config.DigitalOceanConfig{APITokenFile: *file}
-		}
-		return Factory(pc, provisioners.Deps{Config: cfg})
+	cloudkittest.TokenFile(t, Type, "tok123", Factory, func(pc *config.ProvisionerConfig, file string) {
+		pc.DigitalOcean = &config.DigitalOceanConfig{APITokenFile: file}
 	})
 	// The earlier agent's inline token still works (config warns about it).
 	pc := config.ProvisionerConfig{Type: Type, DigitalOcean: &config.DigitalOceanConfig{APIToken: "dop_v1_inline"}}

@@ -2,7 +2,6 @@ package hetzner
 
 import (
 	"context"
-	"encoding/base64"
 	"net"
 	"strconv"
 	"strings"
@@ -61,21 +60,10 @@ func (f *fixture) assertEmpty(t *testing.T) {
 
 func TestProvisionLifecycle(t *testing.T) {
 	f := newFixture(t, nil)
-	ctx := context.Background()
 	req := f.request(1)
-	req.RequesterSSHPubkey = sshKey(t)
 	req.DatacenterCity = "Helsinki"
 	req.PostProvisionScript = "echo 'hi' > /root/x\n"
-	var steps []string
-	req.Progress = func(s string) { steps = append(steps, s) }
-
-	inst, err := f.p.Provision(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(steps) < 3 {
-		t.Errorf("progress steps: %q", steps)
-	}
+	req, inst := cloudkittest.ProvisionedSteps(t, f.p, req, 3)
 	servers := f.sim.Servers()
 	if len(servers) != 1 {
 		t.Fatalf("servers: %d", len(servers))
@@ -107,40 +95,27 @@ func TestProvisionLifecycle(t *testing.T) {
 	if len(keys) != 1 || keys[0].Labels[LabelManaged] != "true" || keys[0].PublicKey != req.RequesterSSHPubkey || sv.Labels[LabelSSHKey] != strconv.FormatInt(keys[0].ID, 10) {
 		t.Fatalf("keys %+v labels %v", keys, sv.Labels)
 	}
-	ud := f.sim.UserData(sv.ID)
-	if !strings.HasPrefix(ud, "#cloud-config\n") || !strings.Contains(ud, base64.StdEncoding.EncodeToString([]byte("#!/bin/sh\n"+req.PostProvisionScript))) || !strings.Contains(ud, "ssh_pwauth: false") {
-		t.Errorf("user data:\n%s", ud)
-	}
+	cloudkittest.CloudConfig(t, f.sim.UserData(sv.ID), req)
 
 	cloudkittest.Lifecycle(t, f.p, req, inst, "server", func() int { return len(f.sim.Servers()) }, f.assertEmpty)
 }
 
 func TestSSHKeySharedAndProviderKeysKept(t *testing.T) {
 	f := newFixture(t, nil)
-	ctx := context.Background()
 	cloudkittest.SharedKey(t, f.p, f.request, func() int { return len(f.sim.SSHKeys()) }, f.assertEmpty)
-
-	// A key the provider uploaded himself is reused and never deleted.
-	own := sshKey(t)
-	k, _, err := f.p.c.SSHKey.Create(ctx, hcloud.SSHKeyCreateOpts{Name: "provider-key", PublicKey: own})
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := f.request(3)
-	req.RequesterSSHPubkey = own
-	inst, err := f.p.Provision(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if keys := f.sim.SSHKeys(); len(keys) != 1 || keys[0].ID != k.ID {
-		t.Fatalf("keys %+v", keys)
-	}
-	if err := f.p.Terminate(ctx, inst.ExternalID); err != nil {
-		t.Fatal(err)
-	}
-	if keys := f.sim.SSHKeys(); len(keys) != 1 || keys[0].Name != "provider-key" {
-		t.Fatalf("provider key deleted: %+v", keys)
-	}
+	cloudkittest.ProviderKeyKept(t, f.p, func(name, pub string) string {
+		k, _, err := f.p.c.SSHKey.Create(context.Background(), hcloud.SSHKeyCreateOpts{Name: name, PublicKey: pub})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strconv.FormatInt(k.ID, 10)
+	}, func() map[string]string {
+		keys := map[string]string{}
+		for _, k := range f.sim.SSHKeys() {
+			keys[strconv.FormatInt(k.ID, 10)] = k.Name
+		}
+		return keys
+	})
 }
 
 func TestPasswordOnlyWithoutKey(t *testing.T) {
@@ -167,21 +142,7 @@ func TestPasswordOnlyWithoutKey(t *testing.T) {
 	if err != nil || again.RootPassword == "" || again.RootPassword == inst.RootPassword || again.ExternalID != inst.ExternalID {
 		t.Fatalf("resume: %+v %v", again, err)
 	}
-
-	req2 := f.request(2)
-	req2.WantPassword = false
-	_, err = f.p.Provision(ctx, req2)
-	if err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "no SSH key") {
-		t.Fatalf("no key, no password: %v", err)
-	}
-	req3 := f.request(3)
-	req3.RequesterSSHPubkey = "ssh-rsa not-base64!"
-	if _, err := f.p.Provision(ctx, req3); err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "SSH key") {
-		t.Fatalf("bad key: %v", err)
-	}
-	if len(f.sim.Servers()) != 1 {
-		t.Fatal("a refused contract created a server")
-	}
+	cloudkittest.RefusedAccess(t, f.p, func() int { return len(f.sim.Servers()) })
 }
 
 func TestServerTypeChoice(t *testing.T) {
@@ -263,31 +224,9 @@ func TestResumeAfterCrash(t *testing.T) {
 
 func TestTerminateRefusesForeignServers(t *testing.T) {
 	f := newFixture(t, nil)
-	id := f.sim.AddServer("providers-db", map[string]string{"role": "db"})
-	err := f.p.Terminate(context.Background(), strconv.FormatInt(id, 10))
-	if err == nil || !strings.Contains(err.Error(), "refusing") {
-		t.Fatalf("err %v", err)
-	}
-	if len(f.sim.Servers()) != 1 {
-		t.Fatal("foreign server deleted")
-	}
-	if err := f.p.Terminate(context.Background(), "dc-abc"); err == nil || provisioners.RetryPossible(err) {
-		t.Fatalf("bad id: %v", err)
-	}
-	if list, err := f.p.List(context.Background()); err != nil || len(list) != 0 {
-		t.Fatalf("foreign server listed: %v %v", list, err)
-	}
-	// A foreign server holding a contract's name is reported, not adopted.
-	f.sim.AddServer(ServerName(cid(9)), nil)
-	req := f.request(9)
-	req.RequesterSSHPubkey = sshKey(t)
-	_, err = f.p.Provision(context.Background(), req)
-	if err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "not labelled") {
-		t.Fatalf("name clash: %v", err)
-	}
-	if len(f.sim.Servers()) != 2 || len(f.sim.SSHKeys()) != 0 {
-		t.Fatalf("after the clash: %d servers, %d keys", len(f.sim.Servers()), len(f.sim.SSHKeys()))
-	}
+	foreign := strconv.FormatInt(f.sim.AddServer("providers-db", map[string]string{"role": "db"}), 10)
+	cloudkittest.Foreign(t, f.p, foreign, func() int { return len(f.sim.Servers()) }, func() int { return len(f.sim.SSHKeys()) },
+		func() { f.sim.AddServer(ServerName(cid(9)), nil) }, "not labelled")
 }
 
 func TestHealthStates(t *testing.T) {
@@ -305,14 +244,9 @@ func TestHealthStates(t *testing.T) {
 
 func TestNewRejectsBadTokens(t *testing.T) {
 	f := newFixture(t, nil)
-	wrong, err := New(config.HetznerConfig{Endpoint: f.url, ActionTimeoutSecond: 5}, "wrong-token", TestOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cloudkittest.BadTokens(t, func(tok string) error {
-		_, err := New(config.HetznerConfig{}, tok, Options{})
-		return err
-	}, wrong, "rejected the API token")
+	cloudkittest.BadTokens(t, func(tok string) (provisioners.Provisioner, error) {
+		return New(config.HetznerConfig{Endpoint: f.url, ActionTimeoutSecond: 5}, tok, TestOptions())
+	}, "rejected the API token")
 }
 
 func TestPickServerType(t *testing.T) {
@@ -418,12 +352,8 @@ func TestTransientRateLimitRecovers(t *testing.T) {
 }
 
 func TestFactoryReadsTokenFile(t *testing.T) {
-	cloudkittest.TokenFile(t, Type, "tok123", func(cfg *config.Config, file *string) (provisioners.Provisioner, error) {
-		pc := config.ProvisionerConfig{Type: Type}
-		if file != nil {
-			pc.Hetzner = &config.HetznerConfig{APITokenFile: *file}
-		}
-		return Factory(pc, provisioners.Deps{Config: cfg})
+	cloudkittest.TokenFile(t, Type, "tok123", Factory, func(pc *config.ProvisionerConfig, file string) {
+		pc.Hetzner = &config.HetznerConfig{APITokenFile: file}
 	})
 }
 

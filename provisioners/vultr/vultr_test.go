@@ -2,7 +2,6 @@ package vultr
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -29,13 +28,15 @@ type fixture struct {
 	url string
 }
 
-func newFixture(t *testing.T, mod func(*config.VultrConfig), simOpts ...func(*vultrsim.Options)) *fixture {
+// newFixture makes a simulator (simOpts changes its options) and a
+// provisioner using it (mod changes its config); nil: no change.
+func newFixture(t *testing.T, mod func(*config.VultrConfig), simOpts func(*vultrsim.Options)) *fixture {
 	t.Helper()
 	// Millisecond polling would hit the 30/s limit: off, and the client's
 	// pace raised to match.
 	so := vultrsim.Options{CreateDuration: 6 * time.Millisecond, PerSecond: -1}
-	for _, m := range simOpts {
-		m(&so)
+	if simOpts != nil {
+		simOpts(&so)
 	}
 	sim := vultrsim.New(so)
 	url := sim.Start(t)
@@ -65,23 +66,12 @@ func (f *fixture) assertEmpty(t *testing.T) {
 }
 
 func TestProvisionLifecycle(t *testing.T) {
-	f := newFixture(t, nil)
-	ctx := context.Background()
+	f := newFixture(t, nil, nil)
 	req := f.request(1)
-	req.RequesterSSHPubkey = sshKey(t)
 	req.DatacenterCity = "Frankfurt am Main"
 	req.Config = map[string]any{"region": "fra"}
 	req.PostProvisionScript = "echo 'hi' > /root/x\n"
-	var steps []string
-	req.Progress = func(s string) { steps = append(steps, s) }
-
-	inst, err := f.p.Provision(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(steps) < 4 {
-		t.Errorf("progress steps: %q", steps)
-	}
+	req, inst := cloudkittest.ProvisionedSteps(t, f.p, req, 4)
 	list := f.sim.Instances()
 	if len(list) != 1 {
 		t.Fatalf("instances: %d", len(list))
@@ -103,16 +93,13 @@ func TestProvisionLifecycle(t *testing.T) {
 	if ids := f.sim.InstanceKeys(in.ID); len(ids) != 1 || ids[0] != keys[0].ID || !cloudkit.HasTag(in.Tags, cloudkit.KeyTag(keys[0].ID)) || ContractIDFromTags(in.Tags) != cid(1) {
 		t.Fatalf("instance keys %v tags %v", ids, in.Tags)
 	}
-	ud := f.sim.UserData(in.ID)
-	if !strings.HasPrefix(ud, "#cloud-config\n") || !strings.Contains(ud, base64.StdEncoding.EncodeToString([]byte("#!/bin/sh\n"+req.PostProvisionScript))) || !strings.Contains(ud, "ssh_pwauth: false") {
-		t.Errorf("user data:\n%s", ud)
-	}
+	cloudkittest.CloudConfig(t, f.sim.UserData(in.ID), req)
 
 	cloudkittest.Lifecycle(t, f.p, req, inst, "instance", func() int { return len(f.sim.Instances()) }, f.assertEmpty)
 }
 
 func TestPauseResume(t *testing.T) {
-	f := newFixture(t, nil)
+	f := newFixture(t, nil, nil)
 	ctx := context.Background()
 	state := func() string { in := f.sim.Instances()[0]; return in.PowerStatus + "/" + in.ServerStatus }
 	inst := cloudkittest.PauseResume(t, f.p, f.request(1), state, "stopped/none", "running/ok", func(ext string) {
@@ -142,36 +129,28 @@ func TestPauseResume(t *testing.T) {
 }
 
 func TestSSHKeySharedAndProviderKeysKept(t *testing.T) {
-	f := newFixture(t, nil)
-	ctx := context.Background()
+	f := newFixture(t, nil, nil)
 	cloudkittest.SharedKey(t, f.p, f.request, func() int { return len(f.sim.Keys()) }, f.assertEmpty)
-
-	own := sshKey(t)
-	k, _, err := f.p.c.SSHKey.Create(ctx, &govultr.SSHKeyReq{Name: "provider-key", SSHKey: own + " me@laptop"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := f.request(3)
-	req.RequesterSSHPubkey = own
-	inst, err := f.p.Provision(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if keys := f.sim.Keys(); len(keys) != 1 || keys[0].ID != k.ID {
-		t.Fatalf("keys %+v", keys)
-	}
-	if err := f.p.Terminate(ctx, inst.ExternalID); err != nil {
-		t.Fatal(err)
-	}
-	if keys := f.sim.Keys(); len(keys) != 1 || keys[0].Name != "provider-key" {
-		t.Fatalf("provider key deleted: %+v", keys)
-	}
+	// The provider's key line has a comment: the same key all the same.
+	cloudkittest.ProviderKeyKept(t, f.p, func(name, pub string) string {
+		k, _, err := f.p.c.SSHKey.Create(context.Background(), &govultr.SSHKeyReq{Name: name, SSHKey: pub + " me@laptop"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k.ID
+	}, func() map[string]string {
+		keys := map[string]string{}
+		for _, k := range f.sim.Keys() {
+			keys[k.ID] = k.Name
+		}
+		return keys
+	})
 }
 
 // Without an SSH key the requester gets Vultr's generated root password,
 // which only the create response shows.
 func TestPasswordOnlyWithoutKey(t *testing.T) {
-	f := newFixture(t, nil)
+	f := newFixture(t, nil, nil)
 	ctx := context.Background()
 	req := f.request(1)
 	req.WantPassword = true
@@ -193,16 +172,14 @@ func TestPasswordOnlyWithoutKey(t *testing.T) {
 	if list := f.sim.Instances(); len(list) != 1 || list[0].ID != again.ExternalID {
 		t.Fatalf("instances after replacement: %+v", list)
 	}
-	if _, err := f.p.Provision(ctx, f.request(2)); err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "no SSH key") {
-		t.Fatalf("no key, no password: %v", err)
-	}
+	cloudkittest.RefusedAccess(t, f.p, func() int { return len(f.sim.Instances()) })
 }
 
 func TestPlanChoice(t *testing.T) {
 	f := newFixture(t, func(c *config.VultrConfig) {
 		c.Plans = map[string]string{"off-mapped": "vc2-4c-8gb", "off-bad": "vc2-99c", "off-hf": "vhf-2c-4gb"}
 		c.Regions = map[string]string{"Berlin": "fra"}
-	})
+	}, nil)
 	cloudkittest.Choices(t, f.p, f.request, 100, "plan", "region", []cloudkittest.Choice{
 		{Name: "cheapest fit", Mod: func(r *provisioners.Request) { r.CPUCores, r.MemoryMB, r.StorageGB = 1, 1500, 30 }, WantType: "vc2-1c-2gb", WantLoc: "ewr"},
 		{Name: "mapped offering", Mod: func(r *provisioners.Request) { r.OfferingID = "off-mapped" }, WantType: "vc2-4c-8gb", WantLoc: "ewr"},
@@ -239,17 +216,13 @@ func TestFailuresLeaveNothingBehind(t *testing.T) {
 		{Name: "never boots in time", Inject: func(s *vultrsim.Sim) {}, SimOpts: func(o *vultrsim.Options) { o.CreateDuration, o.DeleteDuration = time.Hour, time.Millisecond },
 			WantErr: []string{"to install and boot", "timed out (action_timeout_seconds = 1)"}, Retryable: true},
 	}, func(t *testing.T, simOpts func(*vultrsim.Options)) (provisioners.Provisioner, *vultrsim.Sim, func(*testing.T)) {
-		var so []func(*vultrsim.Options)
-		if simOpts != nil {
-			so = append(so, simOpts)
-		}
-		f := newFixture(t, func(cfg *config.VultrConfig) { cfg.ActionTimeoutSeconds = 1 }, so...)
+		f := newFixture(t, func(cfg *config.VultrConfig) { cfg.ActionTimeoutSeconds = 1 }, simOpts)
 		return f.p, f.sim, f.assertEmpty
 	})
 }
 
 func TestResumeAfterCrash(t *testing.T) {
-	f := newFixture(t, nil)
+	f := newFixture(t, nil, nil)
 	ctx := context.Background()
 	key := sshKey(t)
 	pk, _, _, _, _ := ssh.ParseAuthorizedKey([]byte(key))
@@ -271,32 +244,14 @@ func TestResumeAfterCrash(t *testing.T) {
 }
 
 func TestForeignInstancesRefused(t *testing.T) {
-	f := newFixture(t, nil)
-	ctx := context.Background()
-	id := f.sim.AddInstance("providers-db", []string{"db"})
-	if err := f.p.Terminate(ctx, id); err == nil || !strings.Contains(err.Error(), "refusing") || provisioners.RetryPossible(err) {
-		t.Fatalf("err %v", err)
-	}
-	if err := f.p.Terminate(ctx, "../ssh-keys"); err == nil || provisioners.RetryPossible(err) {
-		t.Fatalf("bad id: %v", err)
-	}
-	if list, err := f.p.List(ctx); err != nil || len(list) != 0 {
-		t.Fatalf("foreign instance listed: %v %v", list, err)
-	}
-	f.sim.AddInstance(InstanceLabel(cid(9)), nil)
-	req := f.request(9)
-	req.RequesterSSHPubkey = sshKey(t)
-	_, err := f.p.Provision(ctx, req)
-	if err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "did not create it for this contract") {
-		t.Fatalf("label clash: %v", err)
-	}
-	if len(f.sim.Instances()) != 2 || len(f.sim.Keys()) != 0 {
-		t.Fatalf("after the clash: %d instances, %d keys", len(f.sim.Instances()), len(f.sim.Keys()))
-	}
+	f := newFixture(t, nil, nil)
+	foreign := f.sim.AddInstance("providers-db", []string{"db"})
+	cloudkittest.Foreign(t, f.p, foreign, func() int { return len(f.sim.Instances()) }, func() int { return len(f.sim.Keys()) },
+		func() { f.sim.AddInstance(InstanceLabel(cid(9)), nil) }, "did not create it for this contract")
 }
 
 func TestHealthStates(t *testing.T) {
-	f := newFixture(t, nil)
+	f := newFixture(t, nil, nil)
 	ctx := context.Background()
 	id := f.sim.AddInstance(InstanceLabel(cid(7)), []string{TagManaged, cloudkit.ContractTag(cid(7))})
 	cloudkittest.Uptime(t, f.p, id, func(now time.Time) { f.p.instances.Now = func() time.Time { return now } }, 3500)
@@ -307,15 +262,10 @@ func TestHealthStates(t *testing.T) {
 }
 
 func TestNewRejectsBadTokens(t *testing.T) {
-	f := newFixture(t, nil)
-	wrong, err := New(config.VultrConfig{Endpoint: f.url, ActionTimeoutSeconds: 5, PollIntervalMs: 1}, "wrong-token", TestOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cloudkittest.BadTokens(t, func(tok string) error {
-		_, err := New(config.VultrConfig{}, tok, Options{})
-		return err
-	}, wrong, "rejected the API key", "Invalid API token")
+	f := newFixture(t, nil, nil)
+	cloudkittest.BadTokens(t, func(tok string) (provisioners.Provisioner, error) {
+		return New(config.VultrConfig{Endpoint: f.url, ActionTimeoutSeconds: 5, PollIntervalMs: 1}, tok, TestOptions())
+	}, "rejected the API key", "Invalid API token")
 }
 
 // A short burst of 429s is absorbed by the transport's retries, and the
@@ -327,12 +277,8 @@ func TestRateLimits(t *testing.T) {
 }
 
 func TestFactoryReadsTokenFile(t *testing.T) {
-	cloudkittest.TokenFile(t, Type, "VULTRKEY", func(cfg *config.Config, file *string) (provisioners.Provisioner, error) {
-		pc := config.ProvisionerConfig{Type: Type}
-		if file != nil {
-			pc.Vultr = &config.VultrConfig{APITokenFile: *file}
-		}
-		return Factory(pc, provisioners.Deps{Config: cfg})
+	cloudkittest.TokenFile(t, Type, "VULTRKEY", Factory, func(pc *config.ProvisionerConfig, file string) {
+		pc.Vultr = &config.VultrConfig{APITokenFile: file}
 	})
 }
 

@@ -2,6 +2,7 @@ package cloudkittest
 
 import (
 	"context"
+	"encoding/base64"
 	"strings"
 	"testing"
 
@@ -132,4 +133,108 @@ func PauseResume(t *testing.T, p provisioners.Provisioner, req provisioners.Requ
 		}
 	}
 	return inst
+}
+
+// Foreign checks that a machine the agent did not create (id foreign;
+// machines counts the account's machines) is neither deleted nor listed,
+// that a malformed id is refused for good, and that a foreign machine
+// holding the name of contract 9's machine (clash adds one) makes its
+// provision fail for good with an error containing clashMsg, creating
+// nothing (keys counts the key objects).
+func Foreign(t *testing.T, p provisioners.Provisioner, foreign string, machines, keys func() int, clash func(), clashMsg string) {
+	t.Helper()
+	ctx := context.Background()
+	err := p.Terminate(ctx, foreign)
+	if err == nil || !strings.Contains(err.Error(), "refusing") || provisioners.RetryPossible(err) {
+		t.Fatalf("err %v", err)
+	}
+	if machines() != 1 {
+		t.Fatal("foreign machine deleted")
+	}
+	if err := p.Terminate(ctx, "../dc-abc"); err == nil || provisioners.RetryPossible(err) {
+		t.Fatalf("bad id: %v", err)
+	}
+	if list, err := p.List(ctx); err != nil || len(list) != 0 {
+		t.Fatalf("foreign machine listed: %v %v", list, err)
+	}
+	clash()
+	req := Request(9)
+	req.RequesterSSHPubkey = SSHKey(t)
+	_, err = p.Provision(ctx, req)
+	if err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), clashMsg) {
+		t.Fatalf("name clash: %v", err)
+	}
+	if machines() != 2 || keys() != 0 {
+		t.Fatalf("after the clash: %d machines, %d keys", machines(), keys())
+	}
+}
+
+// ProviderKeyKept checks that a key object the provider uploaded himself
+// (upload: with this name and public key, returning its id) is reused for
+// a requester with that key and never deleted; keys returns the account's
+// key objects, id to name.
+func ProviderKeyKept(t *testing.T, p provisioners.Provisioner, upload func(name, pub string) (id string), keys func() map[string]string) {
+	t.Helper()
+	ctx := context.Background()
+	own := SSHKey(t)
+	id := upload("provider-key", own)
+	req := Request(3)
+	req.RequesterSSHPubkey = own
+	inst, err := p.Provision(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k := keys(); len(k) != 1 || k[id] == "" {
+		t.Fatalf("keys %v, want only %s", k, id)
+	}
+	if err := p.Terminate(ctx, inst.ExternalID); err != nil {
+		t.Fatal(err)
+	}
+	if k := keys(); len(k) != 1 || k[id] != "provider-key" {
+		t.Fatalf("provider key deleted: %v", k)
+	}
+}
+
+// CloudConfig checks the user data ud of a machine made for req (with an
+// SSH key): cloud-config, the post-provision script embedded, password
+// logins off and no password set.
+func CloudConfig(t testing.TB, ud string, req provisioners.Request) {
+	t.Helper()
+	if !strings.HasPrefix(ud, "#cloud-config\n") || !strings.Contains(ud, base64.StdEncoding.EncodeToString([]byte("#!/bin/sh\n"+req.PostProvisionScript))) ||
+		!strings.Contains(ud, "ssh_pwauth: false") || strings.Contains(ud, "chpasswd") {
+		t.Errorf("user data:\n%s", ud)
+	}
+}
+
+// RefusedAccess checks that a contract with neither an SSH key nor a
+// password to seal (contract 2) and one with a malformed key (contract 3)
+// are refused for good, creating no machine (machines counts them).
+func RefusedAccess(t *testing.T, p provisioners.Provisioner, machines func() int) {
+	t.Helper()
+	ctx := context.Background()
+	n := machines()
+	if _, err := p.Provision(ctx, Request(2)); err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "no SSH key") {
+		t.Fatalf("no key, no password: %v", err)
+	}
+	req := Request(3)
+	req.RequesterSSHPubkey = "ssh-rsa not-base64!"
+	if _, err := p.Provision(ctx, req); err == nil || provisioners.RetryPossible(err) || !strings.Contains(err.Error(), "SSH key") {
+		t.Fatalf("bad key: %v", err)
+	}
+	if machines() != n {
+		t.Fatal("a refused contract created a machine")
+	}
+}
+
+// ProvisionedSteps is Provisioned, checking also that the provision
+// reported at least minSteps progress steps.
+func ProvisionedSteps(t testing.TB, p provisioners.Provisioner, req provisioners.Request, minSteps int) (provisioners.Request, provisioners.Instance) {
+	t.Helper()
+	var steps []string
+	req.Progress = func(s string) { steps = append(steps, s) }
+	req, inst := Provisioned(t, p, req)
+	if len(steps) < minSteps {
+		t.Errorf("progress steps: %q", steps)
+	}
+	return req, inst
 }

@@ -169,18 +169,22 @@ func Uptime(t *testing.T, p provisioners.Provisioner, ext string, setNow func(ti
 	}
 }
 
-// BadTokens checks that newWith (the backend's New with this token)
-// refuses an empty, blank or spaced token, and that wrong, a provisioner
-// whose token the API rejects, fails to provision with an error naming
-// every one of wants.
-func BadTokens(t *testing.T, newWith func(token string) error, wrong provisioners.Provisioner, wants ...string) {
+// BadTokens checks that newWith (the backend's New against its
+// simulator, with this token) refuses an empty, blank or spaced token, and
+// that a provisioner whose token the API rejects fails to provision with
+// an error naming every one of wants.
+func BadTokens(t *testing.T, newWith func(token string) (provisioners.Provisioner, error), wants ...string) {
 	t.Helper()
 	for _, tok := range []string{"", "  ", "a b"} {
-		if err := newWith(tok); err == nil {
+		if _, err := newWith(tok); err == nil {
 			t.Errorf("token %q accepted", tok)
 		}
 	}
-	_, err := wrong.Provision(context.Background(), provisioners.Request{ContractID: ContractID(1), WantPassword: true})
+	wrong, err := newWith("wrong-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = wrong.Provision(context.Background(), provisioners.Request{ContractID: ContractID(1), WantPassword: true})
 	if err == nil {
 		t.Fatal("provisioned with a rejected token")
 	}
@@ -191,11 +195,11 @@ func BadTokens(t *testing.T, newWith func(token string) error, wrong provisioner
 	}
 }
 
-// TokenFile checks a backend's Factory: build makes the provisioner from a
-// config file in a directory holding file, the name its section gives as
-// api_token_file (nil: no section). A 0600 token file is read, a
-// world-readable one refused, a missing section (build(nil, nil)) refused.
-func TokenFile(t *testing.T, typ, token string, build func(cfg *config.Config, file *string) (provisioners.Provisioner, error)) {
+// TokenFile checks a backend's factory: it builds the provisioner from a
+// config file in a directory holding the token file, whose name section
+// sets as the api_token_file of the backend's section of pc. A 0600 token
+// file is read, a world-readable one refused, a missing section refused.
+func TokenFile(t *testing.T, typ, token string, factory provisioners.Factory, section func(pc *config.ProvisionerConfig, file string)) {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.WriteFile(dir+"/token", []byte(token+"\n"), 0o600); err != nil {
@@ -208,16 +212,21 @@ func TokenFile(t *testing.T, typ, token string, build func(cfg *config.Config, f
 		t.Fatal(err)
 	}
 	cfg := &config.Config{Path: dir + "/dc-agent.toml"}
-	file := "token"
-	p, err := build(cfg, &file)
+	build := func(file string) (provisioners.Provisioner, error) {
+		pc := config.ProvisionerConfig{Type: typ}
+		if file != "" {
+			section(&pc, file)
+		}
+		return factory(pc, provisioners.Deps{Config: cfg})
+	}
+	p, err := build("token")
 	if err != nil || p.Type() != typ {
 		t.Fatalf("%v %v", p, err)
 	}
-	file = "loose"
-	if _, err := build(cfg, &file); err == nil {
+	if _, err := build("loose"); err == nil {
 		t.Fatal("world-readable token file accepted")
 	}
-	if _, err := build(nil, nil); err == nil {
+	if _, err := factory(config.ProvisionerConfig{Type: typ}, provisioners.Deps{}); err == nil {
 		t.Fatal("missing section accepted")
 	}
 }
