@@ -81,12 +81,7 @@ func New(cfg config.DigitalOceanConfig, token string, opts Options) (*Provisione
 	if cfg.DefaultImage == "" {
 		cfg.DefaultImage = config.DefaultDOImage
 	}
-	if cfg.ActionTimeoutSeconds <= 0 {
-		cfg.ActionTimeoutSeconds = config.DefaultCloudActionTimeout
-	}
-	if cfg.PollIntervalMs <= 0 {
-		cfg.PollIntervalMs = config.DefaultCloudPollIntervalMs
-	}
+	timeout, poll := cloudkit.Waits(&cfg.ActionTimeoutSeconds, &cfg.PollIntervalMs)
 	hc, tr := opts.Client(token, nil)
 	endpoint := cfg.Endpoint
 	if endpoint == "" {
@@ -100,9 +95,7 @@ func New(cfg config.DigitalOceanConfig, token string, opts Options) (*Provisione
 		return nil, fmt.Errorf("digitalocean endpoint %q: %w", endpoint, err)
 	}
 	p := &Provisioner{
-		cfg: cfg, c: c, tr: tr, log: opts.Logger.With("provisioner", Type),
-		poll:    time.Duration(cfg.PollIntervalMs) * time.Millisecond,
-		timeout: time.Duration(cfg.ActionTimeoutSeconds) * time.Second,
+		cfg: cfg, c: c, tr: tr, log: opts.Logger.With("provisioner", Type), poll: poll, timeout: timeout,
 	}
 	p.droplets = &cloudkit.Machines[godo.Droplet]{API: p.api(), Noun: "droplet", NameKey: "name",
 		Log: p.log, Now: opts.Now, Poll: p.poll, Timeout: p.timeout}

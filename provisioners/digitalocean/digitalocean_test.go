@@ -40,13 +40,7 @@ func newFixture(t *testing.T, mod func(*config.DigitalOceanConfig), simOpts func
 	sim := dosim.New(so)
 	url := sim.Start(t)
 	cfg := config.DigitalOceanConfig{Endpoint: url, DefaultRegion: "nyc3", DefaultImage: "ubuntu-24-04-x64", ActionTimeoutSeconds: 5, PollIntervalMs: 1}
-	if mod != nil {
-		mod(&cfg)
-	}
-	p, err := New(cfg, sim.Token(), TestOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := cloudkittest.Build(t, cfg, mod, func(cfg config.DigitalOceanConfig) (*Provisioner, error) { return New(cfg, sim.Token(), TestOptions()) })
 	return &fixture{sim: sim, p: p, url: url}
 }
 

@@ -33,13 +33,7 @@ func newFixture(t *testing.T, mod func(*config.HetznerConfig)) *fixture {
 	sim := hcloudsim.New(hcloudsim.Options{ActionDuration: 3 * time.Millisecond})
 	url := sim.Start(t)
 	cfg := config.HetznerConfig{Endpoint: url, DefaultLocation: "fsn1", DefaultImage: "ubuntu-24.04", ActionTimeoutSecond: 5}
-	if mod != nil {
-		mod(&cfg)
-	}
-	p, err := New(cfg, sim.Token(), TestOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := cloudkittest.Build(t, cfg, mod, func(cfg config.HetznerConfig) (*Provisioner, error) { return New(cfg, sim.Token(), TestOptions()) })
 	return &fixture{sim: sim, p: p, url: url}
 }
 

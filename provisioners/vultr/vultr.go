@@ -85,12 +85,7 @@ func New(cfg config.VultrConfig, token string, opts Options) (*Provisioner, erro
 	if cfg.PlanType == "" {
 		cfg.PlanType = config.DefaultVultrPlanType
 	}
-	if cfg.ActionTimeoutSeconds <= 0 {
-		cfg.ActionTimeoutSeconds = config.DefaultCloudActionTimeout
-	}
-	if cfg.PollIntervalMs <= 0 {
-		cfg.PollIntervalMs = config.DefaultCloudPollIntervalMs
-	}
+	timeout, poll := cloudkit.Waits(&cfg.ActionTimeoutSeconds, &cfg.PollIntervalMs)
 	if cfg.RequestsPerSecond <= 0 {
 		cfg.RequestsPerSecond = config.DefaultVultrRequestsPerSecond
 	}
@@ -108,9 +103,7 @@ func New(cfg config.VultrConfig, token string, opts Options) (*Provisioner, erro
 		return nil, fmt.Errorf("vultr endpoint %q: %w", endpoint, err)
 	}
 	p := &Provisioner{
-		cfg: cfg, c: c, log: opts.Logger.With("provisioner", Type),
-		poll:    time.Duration(cfg.PollIntervalMs) * time.Millisecond,
-		timeout: time.Duration(cfg.ActionTimeoutSeconds) * time.Second,
+		cfg: cfg, c: c, log: opts.Logger.With("provisioner", Type), poll: poll, timeout: timeout,
 	}
 	p.instances = &cloudkit.Machines[govultr.Instance]{API: p.api(), Noun: "instance", NameKey: "label",
 		Log: p.log, Now: opts.Now, Poll: p.poll, Timeout: p.timeout}

@@ -41,13 +41,7 @@ func newFixture(t *testing.T, mod func(*config.VultrConfig), simOpts func(*vultr
 	sim := vultrsim.New(so)
 	url := sim.Start(t)
 	cfg := config.VultrConfig{Endpoint: url, DefaultRegion: "ewr", DefaultOSID: 2284, PlanType: "vc2", ActionTimeoutSeconds: 5, PollIntervalMs: 1, RequestsPerSecond: 100000}
-	if mod != nil {
-		mod(&cfg)
-	}
-	p, err := New(cfg, sim.Token(), TestOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := cloudkittest.Build(t, cfg, mod, func(cfg config.VultrConfig) (*Provisioner, error) { return New(cfg, sim.Token(), TestOptions()) })
 	return &fixture{sim: sim, p: p, url: url}
 }
 

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/provisioners"
 )
 
@@ -87,6 +88,19 @@ type MachineAPI[M any] struct {
 	// Classify wraps an API error with what was being done (op), a hint,
 	// and whether a retry can help.
 	Classify func(op string, err error) error
+}
+
+// Waits fills in the defaults of a config section's
+// action_timeout_seconds and poll_interval_ms and returns them as
+// durations: how long one wait may take, how often the API is polled.
+func Waits(timeoutSeconds, pollMs *int) (timeout, poll time.Duration) {
+	if *timeoutSeconds <= 0 {
+		*timeoutSeconds = config.DefaultCloudActionTimeout
+	}
+	if *pollMs <= 0 {
+		*pollMs = config.DefaultCloudPollIntervalMs
+	}
+	return time.Duration(*timeoutSeconds) * time.Second, time.Duration(*pollMs) * time.Millisecond
 }
 
 // ErrReplace is wrapped by a MachineAPI.Resume error when the machine found

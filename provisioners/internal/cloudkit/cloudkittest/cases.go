@@ -238,3 +238,17 @@ func ProvisionedSteps(t testing.TB, p provisioners.Provisioner, req provisioners
 	}
 	return req, inst
 }
+
+// Build makes a test's provisioner: build (the backend's New) from cfg,
+// changed by mod (nil: no change); an error fails t.
+func Build[C, P any](t testing.TB, cfg C, mod func(*C), build func(C) (P, error)) P {
+	t.Helper()
+	if mod != nil {
+		mod(&cfg)
+	}
+	p, err := build(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
