@@ -49,44 +49,27 @@ func unprocessable(w http.ResponseWriter, msg string) {
 
 // pageOf slices items per page/per_page and builds links and meta.
 func pageOf[T any](w http.ResponseWriter, r *http.Request, base string, items []T) ([]T, *godo.Links, *godo.Meta, bool) {
-	q := r.URL.Query()
-	p, per := 1, 20
-	if v := q.Get("page"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			writeError(w, http.StatusBadRequest, "bad_request", "page must be a positive integer")
-			return nil, nil, nil, false
-		}
-		p = n
+	pg, bad := simkit.Paginate(r.URL.Query(), len(items), 20, maxPerPage)
+	if bad != "" {
+		writeError(w, http.StatusBadRequest, "bad_request", bad+" must be a positive integer")
+		return nil, nil, nil, false
 	}
-	if v := q.Get("per_page"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			writeError(w, http.StatusBadRequest, "bad_request", "per_page must be a positive integer")
-			return nil, nil, nil, false
-		}
-		per = min(n, maxPerPage)
-	}
-	total := len(items)
-	last := max(1, (total+per-1)/per)
 	link := func(n int) string {
 		u := *r.URL
 		qq := u.Query()
 		qq.Set("page", strconv.Itoa(n))
-		qq.Set("per_page", strconv.Itoa(per))
+		qq.Set("per_page", strconv.Itoa(pg.Per))
 		u.RawQuery = qq.Encode()
 		return base + u.RequestURI()
 	}
 	links := &godo.Links{Pages: &godo.Pages{}}
-	if p > 1 {
+	if p := pg.Number; p > 1 {
 		links.Pages.First, links.Pages.Prev = link(1), link(p-1)
 	}
-	if p < last {
-		links.Pages.Next, links.Pages.Last = link(p+1), link(last)
+	if p := pg.Number; p < pg.Last {
+		links.Pages.Next, links.Pages.Last = link(p+1), link(pg.Last)
 	}
-	lo := min((p-1)*per, total)
-	hi := min(lo+per, total)
-	return items[lo:hi], links, &godo.Meta{Total: total}, true
+	return items[pg.Lo:pg.Hi], links, &godo.Meta{Total: pg.Total}, true
 }
 
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
@@ -374,22 +357,12 @@ func (s *Sim) createDroplet(w http.ResponseWriter, r *http.Request) {
 		unprocessable(w, "Only valid hostname characters are allowed. (a-z, A-Z, 0-9, . and -)")
 		return
 	}
-	var region *godo.Region
-	for i := range s.regions {
-		if s.regions[i].Slug == req.Region {
-			region = &s.regions[i]
-		}
-	}
+	region := simkit.Find(s.regions, func(r *godo.Region) bool { return r.Slug == req.Region })
 	if region == nil || !region.Available {
 		unprocessable(w, "You specified an invalid region for Droplet creation.")
 		return
 	}
-	var size *godo.Size
-	for i := range s.sizes {
-		if s.sizes[i].Slug == req.Size {
-			size = &s.sizes[i]
-		}
-	}
+	size := simkit.Find(s.sizes, func(sz *godo.Size) bool { return sz.Slug == req.Size })
 	if size == nil {
 		unprocessable(w, "You specified an invalid size for Droplet creation.")
 		return

@@ -233,12 +233,7 @@ func (s *Sim) Droplets() []godo.Droplet {
 func (s *Sim) Keys() []godo.Key {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]godo.Key, 0, len(s.keys))
-	for _, k := range s.keys {
-		out = append(out, *k)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
+	return simkit.Sorted(s.keys, func(a, b *godo.Key) bool { return a.ID < b.ID })
 }
 
 // Tags returns the names of all tags, sorted.

@@ -67,37 +67,21 @@ func notFound(w http.ResponseWriter, what string) {
 
 // page slices items per the page/per_page query and returns the meta.
 func page[T any](w http.ResponseWriter, q url.Values, items []T) ([]T, *meta, bool) {
-	p, per := 1, 25
-	if v := q.Get("page"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			invalidField(w, "page", "must be a positive integer")
-			return nil, nil, false
-		}
-		p = n
+	pg, bad := simkit.Paginate(q, len(items), 25, 50)
+	if bad != "" {
+		invalidField(w, bad, "must be a positive integer")
+		return nil, nil, false
 	}
-	if v := q.Get("per_page"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			invalidField(w, "per_page", "must be a positive integer")
-			return nil, nil, false
-		}
-		per = min(n, 50)
-	}
-	total := len(items)
-	last := max(1, (total+per-1)/per)
-	m := &meta{Pagination: pagination{Page: p, PerPage: per, LastPage: last, TotalEntries: total}}
-	if p > 1 {
-		prev := p - 1
+	m := &meta{Pagination: pagination{Page: pg.Number, PerPage: pg.Per, LastPage: pg.Last, TotalEntries: pg.Total}}
+	if pg.Number > 1 {
+		prev := pg.Number - 1
 		m.Pagination.PreviousPage = &prev
 	}
-	if p < last {
-		next := p + 1
+	if pg.Number < pg.Last {
+		next := pg.Number + 1
 		m.Pagination.NextPage = &next
 	}
-	lo := min((p-1)*per, total)
-	hi := min(lo+per, total)
-	return items[lo:hi], m, true
+	return items[pg.Lo:pg.Hi], m, true
 }
 
 // writePage answers a list request: the page of items the query asks for
@@ -230,12 +214,7 @@ func nonNil[T any](s []T) []T {
 // --- SSH keys ---------------------------------------------------------------
 
 func (s *Sim) sortedKeys() []schema.SSHKey {
-	out := make([]schema.SSHKey, 0, len(s.keys))
-	for _, k := range s.keys {
-		out = append(out, *k)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
+	return simkit.Sorted(s.keys, func(a, b *schema.SSHKey) bool { return a.ID < b.ID })
 }
 
 func (s *Sim) listSSHKeys(w http.ResponseWriter, q url.Values) {

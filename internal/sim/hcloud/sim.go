@@ -161,10 +161,9 @@ func (s *Sim) Servers() []schema.Server {
 	defer s.mu.Unlock()
 	s.advance()
 	out := make([]schema.Server, 0, len(s.servers))
-	for _, sv := range s.servers {
+	for _, sv := range s.sortedServers() {
 		out = append(out, cloneServer(sv))
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
 
@@ -172,12 +171,7 @@ func (s *Sim) Servers() []schema.Server {
 func (s *Sim) SSHKeys() []schema.SSHKey {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]schema.SSHKey, 0, len(s.keys))
-	for _, k := range s.keys {
-		out = append(out, *k)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
+	return s.sortedKeys()
 }
 
 // UserData returns the user_data a server was created with.

@@ -13,6 +13,8 @@ import (
 
 	"github.com/vultr/govultr/v3"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/decent-stuff/dc-agent/internal/sim/simkit"
 )
 
 const (
@@ -46,15 +48,12 @@ func decodeUserData(b64 string) string {
 // The cursor is the base64 of the offset, opaque to clients.
 func pageOf[T any](w http.ResponseWriter, r *http.Request, items []T) ([]T, *govultr.Meta, bool) {
 	q := r.URL.Query()
-	per := 100
-	if v := q.Get("per_page"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			writeError(w, http.StatusBadRequest, "per_page must be a positive integer")
-			return nil, nil, false
-		}
-		per = min(n, maxPerPage)
+	per, ok := simkit.QueryInt(q, "per_page", 100)
+	if !ok {
+		writeError(w, http.StatusBadRequest, "per_page must be a positive integer")
+		return nil, nil, false
 	}
+	per = min(per, maxPerPage)
 	off := 0
 	if c := q.Get("cursor"); c != "" {
 		b, err := base64.RawURLEncoding.DecodeString(c)
@@ -216,13 +215,9 @@ func contains(list []string, v string) bool {
 	return false
 }
 
+// sortedKeys returns the SSH keys by creation (then id).
 func (s *Sim) sortedKeys() []govultr.SSHKey {
-	out := make([]govultr.SSHKey, 0, len(s.keys))
-	for _, k := range s.keys {
-		out = append(out, *k)
-	}
-	sortKeys(out)
-	return out
+	return simkit.Sorted(s.keys, func(a, b *govultr.SSHKey) bool { return a.DateCreated+a.ID < b.DateCreated+b.ID })
 }
 
 func (s *Sim) createKey(w http.ResponseWriter, r *http.Request) {
@@ -281,23 +276,13 @@ func (s *Sim) createInstance(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	var plan *govultr.Plan
-	for i := range s.plans {
-		if s.plans[i].ID == req.Plan {
-			plan = &s.plans[i]
-		}
-	}
+	plan := simkit.Find(s.plans, func(p *govultr.Plan) bool { return p.ID == req.Plan })
 	if plan == nil {
 		writeError(w, http.StatusBadRequest, "Invalid plan.")
 		return
 	}
-	region := ""
-	for _, rg := range s.regions {
-		if rg.ID == req.Region {
-			region = rg.ID
-		}
-	}
-	if region == "" {
+	region := req.Region
+	if simkit.Find(s.regions, func(rg *govultr.Region) bool { return rg.ID == region }) == nil {
 		writeError(w, http.StatusBadRequest, "Invalid region.")
 		return
 	}
@@ -305,12 +290,7 @@ func (s *Sim) createInstance(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("Plan %s is not available in region %s.", plan.ID, region))
 		return
 	}
-	var os *govultr.OS
-	for i := range s.oses {
-		if s.oses[i].ID == req.OsID {
-			os = &s.oses[i]
-		}
-	}
+	os := simkit.Find(s.oses, func(o *govultr.OS) bool { return o.ID == req.OsID })
 	if os == nil {
 		writeError(w, http.StatusBadRequest, "Invalid operating system.")
 		return

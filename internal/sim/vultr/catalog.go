@@ -3,7 +3,6 @@ package vultrsim
 import (
 	"crypto/rand"
 	"encoding/base64"
-	"sort"
 
 	"github.com/google/uuid"
 	"github.com/vultr/govultr/v3"
@@ -58,10 +57,6 @@ func DefaultOS() []govultr.OS {
 		{ID: 1743, Name: "Ubuntu 22.04 LTS x64", Arch: "x64", Family: "ubuntu"},
 		{ID: 2136, Name: "Debian 12 x64 (bookworm)", Arch: "x64", Family: "debian"},
 	}
-}
-
-func sortKeys(k []govultr.SSHKey) {
-	sort.Slice(k, func(i, j int) bool { return k[i].DateCreated+k[i].ID < k[j].DateCreated+k[j].ID })
 }
 
 func newID() string { return uuid.NewString() }

@@ -188,12 +188,7 @@ func (s *Sim) Instances() []govultr.Instance {
 func (s *Sim) Keys() []govultr.SSHKey {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]govultr.SSHKey, 0, len(s.keys))
-	for _, k := range s.keys {
-		out = append(out, *k)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].DateCreated+out[i].ID < out[j].DateCreated+out[j].ID })
-	return out
+	return s.sortedKeys()
 }
 
 // UserData returns the user_data an instance was created with, decoded.
