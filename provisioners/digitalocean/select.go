@@ -1,8 +1,8 @@
 package digitalocean
 
 import (
+	"cmp"
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/digitalocean/godo"
@@ -55,56 +55,32 @@ func inRegion(s godo.Size, region string) bool {
 // only elsewhere make a retryable error (DigitalOcean lists a size in the
 // regions where it can be created now), no fitting size a permanent one.
 func pickSize(sizes []godo.Size, n cloudkit.Need, region string) (godo.Size, error) {
-	var fit []godo.Size
-	var elsewhere []string
-	for _, s := range sizes {
-		if !fits(n, s) {
-			continue
-		}
-		if inRegion(s, region) {
-			fit = append(fit, s)
-		} else {
-			elsewhere = append(elsewhere, s.Slug)
-		}
+	best, elsewhere, ok := cloudkit.Pick(sizes, func(s godo.Size) bool { return fits(n, s) }, func(s godo.Size) bool { return inRegion(s, region) },
+		func(a, b godo.Size) int {
+			return cmp.Or(cmp.Compare(a.PriceMonthly, b.PriceMonthly), cmp.Compare(a.Memory, b.Memory), cmp.Compare(a.Vcpus, b.Vcpus),
+				cmp.Compare(a.Disk, b.Disk), cmp.Compare(a.Slug, b.Slug))
+		}, slug)
+	switch {
+	case ok:
+		return best, nil
+	case len(elsewhere) > 0:
+		return godo.Size{}, provisioners.Retryable(fmt.Errorf("no droplet size for %s is available in region %s right now (fitting sizes available elsewhere: %s); DigitalOcean capacity, will retry, or map the offering to another region",
+			n, region, strings.Join(elsewhere, ", ")))
 	}
-	if len(fit) == 0 {
-		if len(elsewhere) > 0 {
-			return godo.Size{}, provisioners.Retryable(fmt.Errorf("no droplet size for %s is available in region %s right now (fitting sizes available elsewhere: %s); DigitalOcean capacity, will retry, or map the offering to another region",
-				n, region, strings.Join(elsewhere, ", ")))
-		}
-		return godo.Size{}, provisioners.Permanent(fmt.Errorf("no DigitalOcean droplet size fits %s; map the offering to a size in [provisioner.digitalocean.sizes] or change the offering", n))
-	}
-	sort.SliceStable(fit, func(i, j int) bool {
-		a, b := fit[i], fit[j]
-		switch {
-		case a.PriceMonthly != b.PriceMonthly:
-			return a.PriceMonthly < b.PriceMonthly
-		case a.Memory != b.Memory:
-			return a.Memory < b.Memory
-		case a.Vcpus != b.Vcpus:
-			return a.Vcpus < b.Vcpus
-		case a.Disk != b.Disk:
-			return a.Disk < b.Disk
-		}
-		return a.Slug < b.Slug
-	})
-	return fit[0], nil
+	return godo.Size{}, provisioners.Permanent(fmt.Errorf("no DigitalOcean droplet size fits %s; map the offering to a size in [provisioner.digitalocean.sizes] or change the offering", n))
 }
 
+func slug(s godo.Size) string { return s.Slug }
+
 // checkNamedSize validates an explicitly chosen size for region.
-func checkNamedSize(sizes []godo.Size, slug, from, region string) (godo.Size, error) {
-	names := make([]string, 0, len(sizes))
-	for _, s := range sizes {
-		names = append(names, s.Slug)
-		if s.Slug != slug {
-			continue
-		}
-		if !inRegion(s, region) {
-			return godo.Size{}, provisioners.Retryable(fmt.Errorf("droplet size %s (from %s) is not available in region %s right now (it is in: %s); will retry, or map the offering to another size or region",
-				slug, from, region, strings.Join(s.Regions, ", ")))
-		}
-		return s, nil
+func checkNamedSize(sizes []godo.Size, name, from, region string) (godo.Size, error) {
+	s, valid, ok := cloudkit.Named(sizes, slug, name)
+	switch {
+	case !ok:
+		return godo.Size{}, provisioners.Permanent(fmt.Errorf("droplet size %q (from %s) does not exist on DigitalOcean; valid sizes: %s", name, from, valid))
+	case !inRegion(s, region):
+		return godo.Size{}, provisioners.Retryable(fmt.Errorf("droplet size %s (from %s) is not available in region %s right now (it is in: %s); will retry, or map the offering to another size or region",
+			name, from, region, strings.Join(s.Regions, ", ")))
 	}
-	sort.Strings(names)
-	return godo.Size{}, provisioners.Permanent(fmt.Errorf("droplet size %q (from %s) does not exist on DigitalOcean; valid sizes: %s", slug, from, strings.Join(names, ", ")))
+	return s, nil
 }

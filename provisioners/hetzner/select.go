@@ -1,9 +1,9 @@
 package hetzner
 
 import (
+	"cmp"
 	"fmt"
 	"math"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -98,60 +98,33 @@ func (n need) fits(st *hcloud.ServerType) bool {
 // whether nothing fits at all (permanent: the offering is bigger than any
 // Hetzner type) or only unavailable types fit (retryable: capacity).
 func pickServerType(types []*hcloud.ServerType, n need, loc string) (*hcloud.ServerType, error) {
-	var fit, unavailable []*hcloud.ServerType
-	for _, st := range types {
-		if !n.fits(st) {
-			continue
-		}
-		switch offered, avail := usableIn(st, loc); {
-		case avail:
-			fit = append(fit, st)
-		case offered:
-			unavailable = append(unavailable, st)
-		}
+	best, unavailable, ok := cloudkit.Pick(types, func(st *hcloud.ServerType) bool {
+		offered, _ := usableIn(st, loc)
+		return n.fits(st) && offered
+	}, func(st *hcloud.ServerType) bool {
+		_, avail := usableIn(st, loc)
+		return avail
+	}, func(a, b *hcloud.ServerType) int {
+		return cmp.Or(cmp.Compare(a.Memory, b.Memory), cmp.Compare(a.Cores, b.Cores), cmp.Compare(a.Disk, b.Disk),
+			cmp.Compare(hourlyPrice(a, loc), hourlyPrice(b, loc)), cmp.Compare(a.Name, b.Name))
+	}, typeName)
+	switch {
+	case ok:
+		return best, nil
+	case len(unavailable) > 0:
+		return nil, provisioners.Retryable(fmt.Errorf("no server type for %s is available in location %s right now (fitting but unavailable: %s); Hetzner capacity, will retry",
+			n, loc, strings.Join(unavailable, ", ")))
 	}
-	if len(fit) == 0 {
-		if len(unavailable) > 0 {
-			names := make([]string, len(unavailable))
-			for i, st := range unavailable {
-				names[i] = st.Name
-			}
-			return nil, provisioners.Retryable(fmt.Errorf("no server type for %s is available in location %s right now (fitting but unavailable: %s); Hetzner capacity, will retry",
-				n, loc, strings.Join(names, ", ")))
-		}
-		return nil, provisioners.Permanent(fmt.Errorf("no Hetzner server type offered in location %s fits %s; map the offering to a server type in [provisioner.hetzner.server_types] or change the offering", loc, n))
-	}
-	sort.SliceStable(fit, func(i, j int) bool {
-		a, b := fit[i], fit[j]
-		switch {
-		case a.Memory != b.Memory:
-			return a.Memory < b.Memory
-		case a.Cores != b.Cores:
-			return a.Cores < b.Cores
-		case a.Disk != b.Disk:
-			return a.Disk < b.Disk
-		}
-		if pa, pb := hourlyPrice(a, loc), hourlyPrice(b, loc); pa != pb {
-			return pa < pb
-		}
-		return a.Name < b.Name
-	})
-	return fit[0], nil
+	return nil, provisioners.Permanent(fmt.Errorf("no Hetzner server type offered in location %s fits %s; map the offering to a server type in [provisioner.hetzner.server_types] or change the offering", loc, n))
 }
+
+func typeName(st *hcloud.ServerType) string { return st.Name }
 
 // checkNamedType validates an explicitly chosen server type for loc.
 func checkNamedType(types []*hcloud.ServerType, name, from, loc string) (*hcloud.ServerType, error) {
-	var st *hcloud.ServerType
-	names := make([]string, 0, len(types))
-	for _, t := range types {
-		names = append(names, t.Name)
-		if t.Name == name {
-			st = t
-		}
-	}
-	if st == nil {
-		sort.Strings(names)
-		return nil, provisioners.Permanent(fmt.Errorf("server type %q (from %s) does not exist on Hetzner; valid types: %s", name, from, strings.Join(names, ", ")))
+	st, valid, ok := cloudkit.Named(types, typeName, name)
+	if !ok {
+		return nil, provisioners.Permanent(fmt.Errorf("server type %q (from %s) does not exist on Hetzner; valid types: %s", name, from, valid))
 	}
 	switch offered, avail := usableIn(st, loc); {
 	case !offered:

@@ -1,8 +1,8 @@
 package vultr
 
 import (
+	"cmp"
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/vultr/govultr/v3"
@@ -65,58 +65,34 @@ func offeredIn(p govultr.Plan, region string) bool {
 // Fitting plans offered there but out of stock make a retryable error, no
 // fitting plan offered there a permanent one.
 func pickPlan(plans []govultr.Plan, inStock map[string]bool, n cloudkit.Need, planType, region string) (govultr.Plan, error) {
-	var fit []govultr.Plan
-	var sold []string
-	for _, p := range plans {
-		if p.Type != planType || !fits(n, p) || !offeredIn(p, region) {
-			continue
-		}
-		if inStock[p.ID] {
-			fit = append(fit, p)
-		} else {
-			sold = append(sold, p.ID)
-		}
+	best, sold, ok := cloudkit.Pick(plans, func(p govultr.Plan) bool { return p.Type == planType && fits(n, p) && offeredIn(p, region) },
+		func(p govultr.Plan) bool { return inStock[p.ID] },
+		func(a, b govultr.Plan) int {
+			return cmp.Or(cmp.Compare(a.MonthlyCost, b.MonthlyCost), cmp.Compare(a.RAM, b.RAM), cmp.Compare(a.VCPUCount, b.VCPUCount),
+				cmp.Compare(a.Disk, b.Disk), cmp.Compare(a.ID, b.ID))
+		}, planID)
+	switch {
+	case ok:
+		return best, nil
+	case len(sold) > 0:
+		return govultr.Plan{}, provisioners.Retryable(fmt.Errorf("no plan for %s is in stock in region %s right now (fitting but sold out: %s); Vultr capacity, will retry",
+			n, region, strings.Join(sold, ", ")))
 	}
-	if len(fit) == 0 {
-		if len(sold) > 0 {
-			return govultr.Plan{}, provisioners.Retryable(fmt.Errorf("no plan for %s is in stock in region %s right now (fitting but sold out: %s); Vultr capacity, will retry",
-				n, region, strings.Join(sold, ", ")))
-		}
-		return govultr.Plan{}, provisioners.Permanent(fmt.Errorf("no Vultr %s plan offered in region %s fits %s; map the offering to a plan in [provisioner.vultr.plans], choose another plan_type, or change the offering", planType, region, n))
-	}
-	sort.SliceStable(fit, func(i, j int) bool {
-		a, b := fit[i], fit[j]
-		switch {
-		case a.MonthlyCost != b.MonthlyCost:
-			return a.MonthlyCost < b.MonthlyCost
-		case a.RAM != b.RAM:
-			return a.RAM < b.RAM
-		case a.VCPUCount != b.VCPUCount:
-			return a.VCPUCount < b.VCPUCount
-		case a.Disk != b.Disk:
-			return a.Disk < b.Disk
-		}
-		return a.ID < b.ID
-	})
-	return fit[0], nil
+	return govultr.Plan{}, provisioners.Permanent(fmt.Errorf("no Vultr %s plan offered in region %s fits %s; map the offering to a plan in [provisioner.vultr.plans], choose another plan_type, or change the offering", planType, region, n))
 }
+
+func planID(p govultr.Plan) string { return p.ID }
 
 // checkNamedPlan validates an explicitly chosen plan for region.
 func checkNamedPlan(plans []govultr.Plan, inStock map[string]bool, id, from, region string) (govultr.Plan, error) {
-	names := make([]string, 0, len(plans))
-	for _, p := range plans {
-		names = append(names, p.ID)
-		if p.ID != id {
-			continue
-		}
-		switch {
-		case !offeredIn(p, region):
-			return govultr.Plan{}, provisioners.Permanent(fmt.Errorf("plan %s (from %s) is not offered in region %s (it is in: %s); choose another plan or region", id, from, region, strings.Join(p.Locations, ", ")))
-		case !inStock[p.ID]:
-			return govultr.Plan{}, provisioners.Retryable(fmt.Errorf("plan %s (from %s) is sold out in region %s right now; will retry, or map the offering to another plan or region", id, from, region))
-		}
-		return p, nil
+	p, valid, ok := cloudkit.Named(plans, planID, id)
+	switch {
+	case !ok:
+		return govultr.Plan{}, provisioners.Permanent(fmt.Errorf("plan %q (from %s) does not exist on Vultr; valid plans: %s", id, from, valid))
+	case !offeredIn(p, region):
+		return govultr.Plan{}, provisioners.Permanent(fmt.Errorf("plan %s (from %s) is not offered in region %s (it is in: %s); choose another plan or region", id, from, region, strings.Join(p.Locations, ", ")))
+	case !inStock[p.ID]:
+		return govultr.Plan{}, provisioners.Retryable(fmt.Errorf("plan %s (from %s) is sold out in region %s right now; will retry, or map the offering to another plan or region", id, from, region))
 	}
-	sort.Strings(names)
-	return govultr.Plan{}, provisioners.Permanent(fmt.Errorf("plan %q (from %s) does not exist on Vultr; valid plans: %s", id, from, strings.Join(names, ", ")))
+	return p, nil
 }

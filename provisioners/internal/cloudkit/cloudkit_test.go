@@ -1,6 +1,7 @@
 package cloudkit
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -296,5 +297,33 @@ func TestNeed(t *testing.T) {
 		if got := n.Fits(c.cores, c.memMB, c.disk); got != c.fits {
 			t.Errorf("Fits(%d, %d, %d) = %v", c.cores, c.memMB, c.disk, got)
 		}
+	}
+}
+
+func TestPickAndNamed(t *testing.T) {
+	type mt struct {
+		name  string
+		size  int
+		avail bool
+	}
+	types := []mt{{"c", 4, true}, {"a", 2, false}, {"b", 4, true}, {"d", 1, true}}
+	name := func(m mt) string { return m.name }
+	bySize := func(a, b mt) int { return cmp.Or(cmp.Compare(a.size, b.size), cmp.Compare(a.name, b.name)) }
+	fits := func(m mt) bool { return m.size >= 2 }
+	avail := func(m mt) bool { return m.avail }
+	if best, un, ok := Pick(types, fits, avail, bySize, name); !ok || best.name != "b" || un != nil {
+		t.Fatalf("%v %v %v", best, un, ok)
+	}
+	if _, un, ok := Pick(types, func(m mt) bool { return m.size == 2 }, avail, bySize, name); ok || len(un) != 1 || un[0] != "a" {
+		t.Fatalf("only unavailable: %v %v", un, ok)
+	}
+	if _, un, ok := Pick(types, func(mt) bool { return false }, avail, bySize, name); ok || un != nil {
+		t.Fatalf("nothing fits: %v %v", un, ok)
+	}
+	if m, _, ok := Named(types, name, "a"); !ok || m.size != 2 {
+		t.Fatalf("named a: %v %v", m, ok)
+	}
+	if _, valid, ok := Named(types, name, "x"); ok || valid != "a, b, c, d" {
+		t.Fatalf("named x: %q %v", valid, ok)
 	}
 }
