@@ -8,17 +8,9 @@ import (
 //
 // Vultr instances have free-text tags and a label, neither unique, and SSH
 // key objects have only a name. So, as on DigitalOcean, an instance is found
-// by its tags (cloudkit.TagManaged, TagContractPrefix + contract id,
-// TagKeyPrefix + SSH key id); label and hostname are "dc-" + the first 60
-// hex characters of the contract id.
-const (
-	TagManaged        = cloudkit.TagManaged
-	TagContractPrefix = cloudkit.TagContractPrefix
-	TagKeyPrefix      = cloudkit.TagKeyPrefix
-)
+// by its tags (cloudkit.TagManaged, cloudkit.TagContractPrefix + contract
+// id, cloudkit.TagKeyPrefix + SSH key id); label and hostname are "dc-" +
+// the first 60 hex characters of the contract id.
 
 // InstanceLabel is the deterministic label (and hostname) of a contract's instance.
 func InstanceLabel(contractID string) string { return cloudkit.HostName(contractID) }
-
-// ContractIDFromTags returns the contract a managed instance belongs to ("" if none).
-func ContractIDFromTags(tags []string) string { return cloudkit.ContractIDFromTags(tags) }

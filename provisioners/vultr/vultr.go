@@ -271,7 +271,7 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (
 	yes, no := true, false
 	create := &govultr.InstanceCreateReq{
 		Region: region, Plan: plan.ID, OsID: osID, Label: label, Hostname: label, EnableIPv6: &yes, ActivationEmail: &no,
-		Backups: "disabled", UserData: base64.StdEncoding.EncodeToString([]byte(userData)), Tags: []string{TagManaged, cloudkit.ContractTag(cid)},
+		Backups: "disabled", UserData: base64.StdEncoding.EncodeToString([]byte(userData)), Tags: []string{cloudkit.TagManaged, cloudkit.ContractTag(cid)},
 	}
 	in, err := p.instances.Create(ctx, req, access, label, func(ctx context.Context, keyID string) (in *govultr.Instance, err error) {
 		if keyID != "" {
@@ -401,7 +401,7 @@ func (p *Provisioner) refuseForeign(ctx context.Context, label string) error {
 	}
 	for _, in := range list {
 		if in.Label == label {
-			return provisioners.Permanent(fmt.Errorf("instance %s is labelled %s but is not tagged %s and %s, so dc-agent did not create it for this contract; relabel or delete it", in.ID, in.Label, TagManaged, TagContractPrefix+"<contract id>"))
+			return provisioners.Permanent(fmt.Errorf("instance %s is labelled %s but is not tagged %s and %s, so dc-agent did not create it for this contract; relabel or delete it", in.ID, in.Label, cloudkit.TagManaged, cloudkit.TagContractPrefix+"<contract id>"))
 		}
 	}
 	return nil

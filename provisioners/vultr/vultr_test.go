@@ -84,7 +84,7 @@ func TestProvisionLifecycle(t *testing.T) {
 	if len(keys) != 1 || !strings.HasPrefix(keys[0].Name, "dc-key-") || !cloudkit.SameKey(keys[0].SSHKey, req.RequesterSSHPubkey) {
 		t.Fatalf("keys %+v", keys)
 	}
-	if ids := f.sim.InstanceKeys(in.ID); len(ids) != 1 || ids[0] != keys[0].ID || !cloudkit.HasTag(in.Tags, cloudkit.KeyTag(keys[0].ID)) || ContractIDFromTags(in.Tags) != cid(1) {
+	if ids := f.sim.InstanceKeys(in.ID); len(ids) != 1 || ids[0] != keys[0].ID || !cloudkit.HasTag(in.Tags, cloudkit.KeyTag(keys[0].ID)) || cloudkit.ContractIDFromTags(in.Tags) != cid(1) {
 		t.Fatalf("instance keys %v tags %v", ids, in.Tags)
 	}
 	cloudkittest.CloudConfig(t, f.sim.UserData(in.ID), req)
@@ -224,7 +224,7 @@ func TestResumeAfterCrash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := f.sim.AddInstance(InstanceLabel(cid(5)), []string{TagManaged, cloudkit.ContractTag(cid(5)), cloudkit.KeyTag(k.ID)})
+	id := f.sim.AddInstance(InstanceLabel(cid(5)), []string{cloudkit.TagManaged, cloudkit.ContractTag(cid(5)), cloudkit.KeyTag(k.ID)})
 	f.sim.Halt(id)
 	req := f.request(5)
 	req.RequesterSSHPubkey = key
@@ -247,7 +247,7 @@ func TestForeignInstancesRefused(t *testing.T) {
 func TestHealthStates(t *testing.T) {
 	f := newFixture(t, nil, nil)
 	ctx := context.Background()
-	id := f.sim.AddInstance(InstanceLabel(cid(7)), []string{TagManaged, cloudkit.ContractTag(cid(7))})
+	id := f.sim.AddInstance(InstanceLabel(cid(7)), []string{cloudkit.TagManaged, cloudkit.ContractTag(cid(7))})
 	cloudkittest.Uptime(t, f.p, id, func(now time.Time) { f.p.instances.Now = func() time.Time { return now } }, 3500)
 	f.sim.Halt(id)
 	if h, err := f.p.HealthCheck(ctx, id); err != nil || h.Status != provisioners.Unhealthy || h.Reason != "instance is stopped" {
