@@ -114,19 +114,14 @@ func New(cfg config.HetznerConfig, token string, opts Options) (*Provisioner, er
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	base := opts.HTTPClient
-	if base == nil {
-		base = &http.Client{Timeout: 60 * time.Second}
-	}
 	// hcloud-go retries itself; the transport only waits for resets.
-	gate := &cloudkit.Transport{Base: base.Transport, MaxWait: opts.MaxRateLimitWait, Now: opts.Now}
-	hc := *base
-	hc.Transport = gate
+	gate := &cloudkit.Transport{MaxWait: opts.MaxRateLimitWait, Now: opts.Now}
+	hc := cloudkit.WithTransport(opts.HTTPClient, gate)
 
 	copts := []hcloud.ClientOption{
 		hcloud.WithToken(token),
 		hcloud.WithApplication("dc-agent", buildinfo.Version),
-		hcloud.WithHTTPClient(&hc),
+		hcloud.WithHTTPClient(hc),
 		hcloud.WithPollOpts(hcloud.PollOpts{BackoffFunc: hcloud.ConstantBackoff(opts.PollInterval)}),
 		hcloud.WithRetryOpts(hcloud.RetryOpts{BackoffFunc: opts.RetryBackoff, MaxRetries: opts.MaxRetries}),
 	}

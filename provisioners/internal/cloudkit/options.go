@@ -51,13 +51,20 @@ func (o *Options) Client(token string, limiter *rate.Limiter) (*http.Client, *Tr
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	base := o.HTTPClient
+	tr := &Transport{Token: token, Retries: o.MaxRetries, MaxWait: o.MaxRateLimitWait,
+		BackoffMin: o.BackoffMin, Now: o.Now, Limiter: limiter}
+	return WithTransport(o.HTTPClient, tr), tr
+}
+
+// WithTransport returns a copy of base (nil: a client with a 60 s
+// timeout) whose requests go through tr, and tr's through base's
+// transport.
+func WithTransport(base *http.Client, tr *Transport) *http.Client {
 	if base == nil {
 		base = &http.Client{Timeout: 60 * time.Second}
 	}
-	tr := &Transport{Base: base.Transport, Token: token, Retries: o.MaxRetries, MaxWait: o.MaxRateLimitWait,
-		BackoffMin: o.BackoffMin, Now: o.Now, Limiter: limiter}
+	tr.Base = base.Transport
 	hc := *base
 	hc.Transport = tr
-	return &hc, tr
+	return &hc
 }
