@@ -9,11 +9,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/provisioners"
 )
 
@@ -97,4 +100,22 @@ func request(b *testing.B, i int) provisioners.Request {
 	sum := sha256.Sum256(fmt.Appendf(nil, "bench-%d-%d", time.Now().UnixNano(), i))
 	return provisioners.Request{ContractID: hex.EncodeToString(sum[:]), OfferingID: "bench", CPUCores: 2, MemoryMB: 4096, StorageGB: 40,
 		RequesterSSHPubkey: SSHKey(b)}
+}
+
+// BenchPollMs is the poll interval of a benchmark's provisioner, in ms:
+// the default (the environment's POLL_MS overrides it), Scale times
+// shorter.
+func BenchPollMs() int {
+	poll := config.DefaultCloudPollIntervalMs
+	if v, err := strconv.Atoi(os.Getenv("POLL_MS")); err == nil && v > 0 {
+		poll = v
+	}
+	return max(1, poll/Scale)
+}
+
+// Scaled divides each of a simulator's timings by Scale.
+func Scaled(timings ...*time.Duration) {
+	for _, d := range timings {
+		*d /= Scale
+	}
 }
