@@ -83,15 +83,7 @@ type simAction struct {
 
 // New returns a simulator with the default catalogues.
 func New(opts Options) *Sim {
-	if opts.Token == "" {
-		opts.Token = "sim-token"
-	}
-	if opts.ActionDuration == 0 {
-		opts.ActionDuration = 20 * time.Millisecond
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
+	simkit.Defaults(&opts.Token, &opts.Now, &opts.ActionDuration, nil, nil)
 	return &Sim{
 		opts:          opts,
 		nextServer:    4200000,

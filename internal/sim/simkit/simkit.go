@@ -117,3 +117,25 @@ func (c *Clock) Add(d time.Duration) {
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
 }
+
+// Defaults fills in what a simulator's options leave unset: the token
+// clients must send ("sim-token"), the clock (time.Now), and the time an
+// operation takes (20ms), from which a power action's (half of it) and a
+// deletion's (a quarter) follow; power and del may be nil.
+func Defaults(token *string, now *func() time.Time, op, power, del *time.Duration) {
+	if *token == "" {
+		*token = "sim-token"
+	}
+	if *now == nil {
+		*now = time.Now
+	}
+	if *op == 0 {
+		*op = 20 * time.Millisecond
+	}
+	if power != nil && *power == 0 {
+		*power = *op / 2
+	}
+	if del != nil && *del == 0 {
+		*del = *op / 4
+	}
+}

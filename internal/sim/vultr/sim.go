@@ -110,26 +110,12 @@ type instance struct {
 
 // New returns a simulator with the default catalogues.
 func New(opts Options) *Sim {
-	if opts.Token == "" {
-		opts.Token = "sim-token"
-	}
-	if opts.CreateDuration == 0 {
-		opts.CreateDuration = 20 * time.Millisecond
-	}
+	simkit.Defaults(&opts.Token, &opts.Now, &opts.CreateDuration, &opts.PowerDuration, &opts.DeleteDuration)
 	if opts.IPDelay == 0 {
 		opts.IPDelay = opts.CreateDuration / 2
 	}
-	if opts.PowerDuration == 0 {
-		opts.PowerDuration = opts.CreateDuration / 2
-	}
-	if opts.DeleteDuration == 0 {
-		opts.DeleteDuration = opts.CreateDuration / 4
-	}
 	if opts.PerSecond == 0 {
 		opts.PerSecond = 30
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
 	}
 	return &Sim{
 		opts: opts, instances: map[string]*instance{}, keys: map[string]*govultr.SSHKey{},
