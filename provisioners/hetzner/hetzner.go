@@ -67,8 +67,8 @@ type Provisioner struct {
 	// being chosen for a new server and that server's creation.
 	keyMu sync.Mutex
 
-	mu           sync.Mutex
-	runningSince map[int64]time.Time
+	// starts records since when servers run (keys: server ids).
+	starts cloudkit.Starts
 }
 
 // NewFactory returns a registry factory using opts.
@@ -129,13 +129,12 @@ func New(cfg config.HetznerConfig, token string, opts Options) (*Provisioner, er
 		copts = append(copts, hcloud.WithEndpoint(cfg.Endpoint))
 	}
 	return &Provisioner{
-		cfg:          cfg,
-		c:            hcloud.NewClient(copts...),
-		gate:         gate,
-		log:          opts.Logger.With("provisioner", Type),
-		now:          opts.Now,
-		poll:         opts.PollInterval,
-		runningSince: map[int64]time.Time{},
+		cfg:  cfg,
+		c:    hcloud.NewClient(copts...),
+		gate: gate,
+		log:  opts.Logger.With("provisioner", Type),
+		now:  opts.Now,
+		poll: opts.PollInterval,
 	}, nil
 }
 
@@ -509,13 +508,10 @@ var startCommands = map[string]bool{"start_server": true, "reboot_server": true,
 // else the last successful start action (one extra call), else creation.
 // Hetzner reports no uptime itself.
 func (p *Provisioner) startedAt(ctx context.Context, sv *hcloud.Server) time.Time {
-	p.mu.Lock()
-	t, ok := p.runningSince[sv.ID]
-	p.mu.Unlock()
-	if ok {
+	if t, ok := p.starts.Get(serverKey(sv.ID)); ok {
 		return t
 	}
-	t = sv.Created
+	t := sv.Created
 	actions, _, err := p.c.Server.Action.ListFor(ctx, sv, hcloud.ActionListOpts{Sort: []string{"id:desc"}, Status: []hcloud.ActionStatus{hcloud.ActionStatusSuccess}})
 	if err == nil {
 		for _, a := range actions {
@@ -529,17 +525,11 @@ func (p *Provisioner) startedAt(ctx context.Context, sv *hcloud.Server) time.Tim
 	return t
 }
 
-func (p *Provisioner) markRunning(id int64, t time.Time) {
-	p.mu.Lock()
-	p.runningSince[id] = t
-	p.mu.Unlock()
-}
+func (p *Provisioner) markRunning(id int64, t time.Time) { p.starts.Mark(serverKey(id), t) }
 
-func (p *Provisioner) forget(id int64) {
-	p.mu.Lock()
-	delete(p.runningSince, id)
-	p.mu.Unlock()
-}
+func (p *Provisioner) forget(id int64) { p.starts.Forget(serverKey(id)) }
+
+func serverKey(id int64) string { return strconv.FormatInt(id, 10) }
 
 // GetInstance implements provisioners.Provisioner.
 func (p *Provisioner) GetInstance(ctx context.Context, contractID string) (*provisioners.Instance, error) {
