@@ -194,7 +194,7 @@ func (p *Provisioner) Features() provisioners.Features {
 // Provision implements provisioners.Provisioner.
 func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (provisioners.Instance, error) {
 	access, inst, done, err := p.droplets.Begin(ctx, &req)
-	if done || err != nil {
+	if done {
 		return inst, err
 	}
 	cid := req.ContractID

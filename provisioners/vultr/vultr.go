@@ -246,7 +246,7 @@ func isNotFound(err error) bool { return statusOf(err) == http.StatusNotFound }
 // Provision implements provisioners.Provisioner.
 func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (provisioners.Instance, error) {
 	access, inst, done, err := p.instances.Begin(ctx, &req)
-	if done || err != nil {
+	if done {
 		return inst, err
 	}
 	cid := req.ContractID

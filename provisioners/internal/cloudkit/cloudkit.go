@@ -1,8 +1,11 @@
 // Package cloudkit holds what the cloud API backends (Hetzner, DigitalOcean,
 // Vultr) share: contract ids and instance names, the requester's access
 // (SSH key or root password), cloud-init user data, the choice of a region
-// from a datacenter city, the API token, an HTTP transport that honours rate
-// limits, and the uptime bookkeeping of APIs that report none.
+// from a datacenter city and of a machine type, the API token and factory,
+// an HTTP transport that honours rate limits, the uptime bookkeeping of
+// APIs that report none, and (machines.go) the whole lifecycle of machines
+// found by their tags, which DigitalOcean and Vultr run with their own API
+// calls.
 package cloudkit
 
 import (

@@ -144,20 +144,22 @@ func (c *Machines[M]) Begin(ctx context.Context, req *provisioners.Request) (acc
 	if err != nil {
 		return access, provisioners.Instance{}, true, c.API.Classify("look up the contract's "+c.Noun, err)
 	}
-	if existing == nil {
-		return access, provisioners.Instance{}, false, c.API.RefuseForeign(ctx, HostName(cid))
+	if existing != nil {
+		c.Log.Info("found existing "+c.Noun+" for contract, resuming it", "contract", cid, c.Noun, c.API.ID(existing), "status", c.API.Status(existing))
+		inst, err = c.API.Resume(ctx, *req, access, existing)
+		if !errors.Is(err, ErrReplace) {
+			return access, inst, true, err
+		}
+		c.Log.Info("replacing the "+c.Noun+" of an interrupted attempt", "contract", cid, c.Noun, c.API.ID(existing), "why", err)
+		req.Step("removing the " + c.Noun + " of an interrupted attempt")
+		if err := c.Destroy(ctx, existing); err != nil {
+			return access, provisioners.Instance{}, true, err
+		}
 	}
-	c.Log.Info("found existing "+c.Noun+" for contract, resuming it", "contract", cid, c.Noun, c.API.ID(existing), "status", c.API.Status(existing))
-	inst, err = c.API.Resume(ctx, *req, access, existing)
-	if !errors.Is(err, ErrReplace) {
-		return access, inst, true, err
-	}
-	c.Log.Info("replacing the "+c.Noun+" of an interrupted attempt", "contract", cid, c.Noun, c.API.ID(existing), "why", err)
-	req.Step("removing the " + c.Noun + " of an interrupted attempt")
-	if err := c.Destroy(ctx, existing); err != nil {
+	if err := c.API.RefuseForeign(ctx, HostName(cid)); err != nil {
 		return access, provisioners.Instance{}, true, err
 	}
-	return access, provisioners.Instance{}, false, c.API.RefuseForeign(ctx, HostName(cid))
+	return access, provisioners.Instance{}, false, nil
 }
 
 // Create creates a machine named name with create, given the SSH key

@@ -1,7 +1,8 @@
 // Package cloudkittest holds what the tests of the cloud backends
-// (DigitalOcean, Hetzner, Vultr) share: the checks of checks.go and the
-// provisioning benchmark against their simulators (make bench-cloud). Only
-// tests import it.
+// (DigitalOcean, Hetzner, Vultr) share: the checks of checks.go, the
+// scenarios of cases.go (machine type choice, injected failures, pause and
+// resume, foreign machines, provider keys) and the provisioning benchmark
+// against their simulators (make bench-cloud). Only tests import it.
 package cloudkittest
 
 import (
