@@ -169,25 +169,27 @@ func (s *Sim) route(w http.ResponseWriter, r *http.Request, p []string) {
 }
 
 func (s *Sim) listServerTypes(w http.ResponseWriter, q url.Values) {
-	var items []schema.ServerType
-	for _, st := range s.serverTypes {
-		if n := q.Get("name"); n != "" && st.Name != n {
-			continue
-		}
-		items = append(items, st)
-	}
-	writePage(w, q, "server_types", items)
+	writePage(w, q, "server_types", named(q, s.serverTypes, func(st *schema.ServerType) string { return st.Name }))
 }
 
 func (s *Sim) listLocations(w http.ResponseWriter, q url.Values) {
-	var items []schema.Location
-	for _, l := range s.locations {
-		if n := q.Get("name"); n != "" && l.Name != n {
-			continue
-		}
-		items = append(items, l)
+	writePage(w, q, "locations", named(q, s.locations, func(l *schema.Location) string { return l.Name }))
+}
+
+// named keeps the items whose name is the query's name parameter (all if
+// it has none).
+func named[T any](q url.Values, items []T, name func(*T) string) []T {
+	n := q.Get("name")
+	if n == "" {
+		return items
 	}
-	writePage(w, q, "locations", items)
+	var out []T
+	for i := range items {
+		if name(&items[i]) == n {
+			out = append(out, items[i])
+		}
+	}
+	return out
 }
 
 func (s *Sim) listImages(w http.ResponseWriter, q url.Values) {
