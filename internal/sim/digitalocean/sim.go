@@ -226,12 +226,7 @@ func (s *Sim) Keys() []godo.Key {
 func (s *Sim) Tags() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]string, 0, len(s.tags))
-	for t := range s.tags {
-		out = append(out, t)
-	}
-	sort.Strings(out)
-	return out
+	return s.sortedTags()
 }
 
 // UserData returns the user_data a droplet was created with.
