@@ -304,8 +304,9 @@ func (p *Provisioner) chooseSize(ctx context.Context, req provisioners.Request, 
 }
 
 // resume brings a droplet found for the contract (left by a crashed or
-// timed-out attempt) to active. errReplace: it cannot be used and must be
-// replaced; another error: the droplet was removed, the attempt fails.
+// timed-out attempt) to active. cloudkit.ErrReplace: it cannot be used and
+// must be replaced; another error: the droplet was removed, the attempt
+// fails.
 func (p *Provisioner) resume(ctx context.Context, req provisioners.Request, access cloudkit.Access, d *godo.Droplet) (provisioners.Instance, error) {
 	if access.HasKey() != (keyIDFromTags(d.Tags) != 0) || !access.HasKey() {
 		// Without a key the password of the first attempt is lost (the
@@ -460,7 +461,7 @@ func (p *Provisioner) power(ctx context.Context, id int, typ string) error {
 
 // ensureKey returns the key object for pub: an existing one with the same
 // fingerprint (the agent's or the provider's), else a new one named
-// dc-key-... Callers hold keyMu.
+// dc-key-... Called with the key lock of Machines.Create held.
 func (p *Provisioner) ensureKey(ctx context.Context, pub ssh.PublicKey, line string) (*godo.Key, error) {
 	fp := ssh.FingerprintLegacyMD5(pub)
 	k, _, err := p.c.Keys.GetByFingerprint(ctx, fp)

@@ -446,7 +446,7 @@ func ready(in *govultr.Instance) bool {
 
 // ensureKey returns the key object for the requester's key: an existing one
 // holding the same key (the agent's or the provider's), else a new one
-// named dc-key-... Callers hold keyMu.
+// named dc-key-... Called with the key lock of Machines.Create held.
 func (p *Provisioner) ensureKey(ctx context.Context, a cloudkit.Access) (*govultr.SSHKey, error) {
 	keys, err := p.allKeys(ctx)
 	if err != nil {
