@@ -97,7 +97,7 @@ func New(cfg config.DigitalOceanConfig, token string, opts Options) (*Provisione
 	p := &Provisioner{
 		cfg: cfg, c: c, tr: tr, log: opts.Logger.With("provisioner", Type), poll: poll, timeout: timeout,
 	}
-	p.droplets = &cloudkit.Machines[godo.Droplet]{API: p.api(), Noun: "droplet", NameKey: "name",
+	p.droplets = &cloudkit.Machines[godo.Droplet]{API: p.api(), Keys: p.keys(), Noun: "droplet", NameKey: "name",
 		Log: p.log, Now: opts.Now, Poll: p.poll, Timeout: p.timeout}
 	return p, nil
 }
@@ -141,29 +141,44 @@ func (p *Provisioner) api() cloudkit.MachineAPI[godo.Droplet] {
 		},
 		RefuseForeign: p.refuseForeign,
 		Resume:        p.resume,
-		EnsureKey: func(ctx context.Context, a cloudkit.Access) (string, error) {
+		AfterDestroy: func(ctx context.Context, d *godo.Droplet) {
+			if cid := ContractIDFromTags(d.Tags); cid != "" {
+				p.deleteTag(ctx, contractTag(cid))
+			}
+		},
+		Classify: p.classify,
+	}
+}
+
+// keys is how SSH key objects are kept on DigitalOcean: key ids are
+// numbers, a droplet is tagged with its key's id, and the tag goes with
+// the key's last droplet.
+func (p *Provisioner) keys() *cloudkit.Keys {
+	return &cloudkit.Keys{
+		Log: p.log,
+		Ensure: func(ctx context.Context, a cloudkit.Access) (string, error) {
 			k, err := p.ensureKey(ctx, a.Key, a.Line)
 			if err != nil {
 				return "", err
 			}
 			return strconv.Itoa(k.ID), nil
 		},
-		KeyInUse: func(ctx context.Context, keyID string) (bool, error) {
+		InUse: func(ctx context.Context, keyID string) (bool, error) {
 			users, _, err := p.c.Droplets.ListByTag(ctx, cloudkit.KeyTag(keyID), &godo.ListOptions{PerPage: 1})
 			return len(users) > 0, err
 		},
-		KeyName: func(ctx context.Context, keyID string) (string, error) {
+		Own: func(ctx context.Context, keyID string) (bool, error) {
 			id, err := strconv.Atoi(keyID)
 			if err != nil {
-				return "", err
+				return false, err
 			}
 			k, _, err := p.c.Keys.GetByID(ctx, id)
 			if err != nil {
-				return "", err
+				return false, err
 			}
-			return k.Name, nil
+			return strings.HasPrefix(k.Name, cloudkit.KeyNamePrefix), nil
 		},
-		DeleteKey: func(ctx context.Context, keyID string) error {
+		Delete: func(ctx context.Context, keyID string) error {
 			id, err := strconv.Atoi(keyID)
 			if err != nil {
 				return err
@@ -174,12 +189,6 @@ func (p *Provisioner) api() cloudkit.MachineAPI[godo.Droplet] {
 			return nil
 		},
 		AfterRelease: func(ctx context.Context, keyID string) { p.deleteTag(ctx, cloudkit.KeyTag(keyID)) },
-		AfterDestroy: func(ctx context.Context, d *godo.Droplet) {
-			if cid := ContractIDFromTags(d.Tags); cid != "" {
-				p.deleteTag(ctx, contractTag(cid))
-			}
-		},
-		Classify: p.classify,
 	}
 }
 

@@ -105,7 +105,7 @@ func New(cfg config.VultrConfig, token string, opts Options) (*Provisioner, erro
 	p := &Provisioner{
 		cfg: cfg, c: c, log: opts.Logger.With("provisioner", Type), poll: poll, timeout: timeout,
 	}
-	p.instances = &cloudkit.Machines[govultr.Instance]{API: p.api(), Noun: "instance", NameKey: "label",
+	p.instances = &cloudkit.Machines[govultr.Instance]{API: p.api(), Keys: p.keys(), Noun: "instance", NameKey: "label",
 		Log: p.log, Now: opts.Now, Poll: p.poll, Timeout: p.timeout}
 	return p, nil
 }
@@ -148,14 +148,23 @@ func (p *Provisioner) api() cloudkit.MachineAPI[govultr.Instance] {
 		},
 		RefuseForeign: p.refuseForeign,
 		Resume:        p.resume,
-		EnsureKey: func(ctx context.Context, a cloudkit.Access) (string, error) {
+		Classify:      p.classify,
+	}
+}
+
+// keys is how SSH key objects are kept on Vultr: key ids are UUIDs, an
+// instance is tagged with its key's id.
+func (p *Provisioner) keys() *cloudkit.Keys {
+	return &cloudkit.Keys{
+		Log: p.log,
+		Ensure: func(ctx context.Context, a cloudkit.Access) (string, error) {
 			k, err := p.ensureKey(ctx, a)
 			if err != nil {
 				return "", err
 			}
 			return k.ID, nil
 		},
-		KeyInUse: func(ctx context.Context, keyID string) (bool, error) {
+		InUse: func(ctx context.Context, keyID string) (bool, error) {
 			var users []govultr.Instance
 			err := call(ctx, func(ctx context.Context) (err error) {
 				users, _, _, err = p.c.Instance.List(ctx, &govultr.ListOptions{Tag: cloudkit.KeyTag(keyID), PerPage: 1})
@@ -163,24 +172,23 @@ func (p *Provisioner) api() cloudkit.MachineAPI[govultr.Instance] {
 			})
 			return len(users) > 0, err
 		},
-		KeyName: func(ctx context.Context, keyID string) (string, error) {
+		Own: func(ctx context.Context, keyID string) (bool, error) {
 			var k *govultr.SSHKey
 			err := call(ctx, func(ctx context.Context) (err error) {
 				k, _, err = p.c.SSHKey.Get(ctx, keyID)
 				return err
 			})
 			if err != nil {
-				return "", err
+				return false, err
 			}
-			return k.Name, nil
+			return strings.HasPrefix(k.Name, cloudkit.KeyNamePrefix), nil
 		},
-		DeleteKey: func(ctx context.Context, keyID string) error {
+		Delete: func(ctx context.Context, keyID string) error {
 			if err := call(ctx, func(ctx context.Context) error { return p.c.SSHKey.Delete(ctx, keyID) }); err != nil && !isNotFound(err) {
 				return err
 			}
 			return nil
 		},
-		Classify: p.classify,
 	}
 }
 

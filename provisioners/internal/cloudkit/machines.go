@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/decent-stuff/dc-agent/config"
@@ -18,7 +17,7 @@ import (
 // over the machine of an interrupted attempt, creation with the SSH key
 // object held, lookup, listing, deletion with the key object, power off
 // and on, uptime. M is the API library's machine type; the backend gives
-// its API calls in API and its words in Noun and NameKey. Error messages
+// its API calls in API and Keys and its words in Noun and NameKey. Error messages
 // and log lines name the machine as the API does ("droplet 42",
 // "instance 7f3c...").
 type Machines[M any] struct {
@@ -29,15 +28,12 @@ type Machines[M any] struct {
 	Now     func() time.Time
 	Poll    time.Duration // interval of polling the API
 	Timeout time.Duration // how long one wait may take (action_timeout_seconds)
-
-	// keyMu orders SSH key reuse+machine creation against the deletion of
-	// a key whose last machine went away.
-	keyMu  sync.Mutex
-	Starts Starts
+	Keys    *Keys         // the SSH key objects
+	Starts  Starts
 }
 
 // MachineAPI is what Machines needs of a backend's API: its calls on
-// machines of type M and on SSH key objects, the fields it reads of a
+// machines of type M, the fields it reads of a
 // machine, and the backend's classification of API errors. Calls return
 // the API's errors unclassified unless said otherwise.
 type MachineAPI[M any] struct {
@@ -69,18 +65,6 @@ type MachineAPI[M any] struct {
 	// attempt fails.
 	Resume func(ctx context.Context, req provisioners.Request, access Access, m *M) (provisioners.Instance, error)
 
-	// EnsureKey returns the id of the SSH key object holding the
-	// requester's key: one the account has, else a new one named
-	// KeyName(key) (classified errors).
-	EnsureKey func(ctx context.Context, a Access) (keyID string, err error)
-	// KeyInUse reports whether a machine is tagged with SSH key object
-	// keyID; KeyName reads the key object's name; DeleteKey deletes it
-	// (not found is no error) and AfterRelease, if set, runs once a key
-	// object is no longer used.
-	KeyInUse     func(ctx context.Context, keyID string) (bool, error)
-	KeyName      func(ctx context.Context, keyID string) (string, error)
-	DeleteKey    func(ctx context.Context, keyID string) error
-	AfterRelease func(ctx context.Context, keyID string)
 	// AfterDestroy, if set, runs when a machine is gone (before its key
 	// object is released).
 	AfterDestroy func(ctx context.Context, m *M)
@@ -162,55 +146,15 @@ func (c *Machines[M]) Begin(ctx context.Context, req *provisioners.Request) (acc
 	return access, provisioners.Instance{}, false, nil
 }
 
-// Create creates a machine named name with create, given the SSH key
-// object of the requester's key ("" without a key), which is kept from
-// deletion meanwhile. If creation fails, a key object no machine uses is
-// deleted again, and create's error returned as it is.
+// Create creates a machine named name with create (see Keys.Create).
 func (c *Machines[M]) Create(ctx context.Context, req provisioners.Request, access Access, name string,
 	create func(ctx context.Context, keyID string) (*M, error)) (*M, error) {
-	c.keyMu.Lock()
-	keyID := ""
-	if access.HasKey() {
-		req.Step("uploading the SSH key")
-		var err error
-		if keyID, err = c.API.EnsureKey(ctx, access); err != nil {
-			c.keyMu.Unlock()
-			return nil, err
-		}
-	}
-	req.Step("creating " + c.Noun + " " + name)
-	m, err := create(ctx, keyID)
-	c.keyMu.Unlock()
-	if err != nil && keyID != "" {
-		c.ReleaseKey(context.WithoutCancel(ctx), keyID)
-	}
+	var m *M
+	err := c.Keys.Create(ctx, req, access, c.Noun+" "+name, func(ctx context.Context, keyID string) (err error) {
+		m, err = create(ctx, keyID)
+		return err
+	})
 	return m, err
-}
-
-// ReleaseKey deletes an SSH key object the agent uploaded (named
-// dc-key-...) once no machine is tagged with it. Keys the provider
-// uploaded are never deleted. Failures are logged: a leftover key costs
-// nothing and goes with the next machine that used it.
-func (c *Machines[M]) ReleaseKey(ctx context.Context, keyID string) {
-	c.keyMu.Lock()
-	defer c.keyMu.Unlock()
-	used, err := c.API.KeyInUse(ctx, keyID)
-	if err != nil {
-		c.Log.Warn("could not check whether the SSH key is still used; keeping it", "key", keyID, "err", err)
-		return
-	}
-	if used {
-		return
-	}
-	name, err := c.API.KeyName(ctx, keyID)
-	if err == nil && strings.HasPrefix(name, KeyNamePrefix) {
-		if err := c.API.DeleteKey(ctx, keyID); err != nil {
-			c.Log.Warn("could not delete unused SSH key", "key", keyID, "err", err)
-		}
-	}
-	if c.API.AfterRelease != nil {
-		c.API.AfterRelease(ctx, keyID)
-	}
 }
 
 // Cleanup removes a machine of a failed provision, even if ctx is done.
@@ -237,7 +181,7 @@ func (c *Machines[M]) Destroy(ctx context.Context, m *M) error {
 		c.API.AfterDestroy(ctx, m)
 	}
 	if keyID := KeyIDFromTags(c.API.Tags(m)); keyID != "" {
-		c.ReleaseKey(ctx, keyID)
+		c.Keys.Release(ctx, keyID)
 	}
 	return nil
 }
