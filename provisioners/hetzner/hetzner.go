@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hetznercloud/hcloud-go/v2/hcloud"
@@ -62,10 +61,8 @@ type Provisioner struct {
 	now  func() time.Time
 	poll time.Duration
 
-	// keyMu orders SSH key reuse+server creation against the deletion of a
-	// key whose last server went away, so a key is never deleted between
-	// being chosen for a new server and that server's creation.
-	keyMu sync.Mutex
+	// keys are the SSH key objects the agent uploads.
+	keys *cloudkit.Keys
 
 	// starts records since when servers run (keys: server ids).
 	starts cloudkit.Starts
@@ -128,14 +125,16 @@ func New(cfg config.HetznerConfig, token string, opts Options) (*Provisioner, er
 	if cfg.Endpoint != "" {
 		copts = append(copts, hcloud.WithEndpoint(cfg.Endpoint))
 	}
-	return &Provisioner{
+	p := &Provisioner{
 		cfg:  cfg,
 		c:    hcloud.NewClient(copts...),
 		gate: gate,
 		log:  opts.Logger.With("provisioner", Type),
 		now:  opts.Now,
 		poll: opts.PollInterval,
-	}, nil
+	}
+	p.keys = p.newKeys()
+	return p, nil
 }
 
 // Type implements provisioners.Provisioner.
@@ -171,7 +170,6 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (
 	if err != nil {
 		return provisioners.Instance{}, err
 	}
-	pub, keyLine := access.Key, access.Line
 
 	req.Step("looking for an existing server")
 	existing, err := p.findServer(ctx, cid)
@@ -202,7 +200,7 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (
 		return provisioners.Instance{}, err
 	}
 	image := req.ConfigString("image", p.cfg.DefaultImage)
-	userData, err := cloudkit.UserData{Provider: "Hetzner", MaxBytes: maxUserData, HasKey: pub != nil}.CloudConfig(req)
+	userData, err := cloudkit.UserData{Provider: "Hetzner", MaxBytes: maxUserData, HasKey: access.HasKey()}.CloudConfig(req)
 	if err != nil {
 		return provisioners.Instance{}, err
 	}
@@ -219,25 +217,17 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (
 		PublicNet:  &hcloud.ServerCreatePublicNet{EnableIPv4: true, EnableIPv6: true},
 	}
 
-	p.keyMu.Lock()
-	var key *hcloud.SSHKey
-	if pub != nil {
-		req.Step("uploading the SSH key")
-		key, err = p.ensureSSHKey(ctx, pub, keyLine)
-		if err != nil {
-			p.keyMu.Unlock()
-			return provisioners.Instance{}, err
+	var res hcloud.ServerCreateResult
+	err = p.keys.Create(ctx, req, access, "server "+opts.Name, func(ctx context.Context, keyID string) (err error) {
+		if keyID != "" {
+			id, _ := strconv.ParseInt(keyID, 10, 64)
+			opts.SSHKeys = []*hcloud.SSHKey{{ID: id}}
+			labels[LabelSSHKey] = keyID
 		}
-		opts.SSHKeys = []*hcloud.SSHKey{key}
-		labels[LabelSSHKey] = strconv.FormatInt(key.ID, 10)
-	}
-	req.Step("creating server " + opts.Name)
-	res, _, err := p.c.Server.Create(ctx, opts)
-	p.keyMu.Unlock()
+		res, _, err = p.c.Server.Create(ctx, opts)
+		return err
+	})
 	if err != nil {
-		if key != nil {
-			p.releaseKey(context.WithoutCancel(ctx), key.ID)
-		}
 		if hcloud.IsError(err, hcloud.ErrorCodeUniquenessError) {
 			// A server with this name appeared since the lookup: an
 			// earlier attempt of ours whose response was lost, or a
@@ -264,7 +254,7 @@ func (p *Provisioner) Provision(ctx context.Context, req provisioners.Request) (
 		return provisioners.Instance{}, p.classify("read server "+res.Server.Name, err)
 	}
 	inst := instanceFromServer(sv)
-	if pub == nil {
+	if !access.HasKey() {
 		inst.RootPassword = res.RootPassword
 	}
 	if inst.IPAddress == "" && inst.IPv6Address == "" {
@@ -367,7 +357,7 @@ func (p *Provisioner) wait(ctx context.Context, actions ...*hcloud.Action) error
 
 // ensureSSHKey returns the key object for pub: an existing one with the
 // same fingerprint (ours or the provider's), else a new labelled one.
-// Callers hold keyMu.
+// Called with the key lock of Keys.Create held.
 func (p *Provisioner) ensureSSHKey(ctx context.Context, pub ssh.PublicKey, line string) (*hcloud.SSHKey, error) {
 	fp := ssh.FingerprintLegacyMD5(pub)
 	k, _, err := p.c.SSHKey.GetByFingerprint(ctx, fp)
@@ -393,27 +383,41 @@ func (p *Provisioner) ensureSSHKey(ctx context.Context, pub ssh.PublicKey, line 
 	return k, nil
 }
 
-// releaseKey deletes an SSH key object the agent uploaded once no server
-// of the project references it. Keys without the managed label (uploaded
-// by the provider) are never deleted. Failures are logged: a leftover key
-// costs nothing and is retried with the next server using it.
-func (p *Provisioner) releaseKey(ctx context.Context, keyID int64) {
-	p.keyMu.Lock()
-	defer p.keyMu.Unlock()
-	users, err := p.c.Server.AllWithOpts(ctx, hcloud.ServerListOpts{ListOpts: hcloud.ListOpts{LabelSelector: LabelSSHKey + "=" + strconv.FormatInt(keyID, 10)}})
-	if err != nil {
-		p.log.Warn("could not check whether the SSH key is still used; keeping it", "key", keyID, "err", err)
-		return
-	}
-	if len(users) > 0 {
-		return
-	}
-	k, _, err := p.c.SSHKey.GetByID(ctx, keyID)
-	if err != nil || k == nil || k.Labels[LabelManaged] != "true" {
-		return
-	}
-	if _, err := p.c.SSHKey.Delete(ctx, k); err != nil && !hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
-		p.log.Warn("could not delete unused SSH key", "key", keyID, "err", err)
+// newKeys is how SSH key objects are kept on Hetzner: key ids are numbers,
+// the agent's own key objects carry the managed label, a server names its
+// key object in a label.
+func (p *Provisioner) newKeys() *cloudkit.Keys {
+	return &cloudkit.Keys{
+		Log: p.log,
+		Ensure: func(ctx context.Context, a cloudkit.Access) (string, error) {
+			k, err := p.ensureSSHKey(ctx, a.Key, a.Line)
+			if err != nil {
+				return "", err
+			}
+			return strconv.FormatInt(k.ID, 10), nil
+		},
+		InUse: func(ctx context.Context, keyID string) (bool, error) {
+			users, err := p.c.Server.AllWithOpts(ctx, hcloud.ServerListOpts{ListOpts: hcloud.ListOpts{LabelSelector: LabelSSHKey + "=" + keyID}})
+			return len(users) > 0, err
+		},
+		Own: func(ctx context.Context, keyID string) (bool, error) {
+			id, err := strconv.ParseInt(keyID, 10, 64)
+			if err != nil {
+				return false, err
+			}
+			k, _, err := p.c.SSHKey.GetByID(ctx, id)
+			return err == nil && k != nil && k.Labels[LabelManaged] == "true", err
+		},
+		Delete: func(ctx context.Context, keyID string) error {
+			id, err := strconv.ParseInt(keyID, 10, 64)
+			if err != nil {
+				return err
+			}
+			if _, err := p.c.SSHKey.Delete(ctx, &hcloud.SSHKey{ID: id}); err != nil && !hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
+				return err
+			}
+			return nil
+		},
 	}
 }
 
@@ -440,7 +444,7 @@ func (p *Provisioner) destroy(ctx context.Context, sv *hcloud.Server) error {
 	}
 	p.forget(sv.ID)
 	if id, err := strconv.ParseInt(sv.Labels[LabelSSHKey], 10, 64); err == nil && id > 0 {
-		p.releaseKey(ctx, id)
+		p.keys.Release(ctx, strconv.FormatInt(id, 10))
 	}
 	return nil
 }
