@@ -25,7 +25,7 @@ import (
 
 // HostScript prints the host's IPv4 interfaces, its default route and
 // whether it forwards IPv4, for ParseHost. POSIX sh, iproute2's JSON output.
-const HostScript = `ip -j -d addr show; echo '#'; ip -j -4 route show default; echo '#'; cat /proc/sys/net/ipv4/ip_forward`
+const HostScript = `ip -j -d addr show; echo '#'; ip -j -4 route show default; echo '#'; sysctl -n net.ipv4.ip_forward 2>/dev/null || cat /proc/sys/net/ipv4/ip_forward`
 
 // Iface is one interface with its IPv4 addresses.
 type Iface struct {

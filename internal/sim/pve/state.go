@@ -81,6 +81,24 @@ type Node struct {
 	Maintenance bool `json:"maintenance,omitempty"`
 	// PoweredOff: the node lost power (it boots when it comes back).
 	PoweredOff bool `json:"powered_off,omitempty"`
+	// Uplink is the interface of the default route and UplinkCIDR its
+	// address ("": eno1 with 203.0.113.<10·NodeID>/24, see NodeUplink).
+	Uplink     string `json:"uplink,omitempty"`
+	UplinkCIDR string `json:"uplink_cidr,omitempty"`
+	// Forwarding is net.ipv4.ip_forward (sysctl).
+	Forwarding bool `json:"forwarding,omitempty"`
+}
+
+// NodeUplink is the node's default-route interface and its address.
+func (n *Node) NodeUplink() (name, cidr string) {
+	name, cidr = n.Uplink, n.UplinkCIDR
+	if name == "" {
+		name = "eno1"
+	}
+	if cidr == "" {
+		cidr = fmt.Sprintf("203.0.113.%d/24", 10*max(n.NodeID, 1)%250)
+	}
+	return name, cidr
 }
 
 // Bridge is a Linux bridge on a node with the network behind it: guests

@@ -1,5 +1,6 @@
 // Package pvecli simulates the command line tools of a Proxmox VE node —
-// qm, pveum, pvesh, pvesm, pveversion — and libguestfs' virt-customize, on
+// qm, pveum, pvesh, pvesm, pveversion — libguestfs' virt-customize, and
+// iproute2's ip and procps' sysctl for the node's network, on
 // top of the shared simulated cluster state (internal/sim/pve). One
 // multi-call binary (cmd/pve-host-sim) is installed as symlinks in a bin
 // directory that a test sshd session has on its PATH, so `dc-agent setup
@@ -32,7 +33,7 @@ import (
 )
 
 // Tools are the command names the binary answers to.
-var Tools = []string{"qm", "pveum", "pvesh", "pvesm", "pveversion", "virt-customize"}
+var Tools = []string{"qm", "pveum", "pvesh", "pvesm", "pveversion", "virt-customize", "ip", "sysctl"}
 
 // Environment variables the tools read.
 const (
@@ -103,6 +104,10 @@ func Main(argv []string, env Env) int {
 		return c.pveversion(args)
 	case "virt-customize":
 		return c.virtCustomize(args)
+	case "ip":
+		return c.ip(args)
+	case "sysctl":
+		return c.sysctl(args)
 	}
 	return 2
 }
