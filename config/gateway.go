@@ -27,9 +27,9 @@ type GatewayConfig struct {
 	GWPrefix string `toml:"gw_prefix,omitempty"`
 	// PortRangeStart..PortRangeEnd (inclusive) is cut into blocks of
 	// PortsPerVM public ports, one block per VM.
-	PortRangeStart int `toml:"port_range_start,omitempty"`
-	PortRangeEnd   int `toml:"port_range_end,omitempty"`
-	PortsPerVM     int `toml:"ports_per_vm,omitempty"`
+	PortRangeStart int `toml:"port_range_start,omitempty,omitzero"`
+	PortRangeEnd   int `toml:"port_range_end,omitempty,omitzero"`
+	PortsPerVM     int `toml:"ports_per_vm,omitempty,omitzero"`
 	// CaddySitesDir holds one <slug>.caddy file per VM, imported by the
 	// wildcard site of Caddyfile.
 	CaddySitesDir string `toml:"caddy_sites_dir,omitempty"`

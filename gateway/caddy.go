@@ -182,6 +182,10 @@ func (c *caddySites) reload(ctx context.Context) error {
 
 // importsDir reports whether a Caddyfile imports the sites directory
 // (`import <dir>/*.caddy`), without which the routes are never loaded.
+// ImportsSites reports whether a Caddyfile imports dir/*.caddy, the
+// per-VM site files.
+func ImportsSites(caddyfile []byte, dir string) bool { return importsDir(caddyfile, dir) }
+
 func importsDir(caddyfile []byte, dir string) bool {
 	want := filepath.Join(dir, "*.caddy")
 	for _, line := range strings.Split(string(caddyfile), "\n") {

@@ -43,6 +43,12 @@ type ProxmoxAnswers struct {
 	// the agent keeps it; a new agent gets a token of its own.
 	TokenID string
 
+	// GatewaySysctlFile keeps IPv4 forwarding on at the node's boot when
+	// the gateway is set up ("": DefaultGatewaySysctlFile).
+	GatewaySysctlFile string
+	// Gateway is the gateway chosen (the flow fills it in; nil: none).
+	Gateway *GatewayAnswer
+
 	// Delegation is the signed delegation (dcds1:...) to register without
 	// asking (the flow's registration step).
 	Delegation string
@@ -187,7 +193,7 @@ func NewProxmoxPlan(a ProxmoxAnswers, h *Host, d *Discovery) (*ProxmoxRun, error
 			AgentKeyPath: a.KeyPath, StateDir: a.StateDir, Pool: &a.Pool}, func() ProxmoxSettings {
 			return ProxmoxSettings{APIURL: a.ProxmoxAPIURL, TokenID: res.TokenID, TokenFile: a.TokenFile, Node: d.Node,
 				Storage: a.Storage, Bridge: a.Bridge, Pool: PVEPool, TLSFingerprint: d.TLSFingerprint, Templates: res.Templates, Default: a.Templates[0],
-				Cluster: res.Cluster, NodeTemplates: res.NodeTemplates}
+				Cluster: res.Cluster, NodeTemplates: res.NodeTemplates, Gateway: a.Gateway}
 		}).Run(ctx, r)
 	}
 	steps := append([]Step{KeyStep(a.KeyPath, run.Key)}, pxSteps...)

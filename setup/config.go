@@ -48,6 +48,8 @@ type ProxmoxSettings struct {
 	// (node_templates, by image name).
 	Cluster       bool
 	NodeTemplates map[string]map[string]int
+	// Gateway is the gateway chosen (nil: [gateway] stays as it is).
+	Gateway *GatewayAnswer
 }
 
 // LoadForUpdate reads an existing config to update it in place: a valid
@@ -144,6 +146,7 @@ func setPool(cfg *config.Config, p Pool) {
 // nothing more (a new one, or one holding a secret inline, is 0600), so a
 // re-run of setup never locks the service out of its config.
 func writeConfig(path string, old []byte, cfg *config.Config) (summary string, changed bool, err error) {
+	cfg = withoutGatewayDefaults(cfg)
 	data, err := config.Marshal(cfg)
 	if err != nil {
 		return "", false, err
@@ -208,6 +211,7 @@ func applyProxmox(cfg *config.Config, s ProxmoxSettings) string {
 	if s.Cluster {
 		p.Nodes = config.ProxmoxNodes{config.NodesAuto}
 	}
+	applyGateway(cfg, s.Gateway, true)
 	for name, copies := range s.NodeTemplates {
 		if len(copies) == 0 {
 			delete(p.NodeTemplates, name)

@@ -23,7 +23,8 @@ import (
 // end. A Flow runs
 //
 //	prerequisites → API → SSH → host key → connect + discover → choices →
-//	node plan (key, templates, token, config) → registration → service
+//	gateway? → node plan (key, templates, token, config) → registration →
+//	gateway (private bridge, chosen) → service
 //
 // and asks its UI only what it cannot know: `setup proxmox --no-tui`
 // answers from flags, the wizard from its screens, the accessible mode from
@@ -43,6 +44,7 @@ const (
 	PhaseNode     Phase = "node"     // agent key, templates, API token, config
 	PhaseRegister Phase = "register" // make the API accept the agent key
 	PhaseService  Phase = "service"  // install and start the service
+	// PhaseGateway (gateway.go) runs between register and service.
 )
 
 // Stage is how far the flow got: what is done when it stops.
@@ -236,6 +238,11 @@ type FlowOptions struct {
 	// Cloud prefills a cloud backend's answers: Endpoint (the cloud
 	// API's URL, "" the real one) and Region.
 	Cloud CloudAnswers
+	// Gateway answers the gateway question without asking (flags): Use
+	// with DCID and PublicIP ("": the node's public address), or !Use to
+	// decline silently. nil: a GatewayUI is asked when the bridge is
+	// private.
+	Gateway *GatewayAnswer
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
 }
@@ -286,6 +293,9 @@ type Flow struct {
 	reqCode string
 	reqFile string
 	svc     service.Result
+	// The gateway question's answer (gwAsked: it was asked).
+	gw      GatewayAnswer
+	gwAsked bool
 }
 
 // NewFlow prepares a flow for ui.
@@ -360,8 +370,8 @@ func (f *Flow) Run(ctx context.Context) error {
 		run func(context.Context) error
 		on  func() bool
 	}{{f.prerequisites, always}, {f.askAPI, always}, {f.askBackend, f.AsksBackend},
-		{f.connect, px}, {f.choose, px}, {f.setUpNode, px}, {f.askCloud, cloud}, {f.setUpCloud, cloud},
-		{f.register, always}, {f.installService, always}}
+		{f.connect, px}, {f.choose, px}, {f.askGateway, f.asksGateway}, {f.setUpNode, px}, {f.askCloud, cloud}, {f.setUpCloud, cloud},
+		{f.register, always}, {f.setUpGateway, f.wantsGateway}, {f.installService, always}}
 	for i := 0; i < len(stages); {
 		if !stages[i].on() {
 			i++
@@ -404,6 +414,16 @@ func (f *Flow) checkPrefill() error {
 	if f.o.SetupToken != "" {
 		if err := CheckSetupToken(f.o.SetupToken); err != nil {
 			return answerErr("setup-token", err)
+		}
+	}
+	if g := f.o.Gateway; g != nil && g.Use {
+		if err := CheckGatewayDCID(g.DCID); err != nil {
+			return answerErr("gateway-dc-id", err)
+		}
+		if g.PublicIP != "" {
+			if err := CheckGatewayPublicIP(g.PublicIP); err != nil {
+				return answerErr("gateway-public-ip", err)
+			}
 		}
 	}
 	r := f.o.Request
@@ -782,7 +802,15 @@ func (f *Flow) askTokenAgain(ctx context.Context, runPlan func(context.Context) 
 
 func (f *Flow) runNodePlan(ctx context.Context) error {
 	return f.runPlan(ctx, PhaseNode, func() (*Plan, error) {
-		run, err := NewProxmoxPlan(f.answers(), f.host, f.discovery())
+		ans := f.answers()
+		if f.wantsGateway() {
+			g, err := f.resolveGateway(ctx)
+			if err != nil {
+				return nil, err
+			}
+			ans.Gateway = &g
+		}
+		run, err := NewProxmoxPlan(ans, f.host, f.discovery())
 		if err != nil {
 			return nil, err
 		}

@@ -1,13 +1,21 @@
 package setup
 
 import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"net/url"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/decent-stuff/dc-agent/config"
+	"github.com/decent-stuff/dc-agent/dcapi"
+	"github.com/decent-stuff/dc-agent/gateway"
 )
 
 // GatewayOffer is setup's proposal of a [gateway] (docs/gateway.md) when
@@ -69,7 +77,7 @@ func (o GatewayOffer) Text(configPath string) string {
 // gatewayHint is the offer for the hint at the end of setup, or "" when
 // the bridge is public, unknown, or a [gateway] is configured already.
 func (f *Flow) gatewayHint() string {
-	if f.disc == nil {
+	if f.disc == nil || f.o.Gateway != nil || f.gwAsked && f.gw.Use {
 		return ""
 	}
 	o, ok := f.disc.GatewayOffer(f.ans.Bridge, f.ans.ProxmoxAPIURL)
@@ -80,4 +88,568 @@ func (f *Flow) gatewayHint() string {
 		return ""
 	}
 	return "\n\n" + o.Text(f.ans.ConfigPath)
+}
+
+// The gateway step of the flow. When the chosen bridge is private (the
+// offer above), a GatewayUI is asked whether to use the gateway (dc_id,
+// public_ip); --no-tui answers from flags. Chosen, the gateway plan runs
+// after the registration (the dc_id is registered with the agent's key):
+// it checks the node's network over SSH, installs Caddy, the sites
+// directory, the Caddyfile and persistent IPv4 forwarding on the node,
+// registers the dc_id, and writes [gateway] into the config last, so the
+// agent never opens a gateway whose host is not ready.
+
+// PhaseGateway sets up the gateway on the node.
+const PhaseGateway Phase = "gateway"
+
+// GatewayUI is a front end that offers the gateway when the VMs' bridge
+// is private. A UI without it is not asked: the end hint shows the offer.
+type GatewayUI interface {
+	Gateway(ctx context.Context, q GatewayQuestion) (GatewayAnswer, error)
+}
+
+// GatewayAnswer is whether to use the gateway, and its dc_id and public_ip.
+type GatewayAnswer struct {
+	Use      bool
+	DCID     string
+	PublicIP string
+}
+
+// GatewayQuestion offers the gateway: the bridge found private, the
+// prefill, and (Elsewhere) why it cannot work from this machine.
+type GatewayQuestion struct {
+	Offer      GatewayOffer
+	Answer     GatewayAnswer
+	ConfigPath string
+	// Elsewhere says that the agent will not run on the node, and what to
+	// do ("" when it does, or when that is unknown).
+	Elsewhere string
+	Err       error
+}
+
+// DefaultGatewaySysctlFile keeps net.ipv4.ip_forward = 1 on the node.
+const DefaultGatewaySysctlFile = "/etc/sysctl.d/99-dc-gateway.conf"
+
+// caddyStorageDir is where the gateway's Caddy keeps its certificates
+// (Debian's caddy user's home).
+const caddyStorageDir = "/var/lib/caddy"
+
+// CheckGatewayDCID checks a dc_id as the config does (2-20 of a-z 0-9 -).
+func CheckGatewayDCID(id string) error {
+	return checkGatewayKey(config.GatewayConfig{DCID: id, PublicIP: "192.0.2.1"}, "dc_id")
+}
+
+// CheckGatewayPublicIP checks public_ip as the config does (IPv4).
+func CheckGatewayPublicIP(ip string) error {
+	return checkGatewayKey(config.GatewayConfig{DCID: "dc", PublicIP: ip}, "public_ip")
+}
+
+func checkGatewayKey(g config.GatewayConfig, key string) error {
+	g.ApplyDefaults()
+	for _, m := range g.Validate(func(string, ...any) {}) {
+		if strings.Contains(m, "gateway."+key) {
+			return errors.New(strings.TrimPrefix(m, "gateway."))
+		}
+	}
+	return nil
+}
+
+// CheckGatewayAnswer checks a chosen gateway's dc_id and public_ip.
+func CheckGatewayAnswer(a GatewayAnswer) error {
+	if !a.Use {
+		return nil
+	}
+	if err := CheckGatewayDCID(a.DCID); err != nil {
+		return &AnswerError{Field: "gateway-dc-id", Err: err}
+	}
+	if err := CheckGatewayPublicIP(a.PublicIP); err != nil {
+		return &AnswerError{Field: "gateway-public-ip", Err: err}
+	}
+	return nil
+}
+
+// RegisterGateway claims dcID for the provider with the agent's client,
+// as setup does; a dc_id of another provider is refused with the fix.
+func RegisterGateway(ctx context.Context, c *dcapi.Client, dcID string) (dcapi.GatewayRegistration, error) {
+	reg, err := c.RegisterGateway(ctx, dcID)
+	switch {
+	case err != nil && strings.Contains(err.Error(), "different provider"):
+		return reg, Fixf("choose another dc_id (--gateway-dc-id, or go back to the gateway question)",
+			"dc_id %q is registered to another provider", dcID)
+	case err != nil && dcapi.IsAuth(err):
+		return reg, WithFix(fmt.Errorf("register gateway dc_id %q: %w", dcID, err),
+			"the agent needs the dns_manage permission: register it with a setup token, or a delegation that grants dns_manage")
+	case err != nil:
+		return reg, fmt.Errorf("register gateway dc_id %q: %w", dcID, err)
+	}
+	return reg, nil
+}
+
+// gatewayOffer is the offer for the chosen bridge (ok false: none).
+func (f *Flow) gatewayOffer() (GatewayOffer, bool) {
+	d, a := f.discovery(), f.answers()
+	if d == nil {
+		return GatewayOffer{}, false
+	}
+	return d.GatewayOffer(a.Bridge, a.ProxmoxAPIURL)
+}
+
+// asksGateway: a GatewayUI is asked when the bridge is private and no
+// flag answered.
+func (f *Flow) asksGateway() bool {
+	_, ui := f.ui.(GatewayUI)
+	_, ok := f.gatewayOffer()
+	return f.backend == config.TypeProxmox && ui && f.o.Gateway == nil && ok
+}
+
+// gatewayAnswer is the gateway chosen: asked, or from the flags.
+func (f *Flow) gatewayAnswer() GatewayAnswer {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.gwAsked {
+		return f.gw
+	}
+	if f.o.Gateway != nil {
+		return *f.o.Gateway
+	}
+	return GatewayAnswer{}
+}
+
+func (f *Flow) wantsGateway() bool {
+	return f.backend == config.TypeProxmox && f.gatewayAnswer().Use
+}
+
+// oldGateway is the existing config's [gateway] (defaults applied), or
+// the defaults.
+func (f *Flow) oldGateway() config.GatewayConfig {
+	var g config.GatewayConfig
+	if f.existing != nil && f.existing.Gateway != nil {
+		g = *f.existing.Gateway
+	}
+	g.ApplyDefaults()
+	return g
+}
+
+// nodeNetwork runs gateway.HostScript on the node (r nil: quietly).
+func (f *Flow) nodeNetwork(ctx context.Context, r *Reporter) (gateway.Host, error) {
+	res, err := f.host.Run(ctx, r, Cmd{Args: []string{"sh", "-c", gateway.HostScript}, Quiet: true})
+	if err != nil {
+		return gateway.Host{}, fmt.Errorf("read the node's network: %w", err)
+	}
+	return gateway.ParseHost(res.Stdout)
+}
+
+// gatewayPrefill is the question's prefill: the config's [gateway], the
+// flags, the node's address as setup reached it when public, else the
+// address of the node's default-route interface when public.
+func (f *Flow) gatewayPrefill(o GatewayOffer, node *gateway.Host) GatewayAnswer {
+	a := GatewayAnswer{}
+	if f.existing != nil && f.existing.Gateway != nil {
+		a = GatewayAnswer{Use: true, DCID: f.existing.Gateway.DCID, PublicIP: f.existing.Gateway.PublicIP}
+	}
+	if a.PublicIP == "" && o.PublicIP.IsValid() {
+		a.PublicIP = o.PublicIP.String()
+	}
+	if a.PublicIP == "" && node != nil {
+		if ip, ok := node.PublicIPv4(); ok {
+			a.PublicIP = ip.String()
+		}
+	}
+	return a
+}
+
+// askGateway offers the gateway for the private bridge.
+func (f *Flow) askGateway(ctx context.Context) error {
+	o, _ := f.gatewayOffer()
+	var node *gateway.Host
+	if h, err := f.nodeNetwork(ctx, nil); err == nil {
+		node = &h
+	}
+	q := GatewayQuestion{Offer: o, Answer: f.gatewayPrefill(o, node), ConfigPath: f.answers().ConfigPath}
+	if f.gwAsked {
+		q.Answer = f.gatewayAnswer()
+	}
+	if node != nil {
+		if on, why := agentOnNode(ctx, f.ssh.Host, *node); !on {
+			q.Elsewhere = why
+		}
+	}
+	for {
+		a, err := f.ui.(GatewayUI).Gateway(ctx, q)
+		if err != nil {
+			return err
+		}
+		a.DCID, a.PublicIP = strings.TrimSpace(a.DCID), strings.TrimSpace(a.PublicIP)
+		q.Answer = a
+		if q.Err = CheckGatewayAnswer(a); q.Err != nil {
+			continue
+		}
+		f.mu.Lock()
+		f.gw, f.gwAsked = a, true
+		f.mu.Unlock()
+		return nil
+	}
+}
+
+// agentOnNode says whether the agent set up here runs on the node: setup
+// installs it on this machine, so the node must be this machine (reached
+// on a loopback or an own address, or sharing an address with it).
+func agentOnNode(ctx context.Context, sshHost string, node gateway.Host) (bool, string) {
+	local, err := gateway.LocalHost(ctx)
+	if err != nil {
+		return true, "" // unknown: the check on the node decides
+	}
+	var addrs []netip.Addr
+	if ip, err := netip.ParseAddr(sshHost); err == nil {
+		addrs = append(addrs, ip)
+	} else if ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", sshHost); err == nil {
+		addrs = ips
+	}
+	return sameMachine(addrs, local, node), fmt.Sprintf("the agent will run on this machine, which is not the node %s: the gateway forwards from the host the agent runs on, so it must run on the node", sshHost)
+}
+
+// sameMachine: the node, reached at addrs, is the machine whose network is
+// local.
+func sameMachine(addrs []netip.Addr, local, node gateway.Host) bool {
+	has := func(h gateway.Host, ip netip.Addr) bool {
+		for _, ifc := range h.Ifaces {
+			for _, a := range ifc.Addrs {
+				if a.Addr() == ip.Unmap() {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for _, ip := range addrs {
+		if ip.IsLoopback() || has(local, ip) {
+			return true
+		}
+	}
+	for _, ifc := range node.Ifaces {
+		for _, a := range ifc.Addrs {
+			if !a.Addr().IsLoopback() && has(local, a.Addr()) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// elsewhereFix is what to do when the agent would not run on the node.
+const elsewhereFix = "run dc-agent setup on the Proxmox node itself (dc-agent setup proxmox --host localhost), or set up without the gateway (--no-gateway) and give the VMs public addresses"
+
+// resolveGateway is the chosen gateway, its public_ip filled in from the
+// node when the flags gave none.
+func (f *Flow) resolveGateway(ctx context.Context) (GatewayAnswer, error) {
+	a := f.gatewayAnswer()
+	if a.PublicIP == "" {
+		o, _ := f.gatewayOffer()
+		var node *gateway.Host
+		if h, err := f.nodeNetwork(ctx, nil); err == nil {
+			node = &h
+		}
+		if a.PublicIP = f.gatewayPrefill(o, node).PublicIP; a.PublicIP == "" {
+			return a, &AnswerError{Field: "gateway-public-ip", Err: errors.New("required: the node has no public address of its own (behind 1:1 NAT, give the NAT's public IPv4)")}
+		}
+	}
+	return a, CheckGatewayAnswer(a)
+}
+
+// setUpGateway runs the gateway plan (when chosen).
+func (f *Flow) setUpGateway(ctx context.Context) error {
+	return f.runPlan(ctx, PhaseGateway, func() (*Plan, error) {
+		a, err := f.resolveGateway(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return f.gatewayPlan(a), nil
+	})
+}
+
+// gatewayPlan: check, Caddy, sites dir, Caddyfile, forwarding, dc_id, config.
+func (f *Flow) gatewayPlan(a GatewayAnswer) *Plan {
+	ans := f.answers()
+	gw := f.oldGateway()
+	gw.DCID, gw.PublicIP = a.DCID, a.PublicIP
+	sysctlFile := cmp.Or(ans.GatewaySysctlFile, DefaultGatewaySysctlFile)
+	var node gateway.Host
+	h := f.host
+	steps := []Step{
+		{ID: "gateway-check", Title: "Check the node's network for the gateway", Run: func(ctx context.Context, r *Reporter) error {
+			var err error
+			if node, err = f.nodeNetwork(ctx, r); err != nil {
+				return WithFix(err, "the node needs iproute2 (ip -j); check it, then re-run")
+			}
+			for _, fd := range gateway.CheckHost(node, gw, ans.Bridge, nil) {
+				switch {
+				case fd.Check == "gateway forwarding" && fd.Level == gateway.Fail:
+					r.Notef("IPv4 forwarding is off; it is turned on below")
+				case fd.Level == gateway.Fail:
+					return Fixf(fd.Fix, "%s", fd.Message)
+				case fd.Level == gateway.Warn:
+					r.Warn(fd.Message, fd.Fix)
+				default:
+					r.Notef("%s", fd.Message)
+				}
+			}
+			if on, why := agentOnNode(ctx, f.ssh.Host, node); !on {
+				return Fixf(elsewhereFix, "%s", why)
+			}
+			r.Skip("node routes %s; public_ip %s", ans.Bridge, gw.PublicIP)
+			return nil
+		}},
+		{ID: "caddy", Title: "Install Caddy", Run: func(ctx context.Context, r *Reporter) error {
+			res, err := h.Run(ctx, r, Cmd{Args: []string{"sh", "-c", "command -v caddy"}, Quiet: true, OK: []int{1, 127}})
+			if err != nil {
+				return err
+			}
+			if path := strings.TrimSpace(string(res.Stdout)); res.ExitCode == 0 && path != "" {
+				r.Skip("Caddy is installed (%s)", path)
+			} else {
+				if _, err := h.Run(ctx, r, Cmd{Args: []string{"env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "caddy"}, Timeout: 15 * time.Minute}); err != nil {
+					return WithFix(err, "install Caddy on the node (apt-get install caddy, see caddyserver.com/docs/install), then re-run")
+				}
+				r.Changed("installed Caddy (apt-get install caddy)")
+			}
+			mods, err := h.Run(ctx, r, Cmd{Args: []string{"caddy", "list-modules"}, Quiet: true})
+			if err == nil && !strings.Contains(string(mods.Stdout), "dns.providers.acmedns") {
+				r.Warn("this Caddy lacks the acmedns module: it cannot get the gateway's wildcard certificate",
+					"caddy add-package github.com/caddy-dns/acmedns, then restart Caddy (docs/gateway.md)")
+			}
+			return nil
+		}},
+		{ID: "caddy-sites", Title: "Create " + gw.CaddySitesDir, Run: func(ctx context.Context, r *Reporter) error {
+			res, err := h.Run(ctx, r, Cmd{Args: []string{"test", "-d", gw.CaddySitesDir}, OK: []int{1}})
+			if err != nil {
+				return err
+			}
+			if res.ExitCode == 0 {
+				r.Skip("%s exists", gw.CaddySitesDir)
+				return nil
+			}
+			if _, err := h.Run(ctx, r, Cmd{Args: []string{"mkdir", "-p", "-m", "0755", gw.CaddySitesDir}}); err != nil {
+				return err
+			}
+			r.Changed("created %s", gw.CaddySitesDir)
+			return nil
+		}},
+		{ID: "caddyfile", Title: "Write " + gw.Caddyfile, Run: func(ctx context.Context, r *Reporter) error {
+			return f.writeCaddyfile(ctx, r, gw)
+		}},
+		{ID: "forwarding", Title: "Keep IPv4 forwarding on", Run: func(ctx context.Context, r *Reporter) error {
+			changed, err := writeRemoteFile(ctx, h, r, sysctlFile, []byte("# Written by dc-agent setup: the gateway forwards the node's public ports to the VMs.\nnet.ipv4.ip_forward = 1\n"), "0644", false)
+			if err != nil {
+				return err
+			}
+			var did []string
+			if changed {
+				did = append(did, "wrote "+sysctlFile)
+			}
+			if !node.Forwarding {
+				if _, err := h.Run(ctx, r, Cmd{Args: []string{"sysctl", "-w", "net.ipv4.ip_forward=1"}}); err != nil {
+					return err
+				}
+				did = append(did, "turned forwarding on")
+			}
+			if len(did) == 0 {
+				r.Skip("forwarding is on and kept in %s", sysctlFile)
+			} else {
+				r.Changed("%s", strings.Join(did, "; "))
+			}
+			return nil
+		}},
+		{ID: "gateway-register", Title: "Register gateway " + gw.DCID, Run: func(ctx context.Context, r *Reporter) error {
+			return f.registerGateway(ctx, r, gw)
+		}},
+		gatewayConfigStep(ans.ConfigPath, a),
+	}
+	return &Plan{Steps: steps}
+}
+
+// gatewayEnvFile holds the acme-dns credentials for Caddy's unit
+// (EnvironmentFile=), beside the Caddyfile.
+func gatewayEnvFile(gw config.GatewayConfig) string {
+	return filepath.Join(filepath.Dir(gw.Caddyfile), "dc-gateway.env")
+}
+
+// registerGateway registers dc_id (once: the credentials file names it)
+// and keeps the acme-dns credentials for Caddy.
+func (f *Flow) registerGateway(ctx context.Context, r *Reporter, gw config.GatewayConfig) error {
+	env := gatewayEnvFile(gw)
+	head := "# acme-dns credentials of gateway " + gw.DCID + " (dc-agent setup; Caddy's EnvironmentFile)\n"
+	res, err := f.host.Run(ctx, r, Cmd{Args: []string{"sh", "-c", `[ -e "$1" ] || exit 3; cat -- "$1"`, "sh", env}, Secret: true, OK: []int{3}})
+	if err != nil {
+		return err
+	}
+	if res.ExitCode == 0 && strings.HasPrefix(string(res.Stdout), head) {
+		r.Skip("dc_id %s is registered; its acme-dns credentials are in %s", gw.DCID, env)
+		return nil
+	}
+	key := f.Summary().Key
+	if key == nil || key.Key == nil {
+		return errors.New("no agent key: the node plan did not run")
+	}
+	c, err := f.answers().Client(key.Key)
+	if err != nil {
+		return err
+	}
+	reg, err := RegisterGateway(ctx, c, gw.DCID)
+	if err != nil {
+		return err
+	}
+	body, err := gateway.CaddyEnv(reg)
+	if err != nil {
+		return err
+	}
+	if _, err := writeRemoteFile(ctx, f.host, r, env, append([]byte(head), body...), "0600", true); err != nil {
+		return err
+	}
+	r.Changed("registered dc_id %s (%s.%s.%s); acme-dns credentials in %s", gw.DCID, gw.DCID, gw.GWPrefix, gw.Domain, env)
+	return nil
+}
+
+// caddyfileHeader starts the Caddyfile the gateway writes.
+const caddyfileHeader = "# Caddy configuration of a Decent Cloud gateway, written by dc-agent."
+
+// debianCaddyfile marks the Caddyfile Debian's caddy package installs (a
+// welcome page on :80).
+const debianCaddyfile = "# The Caddyfile is an easy way to configure your Caddy web server."
+
+// writeCaddyfile writes the gateway's Caddyfile unless the node has one
+// of its own. A provider's own Caddyfile is not edited: where the import
+// belongs (which site, which global options) is theirs to decide, and a
+// wrong edit would take their sites down; one that imports the sites
+// directory is kept, one that does not is refused with the lines to add.
+func (f *Flow) writeCaddyfile(ctx context.Context, r *Reporter, gw config.GatewayConfig) error {
+	want := gateway.Caddyfile(gw, gateway.TLSAcmeDNS, caddyStorageDir)
+	res, err := f.host.Run(ctx, r, Cmd{Args: []string{"sh", "-c", `[ -e "$1" ] || exit 3; cat -- "$1"`, "sh", gw.Caddyfile}, Quiet: true, OK: []int{3}})
+	if err != nil {
+		return err
+	}
+	old := res.Stdout
+	switch {
+	case res.ExitCode == 0 && bytes.Equal(old, want):
+		r.Skip("%s is up to date", gw.Caddyfile)
+		return nil
+	case res.ExitCode == 0 && !bytes.HasPrefix(old, []byte(caddyfileHeader)) && !bytes.HasPrefix(old, []byte(debianCaddyfile)):
+		if gateway.ImportsSites(old, gw.CaddySitesDir) {
+			r.Skip("%s is your own and imports %s/*.caddy: kept as it is", gw.Caddyfile, gw.CaddySitesDir)
+			return nil
+		}
+		return Fixf(fmt.Sprintf("add `import %s/*.caddy` inside a site block for *.%s (with the acme-dns tls settings, docs/gateway.md), or move the file away so dc-agent writes its own, then re-run",
+			gw.CaddySitesDir, gw.Zone()),
+			"%s is your own Caddyfile and does not import %s/*.caddy; dc-agent does not edit it", gw.Caddyfile, gw.CaddySitesDir)
+	}
+	if _, err := writeRemoteFile(ctx, f.host, r, gw.Caddyfile, want, "0644", false); err != nil {
+		return err
+	}
+	switch {
+	case res.ExitCode != 0:
+		r.Changed("wrote %s (site *.%s, imports %s/*.caddy)", gw.Caddyfile, gw.Zone(), gw.CaddySitesDir)
+	case bytes.HasPrefix(old, []byte(debianCaddyfile)):
+		r.Changed("replaced the package's welcome-page %s (site *.%s, imports %s/*.caddy)", gw.Caddyfile, gw.Zone(), gw.CaddySitesDir)
+	default:
+		r.Changed("updated %s (site *.%s)", gw.Caddyfile, gw.Zone())
+	}
+	return nil
+}
+
+// writeRemoteFile makes path on the node hold data with mode, unless it
+// does already; secret content is read and written without showing it
+// (through stdin, never argv).
+func writeRemoteFile(ctx context.Context, h *Host, r *Reporter, path string, data []byte, mode string, secret bool) (bool, error) {
+	res, err := h.Run(ctx, r, Cmd{Args: []string{"sh", "-c", `[ -e "$1" ] || exit 3; cat -- "$1"`, "sh", path}, Quiet: true, Secret: secret, OK: []int{3}})
+	if err != nil {
+		return false, err
+	}
+	if res.ExitCode == 0 && bytes.Equal(res.Stdout, data) {
+		return false, nil
+	}
+	const script = `set -e; umask 077; mkdir -p "$(dirname "$1")"; cat > "$1.dc-new"; chmod "$2" "$1.dc-new"; mv -f "$1.dc-new" "$1"`
+	if _, err := h.Run(ctx, r, Cmd{Args: []string{"sh", "-c", script, "sh", path, mode}, Stdin: data, Secret: secret}); err != nil {
+		return false, WithFix(err, "the SSH user must be able to write "+path+" on the node (root)")
+	}
+	return true, nil
+}
+
+// applyGateway puts the chosen dc_id and public_ip into the config's
+// [gateway], keeping its other keys. The node plan's config step
+// (incomplete true) only completes a [gateway] that lacks them, so the
+// config it writes is valid; the gateway plan writes them last, once the
+// node is ready and the dc_id registered: a refused dc_id never lands in
+// the config.
+func applyGateway(cfg *config.Config, a *GatewayAnswer, incomplete bool) {
+	if a == nil || !a.Use {
+		return
+	}
+	g := cfg.Gateway
+	switch {
+	case g == nil && incomplete:
+		return
+	case g == nil:
+		g = &config.GatewayConfig{}
+		cfg.Gateway = g
+	case incomplete && g.DCID != "" && g.PublicIP != "":
+		return
+	}
+	g.DCID, g.PublicIP = a.DCID, a.PublicIP
+}
+
+// gatewayConfigStep writes the chosen [gateway] into the config.
+func gatewayConfigStep(path string, a GatewayAnswer) Step {
+	return Step{ID: "gateway-config", Title: "Write [gateway] into " + path, Run: func(ctx context.Context, r *Reporter) error {
+		cfg, old, err := LoadForUpdate(path)
+		if err != nil {
+			return err
+		}
+		applyGateway(cfg, &a, false)
+		draft, err := config.Marshal(cfg)
+		if err != nil {
+			return err
+		}
+		final, err := config.Parse(draft)
+		if err != nil {
+			return WithFix(fmt.Errorf("the config setup would write is invalid: %w", err), "correct the answers named above and re-run")
+		}
+		msg, changed, err := writeConfig(path, old, final)
+		if changed {
+			r.Changed("%s", msg)
+		} else if err == nil {
+			r.Skip("%s", msg)
+		}
+		return err
+	}}
+}
+
+// withoutGatewayDefaults is cfg with [gateway]'s default values left out,
+// so the file names only what differs (a copy: cfg is not changed).
+func withoutGatewayDefaults(cfg *config.Config) *config.Config {
+	if cfg.Gateway == nil {
+		return cfg
+	}
+	c, g := *cfg, *cfg.Gateway
+	var d config.GatewayConfig
+	d.ApplyDefaults()
+	clear := func(v *string, def string) {
+		if *v == def {
+			*v = ""
+		}
+	}
+	clearInt := func(v *int, def int) {
+		if *v == def {
+			*v = 0
+		}
+	}
+	clear(&g.Domain, d.Domain)
+	clear(&g.GWPrefix, d.GWPrefix)
+	clear(&g.CaddySitesDir, d.CaddySitesDir)
+	clear(&g.PortAllocationsPath, d.PortAllocationsPath)
+	clear(&g.Caddyfile, d.Caddyfile)
+	clear(&g.CaddyAdmin, d.CaddyAdmin)
+	clearInt(&g.PortRangeStart, d.PortRangeStart)
+	clearInt(&g.PortRangeEnd, d.PortRangeEnd)
+	clearInt(&g.PortsPerVM, d.PortsPerVM)
+	c.Gateway = &g
+	return &c
 }

@@ -216,6 +216,8 @@ type Cmd struct {
 	Quiet bool
 	// OK lists exit codes other than 0 that are not errors.
 	OK []int
+	// Stdin is the command's input (file contents, secrets: never argv).
+	Stdin []byte
 }
 
 // CmdResult is what a command produced.
@@ -269,6 +271,9 @@ func (h *Host) Run(ctx context.Context, r *Reporter, c Cmd) (CmdResult, error) {
 		return CmdResult{}, Fixf("re-run; if it persists, check the host's sshd (MaxSessions) and network", "open SSH session on %s: %w", h.Addr, err)
 	}
 	defer sess.Close()
+	if c.Stdin != nil {
+		sess.Stdin = bytes.NewReader(c.Stdin)
+	}
 	stdout, err := sess.StdoutPipe()
 	if err != nil {
 		return CmdResult{}, err
