@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -48,6 +49,8 @@ type setupProxmoxFlags struct {
 	rotateToken                                       bool
 	delegation, expires, label, permissions           string
 	setupToken                                        string
+	gatewayDCID, gatewayPublicIP, gatewaySysctlFile   string
+	noGateway                                         bool
 	verbose, yes, asJSON                              bool
 	timeout                                           time.Duration
 }
@@ -110,6 +113,10 @@ func (f *setupProxmoxFlags) bind(fl *pflag.FlagSet) {
 	host, _ := os.Hostname()
 	fl.StringVar(&f.label, "label", host, "label of the delegation request, shown on the dashboard")
 	fl.StringVar(&f.permissions, "permissions", strings.Join(identity.AllPermissions, ","), "permissions the delegation request asks for")
+	fl.StringVar(&f.gatewayDCID, "gateway-dc-id", "", "set up the gateway (a private bridge) with this dc_id: 2-20 of a-z 0-9 -, the VMs' names <slug>.<dc_id>.gw.decent-cloud.org")
+	fl.StringVar(&f.gatewayPublicIP, "gateway-public-ip", "", "the gateway's public IPv4, what tenants connect to (default: the node's public address; behind 1:1 NAT the NAT's)")
+	fl.BoolVar(&f.noGateway, "no-gateway", false, "do not set up the gateway, and do not offer it, on a private bridge")
+	fl.StringVar(&f.gatewaySysctlFile, "gateway-sysctl-file", setup.DefaultGatewaySysctlFile, "the file on the node that keeps IPv4 forwarding on for the gateway")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "show every remote command and its output")
 	fl.BoolVarP(&f.yes, "yes", "y", false, "do not ask before changing the node")
 	fl.BoolVar(&f.asJSON, "json", false, "print progress as JSON lines (one event each)")
@@ -124,7 +131,7 @@ func (f *setupProxmoxFlags) flowOptions(g *globals, stdin io.Reader) (setup.Flow
 	ans := setup.ProxmoxAnswers{ConfigPath: g.configPath, StateDir: f.stateDir, KeyPath: f.keyPath, TokenFile: f.tokenFile,
 		APIEndpoint: f.apiEndpoint, ProviderPubkey: f.providerPubkey, ProxmoxAPIURL: f.proxmoxAPIURL,
 		ImageMirror: f.imageMirror, ImageDir: f.imageDir, VMIDBase: f.vmidBase, RotateToken: f.rotateToken,
-		Storage: f.storage, Bridge: f.bridge, UserAgent: userAgent()}
+		Storage: f.storage, Bridge: f.bridge, UserAgent: userAgent(), GatewaySysctlFile: f.gatewaySysctlFile}
 	if f.templates != "" {
 		ts, err := setup.ParseTemplateList(f.templates)
 		if err != nil {
@@ -135,6 +142,14 @@ func (f *setupProxmoxFlags) flowOptions(g *globals, stdin io.Reader) (setup.Flow
 	o := setup.FlowOptions{Answers: ans, HostKeyFingerprint: f.hostKeyFP, Node: f.node,
 		SSH:     setup.SSHAnswer{Host: f.host, Port: f.port, User: f.user, IdentityFile: f.identityFile, PasswordFile: f.passwordFile},
 		Request: setup.DelegationAnswers{Permissions: f.permissions, Expires: f.expires, Label: f.label}}
+	switch {
+	case f.noGateway && (f.gatewayDCID != "" || f.gatewayPublicIP != ""):
+		return o, usagef("--no-gateway and --gateway-dc-id/--gateway-public-ip contradict each other; pass one")
+	case f.noGateway:
+		o.Gateway = &setup.GatewayAnswer{}
+	case f.gatewayDCID != "" || f.gatewayPublicIP != "":
+		o.Gateway = &setup.GatewayAnswer{Use: true, DCID: f.gatewayDCID, PublicIP: f.gatewayPublicIP}
+	}
 	if f.setupToken != "" {
 		if f.delegation != "" {
 			return o, usagef("--setup-token and --delegation are two ways to register; pass one")
@@ -274,6 +289,23 @@ func (u *cliUI) Choose(ctx context.Context, q setup.ChoiceQuestion) (setup.Choic
 		return u.prompts.Choose(ctx, q)
 	}
 	return c, q.Err // the flow names what is missing
+}
+
+// Gateway: on a terminal the prompts ask; without one the offer is
+// printed and setup goes on without the gateway (--gateway-dc-id sets it
+// up, --no-gateway declines without the offer).
+func (u *cliUI) Gateway(ctx context.Context, q setup.GatewayQuestion) (setup.GatewayAnswer, error) {
+	if u.prompts != nil {
+		return u.prompts.Gateway(ctx, q)
+	}
+	if !u.f.asJSON {
+		fmt.Fprintf(u.out, "\n%s\nOr re-run with --gateway-dc-id ID (and --gateway-public-ip, if not %s) to set it up; --no-gateway stops this note.\n",
+			q.Offer.Text(q.ConfigPath), cmp.Or(q.Answer.PublicIP, "the node's own address"))
+		if q.Elsewhere != "" {
+			fmt.Fprintf(u.out, "Note: %s.\n", q.Elsewhere)
+		}
+	}
+	return setup.GatewayAnswer{}, nil
 }
 
 func (u *cliUI) Delegate(_ context.Context, q setup.DelegationQuestion) (string, error) {

@@ -316,6 +316,33 @@ func (a *Prompts) Choose(_ context.Context, q setup.ChoiceQuestion) (setup.Choic
 	return c, err
 }
 
+// Gateway offers the gateway for a private bridge: use it, its dc_id and
+// public_ip (prefilled).
+func (a *Prompts) Gateway(_ context.Context, q setup.GatewayQuestion) (setup.GatewayAnswer, error) {
+	ans, o := q.Answer, q.Offer
+	if q.Err != nil {
+		return ans, q.Err
+	}
+	a.printf("\nThe VMs' bridge %s has a private subnet (%s, the node is %s): tenants cannot reach those addresses.\n", o.Bridge, o.Subnet, o.HostIP)
+	a.printf("A gateway forwards the node's public address to each VM (an SSH port, HTTPS by name; docs/gateway.md).\n")
+	if q.Elsewhere != "" {
+		a.printf("Note: %s.\n", q.Elsewhere)
+	}
+	use := ans.Use
+	if err := a.ask(huh.NewConfirm().Title("Use the gateway? (Caddy, IPv4 forwarding on the node; a name per VM)").Value(&use), "the gateway"); err != nil {
+		return ans, err
+	}
+	if ans.Use = use; !use {
+		return ans, nil
+	}
+	var err error
+	if ans.DCID, err = a.input("Gateway dc_id (2-20 of a-z 0-9 -; VM names <slug>.<dc_id>.gw.decent-cloud.org)", ans.DCID, setup.CheckGatewayDCID); err != nil {
+		return ans, err
+	}
+	ans.PublicIP, err = a.input("Gateway public IPv4 (what tenants connect to; behind 1:1 NAT the NAT's)", ans.PublicIP, setup.CheckGatewayPublicIP)
+	return ans, err
+}
+
 func (a *Prompts) Delegate(_ context.Context, q setup.DelegationQuestion) (string, error) {
 	if q.Err != nil {
 		return "", q.Err

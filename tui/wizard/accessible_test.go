@@ -59,7 +59,7 @@ func TestAccessibleWalk(t *testing.T) {
 	}}
 	var out bytes.Buffer
 	in := &lineReader{answers: lines(srv.URL, "2", "not-a-key", prov.Pubkey, "1", h.Host, strconv.Itoa(h.Port), h.User, h.ClientKeyFile,
-		"y", "", "", "0", "y", "dcds1:bad")}
+		"y", "", "", "0", "y", "n", "dcds1:bad")}
 	in.answers = append(in.answers, func() string {
 		for _, f := range strings.Fields(out.String()) {
 			if strings.HasPrefix(f, "dcdr1:") {
@@ -173,7 +173,7 @@ func TestAccessibleSetupToken(t *testing.T) {
 	}}
 	var out bytes.Buffer
 	in := &lineReader{answers: lines(srv.URL, "1", prov.Pubkey, srv.SetupToken(pool, time.Hour), "1", h.Host, strconv.Itoa(h.Port), h.User, h.ClientKeyFile,
-		"y", "", "", "0", "y")}
+		"y", "", "", "0", "y", "n")}
 	hint, err := RunAccessible(context.Background(), o, in, &out)
 	text := out.String()
 	if err != nil {
@@ -198,6 +198,60 @@ func TestAccessibleSetupToken(t *testing.T) {
 	}
 	if c.API.ProviderPubkey != prov.Pubkey || c.API.PoolID != pool.PoolID {
 		t.Fatalf("config [api]: %+v", c.API)
+	}
+	if t.Failed() {
+		t.Log(text)
+	}
+}
+
+// TestAccessibleGateway: on the node's private bridge the line prompts
+// offer the gateway, prefilled with the node's public address; a bad
+// dc_id is explained and asked again, and the gateway is set up on the
+// node at the paths the config names, registered with dc-api, and
+// written into the config.
+func TestAccessibleGateway(t *testing.T) {
+	h, images := startNode(t, "9.1.1")
+	srv := apitest.Start(t, apitest.WithProfile("live"), apitest.WithPublicURL("https://api.example.org"))
+	prov := srv.NewProvider("Acme")
+	pool := srv.NewPool(prov, "eu-proxmox", "europe", "proxmox")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "dc-agent.toml")
+	caddyfile, sites := filepath.Join(dir, "caddy", "Caddyfile"), filepath.Join(dir, "caddy", "sites")
+	if err := os.WriteFile(cfg, []byte("[gateway]\ncaddyfile = \""+caddyfile+"\"\ncaddy_sites_dir = \""+sites+"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o := Options{Flow: setup.FlowOptions{
+		Answers: setup.ProxmoxAnswers{ConfigPath: cfg, StateDir: filepath.Join(dir, "state"), ImageMirror: images.URL, ImageDir: filepath.Join(h.Dir, "images"),
+			GatewaySysctlFile: filepath.Join(dir, "sysctl.d", "99-dc-gateway.conf")},
+		Service: &service.Options{Root: filepath.Join(dir, "root")},
+	}}
+	var out bytes.Buffer
+	in := &lineReader{answers: lines(srv.URL, "1", srv.SetupToken(pool, time.Hour), "1", h.Host, strconv.Itoa(h.Port), h.User, h.ClientKeyFile,
+		"y", "", "", "0", "y", "y", "Bad_ID", "dc-dumb", "")}
+	hint, err := RunAccessible(context.Background(), o, in, &out)
+	text := out.String()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, text)
+	}
+	for _, want := range []string{"The VMs' bridge vmbr0 has a private subnet (10.99.0.0/24", "Use the gateway?", "[203.0.113.10]",
+		"dc_id \"Bad_ID\" is not usable in DNS", "Check the node's network for the gateway", "Register gateway dc-dumb: registered dc_id dc-dumb",
+		"Write [gateway] into " + cfg, "dc-agent is set up"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the output lacks %q", want)
+		}
+	}
+	if strings.Contains(hint, "[gateway]") {
+		t.Errorf("the hint still offers the gateway: %q", hint)
+	}
+	c, err := config.Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := c.Gateway; g == nil || g.DCID != "dc-dumb" || g.PublicIP != "203.0.113.10" || g.Caddyfile != caddyfile {
+		t.Fatalf("[gateway] %+v", c.Gateway)
+	}
+	if b, err := os.ReadFile(caddyfile); err != nil || !strings.Contains(string(b), "import "+sites+"/*.caddy") {
+		t.Fatalf("Caddyfile: %v %q", err, b)
 	}
 	if t.Failed() {
 		t.Log(text)
