@@ -28,7 +28,9 @@ type GatewayOffer struct {
 	Subnet netip.Prefix
 	HostIP netip.Addr
 	// PublicIP is the node's address as setup reached it, when that is a
-	// public IPv4 (invalid otherwise: behind NAT the provider knows it).
+	// public IPv4, else (in the flow's question) the public address of the
+	// node's default-route interface; invalid otherwise (behind NAT the
+	// provider knows it).
 	PublicIP netip.Addr
 }
 
@@ -245,7 +247,8 @@ func (f *Flow) nodeNetwork(ctx context.Context, r *Reporter) (gateway.Host, erro
 func (f *Flow) gatewayPrefill(o GatewayOffer, node *gateway.Host) GatewayAnswer {
 	a := GatewayAnswer{}
 	if f.existing != nil && f.existing.Gateway != nil {
-		a = GatewayAnswer{Use: true, DCID: f.existing.Gateway.DCID, PublicIP: f.existing.Gateway.PublicIP}
+		g := f.existing.Gateway
+		a = GatewayAnswer{Use: g.DCID != "" && g.PublicIP != "", DCID: g.DCID, PublicIP: g.PublicIP}
 	}
 	if a.PublicIP == "" && o.PublicIP.IsValid() {
 		a.PublicIP = o.PublicIP.String()
@@ -266,6 +269,9 @@ func (f *Flow) askGateway(ctx context.Context) error {
 		node = &h
 	}
 	q := GatewayQuestion{Offer: o, Answer: f.gatewayPrefill(o, node), ConfigPath: f.answers().ConfigPath}
+	if node != nil && !q.Offer.PublicIP.IsValid() {
+		q.Offer.PublicIP, _ = node.PublicIPv4()
+	}
 	if f.gwAsked {
 		q.Answer = f.gatewayAnswer()
 	}

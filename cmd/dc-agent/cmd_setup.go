@@ -291,12 +291,18 @@ func (u *cliUI) Choose(ctx context.Context, q setup.ChoiceQuestion) (setup.Choic
 	return c, q.Err // the flow names what is missing
 }
 
-// Gateway: on a terminal the prompts ask; without one the offer is
-// printed and setup goes on without the gateway (--gateway-dc-id sets it
-// up, --no-gateway declines without the offer).
+// Gateway: on a terminal the prompts ask; without one a configured
+// gateway is kept (and checked again), else the offer is printed and setup
+// goes on without the gateway (--gateway-dc-id sets it up, --no-gateway
+// declines without the offer).
 func (u *cliUI) Gateway(ctx context.Context, q setup.GatewayQuestion) (setup.GatewayAnswer, error) {
-	if u.prompts != nil {
+	switch {
+	case u.prompts != nil:
 		return u.prompts.Gateway(ctx, q)
+	case q.Err != nil:
+		return q.Answer, q.Err
+	case q.Answer.Use:
+		return q.Answer, nil
 	}
 	if !u.f.asJSON {
 		fmt.Fprintf(u.out, "\n%s\nOr re-run with --gateway-dc-id ID (and --gateway-public-ip, if not %s) to set it up; --no-gateway stops this note.\n",

@@ -428,3 +428,100 @@ func imageSpecs() []pvehost.ImageSpec {
 	}
 	return specs
 }
+
+// TestSetupProxmoxGatewayFlags: --no-tui on the node's private bridge.
+// Without gateway flags setup prints the offer and goes on without it;
+// --gateway-dc-id sets it up (public_ip from the node, paths from the
+// config's [gateway], the dc_id registered with dc-api); --no-gateway
+// then neither offers nor changes it; bad or contradicting flags are
+// usage errors naming the flag.
+func TestSetupProxmoxGatewayFlags(t *testing.T) {
+	testutil.RequireBinary(t, "sshd")
+	w := startNodeWorld(t, "9.1.1", apitest.WithProfile("live"), apitest.WithPublicURL("https://api.example.org"))
+	h, srv := w.host, w.api
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "dc-agent.toml")
+	caddyfile, sites := filepath.Join(dir, "caddy", "Caddyfile"), filepath.Join(dir, "caddy", "sites")
+	if err := os.WriteFile(cfg, []byte("[gateway]\ncaddyfile = \""+caddyfile+"\"\ncaddy_sites_dir = \""+sites+"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tokenFile := filepath.Join(dir, "setup-token")
+	if err := os.WriteFile(tokenFile, []byte(srv.SetupToken(srv.NewPool(w.prov, "eu", "europe", "proxmox"), time.Hour)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sysctl := filepath.Join(dir, "sysctl.d", "99-dc-gateway.conf")
+	args := []string{"--no-tui", "--config", cfg, "setup", "proxmox",
+		"--host", h.Host, "--port", strconv.Itoa(h.Port), "--user", h.User, "--identity-file", h.ClientKeyFile,
+		"--host-key-fingerprint", h.HostKeyFingerprint(), "--api-endpoint", srv.URL, "--setup-token", "file:" + tokenFile,
+		"--image-mirror", w.images.URL, "--image-dir", filepath.Join(h.Dir, "images"), "--state-dir", filepath.Join(dir, "state"),
+		"--templates", "debian-12", "--gateway-sysctl-file", sysctl}
+
+	for _, bad := range []struct {
+		flags []string
+		want  string
+	}{
+		{[]string{"--gateway-dc-id", "Not_DNS"}, "--gateway-dc-id"},
+		{[]string{"--gateway-dc-id", "dc-cli", "--gateway-public-ip", "300.1.1.1"}, "--gateway-public-ip"},
+		{[]string{"--gateway-dc-id", "dc-cli", "--no-gateway"}, "--no-gateway and --gateway-dc-id"},
+	} {
+		if r := runSetup(t, dcAgent, nil, append(args, bad.flags...)...); r.code != exitUsage || !strings.Contains(r.err, bad.want) {
+			t.Fatalf("%v: code %d, stderr %q", bad.flags, r.code, r.err)
+		}
+	}
+
+	// Without the flags (and without [gateway]): the offer, and no gateway.
+	plain := t.TempDir()
+	plainToken := filepath.Join(plain, "setup-token")
+	if err := os.WriteFile(plainToken, []byte(srv.SetupToken(srv.NewPool(w.prov, "eu2", "europe", "proxmox"), time.Hour)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	plainArgs := append(without(without(without(args, "--config"), "--setup-token"), "--state-dir"), "--setup-token", "file:"+plainToken, "--state-dir", filepath.Join(plain, "state"))
+	r := runSetup(t, dcAgent, nil, append([]string{"--config", filepath.Join(plain, "dc-agent.toml")}, plainArgs...)...)
+	if r.code != 0 {
+		t.Fatalf("setup: %d\n%s\n%s", r.code, r.out, r.err)
+	}
+	for _, want := range []string{"The VMs' bridge vmbr0 has a private subnet (10.99.0.0/24", `public_ip = "203.0.113.10"`, "--gateway-dc-id ID"} {
+		if !strings.Contains(r.out, want) {
+			t.Errorf("the offer lacks %q:\n%s", want, r.out)
+		}
+	}
+	if strings.Contains(r.out, "Install Caddy") {
+		t.Fatalf("the gateway was set up unasked:\n%s", r.out)
+	}
+
+	// With --gateway-dc-id: set up, public_ip from the node.
+	r = runSetup(t, dcAgent, nil, append(args, "--gateway-dc-id", "dc-cli")...)
+	if r.code != 0 {
+		t.Fatalf("setup with the gateway: %d\n%s\n%s", r.code, r.out, r.err)
+	}
+	for _, want := range []string{"Check the node's network for the gateway", "Register gateway dc-cli", "registered dc_id dc-cli", "Write [gateway] into " + cfg} {
+		if !strings.Contains(r.out, want) {
+			t.Errorf("the output lacks %q:\n%s", want, r.out)
+		}
+	}
+	if strings.Contains(r.out, "has a private subnet") {
+		t.Errorf("the offer printed although the gateway was chosen:\n%s", r.out)
+	}
+	c, err := config.Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := c.Gateway; g == nil || g.DCID != "dc-cli" || g.PublicIP != "203.0.113.10" || g.CaddySitesDir != sites {
+		t.Fatalf("[gateway] %+v", c.Gateway)
+	}
+	for _, p := range []string{caddyfile, sysctl, filepath.Join(filepath.Dir(caddyfile), "dc-gateway.env")} {
+		if _, err := os.Stat(p); err != nil {
+			t.Error(err)
+		}
+	}
+
+	// --no-gateway: silent, and the config stays as it is.
+	before, _ := os.ReadFile(cfg)
+	r = runSetup(t, dcAgent, nil, append(args, "--no-gateway")...)
+	if r.code != 0 {
+		t.Fatalf("setup --no-gateway: %d\n%s\n%s", r.code, r.out, r.err)
+	}
+	if after, _ := os.ReadFile(cfg); !bytes.Equal(before, after) || strings.Contains(r.out, "private subnet") || strings.Contains(r.out, "Install Caddy") {
+		t.Errorf("--no-gateway changed the config or offered the gateway:\n%s", r.out)
+	}
+}
