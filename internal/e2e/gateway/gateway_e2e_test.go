@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -28,6 +29,7 @@ import (
 	"github.com/decent-stuff/dc-agent/gateway"
 	"github.com/decent-stuff/dc-agent/internal/e2e/e2eutil"
 	"github.com/decent-stuff/dc-agent/internal/testutil"
+	"github.com/decent-stuff/dc-agent/setup"
 )
 
 // The network (as gateway/netns_test.go's):
@@ -117,8 +119,12 @@ func newTestEnv(t *testing.T) *testEnv {
 
 	// dc-api listens in the host namespace, where the agent runs.
 	e.env = e2eutil.NewEnv(t, apitest.WithListen(e.host.Listen), apitest.WithPublicURL("https://api.example.org"))
-	// What setup does once per gateway host: claim the dc_id.
-	if _, err := e.env.API.Store.RegisterGateway(context.Background(), e.env.Provider.Pubkey, dcID, "https://api.example.org", time.Now().UnixNano()); err != nil {
+	// What setup does once per gateway host: claim the dc_id through the
+	// API with the agent's key (from the host namespace, where dc-api is).
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(_ context.Context, network, addr string) (net.Conn, error) {
+		return e.host.Dial(network, addr, 5*time.Second)
+	}}}
+	if _, err := setup.RegisterGateway(context.Background(), e.env.API.Client(e.env.Provider, e.env.AgentKey, dcapi.WithHTTPClient(hc)), dcID); err != nil {
 		t.Fatal(err)
 	}
 
