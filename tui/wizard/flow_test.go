@@ -47,6 +47,8 @@ func TestWizardFlowStopsAPlanOnCtrlC(t *testing.T) {
 	tm.Send(key("y"))
 	see("Node and choices")
 	tm.Send(key("enter"))
+	see("Use the gateway") // the node's bridge is private: no gateway
+	tm.Send(key("enter"))
 	hung := filepath.Join(h.StateDir, pvecli.HungFile)
 	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(10 * time.Millisecond) {
 		if _, err := os.Stat(hung); err == nil {

@@ -55,6 +55,10 @@ var (
 		return fmt.Sprintf("\n%s The API at %s accepts this agent for your provider.\nNext: install and start the dc-agent service.\n",
 			st.ok.Render(markOK), p.ans.APIEndpoint)
 	}}
+	gatewayDone = &progressKind{next: "install the service", back: true, note: func(p *progressScreen) string {
+		return fmt.Sprintf("\n%s The gateway is set up on the node and [gateway] is in %s.\nNext: install and start the dc-agent service.\n",
+			st.ok.Render(markOK), p.env.o.Flow.Answers.ConfigPath)
+	}}
 	serviceDone = &progressKind{next: "finish", note: func(p *progressScreen) string {
 		s := fmt.Sprintf("\n%s %s\n", st.ok.Render(markOK), p.rows[0].text)
 		if svc := p.env.o.Flow.Service; svc != nil && svc.Root != "" {

@@ -50,18 +50,20 @@ const (
 	scrCloud
 	scrHost
 	scrDiscovery
+	scrGateway
 	scrProgress
 	scrRequest
 	scrPaste
 	scrRegister
+	scrGatewaySetup
 	scrService
 	scrSummary
 	scrMonitor
 	numScreens = scrMonitor
 )
 
-var screenTitles = [...]string{"Welcome", "Decent Cloud API", "Backend", "Cloud account", "Proxmox host", "Node and choices", "Setting up the node",
-	"Delegation request", "Signed delegation", "Register", "Service", "Done", "Monitor"}
+var screenTitles = [...]string{"Welcome", "Decent Cloud API", "Backend", "Cloud account", "Proxmox host", "Node and choices", "Gateway", "Setting up the node",
+	"Delegation request", "Signed delegation", "Register", "Setting up the gateway", "Service", "Done", "Monitor"}
 
 // screen is one page of the wizard. It gets the flow's questions and
 // events, and keys, as messages; it answers by messages only.
@@ -102,6 +104,8 @@ type env struct {
 	method setup.RegistrationMethod
 	// backend is the backend screen's answer (config.TypeProxmox before).
 	backend string
+	// gateway: the flow offered the gateway (its screens count).
+	gateway bool
 }
 
 // title is how a screen or plan titled t is named on the chosen backend:
@@ -161,18 +165,20 @@ func New(o Options) *Model {
 	m.env = &env{ctx: m.ctx, now: o.Flow.Now, o: &m.o, backend: cmp.Or(o.Flow.Backend, config.TypeProxmox)}
 	m.summary = &summaryScreen{env: m.env}
 	m.screens = [numScreens]screen{
-		scrWelcome:   &welcomeScreen{env: m.env},
-		scrAPI:       newAPIScreen(m.env),
-		scrBackend:   &backendScreen{env: m.env},
-		scrCloud:     newCloudScreen(m.env),
-		scrHost:      newHostScreen(m.env),
-		scrDiscovery: &discoveryScreen{env: m.env},
-		scrProgress:  newProgressScreen(m.env, "Setting up the node", nodeDone),
-		scrRequest:   &requestScreen{},
-		scrPaste:     newPasteScreen(m.env),
-		scrRegister:  newProgressScreen(m.env, "Registering the agent", registerDone),
-		scrService:   newProgressScreen(m.env, "Installing the service", serviceDone),
-		scrSummary:   m.summary,
+		scrWelcome:      &welcomeScreen{env: m.env},
+		scrAPI:          newAPIScreen(m.env),
+		scrBackend:      &backendScreen{env: m.env},
+		scrCloud:        newCloudScreen(m.env),
+		scrHost:         newHostScreen(m.env),
+		scrDiscovery:    &discoveryScreen{env: m.env},
+		scrGateway:      newGatewayScreen(m.env),
+		scrProgress:     newProgressScreen(m.env, "Setting up the node", nodeDone),
+		scrRequest:      &requestScreen{},
+		scrPaste:        newPasteScreen(m.env),
+		scrRegister:     newProgressScreen(m.env, "Registering the agent", registerDone),
+		scrGatewaySetup: newProgressScreen(m.env, "Setting up the gateway", gatewayDone),
+		scrService:      newProgressScreen(m.env, "Installing the service", serviceDone),
+		scrSummary:      m.summary,
 	}
 	m.resize()
 	return m
@@ -282,6 +288,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, tea.Batch(m.ask(msg), m.listen())
 	case startedMsg:
 		m.running = true
+		m.env.gateway = m.env.gateway || msg.phase == setup.PhaseGateway
 		s := phaseScreen[msg.phase]
 		return m, tea.Batch(m.show(s), m.screens[s].update(msg), m.listen())
 	case eventMsg:
@@ -313,6 +320,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 
 var phaseScreen = map[setup.Phase]screenID{
 	setup.PhaseConnect: scrHost, setup.PhaseNode: scrProgress, setup.PhaseRegister: scrRegister, setup.PhaseService: scrService,
+	setup.PhaseGateway: scrGatewaySetup,
 }
 
 // ask opens the screen for the flow's question and hands it the question.
@@ -332,6 +340,9 @@ func (m *Model) ask(a askMsg) tea.Cmd {
 		s = scrHost
 	case setup.ChoiceQuestion:
 		s = scrDiscovery
+	case setup.GatewayQuestion:
+		s = scrGateway
+		m.env.gateway = true
 	case setup.DelegationQuestion:
 		s = scrRequest
 		if m.screens[scrPaste].(*pasteScreen).code == q.Code {
@@ -409,6 +420,8 @@ func (m *Model) position() string {
 		case s == scrCloud && m.env.backend == config.TypeProxmox:
 			continue
 		case (s == scrHost || s == scrDiscovery) && m.env.backend != config.TypeProxmox:
+			continue
+		case (s == scrGateway || s == scrGatewaySetup) && !m.env.gateway:
 			continue
 		}
 		n++
@@ -542,6 +555,10 @@ func (b *bridge) ConfirmHostKey(ctx context.Context, q setup.HostKeyQuestion) (b
 
 func (b *bridge) Choose(ctx context.Context, q setup.ChoiceQuestion) (setup.Choices, error) {
 	return askFor[setup.Choices](ctx, b, q)
+}
+
+func (b *bridge) Gateway(ctx context.Context, q setup.GatewayQuestion) (setup.GatewayAnswer, error) {
+	return askFor[setup.GatewayAnswer](ctx, b, q)
 }
 
 func (b *bridge) Delegate(ctx context.Context, q setup.DelegationQuestion) (string, error) {
