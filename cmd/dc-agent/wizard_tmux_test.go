@@ -158,6 +158,9 @@ func TestWizardEndToEndInTmux(t *testing.T) {
 	x.waitFor(30*time.Second, "5/11 Node and choices", "Storage for templates", "ubuntu-24.04", "set up the node")
 	x.snap("discovery")
 	x.key("Enter")
+	x.waitFor(10*time.Second, "5/11 Gateway", "Use the gateway", "private subnet") // vmbr0 is private: offered, declined
+	x.snap("gateway")
+	x.key("Enter")
 
 	x.waitFor(90*time.Second, "6/11 Setting up the node", "The node is ready")
 	x.snap("progress")
@@ -396,6 +399,8 @@ func TestWizardSetupTokenInTmux(t *testing.T) {
 	x.waitFor(10*time.Second, h.HostKeyFingerprint(), "pin and connect")
 	x.key("y")
 	x.waitFor(30*time.Second, "5/11 Node and choices", "set up the node")
+	x.key("Enter")
+	x.waitFor(10*time.Second, "5/11 Gateway", "Use the gateway")
 	x.key("Enter")
 
 	// The used token: the registration step fails, with the fix.

@@ -65,6 +65,7 @@ func (s *gatewayScreen) update(msg tea.Msg) tea.Cmd {
 			if a.Use {
 				a.DCID, a.PublicIP = s.fields[gwDCID].value(), s.fields[gwPublicIP].value()
 			}
+			s.env.gateway = a.Use
 			return answer(a, nil)
 		}
 		return cmd

@@ -104,7 +104,7 @@ type env struct {
 	method setup.RegistrationMethod
 	// backend is the backend screen's answer (config.TypeProxmox before).
 	backend string
-	// gateway: the flow offered the gateway (its screens count).
+	// gateway: the gateway is set up (its progress screen counts).
 	gateway bool
 }
 
@@ -342,7 +342,6 @@ func (m *Model) ask(a askMsg) tea.Cmd {
 		s = scrDiscovery
 	case setup.GatewayQuestion:
 		s = scrGateway
-		m.env.gateway = true
 	case setup.DelegationQuestion:
 		s = scrRequest
 		if m.screens[scrPaste].(*pasteScreen).code == q.Code {
@@ -410,7 +409,8 @@ func (m *Model) View() string {
 
 // position is "n/total" of the current screen on the path the provider
 // walks: the backend question only where the flow asks it, a cloud
-// account instead of the Proxmox host and node.
+// account instead of the Proxmox host and node, the gateway question as a
+// part of the node's choices, its setup only when chosen.
 func (m *Model) position() string {
 	n, pos := 0, 0
 	for s := range numScreens {
@@ -421,7 +421,13 @@ func (m *Model) position() string {
 			continue
 		case (s == scrHost || s == scrDiscovery) && m.env.backend != config.TypeProxmox:
 			continue
-		case (s == scrGateway || s == scrGatewaySetup) && !m.env.gateway:
+		case s == scrGateway:
+			// A part of the node's choices.
+			if m.screen == scrGateway {
+				pos = n
+			}
+			continue
+		case s == scrGatewaySetup && !m.env.gateway:
 			continue
 		}
 		n++
