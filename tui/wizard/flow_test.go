@@ -123,7 +123,7 @@ func TestWizardSetsUpTheGateway(t *testing.T) {
 	see("Node and choices")
 	tm.Send(key("enter"))
 	see("4/10 Gateway", "private subnet (10.99.0.0/24", "(•) no") // a part of the node's choices (4)
-	tm.Send(key(" ")) // yes: dc_id and the public IPv4, prefilled, show
+	tm.Send(key(" "))                                             // yes: dc_id and the public IPv4, prefilled, show
 	see("(•) yes", "203.0.113.10")
 	tm.Send(key("tab"))
 	tm.Send(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("dc-tea")})
