@@ -122,8 +122,10 @@ func TestWizardSetsUpTheGateway(t *testing.T) {
 	tm.Send(key("y"))
 	see("Node and choices")
 	tm.Send(key("enter"))
-	see("4/10 Gateway", "private subnet (10.99.0.0/24", "(•) no") // a part of the node's choices (4)
-	tm.Send(key(" "))                                             // yes: dc_id and the public IPv4, prefilled, show
+	// A part of the node's choices (4); yes shows dc_id and the public
+	// IPv4, prefilled.
+	see("4/10 Gateway", "private subnet (10.99.0.0/24", "(•) no")
+	tm.Send(key(" "))
 	see("(•) yes", "203.0.113.10")
 	tm.Send(key("tab"))
 	tm.Send(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("dc-tea")})
