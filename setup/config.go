@@ -101,38 +101,46 @@ func ConfigStep(a ConfigAnswers, px func() ProxmoxSettings) Step {
 // provider ("" if none).
 func ConfigStepWith(a ConfigAnswers, apply func(*config.Config) string) Step {
 	return Step{ID: "config", Title: "Write " + a.Path, Run: func(ctx context.Context, r *Reporter) error {
-		cfg, old, err := LoadForUpdate(a.Path)
-		if err != nil {
-			return err
-		}
-		cfg.API.Endpoint = a.APIEndpoint
-		cfg.API.ProviderPubkey = a.ProviderPubkey
-		cfg.API.AgentSecretKey = a.AgentKeyPath
-		if a.Pool != nil {
-			setPool(cfg, *a.Pool)
-		}
-		if a.StateDir != "" {
-			cfg.Agent.StateDir = a.StateDir
-		}
-		if note := apply(cfg); note != "" {
-			r.Notef("%s", note)
-		}
-		draft, err := config.Marshal(cfg)
-		if err != nil {
-			return err
-		}
-		final, err := config.Parse(draft)
-		if err != nil {
-			return WithFix(fmt.Errorf("the config setup would write is invalid: %w", err), "correct the answers named above and re-run")
-		}
-		msg, changed, err := writeConfig(a.Path, old, final)
-		if changed {
-			r.Changed("%s", msg)
-		} else if err == nil {
-			r.Skip("%s", msg)
-		}
-		return err
+		return updateConfig(r, a.Path, func(cfg *config.Config) {
+			cfg.API.Endpoint = a.APIEndpoint
+			cfg.API.ProviderPubkey = a.ProviderPubkey
+			cfg.API.AgentSecretKey = a.AgentKeyPath
+			if a.Pool != nil {
+				setPool(cfg, *a.Pool)
+			}
+			if a.StateDir != "" {
+				cfg.Agent.StateDir = a.StateDir
+			}
+			if note := apply(cfg); note != "" {
+				r.Notef("%s", note)
+			}
+		})
 	}}
+}
+
+// updateConfig changes the config at path in place (change sets what setup
+// owns), checks the result and writes it when it differs.
+func updateConfig(r *Reporter, path string, change func(*config.Config)) error {
+	cfg, old, err := LoadForUpdate(path)
+	if err != nil {
+		return err
+	}
+	change(cfg)
+	draft, err := config.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	final, err := config.Parse(draft)
+	if err != nil {
+		return WithFix(fmt.Errorf("the config setup would write is invalid: %w", err), "correct the answers named above and re-run")
+	}
+	msg, changed, err := writeConfig(path, old, final)
+	if changed {
+		r.Changed("%s", msg)
+	} else if err == nil {
+		r.Skip("%s", msg)
+	}
+	return err
 }
 
 func setPool(cfg *config.Config, p Pool) {

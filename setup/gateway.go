@@ -605,26 +605,7 @@ func applyGateway(cfg *config.Config, a *GatewayAnswer, incomplete bool) {
 // gatewayConfigStep writes the chosen [gateway] into the config.
 func gatewayConfigStep(path string, a GatewayAnswer) Step {
 	return Step{ID: "gateway-config", Title: "Write [gateway] into " + path, Run: func(ctx context.Context, r *Reporter) error {
-		cfg, old, err := LoadForUpdate(path)
-		if err != nil {
-			return err
-		}
-		applyGateway(cfg, &a, false)
-		draft, err := config.Marshal(cfg)
-		if err != nil {
-			return err
-		}
-		final, err := config.Parse(draft)
-		if err != nil {
-			return WithFix(fmt.Errorf("the config setup would write is invalid: %w", err), "correct the answers named above and re-run")
-		}
-		msg, changed, err := writeConfig(path, old, final)
-		if changed {
-			r.Changed("%s", msg)
-		} else if err == nil {
-			r.Skip("%s", msg)
-		}
-		return err
+		return updateConfig(r, path, func(cfg *config.Config) { applyGateway(cfg, &a, false) })
 	}}
 }
 
