@@ -134,7 +134,7 @@ func TestWizardSetsUpTheGateway(t *testing.T) {
 	tm.Send(key("enter"))
 	see("9/11 Setting up the gateway", "registered dc_id dc-tea", "The gateway is set up") // counted once chosen
 	tm.Send(key("enter"))
-	see("Installing the service")
+	see("Installing the service · done")
 	tm.Send(key("enter"))
 	see("dc-agent is set up")
 	tm.Send(key("q"))
