@@ -21,6 +21,7 @@ import (
 	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/dcapi"
 	"github.com/decent-stuff/dc-agent/identity"
+	"github.com/decent-stuff/dc-agent/internal/testutil"
 	"github.com/decent-stuff/dc-agent/provisioners"
 )
 
@@ -591,11 +592,7 @@ func newHarness(t *testing.T) *harness {
 	}
 	api := newFakeAPI(t, key)
 	// Unix socket paths are short (108 bytes): keep it out of the long t.TempDir.
-	sockDir, err := os.MkdirTemp("", "dca")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	sockDir := testutil.ShortDir(t)
 	cfg := &config.Config{
 		API:         config.APIConfig{Endpoint: api.srv.URL, ProviderPubkey: api.providerHex(), AgentSecretKey: keyPath},
 		Polling:     config.PollingConfig{IntervalSeconds: 1, HealthCheckIntervalSeconds: 10, ReconcileIntervalSeconds: 10},

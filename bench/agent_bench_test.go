@@ -39,6 +39,7 @@ import (
 	"github.com/decent-stuff/dc-agent/dcapi"
 	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/internal/demobackend"
+	"github.com/decent-stuff/dc-agent/internal/testutil"
 	"github.com/decent-stuff/dc-agent/provisioners"
 	"github.com/decent-stuff/dc-agent/provisioners/all"
 )
@@ -101,11 +102,7 @@ func newSetup(b *testing.B) *setup {
 }
 
 func (s *setup) config(b *testing.B, pc config.ProvisionerConfig, interval int, longPoll bool, maxConc int) *config.Config {
-	sock, err := os.MkdirTemp("", "dcb")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { os.RemoveAll(sock) })
+	sock := testutil.ShortDir(b)
 	lp := longPoll
 	cfg := &config.Config{
 		API:         config.APIConfig{Endpoint: s.srv.URL, ProviderPubkey: s.prov.Pubkey, AgentSecretKey: s.keyPath},

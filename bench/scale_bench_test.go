@@ -15,6 +15,7 @@ import (
 	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/internal/sim/pve"
 	"github.com/decent-stuff/dc-agent/internal/sim/pveapi"
+	"github.com/decent-stuff/dc-agent/internal/testutil"
 	"github.com/decent-stuff/dc-agent/provisioners"
 )
 
@@ -53,11 +54,7 @@ func BenchmarkThousandContractsAgent(b *testing.B) {
 		if err := os.WriteFile(secret, []byte(sim.Secret), 0o600); err != nil {
 			b.Fatal(err)
 		}
-		sock, err := os.MkdirTemp("", "dcb")
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { os.RemoveAll(sock) })
+		sock := testutil.ShortDir(b)
 		cfg := filepath.Join(dir, "dc-agent.toml")
 		if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`[api]
 endpoint = %q

@@ -778,11 +778,7 @@ func TestUpgradeRestartsServiceWhenIdle(t *testing.T) {
 	dist := releaseTree(t)
 	srv := serveRelease(t, dist)
 	// One short root for everything: unix socket paths are limited.
-	root, err := os.MkdirTemp("", "dcup")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(root) })
+	root := testutil.ShortDir(t)
 	dash := testutil.RequireBinary(t, "dash")
 	script := installScript(t)
 	bin := filepath.Join(root, "usr/local/bin/dc-agent")
@@ -897,7 +893,7 @@ timeout_seconds = 60
 		t.Fatal("while waiting: want the new binary installed and the old process still running")
 	}
 	testutil.WriteFile(t, gate, "", 0o644)
-	err = <-upDone
+	err := <-upDone
 	r := run{stdout: upOut.String(), stderr: upErr.String()}
 	if err != nil || !strings.Contains(r.stdout, "Upgraded to dc-agent "+v2+"; the service runs it now") {
 		t.Fatalf("upgrade: %v\n%s%s", err, r.stdout, r.stderr)

@@ -42,11 +42,7 @@ func TestMonitorInTmux(t *testing.T) {
 	}
 	backend := filepath.Join(dir, "backend.sh")
 	testutil.WriteFile(t, backend, monitorBackend, 0o755)
-	sockDir, err := os.MkdirTemp("", "dcmt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	sockDir := testutil.ShortDir(t)
 	socket := filepath.Join(sockDir, "s.sock")
 	cfg := filepath.Join(dir, "dc-agent.toml")
 	testutil.WriteFile(t, cfg, fmt.Sprintf(`[api]

@@ -38,11 +38,7 @@ func TestWizardCloudInTmux(t *testing.T) {
 	good, wrong := filepath.Join(dir, "do-token"), filepath.Join(dir, "wrong-token")
 	testutil.WriteFile(t, good, do.Token()+"\n", 0o600)
 	testutil.WriteFile(t, wrong, "not-the-token\n", 0o600)
-	sockDir, err := os.MkdirTemp("", "dcw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	sockDir := testutil.ShortDir(t)
 	x := &tmuxTerm{t: t, bin: tmuxBin, sock: filepath.Join(sockDir, "tmux"), artifacts: artifactDir(t, "wizard-cloud")}
 	cmdline := []string{"env", "-i", "PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "TERM=xterm-256color", "NO_COLOR=1", "LANG=C.UTF-8",
 		dcAgent, "--config", cfg, "--service-root", filepath.Join(dir, "root"), "--cloud-endpoint", doURL, "--state-dir", filepath.Join(dir, "state")}

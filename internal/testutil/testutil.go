@@ -94,3 +94,16 @@ func (s *SyncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// ShortDir makes a directory with a short path, removed at the end of the
+// test: a Unix socket's path is at most 108 bytes, more than t.TempDir's
+// long names leave room for.
+func ShortDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "dct")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}

@@ -86,11 +86,7 @@ func newUnitWorld(t *testing.T) *unitWorld {
 	t.Helper()
 	bin := dcAgent(t)
 	// Unix socket paths must stay short: a short root of our own.
-	root, err := os.MkdirTemp("", "dcsvc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(root) })
+	root := testutil.ShortDir(t)
 	m := testutil.StartUserManager(t, root)
 	srv := apitest.Start(t, apitest.WithNextHeartbeat(1))
 	prov := srv.NewProvider("Service Test Hosting")

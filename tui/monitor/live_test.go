@@ -16,6 +16,7 @@ import (
 	"github.com/decent-stuff/dc-agent/apiserver/apitest"
 	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/identity"
+	"github.com/decent-stuff/dc-agent/internal/testutil"
 	"github.com/decent-stuff/dc-agent/provisioners/all"
 )
 
@@ -51,11 +52,7 @@ func newLiveWorld(t testing.TB) *liveWorld {
 		t.Fatal(err)
 	}
 	// Unix socket paths are short (108 bytes): not under the long TempDir.
-	sockDir, err := os.MkdirTemp("", "dcm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	sockDir := testutil.ShortDir(t)
 	cfg := &config.Config{
 		API:     config.APIConfig{Endpoint: srv.URL, ProviderPubkey: prov.Pubkey, AgentSecretKey: keyPath},
 		Polling: config.PollingConfig{IntervalSeconds: 30, HealthCheckIntervalSeconds: 300, ReconcileIntervalSeconds: 300},
@@ -67,7 +64,8 @@ func newLiveWorld(t testing.TB) *liveWorld {
 	if err := config.Save(path, cfg); err != nil {
 		t.Fatal(err)
 	}
-	if cfg, err = config.Load(path); err != nil {
+	cfg, err := config.Load(path)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return &liveWorld{srv: srv, prov: prov, cfg: cfg, path: path}

@@ -79,11 +79,7 @@ func newWorld(t *testing.T, opts ...worldOpt) *world {
 	// Registered after TempDir, so it runs before the directory is removed.
 	t.Cleanup(w0.reapBackends)
 	// Unix socket paths must stay short (108 bytes).
-	sockDir, err := os.MkdirTemp("", "dce")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	sockDir := testutil.ShortDir(t)
 	w := &world{t: t, srv: srv, prov: prov, acc: acc, agentKey: key, dir: dir,
 		backend: &demobackend.Backend{Dir: filepath.Join(dir, "pool")},
 		cfgPath: filepath.Join(dir, "dc-agent.toml"), socket: filepath.Join(sockDir, "status.sock"), stateDir: filepath.Join(dir, "state")}

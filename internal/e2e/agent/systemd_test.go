@@ -2,12 +2,10 @@ package agente2e
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,74 +14,23 @@ import (
 	"github.com/decent-stuff/dc-agent/internal/testutil"
 )
 
-// notifySocket is a real NOTIFY_SOCKET (unixgram), as systemd provides.
-type notifySocket struct {
-	path string
-	mu   sync.Mutex
-	msgs []string
-}
-
-func listenNotify(t *testing.T) *notifySocket {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "sdn")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	n := &notifySocket{path: filepath.Join(dir, "notify")}
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: n.path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			k, err := conn.Read(buf)
-			if err != nil {
-				return
-			}
-			n.mu.Lock()
-			n.msgs = append(n.msgs, strings.Split(string(buf[:k]), "\n")...)
-			n.mu.Unlock()
-		}
-	}()
-	return n
-}
-
-func (n *notifySocket) all() []string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return slices.Clone(n.msgs)
-}
-
-func (n *notifySocket) has(pred func(string) bool) bool { return slices.ContainsFunc(n.all(), pred) }
-
 func eq(s string) func(string) bool { return func(m string) bool { return m == s } }
 
 // TestSdNotifyProcess runs the real binary with NOTIFY_SOCKET and
 // WATCHDOG_USEC set, as systemd starts a Type=notify unit.
 func TestSdNotifyProcess(t *testing.T) {
 	w := newWorld(t)
-	n := listenNotify(t)
-	p := w.startAgent([]string{"NOTIFY_SOCKET=" + n.path, "WATCHDOG_USEC=300000"})
+	n := testutil.ListenNotify(t)
+	p := w.startAgent([]string{"NOTIFY_SOCKET=" + n.Path, "WATCHDOG_USEC=300000"})
 	eventually(t, 15*time.Second, "READY=1, an online STATUS= and WATCHDOG=1", func() bool {
-		return n.has(eq("READY=1")) && n.has(eq("WATCHDOG=1")) &&
-			n.has(func(m string) bool {
+		return n.Has(eq("READY=1")) && n.Has(eq("WATCHDOG=1")) &&
+			n.Has(func(m string) bool {
 				return strings.HasPrefix(m, "STATUS=online · 0 active · 0 provisioning · last poll")
 			})
 	})
 	// The watchdog keeps being fed while the API is down: an outage is not a hang.
 	w.srv.Stop()
-	count := func() int {
-		c := 0
-		for _, m := range n.all() {
-			if m == "WATCHDOG=1" {
-				c++
-			}
-		}
-		return c
-	}
+	count := func() int { return n.Count("WATCHDOG=1") }
 	before := count()
 	eventually(t, 15*time.Second, "WATCHDOG=1 pings going on during the API outage", func() bool {
 		return count() >= before+3
@@ -97,13 +44,13 @@ func TestSdNotifyProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "RELOADING=1 then READY=1", func() bool {
-		m := n.all()
+		m := n.All()
 		i := slices.Index(m, "RELOADING=1")
 		return i >= 0 && slices.Contains(m[i:], "READY=1")
 	})
 	p.stop()
-	if !n.has(eq("STOPPING=1")) {
-		t.Fatalf("no STOPPING=1 in %v", n.all())
+	if !n.Has(eq("STOPPING=1")) {
+		t.Fatalf("no STOPPING=1 in %v", n.All())
 	}
 }
 
@@ -163,22 +110,14 @@ Environment=PATH=%s
 // one; the fixed file is taken at the next SIGHUP.
 func TestReloadRefusesBrokenConfig(t *testing.T) {
 	w := newWorld(t)
-	n := listenNotify(t)
-	p := w.startAgent([]string{"NOTIFY_SOCKET=" + n.path})
+	n := testutil.ListenNotify(t)
+	p := w.startAgent([]string{"NOTIFY_SOCKET=" + n.Path})
 	eventually(t, 10*time.Second, "online", func() bool { st, err := w.state(); return err == nil && st.Online })
 	good, err := os.ReadFile(w.cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	readies := func() int {
-		c := 0
-		for _, m := range n.all() {
-			if m == "READY=1" {
-				c++
-			}
-		}
-		return c
-	}
+	readies := func() int { return n.Count("READY=1") }
 	initial := readies()
 	if err := os.WriteFile(w.cfgPath, []byte("[api\nendpoint = \n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"github.com/decent-stuff/dc-agent/apiserver/apitest"
 	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/identity"
+	"github.com/decent-stuff/dc-agent/internal/testutil"
 	"github.com/decent-stuff/dc-agent/provisioners"
 )
 
@@ -66,11 +67,7 @@ func (e *Env) Config(pc config.ProvisionerConfig, stateDir string) *config.Confi
 		stateDir = filepath.Join(e.Dir, "state")
 	}
 	// Unix socket paths are short (108 bytes): keep it out of t.TempDir.
-	sockDir, err := os.MkdirTemp("", "dce")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() { os.RemoveAll(sockDir) })
+	sockDir := testutil.ShortDir(e.t)
 	return &config.Config{
 		API:     e.apiConfig(),
 		Polling: config.PollingConfig{IntervalSeconds: 1, HealthCheckIntervalSeconds: 10, ReconcileIntervalSeconds: 10, OrphanGracePeriodSeconds: 1},

@@ -86,11 +86,7 @@ func (e *e2e) agentConfig(key ed25519.PrivateKey, endpoint string) (cfgPath, soc
 		t.Fatal(err)
 	}
 	// Unix socket paths are short: keep the socket out of the long TempDir.
-	sockDir, err := os.MkdirTemp("", "dce")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	sockDir := testutil.ShortDir(t)
 	socket = filepath.Join(sockDir, "s.sock")
 	secret := testutil.WriteFile(t, filepath.Join(dir, "pve-token"), e.sim.Secret, 0o600)
 	pool := ""

@@ -130,11 +130,7 @@ func newWorld(t *testing.T, profile string) *world {
 // config writes dc-agent.toml with the provisioner section given.
 func (w *world) config(provisioner string) string {
 	w.t.Helper()
-	sockDir, err := os.MkdirTemp("", "dct")
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	w.t.Cleanup(func() { os.RemoveAll(sockDir) })
+	sockDir := testutil.ShortDir(w.t)
 	cfg := fmt.Sprintf(`[api]
 endpoint = %q
 provider_pubkey = %q
