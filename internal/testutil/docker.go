@@ -65,6 +65,19 @@ func StartDockerEnvWith(o DockerdOptions) *DockerEnv {
 	return &DockerEnv{D: d, Err: err}
 }
 
+// ImportBusybox imports the busybox image as ref into the daemon, if it
+// runs, within two minutes; failure is recorded in Err.
+func (e *DockerEnv) ImportBusybox(ref string) {
+	if e.D == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := e.D.ImportBusybox(ctx, ref); err != nil {
+		e.Err = err
+	}
+}
+
 // DockerdOptions shape a test daemon.
 type DockerdOptions struct {
 	// Network makes the daemon's networking what a production host has,

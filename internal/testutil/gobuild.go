@@ -58,20 +58,39 @@ type Binary struct {
 // RunWithBinaries is a TestMain that builds bins (BuildBinary, into a temp
 // directory), runs the package's tests, removes the builds and exits with
 // the tests' code; a failed build exits 1 before any test runs.
-func RunWithBinaries(m *testing.M, bins ...Binary) {
+func RunWithBinaries(m *testing.M, bins ...Binary) { RunWithBinariesAnd(m, nil, bins...) }
+
+// RunWithBinariesAnd is RunWithBinaries for a package with fixtures of its
+// own: setup (when not nil) runs while the binaries build, and the
+// teardown it returns after the tests.
+func RunWithBinariesAnd(m *testing.M, setup func() (teardown func()), bins ...Binary) {
 	dir, err := os.MkdirTemp("", "dc-test-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	for _, b := range bins {
-		if *b.Path, err = BuildBinary(dir, b.Pkg, b.Name); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.RemoveAll(dir)
-			os.Exit(1)
+	built := make(chan error, 1)
+	go func() {
+		for _, b := range bins {
+			var err error
+			if *b.Path, err = BuildBinary(dir, b.Pkg, b.Name); err != nil {
+				built <- err
+				return
+			}
 		}
+		built <- nil
+	}()
+	teardown := func() {}
+	if setup != nil {
+		teardown = setup()
 	}
-	code := m.Run()
+	code := 1
+	if err := <-built; err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	} else {
+		code = m.Run()
+	}
+	teardown()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -37,36 +37,16 @@ const (
 	wait      = 60 * time.Second
 )
 
-// agentBin is the dc-agent binary, built by TestMain while the daemon
+// dcAgent is the dc-agent binary, built by TestMain while the daemon
 // starts.
-var agentBin struct {
-	path string
-	err  error
-}
+var dcAgent string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "dc-e2e-bin-")
-	if err != nil {
-		panic(err)
-	}
-	built := make(chan struct{})
-	go func() {
-		defer close(built)
-		agentBin.path, agentBin.err = testutil.BuildBinary(dir, "github.com/decent-stuff/dc-agent/cmd/dc-agent", "dc-agent")
-	}()
-	dockerEnv = testutil.StartDockerEnv()
-	if dockerEnv.D != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		if err := dockerEnv.D.ImportBusybox(ctx, testImage); err != nil {
-			dockerEnv.Err = err
-		}
-		cancel()
-	}
-	<-built
-	code := m.Run()
-	dockerEnv.Stop()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	testutil.RunWithBinariesAnd(m, func() func() {
+		dockerEnv = testutil.StartDockerEnv()
+		dockerEnv.ImportBusybox(testImage)
+		return dockerEnv.Stop
+	}, testutil.Binary{Pkg: "github.com/decent-stuff/dc-agent/cmd/dc-agent", Name: "dc-agent", Path: &dcAgent})
 }
 
 func dockerSection(d *testutil.Dockerd, portStart int) *config.DockerConfig {
@@ -201,10 +181,7 @@ func TestKilledAgentRefindsContainer(t *testing.T) {
 func testKilledAgentRefindsContainer(t *testing.T, prof e2eutil.Profile, port int) {
 	d := dockerEnv.Require(t)
 	dc := dockerClient(t, d)
-	bin, err := agentBin.path, agentBin.err
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := dcAgent
 	env := e2eutil.NewEnvFor(t, prof, config.TypeDocker)
 	cfg := env.Config(config.ProvisionerConfig{Type: config.TypeDocker, Docker: dockerSection(d, port)}, "")
 	cfgPath := filepath.Join(env.Dir, "dc-agent.toml")

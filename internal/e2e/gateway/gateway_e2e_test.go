@@ -46,20 +46,11 @@ const (
 	wait     = 90 * time.Second
 )
 
-var agentBin struct {
-	path string
-	err  error
-}
+// dcAgent is the dc-agent binary, built by TestMain.
+var dcAgent string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "dc-gw-e2e-bin-")
-	if err != nil {
-		panic(err)
-	}
-	agentBin.path, agentBin.err = testutil.BuildBinary(dir, "github.com/decent-stuff/dc-agent/cmd/dc-agent", "dc-agent")
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	testutil.RunWithBinaries(m, testutil.Binary{Pkg: "github.com/decent-stuff/dc-agent/cmd/dc-agent", Name: "dc-agent", Path: &dcAgent})
 }
 
 // backend is the script provisioner: provision waits while the file hold
@@ -97,9 +88,6 @@ func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
 	for _, tool := range []string{"ip", "nft", "caddy", "sshd", "ssh", "curl", "busybox"} {
 		testutil.RequireBinary(t, tool)
-	}
-	if agentBin.err != nil {
-		t.Fatal(agentBin.err)
 	}
 	e := &testEnv{t: t, dir: t.TempDir()}
 	e.host = testutil.NewNetNS(t, "dcgwe-host")
@@ -168,7 +156,7 @@ func newTestEnv(t *testing.T) *testEnv {
 func (e *testEnv) startAgent(extra ...string) {
 	e.t.Helper()
 	args := append([]string{"--config", e.cfgPath, "run", "--time-scale", "0.01"}, extra...)
-	cmd := e.host.Command(agentBin.path, args...)
+	cmd := e.host.Command(dcAgent, args...)
 	e.agentLog = &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = e.agentLog, e.agentLog
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -316,7 +304,7 @@ func TestGatewayContractEndToEnd(t *testing.T) {
 		t.Fatalf("DNS zone %+v", z)
 	}
 	// `dc-agent status` shows the VM's name and SSH command.
-	st, err := exec.Command(agentBin.path, "--config", e.cfgPath, "status").CombinedOutput()
+	st, err := exec.Command(dcAgent, "--config", e.cfgPath, "status").CombinedOutput()
 	if want := d.GatewaySubdomain + "  ssh -p 20000 " + publicIP + "  ports 20000-20009 → " + vmIP + " (active)"; err != nil || !strings.Contains(string(st), want) {
 		t.Fatalf("dc-agent status: %v\n%s\nwant a line with %q", err, st, want)
 	}

@@ -36,36 +36,14 @@ var dockerEnv *testutil.DockerEnv
 const dockerImage = "dc-tenant/busybox:1"
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "dc-tenant-bin-")
-	if err != nil {
-		panic(err)
-	}
-	for _, b := range []struct {
-		pkg, name string
-		path      *string
-	}{
-		{"github.com/decent-stuff/dc-agent/cmd/dc-agent", "dc-agent", &dcAgent},
-		{"github.com/decent-stuff/dc-agent/cmd/dc-api", "dc-api", &dcAPI},
-		{"github.com/decent-stuff/dc-agent/internal/demobackend/demo-backend", "demo-backend", &demoBackend},
-	} {
-		if *b.path, err = testutil.BuildBinary(dir, b.pkg, b.name); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.RemoveAll(dir)
-			os.Exit(1)
-		}
-	}
-	dockerEnv = testutil.StartDockerEnv()
-	if dockerEnv.D != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		if err := dockerEnv.D.ImportBusybox(ctx, dockerImage); err != nil {
-			dockerEnv.Err = err
-		}
-		cancel()
-	}
-	code := m.Run()
-	dockerEnv.Stop()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	testutil.RunWithBinariesAnd(m, func() func() {
+		dockerEnv = testutil.StartDockerEnv()
+		dockerEnv.ImportBusybox(dockerImage)
+		return dockerEnv.Stop
+	},
+		testutil.Binary{Pkg: "github.com/decent-stuff/dc-agent/cmd/dc-agent", Name: "dc-agent", Path: &dcAgent},
+		testutil.Binary{Pkg: "github.com/decent-stuff/dc-agent/cmd/dc-api", Name: "dc-api", Path: &dcAPI},
+		testutil.Binary{Pkg: "github.com/decent-stuff/dc-agent/internal/demobackend/demo-backend", Name: "demo-backend", Path: &demoBackend})
 }
 
 // wait bounds every wait for the agent.
