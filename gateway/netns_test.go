@@ -2,8 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -34,9 +32,9 @@ import (
 // vm runs sshd and a web server; vm2 is another tenant's VM on the same
 // bridge (hairpin: it reaches vm through the public address).
 const (
-	publicIP = "203.0.113.1"
-	clientIP = "203.0.113.2"
-	bridgeIP = "10.77.0.1"
+	publicIP = testutil.GatewayPublicIP
+	clientIP = testutil.GatewayClientIP
+	bridgeIP = testutil.GatewayBridgeIP
 	vmIP     = "10.77.0.2"
 	vm2IP    = "10.77.0.5"
 	dcID     = "dc-test"
@@ -63,15 +61,8 @@ func newTestNet(t testing.TB, withVM bool) *testNet {
 		testutil.RequireBinary(t, tool)
 	}
 	n := &testNet{t: t, dir: t.TempDir()}
-	n.host = testutil.NewNetNS(t, "dcgw-host")
-	n.client = testutil.NewNetNS(t, "dcgw-client")
-	testutil.Veth(t, n.client, "c0", n.host, "h0")
-	n.client.Run(t, "ip", "addr", "add", clientIP+"/24", "dev", "c0")
-	n.host.Run(t, "ip", "addr", "add", publicIP+"/24", "dev", "h0")
-	n.host.Run(t, "ip", "link", "add", "vmbr1", "type", "bridge")
-	n.host.Run(t, "ip", "addr", "add", bridgeIP+"/24", "dev", "vmbr1")
-	n.host.Run(t, "ip", "link", "set", "vmbr1", "up")
-	n.host.Run(t, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
+	gn := testutil.NewGatewayNet(t, "dcgw")
+	n.host, n.client = gn.Host, gn.Client
 
 	n.cfg = config.GatewayConfig{
 		DCID: dcID, PublicIP: publicIP, PortRangeStart: 20000, PortRangeEnd: 20099, PortsPerVM: 10,
@@ -84,22 +75,12 @@ func newTestNet(t testing.TB, withVM bool) *testNet {
 	n.zone = filepath.Join(n.dir, "zone.json")
 	n.startCaddy()
 	if withVM {
-		n.vm = n.addVM("dcgw-vm", "hv0", vmIP)
-		n.vm2 = n.addVM("dcgw-vm2", "hv2", vm2IP)
+		n.vm = gn.AddVM(t, "dcgw-vm", "hv0", vmIP)
+		n.vm2 = gn.AddVM(t, "dcgw-vm2", "hv2", vm2IP)
 		n.sshd = testutil.StartSSHD(t, testutil.SSHDOptions{NetNS: n.vm, ListenHost: "0.0.0.0", Port: 22})
-		n.startWeb()
+		n.index = testutil.StartVMWeb(t, n.vm, vmIP, n.dir)
 	}
 	return n
-}
-
-// addVM makes a namespace on the bridge (port hostIf) with address ip.
-func (n *testNet) addVM(prefix, hostIf, ip string) *testutil.NetNS {
-	vm := testutil.NewNetNS(n.t, prefix)
-	testutil.Veth(n.t, vm, "v0", n.host, hostIf)
-	n.host.Run(n.t, "ip", "link", "set", hostIf, "master", "vmbr1")
-	vm.Run(n.t, "ip", "addr", "add", ip+"/24", "dev", "v0")
-	vm.Run(n.t, "ip", "route", "add", "default", "via", bridgeIP)
-	return vm
 }
 
 func (n *testNet) startCaddy() {
@@ -111,22 +92,6 @@ func (n *testNet) startCaddy() {
 	testutil.WriteFile(t, n.cfg.Caddyfile, string(Caddyfile(n.cfg, TLSInternal, data)), 0o644)
 	// Ready when the wildcard certificate of Caddy's internal CA is served.
 	n.caRoots = testutil.StartCaddy(t, n.host, n.dir, n.cfg.Caddyfile, data, publicIP+":443", "probe."+n.cfg.Zone()).RootCA
-}
-
-// startWeb runs busybox httpd in the VM on :80 with an index naming this
-// test and a 1 MiB file for the traffic counters.
-func (n *testNet) startWeb() {
-	www := filepath.Join(n.dir, "www")
-	n.index = "hello from the VM " + randHex(8) + "\n"
-	testutil.WriteFile(n.t, filepath.Join(www, "index.html"), n.index, 0o644)
-	testutil.WriteFile(n.t, filepath.Join(www, "big.bin"), strings.Repeat("x", 1<<20), 0o644)
-	testutil.StartHTTPD(n.t, n.vm, vmIP+":80", www)
-}
-
-func randHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 func contractID(n int) string { return fmt.Sprintf("%064x", n) }

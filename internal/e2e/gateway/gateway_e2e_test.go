@@ -38,9 +38,9 @@ import (
 //	                                vmbr1 10.77.0.1/24 ── hv0
 //	vm ns      v0 10.77.0.2/24, default via 10.77.0.1 ──┘   (sshd, httpd)
 const (
-	publicIP = "203.0.113.1"
-	clientIP = "203.0.113.2"
-	bridgeIP = "10.77.0.1"
+	publicIP = testutil.GatewayPublicIP
+	clientIP = testutil.GatewayClientIP
+	bridgeIP = testutil.GatewayBridgeIP
 	vmIP     = "10.77.0.2"
 	dcID     = "dc-e2e"
 	wait     = 90 * time.Second
@@ -90,20 +90,9 @@ func newTestEnv(t *testing.T) *testEnv {
 		testutil.RequireBinary(t, tool)
 	}
 	e := &testEnv{t: t, dir: t.TempDir()}
-	e.host = testutil.NewNetNS(t, "dcgwe-host")
-	e.client = testutil.NewNetNS(t, "dcgwe-client")
-	e.vm = testutil.NewNetNS(t, "dcgwe-vm")
-	testutil.Veth(t, e.client, "c0", e.host, "h0")
-	e.client.Run(t, "ip", "addr", "add", clientIP+"/24", "dev", "c0")
-	e.host.Run(t, "ip", "addr", "add", publicIP+"/24", "dev", "h0")
-	e.host.Run(t, "ip", "link", "add", "vmbr1", "type", "bridge")
-	e.host.Run(t, "ip", "addr", "add", bridgeIP+"/24", "dev", "vmbr1")
-	e.host.Run(t, "ip", "link", "set", "vmbr1", "up")
-	e.host.Run(t, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
-	testutil.Veth(t, e.vm, "v0", e.host, "hv0")
-	e.host.Run(t, "ip", "link", "set", "hv0", "master", "vmbr1")
-	e.vm.Run(t, "ip", "addr", "add", vmIP+"/24", "dev", "v0")
-	e.vm.Run(t, "ip", "route", "add", "default", "via", bridgeIP)
+	gn := testutil.NewGatewayNet(t, "dcgwe")
+	e.host, e.client = gn.Host, gn.Client
+	e.vm = gn.AddVM(t, "dcgwe-vm", "hv0", vmIP)
 
 	// dc-api listens in the host namespace, where the agent runs.
 	e.env = e2eutil.NewEnv(t, apitest.WithListen(e.host.Listen), apitest.WithPublicURL("https://api.example.org"))
@@ -132,11 +121,7 @@ func newTestEnv(t *testing.T) *testEnv {
 	e.caRoot = testutil.StartCaddy(t, e.host, e.dir, e.gw.Caddyfile, data, publicIP+":443", "probe."+e.gw.Zone()).RootCA
 
 	e.sshd = testutil.StartSSHD(t, testutil.SSHDOptions{NetNS: e.vm, ListenHost: "0.0.0.0", Port: 22})
-	www := filepath.Join(e.dir, "www")
-	e.index = fmt.Sprintf("hello from the VM %d\n", time.Now().UnixNano())
-	testutil.WriteFile(t, filepath.Join(www, "index.html"), e.index, 0o644)
-	testutil.WriteFile(t, filepath.Join(www, "big.bin"), strings.Repeat("x", 1<<20), 0o644)
-	testutil.StartHTTPD(t, e.vm, vmIP+":80", www)
+	e.index = testutil.StartVMWeb(t, e.vm, vmIP, e.dir)
 
 	e.scriptDir = filepath.Join(e.dir, "backend")
 	script := testutil.WriteFile(t, filepath.Join(e.scriptDir, "backend.sh"), backend, 0o755)
