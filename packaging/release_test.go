@@ -873,7 +873,7 @@ timeout_seconds = 60
 	// says it waits for it, whatever the machine's load.
 	testutil.WriteFile(t, hold, "", 0o644)
 	id := api.CreateContract(prov, apitest.ContractSpec{})
-	waitFor(t, 20*time.Second, "the contract provisioning", func() bool { return api.Contract(id).Status == dcapi.StatusProvisioning })
+	testutil.Eventually(t, 20*time.Second, "the contract provisioning", func() bool { return api.Contract(id).Status == dcapi.StatusProvisioning })
 	pid := m.Show(t, unit, "MainPID")["MainPID"]
 	up := exec.Command(bin, "--config", cfgPath, "upgrade", "--user")
 	up.Env = m.Env
@@ -885,7 +885,7 @@ timeout_seconds = 60
 	}
 	upDone := make(chan error, 1)
 	go func() { upDone <- up.Wait() }()
-	waitFor(t, 30*time.Second, "the upgrade waiting for the provision", func() bool {
+	testutil.Eventually(t, 30*time.Second, "the upgrade waiting for the provision", func() bool {
 		return strings.Contains(upErr.String(), "waiting for 1 provision(s) in flight before restarting")
 	})
 	// The binary is already swapped; the service still runs the old one.
@@ -903,7 +903,7 @@ timeout_seconds = 60
 	if _, err := os.Stat(filepath.Join(root, "backend/provisioned")); err != nil {
 		t.Fatal("the provision in flight did not finish before the restart")
 	}
-	waitFor(t, 20*time.Second, "the contract reported provisioned", func() bool {
+	testutil.Eventually(t, 20*time.Second, "the contract reported provisioned", func() bool {
 		st := api.Contract(id).Status
 		return st == dcapi.StatusProvisioned || st == dcapi.StatusActive
 	})
@@ -963,16 +963,5 @@ timeout_seconds = 60
 	}
 	if !strings.Contains(binVersion(t, bin), v2) {
 		t.Fatal("install.sh did not upgrade the binary")
-	}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

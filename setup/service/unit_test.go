@@ -194,7 +194,7 @@ func TestInstalledUnitUnderSystemdUser(t *testing.T) {
 	if code != 0 || !strings.Contains(status, "dc-agent.service: active (running), enabled") || !strings.Contains(status, "status: online · ") {
 		t.Fatalf("service status: exit %d\n%s", code, status)
 	}
-	eventually(t, 10*time.Second, "provider online at the API", func() bool { return w.srv.AgentStatus(w.prov).Online })
+	testutil.Eventually(t, 10*time.Second, "provider online at the API", func() bool { return w.srv.AgentStatus(w.prov).Online })
 
 	phase("installed, online")
 	// Same inputs again: nothing changes, the agent keeps running.
@@ -234,7 +234,7 @@ func TestInstalledUnitUnderSystemdUser(t *testing.T) {
 	marker := func(name string) string { return filepath.Join(w.backend, name) }
 	testutil.WriteFile(t, marker("hold"), "", 0o644)
 	id := w.srv.CreateContract(w.prov, apitest.ContractSpec{})
-	eventually(t, 20*time.Second, "the provision started", func() bool {
+	testutil.Eventually(t, 20*time.Second, "the provision started", func() bool {
 		_, err := os.Stat(marker("started"))
 		return err == nil && w.srv.Contract(id).Status == dcapi.StatusProvisioning
 	})
@@ -273,7 +273,7 @@ func TestInstalledUnitUnderSystemdUser(t *testing.T) {
 	if b, _ := os.ReadFile(unitFile); !strings.Contains(string(b), "WatchdogSec=3s\n") {
 		t.Fatalf("unit not updated:\n%s", b)
 	}
-	eventually(t, 20*time.Second, "the contract reported provisioned", func() bool {
+	testutil.Eventually(t, 20*time.Second, "the contract reported provisioned", func() bool {
 		st := w.srv.Contract(id).Status
 		return st == dcapi.StatusProvisioned || st == dcapi.StatusActive
 	})
@@ -306,16 +306,5 @@ func TestInstalledUnitUnderSystemdUser(t *testing.T) {
 	}
 	if _, _, code := w.cli(t, "service", "status", "--user"); code == 0 {
 		t.Fatal("service status exits 0 after uninstall")
-	}
-}
-
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

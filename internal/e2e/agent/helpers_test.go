@@ -285,17 +285,8 @@ func (w *world) state() (status.State, error) {
 	return status.NewClient(w.socket).State(ctx)
 }
 
-// eventually polls cond every 10 ms until it holds or d passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// eventually polls cond until it holds, failing the test after its timeout.
+var eventually = testutil.Eventually
 
 // instancesByContract counts the backend's instances per contract.
 func (w *world) instancesByContract() map[string]int {

@@ -145,14 +145,8 @@ func (r *Running) Stop() {
 	}
 }
 
-// Eventually polls cond every 10 ms until it holds, failing after timeout.
+// Eventually is testutil.Eventually.
 func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, timeout, what, cond)
 }

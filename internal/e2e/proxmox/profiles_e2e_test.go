@@ -12,6 +12,7 @@ import (
 	"github.com/decent-stuff/dc-agent/identity"
 	"github.com/decent-stuff/dc-agent/internal/e2e/e2eutil"
 	"github.com/decent-stuff/dc-agent/internal/sim/pve"
+	"github.com/decent-stuff/dc-agent/internal/testutil"
 )
 
 // TestProxmoxOnBothProfiles runs the real binary with the Proxmox backend
@@ -115,11 +116,5 @@ func TestProxmoxTransientFailureRetried(t *testing.T) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, time.Minute, what, cond)
 }
