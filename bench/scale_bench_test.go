@@ -56,21 +56,12 @@ func BenchmarkThousandContractsAgent(b *testing.B) {
 		}
 		sock := testutil.ShortDir(b)
 		cfg := filepath.Join(dir, "dc-agent.toml")
-		if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`[api]
-endpoint = %q
-provider_pubkey = %q
-agent_secret_key = %q
-
-[polling]
-interval_seconds = 30
+		testutil.AgentTOML{Endpoint: srv.URL, ProviderPubkey: prov.Pubkey, AgentKey: kp,
+			Polling: `interval_seconds = 30
 health_check_interval_seconds = 10
-reconcile_interval_seconds = 10
-
-[agent]
-state_dir = %q
-status_socket = %q
-
-[provisioner]
+reconcile_interval_seconds = 10`,
+			StateDir: filepath.Join(dir, "state"), StatusSocket: filepath.Join(sock, "s.sock"),
+			Rest: fmt.Sprintf(`[provisioner]
 type = "proxmox"
 
 [provisioner.proxmox]
@@ -80,10 +71,7 @@ api_token_secret_file = %q
 nodes = "auto"
 template_vmid = 9000
 tls_fingerprint = %q
-`, srv.URL, prov.Pubkey, kp, filepath.Join(dir, "state"), filepath.Join(sock, "s.sock"),
-			sim.URL, sim.TokenID, secret, sim.Fingerprint)), 0o600); err != nil {
-			b.Fatal(err)
-		}
+`, sim.URL, sim.TokenID, secret, sim.Fingerprint)}.Write(b, cfg)
 		cmd := exec.Command(bin, "run", "--config", cfg)
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
 		if err := cmd.Start(); err != nil {

@@ -810,21 +810,14 @@ case $in in
 esac
 `, 0o755)
 	socket := filepath.Join(root, "run/dc-agent/status.sock")
-	cfgPath := testutil.WriteFile(t, filepath.Join(etc, "dc-agent.toml"), fmt.Sprintf(`[api]
-endpoint = %q
-provider_pubkey = %q
-agent_secret_key = %q
-
-[agent]
-state_dir = %q
-status_socket = %q
-release_url = %q
+	cfgPath := testutil.AgentTOML{Endpoint: api.URL, ProviderPubkey: prov.Pubkey, AgentKey: filepath.Join(etc, "agent.key"),
+		StateDir: filepath.Join(root, "var/lib/dc-agent"), StatusSocket: socket,
+		Agent: fmt.Sprintf(`release_url = %q
 # TimeoutStopSec = 35 s. What waits for the provision here is the upgrade,
 # not the stop; and systemd --user on this cgroup-v1 host sometimes stays in
 # deactivating (final-sigkill) after the agent exited until TimeoutStopSec.
-shutdown_grace_seconds = 5
-
-[provisioner]
+shutdown_grace_seconds = 5`, srv.URL+"/rel"),
+		Rest: fmt.Sprintf(`[provisioner]
 type = "script"
 
 [provisioner.script]
@@ -832,8 +825,7 @@ provision = %q
 terminate = %q
 health_check = %q
 timeout_seconds = 60
-`, api.URL, prov.Pubkey, filepath.Join(etc, "agent.key"), filepath.Join(root, "var/lib/dc-agent"), socket, srv.URL+"/rel",
-		backend, backend, backend), 0o600)
+`, backend, backend, backend)}.Write(t, filepath.Join(etc, "dc-agent.toml"))
 
 	cli := func(args ...string) run {
 		t.Helper()

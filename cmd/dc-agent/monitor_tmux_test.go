@@ -45,16 +45,9 @@ func TestMonitorInTmux(t *testing.T) {
 	sockDir := testutil.ShortDir(t)
 	socket := filepath.Join(sockDir, "s.sock")
 	cfg := filepath.Join(dir, "dc-agent.toml")
-	testutil.WriteFile(t, cfg, fmt.Sprintf(`[api]
-endpoint = %q
-provider_pubkey = %q
-agent_secret_key = %q
-
-[agent]
-state_dir = %q
-status_socket = %q
-
-[provisioner]
+	testutil.AgentTOML{Endpoint: srv.URL, ProviderPubkey: prov.Pubkey, AgentKey: keyPath,
+		StateDir: filepath.Join(dir, "state"), StatusSocket: socket,
+		Rest: fmt.Sprintf(`[provisioner]
 type = "script"
 
 [provisioner.script]
@@ -63,7 +56,7 @@ terminate = %q
 health_check = %q
 get_instance = %q
 list = %q
-`, srv.URL, prov.Pubkey, keyPath, filepath.Join(dir, "state"), socket, backend, backend, backend, backend, backend), 0o600)
+`, backend, backend, backend, backend, backend)}.Write(t, cfg)
 
 	home := t.TempDir()
 	startAgent := func() (stop func()) {

@@ -97,26 +97,16 @@ func newUnitWorld(t *testing.T) *unitWorld {
 	}
 	script := testutil.WriteFile(t, filepath.Join(root, "backend/backend.sh"), backendScript, 0o755)
 	w := &unitWorld{m: m, srv: srv, prov: prov, bin: bin, cfgPath: filepath.Join(etc, "dc-agent.toml"), backend: filepath.Dir(script)}
-	cfg := fmt.Sprintf(`[api]
-endpoint = %q
-provider_pubkey = %q
-agent_secret_key = %q
-
-[polling]
-interval_seconds = 30
-health_check_interval_seconds = 10
-
-[agent]
-state_dir = %q
-status_socket = %q
-max_concurrent_provisions = 2
+	testutil.AgentTOML{Endpoint: srv.URL, ProviderPubkey: prov.Pubkey, AgentKey: filepath.Join(etc, "agent.key"),
+		Polling:  "interval_seconds = 30\nhealth_check_interval_seconds = 10",
+		StateDir: filepath.Join(root, "var/lib/dc-agent"), StatusSocket: filepath.Join(root, "run/dc-agent/status.sock"),
+		Agent: `max_concurrent_provisions = 2
 # TimeoutStopSec = 90 s: the provision in flight at stop is held only until
 # systemd is stopping the agent, which the test must see within the grace
 # even on a loaded machine. (On this cgroup-v1 host systemd --user has been
 # seen to wait for TimeoutStopSec after the agent exited.)
-shutdown_grace_seconds = 60
-
-[provisioner]
+shutdown_grace_seconds = 60`,
+		Rest: fmt.Sprintf(`[provisioner]
 type = "script"
 
 [provisioner.script]
@@ -124,9 +114,7 @@ provision = %q
 terminate = %q
 health_check = %q
 timeout_seconds = 60
-`, srv.URL, prov.Pubkey, filepath.Join(etc, "agent.key"), filepath.Join(root, "var/lib/dc-agent"),
-		filepath.Join(root, "run/dc-agent/status.sock"), script, script, script)
-	testutil.WriteFile(t, w.cfgPath, cfg, 0o600)
+`, script, script, script)}.Write(t, w.cfgPath)
 	return w
 }
 

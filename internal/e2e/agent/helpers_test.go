@@ -99,27 +99,17 @@ func newWorld(t *testing.T, opts ...worldOpt) *world {
 	}
 	pool := ""
 	if acc.Pool != nil {
-		pool = fmt.Sprintf("pool_id = %q\n", acc.Pool.PoolID)
+		pool = fmt.Sprintf("pool_id = %q", acc.Pool.PoolID)
 	}
-	cfg := fmt.Sprintf(`[api]
-endpoint = %q
-provider_pubkey = %q
-agent_secret_key = %q
-%s
-[polling]
-interval_seconds = 30
+	testutil.AgentTOML{Endpoint: srv.URL, ProviderPubkey: prov.Pubkey, AgentKey: keyPath, API: pool,
+		Polling: fmt.Sprintf(`interval_seconds = 30
 health_check_interval_seconds = 10
 reconcile_interval_seconds = 10
-orphan_grace_period_seconds = %d
-
-[agent]
-state_dir = %q
-status_socket = %q
-max_concurrent_provisions = %d
+orphan_grace_period_seconds = %d`, wc.orphanGrace),
+		StateDir: w.stateDir, StatusSocket: w.socket, Agent: fmt.Sprintf(`max_concurrent_provisions = %d
 shutdown_grace_seconds = 300
-%s
-
-[provisioner]
+%s`, wc.maxConc, wc.agentExtra),
+		Rest: fmt.Sprintf(`[provisioner]
 type = "script"
 # The demo backend reads these from instance_config ("fail" makes it fail).
 instance_config_allow = ["hostname", "fail"]
@@ -133,10 +123,7 @@ list = %q
 pause = %q
 resume = %q
 timeout_seconds = 60
-%s`, srv.URL, prov.Pubkey, keyPath, pool, wc.orphanGrace, w.stateDir, w.socket, wc.maxConc, wc.agentExtra, wrapper, wrapper, wrapper, wrapper, wrapper, wrapper, wrapper, wc.extraConfig)
-	if err := os.WriteFile(w.cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+%s`, wrapper, wrapper, wrapper, wrapper, wrapper, wrapper, wrapper, wc.extraConfig)}.Write(t, w.cfgPath)
 	return w
 }
 

@@ -93,24 +93,12 @@ func (e *e2e) agentConfig(key ed25519.PrivateKey, endpoint string) (cfgPath, soc
 	if e.acc != nil && e.acc.Pool != nil {
 		pool = fmt.Sprintf("pool_id = %q", e.acc.Pool.PoolID)
 	}
-	cfg := fmt.Sprintf(`[api]
-endpoint = %q
-provider_pubkey = %q
-agent_secret_key = %q
-%s
-
-[polling]
-interval_seconds = 30
+	cfg := testutil.AgentTOML{Endpoint: endpoint, ProviderPubkey: e.prov.Pubkey, AgentKey: keyPath, API: pool,
+		Polling: `interval_seconds = 30
 health_check_interval_seconds = 30
-reconcile_interval_seconds = 30
-
-[agent]
-state_dir = %q
-status_socket = %q
-max_concurrent_provisions = 4
-%s
-
-[provisioner]
+reconcile_interval_seconds = 30`,
+		StateDir: filepath.Join(dir, "state"), StatusSocket: socket, Agent: "max_concurrent_provisions = 4\n" + e.agentLines,
+		Rest: fmt.Sprintf(`[provisioner]
 type = "proxmox"
 
 [provisioner.proxmox]
@@ -124,9 +112,8 @@ linked_clone = true
 ip_wait_attempts = 2
 ip_wait_interval_secs = 1
 task_poll_interval_ms = 50
-`, endpoint, e.prov.Pubkey, keyPath, pool, filepath.Join(dir, "state"), socket, e.agentLines,
-		e.sim.URL, e.sim.TokenID, secret, e.where, e.sim.Fingerprint)
-	return testutil.WriteFile(t, filepath.Join(dir, "dc-agent.toml"), cfg, 0o600), socket
+`, e.sim.URL, e.sim.TokenID, secret, e.where, e.sim.Fingerprint)}
+	return cfg.Write(t, filepath.Join(dir, "dc-agent.toml")), socket
 }
 
 // contract creates a contract the agent is offered.

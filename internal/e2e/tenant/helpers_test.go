@@ -9,7 +9,6 @@ package tenante2e
 import (
 	"context"
 	"crypto/ed25519"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -109,24 +108,12 @@ func newWorld(t *testing.T, profile string) *world {
 func (w *world) config(provisioner string) string {
 	w.t.Helper()
 	sockDir := testutil.ShortDir(w.t)
-	cfg := fmt.Sprintf(`[api]
-endpoint = %q
-provider_pubkey = %q
-agent_secret_key = %q
-
-[polling]
-interval_seconds = 30
+	return testutil.AgentTOML{Endpoint: w.api.URL, ProviderPubkey: w.prov.Pubkey, AgentKey: w.keyPath,
+		Polling: `interval_seconds = 30
 health_check_interval_seconds = 30
-reconcile_interval_seconds = 30
-
-[agent]
-state_dir = %q
-status_socket = %q
-max_concurrent_provisions = 4
-
-%s
-`, w.api.URL, w.prov.Pubkey, w.keyPath, filepath.Join(w.dir, "state"), filepath.Join(sockDir, "s.sock"), provisioner)
-	return testutil.WriteFile(w.t, filepath.Join(w.dir, "dc-agent.toml"), cfg, 0o600)
+reconcile_interval_seconds = 30`,
+		StateDir: filepath.Join(w.dir, "state"), StatusSocket: filepath.Join(sockDir, "s.sock"), Agent: "max_concurrent_provisions = 4",
+		Rest: provisioner + "\n"}.Write(w.t, filepath.Join(w.dir, "dc-agent.toml"))
 }
 
 // contract creates a paid contract with the requester's key (in the pool
