@@ -246,12 +246,7 @@ func TestConcurrencyBounded(t *testing.T) {
 	h.cfg.Agent.MaxConcurrentProvisions = 4
 	h.cfg.Provisioner.MaxConcurrent = 2
 	h.prov.block = make(chan struct{})
-	var cids []string
-	for i := 0; i < 8; i++ {
-		cid := randomCID(t)
-		cids = append(cids, cid)
-		h.api.addContract(dcapi.PendingContract{ContractID: cid})
-	}
+	cids := h.addPending(8)
 	h.start()
 	running := func() int {
 		h.prov.mu.Lock()
@@ -264,9 +259,7 @@ func TestConcurrencyBounded(t *testing.T) {
 		t.Fatalf("%d provisions running, want the backend's limit 2", n)
 	}
 	close(h.prov.block)
-	for _, cid := range cids {
-		eventually(t, "all provisioned", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
-	}
+	h.waitProvisioned(cids)
 	h.prov.mu.Lock()
 	maxSeen := h.prov.maxSeen
 	h.prov.mu.Unlock()
@@ -314,9 +307,7 @@ func TestGlobalConcurrencyAcrossBackends(t *testing.T) {
 		t.Fatalf("running %d + %d provisions; want 3 in all (agent limit), at most 2 per backend", a, b)
 	}
 	close(block)
-	for _, cid := range cids {
-		eventually(t, "all provisioned", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
-	}
+	h.waitProvisioned(cids)
 	if h.prov.callsFor(cids[0]) != 1 || second.callsFor(cids[1]) != 1 {
 		t.Fatal("contracts did not go to the backend their provisioner_type names")
 	}
@@ -397,10 +388,7 @@ func TestBackoffOnServerErrorsThenRecovery(t *testing.T) {
 		}
 		return 0, ""
 	})
-	cid := randomCID(t)
-	h.api.addContract(dcapi.PendingContract{ContractID: cid})
-	h.start()
-	eventually(t, "provisioned after the outage", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
+	h.startProvisioned("provisioned after the outage")
 	if n := h.api.count("pending"); n < 7 {
 		t.Fatalf("%d polls: the six failures were not retried", n)
 	}
@@ -490,12 +478,7 @@ func TestRunReturnsStoppedLoops(t *testing.T) {
 // in one POST, never one per contract.
 func TestHealthBatchCoversEveryContract(t *testing.T) {
 	h := newHarness(t)
-	var cids []string
-	for i := 0; i < 6; i++ {
-		cid := randomCID(t)
-		cids = append(cids, cid)
-		h.api.addContract(dcapi.PendingContract{ContractID: cid})
-	}
+	cids := h.addPending(6)
 	h.start()
 	full := func() int {
 		h.api.mu.Lock()
@@ -1025,10 +1008,7 @@ func TestManualNotifyFailureIsRetried(t *testing.T) {
 func TestMetricsEndpoint(t *testing.T) {
 	h := newHarness(t)
 	h.cfg.Agent.MetricsListen = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
-	cid := randomCID(t)
-	h.api.addContract(dcapi.PendingContract{ContractID: cid})
-	h.start()
-	eventually(t, "provisioned", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
+	h.startProvisioned("provisioned")
 	eventually(t, "metrics show the provision", func() bool {
 		resp, err := http.Get("http://" + h.cfg.Agent.MetricsListen + "/metrics")
 		if err != nil {
@@ -1100,10 +1080,7 @@ func (l *lockedBuf) String() string {
 func TestReconcileBackendThatCannotList(t *testing.T) {
 	h := newHarness(t)
 	h.prov.feat.List = false
-	cid := randomCID(t)
-	h.api.addContract(dcapi.PendingContract{ContractID: cid})
-	h.start()
-	eventually(t, "provisioned", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
+	cid := h.startProvisioned("provisioned")
 	h.api.setStatus(cid, dcapi.StatusCancelled)
 	eventually(t, "cancelled instance terminated and reported", func() bool {
 		inst, _ := h.prov.GetInstance(context.Background(), cid)
@@ -1119,10 +1096,7 @@ func TestReconcileBackendThatCannotList(t *testing.T) {
 		}
 		return 0, ""
 	})
-	cid2 := randomCID(t)
-	h2.api.addContract(dcapi.PendingContract{ContractID: cid2})
-	h2.start()
-	eventually(t, "provisioned", func() bool { return h2.api.contract(cid2).status == dcapi.StatusProvisioned })
+	cid2 := h2.startProvisioned("provisioned")
 	h2.api.setStatus(cid2, dcapi.StatusCancelled)
 	eventually(t, "a reconcile round that found no active list", func() bool {
 		return h2.a.State().LastReconcile != nil && h2.a.activeList.Load() == 2

@@ -603,6 +603,34 @@ func newHarness(t *testing.T) *harness {
 		notes: &recNotifier{}, clock: &recClock{}}
 }
 
+// addPending offers the agent n new contracts and returns their ids.
+func (h *harness) addPending(n int) []string {
+	cids := make([]string, n)
+	for i := range cids {
+		cids[i] = randomCID(h.t)
+		h.api.addContract(dcapi.PendingContract{ContractID: cids[i]})
+	}
+	return cids
+}
+
+// waitProvisioned waits until the API has each of cids provisioned.
+func (h *harness) waitProvisioned(cids []string) {
+	h.t.Helper()
+	for _, cid := range cids {
+		eventually(h.t, "all provisioned", func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
+	}
+}
+
+// startProvisioned offers the agent a new contract, starts it and waits
+// until the contract is provisioned (what says so in a failure).
+func (h *harness) startProvisioned(what string) string {
+	h.t.Helper()
+	cid := h.addPending(1)[0]
+	h.start()
+	eventually(h.t, what, func() bool { return h.api.contract(cid).status == dcapi.StatusProvisioned })
+	return cid
+}
+
 func (h *harness) registry() *provisioners.Registry {
 	r := provisioners.NewRegistry()
 	r.Register(config.TypeScript, func(config.ProvisionerConfig, provisioners.Deps) (provisioners.Provisioner, error) {
