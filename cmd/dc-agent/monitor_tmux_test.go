@@ -31,7 +31,7 @@ echo '{"success":true,"instance":{"external_id":"vm-101","ip_address":"10.0.0.7"
 // log and doctor views, the agent stopping and coming back, q leaving the
 // service running; then NO_COLOR and TERM=dumb.
 func TestMonitorInTmux(t *testing.T) {
-	tmuxBin := testutil.RequireBinary(t, "tmux")
+	x := newTmuxTerm(t, artifactDir(t, "monitor"))
 	srv := apitest.Start(t)
 	prov := srv.NewProvider("Monitor Hosting")
 	key := srv.NewAgent(prov)
@@ -83,24 +83,13 @@ list = %q
 	}
 	stopAgent := startAgent()
 
-	artifacts := os.Getenv("DC_TEST_ARTIFACTS")
-	if artifacts == "" {
-		artifacts = filepath.Join(os.TempDir(), "dc-agent-artifacts")
-	}
-	artifacts = filepath.Join(artifacts, "monitor")
-	if err := os.MkdirAll(artifacts, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	x := &tmuxTerm{t: t, bin: tmuxBin, sock: filepath.Join(sockDir, "tmux"), artifacts: artifacts}
-	t.Cleanup(func() { _ = exec.Command(tmuxBin, "-S", x.sock, "kill-server").Run() })
 	// open runs the monitor in a fresh 80x24 window named w with extra
 	// environment; the shell notes its exit code in the returned file.
 	open := func(name string, env ...string) string {
 		exitFile := filepath.Join(dir, name+".exit")
-		cmdline := append([]string{"env", "-i", "PATH=" + os.Getenv("PATH"), "HOME=" + home, "LANG=C.UTF-8"}, env...)
-		cmdline = append(cmdline, dcAgent, "monitor", "--config", cfg)
+		cmdline := append(cleanEnv(home, env...), dcAgent, "monitor", "--config", cfg)
 		shell := strings.Join(quoteAll(cmdline), " ") + "; echo $? > " + exitFile + "; sleep 600"
-		x.tmux("-f", "/dev/null", "new-session", "-d", "-s", "w", "-x", "80", "-y", "24", "sh", "-c", shell)
+		x.session(shell)
 		return exitFile
 	}
 	waitExit := func(exitFile string) {

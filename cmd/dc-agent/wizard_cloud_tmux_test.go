@@ -25,7 +25,7 @@ import (
 // writes; the service files are installed; no SSH is asked for.
 func TestWizardCloudInTmux(t *testing.T) {
 	t.Parallel()
-	tmuxBin := testutil.RequireBinary(t, "tmux")
+	x := newTmuxTerm(t, artifactDir(t, "wizard-cloud"))
 	do := dosim.New(dosim.Options{CreateDuration: time.Millisecond})
 	doURL := do.Start(t)
 	srv := apitest.Start(t, apitest.WithProfile(apiserver.ProfileLive))
@@ -38,10 +38,8 @@ func TestWizardCloudInTmux(t *testing.T) {
 	good, wrong := filepath.Join(dir, "do-token"), filepath.Join(dir, "wrong-token")
 	testutil.WriteFile(t, good, do.Token()+"\n", 0o600)
 	testutil.WriteFile(t, wrong, "not-the-token\n", 0o600)
-	sockDir := testutil.ShortDir(t)
-	x := &tmuxTerm{t: t, bin: tmuxBin, sock: filepath.Join(sockDir, "tmux"), artifacts: artifactDir(t, "wizard-cloud")}
-	cmdline := []string{"env", "-i", "PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "TERM=xterm-256color", "NO_COLOR=1", "LANG=C.UTF-8",
-		dcAgent, "--config", cfg, "--service-root", filepath.Join(dir, "root"), "--cloud-endpoint", doURL, "--state-dir", filepath.Join(dir, "state")}
+	cmdline := append(cleanEnv(t.TempDir(), "TERM=xterm-256color", "NO_COLOR=1"),
+		dcAgent, "--config", cfg, "--service-root", filepath.Join(dir, "root"), "--cloud-endpoint", doURL, "--state-dir", filepath.Join(dir, "state"))
 	exitFile := x.start(cmdline, filepath.Join(dir, "exit"))
 
 	x.waitFor(10*time.Second, "1/11 Welcome", "enter start")

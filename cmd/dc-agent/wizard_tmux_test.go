@@ -28,6 +28,27 @@ type tmuxTerm struct {
 	shots     int
 }
 
+// newTmuxTerm is a tmuxTerm on a tmux server of its own (socket in a
+// ShortDir), keeping screens in artifacts.
+func newTmuxTerm(t *testing.T, artifacts string) *tmuxTerm {
+	t.Helper()
+	return &tmuxTerm{t: t, bin: testutil.RequireBinary(t, "tmux"), sock: filepath.Join(testutil.ShortDir(t), "tmux"), artifacts: artifacts}
+}
+
+// session runs shell in a new 80x24 session named w, its tmux server
+// killed at the end of the test.
+func (x *tmuxTerm) session(shell string) {
+	x.t.Helper()
+	x.tmux("-f", "/dev/null", "new-session", "-d", "-s", "w", "-x", "80", "-y", "24", "sh", "-c", shell)
+	x.t.Cleanup(func() { _ = exec.Command(x.bin, "-S", x.sock, "kill-server").Run() })
+}
+
+// cleanEnv is the start of a command line running a program with only
+// PATH, HOME=home, LANG=C.UTF-8 and vars in its environment.
+func cleanEnv(home string, vars ...string) []string {
+	return append([]string{"env", "-i", "PATH=" + os.Getenv("PATH"), "HOME=" + home, "LANG=C.UTF-8"}, vars...)
+}
+
 func (x *tmuxTerm) tmux(args ...string) string {
 	x.t.Helper()
 	out, err := exec.Command(x.bin, append([]string{"-S", x.sock}, args...)...).CombinedOutput()
@@ -98,7 +119,7 @@ func (x *tmuxTerm) snap(name string) {
 // answers given to --no-tui as flags write the identical config.
 func TestWizardEndToEndInTmux(t *testing.T) {
 	t.Parallel()
-	tmuxBin := testutil.RequireBinary(t, "tmux")
+	x := newTmuxTerm(t, artifactDir(t, "wizard"))
 	testutil.RequireBinary(t, "sshd")
 	w := startNodeWorld(t, "9.1.1")
 	h, papi, images, srv, prov, mainKey := w.host, w.pveAPI, w.images, w.api, w.prov, w.mainKey
@@ -106,25 +127,18 @@ func TestWizardEndToEndInTmux(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "dc-agent.toml")
 	root := filepath.Join(dir, "root")
-	sockDir, err := os.MkdirTemp("", "dcw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	sockDir := testutil.ShortDir(t)
 	// The provider's own settings the wizard must keep: the status socket
 	// (short, out of the long temp dir).
 	initial := fmt.Sprintf("[agent]\nstatus_socket = %q\n", filepath.Join(sockDir, "s.sock"))
 	testutil.WriteFile(t, cfg, initial, 0o600)
-	artifacts := artifactDir(t, "wizard")
 
 	// Settings that are not wizard questions come as flags, as a provider
 	// with a local image mirror would pass them.
 	notAsked := []string{"--proxmox-api-url", papi.URL, "--image-mirror", images.URL, "--image-dir", filepath.Join(h.Dir, "images"),
 		"--state-dir", filepath.Join(dir, "state"), "--expires", "365d", "--label", "e2e"}
-	x := &tmuxTerm{t: t, bin: tmuxBin, sock: filepath.Join(sockDir, "tmux"), artifacts: artifacts}
 	home := t.TempDir() // no SSH keys, no agent: the wizard is told which key
-	cmdline := []string{"env", "-i", "PATH=" + os.Getenv("PATH"), "HOME=" + home, "TERM=xterm-256color", "NO_COLOR=1", "LANG=C.UTF-8",
-		dcAgent, "--config", cfg, "--service-root", root}
+	cmdline := append(cleanEnv(home, "TERM=xterm-256color", "NO_COLOR=1"), dcAgent, "--config", cfg, "--service-root", root)
 	cmdline = append(cmdline, notAsked...)
 	exitFile := x.start(cmdline, filepath.Join(dir, "exit"))
 
@@ -277,7 +291,7 @@ func TestWizardEndToEndInTmux(t *testing.T) {
 		}
 		time.Sleep(30 * time.Millisecond)
 	}
-	t.Logf("screens kept in %s", artifacts)
+	t.Logf("screens kept in %s", x.artifacts)
 }
 
 // artifactDir is where the screens of a tmux test are kept
@@ -319,8 +333,7 @@ func (x *tmuxTerm) proxmoxHost(h *pvehost.Host) {
 func (x *tmuxTerm) start(cmdline []string, exitFile string) string {
 	x.t.Helper()
 	shell := strings.Join(quoteAll(cmdline), " ") + "; echo $? > " + exitFile + ".tmp; mv " + exitFile + ".tmp " + exitFile + "; sleep 600"
-	x.tmux("-f", "/dev/null", "new-session", "-d", "-s", "w", "-x", "80", "-y", "24", "sh", "-c", shell)
-	x.t.Cleanup(func() { _ = exec.Command(x.bin, "-S", x.sock, "kill-server").Run() })
+	x.session(shell)
 	return exitFile
 }
 
@@ -350,7 +363,7 @@ func (x *tmuxTerm) waitExit(exitFile string, code int) {
 // paste, no signing.
 func TestWizardSetupTokenInTmux(t *testing.T) {
 	t.Parallel()
-	tmuxBin := testutil.RequireBinary(t, "tmux")
+	x := newTmuxTerm(t, artifactDir(t, "wizard-setup-token"))
 	testutil.RequireBinary(t, "sshd")
 	w := startNodeWorld(t, "9.1.1", apitest.WithProfile(apiserver.ProfileLive))
 	h, srv, prov := w.host, w.api, w.prov
@@ -364,16 +377,9 @@ func TestWizardSetupTokenInTmux(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "dc-agent.toml")
 	root := filepath.Join(dir, "root")
-	sockDir, err := os.MkdirTemp("", "dcw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	x := &tmuxTerm{t: t, bin: tmuxBin, sock: filepath.Join(sockDir, "tmux"), artifacts: artifactDir(t, "wizard-setup-token")}
-	home := t.TempDir()
-	cmdline := []string{"env", "-i", "PATH=" + os.Getenv("PATH"), "HOME=" + home, "TERM=xterm-256color", "NO_COLOR=1", "LANG=C.UTF-8",
+	cmdline := append(cleanEnv(t.TempDir(), "TERM=xterm-256color", "NO_COLOR=1"),
 		dcAgent, "--config", cfg, "--service-root", root, "--proxmox-api-url", w.pveAPI.URL, "--image-mirror", w.images.URL,
-		"--image-dir", filepath.Join(h.Dir, "images"), "--state-dir", filepath.Join(dir, "state")}
+		"--image-dir", filepath.Join(h.Dir, "images"), "--state-dir", filepath.Join(dir, "state"))
 	exitFile := x.start(cmdline, filepath.Join(dir, "exit"))
 
 	x.waitFor(10*time.Second, "1/11 Welcome", "registers it with a setup token", "enter start")
@@ -490,21 +496,14 @@ func TestBareWithoutTerminal(t *testing.T) {
 // in marks and words); without it, it does.
 func TestWizardNoColor(t *testing.T) {
 	t.Parallel()
-	tmuxBin := testutil.RequireBinary(t, "tmux")
-	sockDir, err := os.MkdirTemp("", "dcw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
 	for _, noColor := range []bool{true, false} {
-		x := &tmuxTerm{t: t, bin: tmuxBin, sock: filepath.Join(sockDir, fmt.Sprintf("tmux-%v", noColor)), artifacts: t.TempDir()}
-		env := []string{"env", "-i", "PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "TERM=xterm-256color", "LANG=C.UTF-8"}
+		x := newTmuxTerm(t, t.TempDir())
+		env := cleanEnv(t.TempDir(), "TERM=xterm-256color")
 		if noColor {
 			env = append(env, "NO_COLOR=1")
 		}
 		cmdline := append(env, dcAgent, "--config", filepath.Join(t.TempDir(), "dc-agent.toml"), "--service-root", t.TempDir())
-		x.tmux("-f", "/dev/null", "new-session", "-d", "-s", "w", "-x", "80", "-y", "24", strings.Join(quoteAll(cmdline), " ")+"; sleep 600")
-		t.Cleanup(func() { _ = exec.Command(tmuxBin, "-S", x.sock, "kill-server").Run() })
+		x.session(strings.Join(quoteAll(cmdline), " ") + "; sleep 600")
 		x.waitFor(10*time.Second, "1/11 Welcome", "enter start")
 		styled := x.tmux("capture-pane", "-p", "-e", "-t", "w")
 		// SGR foreground colors: 30-37, 90-97, 38;5;N, 38;2;R;G;B.
