@@ -829,18 +829,7 @@ timeout_seconds = 60
 
 	cli := func(args ...string) run {
 		t.Helper()
-		cmd := exec.Command(bin, append([]string{"--config", cfgPath}, args...)...)
-		cmd.Env = m.Env
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		r := run{stdout: stdout.String(), stderr: stderr.String()}
-		if ee, ok := err.(*exec.ExitError); ok {
-			r.code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		return r
+		return runCmd(t, exec.Command(bin, append([]string{"--config", cfgPath}, args...)...), m.Vars)
 	}
 	running := func() string {
 		t.Helper()
