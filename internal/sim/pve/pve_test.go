@@ -41,6 +41,19 @@ func update(t *testing.T, s *Store, fn func(st *State) error) {
 	}
 }
 
+// runTask starts a task with op (in one store update, as the agent's
+// token) and polls it until it is done.
+func runTask(t *testing.T, s *Store, c *simkit.Clock, op func(st *State) (upid string, err error)) *Task {
+	t.Helper()
+	var upid string
+	update(t, s, func(st *State) error {
+		var err error
+		upid, err = op(st)
+		return err
+	})
+	return pollUntilDone(t, s, c, AgentTokenID, upid)
+}
+
 // pollUntilDone polls a task like a client would, advancing the clock.
 func pollUntilDone(t *testing.T, s *Store, c *simkit.Clock, actor, upid string) *Task {
 	t.Helper()
@@ -443,13 +456,9 @@ func TestInjectedTaskFailureAndOutage(t *testing.T) {
 func TestConfigValidation(t *testing.T) {
 	s, c := cloneSetup(t)
 	tok := AgentTokenID
-	var upid string
-	update(t, s, func(st *State) error {
-		var err error
-		upid, err = st.Clone(tok, "pve1", 9000, CloneParams{NewID: 101, Name: "vm1"})
-		return err
+	runTask(t, s, c, func(st *State) (string, error) {
+		return st.Clone(tok, "pve1", 9000, CloneParams{NewID: 101, Name: "vm1"})
 	})
-	pollUntilDone(t, s, c, tok, upid)
 	update(t, s, func(st *State) error {
 		cases := []struct {
 			params map[string]string
@@ -489,15 +498,12 @@ func TestConfigValidation(t *testing.T) {
 		return nil
 	})
 	// A valid update through a task.
-	update(t, s, func(st *State) error {
-		var err error
-		upid, err = st.SetConfig(tok, "pve1", 101, map[string]string{
+	runTask(t, s, c, func(st *State) (string, error) {
+		return st.SetConfig(tok, "pve1", 101, map[string]string{
 			"cores": "4", "memory": "4096", "sshkeys": strings.ReplaceAll(url.QueryEscape(testKey), "+", "%20"),
 			"ciuser": "root", "cipassword": "s3cret", "ipconfig0": "ip=dhcp,ip6=auto", "tags": "dc-agent", "onboot": "true",
 		}, true)
-		return err
 	})
-	pollUntilDone(t, s, c, tok, upid)
 	update(t, s, func(st *State) error {
 		cd := ConfigData(st.VMs[101])
 		if cd["cores"] != int64(4) || cd["memory"] != "4096" || cd["onboot"] != int64(1) || cd["cipassword"] != "**********" || cd["agent"] != "enabled=1" {
@@ -513,16 +519,7 @@ func TestConfigValidation(t *testing.T) {
 func TestStartAgentResizeDestroy(t *testing.T) {
 	s, c := cloneSetup(t)
 	tok := AgentTokenID
-	run := func(op func(st *State) (string, error)) *Task {
-		t.Helper()
-		var upid string
-		update(t, s, func(st *State) error {
-			var err error
-			upid, err = op(st)
-			return err
-		})
-		return pollUntilDone(t, s, c, tok, upid)
-	}
+	run := func(op func(st *State) (string, error)) *Task { t.Helper(); return runTask(t, s, c, op) }
 	if tk := run(func(st *State) (string, error) {
 		return st.Clone(tok, "pve1", 9000, CloneParams{NewID: 101, Name: "vm1"})
 	}); tk.ExitStatus != "OK" {
@@ -684,13 +681,7 @@ func TestImageOriginDecidesGuestBehaviour(t *testing.T) {
 	})
 	run := func(op func(st *State) (string, error)) {
 		t.Helper()
-		var upid string
-		update(t, s, func(st *State) error {
-			var err error
-			upid, err = op(st)
-			return err
-		})
-		if tk := pollUntilDone(t, s, c, tok, upid); tk.ExitStatus != "OK" {
+		if tk := runTask(t, s, c, op); tk.ExitStatus != "OK" {
 			t.Fatal(tk.ExitStatus)
 		}
 	}
