@@ -7,19 +7,28 @@ import (
 
 	"github.com/decent-stuff/dc-agent/internal/sim/pve"
 	"github.com/decent-stuff/dc-agent/internal/sim/pveapi"
+	"github.com/decent-stuff/dc-agent/provisioners"
 )
+
+// provisionedVM is a simulated node with the VM of contract 1 on it, and
+// the provisioner that made it.
+func provisionedVM(t *testing.T) (*pveapi.TestSim, *Provisioner, provisioners.Instance) {
+	t.Helper()
+	s := pveapi.StartTest(t, pveapi.TestOptions{})
+	p := newProv(t, s, nil)
+	inst, err := p.Provision(context.Background(), request(t, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, p, inst
+}
 
 // Pause shuts a contract's VM down and keeps it (disks and config);
 // Resume starts it again; both are idempotent; a VM that is not a
 // dc-agent VM is refused.
 func TestPauseResume(t *testing.T) {
-	s := pveapi.StartTest(t, pveapi.TestOptions{})
-	p := newProv(t, s, nil)
+	s, p, inst := provisionedVM(t)
 	ctx := context.Background()
-	inst, err := p.Provision(ctx, request(t, 1))
-	if err != nil {
-		t.Fatal(err)
-	}
 	for range 2 {
 		if err := p.Pause(ctx, inst.ExternalID); err != nil {
 			t.Fatal(err)
@@ -59,13 +68,8 @@ func TestPauseResume(t *testing.T) {
 
 // A guest that does not shut down is stopped hard.
 func TestPauseStopsAGuestThatHangs(t *testing.T) {
-	s := pveapi.StartTest(t, pveapi.TestOptions{})
-	p := newProv(t, s, nil)
+	s, p, inst := provisionedVM(t)
 	ctx := context.Background()
-	inst, err := p.Provision(ctx, request(t, 1))
-	if err != nil {
-		t.Fatal(err)
-	}
 	s.Update(t, func(st *pve.State) error {
 		st.Faults.TaskFailures = append(st.Faults.TaskFailures, pve.TaskFailure{Type: "qmshutdown", ExitStatus: "VM quit/powerdown failed - got timeout", Count: 1})
 		return nil
