@@ -2,15 +2,12 @@ package identity
 
 import (
 	"bytes"
-	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"math/big"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,44 +24,11 @@ import (
 // @noble + @scure, installed by `make test-deps` with npm ci) live, on fresh
 // random inputs, so the cross-check covers more than the committed vectors.
 
-// jsDir returns testdata/js with its node_modules, or fails/skips.
-func jsDir(t *testing.T) (node, dir string) {
-	t.Helper()
-	node = testutil.RequireBinary(t, "node")
-	dir, err := filepath.Abs(filepath.Join("..", "testdata", "js"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range []string{"@noble/curves", "@noble/hashes", "@noble/ciphers", "@scure/bip39"} {
-		if _, err := os.Stat(filepath.Join(dir, "node_modules", m, "package.json")); err != nil {
-			testutil.Unavailable(t, "testdata/js/node_modules/"+m+" is missing (run: make test-deps, or npm ci in testdata/js)")
-		}
-	}
-	return node, dir
-}
-
-func runNode(t *testing.T, script string, stdin []byte) []byte {
-	t.Helper()
-	node, dir := jsDir(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, script)
-	cmd.Dir = dir
-	cmd.Stdin = bytes.NewReader(stdin)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("node %s: %v\n%s", script, err, stderr.String())
-	}
-	return out
-}
-
 // TestVectorsReproducible reruns the generator: the committed vectors must be
 // exactly what the pinned JavaScript libraries produce today.
 func TestVectorsReproducible(t *testing.T) {
 	t.Parallel()
-	got := runNode(t, "gen-vectors.mjs", nil)
+	got := testutil.RunNode(t, "gen-vectors.mjs", nil)
 	want, err := os.ReadFile(vectorsPath)
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +91,7 @@ type nodeSealCase struct {
 
 func TestCrossCheckNodeLive(t *testing.T) {
 	t.Parallel()
-	jsDir(t) // skip or fail early, before building inputs
+	testutil.JSDir(t) // skip or fail early, before building inputs
 	const n = 16
 	var in struct {
 		Requests         []nodeRequestCase    `json:"requests"`
@@ -279,7 +243,7 @@ func TestCrossCheckNodeLive(t *testing.T) {
 			Sealed string `json:"sealed"`
 		}
 	}
-	raw := runNode(t, "crosscheck.mjs", stdin)
+	raw := testutil.RunNode(t, "crosscheck.mjs", stdin)
 	if err := json.Unmarshal(raw, &out); err != nil {
 		t.Fatalf("crosscheck.mjs output: %v\n%s", err, raw)
 	}

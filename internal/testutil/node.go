@@ -21,7 +21,7 @@ func JSDir(t testing.TB) (node, dir string) {
 		t.Fatal(err)
 	}
 	dir = filepath.Join(root, "testdata", "js")
-	for _, m := range []string{"@noble/curves", "@noble/hashes"} {
+	for _, m := range []string{"@noble/curves", "@noble/hashes", "@noble/ciphers", "@scure/bip39"} {
 		if _, err := os.Stat(filepath.Join(dir, "node_modules", m, "package.json")); err != nil {
 			Unavailable(t, "testdata/js/node_modules/"+m+" is missing (run: make test-deps, or npm ci in testdata/js)")
 		}
