@@ -315,11 +315,7 @@ func TestGlobalConcurrencyAcrossBackends(t *testing.T) {
 
 func TestHeartbeatNotDelayedByProvision(t *testing.T) {
 	h := newHarness(t)
-	h.prov.block = make(chan struct{})
-	cid := randomCID(t)
-	h.api.addContract(dcapi.PendingContract{ContractID: cid})
-	h.start()
-	eventually(t, "provision started", func() bool { return h.prov.callsFor(cid) == 1 })
+	cid := h.startBlocked()
 	n := h.api.count("heartbeat")
 	eventually(t, "heartbeats while a provision hangs", func() bool { return h.api.count("heartbeat") >= n+3 })
 	close(h.prov.block)
@@ -753,11 +749,7 @@ func TestGracefulStopFinishesProvision(t *testing.T) {
 
 func TestHardStopLeavesJournalForNextStart(t *testing.T) {
 	h := newHarness(t)
-	h.prov.block = make(chan struct{})
-	cid := randomCID(t)
-	h.api.addContract(dcapi.PendingContract{ContractID: cid})
-	h.start()
-	eventually(t, "provision started", func() bool { return h.prov.callsFor(cid) == 1 })
+	cid := h.startBlocked()
 	h.a.HardStop()
 	h.stop()
 	st, err := OpenStore(h.stateDir)

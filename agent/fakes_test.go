@@ -631,6 +631,18 @@ func (h *harness) startProvisioned(what string) string {
 	return cid
 }
 
+// startBlocked offers the agent a new contract, starts it and waits until
+// the contract's provision has started and hangs (until h.prov.block is
+// closed).
+func (h *harness) startBlocked() string {
+	h.t.Helper()
+	h.prov.block = make(chan struct{})
+	cid := h.addPending(1)[0]
+	h.start()
+	eventually(h.t, "provision started", func() bool { return h.prov.callsFor(cid) == 1 })
+	return cid
+}
+
 func (h *harness) registry() *provisioners.Registry {
 	r := provisioners.NewRegistry()
 	r.Register(config.TypeScript, func(config.ProvisionerConfig, provisioners.Deps) (provisioners.Provisioner, error) {
