@@ -50,10 +50,6 @@ func BenchmarkThousandContractsAgent(b *testing.B) {
 		if err := identity.SaveAgentKey(kp, key, false); err != nil {
 			b.Fatal(err)
 		}
-		secret := filepath.Join(dir, "pve-token")
-		if err := os.WriteFile(secret, []byte(sim.Secret), 0o600); err != nil {
-			b.Fatal(err)
-		}
 		sock := testutil.ShortDir(b)
 		cfg := filepath.Join(dir, "dc-agent.toml")
 		testutil.AgentTOML{Endpoint: srv.URL, ProviderPubkey: prov.Pubkey, AgentKey: kp,
@@ -61,17 +57,7 @@ func BenchmarkThousandContractsAgent(b *testing.B) {
 health_check_interval_seconds = 10
 reconcile_interval_seconds = 10`,
 			StateDir: filepath.Join(dir, "state"), StatusSocket: filepath.Join(sock, "s.sock"),
-			Rest: fmt.Sprintf(`[provisioner]
-type = "proxmox"
-
-[provisioner.proxmox]
-api_url = %q
-api_token_id = %q
-api_token_secret_file = %q
-nodes = "auto"
-template_vmid = 9000
-tls_fingerprint = %q
-`, sim.URL, sim.TokenID, secret, sim.Fingerprint)}.Write(b, cfg)
+			Rest: sim.ProvisionerTOML(b, filepath.Join(dir, "pve-token"), `nodes = "auto"`)}.Write(b, cfg)
 		cmd := exec.Command(bin, "run", "--config", cfg)
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
 		if err := cmd.Start(); err != nil {

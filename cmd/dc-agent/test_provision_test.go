@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,27 +15,17 @@ import (
 func proxmoxTestConfig(t *testing.T, s *pveapi.TestSim, extra string) string {
 	t.Helper()
 	dir := t.TempDir()
-	secret := testutil.WriteFile(t, filepath.Join(dir, "pve-token"), s.Secret+"\n", 0o600)
-	cfg := fmt.Sprintf(`[api]
+	cfg := `[api]
 endpoint = "https://api.decent-cloud.org"
 provider_pubkey = "197f6b23e16c8532c6abc838facd5ea789be0c76b2920334039bfa8b3d368d61"
 agent_secret_key = "agent.key"
 
-[provisioner]
-type = "proxmox"
-
-[provisioner.proxmox]
-api_url = %q
-api_token_id = %q
-api_token_secret_file = %q
-node = "pve1"
-template_vmid = 9000
-tls_fingerprint = %q
+` + s.ProvisionerTOML(t, filepath.Join(dir, "pve-token"), `node = "pve1"
 linked_clone = true
 ip_wait_attempts = 3
 ip_wait_interval_secs = 1
 task_poll_interval_ms = 50
-%s`, s.URL, s.TokenID, secret, s.Fingerprint, extra)
+`+extra)
 	return testutil.WriteFile(t, filepath.Join(dir, "dc-agent.toml"), cfg, 0o600)
 }
 

@@ -88,7 +88,6 @@ func (e *e2e) agentConfig(key ed25519.PrivateKey, endpoint string) (cfgPath, soc
 	// Unix socket paths are short: keep the socket out of the long TempDir.
 	sockDir := testutil.ShortDir(t)
 	socket = filepath.Join(sockDir, "s.sock")
-	secret := testutil.WriteFile(t, filepath.Join(dir, "pve-token"), e.sim.Secret, 0o600)
 	pool := ""
 	if e.acc != nil && e.acc.Pool != nil {
 		pool = fmt.Sprintf("pool_id = %q", e.acc.Pool.PoolID)
@@ -98,21 +97,11 @@ func (e *e2e) agentConfig(key ed25519.PrivateKey, endpoint string) (cfgPath, soc
 health_check_interval_seconds = 30
 reconcile_interval_seconds = 30`,
 		StateDir: filepath.Join(dir, "state"), StatusSocket: socket, Agent: "max_concurrent_provisions = 4\n" + e.agentLines,
-		Rest: fmt.Sprintf(`[provisioner]
-type = "proxmox"
-
-[provisioner.proxmox]
-api_url = %q
-api_token_id = %q
-api_token_secret_file = %q
-%s
-template_vmid = 9000
-tls_fingerprint = %q
+		Rest: e.sim.ProvisionerTOML(t, filepath.Join(dir, "pve-token"), e.where+`
 linked_clone = true
 ip_wait_attempts = 2
 ip_wait_interval_secs = 1
-task_poll_interval_ms = 50
-`, e.sim.URL, e.sim.TokenID, secret, e.where, e.sim.Fingerprint)}
+task_poll_interval_ms = 50`)}
 	return cfg.Write(t, filepath.Join(dir, "dc-agent.toml")), socket
 }
 

@@ -26,22 +26,11 @@ import (
 
 // proxmoxSection is the agent's config for sim (its least-privilege token).
 func proxmoxSection(t *testing.T, w *world, sim *pveapi.TestSim) string {
-	secret := testutil.WriteFile(t, filepath.Join(w.dir, "pve-token"), sim.Secret, 0o600)
-	return fmt.Sprintf(`[provisioner]
-type = "proxmox"
-
-[provisioner.proxmox]
-api_url = %q
-api_token_id = %q
-api_token_secret_file = %q
-node = "pve1"
-template_vmid = 9000
-tls_fingerprint = %q
+	return sim.ProvisionerTOML(t, filepath.Join(w.dir, "pve-token"), `node = "pve1"
 linked_clone = true
 ip_wait_attempts = 5
 ip_wait_interval_secs = 1
-task_poll_interval_ms = 50
-`, sim.URL, sim.TokenID, secret, sim.Fingerprint)
+task_poll_interval_ms = 50`)
 }
 
 // guestVM returns a copy of the simulator's VM vmid.

@@ -1,6 +1,8 @@
 package pveapi
 
 import (
+	"fmt"
+	"os"
 	"testing"
 
 	"github.com/decent-stuff/dc-agent/internal/sim/pve"
@@ -68,4 +70,26 @@ func (s *TestSim) Update(t testing.TB, fn func(st *pve.State) error) {
 	if err := s.Store.Update(fn); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// ProvisionerTOML is the [provisioner] sections of a dc-agent.toml that
+// drive this simulator with the agent's token, template 9000 and the
+// simulator's certificate; it writes the token's secret to secretFile
+// (0600). more are further lines of [provisioner.proxmox] (node, timing).
+func (s *TestSim) ProvisionerTOML(t testing.TB, secretFile, more string) string {
+	t.Helper()
+	if err := os.WriteFile(secretFile, []byte(s.Secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf(`[provisioner]
+type = "proxmox"
+
+[provisioner.proxmox]
+api_url = %q
+api_token_id = %q
+api_token_secret_file = %q
+template_vmid = 9000
+tls_fingerprint = %q
+%s
+`, s.URL, s.TokenID, secretFile, s.Fingerprint, more)
 }
