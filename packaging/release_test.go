@@ -817,15 +817,8 @@ esac
 # not the stop; and systemd --user on this cgroup-v1 host sometimes stays in
 # deactivating (final-sigkill) after the agent exited until TimeoutStopSec.
 shutdown_grace_seconds = 5`, srv.URL+"/rel"),
-		Rest: fmt.Sprintf(`[provisioner]
-type = "script"
-
-[provisioner.script]
-provision = %q
-terminate = %q
-health_check = %q
-timeout_seconds = 60
-`, backend, backend, backend)}.Write(t, filepath.Join(etc, "dc-agent.toml"))
+		Rest: testutil.ScriptProvisionerTOML(backend, []string{"provision", "terminate", "health_check"}, "timeout_seconds = 60"),
+	}.Write(t, filepath.Join(etc, "dc-agent.toml"))
 
 	cli := func(args ...string) run {
 		t.Helper()

@@ -47,16 +47,8 @@ func TestMonitorInTmux(t *testing.T) {
 	cfg := filepath.Join(dir, "dc-agent.toml")
 	testutil.AgentTOML{Endpoint: srv.URL, ProviderPubkey: prov.Pubkey, AgentKey: keyPath,
 		StateDir: filepath.Join(dir, "state"), StatusSocket: socket,
-		Rest: fmt.Sprintf(`[provisioner]
-type = "script"
-
-[provisioner.script]
-provision = %q
-terminate = %q
-health_check = %q
-get_instance = %q
-list = %q
-`, backend, backend, backend, backend, backend)}.Write(t, cfg)
+		Rest: testutil.ScriptProvisionerTOML(backend, []string{"provision", "terminate", "health_check", "get_instance", "list"}, ""),
+	}.Write(t, cfg)
 
 	home := t.TempDir()
 	startAgent := func() (stop func()) {

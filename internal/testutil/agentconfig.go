@@ -51,3 +51,17 @@ func (c AgentTOML) Write(t testing.TB, path string) string {
 	t.Helper()
 	return WriteFile(t, path, c.String(), 0o600)
 }
+
+// ScriptProvisionerTOML is the [provisioner] sections of the script
+// backend with script as the program of each of actions (provision,
+// terminate, health_check, …); more are further lines of
+// [provisioner.script].
+func ScriptProvisionerTOML(script string, actions []string, more string) string {
+	var b strings.Builder
+	b.WriteString("[provisioner]\ntype = \"script\"\n\n[provisioner.script]\n")
+	for _, a := range actions {
+		fmt.Fprintf(&b, "%s = %q\n", a, script)
+	}
+	section(&b, more)
+	return b.String()
+}

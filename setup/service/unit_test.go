@@ -7,7 +7,6 @@ package service
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -106,15 +105,8 @@ func newUnitWorld(t *testing.T) *unitWorld {
 # even on a loaded machine. (On this cgroup-v1 host systemd --user has been
 # seen to wait for TimeoutStopSec after the agent exited.)
 shutdown_grace_seconds = 60`,
-		Rest: fmt.Sprintf(`[provisioner]
-type = "script"
-
-[provisioner.script]
-provision = %q
-terminate = %q
-health_check = %q
-timeout_seconds = 60
-`, script, script, script)}.Write(t, w.cfgPath)
+		Rest: testutil.ScriptProvisionerTOML(script, []string{"provision", "terminate", "health_check"}, "timeout_seconds = 60"),
+	}.Write(t, w.cfgPath)
 	return w
 }
 
