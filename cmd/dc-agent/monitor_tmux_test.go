@@ -14,7 +14,7 @@ import (
 
 	"github.com/decent-stuff/dc-agent/agent/status"
 	"github.com/decent-stuff/dc-agent/apiserver/apitest"
-	"github.com/decent-stuff/dc-agent/identity"
+	"github.com/decent-stuff/dc-agent/internal/e2e/e2eutil"
 	"github.com/decent-stuff/dc-agent/internal/testutil"
 )
 
@@ -32,14 +32,8 @@ echo '{"success":true,"instance":{"external_id":"vm-101","ip_address":"10.0.0.7"
 // service running; then NO_COLOR and TERM=dumb.
 func TestMonitorInTmux(t *testing.T) {
 	x := newTmuxTerm(t, artifactDir(t, "monitor"))
-	srv := apitest.Start(t)
-	prov := srv.NewProvider("Monitor Hosting")
-	key := srv.NewAgent(prov)
-	dir := t.TempDir()
-	keyPath := filepath.Join(dir, "agent.key")
-	if err := identity.SaveAgentKey(keyPath, key, false); err != nil {
-		t.Fatal(err)
-	}
+	env := e2eutil.NewEnv(t)
+	srv, prov, keyPath, dir := env.API, env.Provider, env.KeyPath, env.Dir
 	backend := filepath.Join(dir, "backend.sh")
 	testutil.WriteFile(t, backend, monitorBackend, 0o755)
 	sockDir := testutil.ShortDir(t)

@@ -15,7 +15,7 @@ import (
 	"github.com/decent-stuff/dc-agent/agent/status"
 	"github.com/decent-stuff/dc-agent/apiserver/apitest"
 	"github.com/decent-stuff/dc-agent/config"
-	"github.com/decent-stuff/dc-agent/identity"
+	"github.com/decent-stuff/dc-agent/internal/e2e/e2eutil"
 	"github.com/decent-stuff/dc-agent/internal/testutil"
 	"github.com/decent-stuff/dc-agent/provisioners/all"
 )
@@ -39,14 +39,8 @@ type liveWorld struct {
 
 func newLiveWorld(t testing.TB) *liveWorld {
 	t.Helper()
-	srv := apitest.Start(t)
-	prov := srv.NewProvider("Monitor Hosting")
-	key := srv.NewAgent(prov)
-	dir := t.TempDir()
-	keyPath := filepath.Join(dir, "agent.key")
-	if err := identity.SaveAgentKey(keyPath, key, false); err != nil {
-		t.Fatal(err)
-	}
+	env := e2eutil.NewEnv(t)
+	srv, prov, keyPath, dir := env.API, env.Provider, env.KeyPath, env.Dir
 	script := filepath.Join(dir, "backend.sh")
 	if err := os.WriteFile(script, []byte(backendScript), 0o755); err != nil {
 		t.Fatal(err)
