@@ -68,14 +68,7 @@ type nodeRequestCase struct {
 }
 
 type nodeDelegationCase struct {
-	ProviderSeed   string   `json:"provider_seed"`
-	AgentPubkey    string   `json:"agent_pubkey"`
-	ProviderPubkey string   `json:"provider_pubkey"`
-	Permissions    []string `json:"permissions"`
-	ExpiresAtNs    *string  `json:"expires_at_ns"`
-	IssuedAtNs     *string  `json:"issued_at_ns"`
-	Label          string   `json:"label"`
-	SignedCode     string   `json:"signed_code"`
+	delegationJSON
 
 	text, requestCode string
 	sig               string
@@ -144,8 +137,8 @@ func TestCrossCheckNodeLive(t *testing.T) {
 			Permissions:    perms,
 			Label:          string(label),
 		}
-		c := nodeDelegationCase{ProviderSeed: hex.EncodeToString(main.Seed()), AgentPubkey: d.AgentPubkey,
-			ProviderPubkey: d.ProviderPubkey, Permissions: perms, Label: d.Label}
+		c := nodeDelegationCase{delegationJSON: delegationJSON{ProviderSeed: hex.EncodeToString(main.Seed()), AgentPubkey: d.AgentPubkey,
+			ProviderPubkey: d.ProviderPubkey, Permissions: perms, Label: d.Label}}
 		if randN(t, 2) == 1 {
 			exp := time.Now().UnixNano() + int64(randN(t, 1<<62))
 			d.ExpiresAtNs = &exp

@@ -14,6 +14,19 @@ import (
 	"github.com/cosmos/go-bip39"
 )
 
+// delegationJSON is a delegation case as the JavaScript implementation
+// reads and writes it (vectors.json, crosscheck.mjs).
+type delegationJSON struct {
+	ProviderSeed   string   `json:"provider_seed"`
+	AgentPubkey    string   `json:"agent_pubkey"`
+	ProviderPubkey string   `json:"provider_pubkey"`
+	Permissions    []string `json:"permissions"`
+	ExpiresAtNs    *string  `json:"expires_at_ns"`
+	IssuedAtNs     *string  `json:"issued_at_ns"`
+	Label          string   `json:"label"`
+	SignedCode     string   `json:"signed_code"`
+}
+
 // vectors is identity/testdata/vectors.json, written by the independent
 // JavaScript implementation testdata/js/gen-vectors.mjs (@noble, @scure).
 type vectors struct {
@@ -22,17 +35,10 @@ type vectors struct {
 		Seed, Pubkey, Timestamp, Nonce, Method, Path, Body, Message, Signature string
 	}
 	Delegations []struct {
-		ProviderSeed   string   `json:"provider_seed"`
-		AgentPubkey    string   `json:"agent_pubkey"`
-		ProviderPubkey string   `json:"provider_pubkey"`
-		Permissions    []string `json:"permissions"`
-		ExpiresAtNs    *string  `json:"expires_at_ns"`
-		IssuedAtNs     *string  `json:"issued_at_ns"`
-		Label          string   `json:"label"`
-		Text           string   `json:"text"`
-		RequestCode    string   `json:"request_code"`
-		Signature      string   `json:"signature"`
-		SignedCode     string   `json:"signed_code"`
+		delegationJSON
+		Text        string `json:"text"`
+		RequestCode string `json:"request_code"`
+		Signature   string `json:"signature"`
 	}
 	Mnemonics []struct {
 		Entropy, Mnemonic, Seed64 string
