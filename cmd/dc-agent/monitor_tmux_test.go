@@ -71,7 +71,10 @@ func TestMonitorInTmux(t *testing.T) {
 
 	// open runs the monitor in a fresh 80x24 window named w with extra
 	// environment; the shell notes its exit code in the returned file.
+	// Each on its own tmux server: killing the last session ends a server
+	// while it may still accept a new client ("server exited unexpectedly").
 	open := func(name string, env ...string) string {
+		x.sock = filepath.Join(testutil.ShortDir(t), "tmux")
 		exitFile := filepath.Join(dir, name+".exit")
 		cmdline := append(cleanEnv(home, env...), dcAgent, "monitor", "--config", cfg)
 		shell := strings.Join(quoteAll(cmdline), " ") + "; echo $? > " + exitFile + "; sleep 600"
@@ -80,7 +83,7 @@ func TestMonitorInTmux(t *testing.T) {
 	}
 	waitExit := func(exitFile string) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
+		deadline := time.Now().Add(60 * time.Second)
 		for {
 			if b, err := os.ReadFile(exitFile); err == nil {
 				if strings.TrimSpace(string(b)) != "0" {
@@ -96,14 +99,14 @@ func TestMonitorInTmux(t *testing.T) {
 	}
 
 	exitFile := open("color", "TERM=xterm-256color")
-	x.waitFor(20*time.Second, "dc-agent monitor", "ONLINE   the API sees the provider online", "heartbeat accepted", "live from the status socket", "q quit")
+	x.waitFor(60*time.Second, "dc-agent monitor", "ONLINE   the API sees the provider online", "heartbeat accepted", "live from the status socket", "q quit")
 	x.snap("online")
 	if colored := x.tmux("capture-pane", "-p", "-e", "-t", "w"); !strings.Contains(colored, "\x1b[") {
 		t.Error("no colors on an xterm-256color terminal")
 	}
 
 	cid := srv.CreateContract(prov, apitest.ContractSpec{})
-	x.waitFor(20*time.Second, "Recent results", cid[:12], "provisioned vm-101 (10.0.0.7)")
+	x.waitFor(60*time.Second, "Recent results", cid[:12], "provisioned vm-101 (10.0.0.7)")
 	x.snap("provisioned")
 
 	// Resizes: smaller, larger, back; every frame fits, title on top and
@@ -119,7 +122,7 @@ func TestMonitorInTmux(t *testing.T) {
 				strings.HasPrefix(lines[len(lines)-1], "r refresh") && strings.Contains(screen, "Status      ONLINE") &&
 				strings.Contains(screen, "\n  local     running")
 		}
-		deadline := time.Now().Add(5 * time.Second)
+		deadline := time.Now().Add(60 * time.Second)
 		for !laidOut() {
 			if time.Now().After(deadline) {
 				t.Fatalf("at %dx%d the screen is not laid out:\n%s", sz[0], sz[1], screen)
@@ -130,22 +133,22 @@ func TestMonitorInTmux(t *testing.T) {
 	}
 
 	x.key("l")
-	x.waitFor(10*time.Second, "dc-agent log", "esc back")
+	x.waitFor(60*time.Second, "dc-agent log", "esc back")
 	x.snap("logs")
 	x.key("Escape")
-	x.waitFor(5*time.Second, "Status      ONLINE")
+	x.waitFor(60*time.Second, "Status      ONLINE")
 	x.key("d")
-	x.waitFor(30*time.Second, "dc-agent doctor", "took ")
+	x.waitFor(60*time.Second, "dc-agent doctor", "took ")
 	x.snap("doctor")
 	x.key("Escape")
 
 	// The agent stops: the monitor says so and how to start it; it comes
 	// back: the monitor follows the new process.
 	stopAgent()
-	x.waitFor(10*time.Second, "agent not running", "sudo systemctl start dc-agent")
+	x.waitFor(60*time.Second, "agent not running", "sudo systemctl start dc-agent")
 	x.snap("agent-stopped")
 	startAgent()
-	x.waitFor(20*time.Second, "the agent restarted while you watched", "running")
+	x.waitFor(60*time.Second, "the agent restarted while you watched", "running")
 	x.snap("agent-back")
 
 	x.key("q")
@@ -159,7 +162,7 @@ func TestMonitorInTmux(t *testing.T) {
 
 	// NO_COLOR: the same screen in words, no colors.
 	exitFile = open("nocolor", "TERM=xterm-256color", "NO_COLOR=1")
-	x.waitFor(20*time.Second, "ONLINE   the API sees the provider online", "live from the status socket")
+	x.waitFor(60*time.Second, "ONLINE   the API sees the provider online", "live from the status socket")
 	if plain := x.tmux("capture-pane", "-p", "-e", "-t", "w"); strings.Contains(plain, "\x1b[3") || strings.Contains(plain, "\x1b[1m") {
 		t.Errorf("colors or bold with NO_COLOR:\n%q", plain)
 	}
@@ -170,7 +173,7 @@ func TestMonitorInTmux(t *testing.T) {
 
 	// TERM=dumb: lines, answered line by line.
 	exitFile = open("dumb", "TERM=dumb")
-	x.waitFor(20*time.Second, "ONLINE   the API sees the provider online", "keys (then Enter)")
+	x.waitFor(60*time.Second, "ONLINE   the API sees the provider online", "keys (then Enter)")
 	x.snap("dumb")
 	x.key("q")
 	x.key("Enter")

@@ -40,7 +40,8 @@ func newTmuxTerm(t *testing.T, artifacts string) *tmuxTerm {
 func (x *tmuxTerm) session(shell string) {
 	x.t.Helper()
 	x.tmux("-f", "/dev/null", "new-session", "-d", "-s", "w", "-x", "80", "-y", "24", "sh", "-c", shell)
-	x.t.Cleanup(func() { _ = exec.Command(x.bin, "-S", x.sock, "kill-server").Run() })
+	sock := x.sock
+	x.t.Cleanup(func() { _ = exec.Command(x.bin, "-S", sock, "kill-server").Run() })
 }
 
 // cleanEnv is the start of a command line running a program with only
@@ -280,7 +281,7 @@ func TestWizardEndToEndInTmux(t *testing.T) {
 	// Re-running dc-agent on the configured host goes straight to the
 	// monitor.
 	x.tmux("new-session", "-d", "-s", "again", "-x", "80", "-y", "24", strings.Join(quoteAll(cmdline[:len(cmdline)-len(notAsked)]), " ")+"; sleep 600")
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		screen := x.tmux("capture-pane", "-p", "-t", "again")
 		if strings.Contains(screen, "dc-agent monitor") {

@@ -46,7 +46,7 @@ func TestMain(m *testing.M) {
 }
 
 // wait bounds every wait for the agent.
-const wait = 60 * time.Second
+const wait = 120 * time.Second // a hang guard: passing runs take seconds
 
 // world is one dc-api of a profile with a provider and its agent key.
 type world struct {
