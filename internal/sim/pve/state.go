@@ -87,6 +87,23 @@ type Node struct {
 	UplinkCIDR string `json:"uplink_cidr,omitempty"`
 	// Forwarding is net.ipv4.ip_forward (sysctl).
 	Forwarding bool `json:"forwarding,omitempty"`
+	// CaddyPackages are the plugins `caddy add-package` added to the
+	// node's Caddy (github.com/caddy-dns/acmedns).
+	CaddyPackages []string `json:"caddy_packages,omitempty"`
+	// Units are the node's systemd units as systemctl left them (by name,
+	// "caddy.service"; a unit not here is disabled and inactive), and
+	// DaemonReloads counts `systemctl daemon-reload`.
+	Units         map[string]*Unit `json:"units,omitempty"`
+	DaemonReloads int              `json:"daemon_reloads,omitempty"`
+}
+
+// Unit is a systemd unit's state: enabled, active, and how often it was
+// started and restarted.
+type Unit struct {
+	Enabled  bool `json:"enabled,omitempty"`
+	Active   bool `json:"active,omitempty"`
+	Starts   int  `json:"starts,omitempty"`
+	Restarts int  `json:"restarts,omitempty"`
 }
 
 // NodeUplink is the node's default-route interface and its address.

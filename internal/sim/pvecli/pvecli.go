@@ -1,6 +1,7 @@
 // Package pvecli simulates the command line tools of a Proxmox VE node —
 // qm, pveum, pvesh, pvesm, pveversion — libguestfs' virt-customize, and
-// iproute2's ip and procps' sysctl for the node's network, on
+// iproute2's ip and procps' sysctl for the node's network, Caddy and
+// systemctl for the gateway's Caddy (caddy.go), on
 // top of the shared simulated cluster state (internal/sim/pve). One
 // multi-call binary (cmd/pve-host-sim) is installed as symlinks in a bin
 // directory that a test sshd session has on its PATH, so `dc-agent setup
@@ -33,7 +34,7 @@ import (
 )
 
 // Tools are the command names the binary answers to.
-var Tools = []string{"qm", "pveum", "pvesh", "pvesm", "pveversion", "virt-customize", "ip", "sysctl"}
+var Tools = []string{"qm", "pveum", "pvesh", "pvesm", "pveversion", "virt-customize", "ip", "sysctl", "caddy", "systemctl"}
 
 // Environment variables the tools read.
 const (
@@ -108,6 +109,10 @@ func Main(argv []string, env Env) int {
 		return c.ip(args)
 	case "sysctl":
 		return c.sysctl(args)
+	case "caddy":
+		return c.caddy(args)
+	case "systemctl":
+		return c.systemctl(args)
 	}
 	return 2
 }

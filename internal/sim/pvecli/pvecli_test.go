@@ -182,3 +182,49 @@ func TestFaultsAndVersion(t *testing.T) {
 		t.Fatalf("no state dir: %d %s", code, e.String())
 	}
 }
+
+// TestCaddyAndSystemctl: the node's Caddy lacks the acmedns module until
+// add-package added it (once; other packages fail), and systemctl keeps
+// caddy.service's state in the node state.
+func TestCaddyAndSystemctl(t *testing.T) {
+	n := newNode(t, "9.1.1")
+	if out := n.ok("caddy", "list-modules"); strings.Contains(out, "dns.providers.acmedns") || !strings.Contains(out, "\n  Non-standard modules: 0\n") {
+		t.Fatalf("list-modules before add-package:\n%s", out)
+	}
+	n.fails("not a registered Caddy module package path", "caddy", "add-package", "github.com/caddy-dns/cloudflare")
+	n.ok("caddy", "add-package", "github.com/caddy-dns/acmedns")
+	n.fails("package is already added", "caddy", "add-package", "github.com/caddy-dns/acmedns")
+	if out := n.ok("caddy", "list-modules"); !strings.Contains(out, "\ndns.providers.acmedns\n\n  Non-standard modules: 1\n") {
+		t.Fatalf("list-modules after add-package:\n%s", out)
+	}
+
+	if o, _, code := n.run("systemctl", "is-active", "caddy"); o != "inactive\n" || code != 3 {
+		t.Fatalf("is-active before start: %q %d", o, code)
+	}
+	if o, _, code := n.run("systemctl", "is-enabled", "caddy"); o != "disabled\n" || code != 1 {
+		t.Fatalf("is-enabled before enable: %q %d", o, code)
+	}
+	n.fails("does not exist", "systemctl", "enable", "nginx")
+	n.ok("systemctl", "enable", "caddy")
+	n.ok("systemctl", "daemon-reload")
+	n.ok("systemctl", "restart", "caddy.service")
+	if o, _, code := n.run("systemctl", "is-active", "caddy"); o != "active\n" || code != 0 {
+		t.Fatalf("is-active after restart: %q %d", o, code)
+	}
+	if o := n.ok("systemctl", "show", "-P", "FragmentPath", "caddy"); o != filepath.Join(n.dir, "systemd", "system", "caddy.service")+"\n" {
+		t.Fatalf("FragmentPath %q", o)
+	}
+	st, err := pve.Open(n.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = st.View(func(s *pve.State) error {
+		for _, nd := range s.Nodes {
+			u := nd.Units["caddy.service"]
+			if u == nil || !u.Enabled || !u.Active || u.Restarts != 1 || nd.DaemonReloads != 1 || len(nd.Units) != 1 {
+				t.Errorf("node state: units %v, %d daemon-reloads", nd.Units, nd.DaemonReloads)
+			}
+		}
+		return nil
+	})
+}
