@@ -373,13 +373,17 @@ func (f *Flow) setUpGateway(ctx context.Context) error {
 	})
 }
 
-// gatewayPlan: check, Caddy, sites dir, Caddyfile, forwarding, dc_id, config.
+// gatewayPlan: check, Caddy, sites dir, Caddyfile, forwarding, dc_id,
+// Caddy's service, config.
 func (f *Flow) gatewayPlan(a GatewayAnswer) *Plan {
 	ans := f.answers()
 	gw := f.oldGateway()
 	gw.DCID, gw.PublicIP = a.DCID, a.PublicIP
 	sysctlFile := cmp.Or(ans.GatewaySysctlFile, DefaultGatewaySysctlFile)
 	var node gateway.Host
+	// restartFor is what changed for Caddy in this run (its module,
+	// Caddyfile, credentials): the caddy-service step restarts it then.
+	var restartFor []string
 	h := f.host
 	steps := []Step{
 		{ID: "gateway-check", Title: "Check the node's network for the gateway", Run: func(ctx context.Context, r *Reporter) error {
@@ -405,23 +409,31 @@ func (f *Flow) gatewayPlan(a GatewayAnswer) *Plan {
 			r.Skip("node routes %s; public_ip %s", ans.Bridge, gw.PublicIP)
 			return nil
 		}},
-		{ID: "caddy", Title: "Install Caddy", Run: func(ctx context.Context, r *Reporter) error {
+		{ID: "caddy", Title: "Install Caddy with the acmedns module", Run: func(ctx context.Context, r *Reporter) error {
 			res, err := h.Run(ctx, r, Cmd{Args: []string{"sh", "-c", "command -v caddy"}, Quiet: true, OK: []int{1, 127}})
 			if err != nil {
 				return err
 			}
-			if path := strings.TrimSpace(string(res.Stdout)); res.ExitCode == 0 && path != "" {
-				r.Skip("Caddy is installed (%s)", path)
-			} else {
+			var did []string
+			path := strings.TrimSpace(string(res.Stdout))
+			if res.ExitCode != 0 || path == "" {
 				if _, err := h.Run(ctx, r, Cmd{Args: []string{"env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "caddy"}, Timeout: 15 * time.Minute}); err != nil {
 					return WithFix(err, "install Caddy on the node (apt-get install caddy, see caddyserver.com/docs/install), then re-run")
 				}
-				r.Changed("installed Caddy (apt-get install caddy)")
+				did = append(did, "installed Caddy (apt-get install caddy)")
 			}
-			mods, err := h.Run(ctx, r, Cmd{Args: []string{"caddy", "list-modules"}, Quiet: true})
-			if err == nil && !strings.Contains(string(mods.Stdout), "dns.providers.acmedns") {
-				r.Warn("this Caddy lacks the acmedns module: it cannot get the gateway's wildcard certificate",
-					"caddy add-package github.com/caddy-dns/acmedns, then restart Caddy (docs/gateway.md)")
+			added, err := addAcmeDNS(ctx, h, r)
+			if err != nil {
+				return err
+			}
+			if added {
+				did = append(did, "added the acmedns module (caddy add-package "+acmeDNSPackage+")")
+				restartFor = append(restartFor, "acmedns module")
+			}
+			if len(did) == 0 {
+				r.Skip("Caddy is installed (%s) and has the acmedns module", path)
+			} else {
+				r.Changed("%s", strings.Join(did, "; "))
 			}
 			return nil
 		}},
@@ -441,7 +453,11 @@ func (f *Flow) gatewayPlan(a GatewayAnswer) *Plan {
 			return nil
 		}},
 		{ID: "caddyfile", Title: "Write " + gw.Caddyfile, Run: func(ctx context.Context, r *Reporter) error {
-			return f.writeCaddyfile(ctx, r, gw)
+			changed, err := f.writeCaddyfile(ctx, r, gw)
+			if changed {
+				restartFor = append(restartFor, "Caddyfile")
+			}
+			return err
 		}},
 		{ID: "forwarding", Title: "Keep IPv4 forwarding on", Run: func(ctx context.Context, r *Reporter) error {
 			changed, err := writeRemoteFile(ctx, h, r, sysctlFile, []byte("# Written by dc-agent setup: the gateway forwards the node's public ports to the VMs.\nnet.ipv4.ip_forward = 1\n"), "0644", false)
@@ -466,7 +482,14 @@ func (f *Flow) gatewayPlan(a GatewayAnswer) *Plan {
 			return nil
 		}},
 		{ID: "gateway-register", Title: "Register gateway " + gw.DCID, Run: func(ctx context.Context, r *Reporter) error {
-			return f.registerGateway(ctx, r, gw)
+			changed, err := f.registerGateway(ctx, r, gw)
+			if changed {
+				restartFor = append(restartFor, "credentials")
+			}
+			return err
+		}},
+		{ID: "caddy-service", Title: "Run Caddy with the gateway's credentials", Run: func(ctx context.Context, r *Reporter) error {
+			return caddyService(ctx, h, r, gatewayEnvFile(gw), restartFor)
 		}},
 		gatewayConfigStep(ans.ConfigPath, a),
 	}
@@ -480,39 +503,39 @@ func gatewayEnvFile(gw config.GatewayConfig) string {
 }
 
 // registerGateway registers dc_id (once: the credentials file names it)
-// and keeps the acme-dns credentials for Caddy.
-func (f *Flow) registerGateway(ctx context.Context, r *Reporter, gw config.GatewayConfig) error {
+// and keeps the acme-dns credentials for Caddy; true when it wrote them.
+func (f *Flow) registerGateway(ctx context.Context, r *Reporter, gw config.GatewayConfig) (bool, error) {
 	env := gatewayEnvFile(gw)
 	head := "# acme-dns credentials of gateway " + gw.DCID + " (dc-agent setup; Caddy's EnvironmentFile)\n"
 	res, err := f.host.Run(ctx, r, Cmd{Args: []string{"sh", "-c", `[ -e "$1" ] || exit 3; cat -- "$1"`, "sh", env}, Secret: true, OK: []int{3}})
 	if err != nil {
-		return err
+		return false, err
 	}
 	if res.ExitCode == 0 && strings.HasPrefix(string(res.Stdout), head) {
 		r.Skip("dc_id %s is registered; its acme-dns credentials are in %s", gw.DCID, env)
-		return nil
+		return false, nil
 	}
 	key := f.Summary().Key
 	if key == nil || key.Key == nil {
-		return errors.New("no agent key: the node plan did not run")
+		return false, errors.New("no agent key: the node plan did not run")
 	}
 	c, err := f.answers().Client(key.Key)
 	if err != nil {
-		return err
+		return false, err
 	}
 	reg, err := RegisterGateway(ctx, c, gw.DCID)
 	if err != nil {
-		return err
+		return false, err
 	}
 	body, err := gateway.CaddyEnv(reg)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if _, err := writeRemoteFile(ctx, f.host, r, env, append([]byte(head), body...), "0600", true); err != nil {
-		return err
+		return false, err
 	}
 	r.Changed("registered dc_id %s (%s.%s.%s); acme-dns credentials in %s", gw.DCID, gw.DCID, gw.GWPrefix, gw.Domain, env)
-	return nil
+	return true, nil
 }
 
 // caddyfileHeader starts the Caddyfile the gateway writes.
@@ -527,28 +550,29 @@ const debianCaddyfile = "# The Caddyfile is an easy way to configure your Caddy 
 // belongs (which site, which global options) is theirs to decide, and a
 // wrong edit would take their sites down; one that imports the sites
 // directory is kept, one that does not is refused with the lines to add.
-func (f *Flow) writeCaddyfile(ctx context.Context, r *Reporter, gw config.GatewayConfig) error {
+// It returns whether it wrote the file.
+func (f *Flow) writeCaddyfile(ctx context.Context, r *Reporter, gw config.GatewayConfig) (bool, error) {
 	want := gateway.Caddyfile(gw, gateway.TLSAcmeDNS, caddyStorageDir)
 	res, err := f.host.Run(ctx, r, Cmd{Args: []string{"sh", "-c", `[ -e "$1" ] || exit 3; cat -- "$1"`, "sh", gw.Caddyfile}, Quiet: true, OK: []int{3}})
 	if err != nil {
-		return err
+		return false, err
 	}
 	old := res.Stdout
 	switch {
 	case res.ExitCode == 0 && bytes.Equal(old, want):
 		r.Skip("%s is up to date", gw.Caddyfile)
-		return nil
+		return false, nil
 	case res.ExitCode == 0 && !bytes.HasPrefix(old, []byte(caddyfileHeader)) && !bytes.HasPrefix(old, []byte(debianCaddyfile)):
 		if gateway.ImportsSites(old, gw.CaddySitesDir) {
 			r.Skip("%s is your own and imports %s/*.caddy: kept as it is", gw.Caddyfile, gw.CaddySitesDir)
-			return nil
+			return false, nil
 		}
-		return Fixf(fmt.Sprintf("add `import %s/*.caddy` inside a site block for *.%s (with the acme-dns tls settings, docs/gateway.md), or move the file away so dc-agent writes its own, then re-run",
+		return false, Fixf(fmt.Sprintf("add `import %s/*.caddy` inside a site block for *.%s (with the acme-dns tls settings, docs/gateway.md), or move the file away so dc-agent writes its own, then re-run",
 			gw.CaddySitesDir, gw.Zone()),
 			"%s is your own Caddyfile and does not import %s/*.caddy; dc-agent does not edit it", gw.Caddyfile, gw.CaddySitesDir)
 	}
 	if _, err := writeRemoteFile(ctx, f.host, r, gw.Caddyfile, want, "0644", false); err != nil {
-		return err
+		return false, err
 	}
 	switch {
 	case res.ExitCode != 0:
@@ -558,7 +582,7 @@ func (f *Flow) writeCaddyfile(ctx context.Context, r *Reporter, gw config.Gatewa
 	default:
 		r.Changed("updated %s (site *.%s)", gw.Caddyfile, gw.Zone())
 	}
-	return nil
+	return true, nil
 }
 
 // writeRemoteFile makes path on the node hold data with mode, unless it

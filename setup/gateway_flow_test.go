@@ -17,6 +17,7 @@ import (
 	"github.com/decent-stuff/dc-agent/config"
 	"github.com/decent-stuff/dc-agent/gateway"
 	"github.com/decent-stuff/dc-agent/internal/sim/pve"
+	"github.com/decent-stuff/dc-agent/internal/sim/pvecli"
 )
 
 // gatewayUI is scriptUI that also answers the gateway question.
@@ -139,6 +140,26 @@ func TestFlowSetsUpTheGateway(t *testing.T) {
 			if st, err := os.Stat(env); err != nil || st.Mode().Perm() != 0o600 {
 				t.Fatalf("credentials file: %v", err)
 			}
+			// Caddy has the acmedns module, loads the credentials (the drop-in
+			// beside the simulated node's unit file), is enabled, was
+			// restarted once and runs.
+			dropIn := filepath.Join(f.host.StateDir, "systemd", "system", "caddy.service.d", "dc-gateway.conf")
+			if b, err := os.ReadFile(dropIn); err != nil || !strings.Contains(string(b), "[Service]\nEnvironmentFile="+env+"\n") {
+				t.Fatalf("drop-in: %v\n%s", err, b)
+			}
+			caddyState := func() (pkgs []string, u pve.Unit, reloads int) {
+				f.host.View(t, func(st *pve.State) {
+					n := st.Nodes["pve1"]
+					pkgs, reloads = n.CaddyPackages, n.DaemonReloads
+					if n.Units["caddy.service"] != nil {
+						u = *n.Units["caddy.service"]
+					}
+				})
+				return pkgs, u, reloads
+			}
+			if pkgs, u, reloads := caddyState(); !slices.Equal(pkgs, []string{"github.com/caddy-dns/acmedns"}) || u != (pve.Unit{Enabled: true, Active: true, Restarts: 1}) || reloads != 1 {
+				t.Fatalf("Caddy on the node: packages %v, unit %+v, %d daemon-reloads", pkgs, u, reloads)
+			}
 			// dc-test is the provider's now: another cannot have it.
 			if _, err := srv.Store.RegisterGateway(context.Background(), other.Pubkey, "dc-test", "https://api.example.org", time.Now().UnixNano()); err == nil {
 				t.Fatal("dc-test is not registered to the provider")
@@ -153,7 +174,7 @@ func TestFlowSetsUpTheGateway(t *testing.T) {
 			}
 
 			// Again, same answers: nothing changes, byte for byte.
-			before := snapshot(t, o.Answers.ConfigPath, gw.Caddyfile, env, o.Answers.GatewaySysctlFile)
+			before := snapshot(t, o.Answers.ConfigPath, gw.Caddyfile, env, o.Answers.GatewaySysctlFile, dropIn)
 			again := newUI("dc-test")
 			again.gateway = func(q GatewayQuestion) (GatewayAnswer, error) {
 				if !q.Answer.Use || q.Answer.DCID != "dc-test" || q.Answer.PublicIP != "203.0.113.10" {
@@ -167,8 +188,42 @@ func TestFlowSetsUpTheGateway(t *testing.T) {
 			if done := again.texts(PhaseGateway, EventDone); len(done) != 0 {
 				t.Errorf("the re-run changed the gateway: %q", done)
 			}
-			if after := snapshot(t, o.Answers.ConfigPath, gw.Caddyfile, env, o.Answers.GatewaySysctlFile); !slices.EqualFunc(before, after, bytes.Equal) {
-				t.Error("the re-run rewrote the config, the Caddyfile, the credentials or the sysctl file")
+			if after := snapshot(t, o.Answers.ConfigPath, gw.Caddyfile, env, o.Answers.GatewaySysctlFile, dropIn); !slices.EqualFunc(before, after, bytes.Equal) {
+				t.Error("the re-run rewrote the config, the Caddyfile, the credentials, the sysctl file or the drop-in")
+			}
+			if _, u, reloads := caddyState(); u.Restarts != 1 || u.Starts != 0 || reloads != 1 {
+				t.Errorf("the re-run restarted Caddy or reloaded systemd: unit %+v, %d daemon-reloads", u, reloads)
+			}
+
+			// An apt upgrade replaced Caddy's binary: the module is gone. A
+			// failing add-package stops setup with the fix and changes nothing;
+			// once it works, setup puts the module back and restarts Caddy.
+			if err := f.host.Store.Update(func(st *pve.State) error { st.Nodes["pve1"].CaddyPackages = nil; return nil }); err != nil {
+				t.Fatal(err)
+			}
+			f.host.SetFaults(t, pvecli.Faults{Rules: []pvecli.FaultRule{{Match: []string{"caddy add-package"}, Action: "fail", Message: "Error: download failed: HTTP 502", Count: 1}}})
+			upgraded := newUI("dc-test")
+			upgraded.gateway = again.gateway
+			err = NewFlow(o, upgraded).Run(context.Background())
+			if err == nil || !strings.Contains(err.Error(), "add the acmedns module") || !strings.Contains(FixOf(err), "caddy add-package github.com/caddy-dns/acmedns") || !strings.Contains(FixOf(err), "caddyserver.com/download") {
+				t.Fatalf("failing add-package: %v (fix %q)", err, FixOf(err))
+			}
+			if after := snapshot(t, o.Answers.ConfigPath, gw.Caddyfile, env, o.Answers.GatewaySysctlFile, dropIn); !slices.EqualFunc(before, after, bytes.Equal) {
+				t.Error("a failed add-package changed the node's files or the config")
+			}
+			if _, u, _ := caddyState(); u.Restarts != 1 {
+				t.Errorf("a failed add-package restarted Caddy: %+v", u)
+			}
+			fixed := newUI("dc-test")
+			fixed.gateway = again.gateway
+			if err := NewFlow(o, fixed).Run(context.Background()); err != nil {
+				t.Fatalf("after the upgrade: %v", err)
+			}
+			if pkgs, u, _ := caddyState(); len(pkgs) != 1 || u.Restarts != 2 || !u.Active {
+				t.Errorf("after the upgrade: packages %v, unit %+v", pkgs, u)
+			}
+			if done := strings.Join(fixed.texts(PhaseGateway, EventDone), "\n"); !strings.Contains(done, "added the acmedns module") || !strings.Contains(done, "restarted Caddy (new acmedns module)") {
+				t.Errorf("after the upgrade, done: %q", done)
 			}
 
 			// A dc_id of another provider: refused, with the fix.
@@ -210,7 +265,7 @@ func TestGatewayOwnCaddyfile(t *testing.T) {
 	fl := &Flow{host: h}
 	run := func() (*collect, error) {
 		c := &collect{}
-		p := Plan{Steps: []Step{{ID: "caddyfile", Title: "Caddyfile", Run: func(ctx context.Context, r *Reporter) error { return fl.writeCaddyfile(ctx, r, gw) }}}}
+		p := Plan{Steps: []Step{{ID: "caddyfile", Title: "Caddyfile", Run: func(ctx context.Context, r *Reporter) error { _, err := fl.writeCaddyfile(ctx, r, gw); return err }}}}
 		_, err := p.Run(context.Background(), c.sink)
 		return c, err
 	}
