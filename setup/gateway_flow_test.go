@@ -330,3 +330,46 @@ func TestSameMachine(t *testing.T) {
 		}
 	}
 }
+
+// TestGatewayStopsWhenCaddyLacksTheModule: on a fresh node whose Caddy
+// cannot get the acmedns module (add-package fails), the gateway plan
+// stops at the caddy step with the fix: no Caddyfile, credentials or
+// drop-in, Caddy untouched, and no dc_id registered.
+func TestGatewayStopsWhenCaddyLacksTheModule(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "9.1.1")
+	srv := apitest.Start(t, apitest.WithPublicURL("https://api.example.org"))
+	prov := srv.NewProvider("Acme")
+	o := f.flowOptions(srv.URL, prov.Pubkey)
+	gwDir := t.TempDir()
+	gw := gatewayPaths(t, o.Answers.ConfigPath, gwDir)
+	o.Answers.GatewaySysctlFile = filepath.Join(gwDir, "sysctl.d", "99-dc-gateway.conf")
+	f.host.SetFaults(t, pvecli.Faults{Rules: []pvecli.FaultRule{{Match: []string{"caddy add-package"}, Action: "fail", Message: "Error: download failed: HTTP 502"}}})
+	ui := &gatewayUI{scriptUI: &scriptUI{delegate: func(q DelegationQuestion) (string, error) {
+		return srv.SignDelegation(prov, q.Request.AgentPubkey).Encode()
+	}}, gateway: func(q GatewayQuestion) (GatewayAnswer, error) {
+		return GatewayAnswer{Use: true, DCID: "dc-nomod", PublicIP: "203.0.113.10"}, nil
+	}}
+	err := NewFlow(o, ui).Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "HTTP 502") || !strings.Contains(FixOf(err), "caddy add-package github.com/caddy-dns/acmedns") {
+		t.Fatalf("%v (fix %q)", err, FixOf(err))
+	}
+	if failed := ui.texts(PhaseGateway, EventFailed); len(failed) != 1 {
+		t.Errorf("failed steps %q", failed)
+	}
+	for _, p := range []string{gw.Caddyfile, filepath.Join(filepath.Dir(gw.Caddyfile), "dc-gateway.env"), filepath.Join(f.host.StateDir, "systemd", "system", "caddy.service.d")} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s was written: %v", p, err)
+		}
+	}
+	f.host.View(t, func(st *pve.State) {
+		if n := st.Nodes["pve1"]; len(n.CaddyPackages) != 0 || len(n.Units) != 0 || n.DaemonReloads != 0 {
+			t.Errorf("Caddy was changed: %v %v %d", n.CaddyPackages, n.Units, n.DaemonReloads)
+		}
+	})
+	// dc-nomod was not registered: another provider can have it.
+	other := srv.NewProvider("Other")
+	if _, err := srv.Store.RegisterGateway(context.Background(), other.Pubkey, "dc-nomod", "https://api.example.org", time.Now().UnixNano()); err != nil {
+		t.Errorf("dc-nomod was registered: %v", err)
+	}
+}
