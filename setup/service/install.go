@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -124,6 +126,21 @@ func Install(ctx context.Context, o Options) (Result, error) {
 		return res, err
 	}
 	o.emit("state directory", mark(changed), "%s (mode 0700)", stateDir)
+	if g := settings.gateway; g != nil {
+		// The service writes the Caddy site files (Caddy, another user,
+		// reads them) and the port allocations.
+		dirs := map[string]fs.FileMode{g.CaddySitesDir: 0o755}
+		if d := filepath.Dir(g.PortAllocationsPath); d != settings.stateDir {
+			dirs[d] = 0o700
+		}
+		for _, dir := range slices.Sorted(maps.Keys(dirs)) {
+			changed, err = ensureDir(o.hostPath(dir), dirs[dir], own)
+			if err != nil {
+				return res, err
+			}
+			o.emit("gateway directory", mark(changed), "%s (mode %04o, the service's)", o.hostPath(dir), dirs[dir])
+		}
+	}
 
 	// Unit files.
 	unitChanged, err := writeIfChanged(p.unit, unit, 0o644)

@@ -423,4 +423,11 @@ func TestInstallGatewayUnit(t *testing.T) {
 			t.Errorf("gateway unit lacks %q:\n%s", want, unit)
 		}
 	}
+	// The directories the service writes exist (owned by its account on
+	// a real install; --root leaves owners alone).
+	for dir, mode := range map[string]os.FileMode{"srv/caddy/sites": 0o755, "srv/dc-gw": 0o700} {
+		if st, err := os.Stat(filepath.Join(root, dir)); err != nil || !st.IsDir() || st.Mode().Perm() != mode {
+			t.Errorf("%s: %v %v, want a directory with mode %04o", dir, err, st, mode)
+		}
+	}
 }
