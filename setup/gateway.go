@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
@@ -315,31 +316,30 @@ func agentOnNode(ctx context.Context, sshHost string, node gateway.Host) (bool, 
 }
 
 // sameMachine: the node, reached at addrs, is the machine whose network is
-// local.
+// local: reached on a loopback or one of local's addresses, or (reached
+// through NAT, or by a name that did not resolve) with exactly local's
+// addresses. One shared address is not enough: the nodes of a cluster
+// often give their VM bridges the same gateway address.
 func sameMachine(addrs []netip.Addr, local, node gateway.Host) bool {
-	has := func(h gateway.Host, ip netip.Addr) bool {
+	own := func(h gateway.Host) map[netip.Addr]bool {
+		m := map[netip.Addr]bool{}
 		for _, ifc := range h.Ifaces {
 			for _, a := range ifc.Addrs {
-				if a.Addr() == ip.Unmap() {
-					return true
+				if !a.Addr().IsLoopback() {
+					m[a.Addr()] = true
 				}
 			}
 		}
-		return false
+		return m
 	}
+	l := own(local)
 	for _, ip := range addrs {
-		if ip.IsLoopback() || has(local, ip) {
+		if ip.Unmap().IsLoopback() || l[ip.Unmap()] {
 			return true
 		}
 	}
-	for _, ifc := range node.Ifaces {
-		for _, a := range ifc.Addrs {
-			if !a.Addr().IsLoopback() && has(local, a.Addr()) {
-				return true
-			}
-		}
-	}
-	return false
+	n := own(node)
+	return len(n) > 0 && maps.Equal(n, l)
 }
 
 // elsewhereFix is what to do when the agent would not run on the node.

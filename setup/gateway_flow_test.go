@@ -301,7 +301,8 @@ func TestGatewayOwnCaddyfile(t *testing.T) {
 }
 
 // TestSameMachine: the agent runs on the node when setup reached it on a
-// loopback or an own address, or when they share an address.
+// loopback or an own address, or when both have the same addresses — not
+// when they only share one (cluster nodes' bridges often do).
 func TestSameMachine(t *testing.T) {
 	host := func(addrs ...string) gateway.Host {
 		var h gateway.Host
@@ -322,8 +323,11 @@ func TestSameMachine(t *testing.T) {
 		{"loopback", ip("127.0.0.1"), local, true},
 		{"own address", ip("192.0.2.5"), local, true},
 		{"another machine", ip("203.0.113.10"), local, false},
-		{"shares the node's address", ip("203.0.113.10"), host("127.0.0.1/8", "203.0.113.10/24"), true},
+		{"the node's own address", ip("203.0.113.10"), host("127.0.0.1/8", "203.0.113.10/24"), true},
+		{"through NAT, the node's addresses", ip("198.51.100.1"), host("127.0.0.1/8", "203.0.113.10/24", "10.99.0.1/24"), true},
+		{"another cluster node, same bridge address", ip("198.51.100.1"), host("127.0.0.1/8", "203.0.113.11/24", "10.99.0.1/24"), false},
 		{"unresolved", nil, local, false},
+		{"unresolved, the node's addresses", nil, host("10.99.0.1/24", "127.0.0.1/8", "203.0.113.10/24"), true},
 	} {
 		if got := sameMachine(c.addrs, c.local, node); got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
