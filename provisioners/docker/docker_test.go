@@ -31,9 +31,13 @@ import (
 var dockerEnv *testutil.DockerEnv
 
 const (
-	testImage     = "dc-test/busybox:1"
-	exitingImage  = "dc-test/exits:1"
-	testPortStart = 42100
+	testImage    = "dc-test/busybox:1"
+	exitingImage = "dc-test/exits:1"
+	// testPortStart: the tests' host ports, 31100-31819, lie below the
+	// kernel's ephemeral range (32768-60999): an outgoing connection of a
+	// test running beside them cannot hold one (a 6-port range once
+	// failed with "all 6 SSH ports ... are in use").
+	testPortStart = 31100
 )
 
 func TestMain(m *testing.M) {
