@@ -383,8 +383,15 @@ func (f *Flow) gatewayPlan(a GatewayAnswer) *Plan {
 	var node gateway.Host
 	// restartFor is what changed for Caddy in this run (its module,
 	// Caddyfile, credentials): the caddy-service step restarts it then.
+	// Each change is also noted on the node (restartMarker), so a run that
+	// stops before that step leaves the restart to the next one.
 	var restartFor []string
 	h := f.host
+	pend := func(ctx context.Context, r *Reporter, what string) error {
+		restartFor = append(restartFor, what)
+		_, err := h.Run(ctx, r, Cmd{Args: []string{"sh", "-c", `mkdir -p "$(dirname "$1")" && printf '%s\n' "$2" >> "$1"`, "sh", restartMarker(gw), what}, Quiet: true})
+		return err
+	}
 	steps := []Step{
 		{ID: "gateway-check", Title: "Check the node's network for the gateway", Run: func(ctx context.Context, r *Reporter) error {
 			var err error
@@ -428,7 +435,9 @@ func (f *Flow) gatewayPlan(a GatewayAnswer) *Plan {
 			}
 			if added {
 				did = append(did, "added the acmedns module (caddy add-package "+acmeDNSPackage+")")
-				restartFor = append(restartFor, "acmedns module")
+				if err := pend(ctx, r, "acmedns module"); err != nil {
+					return err
+				}
 			}
 			if len(did) == 0 {
 				r.Skip("Caddy is installed (%s) and has the acmedns module", path)
@@ -455,7 +464,7 @@ func (f *Flow) gatewayPlan(a GatewayAnswer) *Plan {
 		{ID: "caddyfile", Title: "Write " + gw.Caddyfile, Run: func(ctx context.Context, r *Reporter) error {
 			changed, err := f.writeCaddyfile(ctx, r, gw)
 			if changed {
-				restartFor = append(restartFor, "Caddyfile")
+				err = errors.Join(err, pend(ctx, r, "Caddyfile"))
 			}
 			return err
 		}},
@@ -484,16 +493,22 @@ func (f *Flow) gatewayPlan(a GatewayAnswer) *Plan {
 		{ID: "gateway-register", Title: "Register gateway " + gw.DCID, Run: func(ctx context.Context, r *Reporter) error {
 			changed, err := f.registerGateway(ctx, r, gw)
 			if changed {
-				restartFor = append(restartFor, "credentials")
+				err = errors.Join(err, pend(ctx, r, "credentials"))
 			}
 			return err
 		}},
 		{ID: "caddy-service", Title: "Run Caddy with the gateway's credentials", Run: func(ctx context.Context, r *Reporter) error {
-			return caddyService(ctx, h, r, gatewayEnvFile(gw), restartFor)
+			return caddyService(ctx, h, r, gatewayEnvFile(gw), restartMarker(gw), restartFor)
 		}},
 		gatewayConfigStep(ans.ConfigPath, a),
 	}
 	return &Plan{Steps: steps}
+}
+
+// restartMarker lists, on the node, what changed for Caddy since it was
+// last restarted by setup (beside the Caddyfile).
+func restartMarker(gw config.GatewayConfig) string {
+	return filepath.Join(filepath.Dir(gw.Caddyfile), "dc-gateway.restart")
 }
 
 // gatewayEnvFile holds the acme-dns credentials for Caddy's unit

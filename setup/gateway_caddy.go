@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -80,11 +81,22 @@ func caddyDropIn(unitFile string) string {
 }
 
 // caddyService makes caddy.service load envFile (a drop-in), enables it,
-// and restarts it when restartFor names what changed in this run (starts
+// and restarts it when restartFor or the marker file names what changed
+// (starts
 // it when it is not running); then it must be active.
-func caddyService(ctx context.Context, h *Host, r *Reporter, envFile string, restartFor []string) error {
+func caddyService(ctx context.Context, h *Host, r *Reporter, envFile, marker string, restartFor []string) error {
 	const unit = "caddy.service"
 	journal := "see why with `journalctl -u caddy -n 50` on the node (a Caddyfile error, ports 80/443 taken, missing credentials), fix it, then re-run"
+	// What an earlier run changed and did not restart Caddy for.
+	pending, err := h.Run(ctx, r, Cmd{Args: []string{"sh", "-c", `[ -e "$1" ] || exit 3; cat -- "$1"`, "sh", marker}, Quiet: true, OK: []int{3}})
+	if err != nil {
+		return err
+	}
+	for line := range strings.Lines(string(pending.Stdout)) {
+		if what := strings.TrimSpace(line); what != "" && !slices.Contains(restartFor, what) {
+			restartFor = append(restartFor, what)
+		}
+	}
 	res, err := h.Run(ctx, r, Cmd{Args: []string{"systemctl", "show", "-P", "FragmentPath", unit}, Quiet: true})
 	if err != nil {
 		return WithFix(fmt.Errorf("find Caddy's systemd unit: %w", err), "the node needs systemd (systemctl), as Proxmox VE has")
@@ -144,6 +156,9 @@ func caddyService(ctx context.Context, h *Host, r *Reporter, envFile string, res
 			return Fixf(journal, "Caddy is not running after `systemctl %s %s`", verb, unit)
 		}
 		if verb == "restart" {
+			if _, err := h.Run(ctx, r, Cmd{Args: []string{"rm", "-f", marker}, Quiet: true}); err != nil {
+				return err
+			}
 			did = append(did, "restarted Caddy (new "+strings.Join(restartFor, ", ")+")")
 		} else {
 			did = append(did, "started Caddy")

@@ -226,6 +226,30 @@ func TestFlowSetsUpTheGateway(t *testing.T) {
 				t.Errorf("after the upgrade, done: %q", done)
 			}
 
+			// Another upgrade, and this time the run stops after adding the
+			// module, before Caddy's step: the next run, with nothing to
+			// change, still restarts Caddy for it (noted on the node), once.
+			if err := f.host.Store.Update(func(st *pve.State) error { st.Nodes["pve1"].CaddyPackages = nil; return nil }); err != nil {
+				t.Fatal(err)
+			}
+			f.host.SetFaults(t, pvecli.Faults{Rules: []pvecli.FaultRule{{Match: []string{"systemctl show"}, Action: "fail", Message: "Failed to connect to bus", Count: 1}}})
+			if err := NewFlow(o, newUI("dc-test")).Run(context.Background()); err == nil {
+				t.Fatal("the run with a failing systemctl succeeded")
+			}
+			if pkgs, u, _ := caddyState(); len(pkgs) != 1 || u.Restarts != 2 {
+				t.Fatalf("after the interrupted run: packages %v, unit %+v", pkgs, u)
+			}
+			for i, want := range []int{3, 3} {
+				resumed := newUI("dc-test")
+				resumed.gateway = again.gateway
+				if err := NewFlow(o, resumed).Run(context.Background()); err != nil {
+					t.Fatalf("run %d after the interrupted one: %v", i+1, err)
+				}
+				if _, u, _ := caddyState(); u.Restarts != want {
+					t.Errorf("run %d after the interrupted one: %d restarts, want %d", i+1, u.Restarts, want)
+				}
+			}
+
 			// A dc_id of another provider: refused, with the fix.
 			taken := newUI("taken")
 			err = NewFlow(o, taken).Run(context.Background())
