@@ -413,6 +413,10 @@ func TestFailedProvisionRemovesContainer(t *testing.T) {
 		p := newProvisioner(t, func(c *config.DockerConfig) {
 			c.Image, c.SSHPortRangeStart, c.SSHPortRangeEnd = exitingImage, testPortStart+600, testPortStart+609
 		})
+		// The command exits at once, but "at once" under load can be
+		// longer than the tests' 100 ms: watch it for up to a minute (the
+		// wait ends as soon as the container stops).
+		p.opts.StartWait = time.Minute
 		_, err := p.Provision(ctx, provisioners.Request{ContractID: cid(8), MemoryMB: 64, RequesterSSHPubkey: sshKey(t)})
 		if err == nil || !strings.Contains(err.Error(), "stopped right after start") || !strings.Contains(err.Error(), "exit code 3") || !strings.Contains(err.Error(), "boom") {
 			t.Fatalf("err %v", err)
