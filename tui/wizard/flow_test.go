@@ -39,15 +39,7 @@ func TestWizardFlowStopsAPlanOnCtrlC(t *testing.T) {
 		teatest.WaitFor(t, tm.Output(), func(b []byte) bool { return bytes.Contains(b, []byte(want)) },
 			teatest.WithDuration(60*time.Second), teatest.WithCheckInterval(20*time.Millisecond))
 	}
-	see("enter start")
-	tm.Send(key("enter"))
-	see("Decent Cloud API")
-	tm.Send(key("enter"))
-	see("Proxmox host")
-	tm.Send(key("enter"))
-	see("pin and connect")
-	tm.Send(key("y"))
-	see("Node and choices")
+	toNodeChoices(tm, func(w string) { t.Helper(); see(w) })
 	tm.Send(key("enter"))
 	see("Use the gateway") // the node's bridge is private: no gateway
 	tm.Send(key("enter"))
@@ -112,15 +104,7 @@ func TestWizardSetsUpTheGateway(t *testing.T) {
 			return true
 		}, teatest.WithDuration(90*time.Second), teatest.WithCheckInterval(20*time.Millisecond))
 	}
-	see("enter start")
-	tm.Send(key("enter"))
-	see("Decent Cloud API")
-	tm.Send(key("enter"))
-	see("Proxmox host")
-	tm.Send(key("enter"))
-	see("pin and connect")
-	tm.Send(key("y"))
-	see("Node and choices")
+	toNodeChoices(tm, func(w string) { t.Helper(); see(w) })
 	tm.Send(key("enter"))
 	// A part of the node's choices (4); yes shows dc_id and the public
 	// IPv4, prefilled.
@@ -153,4 +137,17 @@ func TestWizardSetsUpTheGateway(t *testing.T) {
 	if _, err := os.Stat(sites); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// toNodeChoices takes a wizard whose answers come prefilled from the
+// welcome screen to "Node and choices": start, the API and the host as
+// given, the node's host key pinned.
+func toNodeChoices(tm *teatest.TestModel, see func(string)) {
+	for _, step := range []struct{ screen, key string }{
+		{"enter start", "enter"}, {"Decent Cloud API", "enter"}, {"Proxmox host", "enter"}, {"pin and connect", "y"},
+	} {
+		see(step.screen)
+		tm.Send(key(step.key))
+	}
+	see("Node and choices")
 }
